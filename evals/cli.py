@@ -1,0 +1,12 @@
+"""`tagloop eval …`: the offline evaluation commands of SPEC §6.
+
+Each command lives beside the code it evaluates and is registered here, so this module stays a
+table of contents.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="Offline evaluation: recommender, tagging, off-policy estimators, simulator.",
+                  no_args_is_help=True)
