@@ -7,6 +7,8 @@ table of contents.
 from __future__ import annotations
 
 import typer
+from tagloop.evals.tagging_eval import tagging_command
 
 app = typer.Typer(help="Offline evaluation: recommender, tagging, off-policy estimators, simulator.",
                   no_args_is_help=True)
+app.command("tagging")(tagging_command)

@@ -1,0 +1,119 @@
+"""Tag normalization and the tag vocabulary.
+
+Owns how a raw tag string becomes a canonical tag:
+- `normalize_tag(s)` cleans a surface form (Unicode NFKC, lower case, `_` → space, collapsed
+  whitespace, trimmed punctuation): "  Hip_Hop " → "hip hop".
+- `tag_key(s)` is the merge key of spelling variants: accents, spaces, hyphens, apostrophes and
+  dots dropped, "&" read as "and", plus a small table of synonyms, so "hip hop", "hip-hop" and
+  "hiphop" share the key "hiphop" and "80's", "1980s" and "eighties" share "80s".
+- `Vocabulary` is the set of canonical tags with counts and aliases; each key's canonical name is
+  its most frequent surface form (ties: shorter, then alphabetical), so the result is
+  deterministic. `build_vocabulary(counts)` makes one from raw tag → count pairs.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from tagloop.tools.errors import InvalidInput
+
+_SPACES = re.compile(r"\s+")
+_NOT_ALNUM = re.compile(r"[^0-9a-z]+")
+
+# merge keys that mean the same tag (key → key)
+SYNONYM_KEYS: dict[str, str] = {
+    "rnb": "randb",
+    "rhythmandblues": "randb",
+    "eighties": "80s",
+    "seventies": "70s",
+    "sixties": "60s",
+    "nineties": "90s",
+    "fifties": "50s",
+    "2000s": "00s",
+    "noughties": "00s",
+    "electronical": "electronic",
+    "femalevocalist": "femalevocalists",
+    "femalevocals": "femalevocalists",
+    "malevocalist": "malevocalists",
+    "malevocals": "malevocalists",
+    "rocknroll": "rockandroll",
+    "rocknrol": "rockandroll",
+    "drumnbass": "drumandbass",
+    "dnb": "drumandbass",
+    "singersongwriters": "singersongwriter",
+}
+_DECADE = re.compile(r"^(19)(\d0)s$")
+
+
+def normalize_tag(raw: str) -> str:
+    """Clean one surface form; the empty string means "no tag"."""
+    text = unicodedata.normalize("NFKC", raw).lower().replace("_", " ")
+    text = _SPACES.sub(" ", text).strip(" \t.,;:!?\"'()[]{}")
+    return text
+
+
+def tag_key(raw: str) -> str:
+    """The merge key of a tag's spelling variants ("" for a tag with no letters or digits)."""
+    text = normalize_tag(raw).replace("&", " and ").replace("'", "").replace("’", "")
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    key = _NOT_ALNUM.sub("", text)
+    decade = _DECADE.match(key)
+    if decade and decade.group(1) == "19":
+        key = decade.group(2) + "s"
+    return SYNONYM_KEYS.get(key, key)
+
+
+@dataclass
+class Vocabulary:
+    """Canonical tags (most frequent first) with their counts and every alias seen."""
+
+    tags: list[str]
+    counts: dict[str, float]
+    aliases: dict[str, str] = field(default_factory=dict)  # tag_key → canonical tag
+    index: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.index = {tag: i for i, tag in enumerate(self.tags)}
+
+    def __len__(self) -> int:
+        return len(self.tags)
+
+    def __contains__(self, raw: object) -> bool:
+        return isinstance(raw, str) and self.canonical(raw) is not None
+
+    def canonical(self, raw: str) -> str | None:
+        """The canonical tag for any spelling variant, or None when it is not in the vocabulary."""
+        return self.aliases.get(tag_key(raw))
+
+    def require_nonempty(self) -> None:
+        if not self.tags:
+            raise InvalidInput("the tag vocabulary is empty: import items with tags first")
+
+
+def build_vocabulary(
+    counts: Mapping[str, float] | Iterable[tuple[str, float]], min_count: float = 1.0
+) -> Vocabulary:
+    """Merge raw tag counts into a vocabulary; keys whose merged count is below min_count are left out."""
+    pairs = counts.items() if isinstance(counts, Mapping) else counts
+    by_key: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for raw, count in pairs:
+        key = tag_key(raw)
+        surface = normalize_tag(raw)
+        if key and surface:
+            by_key[key][surface] += float(count)
+    canon: dict[str, str] = {}
+    totals: dict[str, float] = {}
+    for key, forms in by_key.items():
+        total = sum(forms.values())
+        if total < min_count:
+            continue
+        name = min(forms, key=lambda s: (-forms[s], len(s), s))
+        canon[key] = name
+        totals[name] = totals.get(name, 0.0) + total
+    tags = sorted(totals, key=lambda t: (-totals[t], t))
+    return Vocabulary(tags=tags, counts=totals, aliases=canon)
