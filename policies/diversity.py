@@ -1,0 +1,164 @@
+"""Diversity (MMR over tag vectors) and calibration (slate tag mix close to the user's), one knob each.
+
+Both are greedy: the slate is built slot by slot and each candidate's utility depends on what is
+already placed. Their incremental states are shared with `policies.slate.choose_slate`.
+
+- MMR (Carbonell & Goldstein 1998): `(1 - λ) · rel_j - λ · max_{i ∈ S} cos(tags_j, tags_i)`;
+  cosine over non-negative tag weights, so the penalty is in [0, 1]. λ = 0 is relevance order.
+- Calibration (Steck 2018, "Calibrated recommendations"): p = the user's tag mix (normalised
+  `user_tag_mix`), q(S) = mean over slate items of each item's tag distribution (its tag weights
+  normalised to sum 1), q̃ = (1 - α) q + α p, and the utility `(1 - λ) · rel_j - λ · KL(p ‖ q̃(S ∪ {j}))`.
+  KL only needs the tags in the support of p, so the state keeps an (n × |supp p|) matrix.
+"""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+import numpy as np
+import scipy.sparse as sp
+from tagloop.policies.fairness import normalized_relevance
+from tagloop.tools.errors import InvalidInput
+
+TagMatrix: TypeAlias = np.ndarray | sp.spmatrix | sp.sparray
+
+
+def _csr(item_tags: TagMatrix, n: int) -> sp.csr_array:
+    m = sp.csr_array(item_tags, dtype=np.float64)
+    if m.shape[0] != n:
+        raise InvalidInput(f"item_tags has {m.shape[0]} rows but there are {n} candidates")
+    if m.nnz and (m.data.min() < 0 or not np.all(np.isfinite(m.data))):
+        raise InvalidInput("tag weights must be finite and non-negative")
+    return m
+
+
+def tag_similarity(item_tags: TagMatrix) -> np.ndarray:
+    """Dense (n × n) cosine similarity of the items' tag vectors (0 for items without tags)."""
+    m = sp.csr_array(item_tags, dtype=np.float64)
+    norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+    inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    unit = sp.diags_array(inv) @ m
+    return np.asarray((unit @ unit.T).toarray())
+
+
+class MMRState:
+    """Max cosine similarity of every candidate to the items placed so far.
+
+    Similarity rows are computed only for placed items, straight from the CSR arrays
+    (`O(nnz)` per slot), so no n × n matrix is built per call.
+    """
+
+    def __init__(self, item_tags: TagMatrix) -> None:
+        m = sp.csr_array(item_tags, dtype=np.float64)
+        n, self.n_tags = m.shape
+        counts = np.diff(m.indptr)
+        self.rows = np.repeat(np.arange(n), counts)
+        self.cols = m.indices
+        sq = np.bincount(self.rows, weights=m.data * m.data, minlength=n)
+        inv = np.divide(1.0, np.sqrt(sq), out=np.zeros(n), where=sq > 0)
+        self.data = m.data * inv[self.rows]
+        self.indptr = m.indptr
+        self.max_sim = np.zeros(n, dtype=np.float64)
+
+    def penalty(self) -> np.ndarray:
+        return self.max_sim
+
+    def similarity_row(self, j: int) -> np.ndarray:
+        """Cosine similarity of item j to every candidate."""
+        lookup = np.zeros(self.n_tags, dtype=np.float64)
+        lo, hi = self.indptr[j], self.indptr[j + 1]
+        lookup[self.cols[lo:hi]] = self.data[lo:hi]
+        return np.bincount(self.rows, weights=self.data * lookup[self.cols], minlength=self.max_sim.size)
+
+    def add(self, j: int) -> None:
+        np.maximum(self.max_sim, self.similarity_row(j), out=self.max_sim)
+
+
+class CalibrationState:
+    """KL(p ‖ q̃(S ∪ {j})) for every candidate j given the placed set S."""
+
+    def __init__(self, item_tags: TagMatrix, user_tag_mix: np.ndarray, alpha: float) -> None:
+        mix = np.asarray(user_tag_mix, dtype=np.float64).ravel()
+        m = sp.csr_array(item_tags, dtype=np.float64)
+        if mix.shape[0] != m.shape[1]:
+            raise InvalidInput(f"user_tag_mix has {mix.shape[0]} tags but item_tags has {m.shape[1]}")
+        if np.any(mix < 0) or not np.all(np.isfinite(mix)) or mix.sum() <= 0:
+            raise InvalidInput("user_tag_mix must be non-negative, finite and not all zero")
+        support = np.flatnonzero(mix)
+        self.p = mix[support] / mix.sum()
+        rows = np.asarray(m.sum(axis=1)).ravel()
+        inv = np.divide(1.0, rows, out=np.zeros_like(rows), where=rows > 0)
+        self.dists = np.asarray((sp.diags_array(inv) @ m)[:, support].toarray())
+        self.alpha = alpha
+        self.acc = np.zeros_like(self.p)
+        self.count = 0
+        self._p_log_p = float(np.sum(self.p * np.log(self.p)))
+
+    def penalty(self) -> np.ndarray:
+        q = (self.acc + self.dists) / (self.count + 1)
+        q_tilde = (1.0 - self.alpha) * q + self.alpha * self.p
+        return self._p_log_p - np.log(q_tilde) @ self.p
+
+    def kl(self) -> float:
+        """KL of the slate placed so far (∞-free thanks to the α smoothing)."""
+        q = self.acc / max(self.count, 1)
+        q_tilde = (1.0 - self.alpha) * q + self.alpha * self.p
+        return float(self._p_log_p - np.log(q_tilde) @ self.p)
+
+    def add(self, j: int) -> None:
+        self.acc += self.dists[j]
+        self.count += 1
+
+
+def _greedy(rel: np.ndarray, k: int, lam: float, state: MMRState | CalibrationState) -> np.ndarray:
+    n = rel.shape[0]
+    taken = np.zeros(n, dtype=bool)
+    order: list[int] = []
+    for _ in range(min(k, n)):
+        u = (1.0 - lam) * rel - lam * state.penalty()
+        u[taken] = -np.inf
+        j = int(np.argmax(u))
+        order.append(j)
+        taken[j] = True
+        state.add(j)
+    return np.asarray(order, dtype=np.int64)
+
+
+def _check(scores: np.ndarray, lam: float, what: str) -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1 or s.size == 0 or not np.all(np.isfinite(s)):
+        raise InvalidInput("scores must be a non-empty 1-D array of finite numbers")
+    if not 0.0 <= lam <= 1.0:
+        raise InvalidInput(f"{what} must be in [0, 1], got {lam}")
+    return s
+
+
+def mmr_rerank(scores: np.ndarray, item_tags: TagMatrix, k: int, lam: float) -> np.ndarray:
+    """Greedy MMR slate of k indices; λ = 0 is relevance order, larger λ spreads tags."""
+    s = _check(scores, lam, "mmr lambda")
+    _csr(item_tags, s.size)
+    return _greedy(normalized_relevance(s), k, lam, MMRState(item_tags))
+
+
+def calibrated_rerank(
+    scores: np.ndarray,
+    item_tags: TagMatrix,
+    user_tag_mix: np.ndarray,
+    k: int,
+    lam: float,
+    alpha: float = 0.01,
+) -> np.ndarray:
+    """Greedy calibrated slate of k indices (Steck 2018); λ trades relevance for a smaller KL."""
+    s = _check(scores, lam, "calibration lambda")
+    m = _csr(item_tags, s.size)
+    return _greedy(normalized_relevance(s), k, lam, CalibrationState(m, user_tag_mix, alpha))
+
+
+def calibration_kl(
+    actions: np.ndarray, item_tags: TagMatrix, user_tag_mix: np.ndarray, alpha: float = 0.01
+) -> float:
+    """KL(p ‖ q̃) of a given slate: how far its tag mix is from the user's."""
+    state = CalibrationState(item_tags, user_tag_mix, alpha)
+    for j in np.asarray(actions, dtype=np.int64):
+        state.add(int(j))
+    return state.kl()

@@ -1,0 +1,189 @@
+"""`choose_slate`: the one composition the agent calls per user, and `score_slate` for evaluators.
+
+Pipeline, all inside one slot-by-slot loop so every slot's probability is exact:
+
+1. relevance: the recommender's `scores` (raw when no re-ranking knob is on, else min-max scaled);
+2. fairness: `u = (1 - λ) · rel + λ · need(provider)` (`policies.fairness`);
+3. diversity/calibration: per slot, `(1 - λ_mmr - λ_cal) · u - λ_mmr · maxsim - λ_cal · KL`
+   (`policies.diversity`; skipped when `item_tags` is None, calibration also when
+   `user_tag_mix` is None — `context["skipped"]` says so);
+4. long-tail quota: once the slots left equal the long-tail slots still owed
+   (`policies.exposure.long_tail_quota`, amortized over the `ProviderExposure` history; per slate
+   `ceil(share · k)` when exposure is a plain mapping), only long-tail candidates are eligible;
+5. exploration: the slot is drawn from `(1 - ε) · base + ε · uniform(pool)` where base is the
+   argmax (temperature 0) or the Plackett-Luce softmax (`policies.exploration`).
+
+`Decision.propensities[i]` is P(slot i = actions[i] | inputs, slots 0..i-1) under this pipeline.
+`score_slate` runs the same loop with the actions forced, giving any policy's propensities for a
+logged slate (zero where the policy could not have made that choice) — what off-policy estimators
+need. Both are pure: no clock, no database, randomness only from the given generator or seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
+
+import numpy as np
+from tagloop.policies.config import PolicyConfig
+from tagloop.policies.decision import Decision
+from tagloop.policies.diversity import CalibrationState, MMRState, TagMatrix
+from tagloop.policies.exploration import draw, slot_probabilities
+from tagloop.policies.exposure import ProviderExposure, long_tail_quota
+from tagloop.policies.fairness import exposure_need, normalized_relevance
+from tagloop.tools.errors import InvalidInput
+
+Exposure: TypeAlias = ProviderExposure | Mapping[str, float]
+
+
+def choose_slate(
+    cfg: PolicyConfig,
+    scores: np.ndarray,
+    providers: Sequence[str],
+    item_tags: TagMatrix | None,
+    user_tag_mix: np.ndarray | None,
+    exposure: Exposure,
+    long_tail: np.ndarray,
+    rng: np.random.Generator | int,
+    *,
+    item_ids: Sequence[str] | None = None,
+    context: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+) -> Decision:
+    """Choose min(cfg.k, n) of n candidates; see the module docstring for the pipeline.
+
+    scores: (n,) relevance; providers: n provider names; item_tags: (n × n_tags) dense or sparse;
+    user_tag_mix: (n_tags,) the user's tag weights; exposure: per-provider exposure so far;
+    long_tail: (n,) bool, candidate's provider is long-tail; rng: a seeded generator, or an int
+    seed (then recorded in the decision); item_ids: candidate ids stored in the decision.
+    """
+    if isinstance(rng, int | np.integer):
+        seed = int(rng)
+        rng = np.random.default_rng(seed)
+    actions, props, facts = _run(cfg, scores, providers, item_tags, user_tag_mix, exposure, long_tail, rng)
+    return Decision(
+        actions=tuple(actions),
+        propensities=tuple(props),
+        policy=cfg.name,
+        version=cfg.version,
+        seed=seed,
+        candidates=tuple(str(i) for i in item_ids) if item_ids is not None else None,
+        scores=tuple(float(s) for s in np.asarray(scores, dtype=np.float64)),
+        context={**(context or {}), **facts},
+    )
+
+
+def score_slate(
+    cfg: PolicyConfig,
+    scores: np.ndarray,
+    providers: Sequence[str],
+    item_tags: TagMatrix | None,
+    user_tag_mix: np.ndarray | None,
+    exposure: Exposure,
+    long_tail: np.ndarray,
+    actions: Sequence[int],
+) -> np.ndarray:
+    """Conditional propensities this policy would give the ordered slate `actions` (same inputs as
+    `choose_slate`); an entry is 0 where the policy could not have placed that action."""
+    _, props, _ = _run(cfg, scores, providers, item_tags, user_tag_mix, exposure, long_tail, None, actions)
+    return np.asarray(props, dtype=np.float64)
+
+
+def _run(
+    cfg: PolicyConfig,
+    scores: np.ndarray,
+    providers: Sequence[str],
+    item_tags: TagMatrix | None,
+    user_tag_mix: np.ndarray | None,
+    exposure: Exposure,
+    long_tail: np.ndarray,
+    rng: np.random.Generator | None,
+    forced: Sequence[int] | None = None,
+) -> tuple[list[int], list[float], dict[str, Any]]:
+    s = np.asarray(scores, dtype=np.float64)
+    n = s.shape[0] if s.ndim == 1 else 0
+    if s.ndim != 1 or n == 0:
+        raise InvalidInput("scores must be a non-empty 1-D array (one score per candidate)")
+    if not np.all(np.isfinite(s)):
+        raise InvalidInput("scores must be finite numbers")
+    if len(providers) != n:
+        raise InvalidInput(f"got {len(providers)} providers for {n} candidates")
+    tail = np.asarray(long_tail)
+    if tail.shape != (n,) or tail.dtype != np.bool_:
+        raise InvalidInput(f"long_tail must be a bool array of length {n}")
+    if item_tags is not None and item_tags.shape[0] != n:
+        raise InvalidInput(f"item_tags has {item_tags.shape[0]} rows for {n} candidates")
+
+    fair, div, ex = cfg.fairness, cfg.diversity, cfg.exploration
+    skipped: list[str] = []
+    mmr = div.mmr_lambda if item_tags is not None else 0.0
+    cal = div.calibration_lambda if item_tags is not None and user_tag_mix is not None else 0.0
+    if div.mmr_lambda > 0 and mmr == 0:
+        skipped.append("mmr: no item_tags")
+    if div.calibration_lambda > 0 and cal == 0:
+        skipped.append("calibration: no item_tags or user_tag_mix")
+
+    if fair.lambda_ == 0 and mmr == 0 and cal == 0 and ex.temperature == 0:
+        static = s  # pure relevance: keep raw scores so the order is exactly theirs
+    else:
+        static = normalized_relevance(s)
+        if fair.lambda_ > 0:
+            static = (1.0 - fair.lambda_) * static + fair.lambda_ * exposure_need(providers, exposure)
+        static = (1.0 - mmr - cal) * static
+    mmr_state = MMRState(item_tags) if mmr > 0 and item_tags is not None else None
+    cal_state = (
+        CalibrationState(item_tags, user_tag_mix, div.calibration_alpha)
+        if cal > 0 and item_tags is not None and user_tag_mix is not None
+        else None
+    )
+
+    k = min(cfg.k, n) if forced is None else len(forced)
+    if forced is not None and (len(set(forced)) != k or k > n or any(not 0 <= a < n for a in forced)):
+        raise InvalidInput(f"actions must be distinct candidate indices in 0..{n - 1}")
+    quota = 0
+    if fair.long_tail_min_share > 0:
+        if isinstance(exposure, ProviderExposure):
+            quota = long_tail_quota(
+                k, fair.long_tail_min_share, exposure.slots_total, exposure.long_tail_slots
+            )
+        else:
+            quota = long_tail_quota(k, fair.long_tail_min_share)
+        quota = min(quota, int(tail.sum()))
+    pool = tail if ex.pool == "long_tail" else None
+
+    taken = np.zeros(n, dtype=bool)
+    actions: list[int] = []
+    props: list[float] = []
+    owed = quota
+    for i in range(k):
+        eligible = ~taken
+        if owed > 0 and owed >= k - i:
+            eligible &= tail
+        u = static
+        if mmr_state is not None:
+            u = u - mmr * mmr_state.penalty()
+        if cal_state is not None:
+            u = u - cal * cal_state.penalty()
+        probs = slot_probabilities(u, eligible, pool, ex.epsilon, ex.temperature)
+        if forced is not None:
+            j = int(forced[i])
+        else:
+            assert rng is not None
+            j = draw(probs, rng)
+        actions.append(j)
+        props.append(float(probs[j]))
+        taken[j] = True
+        owed -= int(tail[j])
+        if mmr_state is not None:
+            mmr_state.add(j)
+        if cal_state is not None:
+            cal_state.add(j)
+    facts: dict[str, Any] = {
+        "n_candidates": n,
+        "long_tail_quota": quota,
+        "chosen_long_tail": [bool(tail[a]) for a in actions],
+        "chosen_providers": [str(providers[a]) for a in actions],
+    }
+    if skipped:
+        facts["skipped"] = skipped
+    return actions, props, facts
