@@ -1,2 +1,237 @@
+"""The `tagloop` command line. Commands are thin: parse options, open the database, call one
+service, print a table (or JSON with --json). A `TagloopError` prints its message, no traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tagloop.agent.settings import Settings, load_settings
+from tagloop.tools.errors import TagloopError
+
+app = typer.Typer(help="tagloop: per-user content and notification decisions on PostgreSQL.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+db_app = typer.Typer(help="The database: URL, migrations, status.", no_args_is_help=True)
+import_app = typer.Typer(help="Import items, users and events (SPEC §3), or a known data set.", no_args_is_help=True)
+profiles_app = typer.Typer(help="User tag profiles.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(import_app, name="import")
+app.add_typer(profiles_app, name="profiles")
+
+out = Console()
+err = Console(stderr=True)
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _emit(data: Any, as_json: bool, table: Table | None = None) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(data, default=str) + "\n")
+    elif table is not None:
+        out.print(table)
+    else:
+        out.print(data)
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the libpq URI of the database in use (starting the embedded server if needed)."""
+    from tagloop.agent.database import database_url
+
+    sys.stdout.write(database_url(_settings()) + "\n")
+
+
+@db_app.command("migrate")
+def db_migrate(as_json: JsonFlag = False) -> None:
+    """Apply pending schema migrations (a second run is a no-op)."""
+    from tagloop.agent.database import connect
+
+    with connect(_settings(), migrate_schema=False) as conn:
+        from tagloop.tools.store.db import run_migrations
+
+        done = run_migrations(conn)
+    names = [f"{m.version:04d}_{m.name}" for m in done]
+    _emit({"applied": names}, as_json) if as_json else out.print(
+        f"applied {len(names)} migration(s)" + (": " + ", ".join(names) if names else " (already up to date)")
+    )
+
+
+@db_app.command("status")
+def db_status(as_json: JsonFlag = False) -> None:
+    """Show the database, applied/pending migrations and row counts."""
+    from tagloop.agent.database import connect, database_url
+    from tagloop.tools.store import migrate
+
+    settings = _settings()
+    with connect(settings, migrate_schema=False) as conn:
+        have = migrate.applied(conn)
+        pending = [f"{m.version:04d}_{m.name}" for m in migrate.pending(conn)]
+        counts = {}
+        if have:
+            for table in ("items", "tags", "users", "events", "user_profiles", "decisions", "messages"):
+                row = conn.execute(f"select count(*) as n from {table}").fetchone()  # noqa: S608 - fixed names
+                counts[table] = row["n"] if row else 0
+        version = conn.execute("select extversion from pg_extension where extname = 'vector'").fetchone()
+    data = {
+        "database": "external" if settings.database_url else "embedded",
+        "url": database_url(settings),
+        "pgvector": version["extversion"] if version else None,
+        "applied": [f"{v:04d}_{n}" for v, n in have.items()],
+        "pending": pending,
+        "rows": counts,
+    }
+    if as_json:
+        _emit(data, True)
+        return
+    table = Table(title="tagloop database")
+    table.add_column("what")
+    table.add_column("value")
+    for key in ("database", "url", "pgvector"):
+        table.add_row(key, str(data[key]))
+    table.add_row("migrations", f"{len(have)} applied, {len(pending)} pending")
+    for name, n in counts.items():
+        table.add_row(f"rows: {name}", f"{n:,}")
+    out.print(table)
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded server (it is started again by the next command that needs it)."""
+    from tagloop.tools.store import embedded
+
+    stopped = embedded.stop(_settings().home)
+    out.print("stopped" if stopped else "the embedded server was not running")
+
+
+def _import(kind: str, path: Path, skip_bad: bool, as_json: bool) -> None:
+    from tagloop.agent.database import connect
+    from tagloop.tools.ingest.loader import import_file
+
+    settings = _settings()
+    with connect(settings) as conn:
+        result = import_file(conn, kind, path, skip_bad=skip_bad,
+                             extra_types=frozenset(settings.custom_event_types))
+    summary = result.summary()
+    if as_json:
+        _emit(summary, True)
+        return
+    extra = f", {summary['duplicates']} duplicate(s) skipped" if kind == "events" else ""
+    out.print(f"{kind}: {summary['stored']:,} stored from {summary['read']:,} line(s){extra}")
+    for line in summary["errors"]:
+        err.print(f"skipped {line}")
+
+
+SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Import the good lines and report the bad ones.")]
+
+
+@import_app.command("items")
+def import_items(path: Path, skip_bad: SkipBad = False, as_json: JsonFlag = False) -> None:
+    """Import items (JSONL or CSV)."""
+    _import("items", path, skip_bad, as_json)
+
+
+@import_app.command("users")
+def import_users(path: Path, skip_bad: SkipBad = False, as_json: JsonFlag = False) -> None:
+    """Import users (JSONL or CSV)."""
+    _import("users", path, skip_bad, as_json)
+
+
+@import_app.command("events")
+def import_events(path: Path, skip_bad: SkipBad = False, as_json: JsonFlag = False) -> None:
+    """Import events (JSONL or CSV); an event id already stored is skipped."""
+    _import("events", path, skip_bad, as_json)
+
+
+@import_app.command("lastfm")
+def import_lastfm(
+    directory: Path,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Keep the converted JSONL files here.")] = None,
+    seed: int = 7,
+    as_json: JsonFlag = False,
+) -> None:
+    """Convert HetRec 2011 Last.fm-2k (artists, tags, listens) and import it, then build profiles."""
+    from tagloop.agent.services import import_converted
+    from tagloop.tools.ingest import lastfm
+
+    settings = _settings()
+    target = out_dir or settings.home / "lastfm"
+    err.print(f"converting {directory} → {target}")
+    paths = lastfm.convert(directory, target, seed=seed)
+    summary = import_converted(settings, paths, progress=err.print)
+    _emit(summary, as_json) if as_json else out.print(summary)
+
+
+@profiles_app.command("rebuild")
+def profiles_rebuild(as_json: JsonFlag = False) -> None:
+    """Recompute every user's tag profile from the stored events."""
+    from tagloop.agent.database import connect
+    from tagloop.tools.profiles import rebuild_profiles
+
+    settings = _settings()
+    with connect(settings) as conn:
+        n = rebuild_profiles(conn, now=datetime.now(UTC), half_life_days=settings.profile_half_life_days)
+        conn.commit()
+    _emit({"profiles": n}, as_json) if as_json else out.print(f"rebuilt {n:,} profile(s)")
+
+
+@app.command("run")
+def run(
+    user: Annotated[list[str] | None, typer.Option("--user", help="User id (repeatable).")] = None,
+    all_users: Annotated[bool, typer.Option("--all", help="Every user.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run the agent now for some users (or all) and deliver what is due."""
+    from tagloop.agent.services import run_and_summarise
+
+    if not user and not all_users:
+        raise TagloopError("say which users: --user ID (repeatable) or --all")
+    outcomes = run_and_summarise(_settings(), user_ids=user, progress=err.print)
+    if as_json:
+        _emit({"decisions": [o.__dict__ for o in outcomes]}, True)
+        return
+    for o in outcomes[:50]:
+        out.print(f"[bold]{o.user_id}[/bold] {o.outcome} via {o.channel}: {o.title or ''}")
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.outcome] = counts.get(o.outcome, 0) + 1
+    out.print(f"{len(outcomes):,} decision(s): {counts}")
+
+
+@app.command("demo")
+def demo(
+    users: int = 400,
+    seed: int = 7,
+    sample: int = 5,
+) -> None:
+    """Generate and load the demo data set (seeded, offline), build profiles, run the agent for a
+    sample of users and print what it decided."""
+    from tagloop.agent.services import run_demo
+
+    run_demo(_settings(), users=users, seed=seed, sample=sample, console=out, log=err.print)
+
+
+def _mount_evals() -> None:
+    from tagloop.evals.cli import app as eval_app
+
+    app.add_typer(eval_app, name="eval")
+
+
 def main() -> None:
-    print("hi")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    _mount_evals()
+    try:
+        app()
+    except TagloopError as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        sys.exit(2)

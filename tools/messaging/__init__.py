@@ -1,1 +1,1 @@
-"""tagloop.tools.messaging"""
+"""Messaging: composing message copy and delivering it through channels."""

@@ -1,0 +1,84 @@
+"""Services behind the CLI and HTTP routes: the multi-step jobs (import a converted data set, run
+the agent and summarise, the demo), so entrypoints stay thin."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from tagloop.agent.database import connect
+from tagloop.agent.runner import RunOutcome, run_users
+from tagloop.agent.settings import Settings
+from tagloop.tools.ingest.loader import import_file
+from tagloop.tools.messaging.channels import FileChannel
+from tagloop.tools.profiles import load_profiles, rebuild_profiles
+from tagloop.tools.store.catalogue import refresh_item_vectors, refresh_tag_counts
+
+Log = Callable[[str], None]
+
+
+def import_converted(settings: Settings, paths: dict[str, Path], progress: Log | None = None) -> dict[str, Any]:
+    """Import users, items, events (in that order), refresh tag vectors and rebuild profiles."""
+    summary: dict[str, Any] = {}
+    with connect(settings) as conn:
+        for kind in ("users", "items", "events"):
+            if progress:
+                progress(f"importing {kind} from {paths[kind]}")
+            summary[kind] = import_file(conn, kind, paths[kind]).summary()
+        with conn.transaction():
+            refresh_tag_counts(conn)
+            refresh_item_vectors(conn)
+        if progress:
+            progress("building profiles")
+        with conn.transaction():
+            summary["profiles"] = rebuild_profiles(conn, now=datetime.now(UTC),
+                                                   half_life_days=settings.profile_half_life_days)
+    return summary
+
+
+def run_and_summarise(
+    settings: Settings, *, user_ids: Sequence[str] | None, progress: Log | None = None
+) -> list[RunOutcome]:
+    with connect(settings) as conn:
+        if user_ids is None:
+            user_ids = [r["id"] for r in conn.execute("select id from users order by id")]
+        if progress:
+            progress(f"running the agent for {len(user_ids):,} user(s)")
+        return run_users(conn, settings, list(user_ids))
+
+
+def run_demo(settings: Settings, *, users: int, seed: int, sample: int, console: Console, log: Log) -> None:
+    from tagloop.tools.ingest import demo
+
+    demo_dir = settings.home / "demo"
+    marker = demo_dir / f".loaded-{seed}-{users}"
+    with connect(settings) as conn:
+        loaded = conn.execute("select count(*) as n from users where id like 'demo-u%%'").fetchone()
+        have = bool(loaded and loaded["n"] >= users)
+    if not (marker.exists() and have):
+        log(f"generating demo data (seed {seed}, {users} users) in {demo_dir}")
+        paths = demo.generate(demo_dir, seed=seed, sizes=demo.DemoSizes(users=users))
+        summary = import_converted(settings, paths, progress=log)
+        log(f"loaded {summary['items']['stored']:,} items, {summary['users']['stored']:,} users, "
+            f"{summary['events']['stored']:,} events; {summary['profiles']:,} profiles")
+        marker.write_text(datetime.now(UTC).isoformat())
+    else:
+        log("demo data already loaded; running the agent")
+    with connect(settings) as conn:
+        ids = [r["id"] for r in conn.execute(
+            "select id from users where id like 'demo-u%%' order by id limit %(n)s", {"n": sample})]
+        outcomes = run_users(conn, settings, ids, channels={"file": FileChannel(settings.outbox_file)})
+        profiles = load_profiles(conn, ids, top=4)
+    table = Table(title=f"tagloop decided for {len(ids)} demo users", show_lines=True)
+    for column in ("user", "top tags", "decision", "message"):
+        table.add_column(column)
+    for o in outcomes:
+        tags = ", ".join(name for name, _ in profiles[o.user_id].top_tags)
+        picks = ", ".join(f"{c['title']} (p={p:.2f})" for c, p in zip(o.chosen, o.propensities, strict=True))
+        table.add_row(o.user_id, tags, f"{o.outcome} via {o.channel}\n{picks}", f"{o.title}\n{o.explanation}")
+    console.print(table)

