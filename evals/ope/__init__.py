@@ -1,0 +1,1 @@
+"""Off-policy evaluation: estimators over logged bandit feedback, the OBD task, `tagloop eval ope`."""
