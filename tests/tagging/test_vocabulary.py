@@ -1,0 +1,48 @@
+"""Tag normalization and vocabulary building."""
+
+from __future__ import annotations
+
+import pytest
+from tagloop.tools.errors import InvalidInput
+from tagloop.tools.tagging.vocabulary import build_vocabulary, normalize_tag, tag_key
+
+
+@pytest.mark.parametrize(
+    ("variants", "key"),
+    [
+        (["hip hop", "hip-hop", "hiphop", "Hip_Hop ", "HIP HOP"], "hiphop"),
+        (["80s", "80's", "1980s", "eighties"], "80s"),
+        (["r&b", "rnb", "R & B", "rhythm and blues"], "randb"),
+        (["Beyoncé", "beyonce"], "beyonce"),
+    ],
+)
+def test_spelling_variants_share_one_key(variants: list[str], key: str) -> None:
+    assert {tag_key(v) for v in variants} == {key}
+
+
+def test_normalize_tag_cleans_case_and_spacing_only() -> None:
+    assert normalize_tag("  Post_Rock  ") == "post rock"
+    assert normalize_tag("Hip-Hop!") == "hip-hop"
+    assert normalize_tag("   ") == ""
+
+
+def test_vocabulary_picks_most_frequent_spelling_and_sums_counts() -> None:
+    vocab = build_vocabulary({"hip-hop": 10, "hip hop": 4, "hiphop": 1, "rock": 12})
+    assert vocab.tags == ["hip-hop", "rock"] or vocab.tags == ["hip-hop", "rock"][::-1]
+    assert vocab.counts["hip-hop"] == 15
+    assert vocab.canonical("HipHop") == "hip-hop"
+    assert "Hip Hop" in vocab and "jazz" not in vocab
+    assert vocab.tags[0] == "hip-hop"  # 15 > 12
+
+
+def test_min_count_leaves_rare_tags_out() -> None:
+    vocab = build_vocabulary([("rock", 5), ("zeuhl", 1)], min_count=2)
+    assert vocab.tags == ["rock"]
+    assert vocab.canonical("zeuhl") is None
+
+
+def test_empty_vocabulary_is_reported_as_invalid_input() -> None:
+    vocab = build_vocabulary({"   ": 3, "!!": 1})
+    assert len(vocab) == 0
+    with pytest.raises(InvalidInput, match="vocabulary is empty"):
+        vocab.require_nonempty()
