@@ -82,7 +82,7 @@ def ope_command(
     try:
         payload = _run(obd, campaign, logs, policy, n_boot, seed, report, err)
     except TagloopError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
     if as_json:
         typer.echo(json.dumps(payload))

@@ -64,11 +64,13 @@ def importance_weight(action: Array, position: Array, pscore: Array, action_dist
 
 def ips(reward: Array, action: Array, position: Array, pscore: Array, action_dist: Array) -> Array:
     """Inverse propensity scoring: c_i = w_i r_i. Unbiased when pscore is exact."""
+    _check(action, position, action_dist, reward)
     return importance_weight(action, position, pscore, action_dist) * reward
 
 
 def snips(reward: Array, action: Array, position: Array, pscore: Array, action_dist: Array) -> Array:
     """Self-normalised IPS: c_i = w_i r_i / mean(w). Slightly biased, bounded by max reward."""
+    _check(action, position, action_dist, reward)
     w = importance_weight(action, position, pscore, action_dist)
     mean_w = w.mean()
     if mean_w <= 0:
@@ -93,6 +95,7 @@ def _dr_family(
     residual_weight: Array | None,
 ) -> Array:
     """q̂_π(x_i) + v_i (r_i − q̂(x_i, a_i, k_i)) with v = w (plain DR) or the given modified weights."""
+    _check(action, position, action_dist, reward)
     w = importance_weight(action, position, pscore, action_dist)
     n = w.shape[0]
     residual = reward - q_hat[np.arange(n), action, position]

@@ -1,0 +1,144 @@
+"""`tagloop eval ope` end to end: SPEC §6 JSON on real OBD data and on fabricated OBD-layout dirs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tagloop.evals.cli import app
+from typer.testing import CliRunner
+
+SPEC_KEYS = {"ground_truth", "estimates", "ci95", "relative_error", "recommended"}
+
+
+def write_obd_layout(
+    root: Path, campaign: str, rng: np.random.Generator, n: int = 2000, n_items: int = 12
+) -> float:
+    """An OBD-layout dir (random + bts logs, item_context.csv); returns BTS's expected click rate."""
+    ctr = rng.uniform(0.02, 0.15, n_items)
+    bts_dist = np.exp(8 * ctr) / np.exp(8 * ctr).sum()
+    for policy in ("random", "bts"):
+        d = root / policy / campaign
+        d.mkdir(parents=True)
+        with (d / "item_context.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(
+                ["", "item_id", "item_feature_0", "item_feature_1", "item_feature_2", "item_feature_3"]
+            )
+            for i in range(n_items):
+                w.writerow([i, i, rng.normal(), f"c{i % 3}", f"d{i % 4}", "e"])
+        items = rng.integers(0, n_items, n) if policy == "random" else rng.choice(n_items, n, p=bts_dist)
+        pscore = np.full(n, 1 / n_items) if policy == "random" else bts_dist[items]
+        with (d / f"{campaign}.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(
+                [
+                    "",
+                    "timestamp",
+                    "item_id",
+                    "position",
+                    "click",
+                    "propensity_score",
+                    *(f"user_feature_{k}" for k in range(4)),
+                    "user-item_affinity_0",
+                ]
+            )
+            for i in range(n):
+                click = int(rng.random() < ctr[items[i]])
+                w.writerow(
+                    [
+                        i,
+                        "2019-11-24 00:00:00+00:00",
+                        items[i],
+                        1 + i % 3,
+                        click,
+                        pscore[i],
+                        f"u{i % 2}",
+                        f"v{i % 3}",
+                        "w",
+                        "z",
+                        0.0,
+                    ]
+                )
+    return float(np.sum(bts_dist * ctr))
+
+
+def _run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, ["ope", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("campaign", ["men", "women"])
+def test_other_campaign_layouts_work_unchanged(tmp_path: Path, campaign: str) -> None:
+    expected = write_obd_layout(tmp_path, campaign, np.random.default_rng(len(campaign)))
+    code, out, _ = _run("--obd", str(tmp_path), "--campaign", campaign, "--n-boot", "30", "--json")
+    assert code == 0
+    payload = json.loads(out)
+    assert payload.keys() >= SPEC_KEYS
+    assert {"ips", "snips", "dm", "dr"} <= payload["estimates"].keys()
+    assert payload["recommended"] in payload["estimates"]
+    assert payload["ci95"].keys() == payload["estimates"].keys()
+    # the logged BTS click rate is a 2,000-round sample of `expected`
+    assert payload["ground_truth"] == pytest.approx(expected, abs=0.03)
+    for name, (lo, hi) in payload["ci95"].items():
+        assert lo <= payload["estimates"][name] <= hi
+
+
+def test_report_dir_gets_a_page_and_an_error_bar_plot(tmp_path: Path) -> None:
+    write_obd_layout(tmp_path / "obd", "all", np.random.default_rng(3), n=900)
+    code, out, _ = _run(
+        "--obd", str(tmp_path / "obd"), "--n-boot", "20", "--json", "--report", str(tmp_path / "report")
+    )
+    assert code == 0
+    page = (tmp_path / "report" / "index.md").read_text()
+    assert "estimates.png" in page and "Recommended" in page
+    assert (tmp_path / "report" / "estimates.png").stat().st_size > 1000
+    assert json.loads(out)["recommended"] in page
+
+
+def test_without_json_a_human_table_is_printed(tmp_path: Path) -> None:
+    write_obd_layout(tmp_path, "all", np.random.default_rng(4), n=600)
+    code, out, _ = _run("--obd", str(tmp_path), "--n-boot", "20")
+    assert code == 0
+    assert "dr-os" in out and "recommended" in out
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(out)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--logs", "d.jsonl", "--policy", "p.toml"], "--obd DIR"),
+        ([], "--obd"),
+        (["--obd", "/nonexistent/obd"], "not a directory"),
+        (["--obd", ".", "--campaign", "kids"], "unknown campaign"),
+    ],
+)
+def test_bad_invocations_get_a_clear_error_not_a_traceback(args: list[str], message: str) -> None:
+    code, out, err = _run(*args, "--json")
+    assert code == 2
+    assert message in err
+    assert out == ""
+
+
+def test_missing_log_file_is_named(tmp_path: Path) -> None:
+    write_obd_layout(tmp_path, "all", np.random.default_rng(5), n=100)
+    (tmp_path / "bts" / "all" / "all.csv").unlink()
+    code, _, err = _run("--obd", str(tmp_path), "--json")
+    assert code == 2 and "all.csv not found" in err
+
+
+@pytest.mark.realdata
+def test_obd_all_recommended_estimator_is_accurate_and_covers_the_truth(obd_dir: Path) -> None:
+    code, out, _ = _run("--obd", str(obd_dir), "--campaign", "all", "--n-boot", "60", "--json")
+    assert code == 0
+    payload = json.loads(out)
+    truth, rec = payload["ground_truth"], payload["recommended"]
+    assert truth == pytest.approx(0.0042)  # 42 clicks in the 10,000 BTS rounds
+    assert payload["relative_error"][rec] < 0.15
+    lo, hi = payload["ci95"][rec]
+    assert lo <= truth <= hi
+    assert payload["relative_error"][rec] < payload["relative_error"]["ips"]
