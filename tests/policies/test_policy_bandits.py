@@ -1,0 +1,102 @@
+"""Arm bandits: exact propensities agree with sampling, updates move the posterior."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import integrate, stats
+from tagloop.policies import (
+    LinearTSModel,
+    choose_arm,
+    linear_ts_choose,
+    linear_ts_probabilities,
+    linear_ts_update,
+    thompson_choose,
+    thompson_probabilities,
+)
+from tagloop.policies.config import BanditConfig
+from tagloop.tools.errors import InvalidInput
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    counts=st.lists(st.tuples(st.integers(0, 300), st.integers(0, 300)), min_size=2, max_size=6),
+    seed=st.integers(0, 1000),
+)
+def test_thompson_probabilities_match_monte_carlo(counts: list[tuple[int, int]], seed: int) -> None:
+    s = np.array([c[0] for c in counts])
+    f = np.array([c[1] for c in counts])
+    exact = thompson_probabilities(s, f)
+    assert exact.sum() == pytest.approx(1.0)
+    draws = np.random.default_rng(seed).beta(1 + s, 1 + f, size=(40_000, s.size))
+    mc = np.bincount(np.argmax(draws, axis=1), minlength=s.size) / 40_000
+    assert np.allclose(exact, mc, atol=0.012)
+
+
+def test_two_arm_propensity_matches_direct_integration() -> None:
+    a, b = stats.beta(1 + 30, 1 + 70), stats.beta(1 + 12, 1 + 38)
+    direct, _ = integrate.quad(lambda x: a.pdf(x) * b.cdf(x), 0, 1, limit=200)
+    assert thompson_probabilities(np.array([30, 12]), np.array([70, 38]))[0] == pytest.approx(
+        direct, abs=1e-5
+    )
+
+
+def test_thompson_choose_is_seeded_and_reports_its_arm_probability() -> None:
+    s, f = np.array([5, 9, 1]), np.array([20, 15, 3])
+    a = thompson_choose(s, f, np.random.default_rng(8))
+    assert a == thompson_choose(s, f, np.random.default_rng(8))
+    assert a[1] == pytest.approx(thompson_probabilities(s, f)[a[0]])
+    arm, p_mc = thompson_choose(s, f, np.random.default_rng(8), n_mc=20_000, method="mc")
+    assert arm == a[0] and p_mc == pytest.approx(a[1], abs=0.02)
+
+
+def test_linear_ts_probabilities_match_sampling_and_learn_from_rewards() -> None:
+    rng = np.random.default_rng(0)
+    model = LinearTSModel.new(n_arms=3, dim=2, noise=0.5)
+    x_a, x_b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    for _ in range(30):  # arm 1 pays in context a, arm 2 in context b
+        model = linear_ts_update(model, 1, x_a, 1.0)
+        model = linear_ts_update(model, 2, x_b, 1.0)
+        model = linear_ts_update(model, 0, x_a + x_b, 0.2)
+    p_a, p_b = linear_ts_probabilities(model, x_a), linear_ts_probabilities(model, x_b)
+    assert np.argmax(p_a) == 1 and np.argmax(p_b) == 2
+    x = np.array([0.6, 0.5])
+    exact = linear_ts_probabilities(model, x)
+    picks = np.bincount([linear_ts_choose(model, x, rng)[0] for _ in range(3000)], minlength=3) / 3000
+    assert np.allclose(exact, picks, atol=0.03)
+
+
+def test_linear_ts_update_leaves_the_old_model_unchanged() -> None:
+    m0 = LinearTSModel.new(2, 3)
+    m1 = linear_ts_update(m0, 0, np.ones(3), 1.0)
+    assert np.all(m0.b == 0) and np.all(m1.b[0] == 1)
+
+
+def test_choose_arm_strategies_for_baselines() -> None:
+    s, f = np.array([1, 50, 3]), np.array([99, 50, 97])
+    rng = np.random.default_rng(1)
+    assert choose_arm(BanditConfig(strategy="greedy"), s, f, rng) == (1, 1.0)
+    arm, p = choose_arm(BanditConfig(strategy="uniform"), s, f, rng)
+    assert 0 <= arm < 3 and p == pytest.approx(1 / 3)
+    arm, p = choose_arm(BanditConfig(), s, f, rng)
+    assert 0.0 < p <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("s", "f", "message"),
+    [
+        (np.array([1, 2]), np.array([1]), "same non-zero length"),
+        (np.array([-1, 2]), np.array([1, 1]), "non-negative"),
+        (np.array([]), np.array([]), "same non-zero length"),
+    ],
+)
+def test_bad_counts_are_invalid_input(s: np.ndarray, f: np.ndarray, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        thompson_choose(s, f, np.random.default_rng(0))
+
+
+def test_bad_context_is_invalid_input() -> None:
+    with pytest.raises(InvalidInput, match="2 finite numbers"):
+        linear_ts_choose(LinearTSModel.new(2, 2), np.array([1.0, 2.0, 3.0]), np.random.default_rng(0))

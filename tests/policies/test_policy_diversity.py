@@ -1,0 +1,67 @@
+"""MMR and calibration: one knob each; λ=0 is relevance, λ>0 buys diversity / a closer tag mix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from tagloop.policies import PolicyConfig, calibrated_rerank, calibration_kl, choose_slate, mmr_rerank
+from tagloop.policies.diversity import MMRState, tag_similarity
+
+
+def _clusters() -> tuple[np.ndarray, np.ndarray]:
+    """Ten items: the 6 best all carry tag 0, the rest tags 1..4; scores decrease with index."""
+    tags = np.zeros((10, 5))
+    tags[:6, 0] = 1.0
+    for i in range(6, 10):
+        tags[i, i - 5] = 1.0
+    return np.linspace(1.0, 0.5, 10), tags
+
+
+def _intra_list_similarity(order: np.ndarray, tags: np.ndarray) -> float:
+    sim = tag_similarity(tags)
+    pairs = [(a, b) for i, a in enumerate(order) for b in order[i + 1 :]]
+    return float(np.mean([sim[a, b] for a, b in pairs]))
+
+
+def test_mmr_lambda_zero_is_relevance_and_larger_lambda_diversifies() -> None:
+    scores, tags = _clusters()
+    assert list(mmr_rerank(scores, tags, 5, 0.0)) == [0, 1, 2, 3, 4]
+    ils = [_intra_list_similarity(mmr_rerank(scores, tags, 5, lam), tags) for lam in (0.0, 0.3, 0.7)]
+    assert ils[0] == pytest.approx(1.0)
+    assert ils[1] < ils[0] and ils[2] <= ils[1]
+
+
+def test_mmr_similarity_rows_equal_dense_cosine() -> None:
+    rng = np.random.default_rng(2)
+    tags = sp.random(30, 12, density=0.3, random_state=3, format="csr")
+    state = MMRState(tags)
+    dense = tag_similarity(tags)
+    for j in rng.choice(30, 5, replace=False):
+        assert np.allclose(state.similarity_row(int(j)), dense[j])
+
+
+def test_calibration_moves_the_slate_mix_towards_the_user() -> None:
+    scores, tags = _clusters()
+    user = np.array([0.2, 0.2, 0.2, 0.2, 0.2])  # likes all five tags equally
+    kl0 = calibration_kl(calibrated_rerank(scores, tags, user, 5, 0.0), tags, user)
+    kl5 = calibration_kl(calibrated_rerank(scores, tags, user, 5, 0.5), tags, user)
+    assert kl5 < kl0
+    perfect = np.array([0, 6, 7, 8, 9])
+    assert calibration_kl(perfect, tags, user) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_choose_slate_applies_mmr_only_when_tags_are_given() -> None:
+    scores, tags = _clusters()
+    cfg = PolicyConfig.model_validate(
+        {
+            "k": 5,
+            "exploration": {"epsilon": 0},
+            "fairness": {"lambda": 0, "long_tail_min_share": 0},
+            "diversity": {"mmr_lambda": 0.5},
+        }
+    )
+    no_tags = choose_slate(cfg, scores, ["p"] * 10, None, None, {}, np.zeros(10, bool), 0)
+    with_tags = choose_slate(cfg, scores, ["p"] * 10, tags, None, {}, np.zeros(10, bool), 0)
+    assert no_tags.actions == (0, 1, 2, 3, 4) and no_tags.context["skipped"] == ["mmr: no item_tags"]
+    assert _intra_list_similarity(np.array(with_tags.actions), tags) < 1.0
