@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo, available_timezones
@@ -194,6 +195,6 @@ def test_unsubscribe_is_honoured_immediately() -> None:
         (lambda: in_holdout("u", 1.5, "s"), "holdout share"),
     ],
 )
-def test_bad_guard_input_is_invalid_input(call, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_guard_input_is_invalid_input(call: Callable[[], object], message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         call()
