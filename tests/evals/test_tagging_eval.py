@@ -1,0 +1,110 @@
+"""`tagloop eval tagging` (SPEC §6): JSON shape, --tags-out, bad input, and quality on Last.fm."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tagloop.evals.cli import app
+from tagloop.evals.tagging_eval import evaluate_tagging, read_rows
+from tagloop.tools.tagging.matrices import ItemTags, item_tag_matrix
+from tagloop.tools.tagging.tuning import hide_tags
+from typer.testing import CliRunner, Result
+
+
+def invoke(args: list[str]) -> Result:
+    """Run `tagloop eval tagging …` (typer collapses a one-command app, so add the name only for a group)."""
+    group = len(app.registered_commands) + len(app.registered_groups) > 1
+    return CliRunner().invoke(app, (["tagging"] if group else []) + args)
+
+
+def write(path: Path, header: list[str], rows: list[tuple[object, ...]]) -> Path:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def rows_of(tags: ItemTags) -> list[tuple[str, str, float]]:
+    return [(tags.items[i], t, w) for i in range(len(tags.items)) for t, w in tags.tags_of(i).items()]
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(0)
+    groups = [[f"g{g}t{t}" for t in range(6)] for g in range(3)]
+    full = [(f"i{i}", str(t), 1.0) for i in range(90) for t in rng.choice(groups[i % 3], 4, replace=False)]
+    known, hidden = hide_tags(item_tag_matrix(full), 0.3, np.random.default_rng(1))
+    inter = [(f"u{u}", f"i{i}", 1.0) for u in range(30) for i in range(u % 3, 90, 3) if rng.random() < 0.3]
+    return {
+        "known": write(tmp_path / "known.csv", ["item_id", "tag", "weight"],
+                       rows_of(known)),
+        "held": write(tmp_path / "held.csv", ["item_id", "tag"],
+                      [(known.items[i], t) for i, tags in hidden.items() for t in sorted(tags)]),
+        "inter": write(tmp_path / "train.csv", ["user_id", "item_id", "weight"], inter),
+    }  # fmt: skip
+
+
+def test_json_output_follows_the_spec_and_beats_popular_tags(small: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "tags.csv"
+    result = invoke(["--item-tags", str(small["known"]), "--holdout", str(small["held"]),
+                     "--interactions", str(small["inter"]), "--tags-out", str(out), "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert set(data) >= {"tagloop", "popular_tags", "n_items"}
+    assert set(data["tagloop"]) == {"precision@5", "recall@10"} == set(data["popular_tags"])
+    assert data["n_items"] == 90
+    assert data["tagloop"]["recall@10"] > data["popular_tags"]["recall@10"]
+    rows = list(csv.DictReader(out.open()))
+    assert set(rows[0]) == {"item_id", "tag", "rank"}
+    ranks = [int(r["rank"]) for r in rows if r["item_id"] == "i0"]
+    assert ranks == list(range(1, len(ranks) + 1)) and len(ranks) <= 20
+
+
+def test_table_output_without_json(small: dict[str, Path]) -> None:
+    result = invoke(["--item-tags", str(small["known"]), "--holdout", str(small["held"])])
+    assert result.exit_code == 0, result.output
+    assert "popular_tags" in result.stdout and "recall@10" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("header", "rows", "message"),
+    [
+        (["item", "tag"], [("a", "rock")], "lacks column"),
+        (["item_id", "tag", "weight"], [("a", "rock", "lots")], "not a number"),
+        (["item_id", "tag", "weight"], [("a", "", "1")], "empty tag"),
+        (["item_id", "tag"], [], "empty"),
+    ],
+)
+def test_bad_known_file_is_a_clear_error(tmp_path: Path, small: dict[str, Path], header: list[str],
+                                         rows: list[tuple[str, ...]], message: str) -> None:  # fmt: skip
+    bad = write(tmp_path / "bad.csv", header, rows)
+    result = invoke(["--item-tags", str(bad), "--holdout", str(small["held"]), "--json"])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+    assert result.stdout.strip() == "" or not result.stdout.lstrip().startswith("{")
+
+
+def test_missing_file_is_a_clear_error(small: dict[str, Path], tmp_path: Path) -> None:
+    result = invoke(["--item-tags", str(tmp_path / "nope.csv"), "--holdout", str(small["held"])])
+    assert result.exit_code == 2 and "not found" in result.output
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_lastfm_recall_at_10_is_at_least_2_5x_popular_tags(lastfm_split: Path) -> None:
+    full = item_tag_matrix(read_rows(lastfm_split / "item_tags.csv", ("item_id", "tag"), "item_tags"))
+    known, hidden = hide_tags(full, 0.3, np.random.default_rng(11))
+    known_rows = [
+        (known.items[i], t, w) for i in range(len(known.items)) for t, w in known.tags_of(i).items()
+    ]
+    held_rows = [(full.items[i], t, 1.0) for i, tags in hidden.items() for t in tags]
+    inter = read_rows(lastfm_split / "train.csv", ("user_id", "item_id"), "train")
+    report = evaluate_tagging(known_rows, held_rows, inter, seed=0)
+    assert report.n_items > 10_000
+    assert report.tagloop["recall@10"] >= 2.5 * report.popular_tags["recall@10"]
+    assert report.tagloop["precision@5"] > report.popular_tags["precision@5"]
