@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ def invoke(args: list[str]) -> Result:
     return CliRunner().invoke(app, (["tagging"] if group else []) + args)
 
 
-def write(path: Path, header: list[str], rows: list[tuple[object, ...]]) -> Path:
+def write(path: Path, header: list[str], rows: Sequence[tuple[object, ...]]) -> Path:
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(header)
