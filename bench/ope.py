@@ -83,7 +83,7 @@ def main() -> None:
     for name, value in result.estimates.items():
         lo, hi = result.ci95[name]
         rel = abs(value - truth) / truth
-        ref = OBP_PUBLISHED.get(name)
+        ref = OBP_PUBLISHED.get(name) if args.campaign == "all" else None
         vs = f"  obp-published {ref:.3f} -> ratio {rel / ref:.2f}" if ref else ""
         mark = " *recommended*" if name == result.recommended else ""
         print(f"  {name:9s} {value:.5f} [{lo:.5f}, {hi:.5f}] rel.err {rel:.3f}{vs}{mark}")
