@@ -221,6 +221,24 @@ def demo(
     run_demo(_settings(), users=users, seed=seed, sample=sample, console=out, log=err.print)
 
 
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    no_scheduler: Annotated[bool, typer.Option("--no-scheduler", help="Do not run the scheduler.")] = False,
+    no_delivery: Annotated[bool, typer.Option("--no-delivery", help="Do not run delivery workers.")] = False,
+) -> None:
+    """Serve the HTTP API (SPEC §4): events in, profiles, recommendations and runs out."""
+    import logging
+
+    import uvicorn
+
+    from tagloop.agent.http import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run(create_app(_settings()), host=host, port=port, log_level="warning", access_log=False)
+
+
 def _mount_evals() -> None:
     from tagloop.evals.cli import app as eval_app
 

@@ -1,0 +1,68 @@
+"""The FastAPI app factory: `create_app(settings)` wires settings, auth, rate limit, metrics and
+problem+json; its lifespan migrates the schema, opens the psycopg pool and waits for it, so a bad
+database URL fails at start rather than at the first request."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from tagloop.agent.database import database_url
+from tagloop.agent.http import problems, schemas
+from tagloop.agent.http.auth import Auth, RateLimiter
+from tagloop.agent.http.metrics import Metrics, TimingMiddleware
+from tagloop.agent.http.routes import router
+from tagloop.agent.http.state import AppState, ingest_options
+from tagloop.agent.settings import Settings, load_settings
+from tagloop.tools.store import db
+
+log = logging.getLogger("tagloop.http")
+
+
+def create_app(settings: Settings | None = None, *, pool_size: int = 8) -> FastAPI:
+    """A tagloop API app. Settings are read now when not given (e.g. `uvicorn --factory`)."""
+    settings = settings or load_settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = database_url(settings)
+        db.connect(url).close()  # applies pending migrations
+        pool = db.make_pool(url, min_size=2, max_size=pool_size)
+        limiter = RateLimiter(settings.rate_limit_per_minute)
+        options = ingest_options(settings)
+        app.state.tagloop = AppState(settings, pool, Auth(settings), limiter, metrics, options)
+        if not settings.api_keys and not settings.webhook_secrets:
+            log.warning("event=no_credentials_configured detail=every request but /healthz will get 401")
+        log.info("event=started pool_size=%d", pool_size)
+        try:
+            yield
+        finally:
+            pool.close()
+
+    app = FastAPI(title="tagloop", version="0.1.0", lifespan=lifespan,
+                  description="Events in, decisions out: tagloop's HTTP API (SPEC §4).")
+    problems.install(app)
+    app.include_router(router)
+    app.add_middleware(TimingMiddleware, metrics=metrics)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the models that only raw-body routes and problem responses name."""
+    if app.openapi_schema is None:
+        spec = get_openapi(title=app.title, version=app.version, description=app.description,
+                           routes=app.routes)
+        components = spec.setdefault("components", {}).setdefault("schemas", {})
+        for model in (schemas.Problem, schemas.EventIn, schemas.ItemIn, schemas.UserIn):
+            found = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(found.pop("$defs", {}))
+            components[model.__name__] = found
+        app.openapi_schema = spec
+    return app.openapi_schema

@@ -1,0 +1,118 @@
+"""Durable, idempotent event ingest behind `POST /v1/events`.
+
+A request's events are validated with the same `parse_event` as file imports (errors name the
+array index and field: `[3].ts`), checked against stored users and items, inserted with
+ON CONFLICT DO NOTHING on the event id, folded into the users' profiles (`tools.online`) and
+turned into event-triggered runs (`tools.triggers`) — all in one transaction, committed before the
+202 goes out. Nothing of a request is stored when any event is bad.
+
+Unknown users and items are rejected (422 naming `[i].user_id` / `[i].item_id`), as in file
+imports: a user created from an event would have no time zone and no consent, and a typo would
+silently create a ghost user; the sender registers the user (`PUT /v1/users/{id}`) and retries.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from tagloop.agent.http.problems import FieldErrors, PayloadTooLarge
+from tagloop.tools import online, triggers
+from tagloop.tools.ingest.records import EventRecord, FieldError, parse_event
+from tagloop.tools.store import users as store
+
+RETRIES = 3  # deadlock / serialization failures are retried; the request is idempotent
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    max_events: int
+    extra_types: frozenset[str]
+    online: online.OnlineConfig
+    trigger_delay: timedelta
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    users: int
+    enqueued: int
+
+
+def decode(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FieldErrors([("body", f"is not valid JSON: {exc}")]) from None
+
+
+def parse_payload(
+    payload: Any, *, now: datetime, options: IngestOptions, webhook_id: str | None = None
+) -> list[EventRecord]:
+    """One event object or an array of them → records. A single event without `id` delivered by
+    webhook takes the `webhook-id`; the i-th of a batch takes `{webhook-id}#{i}`, so a redelivery is
+    stored once even when the events carry no id or `ts`."""
+    single = isinstance(payload, dict)
+    if single:
+        batch = [payload]
+    elif isinstance(payload, list):
+        batch = payload
+    else:
+        raise FieldErrors([("body", "must be an event object or an array of event objects")])
+    if len(batch) > options.max_events:
+        raise PayloadTooLarge(f"{len(batch):,} events in one request; the limit is {options.max_events:,}")
+    events: list[EventRecord] = []
+    errors: list[tuple[str, str]] = []
+    for index, data in enumerate(batch):
+        where = "" if single else f"[{index}]"
+        if not isinstance(data, dict):
+            errors.append((where or "body", f"must be an event object, got {type(data).__name__}"))
+            continue
+        if webhook_id and data.get("id") in (None, ""):
+            data = {**data, "id": webhook_id if single else f"{webhook_id}#{index}"}
+        try:
+            events.append(parse_event(data, now=now, extra_types=options.extra_types))
+        except FieldError as exc:
+            errors.append((f"{where}.{exc.field}" if where else exc.field, exc.reason))
+    if errors:
+        raise FieldErrors(errors)
+    return events
+
+
+def _check_refs(conn: psycopg.Connection[Any], events: list[EventRecord], single: bool) -> None:
+    item_ids = [e.item_id for e in events if e.item_id]
+    users, items = store.known_refs(conn, [e.user_id for e in events], item_ids)
+    errors = []
+    for index, e in enumerate(events):
+        where = "" if single else f"[{index}]."
+        if e.user_id not in users:
+            errors.append((f"{where}user_id", f"unknown user {e.user_id!r} (PUT /v1/users/{{id}} first)"))
+        elif e.item_id is not None and e.item_id not in items:
+            errors.append((f"{where}item_id", f"unknown item {e.item_id!r} (PUT /v1/items/{{id}} first)"))
+    if errors:
+        raise FieldErrors(errors)
+
+
+def store_events(
+    pool: ConnectionPool, events: list[EventRecord], *, single: bool, now: datetime, options: IngestOptions
+) -> IngestResult:
+    """Check, insert, update profiles and enqueue runs in one committed transaction."""
+    for attempt in range(RETRIES):
+        try:
+            with pool.connection() as conn, conn.transaction():
+                _check_refs(conn, events, single)
+                new = store.insert_new_events(conn, events)
+                folded = online.apply_events(conn, new, now=now, config=options.online)
+                reasons = triggers.strong_signals(new, folded.bursts)
+                enqueued = triggers.enqueue_runs(conn, reasons, now=now, delay=options.trigger_delay)
+            return IngestResult(len(new), len(events) - len(new), folded.users, enqueued)
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+            if attempt == RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")

@@ -1,0 +1,60 @@
+"""Prometheus metrics of one app (its own registry, so several apps in one process never clash):
+events accepted/duplicate/rejected, request latency per route, agent runs, run-queue depth; and a
+pure ASGI middleware that times every request."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events = Counter("tagloop_events", "Events posted, by outcome (accepted, duplicate, rejected).",
+                              ["outcome"], registry=self.registry)
+        self.latency = Histogram("tagloop_http_request_duration_seconds", "HTTP request latency.",
+                                 ["method", "route", "status"], buckets=BUCKETS, registry=self.registry)
+        self.runs = Counter("tagloop_runs", "Agent runs started from the API, by trigger and outcome.",
+                            ["trigger", "outcome"], registry=self.registry)
+        self.enqueued = Counter("tagloop_runs_enqueued", "Event-triggered runs enqueued (before coalescing).",
+                                registry=self.registry)
+        self.queue_depth = Gauge("tagloop_run_queue_depth", "Rows waiting in run_queue.",
+                                 registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class TimingMiddleware:
+    """Observe each HTTP request's latency under its route template (not the raw path)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route: Any = scope.get("route")
+            name = getattr(route, "path", "unmatched")
+            self.metrics.latency.labels(scope["method"], name, str(status["code"])).observe(
+                time.perf_counter() - start
+            )

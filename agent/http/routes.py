@@ -1,0 +1,189 @@
+"""The routes of SPEC §4. Each one authenticates, rate-limits, calls one service and returns its
+typed result; errors are raised as `TagloopError`s and mapped to problem+json in one place."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from tagloop.agent.http import ingest, schemas, services
+from tagloop.agent.http.auth import read_body
+from tagloop.agent.http.problems import MEDIA_TYPE, FieldErrors
+from tagloop.agent.http.state import AppState, hashed
+
+log = logging.getLogger("tagloop.http")
+router = APIRouter()
+bearer_scheme = HTTPBearer(auto_error=False, description="An API key from TAGLOOP_API_KEYS.")
+UserId = Annotated[str, Path(min_length=1, max_length=256)]
+
+
+def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    content = {MEDIA_TYPE: {"schema": _ref("Problem")}}
+    return {c: {"content": content, "description": "problem+json"} for c in codes}
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.tagloop
+    return state
+
+
+def authorized(
+    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None
+) -> AppState:
+    state = app_state(request)
+    state.limiter.check(state.auth.bearer(request.headers))
+    return state
+
+
+Authorized = Annotated[AppState, Depends(authorized)]
+EVENT_BATCH = {"type": "array", "items": _ref("EventIn"), "maxItems": 1000}
+EVENTS_BODY = _body({"oneOf": [_ref("EventIn"), EVENT_BATCH]})
+
+
+@router.post("/v1/events", status_code=202, response_model=schemas.Accepted, tags=["events"],
+             responses=_problems(401, 413, 422, 429), openapi_extra=EVENTS_BODY)
+async def post_events(
+    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None
+) -> schemas.Accepted:
+    """Store one event or an array of up to 1,000; 202 once committed. Bearer key or Standard
+    Webhooks signature."""
+    state = app_state(request)
+    if "authorization" in request.headers:
+        state.limiter.check(state.auth.bearer(request.headers))
+        body = await read_body(request, state.settings.max_body_bytes)
+        webhook_id = None
+    else:
+        body = await read_body(request, state.settings.max_body_bytes)
+        state.limiter.check(state.auth.webhook(body, request.headers))
+        webhook_id = request.headers.get("webhook-id")
+    now = datetime.now(UTC)
+    try:
+        payload = ingest.decode(body)
+        events = ingest.parse_payload(payload, now=now, options=state.ingest, webhook_id=webhook_id)
+        result = await run_in_threadpool(ingest.store_events, state.pool, events,
+                                         single=isinstance(payload, dict), now=now, options=state.ingest)
+    except FieldErrors as exc:
+        state.metrics.events.labels("rejected").inc(max(len(exc.errors), 1))
+        raise
+    state.metrics.events.labels("accepted").inc(result.accepted)
+    state.metrics.events.labels("duplicate").inc(result.duplicates)
+    state.metrics.enqueued.inc(result.enqueued)
+    log.info("event=ingest accepted=%d duplicates=%d users=%d runs_enqueued=%d",
+             result.accepted, result.duplicates, result.users, result.enqueued)
+    return schemas.Accepted(accepted=result.accepted, duplicates=result.duplicates)
+
+
+async def _json(request: Request, state: AppState) -> Any:
+    return ingest.decode(await read_body(request, state.settings.max_body_bytes))
+
+
+@router.put("/v1/items/{item_id}", response_model=schemas.Stored, tags=["catalogue"],
+            responses=_problems(401, 413, 422, 429), openapi_extra=_body(_ref("ItemIn")))
+async def put_item(item_id: UserId, request: Request, state: Authorized) -> schemas.Stored:
+    payload = await _json(request, state)
+    return schemas.Stored(stored=await state.in_tx(services.put_items, payload, path_id=item_id))
+
+
+@router.post("/v1/items", response_model=schemas.Stored, tags=["catalogue"],
+             responses=_problems(401, 413, 422, 429),
+             openapi_extra=_body({"type": "array", "items": _ref("ItemIn"), "maxItems": 1000}))
+async def post_items(request: Request, state: Authorized) -> schemas.Stored:
+    payload = await _json(request, state)
+    return schemas.Stored(stored=await state.in_tx(services.put_items, payload))
+
+
+@router.put("/v1/users/{user_id}", response_model=schemas.Stored, tags=["users"],
+            responses=_problems(401, 413, 422, 429), openapi_extra=_body(_ref("UserIn")))
+async def put_user(user_id: UserId, request: Request, state: Authorized) -> schemas.Stored:
+    payload = await _json(request, state)
+    return schemas.Stored(stored=await state.in_tx(services.put_users, payload, path_id=user_id))
+
+
+@router.post("/v1/users", response_model=schemas.Stored, tags=["users"],
+             responses=_problems(401, 413, 422, 429),
+             openapi_extra=_body({"type": "array", "items": _ref("UserIn"), "maxItems": 1000}))
+async def post_users(request: Request, state: Authorized) -> schemas.Stored:
+    payload = await _json(request, state)
+    return schemas.Stored(stored=await state.in_tx(services.put_users, payload))
+
+
+@router.delete("/v1/users/{user_id}", response_model=schemas.Erased, tags=["users"],
+               responses=_problems(401, 404, 422, 429))
+def delete_user(user_id: UserId, state: Authorized) -> schemas.Erased:
+    """Erase the user and every row derived from them (events, profile, decisions, messages, …)."""
+    with state.pool.connection() as conn, conn.transaction():
+        erased = services.erase(conn, user_id)
+    log.info("event=erase user=%s rows=%d", hashed(user_id), sum(erased.deleted.values()))
+    return erased
+
+
+@router.get("/v1/users/{user_id}/events", response_model=schemas.EventsPage, tags=["users"],
+            responses=_problems(401, 404, 422, 429))
+def get_events(
+    user_id: UserId, state: Authorized,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000, before: datetime | None = None,
+) -> dict[str, Any]:
+    if before is not None and before.tzinfo is None:
+        raise FieldErrors([("before", "has no time zone offset (RFC 3339 needs Z or ±hh:mm)")])
+    with state.pool.connection() as conn:
+        return services.events_page(conn, user_id, limit=limit, before=before)
+
+
+@router.get("/v1/users/{user_id}/profile", response_model=schemas.Profile, tags=["users"],
+            responses=_problems(401, 404, 422, 429))
+def get_profile(user_id: UserId, state: Authorized) -> schemas.Profile:
+    with state.pool.connection() as conn:
+        return services.profile_view(conn, user_id)
+
+
+@router.get("/v1/users/{user_id}/recommendations", response_model=schemas.Recommendations, tags=["users"],
+            responses=_problems(401, 404, 422, 429))
+def get_recommendations(
+    user_id: UserId, state: Authorized, k: Annotated[int, Query(ge=1, le=200)] = 20
+) -> schemas.Recommendations:
+    with state.pool.connection() as conn:
+        return services.recommendations(conn, user_id, k)
+
+
+@router.post("/v1/users/{user_id}/runs", response_model=schemas.RunDecision, tags=["users"],
+             responses=_problems(401, 404, 409, 422, 429))
+def post_run(
+    user_id: UserId, state: Authorized, body: Annotated[schemas.RunRequest | None, Body()] = None
+) -> schemas.RunDecision:
+    """Run the agent for the user now and return the decision."""
+    send_now = body.send_now if body else False
+    with state.pool.connection() as conn:
+        decision = services.run_now(conn, state.settings, user_id, send_now=send_now)
+    state.metrics.runs.labels("manual", decision.outcome).inc()
+    log.info("event=run user=%s outcome=%s", hashed(user_id), decision.outcome)
+    return decision
+
+
+@router.get("/healthz", response_model=schemas.Health, tags=["ops"], responses=_problems(503))
+def healthz(request: Request) -> schemas.Health:
+    state = app_state(request)
+    with state.pool.connection() as conn:
+        conn.execute("select 1")
+    return schemas.Health(status="ok", database="ok")
+
+
+@router.get("/metrics", tags=["ops"], responses={200: {"content": {"text/plain": {}}}, **_problems(401, 429)},
+            response_class=Response)
+def metrics(state: Authorized) -> Response:
+    """Prometheus text format."""
+    with state.pool.connection() as conn:
+        state.metrics.queue_depth.set(services.triggers.queue_depth(conn))
+    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,177 @@
+"""What the user/item routes do, so routers stay thin: catalogue and user upserts (validated like
+file imports), the events page, the profile view, recommendations with explanations, a manual
+agent run under the user's run lock, and erasure. Each takes a connection from the caller."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from tagloop.agent.http import schemas
+from tagloop.agent.http.problems import FieldErrors
+from tagloop.agent.settings import Settings
+from tagloop.tools import triggers
+from tagloop.tools.errors import Conflict, NotFound
+from tagloop.tools.ingest import loader
+from tagloop.tools.ingest.records import FieldError, parse_item, parse_user
+from tagloop.tools.profiles import load_profiles
+from tagloop.tools.retrieval import tag_candidates
+from tagloop.tools.store import users as store
+
+DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def _parse_many(payload: Any, parse: Callable[[dict[str, Any]], Any], *, path_id: str | None) -> list[Any]:
+    """Validate an object (PUT, `path_id` set: the body's id must match or be absent) or an array."""
+    single = path_id is not None
+    batch = [payload] if single else payload
+    if not isinstance(batch, list) or (single and not isinstance(payload, dict)):
+        raise FieldErrors([("body", "must be an object" if single else "must be an array of objects")])
+    records, errors = [], []
+    for index, data in enumerate(batch):
+        where = "" if single else f"[{index}]"
+        if not isinstance(data, dict):
+            errors.append((where or "body", f"must be an object, got {type(data).__name__}"))
+            continue
+        if single:
+            if data.get("id") not in (None, path_id):
+                errors.append(("id", f"does not match the path id {path_id!r}"))
+                continue
+            data = {**data, "id": path_id}
+        try:
+            records.append(parse(data))
+        except FieldError as exc:
+            errors.append((f"{where}.{exc.field}" if where else exc.field, exc.reason))
+    if errors:
+        raise FieldErrors(errors)
+    return records
+
+
+def put_items(conn: psycopg.Connection[Any], payload: Any, *, path_id: str | None = None) -> int:
+    return loader.store_items(conn, _parse_many(payload, parse_item, path_id=path_id))
+
+
+def put_users(conn: psycopg.Connection[Any], payload: Any, *, path_id: str | None = None) -> int:
+    return loader.store_users(conn, _parse_many(payload, parse_user, path_id=path_id))
+
+
+def events_page(
+    conn: psycopg.Connection[Any], user_id: str, *, limit: int, before: datetime | None
+) -> dict[str, Any]:
+    if not store.user_exists(conn, user_id):
+        raise NotFound(f"unknown user {user_id!r}")
+    rows, next_before = store.list_events(conn, user_id, limit=limit, before=before)
+    return {"events": rows, "next_before": next_before}
+
+
+def _shares(counts: dict[str, int]) -> dict[str, float]:
+    total = sum(counts.values()) or 1
+    return {k: round(v / total, 4) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+
+
+def profile_view(conn: psycopg.Connection[Any], user_id: str) -> schemas.Profile:
+    profiles = load_profiles(conn, [user_id], top=20)
+    if user_id not in profiles:
+        raise NotFound(f"unknown user {user_id!r}")
+    p = profiles[user_id]
+    stats: dict[str, Any] = p.stats or {}
+    user = conn.execute(
+        """select u.consent, u.channels, pr.updated_at from users u
+           left join user_profiles pr on pr.user_id = u.id where u.id = %(id)s""", {"id": user_id}).fetchone()
+    sent = {r["channel"]: r["n"] for r in conn.execute(
+        "select channel, count(*) as n from messages where user_id = %(id)s group by channel",
+        {"id": user_id})}
+    hist = list(stats.get("hour_of_week") or [0] * 168)
+    total = sum(hist) or 1
+    best = sorted(range(168), key=lambda s: -hist[s])[:3]
+    engaged: dict[str, dict[str, int]] = stats.get("channels") or {}
+    consent: dict[str, bool] = (user or {}).get("consent") or {}
+    names = sorted(set(consent) | set(engaged) | set(sent) | set((user or {}).get("channels") or {}))
+    source_tags: dict[str, dict[str, float]] = stats.get("source_tags") or {}
+    tag_names = _tag_names(conn, {int(t) for weights in source_tags.values() for t in weights})
+    return schemas.Profile(
+        user_id=user_id, n_events=p.n_events, updated_at=(user or {}).get("updated_at"),
+        top_tags=[schemas.TagWeight(tag=t, weight=w) for t, w in p.top_tags],
+        skip_rate=float(stats.get("skip_rate", 0.0)), replays=int(stats.get("replays", 0)),
+        timing=schemas.Timing(
+            timezone=p.timezone, hour_of_week=hist,
+            best_hours=[f"{DAYS[s // 24]} {s % 24:02d}:00" for s in best if hist[s] > 0],
+            weekday_share=round(sum(hist[: 5 * 24]) / total, 4) if sum(hist) else 0.0,
+            weekend_share=round(sum(hist[5 * 24 :]) / total, 4) if sum(hist) else 0.0,
+        ),
+        channels=[schemas.ChannelPreference(channel=c, consent=consent.get(c) is True, sent=sent.get(c, 0),
+                                            engagement=engaged.get(c, {})) for c in names],
+        devices=_shares(stats.get("devices") or {}), sources=_shares(stats.get("sources") or {}),
+        regions=_shares(stats.get("regions") or {}),
+        source_tags={s: [schemas.TagWeight(tag=tag_names[int(t)], weight=round(w, 3))
+                         for t, w in sorted(ws.items(), key=lambda kv: -kv[1])[:5] if int(t) in tag_names]
+                     for s, ws in source_tags.items()},
+    )
+
+
+def _tag_names(conn: psycopg.Connection[Any], ids: set[int]) -> dict[int, str]:
+    rows = conn.execute("select id, name from tags where id = any(%(ids)s)", {"ids": sorted(ids)})
+    return {r["id"]: r["name"] for r in rows}
+
+
+def recommendations(conn: psycopg.Connection[Any], user_id: str, k: int) -> schemas.Recommendations:
+    """The agent's candidates for the user, each explained by the user's top tags it carries."""
+    profiles = load_profiles(conn, [user_id], top=30)
+    if user_id not in profiles:
+        raise NotFound(f"unknown user {user_id!r}")
+    liked = dict(profiles[user_id].top_tags)
+    candidates = tag_candidates(conn, [user_id], k)[user_id]
+    item_tags: dict[str, list[str]] = defaultdict(list)
+    for r in conn.execute(
+        """select it.item_id, t.name from item_tags it join tags t on t.id = it.tag_id
+           where it.item_id = any(%(ids)s) and it.confidence >= 0.5 order by it.weight desc""",
+        {"ids": [c.item_id for c in candidates]},
+    ):
+        item_tags[r["item_id"]].append(r["name"])
+    out = []
+    for c in candidates:
+        shared = sorted((t for t in item_tags[c.item_id] if liked.get(t, 0) > 0), key=lambda t: -liked[t])[:2]
+        because = (f"because you play a lot of {' and '.join(shared)}" if shared
+                   else "because it is close to the tags you listen to")
+        out.append(schemas.Recommendation(item_id=c.item_id, title=c.title, provider=c.provider,
+                                          score=round(c.score, 6), explanation=because))
+    return schemas.Recommendations(user_id=user_id, items=out)
+
+
+def run_now(
+    conn: psycopg.Connection[Any], settings: Settings, user_id: str, *, send_now: bool
+) -> schemas.RunDecision:
+    """Run the agent for one user under the user's run lock (409 while another run holds it)."""
+    from tagloop.agent.runner import run_users  # the graph is built on first use, not at app import
+
+    if not store.user_exists(conn, user_id):
+        raise NotFound(f"unknown user {user_id!r}")
+    conn.commit()
+    with triggers.run_lock(conn, user_id) as got:
+        if not got:
+            raise Conflict(f"a run for user {user_id!r} is already in progress; try again shortly")
+        outcomes = run_users(conn, settings, [user_id], trigger="manual", send_now=send_now)
+        conn.commit()
+    if not outcomes:
+        raise NotFound(f"unknown user {user_id!r}")
+    o = outcomes[0]
+    name, _, version = o.policy.partition("@")
+    return schemas.RunDecision(
+        user_id=o.user_id, decision_id=o.decision_id, outcome=o.outcome, channel=o.channel,
+        chosen=[schemas.ChosenItem(item_id=str(c["item_id"]), title=str(c.get("title") or ""),
+                                   score=float(c.get("score") or 0.0)) for c in o.chosen],
+        propensities=o.propensities,
+        send_at=datetime.fromisoformat(o.send_at) if o.send_at else None, policy=name, policy_version=version,
+        explanation=o.explanation, title=o.title, message_id=o.message_id, delivered=o.delivered,
+    )
+
+
+def erase(conn: psycopg.Connection[Any], user_id: str) -> schemas.Erased:
+    deleted = store.erase_user(conn, user_id)
+    if not deleted.get("users"):
+        raise NotFound(f"unknown user {user_id!r}")
+    return schemas.Erased(user_id=user_id, deleted=deleted)

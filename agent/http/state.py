@@ -1,0 +1,56 @@
+"""What the routes of one app share: settings, the connection pool, auth, the rate limiter,
+metrics and ingest options — built in the app's lifespan, never at import time."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from fastapi.concurrency import run_in_threadpool
+from psycopg_pool import ConnectionPool
+
+from tagloop.agent.http.auth import Auth, RateLimiter
+from tagloop.agent.http.ingest import IngestOptions
+from tagloop.agent.http.metrics import Metrics
+from tagloop.agent.settings import Settings
+from tagloop.tools.online import OnlineConfig
+
+T = TypeVar("T")
+
+
+def hashed(user_id: str) -> str:
+    """A user id as it may appear in logs."""
+    return hashlib.sha256(user_id.encode()).hexdigest()[:12]
+
+
+def ingest_options(settings: Settings) -> IngestOptions:
+    return IngestOptions(
+        max_events=settings.max_batch_events,
+        extra_types=frozenset(settings.custom_event_types),
+        online=OnlineConfig(half_life_days=settings.profile_half_life_days),
+        trigger_delay=timedelta(seconds=settings.trigger_delay_seconds),
+    )
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    pool: ConnectionPool
+    auth: Auth
+    limiter: RateLimiter
+    metrics: Metrics
+    ingest: IngestOptions
+
+    async def in_tx(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn(conn, *args, **kwargs)` in a committed transaction on a worker thread."""
+
+        def call() -> T:
+            with self.pool.connection() as conn, conn.transaction():
+                return fn(conn, *args, **kwargs)
+
+        return await run_in_threadpool(call)
+
+

@@ -1,0 +1,161 @@
+"""POST /v1/events: durable, idempotent, all-or-nothing ingest with bearer keys or Standard
+Webhooks signatures; every bad request gets its status and a problem+json body naming the field,
+and nothing of it is stored."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+import pytest
+from api_support import AUTH, OLD_SECRET, post_events, seed, signed_headers
+from fastapi.testclient import TestClient
+
+
+def count(db: psycopg.Connection[Any], sql: str = "select count(*) as n from events") -> int:
+    db.rollback()
+    row = db.execute(sql).fetchone()
+    return int(row["n"]) if row else 0
+
+
+def test_batch_is_accepted_and_stored_once_committed(client: TestClient, db: psycopg.Connection[Any]) -> None:
+    seed(client)
+    events = [{"id": f"e{i}", "user_id": "u1", "type": "play", "item_id": "i1", "ts": "2026-03-02T20:00:00Z"}
+              for i in range(3)]
+    response = post_events(client, events)
+    assert response.status_code == 202
+    assert response.json() == {"accepted": 3, "duplicates": 0}
+    assert count(db) == 3
+
+
+def test_duplicate_event_id_is_stored_once(client: TestClient, db: psycopg.Connection[Any]) -> None:
+    seed(client)
+    event = {"id": "dup-1", "user_id": "u1", "type": "like", "item_id": "i1"}
+    assert post_events(client, [event, event]).json() == {"accepted": 1, "duplicates": 1}
+    assert post_events(client, event).json() == {"accepted": 0, "duplicates": 1}
+    assert count(db) == 1
+    assert count(db, "select n_events as n from user_profiles where user_id = 'u1'") == 1
+
+
+def test_concurrent_identical_requests_store_each_event_once(client: TestClient, db: psycopg.Connection[Any]) -> None:
+    seed(client)
+    batch = [{"id": f"c{i}", "user_id": "u1" if i % 2 else "u2", "type": "play", "item_id": f"i{1 + i % 5}"}
+             for i in range(40)]
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: post_events(client, batch), range(6)))
+    assert all(r.status_code == 202 for r in results)
+    assert sum(r.json()["accepted"] for r in results) == 40
+    assert sum(r.json()["duplicates"] for r in results) == 5 * 40
+    assert count(db) == 40
+    assert count(db, "select sum(n_events) as n from user_profiles") == 40  # each folded in exactly once
+
+
+def test_signed_webhook_is_accepted_with_either_rotated_secret(client: TestClient, db: psycopg.Connection[Any]) -> None:
+    seed(client)
+    body = json.dumps({"user_id": "u1", "type": "save", "item_id": "i2"}).encode()
+    new = client.post("/v1/events", content=body, headers=signed_headers(body, msg_id="msg_new"))
+    old = client.post("/v1/events", content=body, headers=signed_headers(body, msg_id="msg_old", secret=OLD_SECRET))
+    again = client.post("/v1/events", content=body, headers=signed_headers(body, msg_id="msg_new"))
+    assert (new.status_code, old.status_code) == (202, 202)
+    assert again.json() == {"accepted": 0, "duplicates": 1}  # a redelivery: the webhook-id is the event id
+    db.rollback()
+    ids = sorted(r["id"] for r in db.execute("select id from events"))
+    assert ids == ["msg_new", "msg_old"]
+
+
+def _webhook_cases(body: bytes) -> list[tuple[str, dict[str, str]]]:
+    good = signed_headers(body, msg_id="m1")
+    return [
+        ("no credentials", {"content-type": "application/json"}),
+        ("wrong signature", {**good, "webhook-signature": "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}),
+        ("body changed after signing", {**good, "webhook-id": "m2"}),
+        ("stale timestamp", signed_headers(body, msg_id="m3", at=time.time() - 6 * 60)),
+        ("future timestamp", signed_headers(body, msg_id="m4", at=time.time() + 6 * 60)),
+        ("unknown secret", signed_headers(body, msg_id="m5", secret="whsec_" + "c2VjcmV0LW5vdC1jb25maWd1cmVk")),
+        ("malformed signature", {**good, "webhook-signature": "garbage"}),
+        ("wrong api key", {"Authorization": "Bearer not-a-key", "content-type": "application/json"}),
+        ("not bearer", {"Authorization": "Basic dTpw", "content-type": "application/json"}),
+    ]
+
+
+@pytest.mark.parametrize("case", range(9))
+def test_bad_credentials_get_401_and_store_nothing(client: TestClient, db: psycopg.Connection[Any], case: int) -> None:
+    seed(client)
+    body = json.dumps({"user_id": "u1", "type": "like", "item_id": "i1"}).encode()
+    name, headers = _webhook_cases(body)[case]
+    response = client.post("/v1/events", content=body, headers=headers)
+    assert response.status_code == 401, name
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 401
+    assert count(db) == 0
+
+
+BAD_BATCHES: list[tuple[str, Any, str]] = [
+    ("unknown event type", [{"user_id": "u1", "type": "play", "item_id": "i1"},
+                            {"user_id": "u1", "type": "teleport"}], "[1].type"),
+    ("wrong JSON type", [{"user_id": "u1", "type": "play", "value": "lots"}], "[0].value"),
+    ("timestamp without zone", [{"user_id": "u1", "type": "play", "ts": "2026-03-02T10:00:00"}], "[0].ts"),
+    ("unknown user", [{"user_id": "u1", "type": "play"}, {"user_id": "nobody", "type": "like"}], "[1].user_id"),
+    ("unknown item", [{"user_id": "u1", "type": "play", "item_id": "i404"}], "[0].item_id"),
+    ("missing user", {"type": "play"}, "user_id"),
+    ("not an object", [{"user_id": "u1", "type": "play"}, 7], "[1]"),
+    ("context not an object", [{"user_id": "u1", "type": "play", "context": [1]}], "[0].context"),
+]
+
+
+@pytest.mark.parametrize(("name", "payload", "field"), BAD_BATCHES, ids=[c[0] for c in BAD_BATCHES])
+def test_invalid_events_get_422_naming_index_and_field(
+    client: TestClient, db: psycopg.Connection[Any], name: str, payload: Any, field: str
+) -> None:
+    seed(client)
+    response = post_events(client, payload)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == 422 and problem["title"] == "invalid input"
+    assert field in [e["field"] for e in problem["errors"]]
+    assert count(db) == 0
+    assert count(db, "select count(*) as n from user_profiles") == 0
+
+
+def test_invalid_json_is_422_naming_the_body(client: TestClient, db: psycopg.Connection[Any]) -> None:
+    response = client.post("/v1/events", content=b"{not json", headers={**AUTH, "content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "body"
+
+
+def test_oversize_body_and_too_many_events_get_413(client: TestClient, db: psycopg.Connection[Any]) -> None:
+    seed(client)
+    big = [{"user_id": "u1", "type": "play", "context": {"pad": "x" * 2000}} for _ in range(600)]
+    response = post_events(client, big)
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+    many = [{"user_id": "u1", "type": "play"} for _ in range(1001)]
+    response = post_events(client, many)
+    assert response.status_code == 413
+    assert "1,000" in response.json()["detail"]
+    assert count(db) == 0
+
+
+def test_rate_limit_answers_429_with_retry_after(db: psycopg.Connection[Any], db_url: str, tmp_path: Any) -> None:
+    from api_support import make_settings
+
+    from tagloop.agent.http import create_app
+
+    with TestClient(create_app(make_settings(db_url, tmp_path, rate_limit_per_minute=3), pool_size=2)) as c:
+        codes = [c.get("/v1/users/u1/profile", headers=AUTH).status_code for _ in range(4)]
+        limited = c.get("/v1/users/u1/profile", headers=AUTH)
+    assert codes[:3] == [404, 404, 404] and codes[3] == 429
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+    assert limited.headers["content-type"] == "application/problem+json"
+
+
+def test_only_healthz_is_open(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok", "database": "ok"}
+    for path in ("/metrics", "/v1/users/u1/profile", "/v1/users/u1/events", "/v1/users/u1/recommendations"):
+        assert client.get(path).status_code == 401, path
+    assert client.delete("/v1/users/u1").status_code == 401
+    assert client.post("/v1/users/u1/runs").status_code == 401

@@ -1,0 +1,253 @@
+"""Online profile updates: every committed batch of new events changes its users' profiles at once,
+incrementally (no rebuild), in the caller's transaction.
+
+For each user in the batch the stored tag vector is decayed from `decayed_to` to `now`
+(half-life from settings) and each new event adds `event_weight × decay(now − ts) × item-tag
+weight` to the item's confident tags — the same weights as `tools.profiles.rebuild_profiles`.
+On top of those weights:
+- replays: a play/complete of an item the user played within `replay_window` earns `replay_bonus`;
+- skips are calibrated with the user's running skip rate (counts kept in `stats.counts`);
+- `stats` also keeps the hour-of-week histogram in the user's own time zone, device, region and
+  source counts, per-source tag preferences, and engagement per channel with tagloop's messages;
+- events carrying a `message_id` of a tagloop message are credited to its decision
+  (`decision_feedback`).
+
+Round trips per batch: one pipelined read (lock profiles, item tags, messages), one pipelined write.
+Profiles rows are locked in user-id order so concurrent batches never deadlock on them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+from pgvector import SparseVector
+from psycopg.types.json import Jsonb
+
+from tagloop.tools.ingest.records import EventRecord
+from tagloop.tools.profiles import decay, event_weight
+from tagloop.tools.store.catalogue import TAG_DIM
+
+POSITIVE = frozenset({"like", "save", "add_to_playlist", "share", "complete"})
+NEGATIVE = frozenset({"dislike", "unsubscribe", "dismiss"})
+LISTENS = frozenset({"play", "complete"})
+REGION_KEYS = ("region", "location", "country")
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    half_life_days: float = 30.0
+    replay_window_s: float = 3 * 86400.0
+    replay_bonus: float = 2.0
+    recent_cap: int = 200           # items remembered for replay detection
+    new_tag_below: float = 0.5      # a tag whose profile weight is below this is "new" to the user
+    burst_plays: int = 3            # plays of a new tag within burst_window_s that make a burst
+    burst_window_s: float = 3600.0
+    source_tag_cap: int = 20
+
+
+@dataclass
+class OnlineResult:
+    users: int = 0
+    credited_decisions: int = 0
+    bursts: dict[str, int] = field(default_factory=dict)  # user → tag id of a new-tag play burst
+
+
+_ENSURE = """
+insert into user_profiles (user_id, decayed_to)
+select u, %(now)s from unnest(%(users)s::text[]) as u order by u
+on conflict (user_id) do nothing
+"""
+_LOCK = """
+select p.user_id, p.tags, p.decayed_to, p.n_events, p.stats, u.timezone
+from user_profiles p join users u on u.id = p.user_id
+where p.user_id = any(%(users)s) order by p.user_id for update of p
+"""
+_ITEM_TAGS = """
+select item_id, tag_id, weight from item_tags where item_id = any(%(items)s) and confidence >= 0.5
+"""
+_MESSAGES = "select id::text as id, decision_id, channel from messages where id = any(%(ids)s::uuid[])"
+_SAVE = """
+update user_profiles set tags = %(tags)s, decayed_to = %(now)s, n_events = %(n_events)s,
+       stats = %(stats)s, updated_at = now()
+where user_id = %(user_id)s
+"""
+_CREDIT = """
+insert into decision_feedback as f (decision_id, user_id, channel, opens, clicks, converts, negatives,
+                                    other, reward, first_event_at, last_event_at)
+values (%(decision_id)s, %(user_id)s, %(channel)s, %(opens)s, %(clicks)s, %(converts)s, %(negatives)s,
+        %(other)s, %(reward)s, %(first)s, %(last)s)
+on conflict (decision_id) do update set opens = f.opens + excluded.opens, clicks = f.clicks + excluded.clicks,
+    converts = f.converts + excluded.converts, negatives = f.negatives + excluded.negatives,
+    other = f.other + excluded.other, reward = f.reward + excluded.reward,
+    first_event_at = least(f.first_event_at, excluded.first_event_at),
+    last_event_at = greatest(f.last_event_at, excluded.last_event_at)
+"""
+
+
+def apply_events(
+    conn: psycopg.Connection[Any], events: Sequence[EventRecord], *, now: datetime, config: OnlineConfig
+) -> OnlineResult:
+    """Fold newly stored `events` into their users' profiles (users must exist). Never commits."""
+    if not events:
+        return OnlineResult()
+    users = sorted({e.user_id for e in events})
+    items = sorted({e.item_id for e in events if e.item_id})
+    message_ids = sorted({e.message_id for e in events if e.message_id and _is_uuid(e.message_id)})
+    with conn.pipeline():
+        conn.execute(_ENSURE, {"users": users, "now": now})
+        locked = conn.execute(_LOCK, {"users": users})
+        tag_rows = conn.execute(_ITEM_TAGS, {"items": items})
+        message_rows = conn.execute(_MESSAGES, {"ids": message_ids})
+    profiles = {r["user_id"]: r for r in locked.fetchall()}
+    item_tags: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for r in tag_rows.fetchall():
+        item_tags[r["item_id"]].append((int(r["tag_id"]), float(r["weight"])))
+    messages = {r["id"]: r for r in message_rows.fetchall()}
+
+    by_user: dict[str, list[EventRecord]] = defaultdict(list)
+    for e in sorted(events, key=lambda e: e.ts):
+        by_user[e.user_id].append(e)
+    result = OnlineResult(users=len(by_user))
+    saves = []
+    for user_id, user_events in by_user.items():
+        row = profiles[user_id]
+        tags, stats, burst = _fold(row, user_events, item_tags, messages, now, config)
+        if burst is not None:
+            result.bursts[user_id] = burst
+        saves.append({"user_id": user_id, "now": now, "n_events": int(row["n_events"]) + len(user_events),
+                      "tags": SparseVector({k: v for k, v in tags.items() if abs(v) > 1e-6}, TAG_DIM),
+                      "stats": Jsonb(stats)})
+    credits = _credits(events, messages)
+    result.credited_decisions = len(credits)
+    with conn.pipeline(), conn.cursor() as cur:
+        cur.executemany(_SAVE, saves)
+        if credits:
+            cur.executemany(_CREDIT, credits)
+    return result
+
+
+def _fold(
+    row: dict[str, Any],
+    events: list[EventRecord],
+    item_tags: dict[str, list[tuple[int, float]]],
+    messages: dict[str, dict[str, Any]],
+    now: datetime,
+    config: OnlineConfig,
+) -> tuple[dict[int, float], dict[str, Any], int | None]:
+    """The user's decayed tag weights plus this batch, the new stats and a burst tag (if any)."""
+    stored = row["tags"]
+    shrink = decay((now - row["decayed_to"]).total_seconds(), config.half_life_days)
+    before = dict(zip(stored.indices(), stored.values(), strict=True)) if stored is not None else {}
+    tags = {int(k): float(v) * shrink for k, v in before.items()}
+    stats = _init_stats(dict(row["stats"] or {}), int(row["n_events"]))
+    counts: dict[str, int] = stats["counts"]
+    for e in events:
+        counts[e.type] = counts.get(e.type, 0) + 1
+    listened = sum(counts.get(t, 0) for t in ("skip", "play", "complete"))
+    skip_rate = counts.get("skip", 0) / max(listened, 1)
+    stats["skip_rate"] = round(skip_rate, 4)
+    zone = ZoneInfo(row["timezone"])
+    recent: dict[str, float] = stats["recent"]
+    fresh: dict[str, list[float]] = stats["fresh"]
+    burst: int | None = None
+    for e in events:
+        local = e.ts.astimezone(zone)
+        stats["hour_of_week"][local.weekday() * 24 + local.hour] += 1
+        _count(stats["devices"], e.context.get("device"))
+        _count(stats["sources"], e.context.get("source"))
+        _count(stats["regions"], next((e.context[k] for k in REGION_KEYS if e.context.get(k)), None))
+        message = messages.get(e.message_id or "")
+        if message is not None and message["channel"]:
+            channel = stats["channels"].setdefault(message["channel"], {})
+            channel[e.type] = channel.get(e.type, 0) + 1
+        if not e.item_id:
+            continue
+        weight = event_weight(e.type, e.value, skip_rate)
+        epoch = e.ts.timestamp()
+        if e.type in LISTENS:
+            last = recent.get(e.item_id)
+            if last is not None and 0 < epoch - last <= config.replay_window_s:
+                weight += config.replay_bonus
+                stats["replays"] = stats.get("replays", 0) + 1
+            recent[e.item_id] = max(epoch, last or 0.0)
+        age_factor = decay((now - e.ts).total_seconds(), config.half_life_days)
+        source = e.context.get("source")
+        for tag_id, tag_weight in item_tags.get(e.item_id, []):
+            delta = weight * age_factor * tag_weight
+            tags[tag_id] = tags.get(tag_id, 0.0) + delta
+            if isinstance(source, str) and source and delta:
+                per_source = stats["source_tags"].setdefault(source, {})
+                per_source[str(tag_id)] = round(per_source.get(str(tag_id), 0.0) + delta, 4)
+            seen = fresh.get(str(tag_id))
+            is_new = seen is not None or before.get(tag_id, 0.0) * shrink < config.new_tag_below
+            if e.type in LISTENS and is_new:
+                if seen is None or epoch - seen[1] > config.burst_window_s:
+                    seen = [0.0, epoch]
+                seen[0] += 1
+                fresh[str(tag_id)] = seen
+                if seen[0] >= config.burst_plays:
+                    burst = tag_id
+    _trim(stats, now.timestamp(), config)
+    return tags, stats, burst
+
+
+def _init_stats(stats: dict[str, Any], n_events: int) -> dict[str, Any]:
+    """Fill the keys the online update keeps (a profile from `rebuild_profiles` has only some)."""
+    histogram = stats.get("hour_of_week")
+    valid = isinstance(histogram, list) and len(histogram) == 168
+    stats["hour_of_week"] = list(histogram) if valid and histogram else [0] * 168
+    if "counts" not in stats:
+        skips = round(float(stats.get("skip_rate", 0.0)) * n_events)
+        stats["counts"] = {"skip": skips, "play": n_events - skips}
+    for key in ("devices", "sources", "regions", "channels", "source_tags", "recent", "fresh"):
+        stats[key] = dict(stats.get(key) or {})
+    return stats
+
+
+def _count(bucket: dict[str, int], value: Any) -> None:
+    if isinstance(value, str) and value:
+        bucket[value[:64]] = bucket.get(value[:64], 0) + 1
+
+
+def _trim(stats: dict[str, Any], now: float, config: OnlineConfig) -> None:
+    """Bound what the stats remember: recent items, fresh tags and per-source tags."""
+    recent = {k: v for k, v in stats["recent"].items() if now - v <= config.replay_window_s}
+    stats["recent"] = dict(sorted(recent.items(), key=lambda kv: -kv[1])[: config.recent_cap])
+    stats["fresh"] = {k: v for k, v in stats["fresh"].items() if now - v[1] <= config.burst_window_s}
+    for source, weights in stats["source_tags"].items():
+        best = sorted(weights.items(), key=lambda kv: -abs(kv[1]))[: config.source_tag_cap]
+        stats["source_tags"][source] = dict(best)
+
+
+def _credits(events: Sequence[EventRecord], messages: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per decision: the batch's engagement with the message it sent, summed."""
+    totals: dict[str, dict[str, Any]] = {}
+    for e in events:
+        message = messages.get(e.message_id or "")
+        if message is None:
+            continue
+        decision = str(message["decision_id"])
+        t = totals.setdefault(decision, {
+            "decision_id": decision, "user_id": e.user_id, "channel": message["channel"], "opens": 0,
+            "clicks": 0, "converts": 0, "negatives": 0, "other": 0, "reward": 0.0,
+            "first": e.ts, "last": e.ts})
+        key = {"open": "opens", "click": "clicks", "convert": "converts"}.get(e.type)
+        t[key or ("negatives" if e.type in NEGATIVE else "other")] += 1
+        t["reward"] += event_weight(e.type, e.value)
+        t["first"], t["last"] = min(t["first"], e.ts), max(t["last"], e.ts)
+    return list(totals.values())
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,115 @@
+"""User and event SQL for the HTTP API: existence checks, the idempotent event insert that reports
+which events are new, the events listing (newest first, keyset-paged on `ts`) and erasure.
+Every function takes a connection and never commits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from tagloop.tools.ingest.records import EventRecord
+
+_EVENTS_PAGE = """
+select id, type, item_id, ts, value, message_id, context
+from events
+where user_id = %(user_id)s and (%(before)s::timestamptz is null or ts < %(before)s)
+order by ts desc, seq desc
+limit %(limit)s
+"""
+
+
+def user_exists(conn: psycopg.Connection[Any], user_id: str) -> bool:
+    return conn.execute("select 1 from users where id = %(id)s", {"id": user_id}).fetchone() is not None
+
+
+def user_timezones(conn: psycopg.Connection[Any], user_ids: list[str]) -> dict[str, str]:
+    """user id → IANA time zone, for the stored users among `user_ids`."""
+    rows = conn.execute("select id, timezone from users where id = any(%(ids)s)", {"ids": user_ids})
+    return {r["id"]: r["timezone"] for r in rows}
+
+
+def list_events(
+    conn: psycopg.Connection[Any], user_id: str, *, limit: int, before: datetime | None
+) -> tuple[list[dict[str, Any]], datetime | None]:
+    """One page of the user's events, newest first, and the `before` of the next page (None at the
+    end). `before` is exclusive, so events sharing the boundary timestamp stay together: the page
+    is trimmed to end before them and the next page starts 1 µs after the boundary (unless the
+    whole page shares one timestamp)."""
+    rows = conn.execute(_EVENTS_PAGE, {"user_id": user_id, "before": before, "limit": limit + 1}).fetchall()
+    if len(rows) <= limit:
+        return rows, None
+    page = rows[:limit]
+    boundary = rows[limit]["ts"]
+    trimmed = [r for r in page if r["ts"] != boundary]
+    if trimmed:
+        return trimmed, boundary + timedelta(microseconds=1)
+    return page, page[-1]["ts"]
+
+
+def tables_with_user_rows(conn: psycopg.Connection[Any]) -> list[str]:
+    """Every public table with a `user_id` column (plus `users`): what erasure must empty."""
+    rows = conn.execute(
+        """select table_name from information_schema.columns
+           where table_schema = 'public' and column_name = 'user_id' order by table_name"""
+    ).fetchall()
+    return ["users", *[r["table_name"] for r in rows]]
+
+
+def erase_user(conn: psycopg.Connection[Any], user_id: str) -> dict[str, int]:
+    """Delete the user and every row derived from them; returns rows deleted per table.
+
+    Tables keyed by `user_id` are emptied explicitly (not only through ON DELETE CASCADE) so a
+    table added later without a foreign key is still covered."""
+    deleted: dict[str, int] = {}
+    conn.execute("select id from users where id = %(id)s for update", {"id": user_id})
+    for table in tables_with_user_rows(conn)[1:]:
+        cur = conn.execute(
+            psycopg.sql.SQL("delete from {} where user_id = %(id)s").format(psycopg.sql.Identifier(table)),
+            {"id": user_id},
+        )
+        deleted[table] = cur.rowcount
+    cur = conn.execute("delete from users where id = %(id)s", {"id": user_id})
+    deleted["users"] = cur.rowcount
+    return deleted
+
+
+_INSERT_EVENTS = """
+insert into events (id, user_id, type, item_id, ts, value, message_id, context)
+select * from unnest(%(ids)s::text[], %(users)s::text[], %(types)s::text[], %(items)s::text[],
+                     %(ts)s::timestamptz[], %(values)s::float8[], %(messages)s::text[], %(contexts)s::jsonb[])
+order by 1
+on conflict (id) do nothing
+returning id
+"""
+
+
+def insert_new_events(conn: psycopg.Connection[Any], events: Sequence[EventRecord]) -> list[EventRecord]:
+    """Insert events in one statement (ids in sorted order, so concurrent batches lock the unique
+    index in the same order); return those not stored before. A concurrent insert of the same id
+    waits for the other transaction and then counts as a duplicate."""
+    unique = list({e.id: e for e in reversed(events)}.values())  # first occurrence of an id wins
+    if not unique:
+        return []
+    params = {
+        "ids": [e.id for e in unique], "users": [e.user_id for e in unique],
+        "types": [e.type for e in unique], "items": [e.item_id for e in unique],
+        "ts": [e.ts for e in unique], "values": [e.value for e in unique],
+        "messages": [e.message_id for e in unique],
+        "contexts": [json.dumps(e.context) if e.context else "{}" for e in unique],
+    }
+    stored = {r["id"] for r in conn.execute(_INSERT_EVENTS, params).fetchall()}
+    return [e for e in unique if e.id in stored]
+
+
+def known_refs(
+    conn: psycopg.Connection[Any], user_ids: Iterable[str], item_ids: Iterable[str]
+) -> tuple[set[str], set[str]]:
+    """Which of the users and items exist (one pipelined round trip)."""
+    with conn.pipeline():
+        users = conn.execute("select id from users where id = any(%(ids)s)", {"ids": sorted(set(user_ids))})
+        items = conn.execute("select id from items where id = any(%(ids)s)", {"ids": sorted(set(item_ids))})
+    return {r["id"] for r in users.fetchall()}, {r["id"] for r in items.fetchall()}
