@@ -56,6 +56,40 @@ def slot_probabilities(
     return probs
 
 
+def argmax_slot(
+    utility: np.ndarray,
+    eligible: np.ndarray,
+    pool: np.ndarray | None,
+    epsilon: float,
+    rng: np.random.Generator | None,
+    forced: int | None = None,
+) -> tuple[int, float]:
+    """Fast path of `slot_probabilities` + `draw` for temperature 0: `(chosen index, its probability)`.
+
+    One `rng.random()` r decides both the branch and the pick: r < ε explores, taking pool item
+    `floor(r / ε · |pool|)` (uniform given r < ε); otherwise the best eligible utility. With
+    `forced` set, no draw happens and the probability of `forced` is returned.
+    """
+    masked = np.where(eligible, utility, -np.inf)
+    best = int(np.argmax(masked))
+    if not eligible[best]:
+        raise InvalidInput("no eligible candidate left for this slot")
+    pidx = np.flatnonzero(eligible if pool is None else eligible & pool) if epsilon > 0 else None
+    if pidx is not None and pidx.size == 0:
+        pidx = np.flatnonzero(eligible)
+    if forced is not None:
+        j = forced
+    elif pidx is not None and rng is not None:
+        r = rng.random()
+        j = int(pidx[min(int(r / epsilon * pidx.size), pidx.size - 1)]) if r < epsilon else best
+    else:
+        j = best
+    p = (1.0 - epsilon) * (j == best)
+    if pidx is not None and bool(np.any(pidx == j)):
+        p += epsilon / pidx.size
+    return j, float(p)
+
+
 def draw(probs: np.ndarray, rng: np.random.Generator) -> int:
     """Inverse-CDF draw of one index from `probs` with a single `rng.random()`; a zero-probability
     index is never returned."""

@@ -43,7 +43,8 @@ def normalized_relevance(scores: np.ndarray) -> np.ndarray:
 def exposure_need(providers: Sequence[str], exposure: ProviderExposure | Mapping[str, float]) -> np.ndarray:
     """`1 - e_p / max e` per candidate (1 for never-exposed providers, 0 for the most exposed)."""
     table = exposure.exposure if isinstance(exposure, ProviderExposure) else exposure
-    e = np.fromiter((table.get(p, 0.0) for p in providers), dtype=np.float64, count=len(providers))
+    get = table.get
+    e = np.array([get(p, 0.0) for p in providers], dtype=np.float64)
     top = float(e.max()) if e.size else 0.0
     if top <= 0.0:
         return np.ones_like(e)

@@ -28,7 +28,7 @@ import numpy as np
 from tagloop.policies.config import PolicyConfig
 from tagloop.policies.decision import Decision
 from tagloop.policies.diversity import CalibrationState, MMRState, TagMatrix
-from tagloop.policies.exploration import draw, slot_probabilities
+from tagloop.policies.exploration import argmax_slot, draw, slot_probabilities
 from tagloop.policies.exposure import ProviderExposure, long_tail_quota
 from tagloop.policies.fairness import exposure_need, normalized_relevance
 from tagloop.tools.errors import InvalidInput
@@ -68,7 +68,7 @@ def choose_slate(
         version=cfg.version,
         seed=seed,
         candidates=tuple(str(i) for i in item_ids) if item_ids is not None else None,
-        scores=tuple(float(s) for s in np.asarray(scores, dtype=np.float64)),
+        scores=tuple(np.asarray(scores, dtype=np.float64).tolist()),
         context={**(context or {}), **facts},
     )
 
@@ -164,16 +164,18 @@ def _run(
             u = u - mmr * mmr_state.penalty()
         if cal_state is not None:
             u = u - cal * cal_state.penalty()
-        probs = slot_probabilities(u, eligible, pool, ex.epsilon, ex.temperature)
-        if forced is not None:
-            j = int(forced[i])
+        if ex.temperature == 0.0:
+            j, p = argmax_slot(u, eligible, pool, ex.epsilon, rng, None if forced is None else int(forced[i]))
         else:
-            assert rng is not None
-            j = draw(probs, rng)
+            probs = slot_probabilities(u, eligible, pool, ex.epsilon, ex.temperature)
+            j = int(forced[i]) if forced is not None else draw(probs, _need(rng))
+            p = float(probs[j])
         actions.append(j)
-        props.append(float(probs[j]))
+        props.append(p)
         taken[j] = True
         owed -= int(tail[j])
+        if i == k - 1:
+            break
         if mmr_state is not None:
             mmr_state.add(j)
         if cal_state is not None:
@@ -187,3 +189,9 @@ def _run(
     if skipped:
         facts["skipped"] = skipped
     return actions, props, facts
+
+
+def _need(rng: np.random.Generator | None) -> np.random.Generator:
+    if rng is None:
+        raise InvalidInput("a random generator is needed to sample a slate")
+    return rng

@@ -65,3 +65,13 @@ def test_choose_slate_applies_mmr_only_when_tags_are_given() -> None:
     with_tags = choose_slate(cfg, scores, ["p"] * 10, tags, None, {}, np.zeros(10, bool), 0)
     assert no_tags.actions == (0, 1, 2, 3, 4) and no_tags.context["skipped"] == ["mmr: no item_tags"]
     assert _intra_list_similarity(np.array(with_tags.actions), tags) < 1.0
+
+
+def test_sparse_row_path_agrees_with_dense_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    tags = sp.random(40, 15, density=0.25, random_state=7, format="csr")
+    dense = MMRState(tags)
+    monkeypatch.setattr(MMRState, "DENSE_LIMIT", 10)
+    lazy = MMRState(tags)
+    assert dense.dense is not None and lazy.dense is None
+    for j in (0, 7, 39):
+        assert np.allclose(lazy.similarity_row(j), dense.similarity_row(j))

@@ -95,22 +95,26 @@ FULL = PolicyConfig.model_validate(
 )
 
 
+ARGMAX = FULL.model_copy(update={"exploration": FULL.exploration.model_copy(update={"temperature": 0.0})})
+
+
 @settings(max_examples=8, deadline=None)
-@given(seed=st.integers(0, 10_000))
-def test_choose_slate_probabilities_over_all_slates_sum_to_one(seed: int) -> None:
+@given(seed=st.integers(0, 10_000), cfg=st.sampled_from([FULL, ARGMAX]))
+def test_choose_slate_probabilities_over_all_slates_sum_to_one(seed: int, cfg: PolicyConfig) -> None:
     scores, providers, tags, mix, tail = _instance(5, seed)
     exposure = {"p0": 3.0, "p1": 1.0}
     total = sum(
-        float(np.prod(score_slate(FULL, scores, providers, tags, mix, exposure, tail, list(perm))))
+        float(np.prod(score_slate(cfg, scores, providers, tags, mix, exposure, tail, list(perm))))
         for perm in itertools.permutations(range(5), 3)
     )
     assert total == pytest.approx(1.0)
 
 
-def test_choose_slate_propensities_match_empirical_frequencies() -> None:
+@pytest.mark.parametrize("cfg", [FULL, ARGMAX], ids=["plackett_luce", "argmax"])
+def test_choose_slate_propensities_match_empirical_frequencies(cfg: PolicyConfig) -> None:
     scores, providers, tags, mix, tail = _instance(5, 3)
     exposure = {"p0": 3.0, "p1": 1.0}
-    _empirical_check(lambda rng: choose_slate(FULL, scores, providers, tags, mix, exposure, tail, rng), 3000)
+    _empirical_check(lambda rng: choose_slate(cfg, scores, providers, tags, mix, exposure, tail, rng), 3000)
 
 
 def test_same_seed_replays_and_score_slate_agrees() -> None:
