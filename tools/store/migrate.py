@@ -11,6 +11,8 @@ from importlib import resources
 import psycopg
 from psycopg.rows import tuple_row
 
+from tagloop.tools.errors import DatabaseError
+
 MIGRATION_LOCK = 0x7A61_6C6F  # advisory lock key shared by every tagloop process
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -57,7 +59,14 @@ def migrate(conn: psycopg.Connection) -> list[Migration]:
         for migration in available():
             if migration.version in have:
                 continue
-            conn.execute(migration.sql.encode())
+            try:
+                conn.execute(migration.sql.encode())
+            except psycopg.errors.UndefinedFile:
+                raise  # a missing extension (pgvector): the caller names it
+            except psycopg.Error as exc:
+                raise DatabaseError(
+                    f"migration {migration.version:04d}_{migration.name} failed: {str(exc).strip()}"
+                ) from exc
             conn.execute(
                 "insert into schema_migrations (version, name) values (%(v)s, %(n)s)",
                 {"v": migration.version, "n": migration.name},

@@ -1,0 +1,155 @@
+"""`tagloop import`: JSONL/CSV, line-numbered errors, all-or-nothing, --skip-bad, idempotent events."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tagloop.tools.errors import InvalidInput
+from tagloop.tools.ingest.loader import import_file
+
+
+def write_jsonl(path: Path, rows: list[Any]) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def count(conn: psycopg.Connection[Any], table: str) -> int:
+    row = conn.execute(f"select count(*) as n from {table}").fetchone()
+    return int(row["n"]) if row else 0
+
+
+@pytest.fixture
+def catalogue(db: psycopg.Connection[Any], tmp_path: Path) -> psycopg.Connection[Any]:
+    import_file(db, "users", write_jsonl(tmp_path / "users.jsonl", [
+        {"id": "u1", "timezone": "Europe/Berlin", "channels": {"email": "a@example.test"}, "consent": {"email": True}},
+        {"id": "u2", "timezone": "America/New_York", "plan": "premium"},
+    ]))
+    import_file(db, "items", write_jsonl(tmp_path / "items.jsonl", [
+        {"id": "i1", "title": "One", "provider": "p1", "tags": ["Shoegaze", "dream pop"]},
+        {"id": "i2", "title": "Two", "provider": "p2", "tags": {"hip hop": 1.0, "80s": 0.5}, "mood": "dark"},
+    ]))
+    return db
+
+
+def test_items_users_and_unknown_fields_are_kept(catalogue: psycopg.Connection[Any]) -> None:
+    item = catalogue.execute("select * from items where id = 'i2'").fetchone()
+    user = catalogue.execute("select * from users where id = 'u2'").fetchone()
+    assert item is not None and item["attributes"] == {"mood": "dark"} and item["provider_id"] == "p2"
+    assert user is not None and user["attributes"] == {"plan": "premium"}
+    tags = {r["name"] for r in catalogue.execute("select name from tags")}
+    assert tags == {"shoegaze", "dream-pop", "hip-hop", "80s"}
+    assert catalogue.execute("select tag_vec from items where id = 'i1'").fetchone()["tag_vec"] is not None
+
+
+def test_duplicate_event_id_is_stored_once(catalogue: psycopg.Connection[Any], tmp_path: Path) -> None:
+    events = [
+        {"id": "e1", "user_id": "u1", "type": "play", "item_id": "i1", "ts": "2026-01-01T10:00:00Z"},
+        {"id": "e1", "user_id": "u1", "type": "play", "item_id": "i1", "ts": "2026-01-01T10:00:00Z"},
+        {"id": "e2", "user_id": "u1", "type": "like", "item_id": "i1", "ts": "2026-01-01T10:01:00+01:00",
+         "context": {"device": "mobile"}, "source": "radio"},
+    ]
+    path = write_jsonl(tmp_path / "events.jsonl", events)
+    first = import_file(catalogue, "events", path)
+    second = import_file(catalogue, "events", path)
+    assert (first.stored, first.duplicates) == (2, 1)
+    assert (second.stored, second.duplicates) == (0, 3)
+    assert count(catalogue, "events") == 2
+    e2 = catalogue.execute("select context from events where id = 'e2'").fetchone()
+    assert e2["context"] == {"device": "mobile", "source": "radio"}
+
+
+def test_events_without_id_get_a_stable_id(catalogue: psycopg.Connection[Any], tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "events.jsonl", [{"user_id": "u1", "type": "skip", "item_id": "i2",
+                                                    "ts": "2026-01-01T10:00:00Z"}])
+    import_file(catalogue, "events", path)
+    import_file(catalogue, "events", path)
+    assert count(catalogue, "events") == 1
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        ('{"user_id": "u1", "type": "play", "item_id": "i1"', "malformed JSON"),
+        ({"user_id": "nobody", "type": "play", "item_id": "i1"}, "user_id: unknown user 'nobody'"),
+        ({"user_id": "u1", "type": "play", "item_id": "nothing"}, "item_id: unknown item 'nothing'"),
+        ({"user_id": "u1", "type": "teleport", "item_id": "i1"}, "type: unknown event type 'teleport'"),
+        ({"user_id": "u1", "type": "play", "ts": "yesterday"}, "ts: is not an RFC 3339 timestamp"),
+        ({"user_id": "u1", "type": "play", "ts": "2026-01-01T10:00:00"}, "ts: has no time zone offset"),
+        ({"user_id": "u1", "type": "play", "value": "lots"}, "value: must be a number"),
+        ({"type": "play"}, "user_id: is required"),
+        ([1, 2], "expected a JSON object"),
+    ],
+)
+def test_a_bad_event_line_names_file_line_and_field_and_stores_nothing(
+    catalogue: psycopg.Connection[Any], tmp_path: Path, line: Any, needle: str
+) -> None:
+    good = {"id": "ok", "user_id": "u1", "type": "play", "item_id": "i1"}
+    path = write_jsonl(tmp_path / "events.jsonl", [good, line])
+    with pytest.raises(InvalidInput) as caught:
+        import_file(catalogue, "events", path)
+    assert f"{path}:2" in str(caught.value) and needle in str(caught.value)
+    assert count(catalogue, "events") == 0
+
+
+def test_skip_bad_imports_the_good_lines_and_reports_the_rest(catalogue: psycopg.Connection[Any], tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "events.jsonl", [
+        {"id": "a", "user_id": "u1", "type": "play", "item_id": "i1"},
+        {"id": "b", "user_id": "ghost", "type": "play", "item_id": "i1"},
+        {"id": "c", "user_id": "u2", "type": "like", "item_id": "i2"},
+    ])
+    result = import_file(catalogue, "events", path, skip_bad=True)
+    assert result.stored == 2 and [e.line for e in result.skipped] == [2]
+    assert count(catalogue, "events") == 2
+
+
+@pytest.mark.parametrize(
+    ("row", "needle"),
+    [
+        ({"id": "x", "timezone": "Mars/Olympus"}, "timezone: 'Mars/Olympus' is not an IANA time zone"),
+        ({"id": "x", "consent": {"email": "maybe"}}, "consent.email: must be true or false"),
+        ({"id": "x" * 300}, "id: is longer than 256 characters"),
+    ],
+)
+def test_bad_user_lines_are_rejected(db: psycopg.Connection[Any], tmp_path: Path, row: Any, needle: str) -> None:
+    path = write_jsonl(tmp_path / "users.jsonl", [{"id": "fine"}, row])
+    with pytest.raises(InvalidInput, match=":2: " + needle.split(":")[0]) as caught:
+        import_file(db, "users", path)
+    assert needle in str(caught.value)
+    assert count(db, "users") == 0
+
+
+def test_bad_item_tag_weight_is_rejected(db: psycopg.Connection[Any], tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "items.jsonl", [{"id": "i", "tags": {"rock": 1.5}}])
+    with pytest.raises(InvalidInput, match=r"items.jsonl:1: tags.rock: weight must be a number in \(0, 1\]"):
+        import_file(db, "items", path)
+    assert count(db, "items") == 0
+
+
+def test_non_utf8_file_is_named(db: psycopg.Connection[Any], tmp_path: Path) -> None:
+    path = tmp_path / "users.jsonl"
+    path.write_bytes(b'{"id": "a"}\n{"id": "caf\xe9"}\n')
+    with pytest.raises(InvalidInput, match=r"users.jsonl:2: the file is not UTF-8"):
+        import_file(db, "users", path)
+
+
+def test_csv_with_tag_lists_and_extra_columns(db: psycopg.Connection[Any], tmp_path: Path) -> None:
+    path = tmp_path / "items.csv"
+    path.write_text("id,title,provider,tags,colour\ni9,Nine,p9,post-rock|Ambient,blue\n", encoding="utf-8")
+    import_file(db, "items", path)
+    row = db.execute("select attributes from items where id = 'i9'").fetchone()
+    assert row["attributes"] == {"colour": "blue"}
+    names = {r["name"] for r in db.execute(
+        "select t.name from item_tags it join tags t on t.id = it.tag_id where it.item_id = 'i9'")}
+    assert names == {"post-rock", "ambient"}
+
+
+def test_csv_events_with_wrong_column_count(db: psycopg.Connection[Any], tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text("user_id,type,item_id\nu1,play\n", encoding="utf-8")
+    with pytest.raises(InvalidInput, match=r"events.csv:2: expected 3 columns, got 2"):
+        import_file(db, "events", path)
