@@ -239,6 +239,74 @@ def serve(
     uvicorn.run(create_app(_settings()), host=host, port=port, log_level="warning", access_log=False)
 
 
+decisions_app = typer.Typer(help="Logged decisions.", no_args_is_help=True)
+app.add_typer(decisions_app, name="decisions")
+
+
+@app.command("worker")
+def worker(
+    once: Annotated[bool, typer.Option("--once", help="Drain what is due now, then exit.")] = False,
+    interval: Annotated[float | None, typer.Option(help="Seconds between sweeps (default from settings).")] = None,
+    no_decide: Annotated[bool, typer.Option("--no-decide", help="Only deliver due messages.")] = False,
+    no_deliver: Annotated[bool, typer.Option("--no-deliver", help="Only decide due runs.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Decide due runs (cadences and queued requests) and deliver due messages; any number of
+    workers may share one database. Stops cleanly on SIGINT/SIGTERM."""
+    import signal
+    import threading
+
+    from tagloop.agent.database import connect
+    from tagloop.agent.worker import Worker, ensure_schedules
+
+    settings = _settings()
+    with connect(settings) as conn:
+        conn.commit()
+        w = Worker(settings, conn, name=f"worker-{os.getpid()}")
+        with conn.transaction():
+            ensure_schedules(conn, w.cadences, w.clock())
+        flags = {"decide_runs": not no_decide, "deliver": not no_deliver}
+        if once:
+            report = w.run_once(**flags)
+            summary = {"decided": len(report.decided), **report.delivery.summary()}
+            _emit(summary, as_json) if as_json else out.print(summary)
+            return
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        err.print(f"worker {os.getpid()} running; Ctrl-C to stop")
+        w.run_forever(stop, interval if interval is not None else settings.sweep_interval_seconds, **flags)
+
+
+@decisions_app.command("export")
+def decisions_export(
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write here instead of stdout.")] = None,
+) -> None:
+    """Write every decision as one JSON line, for `tagloop eval ope --logs`:
+
+    {decision_id, user_id, ts, policy, version, seed, candidates: [{item_id, score, source, provider}],
+    chosen: [item_id, ...] (slate order), propensities: [P(slot i = chosen[i] | slots before)],
+    channel, send_at, context: {features..., arms: {channel: {arm, propensity, arms}, send_hour: {...}},
+    outcome, trigger}, reward}  — reward is 1 when a message of the decision was opened or clicked
+    (events with its message_id), else 0.
+    """
+    from tagloop.agent.database import connect
+    from tagloop.tools.store.decisions import iter_decision_log
+
+    with connect(_settings()) as conn:
+        sink = out_file.open("w", encoding="utf-8") if out_file else sys.stdout
+        try:
+            n = 0
+            for record in iter_decision_log(conn):
+                sink.write(json.dumps(record, default=str) + "\n")
+                n += 1
+        finally:
+            if out_file:
+                sink.close()
+    if out_file:
+        err.print(f"wrote {n:,} decision(s) to {out_file}")
+
+
 def _mount_evals() -> None:
     from tagloop.evals.cli import app as eval_app
 

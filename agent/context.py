@@ -1,19 +1,34 @@
 """What the graph's nodes may use, injected per run (never globals): the database connection, the
-channels, the policy parameters, the clock reading and the run key that makes ids deterministic."""
+candidate sources, the policy, the channels, the clock reading, the LLM (optional), the run-level
+facts (long-tail providers, provider exposure, overall arm engagement) and the run key that makes
+ids deterministic. Randomness: every user's generator is seeded from the decision id."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import psycopg
-
+from tagloop.policies import PolicyConfig
+from tagloop.tools.candidates import CandidateSource
+from tagloop.tools.llm import LLM
 from tagloop.tools.messaging.channels import Channel
+from tagloop.tools.store.decisions import ArmCounts
 
 DECISION_NAMESPACE = uuid.UUID("1d8f3c55-9a0e-5b43-8f0e-7461676c6f70")
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """Read once per run, shared by every batch."""
+
+    long_tail: frozenset[str] = frozenset()
+    exposure: Mapping[str, float] = field(default_factory=dict)
+    arms: ArmCounts = field(default_factory=ArmCounts)
 
 
 @dataclass(frozen=True)
@@ -22,15 +37,17 @@ class RunContext:
     channels: Mapping[str, Channel]
     now: datetime
     run_key: str
-    slate_size: int = 5
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    sources: Sequence[CandidateSource] = ()
+    facts: RunFacts = field(default_factory=RunFacts)
     candidate_k: int = 100
-    epsilon: float = 0.2
-    policy_name: str = "tag-profile-explore"
-    policy_version: str = "1"
-    channel_preference: tuple[str, ...] = ("webhook", "email", "file", "console")
+    llm: LLM | None = None
+    allowed_link_hosts: frozenset[str] = frozenset()
+    quiet_exempt: frozenset[str] = frozenset({"file", "console"})
+    local_channels: frozenset[str] = frozenset({"file", "console"})  # need no address
 
-    def decision_id(self, user_id: str) -> str:
-        return str(uuid.uuid5(DECISION_NAMESPACE, f"decision|{user_id}|{self.run_key}"))
+    def decision_id(self, user_id: str, run_key: str | None = None) -> str:
+        return str(uuid.uuid5(DECISION_NAMESPACE, f"decision|{user_id}|{run_key or self.run_key}"))
 
     def message_id(self, decision_id: str, channel: str) -> str:
         return str(uuid.uuid5(DECISION_NAMESPACE, f"message|{decision_id}|{channel}"))
@@ -38,3 +55,8 @@ class RunContext:
     @staticmethod
     def seed_of(decision_id: str) -> int:
         return uuid.UUID(decision_id).int & ((1 << 63) - 1)
+
+    @staticmethod
+    def rng_for(seed: int, stream: int) -> np.random.Generator:
+        """Independent seeded streams per user: 0 slate, 1 channel, 2 send hour."""
+        return np.random.default_rng([seed, stream])

@@ -1,165 +1,279 @@
 """The graph's nodes: small typed functions that read the state, call one tool, return an update.
 
-load_context → gather_candidates → choose → compose → record → deliver. Each works on the whole
-batch with one database round trip where it touches the database."""
+load_context → gather_candidates → apply_policies → choose_channel_time → compose → enqueue → record.
+Each works on the whole batch with one database round trip (or one per source) where it touches the
+database; the routers between them are pure functions of the state.
+"""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from datetime import timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import numpy as np
 from langgraph.runtime import Runtime
-
 from tagloop.agent.context import RunContext
-from tagloop.agent.state import Plan, RunState, UserContext
-from tagloop.tools import retrieval
-from tagloop.tools.messaging.channels import DeliveryError, OutboundMessage
-from tagloop.tools.messaging.compose import compose_discovery
+from tagloop.agent.prompts import COPY_SYSTEM
+from tagloop.agent.state import ArmChoice, Plan, RunState, UserContext
+from tagloop.policies import check_caps, choose_arm, choose_slate, in_holdout, next_allowed_time
+from tagloop.tools import candidates as sources
+from tagloop.tools.messaging import timing
+from tagloop.tools.messaging.compose import compose_discovery, compose_with_llm
 from tagloop.tools.profiles import load_profiles
 from tagloop.tools.store import decisions as store
 
+MESSAGE = "message"
+SEND_HORIZON = timedelta(days=7)
+
 
 def load_context(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    conn = runtime.context.conn
+    """Users, profiles, recent and scheduled sends (caps), unsubscribes and per-user arm evidence."""
+    ctx = runtime.context
+    conn = ctx.conn
     rows = conn.execute(
-        "select id, timezone, channels, consent from users where id = any(%(ids)s)", {"ids": state.user_ids}
+        "select id, timezone, locale, channels, consent from users where id = any(%(ids)s)",
+        {"ids": state.user_ids},
     ).fetchall()
-    profiles = load_profiles(conn, [r["id"] for r in rows])
+    ids = [r["id"] for r in rows]
+    profiles = load_profiles(conn, ids)
+    sends = store.send_times(conn, ids, since=ctx.now - timedelta(days=8), include_pending=True)
+    unsubscribed = store.unsubscribes(conn, ids)
+    _, arms = store.arm_counts(conn, since=ctx.now - timedelta(days=90), user_ids=ids)
     users = {
-        r["id"]: UserContext(r["id"], r["timezone"], r["channels"], r["consent"], profiles[r["id"]]) for r in rows
+        r["id"]: UserContext(
+            r["id"],
+            r["timezone"],
+            r["locale"],
+            r["channels"],
+            r["consent"],
+            profiles[r["id"]],
+            sends=dict(sends.get(r["id"], {})),
+            unsubscribed=unsubscribed.get(r["id"], {}),
+            arms=arms[r["id"]],
+        )
+        for r in rows
     }
     return {"users": users}
 
 
 def gather_candidates(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Every configured source for the batch, merged per user."""
     ctx = runtime.context
-    return {"candidates": retrieval.tag_candidates(ctx.conn, list(state.users), ctx.candidate_k)}
+    ids = list(state.users)
+    if not ids:
+        return {"candidates": {}}
+    found = {s.name: s.fetch(ctx.conn, ids, ctx.candidate_k, ctx.now) for s in ctx.sources}
+    weights = {s.name: s.weight for s in ctx.sources}
+    return {"candidates": {u: sources.merge(found, weights, u, ctx.candidate_k) for u in ids}}
 
 
-def choose(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+def apply_policies(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Holdout, then the policy's slate (`choose_slate`, exact propensities) for everyone else."""
     ctx = runtime.context
+    cfg = ctx.policy
     plans = {}
     for user_id, user in state.users.items():
-        decision_id = ctx.decision_id(user_id)
-        plan = Plan(user_id, decision_id, ctx.seed_of(decision_id), "message", ctx.policy_name, ctx.policy_version)
+        run_key = state.run_keys.get(user_id, ctx.run_key)
+        decision_id = ctx.decision_id(user_id, run_key)
+        plan = Plan(user_id, decision_id, run_key, ctx.seed_of(decision_id), MESSAGE, cfg.name, cfg.version)
         plan.candidates = state.candidates.get(user_id, [])
-        plan.channel = _channel_for(user, ctx)
-        if not plan.candidates:
-            plan.outcome = "nothing_to_send"
-        elif plan.channel is None:
-            plan.outcome = "no_consent"
+        plan.context = _features(user, ctx, state.trigger)
+        if in_holdout(user_id, cfg.guards.holdout_share, cfg.guards.holdout_salt):
+            plan.outcome, plan.reason = "holdout", "user is in the global holdout"
+        elif not plan.candidates:
+            plan.outcome, plan.reason = "nothing_to_send", "no unseen candidates"
         else:
-            rng = np.random.default_rng(plan.seed)
-            picks, propensities = explore_slate(len(plan.candidates), ctx.slate_size, ctx.epsilon, rng)
-            plan.chosen = [plan.candidates[i] for i in picks]
-            plan.propensities = propensities
-            plan.send_at = ctx.now
+            c = plan.candidates
+            decision = choose_slate(
+                cfg,
+                np.array([x.score for x in c]),
+                [x.provider or "" for x in c],
+                None,
+                None,
+                ctx.facts.exposure,
+                np.array([(x.provider or "") in ctx.facts.long_tail for x in c]),
+                ctx.rng_for(plan.seed, 0),
+                item_ids=[x.item_id for x in c],
+                seed=plan.seed,
+            )
+            plan.chosen = [c[i] for i in decision.actions]
+            plan.propensities = list(decision.propensities)
+            plan.context["slate"] = {k: v for k, v in decision.context.items() if k != "chosen_providers"}
         plans[user_id] = plan
     return {"plans": plans}
 
 
-def explore_slate(n: int, k: int, epsilon: float, rng: np.random.Generator) -> tuple[list[int], list[float]]:
-    """Top k−1 by score, then one exploration slot: the next best with probability 1−ε, else a
-    uniform pick among the remaining candidates. Returns indices and P(pick in its slot)."""
-    k = min(k, n)
-    greedy = list(range(k - 1))
-    rest = list(range(k - 1, n))
-    if not rest:
-        return greedy, [1.0] * len(greedy)
-    uniform = epsilon / len(rest)
-    pick = rest[0] if rng.random() >= epsilon else int(rng.choice(rest))
-    propensity = (1.0 - epsilon) + uniform if pick == rest[0] else uniform
-    return [*greedy, pick], [1.0] * len(greedy) + [propensity]
-
-
-def _channel_for(user: UserContext, ctx: RunContext) -> str | None:
-    for name in ctx.channel_preference:
-        if name in ctx.channels and user.consent.get(name) is True and (name in user.channels or name in {"file", "console"}):
-            return name
-    return None
+def choose_channel_time(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Channel and send hour by Thompson sampling on opens/clicks of past messages, then the guards:
+    quiet hours move the send time, a full cap moves it to when the cap allows (or gives up)."""
+    ctx = runtime.context
+    bandits, guards = ctx.policy.bandits, ctx.policy.guards
+    plans = {}
+    for user_id, plan in state.plans.items():
+        if plan.outcome != MESSAGE:
+            plans[user_id] = plan
+            continue
+        user = state.users[user_id]
+        eligible = _eligible_channels(user, ctx)
+        if not eligible:
+            plans[user_id] = replace(
+                plan, outcome="no_consent", reason="no channel with consent and an address"
+            )
+            continue
+        succ, fail = timing.evidence(eligible, user.arms.channel, ctx.facts.arms.channel)
+        arm, p = choose_arm(bandits, succ, fail, ctx.rng_for(plan.seed, 1))
+        channel = eligible[arm]
+        channel_choice = ArmChoice(channel, p, list(eligible))
+        if state.send_now:
+            send_at, hour_choice = ctx.now, ArmChoice(None, 1.0, [])
+        else:
+            hours = list(bandits.send_hours)
+            succ, fail = timing.evidence(hours, user.arms.hour, ctx.facts.arms.hour)
+            succ = succ + timing.activity_prior(user.profile.stats.get("hour_of_week"), hours)
+            h, p = choose_arm(bandits, succ, fail, ctx.rng_for(plan.seed, 2))
+            send_at, hour_choice = (
+                timing.next_local_hour(ctx.now, user.timezone, hours[h]),
+                ArmChoice(hours[h], p, hours),
+            )
+        if channel not in ctx.quiet_exempt:
+            send_at = next_allowed_time(send_at, user.timezone, guards.quiet_start, guards.quiet_end)
+        cap = check_caps(user.sends, channel, send_at, guards.caps)
+        if not cap:
+            if cap.retry_at is None or cap.retry_at - ctx.now > SEND_HORIZON:
+                plans[user_id] = replace(
+                    plan,
+                    outcome="capped",
+                    reason=cap.reason,
+                    channel=channel,
+                    channel_choice=channel_choice,
+                    hour_choice=hour_choice,
+                )
+                continue
+            send_at = cap.retry_at
+        plans[user_id] = replace(
+            plan, channel=channel, channel_choice=channel_choice, hour_choice=hour_choice, send_at=send_at
+        )
+    return {"plans": plans}
 
 
 def compose(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Template copy, or LLM copy (validated, falling back to the template) when an LLM is set."""
+    ctx = runtime.context
     plans = {}
     for user_id, plan in state.plans.items():
-        if plan.outcome == "message":
-            top = [name for name, _ in state.users[user_id].profile.top_tags]
-            copy = compose_discovery([c.title for c in plan.chosen], top)
-            plan = replace(plan, copy=copy, explanation=copy.body,
-                           message_id=runtime.context.message_id(plan.decision_id, plan.channel or ""))
+        if plan.outcome == MESSAGE:
+            user = state.users[user_id]
+            top = [name for name, _ in user.profile.top_tags]
+            titles = [c.title for c in plan.chosen]
+            template = copy = compose_discovery(titles, top)
+            if ctx.llm is not None:
+                facts = {"items": titles[:5], "top_tags": top[:3], "locale": user.locale or "en"}
+                copy = compose_with_llm(ctx.llm, COPY_SYSTEM, facts, copy, ctx.allowed_link_hosts)
+            plan = replace(plan, copy=copy, explanation=template.body)
+            plan.context["copy"] = {"template": copy.template, "fallback": copy.fallback_reason}
         plans[user_id] = plan
     return {"plans": plans}
 
 
-def record(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    """Write every decision and its outbox message in one transaction."""
-    conn = runtime.context.conn
-    decisions, messages = [], []
-    for plan in state.plans.values():
-        decisions.append(
-            store.DecisionRow(
-                id=plan.decision_id, user_id=plan.user_id, trigger=state.trigger, policy_name=plan.policy_name,
-                policy_version=plan.policy_version, seed=plan.seed,
-                candidates=[{"item_id": c.item_id, "score": round(c.score, 6), "source": c.source}
-                            for c in plan.candidates],
-                chosen=[c.item_id for c in plan.chosen], propensities=plan.propensities, channel=plan.channel,
-                send_at=plan.send_at, outcome=plan.outcome, explanation=plan.explanation, context=plan.context,
-            )
-        )
-        if plan.outcome == "message" and plan.copy and plan.message_id and plan.channel and plan.send_at:
-            messages.append(
+def enqueue(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Outbox rows for the messages (ids: uuid5 of decision and channel)."""
+    ctx = runtime.context
+    plans, outbox = {}, []
+    for user_id, plan in state.plans.items():
+        if plan.outcome == MESSAGE and plan.copy and plan.channel and plan.send_at:
+            plan = replace(plan, message_id=ctx.message_id(plan.decision_id, plan.channel))
+            hour = plan.hour_choice.arm if plan.hour_choice else None
+            outbox.append(
                 store.MessageRow(
-                    id=plan.message_id, decision_id=plan.decision_id, user_id=plan.user_id, channel=plan.channel,
-                    title=plan.copy.title, body=plan.copy.body,
-                    items=[{"id": c.item_id, "title": c.title} for c in plan.chosen], send_at=plan.send_at,
+                    id=plan.message_id or "",
+                    decision_id=plan.decision_id,
+                    user_id=user_id,
+                    channel=plan.channel,
+                    title=plan.copy.title,
+                    body=plan.copy.body,
+                    items=[{"id": c.item_id, "title": c.title} for c in plan.chosen],
+                    send_at=plan.send_at,
+                    send_hour=hour if isinstance(hour, int) else None,
                 )
             )
+        plans[user_id] = plan
+    return {"plans": plans, "outbox": outbox}
+
+
+def record(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Every decision and its outbox message in one transaction (a savepoint inside the caller's)."""
+    conn = runtime.context.conn
+    decisions = [_decision_row(plan, state.trigger) for plan in state.plans.values()]
     with conn.transaction():
         store.insert_decisions(conn, decisions)
-        store.insert_messages(conn, messages)
+        store.insert_messages(conn, state.outbox)
     return {}
 
 
-def deliver(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    """Send this batch's messages that are due now through the outbox (claim → send → mark)."""
-    ctx = runtime.context
-    ids = [p.message_id for p in state.plans.values() if p.message_id]
-    delivered = send_due(ctx, ids)
-    plans = {u: replace(p, delivered=p.message_id in delivered) for u, p in state.plans.items()}
-    return {"plans": plans}
+def after_policies(state: RunState) -> Literal["choose_channel_time", "record"]:
+    """Nothing worth sending / everyone in holdout → straight to record."""
+    return "choose_channel_time" if any(p.outcome == MESSAGE for p in state.plans.values()) else "record"
 
 
-def send_due(ctx: RunContext, ids: list[str] | None, limit: int = 1000) -> set[str]:
-    conn = ctx.conn
-    with conn.transaction():
-        claimed = store.claim_due(conn, now=ctx.now, limit=limit, ids=ids)
-    sent: set[str] = set()
-    for row in claimed:
-        message = OutboundMessage(
-            message_id=str(row["id"]), decision_id=str(row["decision_id"]), user_id=row["user_id"],
-            channel=row["channel"], title=row["title"], body=row["body"], items=row["items"],
-            send_at=row["send_at"].isoformat(), address=row["address"],
-        )
-        channel = ctx.channels.get(row["channel"])
-        with conn.transaction():
-            if channel is None:
-                store.mark_failed(conn, message.message_id, error=f"channel {row['channel']!r} is not configured",
-                                  retry_in=None, now=ctx.now)
-                continue
-            try:
-                channel.send(message)
-            except DeliveryError as exc:
-                store.mark_failed(conn, message.message_id, error=str(exc), retry_in=None, now=ctx.now)
-                continue
-            store.mark_sent(conn, message.message_id, ctx.now)
-            sent.add(message.message_id)
-    return sent
+def after_timing(state: RunState) -> Literal["compose", "record"]:
+    """No consent or caps full for everyone → record without composing."""
+    return "compose" if any(p.outcome == MESSAGE for p in state.plans.values()) else "record"
 
 
-def anything_to_say(state: RunState) -> str:
-    return "compose" if any(p.outcome == "message" for p in state.plans.values()) else "record"
+def _eligible_channels(user: UserContext, ctx: RunContext) -> list[str]:
+    preferred = [c for c in ctx.policy.bandits.channels if c in ctx.channels]
+    preferred += [c for c in ctx.channels if c not in preferred]
+    return [
+        c
+        for c in preferred
+        if user.consent.get(c) is True
+        and (c in user.channels or c in ctx.local_channels)
+        and not _unsubscribed(user, c, ctx)
+    ]
 
 
-def anything_due(state: RunState) -> str:
-    return "deliver" if any(p.message_id for p in state.plans.values()) else "__end__"
+def _unsubscribed(user: UserContext, channel: str, ctx: RunContext) -> bool:
+    return any(t <= ctx.now for key, t in user.unsubscribed.items() if key in ("*", channel))
+
+
+def _features(user: UserContext, ctx: RunContext, trigger: str) -> dict[str, Any]:
+    local = ctx.now.astimezone(ZoneInfo(user.timezone))
+    return {
+        "trigger": trigger,
+        "local_hour": local.hour,
+        "weekday": local.isoweekday(),
+        "n_events": user.profile.n_events,
+        "skip_rate": user.profile.stats.get("skip_rate"),
+        "top_tags": [name for name, _ in user.profile.top_tags[:5]],
+    }
+
+
+def _decision_row(plan: Plan, trigger: str) -> store.DecisionRow:
+    arms = {}
+    if plan.channel_choice:
+        arms["channel"] = plan.channel_choice.log()
+    if plan.hour_choice:
+        arms["send_hour"] = plan.hour_choice.log()
+    return store.DecisionRow(
+        id=plan.decision_id,
+        user_id=plan.user_id,
+        trigger=trigger,
+        policy_name=plan.policy_name,
+        policy_version=plan.policy_version,
+        seed=plan.seed,
+        candidates=[
+            {"item_id": c.item_id, "score": round(c.score, 6), "source": c.source, "provider": c.provider}
+            for c in plan.candidates
+        ],
+        chosen=[c.item_id for c in plan.chosen],
+        propensities=plan.propensities,
+        channel=plan.channel,
+        send_at=plan.send_at,
+        outcome=plan.outcome,
+        explanation=plan.explanation or plan.reason,
+        context=plan.context,
+        run_key=plan.run_key,
+        arms=arms,
+    )

@@ -1,23 +1,36 @@
-"""Running the decision graph for users: batches through the compiled graph, one database
-connection, the channels the settings configure. Used by `tagloop run`, the HTTP API and the
-scheduler alike."""
+"""Running the decision graph for users: batches through the compiled graph on one connection,
+with the policy, candidate sources, channels and LLM the settings configure. Used by `tagloop run`,
+the HTTP API (`POST /v1/users/{id}/runs`), the worker and the benchmark alike.
+
+`run_users` commits each batch's decisions (so they are durable before anything is sent), then,
+with `send_now`, delivers that batch's messages through the outbox — guards still apply, so a
+message in the user's quiet hours or over a cap stays queued. `decide` is the same without commit
+or delivery, for callers that own the transaction (the worker).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import psycopg
-
-from tagloop.agent.context import RunContext
+from tagloop.agent.context import RunContext, RunFacts
 from tagloop.agent.graph import graph
 from tagloop.agent.settings import Settings
 from tagloop.agent.state import Plan, RunInput
+from tagloop.policies import PolicyConfig, load_policy, long_tail_providers, preset
+from tagloop.tools.candidates import sources_named
+from tagloop.tools.llm import LLM, OpenAICompatibleLLM
 from tagloop.tools.messaging.channels import Channel, ConsoleChannel, FileChannel
+from tagloop.tools.messaging.delivery import DeliveryConfig, deliver_due
+from tagloop.tools.store import decisions as store
 
 BATCH = 200
+log = logging.getLogger("tagloop.agent")
 
 
 @dataclass(frozen=True)
@@ -34,21 +47,159 @@ class RunOutcome:
     title: str | None
     message_id: str | None
     delivered: bool
+    reason: str | None = None
+    arms: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_plan(cls, plan: Plan) -> RunOutcome:
+        arms = {}
+        if plan.channel_choice:
+            arms["channel"] = plan.channel_choice.log()
+        if plan.hour_choice:
+            arms["send_hour"] = plan.hour_choice.log()
         return cls(
-            user_id=plan.user_id, decision_id=plan.decision_id, outcome=plan.outcome, channel=plan.channel,
-            chosen=[{"item_id": c.item_id, "title": c.title, "score": round(c.score, 4)} for c in plan.chosen],
+            user_id=plan.user_id,
+            decision_id=plan.decision_id,
+            outcome=plan.outcome,
+            channel=plan.channel,
+            chosen=[
+                {"item_id": c.item_id, "title": c.title, "score": round(c.score, 4), "source": c.source}
+                for c in plan.chosen
+            ],
             propensities=[round(p, 6) for p in plan.propensities],
             send_at=plan.send_at.isoformat() if plan.send_at else None,
-            policy=f"{plan.policy_name}@{plan.policy_version}", explanation=plan.explanation,
-            title=plan.copy.title if plan.copy else None, message_id=plan.message_id, delivered=plan.delivered,
+            policy=f"{plan.policy_name}@{plan.policy_version}",
+            explanation=plan.explanation,
+            title=plan.copy.title if plan.copy else None,
+            message_id=plan.message_id,
+            delivered=plan.delivered,
+            reason=plan.reason,
+            arms=arms,
         )
 
 
 def default_channels(settings: Settings) -> dict[str, Channel]:
-    return {"console": ConsoleChannel(), "file": FileChannel(settings.outbox_file)}
+    """console and file always; webhook and email when the settings configure them."""
+    channels: dict[str, Channel] = {"console": ConsoleChannel(), "file": FileChannel(settings.outbox_file)}
+    if settings.outbound_webhook_url and settings.outbound_webhook_secret:
+        from tagloop.tools.messaging.webhook import WebhookChannel
+
+        channels["webhook"] = WebhookChannel(
+            settings.outbound_webhook_url,
+            settings.outbound_webhook_secret.get_secret_value(),
+            timeout=settings.delivery_timeout_seconds,
+            allow_private=settings.outbound_allow_private,
+        )
+    if settings.smtp_url:
+        from tagloop.tools.messaging.email import EmailChannel
+
+        channels["email"] = EmailChannel(
+            settings.smtp_url, settings.smtp_from, timeout=settings.delivery_timeout_seconds
+        )
+    return channels
+
+
+def policy_of(settings: Settings) -> PolicyConfig:
+    return load_policy(settings.policy_file) if settings.policy_file else preset("default")
+
+
+def llm_of(settings: Settings) -> LLM | None:
+    if not (settings.llm_base_url and settings.llm_model):
+        return None
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unused"
+    return OpenAICompatibleLLM(
+        settings.llm_base_url,
+        settings.llm_model,
+        key,
+        timeout=settings.llm_timeout_seconds,
+        max_retries=settings.llm_max_retries,
+    )
+
+
+def delivery_config(settings: Settings, policy: PolicyConfig) -> DeliveryConfig:
+    return DeliveryConfig(
+        max_attempts=settings.delivery_max_attempts,
+        backoff=timedelta(seconds=settings.delivery_backoff_seconds),
+        backoff_max=timedelta(seconds=settings.delivery_backoff_max_seconds),
+        lease=timedelta(seconds=settings.delivery_lease_seconds),
+        quiet_start=policy.guards.quiet_start,
+        quiet_end=policy.guards.quiet_end,
+        quiet_exempt=frozenset(settings.quiet_exempt_channels),
+        caps=policy.guards.caps,
+    )
+
+
+_PROVIDER_POPULARITY = """
+select i.provider_id, count(*) as n from events e join items i on i.id = e.item_id
+where e.ts > %(since)s and e.ts <= %(now)s and i.provider_id is not null
+group by 1
+"""
+
+_PROVIDER_EXPOSURE = """
+select i.provider_id,
+       sum(power(0.5, greatest(extract(epoch from (%(now)s - m.send_at)), 0) / %(hl)s)
+           * ln(2) / ln(x.ord + 1)) as e
+from messages m
+cross join lateral jsonb_array_elements(m.items) with ordinality as x(item, ord)
+join items i on i.id = x.item ->> 'id'
+where m.send_at > %(since)s and m.status in ('pending', 'sending', 'sent') and i.provider_id is not null
+group by 1
+"""
+
+
+def load_facts(conn: psycopg.Connection[Any], now: datetime, policy: PolicyConfig) -> RunFacts:
+    """Long-tail providers (by 90-day interactions), decayed position-weighted provider exposure from
+    the last two weeks of messages, and overall arm engagement — one read per run."""
+    rows = conn.execute(_PROVIDER_POPULARITY, {"since": now - timedelta(days=90), "now": now})
+    popularity = {r["provider_id"]: float(r["n"]) for r in rows}
+    hl = policy.fairness.exposure_half_life_days * 86400.0
+    rows = conn.execute(_PROVIDER_EXPOSURE, {"now": now, "since": now - timedelta(days=14), "hl": hl})
+    exposure = {r["provider_id"]: float(r["e"]) for r in rows}
+    overall, _ = store.arm_counts(conn, since=now - timedelta(days=90))
+    tail = frozenset(long_tail_providers(popularity, policy.fairness.long_tail_head_mass))
+    return RunFacts(tail, exposure, overall)
+
+
+def make_context(
+    conn: psycopg.Connection[Any],
+    settings: Settings,
+    *,
+    now: datetime,
+    run_key: str,
+    channels: Mapping[str, Channel] | None = None,
+    policy: PolicyConfig | None = None,
+    facts: RunFacts | None = None,
+) -> RunContext:
+    policy = policy or policy_of(settings)
+    return RunContext(
+        conn=conn,
+        channels=channels if channels is not None else default_channels(settings),
+        now=now,
+        run_key=run_key,
+        policy=policy,
+        sources=sources_named(settings.candidate_sources),
+        facts=facts if facts is not None else load_facts(conn, now, policy),
+        candidate_k=settings.candidate_k,
+        llm=llm_of(settings),
+        allowed_link_hosts=frozenset(h.lower() for h in settings.allowed_link_hosts),
+        quiet_exempt=frozenset(settings.quiet_exempt_channels),
+    )
+
+
+def decide(
+    ctx: RunContext,
+    user_ids: list[str],
+    *,
+    trigger: str,
+    send_now: bool = False,
+    run_keys: dict[str, str] | None = None,
+) -> dict[str, Plan]:
+    """One batch through the graph inside the caller's transaction (no commit, no delivery)."""
+    state = graph.invoke(
+        RunInput(user_ids=user_ids, trigger=trigger, send_now=send_now, run_keys=run_keys or {}), context=ctx
+    )
+    plans: dict[str, Plan] = state["plans"]
+    return plans
 
 
 def run_users(
@@ -63,21 +214,36 @@ def run_users(
     channels: dict[str, Channel] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[RunOutcome]:
+    """Decide for `user_ids` (unknown ids are skipped), commit, and with `send_now` deliver."""
     now = now or datetime.now(UTC)
-    ctx = RunContext(
-        conn=conn,
-        channels=channels if channels is not None else default_channels(settings),
+    ctx = make_context(
+        conn,
+        settings,
         now=now,
         run_key=run_key or f"{trigger}|{now.strftime('%Y-%m-%dT%H:%M')}",
+        channels=channels,
     )
+    cfg = delivery_config(settings, ctx.policy)
     outcomes: list[RunOutcome] = []
     for batch in _batches(list(user_ids), BATCH):
-        state = graph.invoke(RunInput(user_ids=batch, trigger=trigger, send_now=send_now), context=ctx)
-        plans: dict[str, Plan] = state["plans"]
+        plans = decide(ctx, batch, trigger=trigger, send_now=send_now)
+        conn.commit()
+        if send_now:
+            ids = [p.message_id for p in plans.values() if p.message_id]
+            if ids:
+                rng = np.random.default_rng([ctx.seed_of(next(iter(plans.values())).decision_id), 9])
+                report = deliver_due(conn, ctx.channels, cfg, now=now, rng=rng, ids=ids, limit=len(ids))
+                sent = set(report.sent)
+                plans = {u: _delivered(p, sent) for u, p in plans.items()}
         outcomes.extend(RunOutcome.from_plan(plans[u]) for u in batch if u in plans)
         if progress:
             progress(len(batch))
     return outcomes
+
+
+def _delivered(plan: Plan, sent: set[str]) -> Plan:
+    plan.delivered = plan.message_id in sent
+    return plan
 
 
 def _batches(items: list[str], size: int) -> Iterator[list[str]]:

@@ -52,8 +52,30 @@ class Settings(BaseSettings):
     max_batch_events: int = 1000
     rate_limit_per_minute: int = 6000
     trigger_delay_seconds: float = 30.0
+    # agent runs and scheduling (agent/cadence.py, agent/worker.py)
+    cadences: dict[str, str] = Field(default_factory=lambda: {"weekly_discovery": "7d"})
+    cadence_spread: float = 1.0
+    run_batch_size: int = 200
+    sweep_interval_seconds: float = 30.0
+    candidate_k: int = 100
+    candidate_sources: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["tags", "trending", "new_from_providers", "co_likes"]
+    )
+    quiet_exempt_channels: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["file", "console"])
+    # delivery (tools/messaging/delivery.py)
+    delivery_max_attempts: int = 6
+    delivery_backoff_seconds: float = 30.0
+    delivery_backoff_max_seconds: float = 3600.0
+    delivery_timeout_seconds: float = 10.0
+    delivery_lease_seconds: float = 300.0
+    # message copy (tools/messaging/compose.py)
+    llm_timeout_seconds: float = 10.0
+    llm_max_retries: int = 1
+    link_base_url: str | None = None
+    allowed_link_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    @field_validator("api_keys", "webhook_secrets", "custom_event_types", mode="before")
+    @field_validator("api_keys", "webhook_secrets", "custom_event_types", "candidate_sources",
+                     "quiet_exempt_channels", "allowed_link_hosts", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):

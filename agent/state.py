@@ -1,7 +1,8 @@
 """What flows between the graph's nodes for one batch of users, and nothing else.
 
 The graph runs a batch (one user for an API call, hundreds for a sweep) so that each node makes
-one database round trip per batch; every per-user result is keyed by user id."""
+one database round trip per batch; every per-user result is keyed by user id. `RunInput` is the
+graph's input schema; `RunState` adds what the nodes fill in."""
 
 from __future__ import annotations
 
@@ -12,34 +13,55 @@ from typing import Any
 from tagloop.tools.messaging.compose import Copy
 from tagloop.tools.profiles import Profile
 from tagloop.tools.retrieval import Candidate
+from tagloop.tools.store.decisions import ArmCounts, MessageRow
 
 
 @dataclass
 class UserContext:
     id: str
     timezone: str
+    locale: str | None
     channels: dict[str, str]
     consent: dict[str, bool]
     profile: Profile
+    sends: dict[str, list[datetime]] = field(default_factory=dict)  # channel → sent/scheduled times (caps)
+    unsubscribed: dict[str, datetime] = field(default_factory=dict)  # channel or '*' → time
+    arms: ArmCounts = field(default_factory=ArmCounts)  # this user's engagement per channel / hour
+
+
+@dataclass
+class ArmChoice:
+    """One bandit choice (channel or send hour) with the arms offered and its propensity."""
+
+    arm: str | int | None
+    propensity: float
+    arms: list[Any] = field(default_factory=list)
+
+    def log(self) -> dict[str, Any]:
+        return {"arm": self.arm, "propensity": round(self.propensity, 6), "arms": self.arms}
 
 
 @dataclass
 class Plan:
-    """The decision for one user, built up by choose → compose → record → deliver."""
+    """The decision for one user, built up by apply_policies → choose_channel_time → compose → enqueue."""
 
     user_id: str
     decision_id: str
+    run_key: str
     seed: int
-    outcome: str  # message | nothing_to_send | holdout | no_consent | unknown_user
+    outcome: str  # message | nothing_to_send | holdout | no_consent | capped
     policy_name: str
     policy_version: str
     candidates: list[Candidate] = field(default_factory=list)
     chosen: list[Candidate] = field(default_factory=list)
     propensities: list[float] = field(default_factory=list)
     channel: str | None = None
+    channel_choice: ArmChoice | None = None
+    hour_choice: ArmChoice | None = None
     send_at: datetime | None = None
     copy: Copy | None = None
     explanation: str | None = None
+    reason: str | None = None
     message_id: str | None = None
     delivered: bool = False
     context: dict[str, Any] = field(default_factory=dict)
@@ -50,6 +72,7 @@ class RunInput:
     user_ids: list[str]
     trigger: str = "manual"
     send_now: bool = False
+    run_keys: dict[str, str] = field(default_factory=dict)  # per-user run key (cadence periods)
 
 
 @dataclass
@@ -57,3 +80,4 @@ class RunState(RunInput):
     users: dict[str, UserContext] = field(default_factory=dict)
     candidates: dict[str, list[Candidate]] = field(default_factory=dict)
     plans: dict[str, Plan] = field(default_factory=dict)
+    outbox: list[MessageRow] = field(default_factory=list)

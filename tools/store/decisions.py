@@ -1,11 +1,18 @@
 """Decisions and the message outbox. A decision and its message are written in one transaction
 (the caller's); delivery claims due messages with FOR UPDATE SKIP LOCKED so any number of workers
-share the outbox without sending a message twice."""
+share the outbox without sending a message twice. A claim is a lease (`claimed_until`): a message
+whose worker died mid-send is claimed again once the lease expires (receivers dedupe on its id).
+
+Also the facts guards and bandits need, one query per batch: recent sends per user and channel
+(caps), unsubscribes (consent), and per-arm sent/engaged counts (opens and clicks credited through
+`events.message_id`)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,16 +20,18 @@ import psycopg
 
 _INSERT_DECISION = """
 insert into decisions (id, user_id, trigger, policy_name, policy_version, seed, candidates, chosen,
-                       propensities, channel, send_at, outcome, explanation, context)
+                       propensities, channel, send_at, outcome, explanation, context, run_key, arms)
 values (%(id)s, %(user_id)s, %(trigger)s, %(policy_name)s, %(policy_version)s, %(seed)s, %(candidates)s,
-        %(chosen)s, %(propensities)s, %(channel)s, %(send_at)s, %(outcome)s, %(explanation)s, %(context)s)
+        %(chosen)s, %(propensities)s, %(channel)s, %(send_at)s, %(outcome)s, %(explanation)s, %(context)s,
+        %(run_key)s, %(arms)s)
 on conflict (id) do nothing
 """
 
 _INSERT_MESSAGE = """
-insert into messages (id, decision_id, user_id, channel, title, body, items, send_at, next_attempt_at)
+insert into messages (id, decision_id, user_id, channel, title, body, items, send_at, next_attempt_at,
+                      send_hour)
 values (%(id)s, %(decision_id)s, %(user_id)s, %(channel)s, %(title)s, %(body)s, %(items)s, %(send_at)s,
-        %(send_at)s)
+        %(send_at)s, %(send_hour)s)
 on conflict (id) do nothing
 """
 
@@ -43,6 +52,8 @@ class DecisionRow:
     outcome: str
     explanation: str | None
     context: dict[str, Any]
+    run_key: str | None = None
+    arms: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -55,6 +66,7 @@ class MessageRow:
     body: str
     items: list[dict[str, str]]
     send_at: datetime
+    send_hour: int | None = None
 
 
 def insert_decisions(conn: psycopg.Connection[Any], rows: list[DecisionRow]) -> None:
@@ -62,8 +74,13 @@ def insert_decisions(conn: psycopg.Connection[Any], rows: list[DecisionRow]) -> 
         cur.executemany(
             _INSERT_DECISION,
             [
-                {**r.__dict__, "candidates": json.dumps(r.candidates), "chosen": json.dumps(r.chosen),
-                 "context": json.dumps(r.context)}
+                {
+                    **r.__dict__,
+                    "candidates": json.dumps(r.candidates),
+                    "chosen": json.dumps(r.chosen),
+                    "context": json.dumps(r.context, default=str),
+                    "arms": json.dumps(r.arms),
+                }
                 for r in rows
             ],
         )
@@ -75,27 +92,39 @@ def insert_messages(conn: psycopg.Connection[Any], rows: list[MessageRow]) -> No
 
 
 _CLAIM = """
-update messages m set status = 'sending', attempts = m.attempts + 1
-where m.id in (
+update messages m set status = 'sending', attempts = m.attempts + 1, claimed_until = %(lease_end)s
+from users u
+where u.id = m.user_id and m.id in (
     select id from messages
-    where status = 'pending' and next_attempt_at <= %(now)s and (%(any)s or id = any(%(ids)s::uuid[]))
+    where ((status = 'pending' and next_attempt_at <= %(now)s)
+           or (status = 'sending' and claimed_until < %(now)s))
+      and (%(any)s or id = any(%(ids)s::uuid[]))
     order by next_attempt_at
     limit %(limit)s
     for update skip locked)
-returning m.*, (select u.channels ->> m.channel from users u where u.id = m.user_id) as address
+returning m.*, u.channels ->> m.channel as address, u.consent, u.timezone, u.updated_at as user_updated_at
 """
 
 
 def claim_due(
-    conn: psycopg.Connection[Any], *, now: datetime, limit: int = 100, ids: list[str] | None = None
+    conn: psycopg.Connection[Any],
+    *,
+    now: datetime,
+    limit: int = 100,
+    ids: list[str] | None = None,
+    lease: timedelta = timedelta(minutes=5),
 ) -> list[dict[str, Any]]:
-    """Mark up to `limit` due messages as 'sending' and return them; commit before sending."""
-    return conn.execute(_CLAIM, {"now": now, "limit": limit, "any": ids is None, "ids": ids or []}).fetchall()
+    """Lease up to `limit` due messages (and expired leases) as 'sending' and return them with the
+    user's address, consent and time zone. Commit before sending."""
+    return conn.execute(
+        _CLAIM, {"now": now, "lease_end": now + lease, "limit": limit, "any": ids is None, "ids": ids or []}
+    ).fetchall()
 
 
 def mark_sent(conn: psycopg.Connection[Any], message_id: str, now: datetime) -> None:
     conn.execute(
-        "update messages set status = 'sent', sent_at = %(now)s, last_error = null where id = %(id)s",
+        """update messages set status = 'sent', sent_at = %(now)s, last_error = null, claimed_until = null
+           where id = %(id)s""",
         {"id": message_id, "now": now},
     )
 
@@ -103,17 +132,155 @@ def mark_sent(conn: psycopg.Connection[Any], message_id: str, now: datetime) -> 
 def mark_failed(
     conn: psycopg.Connection[Any], message_id: str, *, error: str, retry_in: timedelta | None, now: datetime
 ) -> None:
-    """Back to 'pending' with a later attempt time, or 'dead' when no retry is due."""
+    """Back to 'pending' with a later attempt time, or 'dead' (dead-lettered) when no retry is due."""
     conn.execute(
         """update messages set status = case when %(retry)s then 'pending' else 'dead' end,
-               next_attempt_at = %(next)s, last_error = %(error)s where id = %(id)s""",
-        {"id": message_id, "retry": retry_in is not None, "next": now + (retry_in or timedelta()),
-         "error": error[:500]},
+               next_attempt_at = %(next)s, last_error = %(error)s, claimed_until = null,
+               dead_at = case when %(retry)s then null else %(now)s end
+           where id = %(id)s""",
+        {
+            "id": message_id,
+            "retry": retry_in is not None,
+            "next": now + (retry_in or timedelta()),
+            "error": error[:500],
+            "now": now,
+        },
+    )
+
+
+def defer(conn: psycopg.Connection[Any], message_id: str, *, until: datetime, reason: str) -> None:
+    """Back to 'pending' until `until` without spending an attempt (quiet hours, caps)."""
+    conn.execute(
+        """update messages set status = 'pending', next_attempt_at = %(until)s, attempts = attempts - 1,
+               last_error = %(r)s, claimed_until = null where id = %(id)s""",
+        {"id": message_id, "until": until, "r": reason[:500]},
     )
 
 
 def cancel(conn: psycopg.Connection[Any], message_id: str, reason: str) -> None:
     conn.execute(
-        "update messages set status = 'cancelled', last_error = %(r)s where id = %(id)s",
-        {"id": message_id, "r": reason},
+        """update messages set status = 'cancelled', last_error = %(r)s, claimed_until = null
+           where id = %(id)s""",
+        {"id": message_id, "r": reason[:500]},
     )
+
+
+def send_times(
+    conn: psycopg.Connection[Any],
+    user_ids: list[str],
+    *,
+    since: datetime,
+    include_pending: bool,
+    exclude: str | None = None,
+) -> dict[str, dict[str, list[datetime]]]:
+    """user → channel → times of messages sent (and, if asked, scheduled) since `since` (caps)."""
+    rows = conn.execute(
+        """select user_id, channel, coalesce(sent_at, send_at) as t from messages
+           where user_id = any(%(users)s) and coalesce(sent_at, send_at) >= %(since)s
+             and (status = 'sent' or (%(pending)s and status in ('pending', 'sending')))
+             and (%(exclude)s::uuid is null or id <> %(exclude)s::uuid)""",
+        {"users": user_ids, "since": since, "pending": include_pending, "exclude": exclude},
+    ).fetchall()
+    out: dict[str, dict[str, list[datetime]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        out[r["user_id"]][r["channel"]].append(r["t"])
+    return out
+
+
+def unsubscribes(conn: psycopg.Connection[Any], user_ids: list[str]) -> dict[str, dict[str, datetime]]:
+    """user → {channel or '*': time of the latest unsubscribe} for unsubscribes received after the
+    user record (which carries consent) was last written — a later re-import re-grants consent."""
+    rows = conn.execute(
+        """select e.user_id, coalesce(e.context ->> 'channel', '*') as channel, max(e.ts) as ts
+           from events e join users u on u.id = e.user_id
+           where e.user_id = any(%(users)s) and e.type = 'unsubscribe' and e.received_at >= u.updated_at
+           group by 1, 2""",
+        {"users": user_ids},
+    ).fetchall()
+    out: dict[str, dict[str, datetime]] = defaultdict(dict)
+    for r in rows:
+        out[r["user_id"]][r["channel"]] = r["ts"]
+    return out
+
+
+_ARM_STATS = """
+select m.user_id, m.channel, m.send_hour, count(*) as sent,
+       count(*) filter (where exists (select 1 from events e where e.message_id = m.id::text
+                                      and e.type in ('open', 'click'))) as engaged
+from messages m
+where m.status = 'sent' and m.sent_at >= %(since)s and (%(all)s or m.user_id = any(%(users)s))
+group by 1, 2, 3
+"""
+
+
+@dataclass
+class ArmCounts:
+    """Sent and engaged (opened/clicked) message counts per channel and per local send hour."""
+
+    channel: dict[str, tuple[int, int]] = field(default_factory=dict)
+    hour: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def add(self, channel: str, hour: int | None, sent: int, engaged: int) -> None:
+        s, e = self.channel.get(channel, (0, 0))
+        self.channel[channel] = (s + sent, e + engaged)
+        if hour is not None:
+            s, e = self.hour.get(hour, (0, 0))
+            self.hour[hour] = (s + sent, e + engaged)
+
+
+def arm_counts(
+    conn: psycopg.Connection[Any], *, since: datetime, user_ids: list[str] | None = None
+) -> tuple[ArmCounts, dict[str, ArmCounts]]:
+    """Engagement per arm: overall, and per user (for `user_ids`, or all users)."""
+    overall = ArmCounts()
+    per_user: dict[str, ArmCounts] = defaultdict(ArmCounts)
+    for r in conn.execute(_ARM_STATS, {"since": since, "all": user_ids is None, "users": user_ids or []}):
+        overall.add(r["channel"], r["send_hour"], r["sent"], r["engaged"])
+        per_user[r["user_id"]].add(r["channel"], r["send_hour"], r["sent"], r["engaged"])
+    return overall, per_user
+
+
+_EXPORT = """
+select d.id, d.user_id, d.created_at, d.policy_name, d.policy_version, d.seed, d.candidates, d.chosen,
+       d.propensities, d.channel, d.send_at, d.context, d.arms, d.outcome, d.trigger,
+       exists (select 1 from messages m join events e on e.message_id = m.id::text
+               where m.decision_id = d.id and e.type in ('open', 'click')) as engaged
+from decisions d
+order by d.created_at, d.id
+"""
+
+
+def iter_decision_log(conn: psycopg.Connection[Any]) -> Iterator[dict[str, Any]]:
+    """Every decision as an OPE log record (see `tagloop decisions export`)."""
+    with conn.cursor(name="decision_export") as cur:
+        cur.execute(_EXPORT)
+        for r in cur:
+            yield {
+                "decision_id": str(r["id"]),
+                "user_id": r["user_id"],
+                "ts": r["created_at"].isoformat(),
+                "policy": r["policy_name"],
+                "version": r["policy_version"],
+                "seed": r["seed"],
+                "candidates": r["candidates"],
+                "chosen": r["chosen"],
+                "propensities": r["propensities"],
+                "channel": r["channel"],
+                "send_at": r["send_at"].isoformat() if r["send_at"] else None,
+                "context": {
+                    **r["context"],
+                    "arms": r["arms"],
+                    "outcome": r["outcome"],
+                    "trigger": r["trigger"],
+                },
+                "reward": int(r["engaged"]),
+            }
+
+
+def dead_letters(conn: psycopg.Connection[Any], limit: int = 1000) -> list[dict[str, Any]]:
+    """Messages given up on, newest first: id, user, channel, attempts, last error."""
+    return conn.execute(
+        """select id, user_id, channel, attempts, last_error, dead_at from messages where status = 'dead'
+           order by dead_at desc nulls last limit %(n)s""",
+        {"n": limit},
+    ).fetchall()

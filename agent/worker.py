@@ -1,0 +1,195 @@
+"""The loop behind `tagloop worker` (and the scheduler's sweep): claim due runs, decide, commit;
+then deliver due messages. Any number of workers on one database share the work.
+
+One decision cycle is one transaction: claim due `user_schedules` rows (or `run_queue` requests)
+with SKIP LOCKED, take the per-user advisory locks, run the batch through the graph, advance the
+schedules / delete the requests, commit. A worker killed mid-batch rolls all of it back, so the
+users are claimed again by the next sweep; and since a decision id is uuid5(user, period), a user
+gets at most one decision per cadence period whatever happens. A cadence run after an outage
+belongs to the current period, so missed periods coalesce into one run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import psycopg
+from tagloop.agent.cadence import Cadence, cadences_from
+from tagloop.agent.context import RunFacts
+from tagloop.agent.runner import (
+    decide,
+    default_channels,
+    delivery_config,
+    load_facts,
+    make_context,
+    policy_of,
+)
+from tagloop.agent.settings import Settings
+from tagloop.tools.messaging.channels import Channel
+from tagloop.tools.messaging.delivery import DeliveryReport, deliver_due
+from tagloop.tools.store import runs
+
+log = logging.getLogger("tagloop.worker")
+Clock = Callable[[], datetime]
+FACTS_TTL = timedelta(minutes=10)
+
+
+@dataclass
+class CycleReport:
+    decided: list[tuple[str, str]] = field(default_factory=list)  # (user id, run key)
+    delivery: DeliveryReport = field(default_factory=DeliveryReport)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Worker:
+    """Decides due runs and delivers due messages on one connection (`conn` or one it opens)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        conn: psycopg.Connection[Any],
+        *,
+        channels: Mapping[str, Channel] | None = None,
+        clock: Clock = _utcnow,
+        name: str = "worker",
+        on_claimed: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> None:
+        self.settings, self.conn, self.clock, self.name = settings, conn, clock, name
+        self.channels = channels if channels is not None else default_channels(settings)
+        self.policy = policy_of(settings)
+        self.cadences: dict[str, Cadence] = cadences_from(settings.cadences, settings.cadence_spread)
+        self.delivery = delivery_config(settings, self.policy)
+        self.on_claimed = on_claimed
+        self._facts: tuple[datetime, RunFacts] | None = None
+        self._seed = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
+
+    def facts(self, now: datetime) -> RunFacts:
+        if self._facts is None or not timedelta() <= now - self._facts[0] < FACTS_TTL:
+            self._facts = (now, load_facts(self.conn, now, self.policy))
+            self.conn.commit()
+        return self._facts[1]
+
+    def decide_schedules(self, now: datetime) -> list[tuple[str, str]]:
+        """One claim → decide → advance → commit cycle over due cadence rows."""
+        facts = self.facts(now)
+        done: list[tuple[str, str]] = []
+        with self.conn.transaction():
+            rows = runs.claim_schedules(self.conn, now=now, limit=self.settings.run_batch_size)
+            locked = runs.lock_users(self.conn, [r["user_id"] for r in rows])
+            rows = [r for r in rows if r["user_id"] in locked]
+            if self.on_claimed and rows:
+                self.on_claimed(rows)
+            advance = []
+            for name in sorted({r["cadence"] for r in rows}):
+                users = [r["user_id"] for r in rows if r["cadence"] == name]
+                cadence = self.cadences.get(name)
+                if cadence is None:  # a cadence removed from settings: look again tomorrow
+                    advance += [(u, name, now + timedelta(days=1)) for u in users]
+                    continue
+                keys = {u: cadence.run_key(u, now) for u in users}
+                ctx = make_context(
+                    self.conn,
+                    self.settings,
+                    now=now,
+                    run_key=name,
+                    channels=self.channels,
+                    policy=self.policy,
+                    facts=facts,
+                )
+                decide(ctx, users, trigger="schedule", run_keys=keys)
+                done += [(u, keys[u]) for u in users]
+                advance += [(u, name, cadence.next_run_after(u, now)) for u in users]
+            runs.advance_schedules(self.conn, advance, now)
+        return done
+
+    def decide_queue(self, now: datetime) -> list[tuple[str, str]]:
+        """One claim → decide → delete → commit cycle over due run requests."""
+        facts = self.facts(now)
+        done: list[tuple[str, str]] = []
+        with self.conn.transaction():
+            rows = runs.claim_queue(self.conn, now=now, limit=self.settings.run_batch_size)
+            locked = runs.lock_users(self.conn, [r["user_id"] for r in rows])
+            rows = [r for r in rows if r["user_id"] in locked]
+            if self.on_claimed and rows:
+                self.on_claimed(rows)
+            for trigger in sorted({r["trigger"] for r in rows}):
+                batch = [r for r in rows if r["trigger"] == trigger]
+                keys = {r["user_id"]: f"{trigger}|{r['due_at'].isoformat()}" for r in batch}
+                ctx = make_context(
+                    self.conn,
+                    self.settings,
+                    now=now,
+                    run_key=trigger,
+                    channels=self.channels,
+                    policy=self.policy,
+                    facts=facts,
+                )
+                decide(ctx, list(keys), trigger=trigger, run_keys=keys)
+                done += list(keys.items())
+            if rows:
+                runs.delete_queued(
+                    self.conn, [r["user_id"] for r in rows], due_before=max(r["due_at"] for r in rows)
+                )
+        return done
+
+    def deliver(self, now: datetime, limit: int = 100) -> DeliveryReport:
+        rng = np.random.default_rng([self._seed, int(now.timestamp())])
+        return deliver_due(self.conn, self.channels, self.delivery, now=now, rng=rng, limit=limit)
+
+    def run_once(
+        self, *, decide_runs: bool = True, deliver: bool = True, max_cycles: int = 1000
+    ) -> CycleReport:
+        """Drain what is due now: decision cycles until none is claimed, then delivery rounds."""
+        report = CycleReport()
+        now = self.clock()
+        for _ in range(max_cycles if decide_runs else 0):
+            got = self.decide_schedules(now) + self.decide_queue(now)
+            report.decided += got
+            if not got:
+                break
+        for _ in range(max_cycles if deliver else 0):
+            round_ = self.deliver(self.clock())
+            for name in ("sent", "retrying", "dead", "cancelled", "deferred"):
+                getattr(report.delivery, name).extend(getattr(round_, name))
+            report.delivery.claimed += round_.claimed
+            if round_.claimed == 0:
+                break
+        if report.decided or report.delivery.claimed:
+            log.info(
+                "worker=%s decided=%d %s",
+                self.name,
+                len(report.decided),
+                " ".join(f"{k}={v}" for k, v in report.delivery.summary().items()),
+            )
+        return report
+
+    def run_forever(self, stop: threading.Event, interval: float, **kwargs: Any) -> None:
+        """`run_once` every `interval` seconds until `stop` is set."""
+        while not stop.is_set():
+            try:
+                self.run_once(**kwargs)
+            except psycopg.OperationalError as exc:
+                log.warning("worker=%s database error: %s", self.name, type(exc).__name__)
+                self.conn.rollback()
+            stop.wait(interval)
+
+
+def ensure_schedules(conn: psycopg.Connection[Any], cadences: Mapping[str, Cadence], now: datetime) -> int:
+    """Give every user without a row for a cadence one, due at the start of the current period."""
+    added = 0
+    for name, cadence in cadences.items():
+        users = runs.users_without_schedule(conn, name)
+        added += runs.ensure_schedules(
+            conn, name, [(u, cadence.period_start(u, cadence.period(u, now))) for u in users]
+        )
+    return added

@@ -1,0 +1,5 @@
+"""Delivery test fixtures (defined in msg_support)."""
+
+from msg_support import receiver
+
+__all__ = ["receiver"]

@@ -1,0 +1,95 @@
+"""Helpers for delivery tests: users and queued messages written straight through the store, and a
+local webhook receiver (127.0.0.1, ephemeral port) that can be told to fail."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+
+from tagloop.tools.store import decisions as store
+
+SECRET = "whsec_" + "dGFnbG9vcC10ZXN0LXNlY3JldC0zMmJ5dGVzISEhIQ=="
+
+
+def add_users(conn: psycopg.Connection[Any], n: int, *, channel: str = "webhook", tz: str = "UTC") -> list[str]:
+    ids = [f"u{i:04d}" for i in range(n)]
+    conn.execute(
+        """insert into users (id, timezone, channels, consent)
+           select u, %(tz)s, jsonb_build_object(%(ch)s::text, u || '@example.org'), jsonb_build_object(%(ch)s::text, true)
+           from unnest(%(ids)s::text[]) as u""",
+        {"ids": ids, "tz": tz, "ch": channel},
+    )
+    return ids
+
+
+def queue_messages(
+    conn: psycopg.Connection[Any], users: list[str], *, send_at: datetime, channel: str = "webhook"
+) -> list[str]:
+    ids = []
+    for u in users:
+        decision_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"d|{u}|{send_at.isoformat()}"))
+        message_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"m|{decision_id}"))
+        store.insert_decisions(conn, [store.DecisionRow(
+            id=decision_id, user_id=u, trigger="test", policy_name="t", policy_version="1", seed=1,
+            candidates=[], chosen=[], propensities=[], channel=channel, send_at=send_at, outcome="message",
+            explanation=None, context={})])
+        store.insert_messages(conn, [store.MessageRow(
+            id=message_id, decision_id=decision_id, user_id=u, channel=channel, title=f"hello {u}", body="body",
+            items=[{"id": "i1", "title": "Song"}], send_at=send_at)])
+        ids.append(message_id)
+    conn.commit()
+    return ids
+
+
+@dataclass
+class Receiver:
+    url: str
+    fail_rate: float = 0.0
+    status_on_fail: int = 500
+    seen: list[dict[str, Any]] = field(default_factory=list)  # every request: headers + body
+    accepted: dict[str, int] = field(default_factory=dict)  # webhook-id → times accepted
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(11))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            with state.lock:
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                state.seen.append({"headers": headers, "body": body.decode()})
+                fail = state.rng.random() < state.fail_rate
+                if not fail:
+                    wid = headers["webhook-id"]
+                    state.accepted[wid] = state.accepted.get(wid, 0) + 1
+            self.send_response(state.status_on_fail if fail else 204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+def payloads(rec: Receiver) -> list[dict[str, Any]]:
+    return [json.loads(r["body"]) for r in rec.seen]

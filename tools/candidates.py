@@ -1,0 +1,231 @@
+"""Candidate sources for the agent, each one SQL statement per batch of users, and their merge.
+
+A `CandidateSource` returns, for every user of a batch, up to k unseen items with a source-local
+score. Sources here: `tags` (pgvector tag-profile similarity, tools/retrieval.py), `trending`
+(most engaged items of the last week), `new_from_providers` (recent items from providers the user
+played) and `co_likes` (items liked by users who liked what this user recently liked — bounded
+item co-occurrence). A collaborative-filtering source plugs in by implementing the protocol and
+being listed in the run context's sources (`SOURCES` maps settings names to factories).
+
+`merge` rank-normalises each source per user (best = 1) and takes the weighted maximum per item, so
+scores of unlike sources never get added raw; the candidate's `source` names every source that
+proposed it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import psycopg
+from tagloop.tools import retrieval
+from tagloop.tools.errors import ConfigError
+from tagloop.tools.retrieval import Candidate
+
+POSITIVE = ["play", "complete", "like", "save", "add_to_playlist", "share", "click", "convert"]
+STRONG = ["like", "save", "add_to_playlist", "share", "complete", "convert"]
+
+
+class CandidateSource(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def weight(self) -> float: ...
+
+    def fetch(
+        self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
+    ) -> dict[str, list[Candidate]]: ...
+
+
+@dataclass(frozen=True)
+class TagSource:
+    name: str = "tags"
+    weight: float = 1.0
+
+    def fetch(
+        self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
+    ) -> dict[str, list[Candidate]]:
+        return retrieval.tag_candidates(conn, user_ids, k)
+
+
+_TRENDING = """
+select e.item_id, i.title, i.provider_id,
+       sum(case when e.type = any(%(strong)s) then 3 else 1 end)::float8 as score
+from events e join items i on i.id = e.item_id
+where e.ts > %(since)s and e.ts <= %(now)s and e.type = any(%(pos)s)
+group by e.item_id, i.title, i.provider_id
+order by score desc, e.item_id
+limit %(pool)s
+"""
+
+
+@dataclass(frozen=True)
+class TrendingSource:
+    name: str = "trending"
+    weight: float = 0.5
+    window: timedelta = timedelta(days=7)
+
+    def fetch(
+        self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
+    ) -> dict[str, list[Candidate]]:
+        trend = conn.execute(
+            _TRENDING,
+            {"since": now - self.window, "now": now, "pos": POSITIVE, "strong": STRONG, "pool": 2 * k},
+        ).fetchall()
+        seen = _seen(conn, user_ids, [r["item_id"] for r in trend])
+        out: dict[str, list[Candidate]] = {}
+        for u in user_ids:
+            picks = [r for r in trend if (u, r["item_id"]) not in seen][:k]
+            out[u] = [
+                Candidate(r["item_id"], r["title"], r["provider_id"], r["score"], self.name) for r in picks
+            ]
+        return out
+
+
+_NEW_FROM_PROVIDERS = """
+with played as (
+    select e.user_id, i.provider_id, count(*) as n
+    from events e join items i on i.id = e.item_id
+    where e.user_id = any(%(users)s) and e.type = any(%(pos)s) and i.provider_id is not null
+    group by 1, 2
+), fresh as (
+    select p.user_id, i.id as item_id, i.title, i.provider_id,
+           ln(1 + p.n) * power(0.5, extract(epoch from (%(now)s - i.created_at)) / 1209600.0) as score,
+           row_number() over (partition by p.user_id order by ln(1 + p.n) desc, i.created_at desc, i.id) as r
+    from played p join items i on i.provider_id = p.provider_id
+    where i.created_at > %(since)s and i.created_at <= %(now)s
+      and not exists (select 1 from events e where e.user_id = p.user_id and e.item_id = i.id)
+)
+select user_id, item_id, title, provider_id, score from fresh where r <= %(k)s
+"""
+
+
+@dataclass(frozen=True)
+class NewFromProvidersSource:
+    name: str = "new_from_providers"
+    weight: float = 0.7
+    window: timedelta = timedelta(days=30)
+
+    def fetch(
+        self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
+    ) -> dict[str, list[Candidate]]:
+        rows = conn.execute(
+            _NEW_FROM_PROVIDERS,
+            {"users": user_ids, "pos": POSITIVE, "now": now, "since": now - self.window, "k": k},
+        ).fetchall()
+        return _group(rows, user_ids, self.name)
+
+
+_CO_LIKES = """
+with mine as (
+    select user_id, item_id from (
+        select user_id, item_id, row_number() over (partition by user_id order by ts desc) as r
+        from events
+        where user_id = any(%(users)s) and type = any(%(strong)s) and item_id is not null and ts <= %(now)s
+    ) x where r <= %(seeds)s
+), likers as (
+    select m.user_id, l.other from mine m
+    cross join lateral (
+        select e.user_id as other from events e
+        where e.item_id = m.item_id and e.type = any(%(strong)s) and e.user_id <> m.user_id
+        order by e.ts desc limit %(fanout)s
+    ) l
+), co as (
+    select k.user_id, o.item_id, count(*)::float8 as score from likers k
+    cross join lateral (
+        select e.item_id from events e
+        where e.user_id = k.other and e.type = any(%(strong)s) and e.item_id is not null
+        order by e.ts desc limit %(fanout)s
+    ) o
+    group by 1, 2
+), ranked as (
+    select co.*, row_number() over (partition by co.user_id order by co.score desc, co.item_id) as r
+    from co where not exists (select 1 from events e where e.user_id = co.user_id and e.item_id = co.item_id)
+)
+select r.user_id, r.item_id, i.title, i.provider_id, r.score
+from ranked r join items i on i.id = r.item_id where r.r <= %(k)s
+"""
+
+
+@dataclass(frozen=True)
+class CoLikeSource:
+    name: str = "co_likes"
+    weight: float = 0.8
+    seeds: int = 5
+    fanout: int = 10
+
+    def fetch(
+        self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
+    ) -> dict[str, list[Candidate]]:
+        rows = conn.execute(
+            _CO_LIKES,
+            {
+                "users": user_ids,
+                "strong": STRONG,
+                "now": now,
+                "seeds": self.seeds,
+                "fanout": self.fanout,
+                "k": k,
+            },
+        ).fetchall()
+        return _group(rows, user_ids, self.name)
+
+
+SOURCES: dict[str, Callable[[], CandidateSource]] = {
+    "tags": TagSource,
+    "trending": TrendingSource,
+    "new_from_providers": NewFromProvidersSource,
+    "co_likes": CoLikeSource,
+}
+
+
+def sources_named(names: Sequence[str]) -> tuple[CandidateSource, ...]:
+    unknown = [n for n in names if n not in SOURCES]
+    if unknown:
+        raise ConfigError(f"unknown candidate source(s) {unknown}; known: {', '.join(SOURCES)}")
+    return tuple(SOURCES[n]() for n in names)
+
+
+def merge(
+    per_source: Mapping[str, Mapping[str, list[Candidate]]],
+    weights: Mapping[str, float],
+    user_id: str,
+    k: int,
+) -> list[Candidate]:
+    """One ranked candidate list for a user: weighted rank-normalised score, max over sources."""
+    best: dict[str, tuple[float, Candidate]] = {}
+    names: dict[str, list[str]] = defaultdict(list)
+    for source, by_user in per_source.items():
+        found = sorted(by_user.get(user_id, []), key=lambda c: -c.score)
+        for rank, c in enumerate(found):
+            score = weights.get(source, 1.0) * (1.0 - rank / max(len(found), 1))
+            names[c.item_id].append(source)
+            if c.item_id not in best or score > best[c.item_id][0]:
+                best[c.item_id] = (score, c)
+    ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:k]
+    return [
+        Candidate(c.item_id, c.title, c.provider, round(s, 6), "+".join(names[i])) for i, (s, c) in ranked
+    ]
+
+
+def _seen(conn: psycopg.Connection[Any], user_ids: list[str], item_ids: list[str]) -> set[tuple[str, str]]:
+    if not item_ids:
+        return set()
+    rows = conn.execute(
+        "select distinct user_id, item_id from events where user_id = any(%(u)s) and item_id = any(%(i)s)",
+        {"u": user_ids, "i": item_ids},
+    ).fetchall()
+    return {(r["user_id"], r["item_id"]) for r in rows}
+
+
+def _group(rows: list[dict[str, Any]], user_ids: list[str], source: str) -> dict[str, list[Candidate]]:
+    out: dict[str, list[Candidate]] = {u: [] for u in user_ids}
+    for r in rows:
+        out[r["user_id"]].append(
+            Candidate(r["item_id"], r["title"], r["provider_id"], float(r["score"]), source)
+        )
+    return out

@@ -1,0 +1,179 @@
+"""The delivery loop over the outbox: claim due messages (SKIP LOCKED, leased), re-check the guards
+at send time, send, and record the outcome — each step in its own short transaction.
+
+At send time a message is
+- cancelled when the user has no consent for the channel any more, or unsubscribed (an
+  `unsubscribe` event, global or for that channel) — also one that arrived after it was enqueued;
+- deferred, without spending an attempt, to the end of the user's quiet hours, or to when a
+  frequency cap allows it again;
+- sent; a retryable `DeliveryError` (5xx, 429, timeouts) schedules the next attempt after an
+  exponential backoff with jitter (`base · 2^(attempt−1)`, capped, times U[0.5, 1)); a
+  non-retryable one (other 4xx, no address, SSRF refusal) or the last allowed attempt dead-letters
+  it (`status = 'dead'`, reported by `dead_letters`).
+The claim commits before the send, so the sender never sends a message twice unless a worker dies
+mid-send; then the lease expires and the message is sent again with the same `webhook-id`.
+`deliver_due` owns its transactions: pass a connection that is not inside one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from typing import Any
+
+import numpy as np
+import psycopg
+from tagloop.policies import check_caps, check_unsubscribed, has_consent, next_allowed_time
+from tagloop.policies.config import ChannelCap
+from tagloop.tools.errors import TagloopError
+from tagloop.tools.messaging.channels import Channel, DeliveryError, OutboundMessage
+from tagloop.tools.store import decisions as store
+
+log = logging.getLogger("tagloop.delivery")
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    max_attempts: int = 6
+    backoff: timedelta = timedelta(seconds=30)
+    backoff_max: timedelta = timedelta(hours=1)
+    lease: timedelta = timedelta(minutes=5)
+    quiet_start: time = time(21, 0)
+    quiet_end: time = time(8, 0)
+    quiet_exempt: frozenset[str] = frozenset({"file", "console"})
+    caps: Mapping[str, ChannelCap] = field(default_factory=dict)
+
+
+@dataclass
+class DeliveryReport:
+    claimed: int = 0
+    sent: list[str] = field(default_factory=list)
+    retrying: list[str] = field(default_factory=list)
+    dead: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "claimed": self.claimed,
+            "sent": len(self.sent),
+            "retrying": len(self.retrying),
+            "dead": len(self.dead),
+            "cancelled": len(self.cancelled),
+            "deferred": len(self.deferred),
+        }
+
+
+def backoff(attempt: int, cfg: DeliveryConfig, rng: np.random.Generator) -> timedelta:
+    """Wait before attempt `attempt + 1`: min(base · 2^(attempt−1), max) · U[0.5, 1)."""
+    raw = min(cfg.backoff * (2 ** max(attempt - 1, 0)), cfg.backoff_max)
+    return raw * float(rng.uniform(0.5, 1.0))
+
+
+def deliver_due(
+    conn: psycopg.Connection[Any],
+    channels: Mapping[str, Channel],
+    cfg: DeliveryConfig,
+    *,
+    now: datetime,
+    rng: np.random.Generator,
+    ids: list[str] | None = None,
+    limit: int = 100,
+) -> DeliveryReport:
+    """Claim up to `limit` due messages (only `ids` when given), check guards, send, record."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise TagloopError("deliver_due needs a connection outside a transaction (commit first)")
+    report = DeliveryReport()
+    with conn.transaction():
+        claimed = store.claim_due(conn, now=now, limit=limit, ids=ids, lease=cfg.lease)
+    report.claimed = len(claimed)
+    if not claimed:
+        return report
+    users = sorted({r["user_id"] for r in claimed})
+    with conn.transaction():
+        unsubscribed = store.unsubscribes(conn, users)
+        history = store.send_times(conn, users, since=now - timedelta(days=8), include_pending=False)
+    for row in claimed:
+        message_id = str(row["id"])
+        with conn.transaction():
+            verdict = _send_one(conn, row, channels, cfg, now, rng, unsubscribed, history)
+        getattr(report, verdict).append(message_id)
+        if verdict == "sent":
+            history[row["user_id"]][row["channel"]].append(now)
+    log.info("delivery %s", " ".join(f"{k}={v}" for k, v in report.summary().items()))
+    return report
+
+
+def _send_one(
+    conn: psycopg.Connection[Any],
+    row: dict[str, Any],
+    channels: Mapping[str, Channel],
+    cfg: DeliveryConfig,
+    now: datetime,
+    rng: np.random.Generator,
+    unsubscribed: Mapping[str, Mapping[str, datetime]],
+    history: Mapping[str, Mapping[str, list[datetime]]],
+) -> str:
+    message_id, channel_name, user_id = str(row["id"]), row["channel"], row["user_id"]
+    reason = _blocked(row["consent"] or {}, unsubscribed.get(user_id, {}), channel_name, now)
+    if reason:
+        store.cancel(conn, message_id, reason)
+        return "cancelled"
+    if channel_name not in cfg.quiet_exempt:
+        allowed_at = next_allowed_time(now, row["timezone"], cfg.quiet_start, cfg.quiet_end)
+        if allowed_at > now:
+            store.defer(conn, message_id, until=allowed_at, reason="quiet hours")
+            return "deferred"
+    sent_before = {channel_name: list(history.get(user_id, {}).get(channel_name, []))}
+    cap = check_caps(sent_before, channel_name, now, cfg.caps)
+    if not cap:
+        if cap.retry_at is None:
+            store.cancel(conn, message_id, cap.reason or "cap reached")
+            return "cancelled"
+        store.defer(conn, message_id, until=cap.retry_at, reason=cap.reason or "cap reached")
+        return "deferred"
+    channel = channels.get(channel_name)
+    if channel is None:
+        store.mark_failed(
+            conn, message_id, error=f"channel {channel_name!r} is not configured", retry_in=None, now=now
+        )
+        return "dead"
+    message = OutboundMessage(
+        message_id=message_id,
+        decision_id=str(row["decision_id"]),
+        user_id=user_id,
+        channel=channel_name,
+        title=row["title"],
+        body=row["body"],
+        items=row["items"],
+        send_at=row["send_at"].isoformat(),
+        address=row["address"],
+    )
+    try:
+        channel.send(message)
+    except DeliveryError as exc:
+        if exc.retryable and row["attempts"] < cfg.max_attempts:
+            store.mark_failed(
+                conn, message_id, error=str(exc), retry_in=backoff(row["attempts"], cfg, rng), now=now
+            )
+            return "retrying"
+        store.mark_failed(conn, message_id, error=str(exc), retry_in=None, now=now)
+        return "dead"
+    store.mark_sent(conn, message_id, now)
+    return "sent"
+
+
+def _blocked(
+    consent: Mapping[str, bool], unsub: Mapping[str, datetime], channel: str, now: datetime
+) -> str | None:
+    """Why the user may not get a message on `channel` now (no consent, unsubscribed), or None."""
+    for verdict in (
+        has_consent(consent, channel),
+        check_unsubscribed(unsub.get("*"), channel, now),
+        check_unsubscribed(unsub, channel, now),
+    ):
+        if not verdict:
+            return verdict.reason or "blocked"
+    return None

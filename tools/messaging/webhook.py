@@ -1,0 +1,68 @@
+"""The `webhook` channel (SPEC §5): POST the message JSON to the configured URL, signed with
+Standard Webhooks headers (`webhook-id` = message id, so receivers dedupe on it). 2xx is success;
+5xx, 429, timeouts and connection errors are retryable `DeliveryError`s; other 4xx are not. The
+SSRF guard runs before every request."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import httpx
+from standardwebhooks.webhooks import Webhook
+from tagloop.tools.messaging.channels import DeliveryError, OutboundMessage
+from tagloop.tools.messaging.ssrf import UnsafeURL, check_url
+
+
+class WebhookChannel:
+    name = "webhook"
+
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        *,
+        timeout: float = 10.0,
+        allow_private: bool = False,
+        client: httpx.Client | None = None,
+    ) -> None:
+        self.url = url
+        self._signer = Webhook(secret)
+        self.allow_private = allow_private
+        self._client = client or httpx.Client(timeout=timeout, follow_redirects=False)
+
+    def __repr__(self) -> str:
+        return f"WebhookChannel(url={self.url!r})"
+
+    def headers(self, message_id: str, body: str, now: datetime) -> dict[str, str]:
+        now = now.astimezone(UTC)
+        return {
+            "content-type": "application/json",
+            "webhook-id": message_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": self._signer.sign(message_id, now, body),
+        }
+
+    def send(self, message: OutboundMessage) -> None:
+        try:
+            check_url(self.url, allow_private=self.allow_private)
+        except UnsafeURL as exc:
+            raise DeliveryError(str(exc), retryable=False) from None
+        body = json.dumps(message.payload(), ensure_ascii=False, separators=(",", ":"))
+        try:
+            reply = self._client.post(
+                self.url,
+                content=body.encode(),
+                headers=self.headers(message.message_id, body, datetime.now(UTC)),
+            )
+        except httpx.TimeoutException:
+            raise DeliveryError("webhook timed out", retryable=True) from None
+        except httpx.HTTPError as exc:
+            raise DeliveryError(f"webhook request failed: {type(exc).__name__}", retryable=True) from None
+        if reply.is_success:
+            return
+        retryable = reply.status_code >= 500 or reply.status_code in (408, 425, 429)
+        raise DeliveryError(f"webhook answered HTTP {reply.status_code}", retryable=retryable)
+
+    def close(self) -> None:
+        self._client.close()
