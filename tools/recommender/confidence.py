@@ -1,0 +1,58 @@
+"""Confidence of implicit feedback: from event types and counts to one weight per (user, item).
+
+Two steps, both documented here so training and serving agree:
+1. `event_weight(type, value)` turns one event into a non-negative weight (a play counts 1, a
+   like 5, …; negative events such as skip/dislike carry 0 and are handled by filters instead).
+   Summing these per (user, item) gives the raw weight; for Last.fm that is the listen count.
+2. `confidence(raw)` maps raw weights of one user to (0, 1]: c = log1p(w) / max_user log1p(w).
+   The log damps heavy listeners' counts, the per-user max keeps every user's history on the same
+   scale (a fan with 10,000 plays and a casual user with 12 weigh alike). Zero stays zero.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+EVENT_WEIGHTS: dict[str, float] = {
+    "impression": 0.0,
+    "play": 1.0,
+    "complete": 2.0,
+    "skip": 0.0,
+    "like": 5.0,
+    "dislike": 0.0,
+    "save": 4.0,
+    "add_to_playlist": 4.0,
+    "share": 4.0,
+    "open": 1.0,
+    "click": 1.0,
+    "convert": 5.0,
+    "dismiss": 0.0,
+    "unsubscribe": 0.0,
+}
+
+
+def event_weight(event_type: str, value: float | None = None) -> float:
+    """Weight of one event: the type's base weight times `value` when given (e.g. play count)."""
+    base = EVENT_WEIGHTS.get(event_type, 1.0)
+    return base * (value if value is not None and value > 0 else 1.0)
+
+
+def confidence_vector(weights: np.ndarray) -> np.ndarray:
+    """Confidence of one user's raw weights (1-d array) as described in the module docstring."""
+    logged = np.log1p(np.maximum(np.asarray(weights, dtype=np.float64), 0.0))
+    top = logged.max() if logged.size else 0.0
+    return logged / top if top > 0 else logged
+
+
+def confidence_matrix(raw: sp.csr_matrix) -> sp.csr_matrix:
+    """Row-wise `confidence_vector` of a users × items matrix of raw weights."""
+    out = raw.tocsr().astype(np.float64, copy=True)
+    out.data = np.log1p(np.maximum(out.data, 0.0))
+    lengths = np.diff(out.indptr)
+    tops = np.zeros(out.shape[0])
+    nonempty = lengths > 0
+    tops[nonempty] = np.maximum.reduceat(out.data, out.indptr[:-1][nonempty])
+    scale = np.repeat(np.where(tops > 0, tops, 1.0), lengths)
+    out.data = out.data / scale
+    return out
