@@ -21,6 +21,11 @@ order by ts desc, seq desc
 limit %(limit)s
 """
 
+_EVENTS_AT = """
+select id, type, item_id, ts, value, message_id, context from events
+where user_id = %(user_id)s and ts = %(ts)s order by seq desc
+"""
+
 
 def user_exists(conn: psycopg.Connection[Any], user_id: str) -> bool:
     return conn.execute("select 1 from users where id = %(id)s", {"id": user_id}).fetchone() is not None
@@ -37,8 +42,8 @@ def list_events(
 ) -> tuple[list[dict[str, Any]], datetime | None]:
     """One page of the user's events, newest first, and the `before` of the next page (None at the
     end). `before` is exclusive, so events sharing the boundary timestamp stay together: the page
-    is trimmed to end before them and the next page starts 1 µs after the boundary (unless the
-    whole page shares one timestamp)."""
+    is trimmed to end before them and the next page starts 1 µs after the boundary; when the whole
+    page shares one timestamp, all events at it are returned (the one case of more than `limit`)."""
     rows = conn.execute(_EVENTS_PAGE, {"user_id": user_id, "before": before, "limit": limit + 1}).fetchall()
     if len(rows) <= limit:
         return rows, None
@@ -47,7 +52,9 @@ def list_events(
     trimmed = [r for r in page if r["ts"] != boundary]
     if trimmed:
         return trimmed, boundary + timedelta(microseconds=1)
-    return page, page[-1]["ts"]
+    # the whole page shares one timestamp: return every event at it (more than `limit`), never a gap
+    ties = conn.execute(_EVENTS_AT, {"user_id": user_id, "ts": boundary}).fetchall()
+    return ties, boundary
 
 
 def tables_with_user_rows(conn: psycopg.Connection[Any]) -> list[str]:

@@ -1,0 +1,115 @@
+"""User endpoints: upserts validated like imports, the events page, the profile view (online
+updates visible at once), recommendations with explanations, manual runs, erasure, metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from api_support import AUTH, ITEMS, post_events, seed
+from fastapi.testclient import TestClient
+
+from tagloop.tools.store.users import tables_with_user_rows
+
+
+def test_put_user_and_item_validate_like_imports(client: TestClient) -> None:
+    ok = client.put("/v1/users/u9", json={"timezone": "Asia/Tokyo", "consent": {"email": True}}, headers=AUTH)
+    assert ok.status_code == 200 and ok.json() == {"stored": 1}
+    bad = client.put("/v1/users/u9", json={"timezone": "Mars/Olympus"}, headers=AUTH)
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "timezone"
+    mismatch = client.put("/v1/items/i9", json={"id": "other", "tags": ["a"]}, headers=AUTH)
+    assert mismatch.status_code == 422 and mismatch.json()["errors"][0]["field"] == "id"
+    batch = client.post("/v1/items", json=[ITEMS[0], {"id": "x", "tags": {"rock": 3}}], headers=AUTH)
+    assert batch.status_code == 422 and batch.json()["errors"][0]["field"] == "[1].tags.rock"
+
+
+def test_events_page_is_newest_first_and_pages_without_gaps(client: TestClient) -> None:
+    seed(client)
+    events = [{"id": f"p{i}", "user_id": "u1", "type": "play", "item_id": "i1",
+               "ts": f"2026-03-0{1 + i // 3}T10:00:00Z"} for i in range(7)]  # ties of three on each ts
+    assert post_events(client, events).status_code == 202
+    seen: list[str] = []
+    before = None
+    for _ in range(10):
+        params = {"limit": 2, **({"before": before} if before else {})}
+        page = client.get("/v1/users/u1/events", params=params, headers=AUTH).json()
+        seen += [e["id"] for e in page["events"]]
+        before = page["next_before"]
+        if before is None:
+            break
+    assert sorted(seen) == sorted(e["id"] for e in events) and len(seen) == 7
+    first = client.get("/v1/users/u1/events", headers=AUTH).json()["events"]
+    assert [e["ts"][:10] for e in first] == sorted((e["ts"][:10] for e in first), reverse=True)
+    assert client.get("/v1/users/nobody/events", headers=AUTH).status_code == 404
+
+
+def test_profile_shows_tags_timing_devices_sources_at_once(client: TestClient) -> None:
+    seed(client)
+    events = [
+        # Saturday 22:00 in Berlin (21:00 UTC): weekend evening listening on the phone from a playlist
+        {"user_id": "u1", "type": "like", "item_id": "i1", "ts": "2026-02-28T21:00:00Z",
+         "context": {"device": "phone", "source": "playlist", "region": "DE"}},
+        {"user_id": "u1", "type": "play", "item_id": "i3", "ts": "2026-02-28T21:05:00Z",
+         "context": {"device": "phone", "source": "search"}},
+        {"user_id": "u1", "type": "dislike", "item_id": "i2", "ts": "2026-02-28T21:10:00Z"},
+    ]
+    assert post_events(client, events).status_code == 202
+    profile = client.get("/v1/users/u1/profile", headers=AUTH).json()
+    tags = dict((t["tag"], t["weight"]) for t in profile["top_tags"])
+    assert tags["synthwave"] > tags["electronic"] > 0
+    assert "jazz" not in tags  # disliked
+    assert profile["n_events"] == 3
+    assert profile["timing"]["timezone"] == "Europe/Berlin"
+    assert profile["timing"]["weekend_share"] == 1.0
+    assert profile["timing"]["best_hours"][0] == "Sat 22:00"
+    assert profile["devices"] == {"phone": 1.0}
+    assert profile["sources"] == {"playlist": 0.5, "search": 0.5}
+    assert profile["regions"] == {"DE": 1.0}
+    assert profile["source_tags"]["playlist"][0]["tag"] in {"synthwave", "electronic"}
+    assert {c["channel"]: c["consent"] for c in profile["channels"]} == {"webhook": True, "email": False}
+
+
+def test_recommendations_are_unseen_and_explained(client: TestClient, db: psycopg.Connection[Any]) -> None:
+    seed(client)
+    db.execute("select 1")
+    post_events(client, [{"user_id": "u1", "type": "like", "item_id": "i1"}])
+    recs = client.get("/v1/users/u1/recommendations", params={"k": 3}, headers=AUTH).json()["items"]
+    assert recs and "i1" not in [r["item_id"] for r in recs]
+    assert recs[0]["item_id"] in {"i3", "i5"}
+    assert recs[0]["explanation"].startswith("because you play a lot of ")
+    assert client.get("/v1/users/nobody/recommendations", headers=AUTH).status_code == 404
+
+
+def test_erasure_leaves_zero_rows_of_the_user_in_every_table(client: TestClient, db: psycopg.Connection[Any]) -> None:
+    seed(client)
+    post_events(client, [{"user_id": "u1", "type": "like", "item_id": "i1"},
+                         {"user_id": "u2", "type": "like", "item_id": "i2"}])
+    db.rollback()
+    db.execute("insert into user_schedules (user_id, cadence, next_run_at) values ('u1', 'weekly', now())")
+    db.commit()
+    response = client.delete("/v1/users/u1", headers=AUTH)
+    assert response.status_code == 200 and response.json()["deleted"]["events"] == 1
+    db.rollback()
+    left = {}
+    for table in tables_with_user_rows(db):
+        column = "id" if table == "users" else "user_id"
+        row = db.execute(f"select count(*) as n from {table} where {column} = 'u1'").fetchone()  # noqa: S608
+        left[table] = row["n"] if row else 0
+    assert set(left) >= {"users", "events", "user_profiles", "decisions", "messages", "run_queue",
+                         "user_schedules", "decision_feedback"}
+    assert all(n == 0 for n in left.values()), left
+    assert db.execute("select count(*) as n from events where user_id = 'u2'").fetchone() == {"n": 1}
+    assert client.delete("/v1/users/u1", headers=AUTH).status_code == 404
+
+
+def test_metrics_count_accepted_duplicate_rejected_and_queue(client: TestClient) -> None:
+    seed(client)
+    post_events(client, [{"id": "m1", "user_id": "u1", "type": "like", "item_id": "i1"}])
+    post_events(client, [{"id": "m1", "user_id": "u1", "type": "like", "item_id": "i1"}])
+    post_events(client, [{"user_id": "u1", "type": "bogus"}])
+    text = client.get("/metrics", headers=AUTH).text
+    assert 'tagloop_events_total{outcome="accepted"} 1.0' in text
+    assert 'tagloop_events_total{outcome="duplicate"} 1.0' in text
+    assert 'tagloop_events_total{outcome="rejected"} 1.0' in text
+    assert "tagloop_run_queue_depth 1.0" in text
+    assert 'route="/v1/events"' in text

@@ -1,0 +1,124 @@
+"""Online profile updates: each committed batch changes the profile at once, agreeing with a full
+rebuild for plain events, with replays, calibrated skips, decay, local hour-of-week, and message
+engagement credited to the decision that sent the message."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from tagloop.tools import online
+from tagloop.tools.ingest import loader
+from tagloop.tools.ingest.records import EventRecord, parse_event, parse_item, parse_user
+from tagloop.tools.profiles import load_profiles, rebuild_profiles
+from tagloop.tools.store import users as store
+
+NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)  # a Monday
+CONFIG = online.OnlineConfig(half_life_days=30.0)
+
+
+@pytest.fixture
+def catalogue(db: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    loader.store_users(db, [parse_user({"id": u, "timezone": tz})
+                            for u, tz in [("a", "Asia/Tokyo"), ("b", "UTC"), ("c", "UTC")]])
+    loader.store_items(db, [parse_item(i) for i in [
+        {"id": "s1", "tags": ["shoegaze"]}, {"id": "s2", "tags": ["shoegaze"]}, {"id": "s3", "tags": ["shoegaze"]},
+        {"id": "r1", "tags": ["boom-bap"]}, {"id": "j1", "tags": ["bebop"]},
+    ]])
+    db.commit()
+    return db
+
+
+def ev(user: str, type_: str, item: str | None, at: datetime, **extra: Any) -> EventRecord:
+    data = {"user_id": user, "type": type_, "item_id": item, "ts": at.isoformat(), **extra}
+    return parse_event({k: v for k, v in data.items() if v is not None}, now=NOW)
+
+
+def fold(db: psycopg.Connection[Any], events: list[EventRecord], now: datetime = NOW) -> online.OnlineResult:
+    with db.transaction():
+        new = store.insert_new_events(db, events)
+        return online.apply_events(db, new, now=now, config=CONFIG)
+
+
+def weights(db: psycopg.Connection[Any], user: str) -> dict[str, float]:
+    return dict(load_profiles(db, [user], top=50)[user].top_tags)
+
+
+def test_incremental_updates_match_a_full_rebuild(catalogue: psycopg.Connection[Any]) -> None:
+    db = catalogue
+    events = [ev("b", t, i, NOW - timedelta(days=d)) for t, i, d in
+              [("like", "s1", 40), ("play", "r1", 10), ("save", "j1", 3), ("complete", "r1", 1), ("dislike", "j1", 0)]]
+    for e in events[:2]:
+        fold(db, [e], now=e.ts + timedelta(hours=1))
+    fold(db, events[2:], now=NOW)
+    incremental = load_profiles(db, ["b"])["b"].tags
+    with db.transaction():
+        rebuild_profiles(db, now=NOW, half_life_days=CONFIG.half_life_days, user_ids=["b"])
+    rebuilt = load_profiles(db, ["b"])["b"].tags
+    assert set(incremental) == set(rebuilt)
+    for tag, w in rebuilt.items():
+        assert incremental[tag] == pytest.approx(w, rel=1e-4)
+
+
+def test_a_like_raises_and_a_dislike_lowers_the_items_tags_at_once(catalogue: psycopg.Connection[Any]) -> None:
+    fold(catalogue, [ev("b", "like", "s1", NOW)])
+    assert weights(catalogue, "b")["shoegaze"] > 0
+    fold(catalogue, [ev("b", "dislike", "s2", NOW), ev("b", "dismiss", "s3", NOW)])
+    assert "shoegaze" not in weights(catalogue, "b")  # now net negative
+
+
+def test_profile_decays_with_the_configured_half_life(catalogue: psycopg.Connection[Any]) -> None:
+    fold(catalogue, [ev("b", "like", "s1", NOW)])
+    fold(catalogue, [ev("b", "like", "j1", NOW + timedelta(days=30))], now=NOW + timedelta(days=30))
+    w = weights(catalogue, "b")
+    assert w["shoegaze"] == pytest.approx(w["bebop"] / 2, rel=1e-3)
+
+
+def test_a_replay_soon_after_counts_more_than_a_first_play(catalogue: psycopg.Connection[Any]) -> None:
+    fold(catalogue, [ev("b", "play", "s1", NOW - timedelta(hours=2)), ev("b", "play", "s1", NOW - timedelta(hours=1)),
+                     ev("c", "play", "s1", NOW - timedelta(hours=2)), ev("c", "play", "s2", NOW - timedelta(hours=1))])
+    assert weights(catalogue, "b")["shoegaze"] > weights(catalogue, "c")["shoegaze"] + 1.5
+    assert load_profiles(catalogue, ["b"])["b"].stats["replays"] == 1
+
+
+def test_a_heavy_skipper_loses_less_per_skip(catalogue: psycopg.Connection[Any]) -> None:
+    t = NOW - timedelta(hours=3)
+    heavy = [ev("b", "skip", "r1", t + timedelta(minutes=i)) for i in range(8)] + [ev("b", "play", "r1", t)]
+    light = [ev("c", "play", "r1", t + timedelta(minutes=i)) for i in range(8)] + [ev("c", "skip", "r1", t)]
+    fold(catalogue, heavy + light)
+    fold(catalogue, [ev("b", "skip", "s1", NOW), ev("c", "skip", "s1", NOW)])
+    profiles = load_profiles(catalogue, ["b", "c"], top=50)
+    b, c = profiles["b"], profiles["c"]
+    shoegaze = catalogue.execute("select id from tags where name = 'shoegaze'").fetchone()["id"]
+    assert b.tags[shoegaze] < 0 and c.tags[shoegaze] < 0
+    assert abs(b.tags[shoegaze]) < abs(c.tags[shoegaze])
+    assert b.stats["skip_rate"] > 0.8 > 0.25 > c.stats["skip_rate"]
+
+
+def test_hour_of_week_is_in_the_users_time_zone(catalogue: psycopg.Connection[Any]) -> None:
+    # Friday 23:30 UTC is Saturday 08:30 in Tokyo
+    fold(catalogue, [ev("a", "play", "s1", datetime(2026, 2, 27, 23, 30, tzinfo=UTC))])
+    histogram = load_profiles(catalogue, ["a"])["a"].stats["hour_of_week"]
+    assert histogram[5 * 24 + 8] == 1 and sum(histogram) == 1
+
+
+def test_message_engagement_is_credited_to_its_decision(catalogue: psycopg.Connection[Any]) -> None:
+    db = catalogue
+    decision, message = str(uuid.uuid4()), str(uuid.uuid4())
+    db.execute("""insert into decisions (id, user_id, policy_name, policy_version, seed, candidates, chosen,
+                  propensities, channel, outcome) values (%(d)s, 'b', 'p', '1', 1, '[]', '[]', '{}', 'email',
+                  'message')""", {"d": decision})
+    db.execute("""insert into messages (id, decision_id, user_id, channel, title, body, send_at)
+                  values (%(m)s, %(d)s, 'b', 'email', 't', 'b', now())""", {"m": message, "d": decision})
+    db.commit()
+    fold(db, [ev("b", "open", None, NOW, message_id=message), ev("b", "click", "s1", NOW, message_id=message),
+              ev("b", "open", None, NOW, message_id="not-a-uuid")])
+    fold(db, [ev("b", "click", "s2", NOW + timedelta(minutes=1), message_id=message)])
+    row = db.execute("select opens, clicks, channel, reward from decision_feedback where decision_id = %(d)s",
+                     {"d": decision}).fetchone()
+    assert row == {"opens": 1, "clicks": 2, "channel": "email", "reward": pytest.approx(2.5)}
+    assert load_profiles(db, ["b"])["b"].stats["channels"] == {"email": {"open": 1, "click": 2}}
