@@ -1,0 +1,102 @@
+"""`tagloop eval recsys`: JSON contract, documented handling of bad input, and real-data quality."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tagloop.evals.cli import app
+from tagloop.evals.recsys_eval import run_recsys
+from tagloop.tools.recommender.model import RecParams
+from typer.testing import CliRunner
+
+runner = CliRunner()
+SMALL = RecParams(ease_lambda=5.0, cf_dim=6, tag_dim=4)
+
+
+def _write(path: Path, header: str, rows: list[str]) -> Path:
+    path.write_text(header + "\n" + "".join(r + "\n" for r in rows))
+    return path
+
+
+def _files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    rng = np.random.default_rng(5)
+    train, test = [], []
+    for u in range(30):
+        g = u % 3
+        items = rng.choice(8, size=6, replace=False)
+        train += [f"u{u},g{g}-{i},{rng.integers(1, 30)}" for i in items[:4]]
+        test += [f"u{u},g{g}-{i},3" for i in items[4:]]
+    train += ["u0,g0-0,2", "u0,g0-0,2"]  # duplicate rows: summed
+    test += ["cold,g1-1,4", "u1,never-seen,1"]  # cold user, unknown item
+    tags = [f"g{g}-{i},genre{g},2" for g in range(3) for i in range(8)] + ["g2-new,genre2,1"]
+    return (
+        _write(tmp_path / "train.csv", "user_id,item_id,weight", train),
+        _write(tmp_path / "test.csv", "user_id,item_id,weight", test),
+        _write(tmp_path / "tags.csv", "item_id,tag,weight", tags),
+    )
+
+
+def test_json_has_the_spec_shape_and_recs_out_lists_top_50(tmp_path: Path) -> None:
+    train, test, tags = _files(tmp_path)
+    out = tmp_path / "recs.csv"
+    args = ["recsys", "--train", str(train), "--test", str(test), "--item-tags", str(tags)]
+    result = runner.invoke(app, [*args, "--json", "--recs-out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert set(data) == {"tagloop", "popularity", "n_users"}
+    assert data["n_users"] == 31
+    for block in (data["tagloop"], data["popularity"]):
+        assert set(block) == {"ndcg@10", "recall@20", "hit@10", "coverage@10"}
+    rows = list(csv.DictReader(out.open()))
+    assert {r["user_id"] for r in rows} >= {"cold", "u0"}
+    assert all(1 <= int(r["rank"]) <= 50 for r in rows)
+    train_items = {
+        line.split(",")[1] for line in train.read_text().splitlines()[1:] if line.startswith("u0,")
+    }
+    assert not {r["item_id"] for r in rows if r["user_id"] == "u0"} & train_items
+
+
+def test_model_beats_popularity_on_genre_data(tmp_path: Path) -> None:
+    train, test, tags = _files(tmp_path)
+    result = run_recsys(train, test, tags, 10, SMALL, seed=0)
+    assert result.tagloop["ndcg@10"] > result.popularity["ndcg@10"]
+
+
+@pytest.mark.parametrize(
+    ("which", "content", "message"),
+    [
+        ("train", "user_id,item_id,weight\n", "no data rows"),
+        ("train", "", "empty"),
+        ("train", "user_id,item_id,weight\nu1,a,many\n", "is not a number"),
+        ("test", "uid,item_id,weight\nu1,a,1\n", "lacks column"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message_and_no_traceback(
+    tmp_path: Path, which: str, content: str, message: str
+) -> None:
+    train, test, _ = _files(tmp_path)
+    (train if which == "train" else test).write_text(content)
+    result = runner.invoke(app, ["recsys", "--train", str(train), "--test", str(test), "--json"])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.realdata
+def test_beats_popularity_on_a_lastfm_subsample(lastfm_split: Path, tmp_path: Path) -> None:
+    keep = {str(u) for u in range(2, 700)}  # about a third of the users keeps this quick
+    for name in ("train.csv", "test.csv"):
+        lines = (lastfm_split / name).read_text().splitlines()
+        kept = [line for line in lines[1:] if line.split(",")[0] in keep]
+        _write(tmp_path / name, lines[0], kept)
+    params = RecParams(cf_dim=64, tag_dim=63)
+    result = run_recsys(
+        tmp_path / "train.csv", tmp_path / "test.csv", lastfm_split / "item_tags.csv", 10, params, 0
+    )
+    assert result.n_users > 400
+    assert result.tagloop["ndcg@10"] > 2.0 * result.popularity["ndcg@10"]
+    assert result.tagloop["coverage@10"] > result.popularity["coverage@10"]

@@ -1,0 +1,127 @@
+"""The recommender on a small synthetic world of three genres: ranking, fold-in, cold start,
+explanations and persistence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tagloop.tools.errors import InvalidInput
+from tagloop.tools.recommender.data import Interactions, ItemTags, build_interactions, build_item_tags
+from tagloop.tools.recommender.explain import POPULAR, explain
+from tagloop.tools.recommender.model import RecModel, RecParams, fit
+from tagloop.tools.recommender.store import load, save
+
+GENRES = ("shoegaze", "techno", "jazz")
+PARAMS = RecParams(ease_lambda=5.0, cf_dim=6, tag_dim=4)
+
+
+def _world(seed: int = 3) -> tuple[Interactions, ItemTags]:
+    """30 items (10 per genre) plus one cold item per genre; 60 users loyal to one genre."""
+    rng = np.random.default_rng(seed)
+    triples = []
+    for u in range(60):
+        genre = u % 3
+        for i in rng.choice(10, size=5, replace=False):
+            triples.append((f"u{u}", f"{GENRES[genre]}-{i}", float(rng.integers(1, 50))))
+    items = [f"{g}-{i}" for g in GENRES for i in range(10)] + [f"{g}-cold" for g in GENRES]
+    inter = build_interactions(triples, items)
+    tag_rows = [(item, item.split("-")[0], 3.0) for item in items]
+    tag_rows += [(item, "music", 1.0) for item in items]
+    return inter, build_item_tags(tag_rows, items)
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[Interactions, RecModel]:
+    inter, tags = _world()
+    return inter, fit(inter, tags, PARAMS, np.random.default_rng(0))
+
+
+def _genre(model: RecModel, idx: int) -> str:
+    return str(model.item_ids[idx]).split("-")[0]
+
+
+def test_recommendations_stay_in_the_users_genre(trained: tuple[Interactions, RecModel]) -> None:
+    inter, model = trained
+    ids, _ = model.recommend(model.user_vectors(inter.matrix), 3, inter.matrix)
+    in_genre = [
+        _genre(model, ids[u, r]) == GENRES[int(str(inter.user_ids[u])[1:]) % 3]
+        for u in range(ids.shape[0])
+        for r in range(3)
+    ]
+    assert np.mean(in_genre) > 0.9
+
+
+def test_single_user_fold_in_equals_batch_vectors(trained: tuple[Interactions, RecModel]) -> None:
+    inter, model = trained
+    row = inter.matrix[4]
+    single = model.user_vector(row.indices, row.data)
+    assert np.allclose(single, model.user_vectors(inter.matrix)[4], atol=1e-5)
+    assert single.shape == (model.dim,) == (model.item_vectors().shape[1],)
+
+
+def test_cold_items_are_reached_from_tags(trained: tuple[Interactions, RecModel]) -> None:
+    inter, model = trained
+    cold = [int(np.flatnonzero(model.item_ids == f"{g}-cold")[0]) for g in GENRES]
+    user = model.user_vectors(inter.matrix[0])[0]  # user 0 plays shoegaze
+    scores = model.item_vectors()[cold] @ user
+    assert scores[0] > scores[1] and scores[0] > scores[2]
+    new_item = model.item_vector_from_tags({"shoegaze": 3.0, "music": 1.0})
+    other_item = model.item_vector_from_tags({"jazz": 3.0, "music": 1.0})
+    assert new_item @ user > other_item @ user
+
+
+def test_declared_interests_rank_a_cold_user(trained: tuple[Interactions, RecModel]) -> None:
+    _, model = trained
+    vec = model.user_vector(np.array([], dtype=np.int64), np.array([]), tag_profile={"Jazz": 1.0})
+    ids, _ = model.recommend(vec, 5)
+    assert all(_genre(model, i) == "jazz" for i in ids[0])
+
+
+def test_user_without_evidence_gets_the_popularity_order(trained: tuple[Interactions, RecModel]) -> None:
+    _, model = trained
+    vec = model.user_vector(np.array([], dtype=np.int64), np.array([]))
+    ids, _ = model.recommend(vec, 5)
+    top_pop = np.sort(model.popularity)[::-1][:5]
+    assert np.array_equal(model.popularity[ids[0]], top_pop)
+
+
+def test_excluded_items_are_never_recommended(trained: tuple[Interactions, RecModel]) -> None:
+    inter, model = trained
+    ids, scores = model.recommend(model.user_vectors(inter.matrix), 10, inter.matrix)
+    for u in range(ids.shape[0]):
+        assert not set(ids[u]) & set(inter.matrix[u].indices)
+    assert np.all(np.diff(scores, axis=1) <= 1e-7)
+
+
+def test_explanations_name_the_evidence_and_are_deterministic(trained: tuple[Interactions, RecModel]) -> None:
+    inter, model = trained
+    row = inter.matrix[0]
+    recs, _ = model.recommend(model.user_vector(row.indices, row.data), 3, inter.matrix[0])
+    first = explain(model, row.indices, row.data, recs[0], names={"shoegaze-1": "Slowdive"})
+    assert first == explain(model, row.indices, row.data, recs[0], names={"shoegaze-1": "Slowdive"})
+    assert all(r.startswith("because you play") for r in first)
+    assert any("shoegaze" in r or "Slowdive" in r or "shoegaze-" in r for r in first)
+    assert explain(model, np.array([], dtype=np.int64), np.array([]), recs[0][:1]) == [POPULAR]
+
+
+def test_save_then_load_gives_the_same_recommendations(
+    trained: tuple[Interactions, RecModel], tmp_path: Path
+) -> None:
+    inter, model = trained
+    save(model, tmp_path / "m")
+    again = load(tmp_path / "m")
+    a, _ = model.recommend(model.user_vectors(inter.matrix), 5, inter.matrix)
+    b, _ = again.recommend(again.user_vectors(inter.matrix), 5, inter.matrix)
+    assert np.array_equal(a, b)
+    with pytest.raises(InvalidInput, match="no trained model"):
+        load(tmp_path / "missing")
+
+
+def test_degenerate_training_data_is_invalid_input() -> None:
+    inter = build_interactions([("u", "a", 1.0), ("v", "b", 1.0)])
+    with pytest.raises(InvalidInput, match="fewer than 2 items"):
+        fit(inter, None, PARAMS, np.random.default_rng(0))
+    with pytest.raises(InvalidInput, match="ease_lambda"):
+        fit(inter, None, RecParams(ease_lambda=0), np.random.default_rng(0))
