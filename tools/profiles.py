@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import psycopg
 from pgvector import SparseVector
-
+from scipy import sparse
 from tagloop.tools.store.catalogue import TAG_DIM
 
 EVENT_WEIGHTS: dict[str, float] = {
@@ -55,24 +55,29 @@ def decay(age_seconds: float, half_life_days: float) -> float:
     return 0.5 ** (max(age_seconds, 0.0) / (half_life_days * 86400.0))
 
 
-_AGGREGATE = """
+MAX_PROFILE_TAGS = 256  # strongest tags kept per profile: enough for fine tastes, cheap to search
+
+_USER_ITEM = """
 with rate as (
     select user_id,
            count(*) filter (where type = 'skip')::float8
              / greatest(count(*) filter (where type in ('skip', 'play', 'complete')), 1) as skip_rate
     from events where (%(all)s or user_id = any(%(users)s)) group by user_id
 )
-select e.user_id, it.tag_id,
+select e.user_id, e.item_id,
        sum(case when e.type = 'play' then ln(1 + greatest(coalesce(e.value, 1), 0))
                 when e.type = 'skip' then -0.5 * (1 - least(r.skip_rate, 0.95))
                 else coalesce((%(weights)s::jsonb ->> e.type)::float8, 0) end
-           * power(0.5, greatest(extract(epoch from (%(now)s - e.ts)), 0) / %(half_life)s)
-           * it.weight) as w
+           * power(0.5, greatest(extract(epoch from (%(now)s - e.ts)), 0) / %(half_life)s)) as w
 from events e
 join rate r on r.user_id = e.user_id
-join item_tags it on it.item_id = e.item_id and it.confidence >= 0.5
-where (%(all)s or e.user_id = any(%(users)s)) and e.ts <= %(now)s
-group by e.user_id, it.tag_id
+where (%(all)s or e.user_id = any(%(users)s)) and e.ts <= %(now)s and e.item_id is not null
+group by e.user_id, e.item_id
+"""
+
+_ITEM_TAGS = """
+select item_id, tag_id, weight from item_tags
+where confidence >= 0.5 and item_id = any(%(items)s)
 """
 
 _STATS = """
@@ -98,7 +103,11 @@ on conflict (user_id) do update set tags = excluded.tags, decayed_to = excluded.
 def rebuild_profiles(
     conn: psycopg.Connection[Any], *, now: datetime, half_life_days: float, user_ids: list[str] | None = None
 ) -> int:
-    """Recompute profiles from all stored events (for `user_ids`, or everyone). Returns users written."""
+    """Recompute profiles from all stored events (for `user_ids`, or everyone). Returns users written.
+
+    The database aggregates events to one decayed, signed weight per (user, item); the user × tag
+    matrix is then one sparse product with the item × tag matrix, keeping each user's
+    `MAX_PROFILE_TAGS` strongest tags."""
     params = {
         "all": user_ids is None,
         "users": user_ids or [],
@@ -106,10 +115,7 @@ def rebuild_profiles(
         "half_life": half_life_days * 86400.0,
         "weights": json.dumps(EVENT_WEIGHTS),
     }
-    weights: dict[str, dict[int, float]] = defaultdict(dict)
-    for r in conn.execute(_AGGREGATE, params):
-        if abs(r["w"]) > 1e-9:
-            weights[r["user_id"]][r["tag_id"]] = float(r["w"])
+    tags_by_user = _tag_weights(conn, params)
     rows = []
     for r in conn.execute(_STATS, params):
         histogram = [0] * 168
@@ -119,7 +125,7 @@ def rebuild_profiles(
         rows.append(
             {
                 "user_id": r["user_id"],
-                "tags": SparseVector(weights.get(r["user_id"], {}), TAG_DIM),
+                "tags": SparseVector(tags_by_user.get(r["user_id"], {}), TAG_DIM),
                 "now": now,
                 "n_events": r["n_events"],
                 "stats": json.dumps(stats),
@@ -128,6 +134,48 @@ def rebuild_profiles(
     with conn.cursor() as cur:
         cur.executemany(_UPSERT, rows)
     return len(rows)
+
+
+def _tag_weights(conn: psycopg.Connection[Any], params: dict[str, Any]) -> dict[str, dict[int, float]]:
+    pairs = conn.execute(_USER_ITEM, params).fetchall()
+    if not pairs:
+        return {}
+    users = sorted({r["user_id"] for r in pairs})
+    items = sorted({r["item_id"] for r in pairs})
+    u_index = {u: n for n, u in enumerate(users)}
+    i_index = {i: n for n, i in enumerate(items)}
+    ui = sparse.csr_matrix(
+        (
+            [float(r["w"]) for r in pairs],
+            ([u_index[r["user_id"]] for r in pairs], [i_index[r["item_id"]] for r in pairs]),
+        ),
+        shape=(len(users), len(items)),
+    )
+    tag_rows = conn.execute(_ITEM_TAGS, {"items": items}).fetchall()
+    if not tag_rows:
+        return {}
+    tag_ids = sorted({r["tag_id"] for r in tag_rows})
+    t_index = {t: n for n, t in enumerate(tag_ids)}
+    it = sparse.csr_matrix(
+        (
+            [float(r["weight"]) for r in tag_rows],
+            ([i_index[r["item_id"]] for r in tag_rows], [t_index[r["tag_id"]] for r in tag_rows]),
+        ),
+        shape=(len(items), len(tag_ids)),
+    )
+    ut = (ui @ it).tocsr()
+    out: dict[str, dict[int, float]] = {}
+    tag_array = np.asarray(tag_ids)
+    for n, user in enumerate(users):
+        lo, hi = ut.indptr[n], ut.indptr[n + 1]
+        values, cols = ut.data[lo:hi], ut.indices[lo:hi]
+        keep = np.abs(values) > 1e-9
+        values, cols = values[keep], cols[keep]
+        if len(values) > MAX_PROFILE_TAGS:
+            top = np.argpartition(-np.abs(values), MAX_PROFILE_TAGS)[:MAX_PROFILE_TAGS]
+            values, cols = values[top], cols[top]
+        out[user] = {int(t): float(v) for t, v in zip(tag_array[cols], values, strict=True)}
+    return out
 
 
 @dataclass
@@ -143,14 +191,17 @@ class Profile:
 def load_profiles(conn: psycopg.Connection[Any], user_ids: list[str], top: int = 10) -> dict[str, Profile]:
     """Profiles of the given users (users without events get an empty profile)."""
     rows = conn.execute(
-        """select u.id, u.timezone, p.tags, coalesce(p.n_events, 0) as n_events, coalesce(p.stats, '{}') as stats
+        """select u.id, u.timezone, p.tags, coalesce(p.n_events, 0) as n_events,
+                  coalesce(p.stats, '{}') as stats
            from users u left join user_profiles p on p.user_id = u.id where u.id = any(%(ids)s)""",
         {"ids": user_ids},
     ).fetchall()
     profiles = {}
     tag_ids: set[int] = set()
     for r in rows:
-        tags = dict(zip(r["tags"].indices(), r["tags"].values(), strict=True)) if r["tags"] is not None else {}
+        tags = (
+            dict(zip(r["tags"].indices(), r["tags"].values(), strict=True)) if r["tags"] is not None else {}
+        )
         profiles[r["id"]] = Profile(r["id"], r["timezone"], tags, n_events=r["n_events"], stats=r["stats"])
         tag_ids.update(sorted(tags, key=tags.__getitem__, reverse=True)[:top])
     names = {
