@@ -1,0 +1,80 @@
+"""Benchmark: `tagloop import events` of N events (default one million) against a raw COPY of the
+same rows into a bare table, both on the embedded database in the same run.
+
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/import_events.py [--events 1000000]
+
+Prints seconds and events/s for both and their ratio. The import validates every line, checks
+users/items exist, dedupes on event id and maintains the events table's indexes; raw COPY does none
+of that, so it is the floor."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from tagloop.tools.ingest.loader import import_file
+from tagloop.tools.store import db
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--items", type=int, default=5_000)
+    args = parser.parse_args()
+    rng = np.random.default_rng(1)
+    work = Path(tempfile.mkdtemp(prefix="tagloop-bench-import-"))
+    admin = db.resolve_url(None, work / "home", dbname="postgres")
+    db.ensure_database(admin, "bench_import")
+    conn = db.connect(db.with_dbname(admin, "bench_import"))
+    users = work / "users.jsonl"
+    users.write_text("".join(json.dumps({"id": f"u{i}"}) + "\n" for i in range(args.users)))
+    items = work / "items.jsonl"
+    items.write_text(
+        "".join(json.dumps({"id": f"i{i}", "tags": [f"t{i % 300}"]}) + "\n" for i in range(args.items))
+    )
+    import_file(conn, "users", users)
+    import_file(conn, "items", items)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    types = np.array(["play", "skip", "like", "complete"])
+    u = rng.integers(0, args.users, args.events)
+    i = rng.integers(0, args.items, args.events)
+    t = rng.integers(0, 4, args.events)
+    s = rng.integers(0, 86400 * 60, args.events)
+    path = work / "events.jsonl"
+    with path.open("w") as fh:
+        for n in range(args.events):
+            ts = (start + timedelta(seconds=int(s[n]))).isoformat()
+            fh.write(
+                f'{{"id":"e{n}","user_id":"u{u[n]}","type":"{types[t[n]]}","item_id":"i{i[n]}","ts":"{ts}"}}\n'
+            )
+    print(f"{args.events:,} events in {path} ({path.stat().st_size / 1e6:.0f} MB)")
+
+    began = time.perf_counter()
+    result = import_file(conn, "events", path)
+    imported = time.perf_counter() - began
+
+    conn.execute("create table raw_events (id text, user_id text, type text, item_id text, ts timestamptz)")
+    began = time.perf_counter()
+    with path.open() as fh, conn.cursor() as cur, cur.copy("copy raw_events from stdin") as copy:
+        for line in fh:
+            row = json.loads(line)
+            copy.write_row((row["id"], row["user_id"], row["type"], row["item_id"], row["ts"]))
+    conn.commit()
+    raw = time.perf_counter() - began
+    n = result.stored
+    print(f"tagloop import: {imported:6.1f} s  {n / imported:10,.0f} events/s  (stored {n:,})")
+    print(f"raw COPY:       {raw:6.1f} s  {args.events / raw:10,.0f} events/s")
+    print(f"ratio import/raw: {(n / imported) / (args.events / raw):.2f}")
+    conn.close()
+    db.drop_database(admin, "bench_import")
+
+
+if __name__ == "__main__":
+    main()
