@@ -15,17 +15,19 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-
 from tagloop.tools.store import decisions as store
 
 SECRET = "whsec_" + "dGFnbG9vcC10ZXN0LXNlY3JldC0zMmJ5dGVzISEhIQ=="
 
 
-def add_users(conn: psycopg.Connection[Any], n: int, *, channel: str = "webhook", tz: str = "UTC") -> list[str]:
+def add_users(
+    conn: psycopg.Connection[Any], n: int, *, channel: str = "webhook", tz: str = "UTC"
+) -> list[str]:
     ids = [f"u{i:04d}" for i in range(n)]
     conn.execute(
         """insert into users (id, timezone, channels, consent)
-           select u, %(tz)s, jsonb_build_object(%(ch)s::text, u || '@example.org'), jsonb_build_object(%(ch)s::text, true)
+           select u, %(tz)s, jsonb_build_object(%(ch)s::text, u || '@example.org'),
+                  jsonb_build_object(%(ch)s::text, true)
            from unnest(%(ids)s::text[]) as u""",
         {"ids": ids, "tz": tz, "ch": channel},
     )
@@ -39,13 +41,42 @@ def queue_messages(
     for u in users:
         decision_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"d|{u}|{send_at.isoformat()}"))
         message_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"m|{decision_id}"))
-        store.insert_decisions(conn, [store.DecisionRow(
-            id=decision_id, user_id=u, trigger="test", policy_name="t", policy_version="1", seed=1,
-            candidates=[], chosen=[], propensities=[], channel=channel, send_at=send_at, outcome="message",
-            explanation=None, context={})])
-        store.insert_messages(conn, [store.MessageRow(
-            id=message_id, decision_id=decision_id, user_id=u, channel=channel, title=f"hello {u}", body="body",
-            items=[{"id": "i1", "title": "Song"}], send_at=send_at)])
+        store.insert_decisions(
+            conn,
+            [
+                store.DecisionRow(
+                    id=decision_id,
+                    user_id=u,
+                    trigger="test",
+                    policy_name="t",
+                    policy_version="1",
+                    seed=1,
+                    candidates=[],
+                    chosen=[],
+                    propensities=[],
+                    channel=channel,
+                    send_at=send_at,
+                    outcome="message",
+                    explanation=None,
+                    context={},
+                )
+            ],
+        )
+        store.insert_messages(
+            conn,
+            [
+                store.MessageRow(
+                    id=message_id,
+                    decision_id=decision_id,
+                    user_id=u,
+                    channel=channel,
+                    title=f"hello {u}",
+                    body="body",
+                    items=[{"id": "i1", "title": "Song"}],
+                    send_at=send_at,
+                )
+            ],
+        )
         ids.append(message_id)
     conn.commit()
     return ids
@@ -67,7 +98,7 @@ def receiver() -> Iterator[Receiver]:
     state = Receiver(url="")
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
             with state.lock:
                 headers = {k.lower(): v for k, v in self.headers.items()}

@@ -9,15 +9,13 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+from msg_support import SECRET, Receiver, add_users, queue_messages
 from standardwebhooks.webhooks import Webhook
-
 from tagloop.policies.config import ChannelCap
 from tagloop.tools.messaging.delivery import DeliveryConfig, backoff, deliver_due
 from tagloop.tools.messaging.ssrf import UnsafeURL, check_url
 from tagloop.tools.messaging.webhook import WebhookChannel
 from tagloop.tools.store import decisions as store
-
-from msg_support import SECRET, Receiver, add_users, queue_messages
 
 NOW = datetime(2026, 5, 4, 12, tzinfo=UTC)
 NO_QUIET = DeliveryConfig(quiet_start=time(0), quiet_end=time(0), max_attempts=4)
@@ -29,16 +27,19 @@ def _status(conn: psycopg.Connection[Any]) -> dict[str, str]:
     return {r["id"]: r["status"] for r in rows}
 
 
-def _drain(conn: psycopg.Connection[Any], channel: WebhookChannel, cfg: DeliveryConfig, rounds: int = 60) -> list[str]:
+def _drain(
+    conn: psycopg.Connection[Any], channel: WebhookChannel, cfg: DeliveryConfig, rounds: int = 60
+) -> list[str]:
     """Deliver with a simulated clock that jumps past every backoff; returns dead-lettered ids."""
     now, dead = NOW, []
     rng = np.random.default_rng(3)
     for _ in range(rounds):
         report = deliver_due(conn, {"webhook": channel}, cfg, now=now, rng=rng, limit=50)
         dead += report.dead
-        if report.claimed == 0 and not conn.execute(
-            "select 1 from messages where status in ('pending', 'sending')"
-        ).fetchone():
+        if (
+            report.claimed == 0
+            and not conn.execute("select 1 from messages where status in ('pending', 'sending')").fetchone()
+        ):
             conn.commit()
             break
         conn.commit()
@@ -70,28 +71,51 @@ def test_flaky_receiver_gets_every_message_exactly_once_and_dead_letters_are_rep
     assert all(attempts[i] == NO_QUIET.max_attempts for i in dead)
 
 
-def test_webhook_requests_are_signed_and_carry_the_spec_payload(db: psycopg.Connection[Any], receiver: Receiver) -> None:
+def test_webhook_requests_are_signed_and_carry_the_spec_payload(
+    db: psycopg.Connection[Any], receiver: Receiver
+) -> None:
     users = add_users(db, 2)
     ids = queue_messages(db, users, send_at=NOW)
-    deliver_due(db, {"webhook": WebhookChannel(receiver.url, SECRET, allow_private=True)}, NO_QUIET,
-                now=NOW, rng=np.random.default_rng(0))
+    deliver_due(
+        db,
+        {"webhook": WebhookChannel(receiver.url, SECRET, allow_private=True)},
+        NO_QUIET,
+        now=NOW,
+        rng=np.random.default_rng(0),
+    )
     assert len(receiver.seen) == 2
     for req in receiver.seen:
         payload = Webhook(SECRET).verify(req["body"], req["headers"])  # raises when the signature is wrong
         assert req["headers"]["webhook-id"] == payload["message_id"]
-        assert set(payload) == {"message_id", "decision_id", "user_id", "channel", "title", "body", "items", "send_at"}
+        assert set(payload) == {
+            "message_id",
+            "decision_id",
+            "user_id",
+            "channel",
+            "title",
+            "body",
+            "items",
+            "send_at",
+        }
     assert {json.loads(r["body"])["message_id"] for r in receiver.seen} == set(ids)
 
 
 def test_client_errors_are_not_retried(db: psycopg.Connection[Any], receiver: Receiver) -> None:
     ids = queue_messages(db, add_users(db, 1), send_at=NOW)
     receiver.fail_rate, receiver.status_on_fail = 1.0, 410
-    report = deliver_due(db, {"webhook": WebhookChannel(receiver.url, SECRET, allow_private=True)}, NO_QUIET,
-                         now=NOW, rng=np.random.default_rng(0))
+    report = deliver_due(
+        db,
+        {"webhook": WebhookChannel(receiver.url, SECRET, allow_private=True)},
+        NO_QUIET,
+        now=NOW,
+        rng=np.random.default_rng(0),
+    )
     assert report.dead == ids and len(receiver.seen) == 1
 
 
-def test_unsubscribe_between_enqueue_and_send_stops_the_send(db: psycopg.Connection[Any], receiver: Receiver) -> None:
+def test_unsubscribe_between_enqueue_and_send_stops_the_send(
+    db: psycopg.Connection[Any], receiver: Receiver
+) -> None:
     users = add_users(db, 2)
     ids = queue_messages(db, users, send_at=NOW)
     db.execute(
@@ -99,8 +123,13 @@ def test_unsubscribe_between_enqueue_and_send_stops_the_send(db: psycopg.Connect
         {"u": users[0], "ts": NOW - timedelta(minutes=1)},
     )
     db.commit()
-    report = deliver_due(db, {"webhook": WebhookChannel(receiver.url, SECRET, allow_private=True)}, NO_QUIET,
-                         now=NOW, rng=np.random.default_rng(0))
+    report = deliver_due(
+        db,
+        {"webhook": WebhookChannel(receiver.url, SECRET, allow_private=True)},
+        NO_QUIET,
+        now=NOW,
+        rng=np.random.default_rng(0),
+    )
     assert report.cancelled == [ids[0]] and report.sent == [ids[1]]
     assert [json.loads(r["body"])["user_id"] for r in receiver.seen] == [users[1]]
 
@@ -119,7 +148,9 @@ def test_consent_withdrawn_quiet_hours_and_caps_are_checked_at_send_time(
     assert report.cancelled == [ids[0]] and sorted(report.deferred) == sorted(ids[1:])
     assert not receiver.seen
     morning = datetime(2026, 5, 5, 5, 0, tzinfo=UTC)  # 07:00 in Berlin
-    assert sorted(deliver_due(db, channel, cfg, now=morning, rng=np.random.default_rng(0)).sent) == sorted(ids[1:])
+    assert sorted(deliver_due(db, channel, cfg, now=morning, rng=np.random.default_rng(0)).sent) == sorted(
+        ids[1:]
+    )
     again = queue_messages(db, users[1:2], send_at=morning)  # a second message the same day: over the cap
     report = deliver_due(db, channel, cfg, now=morning + timedelta(hours=1), rng=np.random.default_rng(0))
     assert report.deferred == again
@@ -127,12 +158,19 @@ def test_consent_withdrawn_quiet_hours_and_caps_are_checked_at_send_time(
     assert row["next_attempt_at"] == morning + timedelta(days=1)
 
 
-def test_a_claim_whose_worker_died_is_retried_after_the_lease(db: psycopg.Connection[Any], receiver: Receiver) -> None:
+def test_a_claim_whose_worker_died_is_retried_after_the_lease(
+    db: psycopg.Connection[Any], receiver: Receiver
+) -> None:
     ids = queue_messages(db, add_users(db, 1), send_at=NOW)
     with db.transaction():
         assert len(store.claim_due(db, now=NOW, lease=timedelta(minutes=5))) == 1  # the worker then "dies"
     channel = {"webhook": WebhookChannel(receiver.url, SECRET, allow_private=True)}
-    assert deliver_due(db, channel, NO_QUIET, now=NOW + timedelta(minutes=1), rng=np.random.default_rng(0)).claimed == 0
+    assert (
+        deliver_due(
+            db, channel, NO_QUIET, now=NOW + timedelta(minutes=1), rng=np.random.default_rng(0)
+        ).claimed
+        == 0
+    )
     report = deliver_due(db, channel, NO_QUIET, now=NOW + timedelta(minutes=6), rng=np.random.default_rng(0))
     assert report.sent == ids
 
@@ -149,18 +187,29 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["http://127.0.0.1:8080/x", "http://localhost/x", "http://10.1.2.3/", "http://169.254.169.254/latest",
-     "http://[::1]/", "http://[::ffff:192.168.0.1]/", "ftp://example.org/", "http://100.64.0.1/"],
+    [
+        "http://127.0.0.1:8080/x",
+        "http://localhost/x",
+        "http://10.1.2.3/",
+        "http://169.254.169.254/latest",
+        "http://[::1]/",
+        "http://[::ffff:192.168.0.1]/",
+        "ftp://example.org/",
+        "http://100.64.0.1/",
+    ],
 )
 def test_ssrf_guard_refuses_private_and_loopback_targets(url: str) -> None:
     with pytest.raises(UnsafeURL):
         check_url(url, allow_private=False)
 
 
-def test_ssrf_guard_allows_private_targets_only_when_configured(db: psycopg.Connection[Any], receiver: Receiver) -> None:
+def test_ssrf_guard_allows_private_targets_only_when_configured(
+    db: psycopg.Connection[Any], receiver: Receiver
+) -> None:
     check_url("http://127.0.0.1:9/", allow_private=True)
     ids = queue_messages(db, add_users(db, 1), send_at=NOW)
-    report = deliver_due(db, {"webhook": WebhookChannel(receiver.url, SECRET)}, NO_QUIET, now=NOW,
-                         rng=np.random.default_rng(0))
+    report = deliver_due(
+        db, {"webhook": WebhookChannel(receiver.url, SECRET)}, NO_QUIET, now=NOW, rng=np.random.default_rng(0)
+    )
     assert report.dead == ids and not receiver.seen
     assert "private or loopback" in (store.dead_letters(db)[0]["last_error"] or "")

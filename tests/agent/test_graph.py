@@ -1,0 +1,160 @@
+"""The decision graph on the real database: what it records, how it routes, when it sends."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+from agent_support import load_demo
+from tagloop.agent import nodes
+from tagloop.agent.cli import app
+from tagloop.agent.runner import run_users
+from tagloop.agent.settings import Settings
+from tagloop.agent.state import Plan, RunState
+from tagloop.tools.messaging.channels import FileChannel
+from typer.testing import CliRunner
+
+NOW = datetime(2026, 5, 4, 9, tzinfo=UTC)
+
+
+def test_scheduled_decisions_log_policy_candidates_arms_and_wait_for_their_send_time(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    users = load_demo(db, tmp_path / "demo", NOW)
+    settings = Settings(home=tmp_path / "home")
+    outbox = tmp_path / "inbox.jsonl"
+    outcomes = run_users(
+        db, settings, users, send_now=False, now=NOW, run_key="week-1", channels={"file": FileChannel(outbox)}
+    )
+
+    assert {o.outcome for o in outcomes} <= {"message", "holdout", "nothing_to_send", "no_consent", "capped"}
+    messages = [o for o in outcomes if o.outcome == "message"]
+    assert len(messages) > len(users) // 2
+    assert not outbox.exists() and not any(o.delivered for o in messages)  # waiting for the chosen hour
+    for o in messages:
+        assert datetime.fromisoformat(o.send_at or "") >= NOW
+        assert 0 < o.arms["channel"]["propensity"] <= 1 and o.arms["channel"]["arm"] == "file"
+        hour = o.arms["send_hour"]["arm"]
+        assert hour in (8, 12, 18, 20) and 0 < o.arms["send_hour"]["propensity"] <= 1
+        assert len(o.chosen) == len(o.propensities) == 10 and all(0 < p <= 1 for p in o.propensities)
+    rows = db.execute("select * from decisions").fetchall()
+    assert len(rows) == len(users)
+    for r in rows:
+        assert (r["policy_name"], r["policy_version"], r["run_key"]) == ("default", "1", "week-1")
+        assert r["seed"] > 0 and "local_hour" in r["context"]
+        if r["outcome"] == "message":
+            assert len(r["candidates"]) >= len(r["chosen"]) and r["arms"]["send_hour"]["arms"] == [
+                8,
+                12,
+                18,
+                20,
+            ]
+            assert {c["source"] for c in r["candidates"]} & {"tags", "tags+trending", "trending"}
+    pending = db.execute(
+        "select user_id, send_at, send_hour from messages where status = 'pending'"
+    ).fetchall()
+    tz = {r["id"]: r["timezone"] for r in db.execute("select id, timezone from users")}
+    for m in pending:
+        assert m["send_at"].astimezone(ZoneInfo(tz[m["user_id"]])).hour == m["send_hour"]
+
+
+def test_holdout_users_are_recorded_without_a_message(db: psycopg.Connection[Any], tmp_path: Path) -> None:
+    users = load_demo(db, tmp_path / "demo", NOW, users=10)
+    policy = tmp_path / "POLICY.toml"
+    policy.write_text('name = "all-holdout"\nversion = "7"\n[guards]\nholdout_share = 1.0\n')
+    outcomes = run_users(
+        db,
+        Settings(home=tmp_path / "home", policy_file=policy),
+        users,
+        now=NOW,
+        channels={"file": FileChannel(tmp_path / "inbox.jsonl")},
+    )
+    assert {o.outcome for o in outcomes} == {"holdout"} and all(o.policy == "all-holdout@7" for o in outcomes)
+    assert db.execute("select count(*) as n from messages").fetchone()["n"] == 0
+
+
+def test_send_now_delivers_at_once_and_engagement_credits_the_arm(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    users = load_demo(db, tmp_path / "demo", NOW, users=10)
+    outbox = tmp_path / "inbox.jsonl"
+    outcomes = run_users(
+        db,
+        Settings(home=tmp_path / "home"),
+        users,
+        now=NOW,
+        send_now=True,
+        channels={"file": FileChannel(outbox)},
+    )
+    sent = [o for o in outcomes if o.delivered]
+    assert sent and len(outbox.read_text().splitlines()) == len(sent)
+    opened = sent[0]
+    db.execute(
+        """insert into events (id, user_id, type, ts, message_id)
+           values ('open-1', %(u)s, 'open', %(t)s, %(m)s)""",
+        {"u": opened.user_id, "t": NOW + timedelta(minutes=5), "m": opened.message_id},
+    )
+    db.commit()
+    from tagloop.tools.store.decisions import arm_counts
+
+    overall, per_user = arm_counts(db, since=NOW - timedelta(days=1))
+    assert overall.channel["file"] == (len(sent), 1)
+    assert per_user[opened.user_id].channel["file"] == (1, 1)
+
+
+def test_decisions_export_writes_one_json_line_per_decision_with_reward(
+    db: psycopg.Connection[Any], tmp_path: Path, tagloop_env: Path
+) -> None:
+    users = load_demo(db, tmp_path / "demo", NOW, users=8)
+    outcomes = run_users(
+        db,
+        Settings(home=tmp_path / "home"),
+        users,
+        now=NOW,
+        channels={"file": FileChannel(tmp_path / "inbox.jsonl")},
+    )
+    clicked = next(o for o in outcomes if o.delivered)
+    db.execute(
+        "insert into events (id, user_id, type, ts, message_id) values ('c-1', %(u)s, 'click', %(t)s, %(m)s)",
+        {"u": clicked.user_id, "t": NOW, "m": clicked.message_id},
+    )
+    db.commit()
+    out = tmp_path / "decisions.jsonl"
+    result = CliRunner().invoke(app, ["decisions", "export", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == len(users)
+    keys = {
+        "decision_id",
+        "user_id",
+        "ts",
+        "policy",
+        "version",
+        "seed",
+        "candidates",
+        "chosen",
+        "propensities",
+        "channel",
+        "send_at",
+        "context",
+        "reward",
+    }
+    assert all(keys <= set(r) for r in lines)
+    assert {r["decision_id"]: r["reward"] for r in lines}[clicked.decision_id] == 1
+    assert sum(r["reward"] for r in lines) == 1
+
+
+def _plan(outcome: str) -> Plan:
+    return Plan("u", "d", "k", 1, outcome, "p", "1")
+
+
+def test_routers_skip_to_record_when_nothing_is_worth_sending() -> None:
+    state = RunState(user_ids=["u"], plans={"u": _plan("holdout")})
+    assert nodes.after_policies(state) == "record"
+    state.plans["v"] = _plan("message")
+    assert nodes.after_policies(state) == "choose_channel_time"
+    assert nodes.after_timing(RunState(user_ids=["u"], plans={"u": _plan("no_consent")})) == "record"
