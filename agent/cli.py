@@ -311,6 +311,8 @@ def _mount_evals() -> None:
     from tagloop.evals.cli import app as eval_app
 
     app.add_typer(eval_app, name="eval")
+    from tagloop.agent.cli_tag import tag_app
+    app.add_typer(tag_app, name="tag")
 
 
 def main() -> None:

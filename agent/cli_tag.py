@@ -1,0 +1,269 @@
+"""`tagloop tag …`: the tag vocabulary, auto-tagging, confirmation, embeddings and emerging clusters.
+
+Thin commands over `tools/tagging/store*.py`: open the database, call one service, commit, print a
+table (or one JSON object with --json). Problems that do not stop a batch (an empty vocabulary, a
+dead LLM, items without text) are listed in the summary; the exit code stays 0.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+from tagloop.agent.settings import Settings, load_settings
+from tagloop.tools.errors import InvalidInput, NotFound
+from tagloop.tools.llm import LLM, OpenAICompatibleLLM
+
+tag_app = typer.Typer(
+    help="Tags: vocabulary, auto-tagging, embeddings, emerging clusters.", no_args_is_help=True
+)
+out = Console()
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of every random choice.")]
+
+
+def _emit(data: dict[str, Any], as_json: bool, table: Table | None = None) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(data, default=str) + "\n")
+    elif table is not None:
+        out.print(table)
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    table = Table(title=title)
+    for name in columns:
+        table.add_column(name)
+    for row in rows:
+        table.add_row(*(str(v) for v in row))
+    return table
+
+
+def _llm(settings: Settings) -> LLM | None:
+    """The tagging LLM when TAGLOOP_LLM_BASE_URL and TAGLOOP_LLM_MODEL are set, else None."""
+    if not (settings.llm_base_url and settings.llm_model):
+        return None
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed"
+    return OpenAICompatibleLLM(
+        settings.llm_base_url,
+        settings.llm_model,
+        key,
+        timeout=settings.llm_timeout_seconds,
+        max_retries=settings.llm_max_retries,
+    )
+
+
+@tag_app.command("vocab")
+def vocab(
+    level: Annotated[str, typer.Option(help="microgenre (each tag), genre or broad.")] = "microgenre",
+    limit: Annotated[int, typer.Option(help="Rows to show.")] = 30,
+    as_json: JsonFlag = False,
+) -> None:
+    """Merge spelling variants, assign families and genres, and show the vocabulary with counts."""
+    from tagloop.agent.database import connect
+    from tagloop.tools.tagging.store import sync_vocabulary, vocabulary_rows
+
+    if level not in ("microgenre", "genre", "broad"):
+        raise InvalidInput(f"--level must be microgenre, genre or broad, got {level!r}")
+    with connect(load_settings()) as conn:
+        sync = sync_vocabulary(conn)
+        rows = vocabulary_rows(conn, level)
+        conn.commit()
+    problems = [] if sync.vocab.tags else ["the tag vocabulary is empty: import items with tags first"]
+    data = {
+        "level": level,
+        "vocabulary": len(sync.vocab),
+        "groups": len(rows),
+        "merged": sync.merged,
+        "tags": [r.__dict__ for r in rows[:limit]],
+        "problems": problems,
+    }
+    table = _table(
+        f"tags by {level} ({len(rows):,}; {len(sync.vocab):,} tags)",
+        ["name", "tags", "items", "family", "genre", "aliases"],
+        [
+            [r.name, r.tags, r.item_count, r.family or "", r.genre or "", ", ".join(r.aliases[:4])]
+            for r in rows[:limit]
+        ],
+    )
+    _emit(data, as_json, table)
+    for line in problems if not as_json else []:
+        out.print(f"[yellow]{line}[/yellow]")
+
+
+@tag_app.command("items")
+def items(
+    only_untagged: Annotated[
+        bool, typer.Option("--only-untagged", help="Only items without known tags.")
+    ] = False,
+    kind: Annotated[str | None, typer.Option(help="Only items of this kind (e.g. message).")] = None,
+    k: Annotated[int, typer.Option(help="Most tags proposed per item.")] = 10,
+    no_llm: Annotated[bool, typer.Option("--no-llm", help="Deterministic path only.")] = False,
+    seed: Seed = 7,
+    as_json: JsonFlag = False,
+) -> None:
+    """Propose tags with confidences for items (keyword, LLM when configured, propagation) and store them."""
+    from tagloop.agent.database import connect
+    from tagloop.tools.tagging.store_service import tag_items
+
+    settings = load_settings()
+    llm = None if no_llm else _llm(settings)
+    with connect(settings) as conn:
+        report = tag_items(
+            conn, rng=np.random.default_rng(seed), llm=llm, only_untagged=only_untagged, kind=kind, k=k
+        )
+        conn.commit()
+    data = report.as_dict()
+    keys = (
+        "items",
+        "tagged",
+        "skipped_already_tagged",
+        "without_text",
+        "without_signal",
+        "proposals",
+        "provisional",
+        "stored",
+        "confirmed",
+        "llm_batches",
+        "llm_failed_batches",
+        "llm_out_of_vocabulary",
+    )
+    _emit(
+        data,
+        as_json,
+        _table(
+            "tag items",
+            ["what", "count"],
+            [[key, data[key]] for key in keys] + [[f"source: {s}", n] for s, n in data["by_source"].items()],
+        ),
+    )
+    for line in data["problems"] if not as_json else []:
+        out.print(f"[yellow]{line}[/yellow]")
+
+
+@tag_app.command("confirm")
+def confirm(
+    min_users: Annotated[int, typer.Option(help="Users whose taste supports the tag.")] = 2,
+    min_share: Annotated[float, typer.Option(help="…as a share of the item's positive users.")] = 0.25,
+    as_json: JsonFlag = False,
+) -> None:
+    """Promote provisional tags that users with the tag in their history liked or saved."""
+    from tagloop.agent.database import connect
+    from tagloop.tools.tagging.store_autotag import confirm_by_behaviour
+
+    with connect(load_settings()) as conn:
+        n = confirm_by_behaviour(conn, min_users=min_users, min_share=min_share)
+        conn.commit()
+    _emit({"confirmed": n}, as_json) if as_json else out.print(f"confirmed {n:,} provisional tag(s)")
+
+
+@tag_app.command("embed")
+def embed(
+    user_weight: Annotated[
+        float, typer.Option(help="Weight of users' histories against item tag sets.")
+    ] = 0.5,
+    seed: Seed = 7,
+    as_json: JsonFlag = False,
+) -> None:
+    """Learn tag embeddings (PPMI + SVD) and store them in pgvector; families use them next."""
+    from tagloop.agent.database import connect
+    from tagloop.tools.tagging.store import sync_vocabulary
+    from tagloop.tools.tagging.store_embeddings import train_and_store
+
+    with connect(load_settings()) as conn:
+        sync_vocabulary(conn)
+        report = train_and_store(conn, np.random.default_rng(seed), user_weight=user_weight)
+        sync = sync_vocabulary(conn)
+        conn.commit()
+    problems = [] if report.tags else ["the tag vocabulary is empty: import items with tags first"]
+    data = {**report.__dict__, "families_set": sync.families_set, "problems": problems}
+    _emit(data, as_json) if as_json else out.print(
+        f"embedded {report.embedded:,} of {report.tags:,} tag(s) in {report.dim} dimensions"
+        + "".join(f"; {p}" for p in problems)
+    )
+
+
+@tag_app.command("related")
+def related(
+    tag: str,
+    k: Annotated[int, typer.Option(help="How many related tags.")] = 10,
+    as_json: JsonFlag = False,
+) -> None:
+    """Tags nearest to TAG by embedding cosine (HNSW index); run `tagloop tag embed` first."""
+    from tagloop.agent.database import connect
+    from tagloop.tools.tagging.store import find_tag
+    from tagloop.tools.tagging.store_embeddings import related as nearest
+
+    with connect(load_settings()) as conn:
+        found = find_tag(conn, tag)
+        if found is None:
+            raise NotFound(f"unknown tag {tag!r}: see `tagloop tag vocab`")
+        result = nearest(conn, found[0], k)
+    if result is None:
+        raise NotFound(f"tag {found[1]!r} has no embedding: run `tagloop tag embed` (rare tags get none)")
+    data = {"tag": found[1], "related": [{"tag": t, "similarity": s} for t, s in result]}
+    _emit(
+        data,
+        as_json,
+        _table(f"tags related to {found[1]}", ["tag", "cosine"], [[t, f"{s:.3f}"] for t, s in result]),
+    )
+
+
+@tag_app.command("trends")
+def trends(
+    window_days: Annotated[float, typer.Option(help="Recent window, days.")] = 7.0,
+    history_days: Annotated[float, typer.Option(help="Events read to tell new from old, days.")] = 365.0,
+    by: Annotated[str, typer.Option(help="Collections: auto, playlist or session.")] = "auto",
+    now: Annotated[
+        datetime | None,
+        typer.Option(
+            help="Evaluate as of this time, UTC unless an offset is given.",
+            formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"],
+        ),
+    ] = None,
+    min_size: Annotated[int, typer.Option(help="Collections in the recent window.")] = 3,
+    min_growth: Annotated[float, typer.Option(help="(recent + 1) / (previous + 1) at least.")] = 2.0,
+    limit: Annotated[int, typer.Option(help="Most clusters listed.")] = 20,
+    as_json: JsonFlag = False,
+) -> None:
+    """Emerging tag combinations: new, growing and big enough in recent playlists or sessions."""
+    from tagloop.agent.database import connect
+    from tagloop.tools.tagging.store_trends import find_trends
+
+    if by not in ("auto", "playlist", "session"):
+        raise InvalidInput(f"--by must be auto, playlist or session, got {by!r}")
+    as_of = (now.replace(tzinfo=UTC) if now.tzinfo is None else now) if now else datetime.now(UTC)
+    with connect(load_settings()) as conn:
+        report = find_trends(
+            conn,
+            as_of,
+            window=timedelta(days=window_days),
+            history=timedelta(days=history_days),
+            collections=by,
+            min_size=min_size,
+            min_growth=min_growth,
+            limit=limit,
+        )
+    data = {
+        "now": as_of.isoformat(),
+        "collections": report.collections,
+        "events": report.events,
+        "trends": [t.as_dict() for t in report.trends],
+    }
+    _emit(
+        data,
+        as_json,
+        _table(
+            f"emerging clusters ({report.collections}s, {report.events:,} events)",
+            ["name", "first seen", "growth", "size"],
+            [
+                [t.name, t.trend.first_seen.date(), f"{t.trend.growth:.1f}", t.trend.size]
+                for t in report.trends
+            ],
+        ),
+    )

@@ -1,0 +1,243 @@
+"""Tags in the store: canonical names on import, variant merging, families, auto-tag storage,
+confirmation by behaviour, embeddings with related tags, and emerging clusters from events."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+from pydantic import BaseModel
+from tagloop.tools.ingest.loader import import_file
+from tagloop.tools.llm import LLMUnavailable
+from tagloop.tools.store.catalogue import replace_item_tags
+from tagloop.tools.tagging.sources import LLMItemTags, LLMTag, LLMTagReply
+from tagloop.tools.tagging.store import find_tag, sync_vocabulary, vocabulary_rows
+from tagloop.tools.tagging.store_autotag import confirm_by_behaviour
+from tagloop.tools.tagging.store_embeddings import related, train_and_store
+from tagloop.tools.tagging.store_service import tag_items
+from tagloop.tools.tagging.store_trends import find_trends
+
+NOW = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+def jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def tags_of(conn: psycopg.Connection[Any], item: str) -> dict[str, tuple[str, float]]:
+    rows = conn.execute(
+        """select t.name, it.source, it.confidence from item_tags it join tags t on t.id = it.tag_id
+           where it.item_id = %(i)s""",
+        {"i": item},
+    ).fetchall()
+    return {r["name"]: (r["source"], round(float(r["confidence"]), 3)) for r in rows}
+
+
+@pytest.fixture
+def shop(db: psycopg.Connection[Any], tmp_path: Path) -> psycopg.Connection[Any]:
+    """A small catalogue: tagged tracks in two styles, untagged ones with telling titles, a message."""
+    items = [
+        {"id": "a1", "title": "Night Drive", "provider": "p1", "tags": ["Hip Hop", "boom bap"]},
+        {"id": "a2", "title": "Corner Store", "provider": "p1", "tags": ["hiphop", "boom bap"]},
+        {"id": "a3", "title": "Laser Grid", "provider": "p2", "tags": ["synthwave", "80s"]},
+        {"id": "a4", "title": "Neon Coast", "provider": "p2", "tags": ["Synth Wave", "eighties"]},
+        {"id": "a5", "title": "Outrun", "provider": "p2", "tags": ["synthwave", "80's"]},
+        {"id": "a6", "title": "Block Party", "provider": "p1", "tags": ["hip-hop"]},
+        {"id": "n1", "title": "Late night synthwave mix", "provider": "p3"},
+        {"id": "n2", "title": "Untitled", "provider": "p1"},
+        {"id": "n3", "title": ""},
+        {"id": "m1", "title": "Fresh boom bap picks for you", "kind": "message"},
+    ]
+    import_file(db, "items", jsonl(tmp_path / "items.jsonl", items))
+    users = [{"id": f"u{i}", "timezone": "UTC"} for i in range(6)]
+    import_file(db, "users", jsonl(tmp_path / "users.jsonl", users))
+    events = []
+    for u in range(6):  # hip-hop fans play a1, a2, a6 and n2; synthwave fans a3–a5 and n1
+        plays = ["a1", "a2", "a6", "n2"] if u < 3 else ["a3", "a4", "a5", "n1"]
+        for j, item in enumerate(plays):
+            ts = NOW - timedelta(days=3, minutes=j)
+            events.append({"user_id": f"u{u}", "type": "play", "item_id": item, "ts": ts.isoformat()})
+    import_file(db, "events", jsonl(tmp_path / "events.jsonl", events), now=NOW)
+    return db
+
+
+def test_import_stores_one_tag_for_every_hip_hop_spelling(shop: psycopg.Connection[Any]) -> None:
+    names = {r["name"] for r in shop.execute("select name from tags")}
+    assert "hip-hop" in names and not {"hip hop", "hiphop", "hip_hop"} & names
+    assert "80s" in names and not {"eighties", "80's"} & names
+    assert set(tags_of(shop, "a2")) == {"hip-hop", "boom-bap"}
+
+
+def test_sync_merges_spelling_variants_into_the_most_used_and_keeps_aliases(shop: psycopg.Connection[Any]) -> None:
+    sync = sync_vocabulary(shop)
+    assert sync.merged == {"synthwave": ["synth-wave"]}
+    assert set(tags_of(shop, "a4")) == {"synthwave", "80s"}
+    row = shop.execute("select aliases, item_count from tags where name = 'synthwave'").fetchone()
+    assert row is not None and row["aliases"] == ["synth-wave"]
+    assert shop.execute("select 1 from tags where name = 'synth-wave'").fetchone() is None
+    assert find_tag(shop, "Synth Wave") == find_tag(shop, "synthwave") != None  # noqa: E711
+    assert sync_vocabulary(shop).merged == {}  # a second run changes nothing
+
+
+def test_sync_writes_broad_families_and_rolls_counts_up(shop: psycopg.Connection[Any]) -> None:
+    sync_vocabulary(shop)
+    shop.execute("select 1")
+    family = {r["name"]: r["family"] for r in shop.execute("select name, family from tags")}
+    assert family["hip-hop"] == "hip-hop" and family["80s"] == "era"
+    broad = {r.name: r for r in vocabulary_rows(shop, "broad")}
+    assert broad["era"].item_count == 3 and broad["hip-hop"].item_count >= 3
+    micro = vocabulary_rows(shop, "microgenre")
+    assert micro[0].item_count >= micro[-1].item_count and all(r.tags == 1 for r in micro)
+
+
+def test_tag_items_stores_proposals_and_never_touches_import_rows(shop: psycopg.Connection[Any]) -> None:
+    before = tags_of(shop, "a1")
+    report = tag_items(shop, rng=np.random.default_rng(0))
+    assert tags_of(shop, "a1").items() >= before.items()
+    assert tags_of(shop, "n1")["synthwave"][0] == "keyword"  # named in its title
+    assert tags_of(shop, "m1")["boom-bap"] == ("keyword", 0.8)  # message templates are tagged too
+    assert "hip-hop" in tags_of(shop, "n2")  # from co-consumed items and the same provider
+    assert report.summary.without_text == 1 and report.stored == report.summary.proposals > 0
+    assert any("no title, text or attributes" in p for p in report.summary.problems)
+    n_rows = shop.execute("select count(*) as n from item_tags").fetchone()
+    again = tag_items(shop, rng=np.random.default_rng(0))
+    assert shop.execute("select count(*) as n from item_tags").fetchone() == n_rows
+    assert again.stored == report.stored and tags_of(shop, "a1").items() >= before.items()
+
+
+def test_only_untagged_leaves_tagged_items_alone(shop: psycopg.Connection[Any]) -> None:
+    report = tag_items(shop, rng=np.random.default_rng(0), only_untagged=True)
+    assert report.summary.skipped_already_tagged == 6
+    assert all(src == "import" for item in ("a1", "a3") for src, _ in tags_of(shop, item).values())
+
+
+def test_provisional_tags_stay_out_of_vectors_and_counts(shop: psycopg.Connection[Any]) -> None:
+    tag_items(shop, rng=np.random.default_rng(0))
+    rows = shop.execute(
+        """select it.item_id, it.tag_id, it.confidence, i.tag_vec from item_tags it join items i on i.id = it.item_id
+           where it.source <> 'import'"""
+    ).fetchall()
+    provisional = [r for r in rows if r["confidence"] < 0.5]
+    confident = [r for r in rows if r["confidence"] >= 0.5]
+    assert provisional and confident
+    for r in provisional:
+        assert r["tag_vec"] is None or r["tag_id"] not in r["tag_vec"].indices()
+    for r in confident:
+        assert r["tag_id"] in r["tag_vec"].indices()
+
+
+def test_behaviour_confirms_a_provisional_tag_that_fans_like(shop: psycopg.Connection[Any]) -> None:
+    replace_item_tags(shop, {"n2": {"boom-bap": 0.3}}, source="keyword")
+    shop.execute("update item_tags set confidence = 0.3 where item_id = 'n2'")
+    assert confirm_by_behaviour(shop) == 0  # nobody has liked n2 yet
+    for u in ("u0", "u1"):  # boom-bap fans (they like a1) like n2
+        for item in ("a1", "n2"):
+            shop.execute(
+                "insert into events (id, user_id, type, item_id, ts) values (%(id)s, %(u)s, 'like', %(i)s, %(ts)s)",
+                {"id": f"like-{u}-{item}", "u": u, "i": item, "ts": NOW},
+            )
+    assert confirm_by_behaviour(shop) == 1
+    source, confidence = tags_of(shop, "n2")["boom-bap"]
+    assert source == "confirmed" and confidence == 1.0  # both of n2's likers are boom-bap fans
+    tag_items(shop, rng=np.random.default_rng(0))
+    assert tags_of(shop, "n2")["boom-bap"][0] == "confirmed"  # later runs keep it
+
+
+class FlakyLLM:
+    """Fails the first batch, then answers with one vocabulary tag and one invented tag per item."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def structured(self, system: str, user: str, schema: type[BaseModel]) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            raise LLMUnavailable("the LLM did not answer within 1.0 s")
+        items = json.loads(user)["items"]
+        tags = [LLMTag(tag="Synth Wave", confidence=0.9), LLMTag(tag="vaporwave-core", confidence=0.9)]
+        return LLMTagReply(items=[LLMItemTags(item_id=it["item_id"], tags=tags) for it in items])
+
+
+def test_llm_timeouts_and_invented_tags_are_counted_not_raised(shop: psycopg.Connection[Any]) -> None:
+    shop.execute("insert into items (id, title) select 'x' || g, 'Track ' || g from generate_series(1, 25) g")
+    report = tag_items(shop, rng=np.random.default_rng(0), llm=FlakyLLM())
+    s = report.summary
+    assert report.llm and s.llm_batches == 2 and s.llm_failed_batches == 1
+    assert s.llm_out_of_vocabulary > 0 and any("did not answer" in p for p in s.problems)
+    assert "vaporwave-core" not in {r["name"] for r in shop.execute("select name from tags")}
+    assert tags_of(shop, "x25")["synthwave"] == ("llm", 0.9)
+
+
+def test_empty_vocabulary_is_reported_not_raised(db: psycopg.Connection[Any]) -> None:
+    db.execute("insert into items (id, title) values ('lonely', 'Nothing tagged here')")
+    report = tag_items(db, rng=np.random.default_rng(0))
+    assert report.stored == 0 and report.vocabulary == 0
+    assert any("empty vocabulary" in p for p in report.summary.problems)
+
+
+def test_embeddings_are_stored_and_related_tags_come_from_the_index(db: psycopg.Connection[Any]) -> None:
+    rng = np.random.default_rng(3)
+    groups = [[f"g{g}-tag{t}" for t in range(5)] for g in range(3)]
+    db.execute("insert into items (id) select 'i' || g from generate_series(0, 89) g")
+    chosen = {f"i{i}": {str(t): 1.0 for t in rng.choice(groups[i % 3], 3, replace=False)} for i in range(90)}
+    replace_item_tags(db, chosen, source="import")
+    report = train_and_store(db, np.random.default_rng(0))
+    assert report.tags == report.embedded == 15 and report.dim == 64
+    found = find_tag(db, "g1-tag0")
+    assert found is not None
+    near = related(db, found[0], k=4)
+    assert near is not None and len(near) == 4
+    assert all(name.startswith("g1-") for name, _ in near)
+    assert near == sorted(near, key=lambda p: -p[1])
+
+
+def _playlist_events(db: psycopg.Connection[Any]) -> None:
+    db.execute("insert into users (id) values ('u')")
+    db.execute("insert into items (id) values ('old1'), ('old2'), ('new1'), ('new2')")
+    replace_item_tags(
+        db, {"old1": {"rock": 1}, "old2": {"pop": 1}, "new1": {"hyperpop": 1}, "new2": {"glitchcore": 1}},
+        source="import",
+    )  # fmt: skip
+    rows = []
+    for p in range(8):  # an old pair, steady for weeks
+        for item in ("old1", "old2"):
+            rows.append((f"old-{p}", item, NOW - timedelta(days=5 + 7 * p)))
+    for p in range(5):  # a new pair, only in the last window
+        for item in ("new1", "new2"):
+            rows.append((f"new-{p}", item, NOW - timedelta(days=1 + p / 2)))
+    for n, (playlist, item, ts) in enumerate(rows):
+        db.execute(
+            """insert into events (id, user_id, type, item_id, ts, context)
+               values (%(id)s, 'u', 'add_to_playlist', %(item)s, %(ts)s, %(ctx)s)""",
+            {"id": f"e{n}", "item": item, "ts": ts, "ctx": json.dumps({"playlist_id": playlist})},
+        )
+
+
+def test_trends_find_the_new_growing_pair_in_playlists(db: psycopg.Connection[Any]) -> None:
+    _playlist_events(db)
+    report = find_trends(db, NOW, window=timedelta(days=7))
+    assert report.collections == "playlist" and report.events == 26
+    assert [t.name for t in report.trends] == ["glitchcore + hyperpop"]
+    trend = report.trends[0].as_dict()
+    assert trend["size"] == 5 and trend["growth"] == 6.0 and trend["first_seen"].startswith("2025-05-29")
+
+
+def test_trends_from_sessions_split_on_half_hour_gaps(db: psycopg.Connection[Any]) -> None:
+    db.execute("insert into items (id) values ('new1'), ('new2')")
+    replace_item_tags(db, {"new1": {"hyperpop": 1}, "new2": {"glitchcore": 1}}, source="import")
+    for u in range(4):
+        db.execute("insert into users (id) values (%(u)s)", {"u": f"u{u}"})
+        for n, (item, minutes) in enumerate([("new1", 0), ("new2", 10), ("new1", 200)]):
+            db.execute(
+                "insert into events (id, user_id, type, item_id, ts) values (%(id)s, %(u)s, 'play', %(i)s, %(ts)s)",
+                {"id": f"s{u}-{n}", "u": f"u{u}", "i": item, "ts": NOW - timedelta(days=1 + u, minutes=-minutes)},
+            )
+    report = find_trends(db, NOW, window=timedelta(days=7), collections="auto")
+    assert report.collections == "session"
+    assert [(t.name, t.trend.size) for t in report.trends] == [("glitchcore + hyperpop", 4)]

@@ -1,0 +1,157 @@
+"""Auto-tagging against the store: read what `autotag` needs, store its proposals, confirm them.
+
+- `autotag_inputs(conn, kind)`: items as `ItemText` (title, text, string attribute values,
+  provider), their *known* tags (every source but the auto ones: `import`, `confirmed`, …) and
+  implicit feedback (user, item, log(1 + positive events)) for co-consumption.
+- `store_proposals(conn, targets, proposals)`: deletes the auto-sourced rows of the target items
+  (never an `import` or `confirmed` row) and writes the proposals with their source, confidence
+  and weight = confidence; then refreshes tag counts and the target items' tag vectors, which
+  take tags with confidence ≥ 0.5 only, so provisional proposals stay out of vectors and profiles.
+- `confirm_by_behaviour(conn)`: the "confirmed by behaviour" rule. A provisional auto tag t on item
+  i is confirmed when ≥ `min_users` users who engaged positively (like, save, add_to_playlist,
+  share, complete) with i have also engaged positively with *another* item carrying t confidently
+  — t is in their taste — and they are ≥ `min_share` of i's positive users. The row becomes
+  source `confirmed` with confidence 0.5 + 0.5·share, so it enters vectors and profiles and later
+  runs of `tag items` keep it.
+Functions take a connection and never commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from tagloop.tools.store.catalogue import ensure_tags, refresh_item_vectors, refresh_tag_counts
+from tagloop.tools.tagging.autotag import CONFIRM_AT, TagProposal
+from tagloop.tools.tagging.sources import ItemText
+from tagloop.tools.tagging.store import AUTO_SOURCES
+
+POSITIVE = ("like", "save", "add_to_playlist", "share", "complete")
+CONSUMED = ("play", "complete", "like", "save", "add_to_playlist", "share")
+
+ITEMS = """
+    select id, title, coalesce(text, '') as text, attributes, provider_id from items
+    where %(kind)s::text is null or kind = %(kind)s::text order by id
+"""
+KNOWN_TAGS = """
+    select it.item_id, t.name, it.weight from item_tags it join tags t on t.id = it.tag_id
+    where it.source <> all(%(auto)s)
+"""
+INTERACTIONS = """
+    select user_id, item_id, ln(1 + count(*)) as weight from events
+    where item_id is not null and type = any(%(types)s) group by user_id, item_id
+"""
+DELETE_AUTO = "delete from item_tags where item_id = any(%(items)s) and source = any(%(auto)s)"
+INSERT_PROPOSALS = """
+    insert into item_tags (item_id, tag_id, weight, source, confidence)
+    select * from unnest(%(items)s::text[], %(tags)s::int[], %(confidence)s::real[], %(sources)s::text[],
+                         %(confidence)s::real[])
+    on conflict (item_id, tag_id) do nothing
+"""
+CONFIRM = """
+    with pos as (select distinct user_id, item_id from events
+                 where item_id is not null and type = any(%(types)s)),
+    fans as (select distinct p.user_id, p.item_id, it.tag_id from pos p
+             join item_tags it on it.item_id = p.item_id and it.confidence >= %(confirm_at)s),
+    prov as (select item_id, tag_id from item_tags
+             where source = any(%(auto)s) and confidence < %(confirm_at)s),
+    support as (
+        select pr.item_id, pr.tag_id, count(distinct p.user_id) as n,
+               (select count(*) from pos p2 where p2.item_id = pr.item_id) as users
+        from prov pr join pos p on p.item_id = pr.item_id
+        where exists (select 1 from fans f
+                      where f.user_id = p.user_id and f.tag_id = pr.tag_id and f.item_id <> pr.item_id)
+        group by pr.item_id, pr.tag_id)
+    update item_tags it set source = 'confirmed',
+        confidence = least(1.0, %(confirm_at)s + (1 - %(confirm_at)s) * s.n::real / s.users)
+    from support s
+    where it.item_id = s.item_id and it.tag_id = s.tag_id
+      and s.n >= %(min_users)s and s.n::real / s.users >= %(min_share)s
+    returning it.item_id
+"""
+
+
+@dataclass
+class AutotagInputs:
+    items: list[ItemText]
+    known: list[tuple[str, str, float]]
+    interactions: list[tuple[str, str, float]]
+    providers: dict[str, str]
+
+
+def _attribute_text(attributes: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in attributes.items():
+        if isinstance(value, str):
+            out[key] = value
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            out[key] = " . ".join(value)
+    return out
+
+
+def autotag_inputs(conn: psycopg.Connection[Any], kind: str | None = None) -> AutotagInputs:
+    """Items (of `kind`, or all), known tag rows and implicit feedback, as `autotag` takes them."""
+    items, providers = [], {}
+    for r in conn.execute(ITEMS, {"kind": kind}):
+        attrs = _attribute_text(r["attributes"] or {})
+        items.append(ItemText(r["id"], r["title"] or "", r["text"], attrs, r["provider_id"]))
+        if r["provider_id"]:
+            providers[r["id"]] = r["provider_id"]
+    known = [
+        (r["item_id"], r["name"], float(r["weight"]))
+        for r in conn.execute(KNOWN_TAGS, {"auto": list(AUTO_SOURCES)})
+    ]
+    inter = [
+        (r["user_id"], r["item_id"], float(r["weight"]))
+        for r in conn.execute(INTERACTIONS, {"types": list(CONSUMED)})
+    ]
+    return AutotagInputs(items, known, inter, providers)
+
+
+def store_proposals(
+    conn: psycopg.Connection[Any], targets: Sequence[str], proposals: Sequence[TagProposal]
+) -> int:
+    """Replace the auto tags of `targets` by `proposals`; returns the number of rows written."""
+    targets = list(dict.fromkeys(targets))
+    if not targets:
+        return 0
+    conn.execute(DELETE_AUTO, {"items": targets, "auto": list(AUTO_SOURCES)})
+    ids = ensure_tags(conn, {p.tag for p in proposals})
+    written = 0
+    if proposals:
+        cur = conn.execute(
+            INSERT_PROPOSALS,
+            {
+                "items": [p.item_id for p in proposals],
+                "tags": [ids[p.tag] for p in proposals],
+                "confidence": [max(p.confidence, 1e-6) for p in proposals],
+                "sources": [p.source for p in proposals],
+            },
+        )
+        written = max(cur.rowcount, 0)
+    refresh_tag_counts(conn)
+    refresh_item_vectors(conn, targets)
+    return written
+
+
+def confirm_by_behaviour(
+    conn: psycopg.Connection[Any], *, min_users: int = 2, min_share: float = 0.25
+) -> int:
+    """Promote provisional auto tags that behaviour supports (module docstring); returns how many."""
+    rows = conn.execute(
+        CONFIRM,
+        {
+            "types": list(POSITIVE),
+            "auto": list(AUTO_SOURCES),
+            "confirm_at": CONFIRM_AT,
+            "min_users": min_users,
+            "min_share": min_share,
+        },
+    ).fetchall()
+    items = sorted({r["item_id"] for r in rows})
+    if items:
+        refresh_tag_counts(conn)
+        refresh_item_vectors(conn, items)
+    return len(rows)

@@ -1,0 +1,96 @@
+"""`tagloop tag items` as one service call: vocabulary sync, auto-tagging, storage, confirmation.
+
+`tag_items(conn, rng=..., llm=..., only_untagged=..., kind=...)`:
+1. `sync_vocabulary` (spelling variants merged, families written) — the vocabulary proposals use;
+2. `autotag` over the items of `kind` (all kinds by default; message templates are items of kind
+   `message`, so they are tagged the same way): keyword matching, the LLM when one is given, and
+   tags propagated from co-occurring tags, co-consumed items and the same provider;
+3. `store_proposals` for the targets (all items, or those without known tags with
+   `only_untagged`): their auto rows are replaced, import and confirmed rows never touched;
+4. `confirm_by_behaviour` promotes provisional tags that users' behaviour supports.
+The report carries `AutotagSummary` plus what was stored; a dead LLM, an empty vocabulary or items
+without text are counted there, never raised. The caller commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+from tagloop.tools.llm import LLM
+from tagloop.tools.tagging.autotag import AutotagSummary, autotag
+from tagloop.tools.tagging.store import sync_vocabulary
+from tagloop.tools.tagging.store_autotag import autotag_inputs, confirm_by_behaviour, store_proposals
+
+
+@dataclass
+class TagItemsReport:
+    summary: AutotagSummary
+    llm: bool  # an LLM was configured and asked
+    vocabulary: int
+    merged_variants: int
+    stored: int  # proposal rows written
+    confirmed: int  # provisional tags promoted by behaviour
+    by_source: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self.summary),
+            "llm": self.llm,
+            "vocabulary": self.vocabulary,
+            "merged_variants": self.merged_variants,
+            "stored": self.stored,
+            "confirmed": self.confirmed,
+            "by_source": self.by_source,
+        }
+
+
+def tag_items(
+    conn: psycopg.Connection[Any],
+    *,
+    rng: np.random.Generator,
+    llm: LLM | None = None,
+    only_untagged: bool = False,
+    kind: str | None = None,
+    k: int = 10,
+    confirm: bool = True,
+) -> TagItemsReport:
+    """Propose, store and confirm tags for the catalogue's items (module docstring)."""
+    sync = sync_vocabulary(conn)
+    inputs = autotag_inputs(conn, kind)
+    result = autotag(
+        inputs.items,
+        sync.vocab,
+        inputs.known,
+        inputs.interactions,
+        rng=rng,
+        llm=llm,
+        providers=inputs.providers,
+        only_untagged=only_untagged,
+        k=k,
+    )
+    tagged = {item for item, name, _ in inputs.known if sync.vocab.canonical(name)}
+    targets = [it.item_id for it in inputs.items if not (only_untagged and it.item_id in tagged)]
+    stored = store_proposals(conn, targets, result.proposals) if sync.vocab.tags else 0
+    if not inputs.items:
+        result.summary.problems.append("no items to tag" + (f" of kind {kind!r}" if kind else ""))
+    if result.summary.without_text:
+        result.summary.problems.append(
+            f"{result.summary.without_text} item(s) have no title, text or attributes: tags come from "
+            "co-consumption and provider only"
+        )
+    confirmed = confirm_by_behaviour(conn) if confirm else 0
+    by_source: dict[str, int] = {}
+    for p in result.proposals:
+        by_source[p.source] = by_source.get(p.source, 0) + 1
+    return TagItemsReport(
+        result.summary,
+        llm is not None,
+        len(sync.vocab),
+        sum(len(v) for v in sync.merged.values()),
+        stored,
+        confirmed,
+        dict(sorted(by_source.items())),
+    )

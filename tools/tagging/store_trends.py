@@ -1,0 +1,117 @@
+"""Emerging tag clusters from the stored event stream (input to `emerging_clusters`).
+
+Collections group what people put together:
+- `playlist`: `add_to_playlist` events with `context.playlist_id` (collection = that id);
+- `session`: a user's consumption events (play, complete, like, save, add_to_playlist, share)
+  split where two events are more than `SESSION_GAP` (30 minutes) apart (collection =
+  user:session number, computed in SQL with window functions);
+- `auto`: playlists when any event in the history has a playlist id, else sessions.
+Events from `now − history` to `now` are read so `first_seen` can tell a new pair from an old one;
+item tags are the confident ones (confidence ≥ 0.5). `find_trends` returns the `Trend`s with a
+readable name ("a + b") and which collection kind was used. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import psycopg
+from tagloop.tools.errors import InvalidInput
+from tagloop.tools.tagging.store_autotag import CONSUMED
+from tagloop.tools.tagging.trends import CollectionEvent, Trend, emerging_clusters
+
+Collections = Literal["auto", "playlist", "session"]
+SESSION_GAP = timedelta(minutes=30)
+
+PLAYLIST_EVENTS = """
+    select context->>'playlist_id' as collection_id, item_id, ts from events
+    where type = 'add_to_playlist' and item_id is not null and context ? 'playlist_id'
+      and ts >= %(since)s and ts < %(now)s
+"""
+SESSION_EVENTS = """
+    with e as (
+        select user_id, item_id, ts, lag(ts) over (partition by user_id order by ts, seq) as prev
+        from events where item_id is not null and type = any(%(types)s) and ts >= %(since)s and ts < %(now)s),
+    s as (
+        select user_id, item_id, ts,
+               sum(case when prev is null or ts - prev > %(gap)s then 1 else 0 end)
+                   over (partition by user_id order by ts rows unbounded preceding) as session
+        from e)
+    select user_id || ':' || session as collection_id, item_id, ts from s
+"""
+HAS_PLAYLISTS = """
+    select exists (select 1 from events where type = 'add_to_playlist' and context ? 'playlist_id'
+                   and ts >= %(since)s and ts < %(now)s) as found
+"""
+ITEM_TAGS = """
+    select it.item_id, t.name from item_tags it join tags t on t.id = it.tag_id
+    where it.confidence >= 0.5 and it.item_id = any(%(items)s)
+"""
+
+
+@dataclass(frozen=True)
+class NamedTrend:
+    name: str
+    trend: Trend
+
+    def as_dict(self) -> dict[str, Any]:
+        t = self.trend
+        return {
+            "name": self.name,
+            "tags": list(t.tags),
+            "first_seen": t.first_seen.isoformat(),
+            "growth": round(t.growth, 3),
+            "size": t.size,
+            "previous": t.previous,
+            "total": t.total,
+        }
+
+
+@dataclass
+class TrendReport:
+    collections: str  # playlist | session
+    events: int
+    trends: list[NamedTrend]
+
+
+def collection_events(
+    conn: psycopg.Connection[Any], now: datetime, since: datetime, collections: Collections = "auto"
+) -> tuple[str, list[CollectionEvent]]:
+    """The chosen collection kind and its events in [since, now)."""
+    span = {"now": now, "since": since}
+    if collections == "auto":
+        found = conn.execute(HAS_PLAYLISTS, span).fetchone()
+        collections = "playlist" if found and found["found"] else "session"
+    if collections == "playlist":
+        rows = conn.execute(PLAYLIST_EVENTS, span).fetchall()
+    else:
+        rows = conn.execute(SESSION_EVENTS, {**span, "types": list(CONSUMED), "gap": SESSION_GAP}).fetchall()
+    return collections, [CollectionEvent(r["collection_id"], r["item_id"], r["ts"]) for r in rows]
+
+
+def find_trends(
+    conn: psycopg.Connection[Any],
+    now: datetime,
+    *,
+    window: timedelta = timedelta(days=7),
+    history: timedelta = timedelta(days=365),
+    collections: Collections = "auto",
+    min_size: int = 3,
+    min_growth: float = 2.0,
+    limit: int = 20,
+) -> TrendReport:
+    """Emerging tag pairs as of `now` (see `emerging_clusters` for new, growing and size)."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise InvalidInput(f"now must be timezone-aware, got {now.isoformat()}")
+    if history < 2 * window:
+        raise InvalidInput(f"history ({history}) must cover at least two windows ({2 * window})")
+    kind, events = collection_events(conn, now, now - history, collections)
+    item_tags: dict[str, list[str]] = {}
+    for r in conn.execute(ITEM_TAGS, {"items": list({e.item_id for e in events})}):
+        item_tags.setdefault(r["item_id"], []).append(r["name"])
+    found = emerging_clusters(
+        events, item_tags, now, window, min_size=min_size, min_growth=min_growth, limit=limit
+    )
+    return TrendReport(kind, len(events), [NamedTrend(" + ".join(t.tags), t) for t in found])
