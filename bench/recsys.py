@@ -24,17 +24,19 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
+
 from tagloop.evals.metrics import ranking_report
 from tagloop.evals.recsys_eval import popularity_rank
 from tagloop.tools.recommender.data import (
     Interactions,
+    ItemTags,
     build_interactions,
     build_item_tags,
     read_item_tags,
     read_triples,
     split_per_user,
 )
-from tagloop.tools.recommender.model import RecParams, fit
+from tagloop.tools.recommender.model import RecModel, RecParams, fit
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lastfm-2k"
 
@@ -74,8 +76,8 @@ def ease_rank(train: sp.csr_matrix, lam: float, k: int = 50) -> np.ndarray:
 
 
 def tagloop_rank(
-    inter: Interactions, tags, params: RecParams, k: int = 50
-) -> tuple[np.ndarray, float, object]:
+    inter: Interactions, tags: ItemTags, params: RecParams, k: int = 50
+) -> tuple[np.ndarray, float, RecModel]:
     start = time.perf_counter()
     model = fit(inter, tags, params, np.random.default_rng(0))
     seconds = time.perf_counter() - start
@@ -83,7 +85,7 @@ def tagloop_rank(
     return ids, seconds, model
 
 
-def load(resplit_seed: int | None) -> tuple[Interactions, sp.csr_matrix, list]:
+def load(resplit_seed: int | None) -> tuple[Interactions, sp.csr_matrix, list[tuple[str, str, float]]]:
     """Train Interactions over the catalogue (train items + tagged items), test matrix, tag rows."""
     tag_rows = read_item_tags(DATA / "split" / "item_tags.csv")
     if resplit_seed is None:
@@ -188,7 +190,7 @@ def main() -> None:
     cold_start(train, tags)
 
 
-def cold_start(train: Interactions, tags) -> None:
+def cold_start(train: Interactions, tags: ItemTags) -> None:
     """Hold out 10% of train items entirely; rank them for each user from tags alone."""
     rng = np.random.default_rng(99)
     warm_items = np.flatnonzero(np.asarray((train.matrix > 0).sum(axis=0)).ravel() > 0)
