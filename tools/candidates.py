@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import psycopg
+
 from tagloop.tools import retrieval
 from tagloop.tools.errors import ConfigError
 from tagloop.tools.retrieval import Candidate
@@ -87,11 +88,16 @@ class TrendingSource:
 
 
 _NEW_FROM_PROVIDERS = """
-with played as (
+with counts as (
     select e.user_id, i.provider_id, count(*) as n
     from events e join items i on i.id = e.item_id
     where e.user_id = any(%(users)s) and e.type = any(%(pos)s) and i.provider_id is not null
     group by 1, 2
+), played as (
+    select * from (
+        select c.*, row_number() over (partition by c.user_id order by c.n desc, c.provider_id) as pr
+        from counts c
+    ) x where pr <= %(providers)s
 ), fresh as (
     select p.user_id, i.id as item_id, i.title, i.provider_id,
            ln(1 + p.n) * power(0.5, extract(epoch from (%(now)s - i.created_at)) / 1209600.0) as score,
@@ -109,13 +115,22 @@ class NewFromProvidersSource:
     name: str = "new_from_providers"
     weight: float = 0.7
     window: timedelta = timedelta(days=30)
+    providers: int = 5  # the user's most played providers
+    max_k: int = 25
 
     def fetch(
         self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
     ) -> dict[str, list[Candidate]]:
         rows = conn.execute(
             _NEW_FROM_PROVIDERS,
-            {"users": user_ids, "pos": POSITIVE, "now": now, "since": now - self.window, "k": k},
+            {
+                "users": user_ids,
+                "pos": POSITIVE,
+                "now": now,
+                "since": now - self.window,
+                "k": min(k, self.max_k),
+                "providers": self.providers,
+            },
         ).fetchall()
         return _group(rows, user_ids, self.name)
 
@@ -157,6 +172,7 @@ class CoLikeSource:
     weight: float = 0.8
     seeds: int = 5
     fanout: int = 10
+    max_k: int = 25
 
     def fetch(
         self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
@@ -169,7 +185,7 @@ class CoLikeSource:
                 "now": now,
                 "seeds": self.seeds,
                 "fanout": self.fanout,
-                "k": k,
+                "k": min(k, self.max_k),
             },
         ).fetchall()
         return _group(rows, user_ids, self.name)
