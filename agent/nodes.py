@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 from langgraph.runtime import Runtime
+
 from tagloop.agent.context import RunContext
 from tagloop.agent.prompts import COPY_SYSTEM
 from tagloop.agent.state import ArmChoice, Plan, RunState, UserContext
