@@ -23,12 +23,26 @@ CONFIG = online.OnlineConfig(half_life_days=30.0)
 
 @pytest.fixture
 def catalogue(db: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
-    loader.store_users(db, [parse_user({"id": u, "timezone": tz})
-                            for u, tz in [("a", "Asia/Tokyo"), ("b", "UTC"), ("c", "UTC")]])
-    loader.store_items(db, [parse_item(i) for i in [
-        {"id": "s1", "tags": ["shoegaze"]}, {"id": "s2", "tags": ["shoegaze"]}, {"id": "s3", "tags": ["shoegaze"]},
-        {"id": "r1", "tags": ["boom-bap"]}, {"id": "j1", "tags": ["bebop"]},
-    ]])
+    loader.store_users(
+        db,
+        [
+            parse_user({"id": u, "timezone": tz})
+            for u, tz in [("a", "Asia/Tokyo"), ("b", "UTC"), ("c", "UTC")]
+        ],
+    )
+    loader.store_items(
+        db,
+        [
+            parse_item(i)
+            for i in [
+                {"id": "s1", "tags": ["shoegaze"]},
+                {"id": "s2", "tags": ["shoegaze"]},
+                {"id": "s3", "tags": ["shoegaze"]},
+                {"id": "r1", "tags": ["boom-bap"]},
+                {"id": "j1", "tags": ["bebop"]},
+            ]
+        ],
+    )
     db.commit()
     return db
 
@@ -50,8 +64,16 @@ def weights(db: psycopg.Connection[Any], user: str) -> dict[str, float]:
 
 def test_incremental_updates_match_a_full_rebuild(catalogue: psycopg.Connection[Any]) -> None:
     db = catalogue
-    events = [ev("b", t, i, NOW - timedelta(days=d)) for t, i, d in
-              [("like", "s1", 40), ("play", "r1", 10), ("save", "j1", 3), ("complete", "r1", 1), ("dislike", "j1", 0)]]
+    events = [
+        ev("b", t, i, NOW - timedelta(days=d))
+        for t, i, d in [
+            ("like", "s1", 40),
+            ("play", "r1", 10),
+            ("save", "j1", 3),
+            ("complete", "r1", 1),
+            ("dislike", "j1", 0),
+        ]
+    ]
     for e in events[:2]:
         fold(db, [e], now=e.ts + timedelta(hours=1))
     fold(db, events[2:], now=NOW)
@@ -64,7 +86,9 @@ def test_incremental_updates_match_a_full_rebuild(catalogue: psycopg.Connection[
         assert incremental[tag] == pytest.approx(w, rel=1e-4)
 
 
-def test_a_like_raises_and_a_dislike_lowers_the_items_tags_at_once(catalogue: psycopg.Connection[Any]) -> None:
+def test_a_like_raises_and_a_dislike_lowers_the_items_tags_at_once(
+    catalogue: psycopg.Connection[Any],
+) -> None:
     fold(catalogue, [ev("b", "like", "s1", NOW)])
     assert weights(catalogue, "b")["shoegaze"] > 0
     fold(catalogue, [ev("b", "dislike", "s2", NOW), ev("b", "dismiss", "s3", NOW)])
@@ -79,8 +103,15 @@ def test_profile_decays_with_the_configured_half_life(catalogue: psycopg.Connect
 
 
 def test_a_replay_soon_after_counts_more_than_a_first_play(catalogue: psycopg.Connection[Any]) -> None:
-    fold(catalogue, [ev("b", "play", "s1", NOW - timedelta(hours=2)), ev("b", "play", "s1", NOW - timedelta(hours=1)),
-                     ev("c", "play", "s1", NOW - timedelta(hours=2)), ev("c", "play", "s2", NOW - timedelta(hours=1))])
+    fold(
+        catalogue,
+        [
+            ev("b", "play", "s1", NOW - timedelta(hours=2)),
+            ev("b", "play", "s1", NOW - timedelta(hours=1)),
+            ev("c", "play", "s1", NOW - timedelta(hours=2)),
+            ev("c", "play", "s2", NOW - timedelta(hours=1)),
+        ],
+    )
     assert weights(catalogue, "b")["shoegaze"] > weights(catalogue, "c")["shoegaze"] + 1.5
     assert load_profiles(catalogue, ["b"])["b"].stats["replays"] == 1
 
@@ -109,16 +140,30 @@ def test_hour_of_week_is_in_the_users_time_zone(catalogue: psycopg.Connection[An
 def test_message_engagement_is_credited_to_its_decision(catalogue: psycopg.Connection[Any]) -> None:
     db = catalogue
     decision, message = str(uuid.uuid4()), str(uuid.uuid4())
-    db.execute("""insert into decisions (id, user_id, policy_name, policy_version, seed, candidates, chosen,
+    db.execute(
+        """insert into decisions (id, user_id, policy_name, policy_version, seed, candidates, chosen,
                   propensities, channel, outcome) values (%(d)s, 'b', 'p', '1', 1, '[]', '[]', '{}', 'email',
-                  'message')""", {"d": decision})
-    db.execute("""insert into messages (id, decision_id, user_id, channel, title, body, send_at)
-                  values (%(m)s, %(d)s, 'b', 'email', 't', 'b', now())""", {"m": message, "d": decision})
+                  'message')""",
+        {"d": decision},
+    )
+    db.execute(
+        """insert into messages (id, decision_id, user_id, channel, title, body, send_at)
+                  values (%(m)s, %(d)s, 'b', 'email', 't', 'b', now())""",
+        {"m": message, "d": decision},
+    )
     db.commit()
-    fold(db, [ev("b", "open", None, NOW, message_id=message), ev("b", "click", "s1", NOW, message_id=message),
-              ev("b", "open", None, NOW, message_id="not-a-uuid")])
+    fold(
+        db,
+        [
+            ev("b", "open", None, NOW, message_id=message),
+            ev("b", "click", "s1", NOW, message_id=message),
+            ev("b", "open", None, NOW, message_id="not-a-uuid"),
+        ],
+    )
     fold(db, [ev("b", "click", "s2", NOW + timedelta(minutes=1), message_id=message)])
-    row = db.execute("select opens, clicks, channel, reward from decision_feedback where decision_id = %(d)s",
-                     {"d": decision}).fetchone()
+    row = db.execute(
+        "select opens, clicks, channel, reward from decision_feedback where decision_id = %(d)s",
+        {"d": decision},
+    ).fetchone()
     assert row == {"opens": 1, "clicks": 2, "channel": "email", "reward": pytest.approx(2.5)}
     assert load_profiles(db, ["b"])["b"].stats["channels"] == {"email": {"open": 1, "click": 2}}

@@ -22,15 +22,25 @@ DELAY = timedelta(seconds=45)
 @pytest.fixture
 def catalogue(db: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
     loader.store_users(db, [parse_user({"id": u, "timezone": "UTC"}) for u in ("a", "b")])
-    loader.store_items(db, [parse_item({"id": f"x{i}", "tags": ["krautrock"]}) for i in range(4)]
-                       + [parse_item({"id": "y", "tags": ["polka"]})])
+    loader.store_items(
+        db,
+        [parse_item({"id": f"x{i}", "tags": ["krautrock"]}) for i in range(4)]
+        + [parse_item({"id": "y", "tags": ["polka"]})],
+    )
     db.commit()
     return db
 
 
 def ev(user: str, type_: str, item: str, minutes: int = 0) -> EventRecord:
-    return parse_event({"user_id": user, "type": type_, "item_id": item,
-                        "ts": (NOW + timedelta(minutes=minutes)).isoformat()}, now=NOW)
+    return parse_event(
+        {
+            "user_id": user,
+            "type": type_,
+            "item_id": item,
+            "ts": (NOW + timedelta(minutes=minutes)).isoformat(),
+        },
+        now=NOW,
+    )
 
 
 def ingest(db: psycopg.Connection[Any], events: list[EventRecord], now: datetime = NOW) -> int:
@@ -59,13 +69,19 @@ def test_a_burst_of_signals_coalesces_into_the_earliest_run(catalogue: psycopg.C
 
 
 def test_ordinary_plays_and_skips_do_not_trigger(catalogue: psycopg.Connection[Any]) -> None:
-    assert ingest(catalogue, [ev("b", "play", "y"), ev("b", "skip", "x0", 1), ev("b", "impression", "x1", 2)]) == 0
+    assert (
+        ingest(catalogue, [ev("b", "play", "y"), ev("b", "skip", "x0", 1), ev("b", "impression", "x1", 2)])
+        == 0
+    )
     assert queue(catalogue) == {}
 
 
 def test_a_burst_of_plays_of_a_new_tag_triggers(catalogue: psycopg.Connection[Any]) -> None:
     for minute in range(2):  # one play per request: the burst spans requests
-        assert ingest(catalogue, [ev("b", "play", f"x{minute}", minute)], now=NOW + timedelta(minutes=minute)) == 0
+        assert (
+            ingest(catalogue, [ev("b", "play", f"x{minute}", minute)], now=NOW + timedelta(minutes=minute))
+            == 0
+        )
     assert ingest(catalogue, [ev("b", "play", "x2", 2)], now=NOW + timedelta(minutes=2)) == 1
     assert queue(catalogue)["b"]["reason"].startswith("burst:tag:")
 
@@ -74,8 +90,11 @@ def test_the_run_lock_admits_one_session_per_user(catalogue: psycopg.Connection[
     from tagloop.tools.store import db as store_db
 
     with store_db.connect(db_url, migrate_schema=False) as other:
-        with triggers.run_lock(catalogue, "a") as first:
-            with triggers.run_lock(other, "a") as second, triggers.run_lock(other, "b") as different_user:
-                assert (first, second, different_user) == (True, False, True)
+        with (
+            triggers.run_lock(catalogue, "a") as first,
+            triggers.run_lock(other, "a") as second,
+            triggers.run_lock(other, "b") as different_user,
+        ):
+            assert (first, second, different_user) == (True, False, True)
         with triggers.run_lock(other, "a") as after_release:
             assert after_release

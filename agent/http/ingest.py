@@ -46,10 +46,35 @@ class IngestResult:
 
 
 def decode(body: bytes) -> Any:
+    """The JSON body; strings (and keys) holding NUL, which PostgreSQL text cannot store, are 422."""
     try:
-        return json.loads(body)
+        payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FieldErrors([("body", f"is not valid JSON: {exc}")]) from None
+    if b"\\u0000" in body or b"\x00" in body:
+        where = _nul_at(payload, "")
+        if where is not None:
+            raise FieldErrors([(where or "body", "contains a NUL character (\\u0000): cannot be stored")])
+    return payload
+
+
+def _nul_at(value: Any, path: str) -> str | None:
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            if "\x00" in key:
+                return here
+            found = _nul_at(inner, here)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, inner in enumerate(value):
+            found = _nul_at(inner, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 def parse_payload(

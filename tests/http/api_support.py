@@ -12,7 +12,6 @@ from typing import Any
 from fastapi.testclient import TestClient
 from standardwebhooks.webhooks import Webhook
 
-from tagloop.agent.http import create_app
 from tagloop.agent.settings import Settings
 
 API_KEY = "test-key-0123456789"
@@ -21,28 +20,42 @@ NEW_SECRET = "whsec_" + base64.b64encode(b"new-secret-new-secret-new-secret").de
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
-def signed_headers(body: bytes, *, msg_id: str, secret: str = NEW_SECRET, at: float | None = None) -> dict[str, str]:
+def signed_headers(
+    body: bytes, *, msg_id: str, secret: str = NEW_SECRET, at: float | None = None
+) -> dict[str, str]:
     """Standard Webhooks headers for `body` (signature over the exact bytes)."""
     from datetime import UTC, datetime
 
     when = datetime.fromtimestamp(time.time() if at is None else at, tz=UTC)
     signature = Webhook(secret).sign(msg_id, when, body.decode())
-    return {"webhook-id": msg_id, "webhook-timestamp": str(int(when.timestamp())),
-            "webhook-signature": signature, "content-type": "application/json"}
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(when.timestamp())),
+        "webhook-signature": signature,
+        "content-type": "application/json",
+    }
 
 
 def make_settings(db_url: str, home: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "database_url": db_url, "home": home, "api_keys": [API_KEY], "webhook_secrets": [OLD_SECRET, NEW_SECRET],
-        "rate_limit_per_minute": 100_000, "trigger_delay_seconds": 30.0,
+        "database_url": db_url,
+        "home": home,
+        "api_keys": [API_KEY],
+        "webhook_secrets": [OLD_SECRET, NEW_SECRET],
+        "rate_limit_per_minute": 100_000,
+        "trigger_delay_seconds": 30.0,
     }
     values.update(overrides)
     return Settings(**values)
 
 
 USERS = [
-    {"id": "u1", "timezone": "Europe/Berlin", "channels": {"webhook": "https://example.test/hook"},
-     "consent": {"webhook": True, "email": False}},
+    {
+        "id": "u1",
+        "timezone": "Europe/Berlin",
+        "channels": {"webhook": "https://example.test/hook"},
+        "consent": {"webhook": True, "email": False},
+    },
     {"id": "u2", "timezone": "America/New_York"},
 ]
 ITEMS = [
@@ -60,5 +73,8 @@ def seed(client: TestClient) -> None:
 
 
 def post_events(client: TestClient, events: Any, **headers: str) -> Any:
-    return client.post("/v1/events", content=json.dumps(events).encode(),
-                       headers={"content-type": "application/json", **AUTH, **headers})
+    return client.post(
+        "/v1/events",
+        content=json.dumps(events).encode(),
+        headers={"content-type": "application/json", **AUTH, **headers},
+    )

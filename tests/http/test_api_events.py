@@ -11,8 +11,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from api_support import AUTH, OLD_SECRET, post_events, seed, signed_headers
 from fastapi.testclient import TestClient
+
+from api_support import AUTH, OLD_SECRET, post_events, seed, signed_headers
 
 
 def count(db: psycopg.Connection[Any], sql: str = "select count(*) as n from events") -> int:
@@ -23,8 +24,10 @@ def count(db: psycopg.Connection[Any], sql: str = "select count(*) as n from eve
 
 def test_batch_is_accepted_and_stored_once_committed(client: TestClient, db: psycopg.Connection[Any]) -> None:
     seed(client)
-    events = [{"id": f"e{i}", "user_id": "u1", "type": "play", "item_id": "i1", "ts": "2026-03-02T20:00:00Z"}
-              for i in range(3)]
+    events = [
+        {"id": f"e{i}", "user_id": "u1", "type": "play", "item_id": "i1", "ts": "2026-03-02T20:00:00Z"}
+        for i in range(3)
+    ]
     response = post_events(client, events)
     assert response.status_code == 202
     assert response.json() == {"accepted": 3, "duplicates": 0}
@@ -40,10 +43,14 @@ def test_duplicate_event_id_is_stored_once(client: TestClient, db: psycopg.Conne
     assert count(db, "select n_events as n from user_profiles where user_id = 'u1'") == 1
 
 
-def test_concurrent_identical_requests_store_each_event_once(client: TestClient, db: psycopg.Connection[Any]) -> None:
+def test_concurrent_identical_requests_store_each_event_once(
+    client: TestClient, db: psycopg.Connection[Any]
+) -> None:
     seed(client)
-    batch = [{"id": f"c{i}", "user_id": "u1" if i % 2 else "u2", "type": "play", "item_id": f"i{1 + i % 5}"}
-             for i in range(40)]
+    batch = [
+        {"id": f"c{i}", "user_id": "u1" if i % 2 else "u2", "type": "play", "item_id": f"i{1 + i % 5}"}
+        for i in range(40)
+    ]
     with ThreadPoolExecutor(6) as pool:
         results = list(pool.map(lambda _: post_events(client, batch), range(6)))
     assert all(r.status_code == 202 for r in results)
@@ -53,11 +60,15 @@ def test_concurrent_identical_requests_store_each_event_once(client: TestClient,
     assert count(db, "select sum(n_events) as n from user_profiles") == 40  # each folded in exactly once
 
 
-def test_signed_webhook_is_accepted_with_either_rotated_secret(client: TestClient, db: psycopg.Connection[Any]) -> None:
+def test_signed_webhook_is_accepted_with_either_rotated_secret(
+    client: TestClient, db: psycopg.Connection[Any]
+) -> None:
     seed(client)
     body = json.dumps({"user_id": "u1", "type": "save", "item_id": "i2"}).encode()
     new = client.post("/v1/events", content=body, headers=signed_headers(body, msg_id="msg_new"))
-    old = client.post("/v1/events", content=body, headers=signed_headers(body, msg_id="msg_old", secret=OLD_SECRET))
+    old = client.post(
+        "/v1/events", content=body, headers=signed_headers(body, msg_id="msg_old", secret=OLD_SECRET)
+    )
     again = client.post("/v1/events", content=body, headers=signed_headers(body, msg_id="msg_new"))
     assert (new.status_code, old.status_code) == (202, 202)
     assert again.json() == {"accepted": 0, "duplicates": 1}  # a redelivery: the webhook-id is the event id
@@ -74,7 +85,10 @@ def _webhook_cases(body: bytes) -> list[tuple[str, dict[str, str]]]:
         ("body changed after signing", {**good, "webhook-id": "m2"}),
         ("stale timestamp", signed_headers(body, msg_id="m3", at=time.time() - 6 * 60)),
         ("future timestamp", signed_headers(body, msg_id="m4", at=time.time() + 6 * 60)),
-        ("unknown secret", signed_headers(body, msg_id="m5", secret="whsec_" + "c2VjcmV0LW5vdC1jb25maWd1cmVk")),
+        (
+            "unknown secret",
+            signed_headers(body, msg_id="m5", secret="whsec_" + "c2VjcmV0LW5vdC1jb25maWd1cmVk"),
+        ),
         ("malformed signature", {**good, "webhook-signature": "garbage"}),
         ("wrong api key", {"Authorization": "Bearer not-a-key", "content-type": "application/json"}),
         ("not bearer", {"Authorization": "Basic dTpw", "content-type": "application/json"}),
@@ -82,7 +96,9 @@ def _webhook_cases(body: bytes) -> list[tuple[str, dict[str, str]]]:
 
 
 @pytest.mark.parametrize("case", range(9))
-def test_bad_credentials_get_401_and_store_nothing(client: TestClient, db: psycopg.Connection[Any], case: int) -> None:
+def test_bad_credentials_get_401_and_store_nothing(
+    client: TestClient, db: psycopg.Connection[Any], case: int
+) -> None:
     seed(client)
     body = json.dumps({"user_id": "u1", "type": "like", "item_id": "i1"}).encode()
     name, headers = _webhook_cases(body)[case]
@@ -94,11 +110,18 @@ def test_bad_credentials_get_401_and_store_nothing(client: TestClient, db: psyco
 
 
 BAD_BATCHES: list[tuple[str, Any, str]] = [
-    ("unknown event type", [{"user_id": "u1", "type": "play", "item_id": "i1"},
-                            {"user_id": "u1", "type": "teleport"}], "[1].type"),
+    (
+        "unknown event type",
+        [{"user_id": "u1", "type": "play", "item_id": "i1"}, {"user_id": "u1", "type": "teleport"}],
+        "[1].type",
+    ),
     ("wrong JSON type", [{"user_id": "u1", "type": "play", "value": "lots"}], "[0].value"),
     ("timestamp without zone", [{"user_id": "u1", "type": "play", "ts": "2026-03-02T10:00:00"}], "[0].ts"),
-    ("unknown user", [{"user_id": "u1", "type": "play"}, {"user_id": "nobody", "type": "like"}], "[1].user_id"),
+    (
+        "unknown user",
+        [{"user_id": "u1", "type": "play"}, {"user_id": "nobody", "type": "like"}],
+        "[1].user_id",
+    ),
     ("unknown item", [{"user_id": "u1", "type": "play", "item_id": "i404"}], "[0].item_id"),
     ("missing user", {"type": "play"}, "user_id"),
     ("not an object", [{"user_id": "u1", "type": "play"}, 7], "[1]"),
@@ -122,7 +145,9 @@ def test_invalid_events_get_422_naming_index_and_field(
 
 
 def test_invalid_json_is_422_naming_the_body(client: TestClient, db: psycopg.Connection[Any]) -> None:
-    response = client.post("/v1/events", content=b"{not json", headers={**AUTH, "content-type": "application/json"})
+    response = client.post(
+        "/v1/events", content=b"{not json", headers={**AUTH, "content-type": "application/json"}
+    )
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "body"
 
@@ -140,9 +165,10 @@ def test_oversize_body_and_too_many_events_get_413(client: TestClient, db: psyco
     assert count(db) == 0
 
 
-def test_rate_limit_answers_429_with_retry_after(db: psycopg.Connection[Any], db_url: str, tmp_path: Any) -> None:
+def test_rate_limit_answers_429_with_retry_after(
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Any
+) -> None:
     from api_support import make_settings
-
     from tagloop.agent.http import create_app
 
     with TestClient(create_app(make_settings(db_url, tmp_path, rate_limit_per_minute=3), pool_size=2)) as c:

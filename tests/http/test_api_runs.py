@@ -6,16 +6,21 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from api_support import AUTH, post_events, seed
 from fastapi.testclient import TestClient
 
+from api_support import AUTH, post_events, seed
 from tagloop.tools import triggers
 
 
 def test_manual_run_returns_the_decision(client: TestClient, db: psycopg.Connection[Any]) -> None:
     seed(client)
-    post_events(client, [{"user_id": "u1", "type": "like", "item_id": "i1"},
-                         {"user_id": "u1", "type": "play", "item_id": "i2"}])
+    post_events(
+        client,
+        [
+            {"user_id": "u1", "type": "like", "item_id": "i1"},
+            {"user_id": "u1", "type": "play", "item_id": "i2"},
+        ],
+    )
     response = client.post("/v1/users/u1/runs", json={"send_now": False}, headers=AUTH)
     assert response.status_code == 200, response.text
     decision = response.json()
@@ -24,8 +29,9 @@ def test_manual_run_returns_the_decision(client: TestClient, db: psycopg.Connect
     assert len(decision["propensities"]) == len(decision["chosen"])
     assert all(0 < p <= 1 for p in decision["propensities"])
     db.rollback()
-    stored = db.execute("select outcome, trigger from decisions where id = %(id)s",
-                        {"id": decision["decision_id"]}).fetchone()
+    stored = db.execute(
+        "select outcome, trigger from decisions where id = %(id)s", {"id": decision["decision_id"]}
+    ).fetchone()
     assert stored == {"outcome": decision["outcome"], "trigger": "manual"}
 
 

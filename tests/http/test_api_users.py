@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from api_support import AUTH, ITEMS, post_events, seed
 from fastapi.testclient import TestClient
 
+from api_support import AUTH, ITEMS, post_events, seed
 from tagloop.tools.store.users import tables_with_user_rows
 
 
@@ -25,8 +25,16 @@ def test_put_user_and_item_validate_like_imports(client: TestClient) -> None:
 
 def test_events_page_is_newest_first_and_pages_without_gaps(client: TestClient) -> None:
     seed(client)
-    events = [{"id": f"p{i}", "user_id": "u1", "type": "play", "item_id": "i1",
-               "ts": f"2026-03-0{1 + i // 3}T10:00:00Z"} for i in range(7)]  # ties of three on each ts
+    events = [
+        {
+            "id": f"p{i}",
+            "user_id": "u1",
+            "type": "play",
+            "item_id": "i1",
+            "ts": f"2026-03-0{1 + i // 3}T10:00:00Z",
+        }
+        for i in range(7)
+    ]  # ties of three on each ts
     assert post_events(client, events).status_code == 202
     seen: list[str] = []
     before = None
@@ -47,10 +55,20 @@ def test_profile_shows_tags_timing_devices_sources_at_once(client: TestClient) -
     seed(client)
     events = [
         # Saturday 22:00 in Berlin (21:00 UTC): weekend evening listening on the phone from a playlist
-        {"user_id": "u1", "type": "like", "item_id": "i1", "ts": "2026-02-28T21:00:00Z",
-         "context": {"device": "phone", "source": "playlist", "region": "DE"}},
-        {"user_id": "u1", "type": "play", "item_id": "i3", "ts": "2026-02-28T21:05:00Z",
-         "context": {"device": "phone", "source": "search"}},
+        {
+            "user_id": "u1",
+            "type": "like",
+            "item_id": "i1",
+            "ts": "2026-02-28T21:00:00Z",
+            "context": {"device": "phone", "source": "playlist", "region": "DE"},
+        },
+        {
+            "user_id": "u1",
+            "type": "play",
+            "item_id": "i3",
+            "ts": "2026-02-28T21:05:00Z",
+            "context": {"device": "phone", "source": "search"},
+        },
         {"user_id": "u1", "type": "dislike", "item_id": "i2", "ts": "2026-02-28T21:10:00Z"},
     ]
     assert post_events(client, events).status_code == 202
@@ -80,10 +98,17 @@ def test_recommendations_are_unseen_and_explained(client: TestClient, db: psycop
     assert client.get("/v1/users/nobody/recommendations", headers=AUTH).status_code == 404
 
 
-def test_erasure_leaves_zero_rows_of_the_user_in_every_table(client: TestClient, db: psycopg.Connection[Any]) -> None:
+def test_erasure_leaves_zero_rows_of_the_user_in_every_table(
+    client: TestClient, db: psycopg.Connection[Any]
+) -> None:
     seed(client)
-    post_events(client, [{"user_id": "u1", "type": "like", "item_id": "i1"},
-                         {"user_id": "u2", "type": "like", "item_id": "i2"}])
+    post_events(
+        client,
+        [
+            {"user_id": "u1", "type": "like", "item_id": "i1"},
+            {"user_id": "u2", "type": "like", "item_id": "i2"},
+        ],
+    )
     db.rollback()
     db.execute("insert into user_schedules (user_id, cadence, next_run_at) values ('u1', 'weekly', now())")
     db.commit()
@@ -93,10 +118,18 @@ def test_erasure_leaves_zero_rows_of_the_user_in_every_table(client: TestClient,
     left = {}
     for table in tables_with_user_rows(db):
         column = "id" if table == "users" else "user_id"
-        row = db.execute(f"select count(*) as n from {table} where {column} = 'u1'").fetchone()  # noqa: S608
+        row = db.execute(f"select count(*) as n from {table} where {column} = 'u1'").fetchone()
         left[table] = row["n"] if row else 0
-    assert set(left) >= {"users", "events", "user_profiles", "decisions", "messages", "run_queue",
-                         "user_schedules", "decision_feedback"}
+    assert set(left) >= {
+        "users",
+        "events",
+        "user_profiles",
+        "decisions",
+        "messages",
+        "run_queue",
+        "user_schedules",
+        "decision_feedback",
+    }
     assert all(n == 0 for n in left.values()), left
     assert db.execute("select count(*) as n from events where user_id = 'u2'").fetchone() == {"n": 1}
     assert client.delete("/v1/users/u1", headers=AUTH).status_code == 404

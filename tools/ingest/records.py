@@ -79,7 +79,7 @@ def parse_item(data: dict[str, Any]) -> ItemRecord:
         id=_id(data, "id"),
         title=_str(data, "title", default="") or "",
         kind=_str(data, "kind", default="track") or "track",
-        provider=_str(data, "provider", default=None, max_len=MAX_ID),
+        provider=_str(data, "provider", default=None, max_len=MAX_ID) or None,
         tags=_tags(data.get("tags")),
         text=_str(data, "text", default=None),
         created_at=_ts(data, "created_at", required=False),
@@ -200,7 +200,10 @@ def _ts(data: dict[str, Any], name: str, *, required: bool) -> datetime | None:
         raise FieldError(name, f"is not an RFC 3339 timestamp: {value!r}") from None
     if parsed.tzinfo is None:
         raise FieldError(name, f"has no time zone offset: {value!r} (RFC 3339 needs Z or ±hh:mm)")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise FieldError(name, f"is out of the supported date range: {value!r}") from None
 
 
 @cache

@@ -1,0 +1,227 @@
+"""Benchmark: HTTP event ingest (with online profile updates and trigger enqueue) against a raw
+COPY of the same events into the same table, measured in the same run.
+
+1. Creates a scratch database (on $TAGLOOP_DATABASE_URL's server, else an embedded server in a temp
+   TAGLOOP_HOME), loads users and tagged items.
+2. Starts `tagloop serve` on 127.0.0.1 and posts Standard-Webhooks-signed batches of 100 events
+   from concurrent clients for a fixed time; counts events acknowledged (202) and request latency.
+3. Deletes those events and COPYs the very same rows into `events` in one transaction.
+Prints events/s for both, their ratio (goal ≥ 25 %) and p50/p99 request latency (goal p99 < 100 ms).
+
+Run: OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/ingest.py [--seconds 15] [--clients 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from standardwebhooks.webhooks import Webhook
+
+from tagloop.tools.store import db, embedded
+
+SECRET = "whsec_" + base64.b64encode(b"bench-secret-bench-secret-bench!").decode()
+TYPES = ["play"] * 6 + ["skip"] * 2 + ["complete", "like", "save", "impression"]
+
+
+def events_for(
+    rng: np.random.Generator, n_users: int, n_items: int, count: int, prefix: str
+) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    out = []
+    for i in range(count):
+        out.append(
+            {
+                "id": f"{prefix}-{i}",
+                "user_id": f"u{int(rng.integers(n_users))}",
+                "type": TYPES[int(rng.integers(12))],
+                "item_id": f"i{int(rng.integers(n_items))}",
+                "ts": (now - timedelta(seconds=int(rng.integers(86400 * 7)))).isoformat(),
+                "context": {
+                    "device": ["phone", "desktop", "tv"][int(rng.integers(3))],
+                    "source": ["playlist", "search", "radio"][int(rng.integers(3))],
+                },
+            }
+        )
+    return out
+
+
+def seed_catalogue(url: str, n_users: int, n_items: int, rng: np.random.Generator) -> None:
+    from tagloop.tools.ingest import loader
+    from tagloop.tools.ingest.records import parse_item, parse_user
+
+    tags = [f"tag{t}" for t in range(200)]
+    with db.connect(url) as conn, conn.transaction():
+        loader.store_users(
+            conn, [parse_user({"id": f"u{u}", "timezone": "Europe/Berlin"}) for u in range(n_users)]
+        )
+        loader.store_items(
+            conn,
+            [
+                parse_item(
+                    {
+                        "id": f"i{i}",
+                        "provider": f"p{i % 300}",
+                        "tags": list(rng.choice(tags, 4, replace=False)),
+                    }
+                )
+                for i in range(n_items)
+            ],
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_phase(
+    base: str, batches: list[list[dict[str, Any]]], clients: int, seconds: float
+) -> tuple[list[dict[str, Any]], list[float], float]:
+    hook = Webhook(SECRET)
+    lock = threading.Lock()
+    sent: list[dict[str, Any]] = []
+    latencies: list[float] = []
+    queue = list(reversed(batches))
+    stop = time.monotonic() + seconds
+
+    def worker() -> None:
+        with httpx.Client(base_url=base, timeout=30) as http:
+            while time.monotonic() < stop:
+                with lock:
+                    if not queue:
+                        return
+                    batch = queue.pop()
+                body = json.dumps(batch).encode()
+                msg_id = f"msg_{uuid.uuid4().hex}"
+                headers = {
+                    "webhook-id": msg_id,
+                    "webhook-timestamp": str(int(time.time())),
+                    "webhook-signature": hook.sign(msg_id, datetime.now(UTC), body.decode()),
+                    "content-type": "application/json",
+                }
+                start = time.perf_counter()
+                response = http.post("/v1/events", content=body, headers=headers)
+                elapsed = time.perf_counter() - start
+                if response.status_code != 202:
+                    raise SystemExit(f"unexpected {response.status_code}: {response.text[:300]}")
+                with lock:
+                    latencies.append(elapsed)
+                    sent.extend(batch)
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    began = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sent, latencies, time.monotonic() - began
+
+
+def copy_phase(url: str, events: list[dict[str, Any]]) -> float:
+    with db.connect(url) as conn:
+        conn.execute("delete from events")
+        conn.commit()
+        start = time.perf_counter()
+        with (
+            conn.transaction(),
+            conn.cursor() as cur,
+            cur.copy(
+                "copy events (id, user_id, type, item_id, ts, value, message_id, context) from stdin"
+            ) as copy,
+        ):
+            for e in events:
+                copy.write_row(
+                    (
+                        e["id"],
+                        e["user_id"],
+                        e["type"],
+                        e["item_id"],
+                        e["ts"],
+                        None,
+                        None,
+                        json.dumps(e["context"]),
+                    )
+                )
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--items", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    home = Path(tempfile.mkdtemp(prefix="tagloop-bench-ingest-"))
+    admin = os.environ.get("TAGLOOP_DATABASE_URL") or embedded.ensure_running(home)
+    name = f"tagloop_bench_ingest_{uuid.uuid4().hex[:8]}"
+    db.ensure_database(admin, name)
+    url = db.with_dbname(admin, name)
+    proc = None
+    try:
+        seed_catalogue(url, args.users, args.items, rng)
+        batches = [events_for(rng, args.users, args.items, 100, f"b{b}") for b in range(3000)]
+        port = free_port()
+        env = {
+            **os.environ,
+            "TAGLOOP_DATABASE_URL": url,
+            "TAGLOOP_HOME": str(home),
+            "TAGLOOP_WEBHOOK_SECRETS": SECRET,
+            "TAGLOOP_API_KEYS": "bench-key",
+            "TAGLOOP_RATE_LIMIT_PER_MINUTE": "100000000",
+        }
+        tagloop = Path(sys.executable).parent / "tagloop"
+        proc = subprocess.Popen([str(tagloop), "serve", "--host", "127.0.0.1", "--port", str(port)], env=env)
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        sent, latencies, elapsed = http_phase(base, batches, args.clients, args.seconds)
+        http_rate = len(sent) / elapsed
+        copy_seconds = copy_phase(url, sent)
+        copy_rate = len(sent) / copy_seconds
+        p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
+        print(f"events: {len(sent):,} in {len(latencies):,} requests of 100 from {args.clients} clients")
+        print(
+            f"HTTP ingest (signed, online profiles, triggers): {http_rate:,.0f} events/s in {elapsed:.1f} s"
+        )
+        print(
+            f"raw COPY of the same events: {copy_rate:,.0f} events/s in {copy_seconds:.2f} s"
+        )
+        print(f"ratio HTTP / COPY: {http_rate / copy_rate:.1%} (goal >= 25%)")
+        print(f"request latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms (goal p99 < 100 ms)")
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
+        db.drop_database(admin, name)
+        if not os.environ.get("TAGLOOP_DATABASE_URL"):
+            embedded.stop(home)
+
+
+if __name__ == "__main__":
+    main()
