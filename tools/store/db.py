@@ -81,12 +81,10 @@ def connect(url: str, *, migrate_schema: bool = True) -> psycopg.Connection[dict
 def run_migrations(conn: psycopg.Connection[Any]) -> list[migrate.Migration]:
     try:
         return migrate.migrate(conn)
-    except psycopg.errors.FeatureNotSupported as exc:
-        raise DatabaseError(f"the database cannot create the pgvector extension: {_first_line(exc)}") from exc
-    except psycopg.errors.UndefinedFile as exc:
+    except (psycopg.errors.FeatureNotSupported, psycopg.errors.UndefinedFile) as exc:
         raise DatabaseError(
             "pgvector is not installed on this PostgreSQL server (extension \"vector\" is missing); "
-            "install pgvector there or unset DATABASE_URL to use tagloop's embedded server"
+            f"install pgvector there or unset DATABASE_URL to use tagloop's embedded server ({_first_line(exc)})"
         ) from exc
 
 

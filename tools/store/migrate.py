@@ -61,7 +61,7 @@ def migrate(conn: psycopg.Connection) -> list[Migration]:
                 continue
             try:
                 conn.execute(migration.sql.encode())
-            except psycopg.errors.UndefinedFile:
+            except (psycopg.errors.UndefinedFile, psycopg.errors.FeatureNotSupported):
                 raise  # a missing extension (pgvector): the caller names it
             except psycopg.Error as exc:
                 raise DatabaseError(
