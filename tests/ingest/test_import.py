@@ -14,7 +14,9 @@ from tagloop.tools.ingest.loader import import_file
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8"
+    )
     return path
 
 
@@ -25,14 +27,39 @@ def count(conn: psycopg.Connection[Any], table: str) -> int:
 
 @pytest.fixture
 def catalogue(db: psycopg.Connection[Any], tmp_path: Path) -> psycopg.Connection[Any]:
-    import_file(db, "users", write_jsonl(tmp_path / "users.jsonl", [
-        {"id": "u1", "timezone": "Europe/Berlin", "channels": {"email": "a@example.test"}, "consent": {"email": True}},
-        {"id": "u2", "timezone": "America/New_York", "plan": "premium"},
-    ]))
-    import_file(db, "items", write_jsonl(tmp_path / "items.jsonl", [
-        {"id": "i1", "title": "One", "provider": "p1", "tags": ["Shoegaze", "dream pop"]},
-        {"id": "i2", "title": "Two", "provider": "p2", "tags": {"hip hop": 1.0, "80s": 0.5}, "mood": "dark"},
-    ]))
+    import_file(
+        db,
+        "users",
+        write_jsonl(
+            tmp_path / "users.jsonl",
+            [
+                {
+                    "id": "u1",
+                    "timezone": "Europe/Berlin",
+                    "channels": {"email": "a@example.test"},
+                    "consent": {"email": True},
+                },
+                {"id": "u2", "timezone": "America/New_York", "plan": "premium"},
+            ],
+        ),
+    )
+    import_file(
+        db,
+        "items",
+        write_jsonl(
+            tmp_path / "items.jsonl",
+            [
+                {"id": "i1", "title": "One", "provider": "p1", "tags": ["Shoegaze", "dream pop"]},
+                {
+                    "id": "i2",
+                    "title": "Two",
+                    "provider": "p2",
+                    "tags": {"hip hop": 1.0, "80s": 0.5},
+                    "mood": "dark",
+                },
+            ],
+        ),
+    )
     return db
 
 
@@ -50,8 +77,15 @@ def test_duplicate_event_id_is_stored_once(catalogue: psycopg.Connection[Any], t
     events = [
         {"id": "e1", "user_id": "u1", "type": "play", "item_id": "i1", "ts": "2026-01-01T10:00:00Z"},
         {"id": "e1", "user_id": "u1", "type": "play", "item_id": "i1", "ts": "2026-01-01T10:00:00Z"},
-        {"id": "e2", "user_id": "u1", "type": "like", "item_id": "i1", "ts": "2026-01-01T10:01:00+01:00",
-         "context": {"device": "mobile"}, "source": "radio"},
+        {
+            "id": "e2",
+            "user_id": "u1",
+            "type": "like",
+            "item_id": "i1",
+            "ts": "2026-01-01T10:01:00+01:00",
+            "context": {"device": "mobile"},
+            "source": "radio",
+        },
     ]
     path = write_jsonl(tmp_path / "events.jsonl", events)
     first = import_file(catalogue, "events", path)
@@ -64,8 +98,10 @@ def test_duplicate_event_id_is_stored_once(catalogue: psycopg.Connection[Any], t
 
 
 def test_events_without_id_get_a_stable_id(catalogue: psycopg.Connection[Any], tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "events.jsonl", [{"user_id": "u1", "type": "skip", "item_id": "i2",
-                                                    "ts": "2026-01-01T10:00:00Z"}])
+    path = write_jsonl(
+        tmp_path / "events.jsonl",
+        [{"user_id": "u1", "type": "skip", "item_id": "i2", "ts": "2026-01-01T10:00:00Z"}],
+    )
     import_file(catalogue, "events", path)
     import_file(catalogue, "events", path)
     assert count(catalogue, "events") == 1
@@ -96,12 +132,17 @@ def test_a_bad_event_line_names_file_line_and_field_and_stores_nothing(
     assert count(catalogue, "events") == 0
 
 
-def test_skip_bad_imports_the_good_lines_and_reports_the_rest(catalogue: psycopg.Connection[Any], tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "events.jsonl", [
-        {"id": "a", "user_id": "u1", "type": "play", "item_id": "i1"},
-        {"id": "b", "user_id": "ghost", "type": "play", "item_id": "i1"},
-        {"id": "c", "user_id": "u2", "type": "like", "item_id": "i2"},
-    ])
+def test_skip_bad_imports_the_good_lines_and_reports_the_rest(
+    catalogue: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    path = write_jsonl(
+        tmp_path / "events.jsonl",
+        [
+            {"id": "a", "user_id": "u1", "type": "play", "item_id": "i1"},
+            {"id": "b", "user_id": "ghost", "type": "play", "item_id": "i1"},
+            {"id": "c", "user_id": "u2", "type": "like", "item_id": "i2"},
+        ],
+    )
     result = import_file(catalogue, "events", path, skip_bad=True)
     assert result.stored == 2 and [e.line for e in result.skipped] == [2]
     assert count(catalogue, "events") == 2
@@ -115,7 +156,9 @@ def test_skip_bad_imports_the_good_lines_and_reports_the_rest(catalogue: psycopg
         ({"id": "x" * 300}, "id: is longer than 256 characters"),
     ],
 )
-def test_bad_user_lines_are_rejected(db: psycopg.Connection[Any], tmp_path: Path, row: Any, needle: str) -> None:
+def test_bad_user_lines_are_rejected(
+    db: psycopg.Connection[Any], tmp_path: Path, row: Any, needle: str
+) -> None:
     path = write_jsonl(tmp_path / "users.jsonl", [{"id": "fine"}, row])
     with pytest.raises(InvalidInput, match=":2: " + needle.split(":")[0]) as caught:
         import_file(db, "users", path)
@@ -143,8 +186,12 @@ def test_csv_with_tag_lists_and_extra_columns(db: psycopg.Connection[Any], tmp_p
     import_file(db, "items", path)
     row = db.execute("select attributes from items where id = 'i9'").fetchone()
     assert row["attributes"] == {"colour": "blue"}
-    names = {r["name"] for r in db.execute(
-        "select t.name from item_tags it join tags t on t.id = it.tag_id where it.item_id = 'i9'")}
+    names = {
+        r["name"]
+        for r in db.execute(
+            "select t.name from item_tags it join tags t on t.id = it.tag_id where it.item_id = 'i9'"
+        )
+    }
     assert names == {"post-rock", "ambient"}
 
 
@@ -153,3 +200,26 @@ def test_csv_events_with_wrong_column_count(db: psycopg.Connection[Any], tmp_pat
     path.write_text("user_id,type,item_id\nu1,play\n", encoding="utf-8")
     with pytest.raises(InvalidInput, match=r"events.csv:2: expected 3 columns, got 2"):
         import_file(db, "events", path)
+
+
+@pytest.mark.parametrize(
+    ("kind", "row", "needle"),
+    [
+        ("items", {"id": "a\u0000b"}, "id: contains a NUL character"),
+        ("items", {"id": "a", "colour": "bl\u0000ue"}, "attributes: contains a NUL character"),
+        ("items", {"id": "a", "tags": ["ro\u0000ck"]}, "tags: contains a NUL character"),
+        ("users", {"id": "u", "channels": {"email": "a\u0000@x"}}, "channels: contains a NUL character"),
+    ],
+)
+def test_nul_characters_are_rejected_by_field(
+    db: psycopg.Connection[Any], tmp_path: Path, kind: str, row: dict[str, Any], needle: str
+) -> None:
+    path = write_jsonl(tmp_path / f"{kind}.jsonl", [row])
+    with pytest.raises(InvalidInput, match=":1: " + needle):
+        import_file(db, kind, path)
+
+
+def test_empty_provider_means_no_provider(db: psycopg.Connection[Any], tmp_path: Path) -> None:
+    import_file(db, "items", write_jsonl(tmp_path / "items.jsonl", [{"id": "a", "provider": ""}]))
+    row = db.execute("select provider_id from items where id = 'a'").fetchone()
+    assert row is not None and row["provider_id"] is None

@@ -13,39 +13,145 @@ from pathlib import Path
 import numpy as np
 
 GENRES: dict[str, dict[str, list[str]]] = {
-    "electronic": {"house": ["deep", "acid", "tech", "afro", "progressive"],
-                   "techno": ["minimal", "dub", "industrial", "melodic", "hard"],
-                   "ambient": ["dark", "drone", "space", "new-age"],
-                   "drum-and-bass": ["liquid", "neurofunk", "jungle"],
-                   "synthwave": ["darksynth", "outrun", "chillwave"]},
-    "rock": {"indie-rock": ["lo-fi", "jangle", "garage"], "post-rock": ["cinematic", "math"],
-             "shoegaze": ["blackgaze", "nu-gaze", "dream-pop"], "punk": ["post-punk", "pop-punk", "hardcore"],
-             "psychedelic-rock": ["space-rock", "stoner", "krautrock"]},
-    "hip-hop": {"rap": ["boom-bap", "trap", "drill", "conscious", "cloud-rap"],
-                "jazz-rap": ["lo-fi-hip-hop", "abstract"], "grime": ["uk-garage", "bassline"]},
-    "pop": {"synth-pop": ["electropop", "dark-synth-pop"], "indie-pop": ["bedroom-pop", "twee", "chamber-pop"],
-            "k-pop": ["k-indie", "k-rnb"], "dance-pop": ["disco-pop", "europop"]},
-    "jazz": {"bebop": ["hard-bop", "post-bop"], "jazz-fusion": ["jazz-funk", "nu-jazz"],
-             "vocal-jazz": ["swing", "bossa-nova"]},
-    "metal": {"black-metal": ["atmospheric-black-metal", "depressive-black-metal"],
-              "doom-metal": ["sludge", "funeral-doom"], "death-metal": ["melodic-death-metal", "technical-death-metal"]},
-    "folk": {"indie-folk": ["freak-folk", "chamber-folk"], "folk-rock": ["americana", "alt-country"],
-             "singer-songwriter": ["acoustic", "anti-folk"]},
-    "classical": {"baroque": ["harpsichord", "early-music"], "modern-classical": ["minimalism", "neoclassical"],
-                  "romantic": ["piano-romantic", "orchestral"]},
-    "soul": {"neo-soul": ["alt-rnb", "quiet-storm"], "funk": ["p-funk", "boogie"], "rnb": ["contemporary-rnb", "new-jack-swing"]},
-    "latin": {"reggaeton": ["dembow", "latin-trap"], "salsa": ["salsa-dura", "boogaloo"], "cumbia": ["digital-cumbia", "chicha"]},
+    "electronic": {
+        "house": ["deep", "acid", "tech", "afro", "progressive"],
+        "techno": ["minimal", "dub", "industrial", "melodic", "hard"],
+        "ambient": ["dark", "drone", "space", "new-age"],
+        "drum-and-bass": ["liquid", "neurofunk", "jungle"],
+        "synthwave": ["darksynth", "outrun", "chillwave"],
+    },
+    "rock": {
+        "indie-rock": ["lo-fi", "jangle", "garage"],
+        "post-rock": ["cinematic", "math"],
+        "shoegaze": ["blackgaze", "nu-gaze", "dream-pop"],
+        "punk": ["post-punk", "pop-punk", "hardcore"],
+        "psychedelic-rock": ["space-rock", "stoner", "krautrock"],
+    },
+    "hip-hop": {
+        "rap": ["boom-bap", "trap", "drill", "conscious", "cloud-rap"],
+        "jazz-rap": ["lo-fi-hip-hop", "abstract"],
+        "grime": ["uk-garage", "bassline"],
+    },
+    "pop": {
+        "synth-pop": ["electropop", "dark-synth-pop"],
+        "indie-pop": ["bedroom-pop", "twee", "chamber-pop"],
+        "k-pop": ["k-indie", "k-rnb"],
+        "dance-pop": ["disco-pop", "europop"],
+    },
+    "jazz": {
+        "bebop": ["hard-bop", "post-bop"],
+        "jazz-fusion": ["jazz-funk", "nu-jazz"],
+        "vocal-jazz": ["swing", "bossa-nova"],
+    },
+    "metal": {
+        "black-metal": ["atmospheric-black-metal", "depressive-black-metal"],
+        "doom-metal": ["sludge", "funeral-doom"],
+        "death-metal": ["melodic-death-metal", "technical-death-metal"],
+    },
+    "folk": {
+        "indie-folk": ["freak-folk", "chamber-folk"],
+        "folk-rock": ["americana", "alt-country"],
+        "singer-songwriter": ["acoustic", "anti-folk"],
+    },
+    "classical": {
+        "baroque": ["harpsichord", "early-music"],
+        "modern-classical": ["minimalism", "neoclassical"],
+        "romantic": ["piano-romantic", "orchestral"],
+    },
+    "soul": {
+        "neo-soul": ["alt-rnb", "quiet-storm"],
+        "funk": ["p-funk", "boogie"],
+        "rnb": ["contemporary-rnb", "new-jack-swing"],
+    },
+    "latin": {
+        "reggaeton": ["dembow", "latin-trap"],
+        "salsa": ["salsa-dura", "boogaloo"],
+        "cumbia": ["digital-cumbia", "chicha"],
+    },
 }
-MOODS = ["melancholic", "euphoric", "chill", "aggressive", "dreamy", "romantic", "dark", "uplifting", "nostalgic",
-         "energetic", "introspective", "sensual", "playful", "hypnotic", "epic", "calm"]
+MOODS = [
+    "melancholic",
+    "euphoric",
+    "chill",
+    "aggressive",
+    "dreamy",
+    "romantic",
+    "dark",
+    "uplifting",
+    "nostalgic",
+    "energetic",
+    "introspective",
+    "sensual",
+    "playful",
+    "hypnotic",
+    "epic",
+    "calm",
+]
 ERAS = ["60s", "70s", "80s", "90s", "00s", "10s", "20s"]
-THEMES = ["night-drive", "workout", "study", "rainy-day", "summer", "heartbreak", "party", "sleep", "coffee-shop",
-          "road-trip", "focus", "sunday-morning", "late-night", "gaming", "cooking"]
-ZONES = ["Europe/London", "Europe/Berlin", "Europe/Madrid", "Europe/Warsaw", "America/New_York", "America/Chicago",
-         "America/Los_Angeles", "America/Sao_Paulo", "America/Mexico_City", "Asia/Tokyo", "Asia/Seoul",
-         "Asia/Kolkata", "Australia/Sydney", "Africa/Lagos", "Europe/Stockholm"]
-SYLLABLES = ["ka", "lo", "mi", "ra", "ven", "sol", "tor", "na", "el", "zu", "fa", "rin", "do", "shi", "ber", "lux",
-             "mo", "ta", "vi", "an", "or", "kai", "ne", "pa", "qu", "ix", "um", "ly"]
+THEMES = [
+    "night-drive",
+    "workout",
+    "study",
+    "rainy-day",
+    "summer",
+    "heartbreak",
+    "party",
+    "sleep",
+    "coffee-shop",
+    "road-trip",
+    "focus",
+    "sunday-morning",
+    "late-night",
+    "gaming",
+    "cooking",
+]
+ZONES = [
+    "Europe/London",
+    "Europe/Berlin",
+    "Europe/Madrid",
+    "Europe/Warsaw",
+    "America/New_York",
+    "America/Chicago",
+    "America/Los_Angeles",
+    "America/Sao_Paulo",
+    "America/Mexico_City",
+    "Asia/Tokyo",
+    "Asia/Seoul",
+    "Asia/Kolkata",
+    "Australia/Sydney",
+    "Africa/Lagos",
+    "Europe/Stockholm",
+]
+SYLLABLES = [
+    "ka",
+    "lo",
+    "mi",
+    "ra",
+    "ven",
+    "sol",
+    "tor",
+    "na",
+    "el",
+    "zu",
+    "fa",
+    "rin",
+    "do",
+    "shi",
+    "ber",
+    "lux",
+    "mo",
+    "ta",
+    "vi",
+    "an",
+    "or",
+    "kai",
+    "ne",
+    "pa",
+    "qu",
+    "ix",
+    "um",
+    "ly",
+]
 
 
 @dataclass(frozen=True)
@@ -70,7 +176,9 @@ def _name(rng: np.random.Generator, parts: int) -> str:
     return "".join(rng.choice(SYLLABLES, size=parts)).capitalize()
 
 
-def generate(out_dir: Path, *, seed: int = 7, sizes: DemoSizes = DemoSizes(), now: datetime | None = None) -> dict[str, Path]:
+def generate(
+    out_dir: Path, *, seed: int = 7, sizes: DemoSizes = DemoSizes(), now: datetime | None = None
+) -> dict[str, Path]:
     """Write items.jsonl, users.jsonl and events.jsonl into `out_dir`; return their paths."""
     rng = np.random.default_rng(seed)
     now = (now or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0)
@@ -83,7 +191,9 @@ def generate(out_dir: Path, *, seed: int = 7, sizes: DemoSizes = DemoSizes(), no
     prov_era = rng.integers(0, len(ERAS), sizes.providers)
     popularity = 1.0 / np.arange(1, sizes.providers + 1) ** 1.1
     popularity = popularity[rng.permutation(sizes.providers)]
-    providers = [f"{_name(rng, 2)} {_name(rng, 2)}" if i % 3 else _name(rng, 3) for i in range(sizes.providers)]
+    providers = [
+        f"{_name(rng, 2)} {_name(rng, 2)}" if i % 3 else _name(rng, 3) for i in range(sizes.providers)
+    ]
     item_provider = rng.choice(sizes.providers, size=sizes.items, p=popularity / popularity.sum())
     items, item_micro, item_moods = [], np.zeros(sizes.items, int), []
     for i in range(sizes.items):
@@ -96,9 +206,17 @@ def generate(out_dir: Path, *, seed: int = 7, sizes: DemoSizes = DemoSizes(), no
         if rng.random() < 0.4:
             tags[str(rng.choice(THEMES))] = 0.4
         created = now - timedelta(days=float(rng.uniform(0, 900 if rng.random() < 0.95 else 7)))
-        items.append({"id": f"demo-t{i:05d}", "title": f"{_name(rng, 2)} {_name(rng, 1)}", "kind": "track",
-                      "provider": providers[p], "tags": tags, "created_at": created.isoformat(),
-                      "attributes": {"duration_s": int(rng.integers(120, 420))}})
+        items.append(
+            {
+                "id": f"demo-t{i:05d}",
+                "title": f"{_name(rng, 2)} {_name(rng, 1)}",
+                "kind": "track",
+                "provider": providers[p],
+                "tags": tags,
+                "created_at": created.isoformat(),
+                "attributes": {"duration_s": int(rng.integers(120, 420))},
+            }
+        )
         item_micro[i] = m
         item_moods.append({MOODS.index(x) for x in moods})
     # users: 2–3 liked microgenres (taste cluster around a broad family), a liked mood set
@@ -116,12 +234,25 @@ def generate(out_dir: Path, *, seed: int = 7, sizes: DemoSizes = DemoSizes(), no
         if rng.random() < 0.5:
             liked.add(int(rng.integers(0, n_micro)))
         liked_moods = set(rng.choice(len(MOODS), size=3, replace=False).tolist())
-        users.append({"id": uid, "timezone": zone, "locale": "en",
-                      "channels": {"file": "inbox", "email": f"{uid}@example.test"},
-                      "consent": {"file": True, "email": bool(rng.random() < 0.6)},
-                      "attributes": {"segment": str(rng.choice(["free", "premium"]))}})
-        affinity = np.array([(2.5 if item_micro[i] in liked else 0.0) + 0.6 * len(item_moods[i] & liked_moods)
-                             for i in range(sizes.items)]) + np.log(item_pop * sizes.providers) * 0.4
+        users.append(
+            {
+                "id": uid,
+                "timezone": zone,
+                "locale": "en",
+                "channels": {"file": "inbox", "email": f"{uid}@example.test"},
+                "consent": {"file": True, "email": bool(rng.random() < 0.6)},
+                "attributes": {"segment": str(rng.choice(["free", "premium"]))},
+            }
+        )
+        affinity = (
+            np.array(
+                [
+                    (2.5 if item_micro[i] in liked else 0.0) + 0.6 * len(item_moods[i] & liked_moods)
+                    for i in range(sizes.items)
+                ]
+            )
+            + np.log(item_pop * sizes.providers) * 0.4
+        )
         prob = np.exp(affinity - affinity.max())
         prob /= prob.sum()
         peak = int(rng.choice([8, 13, 18, 21, 23]))
@@ -134,14 +265,32 @@ def generate(out_dir: Path, *, seed: int = 7, sizes: DemoSizes = DemoSizes(), no
                 i = int(i)
                 ts = (start + timedelta(minutes=4 * j)).isoformat()
                 match = item_micro[i] in liked
-                etype = "complete" if match and rng.random() < 0.7 else "play" if rng.random() < 0.6 else "skip"
-                base = {"user_id": uid, "item_id": items[i]["id"], "ts": ts,
-                        "context": {"device": str(rng.choice(["mobile", "desktop", "speaker"], p=[0.6, 0.3, 0.1])),
-                                    "source": str(rng.choice(["playlist", "search", "radio"]))}}
+                etype = (
+                    "complete" if match and rng.random() < 0.7 else "play" if rng.random() < 0.6 else "skip"
+                )
+                base = {
+                    "user_id": uid,
+                    "item_id": items[i]["id"],
+                    "ts": ts,
+                    "context": {
+                        "device": str(rng.choice(["mobile", "desktop", "speaker"], p=[0.6, 0.3, 0.1])),
+                        "source": str(rng.choice(["playlist", "search", "radio"])),
+                    },
+                }
                 events.append({"id": f"demo-e{u}-{s}-{j}", "type": etype, "value": 1.0, **base})
                 if match and rng.random() < 0.15:
-                    events.append({"id": f"demo-e{u}-{s}-{j}-l", "type": str(rng.choice(["like", "save", "add_to_playlist"])), **base})
-    paths = {"items": out_dir / "items.jsonl", "users": out_dir / "users.jsonl", "events": out_dir / "events.jsonl"}
+                    events.append(
+                        {
+                            "id": f"demo-e{u}-{s}-{j}-l",
+                            "type": str(rng.choice(["like", "save", "add_to_playlist"])),
+                            **base,
+                        }
+                    )
+    paths = {
+        "items": out_dir / "items.jsonl",
+        "users": out_dir / "users.jsonl",
+        "events": out_dir / "events.jsonl",
+    }
     for kind, rows in (("items", items), ("users", users), ("events", events)):
         with paths[kind].open("w", encoding="utf-8") as fh:
             for row in rows:

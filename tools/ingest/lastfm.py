@@ -33,7 +33,9 @@ def _rows(path: Path) -> list[list[str]]:
         return [row for row in reader if row]
 
 
-def convert(src: Path, out_dir: Path, *, seed: int = 7, until: datetime | None = None, days: int = 180) -> dict[str, Path]:
+def convert(
+    src: Path, out_dir: Path, *, seed: int = 7, until: datetime | None = None, days: int = 180
+) -> dict[str, Path]:
     missing = [name for name in REQUIRED if not (src / name).exists()]
     if missing:
         raise InvalidInput(f"{src}: not a HetRec Last.fm-2k directory (missing {', '.join(missing)})")
@@ -59,15 +61,30 @@ def convert(src: Path, out_dir: Path, *, seed: int = 7, until: datetime | None =
             counts = {t: len(us) for t, us in applied.get(aid, {}).items()}
             top = max(counts.values(), default=1)
             tags = {t: round(max(c / top, 0.01), 4) for t, c in counts.items() if normalize_tag(t)}
-            fh.write(json.dumps({"id": aid, "title": name, "kind": "artist", "provider": f"artist-{aid}",
-                                 "tags": tags, "attributes": {"url": url}}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "id": aid,
+                        "title": name,
+                        "kind": "artist",
+                        "provider": f"artist-{aid}",
+                        "tags": tags,
+                        "attributes": {"url": url},
+                    }
+                )
+                + "\n"
+            )
     listens = _rows(src / "user_artists.dat")
     user_ids = sorted({r[0] for r in listens}, key=int)
     zones = {u: str(rng.choice(ZONES)) for u in user_ids}
     with paths["users"].open("w", encoding="utf-8") as fh:
         for u in user_ids:
-            fh.write(json.dumps({"id": u, "timezone": zones[u], "channels": {"file": "inbox"},
-                                 "consent": {"file": True}}) + "\n")
+            fh.write(
+                json.dumps(
+                    {"id": u, "timezone": zones[u], "channels": {"file": "inbox"}, "consent": {"file": True}}
+                )
+                + "\n"
+            )
     shift = until - max(tagged.values(), default=until)
     peak = {u: int(rng.integers(0, 24)) for u in user_ids}
     with paths["events"].open("w", encoding="utf-8") as fh:
@@ -79,10 +96,31 @@ def convert(src: Path, out_dir: Path, *, seed: int = 7, until: datetime | None =
             for j in range(n):
                 offset = timedelta(days=float(rng.uniform(0, days)), hours=float(rng.normal(0, 2.5)))
                 ts = (until - offset).replace(hour=peak[user]) if j % 2 else until - offset
-                fh.write(json.dumps({"id": f"lfm-p-{user}-{artist}-{j}", "user_id": user, "type": "play",
-                                     "item_id": artist, "ts": ts.isoformat(), "value": round(count / n, 3)}) + "\n")
+                fh.write(
+                    json.dumps(
+                        {
+                            "id": f"lfm-p-{user}-{artist}-{j}",
+                            "user_id": user,
+                            "type": "play",
+                            "item_id": artist,
+                            "ts": ts.isoformat(),
+                            "value": round(count / n, 3),
+                        }
+                    )
+                    + "\n"
+                )
         for (user, artist), when in tagged.items():
             if user in zones:
-                fh.write(json.dumps({"id": f"lfm-s-{user}-{artist}", "user_id": user, "type": "save",
-                                     "item_id": artist, "ts": (when + shift).isoformat()}) + "\n")
+                fh.write(
+                    json.dumps(
+                        {
+                            "id": f"lfm-s-{user}-{artist}",
+                            "user_id": user,
+                            "type": "save",
+                            "item_id": artist,
+                            "ts": (when + shift).isoformat(),
+                        }
+                    )
+                    + "\n"
+                )
     return paths

@@ -62,6 +62,7 @@ def import_file(
     elif kind == "users":
         parse = rec.parse_user
     elif kind == "events":
+
         def parse(d: dict[str, Any]) -> Any:
             return rec.parse_event(d, now=now, extra_types=extra_types)
     else:
@@ -108,7 +109,9 @@ def _raise_or_skip(errors: list[LineError], skip_bad: bool, path: Path) -> None:
         )
 
 
-def _check_event_refs(conn: psycopg.Connection[Any], parsed: list[tuple[int, Any]], file: str) -> list[LineError]:
+def _check_event_refs(
+    conn: psycopg.Connection[Any], parsed: list[tuple[int, Any]], file: str
+) -> list[LineError]:
     """Events must name a stored user and, if any, a stored item."""
     users = {r.user_id for _, r in parsed}
     items = {r.item_id for _, r in parsed if r.item_id is not None}
@@ -117,9 +120,13 @@ def _check_event_refs(conn: psycopg.Connection[Any], parsed: list[tuple[int, Any
     errors = []
     for line, r in parsed:
         if r.user_id not in known_users:
-            errors.append(LineError(file, line, "user_id", f"unknown user {r.user_id!r} (import users first)"))
+            errors.append(
+                LineError(file, line, "user_id", f"unknown user {r.user_id!r} (import users first)")
+            )
         elif r.item_id is not None and r.item_id not in known_items:
-            errors.append(LineError(file, line, "item_id", f"unknown item {r.item_id!r} (import items first)"))
+            errors.append(
+                LineError(file, line, "item_id", f"unknown item {r.item_id!r} (import items first)")
+            )
     return errors
 
 
@@ -135,7 +142,9 @@ def store_items(conn: psycopg.Connection[Any], items: Sequence[rec.ItemRecord]) 
         )
         with cur.copy("copy stage_items from stdin") as copy:
             for i in items:
-                copy.write_row((i.id, i.title, i.kind, i.provider, i.text, i.created_at, json.dumps(i.attributes)))
+                copy.write_row(
+                    (i.id, i.title, i.kind, i.provider, i.text, i.created_at, json.dumps(i.attributes))
+                )
         cur.execute(
             """insert into items (id, title, kind, provider_id, text, created_at, attributes)
                select id, title, kind, provider_id, text, coalesce(created_at, now()), attributes
@@ -160,7 +169,14 @@ def store_users(conn: psycopg.Connection[Any], users: Sequence[rec.UserRecord]) 
         with cur.copy("copy stage_users from stdin") as copy:
             for u in users:
                 copy.write_row(
-                    (u.id, u.timezone, u.locale, json.dumps(u.channels), json.dumps(u.consent), json.dumps(u.attributes))
+                    (
+                        u.id,
+                        u.timezone,
+                        u.locale,
+                        json.dumps(u.channels),
+                        json.dumps(u.consent),
+                        json.dumps(u.attributes),
+                    )
                 )
         cur.execute(
             """insert into users (id, timezone, locale, channels, consent, attributes)
@@ -185,8 +201,17 @@ def store_events(conn: psycopg.Connection[Any], events: Sequence[rec.EventRecord
         with cur.copy("copy stage_events from stdin") as copy:
             for n, e in enumerate(events):
                 copy.write_row(
-                    (n, e.id, e.user_id, e.type, e.item_id, e.ts, e.value, e.message_id,
-                     json.dumps(e.context) if e.context else "{}")
+                    (
+                        n,
+                        e.id,
+                        e.user_id,
+                        e.type,
+                        e.item_id,
+                        e.ts,
+                        e.value,
+                        e.message_id,
+                        json.dumps(e.context) if e.context else "{}",
+                    )
                 )
         cur.execute(
             """insert into events (id, user_id, type, item_id, ts, value, message_id, context)

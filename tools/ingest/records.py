@@ -19,8 +19,22 @@ from zoneinfo import available_timezones
 from tagloop.tools.tagging_names import normalize_tag
 
 EVENT_TYPES = frozenset(
-    "impression play complete skip like dislike save add_to_playlist share open click convert dismiss "
-    "unsubscribe".split()
+    [
+        "impression",
+        "play",
+        "complete",
+        "skip",
+        "like",
+        "dislike",
+        "save",
+        "add_to_playlist",
+        "share",
+        "open",
+        "click",
+        "convert",
+        "dismiss",
+        "unsubscribe",
+    ]
 )
 EVENT_NAMESPACE = uuid.UUID("6f1b8a52-3c1e-5d0a-9a57-7461676c6f6f")
 MAX_ID = 256
@@ -75,6 +89,8 @@ EVENT_FIELDS = {"id", "user_id", "type", "item_id", "ts", "value", "message_id",
 def parse_item(data: dict[str, Any]) -> ItemRecord:
     attributes = _object(data, "attributes")
     attributes.update({k: v for k, v in data.items() if k not in ITEM_FIELDS})
+    _no_nul_json("attributes", attributes)
+    _no_nul_json("tags", data.get("tags"))
     return ItemRecord(
         id=_id(data, "id"),
         title=_str(data, "title", default="") or "",
@@ -90,11 +106,14 @@ def parse_item(data: dict[str, Any]) -> ItemRecord:
 def parse_user(data: dict[str, Any]) -> UserRecord:
     attributes = _object(data, "attributes")
     attributes.update({k: v for k, v in data.items() if k not in USER_FIELDS})
+    _no_nul_json("attributes", attributes)
     channels = _object(data, "channels")
     for name, address in channels.items():
         if not isinstance(address, str):
             raise FieldError(f"channels.{name}", f"must be a string address, got {type(address).__name__}")
     consent = _object(data, "consent")
+    _no_nul_json("channels", channels)
+    _no_nul_json("consent", consent)
     for name, given in consent.items():
         if isinstance(given, str) and given.lower() in {"true", "false"}:
             consent[name] = given.lower() == "true"
@@ -115,6 +134,7 @@ def parse_event(
 ) -> EventRecord:
     context = _object(data, "context")
     context.update({k: v for k, v in data.items() if k not in EVENT_FIELDS})
+    _no_nul_json("context", context)
     type_ = _str(data, "type", default=None)
     if not type_:
         raise FieldError("type", "is required")
@@ -141,6 +161,7 @@ def _id(data: dict[str, Any], name: str) -> str:
     text = str(value)
     if len(text) > MAX_ID:
         raise FieldError(name, f"is longer than {MAX_ID} characters")
+    _no_nul(name, text)
     return text
 
 
@@ -154,7 +175,18 @@ def _str(data: dict[str, Any], name: str, *, default: str | None, max_len: int |
         raise FieldError(name, f"must be a string, got {type(value).__name__}")
     if max_len is not None and len(value) > max_len:
         raise FieldError(name, f"is longer than {max_len} characters")
+    _no_nul(name, value)
     return value
+
+
+def _no_nul_json(name: str, value: Any) -> None:
+    if "\\u0000" in json.dumps(value):
+        raise FieldError(name, "contains a NUL character (\\u0000), which cannot be stored")
+
+
+def _no_nul(name: str, text: str) -> None:
+    if "\x00" in text:
+        raise FieldError(name, "contains a NUL character (\\u0000), which cannot be stored")
 
 
 def _float(data: dict[str, Any], name: str) -> float | None:
@@ -244,5 +276,7 @@ def _tags(value: Any) -> dict[str, float]:
                 raise FieldError("tags", f"empty tag name {name!r}")
             tags[key] = max(tags.get(key, 0.0), float(weight))
     else:
-        raise FieldError("tags", f"must be a list of strings or an object tag → weight, got {type(value).__name__}")
+        raise FieldError(
+            "tags", f"must be a list of strings or an object tag → weight, got {type(value).__name__}"
+        )
     return tags
