@@ -22,7 +22,9 @@ from tagloop.tools.store.catalogue import refresh_item_vectors, refresh_tag_coun
 Log = Callable[[str], None]
 
 
-def import_converted(settings: Settings, paths: dict[str, Path], progress: Log | None = None) -> dict[str, Any]:
+def import_converted(
+    settings: Settings, paths: dict[str, Path], progress: Log | None = None
+) -> dict[str, Any]:
     """Import users, items, events (in that order), refresh tag vectors and rebuild profiles."""
     summary: dict[str, Any] = {}
     with connect(settings) as conn:
@@ -36,8 +38,9 @@ def import_converted(settings: Settings, paths: dict[str, Path], progress: Log |
         if progress:
             progress("building profiles")
         with conn.transaction():
-            summary["profiles"] = rebuild_profiles(conn, now=datetime.now(UTC),
-                                                   half_life_days=settings.profile_half_life_days)
+            summary["profiles"] = rebuild_profiles(
+                conn, now=datetime.now(UTC), half_life_days=settings.profile_half_life_days
+            )
     return summary
 
 
@@ -64,14 +67,20 @@ def run_demo(settings: Settings, *, users: int, seed: int, sample: int, console:
         log(f"generating demo data (seed {seed}, {users} users) in {demo_dir}")
         paths = demo.generate(demo_dir, seed=seed, sizes=demo.DemoSizes(users=users))
         summary = import_converted(settings, paths, progress=log)
-        log(f"loaded {summary['items']['stored']:,} items, {summary['users']['stored']:,} users, "
-            f"{summary['events']['stored']:,} events; {summary['profiles']:,} profiles")
+        log(
+            f"loaded {summary['items']['stored']:,} items, {summary['users']['stored']:,} users, "
+            f"{summary['events']['stored']:,} events; {summary['profiles']:,} profiles"
+        )
         marker.write_text(datetime.now(UTC).isoformat())
     else:
         log("demo data already loaded; running the agent")
     with connect(settings) as conn:
-        ids = [r["id"] for r in conn.execute(
-            "select id from users where id like 'demo-u%%' order by id limit %(n)s", {"n": sample})]
+        ids = [
+            r["id"]
+            for r in conn.execute(
+                "select id from users where id like 'demo-u%%' order by id limit %(n)s", {"n": sample}
+            )
+        ]
         outcomes = run_users(conn, settings, ids, channels={"file": FileChannel(settings.outbox_file)})
         profiles = load_profiles(conn, ids, top=4)
     table = Table(title=f"tagloop decided for {len(ids)} demo users", show_lines=True)

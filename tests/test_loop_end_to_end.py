@@ -22,9 +22,12 @@ from tagloop.tools.store.catalogue import refresh_item_vectors
 NOW = datetime(2026, 5, 4, 9, tzinfo=UTC)
 
 
-def test_full_agent_run_records_decisions_and_delivers_once(db: psycopg.Connection[Any], tmp_path: Path) -> None:
-    paths = demo.generate(tmp_path / "demo", seed=3, sizes=demo.DemoSizes(users=30, providers=40, items=300, days=20),
-                          now=NOW)
+def test_full_agent_run_records_decisions_and_delivers_once(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    paths = demo.generate(
+        tmp_path / "demo", seed=3, sizes=demo.DemoSizes(users=30, providers=40, items=300, days=20), now=NOW
+    )
     for kind in ("users", "items", "events"):
         import_file(db, kind, paths[kind])
     refresh_item_vectors(db)
@@ -46,7 +49,10 @@ def test_full_agent_run_records_decisions_and_delivers_once(db: psycopg.Connecti
     assert sorted(m["message_id"] for m in lines) == sorted(o.message_id for o in sent)  # each sent once
     for o in sent:
         assert len(o.propensities) == len(o.chosen) and all(0 < p <= 1 for p in o.propensities)
-        played = {r["item_id"] for r in db.execute("select item_id from events where user_id = %(u)s", {"u": o.user_id})}
+        played = {
+            r["item_id"]
+            for r in db.execute("select item_id from events where user_id = %(u)s", {"u": o.user_id})
+        }
         assert not played & {c["item_id"] for c in o.chosen}
     rows = db.execute("select count(*) as n, count(distinct id) as d from decisions").fetchone()
     assert rows["n"] == rows["d"] == len(users)

@@ -22,24 +22,49 @@ def load(db: psycopg.Connection[Any], tmp_path: Path, events: list[dict[str, Any
         p.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         return p
 
-    import_file(db, "users", write("u.jsonl", [{"id": "u", "timezone": "Asia/Tokyo"}, {"id": "s", "timezone": "UTC"}]))
-    import_file(db, "items", write("i.jsonl", [
-        {"id": "rock1", "tags": ["shoegaze"]}, {"id": "rock2", "tags": ["shoegaze"]},
-        {"id": "rap1", "tags": ["boom-bap"]}, {"id": "jazz1", "tags": ["bebop"]},
-    ]))
+    import_file(
+        db, "users", write("u.jsonl", [{"id": "u", "timezone": "Asia/Tokyo"}, {"id": "s", "timezone": "UTC"}])
+    )
+    import_file(
+        db,
+        "items",
+        write(
+            "i.jsonl",
+            [
+                {"id": "rock1", "tags": ["shoegaze"]},
+                {"id": "rock2", "tags": ["shoegaze"]},
+                {"id": "rap1", "tags": ["boom-bap"]},
+                {"id": "jazz1", "tags": ["bebop"]},
+            ],
+        ),
+    )
     import_file(db, "events", write("e.jsonl", events))
     rebuild_profiles(db, now=NOW, half_life_days=30)
     db.commit()
 
 
 def ev(user: str, type_: str, item: str, days_ago: float, **extra: Any) -> dict[str, Any]:
-    return {"user_id": user, "type": type_, "item_id": item, "ts": (NOW - timedelta(days=days_ago)).isoformat(), **extra}
+    return {
+        "user_id": user,
+        "type": type_,
+        "item_id": item,
+        "ts": (NOW - timedelta(days=days_ago)).isoformat(),
+        **extra,
+    }
 
 
-def test_positive_signals_outweigh_plays_and_negatives_subtract(db: psycopg.Connection[Any], tmp_path: Path) -> None:
-    load(db, tmp_path, [
-        ev("u", "like", "rock1", 1), ev("u", "play", "rap1", 1, value=3), ev("u", "dislike", "jazz1", 1),
-    ])
+def test_positive_signals_outweigh_plays_and_negatives_subtract(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    load(
+        db,
+        tmp_path,
+        [
+            ev("u", "like", "rock1", 1),
+            ev("u", "play", "rap1", 1, value=3),
+            ev("u", "dislike", "jazz1", 1),
+        ],
+    )
     prof = load_profiles(db, ["u"])["u"]
     names = dict(prof.top_tags)
     assert names["shoegaze"] > names["boom-bap"] > 0

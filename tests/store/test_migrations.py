@@ -40,8 +40,18 @@ def test_migration_versions_are_unique_and_numbered() -> None:
 def test_core_tables_exist(db: psycopg.Connection[Any]) -> None:
     rows = db.execute("select tablename from pg_tables where schemaname = 'public'").fetchall()
     tables = {r["tablename"] for r in rows}
-    assert {"items", "tags", "item_tags", "providers", "users", "events", "user_profiles", "decisions",
-            "messages", "schema_migrations"} <= tables
+    assert {
+        "items",
+        "tags",
+        "item_tags",
+        "providers",
+        "users",
+        "events",
+        "user_profiles",
+        "decisions",
+        "messages",
+        "schema_migrations",
+    } <= tables
     kinds = {
         r["column_name"]: r["udt_name"]
         for r in db.execute(

@@ -60,7 +60,10 @@ def replace_item_tags(
         "delete from item_tags where item_id = any(%(items)s) and source = %(source)s",
         {"items": item_ids, "source": source},
     )
-    with conn.cursor() as cur, cur.copy("copy item_tags (item_id, tag_id, weight, source) from stdin") as copy:
+    with (
+        conn.cursor() as cur,
+        cur.copy("copy item_tags (item_id, tag_id, weight, source) from stdin") as copy,
+    ):
         for item_id, tags in tags_by_item.items():
             for name, weight in tags.items():
                 copy.write_row((item_id, ids[name], weight, source))
@@ -102,7 +105,9 @@ def refresh_item_vectors(conn: psycopg.Connection[Any], item_ids: list[str] | No
         with cur.copy("copy stage_vecs from stdin") as copy:
             for item_id, v in payload:
                 copy.write_row((item_id, v.to_text()))
-        cur.execute("update items i set tag_vec = s.v::sparsevec(1000000) from stage_vecs s where s.item_id = i.id")
+        cur.execute(
+            "update items i set tag_vec = s.v::sparsevec(1000000) from stage_vecs s where s.item_id = i.id"
+        )
         if item_ids is not None:
             cur.execute(
                 "update items set tag_vec = null where id = any(%(items)s) and id <> all(%(have)s)",

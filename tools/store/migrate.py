@@ -78,4 +78,3 @@ def migrate(conn: psycopg.Connection) -> list[Migration]:
 def pending(conn: psycopg.Connection) -> list[Migration]:
     have = applied(conn)
     return [m for m in available() if m.version not in have]
-
