@@ -18,6 +18,7 @@ Profiles rows are locked in user-id order so concurrent batches never deadlock o
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -28,7 +29,6 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 from pgvector import SparseVector
-from psycopg.types.json import Jsonb
 
 from tagloop.tools.ingest.records import EventRecord
 from tagloop.tools.profiles import decay, event_weight
@@ -74,9 +74,11 @@ select item_id, tag_id, weight from item_tags where item_id = any(%(items)s) and
 """
 _MESSAGES = "select id::text as id, decision_id, channel from messages where id = any(%(ids)s::uuid[])"
 _SAVE = """
-update user_profiles set tags = %(tags)s, decayed_to = %(now)s, n_events = %(n_events)s,
-       stats = %(stats)s, updated_at = now()
-where user_id = %(user_id)s
+update user_profiles p set tags = s.tags::sparsevec(1000000), decayed_to = %(now)s, n_events = s.n_events,
+       stats = s.stats, updated_at = now()
+from unnest(%(users)s::text[], %(tags)s::text[], %(n_events)s::int[], %(stats)s::jsonb[])
+     as s(user_id, tags, n_events, stats)
+where p.user_id = s.user_id
 """
 _CREDIT = """
 insert into decision_feedback as f (decision_id, user_id, channel, opens, clicks, converts, negatives,
@@ -121,13 +123,14 @@ def apply_events(
         tags, stats, burst = _fold(row, user_events, item_tags, messages, now, config)
         if burst is not None:
             result.bursts[user_id] = burst
-        saves.append({"user_id": user_id, "now": now, "n_events": int(row["n_events"]) + len(user_events),
-                      "tags": SparseVector({k: v for k, v in tags.items() if abs(v) > 1e-6}, TAG_DIM),
-                      "stats": Jsonb(stats)})
+        vector = SparseVector({k: v for k, v in tags.items() if abs(v) > 1e-6}, TAG_DIM).to_text()
+        saves.append((user_id, vector, int(row["n_events"]) + len(user_events),
+                      json.dumps(stats, separators=(",", ":"))))
     credits = _credits(events, messages)
     result.credited_decisions = len(credits)
+    users_, tags_, counts_, stats_ = (list(column) for column in zip(*saves, strict=True))
     with conn.pipeline(), conn.cursor() as cur:
-        cur.executemany(_SAVE, saves)
+        cur.execute(_SAVE, {"now": now, "users": users_, "tags": tags_, "n_events": counts_, "stats": stats_})
         if credits:
             cur.executemany(_CREDIT, credits)
     return result
