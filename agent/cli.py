@@ -79,9 +79,9 @@ def db_status(as_json: JsonFlag = False) -> None:
         pending = [f"{m.version:04d}_{m.name}" for m in migrate.pending(conn)]
         counts = {}
         if have:
-            for table in ("items", "tags", "users", "events", "user_profiles", "decisions", "messages"):
-                row = conn.execute(f"select count(*) as n from {table}").fetchone()  # noqa: S608 - fixed names
-                counts[table] = row["n"] if row else 0
+            for name in ("items", "tags", "users", "events", "user_profiles", "decisions", "messages"):
+                row = conn.execute(f"select count(*) as n from {name}").fetchone()  # fixed table names
+                counts[name] = row["n"] if row else 0
         version = conn.execute("select extversion from pg_extension where extname = 'vector'").fetchone()
     data = {
         "database": "external" if settings.database_url else "embedded",
@@ -313,6 +313,9 @@ def _mount_evals() -> None:
     app.add_typer(eval_app, name="eval")
     from tagloop.agent.cli_tag import tag_app
     app.add_typer(tag_app, name="tag")
+    from tagloop.agent.cli_train import recommend_command, train_command
+    app.command("train")(train_command)
+    app.command("recommend")(recommend_command)
 
 
 def main() -> None:
