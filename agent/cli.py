@@ -235,8 +235,20 @@ def serve(
 
     from tagloop.agent.http import create_app
 
+    from tagloop.agent.scheduler import Scheduler
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(create_app(_settings()), host=host, port=port, log_level="warning", access_log=False)
+    settings = _settings()
+    scheduler = None
+    if not (no_scheduler and no_delivery):
+        # one process serves the API, the scheduler and the delivery worker (SPEC §4)
+        scheduler = Scheduler(settings, decide_runs=not no_scheduler, deliver=not no_delivery)
+        scheduler.start()
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown()
 
 
 decisions_app = typer.Typer(help="Logged decisions.", no_args_is_help=True)
