@@ -1,8 +1,8 @@
 """`tagloop eval ope`: off-policy estimates of a target policy from logged feedback (SPEC §6).
 
-Data sources: `--obd DIR [--campaign]` (Open Bandit Dataset; target = Bernoulli TS). The second
-source, `--logs DECISIONS.jsonl --policy POLICY.toml`, will build the same `BanditFeedback` and
-`action_dist` and reuse `evaluate`; until it lands it is refused with a clear error.
+Data sources: `--obd DIR [--campaign]` (Open Bandit Dataset; target = Bernoulli TS), and
+`--logs DECISIONS.jsonl --policy POLICY.toml` (tagloop's own decision export; target = the
+candidate policy, `evals/ope/logs.py`) — both build a `BanditFeedback` and reuse `evaluate`.
 """
 
 from __future__ import annotations
@@ -48,8 +48,57 @@ def result_json(result: OpeResult, ground_truth: float | None, extra: dict[str, 
     return out
 
 
+LOGS_NOTE = (
+    "Target policy: the candidate POLICY.toml replayed on each logged decision's candidates; a round is "
+    "a decision that sent a message, its action the whole slate (exact slate propensities)."
+)
+
+
+def _bootstrap(fb: Any, dist: np.ndarray, n_boot: int, seed: int, err: Console) -> OpeResult:
+    progress = Progress(
+        TextColumn("bootstrap"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+    with progress:
+        bar = progress.add_task("bootstrap", total=n_boot)
+        rng = np.random.default_rng(seed)
+        return evaluate(fb, dist, rng, n_boot=n_boot, on_replicate=lambda: progress.advance(bar))
+
+
+def _run_logs(
+    logs: Path, policy: Path, n_boot: int, seed: int, report: Path | None, err: Console
+) -> dict[str, Any]:
+    from tagloop.evals.ope.logs import load_logs
+    from tagloop.policies import load_policy
+
+    cfg = load_policy(policy)
+    task = load_logs(logs, cfg)
+    result = _bootstrap(task.feedback, task.action_dist, n_boot, seed, err)
+    extra = {
+        "source": "logs",
+        "policy": f"{cfg.name}@{cfg.version}",
+        "logged_value": task.logged_value,
+        "logging_policies": task.logging_policies,
+        "n_decisions": task.n_records,
+        "n_rounds": task.feedback.n_rounds,
+        "skipped": task.skipped,
+        "rounds_target_cannot_show": task.zero_target,
+        "n_boot": n_boot,
+        "seed": seed,
+    }
+    if report is not None:
+        title = f"Off-policy evaluation of {cfg.name}@{cfg.version} on {logs.name}"
+        extra["report"] = str(write_ope_report(report, result, None, title, LOGS_NOTE))
+    return result_json(result, None, extra)
+
+
 def _table(payload: dict[str, Any]) -> Table:
-    table = Table(title=f"OPE — ground truth {payload['ground_truth']:.5f}")
+    truth = payload["ground_truth"]
+    table = Table(title="OPE — " + (f"ground truth {truth:.5f}" if truth is not None else "no ground truth"))
     for col in ("estimator", "estimate", "95% CI", "rel. error", "est. RMSE"):
         table.add_column(col, justify="left" if col == "estimator" else "right")
     for name in FAMILIES:
@@ -77,7 +126,8 @@ def ope_command(
     report: Annotated[Path | None, typer.Option(help="write a markdown/HTML page with plots here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout")] = False,
 ) -> None:
-    """Estimate the Bernoulli-TS policy's click rate from the random policy's OBD logs."""
+    """Estimate a target policy's value from logs: OBD's Bernoulli-TS from its random logs, or a
+    candidate POLICY.toml from tagloop's decision log (--logs … --policy …)."""
     err = Console(stderr=True)
     try:
         payload = _run(obd, campaign, logs, policy, n_boot, seed, report, err)
@@ -88,7 +138,8 @@ def ope_command(
         typer.echo(json.dumps(payload))
     else:
         Console().print(_table(payload))
-        Console().print(f"recommended: {payload['recommended']}  ({ACTION_DIST_NOTE})")
+        note = LOGS_NOTE if payload.get("source") == "logs" else ACTION_DIST_NOTE
+        Console().print(f"recommended: {payload['recommended']}  ({note})")
 
 
 def _run(
@@ -102,12 +153,16 @@ def _run(
     err: Console,
 ) -> dict[str, Any]:
     if logs is not None or policy is not None:
-        raise InvalidInput(
-            "--logs/--policy (tagloop decision logs) is not supported yet; the supported "
-            "combination is --obd DIR [--campaign all|men|women]"
-        )
+        if obd is not None:
+            raise InvalidInput("give either --obd DIR or --logs FILE --policy FILE, not both")
+        if logs is None or policy is None:
+            raise InvalidInput("--logs DECISIONS.jsonl and --policy POLICY.toml go together")
+        return _run_logs(logs, policy, n_boot, seed, report, err)
     if obd is None:
-        raise InvalidInput("give --obd DIR (Open Bandit Dataset layout DIR/{random,bts}/{campaign}/)")
+        raise InvalidInput(
+            "give --obd DIR (Open Bandit Dataset layout DIR/{random,bts}/{campaign}/) "
+            "or --logs DECISIONS.jsonl --policy POLICY.toml"
+        )
     task = load_obd(obd, campaign)
     progress = Progress(
         TextColumn("bootstrap"),
