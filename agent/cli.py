@@ -323,6 +323,8 @@ def _mount_evals() -> None:
     from tagloop.evals.cli import app as eval_app
 
     app.add_typer(eval_app, name="eval")
+    from tagloop.agent.cli_report import report_app
+    app.add_typer(report_app, name="report")
     from tagloop.agent.cli_tag import tag_app
     app.add_typer(tag_app, name="tag")
     from tagloop.agent.cli_train import recommend_command, train_command
