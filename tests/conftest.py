@@ -38,6 +38,8 @@ def obd_dir() -> Path:
 # (or TAGLOOP_TEST_DATABASE_URL's server), with a fresh database for each test session.
 
 import os  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from typing import Any  # noqa: E402
@@ -58,7 +60,7 @@ def truncate_all(conn: psycopg.Connection[Any]) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_admin_url() -> Iterator[str]:
     """A URL of a PostgreSQL server with pgvector on which tests may create databases."""
     external = os.environ.get("TAGLOOP_TEST_DATABASE_URL")
     if external:
@@ -66,10 +68,13 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from tagloop.tools.store import embedded
 
-    home = tmp_path_factory.mktemp("tagloop-home")
+    # Not under pytest's basetemp: pytest prunes old basetemps, which would pull the data directory
+    # from under a server that another pytest session on the same machine is still using.
+    home = Path(tempfile.mkdtemp(prefix="tagloop-test-home-"))
     url = embedded.ensure_running(home)
     yield url
     embedded.stop(home)
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
