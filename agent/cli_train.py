@@ -1,0 +1,88 @@
+"""`tagloop train` and `tagloop recommend`: fit the recommender on the store and serve it from Postgres.
+
+- `train [--seed S] [--json]`: tools/recommender/train.py on every stored event; prints the model
+  id, sizes and per-step timings (progress on stderr); the new model is served at once.
+- `recommend --user ID [--k 20] [--json]`: the user's top-k unseen items from the active model
+  (one pgvector HNSW query), each with its score and a short human reason; the user's vector is
+  also stored in `user_profiles.embedding`.
+Mounted by agent/cli.py (`_mount_evals`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tagloop.agent.settings import load_settings
+from tagloop.tools.errors import InvalidInput, NotFound
+
+out = Console()
+err = Console(stderr=True)
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def _emit(data: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(data, default=str) + "\n")
+
+
+def train_command(
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the randomised SVDs.")] = 7,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train the recommender on the stored events and item tags; serve it from Postgres at once."""
+    from tagloop.agent.database import connect
+    from tagloop.tools.recommender.train import train
+
+    settings = load_settings()
+    with connect(settings) as conn:
+        report = train(conn, seed=seed, home=settings.home, progress=err.print)
+        conn.commit()
+    data = report.summary()
+    if as_json:
+        _emit(data)
+        return
+    table = Table(title=f"model {report.model_id} (dim {report.dim}) is now served")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key in ("users", "items", "warm_items", "tags", "interactions"):
+        table.add_row(key, f"{data[key]:,}")
+    for step, secs in report.seconds.items():
+        table.add_row(f"seconds: {step}", f"{secs:.2f}")
+    for name, size in report.bytes.items():
+        table.add_row(f"size: {name}", f"{size / 1e6:.1f} MB")
+    out.print(table)
+
+
+def recommend_command(
+    user: Annotated[str, typer.Option("--user", help="The user id.")],
+    k: Annotated[int, typer.Option("--k", min=1, max=1000, help="How many items.")] = 20,
+    as_json: JsonFlag = False,
+) -> None:
+    """Top-k unseen items for one user from the trained model, with a reason each."""
+    from tagloop.agent.database import connect
+    from tagloop.tools.recommender import serving
+
+    with connect(load_settings()) as conn:
+        if conn.execute("select 1 from users where id = %(id)s", {"id": user}).fetchone() is None:
+            raise NotFound(f"unknown user {user!r}")
+        recs = serving.recommend(conn, user, k, now=datetime.now(UTC), store=True)
+        conn.commit()
+    if recs is None:
+        raise InvalidInput("no trained model yet: run `tagloop train` first")
+    if as_json:
+        _emit({"user_id": user, "items": [
+            {"item_id": r.item_id, "title": r.title, "provider": r.provider, "score": round(r.score, 6),
+             "explanation": r.reason, "cold": r.cold} for r in recs]})
+        return
+    table = Table(title=f"recommendations for {user}")
+    for column in ("#", "item", "provider", "score", "why"):
+        table.add_column(column)
+    for n, r in enumerate(recs, 1):
+        table.add_row(str(n), r.title or r.item_id, r.provider or "", f"{r.score:.4f}", r.reason)
+    out.print(table)

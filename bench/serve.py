@@ -1,0 +1,131 @@
+"""Benchmark: top-20 recommendations for one user served from Postgres (pgvector HNSW) versus a
+numpy full scan of the same model, over the same users in one run.
+
+Needs a database with data and a trained model (the database of the settings in use:
+`TAGLOOP_DATABASE_URL` / `TAGLOOP_HOME`), e.g. Last.fm:
+    tagloop import lastfm ../shared/data/lastfm-2k && tagloop train
+For each of N users (default 1,000, seeded sample) it times, per request:
+- `pg`        : read the user's events, fold in the vector, one `order by vec <#> q limit 20` query
+                with the seen items excluded (the serving path, without reasons);
+- `pg+reasons`: the same plus the human reasons (tools/recommender/serving.py `recommend`);
+- `pg-query`  : the HNSW query alone (vector already known);
+- `numpy`     : the same history read and fold-in, then a full scan `item_vecs @ q` with the
+                seen items masked and argpartition (the baseline: exact, in-process);
+and reports p50/p95/p99 in milliseconds plus recall@20 of the HNSW result against the exact scan.
+
+Run: OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/serve.py [--users 1000] [--k 20] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from datetime import UTC, datetime
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np
+
+from tagloop.agent.database import connect
+from tagloop.agent.settings import load_settings
+from tagloop.tools.recommender import pg, serving
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ms = np.asarray(samples) * 1000.0
+    return {f"p{q}": round(float(np.percentile(ms, q)), 2) for q in (50, 95, 99)} | {
+        "mean": round(float(ms.mean()), 2)}
+
+
+def _line(name: str, stats: dict[str, float]) -> None:
+    p50, p95, p99 = stats["p50"], stats["p95"], stats["p99"]
+    print(f"  {name:<11} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms   p99 {p99:7.2f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    now = datetime.now(UTC)
+    with connect(load_settings()) as conn:
+        served = serving.active(conn)
+        if served is None:
+            raise SystemExit("no trained model: run `tagloop train` first")
+        serving.place_new_items(conn, served, force=True)
+        conn.commit()
+        users = [r["id"] for r in conn.execute("select id from users order by id")]
+        rng = np.random.default_rng(args.seed)
+        sample = [str(u) for u in rng.choice(users, size=min(args.users, len(users)), replace=False)]
+        item_vecs = served.model.item_vectors()
+        times: dict[str, list[float]] = {"pg": [], "pg+reasons": [], "pg-query": [], "numpy": []}
+        recall: list[float] = []
+        cpu_pg: list[float] = []
+        server: list[float] = []
+        explain = pg._compose("explain (analyze, format json) " + pg._TOP_K, served.row)
+
+        def pg_path(user: str) -> list[pg.Hit]:
+            history = serving.histories(conn, served, [user])[user]
+            return pg.top_k(conn, served.row, serving.user_vector(served, history), history.seen, args.k)
+
+        def numpy_path(user: str) -> np.ndarray:
+            history = serving.histories(conn, served, [user])[user]
+            scores = item_vecs @ serving.user_vector(served, history)
+            scores[history.item_idx] = -np.inf
+            top = np.argpartition(-scores, args.k)[: args.k]
+            return top[np.argsort(-scores[top])]
+
+        for user in sample[:20]:  # warm the caches and the plan
+            pg_path(user)
+            numpy_path(user)
+        for user in sample:
+            start, cpu = time.perf_counter(), time.process_time()
+            hits = pg_path(user)
+            times["pg"].append(time.perf_counter() - start)
+            cpu_pg.append(time.process_time() - cpu)
+            start = time.perf_counter()
+            exact = numpy_path(user)
+            times["numpy"].append(time.perf_counter() - start)
+            history = serving.histories(conn, served, [user])[user]
+            vec = serving.user_vector(served, history)
+            start = time.perf_counter()
+            pg.top_k(conn, served.row, vec, history.seen, args.k)
+            times["pg-query"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            serving.recommend(conn, user, args.k, now=now, served=served)
+            times["pg+reasons"].append(time.perf_counter() - start)
+            analysed = conn.execute(explain, {"q": vec, "seen": history.seen, "k": args.k}).fetchone()
+            plan = analysed["QUERY PLAN"][0] if analysed else {}
+            server.append((plan.get("Execution Time", 0.0) + plan.get("Planning Time", 0.0)) / 1000.0)
+            truth = {str(served.model.item_ids[i]) for i in exact}
+            recall.append(len(truth & {h.item_id for h in hits}) / max(len(truth), 1))
+        plan_rows = conn.execute(pg._compose("explain " + pg._TOP_K, served.row),
+                                 {"q": vec, "seen": history.seen, "k": args.k}).fetchall()
+        conn.rollback()
+    result = {
+        "users": len(sample), "k": args.k, "model_id": served.row.id, "dim": served.row.dim,
+        "items": int(item_vecs.shape[0]), "latency_ms": {name: percentiles(ts) for name, ts in times.items()},
+        f"recall@{args.k}_hnsw_vs_exact": round(float(np.mean(recall)), 4),
+        "uses_hnsw_index": any("item_vectors_hnsw" in str(r) for r in plan_rows),
+        "pg_query_server_ms": percentiles(server), "pg_client_cpu_ms": percentiles(cpu_pg),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{result['users']} users, top-{args.k} of {result['items']:,} items (model {served.row.id}, "
+          f"dim {served.row.dim}); HNSW index used: {result['uses_hnsw_index']}")
+    for name, stats in result["latency_ms"].items():
+        _line(name, stats)
+    _line("pg-query, server side (explain analyze)", result["pg_query_server_ms"])
+    _line("pg, client CPU", result["pg_client_cpu_ms"])
+    print(f"  load average during the run: {result['load_average']} on {os.cpu_count()} cores")
+    print(f"  recall@{args.k} of HNSW against the exact scan: {result[f'recall@{args.k}_hnsw_vs_exact']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

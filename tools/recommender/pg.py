@@ -1,0 +1,257 @@
+"""The recommender's tables in Postgres (migration 0030): models, item vectors, HNSW retrieval.
+
+- `rec_models`: one row per trained model with its dimension and the model.json/model.npz pair of
+  tools/recommender/store.py (so every process serves the same fold-in parameters); one is active.
+- `item_vectors(model_id, item_id, vec vector)`: dimensions differ per model, so each model has a
+  partial expression HNSW index `((vec::vector(D))) vector_ip_ops where model_id = ID`, built after
+  the bulk COPY (faster than inserting into a live index) and before the model becomes active.
+- Retrieval is one statement: `order by vec::vector(D) <#> user_vec limit k` (pgvector's `<#>` is
+  the negative inner product, so the best score comes first), excluding the user's seen items; the
+  batch form runs it per user inside a LATERAL join, like tools/retrieval.py.
+The typmod D and the model id of the partial index predicate are composed into the SQL as literals
+(`psycopg.sql.Literal`, integers from our own table) — an index on an expression is only used when
+the query repeats the expression, and a partial one when the predicate is visible to the planner.
+Functions take a connection and never commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+KEEP_MODELS = 2  # the active model and the one before it; older ones are dropped on activation
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    id: int
+    dim: int
+    status: str
+    stats: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Hit:
+    item_id: str
+    title: str
+    provider_id: str | None
+    provider: str | None
+    score: float
+    cold: bool
+
+
+def create_model(
+    conn: psycopg.Connection[Any], dim: int, params: dict[str, Any], stats: dict[str, Any]
+) -> int:
+    row = conn.execute(
+        """insert into rec_models (dim, params, stats) values (%(dim)s, %(params)s, %(stats)s)
+           returning id""",
+        {"dim": dim, "params": Jsonb(params), "stats": Jsonb(stats)},
+    ).fetchone()
+    assert row is not None
+    return int(row["id"])
+
+
+def store_files(conn: psycopg.Connection[Any], model_id: int, meta: bytes, arrays: bytes) -> None:
+    conn.execute(
+        "update rec_models set meta = %(meta)s, arrays = %(arrays)s where id = %(id)s",
+        {"meta": meta, "arrays": arrays, "id": model_id},
+    )
+
+
+def update_stats(conn: psycopg.Connection[Any], model_id: int, stats: dict[str, Any]) -> None:
+    conn.execute(
+        "update rec_models set stats = stats || %(stats)s where id = %(id)s",
+        {"stats": Jsonb(stats), "id": model_id},
+    )
+
+
+def load_files(conn: psycopg.Connection[Any], model_id: int) -> tuple[bytes, bytes]:
+    row = conn.execute("select meta, arrays from rec_models where id = %(id)s", {"id": model_id}).fetchone()
+    if row is None or row["meta"] is None or row["arrays"] is None:
+        raise LookupError(f"model {model_id} has no stored parameters")
+    return bytes(row["meta"]), bytes(row["arrays"])
+
+
+def copy_item_vectors(
+    conn: psycopg.Connection[Any], model_id: int, item_ids: Sequence[str], vecs: np.ndarray,
+    *, cold: bool = False,
+) -> int:
+    """Bulk-load vectors (binary COPY); rows already present for (model, item) are replaced."""
+    if not len(item_ids):
+        return 0
+    conn.execute(
+        "delete from item_vectors where model_id = %(m)s and item_id = any(%(ids)s)",
+        {"m": model_id, "ids": list(item_ids)},
+    )
+    with conn.cursor() as cur, cur.copy(
+        "copy item_vectors (model_id, item_id, vec, cold) from stdin with (format binary)"
+    ) as copy:
+        copy.set_types(["int8", "text", "vector", "bool"])
+        for item_id, vec in zip(item_ids, np.asarray(vecs, dtype=np.float32), strict=True):
+            copy.write_row((model_id, str(item_id), vec, cold))
+    return len(item_ids)
+
+
+def _index_name(model_id: int) -> sql.Identifier:
+    return sql.Identifier(f"item_vectors_hnsw_m{int(model_id)}")
+
+
+def build_index(conn: psycopg.Connection[Any], model_id: int, dim: int) -> None:
+    """The model's partial HNSW index over `vec::vector(dim)` (inner product)."""
+    conn.execute(
+        sql.SQL(
+            "create index if not exists {name} on item_vectors using hnsw "
+            "((vec::vector({dim})) vector_ip_ops) where model_id = {model}"
+        ).format(name=_index_name(model_id), dim=sql.Literal(int(dim)), model=sql.Literal(int(model_id)))
+    )
+    conn.execute("analyze item_vectors")
+
+
+def activate(conn: psycopg.Connection[Any], model_id: int) -> list[int]:
+    """Make `model_id` the served model; retire the previous one and drop older ones (returned)."""
+    conn.execute("update rec_models set status = 'retired' where status = 'active' and id <> %(id)s",
+                 {"id": model_id})
+    conn.execute("update rec_models set status = 'active', activated_at = now() where id = %(id)s",
+                 {"id": model_id})
+    old = [int(r["id"]) for r in conn.execute(
+        "select id from rec_models where id <> %(id)s order by id desc offset %(keep)s",
+        {"id": model_id, "keep": KEEP_MODELS - 1},
+    )]
+    for m in old:
+        conn.execute(sql.SQL("drop index if exists {}").format(_index_name(m)))
+        conn.execute("delete from rec_models where id = %(id)s", {"id": m})
+    return old
+
+
+def active_model(conn: psycopg.Connection[Any]) -> ModelRow | None:
+    row = conn.execute("select id, dim, status, stats from rec_models where status = 'active'").fetchone()
+    return ModelRow(int(row["id"]), int(row["dim"]), row["status"], row["stats"]) if row else None
+
+
+def items_without_vectors(conn: psycopg.Connection[Any], model_id: int) -> dict[str, dict[str, float]]:
+    """Items added after the model was trained, with their confident tags {name: weight}."""
+    rows = conn.execute(
+        """select i.id, t.name, it.weight from items i
+           left join item_tags it on it.item_id = i.id and it.confidence >= 0.5
+           left join tags t on t.id = it.tag_id
+           where not exists (select 1 from item_vectors v where v.model_id = %(m)s and v.item_id = i.id)""",
+        {"m": model_id},
+    ).fetchall()
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        tags = out.setdefault(r["id"], {})
+        if r["name"] is not None:
+            tags[r["name"]] = float(r["weight"])
+    return out
+
+
+_TOP_K = """
+select v.item_id, i.title, i.provider_id, p.name as provider, v.cold,
+       -((v.vec::vector({dim})) <#> %(q)s::vector({dim})) as score
+from item_vectors v
+join items i on i.id = v.item_id
+left join providers p on p.id = i.provider_id
+where v.model_id = {model} and v.item_id <> all(%(seen)s::text[])
+order by (v.vec::vector({dim})) <#> %(q)s::vector({dim})
+limit %(k)s
+"""
+
+_TOP_K_BATCH = """
+select q.user_id, c.item_id, c.title, c.provider_id, c.provider, c.cold, -c.neg_ip as score
+from unnest(%(users)s::text[], %(vecs)s::text[]) as q(user_id, vec)
+cross join lateral (
+    select v.item_id, i.title, i.provider_id, p.name as provider, v.cold,
+           (v.vec::vector({dim})) <#> q.vec::vector({dim}) as neg_ip
+    from item_vectors v
+    join items i on i.id = v.item_id
+    left join providers p on p.id = i.provider_id
+    where v.model_id = {model}
+      and not exists (select 1 from events e where e.user_id = q.user_id and e.item_id = v.item_id)
+    order by (v.vec::vector({dim})) <#> q.vec::vector({dim})
+    limit %(k)s
+) c
+"""
+
+
+def _compose(template: str, model: ModelRow) -> sql.Composed:
+    return sql.SQL(template).format(dim=sql.Literal(model.dim), model=sql.Literal(model.id))
+
+
+def _scan_settings(conn: psycopg.Connection[Any], ef_search: int) -> None:
+    conn.execute("set local hnsw.iterative_scan = relaxed_order")
+    conn.execute(sql.SQL("set local hnsw.ef_search = {}").format(sql.Literal(int(ef_search))))
+
+
+def top_k(
+    conn: psycopg.Connection[Any], model: ModelRow, vec: np.ndarray, seen: Sequence[str], k: int,
+    *, ef_search: int = 64,
+) -> list[Hit]:
+    """Best `k` items for one user vector, skipping `seen` item ids (HNSW, approximate).
+
+    One round trip on the fast path: the query runs with the connection's own HNSW settings
+    (pgvector's default ef_search = 40 ≥ k for k ≤ 40). Only when the index scan ran dry before
+    `k` unseen items (possible for users with many seen items) does it run again with an
+    iterative scan and `ef_search` set for the transaction, which always fills the k slots."""
+    params = {"q": np.asarray(vec, dtype=np.float32), "seen": list(seen), "k": k}
+    rows = conn.execute(_compose(_TOP_K, model), params).fetchall() if k <= 40 else []
+    if len(rows) < k:
+        with conn.transaction():
+            _scan_settings(conn, max(ef_search, k))
+            rows = conn.execute(_compose(_TOP_K, model), params).fetchall()
+    hits = [Hit(r["item_id"], r["title"], r["provider_id"], r["provider"], float(r["score"]), r["cold"])
+            for r in rows]
+    return sorted(hits, key=lambda h: -h.score)  # relaxed_order may swap near-ties
+
+
+def top_k_batch(
+    conn: psycopg.Connection[Any], model: ModelRow, user_ids: Sequence[str], vecs: np.ndarray, k: int,
+    *, ef_search: int = 64,
+) -> dict[str, list[Hit]]:
+    """`top_k` for a batch of users in one statement; seen items come from the events table."""
+    out: dict[str, list[Hit]] = {u: [] for u in user_ids}
+    if not len(user_ids):
+        return out
+    texts = [vector_text(v) for v in np.asarray(vecs, dtype=np.float32)]
+    with conn.transaction():
+        _scan_settings(conn, max(ef_search, k))
+        params = {"users": list(user_ids), "vecs": texts, "k": k}
+        for r in conn.execute(_compose(_TOP_K_BATCH, model), params):
+            out[r["user_id"]].append(
+                Hit(r["item_id"], r["title"], r["provider_id"], r["provider"], float(r["score"]), r["cold"])
+            )
+    for hits in out.values():
+        hits.sort(key=lambda h: -h.score)
+    return out
+
+
+def vector_text(vec: np.ndarray) -> str:
+    return "[" + ",".join(f"{x:.7g}" for x in np.asarray(vec, dtype=np.float32)) + "]"
+
+
+_UPSERT_EMBEDDINGS = """
+insert into user_profiles (user_id, embedding)
+select s.user_id, s.vec::vector from unnest(%(users)s::text[], %(vecs)s::text[]) as s(user_id, vec)
+where exists (select 1 from users u where u.id = s.user_id)
+on conflict (user_id) do update set embedding = excluded.embedding
+"""
+
+
+def write_user_embeddings(
+    conn: psycopg.Connection[Any], user_ids: Sequence[str], vecs: np.ndarray, *, chunk: int = 2000
+) -> int:
+    """Store users' current vectors in `user_profiles.embedding` (the row is created if missing)."""
+    vecs = np.asarray(vecs, dtype=np.float32)
+    for start in range(0, len(user_ids), chunk):
+        conn.execute(
+            _UPSERT_EMBEDDINGS,
+            {"users": list(user_ids[start : start + chunk]),
+             "vecs": [vector_text(v) for v in vecs[start : start + chunk]]},
+        )
+    return len(user_ids)

@@ -1,0 +1,219 @@
+"""Serving the active recommender from Postgres: user vectors at request time, top-k by HNSW, reasons.
+
+- The active model's fold-in parameters are read once per process from `rec_models` and cached by
+  model id (a newly trained model is picked up at the next request).
+- A user's vector is folded in from their stored events (raw weights as in train.py) plus their
+  declared interests, `users.attributes.interests` (a list of tag names or an object tag → weight):
+  `RecModel.user_vector`. No history and no interests gives the zero vector with the popularity
+  dimension, i.e. the popularity ranking; interests alone give a tag ranking (cold-start users).
+- Items added after training get vectors from their tags (`item_vector_from_tags`, marked `cold`)
+  when `place_new_items` runs: at most every `NEW_ITEM_INTERVAL` seconds per process, before serving.
+- Reasons: "new from <provider>, an artist you play" for a recent item whose provider the user
+  played; otherwise explain.py's tag / similar-item / popularity evidence (for cold items the shared
+  tags of the item and the user's tag profile).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from tagloop.tools.recommender import pg
+from tagloop.tools.recommender.confidence import EVENT_WEIGHTS, confidence_vector
+from tagloop.tools.recommender.explain import POPULAR, explain
+from tagloop.tools.recommender.model import RecModel
+from tagloop.tools.recommender.store import load
+from tagloop.tools.recommender.tags import profile_vector
+
+NEW_ITEM_INTERVAL = 60.0
+NEW_RELEASE = timedelta(days=30)
+WEIGHTS_JSON = json.dumps(EVENT_WEIGHTS)
+
+
+@dataclass
+class Served:
+    row: pg.ModelRow
+    model: RecModel
+    index: dict[str, int]
+    tag_index: dict[str, int]
+    placed_at: float = 0.0
+
+
+@dataclass
+class History:
+    item_idx: np.ndarray
+    weights: np.ndarray
+    seen: list[str]
+    providers: set[str]
+    interests: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item_id: str
+    title: str
+    provider: str | None
+    score: float
+    reason: str
+    cold: bool
+
+
+_CACHE: dict[int, Served] = {}
+
+
+def active(conn: psycopg.Connection[Any]) -> Served | None:
+    """The active model (cached per process by id), or None when nothing is trained."""
+    row = pg.active_model(conn)
+    if row is None:
+        return None
+    served = _CACHE.get(row.id)
+    if served is None:
+        meta, arrays = pg.load_files(conn, row.id)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "model.json").write_bytes(meta)
+            (Path(tmp) / "model.npz").write_bytes(arrays)
+            model = load(Path(tmp))
+        served = Served(row, model, {str(i): n for n, i in enumerate(model.item_ids)},
+                        {str(t): n for n, t in enumerate(model.tags)})
+        _CACHE.clear()
+        _CACHE[row.id] = served
+    return served
+
+
+def place_new_items(conn: psycopg.Connection[Any], served: Served, *, force: bool = False) -> int:
+    """Vectors for items that appeared after training, from their tags alone (cold start)."""
+    if not force and time.monotonic() - served.placed_at < NEW_ITEM_INTERVAL:
+        return 0
+    missing = pg.items_without_vectors(conn, served.row.id)
+    served.placed_at = time.monotonic()
+    if not missing:
+        return 0
+    ids = sorted(missing)
+    vecs = np.vstack([served.model.item_vector_from_tags(missing[i]) for i in ids])
+    try:
+        with conn.transaction():
+            return pg.copy_item_vectors(conn, served.row.id, ids, vecs, cold=True)
+    except psycopg.errors.UniqueViolation:
+        return 0  # another process placed them at the same moment
+
+
+_HISTORY = """
+select u.id as user_id, u.attributes -> 'interests' as interests, h.item_id, h.provider_id, h.w
+from users u
+left join lateral (
+    select e.item_id, i.provider_id,
+           sum(coalesce((%(weights)s::jsonb ->> e.type)::float8, 1.0)
+               * case when e.value > 0 then e.value else 1.0 end) as w
+    from events e left join items i on i.id = e.item_id
+    where e.user_id = u.id and e.item_id is not null
+    group by e.item_id, i.provider_id
+) h on true
+where u.id = any(%(users)s)
+"""
+
+
+def histories(conn: psycopg.Connection[Any], served: Served, user_ids: list[str]) -> dict[str, History]:
+    """Each user's model-indexed history, seen items, played providers and declared interests
+    (one statement); unknown users get an empty history."""
+    rows: dict[str, list[tuple[str, str | None, float]]] = defaultdict(list)
+    interests: dict[str, dict[str, float]] = {}
+    for r in conn.execute(_HISTORY, {"weights": WEIGHTS_JSON, "users": user_ids}):
+        interests.setdefault(r["user_id"], _interests(r["interests"]))
+        if r["item_id"] is not None:
+            rows[r["user_id"]].append((r["item_id"], r["provider_id"], float(r["w"])))
+    out = {}
+    for u in user_ids:
+        found = rows.get(u, [])
+        known = [(served.index[i], w) for i, _, w in found if i in served.index]
+        out[u] = History(
+            np.asarray([k for k, _ in known], dtype=np.int64), np.asarray([w for _, w in known]),
+            [i for i, _, _ in found], {p for _, p, w in found if p and w > 0}, interests.get(u, {}),
+        )
+    return out
+
+
+def _interests(value: Any) -> dict[str, float]:
+    if isinstance(value, list):
+        return {str(t).lower(): 1.0 for t in value}
+    if isinstance(value, dict):
+        return {str(t).lower(): float(w) for t, w in value.items() if isinstance(w, int | float) and w > 0}
+    return {}
+
+
+def user_vector(served: Served, history: History) -> np.ndarray:
+    return served.model.user_vector(history.item_idx, history.weights, history.interests or None)
+
+
+def recommend(
+    conn: psycopg.Connection[Any], user_id: str, k: int, *, now: datetime, served: Served | None = None,
+    store: bool = False,
+) -> list[Recommendation] | None:
+    """Top-`k` unseen items with reasons, or None when no model is trained. `store` also writes the
+    user's vector to `user_profiles.embedding`."""
+    served = served or active(conn)
+    if served is None:
+        return None
+    place_new_items(conn, served)
+    history = histories(conn, served, [user_id])[user_id]
+    vec = user_vector(served, history)
+    if store:
+        pg.write_user_embeddings(conn, [user_id], vec[None, :])
+    hits = pg.top_k(conn, served.row, vec, history.seen, k)
+    return [Recommendation(h.item_id, h.title, h.provider, h.score, r, h.cold)
+            for h, r in zip(hits, reasons(conn, served, history, hits, now), strict=True)]
+
+
+def reasons(
+    conn: psycopg.Connection[Any], served: Served, history: History, hits: list[pg.Hit], now: datetime
+) -> list[str]:
+    """One short human reason per hit (see the module docstring)."""
+    if not hits:
+        return []
+    model = served.model
+    facts = {r["id"]: r for r in conn.execute(_HIT_FACTS, {"ids": [h.item_id for h in hits]})}
+    idx = np.asarray([served.index.get(h.item_id, -1) for h in hits], dtype=np.int64)
+    base = explain(model, history.item_idx, history.weights, np.maximum(idx, 0), history.interests or None)
+    profile = _profile(served, history) if (idx < 0).any() or any(h.cold for h in hits) else None
+    out = []
+    for h, i, because in zip(hits, idx, base, strict=True):
+        fact = facts.get(h.item_id) or {"created_at": None, "tags": []}
+        fresh = fact["created_at"] is not None and fact["created_at"] >= now - NEW_RELEASE
+        if fresh and h.provider_id in history.providers:
+            out.append(f"new from {h.provider or h.provider_id}, an artist you play")
+        elif profile is not None and (i < 0 or h.cold):
+            out.append(_cold_reason(served, profile, fact["tags"]))
+        else:
+            out.append(because)
+    return out
+
+
+_HIT_FACTS = """
+select i.id, i.created_at, array_remove(array_agg(t.name order by it.weight desc), null) as tags
+from items i
+left join item_tags it on it.item_id = i.id and it.confidence >= 0.5
+left join tags t on t.id = it.tag_id
+where i.id = any(%(ids)s)
+group by i.id
+"""
+
+
+def _profile(served: Served, history: History) -> np.ndarray:
+    model = served.model
+    conf = confidence_vector(history.weights)
+    declared = model.declared_vector(history.interests) if history.interests else None
+    return profile_vector(history.item_idx, conf, model.item_tag_vectors, declared)
+
+
+def _cold_reason(served: Served, profile: np.ndarray, names: list[str]) -> str:
+    scored = sorted(((profile[served.tag_index[n]], n) for n in names if n in served.tag_index), reverse=True)
+    shared = [n for s, n in scored[:2] if s > 0]
+    return "new, and tagged " + " and ".join(shared) + " like what you play" if shared else POPULAR

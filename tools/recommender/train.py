@@ -1,0 +1,145 @@
+"""`tagloop train`: fit the recommender on the stored event stream and serve it from Postgres.
+
+1. Events → one raw weight per (user, item): the sum of `confidence.event_weight(type, value)`
+   computed in SQL (plays × count, likes 5, saves 4, …, negatives 0 but still "seen"); `fit` turns
+   raw weights into per-user confidences (confidence.py).
+2. Item tags: the confident rows of item_tags (confidence ≥ 0.5; imported, confirmed and
+   propagated tags alike), for every item of the catalogue — items nobody played yet still get a
+   tag-block vector, which is how a new release reaches its fans.
+3. `fit`, then in one transaction: the model row with its model.json/model.npz, every item vector
+   (binary COPY), the model's HNSW index, every user's vector in `user_profiles.embedding`, and
+   the switch of the active model. A copy of the model directory is kept in
+   `$TAGLOOP_HOME/models/<id>` for inspection.
+Timings and sizes are returned (and printed by the CLI); progress goes to `progress`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from tagloop.tools.errors import InvalidInput
+from tagloop.tools.recommender import pg
+from tagloop.tools.recommender.confidence import EVENT_WEIGHTS
+from tagloop.tools.recommender.data import build_interactions, build_item_tags
+from tagloop.tools.recommender.model import RecModel, RecParams, fit
+from tagloop.tools.recommender.store import save
+
+Progress = Callable[[str], None]
+
+RAW_WEIGHTS = """
+select user_id, item_id,
+       sum(coalesce((%(weights)s::jsonb ->> type)::float8, 1.0)
+           * case when value > 0 then value else 1.0 end) as w
+from events
+where item_id is not null
+group by user_id, item_id
+"""
+
+ITEM_TAGS = """
+select it.item_id, t.name, it.weight from item_tags it join tags t on t.id = it.tag_id
+where it.confidence >= 0.5
+"""
+
+
+@dataclass
+class TrainReport:
+    model_id: int
+    dim: int
+    users: int
+    items: int
+    warm_items: int
+    tags: int
+    interactions: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    bytes: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def training_data(conn: psycopg.Connection[Any]) -> tuple[list[tuple[str, str, float]], list[str],
+                                                            list[tuple[str, str, float]]]:
+    """(user, item, raw weight) triples, every catalogue item id, (item, tag, weight) triples."""
+    triples = [(r["user_id"], r["item_id"], float(r["w"]))
+               for r in conn.execute(RAW_WEIGHTS, {"weights": json.dumps(EVENT_WEIGHTS)})]
+    items = [r["id"] for r in conn.execute("select id from items order by id")]
+    tags = [(r["item_id"], str(r["name"]).lower(), float(r["weight"])) for r in conn.execute(ITEM_TAGS)]
+    return triples, items, tags
+
+
+def model_bytes(model: RecModel) -> tuple[bytes, bytes]:
+    with tempfile.TemporaryDirectory() as tmp:
+        save(model, Path(tmp))
+        return (Path(tmp) / "model.json").read_bytes(), (Path(tmp) / "model.npz").read_bytes()
+
+
+def train(
+    conn: psycopg.Connection[Any],
+    *,
+    params: RecParams | None = None,
+    seed: int = 7,
+    home: Path | None = None,
+    progress: Progress | None = None,
+) -> TrainReport:
+    """Fit on everything stored and make the result the served model (caller commits)."""
+    say = progress or (lambda _msg: None)
+    params = params or RecParams()
+    clock = time.perf_counter()
+    seconds: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = round(now - clock, 3)
+        clock = now
+
+    say("reading events and item tags")
+    triples, item_ids, tag_rows = training_data(conn)
+    if not triples:
+        raise InvalidInput("no events with an item to train on; import events first (tagloop import events)")
+    inter = build_interactions(triples, item_ids)
+    item_tags = build_item_tags(tag_rows, [str(i) for i in inter.item_ids])
+    lap("read")
+    say(f"fitting on {inter.matrix.shape[0]:,} users × {inter.matrix.shape[1]:,} items, "
+        f"{len(item_tags.tags):,} tags")
+    model = fit(inter, item_tags, params, np.random.default_rng(seed), progress=say)
+    lap("fit")
+    meta, arrays = model_bytes(model)
+    warm = int((model.popularity >= params.min_item_users).sum())
+    stats = {"users": int(inter.matrix.shape[0]), "items": len(model.item_ids), "warm_items": warm,
+             "tags": len(model.tags), "interactions": int(inter.matrix.nnz), "seed": seed}
+    model_id = pg.create_model(conn, model.dim, asdict(params), stats)
+    pg.store_files(conn, model_id, meta, arrays)
+    say(f"storing {len(model.item_ids):,} item vectors (dim {model.dim}) as model {model_id}")
+    pg.copy_item_vectors(conn, model_id, [str(i) for i in model.item_ids], model.item_vectors())
+    lap("store_items")
+    say("building the HNSW index")
+    pg.build_index(conn, model_id, model.dim)
+    lap("index")
+    say("writing user vectors")
+    user_vecs = model.user_vectors(inter.matrix)
+    pg.write_user_embeddings(conn, [str(u) for u in inter.user_ids], user_vecs)
+    lap("user_vectors")
+    pg.activate(conn, model_id)
+    report = TrainReport(
+        model_id=model_id, dim=model.dim, users=stats["users"], items=stats["items"], warm_items=warm,
+        tags=stats["tags"], interactions=stats["interactions"], seconds=seconds,
+        bytes={"model_json": len(meta), "model_npz": len(arrays),
+               "item_vectors": int(model.item_vectors().nbytes), "user_vectors": int(user_vecs.nbytes)},
+    )
+    pg.update_stats(conn, model_id, {"seconds": seconds, "bytes": report.bytes})
+    if home is not None:
+        target = home / "models" / str(model_id)
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "model.json").write_bytes(meta)
+        (target / "model.npz").write_bytes(arrays)
+    return report
