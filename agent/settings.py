@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = 30.0
     candidate_k: int = 100
     candidate_sources: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["tags", "trending", "new_from_providers", "co_likes"]
+        default_factory=lambda: ["tags", "trending", "new_from_providers", "co_likes", "cf"]
     )
     quiet_exempt_channels: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["file", "console"])
     # delivery (tools/messaging/delivery.py)

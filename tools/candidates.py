@@ -24,6 +24,7 @@ import psycopg
 
 from tagloop.tools import retrieval
 from tagloop.tools.errors import ConfigError
+from tagloop.tools.recommender.source import CFSource
 from tagloop.tools.retrieval import Candidate
 
 POSITIVE = ["play", "complete", "like", "save", "add_to_playlist", "share", "click", "convert"]
@@ -196,6 +197,7 @@ SOURCES: dict[str, Callable[[], CandidateSource]] = {
     "trending": TrendingSource,
     "new_from_providers": NewFromProvidersSource,
     "co_likes": CoLikeSource,
+    "cf": CFSource,
 }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -123,6 +123,11 @@ def recommendations(conn: psycopg.Connection[Any], user_id: str, k: int) -> sche
     profiles = load_profiles(conn, [user_id], top=30)
     if user_id not in profiles:
         raise NotFound(f"unknown user {user_id!r}")
+    from tagloop.tools.recommender.serving import recommend  # the trained model, when there is one
+    if (cf := recommend(conn, user_id, k, now=datetime.now(UTC))) is not None:
+        return schemas.Recommendations(user_id=user_id, items=[schemas.Recommendation(
+            item_id=r.item_id, title=r.title, provider=r.provider, score=round(r.score, 6),
+            explanation=r.reason) for r in cf])
     liked = dict(profiles[user_id].top_tags)
     candidates = tag_candidates(conn, [user_id], k)[user_id]
     item_tags: dict[str, list[str]] = defaultdict(list)
