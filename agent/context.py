@@ -1,7 +1,8 @@
 """What the graph's nodes may use, injected per run (never globals): the database connection, the
 candidate sources, the policy, the channels, the clock reading, the LLM (optional), the run-level
-facts (long-tail providers, provider exposure, overall arm engagement) and the run key that makes
-ids deterministic. Randomness: every user's generator is seeded from the decision id."""
+facts (long-tail providers, provider exposure, overall arm engagement), a cache the run's batches
+share, and the run key that makes ids deterministic. Randomness: every user's generator is seeded
+from the decision id."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+
 from tagloop.policies import PolicyConfig
 from tagloop.tools.candidates import CandidateSource
 from tagloop.tools.llm import LLM
@@ -31,6 +33,15 @@ class RunFacts:
     arms: ArmCounts = field(default_factory=ArmCounts)
 
 
+@dataclass
+class RunCache:
+    """Filled lazily during a run and shared by its batches: items' tag vectors (MMR/calibration)
+    and exact Thompson propensities per distinct (successes, failures) evidence."""
+
+    item_tags: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    thompson: dict[tuple[bytes, bytes], np.ndarray] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class RunContext:
     conn: psycopg.Connection[Any]
@@ -45,6 +56,7 @@ class RunContext:
     allowed_link_hosts: frozenset[str] = frozenset()
     quiet_exempt: frozenset[str] = frozenset({"file", "console"})
     local_channels: frozenset[str] = frozenset({"file", "console"})  # need no address
+    cache: RunCache = field(default_factory=RunCache, compare=False)
 
     def decision_id(self, user_id: str, run_key: str | None = None) -> str:
         return str(uuid.uuid5(DECISION_NAMESPACE, f"decision|{user_id}|{run_key or self.run_key}"))

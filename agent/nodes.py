@@ -13,16 +13,18 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import scipy.sparse as sp
 from langgraph.runtime import Runtime
 
 from tagloop.agent.context import RunContext
 from tagloop.agent.prompts import COPY_SYSTEM
 from tagloop.agent.state import ArmChoice, Plan, RunState, UserContext
-from tagloop.policies import check_caps, choose_arm, choose_slate, in_holdout, next_allowed_time
+from tagloop.policies import check_caps, choose_slate, in_holdout, next_allowed_time
 from tagloop.tools import candidates as sources
 from tagloop.tools.messaging import timing
 from tagloop.tools.messaging.compose import compose_discovery, compose_with_llm
 from tagloop.tools.profiles import load_profiles
+from tagloop.tools.retrieval import Candidate
 from tagloop.tools.store import decisions as store
 
 MESSAGE = "message"
@@ -71,9 +73,12 @@ def gather_candidates(state: RunState, runtime: Runtime[RunContext]) -> dict[str
 
 
 def apply_policies(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    """Holdout, then the policy's slate (`choose_slate`, exact propensities) for everyone else."""
+    """Holdout, then the policy's slate (`choose_slate`, exact propensities, with the candidates'
+    item × tag matrix for MMR/calibration) for everyone else."""
     ctx = runtime.context
     cfg = ctx.policy
+    if cfg.diversity.mmr_lambda > 0 or cfg.diversity.calibration_lambda > 0:
+        _load_item_tags(ctx, {c.item_id for found in state.candidates.values() for c in found})
     plans = {}
     for user_id, user in state.users.items():
         run_key = state.run_keys.get(user_id, ctx.run_key)
@@ -87,12 +92,13 @@ def apply_policies(state: RunState, runtime: Runtime[RunContext]) -> dict[str, A
             plan.outcome, plan.reason = "nothing_to_send", "no unseen candidates"
         else:
             c = plan.candidates
+            item_tags, mix = _tag_matrix(ctx, c, user)
             decision = choose_slate(
                 cfg,
                 np.array([x.score for x in c]),
                 [x.provider or "" for x in c],
-                None,
-                None,
+                item_tags,
+                mix,
                 ctx.facts.exposure,
                 np.array([(x.provider or "") in ctx.facts.long_tail for x in c]),
                 ctx.rng_for(plan.seed, 0),
@@ -111,6 +117,7 @@ def choose_channel_time(state: RunState, runtime: Runtime[RunContext]) -> dict[s
     quiet hours move the send time, a full cap moves it to when the cap allows (or gives up)."""
     ctx = runtime.context
     bandits, guards = ctx.policy.bandits, ctx.policy.guards
+    arms = timing.ThompsonArms(bandits, ctx.cache.thompson)
     plans = {}
     for user_id, plan in state.plans.items():
         if plan.outcome != MESSAGE:
@@ -124,7 +131,7 @@ def choose_channel_time(state: RunState, runtime: Runtime[RunContext]) -> dict[s
             )
             continue
         succ, fail = timing.evidence(eligible, user.arms.channel, ctx.facts.arms.channel)
-        arm, p = choose_arm(bandits, succ, fail, ctx.rng_for(plan.seed, 1))
+        arm, p = arms.choose(succ, fail, ctx.rng_for(plan.seed, 1))
         channel = eligible[arm]
         channel_choice = ArmChoice(channel, p, list(eligible))
         if state.send_now:
@@ -133,7 +140,7 @@ def choose_channel_time(state: RunState, runtime: Runtime[RunContext]) -> dict[s
             hours = list(bandits.send_hours)
             succ, fail = timing.evidence(hours, user.arms.hour, ctx.facts.arms.hour)
             succ = succ + timing.activity_prior(user.profile.stats.get("hour_of_week"), hours)
-            h, p = choose_arm(bandits, succ, fail, ctx.rng_for(plan.seed, 2))
+            h, p = arms.choose(succ, fail, ctx.rng_for(plan.seed, 2))
             send_at, hour_choice = (
                 timing.next_local_hour(ctx.now, user.timezone, hours[h]),
                 ArmChoice(hours[h], p, hours),
@@ -221,6 +228,55 @@ def after_policies(state: RunState) -> Literal["choose_channel_time", "record"]:
 def after_timing(state: RunState) -> Literal["compose", "record"]:
     """No consent or caps full for everyone → record without composing."""
     return "compose" if any(p.outcome == MESSAGE for p in state.plans.values()) else "record"
+
+
+_ITEM_TAGS = "select id, tag_vec from items where id = any(%(ids)s) and tag_vec is not null"
+
+
+def _load_item_tags(ctx: RunContext, item_ids: set[str]) -> None:
+    """Tag vectors of the items not yet in the run's cache (one query per batch; items without
+    tags are cached as empty rows)."""
+    missing = [i for i in item_ids if i not in ctx.cache.item_tags]
+    if not missing:
+        return
+    empty = (np.zeros(0, dtype=np.int64), np.zeros(0))
+    found = {r["id"]: r["tag_vec"] for r in ctx.conn.execute(_ITEM_TAGS, {"ids": missing})}
+    for item_id in missing:
+        vec = found.get(item_id)
+        ctx.cache.item_tags[item_id] = (
+            (np.asarray(vec.indices(), dtype=np.int64), np.asarray(vec.values(), dtype=np.float64))
+            if vec is not None
+            else empty
+        )
+
+
+def _tag_matrix(
+    ctx: RunContext, candidates: list[Candidate], user: UserContext
+) -> tuple[sp.csr_array | None, np.ndarray | None]:
+    """The candidates' (n × local tags) matrix and, when calibration is on, the user's tag mix over
+    the same local columns (the union of the candidates' and the profile's tags)."""
+    div = ctx.policy.diversity
+    if div.mmr_lambda <= 0 and div.calibration_lambda <= 0:
+        return None, None
+    rows = [ctx.cache.item_tags.get(c.item_id) for c in candidates]
+    if any(r is None for r in rows):
+        _load_item_tags(ctx, {c.item_id for c in candidates})
+        rows = [ctx.cache.item_tags[c.item_id] for c in candidates]
+    lengths = [len(r[0]) for r in rows if r is not None]
+    tags = np.concatenate([r[0] for r in rows if r is not None])
+    weights = np.concatenate([r[1] for r in rows if r is not None])
+    calibrate = div.calibration_lambda > 0 and bool(user.profile.tags)
+    own = np.fromiter(user.profile.tags, dtype=np.int64) if calibrate else np.zeros(0, dtype=np.int64)
+    columns, local = np.unique(np.concatenate([tags, own]), return_inverse=True)
+    matrix = sp.csr_array(
+        (weights, local[: tags.size], np.concatenate([[0], np.cumsum(lengths)])),
+        shape=(len(candidates), max(columns.size, 1)),
+    )
+    if not calibrate:
+        return matrix, None
+    mix = np.zeros(max(columns.size, 1))
+    mix[local[tags.size :]] = np.fromiter(user.profile.tags.values(), dtype=np.float64)
+    return matrix, mix
 
 
 def _eligible_channels(user: UserContext, ctx: RunContext) -> list[str]:

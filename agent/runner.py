@@ -2,9 +2,10 @@
 with the policy, candidate sources, channels and LLM the settings configure. Used by `tagloop run`,
 the HTTP API (`POST /v1/users/{id}/runs`), the worker and the benchmark alike.
 
-`run_users` commits each batch's decisions (so they are durable before anything is sent), then,
-with `send_now`, delivers that batch's messages through the outbox — guards still apply, so a
-message in the user's quiet hours or over a cap stays queued. `decide` is the same without commit
+`run_users` holds the per-user advisory locks the worker uses while it decides a batch (so a
+requested run and a worker never decide one user at once), commits each batch's decisions (so they
+are durable before anything is sent), then, with `send_now`, delivers that batch's messages through
+the outbox — guards still apply, so a message in the user's quiet hours or over a cap stays queued. `decide` is the same without commit
 or delivery, for callers that own the transaction (the worker).
 """
 
@@ -28,6 +29,7 @@ from tagloop.tools.llm import LLM, OpenAICompatibleLLM
 from tagloop.tools.messaging.channels import Channel, ConsoleChannel, FileChannel
 from tagloop.tools.messaging.delivery import DeliveryConfig, deliver_due
 from tagloop.tools.store import decisions as store
+from tagloop.tools.store import runs
 
 BATCH = 200
 log = logging.getLogger("tagloop.agent")
@@ -226,6 +228,7 @@ def run_users(
     cfg = delivery_config(settings, ctx.policy)
     outcomes: list[RunOutcome] = []
     for batch in _batches(list(user_ids), BATCH):
+        runs.wait_for_users(conn, batch)  # a worker deciding one of these users finishes first
         plans = decide(ctx, batch, trigger=trigger, send_now=send_now)
         conn.commit()
         if send_now:

@@ -5,12 +5,15 @@ Loads the seeded demo data set with N users (default 10,000) into its own databa
 server (kept between runs), then for the same users:
 - floor: one `order by tag_vec <#> profile limit 20` query per user (the user's profile passed in);
 - full: every user through the decision graph in batches (templates, no LLM, send_now=false):
-  context, four candidate sources, policies with exact propensities, channel and send-hour bandits,
-  guards, copy, outbox, decisions committed per batch.
-Prints both rates, their ratio (goal ≥ 0.5) and the peak RSS. The bench's decisions are deleted
-afterwards so reruns measure the same work.
+  context, the default candidate sources (settings; `--sources` to change), policies with exact
+  propensities and MMR over the candidates' tags, channel and send-hour bandits, guards, copy,
+  outbox, decisions committed per batch.
+With `--threads T` both sides run their batches on T threads, each with its own pooled connection
+(pool size T), so they are compared like with like. Prints both rates, their ratio (goal ≥ 0.5)
+and the peak RSS. The bench's decisions are deleted afterwards so reruns measure the same work.
 
-Run: OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/agent.py [--users 10000] [--home /tmp/tagloop-bench]
+Run: OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/agent.py [--users 10000] [--threads 1]
+     [--home /tmp/tagloop-bench]
 """
 
 from __future__ import annotations
@@ -19,12 +22,19 @@ import argparse
 import os
 import resource
 import sys
+import threading
 import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from typing import Any
+
+from tagloop.agent.context import RunContext, RunFacts
 from tagloop.agent.runner import decide, load_facts, make_context, policy_of
 from tagloop.agent.settings import Settings
 from tagloop.tools.ingest import demo
@@ -58,52 +68,73 @@ def ensure_data(url: str, users: int, work: Path) -> None:
         conn.commit()
 
 
-def floor_rate(pool: db.ConnectionPool, user_ids: list[str]) -> float:
-    start = time.perf_counter()
-    with pool.connection() as conn:
-        for i in range(0, len(user_ids), BATCH):
-            batch = user_ids[i : i + BATCH]
-            profiles = conn.execute(
-                "select user_id, tags from user_profiles where user_id = any(%(u)s)", {"u": batch}
-            ).fetchall()
-            for p in profiles:
-                conn.execute(_FLOOR, {"profile": p["tags"]}).fetchall()
+def _batched(
+    pool: db.ConnectionPool, user_ids: list[str], threads: int, work: Callable[[Any, list[str]], None]
+) -> float:
+    """Run `work(conn, batch)` over all batches on `threads` threads; returns users per second."""
+    batches = [user_ids[i : i + BATCH] for i in range(0, len(user_ids), BATCH)]
+
+    def one(batch: list[str]) -> None:
+        with pool.connection() as conn:
+            work(conn, batch)
             conn.commit()
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as ex:
+        list(ex.map(one, batches))
     return len(user_ids) / (time.perf_counter() - start)
 
 
+def floor_rate(pool: db.ConnectionPool, user_ids: list[str], threads: int) -> float:
+    def work(conn: Any, batch: list[str]) -> None:
+        profiles = conn.execute(
+            "select user_id, tags from user_profiles where user_id = any(%(u)s)", {"u": batch}
+        ).fetchall()
+        for p in profiles:
+            conn.execute(_FLOOR, {"profile": p["tags"]}).fetchall()
+
+    return _batched(pool, user_ids, threads, work)
+
+
 def full_rate(
-    pool: db.ConnectionPool, settings: Settings, user_ids: list[str], run_key: str
+    pool: db.ConnectionPool, settings: Settings, user_ids: list[str], run_key: str, threads: int
 ) -> tuple[float, dict[str, int]]:
+    """Timed from before the run's facts are read; one run context (and run cache) per connection."""
     policy = policy_of(settings)
-    outcomes: dict[str, int] = {}
-    start = time.perf_counter()
-    with pool.connection() as conn:
-        facts = load_facts(conn, NOW, policy)
-        ctx = make_context(
-            conn,
-            settings,
-            now=NOW,
-            run_key=run_key,
-            policy=policy,
-            facts=facts,
-            channels={"file": FileChannel(settings.outbox_file)},
-        )
-        for i in range(0, len(user_ids), BATCH):
-            plans = decide(ctx, user_ids[i : i + BATCH], trigger="schedule")
-            conn.commit()
-            for p in plans.values():
-                outcomes[p.outcome] = outcomes.get(p.outcome, 0) + 1
-    return len(user_ids) / (time.perf_counter() - start), outcomes
+    outcomes: Counter[str] = Counter()
+    contexts: dict[int, RunContext] = {}
+    facts: list[RunFacts] = []
+    lock = threading.Lock()
+
+    def work(conn: Any, batch: list[str]) -> None:
+        with lock:
+            if not facts:
+                facts.append(load_facts(conn, NOW, policy))
+        ctx = contexts.get(id(conn))
+        if ctx is None:
+            ctx = contexts[id(conn)] = make_context(
+                conn,
+                settings,
+                now=NOW,
+                run_key=run_key,
+                policy=policy,
+                facts=facts[0],
+                channels={"file": FileChannel(settings.outbox_file)},
+            )
+        plans = decide(ctx, batch, trigger="schedule")
+        with lock:
+            outcomes.update(p.outcome for p in plans.values())
+
+    rate = _batched(pool, user_ids, threads, work)
+    return rate, dict(outcomes)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=10_000)
     ap.add_argument("--home", type=Path, default=Path("/tmp/tagloop-bench"))
-    ap.add_argument(
-        "--sources", default="tags,trending,new_from_providers,co_likes", help="candidate sources"
-    )
+    ap.add_argument("--sources", default=None, help="candidate sources (default: the settings' default)")
+    ap.add_argument("--threads", type=int, default=1, help="threads (and pooled connections) per side")
     args = ap.parse_args()
     args.home.mkdir(parents=True, exist_ok=True)
     os.chmod(args.home, 0o755)
@@ -111,20 +142,24 @@ def main() -> None:
         os.environ.get("TAGLOOP_BENCH_DATABASE_URL"), args.home, dbname="tagloop_bench_agent"
     )
     ensure_data(url, args.users, args.home)
-    settings = Settings(home=args.home, database_url=url, candidate_sources=args.sources.split(","))
-    pool = db.make_pool(url, min_size=1, max_size=2)
+    settings = Settings(home=args.home, database_url=url)
+    if args.sources:
+        settings = settings.model_copy(update={"candidate_sources": args.sources.split(",")})
+    pool = db.make_pool(url, min_size=args.threads, max_size=max(args.threads, 2))
     with pool.connection() as conn:
         user_ids = [
             r["id"] for r in conn.execute("select id from users order by id limit %(n)s", {"n": args.users})
         ]
     run_key = f"bench|{time.time_ns()}"
-    floor = floor_rate(pool, user_ids)
-    full, outcomes = full_rate(pool, settings, user_ids, run_key)
+    floor = floor_rate(pool, user_ids, args.threads)
+    full, outcomes = full_rate(pool, settings, user_ids, run_key, args.threads)
     with pool.connection() as conn:
         conn.execute("delete from decisions where run_key = %(k)s", {"k": run_key})
     pool.close()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"users: {len(user_ids):,}  outcomes: {outcomes}")
+    sources = ",".join(settings.candidate_sources)
+    print(f"users: {len(user_ids):,}  threads: {args.threads}  sources: {sources}")
+    print(f"outcomes: {outcomes}")
     print(f"floor (one pgvector top-20 query per user): {floor:,.0f} users/s")
     print(f"full decision through the graph:            {full:,.0f} users/s")
     print(f"ratio full/floor: {full / floor:.2f}  (goal >= 0.50)")

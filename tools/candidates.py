@@ -2,10 +2,13 @@
 
 A `CandidateSource` returns, for every user of a batch, up to k unseen items with a source-local
 score. Sources here: `tags` (pgvector tag-profile similarity, tools/retrieval.py), `trending`
-(most engaged items of the last week), `new_from_providers` (recent items from providers the user
-played) and `co_likes` (items liked by users who liked what this user recently liked — bounded
-item co-occurrence). A collaborative-filtering source plugs in by implementing the protocol and
-being listed in the run context's sources (`SOURCES` maps settings names to factories).
+(most engaged items of the last week, read once per run), `new_from_providers` (recent items from
+the user's top providers, one LATERAL look-up per (user, provider) on items(provider_id,
+created_at)), `co_likes` (items liked by users who liked what this user recently liked — bounded
+item co-occurrence), `sequence` (what others played next, tools/sequences.py) and `cf` (the trained
+recommender, tools/recommender/source.py). Each source proposes at most 25–50 items per user.
+Another source plugs in by implementing the protocol and being listed in `SOURCES` (settings names →
+factories).
 
 `merge` rank-normalises each source per user (best = 1) and takes the weighted maximum per item, so
 scores of unlike sources never get added raw; the candidate's `source` names every source that
@@ -14,9 +17,9 @@ proposed it.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import heapq
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -26,6 +29,7 @@ from tagloop.tools import retrieval
 from tagloop.tools.errors import ConfigError
 from tagloop.tools.recommender.source import CFSource
 from tagloop.tools.retrieval import Candidate
+from tagloop.tools.sequences import SequenceSource
 
 POSITIVE = ["play", "complete", "like", "save", "add_to_playlist", "share", "click", "convert"]
 STRONG = ["like", "save", "add_to_playlist", "share", "complete", "convert"]
@@ -47,11 +51,12 @@ class CandidateSource(Protocol):
 class TagSource:
     name: str = "tags"
     weight: float = 1.0
+    max_k: int = 50
 
     def fetch(
         self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
     ) -> dict[str, list[Candidate]]:
-        return retrieval.tag_candidates(conn, user_ids, k)
+        return retrieval.tag_candidates(conn, user_ids, min(k, self.max_k))
 
 
 _TRENDING = """
@@ -67,25 +72,34 @@ limit %(pool)s
 
 @dataclass(frozen=True)
 class TrendingSource:
+    """The same ranking for everyone, so it is read once per run (per `now` and k; a source instance
+    lives for one run) and each batch only checks which of its items the users have seen."""
+
     name: str = "trending"
     weight: float = 0.5
     window: timedelta = timedelta(days=7)
+    max_k: int = 50
+    _trend: dict[tuple[datetime, int], list[Candidate]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def fetch(
         self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
     ) -> dict[str, list[Candidate]]:
-        trend = conn.execute(
-            _TRENDING,
-            {"since": now - self.window, "now": now, "pos": POSITIVE, "strong": STRONG, "pool": 2 * k},
-        ).fetchall()
-        seen = _seen(conn, user_ids, [r["item_id"] for r in trend])
-        out: dict[str, list[Candidate]] = {}
-        for u in user_ids:
-            picks = [r for r in trend if (u, r["item_id"]) not in seen][:k]
-            out[u] = [
-                Candidate(r["item_id"], r["title"], r["provider_id"], r["score"], self.name) for r in picks
+        k = min(k, self.max_k)
+        trend = self._trend.get((now, k))
+        if trend is None:
+            rows = conn.execute(
+                _TRENDING,
+                {"since": now - self.window, "now": now, "pos": POSITIVE, "strong": STRONG, "pool": 2 * k},
+            ).fetchall()
+            trend = [
+                Candidate(r["item_id"], r["title"], r["provider_id"], r["score"], self.name) for r in rows
             ]
-        return out
+            self._trend.clear()
+            self._trend[(now, k)] = trend
+        seen = _seen(conn, user_ids, [c.item_id for c in trend])
+        return {u: [c for c in trend if (u, c.item_id) not in seen][:k] for u in user_ids}
 
 
 _NEW_FROM_PROVIDERS = """
@@ -100,12 +114,17 @@ with counts as (
         from counts c
     ) x where pr <= %(providers)s
 ), fresh as (
-    select p.user_id, i.id as item_id, i.title, i.provider_id,
-           ln(1 + p.n) * power(0.5, extract(epoch from (%(now)s - i.created_at)) / 1209600.0) as score,
-           row_number() over (partition by p.user_id order by ln(1 + p.n) desc, i.created_at desc, i.id) as r
-    from played p join items i on i.provider_id = p.provider_id
-    where i.created_at > %(since)s and i.created_at <= %(now)s
-      and not exists (select 1 from events e where e.user_id = p.user_id and e.item_id = i.id)
+    select p.user_id, f.id as item_id, f.title, f.provider_id,
+           ln(1 + p.n) * power(0.5, extract(epoch from (%(now)s - f.created_at)) / 1209600.0) as score,
+           row_number() over (partition by p.user_id order by p.n desc, f.created_at desc, f.id) as r
+    from played p
+    cross join lateral (
+        select i.id, i.title, i.provider_id, i.created_at from items i
+        where i.provider_id = p.provider_id and i.created_at > %(since)s and i.created_at <= %(now)s
+          and not exists (select 1 from events e where e.user_id = p.user_id and e.item_id = i.id)
+        order by i.created_at desc, i.id
+        limit %(k)s
+    ) f
 )
 select user_id, item_id, title, provider_id, score from fresh where r <= %(k)s
 """
@@ -197,6 +216,7 @@ SOURCES: dict[str, Callable[[], CandidateSource]] = {
     "trending": TrendingSource,
     "new_from_providers": NewFromProvidersSource,
     "co_likes": CoLikeSource,
+    "sequence": SequenceSource,
     "cf": CFSource,
 }
 
@@ -215,19 +235,31 @@ def merge(
     k: int,
 ) -> list[Candidate]:
     """One ranked candidate list for a user: weighted rank-normalised score, max over sources."""
-    best: dict[str, tuple[float, Candidate]] = {}
-    names: dict[str, list[str]] = defaultdict(list)
+    best: dict[str, list[Any]] = {}  # item → [score, candidate, "source+source"]
     for source, by_user in per_source.items():
-        found = sorted(by_user.get(user_id, []), key=lambda c: -c.score)
-        for rank, c in enumerate(found):
-            score = weights.get(source, 1.0) * (1.0 - rank / max(len(found), 1))
-            names[c.item_id].append(source)
-            if c.item_id not in best or score > best[c.item_id][0]:
-                best[c.item_id] = (score, c)
-    ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:k]
-    return [
-        Candidate(c.item_id, c.title, c.provider, round(s, 6), "+".join(names[i])) for i, (s, c) in ranked
-    ]
+        found = by_user.get(user_id)
+        if not found:
+            continue
+        w, n = weights.get(source, 1.0), len(found)
+        for rank, c in enumerate(sorted(found, key=_neg_score)):
+            score = w * (1.0 - rank / n)
+            entry = best.get(c.item_id)
+            if entry is None:
+                best[c.item_id] = [score, c, source]
+            else:
+                entry[2] += "+" + source
+                if score > entry[0]:
+                    entry[0], entry[1] = score, c
+    ranked = heapq.nsmallest(k, best.items(), key=_merge_order)
+    return [Candidate(i, c.title, c.provider, round(s, 6), names) for i, (s, c, names) in ranked]
+
+
+def _neg_score(c: Candidate) -> float:
+    return -c.score
+
+
+def _merge_order(kv: tuple[str, list[Any]]) -> tuple[float, str]:
+    return -kv[1][0], kv[0]
 
 
 def _seen(conn: psycopg.Connection[Any], user_ids: list[str], item_ids: list[str]) -> set[tuple[str, str]]:

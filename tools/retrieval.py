@@ -39,10 +39,15 @@ def tag_candidates(conn: psycopg.Connection[Any], user_ids: list[str], k: int) -
     """Top-`k` unseen items per user by tag-profile similarity (users without a profile get none)."""
     out: dict[str, list[Candidate]] = {u: [] for u in user_ids}
     with conn.transaction():
-        conn.execute("set local hnsw.iterative_scan = relaxed_order")
-        conn.execute("set local hnsw.ef_search = 100")
+        conn.execute(
+            "select set_config('hnsw.iterative_scan', 'relaxed_order', true),"
+            " set_config('hnsw.ef_search', %(ef)s, true)",
+            {"ef": str(max(k, 40))},
+        )
         for r in conn.execute(_TAG_CANDIDATES, {"users": user_ids, "k": k}):
-            out[r["user_id"]].append(Candidate(r["item_id"], r["title"], r["provider_id"], float(r["score"]), "tags"))
+            out[r["user_id"]].append(
+                Candidate(r["item_id"], r["title"], r["provider_id"], float(r["score"]), "tags")
+            )
     for candidates in out.values():
         candidates.sort(key=lambda c: -c.score)
     return out

@@ -13,18 +13,27 @@ At send time a message is
 The claim commits before the send, so the sender never sends a message twice unless a worker dies
 mid-send; then the lease expires and the message is sent again with the same `webhook-id`.
 `deliver_due` owns its transactions: pass a connection that is not inside one.
+
+Prometheus metrics (default registry, so any exporter of the process serves them):
+`tagloop_messages_total{channel, outcome}` (sent, retrying = failed with a retry due, dead,
+cancelled, deferred), `tagloop_delivery_latency_seconds{channel}` (scheduled send time → sent) and
+`tagloop_delivery_send_seconds{channel}` (the channel call itself).
 """
 
 from __future__ import annotations
 
 import logging
+import time as clock
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from functools import cache
 from typing import Any
 
 import numpy as np
 import psycopg
+from prometheus_client import Counter, Histogram
+
 from tagloop.policies import check_caps, check_unsubscribed, has_consent, next_allowed_time
 from tagloop.policies.config import ChannelCap
 from tagloop.tools.errors import TagloopError
@@ -32,6 +41,37 @@ from tagloop.tools.messaging.channels import Channel, DeliveryError, OutboundMes
 from tagloop.tools.store import decisions as store
 
 log = logging.getLogger("tagloop.delivery")
+
+
+LATENCY_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0)
+SEND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True)
+class DeliveryMetrics:
+    messages: Counter
+    latency: Histogram
+    send: Histogram
+
+
+@cache
+def delivery_metrics() -> DeliveryMetrics:
+    """The process's delivery metrics, registered in the default registry on first use."""
+    return DeliveryMetrics(
+        Counter(
+            "tagloop_messages", "Outbox messages handled, by channel and outcome.", ["channel", "outcome"]
+        ),
+        Histogram(
+            "tagloop_delivery_latency_seconds",
+            "Seconds from a message's scheduled send time to its successful send.",
+            ["channel"],
+            buckets=LATENCY_BUCKETS,
+        ),
+        Histogram(
+            "tagloop_delivery_send_seconds", "Seconds spent in the channel's send call.", ["channel"],
+            buckets=SEND_BUCKETS,
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -86,6 +126,7 @@ def deliver_due(
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise TagloopError("deliver_due needs a connection outside a transaction (commit first)")
     report = DeliveryReport()
+    metrics = delivery_metrics()
     with conn.transaction():
         claimed = store.claim_due(conn, now=now, limit=limit, ids=ids, lease=cfg.lease)
     report.claimed = len(claimed)
@@ -100,8 +141,11 @@ def deliver_due(
         with conn.transaction():
             verdict = _send_one(conn, row, channels, cfg, now, rng, unsubscribed, history)
         getattr(report, verdict).append(message_id)
+        metrics.messages.labels(row["channel"], verdict).inc()
         if verdict == "sent":
             history[row["user_id"]][row["channel"]].append(now)
+            late = (now - row["send_at"]).total_seconds()
+            metrics.latency.labels(row["channel"]).observe(max(late, 0.0))
     log.info("delivery %s", " ".join(f"{k}={v}" for k, v in report.summary().items()))
     return report
 
@@ -151,6 +195,7 @@ def _send_one(
         send_at=row["send_at"].isoformat(),
         address=row["address"],
     )
+    started = clock.perf_counter()
     try:
         channel.send(message)
     except DeliveryError as exc:
@@ -161,6 +206,8 @@ def _send_one(
             return "retrying"
         store.mark_failed(conn, message_id, error=str(exc), retry_in=None, now=now)
         return "dead"
+    finally:
+        delivery_metrics().send.labels(channel_name).observe(clock.perf_counter() - started)
     store.mark_sent(conn, message_id, now)
     return "sent"
 

@@ -18,23 +18,6 @@ from typing import Any
 
 import psycopg
 
-_INSERT_DECISION = """
-insert into decisions (id, user_id, trigger, policy_name, policy_version, seed, candidates, chosen,
-                       propensities, channel, send_at, outcome, explanation, context, run_key, arms)
-values (%(id)s, %(user_id)s, %(trigger)s, %(policy_name)s, %(policy_version)s, %(seed)s, %(candidates)s,
-        %(chosen)s, %(propensities)s, %(channel)s, %(send_at)s, %(outcome)s, %(explanation)s, %(context)s,
-        %(run_key)s, %(arms)s)
-on conflict (id) do nothing
-"""
-
-_INSERT_MESSAGE = """
-insert into messages (id, decision_id, user_id, channel, title, body, items, send_at, next_attempt_at,
-                      send_hour)
-values (%(id)s, %(decision_id)s, %(user_id)s, %(channel)s, %(title)s, %(body)s, %(items)s, %(send_at)s,
-        %(send_at)s, %(send_hour)s)
-on conflict (id) do nothing
-"""
-
 
 @dataclass
 class DecisionRow:
@@ -69,26 +52,83 @@ class MessageRow:
     send_hour: int | None = None
 
 
+# A batch is COPied into a session-local staging table, then inserted with the same conflict rule as
+# one row at a time (a retried run reuses its decision and message ids): COPY instead of executemany.
+_DECISIONS_STAGE = (
+    """create temp table if not exists decisions_stage (like decisions including defaults)
+       on commit delete rows""",
+    """copy decisions_stage (id, user_id, trigger, policy_name, policy_version, seed, candidates, chosen,
+                             propensities, channel, send_at, outcome, explanation, context, run_key, arms)
+       from stdin""",
+    """insert into decisions (id, user_id, trigger, policy_name, policy_version, seed, candidates, chosen,
+                              propensities, channel, send_at, outcome, explanation, context, run_key, arms)
+       select id, user_id, trigger, policy_name, policy_version, seed, candidates, chosen, propensities,
+              channel, send_at, outcome, explanation, context, run_key, arms
+       from decisions_stage
+       on conflict (id) do nothing""",
+    "truncate decisions_stage",
+)
+_MESSAGES_STAGE = (
+    """create temp table if not exists messages_stage (like messages including defaults)
+       on commit delete rows""",
+    """copy messages_stage (id, decision_id, user_id, channel, title, body, items, send_at, next_attempt_at,
+                            send_hour)
+       from stdin""",
+    """insert into messages (id, decision_id, user_id, channel, title, body, items, send_at, next_attempt_at,
+                             send_hour)
+       select id, decision_id, user_id, channel, title, body, items, send_at, next_attempt_at, send_hour
+       from messages_stage
+       on conflict (id) do nothing""",
+    "truncate messages_stage",
+)
+
+
+def _copy_in(
+    conn: psycopg.Connection[Any], stage: tuple[str, str, str, str], rows: list[tuple[Any, ...]]
+) -> None:
+    create, copy_sql, insert, truncate = stage
+    conn.execute(create)
+    with conn.cursor().copy(copy_sql) as copy:
+        for row in rows:
+            copy.write_row(row)
+    conn.execute(insert)
+    conn.execute(truncate)
+
+
 def insert_decisions(conn: psycopg.Connection[Any], rows: list[DecisionRow]) -> None:
-    with conn.cursor() as cur:
-        cur.executemany(
-            _INSERT_DECISION,
-            [
-                {
-                    **r.__dict__,
-                    "candidates": json.dumps(r.candidates),
-                    "chosen": json.dumps(r.chosen),
-                    "context": json.dumps(r.context, default=str),
-                    "arms": json.dumps(r.arms),
-                }
-                for r in rows
-            ],
-        )
+    """Insert decisions (a decision id already stored is left as it is)."""
+    if not rows:
+        return
+    dumps = json.dumps
+    _copy_in(
+        conn,
+        _DECISIONS_STAGE,
+        [
+            (
+                r.id, r.user_id, r.trigger, r.policy_name, r.policy_version, r.seed, dumps(r.candidates),
+                dumps(r.chosen), r.propensities, r.channel, r.send_at, r.outcome, r.explanation,
+                dumps(r.context, default=str), r.run_key, dumps(r.arms),
+            )
+            for r in rows
+        ],
+    )
 
 
 def insert_messages(conn: psycopg.Connection[Any], rows: list[MessageRow]) -> None:
-    with conn.cursor() as cur:
-        cur.executemany(_INSERT_MESSAGE, [{**r.__dict__, "items": json.dumps(r.items)} for r in rows])
+    """Insert outbox messages, first due at their send time (a message id already stored is kept)."""
+    if not rows:
+        return
+    _copy_in(
+        conn,
+        _MESSAGES_STAGE,
+        [
+            (
+                r.id, r.decision_id, r.user_id, r.channel, r.title, r.body, json.dumps(r.items), r.send_at,
+                r.send_at, r.send_hour,
+            )
+            for r in rows
+        ],
+    )
 
 
 _CLAIM = """

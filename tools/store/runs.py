@@ -4,7 +4,8 @@
 The claim is held for the caller's whole transaction: the worker claims, decides, records and
 advances/deletes the rows, then commits once. A worker that dies rolls all of it back and the rows
 become claimable again, so nothing is lost and a user is never run twice at once. A per-user
-transaction-scoped advisory lock (`lock_users`) also keeps a queued and a scheduled run of the same
+transaction-scoped advisory lock (`lock_users`; `wait_for_users` for runs outside the worker,
+such as `POST /v1/users/{id}/runs`) also keeps a queued, a scheduled and a requested run of the same
 user apart. Store functions never commit.
 """
 
@@ -55,6 +56,17 @@ def lock_users(conn: psycopg.Connection[Any], user_ids: list[str]) -> set[str]:
         {"users": sorted(set(user_ids)), "space": USER_LOCK_SPACE},
     ).fetchall()
     return {r["u"] for r in rows if r["ok"]}
+
+
+def wait_for_users(conn: psycopg.Connection[Any], user_ids: list[str]) -> None:
+    """Take the per-user advisory locks, waiting for a worker that holds one to commit (in id order,
+    so two waiting callers never deadlock; workers only try, so they never wait on a caller)."""
+    if user_ids:
+        conn.execute(
+            """select count(pg_advisory_xact_lock(%(space)s, hashtext(u)))
+               from unnest(%(users)s::text[]) as u""",
+            {"users": sorted(set(user_ids)), "space": USER_LOCK_SPACE},
+        )
 
 
 def advance_schedules(

@@ -1,0 +1,164 @@
+"""Issue 8 leftovers: the sequence-next source, MMR over the candidates' tags, memoised Thompson
+propensities, the run lock of `run_users`, COPY-inserted decisions, candidate merging."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+from agent_support import load_demo
+
+from tagloop.agent.runner import run_users
+from tagloop.agent.settings import Settings
+from tagloop.policies import thompson_choose
+from tagloop.policies.config import BanditConfig
+from tagloop.tools.candidates import merge, sources_named
+from tagloop.tools.messaging.channels import FileChannel
+from tagloop.tools.messaging.timing import ThompsonArms
+from tagloop.tools.retrieval import Candidate
+from tagloop.tools.sequences import SequenceSource
+from tagloop.tools.store import db as store_db
+from tagloop.tools.store import runs
+
+NOW = datetime(2026, 5, 4, 9, tzinfo=UTC)
+
+
+def _events(conn: psycopg.Connection[Any], rows: list[tuple[str, str, str, datetime]]) -> None:
+    conn.execute(
+        """insert into users (id) select distinct u from unnest(%(u)s::text[]) as u on conflict do nothing""",
+        {"u": [r[1] for r in rows]},
+    )
+    conn.execute(
+        """insert into items (id, title) select distinct i, 'title ' || i from unnest(%(i)s::text[]) as i
+           on conflict do nothing""",
+        {"i": [r[2] for r in rows]},
+    )
+    conn.execute(
+        """insert into events (id, user_id, item_id, type, ts)
+           select id, u, i, 'play', t
+           from unnest(%(id)s::text[], %(u)s::text[], %(i)s::text[], %(t)s::timestamptz[])
+                as x(id, u, i, t)""",
+        {
+            "id": [r[0] for r in rows],
+            "u": [r[1] for r in rows],
+            "i": [r[2] for r in rows],
+            "t": [r[3] for r in rows],
+        },
+    )
+
+
+def test_sequence_source_proposes_what_others_played_next_and_skips_what_the_user_knows(
+    db: psycopg.Connection[Any],
+) -> None:
+    t = NOW - timedelta(days=1)
+    _events(
+        db,
+        [
+            ("a1", "alice", "x", t),
+            ("a2", "alice", "y", t + timedelta(minutes=3)),
+            ("a3", "alice", "z", t + timedelta(minutes=6)),
+            ("c1", "carol", "x", t),
+            ("c2", "carol", "y", t + timedelta(minutes=4)),
+            ("d1", "dave", "x", t),
+            ("d2", "dave", "w", t + timedelta(minutes=4)),
+            ("b1", "bob", "x", t + timedelta(hours=2)),
+            ("e1", "erin", "x", t + timedelta(hours=2)),
+            ("e2", "erin", "y", t + timedelta(hours=1)),  # erin already knows y
+        ],
+    )
+    found = SequenceSource().fetch(db, ["bob", "erin", "nobody"], 10, NOW)
+    assert [c.item_id for c in found["bob"]] == ["y", "w"]  # two users went x → y, one x → w
+    assert found["bob"][0].score == 2.0 and found["bob"][0].source == "sequence"
+    assert "y" not in {c.item_id for c in found["erin"]}
+    assert found["nobody"] == []
+    assert SequenceSource().fetch(db, ["bob"], 10, t)["bob"] == []  # nothing had happened yet
+    assert [s.name for s in sources_named(["sequence"])] == ["sequence"]
+
+
+def test_merge_takes_the_weighted_rank_maximum_and_names_every_source() -> None:
+    def cand(item: str, score: float, source: str) -> Candidate:
+        return Candidate(item, item.upper(), None, score, source)
+
+    found = {
+        "tags": {"u": [cand("a", 0.9, "tags"), cand("b", 0.5, "tags")]},
+        "trending": {"u": [cand("b", 40.0, "trending"), cand("c", 10.0, "trending")]},
+    }
+    merged = merge(found, {"tags": 1.0, "trending": 0.5}, "u", 10)
+    assert [(c.item_id, c.score, c.source) for c in merged] == [
+        ("a", 1.0, "tags"),
+        ("b", 0.5, "tags+trending"),
+        ("c", 0.25, "trending"),
+    ]
+    assert merge(found, {}, "someone else", 10) == []
+    assert len(merge(found, {}, "u", 2)) == 2
+
+
+def test_memoised_thompson_arms_match_choose_arm_draw_for_draw() -> None:
+    cfg = BanditConfig()
+    cache: dict[tuple[bytes, bytes], np.ndarray] = {}
+    arms = ThompsonArms(cfg, cache)
+    succ, fail = np.array([1.0, 0.5, 2.0, 0.0]), np.array([3.0, 1.0, 4.0, 0.0])
+    for seed in range(20):
+        expected = thompson_choose(
+            succ, fail, np.random.default_rng(seed), prior=(cfg.prior_alpha, cfg.prior_beta)
+        )
+        got = arms.choose(succ, fail, np.random.default_rng(seed))
+        assert got[0] == expected[0] and abs(got[1] - expected[1]) < 1e-12
+    assert len(cache) == 1
+
+
+def test_decisions_choose_with_mmr_over_candidate_tags_and_reruns_store_nothing_twice(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    users = load_demo(db, tmp_path / "demo", NOW, users=12)
+    settings = Settings(home=tmp_path / "home", candidate_sources=["tags", "trending", "sequence"])
+    channels = {"file": FileChannel(tmp_path / "inbox.jsonl")}
+    first = run_users(db, settings, users, send_now=False, now=NOW, run_key="k", channels=channels)
+    again = run_users(db, settings, users, send_now=False, now=NOW, run_key="k", channels=channels)
+    assert [o.decision_id for o in first] == [o.decision_id for o in again]
+    assert db.execute("select count(*) as n from decisions").fetchone() == {"n": len(users)}
+    n_messages = db.execute("select count(*) as n from messages").fetchone()
+    assert n_messages == {"n": sum(o.outcome == "message" for o in first)}
+    slates = [
+        r["context"]["slate"] for r in db.execute("select context from decisions where outcome = 'message'")
+    ]
+    assert slates and all("skipped" not in s for s in slates)  # MMR ran: the matrix was given
+
+
+def test_run_users_waits_for_a_worker_holding_the_user(
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path
+) -> None:
+    users = load_demo(db, tmp_path / "demo", NOW, users=3)
+    worker = store_db.connect(db_url, migrate_schema=False)
+    assert runs.lock_users(worker, [users[0]]) == {users[0]}  # a worker is deciding this user
+    done: list[float] = []
+
+    def request() -> None:
+        conn = store_db.connect(db_url, migrate_schema=False)
+        run_users(
+            conn,
+            Settings(home=tmp_path / "home"),
+            [users[0]],
+            send_now=False,
+            now=NOW,
+            channels={"file": FileChannel(tmp_path / "inbox.jsonl")},
+        )
+        done.append(time.monotonic())
+        conn.close()
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    time.sleep(1.0)
+    assert not done  # still waiting for the worker's transaction
+    released = time.monotonic()
+    worker.commit()
+    thread.join(timeout=60)
+    assert done and done[0] >= released
+    assert runs.lock_users(worker, [users[0]]) == {users[0]}  # and run_users let go of it
+    worker.rollback()
+    worker.close()
