@@ -1,0 +1,142 @@
+"""Patterns from the stream: co-likes rank by lift with support, sequences predict the next item or
+tag within sessions, trends get a phase and lifetime, tags get weekday/weekend and hour-of-week
+preferences in the user's own time zone."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+
+from tagloop.tools.errors import InvalidInput
+from tagloop.tools.ingest import loader
+from tagloop.tools.ingest.records import parse_event, parse_item, parse_user
+from tagloop.tools.patterns import co_likes, next_from_counts, sequence_next
+from tagloop.tools.patterns_timing import describe, tag_timing
+from tagloop.tools.patterns_trends import fit_lifetime, trending
+
+NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)  # a Monday
+
+
+def store(db: psycopg.Connection[Any], users: list[str], items: dict[str, list[str]],
+          events: list[tuple[str, str, datetime]], tz: str = "UTC") -> None:
+    loader.store_users(db, [parse_user({"id": u, "timezone": tz}) for u in users])
+    loader.store_items(db, [parse_item({"id": i, "tags": tags}) for i, tags in items.items()])
+    loader.store_events(db, [
+        parse_event({"id": f"e{n}", "user_id": u, "type": "play", "item_id": i, "ts": ts.isoformat()},
+                    now=NOW)
+        for n, (u, i, ts) in enumerate(events)
+    ])
+    db.commit()
+
+
+def test_co_likes_rank_by_lift_and_report_support(db: psycopg.Connection[Any]) -> None:
+    fans = [f"f{n}" for n in range(10)]
+    others = [f"o{n}" for n in range(30)]
+    t = NOW - timedelta(days=3)
+    events = [(u, "x", t) for u in fans] + [(u, "pop", t) for u in fans + others]
+    events += [(u, "niche", t) for u in fans[:6]] + [(others[0], "rare", t)]
+    store(db, fans + others, {i: ["rock"] for i in ("x", "pop", "niche", "rare")}, events)
+    found = co_likes(db, "x", now=NOW)
+    assert [c.key for c in found] == ["niche", "pop"]  # "rare" has no support among fans of x
+    niche, pop = found
+    assert (niche.support, niche.confidence, niche.lift) == (6, 0.6, pytest.approx(4.0))
+    assert pop.lift == pytest.approx(1.0) and pop.share == pytest.approx(10 / 40)
+
+
+def test_co_likes_between_tags_need_several_items(db: psycopg.Connection[Any]) -> None:
+    t = NOW - timedelta(days=1)
+    items = {"s1": ["shoegaze"], "s2": ["shoegaze"], "d1": ["dream-pop"], "d2": ["dream-pop"], "j1": ["jazz"]}
+    events = [(u, i, t) for u in ("a", "b", "c") for i in ("s1", "s2", "d1", "d2")]
+    events += [(u, i, t) for u in ("d", "e") for i in ("j1", "s1", "s2")]
+    store(db, ["a", "b", "c", "d", "e"], items, events)
+    found = co_likes(db, "shoegaze", now=NOW, level="tag", min_items=2)
+    assert [c.key for c in found] == ["dream-pop"]  # jazz fans played one jazz item only
+    assert found[0].support == 3 and found[0].confidence == 0.6 and found[0].lift == pytest.approx(1.0)
+
+
+def test_sequences_predict_the_next_item_within_sessions(db: psycopg.Connection[Any]) -> None:
+    events = []
+    for n in range(6):
+        start = NOW - timedelta(days=n + 1)
+        path = ["a", "b", "c"] if n < 4 else ["a", "b", "d"]
+        events += [(f"u{n}", item, start + timedelta(minutes=5 * j)) for j, item in enumerate(path)]
+        events.append((f"u{n}", "e", start + timedelta(hours=3)))  # a new session: no c → e step
+    store(db, [f"u{n}" for n in range(6)], {i: [f"tag-{i}"] for i in "abcde"}, events)
+    nxt = sequence_next(db, ["a", "b"], now=NOW)
+    assert [s.key for s in nxt] == ["c", "d"]
+    assert nxt[0].score == pytest.approx(4 / 6) and nxt[0].support == 4
+    tags = sequence_next(db, ["tag-a", "tag-b"], now=NOW, level="tag")
+    assert tags[0].key == "tag-c"
+
+
+def test_next_mixture_weighs_the_latest_entry_most() -> None:
+    counts = {"b": {"c": 1, "d": 3}, "a": {"c": 4}}
+    ranked = next_from_counts(counts, ["b", "a"], {"a", "b"}, k=5, decay=0.5)
+    assert [s.key for s in ranked] == ["c", "d"]
+    assert ranked[0].score == pytest.approx((0.25 + 0.5) / 1.5)
+    assert ranked[1].score == pytest.approx(0.75 / 1.5)
+
+
+def _curve(rise: float, decay: float, peak_day: int, days: int, base: float = 5.0) -> np.ndarray:
+    t = np.arange(days)
+    excess = np.where(t <= peak_day, 40 * np.exp(rise * (t - peak_day)), 40 * np.exp(-decay * (t - peak_day)))
+    return np.round(base + excess)
+
+
+def test_a_trend_that_peaked_is_decaying_with_its_rates_and_lifetime() -> None:
+    life = fit_lifetime(_curve(0.6, 0.3, peak_day=14, days=24))
+    assert life.phase == "decaying" and life.decay_observed
+    assert life.decay_per_day == pytest.approx(0.3, rel=0.3)
+    assert life.rise_per_day == pytest.approx(0.6, rel=0.4)
+    assert life.half_life_days == pytest.approx(math.log(2) / life.decay_per_day)
+    assert 0 < life.days_left < life.lifetime_days
+
+
+def test_a_rising_trend_is_rising_and_a_flat_series_is_no_trend() -> None:
+    rising = fit_lifetime(_curve(0.5, 0.5, peak_day=20, days=21))
+    assert rising.phase == "rising" and not rising.decay_observed and rising.days_left > 0
+    flat = fit_lifetime(np.full(14, 5.0))
+    assert flat.phase == "over" and flat.peak == 0
+    with pytest.raises(InvalidInput):
+        fit_lifetime(np.ones(2))
+
+
+def test_trending_tags_from_the_store_put_the_spike_first(db: psycopg.Connection[Any]) -> None:
+    events = []
+    for d in range(28):
+        day = NOW - timedelta(days=27 - d, hours=1)
+        events += [(f"u{n}", "steady", day) for n in range(3)]
+        if d >= 24:
+            events += [(f"u{n}", "hype", day + timedelta(minutes=n)) for n in range(4 * (d - 23))]
+    store(db, [f"u{n}" for n in range(16)], {"steady": ["folk"], "hype": ["hyperpop"]}, events)
+    found = trending(db, now=NOW, level="tag", min_events=5)
+    assert found[0].key == "hyperpop" and found[0].lifetime.phase == "rising"
+    assert sum(found[0].daily) == sum(4 * k for k in range(1, 5))
+    assert all(t.key != "folk" for t in found)  # flat: no trend
+
+
+def test_describe_finds_weekend_tags_and_peak_slots() -> None:
+    overall = np.ones(168) * 10
+    counts = np.zeros(168)
+    counts[5 * 24 + 22] = 30  # Sat 22:00
+    counts[2 * 24 + 9] = 5
+    timing = describe("techno", counts, overall)
+    assert timing.peak_hours[0] == "Sat 22:00"
+    assert timing.weekend_share == pytest.approx(30 / 35, abs=1e-4)
+    assert timing.weekend_lift > 2.5
+
+
+def test_tag_timing_uses_each_users_time_zone(db: psycopg.Connection[Any]) -> None:
+    saturday_night_tokyo = datetime(2026, 2, 28, 13, tzinfo=UTC)  # Sat 22:00 in Tokyo
+    tuesday_morning_tokyo = datetime(2026, 2, 24, 0, tzinfo=UTC)  # Tue 09:00 in Tokyo
+    events = [(f"u{n}", "club", saturday_night_tokyo + timedelta(minutes=n)) for n in range(25)]
+    events += [(f"u{n}", "desk", tuesday_morning_tokyo + timedelta(minutes=n)) for n in range(25)]
+    store(db, [f"u{n}" for n in range(25)], {"club": ["techno"], "desk": ["study"]}, events, tz="Asia/Tokyo")
+    found = tag_timing(db, now=NOW)
+    assert found["techno"].peak_hours[0] == "Sat 22:00" and found["techno"].weekend_lift == pytest.approx(2.0)
+    assert found["study"].peak_hours[0] == "Tue 09:00" and found["study"].weekend_share == 0.0

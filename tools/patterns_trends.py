@@ -1,0 +1,159 @@
+"""Trending tags and items with an estimate of each trend's lifetime (rise, peak, decay).
+
+`trending(conn, level=…)` counts positive events per tag (or item) and UTC day over the last
+`days` days in one SQL statement, then `fit_lifetime` describes each daily series (numpy):
+- baseline b: the median of the first `baseline_days` days; excess e_t = max(c_t − b, 0);
+- peak: the day of the largest 3-day moving average of the excess;
+- rise rate r (per day): least-squares slope of log(1 + e_t) from the onset (the last day before
+  the peak with excess under 10 % of the peak's) to the peak;
+- decay rate λ (per day): minus the slope of log(1 + e_t) after the peak when there are ≥ 2 days
+  after it, else assumed equal to r (`decay_observed` False): trends fall about as fast as they rose;
+- phase: `rising` (peak within the last 2 days and r > 0), `peaking` (current excess ≥ 70 % of
+  the peak), `decaying`, or `over` (current excess < 10 % of the peak);
+- `days_left`: until today's excess e_now decays below 10 % of the peak, ln(e_now / 0.1·peak)/λ;
+  lifetime: days from the onset to that point, (today − onset) + days_left (for a trend that is
+  over: (peak − onset) + ln(10)/λ); half-life ln(2)/λ.
+Trends are ranked by `score` = mean of the last 3 days / (baseline + 1), rising ones first among
+equals; keys with fewer than `min_events` events in the window are ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Literal
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from tagloop.tools.errors import InvalidInput
+from tagloop.tools.patterns import POSITIVE, Level
+
+Phase = Literal["rising", "peaking", "decaying", "over"]
+FADED = 0.1
+
+
+@dataclass(frozen=True)
+class Lifetime:
+    phase: Phase
+    baseline: float
+    peak_day: int  # index into the series
+    peak: float  # excess at the peak (3-day mean)
+    rise_per_day: float
+    decay_per_day: float
+    decay_observed: bool
+    half_life_days: float
+    lifetime_days: float
+    days_left: float
+    score: float
+
+
+@dataclass(frozen=True)
+class Trend:
+    key: str
+    lifetime: Lifetime
+    peak_date: date
+    daily: list[int]
+
+
+def _slope(y: np.ndarray) -> float:
+    if y.size < 2:
+        return 0.0
+    x = np.arange(y.size, dtype=np.float64)
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def fit_lifetime(counts: np.ndarray, *, baseline_days: int = 7) -> Lifetime:
+    """Describe one daily count series (oldest first) as in the module docstring."""
+    c = np.asarray(counts, dtype=np.float64)
+    if c.ndim != 1 or c.size < 3:
+        raise InvalidInput("a trend needs a daily series of at least 3 days")
+    base = float(np.median(c[: max(1, min(baseline_days, c.size // 2))]))
+    excess = np.maximum(c - base, 0.0)
+    window = np.ones(3)
+    smooth = np.convolve(excess, window, mode="same") / np.convolve(np.ones_like(excess), window, mode="same")
+    peak_day = int(np.argmax(smooth))
+    peak = float(smooth[peak_day])
+    last = c.size - 1
+    score = float(c[-3:].mean() / (base + 1.0))
+    if peak <= 0:
+        return Lifetime("over", base, peak_day, 0.0, 0.0, 0.0, False, math.inf, 0.0, 0.0, score)
+    onset = peak_day
+    while onset > 0 and excess[onset - 1] >= FADED * peak:
+        onset -= 1
+    logs = np.log1p(excess)
+    rise = max(_slope(logs[onset : peak_day + 1]), 0.0)
+    after = logs[peak_day:]
+    observed = after.size >= 3
+    decay = max(-_slope(after), 1e-3) if observed else max(rise, 1e-3)
+    current = float(smooth[-1])
+    left = max(math.log(max(current, 1e-12) / (FADED * peak)), 0.0) / decay
+    life = (last - onset) + left
+    phase: Phase
+    if peak_day >= last - 1 and rise > 0:
+        phase = "rising"
+    elif current >= 0.7 * peak:
+        phase = "peaking"
+    elif current < FADED * peak:
+        phase, left, life = "over", 0.0, (peak_day - onset) + math.log(1.0 / FADED) / decay
+    else:
+        phase = "decaying"
+    half_life = math.log(2) / decay
+    return Lifetime(phase, base, peak_day, peak, rise, decay, observed, half_life, life, left, score)
+
+
+_DAILY_ITEMS = """
+select e.item_id as key, (e.ts at time zone 'UTC')::date as day, count(*) as n from events e
+where e.type = any(%(pos)s) and e.item_id is not null and e.ts >= %(since)s and e.ts <= %(now)s
+group by 1, 2
+"""
+
+_DAILY_TAGS = """
+select t.name as key, (e.ts at time zone 'UTC')::date as day, count(*) as n from events e
+join item_tags it on it.item_id = e.item_id and it.confidence >= 0.5
+join tags t on t.id = it.tag_id
+where e.type = any(%(pos)s) and e.ts >= %(since)s and e.ts <= %(now)s
+group by 1, 2
+"""
+
+
+def daily_counts(
+    conn: psycopg.Connection[Any], *, now: datetime, level: Level = "tag", days: int = 28
+) -> tuple[list[str], list[date], np.ndarray]:
+    """(keys, days oldest first, keys × days counts) of positive events in the last `days` days."""
+    if now.tzinfo is None:
+        raise InvalidInput("now must be timezone-aware")
+    end = now.astimezone(UTC).date()
+    first = end - timedelta(days=days - 1)
+    since = datetime.combine(first, time.min, tzinfo=UTC)
+    query = sql.SQL(_DAILY_ITEMS if level == "item" else _DAILY_TAGS)
+    rows = conn.execute(query, {"pos": POSITIVE, "since": since, "now": now}).fetchall()
+    keys = sorted({r["key"] for r in rows})
+    index = {key: n for n, key in enumerate(keys)}
+    matrix = np.zeros((len(keys), days), dtype=np.int64)
+    for r in rows:
+        d = (r["day"] - first).days
+        if 0 <= d < days:
+            matrix[index[r["key"]], d] += int(r["n"])
+    return keys, [first + timedelta(days=d) for d in range(days)], matrix
+
+
+def trending(
+    conn: psycopg.Connection[Any], *, now: datetime, level: Level = "tag", days: int = 28, k: int = 20,
+    min_events: int = 10, include_over: bool = False,
+) -> list[Trend]:
+    """The `k` strongest current trends with their lifetime estimates (module docstring)."""
+    keys, day_list, matrix = daily_counts(conn, now=now, level=level, days=days)
+    found = []
+    for key, row in zip(keys, matrix, strict=True):
+        if row.sum() < min_events:
+            continue
+        life = fit_lifetime(row)
+        if life.phase == "over" and not include_over:
+            continue
+        found.append(Trend(key, life, day_list[life.peak_day], [int(x) for x in row]))
+    order = {"rising": 0, "peaking": 1, "decaying": 2, "over": 3}
+    found.sort(key=lambda t: (-round(t.lifetime.score, 6), order[t.lifetime.phase], t.key))
+    return found[:k]
