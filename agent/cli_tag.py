@@ -16,6 +16,7 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
+
 from tagloop.agent.settings import Settings, load_settings
 from tagloop.tools.errors import InvalidInput, NotFound
 from tagloop.tools.llm import LLM, OpenAICompatibleLLM
@@ -178,7 +179,7 @@ def embed(
     with connect(load_settings()) as conn:
         sync_vocabulary(conn)
         report = train_and_store(conn, np.random.default_rng(seed), user_weight=user_weight)
-        sync = sync_vocabulary(conn)
+        sync = sync_vocabulary(conn, refresh=True)
         conn.commit()
     problems = [] if report.tags else ["the tag vocabulary is empty: import items with tags first"]
     data = {**report.__dict__, "families_set": sync.families_set, "problems": problems}

@@ -12,6 +12,7 @@ import numpy as np
 import psycopg
 import pytest
 from pydantic import BaseModel
+
 from tagloop.tools.ingest.loader import import_file
 from tagloop.tools.llm import LLMUnavailable
 from tagloop.tools.store.catalogue import replace_item_tags
@@ -42,7 +43,7 @@ def tags_of(conn: psycopg.Connection[Any], item: str) -> dict[str, tuple[str, fl
 @pytest.fixture
 def shop(db: psycopg.Connection[Any], tmp_path: Path) -> psycopg.Connection[Any]:
     """A small catalogue: tagged tracks in two styles, untagged ones with telling titles, a message."""
-    items = [
+    items: list[dict[str, Any]] = [
         {"id": "a1", "title": "Night Drive", "provider": "p1", "tags": ["Hip Hop", "boom bap"]},
         {"id": "a2", "title": "Corner Store", "provider": "p1", "tags": ["hiphop", "boom bap"]},
         {"id": "a3", "title": "Laser Grid", "provider": "p2", "tags": ["synthwave", "80s"]},
@@ -57,7 +58,7 @@ def shop(db: psycopg.Connection[Any], tmp_path: Path) -> psycopg.Connection[Any]
     import_file(db, "items", jsonl(tmp_path / "items.jsonl", items))
     users = [{"id": f"u{i}", "timezone": "UTC"} for i in range(6)]
     import_file(db, "users", jsonl(tmp_path / "users.jsonl", users))
-    events = []
+    events: list[dict[str, Any]] = []
     for u in range(6):  # hip-hop fans play a1, a2, a6 and n2; synthwave fans a3–a5 and n1
         plays = ["a1", "a2", "a6", "n2"] if u < 3 else ["a3", "a4", "a5", "n1"]
         for j, item in enumerate(plays):
@@ -74,7 +75,9 @@ def test_import_stores_one_tag_for_every_hip_hop_spelling(shop: psycopg.Connecti
     assert set(tags_of(shop, "a2")) == {"hip-hop", "boom-bap"}
 
 
-def test_sync_merges_spelling_variants_into_the_most_used_and_keeps_aliases(shop: psycopg.Connection[Any]) -> None:
+def test_sync_merges_spelling_variants_into_the_most_used_and_keeps_aliases(
+    shop: psycopg.Connection[Any],
+) -> None:
     sync = sync_vocabulary(shop)
     assert sync.merged == {"synthwave": ["synth-wave"]}
     assert set(tags_of(shop, "a4")) == {"synthwave", "80s"}
@@ -120,8 +123,8 @@ def test_only_untagged_leaves_tagged_items_alone(shop: psycopg.Connection[Any]) 
 def test_provisional_tags_stay_out_of_vectors_and_counts(shop: psycopg.Connection[Any]) -> None:
     tag_items(shop, rng=np.random.default_rng(0))
     rows = shop.execute(
-        """select it.item_id, it.tag_id, it.confidence, i.tag_vec from item_tags it join items i on i.id = it.item_id
-           where it.source <> 'import'"""
+        """select it.item_id, it.tag_id, it.confidence, i.tag_vec
+           from item_tags it join items i on i.id = it.item_id where it.source <> 'import'"""
     ).fetchall()
     provisional = [r for r in rows if r["confidence"] < 0.5]
     confident = [r for r in rows if r["confidence"] >= 0.5]
@@ -139,7 +142,8 @@ def test_behaviour_confirms_a_provisional_tag_that_fans_like(shop: psycopg.Conne
     for u in ("u0", "u1"):  # boom-bap fans (they like a1) like n2
         for item in ("a1", "n2"):
             shop.execute(
-                "insert into events (id, user_id, type, item_id, ts) values (%(id)s, %(u)s, 'like', %(i)s, %(ts)s)",
+                """insert into events (id, user_id, type, item_id, ts)
+                   values (%(id)s, %(u)s, 'like', %(i)s, %(ts)s)""",
                 {"id": f"like-{u}-{item}", "u": u, "i": item, "ts": NOW},
             )
     assert confirm_by_behaviour(shop) == 1
@@ -235,8 +239,14 @@ def test_trends_from_sessions_split_on_half_hour_gaps(db: psycopg.Connection[Any
         db.execute("insert into users (id) values (%(u)s)", {"u": f"u{u}"})
         for n, (item, minutes) in enumerate([("new1", 0), ("new2", 10), ("new1", 200)]):
             db.execute(
-                "insert into events (id, user_id, type, item_id, ts) values (%(id)s, %(u)s, 'play', %(i)s, %(ts)s)",
-                {"id": f"s{u}-{n}", "u": f"u{u}", "i": item, "ts": NOW - timedelta(days=1 + u, minutes=-minutes)},
+                """insert into events (id, user_id, type, item_id, ts)
+                   values (%(id)s, %(u)s, 'play', %(i)s, %(ts)s)""",
+                {
+                    "id": f"s{u}-{n}",
+                    "u": f"u{u}",
+                    "i": item,
+                    "ts": NOW - timedelta(days=1 + u, minutes=-minutes),
+                },
             )
     report = find_trends(db, NOW, window=timedelta(days=7), collections="auto")
     assert report.collections == "session"

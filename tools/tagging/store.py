@@ -7,7 +7,8 @@
    item: highest weight and confidence, an `import` row's source wins over auto sources), the
    variant row is deleted and its name kept in the canonical tag's `aliases`;
 3. writes each tag's broad `family` and `genre` from `build_taxonomy`, using the stored tag
-   embeddings when there are any (rule-less tags then take their neighbours' family).
+   embeddings when there are any (rule-less tags then take their neighbours' family), when the
+   stored taxonomy is stale: a tag never classified, a merge, embeddings trained since, or `refresh`.
 It returns a `VocabSync` with the vocabulary, taxonomy and what changed. `vocabulary_rows` lists
 tags for `tagloop tag vocab` at any level (microgenre = the tag itself, genre, broad).
 Functions take a connection and never commit.
@@ -21,14 +22,17 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from pgvector import Vector
+
 from tagloop.tools.tagging.taxonomy import Level, Taxonomy, build_taxonomy
 from tagloop.tools.tagging.vocabulary import Vocabulary, build_vocabulary, tag_key
 from tagloop.tools.tagging_names import normalize_tag as stored_name
 
+EMBEDDED_TAXONOMY = 2000
 AUTO_SOURCES = ("keyword", "llm", "cooccurrence", "colisten", "provider", "embedding", "popular")
 
 TAG_COUNTS = """
-    select t.id, t.name, t.aliases, count(it.item_id) as n
+    select t.id, t.name, t.aliases, t.family, t.genre, count(it.item_id) as n
     from tags t left join item_tags it on it.tag_id = t.id
     group by t.id order by t.id
 """
@@ -58,9 +62,19 @@ ADD_ALIASES = """
 """
 
 SET_TAXONOMY = """
-    update tags t set family = u.family, genre = u.genre, taxonomy_at = now()
-    from unnest(%(ids)s::int[], %(families)s::text[], %(genres)s::text[]) as u(id, family, genre)
-    where t.id = u.id and (t.family is distinct from u.family or t.genre is distinct from u.genre)
+    with upd as (
+        update tags t set family = u.family, genre = u.genre, taxonomy_at = clock_timestamp()
+        from unnest(%(ids)s::int[], %(families)s::text[], %(genres)s::text[]) as u(id, family, genre),
+             tags old
+        where t.id = u.id and old.id = u.id
+        returning old.family is distinct from u.family or old.genre is distinct from u.genre as changed)
+    select count(*) filter (where changed) as changed from upd
+"""
+# stale: a tag never classified, or embeddings trained since the oldest classification
+TAXONOMY_STALE = """
+    select exists (select 1 from tags where taxonomy_at is null)
+        or coalesce((select max(trained_at) from tag_embeddings) > (select min(taxonomy_at) from tags), false)
+        as stale
 """
 
 STORED_EMBEDDINGS = "select t.name, e.embedding from tag_embeddings e join tags t on t.id = e.tag_id"
@@ -115,12 +129,31 @@ def stored_embeddings(conn: psycopg.Connection[Any], tags: list[str], dim: int =
     for r in rows:
         i = index.get(r["name"])
         if i is not None:
-            out[i] = np.asarray(r["embedding"], dtype=np.float64)
+            vec = r["embedding"]
+            out[i] = np.asarray(vec.to_numpy() if isinstance(vec, Vector) else vec, dtype=np.float64)
     return out
 
 
-def sync_vocabulary(conn: psycopg.Connection[Any]) -> VocabSync:
-    """Merge stored spelling variants, then (re)write families and genres; see the module docstring."""
+def _taxonomy(vocab: Vocabulary, emb: np.ndarray | None) -> Taxonomy:
+    """Rules for every tag; for the `EMBEDDED_TAXONOMY` most used tags with a vector, embeddings too
+    (bounded so the dense tag × tag similarity `build_taxonomy` computes stays small)."""
+    taxonomy = build_taxonomy(vocab)
+    if emb is None:
+        return taxonomy
+    rows = [i for i in range(len(vocab.tags)) if np.any(emb[i])][:EMBEDDED_TAXONOMY]
+    names = [vocab.tags[i] for i in rows]
+    chosen = set(names)
+    sub = Vocabulary(
+        names, {t: vocab.counts[t] for t in names}, {k: t for k, t in vocab.aliases.items() if t in chosen}
+    )
+    learned = build_taxonomy(sub, emb[rows])
+    taxonomy.broad.update(learned.broad)
+    taxonomy.genre.update(learned.genre)
+    return taxonomy
+
+
+def sync_vocabulary(conn: psycopg.Connection[Any], *, refresh: bool = False) -> VocabSync:
+    """Merge stored spelling variants, then (re)write families and genres when stale (module docstring)."""
     rows = conn.execute(TAG_COUNTS).fetchall()
     vocab = build_vocabulary([(r["name"], float(r["n"])) for r in rows], min_count=0.0)
     merged = _merge_variants(conn, rows, vocab)
@@ -128,7 +161,13 @@ def sync_vocabulary(conn: psycopg.Connection[Any]) -> VocabSync:
         rows = conn.execute(TAG_COUNTS).fetchall()
         vocab = build_vocabulary([(r["name"], float(r["n"])) for r in rows], min_count=0.0)
     ids = {r["name"]: int(r["id"]) for r in rows if r["name"] in vocab.index}
-    taxonomy = build_taxonomy(vocab, stored_embeddings(conn, vocab.tags))
+    stale = conn.execute(TAXONOMY_STALE).fetchone()
+    if not (refresh or merged or (stale and stale["stale"])):
+        kept = Taxonomy(
+            broad={r["name"]: r["family"] for r in rows}, genre={r["name"]: r["genre"] for r in rows}
+        )
+        return VocabSync(vocab, kept, ids, merged)
+    taxonomy = _taxonomy(vocab, stored_embeddings(conn, vocab.tags))
     names = list(ids)
     cur = conn.execute(
         SET_TAXONOMY,
@@ -138,7 +177,8 @@ def sync_vocabulary(conn: psycopg.Connection[Any]) -> VocabSync:
             "genres": [taxonomy.level(n, "genre") for n in names],
         },
     )
-    return VocabSync(vocab, taxonomy, ids, merged, families_set=max(cur.rowcount, 0))
+    changed = cur.fetchone()
+    return VocabSync(vocab, taxonomy, ids, merged, families_set=int(changed["changed"]) if changed else 0)
 
 
 @dataclass(frozen=True)

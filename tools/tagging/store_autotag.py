@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+
 from tagloop.tools.store.catalogue import ensure_tags, refresh_item_vectors, refresh_tag_counts
 from tagloop.tools.tagging.autotag import CONFIRM_AT, TagProposal
 from tagloop.tools.tagging.sources import ItemText

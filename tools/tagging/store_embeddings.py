@@ -20,20 +20,15 @@ import numpy as np
 import psycopg
 import scipy.sparse as sp
 from pgvector import Vector
+
 from tagloop.tools.tagging.embeddings import tag_embeddings
 from tagloop.tools.tagging.store_autotag import CONSUMED
 
 DIM = 64
 
-ITEM_TAG_ROWS = """
-    select it.item_id, it.tag_id from item_tags it where it.confidence >= 0.5
-"""
-USER_TAG_COUNTS = """
-    with consumed as (select distinct user_id, item_id from events
-                      where item_id is not null and type = any(%(types)s))
-    select c.user_id, it.tag_id, count(*) as n
-    from consumed c join item_tags it on it.item_id = c.item_id and it.confidence >= 0.5
-    group by c.user_id, it.tag_id having count(*) >= 2
+ITEM_TAG_ROWS = "select item_id, tag_id from item_tags where confidence >= 0.5"
+CONSUMED_PAIRS = """
+    select distinct user_id, item_id from events where item_id is not null and type = any(%(types)s)
 """
 RELATED = """
     select t.name, 1 - (e.embedding <=> %(q)s) as similarity
@@ -44,32 +39,44 @@ RELATED = """
 """
 
 
-def _binary(rows: list[tuple[Any, int]], index: dict[int, int]) -> sp.csr_matrix:
-    owners: dict[Any, int] = {}
-    r, c = [], []
-    for owner, tag_id in rows:
-        j = index.get(tag_id)
-        if j is not None:
-            r.append(owners.setdefault(owner, len(owners)))
-            c.append(j)
-    m = sp.csr_matrix((np.ones(len(r)), (r, c)), shape=(len(owners), len(index)))
-    m.data[:] = 1.0  # duplicates summed by the constructor count once
-    return m
+def _user_tags(counts: sp.csr_matrix, per_user: int) -> sp.csr_matrix:
+    """Binary user × tag: each user's `per_user` most frequent tags among those on ≥ 2 of their items."""
+    rows, cols = [], []
+    for u in range(counts.shape[0]):
+        lo, hi = counts.indptr[u], counts.indptr[u + 1]
+        idx, n = counts.indices[lo:hi], counts.data[lo:hi]
+        keep = np.flatnonzero(n >= 2)
+        keep = keep[np.argsort(-n[keep], kind="stable")[:per_user]]
+        rows.extend([u] * keep.size)
+        cols.extend(idx[keep].tolist())
+    return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=counts.shape)
 
 
 def tag_cooccurrence(
     conn: psycopg.Connection[Any], tag_ids: list[int], *, user_weight: float = 0.5, per_user: int = 50
 ) -> sp.csr_matrix:
     """Item plus weighted user-history co-occurrence of the tags `tag_ids` (module docstring)."""
-    index = {t: j for j, t in enumerate(tag_ids)}
-    items = _binary([(r["item_id"], int(r["tag_id"])) for r in conn.execute(ITEM_TAG_ROWS)], index)
+    tag_ix = {t: j for j, t in enumerate(tag_ids)}
+    item_ix: dict[str, int] = {}
+    r, c = [], []
+    for row in conn.execute(ITEM_TAG_ROWS):
+        j = tag_ix.get(int(row["tag_id"]))
+        if j is not None:
+            r.append(item_ix.setdefault(row["item_id"], len(item_ix)))
+            c.append(j)
+    items = sp.csr_matrix((np.ones(len(r)), (r, c)), shape=(len(item_ix), len(tag_ix)))
+    items.data[:] = 1.0
     cooc = sp.csr_matrix(items.T @ items)
     if user_weight > 0:
-        best: dict[str, list[tuple[int, int]]] = {}
-        for r in conn.execute(USER_TAG_COUNTS, {"types": list(CONSUMED)}):
-            best.setdefault(r["user_id"], []).append((int(r["n"]), int(r["tag_id"])))
-        rows = [(u, t) for u, pairs in best.items() for _, t in sorted(pairs, reverse=True)[:per_user]]
-        users = _binary(rows, index)
+        user_ix: dict[str, int] = {}
+        ur, uc = [], []
+        for row in conn.execute(CONSUMED_PAIRS, {"types": list(CONSUMED)}):
+            i = item_ix.get(row["item_id"])
+            if i is not None:
+                ur.append(user_ix.setdefault(row["user_id"], len(user_ix)))
+                uc.append(i)
+        consumed = sp.csr_matrix((np.ones(len(ur)), (ur, uc)), shape=(len(user_ix), len(item_ix)))
+        users = _user_tags(sp.csr_matrix(consumed @ items), per_user)
         cooc = sp.csr_matrix(cooc + user_weight * (users.T @ users))
     return cooc
 
@@ -100,6 +107,7 @@ def train_and_store(
     with conn.cursor() as cur, cur.copy("copy tag_embeddings (tag_id, embedding) from stdin") as copy:
         for j in keep:
             copy.write_row((tag_ids[j], Vector(emb[j]).to_text()))
+    conn.execute("update tag_embeddings set trained_at = clock_timestamp()")  # later than taxonomy_at
     return EmbedReport(len(tag_ids), int(keep.size), DIM)
 
 

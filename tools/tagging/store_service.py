@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+
 from tagloop.tools.llm import LLM
 from tagloop.tools.tagging.autotag import AutotagSummary, autotag
 from tagloop.tools.tagging.store import sync_vocabulary

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import psycopg
+
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.tagging.store_autotag import CONSUMED
 from tagloop.tools.tagging.trends import CollectionEvent, Trend, emerging_clusters

@@ -1,0 +1,261 @@
+"""`tagloop tag vocab|items|confirm|embed|related|trends` end to end on the test database, with a
+local fake OpenAI-compatible server for the LLM cases (slow, invalid JSON, invented tags)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from tagloop.agent.cli_tag import tag_app
+from tagloop.tools.ingest.loader import import_file
+
+NOW = datetime(2025, 6, 1, tzinfo=UTC)
+TAGLOOP = Path(sys.executable).with_name("tagloop")
+
+
+def jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def tag(*args: str) -> Any:
+    result = CliRunner().invoke(tag_app, [*args, "--json"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def catalogue(tagloop_env: Path, db: psycopg.Connection[Any], tmp_path: Path) -> psycopg.Connection[Any]:
+    """Two styles of tagged tracks, untagged tracks, listening sessions and new playlists."""
+    items: list[dict[str, Any]] = [
+        {"id": f"h{i}", "title": f"Beat {i}", "provider": "crew", "tags": ["Hip Hop", "boom bap", "90s"]}
+        for i in range(6)
+    ]
+    items += [
+        {"id": f"s{i}", "title": f"Neon {i}", "provider": "retro", "tags": ["synthwave", "Synth Wave", "80s"]}
+        for i in range(6)
+    ]
+    items += [
+        {"id": "new-a", "title": "Hyperpop anthem", "tags": ["hyperpop"]},
+        {"id": "new-b", "title": "Glitch", "tags": ["glitchcore"]},
+        {"id": "u-syn", "title": "A synthwave night drive"},
+        {"id": "u-empty", "title": ""},
+    ]
+    import_file(db, "items", jsonl(tmp_path / "items.jsonl", items))
+    import_file(db, "users", jsonl(tmp_path / "users.jsonl", [{"id": f"u{u}"} for u in range(6)]))
+    events: list[dict[str, Any]] = []
+    for u in range(6):
+        style = "h" if u < 3 else "s"
+        for i in range(6):
+            ts = NOW - timedelta(days=20, minutes=5 * i)
+            events.append(
+                {"user_id": f"u{u}", "type": "play", "item_id": f"{style}{i}", "ts": ts.isoformat()}
+            )
+        for item in ("new-a", "new-b"):  # everyone builds a new playlist pairing the two new styles
+            ts = NOW - timedelta(days=1, hours=u)
+            events.append(
+                {
+                    "user_id": f"u{u}",
+                    "type": "add_to_playlist",
+                    "item_id": item,
+                    "ts": ts.isoformat(),
+                    "context": {"playlist_id": f"pl-{u}"},
+                }
+            )
+    import_file(db, "events", jsonl(tmp_path / "events.jsonl", events), now=NOW)
+    return db
+
+
+def test_vocab_merges_variants_and_speaks_at_every_level(catalogue: psycopg.Connection[Any]) -> None:
+    data = tag("vocab")
+    names = {t["name"]: t for t in data["tags"]}
+    assert {"hip-hop", "synthwave", "80s", "90s", "boom-bap"} <= set(names)
+    assert data["problems"] == [] and data["vocabulary"] == len(names) == 7
+    assert names["hip-hop"]["item_count"] == 6 and names["hip-hop"]["family"] == "hip-hop"
+    broad = {t["name"]: t for t in tag("vocab", "--level", "broad")["tags"]}
+    assert broad["era"]["item_count"] == 12 and broad["era"]["tags"] == 2
+
+
+def test_items_proposes_stores_and_reports(catalogue: psycopg.Connection[Any]) -> None:
+    first = tag("items", "--no-llm")
+    assert first["items"] == 16 and first["stored"] == first["proposals"] > 0 and first["llm"] is False
+    assert first["without_text"] == 1 and first["by_source"]["keyword"] >= 1
+    row = catalogue.execute(
+        """select it.source, it.confidence from item_tags it join tags t on t.id = it.tag_id
+           where it.item_id = 'u-syn' and t.name = 'synthwave'"""
+    ).fetchone()
+    assert row is not None and row["source"] == "keyword" and row["confidence"] == pytest.approx(0.8)
+    again = tag("items", "--only-untagged", "--no-llm")
+    assert again["skipped_already_tagged"] == 14 and again["items"] == 16
+    imports = catalogue.execute("select count(*) as n from item_tags where source = 'import'").fetchone()
+    assert imports is not None and imports["n"] == 6 * 3 + 6 * 2 + 2
+
+
+def test_empty_store_is_reported_by_every_command(tagloop_env: Path) -> None:
+    assert tag("vocab")["problems"] == ["the tag vocabulary is empty: import items with tags first"]
+    assert tag("items")["problems"][0].startswith("empty vocabulary")
+    assert tag("embed")["embedded"] == 0
+    assert tag("trends")["trends"] == []
+
+
+def test_embed_then_related_answers_from_pgvector(catalogue: psycopg.Connection[Any]) -> None:
+    report = tag("embed")
+    assert report["tags"] == 7 and report["embedded"] >= 4 and report["dim"] == 64
+    related = tag("related", "Hip Hop")
+    assert related["tag"] == "hip-hop"
+    assert {r["tag"] for r in related["related"][:2]} == {"90s", "boom-bap"}
+
+
+def test_trends_lists_the_new_playlist_pair(catalogue: psycopg.Connection[Any]) -> None:
+    data = tag("trends", "--now", "2025-06-01T00:00:00")
+    assert data["collections"] == "playlist"
+    assert [(t["name"], t["size"], t["growth"]) for t in data["trends"]] == [
+        ("glitchcore + hyperpop", 6, 7.0)
+    ]
+    assert data["trends"][0]["first_seen"].startswith("2025-05-30T19:00")
+    sessions = tag("trends", "--now", "2025-06-01T00:00:00", "--by", "session", "--window-days", "30")
+    assert sessions["collections"] == "session" and sessions["events"] == 48
+
+
+class FakeLLM(BaseHTTPRequestHandler):
+    """/slow sleeps past the timeout, /badjson answers text that is not JSON, /invent answers one
+    vocabulary tag and one invented tag per item."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        mode = self.path.strip("/").split("/")[0]
+        if mode == "slow":
+            time.sleep(2.5)
+        items = json.loads(body["messages"][1]["content"])["items"]
+        content = (
+            "{items: [oops"
+            if mode == "badjson"
+            else json.dumps(
+                {
+                    "items": [
+                        {
+                            "item_id": it["item_id"],
+                            "tags": [
+                                {"tag": "Boom Bap", "confidence": 0.7},
+                                {"tag": "made-up-core", "confidence": 0.9},
+                            ],
+                        }
+                        for it in items
+                    ]
+                }
+            )
+        )
+        reply = json.dumps(
+            {
+                "id": "c",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": content},
+                    }
+                ],
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+
+@pytest.fixture
+def llm_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeLLM)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("mode", "failed", "invented"), [("slow", 1, 0), ("badjson", 1, 0), ("invent", 0, 15)]
+)
+def test_llm_failures_are_reported_and_the_batch_goes_on(
+    catalogue: psycopg.Connection[Any], llm_url: str, monkeypatch: pytest.MonkeyPatch,
+    mode: str, failed: int, invented: int,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("TAGLOOP_LLM_BASE_URL", f"{llm_url}/{mode}/v1")
+    monkeypatch.setenv("TAGLOOP_LLM_MODEL", "fake")
+    monkeypatch.setenv("TAGLOOP_LLM_TIMEOUT_SECONDS", "1")
+    monkeypatch.setenv("TAGLOOP_LLM_MAX_RETRIES", "0")
+    data = tag("items")
+    assert data["llm"] is True and data["llm_batches"] == 1
+    assert data["llm_failed_batches"] == failed and data["llm_out_of_vocabulary"] == invented
+    assert data["stored"] > 0
+    names = {r["name"] for r in catalogue.execute("select name from tags")}
+    assert "made-up-core" not in names
+    if failed:
+        assert any(p.startswith("LLM batch failed") for p in data["problems"])
+        assert "llm" not in data["by_source"]
+    else:
+        assert data["by_source"]["llm"] > 0
+
+
+def test_the_tagloop_entrypoint_mounts_tag_and_names_unknown_tags(catalogue: psycopg.Connection[Any]) -> None:
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    bad = subprocess.run(
+        [str(TAGLOOP), "tag", "related", "no such tag"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert bad.returncode == 2 and "unknown tag 'no such tag'" in bad.stderr
+
+
+def _head(src: Path, dst: Path, keep: Any) -> Path:
+    with src.open(encoding="utf-8") as fin, dst.open("w", encoding="utf-8") as fout:
+        fout.writelines(line for line in fin if keep(json.loads(line)))
+    return dst
+
+
+@pytest.mark.realdata
+def test_lastfm_variants_merge_untagged_artists_get_tags_and_rap_is_near_hip_hop(
+    lastfm_dir: Path, tagloop_env: Path, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """The first 1,500 Last.fm artists and the events of users 2–499 with them (kept quick)."""
+    from tagloop.tools.ingest import lastfm
+    from tagloop.tools.tagging.vocabulary import tag_key
+
+    paths = lastfm.convert(lastfm_dir, tmp_path / "lastfm", until=NOW)
+    artists = {json.loads(line)["id"] for line in paths["items"].open(encoding="utf-8").readlines()[:1500]}
+    import_file(db, "items", _head(paths["items"], tmp_path / "items.jsonl", lambda r: r["id"] in artists))
+    import_file(db, "users", paths["users"])
+    subset = _head(
+        paths["events"],
+        tmp_path / "events.jsonl",
+        lambda r: r.get("item_id") in artists and int(r["user_id"]) < 500,
+    )
+    import_file(db, "events", subset, now=NOW)
+    vocab = tag("vocab", "--limit", "100")
+    assert vocab["vocabulary"] > 1000 and vocab["merged"]
+    assert all(tag_key(a) == tag_key(c) for c, aliases in vocab["merged"].items() for a in aliases)
+    families = {t["name"]: t["family"] for t in vocab["tags"]}
+    assert families["hip-hop"] == "hip-hop" and families["indie-rock"] == "rock"
+    items = tag("items", "--only-untagged", "--no-llm")
+    assert items["items"] == 1500 and items["tagged"] > 0.8 * (1500 - items["skipped_already_tagged"])
+    assert items["stored"] > 0 and items["by_source"].get("colisten", 0) > 0
+    assert tag("embed")["embedded"] > 200
+    assert "rap" in [r["tag"] for r in tag("related", "Hip Hop", "--k", "5")["related"]]
