@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from tagloop.agent.settings import load_settings
+from tagloop.agent.settings import Settings, load_settings
 from tagloop.tools.errors import InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from tagloop.tools.recommender.train import TrainReport
 
 out = Console()
 err = Console(stderr=True)
@@ -31,18 +35,25 @@ def _emit(data: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(data, default=str) + "\n")
 
 
+def train_database(
+    settings: Settings, *, seed: int = 7, progress: Callable[[str], None] | None = None
+) -> TrainReport:
+    """Train on the settings' database and commit: the service behind `tagloop train` and the demo."""
+    from tagloop.agent.database import connect
+    from tagloop.tools.recommender.train import train
+
+    with connect(settings) as conn:
+        report = train(conn, seed=seed, home=settings.home, progress=progress)
+        conn.commit()
+    return report
+
+
 def train_command(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the randomised SVDs.")] = 7,
     as_json: JsonFlag = False,
 ) -> None:
     """Train the recommender on the stored events and item tags; serve it from Postgres at once."""
-    from tagloop.agent.database import connect
-    from tagloop.tools.recommender.train import train
-
-    settings = load_settings()
-    with connect(settings) as conn:
-        report = train(conn, seed=seed, home=settings.home, progress=err.print)
-        conn.commit()
+    report = train_database(load_settings(), seed=seed, progress=err.print)
     data = report.summary()
     if as_json:
         _emit(data)

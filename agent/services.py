@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tagloop.agent.cli_train import train_database
 from tagloop.agent.database import connect
 from tagloop.agent.runner import RunOutcome, run_users
 from tagloop.agent.settings import Settings
@@ -67,6 +68,7 @@ def run_demo(settings: Settings, *, users: int, seed: int, sample: int, console:
         log(f"generating demo data (seed {seed}, {users} users) in {demo_dir}")
         paths = demo.generate(demo_dir, seed=seed, sizes=demo.DemoSizes(users=users))
         summary = import_converted(settings, paths, progress=log)
+        train_database(settings, progress=log)  # the recommender, served from Postgres (tagloop train)
         log(
             f"loaded {summary['items']['stored']:,} items, {summary['users']['stored']:,} users, "
             f"{summary['events']['stored']:,} events; {summary['profiles']:,} profiles"

@@ -78,7 +78,7 @@ def test_retraining_switches_the_active_model_and_keeps_one_previous(db: psycopg
     db.commit()
     rows = db.execute("select id, status from rec_models order by id").fetchall()
     assert [(r["id"], r["status"]) for r in rows] == [(ids[1], "retired"), (ids[2], "active")]
-    assert serving.active(db) is not None and serving.active(db).row.id == ids[2]  # type: ignore[union-attr]
+    assert serving.active(db) is not None and serving.active(db).row.id == ids[2]
 
 
 def test_postgres_top_k_matches_the_numpy_scan_and_skips_seen_items(
