@@ -1,0 +1,116 @@
+"""One database per simulated policy, all cloned from one world template.
+
+The template holds the world as the agent first sees it: the Last.fm artists with their tags and
+tag vectors, the sampled users, their observed history and profiles rebuilt at the start. It is
+built once per world key and data set (`ensure_template`) and then copied with
+`create database … template …` for each policy, so every policy starts from byte-identical tables
+— including the pgvector HNSW index, whose build is randomised by PostgreSQL: rebuilding it could
+change approximate neighbour lists, so the template is kept and reused (same seed → same JSON).
+`--fresh-world` rebuilds it. Needs a server where tagloop may create databases (the embedded one,
+or a `DATABASE_URL` role with CREATEDB).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from tagloop.agent.settings import Settings
+from tagloop.evals.simulate.world import World
+from tagloop.tools.errors import DatabaseError
+from tagloop.tools.ingest.loader import import_file
+from tagloop.tools.profiles import rebuild_profiles
+from tagloop.tools.store import db, embedded
+from tagloop.tools.store.catalogue import refresh_item_vectors
+
+Log = Callable[[str], None]
+# a simulation that crashes is simply rerun: no need to wait for WAL flushes at every commit
+_NO_SYNC = sql.SQL("alter database {} set synchronous_commit = off")
+
+
+def admin_url(settings: Settings) -> str:
+    """A URL on the server the simulator creates its databases on."""
+    return settings.database_url or embedded.ensure_running(settings.home)
+
+
+def template_name(world: World, data: str) -> str:
+    return "tagloop_sim_" + hashlib.sha1(f"{world.config.key()}|{data}".encode()).hexdigest()[:12]
+
+
+def _admin(url: str) -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(url, autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(f"cannot connect to the database server: {str(exc).strip()[:200]}") from exc
+
+
+def exists(url: str, name: str) -> bool:
+    with _admin(url) as conn:
+        return (
+            conn.execute("select 1 from pg_database where datname = %(n)s", {"n": name}).fetchone()
+            is not None
+        )
+
+
+def drop(url: str, name: str) -> None:
+    with _admin(url) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+def clone(url: str, template: str, name: str) -> str:
+    """A fresh copy of `template` named `name` (replacing one left behind); returns its URL."""
+    drop(url, name)
+    try:
+        with _admin(url) as conn:
+            conn.execute(
+                sql.SQL("create database {} template {}").format(
+                    sql.Identifier(name), sql.Identifier(template)
+                )
+            )
+            conn.execute(_NO_SYNC.format(sql.Identifier(name)))
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise DatabaseError(
+            "the simulator needs a database role that may create databases (CREATEDB)"
+        ) from exc
+    return db.with_dbname(url, name)
+
+
+def ensure_template(
+    url: str, world: World, data: str, *, half_life_days: float, fresh: bool = False, log: Log = print
+) -> str:
+    """The world template's name, building it unless a complete one exists (or `fresh`)."""
+    name = template_name(world, data)
+    if fresh:
+        drop(url, name)
+    elif exists(url, name):
+        log(f"world database {name} reused")
+        db.connect(db.with_dbname(url, name)).close()  # applies migrations added since it was built
+        return name
+    building = name + "_build"
+    drop(url, building)
+    try:
+        with _admin(url) as conn:
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(building)))
+            conn.execute(_NO_SYNC.format(sql.Identifier(building)))
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise DatabaseError(
+            "the simulator needs a database role that may create databases (CREATEDB)"
+        ) from exc
+    log(f"building world database {name} ({len(world.user_ids)} users, {len(world.item_ids)} artists)")
+    with db.connect(db.with_dbname(url, building)) as conn:
+        for kind in ("items", "users", "events"):
+            import_file(conn, kind, world.files[kind], now=world.config.start)
+        refresh_item_vectors(conn)
+        rebuild_profiles(conn, now=world.config.start, half_life_days=half_life_days)
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("vacuum analyze")
+    with _admin(url) as conn:  # the rename marks the template complete
+        conn.execute(
+            sql.SQL("alter database {} rename to {}").format(sql.Identifier(building), sql.Identifier(name))
+        )
+    return name
