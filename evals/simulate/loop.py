@@ -28,7 +28,7 @@ import psycopg
 
 from tagloop.agent.runner import delivery_config, policy_of, run_users
 from tagloop.agent.settings import Settings
-from tagloop.evals.simulate.response import Deliveries, ResponseModel, respond, user_bias
+from tagloop.evals.simulate.response import Deliveries, ResponseModel, Responses, respond, user_bias
 from tagloop.evals.simulate.world import World, as_utc
 from tagloop.tools.ingest.loader import store_events
 from tagloop.tools.ingest.records import EventRecord
@@ -172,7 +172,12 @@ def _deliveries(
 
 
 def _ingest(
-    conn: psycopg.Connection[Any], world: World, d: Deliveries, r: Any, horizon: float, online: OnlineConfig
+    conn: psycopg.Connection[Any],
+    world: World,
+    d: Deliveries,
+    r: Responses,
+    horizon: float,
+    online: OnlineConfig,
 ) -> None:
     """The responses as events through store_events and the online profile update, one transaction."""
     counter: dict[tuple[int, str], int] = defaultdict(int)
@@ -199,7 +204,9 @@ def _ingest(
         apply_events(conn, events, now=as_utc(horizon), config=online)
 
 
-def _tally(run: PolicyRun, world: World, d: Deliveries, r: Any, day: int, item_provider: np.ndarray) -> None:
+def _tally(
+    run: PolicyRun, world: World, d: Deliveries, r: Responses, day: int, item_provider: np.ndarray
+) -> None:
     np.add.at(run.reward, d.users, r.reward)
     np.add.at(run.messages, d.users, 1.0)
     valid = d.items >= 0
