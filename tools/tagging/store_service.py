@@ -4,7 +4,8 @@
 1. `sync_vocabulary` (spelling variants merged, families written) — the vocabulary proposals use;
 2. `autotag` over the items of `kind` (all kinds by default; message templates are items of kind
    `message`, so they are tagged the same way): keyword matching, the LLM when one is given, and
-   tags propagated from co-occurring tags, co-consumed items and the same provider;
+   tags propagated from co-occurring tags, co-consumed items and the same provider — `batch`
+   target items at a time (the model scores dense item × tag arrays, so this bounds memory);
 3. `store_proposals` for the targets (all items, or those without known tags with
    `only_untagged`): their auto rows are replaced, import and confirmed rows never touched;
 4. `confirm_by_behaviour` promotes provisional tags that users' behaviour supports.
@@ -21,7 +22,7 @@ import numpy as np
 import psycopg
 
 from tagloop.tools.llm import LLM
-from tagloop.tools.tagging.autotag import AutotagSummary, autotag
+from tagloop.tools.tagging.autotag import AutotagResult, AutotagSummary, TagProposal, autotag
 from tagloop.tools.tagging.store import sync_vocabulary
 from tagloop.tools.tagging.store_autotag import autotag_inputs, confirm_by_behaviour, store_proposals
 
@@ -48,6 +49,14 @@ class TagItemsReport:
         }
 
 
+def _add(total: AutotagSummary, part: AutotagSummary) -> None:
+    """Add one batch's counts to the running summary (items and skips are counted once, by the caller)."""
+    for name in ("tagged", "without_text", "without_signal", "proposals", "provisional", "llm_batches",
+                 "llm_failed_batches", "llm_out_of_vocabulary"):  # fmt: skip
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+    total.problems.extend(p for p in part.problems if p not in total.problems)
+
+
 def tag_items(
     conn: psycopg.Connection[Any],
     *,
@@ -57,23 +66,31 @@ def tag_items(
     kind: str | None = None,
     k: int = 10,
     confirm: bool = True,
+    batch: int = 1000,
 ) -> TagItemsReport:
     """Propose, store and confirm tags for the catalogue's items (module docstring)."""
     sync = sync_vocabulary(conn)
     inputs = autotag_inputs(conn, kind)
-    result = autotag(
-        inputs.items,
-        sync.vocab,
-        inputs.known,
-        inputs.interactions,
-        rng=rng,
-        llm=llm,
-        providers=inputs.providers,
-        only_untagged=only_untagged,
-        k=k,
-    )
     tagged = {item for item, name, _ in inputs.known if sync.vocab.canonical(name)}
-    targets = [it.item_id for it in inputs.items if not (only_untagged and it.item_id in tagged)]
+    chosen = [it for it in inputs.items if not (only_untagged and it.item_id in tagged)]
+    summary = AutotagSummary(items=len(inputs.items), skipped_already_tagged=len(inputs.items) - len(chosen))
+    proposals: list[TagProposal] = []
+    starts = range(0, len(chosen), batch) if chosen else range(1 if not sync.vocab.tags else 0)
+    for start in starts:  # with an empty vocabulary, one call reports it
+        part = autotag(
+            chosen[start : start + batch],
+            sync.vocab,
+            inputs.known,
+            inputs.interactions,
+            rng=rng,
+            llm=llm,
+            providers=inputs.providers,
+            k=k,
+        )
+        proposals.extend(part.proposals)
+        _add(summary, part.summary)
+    result = AutotagResult(proposals, summary)
+    targets = [it.item_id for it in chosen]
     stored = store_proposals(conn, targets, result.proposals) if sync.vocab.tags else 0
     if not inputs.items:
         result.summary.problems.append("no items to tag" + (f" of kind {kind!r}" if kind else ""))

@@ -7,7 +7,8 @@ Collections group what people put together:
   user:session number, computed in SQL with window functions);
 - `auto`: playlists when any event in the history has a playlist id, else sessions.
 Events from `now − history` to `now` are read so `first_seen` can tell a new pair from an old one;
-item tags are the confident ones (confidence ≥ 0.5). `find_trends` returns the `Trend`s with a
+item tags are each item's `per_item` (5) heaviest confident ones (confidence ≥ 0.5), which keeps
+the pair count of a long session bounded. `find_trends` returns the `Trend`s with a
 readable name ("a + b") and which collection kind was used. Nothing here writes.
 """
 
@@ -47,8 +48,13 @@ HAS_PLAYLISTS = """
                    and ts >= %(since)s and ts < %(now)s) as found
 """
 ITEM_TAGS = """
-    select it.item_id, t.name from item_tags it join tags t on t.id = it.tag_id
-    where it.confidence >= 0.5 and it.item_id = any(%(items)s)
+    select item_id, name from (
+        select it.item_id, t.name,
+               row_number() over (partition by it.item_id
+                                  order by it.weight desc, t.item_count desc, t.name) as r
+        from item_tags it join tags t on t.id = it.tag_id
+        where it.confidence >= 0.5 and it.item_id = any(%(items)s)) ranked
+    where r <= %(per_item)s
 """
 
 
@@ -102,6 +108,7 @@ def find_trends(
     min_size: int = 3,
     min_growth: float = 2.0,
     limit: int = 20,
+    per_item: int = 5,
 ) -> TrendReport:
     """Emerging tag pairs as of `now` (see `emerging_clusters` for new, growing and size)."""
     if now.tzinfo is None or now.utcoffset() is None:
@@ -110,7 +117,7 @@ def find_trends(
         raise InvalidInput(f"history ({history}) must cover at least two windows ({2 * window})")
     kind, events = collection_events(conn, now, now - history, collections)
     item_tags: dict[str, list[str]] = {}
-    for r in conn.execute(ITEM_TAGS, {"items": list({e.item_id for e in events})}):
+    for r in conn.execute(ITEM_TAGS, {"items": list({e.item_id for e in events}), "per_item": per_item}):
         item_tags.setdefault(r["item_id"], []).append(r["name"])
     found = emerging_clusters(
         events, item_tags, now, window, min_size=min_size, min_growth=min_growth, limit=limit
