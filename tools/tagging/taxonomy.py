@@ -222,6 +222,10 @@ for _family, _keys in FAMILIES.items():
         _KEYWORDS.setdefault(" ".join(_words(_key)), _family)
 
 
+# the keyword phrases of each family, padded for whole-word matching, computed once
+_PHRASES = [(family, [f" {' '.join(_words(k))} " for k in keys]) for family, keys in FAMILIES.items()]
+
+
 def rule_family(tag: str) -> str | None:
     """The broad family keyword rules give a tag, or None."""
     words = _words(tag)
@@ -233,9 +237,9 @@ def rule_family(tag: str) -> str | None:
         family = _KEYWORDS.get(" ".join(words[start:]))
         if family:
             return family
-    for family, keys in FAMILIES.items():
-        joined = f" {' '.join(words)} "
-        if any(f" {' '.join(_words(k))} " in joined for k in keys):
+    joined = f" {' '.join(words)} "
+    for family, phrases in _PHRASES:
+        if any(phrase in joined for phrase in phrases):
             return family
     return None
 
