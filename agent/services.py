@@ -23,16 +23,38 @@ from tagloop.tools.store.catalogue import refresh_item_vectors, refresh_tag_coun
 Log = Callable[[str], None]
 
 
+def import_one(settings: Settings, kind: str, path: Path, *, skip_bad: bool) -> dict[str, Any]:
+    """`tagloop import KIND PATH`: the file in one transaction, then — for items — merge tag
+    spelling variants the import brought in and refresh the taxonomy (tools/tagging/store.py)."""
+    from tagloop.tools.tagging.store import sync_vocabulary
+
+    with connect(settings) as conn:
+        result = import_file(
+            conn, kind, path, skip_bad=skip_bad, extra_types=frozenset(settings.custom_event_types)
+        )
+        summary = result.summary()
+        if kind == "items" and result.stored:
+            with conn.transaction():
+                synced = sync_vocabulary(conn)
+            summary["tag_variants_merged"] = sum(len(v) for v in synced.merged.values())
+    return summary
+
+
 def import_converted(
     settings: Settings, paths: dict[str, Path], progress: Log | None = None
 ) -> dict[str, Any]:
     """Import users, items, events (in that order), refresh tag vectors and rebuild profiles."""
+    from tagloop.tools.tagging.store import sync_vocabulary
+
     summary: dict[str, Any] = {}
     with connect(settings) as conn:
         for kind in ("users", "items", "events"):
             if progress:
                 progress(f"importing {kind} from {paths[kind]}")
             summary[kind] = import_file(conn, kind, paths[kind]).summary()
+            if kind == "items":
+                with conn.transaction():
+                    sync_vocabulary(conn)  # merge spelling variants, families and genres
         with conn.transaction():
             refresh_tag_counts(conn)
             refresh_item_vectors(conn)
