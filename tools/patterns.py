@@ -8,7 +8,12 @@ weekday/weekend preferences per tag in patterns_timing.py. Every function reads 
   one positive event on it; at `level="tag"` a user likes a tag after positive events on at least
   `min_items` items carrying it (confident tags). With N users liking anything, n_x fans of X, n_y
   of Y and n_xy of both: support = n_xy (users), share = n_xy / N, confidence = n_xy / n_x,
-  lift = n_xy · N / (n_x · n_y). Pairs under `min_support` users are dropped; best lift first.
+  lift = n_xy · N / (n_x · n_y). Pairs under `min_support` users are dropped. Raw lift is largest
+  for niche items all of whose few fans like X, so the ranking uses the shrunk lift
+  score = n_xy / (n_x · n_y / N + `prior`) (prior = 5 expected co-likes), then support.
+  Cost: one pass over the window's positive events; the tag level joins them with item_tags
+  (Last.fm, 249k events: < 1 s per item seed, ~30 s per tag seed on a loaded 2-core machine —
+  call it offline or cache it).
 - `sequence_next(history)`: a first-order Markov model over consecutive positive events of the same
   user less than `session_gap` apart, over items or over each item's strongest tag;
   P(y | x) = transitions x→y / transitions out of x. The last `order` history entries vote with
@@ -53,11 +58,11 @@ fans as (select user_id from likes where key = %(seed)s),
 co as (
     select l.key, count(*) as n_xy from likes l join fans f on f.user_id = l.user_id
     where l.key <> %(seed)s group by l.key having count(*) >= %(min_support)s
-)
-select co.key, co.n_xy, (select count(*) from fans) as n_x,
-       (select count(*) from likes p where p.key = co.key) as n_y,
-       (select count(distinct user_id) from likes) as n
-from co
+),
+pop as (select l.key, count(*) as n_y from likes l join co on co.key = l.key group by l.key),
+totals as (select count(distinct user_id) as n, (select count(*) from fans) as n_x from likes)
+select co.key, co.n_xy, t.n_x, pop.n_y, t.n
+from co join pop on pop.key = co.key cross join totals t
 """
 
 
@@ -68,6 +73,7 @@ class CoLike:
     share: float
     confidence: float
     lift: float
+    score: float  # shrunk lift, the ranking key
 
 
 def _window(now: datetime, window: timedelta) -> dict[str, Any]:
@@ -78,7 +84,7 @@ def _window(now: datetime, window: timedelta) -> dict[str, Any]:
 
 def co_likes(
     conn: psycopg.Connection[Any], seed: str, *, now: datetime, level: Level = "item", k: int = 20,
-    min_support: int = 2, min_items: int = 2, window: timedelta = timedelta(days=365),
+    min_support: int = 2, min_items: int = 2, window: timedelta = timedelta(days=365), prior: float = 5.0,
 ) -> list[CoLike]:
     """Items (or tags) most over-represented among the fans of `seed` (see the module docstring)."""
     likes = _ITEM_LIKES if level == "item" else _TAG_LIKES
@@ -87,8 +93,9 @@ def co_likes(
     out = []
     for r in conn.execute(query, params):
         n_x, n_y, n, n_xy = int(r["n_x"]), int(r["n_y"]), int(r["n"]), int(r["n_xy"])
-        out.append(CoLike(r["key"], n_xy, n_xy / n, n_xy / n_x, n_xy * n / (n_x * n_y)))
-    out.sort(key=lambda c: (-c.lift, -c.support, c.key))
+        expected = n_x * n_y / n
+        out.append(CoLike(r["key"], n_xy, n_xy / n, n_xy / n_x, n_xy / expected, n_xy / (expected + prior)))
+    out.sort(key=lambda c: (-c.score, -c.support, c.key))
     return out[:k]
 
 

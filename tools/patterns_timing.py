@@ -7,7 +7,8 @@ zone (slot = (ISO weekday − 1)·24 + hour, Monday 00:00 = 0) with one SQL stat
   over the weekend share of all positive events (> 1: a weekend tag, < 1: a weekday tag);
 - `lift`: per slot, the tag's smoothed share over everyone's smoothed share (add-`alpha` smoothing
   so a slot with one event does not look like a preference); `peak_hours`: the 3 slots with the
-  highest lift among those holding at least 1 % of the tag's events, as "Sat 22:00".
+  highest lift among those holding at least half the uniform share (0.5/168) of the tag's events,
+  as "Sat 22:00".
 Tags with fewer than `min_events` events in the window are left out. Nothing here writes.
 """
 
@@ -79,7 +80,7 @@ def describe(tag: str, counts: np.ndarray, overall: np.ndarray, *, alpha: float 
     lift = smooth / base
     weekend = float(share[WEEKEND].sum())
     everyone_weekend = float(overall[WEEKEND].sum() / overall.sum()) if overall.sum() else 2 / 7
-    eligible = np.flatnonzero(share >= 0.01)
+    eligible = np.flatnonzero(share >= 0.5 / 168)
     peaks = eligible[np.lexsort((eligible, -lift[eligible]))][:3]
     return TagTiming(
         tag, int(total), [round(float(x), 5) for x in share], [round(float(x), 4) for x in lift],

@@ -144,7 +144,8 @@ def test_cf_source_batch_equals_single_user_serving(
     for u in ("u0", "u1", "u5", "fresh"):
         single = serving.recommend(db, u, 5, now=NOW, served=trained)
         assert single is not None
-        assert [c.item_id for c in found[u]] == [r.item_id for r in single]
+        assert {c.item_id for c in found[u]} == {r.item_id for r in single}  # near-ties may swap
+        assert [c.score for c in found[u]] == pytest.approx([r.score for r in single], abs=1e-5)
         assert all(c.source == "cf" for c in found[u])
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ class ModelRow:
     dim: int
     status: str
     stats: dict[str, Any]
+    trained_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,11 @@ def create_model(
         {"dim": dim, "params": Jsonb(params), "stats": Jsonb(stats)},
     ).fetchone()
     assert row is not None
-    return int(row["id"])
+    model_id = int(row["id"])
+    # an index left behind under this id (identity restarted by a truncate or restore) would
+    # reject vectors of another dimension
+    conn.execute(sql.SQL("drop index if exists {}").format(_index_name(model_id)))
+    return model_id
 
 
 def store_files(conn: psycopg.Connection[Any], model_id: int, meta: bytes, arrays: bytes) -> None:
@@ -131,8 +137,12 @@ def activate(conn: psycopg.Connection[Any], model_id: int) -> list[int]:
 
 
 def active_model(conn: psycopg.Connection[Any]) -> ModelRow | None:
-    row = conn.execute("select id, dim, status, stats from rec_models where status = 'active'").fetchone()
-    return ModelRow(int(row["id"]), int(row["dim"]), row["status"], row["stats"]) if row else None
+    row = conn.execute(
+        "select id, dim, status, stats, trained_at from rec_models where status = 'active'"
+    ).fetchone()
+    if row is None:
+        return None
+    return ModelRow(int(row["id"]), int(row["dim"]), row["status"], row["stats"], row["trained_at"])
 
 
 def items_without_vectors(conn: psycopg.Connection[Any], model_id: int) -> dict[str, dict[str, float]]:

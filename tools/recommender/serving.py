@@ -1,7 +1,7 @@
 """Serving the active recommender from Postgres: user vectors at request time, top-k by HNSW, reasons.
 
 - The active model's fold-in parameters are read once per process from `rec_models` and cached by
-  model id (a newly trained model is picked up at the next request).
+  model id and training time (a newly trained model is picked up at the next request).
 - A user's vector is folded in from their stored events (raw weights as in train.py) plus their
   declared interests, `users.attributes.interests` (a list of tag names or an object tag → weight):
   `RecModel.user_vector`. No history and no interests gives the zero vector with the popularity
@@ -76,7 +76,7 @@ def active(conn: psycopg.Connection[Any]) -> Served | None:
     if row is None:
         return None
     served = _CACHE.get(row.id)
-    if served is None:
+    if served is None or served.row.trained_at != row.trained_at:  # ids repeat after a restore
         meta, arrays = pg.load_files(conn, row.id)
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "model.json").write_bytes(meta)
