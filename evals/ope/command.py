@@ -70,16 +70,19 @@ def _bootstrap(fb: Any, dist: np.ndarray, n_boot: int, seed: int, err: Console) 
 
 
 def _run_logs(
-    logs: Path, policy: Path, n_boot: int, seed: int, report: Path | None, err: Console
+    logs: Path, policy: Path, n_boot: int, seed: int, report: Path | None, err: Console, unit: str
 ) -> dict[str, Any]:
-    from tagloop.evals.ope.logs import load_logs
+    from tagloop.evals.ope.logs import UNITS, load_logs
     from tagloop.policies import load_policy
 
     cfg = load_policy(policy)
-    task = load_logs(logs, cfg)
+    if unit not in UNITS:
+        raise InvalidInput(f"--unit must be one of {', '.join(UNITS)}, got {unit!r}")
+    task = load_logs(logs, cfg, "top" if unit == "top" else "slate")
     result = _bootstrap(task.feedback, task.action_dist, n_boot, seed, err)
     extra = {
         "source": "logs",
+        "unit": unit,
         "policy": f"{cfg.name}@{cfg.version}",
         "logged_value": task.logged_value,
         "logging_policies": task.logging_policies,
@@ -121,6 +124,7 @@ def ope_command(
     campaign: Annotated[str, typer.Option(help="OBD campaign: " + "|".join(CAMPAIGNS))] = "all",
     logs: Annotated[Path | None, typer.Option(help="tagloop decision log (JSON Lines)")] = None,
     policy: Annotated[Path | None, typer.Option(help="candidate policy (TOML), with --logs")] = None,
+    unit: Annotated[str, typer.Option(help="with --logs: the whole 'slate' or the 'top' slot")] = "slate",
     n_boot: Annotated[int, typer.Option(help="bootstrap replicates (each refits the reward model)")] = 200,
     seed: Annotated[int, typer.Option(help="seed of folds and bootstrap")] = 0,
     report: Annotated[Path | None, typer.Option(help="write a markdown/HTML page with plots here")] = None,
@@ -130,7 +134,7 @@ def ope_command(
     candidate POLICY.toml from tagloop's decision log (--logs … --policy …)."""
     err = Console(stderr=True)
     try:
-        payload = _run(obd, campaign, logs, policy, n_boot, seed, report, err)
+        payload = _run(obd, campaign, logs, policy, n_boot, seed, report, err, unit)
     except TagloopError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
@@ -151,13 +155,14 @@ def _run(
     seed: int,
     report: Path | None,
     err: Console,
+    unit: str = "slate",
 ) -> dict[str, Any]:
     if logs is not None or policy is not None:
         if obd is not None:
             raise InvalidInput("give either --obd DIR or --logs FILE --policy FILE, not both")
         if logs is None or policy is None:
             raise InvalidInput("--logs DECISIONS.jsonl and --policy POLICY.toml go together")
-        return _run_logs(logs, policy, n_boot, seed, report, err)
+        return _run_logs(logs, policy, n_boot, seed, report, err, unit)
     if obd is None:
         raise InvalidInput(
             "give --obd DIR (Open Bandit Dataset layout DIR/{random,bts}/{campaign}/) "

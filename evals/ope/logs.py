@@ -14,6 +14,11 @@ long-tail and unexposed). π_e is 0 when the candidate would show a slate of ano
 holds the user out (its `guards.holdout_share`). Channel and send time are taken as logged: this
 evaluates the slate policy only.
 
+`unit="top"` (`--unit top`) evaluates the top slot only — the item the message leads with — with
+π_b = propensities[0] (the marginal of slot 0) and π_e = the candidate's probability of that item
+in slot 0: far more overlap between unlike policies, at the price of crediting the whole message's
+reward to its first item (biased where the rest of the slate matters).
+
 In `BanditFeedback` terms: A = 2 actions — 0 "the logged slate", 1 "any other slate" — one
 position, `pscore` = π_b(slate) and `action_dist[i] = [π_e, 1 − π_e]`. IPS, SNIPS and DR are then
 the standard slate estimators (unbiased for IPS/DR with exact propensities); DM's reward model sees
@@ -27,7 +32,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -36,6 +41,8 @@ from tagloop.policies import PolicyConfig, in_holdout
 from tagloop.policies.slate import score_slate
 from tagloop.tools.errors import InvalidInput
 
+Unit = Literal["slate", "top"]
+UNITS: tuple[str, ...] = ("slate", "top")
 FEATURES = (
     "hour_sin",
     "hour_cos",
@@ -109,12 +116,17 @@ def slate_inputs(
     return scores, providers, tail, exposure, [position[c] for c in chosen]
 
 
-def target_probability(cfg: PolicyConfig, record: dict[str, Any], where: str) -> float:
-    """π_e(logged slate | the decision's inputs) for the candidate policy (module docstring)."""
+def target_probability(cfg: PolicyConfig, record: dict[str, Any], where: str, unit: Unit = "slate") -> float:
+    """π_e(logged slate), or with unit "top" π_e(logged top item in slot 0), for the candidate policy."""
     scores, providers, tail, exposure, actions = slate_inputs(record, where)
-    if len(actions) != min(cfg.k, scores.size):
-        return 0.0
+    k = min(cfg.k, scores.size)
     if in_holdout(str(record.get("user_id", "")), cfg.guards.holdout_share, cfg.guards.holdout_salt):
+        return 0.0
+    if unit == "top":  # slot 0 does not depend on later slots: pad or cut the slate to the policy's k
+        rest = [j for j in range(scores.size) if j not in set(actions)]
+        forced = (actions + rest)[:k]
+        return float(score_slate(cfg, scores, providers, None, None, exposure, tail, forced)[0])
+    if len(actions) != k:
         return 0.0
     props = score_slate(cfg, scores, providers, None, None, exposure, tail, actions)
     return float(np.prod(props))
@@ -136,8 +148,11 @@ def _features(record: dict[str, Any]) -> list[float]:
     ]
 
 
-def load_logs(path: Path, cfg: PolicyConfig) -> LogTask:
-    """Build the feedback and the candidate policy's action distribution from a decision export."""
+def load_logs(path: Path, cfg: PolicyConfig, unit: Unit = "slate", min_overlap: int = 10) -> LogTask:
+    """Build the feedback and the candidate policy's action distribution from a decision export;
+    fewer than `min_overlap` rounds the candidate could have produced is an error (no estimate)."""
+    if unit not in UNITS:
+        raise InvalidInput(f"--unit must be one of {', '.join(UNITS)}, got {unit!r}")
     records = read_log(path)
     skipped = {"no_message": 0}
     rows, reward, pscore, target = [], [], [], []
@@ -150,10 +165,10 @@ def load_logs(path: Path, cfg: PolicyConfig) -> LogTask:
         props = r.get("propensities")
         if not isinstance(props, list) or len(props) != len(r["chosen"]):
             raise InvalidInput(f"{where}: 'propensities' must list one probability per chosen item")
-        p_b = float(np.prod([float(p) for p in props]))
+        p_b = float(np.prod([float(p) for p in props])) if unit == "slate" else float(props[0])
         if not 0 < p_b <= 1:
             raise InvalidInput(f"{where}: the logged slate probability {p_b:g} is not in (0, 1]")
-        target.append(target_probability(cfg, r, where))
+        target.append(target_probability(cfg, r, where, unit))
         pscore.append(p_b)
         reward.append(float(r.get("reward") or 0.0))
         rows.append(_features(r))
@@ -161,6 +176,13 @@ def load_logs(path: Path, cfg: PolicyConfig) -> LogTask:
         logging[name] = logging.get(name, 0) + 1
     if not rows:
         raise InvalidInput(f"{path}: no decision that sent a message (nothing to evaluate)")
+    overlap = int(np.count_nonzero(target))
+    if overlap < min_overlap:
+        hint = " (try --unit top: the top slot only)" if unit == "slate" else ""
+        raise InvalidInput(
+            f"{path}: the candidate policy could have produced the logged {unit} in only {overlap} of "
+            f"{len(rows)} rounds; too little overlap with the logging policy to estimate anything{hint}"
+        )
     x = np.array(rows)
     x = (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
     n = len(rows)

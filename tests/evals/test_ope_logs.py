@@ -16,6 +16,7 @@ from tagloop.evals.cli import app
 from tagloop.evals.ope.evaluate import evaluate
 from tagloop.evals.ope.logs import load_logs, target_probability
 from tagloop.policies import PolicyConfig, choose_slate, parse_policy
+from tagloop.tools.errors import InvalidInput
 
 N_CANDIDATES, K = 8, 3
 BASE = {
@@ -120,7 +121,7 @@ def test_decisions_without_a_message_are_not_rounds(tmp_path: Path) -> None:
     records, _ = synthetic_log(30, seed=4)
     for r in records[:10]:
         r["context"]["outcome"] = "capped"
-    task = load_logs(write_jsonl(tmp_path / "d.jsonl", records), GREEDY)
+    task = load_logs(write_jsonl(tmp_path / "d.jsonl", records), LOGGING)
     assert task.feedback.n_rounds == 20 and task.skipped["no_message"] == 10
 
 
@@ -180,3 +181,13 @@ def test_eval_ope_logs_bad_input_is_a_clear_error(
     assert out.exit_code == 2
     assert message in out.output
     assert "Traceback" not in out.output
+
+
+def test_top_slot_unit_uses_the_first_propensity_and_pads_to_the_policys_k(tmp_path: Path) -> None:
+    records, _ = synthetic_log(300, seed=7)
+    bigger = parse_policy({**BASE, "k": 5, "exploration": {"epsilon": 0.2}})
+    task = load_logs(write_jsonl(tmp_path / "d.jsonl", records), bigger, unit="top")
+    np.testing.assert_allclose(task.feedback.pscore, [r["propensities"][0] for r in records])
+    assert task.zero_target == 0  # ε > 0: every logged top item is possible in slot 0
+    with pytest.raises(InvalidInput, match="too little overlap"):
+        load_logs(write_jsonl(tmp_path / "d.jsonl", records), bigger, unit="slate")
