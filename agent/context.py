@@ -38,7 +38,8 @@ class RunCache:
     """Filled lazily during a run and shared by its batches: items' tag vectors (MMR/calibration)
     and exact Thompson propensities per distinct (successes, failures) evidence."""
 
-    item_tags: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    item_tags: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # (columns, weights)
+    tag_columns: dict[int, int] = field(default_factory=dict)  # tag id → column of the run's tag space
     thompson: dict[tuple[bytes, bytes], np.ndarray] = field(default_factory=dict)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+
 from tagloop.agent import nodes
 from tagloop.agent.context import RunContext
 from tagloop.agent.state import RunInput, RunState

@@ -234,48 +234,50 @@ _ITEM_TAGS = "select id, tag_vec from items where id = any(%(ids)s) and tag_vec 
 
 
 def _load_item_tags(ctx: RunContext, item_ids: set[str]) -> None:
-    """Tag vectors of the items not yet in the run's cache (one query per batch; items without
-    tags are cached as empty rows)."""
+    """Tag vectors of the items not yet in the run's cache (one query per batch), stored over the
+    run's own dense tag columns so a slate's matrix needs no re-indexing (items without tags: empty)."""
     missing = [i for i in item_ids if i not in ctx.cache.item_tags]
     if not missing:
         return
-    empty = (np.zeros(0, dtype=np.int64), np.zeros(0))
     found = {r["id"]: r["tag_vec"] for r in ctx.conn.execute(_ITEM_TAGS, {"ids": missing})}
     for item_id in missing:
         vec = found.get(item_id)
+        tags = vec.indices() if vec is not None else []
         ctx.cache.item_tags[item_id] = (
-            (np.asarray(vec.indices(), dtype=np.int64), np.asarray(vec.values(), dtype=np.float64))
-            if vec is not None
-            else empty
+            np.array([_column(ctx, t) for t in tags], dtype=np.int32),
+            np.asarray(vec.values() if vec is not None else [], dtype=np.float64),
         )
+
+
+def _column(ctx: RunContext, tag_id: int) -> int:
+    columns = ctx.cache.tag_columns
+    return columns.setdefault(tag_id, len(columns))
 
 
 def _tag_matrix(
     ctx: RunContext, candidates: list[Candidate], user: UserContext
 ) -> tuple[sp.csr_array | None, np.ndarray | None]:
-    """The candidates' (n × local tags) matrix and, when calibration is on, the user's tag mix over
-    the same local columns (the union of the candidates' and the profile's tags)."""
+    """The candidates' (n × run tags) matrix and, when calibration is on, the user's tag mix over the
+    same columns."""
     div = ctx.policy.diversity
     if div.mmr_lambda <= 0 and div.calibration_lambda <= 0:
         return None, None
-    rows = [ctx.cache.item_tags.get(c.item_id) for c in candidates]
-    if any(r is None for r in rows):
+    cache = ctx.cache.item_tags
+    if any(c.item_id not in cache for c in candidates):
         _load_item_tags(ctx, {c.item_id for c in candidates})
-        rows = [ctx.cache.item_tags[c.item_id] for c in candidates]
-    lengths = [len(r[0]) for r in rows if r is not None]
-    tags = np.concatenate([r[0] for r in rows if r is not None])
-    weights = np.concatenate([r[1] for r in rows if r is not None])
-    calibrate = div.calibration_lambda > 0 and bool(user.profile.tags)
-    own = np.fromiter(user.profile.tags, dtype=np.int64) if calibrate else np.zeros(0, dtype=np.int64)
-    columns, local = np.unique(np.concatenate([tags, own]), return_inverse=True)
+    rows = [cache[c.item_id] for c in candidates]
+    indptr = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum([r[0].size for r in rows], out=indptr[1:])
+    mix = None
+    if div.calibration_lambda > 0 and user.profile.tags:
+        columns = [_column(ctx, t) for t in user.profile.tags]
+        mix = np.zeros(len(ctx.cache.tag_columns))
+        mix[columns] = list(user.profile.tags.values())
+    width = max(len(ctx.cache.tag_columns), 1)
     matrix = sp.csr_array(
-        (weights, local[: tags.size], np.concatenate([[0], np.cumsum(lengths)])),
-        shape=(len(candidates), max(columns.size, 1)),
+        (np.concatenate([r[1] for r in rows]), np.concatenate([r[0] for r in rows]), indptr),
+        shape=(len(rows), width),
     )
-    if not calibrate:
-        return matrix, None
-    mix = np.zeros(max(columns.size, 1))
-    mix[local[tags.size :]] = np.fromiter(user.profile.tags.values(), dtype=np.float64)
     return matrix, mix
 
 

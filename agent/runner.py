@@ -5,8 +5,8 @@ the HTTP API (`POST /v1/users/{id}/runs`), the worker and the benchmark alike.
 `run_users` holds the per-user advisory locks the worker uses while it decides a batch (so a
 requested run and a worker never decide one user at once), commits each batch's decisions (so they
 are durable before anything is sent), then, with `send_now`, delivers that batch's messages through
-the outbox — guards still apply, so a message in the user's quiet hours or over a cap stays queued. `decide` is the same without commit
-or delivery, for callers that own the transaction (the worker).
+the outbox — guards still apply, so a message in the user's quiet hours or over a cap stays queued.
+`decide` is the same without commit or delivery, for callers that own the transaction (the worker).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from tagloop.agent.context import RunContext, RunFacts
+
+from tagloop.agent.context import RunCache, RunContext, RunFacts
 from tagloop.agent.graph import graph
 from tagloop.agent.settings import Settings
 from tagloop.agent.state import Plan, RunInput
@@ -171,7 +172,9 @@ def make_context(
     channels: Mapping[str, Channel] | None = None,
     policy: PolicyConfig | None = None,
     facts: RunFacts | None = None,
+    cache: RunCache | None = None,
 ) -> RunContext:
+    """The run context; pass `cache` to share item tags and propensities across runs (the worker)."""
     policy = policy or policy_of(settings)
     return RunContext(
         conn=conn,
@@ -185,6 +188,7 @@ def make_context(
         llm=llm_of(settings),
         allowed_link_hosts=frozenset(h.lower() for h in settings.allowed_link_hosts),
         quiet_exempt=frozenset(settings.quiet_exempt_channels),
+        cache=cache if cache is not None else RunCache(),
     )
 
 

@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 import psycopg
+
 from tagloop.agent.cadence import Cadence, cadences_from
-from tagloop.agent.context import RunFacts
+from tagloop.agent.context import RunCache, RunFacts
 from tagloop.agent.runner import (
     decide,
     default_channels,
@@ -71,11 +72,13 @@ class Worker:
         self.delivery = delivery_config(settings, self.policy)
         self.on_claimed = on_claimed
         self._facts: tuple[datetime, RunFacts] | None = None
+        self._cache = RunCache()  # item tags and Thompson propensities, renewed with the facts
         self._seed = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
 
     def facts(self, now: datetime) -> RunFacts:
         if self._facts is None or not timedelta() <= now - self._facts[0] < FACTS_TTL:
             self._facts = (now, load_facts(self.conn, now, self.policy))
+            self._cache = RunCache()
             self.conn.commit()
         return self._facts[1]
 
@@ -105,6 +108,7 @@ class Worker:
                     channels=self.channels,
                     policy=self.policy,
                     facts=facts,
+                    cache=self._cache,
                 )
                 decide(ctx, users, trigger="schedule", run_keys=keys)
                 done += [(u, keys[u]) for u in users]
@@ -133,6 +137,7 @@ class Worker:
                     channels=self.channels,
                     policy=self.policy,
                     facts=facts,
+                    cache=self._cache,
                 )
                 decide(ctx, list(keys), trigger=trigger, run_keys=keys)
                 done += list(keys.items())

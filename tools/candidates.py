@@ -118,11 +118,15 @@ with counts as (
            ln(1 + p.n) * power(0.5, extract(epoch from (%(now)s - f.created_at)) / 1209600.0) as score,
            row_number() over (partition by p.user_id order by p.n desc, f.created_at desc, f.id) as r
     from played p
-    cross join lateral (
-        select i.id, i.title, i.provider_id, i.created_at from items i
-        where i.provider_id = p.provider_id and i.created_at > %(since)s and i.created_at <= %(now)s
-          and not exists (select 1 from events e where e.user_id = p.user_id and e.item_id = i.id)
-        order by i.created_at desc, i.id
+    cross join lateral (  -- the provider's newest unseen items: newest few first, then the seen check
+        select f0.* from (
+            select i.id, i.title, i.provider_id, i.created_at from items i
+            where i.provider_id = p.provider_id and i.created_at > %(since)s and i.created_at <= %(now)s
+            order by i.created_at desc, i.id
+            limit %(pool)s
+        ) f0
+        where not exists (select 1 from events e where e.user_id = p.user_id and e.item_id = f0.id)
+        order by f0.created_at desc, f0.id
         limit %(k)s
     ) f
 )
@@ -149,37 +153,52 @@ class NewFromProvidersSource:
                 "now": now,
                 "since": now - self.window,
                 "k": min(k, self.max_k),
+                "pool": 2 * min(k, self.max_k),
                 "providers": self.providers,
             },
         ).fetchall()
         return _group(rows, user_ids, self.name)
 
 
+# The strong types are written out (as in migration 0026's partial indexes, which they must match
+# for the planner to use them); keep them equal to STRONG.
 _CO_LIKES = """
-with mine as (
-    select user_id, item_id from (
-        select user_id, item_id, row_number() over (partition by user_id order by ts desc) as r
-        from events
-        where user_id = any(%(users)s) and type = any(%(strong)s) and item_id is not null and ts <= %(now)s
-    ) x where r <= %(seeds)s
-), likers as (
-    select m.user_id, l.other from mine m
+with likers as (
+    select u.user_id, l.other from unnest(%(users)s::text[]) as u(user_id)
+    cross join lateral (
+        select e.item_id from events e
+        where e.user_id = u.user_id and e.ts <= %(now)s and e.item_id is not null
+          and e.type in ('like', 'save', 'add_to_playlist', 'share', 'complete', 'convert')
+        order by e.ts desc
+        limit %(seeds)s
+    ) m
     cross join lateral (
         select e.user_id as other from events e
-        where e.item_id = m.item_id and e.type = any(%(strong)s) and e.user_id <> m.user_id
-        order by e.ts desc limit %(fanout)s
+        where e.item_id = m.item_id and e.user_id <> u.user_id
+          and e.type in ('like', 'save', 'add_to_playlist', 'share', 'complete', 'convert')
+        order by e.ts desc
+        limit %(fanout)s
     ) l
 ), co as (
     select k.user_id, o.item_id, count(*)::float8 as score from likers k
     cross join lateral (
         select e.item_id from events e
-        where e.user_id = k.other and e.type = any(%(strong)s) and e.item_id is not null
-        order by e.ts desc limit %(fanout)s
+        where e.user_id = k.other and e.item_id is not null
+          and e.type in ('like', 'save', 'add_to_playlist', 'share', 'complete', 'convert')
+        order by e.ts desc
+        limit %(fanout)s
     ) o
     group by 1, 2
+), pooled as (  -- the best few per user before the (per-row) seen check
+    select * from (
+        select co.*, row_number() over (partition by co.user_id order by co.score desc, co.item_id) as r
+        from co
+    ) x where r <= %(pool)s
 ), ranked as (
-    select co.*, row_number() over (partition by co.user_id order by co.score desc, co.item_id) as r
-    from co where not exists (select 1 from events e where e.user_id = co.user_id and e.item_id = co.item_id)
+    select p.user_id, p.item_id, p.score,
+           row_number() over (partition by p.user_id order by p.score desc, p.item_id) as r
+    from pooled p
+    where not exists (select 1 from events e where e.user_id = p.user_id and e.item_id = p.item_id)
 )
 select r.user_id, r.item_id, i.title, i.provider_id, r.score
 from ranked r join items i on i.id = r.item_id where r.r <= %(k)s
@@ -201,11 +220,11 @@ class CoLikeSource:
             _CO_LIKES,
             {
                 "users": user_ids,
-                "strong": STRONG,
                 "now": now,
                 "seeds": self.seeds,
                 "fanout": self.fanout,
                 "k": min(k, self.max_k),
+                "pool": 3 * min(k, self.max_k),
             },
         ).fetchall()
         return _group(rows, user_ids, self.name)

@@ -22,14 +22,17 @@ from tagloop.tools.retrieval import Candidate
 POSITIVE = ["play", "complete", "like", "save", "add_to_playlist", "share", "click", "convert"]
 
 _NEXT_ITEMS = """
-with recent as (
-    select user_id, item_id, ts, r from (
-        select e.user_id, e.item_id, e.ts,
-               row_number() over (partition by e.user_id order by e.ts desc, e.seq desc) as r
+with recent as (  -- the user's latest positive events, newest first (index order, then a limit)
+    select u.user_id, x.item_id, x.ts, x.r
+    from unnest(%(users)s::text[]) as u(user_id)
+    cross join lateral (
+        select e.item_id, e.ts, row_number() over (order by e.ts desc, e.seq desc) as r
         from events e
-        where e.user_id = any(%(users)s) and e.type = any(%(pos)s) and e.item_id is not null
+        where e.user_id = u.user_id and e.type = any(%(pos)s) and e.item_id is not null
           and e.ts <= %(now)s
-    ) x where r <= %(seeds)s
+        order by e.ts desc, e.seq desc
+        limit %(seeds)s
+    ) x
 ), transitions as (
     select rc.user_id, n.item_id, sum(power(0.5, rc.r - 1))::float8 as score
     from recent rc
