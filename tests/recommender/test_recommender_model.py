@@ -125,3 +125,13 @@ def test_degenerate_training_data_is_invalid_input() -> None:
         fit(inter, None, PARAMS, np.random.default_rng(0))
     with pytest.raises(InvalidInput, match="ease_lambda"):
         fit(inter, None, RecParams(ease_lambda=0), np.random.default_rng(0))
+
+
+def test_declared_interests_also_move_the_cf_block(trained: tuple[Interactions, RecModel]) -> None:
+    _, model = trained
+    vec = model.user_vector(np.array([], dtype=np.int64), np.array([]), tag_profile={"techno": 1.0})
+    d_cf = model.fold_cf.shape[1]
+    assert np.linalg.norm(vec[:d_cf]) > 0
+    cf_only = np.concatenate([vec[:d_cf], np.zeros(model.dim - d_cf)])
+    top = np.argsort(-(model.item_vectors() @ cf_only))[:5]
+    assert all(_genre(model, i) == "techno" for i in top)

@@ -4,15 +4,19 @@ Scores are one inner product, so Postgres can serve them with pgvector
 (`order by item_vec <#> user_vec limit k`):
 
     score(u, i) = user_vec(u) · item_vec(i)
-    item_vec(i) = [ V_cf[i] (d_cf) | V_tag[i] (d_tag) | bias_scale · pop_i (1) ]
-    user_vec(u) = [ c_u P_cf       | γ · p_u P_tag    | 1 ]
+    item_vec(i) = [ V_cf[i] (d_cf)            | V_tag[i] (d_tag) | bias_scale · pop_i (1) ]
+    user_vec(u) = [ c_u P_cf + a · p_u Q_cf   | γ · p_u P_tag    | 1 ]
 
 - c_u: the user's confidence vector (see confidence.py); p_u: the user's unit tag profile
   (tags.py, from history and/or declared interests).
-- CF block: EASE (Steck 2019) item-item weights B on items with ≥ `min_item_users` users; the
-  training score matrix C·B is truncated to its top d_cf right singular vectors V_cf and
-  P_cf = B V_cf folds any history in (new events change the vector without retraining).
-- Tag block: the tag-cosine score matrix Pᵤ Tᵀ truncated the same way (V_tag, P_tag = Tᵀ V_tag);
+- CF block: EASE item-item weights with EDLAE dropout emphasis (ease.py) on items with
+  ≥ `min_item_users` users, whose inputs are the user's items *and* the user's tag profile
+  (scaled by a = `tag_feature_weight`): the profile columns learn which tags predict which items
+  (+1% NDCG@10 on validation over EASE + tag cosine alone). The training score matrix is
+  truncated to its top d_cf right singular vectors V_cf; P_cf = B V_cf and Q_cf (the profile rows
+  of B V_cf) fold any history in (new events change the vector without retraining).
+- Tag block: the tag-cosine score matrix Pᵤ Tᵀ (tags used by < `tag_min_df` items dropped)
+  truncated the same way (V_tag, P_tag = Tᵀ V_tag);
   items with tags but no interactions get vectors here, which is how cold items are reached.
   `item_vector_from_tags` places an item that appeared after training.
 - The last dimension carries a tiny popularity prior: it breaks ties and makes a user with no
@@ -28,6 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils.extmath import randomized_svd
 from tagloop.tools.errors import InvalidInput
+from tagloop.tools.recommender import ease as ease_solver
 from tagloop.tools.recommender.confidence import confidence_matrix, confidence_vector
 from tagloop.tools.recommender.data import Interactions, ItemTags
 from tagloop.tools.recommender.tags import profile_vector, tfidf_item_tags, user_profiles
@@ -37,15 +42,19 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class RecParams:
-    """Hyper-parameters; defaults are those tuned on a validation part of the Last.fm train split."""
+    """Hyper-parameters; defaults are those tuned on a validation part of the Last.fm train split
+    (bench/recsys.py): λ and dropout of EDLAE, the tag weight γ and the tag min_df."""
 
-    ease_lambda: float = 50.0
+    ease_lambda: float = 25.0
     min_item_users: int = 2
     tag_weight: float = 0.3
     cf_dim: int = 128
     tag_dim: int = 127
     bias_scale: float = 1e-4
     svd_iters: int = 4
+    dropout: float = 0.5
+    tag_min_df: int = 5
+    tag_feature_weight: float = 3.0
 
     def check(self) -> None:
         if self.ease_lambda <= 0:
@@ -54,8 +63,10 @@ class RecParams:
             raise InvalidInput(
                 "cf_dim must be >= 1, tag_dim >= 0, and together at most 1999 (pgvector limit)"
             )
-        if self.tag_weight < 0 or self.min_item_users < 1:
-            raise InvalidInput("tag_weight must be >= 0 and min_item_users >= 1")
+        if min(self.tag_weight, self.tag_feature_weight) < 0 or min(self.min_item_users, self.tag_min_df) < 1:
+            raise InvalidInput("tag weights must be >= 0, min_item_users and tag_min_df >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise InvalidInput(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
@@ -67,7 +78,7 @@ class RecModel:
     tags: np.ndarray
     item_vecs: np.ndarray  # n_items × d (float32)
     fold_cf: np.ndarray  # n_items × d_cf: confidence history → CF block
-    fold_tag: np.ndarray  # n_tags × d_tag: unit tag profile → tag block (γ applied)
+    fold_tag: np.ndarray  # n_tags × (d_cf + d_tag): unit tag profile → CF and tag blocks
     tag_to_item: np.ndarray  # n_tags × d_tag: tf-idf tags of a new item → its tag block
     item_tag_vectors: sp.csr_matrix  # n_items × n_tags, tf-idf, unit rows
     idf: np.ndarray
@@ -89,15 +100,20 @@ class RecModel:
         declared = self.declared_vector(tag_profile) if tag_profile else None
         profile = profile_vector(item_idx, conf, self.item_tag_vectors, declared)
         cf = conf @ self.fold_cf[item_idx] if item_idx.size else np.zeros(self.fold_cf.shape[1])
-        return np.concatenate([cf, profile @ self.fold_tag, [1.0]]).astype(np.float32)
+        return self._assemble(cf[None, :], profile[None, :] @ self.fold_tag)[0]
 
     def user_vectors(self, raw: sp.csr_matrix) -> np.ndarray:
         """`user_vector` for every row of a users × items raw-weight matrix (batch form)."""
         conf = confidence_matrix(raw)
         profiles = user_profiles(conf, self.item_tag_vectors)
-        cf = np.asarray(conf @ self.fold_cf)
-        tag = np.asarray(profiles @ self.fold_tag)
-        return np.hstack([cf, tag, np.ones((raw.shape[0], 1))]).astype(np.float32)
+        return self._assemble(np.asarray(conf @ self.fold_cf), np.asarray(profiles @ self.fold_tag))
+
+    def _assemble(self, cf: np.ndarray, tag: np.ndarray) -> np.ndarray:
+        """[cf | tag | 1] rows; a profile projection that also spans the CF block is added to it."""
+        d_cf = cf.shape[1]
+        if tag.shape[1] == self.dim - 1:
+            cf, tag = cf + tag[:, :d_cf], tag[:, d_cf:]
+        return np.hstack([cf, tag, np.ones((cf.shape[0], 1))]).astype(np.float32)
 
     def declared_vector(self, tag_profile: dict[str, float]) -> np.ndarray:
         """Dense idf-weighted vector over known tags from {tag: weight}; unknown tags are ignored."""
@@ -152,15 +168,6 @@ def _top_right_vectors(matrix: np.ndarray, dim: int, iters: int, seed: int) -> n
     return np.asarray(vt.T)
 
 
-def _ease(conf: sp.csr_matrix, lam: float) -> np.ndarray:
-    gram = np.asarray((conf.T @ conf).toarray(), dtype=np.float64)
-    gram[np.diag_indices_from(gram)] += lam
-    inv = np.linalg.inv(gram)
-    weights = -inv / np.diag(inv)
-    np.fill_diagonal(weights, 0.0)
-    return weights
-
-
 def fit(
     interactions: Interactions,
     item_tags: ItemTags | None,
@@ -180,34 +187,40 @@ def fit(
     warm = np.flatnonzero(popularity >= params.min_item_users)
     if warm.size < 2:
         raise InvalidInput(f"fewer than 2 items have >= {params.min_item_users} users; nothing to learn from")
-    say(f"EASE on {warm.size} items")
-    conf_warm = sp.csr_matrix(conf[:, warm])
-    ease = _ease(conf_warm, params.ease_lambda)
-    say("factorising the CF scores")
-    cf_scores = np.asarray(conf_warm @ ease)
-    v_cf = _top_right_vectors(cf_scores, params.cf_dim, params.svd_iters, int(rng.integers(2**31)))
-    item_cf = np.zeros((n_items, v_cf.shape[1]))
-    item_cf[warm] = v_cf
-    fold_cf = np.zeros((n_items, v_cf.shape[1]))
-    fold_cf[warm] = ease @ v_cf
-
     tag_matrix = item_tags.matrix if item_tags is not None else sp.csr_matrix((n_items, 0))
     tag_names = item_tags.tags if item_tags is not None else np.asarray([], dtype=object)
     if tag_matrix.shape[0] != n_items:
         raise InvalidInput(f"item tags cover {tag_matrix.shape[0]} items but interactions have {n_items}")
-    tag_vectors, idf = tfidf_item_tags(ItemTags(sp.csr_matrix(tag_matrix), tag_names))
+    tag_vectors, idf = tfidf_item_tags(ItemTags(sp.csr_matrix(tag_matrix), tag_names), params.tag_min_df)
+    profiles = user_profiles(conf, tag_vectors)
+    n_tags = tag_vectors.shape[1]
+    # user tag profiles as extra input columns of EASE (their weights predict items, never the reverse)
+    feat = np.flatnonzero(profiles.getnnz(axis=0) > 0) if params.tag_feature_weight > 0 else np.zeros(0, int)
+    say(f"EASE on {warm.size} items and {feat.size} tag features")
+    inputs = sp.hstack([conf[:, warm], params.tag_feature_weight * profiles[:, feat]]).tocsr()
+    solution = ease_solver.solve(inputs, params.ease_lambda, params.dropout)
+    say("factorising the CF scores")
+    seed = int(rng.integers(2**31))
+    v_cf = _top_right_vectors(solution.scores[:, : warm.size], params.cf_dim, params.svd_iters, seed)
+    d_cf = v_cf.shape[1]
+    item_cf = np.zeros((n_items, d_cf))
+    item_cf[warm] = v_cf
+    folded = solution.apply(np.vstack([v_cf, np.zeros((feat.size, d_cf))]))
+    fold_cf = np.zeros((n_items, d_cf))
+    fold_cf[warm] = folded[: warm.size]
+
     tag_dim = params.tag_dim if tag_vectors.nnz and params.tag_weight > 0 else 0
     item_tag = np.zeros((n_items, tag_dim))
-    fold_tag = np.zeros((tag_vectors.shape[1], tag_dim))
-    tag_to_item = np.zeros((tag_vectors.shape[1], tag_dim))
+    fold_tag = np.zeros((n_tags, d_cf + tag_dim))
+    fold_tag[feat, :d_cf] = params.tag_feature_weight * folded[warm.size :]
+    tag_to_item = np.zeros((n_tags, tag_dim))
     if tag_dim:
         say("factorising the tag scores")
-        profiles = user_profiles(conf, tag_vectors)
         dense_profiles = np.asarray(profiles.toarray(), dtype=np.float32)
         tag_scores = np.asarray(tag_vectors @ dense_profiles.T).T
         v_tag = _top_right_vectors(tag_scores, tag_dim, params.svd_iters, int(rng.integers(2**31)))
         item_tag[:, : v_tag.shape[1]] = v_tag
-        fold_tag[:, : v_tag.shape[1]] = params.tag_weight * np.asarray(tag_vectors.T @ v_tag)
+        fold_tag[:, d_cf : d_cf + v_tag.shape[1]] = params.tag_weight * np.asarray(tag_vectors.T @ v_tag)
         # a new item's tag block: least-squares map from its tf-idf tags to V_tag, via the profiles
         u_tag = tag_scores @ v_tag
         sigma = np.linalg.norm(u_tag, axis=0)
