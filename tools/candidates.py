@@ -113,11 +113,16 @@ with counts as (
         select c.*, row_number() over (partition by c.user_id order by c.n desc, c.provider_id) as pr
         from counts c
     ) x where pr <= %(providers)s
+), seen as (  -- the user's items, once, as an array (cheaper than a probe per candidate)
+    select user_id, array_agg(item_id) as items from events
+    where user_id = any(%(users)s) and item_id is not null
+    group by user_id
 ), fresh as (
     select p.user_id, f.id as item_id, f.title, f.provider_id,
            ln(1 + p.n) * power(0.5, extract(epoch from (%(now)s - f.created_at)) / 1209600.0) as score,
            row_number() over (partition by p.user_id order by p.n desc, f.created_at desc, f.id) as r
     from played p
+    join seen s on s.user_id = p.user_id
     cross join lateral (  -- the provider's newest unseen items: newest few first, then the seen check
         select f0.* from (
             select i.id, i.title, i.provider_id, i.created_at from items i
@@ -125,7 +130,7 @@ with counts as (
             order by i.created_at desc, i.id
             limit %(pool)s
         ) f0
-        where not exists (select 1 from events e where e.user_id = p.user_id and e.item_id = f0.id)
+        where f0.id <> all(s.items)
         order by f0.created_at desc, f0.id
         limit %(k)s
     ) f
@@ -163,7 +168,11 @@ class NewFromProvidersSource:
 # The strong types are written out (as in migration 0026's partial indexes, which they must match
 # for the planner to use them); keep them equal to STRONG.
 _CO_LIKES = """
-with likers as (
+with seen as (  -- the user's items, once, as an array (cheaper than a probe per candidate)
+    select user_id, array_agg(item_id) as items from events
+    where user_id = any(%(users)s) and item_id is not null
+    group by user_id
+), likers as (
     select u.user_id, l.other from unnest(%(users)s::text[]) as u(user_id)
     cross join lateral (
         select e.item_id from events e
@@ -198,7 +207,8 @@ with likers as (
     select p.user_id, p.item_id, p.score,
            row_number() over (partition by p.user_id order by p.score desc, p.item_id) as r
     from pooled p
-    where not exists (select 1 from events e where e.user_id = p.user_id and e.item_id = p.item_id)
+    join seen s on s.user_id = p.user_id
+    where p.item_id <> all(s.items)
 )
 select r.user_id, r.item_id, i.title, i.provider_id, r.score
 from ranked r join items i on i.id = r.item_id where r.r <= %(k)s
