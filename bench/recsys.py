@@ -1,13 +1,25 @@
 """Benchmark: tagloop vs tuned implicit ALS vs EASE vs popularity on Last.fm-2k, plus cold start.
 
-    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/recsys.py [--resplit-seed N]
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/recsys.py [--resplit-seed N] [--second-seed N]
 
 Honest protocol: a validation part is carved from TRAIN (20% per user, seeded); ALS (factors,
-regularization, alpha, iterations) and tagloop (EASE λ, tag weight) are grid-searched on it; the
-winners are refit on all of TRAIN and scored once on TEST. `--resplit-seed` re-splits
-user_artists.dat with another seed (same protocol as split/) to check that the result holds.
-Cold start: 10% of the train items lose all their interactions; recall@20 of those items from
-tags alone (ranking among the held-out items) against popularity (their true hidden counts).
+regularization, alpha, iterations) and tagloop (EASE λ, tag weight γ) are grid-searched on it; the
+winners are refit on all of TRAIN and scored once on TEST. The same is then repeated on a re-split
+of user_artists.dat (seed 11 by default, same protocol as split/) to check that the result holds.
+Cold start: see `cold_start` (10% of items held out entirely, ranking among the held-out items).
+
+Result of the last run (2 shared cores, ~8 min in all):
+    split/ (seed 7), 1877 test users     ndcg@10 recall@20 hit@10 cov@10 ndcg÷ALS
+    tagloop (val picked λ=25, γ=0.3)      0.2604  0.2981   0.8514 0.0809 1.106
+    ALS (tuned: 32 f, reg .1, α 1, 15 it) 0.2355  0.2781   0.8034 0.0403 1.000
+    EASE λ=100                            0.2362  0.2750   0.8178 0.0575 1.003
+    popularity                            0.0809  0.1041   0.4070 0.0015 0.343
+    re-split seed 11
+    tagloop (val picked λ=50, γ=0.3)      0.2605  0.2945   0.8418 0.0790 1.094
+    ALS (tuned: 32 f, reg .01, α 1, 30 it) 0.2380 0.2759   0.8173 0.0406 1.000
+    tagloop training 17.2 s / 8.6 s; numpy serving top-20 p50 9.0 ms, p95 19.7 ms.
+    cold start: recall@20 tags 0.4604 vs popularity by tag activity 0.2645 (1.74x) and by the
+    hidden interaction counts 0.3063 (1.50x) — short of the 3x goal.
 """
 
 from __future__ import annotations
