@@ -9,10 +9,9 @@ For N users over D days:
 - notifications_per_user_day delivered messages / (N·D).
 The interval resamples users with replacement (all of a user's days together, since a user's days
 are not independent) and recomputes every metric on each replicate — ratios and the Gini included.
-It is the basic (reverse-percentile) bootstrap interval [2θ̂ − q₉₇.₅, 2θ̂ − q₂.₅], clipped at 0:
-resampling users duplicates some and drops others, which concentrates provider exposure, so the
-Gini's replicates sit above θ̂ and a plain percentile interval could miss θ̂ altogether; the basic
-interval corrects that shift (for the means it is the percentile interval mirrored, nearly equal).
+The interval is θ̂ ± 1.96·sd of the replicates (clipped to the metric's range). Not a percentile
+interval: resampling users duplicates some and drops others, which concentrates provider exposure,
+so the Gini's replicates sit wholly above θ̂ — their spread is right, their location is not.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from tagloop.evals.ope.bootstrap import percentile_interval
 from tagloop.evals.simulate.loop import PolicyRun
 
 METRICS = (
@@ -86,13 +84,17 @@ def summarise(
         weights[:, r] = np.bincount(draws[r], minlength=n_users)
     reps = metric_table(run, days, weights, exposure)
     out: dict[str, Any] = {m: round(float(point[m][0]), DIGITS) for m in METRICS}
-    out["ci95"] = {m: _basic_interval(float(point[m][0]), reps[m]) for m in METRICS}
+    out["ci95"] = {m: _normal_interval(m, float(point[m][0]), reps[m]) for m in METRICS}
     return out
 
 
-def _basic_interval(theta: float, replicates: np.ndarray) -> list[float]:
-    lo, hi = percentile_interval(replicates)
-    return [round(max(2 * theta - hi, 0.0), DIGITS), round(max(2 * theta - lo, 0.0), DIGITS)]
+BOUNDED = frozenset({"unsubscribe_rate", "long_tail_exposure_share", "exposure_gini"})  # within [0, 1]
+
+
+def _normal_interval(metric: str, theta: float, replicates: np.ndarray) -> list[float]:
+    half = 1.96 * float(np.std(replicates, ddof=1))
+    hi = min(theta + half, 1.0) if metric in BOUNDED else theta + half
+    return [round(max(theta - half, 0.0), DIGITS), round(hi, DIGITS)]
 
 
 def lorenz(run: PolicyRun, n_providers: int, exposed_only: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -85,7 +85,6 @@ def write_simulation_report(
         vals = np.array([payload["policies"][p][m] for p in names])
         lo = vals - np.array([payload["policies"][p]["ci95"][m][0] for p in names])
         hi = np.array([payload["policies"][p]["ci95"][m][1] for p in names]) - vals
-        # a percentile interval need not contain the point (the Gini's bootstrap is skewed): clip
         ax.errorbar(
             np.arange(len(names)), vals, yerr=[np.maximum(lo, 0), np.maximum(hi, 0)], fmt="o", capsize=4
         )

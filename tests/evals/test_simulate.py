@@ -182,3 +182,14 @@ def test_simulated_ab_runs_the_real_graph_and_the_same_seed_gives_the_same_json(
     greedy, random = (first["policies"][p]["reward_per_user_day"] for p in ("greedy", "random"))
     assert greedy > random
     assert all(r.outcomes.get("message", 0) > 0 for r in runs.values())
+
+
+def test_the_gini_interval_holds_the_point_although_resampling_concentrates_exposure() -> None:
+    rng = np.random.default_rng(1)
+    n = 200
+    exposure = [(u, int(p), 1.0) for u in range(n) for p in rng.integers(0, 1000, 3)]
+    ones = np.ones(n)
+    run = PolicyRun("p", ones, ones, 3 * ones, ones, np.full(n, -1), np.zeros(1), np.zeros(1), exposure)
+    out = summarise(run, days=1, n_providers=1000, rng=np.random.default_rng(0), n_boot=100)
+    lo, hi = out["ci95"]["exposure_gini"]
+    assert lo < out["exposure_gini"] < hi and hi - lo < 0.05
