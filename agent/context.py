@@ -7,19 +7,21 @@ from the decision id."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import psycopg
+import scipy.sparse as sp
 
 from tagloop.policies import PolicyConfig
+from tagloop.policies.config import DiversityConfig
 from tagloop.tools.candidates import CandidateSource
 from tagloop.tools.llm import LLM
 from tagloop.tools.messaging.channels import Channel
-from tagloop.tools.store.decisions import ArmCounts
+from tagloop.tools.store.runs import ArmCounts
 
 DECISION_NAMESPACE = uuid.UUID("1d8f3c55-9a0e-5b43-8f0e-7461676c6f70")
 
@@ -33,14 +35,61 @@ class RunFacts:
     arms: ArmCounts = field(default_factory=ArmCounts)
 
 
+_ITEM_TAGS = "select id, tag_vec from items where id = any(%(ids)s) and tag_vec is not null"
+
+
 @dataclass
 class RunCache:
-    """Filled lazily during a run and shared by its batches: items' tag vectors (MMR/calibration)
-    and exact Thompson propensities per distinct (successes, failures) evidence."""
+    """Filled lazily during a run and shared by its batches: items' tag vectors (MMR/calibration),
+    stored over the run's own dense tag columns so a slate's matrix needs no re-indexing, and exact
+    Thompson propensities per distinct (successes, failures) evidence."""
 
     item_tags: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # (columns, weights)
     tag_columns: dict[int, int] = field(default_factory=dict)  # tag id → column of the run's tag space
     thompson: dict[tuple[bytes, bytes], np.ndarray] = field(default_factory=dict)
+
+    def column(self, tag_id: int) -> int:
+        return self.tag_columns.setdefault(tag_id, len(self.tag_columns))
+
+    def load_item_tags(self, conn: psycopg.Connection[Any], item_ids: Iterable[str]) -> None:
+        """Tag vectors of the items not cached yet, one query (items without tags: empty rows)."""
+        missing = [i for i in item_ids if i not in self.item_tags]
+        if not missing:
+            return
+        found = {r["id"]: r["tag_vec"] for r in conn.execute(_ITEM_TAGS, {"ids": missing})}
+        for item_id in missing:
+            vec = found.get(item_id)
+            tags, weights = (vec.indices(), vec.values()) if vec is not None else ([], [])
+            self.item_tags[item_id] = (
+                np.array([self.column(t) for t in tags], dtype=np.int32),
+                np.asarray(weights, dtype=np.float64),
+            )
+
+    def tag_matrix(
+        self,
+        conn: psycopg.Connection[Any],
+        cfg: DiversityConfig,
+        item_ids: list[str],
+        profile: Mapping[int, float],
+    ) -> tuple[sp.csr_array | None, np.ndarray | None]:
+        """The items' (n × run tags) matrix for `choose_slate` and, when calibration is on, the user's
+        tag mix (`profile`: tag id → weight) over the same columns; (None, None) when neither knob is on."""
+        if cfg.mmr_lambda <= 0 and cfg.calibration_lambda <= 0:
+            return None, None
+        self.load_item_tags(conn, item_ids)
+        rows = [self.item_tags[i] for i in item_ids]
+        indptr = np.zeros(len(rows) + 1, dtype=np.int32)
+        np.cumsum([r[0].size for r in rows], out=indptr[1:])
+        mix = None
+        if cfg.calibration_lambda > 0 and profile:
+            columns = [self.column(t) for t in profile]
+            mix = np.zeros(len(self.tag_columns))
+            mix[columns] = list(profile.values())
+        matrix = sp.csr_array(
+            (np.concatenate([r[1] for r in rows]), np.concatenate([r[0] for r in rows]), indptr),
+            shape=(len(rows), max(len(self.tag_columns), 1)),
+        )
+        return matrix, mix
 
 
 @dataclass(frozen=True)

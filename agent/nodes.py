@@ -13,7 +13,6 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import numpy as np
-import scipy.sparse as sp
 from langgraph.runtime import Runtime
 
 from tagloop.agent.context import RunContext
@@ -24,8 +23,8 @@ from tagloop.tools import candidates as sources
 from tagloop.tools.messaging import timing
 from tagloop.tools.messaging.compose import compose_discovery, compose_with_llm
 from tagloop.tools.profiles import load_profiles
-from tagloop.tools.retrieval import Candidate
 from tagloop.tools.store import decisions as store
+from tagloop.tools.store import runs
 
 MESSAGE = "message"
 SEND_HORIZON = timedelta(days=7)
@@ -41,9 +40,9 @@ def load_context(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any
     ).fetchall()
     ids = [r["id"] for r in rows]
     profiles = load_profiles(conn, ids)
-    sends = store.send_times(conn, ids, since=ctx.now - timedelta(days=8), include_pending=True)
-    unsubscribed = store.unsubscribes(conn, ids)
-    _, arms = store.arm_counts(conn, since=ctx.now - timedelta(days=90), user_ids=ids)
+    sends = runs.send_times(conn, ids, since=ctx.now - timedelta(days=8), include_pending=True)
+    unsubscribed = runs.unsubscribes(conn, ids)
+    _, arms = runs.arm_counts(conn, since=ctx.now - timedelta(days=90), user_ids=ids)
     users = {
         r["id"]: UserContext(
             r["id"],
@@ -78,7 +77,7 @@ def apply_policies(state: RunState, runtime: Runtime[RunContext]) -> dict[str, A
     ctx = runtime.context
     cfg = ctx.policy
     if cfg.diversity.mmr_lambda > 0 or cfg.diversity.calibration_lambda > 0:
-        _load_item_tags(ctx, {c.item_id for found in state.candidates.values() for c in found})
+        ctx.cache.load_item_tags(ctx.conn, {c.item_id for found in state.candidates.values() for c in found})
     plans = {}
     for user_id, user in state.users.items():
         run_key = state.run_keys.get(user_id, ctx.run_key)
@@ -92,7 +91,8 @@ def apply_policies(state: RunState, runtime: Runtime[RunContext]) -> dict[str, A
             plan.outcome, plan.reason = "nothing_to_send", "no unseen candidates"
         else:
             c = plan.candidates
-            item_tags, mix = _tag_matrix(ctx, c, user)
+            ids = [x.item_id for x in c]
+            item_tags, mix = ctx.cache.tag_matrix(ctx.conn, cfg.diversity, ids, user.profile.tags)
             decision = choose_slate(
                 cfg,
                 np.array([x.score for x in c]),
@@ -102,7 +102,7 @@ def apply_policies(state: RunState, runtime: Runtime[RunContext]) -> dict[str, A
                 ctx.facts.exposure,
                 np.array([(x.provider or "") in ctx.facts.long_tail for x in c]),
                 ctx.rng_for(plan.seed, 0),
-                item_ids=[x.item_id for x in c],
+                item_ids=ids,
                 seed=plan.seed,
             )
             plan.chosen = [c[i] for i in decision.actions]
@@ -228,57 +228,6 @@ def after_policies(state: RunState) -> Literal["choose_channel_time", "record"]:
 def after_timing(state: RunState) -> Literal["compose", "record"]:
     """No consent or caps full for everyone → record without composing."""
     return "compose" if any(p.outcome == MESSAGE for p in state.plans.values()) else "record"
-
-
-_ITEM_TAGS = "select id, tag_vec from items where id = any(%(ids)s) and tag_vec is not null"
-
-
-def _load_item_tags(ctx: RunContext, item_ids: set[str]) -> None:
-    """Tag vectors of the items not yet in the run's cache (one query per batch), stored over the
-    run's own dense tag columns so a slate's matrix needs no re-indexing (items without tags: empty)."""
-    missing = [i for i in item_ids if i not in ctx.cache.item_tags]
-    if not missing:
-        return
-    found = {r["id"]: r["tag_vec"] for r in ctx.conn.execute(_ITEM_TAGS, {"ids": missing})}
-    for item_id in missing:
-        vec = found.get(item_id)
-        tags = vec.indices() if vec is not None else []
-        ctx.cache.item_tags[item_id] = (
-            np.array([_column(ctx, t) for t in tags], dtype=np.int32),
-            np.asarray(vec.values() if vec is not None else [], dtype=np.float64),
-        )
-
-
-def _column(ctx: RunContext, tag_id: int) -> int:
-    columns = ctx.cache.tag_columns
-    return columns.setdefault(tag_id, len(columns))
-
-
-def _tag_matrix(
-    ctx: RunContext, candidates: list[Candidate], user: UserContext
-) -> tuple[sp.csr_array | None, np.ndarray | None]:
-    """The candidates' (n × run tags) matrix and, when calibration is on, the user's tag mix over the
-    same columns."""
-    div = ctx.policy.diversity
-    if div.mmr_lambda <= 0 and div.calibration_lambda <= 0:
-        return None, None
-    cache = ctx.cache.item_tags
-    if any(c.item_id not in cache for c in candidates):
-        _load_item_tags(ctx, {c.item_id for c in candidates})
-    rows = [cache[c.item_id] for c in candidates]
-    indptr = np.zeros(len(rows) + 1, dtype=np.int32)
-    np.cumsum([r[0].size for r in rows], out=indptr[1:])
-    mix = None
-    if div.calibration_lambda > 0 and user.profile.tags:
-        columns = [_column(ctx, t) for t in user.profile.tags]
-        mix = np.zeros(len(ctx.cache.tag_columns))
-        mix[columns] = list(user.profile.tags.values())
-    width = max(len(ctx.cache.tag_columns), 1)
-    matrix = sp.csr_array(
-        (np.concatenate([r[1] for r in rows]), np.concatenate([r[0] for r in rows]), indptr),
-        shape=(len(rows), width),
-    )
-    return matrix, mix
 
 
 def _eligible_channels(user: UserContext, ctx: RunContext) -> list[str]:

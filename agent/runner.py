@@ -29,7 +29,6 @@ from tagloop.tools.candidates import sources_named
 from tagloop.tools.llm import LLM, OpenAICompatibleLLM
 from tagloop.tools.messaging.channels import Channel, ConsoleChannel, FileChannel
 from tagloop.tools.messaging.delivery import DeliveryConfig, deliver_due
-from tagloop.tools.store import decisions as store
 from tagloop.tools.store import runs
 
 BATCH = 200
@@ -158,7 +157,7 @@ def load_facts(conn: psycopg.Connection[Any], now: datetime, policy: PolicyConfi
     hl = policy.fairness.exposure_half_life_days * 86400.0
     rows = conn.execute(_PROVIDER_EXPOSURE, {"now": now, "since": now - timedelta(days=14), "hl": hl})
     exposure = {r["provider_id"]: float(r["e"]) for r in rows}
-    overall, _ = store.arm_counts(conn, since=now - timedelta(days=90))
+    overall, _ = runs.arm_counts(conn, since=now - timedelta(days=90))
     tail = frozenset(long_tail_providers(popularity, policy.fairness.long_tail_head_mass))
     return RunFacts(tail, exposure, overall)
 

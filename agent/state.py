@@ -13,7 +13,8 @@ from typing import Any
 from tagloop.tools.messaging.compose import Copy
 from tagloop.tools.profiles import Profile
 from tagloop.tools.retrieval import Candidate
-from tagloop.tools.store.decisions import ArmCounts, MessageRow
+from tagloop.tools.store.decisions import MessageRow
+from tagloop.tools.store.runs import ArmCounts
 
 
 @dataclass

@@ -5,7 +5,8 @@ score. Sources here: `tags` (pgvector tag-profile similarity, tools/retrieval.py
 (most engaged items of the last week, read once per run), `new_from_providers` (recent items from
 the user's top providers, one LATERAL look-up per (user, provider) on items(provider_id,
 created_at)), `co_likes` (items liked by users who liked what this user recently liked — bounded
-item co-occurrence), `sequence` (what others played next, tools/sequences.py) and `cf` (the trained
+item co-occurrence) and `sequence` (what others played next) — both walks over events, in
+tools/sequences.py — and `cf` (the trained
 recommender, tools/recommender/source.py). Each source proposes at most 25–50 items per user.
 Another source plugs in by implementing the protocol and being listed in `SOURCES` (settings names →
 factories).
@@ -29,10 +30,11 @@ from tagloop.tools import retrieval
 from tagloop.tools.errors import ConfigError
 from tagloop.tools.recommender.source import CFSource
 from tagloop.tools.retrieval import Candidate
-from tagloop.tools.sequences import SequenceSource
+from tagloop.tools.sequences import CoLikeSource, SequenceSource, group_rows
 
 POSITIVE = ["play", "complete", "like", "save", "add_to_playlist", "share", "click", "convert"]
-STRONG = ["like", "save", "add_to_playlist", "share", "complete", "convert"]
+STRONG = ["like", "save", "add_to_playlist", "share", "complete", "convert"]  # as in sequences.py
+__all__ = ["CoLikeSource", "SequenceSource"]  # behaviour-walk sources live in tools/sequences.py
 
 
 class CandidateSource(Protocol):
@@ -162,82 +164,7 @@ class NewFromProvidersSource:
                 "providers": self.providers,
             },
         ).fetchall()
-        return _group(rows, user_ids, self.name)
-
-
-# The strong types are written out (as in migration 0026's partial indexes, which they must match
-# for the planner to use them); keep them equal to STRONG.
-_CO_LIKES = """
-with seen as (  -- the user's items, once, as an array (cheaper than a probe per candidate)
-    select user_id, array_agg(item_id) as items from events
-    where user_id = any(%(users)s) and item_id is not null
-    group by user_id
-), likers as (
-    select u.user_id, l.other from unnest(%(users)s::text[]) as u(user_id)
-    cross join lateral (
-        select e.item_id from events e
-        where e.user_id = u.user_id and e.ts <= %(now)s and e.item_id is not null
-          and e.type in ('like', 'save', 'add_to_playlist', 'share', 'complete', 'convert')
-        order by e.ts desc
-        limit %(seeds)s
-    ) m
-    cross join lateral (
-        select e.user_id as other from events e
-        where e.item_id = m.item_id and e.user_id <> u.user_id
-          and e.type in ('like', 'save', 'add_to_playlist', 'share', 'complete', 'convert')
-        order by e.ts desc
-        limit %(fanout)s
-    ) l
-), co as (
-    select k.user_id, o.item_id, count(*)::float8 as score from likers k
-    cross join lateral (
-        select e.item_id from events e
-        where e.user_id = k.other and e.item_id is not null
-          and e.type in ('like', 'save', 'add_to_playlist', 'share', 'complete', 'convert')
-        order by e.ts desc
-        limit %(fanout)s
-    ) o
-    group by 1, 2
-), pooled as (  -- the best few per user before the (per-row) seen check
-    select * from (
-        select co.*, row_number() over (partition by co.user_id order by co.score desc, co.item_id) as r
-        from co
-    ) x where r <= %(pool)s
-), ranked as (
-    select p.user_id, p.item_id, p.score,
-           row_number() over (partition by p.user_id order by p.score desc, p.item_id) as r
-    from pooled p
-    join seen s on s.user_id = p.user_id
-    where p.item_id <> all(s.items)
-)
-select r.user_id, r.item_id, i.title, i.provider_id, r.score
-from ranked r join items i on i.id = r.item_id where r.r <= %(k)s
-"""
-
-
-@dataclass(frozen=True)
-class CoLikeSource:
-    name: str = "co_likes"
-    weight: float = 0.8
-    seeds: int = 5
-    fanout: int = 10
-    max_k: int = 25
-
-    def fetch(
-        self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
-    ) -> dict[str, list[Candidate]]:
-        rows = conn.execute(
-            _CO_LIKES,
-            {
-                "users": user_ids,
-                "now": now,
-                "seeds": self.seeds,
-                "fanout": self.fanout,
-                "k": min(k, self.max_k),
-                "pool": 3 * min(k, self.max_k),
-            },
-        ).fetchall()
-        return _group(rows, user_ids, self.name)
+        return group_rows(rows, user_ids, self.name)
 
 
 SOURCES: dict[str, Callable[[], CandidateSource]] = {
@@ -299,12 +226,3 @@ def _seen(conn: psycopg.Connection[Any], user_ids: list[str], item_ids: list[str
         {"u": user_ids, "i": item_ids},
     ).fetchall()
     return {(r["user_id"], r["item_id"]) for r in rows}
-
-
-def _group(rows: list[dict[str, Any]], user_ids: list[str], source: str) -> dict[str, list[Candidate]]:
-    out: dict[str, list[Candidate]] = {u: [] for u in user_ids}
-    for r in rows:
-        out[r["user_id"]].append(
-            Candidate(r["item_id"], r["title"], r["provider_id"], float(r["score"]), source)
-        )
-    return out

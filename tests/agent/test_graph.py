@@ -10,13 +10,14 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 from agent_support import load_demo
+from typer.testing import CliRunner
+
 from tagloop.agent import nodes
 from tagloop.agent.cli import app
 from tagloop.agent.runner import run_users
 from tagloop.agent.settings import Settings
 from tagloop.agent.state import Plan, RunState
 from tagloop.tools.messaging.channels import FileChannel
-from typer.testing import CliRunner
 
 NOW = datetime(2026, 5, 4, 9, tzinfo=UTC)
 
@@ -99,7 +100,7 @@ def test_send_now_delivers_at_once_and_engagement_credits_the_arm(
         {"u": opened.user_id, "t": NOW + timedelta(minutes=5), "m": opened.message_id},
     )
     db.commit()
-    from tagloop.tools.store.decisions import arm_counts
+    from tagloop.tools.store.runs import arm_counts
 
     overall, per_user = arm_counts(db, since=NOW - timedelta(days=1))
     assert overall.channel["file"] == (len(sent), 1)

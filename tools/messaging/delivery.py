@@ -39,6 +39,7 @@ from tagloop.policies.config import ChannelCap
 from tagloop.tools.errors import TagloopError
 from tagloop.tools.messaging.channels import Channel, DeliveryError, OutboundMessage
 from tagloop.tools.store import decisions as store
+from tagloop.tools.store import runs
 
 log = logging.getLogger("tagloop.delivery")
 
@@ -134,8 +135,8 @@ def deliver_due(
         return report
     users = sorted({r["user_id"] for r in claimed})
     with conn.transaction():
-        unsubscribed = store.unsubscribes(conn, users)
-        history = store.send_times(conn, users, since=now - timedelta(days=8), include_pending=False)
+        unsubscribed = runs.unsubscribes(conn, users)
+        history = runs.send_times(conn, users, since=now - timedelta(days=8), include_pending=False)
     for row in claimed:
         message_id = str(row["id"])
         with conn.transaction():

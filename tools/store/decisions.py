@@ -3,14 +3,13 @@
 share the outbox without sending a message twice. A claim is a lease (`claimed_until`): a message
 whose worker died mid-send is claimed again once the lease expires (receivers dedupe on its id).
 
-Also the facts guards and bandits need, one query per batch: recent sends per user and channel
-(caps), unsubscribes (consent), and per-arm sent/engaged counts (opens and clicks credited through
-`events.message_id`)."""
+Decisions and messages are COPied in per batch (through session-local staging tables, keeping the
+on-conflict-do-nothing rule of a retried run). The facts a run reads about its users (sends, caps,
+unsubscribes, arm engagement) are in tools/store/runs.py."""
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -52,20 +51,15 @@ class MessageRow:
     send_hour: int | None = None
 
 
-# A batch is COPied into a session-local staging table, then inserted with the same conflict rule as
-# one row at a time (a retried run reuses its decision and message ids): COPY instead of executemany.
+# A batch is COPied into a session-local staging table (same columns, same defaults), then inserted
+# with the same conflict rule as one row at a time (a retried run reuses its decision and message ids).
 _DECISIONS_STAGE = (
     """create temp table if not exists decisions_stage (like decisions including defaults)
        on commit delete rows""",
     """copy decisions_stage (id, user_id, trigger, policy_name, policy_version, seed, candidates, chosen,
                              propensities, channel, send_at, outcome, explanation, context, run_key, arms)
        from stdin""",
-    """insert into decisions (id, user_id, trigger, policy_name, policy_version, seed, candidates, chosen,
-                              propensities, channel, send_at, outcome, explanation, context, run_key, arms)
-       select id, user_id, trigger, policy_name, policy_version, seed, candidates, chosen, propensities,
-              channel, send_at, outcome, explanation, context, run_key, arms
-       from decisions_stage
-       on conflict (id) do nothing""",
+    "insert into decisions select * from decisions_stage on conflict (id) do nothing",
     "truncate decisions_stage",
 )
 _MESSAGES_STAGE = (
@@ -74,11 +68,7 @@ _MESSAGES_STAGE = (
     """copy messages_stage (id, decision_id, user_id, channel, title, body, items, send_at, next_attempt_at,
                             send_hour)
        from stdin""",
-    """insert into messages (id, decision_id, user_id, channel, title, body, items, send_at, next_attempt_at,
-                             send_hour)
-       select id, decision_id, user_id, channel, title, body, items, send_at, next_attempt_at, send_hour
-       from messages_stage
-       on conflict (id) do nothing""",
+    "insert into messages select * from messages_stage on conflict (id) do nothing",
     "truncate messages_stage",
 )
 
@@ -203,81 +193,6 @@ def cancel(conn: psycopg.Connection[Any], message_id: str, reason: str) -> None:
            where id = %(id)s""",
         {"id": message_id, "r": reason[:500]},
     )
-
-
-def send_times(
-    conn: psycopg.Connection[Any],
-    user_ids: list[str],
-    *,
-    since: datetime,
-    include_pending: bool,
-    exclude: str | None = None,
-) -> dict[str, dict[str, list[datetime]]]:
-    """user → channel → times of messages sent (and, if asked, scheduled) since `since` (caps)."""
-    rows = conn.execute(
-        """select user_id, channel, coalesce(sent_at, send_at) as t from messages
-           where user_id = any(%(users)s) and coalesce(sent_at, send_at) >= %(since)s
-             and (status = 'sent' or (%(pending)s and status in ('pending', 'sending')))
-             and (%(exclude)s::uuid is null or id <> %(exclude)s::uuid)""",
-        {"users": user_ids, "since": since, "pending": include_pending, "exclude": exclude},
-    ).fetchall()
-    out: dict[str, dict[str, list[datetime]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        out[r["user_id"]][r["channel"]].append(r["t"])
-    return out
-
-
-def unsubscribes(conn: psycopg.Connection[Any], user_ids: list[str]) -> dict[str, dict[str, datetime]]:
-    """user → {channel or '*': time of the latest unsubscribe} for unsubscribes received after the
-    user record (which carries consent) was last written — a later re-import re-grants consent."""
-    rows = conn.execute(
-        """select e.user_id, coalesce(e.context ->> 'channel', '*') as channel, max(e.ts) as ts
-           from events e join users u on u.id = e.user_id
-           where e.user_id = any(%(users)s) and e.type = 'unsubscribe' and e.received_at >= u.updated_at
-           group by 1, 2""",
-        {"users": user_ids},
-    ).fetchall()
-    out: dict[str, dict[str, datetime]] = defaultdict(dict)
-    for r in rows:
-        out[r["user_id"]][r["channel"]] = r["ts"]
-    return out
-
-
-_ARM_STATS = """
-select m.user_id, m.channel, m.send_hour, count(*) as sent,
-       count(*) filter (where exists (select 1 from events e where e.message_id = m.id::text
-                                      and e.type in ('open', 'click'))) as engaged
-from messages m
-where m.status = 'sent' and m.sent_at >= %(since)s and (%(all)s or m.user_id = any(%(users)s))
-group by 1, 2, 3
-"""
-
-
-@dataclass
-class ArmCounts:
-    """Sent and engaged (opened/clicked) message counts per channel and per local send hour."""
-
-    channel: dict[str, tuple[int, int]] = field(default_factory=dict)
-    hour: dict[int, tuple[int, int]] = field(default_factory=dict)
-
-    def add(self, channel: str, hour: int | None, sent: int, engaged: int) -> None:
-        s, e = self.channel.get(channel, (0, 0))
-        self.channel[channel] = (s + sent, e + engaged)
-        if hour is not None:
-            s, e = self.hour.get(hour, (0, 0))
-            self.hour[hour] = (s + sent, e + engaged)
-
-
-def arm_counts(
-    conn: psycopg.Connection[Any], *, since: datetime, user_ids: list[str] | None = None
-) -> tuple[ArmCounts, dict[str, ArmCounts]]:
-    """Engagement per arm: overall, and per user (for `user_ids`, or all users)."""
-    overall = ArmCounts()
-    per_user: dict[str, ArmCounts] = defaultdict(ArmCounts)
-    for r in conn.execute(_ARM_STATS, {"since": since, "all": user_ids is None, "users": user_ids or []}):
-        overall.add(r["channel"], r["send_hour"], r["sent"], r["engaged"])
-        per_user[r["user_id"]].add(r["channel"], r["send_hour"], r["sent"], r["engaged"])
-    return overall, per_user
 
 
 _EXPORT = """

@@ -7,11 +7,17 @@ become claimable again, so nothing is lost and a user is never run twice at once
 transaction-scoped advisory lock (`lock_users`; `wait_for_users` for runs outside the worker,
 such as `POST /v1/users/{id}/runs`) also keeps a queued, a scheduled and a requested run of the same
 user apart. Store functions never commit.
+
+Also the facts guards and bandits need, one query per batch: recent sends per user and channel
+(caps), unsubscribes (consent), and per-arm sent/engaged counts (opens and clicks credited through
+`events.message_id`).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -128,3 +134,81 @@ def users_without_schedule(conn: psycopg.Connection[Any], cadence: str, limit: i
         {"c": cadence, "n": limit},
     ).fetchall()
     return [r["id"] for r in rows]
+
+
+# --- what a run reads about its users: sends (caps), unsubscribes (consent), arm engagement ---
+
+
+def send_times(
+    conn: psycopg.Connection[Any],
+    user_ids: list[str],
+    *,
+    since: datetime,
+    include_pending: bool,
+    exclude: str | None = None,
+) -> dict[str, dict[str, list[datetime]]]:
+    """user → channel → times of messages sent (and, if asked, scheduled) since `since` (caps)."""
+    rows = conn.execute(
+        """select user_id, channel, coalesce(sent_at, send_at) as t from messages
+           where user_id = any(%(users)s) and coalesce(sent_at, send_at) >= %(since)s
+             and (status = 'sent' or (%(pending)s and status in ('pending', 'sending')))
+             and (%(exclude)s::uuid is null or id <> %(exclude)s::uuid)""",
+        {"users": user_ids, "since": since, "pending": include_pending, "exclude": exclude},
+    ).fetchall()
+    out: dict[str, dict[str, list[datetime]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        out[r["user_id"]][r["channel"]].append(r["t"])
+    return out
+
+
+def unsubscribes(conn: psycopg.Connection[Any], user_ids: list[str]) -> dict[str, dict[str, datetime]]:
+    """user → {channel or '*': time of the latest unsubscribe} for unsubscribes received after the
+    user record (which carries consent) was last written — a later re-import re-grants consent."""
+    rows = conn.execute(
+        """select e.user_id, coalesce(e.context ->> 'channel', '*') as channel, max(e.ts) as ts
+           from events e join users u on u.id = e.user_id
+           where e.user_id = any(%(users)s) and e.type = 'unsubscribe' and e.received_at >= u.updated_at
+           group by 1, 2""",
+        {"users": user_ids},
+    ).fetchall()
+    out: dict[str, dict[str, datetime]] = defaultdict(dict)
+    for r in rows:
+        out[r["user_id"]][r["channel"]] = r["ts"]
+    return out
+
+
+_ARM_STATS = """
+select m.user_id, m.channel, m.send_hour, count(*) as sent,
+       count(*) filter (where exists (select 1 from events e where e.message_id = m.id::text
+                                      and e.type in ('open', 'click'))) as engaged
+from messages m
+where m.status = 'sent' and m.sent_at >= %(since)s and (%(all)s or m.user_id = any(%(users)s))
+group by 1, 2, 3
+"""
+
+
+@dataclass
+class ArmCounts:
+    """Sent and engaged (opened/clicked) message counts per channel and per local send hour."""
+
+    channel: dict[str, tuple[int, int]] = field(default_factory=dict)
+    hour: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def add(self, channel: str, hour: int | None, sent: int, engaged: int) -> None:
+        s, e = self.channel.get(channel, (0, 0))
+        self.channel[channel] = (s + sent, e + engaged)
+        if hour is not None:
+            s, e = self.hour.get(hour, (0, 0))
+            self.hour[hour] = (s + sent, e + engaged)
+
+
+def arm_counts(
+    conn: psycopg.Connection[Any], *, since: datetime, user_ids: list[str] | None = None
+) -> tuple[ArmCounts, dict[str, ArmCounts]]:
+    """Engagement per arm: overall, and per user (for `user_ids`, or all users)."""
+    overall = ArmCounts()
+    per_user: dict[str, ArmCounts] = defaultdict(ArmCounts)
+    for r in conn.execute(_ARM_STATS, {"since": since, "all": user_ids is None, "users": user_ids or []}):
+        overall.add(r["channel"], r["send_hour"], r["sent"], r["engaged"])
+        per_user[r["user_id"]].add(r["channel"], r["send_hour"], r["sent"], r["engaged"])
+    return overall, per_user
