@@ -168,6 +168,7 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2, help="`tagloop serve --workers`")
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--items", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
@@ -192,7 +193,9 @@ def main() -> None:
             "TAGLOOP_RATE_LIMIT_PER_MINUTE": "100000000",
         }
         tagloop = Path(sys.executable).parent / "tagloop"
-        proc = subprocess.Popen([str(tagloop), "serve", "--host", "127.0.0.1", "--port", str(port)], env=env)
+        command = [str(tagloop), "serve", "--host", "127.0.0.1", "--port", str(port),
+                   "--workers", str(args.workers)]
+        proc = subprocess.Popen(command, env=env)
         base = f"http://127.0.0.1:{port}"
         for _ in range(600):
             try:
@@ -205,7 +208,8 @@ def main() -> None:
         copy_seconds = copy_phase(url, sent)
         copy_rate = len(sent) / copy_seconds
         p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
-        print(f"events: {len(sent):,} in {len(latencies):,} requests of 100 from {args.clients} clients")
+        print(f"events: {len(sent):,} in {len(latencies):,} requests of 100 from {args.clients} clients, "
+              f"{args.workers} server worker(s)")
         print(
             f"HTTP ingest (signed, online profiles, triggers): {http_rate:,.0f} events/s in {elapsed:.1f} s"
         )

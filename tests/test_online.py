@@ -167,3 +167,70 @@ def test_message_engagement_is_credited_to_its_decision(catalogue: psycopg.Conne
     ).fetchone()
     assert row == {"opens": 1, "clicks": 2, "channel": "email", "reward": pytest.approx(2.5)}
     assert load_profiles(db, ["b"])["b"].stats["channels"] == {"email": {"open": 1, "click": 2}}
+
+
+def test_a_batch_committed_between_read_and_save_is_not_lost(
+    catalogue: psycopg.Connection[Any], db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Profiles are read without a lock and saved only if unchanged; a profile another batch
+    changed in between is folded again under the lock, so both batches count."""
+    from tagloop.tools.store import db as store_db
+
+    fold(catalogue, [ev("b", "impression", "s3", NOW), ev("c", "impression", "s3", NOW)])  # profiles exist
+    fold_rows = online._fold_rows
+    calls = []
+
+    def racing(rows: list[dict[str, Any]], **kwargs: Any) -> list[dict[str, Any]]:
+        calls.append([r["user_id"] for r in rows])
+        if len(calls) == 1:  # after the first read, another session commits a batch for user b
+            with store_db.connect(db_url, migrate_schema=False) as other:
+                fold(other, [ev("b", "like", "j1", NOW - timedelta(hours=1))])
+        return fold_rows(rows, **kwargs)
+
+    monkeypatch.setattr(online, "_fold_rows", racing)
+    fold(catalogue, [ev("b", "save", "s1", NOW), ev("c", "like", "r1", NOW)])
+    assert calls == [["b", "c"], ["b"], ["b"]]  # the other batch, then b again (c was unchanged)
+    monkeypatch.undo()
+    online_tags = load_profiles(catalogue, ["b"])["b"].tags
+    assert load_profiles(catalogue, ["b"])["b"].n_events == 3
+    with catalogue.transaction():
+        rebuild_profiles(catalogue, now=NOW, half_life_days=CONFIG.half_life_days, user_ids=["b"])
+    rebuilt = load_profiles(catalogue, ["b"])["b"].tags
+    assert set(online_tags) == set(rebuilt)
+    for tag, w in rebuilt.items():
+        assert online_tags[tag] == pytest.approx(w, rel=1e-4)
+
+
+def test_concurrent_batches_on_the_same_users_lose_no_update(
+    catalogue: psycopg.Connection[Any], db_url: str
+) -> None:
+    import threading
+
+    from tagloop.tools.store import db as store_db
+
+    kinds = [("like", "s1"), ("save", "r1"), ("dislike", "j1"), ("share", "s2")]
+    batches = [
+        [ev(u, kinds[(t + i) % 4][0], kinds[(t + i) % 4][1], NOW - timedelta(minutes=t * 10 + i),
+            id=f"t{t}-{i}-{u}") for u in ("b", "c")]
+        for t in range(4) for i in range(6)
+    ]
+
+    def sender(part: list[list[EventRecord]]) -> None:
+        with store_db.connect(db_url, migrate_schema=False) as conn:
+            for batch in part:
+                fold(conn, batch)
+
+    threads = [threading.Thread(target=sender, args=(batches[n::4],)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    profiles = load_profiles(catalogue, ["b", "c"])
+    assert profiles["b"].n_events == profiles["c"].n_events == 24
+    online_tags = {u: profiles[u].tags for u in ("b", "c")}
+    with catalogue.transaction():
+        rebuild_profiles(catalogue, now=NOW, half_life_days=CONFIG.half_life_days, user_ids=["b", "c"])
+    for user, p in load_profiles(catalogue, ["b", "c"]).items():
+        assert set(online_tags[user]) == set(p.tags)
+        for tag, w in p.tags.items():
+            assert online_tags[user][tag] == pytest.approx(w, rel=1e-4)

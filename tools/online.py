@@ -12,13 +12,22 @@ On top of those weights:
 - events carrying a `message_id` of a tagloop message are credited to its decision
   (`decision_feedback`).
 
-Round trips per batch: one pipelined read (lock profiles, item tags, messages), one pipelined write.
-Profiles rows are locked in user-id order so concurrent batches never deadlock on them.
+Concurrency is optimistic, so concurrent batches for the same users do not queue behind each
+other's fold: profiles are read without a lock (one pipelined read with item tags and messages),
+folded, then written by one UPDATE that first locks the rows in user-id order (no deadlocks) and
+writes only those whose `xmin` is still the one read. A profile a concurrent batch committed in
+between is read again under the lock and folded again — rare, and never a lost update. The row
+locks are thus held only from that UPDATE to the commit.
+
+Cost per user is kept in C: profiles are read as text (`tags::text`, `stats::text`) and parsed with
+orjson, and the whole batch is written back as one JSON document (`json_to_recordset`) — no
+per-element quoting of text arrays, no SparseVector objects. The fold keys tag weights by the
+sparsevec text index (tag id + 1, as a string) so parsing and formatting need no per-tag Python.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -27,12 +36,12 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 import psycopg
-from pgvector import SparseVector
 
 from tagloop.tools.ingest.records import EventRecord
-from tagloop.tools.profiles import decay, event_weight
-from tagloop.tools.store.catalogue import TAG_DIM
+from tagloop.tools.profiles import decay, event_weight, sparsevec_parse, sparsevec_text
+from tagloop.tools.store.users import json_param
 
 POSITIVE = frozenset({"like", "save", "add_to_playlist", "share", "complete"})
 NEGATIVE = frozenset({"dislike", "unsubscribe", "dismiss"})
@@ -61,14 +70,18 @@ class OnlineResult:
 
 _ENSURE = """
 insert into user_profiles (user_id, decayed_to)
-select u, %(now)s from unnest(%(users)s::text[]) as u order by u
+select u, %(now)s from unnest(%(users)s::text[]) as u
+where not exists (select from user_profiles p where p.user_id = u)
+order by u
 on conflict (user_id) do nothing
 """
-_LOCK = """
-select p.user_id, p.tags, p.decayed_to, p.n_events, p.stats, u.timezone
+_READ = """
+select p.user_id, p.xmin::text as version, p.tags::text as tags, p.decayed_to, p.n_events,
+       p.stats::text as stats, u.timezone
 from user_profiles p join users u on u.id = p.user_id
-where p.user_id = any(%(users)s) order by p.user_id for update of p
+where p.user_id = any(%(users)s)
 """
+_LOCKED_READ = _READ + "order by p.user_id for update of p"
 _ITEM_TAGS = """
 select item_id, tag_id, weight from item_tags where item_id = any(%(items)s) and confidence >= 0.5
 """
@@ -76,9 +89,13 @@ _MESSAGES = "select id::text as id, decision_id, channel from messages where id 
 _SAVE = """
 update user_profiles p set tags = s.tags::sparsevec(1000000), decayed_to = %(now)s, n_events = s.n_events,
        stats = s.stats, updated_at = now()
-from unnest(%(users)s::text[], %(tags)s::text[], %(n_events)s::int[], %(stats)s::jsonb[])
-     as s(user_id, tags, n_events, stats)
-where p.user_id = s.user_id
+from (select s.*, q.xmin::text as current
+      from json_to_recordset(%(rows)s::json)
+           as s(user_id text, version text, tags text, n_events int, stats jsonb)
+      join user_profiles q on q.user_id = s.user_id
+      order by s.user_id for update of q) as s
+where p.user_id = s.user_id and (s.version is null or s.current = s.version)
+returning p.user_id
 """
 _CREDIT = """
 insert into decision_feedback as f (decision_id, user_id, channel, opens, clicks, converts, negatives,
@@ -93,6 +110,9 @@ on conflict (decision_id) do update set opens = f.opens + excluded.opens, clicks
 """
 
 
+ItemTags = dict[str, list[tuple[int, str, float]]]  # item → (tag id, sparsevec text index, weight)
+
+
 def apply_events(
     conn: psycopg.Connection[Any], events: Sequence[EventRecord], *, now: datetime, config: OnlineConfig
 ) -> OnlineResult:
@@ -104,52 +124,67 @@ def apply_events(
     message_ids = sorted({e.message_id for e in events if e.message_id and _is_uuid(e.message_id)})
     with conn.pipeline():
         conn.execute(_ENSURE, {"users": users, "now": now})
-        locked = conn.execute(_LOCK, {"users": users})
+        read = conn.execute(_READ, {"users": users})
         tag_rows = conn.execute(_ITEM_TAGS, {"items": items})
         message_rows = conn.execute(_MESSAGES, {"ids": message_ids})
-    profiles = {r["user_id"]: r for r in locked.fetchall()}
-    item_tags: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    profiles = read.fetchall()
+    item_tags: ItemTags = defaultdict(list)
     for r in tag_rows.fetchall():
-        item_tags[r["item_id"]].append((int(r["tag_id"]), float(r["weight"])))
+        item_tags[r["item_id"]].append((int(r["tag_id"]), str(int(r["tag_id"]) + 1), float(r["weight"])))
     messages = {r["id"]: r for r in message_rows.fetchall()}
-
     by_user: dict[str, list[EventRecord]] = defaultdict(list)
     for e in sorted(events, key=lambda e: e.ts):
         by_user[e.user_id].append(e)
     result = OnlineResult(users=len(by_user))
-    saves = []
-    for user_id, user_events in by_user.items():
-        row = profiles[user_id]
-        tags, stats, burst = _fold(row, user_events, item_tags, messages, now, config)
-        if burst is not None:
-            result.bursts[user_id] = burst
-        vector = SparseVector({k: v for k, v in tags.items() if abs(v) > 1e-6}, TAG_DIM).to_text()
-        saves.append((user_id, vector, int(row["n_events"]) + len(user_events),
-                      json.dumps(stats, separators=(",", ":"))))
+    fold = functools.partial(_fold_rows, by_user=by_user, item_tags=item_tags, messages=messages, now=now,
+                             config=config, bursts=result.bursts)
+    saves = fold(profiles)
     credits = _credits(events, messages)
     result.credited_decisions = len(credits)
-    users_, tags_, counts_, stats_ = (list(column) for column in zip(*saves, strict=True))
     with conn.pipeline(), conn.cursor() as cur:
-        cur.execute(_SAVE, {"now": now, "users": users_, "tags": tags_, "n_events": counts_, "stats": stats_})
+        saved = conn.execute(_SAVE, {"now": now, "rows": json_param(saves)})
         if credits:
             cur.executemany(_CREDIT, credits)
+    changed = sorted(set(by_user) - {r["user_id"] for r in saved.fetchall()})
+    if changed:  # committed by a concurrent batch since the read: fold again, now under the lock
+        fresh = conn.execute(_LOCKED_READ, {"users": changed}).fetchall()
+        conn.execute(_SAVE, {"now": now, "rows": json_param(fold(fresh, check_version=False))})
     return result
+
+
+def _fold_rows(
+    rows: list[dict[str, Any]], *, by_user: dict[str, list[EventRecord]], item_tags: ItemTags,
+    messages: dict[str, dict[str, Any]], now: datetime, config: OnlineConfig, bursts: dict[str, int],
+    check_version: bool = True,
+) -> list[dict[str, Any]]:
+    """The new profile rows of `rows` (as read) with their users' events folded in; bursts noted."""
+    saves = []
+    for row in rows:
+        user_id = row["user_id"]
+        user_events = by_user[user_id]
+        tags, stats, burst = _fold(row, user_events, item_tags, messages, now, config)
+        bursts.pop(user_id, None)
+        if burst is not None:
+            bursts[user_id] = burst
+        saves.append({"user_id": user_id, "version": row["version"] if check_version else None,
+                      "tags": sparsevec_text(tags), "n_events": int(row["n_events"]) + len(user_events),
+                      "stats": stats})
+    return saves
 
 
 def _fold(
     row: dict[str, Any],
     events: list[EventRecord],
-    item_tags: dict[str, list[tuple[int, float]]],
+    item_tags: ItemTags,
     messages: dict[str, dict[str, Any]],
     now: datetime,
     config: OnlineConfig,
-) -> tuple[dict[int, float], dict[str, Any], int | None]:
+) -> tuple[dict[str, float], dict[str, Any], int | None]:
     """The user's decayed tag weights plus this batch, the new stats and a burst tag (if any)."""
-    stored = row["tags"]
     shrink = decay((now - row["decayed_to"]).total_seconds(), config.half_life_days)
-    before = dict(zip(stored.indices(), stored.values(), strict=True)) if stored is not None else {}
-    tags = {int(k): float(v) * shrink for k, v in before.items()}
-    stats = _init_stats(dict(row["stats"] or {}), int(row["n_events"]))
+    before = sparsevec_parse(row["tags"])
+    tags = {k: v * shrink for k, v in before.items()}
+    stats = _init_stats(orjson.loads(row["stats"]) if row["stats"] else {}, int(row["n_events"]))
     counts: dict[str, int] = stats["counts"]
     for e in events:
         counts[e.type] = counts.get(e.type, 0) + 1
@@ -159,13 +194,16 @@ def _fold(
     zone = ZoneInfo(row["timezone"])
     recent: dict[str, float] = stats["recent"]
     fresh: dict[str, list[float]] = stats["fresh"]
+    histogram: list[int] = stats["hour_of_week"]
     burst: int | None = None
     for e in events:
         local = e.ts.astimezone(zone)
-        stats["hour_of_week"][local.weekday() * 24 + local.hour] += 1
-        _count(stats["devices"], e.context.get("device"))
-        _count(stats["sources"], e.context.get("source"))
-        _count(stats["regions"], next((e.context[k] for k in REGION_KEYS if e.context.get(k)), None))
+        histogram[local.weekday() * 24 + local.hour] += 1
+        context = e.context
+        if context:
+            _count(stats["devices"], context.get("device"))
+            _count(stats["sources"], context.get("source"))
+            _count(stats["regions"], next((context[k] for k in REGION_KEYS if context.get(k)), None))
         message = messages.get(e.message_id or "")
         if message is not None and message["channel"]:
             channel = stats["channels"].setdefault(message["channel"], {})
@@ -174,27 +212,31 @@ def _fold(
             continue
         weight = event_weight(e.type, e.value, skip_rate)
         epoch = e.ts.timestamp()
-        if e.type in LISTENS:
+        listen = e.type in LISTENS
+        if listen:
             last = recent.get(e.item_id)
             if last is not None and 0 < epoch - last <= config.replay_window_s:
                 weight += config.replay_bonus
                 stats["replays"] = stats.get("replays", 0) + 1
             recent[e.item_id] = max(epoch, last or 0.0)
         age_factor = decay((now - e.ts).total_seconds(), config.half_life_days)
-        source = e.context.get("source")
-        for tag_id, tag_weight in item_tags.get(e.item_id, []):
+        source = context.get("source")
+        by_source = isinstance(source, str) and source
+        for tag_id, key, tag_weight in item_tags.get(e.item_id, ()):
             delta = weight * age_factor * tag_weight
-            tags[tag_id] = tags.get(tag_id, 0.0) + delta
-            if isinstance(source, str) and source and delta:
+            tags[key] = tags.get(key, 0.0) + delta
+            stat_key = str(tag_id)
+            if by_source and delta:
                 per_source = stats["source_tags"].setdefault(source, {})
-                per_source[str(tag_id)] = round(per_source.get(str(tag_id), 0.0) + delta, 4)
-            seen = fresh.get(str(tag_id))
-            is_new = seen is not None or before.get(tag_id, 0.0) * shrink < config.new_tag_below
-            if e.type in LISTENS and is_new:
+                per_source[stat_key] = round(per_source.get(stat_key, 0.0) + delta, 4)
+            if not listen:
+                continue
+            seen = fresh.get(stat_key)
+            if seen is not None or before.get(key, 0.0) * shrink < config.new_tag_below:
                 if seen is None or epoch - seen[1] > config.burst_window_s:
                     seen = [0.0, epoch]
                 seen[0] += 1
-                fresh[str(tag_id)] = seen
+                fresh[stat_key] = seen
                 if seen[0] >= config.burst_plays:
                     burst = tag_id
     _trim(stats, now.timestamp(), config)

@@ -18,9 +18,11 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import orjson
 import psycopg
 from pgvector import SparseVector
 from scipy import sparse
+
 from tagloop.tools.store.catalogue import TAG_DIM
 
 EVENT_WEIGHTS: dict[str, float] = {
@@ -176,6 +178,23 @@ def _tag_weights(conn: psycopg.Connection[Any], params: dict[str, Any]) -> dict[
             values, cols = values[top], cols[top]
         out[user] = {int(t): float(v) for t, v in zip(tag_array[cols], values, strict=True)}
     return out
+
+
+def sparsevec_parse(text: str | None) -> dict[str, float]:
+    """`{1:0.5,7:-2}/1000000` → {"1": 0.5, "7": -2.0}: weights by text index (tag id + 1)."""
+    if not text:
+        return {}
+    body = text[1 : text.rindex("}")]
+    if not body:
+        return {}
+    parsed: dict[str, float] = orjson.loads('{"' + body.replace(":", '":').replace(",", ',"') + "}")
+    return parsed
+
+
+def sparsevec_text(weights: dict[str, float]) -> str:
+    """The inverse of `sparsevec_parse`, dropping weights that have decayed to nothing."""
+    kept = {k: v for k, v in weights.items() if abs(v) > 1e-6}
+    return orjson.dumps(kept).decode().replace('"', "") + f"/{TAG_DIM}"
 
 
 @dataclass

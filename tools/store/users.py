@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import psycopg
 
 from tagloop.tools.ingest.records import EventRecord
@@ -86,29 +87,36 @@ def erase_user(conn: psycopg.Connection[Any], user_id: str) -> dict[str, int]:
 
 _INSERT_EVENTS = """
 insert into events (id, user_id, type, item_id, ts, value, message_id, context)
-select * from unnest(%(ids)s::text[], %(users)s::text[], %(types)s::text[], %(items)s::text[],
-                     %(ts)s::timestamptz[], %(values)s::float8[], %(messages)s::text[], %(contexts)s::jsonb[])
-order by 1
+select e.id, e.user_id, e.type, e.item_id, e.ts, e.value, e.message_id, coalesce(e.context, '{}')
+from json_to_recordset(%(events)s::json) as e(id text, user_id text, type text, item_id text,
+                                              ts timestamptz, value float8, message_id text, context jsonb)
+order by e.id
 on conflict (id) do nothing
 returning id
 """
 
 
+def json_param(value: Any) -> str:
+    """JSON text of `value` for a `%(name)s::json` parameter: orjson, or the standard library for
+    what orjson refuses (integers beyond 64 bits, lone surrogates), so such values reach the
+    database — and are reported by it — exactly as before."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"))
+
+
 def insert_new_events(conn: psycopg.Connection[Any], events: Sequence[EventRecord]) -> list[EventRecord]:
-    """Insert events in one statement (ids in sorted order, so concurrent batches lock the unique
-    index in the same order); return those not stored before. A concurrent insert of the same id
-    waits for the other transaction and then counts as a duplicate."""
+    """Insert events in one statement from one JSON parameter (ids in sorted order, so concurrent
+    batches lock the unique index in the same order); return those not stored before. A
+    concurrent insert of the same id waits for the other transaction and then counts as a
+    duplicate."""
     unique = list({e.id: e for e in reversed(events)}.values())  # first occurrence of an id wins
     if not unique:
         return []
-    params = {
-        "ids": [e.id for e in unique], "users": [e.user_id for e in unique],
-        "types": [e.type for e in unique], "items": [e.item_id for e in unique],
-        "ts": [e.ts for e in unique], "values": [e.value for e in unique],
-        "messages": [e.message_id for e in unique],
-        "contexts": [json.dumps(e.context) if e.context else "{}" for e in unique],
-    }
-    stored = {r["id"] for r in conn.execute(_INSERT_EVENTS, params).fetchall()}
+    rows = [{"id": e.id, "user_id": e.user_id, "type": e.type, "item_id": e.item_id, "ts": e.ts,
+             "value": e.value, "message_id": e.message_id, "context": e.context or None} for e in unique]
+    stored = {r["id"] for r in conn.execute(_INSERT_EVENTS, {"events": json_param(rows)}).fetchall()}
     return [e for e in unique if e.id in stored]
 
 

@@ -1,0 +1,56 @@
+"""`tagloop serve --workers 2`: the API runs in two worker processes (the scheduler in the parent
+only) and ingests events with their profile updates exactly as one process does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from api_support import API_KEY, AUTH
+from test_api_crash import _free_port, _wait_healthy
+
+
+def test_two_worker_processes_ingest_every_event_once(
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path
+) -> None:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "TAGLOOP_DATABASE_URL": db_url, "TAGLOOP_API_KEYS": API_KEY,
+           "TAGLOOP_HOME": str(tmp_path), "TAGLOOP_RATE_LIMIT_PER_MINUTE": "1000000"}
+    env.pop("DATABASE_URL", None)
+    env.pop("TAGLOOP_CONFIG", None)
+    log = tmp_path / "server.log"
+    tagloop = Path(sys.executable).parent / "tagloop"
+    command = [str(tagloop), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    proc = subprocess.Popen(command, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    try:
+        _wait_healthy(base, proc, log)
+        users = [{"id": f"u{i}", "timezone": "UTC"} for i in range(5)]
+        items = [{"id": f"i{i}", "tags": [f"t{i % 3}"]} for i in range(10)]
+        assert httpx.post(f"{base}/v1/users", json=users, headers=AUTH).status_code == 200
+        assert httpx.post(f"{base}/v1/items", json=items, headers=AUTH).status_code == 200
+        batches = [[{"id": f"b{b}-{e}", "user_id": f"u{(b + e) % 5}", "type": "like", "item_id": f"i{e}"}
+                    for e in range(10)] for b in range(12)]
+
+        def post(batch: list[dict[str, Any]]) -> int:
+            return httpx.post(f"{base}/v1/events", json=batch, headers=AUTH, timeout=30).status_code
+
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(post, batches + batches[:3])) == [202] * 15  # 3 batches resent
+        workers = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"],
+                                 capture_output=True, text=True, check=False).stdout.split()
+        assert len(workers) == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    db.rollback()
+    assert db.execute("select count(*) as n from events").fetchone() == {"n": 120}
+    assert db.execute("select sum(n_events) as n from user_profiles").fetchone() == {"n": 120}
+    assert "Traceback" not in log.read_text()
