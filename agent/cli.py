@@ -225,27 +225,41 @@ def demo(
 def serve(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64,
+                                         help="HTTP worker processes (one per core is a good start).")] = 1,
     no_scheduler: Annotated[bool, typer.Option("--no-scheduler", help="Do not run the scheduler.")] = False,
     no_delivery: Annotated[bool, typer.Option("--no-delivery", help="Do not run delivery workers.")] = False,
 ) -> None:
-    """Serve the HTTP API (SPEC §4): events in, profiles, recommendations and runs out."""
+    """Serve the HTTP API (SPEC §4): events in, profiles, recommendations and runs out. With
+    several --workers the scheduler and delivery still run once, in this (parent) process."""
     import logging
 
     import uvicorn
 
+    from tagloop.agent.database import database_url
     from tagloop.agent.http import create_app
-
     from tagloop.agent.scheduler import Scheduler
+    from tagloop.tools.store import db
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = _settings()
+    if workers > 1:
+        # resolve (and start, if embedded) the database and migrate it once, here; the worker
+        # processes build their app from the environment and connect to this very URL
+        url = database_url(settings)
+        db.connect(url).close()
+        os.environ["TAGLOOP_DATABASE_URL"] = url
     scheduler = None
     if not (no_scheduler and no_delivery):
         # one process serves the API, the scheduler and the delivery worker (SPEC §4)
         scheduler = Scheduler(settings, decide_runs=not no_scheduler, deliver=not no_delivery)
         scheduler.start()
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+        if workers > 1:
+            uvicorn.run("tagloop.agent.http.app:create_app", factory=True, workers=workers, host=host,
+                        port=port, log_level="warning", access_log=False)
+        else:
+            uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
     finally:
         if scheduler is not None:
             scheduler.shutdown()
