@@ -115,14 +115,9 @@ def db_stop() -> None:
 
 
 def _import(kind: str, path: Path, skip_bad: bool, as_json: bool) -> None:
-    from tagloop.agent.database import connect
-    from tagloop.tools.ingest.loader import import_file
+    from tagloop.agent.services import import_one
 
-    settings = _settings()
-    with connect(settings) as conn:
-        result = import_file(conn, kind, path, skip_bad=skip_bad,
-                             extra_types=frozenset(settings.custom_event_types))
-    summary = result.summary()
+    summary = import_one(_settings(), kind, path, skip_bad=skip_bad)
     if as_json:
         _emit(summary, True)
         return
