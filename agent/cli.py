@@ -347,5 +347,5 @@ def main() -> None:
     try:
         app()
     except TagloopError as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        sys.stderr.write(f"error: {exc}\n")  # unwrapped: file:line: field messages stay greppable
         sys.exit(2)

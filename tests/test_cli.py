@@ -1,0 +1,101 @@
+"""End to end through the `tagloop` entry point: database commands, imports with errors, the
+Last.fm converter on a slice of the real data, and the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+TAGLOOP = Path(sys.executable).with_name("tagloop")
+
+
+def tagloop(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(TAGLOOP), *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"tagloop {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+    return result
+
+
+def test_db_commands_report_the_database_in_use(tagloop_env: Path, db_url: str) -> None:
+    assert tagloop("db", "url").stdout.strip() == db_url
+    migrate = json.loads(tagloop("db", "migrate", "--json").stdout)
+    assert migrate == {"applied": []}  # the test database is already migrated: a second run is a no-op
+    status = json.loads(tagloop("db", "status", "--json").stdout)
+    assert status["database"] == "external" and status["pending"] == [] and status["pgvector"]
+    assert "0001_extensions" in status["applied"] and status["rows"]["events"] == 0
+
+
+def test_import_reports_bad_lines_without_a_traceback(
+    tagloop_env: Path, tmp_path: Path, db: psycopg.Connection[Any]
+) -> None:
+    users = tmp_path / "users.jsonl"
+    users.write_text('{"id": "a", "timezone": "Europe/Paris"}\n{"id": "b", "timezone": "Nowhere/City"}\n')
+    failed = tagloop("import", "users", str(users), check=False)
+    assert failed.returncode == 2
+    assert f"{users}:2: timezone: 'Nowhere/City' is not an IANA time zone" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert db.execute("select count(*) as n from users").fetchone()["n"] == 0
+    skipped = json.loads(tagloop("import", "users", str(users), "--skip-bad", "--json").stdout)
+    assert skipped["stored"] == 1 and skipped["skipped"] == 1
+
+
+def _slice_of_lastfm(src: Path, dst: Path, users: int) -> None:
+    """The first `users` users of the real data set with their artists and tags (a few seconds to load)."""
+    dst.mkdir()
+    listens = (src / "user_artists.dat").read_text(encoding="utf-8").splitlines()
+    keep_users = sorted({line.split("\t")[0] for line in listens[1:]}, key=int)[:users]
+    kept = [listens[0]] + [line for line in listens[1:] if line.split("\t")[0] in keep_users]
+    artists = {line.split("\t")[1] for line in kept[1:]}
+    (dst / "user_artists.dat").write_text("\n".join(kept) + "\n", encoding="utf-8")
+    for name, key in (("artists.dat", 0), ("user_taggedartists.dat", 1)):
+        lines = (src / name).read_text(encoding="utf-8").splitlines()
+        rows = [lines[0]] + [line for line in lines[1:] if line.split("\t")[key] in artists]
+        (dst / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (dst / "tags.dat").write_text((src / "tags.dat").read_text(encoding="utf-8"), encoding="utf-8")
+
+
+@pytest.mark.realdata
+def test_lastfm_import_then_run_decides_from_real_tastes(
+    tagloop_env: Path, tmp_path: Path, lastfm_dir: Path, db: psycopg.Connection[Any]
+) -> None:
+    _slice_of_lastfm(lastfm_dir, tmp_path / "lastfm", users=40)
+    summary = json.loads(tagloop("import", "lastfm", str(tmp_path / "lastfm"), "--json").stdout)
+    assert summary["users"]["stored"] == 40 and summary["events"]["stored"] > 40 * 5
+    assert summary["profiles"] == 40
+    # a second import stores nothing new: event ids are stable
+    again = json.loads(tagloop("import", "lastfm", str(tmp_path / "lastfm"), "--json").stdout)
+    assert again["events"]["stored"] == 0 and again["events"]["duplicates"] == summary["events"]["stored"]
+    top = db.execute(
+        """select t.name from user_profiles p, lateral unnest(array[1]) x
+           join tags t on true where p.user_id = '2' limit 1"""
+    ).fetchone()
+    assert top is not None
+    decided = json.loads(tagloop("run", "--user", "2", "--user", "3", "--json").stdout)["decisions"]
+    assert {d["user_id"] for d in decided} == {"2", "3"}
+    for d in decided:
+        played = {
+            r["item_id"]
+            for r in db.execute("select item_id from events where user_id = %(u)s", {"u": d["user_id"]})
+        }
+        assert not played & {c["item_id"] for c in d["chosen"]}
+
+
+def test_demo_loads_decides_and_is_quick_the_second_time(
+    tagloop_env: Path, db: psycopg.Connection[Any]
+) -> None:
+    first = tagloop("demo", "--users", "60", "--sample", "3", timeout=600)
+    assert "tagloop decided for 3 demo users" in first.stdout
+    assert db.execute("select count(*) as n from users where id like 'demo-u%%'").fetchone()["n"] == 60
+    assert db.execute("select count(*) as n from decisions").fetchone()["n"] >= 3
+    second = tagloop("demo", "--users", "60", "--sample", "3", timeout=600)
+    assert "demo data already loaded" in second.stderr
+    assert "tagloop decided for 3 demo users" in second.stdout
