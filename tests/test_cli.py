@@ -74,11 +74,10 @@ def test_lastfm_import_then_run_decides_from_real_tastes(
     # a second import stores nothing new: event ids are stable
     again = json.loads(tagloop("import", "lastfm", str(tmp_path / "lastfm"), "--json").stdout)
     assert again["events"]["stored"] == 0 and again["events"]["duplicates"] == summary["events"]["stored"]
-    top = db.execute(
-        """select t.name from user_profiles p, lateral unnest(array[1]) x
-           join tags t on true where p.user_id = '2' limit 1"""
-    ).fetchone()
-    assert top is not None
+    from tagloop.tools.profiles import load_profiles
+
+    top = load_profiles(db, ["2"], top=5)["2"].top_tags
+    assert len(top) == 5 and all(weight > 0 for _, weight in top)
     decided = json.loads(tagloop("run", "--user", "2", "--user", "3", "--json").stdout)["decisions"]
     assert {d["user_id"] for d in decided} == {"2", "3"}
     for d in decided:
