@@ -87,9 +87,22 @@ def recommend_command(
     if recs is None:
         raise InvalidInput("no trained model yet: run `tagloop train` first")
     if as_json:
-        _emit({"user_id": user, "items": [
-            {"item_id": r.item_id, "title": r.title, "provider": r.provider, "score": round(r.score, 6),
-             "explanation": r.reason, "cold": r.cold} for r in recs]})
+        _emit(
+            {
+                "user_id": user,
+                "items": [
+                    {
+                        "item_id": r.item_id,
+                        "title": r.title,
+                        "provider": r.provider,
+                        "score": round(r.score, 6),
+                        "explanation": r.reason,
+                        "cold": r.cold,
+                    }
+                    for r in recs
+                ],
+            }
+        )
         return
     table = Table(title=f"recommendations for {user}")
     for column in ("#", "item", "provider", "score", "why"):

@@ -74,8 +74,15 @@ class Settings(BaseSettings):
     link_base_url: str | None = None
     allowed_link_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    @field_validator("api_keys", "webhook_secrets", "custom_event_types", "candidate_sources",
-                     "quiet_exempt_channels", "allowed_link_hosts", mode="before")
+    @field_validator(
+        "api_keys",
+        "webhook_secrets",
+        "custom_event_types",
+        "candidate_sources",
+        "quiet_exempt_channels",
+        "allowed_link_hosts",
+        mode="before",
+    )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):

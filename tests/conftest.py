@@ -47,7 +47,6 @@ from typing import Any  # noqa: E402
 import psycopg  # noqa: E402
 
 
-
 def truncate_all(conn: psycopg.Connection[Any]) -> None:
     """Empty every table but the migration record (tables added by later migrations included)."""
     rows = conn.execute(
@@ -102,7 +101,9 @@ def db(db_url: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 @pytest.fixture
-def tagloop_env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db: psycopg.Connection[Any]) -> Path:
+def tagloop_env(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db: psycopg.Connection[Any]
+) -> Path:
     """Environment for running tagloop entrypoints against the test database; returns TAGLOOP_HOME."""
     home = tmp_path / "home"
     monkeypatch.setenv("TAGLOOP_HOME", str(home))

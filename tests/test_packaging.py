@@ -7,7 +7,12 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MAPPED = {"agent": "tagloop.agent", "tools": "tagloop.tools", "policies": "tagloop.policies", "evals": "tagloop.evals"}
+MAPPED = {
+    "agent": "tagloop.agent",
+    "tools": "tagloop.tools",
+    "policies": "tagloop.policies",
+    "evals": "tagloop.evals",
+}
 
 
 def test_every_package_directory_is_listed_in_pyproject() -> None:

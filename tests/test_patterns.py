@@ -22,15 +22,24 @@ from tagloop.tools.patterns_trends import fit_lifetime, trending
 NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)  # a Monday
 
 
-def store(db: psycopg.Connection[Any], users: list[str], items: dict[str, list[str]],
-          events: list[tuple[str, str, datetime]], tz: str = "UTC") -> None:
+def store(
+    db: psycopg.Connection[Any],
+    users: list[str],
+    items: dict[str, list[str]],
+    events: list[tuple[str, str, datetime]],
+    tz: str = "UTC",
+) -> None:
     loader.store_users(db, [parse_user({"id": u, "timezone": tz}) for u in users])
     loader.store_items(db, [parse_item({"id": i, "tags": tags}) for i, tags in items.items()])
-    loader.store_events(db, [
-        parse_event({"id": f"e{n}", "user_id": u, "type": "play", "item_id": i, "ts": ts.isoformat()},
-                    now=NOW)
-        for n, (u, i, ts) in enumerate(events)
-    ])
+    loader.store_events(
+        db,
+        [
+            parse_event(
+                {"id": f"e{n}", "user_id": u, "type": "play", "item_id": i, "ts": ts.isoformat()}, now=NOW
+            )
+            for n, (u, i, ts) in enumerate(events)
+        ],
+    )
     db.commit()
 
 

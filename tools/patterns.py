@@ -83,8 +83,16 @@ def _window(now: datetime, window: timedelta) -> dict[str, Any]:
 
 
 def co_likes(
-    conn: psycopg.Connection[Any], seed: str, *, now: datetime, level: Level = "item", k: int = 20,
-    min_support: int = 2, min_items: int = 2, window: timedelta = timedelta(days=365), prior: float = 5.0,
+    conn: psycopg.Connection[Any],
+    seed: str,
+    *,
+    now: datetime,
+    level: Level = "item",
+    k: int = 20,
+    min_support: int = 2,
+    min_items: int = 2,
+    window: timedelta = timedelta(days=365),
+    prior: float = 5.0,
 ) -> list[CoLike]:
     """Items (or tags) most over-represented among the fans of `seed` (see the module docstring)."""
     likes = _ITEM_LIKES if level == "item" else _TAG_LIKES
@@ -134,8 +142,13 @@ class NextStep:
 
 
 def transitions(
-    conn: psycopg.Connection[Any], prevs: Sequence[str], *, now: datetime, level: Level = "item",
-    window: timedelta = timedelta(days=90), session_gap: timedelta = timedelta(minutes=30),
+    conn: psycopg.Connection[Any],
+    prevs: Sequence[str],
+    *,
+    now: datetime,
+    level: Level = "item",
+    window: timedelta = timedelta(days=90),
+    session_gap: timedelta = timedelta(minutes=30),
 ) -> dict[str, dict[str, int]]:
     """Transition counts {x: {y: n}} out of each x in `prevs` (first-order, within sessions)."""
     query = sql.SQL(_TRANSITIONS).format(keys=sql.SQL(_ITEM_KEYS if level == "item" else _TAG_KEYS))
@@ -147,8 +160,15 @@ def transitions(
 
 
 def sequence_next(
-    conn: psycopg.Connection[Any], history: Sequence[str], *, now: datetime, level: Level = "item",
-    k: int = 10, order: int = 3, decay: float = 0.5, window: timedelta = timedelta(days=90),
+    conn: psycopg.Connection[Any],
+    history: Sequence[str],
+    *,
+    now: datetime,
+    level: Level = "item",
+    k: int = 10,
+    order: int = 3,
+    decay: float = 0.5,
+    window: timedelta = timedelta(days=90),
     session_gap: timedelta = timedelta(minutes=30),
 ) -> list[NextStep]:
     """Likely next items (or tags) after `history` (oldest first): see the module docstring."""
@@ -160,7 +180,12 @@ def sequence_next(
 
 
 def next_from_counts(
-    counts: dict[str, dict[str, int]], recent: Sequence[str], exclude: set[str], *, k: int, decay: float,
+    counts: dict[str, dict[str, int]],
+    recent: Sequence[str],
+    exclude: set[str],
+    *,
+    k: int,
+    decay: float,
 ) -> list[NextStep]:
     """The weighted mixture of first-order rows for `recent` (latest first); pure."""
     scores: dict[str, float] = defaultdict(float)

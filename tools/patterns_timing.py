@@ -83,26 +83,42 @@ def describe(tag: str, counts: np.ndarray, overall: np.ndarray, *, alpha: float 
     eligible = np.flatnonzero(share >= 0.5 / 168)
     peaks = eligible[np.lexsort((eligible, -lift[eligible]))][:3]
     return TagTiming(
-        tag, int(total), [round(float(x), 5) for x in share], [round(float(x), 4) for x in lift],
-        round(weekend, 4), round(weekend / everyone_weekend, 4) if everyone_weekend else 0.0,
+        tag,
+        int(total),
+        [round(float(x), 5) for x in share],
+        [round(float(x), 4) for x in lift],
+        round(weekend, 4),
+        round(weekend / everyone_weekend, 4) if everyone_weekend else 0.0,
         [slot_name(int(s)) for s in peaks],
     )
 
 
 def tag_timing(
-    conn: psycopg.Connection[Any], *, now: datetime, tags: Sequence[str] | None = None,
-    window: timedelta = timedelta(days=90), min_events: int = 20,
+    conn: psycopg.Connection[Any],
+    *,
+    now: datetime,
+    tags: Sequence[str] | None = None,
+    window: timedelta = timedelta(days=90),
+    min_events: int = 20,
 ) -> dict[str, TagTiming]:
     """Timing preferences of every tag (or of `tags`) with at least `min_events` events."""
     if now.tzinfo is None:
         raise InvalidInput("now must be timezone-aware")
-    params = {"pos": POSITIVE, "since": now - window, "now": now, "all": tags is None,
-              "tags": list(tags or [])}
+    params = {
+        "pos": POSITIVE,
+        "since": now - window,
+        "now": now,
+        "all": tags is None,
+        "tags": list(tags or []),
+    }
     per_tag: dict[str, np.ndarray] = {}
     for r in conn.execute(_TAG_SLOTS, params):
         per_tag.setdefault(r["tag"], np.zeros(168))[int(r["slot"])] += int(r["n"])
     overall = np.zeros(168)
     for r in conn.execute(_ALL_SLOTS, params):
         overall[int(r["slot"])] += int(r["n"])
-    return {tag: describe(tag, counts, overall) for tag, counts in sorted(per_tag.items())
-            if counts.sum() >= min_events}
+    return {
+        tag: describe(tag, counts, overall)
+        for tag, counts in sorted(per_tag.items())
+        if counts.sum() >= min_events
+    }

@@ -141,8 +141,14 @@ def daily_counts(
 
 
 def trending(
-    conn: psycopg.Connection[Any], *, now: datetime, level: Level = "tag", days: int = 28, k: int = 20,
-    min_events: int = 10, include_over: bool = False,
+    conn: psycopg.Connection[Any],
+    *,
+    now: datetime,
+    level: Level = "tag",
+    days: int = 28,
+    k: int = 20,
+    min_events: int = 10,
+    include_over: bool = False,
 ) -> list[Trend]:
     """The `k` strongest current trends with their lifetime estimates (module docstring)."""
     keys, day_list, matrix = daily_counts(conn, now=now, level=level, days=days)

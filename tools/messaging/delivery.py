@@ -69,7 +69,9 @@ def delivery_metrics() -> DeliveryMetrics:
             buckets=LATENCY_BUCKETS,
         ),
         Histogram(
-            "tagloop_delivery_send_seconds", "Seconds spent in the channel's send call.", ["channel"],
+            "tagloop_delivery_send_seconds",
+            "Seconds spent in the channel's send call.",
+            ["channel"],
             buckets=SEND_BUCKETS,
         ),
     )

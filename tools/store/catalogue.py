@@ -86,7 +86,8 @@ def refresh_item_vectors(conn: psycopg.Connection[Any], item_ids: list[str] | No
     n_items = conn.execute("select count(*) as n from items").fetchone()
     total = max(int(n_items["n"]) if n_items else 1, 1)
     rows = conn.execute(
-        """select it.item_id, it.tag_id, it.weight, t.item_count from item_tags it join tags t on t.id = it.tag_id
+        """select it.item_id, it.tag_id, it.weight, t.item_count
+           from item_tags it join tags t on t.id = it.tag_id
            where it.confidence >= 0.5 and (%(all)s or it.item_id = any(%(items)s))
            order by it.item_id""",
         {"all": item_ids is None, "items": item_ids or []},

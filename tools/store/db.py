@@ -84,7 +84,8 @@ def run_migrations(conn: psycopg.Connection[Any]) -> list[migrate.Migration]:
     except (psycopg.errors.FeatureNotSupported, psycopg.errors.UndefinedFile) as exc:
         raise DatabaseError(
             'pgvector is not installed on this PostgreSQL server (extension "vector" is missing); '
-            f"install pgvector there or unset DATABASE_URL to use tagloop's embedded server ({_first_line(exc)})"
+            "install pgvector there or unset DATABASE_URL to use tagloop's embedded server "
+            f"({_first_line(exc)})"
         ) from exc
 
 
