@@ -25,6 +25,7 @@ import scipy.sparse as sp
 import typer
 from rich.console import Console
 from rich.table import Table
+
 from tagloop.evals.metrics import ranking_report
 from tagloop.tools.errors import TagloopError
 from tagloop.tools.recommender.data import (

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
+
 from tagloop.evals.cli import app
 from tagloop.evals.recsys_eval import run_recsys
 from tagloop.tools.recommender.model import RecParams
-from typer.testing import CliRunner
 
 runner = CliRunner()
 SMALL = RecParams(ease_lambda=5.0, cf_dim=6, tag_dim=4)
@@ -82,7 +83,7 @@ def test_bad_input_exits_2_with_a_message_and_no_traceback(
     (train if which == "train" else test).write_text(content)
     result = runner.invoke(app, ["recsys", "--train", str(train), "--test", str(test), "--json"])
     assert result.exit_code == 2
-    assert message in result.output
+    assert message in " ".join(result.output.split())  # the console may wrap long paths
     assert "Traceback" not in result.output
 
 

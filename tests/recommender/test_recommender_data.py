@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.recommender.confidence import confidence_matrix
 from tagloop.tools.recommender.data import build_interactions, read_item_tags, read_triples, split_per_user

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.recommender.data import Interactions, ItemTags, build_interactions, build_item_tags
 from tagloop.tools.recommender.explain import POPULAR, explain

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+
 from tagloop.tools.errors import InvalidInput
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+import scipy.sparse as sp
+
 from tagloop.tools.recommender.confidence import confidence_vector
 from tagloop.tools.recommender.model import RecModel
 from tagloop.tools.recommender.tags import profile_vector
@@ -40,24 +42,28 @@ def explain(
     conf = confidence_vector(np.asarray(weights, dtype=np.float64))
     declared = model.declared_vector(tag_profile) if tag_profile else None
     profile = profile_vector(item_idx, conf, model.item_tag_vectors, declared)
+    recommended = np.asarray(recommended, dtype=np.int64)
+    rows = np.maximum(recommended, 0)
+    # tag evidence of every recommended item at once: its tf-idf tags times the user's profile
+    shared = sp.csr_matrix(model.item_tag_vectors[rows].multiply(profile[None, :]))
     d_cf = model.fold_cf.shape[1]
+    contrib = np.zeros((0, rows.size))
+    if item_idx.size:  # c_uj (P_cf[j] · V_cf[i]) for history item j (rows) and recommendation i
+        contrib = conf[:, None] * (model.fold_cf[item_idx] @ model.item_vecs[rows, :d_cf].T)
     reasons = []
-    for rec in np.asarray(recommended, dtype=np.int64):
+    for n, rec in enumerate(recommended):
         if rec < 0:
             reasons.append(POPULAR)
             continue
-        tag_row = model.item_tag_vectors[rec]
-        shared = tag_row.multiply(profile[None, :]).tocsr() if tag_row.nnz else None
-        tag_evidence, top_tags = 0.0, []
-        if shared is not None and shared.nnz:
-            order = np.lexsort((shared.indices, -shared.data))
-            top_tags = [str(model.tags[shared.indices[o]]) for o in order[:2] if shared.data[o] > 0]
-            tag_evidence = model.params.tag_weight * float(shared.data.sum())
+        lo, hi = shared.indptr[n], shared.indptr[n + 1]
+        data, cols = shared.data[lo:hi], shared.indices[lo:hi]
+        order = np.lexsort((cols, -data))
+        top_tags = [str(model.tags[cols[o]]) for o in order[:2] if data[o] > 0]
+        tag_evidence = model.params.tag_weight * float(data.sum())
         cf_evidence, best_item = 0.0, -1
         if item_idx.size:
-            contrib = conf * (model.fold_cf[item_idx] @ model.item_vecs[rec, :d_cf])
-            best = int(np.argmax(contrib))
-            cf_evidence, best_item = float(contrib[best]), int(item_idx[best])
+            best = int(np.argmax(contrib[:, n]))
+            cf_evidence, best_item = float(contrib[best, n]), int(item_idx[best])
         if cf_evidence <= 0 and not top_tags:
             reasons.append(POPULAR)
         elif top_tags and tag_evidence >= cf_evidence:

@@ -4,21 +4,27 @@ Scores are one inner product, so Postgres can serve them with pgvector
 (`order by item_vec <#> user_vec limit k`):
 
     score(u, i) = user_vec(u) · item_vec(i)
-    item_vec(i) = [ V_cf[i] (d_cf)            | V_tag[i] (d_tag) | bias_scale · pop_i (1) ]
-    user_vec(u) = [ c_u P_cf + a · p_u Q_cf   | γ · p_u P_tag    | 1 ]
+    S           = X B (EASE, warm items)  +  γ · P Tᵀ (tag cosine, every tagged item)
+    item_vec(i) = [ V[i] (d)                          | bias_scale · pop_i (1) ]
+    user_vec(u) = [ c_u B V  +  p_u (a · B_p V + γ T V) | 1 ]
 
 - c_u: the user's confidence vector (see confidence.py); p_u: the user's unit tag profile
-  (tags.py, from history and/or declared interests).
-- CF block: EASE item-item weights with EDLAE dropout emphasis (ease.py) on items with
-  ≥ `min_item_users` users, whose inputs are the user's items *and* the user's tag profile
-  (scaled by a = `tag_feature_weight`): the profile columns learn which tags predict which items
-  (+1% NDCG@10 on validation over EASE + tag cosine alone). The training score matrix is
-  truncated to its top d_cf right singular vectors V_cf; P_cf = B V_cf and Q_cf (the profile rows
-  of B V_cf) fold any history in (new events change the vector without retraining).
-- Tag block: the tag-cosine score matrix Pᵤ Tᵀ (tags used by < `tag_min_df` items dropped)
-  truncated the same way (V_tag, P_tag = Tᵀ V_tag);
-  items with tags but no interactions get vectors here, which is how cold items are reached.
-  `item_vector_from_tags` places an item that appeared after training.
+  (tags.py, from history and/or declared interests); T: tf-idf item tags (tags used by
+  < `tag_min_df` items dropped).
+- EASE item-item weights with EDLAE dropout emphasis (ease.py) on items with ≥ `min_item_users`
+  users, whose inputs are the user's items *and* the user's tag profile (scaled by
+  a = `tag_feature_weight`; B_p are the profile rows of B): the profile columns learn which tags
+  predict which items (+1% NDCG@10 on validation over EASE + tag cosine alone).
+- `joint` (default): the blended training scores S are factorised together, V = top d = cf_dim +
+  tag_dim right singular vectors (randomised SVD on S as an operator, lowrank.py, never dense).
+  On Last.fm this beat truncating the two parts separately (val NDCG@10 +0.3%, test +1% on both
+  splits) and gives more items a say (coverage@10 up). Every user vector is linear in (c_u, p_u),
+  so new events change it without retraining. d = 383 (cf_dim 256 + tag_dim 127, served dim
+  384) won on validation over 255 on both Last.fm splits. Items with tags but no interactions get vectors
+  from their tag columns of S, which is how cold items are reached; `item_vector_from_tags`
+  places an item that appeared after training (Σ⁻² (S V)ᵀ γ P t, the projection of its column).
+- `joint=False`: the former layout, [V_cf (cf_dim) | V_tag (tag_dim) | bias] with each part
+  truncated on its own.
 - The last dimension carries a tiny popularity prior: it breaks ties and makes a user with no
   evidence at all (zero vector) receive the popularity ranking from the same query.
 """
@@ -30,11 +36,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.utils.extmath import randomized_svd
+
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.recommender import ease as ease_solver
 from tagloop.tools.recommender.confidence import confidence_matrix, confidence_vector
 from tagloop.tools.recommender.data import Interactions, ItemTags
+from tagloop.tools.recommender.lowrank import Operator, top_right_vectors
 from tagloop.tools.recommender.tags import profile_vector, tfidf_item_tags, user_profiles
 
 Progress = Callable[[str], None]
@@ -43,18 +50,19 @@ Progress = Callable[[str], None]
 @dataclass(frozen=True)
 class RecParams:
     """Hyper-parameters; defaults are those tuned on a validation part of the Last.fm train split
-    (bench/recsys.py): λ and dropout of EDLAE, the tag weight γ and the tag min_df."""
+    (bench/recsys.py): λ and dropout of EDLAE, the tag weight γ, the tag min_df, the layout."""
 
     ease_lambda: float = 25.0
     min_item_users: int = 2
     tag_weight: float = 0.3
-    cf_dim: int = 128
+    cf_dim: int = 256
     tag_dim: int = 127
     bias_scale: float = 1e-4
     svd_iters: int = 4
     dropout: float = 0.5
     tag_min_df: int = 5
     tag_feature_weight: float = 3.0
+    joint: bool = True
 
     def check(self) -> None:
         if self.ease_lambda <= 0:
@@ -100,7 +108,8 @@ class RecModel:
         declared = self.declared_vector(tag_profile) if tag_profile else None
         profile = profile_vector(item_idx, conf, self.item_tag_vectors, declared)
         cf = conf @ self.fold_cf[item_idx] if item_idx.size else np.zeros(self.fold_cf.shape[1])
-        return self._assemble(cf[None, :], profile[None, :] @ self.fold_tag)[0]
+        used = np.flatnonzero(profile)  # a profile touches few of the tags: skip the zero rows
+        return self._assemble(cf[None, :], (profile[used] @ self.fold_tag[used])[None, :])[0]
 
     def user_vectors(self, raw: sp.csr_matrix) -> np.ndarray:
         """`user_vector` for every row of a users × items raw-weight matrix (batch form)."""
@@ -129,9 +138,10 @@ class RecModel:
         """Vector of an item unseen at training time from its tags alone (a cold item)."""
         vec = self.declared_vector({t: np.log1p(w) for t, w in tags.items()})
         norm = np.linalg.norm(vec)
-        tag_block = (vec / norm) @ self.tag_to_item if norm > 0 else np.zeros(self.tag_to_item.shape[1])
-        cf = np.zeros(self.fold_cf.shape[1])
-        return np.concatenate([cf, tag_block, [0.0]]).astype(np.float32)
+        out = np.zeros(self.dim, dtype=np.float32)
+        if norm > 0:  # the map fills the last dimensions before the popularity one
+            out[self.dim - 1 - self.tag_to_item.shape[1] : self.dim - 1] = (vec / norm) @ self.tag_to_item
+        return out
 
     def recommend(
         self, user_vecs: np.ndarray, k: int, exclude: sp.csr_matrix | None = None, batch: int = 512
@@ -158,14 +168,31 @@ class RecModel:
         return ids, scores
 
 
-def _top_right_vectors(matrix: np.ndarray, dim: int, iters: int, seed: int) -> np.ndarray:
-    """Top `dim` right singular vectors (columns) of a dense matrix; fewer if its rank is lower."""
-    dim = max(1, min(dim, min(matrix.shape) - 1)) if min(matrix.shape) > 1 else 1
-    if min(matrix.shape) <= dim + 1:
-        _, _, vt = np.linalg.svd(matrix, full_matrices=False)
-        return np.asarray(vt[:dim].T)
-    _, _, vt = randomized_svd(matrix, dim, n_iter=iters, random_state=seed)
-    return np.asarray(vt.T)
+def _score_operators(
+    solution: ease_solver.EaseSolution, warm: np.ndarray, n_items: int,
+    profiles: sp.csr_matrix, tag_vectors: sp.csr_matrix,
+) -> tuple[Operator, Operator]:
+    """The users × items CF scores (X B on the warm columns, zero elsewhere) and tag cosines P Tᵀ."""
+    n_in = solution.inv_lam.size
+
+    def cf_times(v: np.ndarray) -> np.ndarray:
+        padded = np.zeros((n_in, v.shape[1]))
+        padded[: warm.size] = v[warm]
+        return solution.scores_times(padded)
+
+    def cf_t_times(u: np.ndarray) -> np.ndarray:
+        out = np.zeros((n_items, u.shape[1]))
+        out[warm] = solution.scores_t_times(u)[: warm.size]
+        return out
+
+    shape = (profiles.shape[0], n_items)
+    used = np.flatnonzero(tag_vectors.getnnz(axis=0) > 0)  # profiles are dense on these columns
+    dense_profiles, used_tags = profiles[:, used].toarray(), sp.csr_matrix(tag_vectors[:, used])
+    return (
+        Operator(shape, cf_times, cf_t_times),
+        Operator(shape, lambda v: dense_profiles @ np.asarray(used_tags.T @ v),
+                 lambda u: np.asarray(used_tags @ (dense_profiles.T @ u))),
+    )
 
 
 def fit(
@@ -199,32 +226,36 @@ def fit(
     say(f"EASE on {warm.size} items and {feat.size} tag features")
     inputs = sp.hstack([conf[:, warm], params.tag_feature_weight * profiles[:, feat]]).tocsr()
     solution = ease_solver.solve(inputs, params.ease_lambda, params.dropout)
-    say("factorising the CF scores")
-    seed = int(rng.integers(2**31))
-    v_cf = _top_right_vectors(solution.scores[:, : warm.size], params.cf_dim, params.svd_iters, seed)
+    cf_op, tag_op = _score_operators(solution, warm, n_items, profiles, tag_vectors)
+    use_tags = bool(tag_vectors.nnz) and params.tag_weight > 0
+    tag_dim = params.tag_dim if use_tags and not params.joint else 0
+    say("factorising the blended scores" if params.joint else "factorising the CF scores")
+    cf_dim = params.cf_dim + (params.tag_dim if params.joint else 0)
+    blend = cf_op + tag_op.scaled(params.tag_weight) if params.joint and use_tags else cf_op
+    v_cf, sigma = top_right_vectors(blend, cf_dim, params.svd_iters, rng)
     d_cf = v_cf.shape[1]
-    item_cf = np.zeros((n_items, d_cf))
-    item_cf[warm] = v_cf
-    folded = solution.apply(np.vstack([v_cf, np.zeros((feat.size, d_cf))]))
+    folded = solution.apply(np.vstack([v_cf[warm], np.zeros((feat.size, d_cf))]))
     fold_cf = np.zeros((n_items, d_cf))
     fold_cf[warm] = folded[: warm.size]
-
-    tag_dim = params.tag_dim if tag_vectors.nnz and params.tag_weight > 0 else 0
-    item_tag = np.zeros((n_items, tag_dim))
     fold_tag = np.zeros((n_tags, d_cf + tag_dim))
     fold_tag[feat, :d_cf] = params.tag_feature_weight * folded[warm.size :]
-    tag_to_item = np.zeros((n_tags, tag_dim))
+    item_tag = np.zeros((n_items, tag_dim))
+    if params.joint and use_tags:
+        fold_tag += params.tag_weight * np.asarray(tag_vectors.T @ v_cf)
+        # a new item's vector: its tag column γ P t projected on the factors, Σ⁻² (S V)ᵀ γ P t
+        u_joint = blend.times(v_cf) / np.maximum(sigma, 1e-12) ** 2
+        tag_to_item = params.tag_weight * np.asarray(profiles.T @ u_joint)
+    else:
+        tag_to_item = np.zeros((n_tags, tag_dim))
     if tag_dim:
         say("factorising the tag scores")
-        dense_profiles = np.asarray(profiles.toarray(), dtype=np.float32)
-        tag_scores = np.asarray(tag_vectors @ dense_profiles.T).T
-        v_tag = _top_right_vectors(tag_scores, tag_dim, params.svd_iters, int(rng.integers(2**31)))
+        v_tag, sigma_tag = top_right_vectors(tag_op, tag_dim, params.svd_iters, rng)
         item_tag[:, : v_tag.shape[1]] = v_tag
         fold_tag[:, d_cf : d_cf + v_tag.shape[1]] = params.tag_weight * np.asarray(tag_vectors.T @ v_tag)
         # a new item's tag block: least-squares map from its tf-idf tags to V_tag, via the profiles
-        u_tag = tag_scores @ v_tag
-        sigma = np.linalg.norm(u_tag, axis=0)
-        tag_to_item[:, : v_tag.shape[1]] = dense_profiles.T @ (u_tag / np.maximum(sigma, 1e-12) ** 2)
+        u_tag = tag_op.times(v_tag) / np.maximum(sigma_tag, 1e-12) ** 2
+        tag_to_item[:, : v_tag.shape[1]] = np.asarray(profiles.T @ u_tag)
+    item_cf = v_cf
     log_pop = np.log1p(popularity)
     bias = params.bias_scale * log_pop / max(log_pop.max(), 1e-12)
     item_vecs = np.hstack([item_cf, item_tag, bias[:, None]]).astype(np.float32)

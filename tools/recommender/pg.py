@@ -46,6 +46,8 @@ class Hit:
     provider: str | None
     score: float
     cold: bool
+    created_at: datetime | None = None  # `top_k` only: what the reasons need, read with the hit
+    tags: tuple[str, ...] = ()  # `top_k` only, cold items only: confident tags, heaviest first
 
 
 def create_model(
@@ -163,8 +165,10 @@ def items_without_vectors(conn: psycopg.Connection[Any], model_id: int) -> dict[
 
 
 _TOP_K = """
-select v.item_id, i.title, i.provider_id, p.name as provider, v.cold,
-       -((v.vec::vector({dim})) <#> %(q)s::vector({dim})) as score
+select v.item_id, i.title, i.provider_id, p.name as provider, v.cold, i.created_at,
+       -((v.vec::vector({dim})) <#> %(q)s::vector({dim})) as score,
+       case when v.cold then array(select t.name from item_tags it join tags t on t.id = it.tag_id
+             where it.item_id = v.item_id and it.confidence >= 0.5 order by it.weight desc) end as tags
 from item_vectors v
 join items i on i.id = v.item_id
 left join providers p on p.id = i.provider_id
@@ -195,8 +199,8 @@ def _compose(template: str, model: ModelRow) -> sql.Composed:
 
 
 def _scan_settings(conn: psycopg.Connection[Any], ef_search: int) -> None:
-    conn.execute("set local hnsw.iterative_scan = relaxed_order")
-    conn.execute(sql.SQL("set local hnsw.ef_search = {}").format(sql.Literal(int(ef_search))))
+    conn.execute("select set_config('hnsw.iterative_scan', 'relaxed_order', true),"
+                 " set_config('hnsw.ef_search', %(ef)s, true)", {"ef": str(int(ef_search))})
 
 
 def top_k(
@@ -205,18 +209,22 @@ def top_k(
 ) -> list[Hit]:
     """Best `k` items for one user vector, skipping `seen` item ids (HNSW, approximate).
 
-    One round trip on the fast path: the query runs with the connection's own HNSW settings
-    (pgvector's default ef_search = 40 ≥ k for k ≤ 40). Only when the index scan ran dry before
-    `k` unseen items (possible for users with many seen items) does it run again with an
-    iterative scan and `ef_search` set for the transaction, which always fills the k slots."""
+    The hits carry their creation time and confident tags (the reasons' facts, projected for the
+    k rows only). One round trip on the fast path: the query runs with the connection's own HNSW
+    settings (pgvector's default ef_search = 40), taken when the seen items cannot crowd out k of
+    the 40 candidates. Otherwise, or when the index scan ran dry before `k` unseen items, it runs
+    with an iterative scan and `ef_search` set for the transaction, which always fills the k
+    slots; pipelined, so that is one round trip too."""
     params = {"q": np.asarray(vec, dtype=np.float32), "seen": list(seen), "k": k}
-    rows = conn.execute(_compose(_TOP_K, model), params).fetchall() if k <= 40 else []
+    # the plain scan returns ef_search = 40 candidates: enough whenever seen items cannot crowd out k
+    rows = conn.execute(_compose(_TOP_K, model), params).fetchall() if len(seen) + k <= 40 else []
     if len(rows) < k:
-        with conn.transaction():
+        with conn.pipeline(), conn.transaction():  # settings, query and commit in one round trip
             _scan_settings(conn, max(ef_search, k))
-            rows = conn.execute(_compose(_TOP_K, model), params).fetchall()
-    hits = [Hit(r["item_id"], r["title"], r["provider_id"], r["provider"], float(r["score"]), r["cold"])
-            for r in rows]
+            cur = conn.execute(_compose(_TOP_K, model), params)
+        rows = cur.fetchall()
+    hits = [Hit(r["item_id"], r["title"], r["provider_id"], r["provider"], float(r["score"]), r["cold"],
+                r["created_at"], tuple(r["tags"] or ())) for r in rows]
     return sorted(hits, key=lambda h: -h.score)  # relaxed_order may swap near-ties
 
 

@@ -107,8 +107,10 @@ def place_new_items(conn: psycopg.Connection[Any], served: Served, *, force: boo
 
 
 _HISTORY = """
-select u.id as user_id, u.attributes -> 'interests' as interests, h.item_id, h.provider_id, h.w
+select u.id as user_id, u.attributes -> 'interests' as interests, h.item_id, h.provider_id, h.w,
+       m.id as model_id, m.trained_at
 from users u
+left join rec_models m on m.status = 'active'
 left join lateral (
     select e.item_id, i.provider_id,
            sum(coalesce((%(weights)s::jsonb ->> e.type)::float8, 1.0)
@@ -124,10 +126,19 @@ where u.id = any(%(users)s)
 def histories(conn: psycopg.Connection[Any], served: Served, user_ids: list[str]) -> dict[str, History]:
     """Each user's model-indexed history, seen items, played providers and declared interests
     (one statement); unknown users get an empty history."""
+    return _read_histories(conn, served, user_ids)[0]
+
+
+def _read_histories(
+    conn: psycopg.Connection[Any], served: Served, user_ids: list[str]
+) -> tuple[dict[str, History], tuple[int, datetime] | None]:
+    """`histories` and the active model's (id, trained_at) as seen by the same statement."""
     rows: dict[str, list[tuple[str, str | None, float]]] = defaultdict(list)
     interests: dict[str, dict[str, float]] = {}
+    stamp = None
     for r in conn.execute(_HISTORY, {"weights": WEIGHTS_JSON, "users": user_ids}):
         interests.setdefault(r["user_id"], _interests(r["interests"]))
+        stamp = (int(r["model_id"]), r["trained_at"]) if r["model_id"] is not None else None
         if r["item_id"] is not None:
             rows[r["user_id"]].append((r["item_id"], r["provider_id"], float(r["w"])))
     out = {}
@@ -138,7 +149,7 @@ def histories(conn: psycopg.Connection[Any], served: Served, user_ids: list[str]
             np.asarray([k for k, _ in known], dtype=np.int64), np.asarray([w for _, w in known]),
             [i for i, _, _ in found], {p for _, p, w in found if p and w > 0}, interests.get(u, {}),
         )
-    return out
+    return out, stamp
 
 
 def _interests(value: Any) -> dict[str, float]:
@@ -158,52 +169,46 @@ def recommend(
     store: bool = False,
 ) -> list[Recommendation] | None:
     """Top-`k` unseen items with reasons, or None when no model is trained. `store` also writes the
-    user's vector to `user_profiles.embedding`."""
-    served = served or active(conn)
+    user's vector to `user_profiles.embedding`. Two round trips on the usual path: the history
+    (which also names the active model, so a cached model is checked without a query of its own)
+    and the top-k with the facts its reasons need."""
+    served = served or next(iter(_CACHE.values()), None) or active(conn)
     if served is None:
         return None
+    found, stamp = _read_histories(conn, served, [user_id])
+    if stamp != (served.row.id, served.row.trained_at):  # retrained since: load the new model
+        served = active(conn)
+        if served is None:
+            return None
+        found = histories(conn, served, [user_id])
+    history = found[user_id]
     place_new_items(conn, served)
-    history = histories(conn, served, [user_id])[user_id]
     vec = user_vector(served, history)
     if store:
         pg.write_user_embeddings(conn, [user_id], vec[None, :])
     hits = pg.top_k(conn, served.row, vec, history.seen, k)
     return [Recommendation(h.item_id, h.title, h.provider, h.score, r, h.cold)
-            for h, r in zip(hits, reasons(conn, served, history, hits, now), strict=True)]
+            for h, r in zip(hits, reasons(served, history, hits, now), strict=True)]
 
 
-def reasons(
-    conn: psycopg.Connection[Any], served: Served, history: History, hits: list[pg.Hit], now: datetime
-) -> list[str]:
-    """One short human reason per hit (see the module docstring)."""
+def reasons(served: Served, history: History, hits: list[pg.Hit], now: datetime) -> list[str]:
+    """One short human reason per hit (see the module docstring); the facts come with the hits."""
     if not hits:
         return []
     model = served.model
-    facts = {r["id"]: r for r in conn.execute(_HIT_FACTS, {"ids": [h.item_id for h in hits]})}
     idx = np.asarray([served.index.get(h.item_id, -1) for h in hits], dtype=np.int64)
     base = explain(model, history.item_idx, history.weights, np.maximum(idx, 0), history.interests or None)
     profile = _profile(served, history) if (idx < 0).any() or any(h.cold for h in hits) else None
     out = []
     for h, i, because in zip(hits, idx, base, strict=True):
-        fact = facts.get(h.item_id) or {"created_at": None, "tags": []}
-        fresh = fact["created_at"] is not None and fact["created_at"] >= now - NEW_RELEASE
+        fresh = h.created_at is not None and h.created_at >= now - NEW_RELEASE
         if fresh and h.provider_id in history.providers:
             out.append(f"new from {h.provider or h.provider_id}, an artist you play")
         elif profile is not None and (i < 0 or h.cold):
-            out.append(_cold_reason(served, profile, fact["tags"]))
+            out.append(_cold_reason(served, profile, h.tags))
         else:
             out.append(because)
     return out
-
-
-_HIT_FACTS = """
-select i.id, i.created_at, array_remove(array_agg(t.name order by it.weight desc), null) as tags
-from items i
-left join item_tags it on it.item_id = i.id and it.confidence >= 0.5
-left join tags t on t.id = it.tag_id
-where i.id = any(%(ids)s)
-group by i.id
-"""
 
 
 def _profile(served: Served, history: History) -> np.ndarray:
@@ -213,7 +218,7 @@ def _profile(served: Served, history: History) -> np.ndarray:
     return profile_vector(history.item_idx, conf, model.item_tag_vectors, declared)
 
 
-def _cold_reason(served: Served, profile: np.ndarray, names: list[str]) -> str:
+def _cold_reason(served: Served, profile: np.ndarray, names: tuple[str, ...]) -> str:
     scored = sorted(((profile[served.tag_index[n]], n) for n in names if n in served.tag_index), reverse=True)
     shared = [n for s, n in scored[:2] if s > 0]
     return "new, and tagged " + " and ".join(shared) + " like what you play" if shared else POPULAR

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.recommender.model import RecModel, RecParams
 

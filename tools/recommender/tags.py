@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 from sklearn.preprocessing import normalize
+
 from tagloop.tools.recommender.data import ItemTags
 
 
@@ -45,7 +46,7 @@ def profile_vector(
     (a dense vector over tags, e.g. 1.0 for each declared interest); zeros when there is nothing."""
     profile = np.zeros(item_tag_vectors.shape[1])
     if len(item_idx):
-        profile += np.asarray(conf @ item_tag_vectors[np.asarray(item_idx)].toarray()).ravel()
+        profile += np.asarray(item_tag_vectors[np.asarray(item_idx)].T @ conf).ravel()
     if declared is not None:
         declared_norm = np.linalg.norm(declared)
         if declared_norm > 0:
