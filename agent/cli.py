@@ -226,14 +226,15 @@ def serve(
     no_delivery: Annotated[bool, typer.Option("--no-delivery", help="Do not run delivery workers.")] = False,
 ) -> None:
     """Serve the HTTP API (SPEC §4): events in, profiles, recommendations and runs out. With
-    several --workers the scheduler and delivery still run once, in this (parent) process."""
+    several --workers the scheduler, delivery and the profile folder still run once, in this
+    (parent) process."""
     import logging
 
     import uvicorn
 
     from tagloop.agent.database import database_url
     from tagloop.agent.http import create_app
-    from tagloop.agent.scheduler import Scheduler
+    from tagloop.agent.scheduler import FolderThread, Scheduler
     from tagloop.tools.store import db
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -249,6 +250,8 @@ def serve(
         # one process serves the API, the scheduler and the delivery worker (SPEC §4)
         scheduler = Scheduler(settings, decide_runs=not no_scheduler, deliver=not no_delivery)
         scheduler.start()
+    folder = FolderThread(settings)  # committed events → profiles and triggered runs
+    folder.start()
     try:
         if workers > 1:
             uvicorn.run("tagloop.agent.http.app:create_app", factory=True, workers=workers, host=host,
@@ -256,6 +259,7 @@ def serve(
         else:
             uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
     finally:
+        folder.shutdown()
         if scheduler is not None:
             scheduler.shutdown()
 

@@ -4,22 +4,30 @@ through a `Worker`. Sweeps never overlap (max_instances=1) and sweeps missed whi
 down or busy coalesce into one; missed cadence periods coalesce too (agent/cadence.py). Any number
 of `tagloop worker` processes can share the same database alongside.
 
-The HTTP app starts it from its lifespan: `scheduler = Scheduler(settings); scheduler.start()` …
-`scheduler.shutdown()`.
+`tagloop serve` starts it next to the HTTP app: `scheduler = Scheduler(settings); scheduler.start()`
+… `scheduler.shutdown()`; and next to it a `FolderThread`, which folds committed events into
+profiles (`tools.profile_folder`) every `interval` seconds on its own connection, and on shutdown
+folds what is left (bounded).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import threading
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
+
 from tagloop.agent.database import connect
 from tagloop.agent.settings import Settings
 from tagloop.agent.worker import Worker, ensure_schedules
 from tagloop.tools.messaging.channels import Channel
+from tagloop.tools.profile_folder import FoldOptions, FoldReport, fold_pending
 
 log = logging.getLogger("tagloop.scheduler")
 
@@ -75,3 +83,50 @@ class Scheduler:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+class FolderThread:
+    """The profile folder on a daemon thread: `fold_pending` until caught up, then every `interval`."""
+
+    def __init__(self, settings: Settings, *, interval: float = 0.15, drain_seconds: float = 10.0) -> None:
+        self.settings, self.interval, self.drain_seconds = settings, interval, drain_seconds
+        self.options = FoldOptions.from_settings(settings)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.folded = 0
+
+    def start(self) -> None:
+        conn = connect(self.settings)  # fails now if the database is unreachable
+        conn.commit()
+        self._thread = threading.Thread(target=self._run, args=(conn,), name="profile-folder", daemon=True)
+        self._thread.start()
+
+    def _fold(self, conn: Any) -> FoldReport:
+        report = fold_pending(conn, self.options, now=datetime.now(UTC))
+        self.folded += report.events
+        return report
+
+    def _run(self, conn: Any) -> None:
+        with contextlib.suppress(AttributeError, OSError):  # background work: requests come first
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # (Linux: this thread)
+        try:
+            while not self._stop.is_set():
+                try:
+                    report = self._fold(conn)
+                except Exception:  # a failed fold must not stop the next one
+                    log.exception("profile fold failed")
+                    conn.rollback()
+                    report = FoldReport()
+                if report.events < self.options.max_events:  # caught up (or busy elsewhere): rest
+                    self._stop.wait(self.interval)
+            deadline = time.monotonic() + self.drain_seconds
+            while time.monotonic() < deadline and self._fold(conn).events:
+                pass
+        finally:
+            conn.close()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.drain_seconds + 5)
+            self._thread = None

@@ -35,6 +35,7 @@ from tagloop.agent.runner import (
 from tagloop.agent.settings import Settings
 from tagloop.tools.messaging.channels import Channel
 from tagloop.tools.messaging.delivery import DeliveryReport, deliver_due
+from tagloop.tools.profile_folder import FoldOptions, fold_pending
 from tagloop.tools.store import runs
 
 log = logging.getLogger("tagloop.worker")
@@ -157,6 +158,9 @@ class Worker:
         """Drain what is due now: decision cycles until none is claimed, then delivery rounds."""
         report = CycleReport()
         now = self.clock()
+        fold = FoldOptions.from_settings(self.settings)  # committed events → profiles, triggered runs
+        while decide_runs and fold_pending(self.conn, fold, now=now).events >= fold.max_events:
+            pass
         for _ in range(max_cycles if decide_runs else 0):
             got = self.decide_schedules(now) + self.decide_queue(now)
             report.decided += got

@@ -1,5 +1,5 @@
-"""Online profile updates: every committed batch of new events changes its users' profiles at once,
-incrementally (no rebuild), in the caller's transaction.
+"""Online profile updates: a batch of committed events changes its users' profiles incrementally
+(no rebuild), in the caller's transaction — called by the profile folder (`tools.profile_folder`).
 
 For each user in the batch the stored tag vector is decayed from `decayed_to` to `now`
 (half-life from settings) and each new event adds `event_weight × decay(now − ts) × item-tag
@@ -7,30 +7,24 @@ weight` to the item's confident tags — the same weights as `tools.profiles.reb
 On top of those weights:
 - replays: a play/complete of an item the user played within `replay_window` earns `replay_bonus`;
 - skips are calibrated with the user's running skip rate (counts kept in `stats.counts`);
-- `stats` also keeps the hour-of-week histogram in the user's own time zone, device, region and
-  source counts, per-source tag preferences, and engagement per channel with tagloop's messages;
+- the local hour-of-week histogram is `user_profiles.hour_of_week` (int[]); `stats` keeps device,
+  region, source counts, per-source tag preferences and engagement per channel with our messages;
 - events carrying a `message_id` of a tagloop message are credited to its decision
   (`decision_feedback`).
+With `seqs` (event id → events.seq) an event at or below its user's `folded_seq` is skipped (it is
+in the profile already), and `folded_upto` marks the users' events up to that seq as folded.
 
-Concurrency is optimistic, so concurrent batches for the same users do not queue behind each
-other's fold: profiles are read without a lock (one pipelined read with item tags and messages),
-folded, then written by one UPDATE that first locks the rows in user-id order (no deadlocks) and
-writes only those whose `xmin` is still the one read. A profile a concurrent batch committed in
-between is read again under the lock and folded again — rare, and never a lost update. The row
-locks are thus held only from that UPDATE to the commit.
-
-Cost per user is kept in C: profiles are read as text (`tags::text`, `stats::text`) and parsed with
-orjson, and the whole batch is written back as one JSON document (`json_to_recordset`) — no
-per-element quoting of text arrays, no SparseVector objects. The fold keys tag weights by the
-sparsevec text index (tag id + 1, as a string) so parsing and formatting need no per-tag Python.
-"""
+Concurrency is optimistic: profiles are read unlocked, folded, then written by one UPDATE that
+locks the rows in user-id order and writes those whose `xmin` is still the one read (the others are
+read again under the lock and folded again). Profiles travel as text parsed with orjson and one
+JSON document (`json_to_recordset`); tag weights are keyed by sparsevec text index (tag id + 1)."""
 
 from __future__ import annotations
 
 import functools
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -71,13 +65,12 @@ class OnlineResult:
 _ENSURE = """
 insert into user_profiles (user_id, decayed_to)
 select u, %(now)s from unnest(%(users)s::text[]) as u
-where not exists (select from user_profiles p where p.user_id = u)
-order by u
+where not exists (select from user_profiles p where p.user_id = u) order by u
 on conflict (user_id) do nothing
 """
 _READ = """
 select p.user_id, p.xmin::text as version, p.tags::text as tags, p.decayed_to, p.n_events,
-       p.stats::text as stats, u.timezone
+       p.stats::text as stats, p.hour_of_week::text as hour_of_week, p.folded_seq, u.timezone
 from user_profiles p join users u on u.id = p.user_id
 where p.user_id = any(%(users)s)
 """
@@ -88,10 +81,11 @@ select item_id, tag_id, weight from item_tags where item_id = any(%(items)s) and
 _MESSAGES = "select id::text as id, decision_id, channel from messages where id = any(%(ids)s::uuid[])"
 _SAVE = """
 update user_profiles p set tags = s.tags::sparsevec(1000000), decayed_to = %(now)s, n_events = s.n_events,
-       stats = s.stats, updated_at = now()
+       stats = s.stats, hour_of_week = s.hour_of_week, updated_at = now(),
+       folded_seq = greatest(p.folded_seq, coalesce(%(folded_upto)s::bigint, 0))
 from (select s.*, q.xmin::text as current
       from json_to_recordset(%(rows)s::json)
-           as s(user_id text, version text, tags text, n_events int, stats jsonb)
+           as s(user_id text, version text, tags text, n_events int, stats jsonb, hour_of_week int[])
       join user_profiles q on q.user_id = s.user_id
       order by s.user_id for update of q) as s
 where p.user_id = s.user_id and (s.version is null or s.current = s.version)
@@ -114,7 +108,8 @@ ItemTags = dict[str, list[tuple[int, str, float]]]  # item → (tag id, sparseve
 
 
 def apply_events(
-    conn: psycopg.Connection[Any], events: Sequence[EventRecord], *, now: datetime, config: OnlineConfig
+    conn: psycopg.Connection[Any], events: Sequence[EventRecord], *, now: datetime, config: OnlineConfig,
+    seqs: Mapping[str, int] | None = None, folded_upto: int | None = None,
 ) -> OnlineResult:
     """Fold newly stored `events` into their users' profiles (users must exist). Never commits."""
     if not events:
@@ -137,38 +132,41 @@ def apply_events(
         by_user[e.user_id].append(e)
     result = OnlineResult(users=len(by_user))
     fold = functools.partial(_fold_rows, by_user=by_user, item_tags=item_tags, messages=messages, now=now,
-                             config=config, bursts=result.bursts)
+                             config=config, bursts=result.bursts, seqs=seqs)
     saves = fold(profiles)
     credits = _credits(events, messages)
     result.credited_decisions = len(credits)
     with conn.pipeline(), conn.cursor() as cur:
-        saved = conn.execute(_SAVE, {"now": now, "rows": json_param(saves)})
+        saved = conn.execute(_SAVE, {"now": now, "rows": json_param(saves), "folded_upto": folded_upto})
         if credits:
             cur.executemany(_CREDIT, credits)
     changed = sorted(set(by_user) - {r["user_id"] for r in saved.fetchall()})
     if changed:  # committed by a concurrent batch since the read: fold again, now under the lock
         fresh = conn.execute(_LOCKED_READ, {"users": changed}).fetchall()
-        conn.execute(_SAVE, {"now": now, "rows": json_param(fold(fresh, check_version=False))})
+        conn.execute(_SAVE, {"now": now, "rows": json_param(fold(fresh, check_version=False)),
+                             "folded_upto": folded_upto})
     return result
 
 
 def _fold_rows(
     rows: list[dict[str, Any]], *, by_user: dict[str, list[EventRecord]], item_tags: ItemTags,
     messages: dict[str, dict[str, Any]], now: datetime, config: OnlineConfig, bursts: dict[str, int],
-    check_version: bool = True,
+    seqs: Mapping[str, int] | None = None, check_version: bool = True,
 ) -> list[dict[str, Any]]:
     """The new profile rows of `rows` (as read) with their users' events folded in; bursts noted."""
     saves = []
     for row in rows:
         user_id = row["user_id"]
         user_events = by_user[user_id]
-        tags, stats, burst = _fold(row, user_events, item_tags, messages, now, config)
+        if seqs is not None:  # events already in the profile (a read-your-writes fold, a rebuild)
+            user_events = [e for e in user_events if seqs[e.id] > row["folded_seq"]]
+        tags, stats, histogram, burst = _fold(row, user_events, item_tags, messages, now, config)
         bursts.pop(user_id, None)
         if burst is not None:
             bursts[user_id] = burst
         saves.append({"user_id": user_id, "version": row["version"] if check_version else None,
                       "tags": sparsevec_text(tags), "n_events": int(row["n_events"]) + len(user_events),
-                      "stats": stats})
+                      "stats": stats, "hour_of_week": histogram})
     return saves
 
 
@@ -179,8 +177,9 @@ def _fold(
     messages: dict[str, dict[str, Any]],
     now: datetime,
     config: OnlineConfig,
-) -> tuple[dict[str, float], dict[str, Any], int | None]:
-    """The user's decayed tag weights plus this batch, the new stats and a burst tag (if any)."""
+) -> tuple[dict[str, float], dict[str, Any], list[int], int | None]:
+    """The user's decayed tag weights plus this batch, the new stats and hour-of-week histogram, and
+    a burst tag (if any)."""
     shrink = decay((now - row["decayed_to"]).total_seconds(), config.half_life_days)
     before = sparsevec_parse(row["tags"])
     tags = {k: v * shrink for k, v in before.items()}
@@ -194,7 +193,7 @@ def _fold(
     zone = ZoneInfo(row["timezone"])
     recent: dict[str, float] = stats["recent"]
     fresh: dict[str, list[float]] = stats["fresh"]
-    histogram: list[int] = stats["hour_of_week"]
+    histogram = _histogram(row["hour_of_week"], stats.pop("hour_of_week", None))
     burst: int | None = None
     for e in events:
         local = e.ts.astimezone(zone)
@@ -240,20 +239,23 @@ def _fold(
                 if seen[0] >= config.burst_plays:
                     burst = tag_id
     _trim(stats, now.timestamp(), config)
-    return tags, stats, burst
+    return tags, stats, histogram, burst
 
 
 def _init_stats(stats: dict[str, Any], n_events: int) -> dict[str, Any]:
     """Fill the keys the online update keeps (a profile from `rebuild_profiles` has only some)."""
-    histogram = stats.get("hour_of_week")
-    valid = isinstance(histogram, list) and len(histogram) == 168
-    stats["hour_of_week"] = list(histogram) if valid and histogram else [0] * 168
     if "counts" not in stats:
         skips = round(float(stats.get("skip_rate", 0.0)) * n_events)
         stats["counts"] = {"skip": skips, "play": n_events - skips}
     for key in ("devices", "sources", "regions", "channels", "source_tags", "recent", "fresh"):
         stats[key] = dict(stats.get(key) or {})
     return stats
+
+
+def _histogram(text: str | None, legacy: Any) -> list[int]:
+    """The stored `{0,3,…}` array (or a pre-0016 stats list) as 168 counts."""
+    parsed = orjson.loads("[" + text[1:-1] + "]") if text else legacy
+    return list(parsed) if isinstance(parsed, list) and len(parsed) == 168 else [0] * 168
 
 
 def _count(bucket: dict[str, int], value: Any) -> None:

@@ -5,8 +5,10 @@ A profile is a sparse vector over the tag vocabulary: every event on an item add
 the contribution every `half_life_days`. Clear positives (like, save, add_to_playlist, share,
 complete) weigh most; plays count by log(1 + count); negatives (dislike, dismiss, unsubscribe)
 subtract; skips are calibrated per user — a user who skips a lot loses less per skip.
-`stats` carries the hour-of-week activity histogram in the user's own time zone, device and
-source counts, and the skip rate.
+The hour-of-week activity histogram in the user's own time zone is stored as `hour_of_week`
+(int[168]) and shown by `load_profiles` as `stats["hour_of_week"]`; `stats` also carries the skip
+rate (and, from online folds, device and source counts). A rebuild marks the events it read as
+folded (`folded_seq`), so the profile folder does not count them again.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ where confidence >= 0.5 and item_id = any(%(items)s)
 
 _STATS = """
 select e.user_id,
-       count(*) as n_events,
+       count(*) as n_events, max(e.seq) as max_seq,
        count(*) filter (where e.type = 'skip')::float8
          / greatest(count(*) filter (where e.type in ('skip', 'play', 'complete')), 1) as skip_rate,
        array_agg(((extract(isodow from e.ts at time zone u.timezone)::int - 1) * 24
@@ -95,10 +97,11 @@ group by e.user_id
 """
 
 _UPSERT = """
-insert into user_profiles (user_id, tags, decayed_to, n_events, stats, updated_at)
-values (%(user_id)s, %(tags)s, %(now)s, %(n_events)s, %(stats)s, now())
+insert into user_profiles (user_id, tags, decayed_to, n_events, stats, hour_of_week, folded_seq, updated_at)
+values (%(user_id)s, %(tags)s, %(now)s, %(n_events)s, %(stats)s, %(hour_of_week)s, %(folded_seq)s, now())
 on conflict (user_id) do update set tags = excluded.tags, decayed_to = excluded.decayed_to,
-    n_events = excluded.n_events, stats = excluded.stats, updated_at = now()
+    n_events = excluded.n_events, stats = excluded.stats, hour_of_week = excluded.hour_of_week,
+    folded_seq = greatest(user_profiles.folded_seq, excluded.folded_seq), updated_at = now()
 """
 
 
@@ -123,7 +126,7 @@ def rebuild_profiles(
         histogram = [0] * 168
         for slot in r["how"]:
             histogram[slot] += 1
-        stats = {"hour_of_week": histogram, "skip_rate": round(float(r["skip_rate"]), 4)}
+        stats = {"skip_rate": round(float(r["skip_rate"]), 4)}
         rows.append(
             {
                 "user_id": r["user_id"],
@@ -131,6 +134,8 @@ def rebuild_profiles(
                 "now": now,
                 "n_events": r["n_events"],
                 "stats": json.dumps(stats),
+                "hour_of_week": histogram,
+                "folded_seq": r["max_seq"],
             }
         )
     with conn.cursor() as cur:
@@ -211,7 +216,7 @@ def load_profiles(conn: psycopg.Connection[Any], user_ids: list[str], top: int =
     """Profiles of the given users (users without events get an empty profile)."""
     rows = conn.execute(
         """select u.id, u.timezone, p.tags, coalesce(p.n_events, 0) as n_events,
-                  coalesce(p.stats, '{}') as stats
+                  coalesce(p.stats, '{}') as stats, p.hour_of_week
            from users u left join user_profiles p on p.user_id = u.id where u.id = any(%(ids)s)""",
         {"ids": user_ids},
     ).fetchall()
@@ -221,7 +226,8 @@ def load_profiles(conn: psycopg.Connection[Any], user_ids: list[str], top: int =
         tags = (
             dict(zip(r["tags"].indices(), r["tags"].values(), strict=True)) if r["tags"] is not None else {}
         )
-        profiles[r["id"]] = Profile(r["id"], r["timezone"], tags, n_events=r["n_events"], stats=r["stats"])
+        stats = r["stats"] if r["hour_of_week"] is None else {**r["stats"], "hour_of_week": r["hour_of_week"]}
+        profiles[r["id"]] = Profile(r["id"], r["timezone"], tags, n_events=r["n_events"], stats=stats)
         tag_ids.update(sorted(tags, key=tags.__getitem__, reverse=True)[:top])
     names = {
         r["id"]: r["name"]

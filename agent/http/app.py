@@ -19,6 +19,7 @@ from tagloop.agent.http.metrics import Metrics, TimingMiddleware
 from tagloop.agent.http.routes import router
 from tagloop.agent.http.state import AppState, ingest_options
 from tagloop.agent.settings import Settings, load_settings
+from tagloop.tools.profile_folder import FoldOptions
 from tagloop.tools.store import db
 
 log = logging.getLogger("tagloop.http")
@@ -36,7 +37,8 @@ def create_app(settings: Settings | None = None, *, pool_size: int = 8) -> FastA
         pool = db.make_pool(url, min_size=2, max_size=pool_size)
         limiter = RateLimiter(settings.rate_limit_per_minute)
         options = ingest_options(settings)
-        app.state.tagloop = AppState(settings, pool, Auth(settings), limiter, metrics, options)
+        app.state.tagloop = AppState(settings, pool, Auth(settings), limiter, metrics, options,
+                                     FoldOptions.from_settings(settings))
         if not settings.api_keys and not settings.webhook_secrets:
             log.warning("event=no_credentials_configured detail=every request but /healthz will get 401")
         log.info("event=started pool_size=%d", pool_size)

@@ -1,10 +1,12 @@
 """Durable, idempotent event ingest behind `POST /v1/events`.
 
 A request's events are validated with the same `parse_event` as file imports (errors name the
-array index and field: `[3].ts`), checked against stored users and items, inserted with
-ON CONFLICT DO NOTHING on the event id, folded into the users' profiles (`tools.online`) and
-turned into event-triggered runs (`tools.triggers`) — all in one transaction, committed before the
-202 goes out. Nothing of a request is stored when any event is bad.
+array index and field: `[3].ts`), checked against stored users and items and inserted with
+ON CONFLICT DO NOTHING on the event id in one statement, committed before the 202 goes out.
+Nothing of a request is stored when any event is bad. The request takes no profile lock: the
+profile folder (`tools.profile_folder`) folds committed events into profiles and enqueues the runs
+they trigger shortly after; the transaction only holds the folder's shared ingest lock, so the
+folder knows when every event up to a seq is committed.
 
 Unknown users and items are rejected (422 naming `[i].user_id` / `[i].item_id`), as in file
 imports: a user created from an event would have no time zone and no consent, and a typo would
@@ -15,14 +17,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
 from tagloop.agent.http.problems import FieldErrors, PayloadTooLarge
-from tagloop.tools import online, triggers
+from tagloop.tools import profile_folder
 from tagloop.tools.ingest.records import EventRecord, FieldError, parse_event
 from tagloop.tools.store import users as store
 
@@ -33,8 +35,6 @@ RETRIES = 3  # deadlock / serialization failures are retried; the request is ide
 class IngestOptions:
     max_events: int
     extra_types: frozenset[str]
-    online: online.OnlineConfig
-    trigger_delay: timedelta
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,6 @@ class IngestResult:
     accepted: int
     duplicates: int
     users: int
-    enqueued: int
 
 
 def decode(body: bytes) -> Any:
@@ -127,16 +126,14 @@ def _check_refs(conn: psycopg.Connection[Any], events: list[EventRecord], single
 def store_events(
     pool: ConnectionPool, events: list[EventRecord], *, single: bool, now: datetime, options: IngestOptions
 ) -> IngestResult:
-    """Check, insert, update profiles and enqueue runs in one committed transaction."""
+    """Check and insert in one committed transaction (profiles are folded after, by the folder)."""
     for attempt in range(RETRIES):
         try:
             with pool.connection() as conn, conn.transaction():
+                profile_folder.hold_ingest_lock(conn)
                 _check_refs(conn, events, single)
                 new = store.insert_new_events(conn, events)
-                folded = online.apply_events(conn, new, now=now, config=options.online)
-                reasons = triggers.strong_signals(new, folded.bursts)
-                enqueued = triggers.enqueue_runs(conn, reasons, now=now, delay=options.trigger_delay)
-            return IngestResult(len(new), len(events) - len(new), folded.users, enqueued)
+            return IngestResult(len(new), len(events) - len(new), len({e.user_id for e in new}))
         except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
             if attempt == RETRIES - 1:
                 raise

@@ -22,8 +22,6 @@ class Metrics:
                                  ["method", "route", "status"], buckets=BUCKETS, registry=self.registry)
         self.runs = Counter("tagloop_runs", "Agent runs started from the API, by trigger and outcome.",
                             ["trigger", "outcome"], registry=self.registry)
-        self.enqueued = Counter("tagloop_runs_enqueued", "Event-triggered runs enqueued (before coalescing).",
-                                registry=self.registry)
         self.queue_depth = Gauge("tagloop_run_queue_depth", "Rows waiting in run_queue.",
                                  registry=self.registry)
 

@@ -80,9 +80,8 @@ async def post_events(
         raise
     state.metrics.events.labels("accepted").inc(result.accepted)
     state.metrics.events.labels("duplicate").inc(result.duplicates)
-    state.metrics.enqueued.inc(result.enqueued)
-    log.info("event=ingest accepted=%d duplicates=%d users=%d runs_enqueued=%d",
-             result.accepted, result.duplicates, result.users, result.enqueued)
+    log.info("event=ingest accepted=%d duplicates=%d users=%d",
+             result.accepted, result.duplicates, result.users)
     return schemas.Accepted(accepted=result.accepted, duplicates=result.duplicates)
 
 
@@ -146,7 +145,7 @@ def get_events(
             responses=_problems(401, 404, 422, 429))
 def get_profile(user_id: UserId, state: Authorized) -> schemas.Profile:
     with state.pool.connection() as conn:
-        return services.profile_view(conn, user_id)
+        return services.profile_view(conn, user_id, fold=state.fold)
 
 
 @router.get("/v1/users/{user_id}/recommendations", response_model=schemas.Recommendations, tags=["users"],
@@ -155,7 +154,7 @@ def get_recommendations(
     user_id: UserId, state: Authorized, k: Annotated[int, Query(ge=1, le=200)] = 20
 ) -> schemas.Recommendations:
     with state.pool.connection() as conn:
-        return services.recommendations(conn, user_id, k)
+        return services.recommendations(conn, user_id, k, fold=state.fold)
 
 
 @router.post("/v1/users/{user_id}/runs", response_model=schemas.RunDecision, tags=["users"],
@@ -166,7 +165,7 @@ def post_run(
     """Run the agent for the user now and return the decision."""
     send_now = body.send_now if body else False
     with state.pool.connection() as conn:
-        decision = services.run_now(conn, state.settings, user_id, send_now=send_now)
+        decision = services.run_now(conn, state.settings, user_id, send_now=send_now, fold=state.fold)
     state.metrics.runs.labels("manual", decision.outcome).inc()
     log.info("event=run user=%s outcome=%s", hashed(user_id), decision.outcome)
     return decision

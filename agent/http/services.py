@@ -14,7 +14,7 @@ import psycopg
 from tagloop.agent.http import schemas
 from tagloop.agent.http.problems import FieldErrors
 from tagloop.agent.settings import Settings
-from tagloop.tools import triggers
+from tagloop.tools import profile_folder, triggers
 from tagloop.tools.errors import Conflict, NotFound
 from tagloop.tools.ingest import loader
 from tagloop.tools.ingest.records import FieldError, parse_item, parse_user
@@ -73,7 +73,13 @@ def _shares(counts: dict[str, int]) -> dict[str, float]:
     return {k: round(v / total, 4) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
 
 
-def profile_view(conn: psycopg.Connection[Any], user_id: str) -> schemas.Profile:
+def profile_view(
+    conn: psycopg.Connection[Any], user_id: str, *, fold: profile_folder.FoldOptions | None = None
+) -> schemas.Profile:
+    """The profile as the user's committed events make it: with `fold`, events the profile folder
+    has not reached yet are folded first (read-your-writes)."""
+    if fold is not None:
+        profile_folder.fold_user(conn, user_id, fold, now=datetime.now(UTC))
     profiles = load_profiles(conn, [user_id], top=20)
     if user_id not in profiles:
         raise NotFound(f"unknown user {user_id!r}")
@@ -118,8 +124,13 @@ def _tag_names(conn: psycopg.Connection[Any], ids: set[int]) -> dict[int, str]:
     return {r["id"]: r["name"] for r in rows}
 
 
-def recommendations(conn: psycopg.Connection[Any], user_id: str, k: int) -> schemas.Recommendations:
-    """The agent's candidates for the user, each explained by the user's top tags it carries."""
+def recommendations(
+    conn: psycopg.Connection[Any], user_id: str, k: int, *, fold: profile_folder.FoldOptions | None = None
+) -> schemas.Recommendations:
+    """The agent's candidates for the user, each explained by the user's top tags it carries (with
+    `fold`, from the profile with every committed event folded in)."""
+    if fold is not None:
+        profile_folder.fold_user(conn, user_id, fold, now=datetime.now(UTC))
     profiles = load_profiles(conn, [user_id], top=30)
     if user_id not in profiles:
         raise NotFound(f"unknown user {user_id!r}")
@@ -148,13 +159,17 @@ def recommendations(conn: psycopg.Connection[Any], user_id: str, k: int) -> sche
 
 
 def run_now(
-    conn: psycopg.Connection[Any], settings: Settings, user_id: str, *, send_now: bool
+    conn: psycopg.Connection[Any], settings: Settings, user_id: str, *, send_now: bool,
+    fold: profile_folder.FoldOptions | None = None,
 ) -> schemas.RunDecision:
-    """Run the agent for one user under the user's run lock (409 while another run holds it)."""
+    """Run the agent for one user under the user's run lock (409 while another run holds it), on
+    the profile with every committed event folded in (with `fold`)."""
     from tagloop.agent.runner import run_users  # the graph is built on first use, not at app import
 
     if not store.user_exists(conn, user_id):
         raise NotFound(f"unknown user {user_id!r}")
+    if fold is not None:
+        profile_folder.fold_user(conn, user_id, fold, now=datetime.now(UTC))
     conn.commit()
     with triggers.run_lock(conn, user_id) as got:
         if not got:

@@ -1,12 +1,12 @@
 """What the routes of one app share: settings, the connection pool, auth, the rate limiter,
-metrics and ingest options — built in the app's lifespan, never at import time."""
+metrics, ingest options and the read-your-writes fold options — built in the app's lifespan,
+never at import time."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, TypeVar
 
 from fastapi.concurrency import run_in_threadpool
@@ -16,7 +16,7 @@ from tagloop.agent.http.auth import Auth, RateLimiter
 from tagloop.agent.http.ingest import IngestOptions
 from tagloop.agent.http.metrics import Metrics
 from tagloop.agent.settings import Settings
-from tagloop.tools.online import OnlineConfig
+from tagloop.tools.profile_folder import FoldOptions
 
 T = TypeVar("T")
 
@@ -27,12 +27,8 @@ def hashed(user_id: str) -> str:
 
 
 def ingest_options(settings: Settings) -> IngestOptions:
-    return IngestOptions(
-        max_events=settings.max_batch_events,
-        extra_types=frozenset(settings.custom_event_types),
-        online=OnlineConfig(half_life_days=settings.profile_half_life_days),
-        trigger_delay=timedelta(seconds=settings.trigger_delay_seconds),
-    )
+    return IngestOptions(max_events=settings.max_batch_events,
+                         extra_types=frozenset(settings.custom_event_types))
 
 
 @dataclass
@@ -43,6 +39,7 @@ class AppState:
     limiter: RateLimiter
     metrics: Metrics
     ingest: IngestOptions
+    fold: FoldOptions
 
     async def in_tx(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn(conn, *args, **kwargs)` in a committed transaction on a worker thread."""

@@ -78,3 +78,37 @@ def post_events(client: TestClient, events: Any, **headers: str) -> Any:
         content=json.dumps(events).encode(),
         headers={"content-type": "application/json", **AUTH, **headers},
     )
+
+
+def fold_all(conn: Any, *, timeout_s: float = 30.0) -> int:
+    """Run the profile folder on `conn` until it has folded every committed event (what
+    `tagloop serve` does in the background); returns the events folded."""
+    from datetime import UTC, datetime
+
+    from tagloop.tools.profile_folder import FoldOptions, fold_pending
+
+    conn.rollback()
+    folded, deadline = 0, time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        report = fold_pending(conn, FoldOptions(), now=datetime.now(UTC))
+        folded += report.events
+        behind = conn.execute(
+            "select count(*) as n from events"
+            " where seq > coalesce((select last_seq from profile_fold_state), 0)"
+        ).fetchone()
+        conn.commit()
+        if report.last_seq is not None and not behind["n"]:
+            return folded
+        time.sleep(0.02)
+    raise AssertionError("the profile folder did not catch up")
+
+
+def wait_folded(conn: Any, total: int, *, timeout_s: float = 60.0) -> None:
+    """Wait until the background folder of a `tagloop serve` has folded `total` events."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        conn.rollback()
+        row = conn.execute("select coalesce(sum(n_events), 0) as n from user_profiles").fetchone()
+        if row["n"] >= total:
+            return
+        time.sleep(0.05)

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from fastapi.testclient import TestClient
 
-from api_support import AUTH, ITEMS, post_events, seed
+from api_support import AUTH, ITEMS, fold_all, post_events, seed
 from tagloop.tools.store.users import tables_with_user_rows
 
 
@@ -135,11 +135,14 @@ def test_erasure_leaves_zero_rows_of_the_user_in_every_table(
     assert client.delete("/v1/users/u1", headers=AUTH).status_code == 404
 
 
-def test_metrics_count_accepted_duplicate_rejected_and_queue(client: TestClient) -> None:
+def test_metrics_count_accepted_duplicate_rejected_and_queue(
+    client: TestClient, db: psycopg.Connection[Any]
+) -> None:
     seed(client)
     post_events(client, [{"id": "m1", "user_id": "u1", "type": "like", "item_id": "i1"}])
     post_events(client, [{"id": "m1", "user_id": "u1", "type": "like", "item_id": "i1"}])
     post_events(client, [{"user_id": "u1", "type": "bogus"}])
+    fold_all(db)  # the folder enqueues the like's run
     text = client.get("/metrics", headers=AUTH).text
     assert 'tagloop_events_total{outcome="accepted"} 1.0' in text
     assert 'tagloop_events_total{outcome="duplicate"} 1.0' in text

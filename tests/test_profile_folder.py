@@ -1,0 +1,117 @@
+"""The profile folder: committed events are folded once each from the checkpoint, never past an
+ingest transaction still in flight (whose seq is lower than committed ones), triggered runs are
+enqueued by the fold, a read-your-writes fold of one user is not repeated by the folder, and events
+a rebuild already counted are skipped."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from tagloop.tools import profile_folder
+from tagloop.tools.ingest import loader
+from tagloop.tools.ingest.records import EventRecord, parse_event, parse_item, parse_user
+from tagloop.tools.profiles import load_profiles, rebuild_profiles
+from tagloop.tools.store import db as store_db
+from tagloop.tools.store import users as store
+
+NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)  # a Monday
+OPTIONS = profile_folder.FoldOptions()
+
+
+@pytest.fixture
+def catalogue(db: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    loader.store_users(db, [parse_user({"id": u, "timezone": "UTC"}) for u in ("a", "b")])
+    loader.store_items(db, [parse_item({"id": f"s{i}", "tags": ["shoegaze"]}) for i in range(3)])
+    db.commit()
+    return db
+
+
+def ev(id_: str, user: str, type_: str = "play", item: str = "s0", hours: int = 0) -> EventRecord:
+    at = (NOW - timedelta(hours=hours)).isoformat()
+    return parse_event({"id": id_, "user_id": user, "type": type_, "item_id": item, "ts": at}, now=NOW)
+
+
+def ingest(conn: psycopg.Connection[Any], events: list[EventRecord]) -> None:
+    """What POST /v1/events does: the shared ingest lock, then one insert, in one transaction."""
+    with conn.transaction():
+        profile_folder.hold_ingest_lock(conn)
+        store.insert_new_events(conn, events)
+
+
+def n_events(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    return {r["user_id"]: r["n_events"] for r in conn.execute("select user_id, n_events from user_profiles")}
+
+
+def test_each_committed_event_is_folded_once(catalogue: psycopg.Connection[Any]) -> None:
+    ingest(catalogue, [ev("e1", "a"), ev("e2", "b"), ev("e3", "a", "like")])
+    report = profile_folder.fold_pending(catalogue, OPTIONS, now=NOW)
+    assert (report.events, report.users, report.enqueued) == (3, 2, 1)  # the like triggers a run
+    assert profile_folder.fold_pending(catalogue, OPTIONS, now=NOW).events == 0
+    assert n_events(catalogue) == {"a": 2, "b": 1}
+    assert catalogue.execute("select user_id, reason from run_queue").fetchall() == [
+        {"user_id": "a", "reason": "like"}]
+    assert profile_folder.checkpoint(catalogue) == report.last_seq == 3
+
+
+def test_folder_waits_for_an_ingest_in_flight_with_a_lower_seq(
+    catalogue: psycopg.Connection[Any], db_url: str
+) -> None:
+    slow = store_db.connect(db_url, migrate_schema=False)
+    try:
+        profile_folder.hold_ingest_lock(slow)
+        store.insert_new_events(slow, [ev("early", "a")])  # seq 1, not committed yet
+        ingest(catalogue, [ev("late", "b")])  # seq 2, committed
+        started = datetime.now(UTC)
+        report = profile_folder.fold_pending(catalogue, OPTIONS, now=NOW)
+        assert report.events == 0 and report.last_seq == 0  # never past seq 1 while it may commit
+        assert datetime.now(UTC) - started >= timedelta(seconds=profile_folder.SETTLE_TIMEOUT_S)
+        slow.commit()
+    finally:
+        slow.close()
+    assert profile_folder.fold_pending(catalogue, OPTIONS, now=NOW).events == 2
+    assert n_events(catalogue) == {"a": 1, "b": 1}
+
+
+def test_rolled_back_and_duplicate_seqs_do_not_stall_the_folder(catalogue: psycopg.Connection[Any]) -> None:
+    ingest(catalogue, [ev("e1", "a")])
+    with pytest.raises(RuntimeError), catalogue.transaction():
+        profile_folder.hold_ingest_lock(catalogue)
+        store.insert_new_events(catalogue, [ev("gone", "a")])
+        raise RuntimeError("client went away")
+    ingest(catalogue, [ev("e1", "a"), ev("e2", "b")])  # e1 again: a seq taken and skipped
+    assert profile_folder.fold_pending(catalogue, OPTIONS, now=NOW).events == 2
+    assert n_events(catalogue) == {"a": 1, "b": 1}
+
+
+def test_read_your_writes_fold_is_not_repeated_by_the_folder(catalogue: psycopg.Connection[Any]) -> None:
+    ingest(catalogue, [ev("e1", "a"), ev("e2", "b")])
+    assert profile_folder.fold_user(catalogue, "a", OPTIONS, now=NOW) == 1
+    assert profile_folder.fold_user(catalogue, "a", OPTIONS, now=NOW) == 0
+    assert n_events(catalogue) == {"a": 1}
+    ingest(catalogue, [ev("e3", "a")])
+    assert profile_folder.fold_pending(catalogue, OPTIONS, now=NOW).events == 2  # e2 and e3, not e1
+    assert n_events(catalogue) == {"a": 2, "b": 1}
+
+
+def test_events_counted_by_a_rebuild_are_skipped(catalogue: psycopg.Connection[Any]) -> None:
+    ingest(catalogue, [ev("e1", "a", hours=2), ev("e2", "a", "like", "s1", hours=1)])
+    with catalogue.transaction():
+        rebuild_profiles(catalogue, now=NOW, half_life_days=30.0)
+    rebuilt = load_profiles(catalogue, ["a"])["a"]
+    assert profile_folder.fold_pending(catalogue, OPTIONS, now=NOW).events == 0
+    assert load_profiles(catalogue, ["a"])["a"].tags == rebuilt.tags
+    assert n_events(catalogue) == {"a": 2}
+
+
+def test_hour_of_week_lives_in_its_own_column_and_reads_as_before(catalogue: psycopg.Connection[Any]) -> None:
+    ingest(catalogue, [ev("e1", "a", hours=0), ev("e2", "a", hours=0), ev("e3", "a", hours=25)])
+    profile_folder.fold_pending(catalogue, OPTIONS, now=NOW)
+    row = catalogue.execute("select hour_of_week, stats from user_profiles where user_id = 'a'").fetchone()
+    assert row is not None and "hour_of_week" not in row["stats"]
+    histogram = load_profiles(catalogue, ["a"])["a"].stats["hour_of_week"]
+    assert histogram == row["hour_of_week"] and len(histogram) == 168
+    assert histogram[0 * 24 + 12] == 2 and histogram[6 * 24 + 11] == 1  # Monday 12:00, Sunday 11:00
