@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import suppress
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
 
 import pytest
 from pydantic import BaseModel
+
 from tagloop.tools.llm import LLMUnavailable, OpenAICompatibleLLM
+from tests.fake_openai import FakeOpenAI, fake_openai
 
 REPLIES: dict[str, str | None] = {
     "good": json.dumps({"tags": ["shoegaze", "dream pop"]}),
@@ -27,71 +25,25 @@ class Tags(BaseModel):
     tags: list[str]
 
 
-class FakeOpenAI(BaseHTTPRequestHandler):
-    seen: ClassVar[list[dict[str, object]]] = []
-
-    def log_message(self, format: str, *args: object) -> None:  # quiet
-        return
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        FakeOpenAI.seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-        mode = self.path.strip("/").split("/")[0]
-        if mode == "slow":
-            time.sleep(1.5)
-        if mode == "html":
-            data = b"<html>gateway says hi</html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            return
-        if mode == "error500":
-            self.send_response(500)
-            self.end_headers()
-            return
-        reply = {
-            "id": "cmpl-1",
-            "object": "chat.completion",
-            "created": 0,
-            "model": body["model"],
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": REPLIES.get(mode)},
-                }
-            ],
-        }
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        with suppress(BrokenPipeError):
-            self.wfile.write(data)
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeOpenAI]:
+    with fake_openai(lambda mode, body: REPLIES.get(mode)) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+def server(fake: FakeOpenAI) -> str:
+    return fake.url
 
 
 def llm(server: str, mode: str, timeout: float = 5.0) -> OpenAICompatibleLLM:
     return OpenAICompatibleLLM(f"{server}/{mode}/v1", "fake-model", "sk-test", timeout=timeout, max_retries=0)
 
 
-def test_valid_reply_is_parsed_into_the_schema(server: str) -> None:
+def test_valid_reply_is_parsed_into_the_schema(server: str, fake: FakeOpenAI) -> None:
     out = llm(server, "good").structured("system", "tag this", Tags)
     assert out == Tags(tags=["shoegaze", "dream pop"])
-    request = FakeOpenAI.seen[-1]
+    request = fake.seen[-1]
     assert request["auth"] == "Bearer sk-test"
     body = request["body"]
     assert isinstance(body, dict) and body["model"] == "fake-model"

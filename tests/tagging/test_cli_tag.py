@@ -7,11 +7,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ from typer.testing import CliRunner
 
 from tagloop.agent.cli_tag import tag_app
 from tagloop.tools.ingest.loader import import_file
+from tests.fake_openai import fake_openai
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 TAGLOOP = Path(sys.executable).with_name("tagloop")
@@ -130,67 +128,20 @@ def test_trends_lists_the_new_playlist_pair(catalogue: psycopg.Connection[Any]) 
     assert sessions["collections"] == "session" and sessions["events"] == 48
 
 
-class FakeLLM(BaseHTTPRequestHandler):
+def _llm_reply(mode: str, body: dict[str, Any]) -> str:
     """/slow sleeps past the timeout, /badjson answers text that is not JSON, /invent answers one
     vocabulary tag and one invented tag per item."""
-
-    def log_message(self, format: str, *args: object) -> None:
-        return
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        mode = self.path.strip("/").split("/")[0]
-        if mode == "slow":
-            time.sleep(2.5)
-        items = json.loads(body["messages"][1]["content"])["items"]
-        content = (
-            "{items: [oops"
-            if mode == "badjson"
-            else json.dumps(
-                {
-                    "items": [
-                        {
-                            "item_id": it["item_id"],
-                            "tags": [
-                                {"tag": "Boom Bap", "confidence": 0.7},
-                                {"tag": "made-up-core", "confidence": 0.9},
-                            ],
-                        }
-                        for it in items
-                    ]
-                }
-            )
-        )
-        reply = json.dumps(
-            {
-                "id": "c",
-                "object": "chat.completion",
-                "created": 0,
-                "model": body["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": content},
-                    }
-                ],
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
+    if mode == "badjson":
+        return "{items: [oops"
+    items = json.loads(body["messages"][1]["content"])["items"]
+    tags = [{"tag": "Boom Bap", "confidence": 0.7}, {"tag": "made-up-core", "confidence": 0.9}]
+    return json.dumps({"items": [{"item_id": it["item_id"], "tags": tags} for it in items]})
 
 
 @pytest.fixture
 def llm_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeLLM)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with fake_openai(_llm_reply, slow_seconds=2.5) as server:
+        yield server.url
 
 
 @pytest.mark.parametrize(
