@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -16,17 +16,36 @@ BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.events = Counter("tagloop_events", "Events posted, by outcome (accepted, duplicate, rejected).",
-                              ["outcome"], registry=self.registry)
-        self.latency = Histogram("tagloop_http_request_duration_seconds", "HTTP request latency.",
-                                 ["method", "route", "status"], buckets=BUCKETS, registry=self.registry)
-        self.runs = Counter("tagloop_runs", "Agent runs started from the API, by trigger and outcome.",
-                            ["trigger", "outcome"], registry=self.registry)
-        self.queue_depth = Gauge("tagloop_run_queue_depth", "Rows waiting in run_queue.",
-                                 registry=self.registry)
+        self.events = Counter(
+            "tagloop_events",
+            "Events posted, by outcome (accepted, duplicate, rejected).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "tagloop_http_request_duration_seconds",
+            "HTTP request latency.",
+            ["method", "route", "status"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.runs = Counter(
+            "tagloop_runs",
+            "Agent runs started from the API, by trigger and outcome.",
+            ["trigger", "outcome"],
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "tagloop_run_queue_depth", "Rows waiting in run_queue.", registry=self.registry
+        )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """This app's metrics, then the process-wide default registry (delivery metrics from
+        tools/messaging, process and Python collectors)."""
+        from tagloop.tools.messaging.delivery import delivery_metrics
+
+        delivery_metrics()  # registered on first use; show them (at zero) before the first send
+        return generate_latest(self.registry) + generate_latest(REGISTRY)
 
 
 class TimingMiddleware:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from api_support import AUTH, ITEMS, fold_all, post_events, seed
 from fastapi.testclient import TestClient
 
-from api_support import AUTH, ITEMS, fold_all, post_events, seed
 from tagloop.tools.store.users import tables_with_user_rows
 
 
@@ -149,3 +149,5 @@ def test_metrics_count_accepted_duplicate_rejected_and_queue(
     assert 'tagloop_events_total{outcome="rejected"} 1.0' in text
     assert "tagloop_run_queue_depth 1.0" in text
     assert 'route="/v1/events"' in text
+    # the process-wide registry too: delivery metrics (tools/messaging/delivery.py) and process stats
+    assert "# HELP tagloop_messages_total" in text and "process_cpu_seconds_total" in text
