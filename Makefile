@@ -28,7 +28,8 @@ lint: $(STAMP)
 	$(BIN)/mypy agent tools policies evals
 
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	for b in ope tagging recsys serve bench_policies import_events ingest agent simulate; do \
+		echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info
