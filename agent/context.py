@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import psycopg
-import scipy.sparse as sp
 
 from tagloop.policies import PolicyConfig
 from tagloop.policies.config import DiversityConfig
@@ -41,8 +40,8 @@ _ITEM_TAGS = "select id, tag_vec from items where id = any(%(ids)s) and tag_vec 
 @dataclass
 class RunCache:
     """Filled lazily during a run and shared by its batches: items' tag vectors (MMR/calibration),
-    stored over the run's own dense tag columns so a slate's matrix needs no re-indexing, and exact
-    Thompson propensities per distinct (successes, failures) evidence."""
+    stored over the run's own dense tag columns, and exact Thompson propensities per distinct
+    (successes, failures) evidence."""
 
     item_tags: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # (columns, weights)
     tag_columns: dict[int, int] = field(default_factory=dict)  # tag id → column of the run's tag space
@@ -52,16 +51,18 @@ class RunCache:
         return self.tag_columns.setdefault(tag_id, len(self.tag_columns))
 
     def load_item_tags(self, conn: psycopg.Connection[Any], item_ids: Iterable[str]) -> None:
-        """Tag vectors of the items not cached yet, one query (items without tags: empty rows)."""
+        """Tag vectors of the items not cached yet, one query in binary (items without tags: empty rows)."""
         missing = [i for i in item_ids if i not in self.item_tags]
         if not missing:
             return
-        found = {r["id"]: r["tag_vec"] for r in conn.execute(_ITEM_TAGS, {"ids": missing})}
+        with conn.cursor(binary=True) as cur:
+            found = {r["id"]: r["tag_vec"] for r in cur.execute(_ITEM_TAGS, {"ids": missing})}
+        column = self.column
         for item_id in missing:
             vec = found.get(item_id)
             tags, weights = (vec.indices(), vec.values()) if vec is not None else ([], [])
             self.item_tags[item_id] = (
-                np.array([self.column(t) for t in tags], dtype=np.int32),
+                np.array([column(t) for t in tags], dtype=np.int32),
                 np.asarray(weights, dtype=np.float64),
             )
 
@@ -71,24 +72,28 @@ class RunCache:
         cfg: DiversityConfig,
         item_ids: list[str],
         profile: Mapping[int, float],
-    ) -> tuple[sp.csr_array | None, np.ndarray | None]:
-        """The items' (n × run tags) matrix for `choose_slate` and, when calibration is on, the user's
-        tag mix (`profile`: tag id → weight) over the same columns; (None, None) when neither knob is on."""
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The items' dense (n × tags they use) matrix for `choose_slate` and, when calibration is
+        on, the user's tag mix (`profile`: tag id → weight) over the same columns (its tags added);
+        (None, None) when neither knob is on. Dense over the candidates' own tags: small (~100 × a
+        few hundred), and MMR's similarity rows are then plain matrix-vector products."""
         if cfg.mmr_lambda <= 0 and cfg.calibration_lambda <= 0:
             return None, None
         self.load_item_tags(conn, item_ids)
         rows = [self.item_tags[i] for i in item_ids]
-        indptr = np.zeros(len(rows) + 1, dtype=np.int32)
-        np.cumsum([r[0].size for r in rows], out=indptr[1:])
+        lens = [r[0].size for r in rows]
+        cols = np.concatenate([r[0] for r in rows]) if rows else np.zeros(0, np.int32)
+        data = np.concatenate([r[1] for r in rows]) if rows else np.zeros(0)
+        with_mix = cfg.calibration_lambda > 0 and bool(profile)
+        if with_mix:
+            cols = np.concatenate([cols, np.array([self.column(t) for t in profile], dtype=np.int32)])
+        used, local = np.unique(cols, return_inverse=True)
+        matrix = np.zeros((len(rows), max(used.size, 1)))
+        matrix[np.repeat(np.arange(len(rows)), lens), local[: data.size]] = data
         mix = None
-        if cfg.calibration_lambda > 0 and profile:
-            columns = [self.column(t) for t in profile]
-            mix = np.zeros(len(self.tag_columns))
-            mix[columns] = list(profile.values())
-        matrix = sp.csr_array(
-            (np.concatenate([r[1] for r in rows]), np.concatenate([r[0] for r in rows]), indptr),
-            shape=(len(rows), max(len(self.tag_columns), 1)),
-        )
+        if with_mix:
+            mix = np.zeros(matrix.shape[1])
+            mix[local[data.size :]] = list(profile.values())
         return matrix, mix
 
 

@@ -66,7 +66,7 @@ def gather_candidates(state: RunState, runtime: Runtime[RunContext]) -> dict[str
     ids = list(state.users)
     if not ids:
         return {"candidates": {}}
-    found = {s.name: s.fetch(ctx.conn, ids, ctx.candidate_k, ctx.now) for s in ctx.sources}
+    found = sources.gather(ctx.conn, ctx.sources, ids, ctx.candidate_k, ctx.now)
     weights = {s.name: s.weight for s in ctx.sources}
     return {"candidates": {u: sources.merge(found, weights, u, ctx.candidate_k) for u in ids}}
 
@@ -213,7 +213,8 @@ def enqueue(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
 def record(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Every decision and its outbox message in one transaction (a savepoint inside the caller's)."""
     conn = runtime.context.conn
-    decisions = [_decision_row(plan, state.trigger) for plan in state.plans.values()]
+    names = [s.name for s in runtime.context.sources]
+    decisions = [_decision_row(plan, state.trigger, names) for plan in state.plans.values()]
     with conn.transaction():
         store.insert_decisions(conn, decisions)
         store.insert_messages(conn, state.outbox)
@@ -258,7 +259,7 @@ def _features(user: UserContext, ctx: RunContext, trigger: str) -> dict[str, Any
     }
 
 
-def _decision_row(plan: Plan, trigger: str) -> store.DecisionRow:
+def _decision_row(plan: Plan, trigger: str, source_names: list[str]) -> store.DecisionRow:
     arms = {}
     if plan.channel_choice:
         arms["channel"] = plan.channel_choice.log()
@@ -271,10 +272,9 @@ def _decision_row(plan: Plan, trigger: str) -> store.DecisionRow:
         policy_name=plan.policy_name,
         policy_version=plan.policy_version,
         seed=plan.seed,
-        candidates=[
-            {"item_id": c.item_id, "score": round(c.score, 6), "source": c.source, "provider": c.provider}
-            for c in plan.candidates
-        ],
+        candidates=store.CandidateLog.of(
+            [(c.item_id, c.score, c.provider, c.source) for c in plan.candidates], source_names
+        ),
         chosen=[c.item_id for c in plan.chosen],
         propensities=plan.propensities,
         channel=plan.channel,

@@ -1,15 +1,17 @@
-"""Candidate sources for the agent, each one SQL statement per batch of users, and their merge.
+"""Candidate sources for the agent and their merge.
 
 A `CandidateSource` returns, for every user of a batch, up to k unseen items with a source-local
-score. Sources here: `tags` (pgvector tag-profile similarity, tools/retrieval.py), `trending`
-(most engaged items of the last week, read once per run), `new_from_providers` (recent items from
-the user's top providers, one LATERAL look-up per (user, provider) on items(provider_id,
-created_at)), `co_likes` (items liked by users who liked what this user recently liked — bounded
-item co-occurrence) and `sequence` (what others played next) — both walks over events, in
-tools/sequences.py — and `cf` (the trained
-recommender, tools/recommender/source.py). Each source proposes at most 25–50 items per user.
-Another source plugs in by implementing the protocol and being listed in `SOURCES` (settings names →
-factories).
+score. Per user, a decision runs at most one retrieval query per personal source — `tags`
+(pgvector tag-profile similarity, tools/retrieval.py) and `cf` (the trained recommender,
+tools/recommender/source.py; proposes nothing until `tagloop train`); `sequence` (what others
+played next, tools/sequences.py) walks events and is off by default. The other default sources
+are `HistorySource`s: they read per-run or precomputed tables and rank in Python from the batch's
+`BatchHistory` (one statement per batch: seen items, top providers, latest strong items):
+- `trending`: most engaged items of the last week, read once per run;
+- `new_from_providers`: the newest items of the user's most played providers, each provider's
+  newest items read once per run;
+- `co_likes`: neighbours of the user's latest strong items in `item_neighbors` (tools/neighbors.py).
+Another source plugs in by implementing either protocol and being listed in `SOURCES`.
 
 `merge` rank-normalises each source per user (best = 1) and takes the weighted maximum per item, so
 scores of unlike sources never get added raw; the candidate's `source` names every source that
@@ -18,23 +20,24 @@ proposed it.
 
 from __future__ import annotations
 
-import heapq
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from tagloop.tools import retrieval
 from tagloop.tools.errors import ConfigError
+from tagloop.tools.neighbors import CoLikeSource
 from tagloop.tools.recommender.source import CFSource
-from tagloop.tools.retrieval import Candidate
-from tagloop.tools.sequences import CoLikeSource, SequenceSource, group_rows
+from tagloop.tools.retrieval import POSITIVE, BatchHistory, Candidate, load_history
+from tagloop.tools.sequences import SequenceSource
 
-POSITIVE = ["play", "complete", "like", "save", "add_to_playlist", "share", "click", "convert"]
-STRONG = ["like", "save", "add_to_playlist", "share", "complete", "convert"]  # as in sequences.py
-__all__ = ["CoLikeSource", "SequenceSource"]  # behaviour-walk sources live in tools/sequences.py
+STRONG = ["like", "save", "add_to_playlist", "share", "complete", "convert"]  # as tools/neighbors.py
+__all__ = ["BatchHistory", "CoLikeSource", "SequenceSource", "load_history"]
 
 
 class CandidateSource(Protocol):
@@ -46,6 +49,15 @@ class CandidateSource(Protocol):
 
     def fetch(
         self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
+    ) -> dict[str, list[Candidate]]: ...
+
+
+@runtime_checkable
+class HistorySource(CandidateSource, Protocol):
+    """A source that ranks from the batch's shared `BatchHistory` (its `fetch` loads one itself)."""
+
+    def fetch_for(
+        self, conn: psycopg.Connection[Any], history: BatchHistory, k: int, now: datetime
     ) -> dict[str, list[Candidate]]: ...
 
 
@@ -74,97 +86,99 @@ limit %(pool)s
 
 @dataclass(frozen=True)
 class TrendingSource:
-    """The same ranking for everyone, so it is read once per run (per `now` and k; a source instance
-    lives for one run) and each batch only checks which of its items the users have seen."""
+    """The same ranking for everyone, read once per run (per `now`; a source instance lives for
+    one run); each user gets its first k items they have not seen (from a pool of 2k)."""
 
     name: str = "trending"
     weight: float = 0.5
     window: timedelta = timedelta(days=7)
     max_k: int = 50
-    _trend: dict[tuple[datetime, int], list[Candidate]] = field(
+    _trend: dict[datetime, list[Candidate]] = field(default_factory=dict, compare=False, repr=False)
+
+    def fetch(
+        self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
+    ) -> dict[str, list[Candidate]]:
+        return self.fetch_for(conn, load_history(conn, user_ids, now), k, now)
+
+    def fetch_for(
+        self, conn: psycopg.Connection[Any], history: BatchHistory, k: int, now: datetime
+    ) -> dict[str, list[Candidate]]:
+        trend = self._trend.get(now)
+        if trend is None:
+            params = {"since": now - self.window, "now": now, "pos": POSITIVE, "strong": STRONG}
+            with conn.cursor(row_factory=tuple_row) as cur:
+                rows = cur.execute(_TRENDING, {**params, "pool": 2 * self.max_k}).fetchall()
+            trend = [Candidate(i, t, p, s, self.name) for i, t, p, s in rows]
+            self._trend.clear()
+            self._trend[now] = trend
+        k = min(k, self.max_k)
+        out = {}
+        for user, seen in history.seen.items():
+            out[user] = [c for c in trend if c.item_id not in seen][:k]
+        return out
+
+
+_NEWEST = """
+select p.provider_id, f.id, f.title, extract(epoch from (%(now)s - f.created_at))::float8 as age
+from unnest(%(providers)s::text[]) as p(provider_id)
+cross join lateral (
+    select i.id, i.title, i.created_at from items i
+    where i.provider_id = p.provider_id and i.created_at > %(since)s and i.created_at <= %(now)s
+    order by i.created_at desc, i.id
+    limit %(pool)s
+) f
+order by p.provider_id, f.created_at desc, f.id
+"""
+
+
+@dataclass(frozen=True)
+class NewFromProvidersSource:
+    """The newest items (within `window`) of the user's most played providers, scored
+    ln(1 + plays) · 0.5^(age / 14 days); each provider's newest 2k items are read once per run."""
+
+    name: str = "new_from_providers"
+    weight: float = 0.7
+    window: timedelta = timedelta(days=30)
+    max_k: int = 25
+    _newest: dict[tuple[datetime, str], list[tuple[str, str, float]]] = field(
         default_factory=dict, compare=False, repr=False
     )
 
     def fetch(
         self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
     ) -> dict[str, list[Candidate]]:
-        k = min(k, self.max_k)
-        trend = self._trend.get((now, k))
-        if trend is None:
-            rows = conn.execute(
-                _TRENDING,
-                {"since": now - self.window, "now": now, "pos": POSITIVE, "strong": STRONG, "pool": 2 * k},
-            ).fetchall()
-            trend = [
-                Candidate(r["item_id"], r["title"], r["provider_id"], r["score"], self.name) for r in rows
-            ]
-            self._trend.clear()
-            self._trend[(now, k)] = trend
-        seen = _seen(conn, user_ids, [c.item_id for c in trend])
-        return {u: [c for c in trend if (u, c.item_id) not in seen][:k] for u in user_ids}
+        return self.fetch_for(conn, load_history(conn, user_ids, now), k, now)
 
-
-_NEW_FROM_PROVIDERS = """
-with counts as (
-    select e.user_id, i.provider_id, count(*) as n
-    from events e join items i on i.id = e.item_id
-    where e.user_id = any(%(users)s) and e.type = any(%(pos)s) and i.provider_id is not null
-    group by 1, 2
-), played as (
-    select * from (
-        select c.*, row_number() over (partition by c.user_id order by c.n desc, c.provider_id) as pr
-        from counts c
-    ) x where pr <= %(providers)s
-), seen as (  -- the user's items, once, as an array (cheaper than a probe per candidate)
-    select user_id, array_agg(item_id) as items from events
-    where user_id = any(%(users)s) and item_id is not null
-    group by user_id
-), fresh as (
-    select p.user_id, f.id as item_id, f.title, f.provider_id,
-           ln(1 + p.n) * power(0.5, extract(epoch from (%(now)s - f.created_at)) / 1209600.0) as score,
-           row_number() over (partition by p.user_id order by p.n desc, f.created_at desc, f.id) as r
-    from played p
-    join seen s on s.user_id = p.user_id
-    cross join lateral (  -- the provider's newest unseen items: newest few first, then the seen check
-        select f0.* from (
-            select i.id, i.title, i.provider_id, i.created_at from items i
-            where i.provider_id = p.provider_id and i.created_at > %(since)s and i.created_at <= %(now)s
-            order by i.created_at desc, i.id
-            limit %(pool)s
-        ) f0
-        where f0.id <> all(s.items)
-        order by f0.created_at desc, f0.id
-        limit %(k)s
-    ) f
-)
-select user_id, item_id, title, provider_id, score from fresh where r <= %(k)s
-"""
-
-
-@dataclass(frozen=True)
-class NewFromProvidersSource:
-    name: str = "new_from_providers"
-    weight: float = 0.7
-    window: timedelta = timedelta(days=30)
-    providers: int = 5  # the user's most played providers
-    max_k: int = 25
-
-    def fetch(
-        self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
+    def fetch_for(
+        self, conn: psycopg.Connection[Any], history: BatchHistory, k: int, now: datetime
     ) -> dict[str, list[Candidate]]:
-        rows = conn.execute(
-            _NEW_FROM_PROVIDERS,
-            {
-                "users": user_ids,
-                "pos": POSITIVE,
-                "now": now,
-                "since": now - self.window,
-                "k": min(k, self.max_k),
-                "pool": 2 * min(k, self.max_k),
-                "providers": self.providers,
-            },
-        ).fetchall()
-        return group_rows(rows, user_ids, self.name)
+        k = min(k, self.max_k)
+        self._load(conn, {p for top in history.providers.values() for p, _ in top}, now)
+        out = {}
+        for user, top in history.providers.items():
+            seen, found = history.seen[user], []
+            for provider, n in top:  # already in (plays desc, provider) order
+                fresh = [x for x in self._newest[(now, provider)] if x[0] not in seen][:k]
+                boost = math.log1p(n)
+                found += [
+                    Candidate(i, t, provider, boost * 0.5 ** (age / 1209600.0), self.name)
+                    for i, t, age in fresh
+                ]
+                if len(found) >= k:
+                    break
+            out[user] = sorted(found[:k], key=_neg_score)
+        return out
+
+    def _load(self, conn: psycopg.Connection[Any], providers: set[str], now: datetime) -> None:
+        missing = sorted(p for p in providers if (now, p) not in self._newest)
+        if not missing:
+            return
+        for p in missing:
+            self._newest[(now, p)] = []
+        params = {"providers": missing, "now": now, "since": now - self.window, "pool": 2 * self.max_k}
+        with conn.cursor(row_factory=tuple_row) as cur:
+            for provider, item, title, age in cur.execute(_NEWEST, params):
+                self._newest[(now, provider)].append((item, title, age))
 
 
 SOURCES: dict[str, Callable[[], CandidateSource]] = {
@@ -184,45 +198,54 @@ def sources_named(names: Sequence[str]) -> tuple[CandidateSource, ...]:
     return tuple(SOURCES[n]() for n in names)
 
 
+def gather(
+    conn: psycopg.Connection[Any],
+    sources: Sequence[CandidateSource],
+    user_ids: list[str],
+    k: int,
+    now: datetime,
+) -> dict[str, dict[str, list[Candidate]]]:
+    """Every source for the batch (the history loaded once, for the sources that use it)."""
+    history = None
+    found = {}
+    for s in sources:
+        if isinstance(s, HistorySource):
+            history = history or load_history(conn, user_ids, now)
+            found[s.name] = s.fetch_for(conn, history, k, now)
+        else:
+            found[s.name] = s.fetch(conn, user_ids, k, now)
+    return found
+
+
 def merge(
     per_source: Mapping[str, Mapping[str, list[Candidate]]],
     weights: Mapping[str, float],
     user_id: str,
     k: int,
 ) -> list[Candidate]:
-    """One ranked candidate list for a user: weighted rank-normalised score, max over sources."""
+    """One ranked candidate list for a user: weighted rank-normalised score, max over sources
+    (ties by item id)."""
     best: dict[str, list[Any]] = {}  # item → [score, candidate, "source+source"]
     for source, by_user in per_source.items():
         found = by_user.get(user_id)
         if not found:
             continue
         w, n = weights.get(source, 1.0), len(found)
+        step = w / n
         for rank, c in enumerate(sorted(found, key=_neg_score)):
-            score = w * (1.0 - rank / n)
-            entry = best.get(c.item_id)
+            score = w - rank * step
+            entry = best.get(c[0])
             if entry is None:
-                best[c.item_id] = [score, c, source]
+                best[c[0]] = [score, c, source]
             else:
                 entry[2] += "+" + source
                 if score > entry[0]:
                     entry[0], entry[1] = score, c
-    ranked = heapq.nsmallest(k, best.items(), key=_merge_order)
-    return [Candidate(i, c.title, c.provider, round(s, 6), names) for i, (s, c, names) in ranked]
+    rows = [(-e[0], item, e[1], e[2]) for item, e in best.items()]
+    rows.sort()  # item ids are unique, so candidates are never compared
+    new = tuple.__new__
+    return [new(Candidate, (item, c[1], c[2], round(-neg, 6), names)) for neg, item, c, names in rows[:k]]
 
 
 def _neg_score(c: Candidate) -> float:
-    return -c.score
-
-
-def _merge_order(kv: tuple[str, list[Any]]) -> tuple[float, str]:
-    return -kv[1][0], kv[0]
-
-
-def _seen(conn: psycopg.Connection[Any], user_ids: list[str], item_ids: list[str]) -> set[tuple[str, str]]:
-    if not item_ids:
-        return set()
-    rows = conn.execute(
-        "select distinct user_id, item_id from events where user_id = any(%(u)s) and item_id = any(%(i)s)",
-        {"u": user_ids, "i": item_ids},
-    ).fetchall()
-    return {(r["user_id"], r["item_id"]) for r in rows}
+    return -c[3]

@@ -1,15 +1,30 @@
-"""Candidate retrieval in SQL: items ranked by the inner product between the user's tag profile
-and each item's tag vector (pgvector HNSW), excluding what the user has already interacted with
-(the user's items read once as an array rather than one index probe per scanned item: about half
-the cost). One statement serves a whole batch of users (a LATERAL join), so the agent makes one round trip
-per batch, not per user."""
+"""Candidate retrieval in SQL, and what a batch's sources share about its users.
+
+`tag_candidates`: items ranked by the inner product between the user's tag profile and each item's
+tag vector (pgvector HNSW), excluding what the user has already interacted with (the user's items
+read once as an array rather than one index probe per scanned item: about half the cost). One
+statement serves a whole batch of users (a LATERAL join), so the agent makes one round trip per
+batch, not per user — the only per-user retrieval query of a decision besides `cf`.
+
+`CandidateLog`: the candidate set a decision logs, as parallel arrays (tools/store/decisions.py).
+
+`load_history`: one statement per batch giving every user's seen items, most played providers
+(precomputed in `user_top_providers`, tools/neighbors.py) and latest strong items; the sources
+that work from precomputed or per-run tables (trending, new_from_providers, co_likes) filter and
+rank in Python from it instead of walking events.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 import psycopg
+from psycopg.rows import tuple_row
+
+POSITIVE = ["play", "complete", "like", "save", "add_to_playlist", "share", "click", "convert"]
 
 _TAG_CANDIDATES = """
 select q.user_id, c.id as item_id, c.title, c.provider_id, -c.neg_ip as score
@@ -30,13 +45,56 @@ order by q.user_id, c.neg_ip
 """
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
     item_id: str
     title: str
     provider: str | None
     score: float
     source: str
+
+
+@dataclass
+class CandidateLog:
+    """The candidate set a decision chose from, as parallel arrays; `sources[i]` has bit j set when
+    `source_names[j]` proposed candidate i."""
+
+    item_ids: list[str]
+    scores: list[float]
+    providers: list[str | None]
+    sources: list[int]
+    source_names: list[str]
+
+    @classmethod
+    def of(cls, rows: Sequence[tuple[str, float, str | None, str]], names: Sequence[str]) -> CandidateLog:
+        """From (item_id, score, provider, "source+source") rows (names not listed are appended)."""
+        known = list(names)
+        bit = {n: 1 << j for j, n in enumerate(known)}
+        masks = []
+        for *_, source in rows:
+            mask = 0
+            for name in filter(None, source.split("+")):
+                if name not in bit:
+                    bit[name] = 1 << len(known)
+                    known.append(name)
+                mask |= bit[name]
+            masks.append(mask)
+        return cls([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], masks, known)
+
+    @classmethod
+    def from_records(cls, records: list[dict[str, Any]]) -> CandidateLog:
+        rows = [(r["item_id"], r["score"], r.get("provider"), r.get("source") or "") for r in records]
+        return cls.of(rows, [])
+
+    def records(self) -> list[dict[str, Any]]:
+        """The export's `[{item_id, score, source, provider}]`."""
+        rows = zip(self.item_ids, self.scores, self.sources, self.providers, strict=True)
+        names = self.source_names
+        join = "+".join
+        return [
+            {"item_id": i, "score": s, "source": join(n for j, n in enumerate(names) if m >> j & 1),
+             "provider": p}
+            for i, s, m, p in rows
+        ]  # fmt: skip
 
 
 def tag_candidates(conn: psycopg.Connection[Any], user_ids: list[str], k: int) -> dict[str, list[Candidate]]:
@@ -48,10 +106,63 @@ def tag_candidates(conn: psycopg.Connection[Any], user_ids: list[str], k: int) -
             " set_config('hnsw.ef_search', %(ef)s, true)",
             {"ef": str(max(k, 40))},
         )
-        for r in conn.execute(_TAG_CANDIDATES, {"users": user_ids, "k": k}):
-            out[r["user_id"]].append(
-                Candidate(r["item_id"], r["title"], r["provider_id"], float(r["score"]), "tags")
-            )
+        with conn.cursor(row_factory=tuple_row) as cur:
+            for user, item, title, provider, score in cur.execute(
+                _TAG_CANDIDATES, {"users": user_ids, "k": k}
+            ):
+                out[user].append(Candidate(item, title, provider, score, "tags"))
     for candidates in out.values():
         candidates.sort(key=lambda c: -c.score)
     return out
+
+
+# The strong types are written out as in migration 0026's partial index, which they must match.
+_HISTORY = """
+select u.user_id, h.seen, coalesce(p.providers, '{}') as providers, coalesce(p.counts, '{}') as counts,
+       s.seeds
+from unnest(%(users)s::text[]) as u(user_id)
+left join user_top_providers p on p.user_id = u.user_id
+cross join lateral (
+    select coalesce(array_agg(e.item_id), '{}') as seen from events e
+    where e.user_id = u.user_id and e.item_id is not null
+) h
+cross join lateral (
+    select coalesce(array_agg(t.item_id order by t.ts desc), '{}') as seeds from (
+        select e.item_id, e.ts from events e
+        where e.user_id = u.user_id and e.ts <= %(now)s and e.item_id is not null
+          and e.type in ('like', 'save', 'add_to_playlist', 'share', 'complete', 'convert')
+        order by e.ts desc
+        limit %(seeds)s
+    ) t
+) s
+"""
+
+
+@dataclass(frozen=True)
+class BatchHistory:
+    """Per user of a batch: the items they interacted with, their most played providers (provider,
+    positive events) and their latest strong items (newest first) as of the run clock."""
+
+    seen: dict[str, frozenset[str]]
+    providers: dict[str, list[tuple[str, int]]]
+    seeds: dict[str, list[str]]
+
+    @property
+    def user_ids(self) -> list[str]:
+        return list(self.seen)
+
+
+def load_history(
+    conn: psycopg.Connection[Any], user_ids: list[str], now: datetime, *, providers: int = 5, seeds: int = 5
+) -> BatchHistory:
+    """One statement for the batch (users without events get empty entries)."""
+    seen: dict[str, frozenset[str]] = {u: frozenset() for u in user_ids}
+    top: dict[str, list[tuple[str, int]]] = {u: [] for u in user_ids}
+    latest: dict[str, list[str]] = {u: [] for u in user_ids}
+    params = {"users": user_ids, "now": now, "seeds": seeds}
+    with conn.cursor(row_factory=tuple_row) as cur:
+        for user, items, provs, counts, strong in cur.execute(_HISTORY, params):
+            seen[user] = frozenset(items)
+            top[user] = list(zip(provs[:providers], counts, strict=False))
+            latest[user] = strong
+    return BatchHistory(seen, top, latest)

@@ -1,8 +1,7 @@
-"""Candidate sources that walk other users' events from this user's latest ones: `sequence` (what
-people play next after what this user just played) and `co_likes` (what the people who liked this
-user's latest likes also liked, bounded at `seeds` × `fanout` × `fanout` events).
+"""The `sequence` candidate source, which walks other users' events from this user's latest ones
+(what people play next after what this user just played; `co_likes` reads the precomputed
+`item_neighbors` instead, tools/neighbors.py).
 
-`sequence`:
 First-order item transitions read from ordered events, one SQL statement per batch of users: take
 the user's last `seeds` positive events (newest first), find up to `fanout` other users' most
 recent positive events on each of those items, and follow each to that user's next positive event
@@ -105,78 +104,3 @@ def group_rows(rows: list[dict[str, Any]], user_ids: list[str], source: str) -> 
             Candidate(r["item_id"], r["title"], r["provider_id"], float(r["score"]), source)
         )
     return out
-
-
-# The strong types are written out (as in migration 0026's partial indexes, which they must match
-# for the planner to use them); keep them equal to STRONG.
-_CO_LIKES = """
-with seen as (  -- the user's items, once, as an array (cheaper than a probe per candidate)
-    select user_id, array_agg(item_id) as items from events
-    where user_id = any(%(users)s) and item_id is not null
-    group by user_id
-), likers as (
-    select u.user_id, l.other from unnest(%(users)s::text[]) as u(user_id)
-    cross join lateral (
-        select e.item_id from events e
-        where e.user_id = u.user_id and e.ts <= %(now)s and e.item_id is not null
-          and e.type in ('like', 'save', 'add_to_playlist', 'share', 'complete', 'convert')
-        order by e.ts desc
-        limit %(seeds)s
-    ) m
-    cross join lateral (
-        select e.user_id as other from events e
-        where e.item_id = m.item_id and e.user_id <> u.user_id
-          and e.type in ('like', 'save', 'add_to_playlist', 'share', 'complete', 'convert')
-        order by e.ts desc
-        limit %(fanout)s
-    ) l
-), co as (
-    select k.user_id, o.item_id, count(*)::float8 as score from likers k
-    cross join lateral (
-        select e.item_id from events e
-        where e.user_id = k.other and e.item_id is not null
-          and e.type in ('like', 'save', 'add_to_playlist', 'share', 'complete', 'convert')
-        order by e.ts desc
-        limit %(fanout)s
-    ) o
-    group by 1, 2
-), pooled as (  -- the best few per user before the (per-row) seen check
-    select * from (
-        select co.*, row_number() over (partition by co.user_id order by co.score desc, co.item_id) as r
-        from co
-    ) x where r <= %(pool)s
-), ranked as (
-    select p.user_id, p.item_id, p.score,
-           row_number() over (partition by p.user_id order by p.score desc, p.item_id) as r
-    from pooled p
-    join seen s on s.user_id = p.user_id
-    where p.item_id <> all(s.items)
-)
-select r.user_id, r.item_id, i.title, i.provider_id, r.score
-from ranked r join items i on i.id = r.item_id where r.r <= %(k)s
-"""
-
-
-@dataclass(frozen=True)
-class CoLikeSource:
-    name: str = "co_likes"
-    weight: float = 0.8
-    seeds: int = 5
-    fanout: int = 10
-    max_k: int = 25
-
-    def fetch(
-        self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
-    ) -> dict[str, list[Candidate]]:
-        rows = conn.execute(
-            _CO_LIKES,
-            {
-                "users": user_ids,
-                "now": now,
-                "seeds": self.seeds,
-                "fanout": self.fanout,
-                "k": min(k, self.max_k),
-                "pool": 3 * min(k, self.max_k),
-            },
-        ).fetchall()
-        return group_rows(rows, user_ids, self.name)

@@ -48,13 +48,13 @@ def test_scheduled_decisions_log_policy_candidates_arms_and_wait_for_their_send_
         assert (r["policy_name"], r["policy_version"], r["run_key"]) == ("default", "1", "week-1")
         assert r["seed"] > 0 and "local_hour" in r["context"]
         if r["outcome"] == "message":
-            assert len(r["candidates"]) >= len(r["chosen"]) and r["arms"]["send_hour"]["arms"] == [
+            assert len(r["candidate_ids"]) >= len(r["chosen"]) and r["arms"]["send_hour"]["arms"] == [
                 8,
                 12,
                 18,
                 20,
             ]
-            assert {c["source"] for c in r["candidates"]} & {"tags", "tags+trending", "trending"}
+            assert r["source_names"][:2] == ["tags", "trending"] and set(r["candidate_sources"]) & {1, 2, 3}
     pending = db.execute(
         "select user_id, send_at, send_hour from messages where status = 'pending'"
     ).fetchall()

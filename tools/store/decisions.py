@@ -4,8 +4,10 @@ share the outbox without sending a message twice. A claim is a lease (`claimed_u
 whose worker died mid-send is claimed again once the lease expires (receivers dedupe on its id).
 
 Decisions and messages are COPied in per batch (through session-local staging tables, keeping the
-on-conflict-do-nothing rule of a retried run). The facts a run reads about its users (sends, caps,
-unsubscribes, arm engagement) are in tools/store/runs.py."""
+on-conflict-do-nothing rule of a retried run); decisions in binary COPY, their candidate set as
+parallel arrays (migration 0029: ids, scores, providers, source bit masks over `source_names`),
+which the export turns back into the `[{item_id, score, source, provider}]` list. The facts a run
+reads about its users (sends, caps, unsubscribes, arm engagement) are in tools/store/runs.py."""
 
 from __future__ import annotations
 
@@ -14,8 +16,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import psycopg
+from psycopg.types.json import Jsonb
+
+from tagloop.tools.retrieval import CandidateLog
 
 
 @dataclass
@@ -26,7 +32,7 @@ class DecisionRow:
     policy_name: str
     policy_version: str
     seed: int
-    candidates: list[dict[str, Any]]
+    candidates: CandidateLog | list[dict[str, Any]]  # a list: [{item_id, score, source, provider}]
     chosen: list[str]
     propensities: list[float]
     channel: str | None
@@ -56,9 +62,10 @@ class MessageRow:
 _DECISIONS_STAGE = (
     """create temp table if not exists decisions_stage (like decisions including defaults)
        on commit delete rows""",
-    """copy decisions_stage (id, user_id, trigger, policy_name, policy_version, seed, candidates, chosen,
-                             propensities, channel, send_at, outcome, explanation, context, run_key, arms)
-       from stdin""",
+    """copy decisions_stage (id, user_id, trigger, policy_name, policy_version, seed, chosen, propensities,
+                             channel, send_at, outcome, explanation, context, run_key, arms, candidate_ids,
+                             candidate_scores, candidate_providers, candidate_sources, source_names)
+       from stdin (format binary)""",
     "insert into decisions select * from decisions_stage on conflict (id) do nothing",
     "truncate decisions_stage",
 )
@@ -73,12 +80,23 @@ _MESSAGES_STAGE = (
 )
 
 
+_DECISION_TYPES = [
+    "uuid", "text", "text", "text", "text", "int8", "jsonb", "float8[]", "text", "timestamptz", "text",
+    "text", "jsonb", "text", "jsonb", "text[]", "float8[]", "text[]", "int2[]", "text[]",
+]  # fmt: skip
+
+
 def _copy_in(
-    conn: psycopg.Connection[Any], stage: tuple[str, str, str, str], rows: list[tuple[Any, ...]]
+    conn: psycopg.Connection[Any],
+    stage: tuple[str, str, str, str],
+    rows: list[tuple[Any, ...]],
+    types: list[str] | None = None,
 ) -> None:
     create, copy_sql, insert, truncate = stage
     conn.execute(create)
     with conn.cursor().copy(copy_sql) as copy:
+        if types:
+            copy.set_types(types)
         for row in rows:
             copy.write_row(row)
     conn.execute(insert)
@@ -89,19 +107,25 @@ def insert_decisions(conn: psycopg.Connection[Any], rows: list[DecisionRow]) -> 
     """Insert decisions (a decision id already stored is left as it is)."""
     if not rows:
         return
-    dumps = json.dumps
+    logs = [CandidateLog.from_records(c) if isinstance(c, list) else c for c in (r.candidates for r in rows)]
     _copy_in(
         conn,
         _DECISIONS_STAGE,
         [
             (
-                r.id, r.user_id, r.trigger, r.policy_name, r.policy_version, r.seed, dumps(r.candidates),
-                dumps(r.chosen), r.propensities, r.channel, r.send_at, r.outcome, r.explanation,
-                dumps(r.context, default=str), r.run_key, dumps(r.arms),
+                UUID(r.id), r.user_id, r.trigger, r.policy_name, r.policy_version, r.seed, Jsonb(r.chosen),
+                r.propensities, r.channel, r.send_at, r.outcome, r.explanation,
+                Jsonb(r.context, dumps=_dumps_str), r.run_key, Jsonb(r.arms), c.item_ids, c.scores,
+                c.providers, c.sources, c.source_names,
             )
-            for r in rows
+            for r, c in zip(rows, logs, strict=True)
         ],
+        _DECISION_TYPES,
     )
+
+
+def _dumps_str(obj: Any) -> str:
+    return json.dumps(obj, default=str)
 
 
 def insert_messages(conn: psycopg.Connection[Any], rows: list[MessageRow]) -> None:
@@ -196,7 +220,8 @@ def cancel(conn: psycopg.Connection[Any], message_id: str, reason: str) -> None:
 
 
 _EXPORT = """
-select d.id, d.user_id, d.created_at, d.policy_name, d.policy_version, d.seed, d.candidates, d.chosen,
+select d.id, d.user_id, d.created_at, d.policy_name, d.policy_version, d.seed, d.candidates, d.candidate_ids,
+       d.candidate_scores, d.candidate_providers, d.candidate_sources, d.source_names, d.chosen,
        d.propensities, d.channel, d.send_at, d.context, d.arms, d.outcome, d.trigger,
        exists (select 1 from messages m join events e on e.message_id = m.id::text
                where m.decision_id = d.id and e.type in ('open', 'click')) as engaged
@@ -217,7 +242,7 @@ def iter_decision_log(conn: psycopg.Connection[Any]) -> Iterator[dict[str, Any]]
                 "policy": r["policy_name"],
                 "version": r["policy_version"],
                 "seed": r["seed"],
-                "candidates": r["candidates"],
+                "candidates": _candidates(r),
                 "chosen": r["chosen"],
                 "propensities": r["propensities"],
                 "channel": r["channel"],
@@ -230,6 +255,16 @@ def iter_decision_log(conn: psycopg.Connection[Any]) -> Iterator[dict[str, Any]]
                 },
                 "reward": int(r["engaged"]),
             }
+
+
+def _candidates(r: dict[str, Any]) -> list[dict[str, Any]]:
+    if r["candidate_ids"] is None:
+        return list(r["candidates"] or [])
+    log = CandidateLog(
+        r["candidate_ids"], r["candidate_scores"], r["candidate_providers"], r["candidate_sources"],
+        r["source_names"],
+    )
+    return log.records()
 
 
 def dead_letters(conn: psycopg.Connection[Any], limit: int = 1000) -> list[dict[str, Any]]:

@@ -1,0 +1,211 @@
+"""Precomputed item neighbours for the `co_likes` candidate source: `item_neighbors(item_id,
+neighbor_id, score, support)` holds each item's top `per_item` neighbours by co-occurrence in the
+same users' latest strong events (like, save, add_to_playlist, share, complete, convert).
+
+score = co / sqrt(n_i · n_j) · co / (co + shrink) — cosine over strong likers, shrunk towards 0
+for pairs seen by few users (so two items liked by one common user do not outrank a pair that
+many share); support = co, the number of users behind it. Each user contributes at most their
+`recent` latest strong events, which bounds the pair count at users × recent².
+
+`refresh_if_stale` is called where runs start (agent/runner.make_context): it recomputes when the
+table is older than `max_age` against the run clock, or the event log grew by more than
+`growth` since; a concurrent refresh (another worker) is skipped rather than waited for. Like every
+store function it never commits: the refresh belongs to the caller's transaction.
+
+The same refresh fills `user_top_providers` (each user's `providers` most played providers by
+positive events), which the batch history (tools/retrieval.py) reads for `new_from_providers`.
+
+`CoLikeSource` (the agent's `co_likes` candidate source) reads it per batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from tagloop.tools.retrieval import POSITIVE, BatchHistory, Candidate, load_history
+
+STRONG = ("like", "save", "add_to_playlist", "share", "complete", "convert")  # as candidates.STRONG
+REFRESH_LOCK = (0x74676C, 0x6E6272)  # advisory lock keys: tagloop, "nbr"
+
+_STATE = "select as_of, events_seq from item_neighbors_state"
+_MAX_SEQ = "select coalesce(max(seq), 0) as seq from events"
+
+_REFRESH = """
+with strong as (  -- each user's latest strong items (distinct), at most %(recent)s
+    select user_id, item_id from (
+        select user_id, item_id, row_number() over (partition by user_id order by max(ts) desc, item_id) as r
+        from events
+        where item_id is not null and ts <= %(now)s
+          and type in ('like', 'save', 'add_to_playlist', 'share', 'complete', 'convert')
+        group by user_id, item_id
+    ) x where r <= %(recent)s
+), counts as (
+    select item_id, count(*)::float8 as n from strong group by item_id
+), pairs as (
+    select a.item_id, b.item_id as neighbor_id, count(*) as co
+    from strong a join strong b on b.user_id = a.user_id and b.item_id <> a.item_id
+    group by 1, 2
+), scored as (
+    select p.item_id, p.neighbor_id, p.co,
+           p.co / sqrt(ca.n * cb.n) * p.co / (p.co + %(shrink)s) as score
+    from pairs p join counts ca on ca.item_id = p.item_id join counts cb on cb.item_id = p.neighbor_id
+), ranked as (
+    select s.*, row_number() over (partition by s.item_id order by s.score desc, s.neighbor_id) as r
+    from scored s
+)
+insert into item_neighbors (item_id, neighbor_id, score, support)
+select item_id, neighbor_id, score, co from ranked where r <= %(per_item)s
+"""
+
+_TOP_PROVIDERS = """
+insert into user_top_providers (user_id, providers, counts)
+select user_id, array_agg(provider_id order by n desc, provider_id), array_agg(n order by n desc, provider_id)
+from (
+    select user_id, provider_id, n, row_number() over (partition by user_id order by n desc, provider_id) as r
+    from (
+        select e.user_id, i.provider_id, count(*)::int as n from events e join items i on i.id = e.item_id
+        where e.type = any(%(pos)s) and i.provider_id is not null
+        group by 1, 2
+    ) c
+) x where r <= %(providers)s
+group by user_id
+"""
+
+_SAVE_STATE = """
+insert into item_neighbors_state (singleton, as_of, events_seq, refreshed_at)
+values (true, %(as_of)s, %(seq)s, now())
+on conflict (singleton) do update
+set as_of = excluded.as_of, events_seq = excluded.events_seq, refreshed_at = excluded.refreshed_at
+"""
+
+
+def refresh_neighbors(
+    conn: psycopg.Connection[Any],
+    now: datetime,
+    *,
+    per_item: int = 20,
+    recent: int = 50,
+    shrink: float = 2.0,
+    providers: int = 5,
+) -> int:
+    """Recompute both tables for the run clock `now`; returns the number of neighbour rows."""
+    seq = conn.execute(_MAX_SEQ).fetchone()
+    conn.execute("delete from item_neighbors")
+    cur = conn.execute(_REFRESH, {"now": now, "recent": recent, "per_item": per_item, "shrink": shrink})
+    conn.execute("delete from user_top_providers")
+    conn.execute(_TOP_PROVIDERS, {"pos": POSITIVE, "providers": providers})
+    conn.execute(_SAVE_STATE, {"as_of": now, "seq": seq["seq"] if seq else 0})
+    return cur.rowcount
+
+
+def is_stale(conn: psycopg.Connection[Any], now: datetime, max_age: timedelta, growth: float = 0.1) -> bool:
+    """Never computed, computed for a clock more than `max_age` away from `now`, or the event log
+    grew by more than `growth` (a share of its size then) since."""
+    state = conn.execute(_STATE).fetchone()
+    if state is None:
+        return True
+    if abs(now - state["as_of"]) > max_age:
+        return True
+    seq = conn.execute(_MAX_SEQ).fetchone()
+    grown = (seq["seq"] if seq else 0) - state["events_seq"]
+    return bool(grown > growth * max(state["events_seq"], 1))
+
+
+def refresh_if_stale(
+    conn: psycopg.Connection[Any], now: datetime, max_age: timedelta = timedelta(hours=24)
+) -> bool:
+    """Refresh when stale and no other session is refreshing; True when this call refreshed."""
+    if not is_stale(conn, now, max_age):
+        return False
+    with conn.transaction():
+        got = conn.execute(
+            "select pg_try_advisory_xact_lock(%(a)s, %(b)s) as ok",
+            {"a": REFRESH_LOCK[0], "b": REFRESH_LOCK[1]},
+        ).fetchone()
+        if not (got and got["ok"]) or not is_stale(conn, now, max_age):
+            return False
+        refresh_neighbors(conn, now)
+    return True
+
+
+_NEIGHBORS = """
+select item_id, neighbor_id, score from item_neighbors
+where item_id = any(%(ids)s)
+order by item_id, score desc, neighbor_id
+"""
+
+
+def neighbors_of(conn: psycopg.Connection[Any], item_ids: list[str]) -> dict[str, list[tuple[str, float]]]:
+    """Each item's stored neighbours, best first (items without any map to an empty list)."""
+    out: dict[str, list[tuple[str, float]]] = {i: [] for i in item_ids}
+    if item_ids:
+        with conn.cursor(row_factory=tuple_row) as cur:
+            for item, neighbor, score in cur.execute(_NEIGHBORS, {"ids": item_ids}):
+                out[item].append((neighbor, score))
+    return out
+
+
+_NEIGHBORS_WITH_ITEMS = """
+select n.item_id, n.neighbor_id, n.score, i.title, i.provider_id
+from item_neighbors n join items i on i.id = n.neighbor_id
+where n.item_id = any(%(ids)s)
+"""
+
+
+@dataclass(frozen=True)
+class CoLikeSource:
+    """What the people who liked this user's latest strong items also liked: the neighbours of the
+    batch history's seeds, score = the sum of their neighbour scores over the seeds; unseen only.
+    Neighbour lists are read once per run per seed item (one statement per batch for new seeds)."""
+
+    name: str = "co_likes"
+    weight: float = 0.8
+    max_k: int = 25
+    _neighbors: dict[str, list[tuple[str, float, str, str | None]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def fetch(
+        self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
+    ) -> dict[str, list[Candidate]]:
+        return self.fetch_for(conn, load_history(conn, user_ids, now), k, now)
+
+    def fetch_for(
+        self, conn: psycopg.Connection[Any], history: BatchHistory, k: int, now: datetime
+    ) -> dict[str, list[Candidate]]:
+        k = min(k, self.max_k)
+        self._load(conn, {i for seeds in history.seeds.values() for i in seeds})
+        out = {}
+        for user, seeds in history.seeds.items():
+            seen = history.seen[user]
+            score: dict[str, float] = {}
+            meta: dict[str, tuple[str, str | None]] = {}
+            for seed in seeds:
+                for neighbor, s, title, provider in self._neighbors[seed]:
+                    if neighbor not in seen:
+                        score[neighbor] = score.get(neighbor, 0.0) + s
+                        meta[neighbor] = (title, provider)
+            best = sorted(score.items(), key=_order)[:k]
+            out[user] = [Candidate(i, *meta[i], s, self.name) for i, s in best]
+        return out
+
+    def _load(self, conn: psycopg.Connection[Any], item_ids: set[str]) -> None:
+        missing = [i for i in item_ids if i not in self._neighbors]
+        if not missing:
+            return
+        for i in missing:
+            self._neighbors[i] = []
+        with conn.cursor(row_factory=tuple_row) as cur:
+            for item, neighbor, score, title, provider in cur.execute(
+                _NEIGHBORS_WITH_ITEMS, {"ids": missing}
+            ):
+                self._neighbors[item].append((neighbor, score, title, provider))
+
+
+def _order(kv: tuple[str, float]) -> tuple[float, str]:
+    return -kv[1], kv[0]
