@@ -165,7 +165,7 @@ def recsys_command(
         if recs_out is not None:
             write_recs(recs_out, result)
     except TagloopError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        typer.echo(f"error: {exc}", err=True)  # unwrapped: paths and fields stay on one line
         raise typer.Exit(2) from None
     if as_json:
         sys.stdout.write(json.dumps(result.as_json()) + "\n")

@@ -166,7 +166,7 @@ def tagging_command(
                 for item, tags in result.ranked.items():
                     writer.writerows((item, tag, rank) for rank, tag in enumerate(tags, start=1))
     except TagloopError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        typer.echo(f"error: {exc}", err=True)  # unwrapped: paths and fields stay on one line
         raise typer.Exit(code=2) from exc
     if as_json:
         typer.echo(json.dumps(result.as_json()))

@@ -111,7 +111,7 @@ def test_without_json_a_human_table_is_printed(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--logs", "d.jsonl", "--policy", "p.toml"], "--obd DIR"),
+        (["--logs", "d.jsonl", "--policy", "p.toml"], "policy file not found"),
         ([], "--obd"),
         (["--obd", "/nonexistent/obd"], "not a directory"),
         (["--obd", ".", "--campaign", "kids"], "unknown campaign"),
