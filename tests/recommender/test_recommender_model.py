@@ -73,6 +73,16 @@ def test_cold_items_are_reached_from_tags(trained: tuple[Interactions, RecModel]
     assert new_item @ user > other_item @ user
 
 
+def test_a_new_item_gets_the_vector_of_a_cold_catalogue_item(trained: tuple[Interactions, RecModel]) -> None:
+    _, model = trained
+    cold = int(np.flatnonzero(model.item_ids == "techno-cold")[0])
+    new_item = model.item_vector_from_tags({"techno": 3.0, "music": 1.0})
+    assert np.allclose(new_item, model.item_vectors()[cold], atol=1e-5)
+    busier = model.item_vector_from_tags({"techno": 30.0, "music": 10.0})
+    ratio = (1 + PARAMS.cold_prior * np.log1p(40.0)) / (1 + PARAMS.cold_prior * np.log1p(4.0))
+    assert np.allclose(busier, ratio * new_item, atol=1e-5)
+
+
 def test_declared_interests_rank_a_cold_user(trained: tuple[Interactions, RecModel]) -> None:
     _, model = trained
     vec = model.user_vector(np.array([], dtype=np.int64), np.array([]), tag_profile={"Jazz": 1.0})

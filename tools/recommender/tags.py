@@ -6,7 +6,11 @@
   tag-only NDCG@10 on validation from 0.078 to 0.113: one-off tags are mostly noise).
 - user tag profile: p_u = l2norm( Σ_i c_ui t_i  +  declared interests ), so a user is described by
   the tags of what they play (weighted by confidence) plus any tags they declared themselves.
-The cosine p_u · t_i is the tag score; it alone ranks cold items and helps cold users.
+The cosine p_u · t_i is the tag score; it helps cold users.
+- tag → factor map: ridge regression W = argmin ‖T_w W − V_w‖² + λ‖W‖² from the tf-idf tag vectors
+  of warm items to their trained item factors; a cold item's factors are predicted as t_i W. On
+  Last.fm cold start this beat projecting the item's tag-cosine column on the factors (recall@20
+  among held-out items 0.469 -> 0.540, validation carved from train picked λ 1).
 """
 
 from __future__ import annotations
@@ -54,3 +58,19 @@ def profile_vector(
             profile += declared / declared_norm * max(history_norm, 1.0)
     norm = np.linalg.norm(profile)
     return profile / norm if norm > 0 else profile
+
+
+def tag_factor_map(
+    item_tag_vectors: sp.csr_matrix, factors: np.ndarray, rows: np.ndarray, lam: float
+) -> np.ndarray:
+    """n_tags × d ridge map from tf-idf tag vectors to `factors` (items × d), fitted on `rows`;
+    solved over the tags that occur on those rows only (the rest map to zero)."""
+    fit_tags = sp.csr_matrix(item_tag_vectors[rows])
+    used = np.flatnonzero(fit_tags.getnnz(axis=0) > 0)
+    out = np.zeros((item_tag_vectors.shape[1], factors.shape[1]))
+    if used.size == 0:
+        return out
+    t = sp.csr_matrix(fit_tags[:, used])
+    gram = (t.T @ t).toarray() + lam * np.eye(used.size)
+    out[used] = np.linalg.solve(gram, np.asarray(t.T @ factors[rows]))
+    return out
