@@ -20,10 +20,10 @@ Result of the last run (2 shared cores, load 3-5, ~12 min in all):
     ALS (tuned: 32 f, reg .01, α 1, 30 it) 0.2380 0.2759   0.8173 0.0406 1.000
     joint beat separate truncation on validation for every (λ, γ) on both splits.
     tagloop training 23.9 s / 10.3 s; numpy serving top-20 p50 11.3 ms, p95 20.9 ms (under load).
-    cold start (item_vector_from_tags, ridge tag→factor map): recall@20 tags 0.535 vs popularity
+    cold start (item_vector_from_tags, ridge tag→factor map): recall@20 tags 0.5352 vs popularity
     by tag activity 0.2645 (2.02x; was 1.77x with the tag-column projection) and by the hidden
     counts 0.3063 — short of the 3x goal. cold_prior 0.3: 0.5592 (2.11x) but warm NDCG@10
-    0.2654 -> 0.2313, so off by default. Among ALL items (train items excluded): ridge 0.165,
+    0.2654 -> 0.2313, so off by default. Among ALL items (train items excluded): ridge 0.1592,
     projection 0.0032, tag-activity popularity 0.0001. Warm split/ NDCG@10 0.2639 -> 0.2654.
 """
 
