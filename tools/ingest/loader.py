@@ -5,8 +5,10 @@ transaction. Nothing is stored when any line is bad unless `skip_bad` is set.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,7 +55,8 @@ def import_file(
     now: datetime | None = None,
     extra_types: frozenset[str] = frozenset(),
 ) -> ImportResult:
-    raw, errors = read_records(path)
+    with _paused_gc():  # millions of acyclic records: the cyclic collector would only re-walk them
+        raw, errors = read_records(path)
     parsed: list[tuple[int, Any]] = []
     now = now or datetime.now(UTC)
     parse: Callable[[dict[str, Any]], Any]
@@ -67,7 +70,8 @@ def import_file(
             return rec.parse_event(d, now=now, extra_types=extra_types)
     else:
         raise InvalidInput(f"unknown import kind {kind!r}: expected items, users or events")
-    errors.extend(_parse_all(raw, parse, str(path), parsed))
+    with _paused_gc():
+        errors.extend(_parse_all(raw, parse, str(path), parsed))
     result = ImportResult(kind, str(path), read=len(raw) + len([e for e in errors if e.field is None]))
     with conn.transaction():
         if kind == "events":
@@ -84,6 +88,17 @@ def import_file(
             result.stored = store_events(conn, good)
             result.duplicates = len(good) - result.stored
     return result
+
+
+@contextlib.contextmanager
+def _paused_gc() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _parse_all(
@@ -192,6 +207,10 @@ def store_events(conn: psycopg.Connection[Any], events: Sequence[rec.EventRecord
     """Insert events; an id already stored (or repeated in the batch) is skipped. Returns new rows."""
     if not events:
         return 0
+    first: dict[str, rec.EventRecord] = {}
+    for e in events:  # an id repeated within the file: the first line wins, the rest are duplicates
+        first.setdefault(e.id, e)
+    events = list(first.values())
     with conn.cursor() as cur:
         cur.execute(
             """create temp table if not exists stage_events (ord bigint, id text, user_id text, type text,
@@ -215,8 +234,8 @@ def store_events(conn: psycopg.Connection[Any], events: Sequence[rec.EventRecord
                 )
         cur.execute(
             """insert into events (id, user_id, type, item_id, ts, value, message_id, context)
-               select distinct on (id) id, user_id, type, item_id, ts, value, message_id, context
-               from stage_events order by id, ord
+               select id, user_id, type, item_id, ts, value, message_id, context
+               from stage_events order by ord
                on conflict (id) do nothing"""
         )
         stored = cur.rowcount

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from tagloop.tools.errors import InvalidInput
 
 
@@ -67,14 +69,18 @@ def read_records(path: Path) -> tuple[list[RawRecord], list[LineError]]:
 
 
 def _iter_jsonl(text: str) -> Iterator[RawRecord | tuple[int, str]]:
-    for number, line in enumerate(text.splitlines(), start=1):
+    # split on "\n" only: U+2028 and friends are legal, unescaped, inside JSON strings
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield number, f"malformed JSON ({exc.msg} at column {exc.colno})"
-            continue
+            data = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            try:  # the standard parser accepts a little more (NaN, huge ints) and says where it failed
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield number, f"malformed JSON ({exc.msg} at column {exc.colno})"
+                continue
         if not isinstance(data, dict):
             yield number, f"expected a JSON object, got {type(data).__name__}"
             continue

