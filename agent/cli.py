@@ -17,10 +17,15 @@ from rich.table import Table
 from tagloop.agent.settings import Settings, load_settings
 from tagloop.tools.errors import TagloopError
 
-app = typer.Typer(help="tagloop: per-user content and notification decisions on PostgreSQL.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="tagloop: per-user content and notification decisions on PostgreSQL.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 db_app = typer.Typer(help="The database: URL, migrations, status.", no_args_is_help=True)
-import_app = typer.Typer(help="Import items, users and events (SPEC §3), or a known data set.", no_args_is_help=True)
+import_app = typer.Typer(
+    help="Import items, users and events (SPEC §3), or a known data set.", no_args_is_help=True
+)
 profiles_app = typer.Typer(help="User tag profiles.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(import_app, name="import")
@@ -151,7 +156,9 @@ def import_events(path: Path, skip_bad: SkipBad = False, as_json: JsonFlag = Fal
 @import_app.command("lastfm")
 def import_lastfm(
     directory: Path,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Keep the converted JSONL files here.")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Keep the converted JSONL files here.")
+    ] = None,
     seed: int = 7,
     as_json: JsonFlag = False,
 ) -> None:
@@ -220,8 +227,12 @@ def demo(
 def serve(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
-    workers: Annotated[int, typer.Option("--workers", min=1, max=64,
-                                         help="HTTP worker processes (one per core is a good start).")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers", min=1, max=64, help="HTTP worker processes (one per core is a good start)."
+        ),
+    ] = 1,
     no_scheduler: Annotated[bool, typer.Option("--no-scheduler", help="Do not run the scheduler.")] = False,
     no_delivery: Annotated[bool, typer.Option("--no-delivery", help="Do not run delivery workers.")] = False,
 ) -> None:
@@ -254,8 +265,15 @@ def serve(
     folder.start()
     try:
         if workers > 1:
-            uvicorn.run("tagloop.agent.http.app:create_app", factory=True, workers=workers, host=host,
-                        port=port, log_level="warning", access_log=False)
+            uvicorn.run(
+                "tagloop.agent.http.app:create_app",
+                factory=True,
+                workers=workers,
+                host=host,
+                port=port,
+                log_level="warning",
+                access_log=False,
+            )
         else:
             uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
     finally:
@@ -271,7 +289,9 @@ app.add_typer(decisions_app, name="decisions")
 @app.command("worker")
 def worker(
     once: Annotated[bool, typer.Option("--once", help="Drain what is due now, then exit.")] = False,
-    interval: Annotated[float | None, typer.Option(help="Seconds between sweeps (default from settings).")] = None,
+    interval: Annotated[
+        float | None, typer.Option(help="Seconds between sweeps (default from settings).")
+    ] = None,
     no_decide: Annotated[bool, typer.Option("--no-decide", help="Only deliver due messages.")] = False,
     no_deliver: Annotated[bool, typer.Option("--no-deliver", help="Only decide due runs.")] = False,
     as_json: JsonFlag = False,
@@ -337,10 +357,13 @@ def _mount_evals() -> None:
 
     app.add_typer(eval_app, name="eval")
     from tagloop.agent.cli_report import report_app
+
     app.add_typer(report_app, name="report")
     from tagloop.agent.cli_tag import tag_app
+
     app.add_typer(tag_app, name="tag")
     from tagloop.agent.cli_train import recommend_command, train_command
+
     app.command("train")(train_command)
     app.command("recommend")(recommend_command)
 

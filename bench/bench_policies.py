@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import scipy.sparse as sp
+
 from tagloop.policies import PolicyConfig, ProviderExposure, choose_slate, preset
 
 

@@ -233,8 +233,16 @@ def main() -> None:
             "TAGLOOP_RATE_LIMIT_PER_MINUTE": "100000000",
         }
         tagloop = Path(sys.executable).parent / "tagloop"
-        command = [str(tagloop), "serve", "--host", "127.0.0.1", "--port", str(port),
-                   "--workers", str(args.workers)]
+        command = [
+            str(tagloop),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+        ]
         proc = subprocess.Popen(command, env=env)
         base = f"http://127.0.0.1:{port}"
         for _ in range(600):
@@ -252,18 +260,20 @@ def main() -> None:
         copy_seconds = copy_phase(url, sent)
         copy_rate = len(sent) / copy_seconds
         p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
-        print(f"events: {len(sent):,} in {len(latencies):,} requests of 100 from {args.clients} clients, "
-              f"{args.workers} server worker(s)")
+        print(
+            f"events: {len(sent):,} in {len(latencies):,} requests of 100 from {args.clients} clients, "
+            f"{args.workers} server worker(s)"
+        )
         print(
             f"HTTP ingest (signed, online profiles, triggers): {http_rate:,.0f} events/s in {elapsed:.1f} s"
         )
-        print(
-            f"raw COPY of the same events: {copy_rate:,.0f} events/s in {copy_seconds:.2f} s"
-        )
+        print(f"raw COPY of the same events: {copy_rate:,.0f} events/s in {copy_seconds:.2f} s")
         print(f"ratio HTTP / COPY: {http_rate / copy_rate:.1%} (goal >= 25%)")
         print(f"request latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms (goal p99 < 100 ms)")
-        print(f"profile folder: {folded / elapsed:,.0f} events/s folded during the run; lag at its end "
-              f"{lag:,} events, caught up {catch_up:.2f} s later")
+        print(
+            f"profile folder: {folded / elapsed:,.0f} events/s folded during the run; lag at its end "
+            f"{lag:,} events, caught up {catch_up:.2f} s later"
+        )
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGTERM)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
 from tagloop.evals.ope import estimators as est
 from tagloop.evals.ope import reward_model
 from tagloop.evals.ope.evaluate import evaluate

@@ -249,12 +249,17 @@ def cold_start(train: Interactions, tags: ItemTags) -> None:
     )
     users = np.flatnonzero((np.diff(held.indptr) > 0) & (np.diff(fit_m.indptr) > 0))
     tag_csr = tags.matrix.tocsr()
-    cold_vecs = np.vstack([
-        model.item_vector_from_tags(
-            {str(tags.tags[t]): float(w) for t, w in zip(tag_csr[i].indices, tag_csr[i].data, strict=True)}
-        )
-        for i in held_items
-    ])
+    cold_vecs = np.vstack(
+        [
+            model.item_vector_from_tags(
+                {
+                    str(tags.tags[t]): float(w)
+                    for t, w in zip(tag_csr[i].indices, tag_csr[i].data, strict=True)
+                }
+            )
+            for i in held_items
+        ]
+    )
     user_vecs = model.user_vectors(fit_m[users])
     ranked = held_items[np.argsort(-(user_vecs @ cold_vecs.T), axis=1, kind="stable")[:, :20]]
     rel = relevant_of(held, users)

@@ -36,7 +36,8 @@ from tagloop.tools.recommender import pg, serving
 def percentiles(samples: list[float]) -> dict[str, float]:
     ms = np.asarray(samples) * 1000.0
     return {f"p{q}": round(float(np.percentile(ms, q)), 2) for q in (50, 95, 99)} | {
-        "mean": round(float(ms.mean()), 2)}
+        "mean": round(float(ms.mean()), 2)
+    }
 
 
 def _line(name: str, stats: dict[str, float]) -> None:
@@ -103,22 +104,30 @@ def main() -> None:
             server.append((plan.get("Execution Time", 0.0) + plan.get("Planning Time", 0.0)) / 1000.0)
             truth = {str(served.model.item_ids[i]) for i in exact}
             recall.append(len(truth & {h.item_id for h in hits}) / max(len(truth), 1))
-        plan_rows = conn.execute(pg._compose("explain " + pg._TOP_K, served.row),
-                                 {"q": vec, "seen": history.seen, "k": args.k}).fetchall()
+        plan_rows = conn.execute(
+            pg._compose("explain " + pg._TOP_K, served.row), {"q": vec, "seen": history.seen, "k": args.k}
+        ).fetchall()
         conn.rollback()
     result = {
-        "users": len(sample), "k": args.k, "model_id": served.row.id, "dim": served.row.dim,
-        "items": int(item_vecs.shape[0]), "latency_ms": {name: percentiles(ts) for name, ts in times.items()},
+        "users": len(sample),
+        "k": args.k,
+        "model_id": served.row.id,
+        "dim": served.row.dim,
+        "items": int(item_vecs.shape[0]),
+        "latency_ms": {name: percentiles(ts) for name, ts in times.items()},
         f"recall@{args.k}_hnsw_vs_exact": round(float(np.mean(recall)), 4),
         "uses_hnsw_index": any("item_vectors_hnsw" in str(r) for r in plan_rows),
-        "pg_query_server_ms": percentiles(server), "pg_client_cpu_ms": percentiles(cpu_pg),
+        "pg_query_server_ms": percentiles(server),
+        "pg_client_cpu_ms": percentiles(cpu_pg),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{result['users']} users, top-{args.k} of {result['items']:,} items (model {served.row.id}, "
-          f"dim {served.row.dim}); HNSW index used: {result['uses_hnsw_index']}")
+    print(
+        f"{result['users']} users, top-{args.k} of {result['items']:,} items (model {served.row.id}, "
+        f"dim {served.row.dim}); HNSW index used: {result['uses_hnsw_index']}"
+    )
     for name, stats in result["latency_ms"].items():
         _line(name, stats)
     _line("pg-query, server side (explain analyze)", result["pg_query_server_ms"])

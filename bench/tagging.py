@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from tagloop.evals.tagging_eval import evaluate_tagging, read_rows
 from tagloop.tools.tagging.embeddings import heldout_cooccurrence_auc, related_tags, tag_embeddings
 from tagloop.tools.tagging.matrices import cooccurrence, item_tag_matrix

@@ -23,6 +23,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
 from tagloop.tools.errors import InvalidInput, TagloopError
 from tagloop.tools.tagging.matrices import interaction_matrix, item_tag_matrix
 from tagloop.tools.tagging.model import BlendWeights, TagModel, top_k

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import special
+
 from tagloop.policies.config import BanditConfig
 from tagloop.tools.errors import InvalidInput
 

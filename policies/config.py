@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
 from tagloop.tools.errors import InvalidInput
 
 PRESETS = ("default", "random", "greedy")

@@ -17,6 +17,7 @@ from typing import TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
+
 from tagloop.policies.fairness import normalized_relevance
 from tagloop.tools.errors import InvalidInput
 

@@ -21,6 +21,7 @@ evaluator can compute any policy's probability of a logged slate (see `policies.
 from __future__ import annotations
 
 import numpy as np
+
 from tagloop.policies.decision import Decision
 from tagloop.tools.errors import InvalidInput
 

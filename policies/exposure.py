@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
+
 from tagloop.tools.errors import InvalidInput
 
 

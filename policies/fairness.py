@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
 from tagloop.policies.exposure import ProviderExposure, position_weights
 from tagloop.tools.errors import InvalidInput
 

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
 import numpy as np
+
 from tagloop.policies.config import PolicyConfig
 from tagloop.policies.decision import Decision
 from tagloop.policies.diversity import CalibrationState, MMRState, TagMatrix

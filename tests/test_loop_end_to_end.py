@@ -14,9 +14,9 @@ import psycopg
 from tagloop.agent.runner import run_users
 from tagloop.agent.settings import Settings
 from tagloop.tools.ingest import demo
+from tagloop.tools.ingest.loader import import_file
 from tagloop.tools.messaging.channels import FileChannel
 from tagloop.tools.profiles import rebuild_profiles
-from tagloop.tools.ingest.loader import import_file
 from tagloop.tools.store.catalogue import refresh_item_vectors
 
 NOW = datetime(2026, 5, 4, 9, tzinfo=UTC)

@@ -210,9 +210,18 @@ def test_concurrent_batches_on_the_same_users_lose_no_update(
 
     kinds = [("like", "s1"), ("save", "r1"), ("dislike", "j1"), ("share", "s2")]
     batches = [
-        [ev(u, kinds[(t + i) % 4][0], kinds[(t + i) % 4][1], NOW - timedelta(minutes=t * 10 + i),
-            id=f"t{t}-{i}-{u}") for u in ("b", "c")]
-        for t in range(4) for i in range(6)
+        [
+            ev(
+                u,
+                kinds[(t + i) % 4][0],
+                kinds[(t + i) % 4][1],
+                NOW - timedelta(minutes=t * 10 + i),
+                id=f"t{t}-{i}-{u}",
+            )
+            for u in ("b", "c")
+        ]
+        for t in range(4)
+        for i in range(6)
     ]
 
     def sender(part: list[list[EventRecord]]) -> None:

@@ -53,7 +53,8 @@ def test_each_committed_event_is_folded_once(catalogue: psycopg.Connection[Any])
     assert profile_folder.fold_pending(catalogue, OPTIONS, now=NOW).events == 0
     assert n_events(catalogue) == {"a": 2, "b": 1}
     assert catalogue.execute("select user_id, reason from run_queue").fetchall() == [
-        {"user_id": "a", "reason": "like"}]
+        {"user_id": "a", "reason": "like"}
+    ]
     assert profile_folder.checkpoint(catalogue) == report.last_seq == 3
 
 

@@ -17,6 +17,7 @@ from typing import Protocol, TypeVar
 
 import openai
 from pydantic import BaseModel, ValidationError
+
 from tagloop.tools.errors import TagloopError
 
 T = TypeVar("T", bound=BaseModel)

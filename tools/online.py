@@ -48,9 +48,9 @@ class OnlineConfig:
     half_life_days: float = 30.0
     replay_window_s: float = 3 * 86400.0
     replay_bonus: float = 2.0
-    recent_cap: int = 200           # items remembered for replay detection
-    new_tag_below: float = 0.5      # a tag whose profile weight is below this is "new" to the user
-    burst_plays: int = 3            # plays of a new tag within burst_window_s that make a burst
+    recent_cap: int = 200  # items remembered for replay detection
+    new_tag_below: float = 0.5  # a tag whose profile weight is below this is "new" to the user
+    burst_plays: int = 3  # plays of a new tag within burst_window_s that make a burst
     burst_window_s: float = 3600.0
     source_tag_cap: int = 20
 
@@ -108,8 +108,13 @@ ItemTags = dict[str, list[tuple[int, str, float]]]  # item → (tag id, sparseve
 
 
 def apply_events(
-    conn: psycopg.Connection[Any], events: Sequence[EventRecord], *, now: datetime, config: OnlineConfig,
-    seqs: Mapping[str, int] | None = None, folded_upto: int | None = None,
+    conn: psycopg.Connection[Any],
+    events: Sequence[EventRecord],
+    *,
+    now: datetime,
+    config: OnlineConfig,
+    seqs: Mapping[str, int] | None = None,
+    folded_upto: int | None = None,
 ) -> OnlineResult:
     """Fold newly stored `events` into their users' profiles (users must exist). Never commits."""
     if not events:
@@ -131,8 +136,16 @@ def apply_events(
     for e in sorted(events, key=lambda e: e.ts):
         by_user[e.user_id].append(e)
     result = OnlineResult(users=len(by_user))
-    fold = functools.partial(_fold_rows, by_user=by_user, item_tags=item_tags, messages=messages, now=now,
-                             config=config, bursts=result.bursts, seqs=seqs)
+    fold = functools.partial(
+        _fold_rows,
+        by_user=by_user,
+        item_tags=item_tags,
+        messages=messages,
+        now=now,
+        config=config,
+        bursts=result.bursts,
+        seqs=seqs,
+    )
     saves = fold(profiles)
     credits = _credits(events, messages)
     result.credited_decisions = len(credits)
@@ -143,15 +156,24 @@ def apply_events(
     changed = sorted(set(by_user) - {r["user_id"] for r in saved.fetchall()})
     if changed:  # committed by a concurrent batch since the read: fold again, now under the lock
         fresh = conn.execute(_LOCKED_READ, {"users": changed}).fetchall()
-        conn.execute(_SAVE, {"now": now, "rows": json_param(fold(fresh, check_version=False)),
-                             "folded_upto": folded_upto})
+        conn.execute(
+            _SAVE,
+            {"now": now, "rows": json_param(fold(fresh, check_version=False)), "folded_upto": folded_upto},
+        )
     return result
 
 
 def _fold_rows(
-    rows: list[dict[str, Any]], *, by_user: dict[str, list[EventRecord]], item_tags: ItemTags,
-    messages: dict[str, dict[str, Any]], now: datetime, config: OnlineConfig, bursts: dict[str, int],
-    seqs: Mapping[str, int] | None = None, check_version: bool = True,
+    rows: list[dict[str, Any]],
+    *,
+    by_user: dict[str, list[EventRecord]],
+    item_tags: ItemTags,
+    messages: dict[str, dict[str, Any]],
+    now: datetime,
+    config: OnlineConfig,
+    bursts: dict[str, int],
+    seqs: Mapping[str, int] | None = None,
+    check_version: bool = True,
 ) -> list[dict[str, Any]]:
     """The new profile rows of `rows` (as read) with their users' events folded in; bursts noted."""
     saves = []
@@ -164,9 +186,16 @@ def _fold_rows(
         bursts.pop(user_id, None)
         if burst is not None:
             bursts[user_id] = burst
-        saves.append({"user_id": user_id, "version": row["version"] if check_version else None,
-                      "tags": sparsevec_text(tags), "n_events": int(row["n_events"]) + len(user_events),
-                      "stats": stats, "hour_of_week": histogram})
+        saves.append(
+            {
+                "user_id": user_id,
+                "version": row["version"] if check_version else None,
+                "tags": sparsevec_text(tags),
+                "n_events": int(row["n_events"]) + len(user_events),
+                "stats": stats,
+                "hour_of_week": histogram,
+            }
+        )
     return saves
 
 
@@ -281,10 +310,22 @@ def _credits(events: Sequence[EventRecord], messages: dict[str, dict[str, Any]])
         if message is None:
             continue
         decision = str(message["decision_id"])
-        t = totals.setdefault(decision, {
-            "decision_id": decision, "user_id": e.user_id, "channel": message["channel"], "opens": 0,
-            "clicks": 0, "converts": 0, "negatives": 0, "other": 0, "reward": 0.0,
-            "first": e.ts, "last": e.ts})
+        t = totals.setdefault(
+            decision,
+            {
+                "decision_id": decision,
+                "user_id": e.user_id,
+                "channel": message["channel"],
+                "opens": 0,
+                "clicks": 0,
+                "converts": 0,
+                "negatives": 0,
+                "other": 0,
+                "reward": 0.0,
+                "first": e.ts,
+                "last": e.ts,
+            },
+        )
         key = {"open": "opens", "click": "clicks", "convert": "converts"}.get(e.type)
         t[key or ("negatives" if e.type in NEGATIVE else "other")] += 1
         t["reward"] += event_weight(e.type, e.value)

@@ -88,8 +88,10 @@ class FoldOptions:
 
     @classmethod
     def from_settings(cls, settings: FoldSettings) -> FoldOptions:
-        return cls(online.OnlineConfig(half_life_days=settings.profile_half_life_days),
-                   timedelta(seconds=settings.trigger_delay_seconds))
+        return cls(
+            online.OnlineConfig(half_life_days=settings.profile_half_life_days),
+            timedelta(seconds=settings.trigger_delay_seconds),
+        )
 
 
 @dataclass(frozen=True)
@@ -162,16 +164,33 @@ def fold_user(conn: psycopg.Connection[Any], user_id: str, options: FoldOptions,
 
 
 def _fold(
-    conn: psycopg.Connection[Any], rows: list[dict[str, Any]], options: FoldOptions, *, now: datetime,
-    mark_users: bool, upto: int | None = None,
+    conn: psycopg.Connection[Any],
+    rows: list[dict[str, Any]],
+    options: FoldOptions,
+    *,
+    now: datetime,
+    mark_users: bool,
+    upto: int | None = None,
 ) -> FoldReport:
-    events = [EventRecord(r["id"], r["user_id"], r["type"], r["item_id"], r["ts"], r["value"],
-                          r["message_id"], r["context"] or {}) for r in rows]
+    events = [
+        EventRecord(
+            r["id"],
+            r["user_id"],
+            r["type"],
+            r["item_id"],
+            r["ts"],
+            r["value"],
+            r["message_id"],
+            r["context"] or {},
+        )
+        for r in rows
+    ]
     if not events:
         return FoldReport()
     seqs = {r["id"]: int(r["seq"]) for r in rows}
-    folded = online.apply_events(conn, events, now=now, config=options.online, seqs=seqs,
-                                 folded_upto=upto if mark_users else None)
+    folded = online.apply_events(
+        conn, events, now=now, config=options.online, seqs=seqs, folded_upto=upto if mark_users else None
+    )
     reasons = triggers.strong_signals(events, folded.bursts)
     enqueued = triggers.enqueue_runs(conn, reasons, now=now, delay=options.trigger_delay)
     return FoldReport(len(events), folded.users, enqueued)

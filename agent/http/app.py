@@ -37,8 +37,9 @@ def create_app(settings: Settings | None = None, *, pool_size: int = 8) -> FastA
         pool = db.make_pool(url, min_size=2, max_size=pool_size)
         limiter = RateLimiter(settings.rate_limit_per_minute)
         options = ingest_options(settings)
-        app.state.tagloop = AppState(settings, pool, Auth(settings), limiter, metrics, options,
-                                     FoldOptions.from_settings(settings))
+        app.state.tagloop = AppState(
+            settings, pool, Auth(settings), limiter, metrics, options, FoldOptions.from_settings(settings)
+        )
         if not settings.api_keys and not settings.webhook_secrets:
             log.warning("event=no_credentials_configured detail=every request but /healthz will get 401")
         log.info("event=started pool_size=%d", pool_size)
@@ -47,8 +48,12 @@ def create_app(settings: Settings | None = None, *, pool_size: int = 8) -> FastA
         finally:
             pool.close()
 
-    app = FastAPI(title="tagloop", version="0.1.0", lifespan=lifespan,
-                  description="Events in, decisions out: tagloop's HTTP API (SPEC §4).")
+    app = FastAPI(
+        title="tagloop",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Events in, decisions out: tagloop's HTTP API (SPEC §4).",
+    )
     problems.install(app)
     app.include_router(router)
     app.add_middleware(TimingMiddleware, metrics=metrics)
@@ -59,8 +64,9 @@ def create_app(settings: Settings | None = None, *, pool_size: int = 8) -> FastA
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's schema plus the models that only raw-body routes and problem responses name."""
     if app.openapi_schema is None:
-        spec = get_openapi(title=app.title, version=app.version, description=app.description,
-                           routes=app.routes)
+        spec = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
         components = spec.setdefault("components", {}).setdefault("schemas", {})
         for model in (schemas.Problem, schemas.EventIn, schemas.ItemIn, schemas.UserIn):
             found = model.model_json_schema(ref_template="#/components/schemas/{model}")

@@ -48,8 +48,13 @@ class RateLimited(TagloopError):
         self.retry_after = retry_after
 
 
-def problem(status: int, title: str, detail: str, errors: Sequence[tuple[str, str]] = (),
-            headers: dict[str, str] | None = None) -> JSONResponse:
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    errors: Sequence[tuple[str, str]] = (),
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
     if errors:
         body["errors"] = [{"field": f, "reason": r} for f, r in errors]

@@ -53,8 +53,14 @@ EVENT_BATCH = {"type": "array", "items": _ref("EventIn"), "maxItems": 1000}
 EVENTS_BODY = _body({"oneOf": [_ref("EventIn"), EVENT_BATCH]})
 
 
-@router.post("/v1/events", status_code=202, response_model=schemas.Accepted, tags=["events"],
-             responses=_problems(401, 413, 422, 429), openapi_extra=EVENTS_BODY)
+@router.post(
+    "/v1/events",
+    status_code=202,
+    response_model=schemas.Accepted,
+    tags=["events"],
+    responses=_problems(401, 413, 422, 429),
+    openapi_extra=EVENTS_BODY,
+)
 async def post_events(
     request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None
 ) -> schemas.Accepted:
@@ -73,15 +79,22 @@ async def post_events(
     try:
         payload = ingest.decode(body)
         events = ingest.parse_payload(payload, now=now, options=state.ingest, webhook_id=webhook_id)
-        result = await run_in_threadpool(ingest.store_events, state.pool, events,
-                                         single=isinstance(payload, dict), now=now, options=state.ingest)
+        result = await run_in_threadpool(
+            ingest.store_events,
+            state.pool,
+            events,
+            single=isinstance(payload, dict),
+            now=now,
+            options=state.ingest,
+        )
     except FieldErrors as exc:
         state.metrics.events.labels("rejected").inc(max(len(exc.errors), 1))
         raise
     state.metrics.events.labels("accepted").inc(result.accepted)
     state.metrics.events.labels("duplicate").inc(result.duplicates)
-    log.info("event=ingest accepted=%d duplicates=%d users=%d",
-             result.accepted, result.duplicates, result.users)
+    log.info(
+        "event=ingest accepted=%d duplicates=%d users=%d", result.accepted, result.duplicates, result.users
+    )
     return schemas.Accepted(accepted=result.accepted, duplicates=result.duplicates)
 
 
@@ -89,38 +102,60 @@ async def _json(request: Request, state: AppState) -> Any:
     return ingest.decode(await read_body(request, state.settings.max_body_bytes))
 
 
-@router.put("/v1/items/{item_id}", response_model=schemas.Stored, tags=["catalogue"],
-            responses=_problems(401, 413, 422, 429), openapi_extra=_body(_ref("ItemIn")))
+@router.put(
+    "/v1/items/{item_id}",
+    response_model=schemas.Stored,
+    tags=["catalogue"],
+    responses=_problems(401, 413, 422, 429),
+    openapi_extra=_body(_ref("ItemIn")),
+)
 async def put_item(item_id: UserId, request: Request, state: Authorized) -> schemas.Stored:
     payload = await _json(request, state)
     return schemas.Stored(stored=await state.in_tx(services.put_items, payload, path_id=item_id))
 
 
-@router.post("/v1/items", response_model=schemas.Stored, tags=["catalogue"],
-             responses=_problems(401, 413, 422, 429),
-             openapi_extra=_body({"type": "array", "items": _ref("ItemIn"), "maxItems": 1000}))
+@router.post(
+    "/v1/items",
+    response_model=schemas.Stored,
+    tags=["catalogue"],
+    responses=_problems(401, 413, 422, 429),
+    openapi_extra=_body({"type": "array", "items": _ref("ItemIn"), "maxItems": 1000}),
+)
 async def post_items(request: Request, state: Authorized) -> schemas.Stored:
     payload = await _json(request, state)
     return schemas.Stored(stored=await state.in_tx(services.put_items, payload))
 
 
-@router.put("/v1/users/{user_id}", response_model=schemas.Stored, tags=["users"],
-            responses=_problems(401, 413, 422, 429), openapi_extra=_body(_ref("UserIn")))
+@router.put(
+    "/v1/users/{user_id}",
+    response_model=schemas.Stored,
+    tags=["users"],
+    responses=_problems(401, 413, 422, 429),
+    openapi_extra=_body(_ref("UserIn")),
+)
 async def put_user(user_id: UserId, request: Request, state: Authorized) -> schemas.Stored:
     payload = await _json(request, state)
     return schemas.Stored(stored=await state.in_tx(services.put_users, payload, path_id=user_id))
 
 
-@router.post("/v1/users", response_model=schemas.Stored, tags=["users"],
-             responses=_problems(401, 413, 422, 429),
-             openapi_extra=_body({"type": "array", "items": _ref("UserIn"), "maxItems": 1000}))
+@router.post(
+    "/v1/users",
+    response_model=schemas.Stored,
+    tags=["users"],
+    responses=_problems(401, 413, 422, 429),
+    openapi_extra=_body({"type": "array", "items": _ref("UserIn"), "maxItems": 1000}),
+)
 async def post_users(request: Request, state: Authorized) -> schemas.Stored:
     payload = await _json(request, state)
     return schemas.Stored(stored=await state.in_tx(services.put_users, payload))
 
 
-@router.delete("/v1/users/{user_id}", response_model=schemas.Erased, tags=["users"],
-               responses=_problems(401, 404, 422, 429))
+@router.delete(
+    "/v1/users/{user_id}",
+    response_model=schemas.Erased,
+    tags=["users"],
+    responses=_problems(401, 404, 422, 429),
+)
 def delete_user(user_id: UserId, state: Authorized) -> schemas.Erased:
     """Erase the user and every row derived from them (events, profile, decisions, messages, …)."""
     with state.pool.connection() as conn, conn.transaction():
@@ -129,11 +164,17 @@ def delete_user(user_id: UserId, state: Authorized) -> schemas.Erased:
     return erased
 
 
-@router.get("/v1/users/{user_id}/events", response_model=schemas.EventsPage, tags=["users"],
-            responses=_problems(401, 404, 422, 429))
+@router.get(
+    "/v1/users/{user_id}/events",
+    response_model=schemas.EventsPage,
+    tags=["users"],
+    responses=_problems(401, 404, 422, 429),
+)
 def get_events(
-    user_id: UserId, state: Authorized,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 1000, before: datetime | None = None,
+    user_id: UserId,
+    state: Authorized,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    before: datetime | None = None,
 ) -> dict[str, Any]:
     if before is not None and before.tzinfo is None:
         raise FieldErrors([("before", "has no time zone offset (RFC 3339 needs Z or ±hh:mm)")])
@@ -141,15 +182,23 @@ def get_events(
         return services.events_page(conn, user_id, limit=limit, before=before)
 
 
-@router.get("/v1/users/{user_id}/profile", response_model=schemas.Profile, tags=["users"],
-            responses=_problems(401, 404, 422, 429))
+@router.get(
+    "/v1/users/{user_id}/profile",
+    response_model=schemas.Profile,
+    tags=["users"],
+    responses=_problems(401, 404, 422, 429),
+)
 def get_profile(user_id: UserId, state: Authorized) -> schemas.Profile:
     with state.pool.connection() as conn:
         return services.profile_view(conn, user_id, fold=state.fold)
 
 
-@router.get("/v1/users/{user_id}/recommendations", response_model=schemas.Recommendations, tags=["users"],
-            responses=_problems(401, 404, 422, 429))
+@router.get(
+    "/v1/users/{user_id}/recommendations",
+    response_model=schemas.Recommendations,
+    tags=["users"],
+    responses=_problems(401, 404, 422, 429),
+)
 def get_recommendations(
     user_id: UserId, state: Authorized, k: Annotated[int, Query(ge=1, le=200)] = 20
 ) -> schemas.Recommendations:
@@ -157,8 +206,12 @@ def get_recommendations(
         return services.recommendations(conn, user_id, k, fold=state.fold)
 
 
-@router.post("/v1/users/{user_id}/runs", response_model=schemas.RunDecision, tags=["users"],
-             responses=_problems(401, 404, 409, 422, 429))
+@router.post(
+    "/v1/users/{user_id}/runs",
+    response_model=schemas.RunDecision,
+    tags=["users"],
+    responses=_problems(401, 404, 409, 422, 429),
+)
 def post_run(
     user_id: UserId, state: Authorized, body: Annotated[schemas.RunRequest | None, Body()] = None
 ) -> schemas.RunDecision:
@@ -179,8 +232,12 @@ def healthz(request: Request) -> schemas.Health:
     return schemas.Health(status="ok", database="ok")
 
 
-@router.get("/metrics", tags=["ops"], responses={200: {"content": {"text/plain": {}}}, **_problems(401, 429)},
-            response_class=Response)
+@router.get(
+    "/metrics",
+    tags=["ops"],
+    responses={200: {"content": {"text/plain": {}}}, **_problems(401, 429)},
+    response_class=Response,
+)
 def metrics(state: Authorized) -> Response:
     """Prometheus text format."""
     with state.pool.connection() as conn:

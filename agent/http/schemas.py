@@ -27,8 +27,10 @@ class EventIn(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: str | None = Field(default=None, max_length=256, description="Idempotency key: stored once.")
     user_id: str = Field(max_length=256)
-    type: str = Field(description="impression, play, complete, skip, like, dislike, save, add_to_playlist, "
-                                  "share, open, click, convert, dismiss, unsubscribe or a custom type")
+    type: str = Field(
+        description="impression, play, complete, skip, like, dislike, save, add_to_playlist, "
+        "share, open, click, convert, dismiss, unsubscribe or a custom type"
+    )
     item_id: str | None = Field(default=None, max_length=256)
     ts: datetime | None = None
     value: float | None = None

@@ -87,10 +87,16 @@ def profile_view(
     stats: dict[str, Any] = p.stats or {}
     user = conn.execute(
         """select u.consent, u.channels, pr.updated_at from users u
-           left join user_profiles pr on pr.user_id = u.id where u.id = %(id)s""", {"id": user_id}).fetchone()
-    sent = {r["channel"]: r["n"] for r in conn.execute(
-        "select channel, count(*) as n from messages where user_id = %(id)s group by channel",
-        {"id": user_id})}
+           left join user_profiles pr on pr.user_id = u.id where u.id = %(id)s""",
+        {"id": user_id},
+    ).fetchone()
+    sent = {
+        r["channel"]: r["n"]
+        for r in conn.execute(
+            "select channel, count(*) as n from messages where user_id = %(id)s group by channel",
+            {"id": user_id},
+        )
+    }
     hist = list(stats.get("hour_of_week") or [0] * 168)
     total = sum(hist) or 1
     best = sorted(range(168), key=lambda s: -hist[s])[:3]
@@ -100,22 +106,36 @@ def profile_view(
     source_tags: dict[str, dict[str, float]] = stats.get("source_tags") or {}
     tag_names = _tag_names(conn, {int(t) for weights in source_tags.values() for t in weights})
     return schemas.Profile(
-        user_id=user_id, n_events=p.n_events, updated_at=(user or {}).get("updated_at"),
+        user_id=user_id,
+        n_events=p.n_events,
+        updated_at=(user or {}).get("updated_at"),
         top_tags=[schemas.TagWeight(tag=t, weight=w) for t, w in p.top_tags],
-        skip_rate=float(stats.get("skip_rate", 0.0)), replays=int(stats.get("replays", 0)),
+        skip_rate=float(stats.get("skip_rate", 0.0)),
+        replays=int(stats.get("replays", 0)),
         timing=schemas.Timing(
-            timezone=p.timezone, hour_of_week=hist,
+            timezone=p.timezone,
+            hour_of_week=hist,
             best_hours=[f"{DAYS[s // 24]} {s % 24:02d}:00" for s in best if hist[s] > 0],
             weekday_share=round(sum(hist[: 5 * 24]) / total, 4) if sum(hist) else 0.0,
             weekend_share=round(sum(hist[5 * 24 :]) / total, 4) if sum(hist) else 0.0,
         ),
-        channels=[schemas.ChannelPreference(channel=c, consent=consent.get(c) is True, sent=sent.get(c, 0),
-                                            engagement=engaged.get(c, {})) for c in names],
-        devices=_shares(stats.get("devices") or {}), sources=_shares(stats.get("sources") or {}),
+        channels=[
+            schemas.ChannelPreference(
+                channel=c, consent=consent.get(c) is True, sent=sent.get(c, 0), engagement=engaged.get(c, {})
+            )
+            for c in names
+        ],
+        devices=_shares(stats.get("devices") or {}),
+        sources=_shares(stats.get("sources") or {}),
         regions=_shares(stats.get("regions") or {}),
-        source_tags={s: [schemas.TagWeight(tag=tag_names[int(t)], weight=round(w, 3))
-                         for t, w in sorted(ws.items(), key=lambda kv: -kv[1])[:5] if int(t) in tag_names]
-                     for s, ws in source_tags.items()},
+        source_tags={
+            s: [
+                schemas.TagWeight(tag=tag_names[int(t)], weight=round(w, 3))
+                for t, w in sorted(ws.items(), key=lambda kv: -kv[1])[:5]
+                if int(t) in tag_names
+            ]
+            for s, ws in source_tags.items()
+        },
     )
 
 
@@ -135,10 +155,21 @@ def recommendations(
     if user_id not in profiles:
         raise NotFound(f"unknown user {user_id!r}")
     from tagloop.tools.recommender.serving import recommend  # the trained model, when there is one
+
     if (cf := recommend(conn, user_id, k, now=datetime.now(UTC))) is not None:
-        return schemas.Recommendations(user_id=user_id, items=[schemas.Recommendation(
-            item_id=r.item_id, title=r.title, provider=r.provider, score=round(r.score, 6),
-            explanation=r.reason) for r in cf])
+        return schemas.Recommendations(
+            user_id=user_id,
+            items=[
+                schemas.Recommendation(
+                    item_id=r.item_id,
+                    title=r.title,
+                    provider=r.provider,
+                    score=round(r.score, 6),
+                    explanation=r.reason,
+                )
+                for r in cf
+            ],
+        )
     liked = dict(profiles[user_id].top_tags)
     candidates = tag_candidates(conn, [user_id], k)[user_id]
     item_tags: dict[str, list[str]] = defaultdict(list)
@@ -151,15 +182,29 @@ def recommendations(
     out = []
     for c in candidates:
         shared = sorted((t for t in item_tags[c.item_id] if liked.get(t, 0) > 0), key=lambda t: -liked[t])[:2]
-        because = (f"because you play a lot of {' and '.join(shared)}" if shared
-                   else "because it is close to the tags you listen to")
-        out.append(schemas.Recommendation(item_id=c.item_id, title=c.title, provider=c.provider,
-                                          score=round(c.score, 6), explanation=because))
+        because = (
+            f"because you play a lot of {' and '.join(shared)}"
+            if shared
+            else "because it is close to the tags you listen to"
+        )
+        out.append(
+            schemas.Recommendation(
+                item_id=c.item_id,
+                title=c.title,
+                provider=c.provider,
+                score=round(c.score, 6),
+                explanation=because,
+            )
+        )
     return schemas.Recommendations(user_id=user_id, items=out)
 
 
 def run_now(
-    conn: psycopg.Connection[Any], settings: Settings, user_id: str, *, send_now: bool,
+    conn: psycopg.Connection[Any],
+    settings: Settings,
+    user_id: str,
+    *,
+    send_now: bool,
     fold: profile_folder.FoldOptions | None = None,
 ) -> schemas.RunDecision:
     """Run the agent for one user under the user's run lock (409 while another run holds it), on
@@ -181,12 +226,24 @@ def run_now(
     o = outcomes[0]
     name, _, version = o.policy.partition("@")
     return schemas.RunDecision(
-        user_id=o.user_id, decision_id=o.decision_id, outcome=o.outcome, channel=o.channel,
-        chosen=[schemas.ChosenItem(item_id=str(c["item_id"]), title=str(c.get("title") or ""),
-                                   score=float(c.get("score") or 0.0)) for c in o.chosen],
+        user_id=o.user_id,
+        decision_id=o.decision_id,
+        outcome=o.outcome,
+        channel=o.channel,
+        chosen=[
+            schemas.ChosenItem(
+                item_id=str(c["item_id"]), title=str(c.get("title") or ""), score=float(c.get("score") or 0.0)
+            )
+            for c in o.chosen
+        ],
         propensities=o.propensities,
-        send_at=datetime.fromisoformat(o.send_at) if o.send_at else None, policy=name, policy_version=version,
-        explanation=o.explanation, title=o.title, message_id=o.message_id, delivered=o.delivered,
+        send_at=datetime.fromisoformat(o.send_at) if o.send_at else None,
+        policy=name,
+        policy_version=version,
+        explanation=o.explanation,
+        title=o.title,
+        message_id=o.message_id,
+        delivered=o.delivered,
     )
 
 

@@ -27,8 +27,9 @@ def hashed(user_id: str) -> str:
 
 
 def ingest_options(settings: Settings) -> IngestOptions:
-    return IngestOptions(max_events=settings.max_batch_events,
-                         extra_types=frozenset(settings.custom_event_types))
+    return IngestOptions(
+        max_events=settings.max_batch_events, extra_types=frozenset(settings.custom_event_types)
+    )
 
 
 @dataclass
@@ -49,5 +50,3 @@ class AppState:
                 return fn(conn, *args, **kwargs)
 
         return await run_in_threadpool(call)
-
-

@@ -8,6 +8,7 @@ same percentile interval. Reference: Efron & Tibshirani, "An Introduction to the
 from __future__ import annotations
 
 import numpy as np
+
 from tagloop.tools.errors import InvalidInput
 
 

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
 from tagloop.evals.ope.evaluate import FAMILIES, OpeResult, evaluate
 from tagloop.evals.ope.obd import CAMPAIGNS, load_obd
 from tagloop.evals.ope.report_page import write_ope_report

@@ -24,6 +24,7 @@ q̂_π(x_i) = Σ_a π_e(a | x_i, k_i) q̂(x_i, a, k_i):
 from __future__ import annotations
 
 import numpy as np
+
 from tagloop.tools.errors import InvalidInput
 
 Array = np.ndarray

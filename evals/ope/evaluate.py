@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from tagloop.evals.ope import estimators as est
 from tagloop.evals.ope import reward_model
 from tagloop.evals.ope.bootstrap import percentile_interval

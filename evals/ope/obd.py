@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from tagloop.evals.ope.feedback import BanditFeedback, context_free_action_dist
 from tagloop.tools.errors import InvalidInput
 

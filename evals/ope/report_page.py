@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from tagloop.evals.ope.evaluate import FAMILIES, OpeResult
 from tagloop.evals.report import Report, new_figure
 

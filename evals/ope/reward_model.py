@@ -18,6 +18,7 @@ import numpy as np
 from scipy.special import expit
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+
 from tagloop.evals.ope.feedback import BanditFeedback
 
 C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0)

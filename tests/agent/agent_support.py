@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+
 from tagloop.tools.ingest import demo
 from tagloop.tools.ingest.loader import import_file
 from tagloop.tools.profiles import rebuild_profiles

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from tagloop.agent.cadence import Cadence, parse_span
 from tagloop.tools.errors import ConfigError
 

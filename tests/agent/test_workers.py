@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 from agent_support import load_demo, stalled_worker, week_of_workers
+
 from tagloop.agent.cadence import cadences_from
 from tagloop.agent.worker import ensure_schedules
 

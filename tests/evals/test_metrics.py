@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from tagloop.evals.metrics import (
     coverage_at_k,
     hit_at_k,

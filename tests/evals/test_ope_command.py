@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tagloop.evals.cli import app
 from typer.testing import CliRunner
+
+from tagloop.evals.cli import app
 
 SPEC_KEYS = {"ground_truth", "estimates", "ci95", "relative_error", "recommended"}
 

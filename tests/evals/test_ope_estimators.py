@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+
 from tagloop.evals.ope import estimators as est
 from tagloop.evals.ope.bootstrap import bootstrap_ci, percentile_interval
 from tagloop.evals.ope.evaluate import FAMILIES, evaluate

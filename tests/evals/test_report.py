@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from tagloop.evals.report import Report, new_figure
 from tagloop.tools.errors import InvalidInput
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner, Result
+
 from tagloop.evals.cli import app
 from tagloop.evals.tagging_eval import evaluate_tagging, read_rows
 from tagloop.tools.tagging.matrices import ItemTags, item_tag_matrix
 from tagloop.tools.tagging.tuning import hide_tags
-from typer.testing import CliRunner, Result
 
 
 def invoke(args: list[str]) -> Result:

@@ -8,9 +8,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from api_support import make_settings
 from fastapi.testclient import TestClient
 
-from api_support import make_settings
 from tagloop.agent.http import create_app
 
 

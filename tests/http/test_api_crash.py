@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-
 from api_support import API_KEY, AUTH, wait_folded
 
 CLIENTS, BATCHES, PER_BATCH = 4, 25, 20

@@ -11,9 +11,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from fastapi.testclient import TestClient
-
 from api_support import AUTH, OLD_SECRET, fold_all, post_events, seed, signed_headers
+from fastapi.testclient import TestClient
 
 
 def count(db: psycopg.Connection[Any], sql: str = "select count(*) as n from events") -> int:
@@ -171,6 +170,7 @@ def test_rate_limit_answers_429_with_retry_after(
     db: psycopg.Connection[Any], db_url: str, tmp_path: Any
 ) -> None:
     from api_support import make_settings
+
     from tagloop.agent.http import create_app
 
     with TestClient(create_app(make_settings(db_url, tmp_path, rate_limit_per_minute=3), pool_size=2)) as c:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from api_support import AUTH, post_events, seed
 from fastapi.testclient import TestClient
 
-from api_support import AUTH, post_events, seed
 from tagloop.tools import triggers
 
 

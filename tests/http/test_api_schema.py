@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 import schemathesis
+from api_support import AUTH, make_settings, seed
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import (
@@ -17,7 +18,6 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from api_support import AUTH, make_settings, seed
 from tagloop.agent.http import create_app
 
 CHECKS = [

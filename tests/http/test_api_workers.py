@@ -22,8 +22,13 @@ def test_two_worker_processes_ingest_every_event_once(
 ) -> None:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "TAGLOOP_DATABASE_URL": db_url, "TAGLOOP_API_KEYS": API_KEY,
-           "TAGLOOP_HOME": str(tmp_path), "TAGLOOP_RATE_LIMIT_PER_MINUTE": "1000000"}
+    env = {
+        **os.environ,
+        "TAGLOOP_DATABASE_URL": db_url,
+        "TAGLOOP_API_KEYS": API_KEY,
+        "TAGLOOP_HOME": str(tmp_path),
+        "TAGLOOP_RATE_LIMIT_PER_MINUTE": "1000000",
+    }
     env.pop("DATABASE_URL", None)
     env.pop("TAGLOOP_CONFIG", None)
     log = tmp_path / "server.log"
@@ -36,16 +41,22 @@ def test_two_worker_processes_ingest_every_event_once(
         items = [{"id": f"i{i}", "tags": [f"t{i % 3}"]} for i in range(10)]
         assert httpx.post(f"{base}/v1/users", json=users, headers=AUTH).status_code == 200
         assert httpx.post(f"{base}/v1/items", json=items, headers=AUTH).status_code == 200
-        batches = [[{"id": f"b{b}-{e}", "user_id": f"u{(b + e) % 5}", "type": "like", "item_id": f"i{e}"}
-                    for e in range(10)] for b in range(12)]
+        batches = [
+            [
+                {"id": f"b{b}-{e}", "user_id": f"u{(b + e) % 5}", "type": "like", "item_id": f"i{e}"}
+                for e in range(10)
+            ]
+            for b in range(12)
+        ]
 
         def post(batch: list[dict[str, Any]]) -> int:
             return httpx.post(f"{base}/v1/events", json=batch, headers=AUTH, timeout=30).status_code
 
         with ThreadPoolExecutor(4) as pool:
             assert list(pool.map(post, batches + batches[:3])) == [202] * 15  # 3 batches resent
-        workers = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"],
-                                 capture_output=True, text=True, check=False).stdout.split()
+        workers = subprocess.run(
+            ["pgrep", "-P", str(proc.pid), "-f", "spawn_main"], capture_output=True, text=True, check=False
+        ).stdout.split()
         assert len(workers) == 2
     finally:
         proc.send_signal(signal.SIGTERM)

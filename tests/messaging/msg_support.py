@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+
 from tagloop.tools.store import decisions as store
 
 SECRET = "whsec_" + "dGFnbG9vcC10ZXN0LXNlY3JldC0zMmJ5dGVzISEhIQ=="

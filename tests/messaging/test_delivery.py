@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from msg_support import SECRET, Receiver, add_users, queue_messages
 from standardwebhooks.webhooks import Webhook
+
 from tagloop.policies.config import ChannelCap
 from tagloop.tools.messaging.delivery import DeliveryConfig, backoff, deliver_due
 from tagloop.tools.messaging.ssrf import UnsafeURL, check_url

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+
 from tagloop.tools.messaging.channels import DeliveryError, OutboundMessage
 from tagloop.tools.messaging.email import EmailChannel
 

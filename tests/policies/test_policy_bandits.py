@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, stats
+
 from tagloop.policies import (
     LinearTSModel,
     choose_arm,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from tagloop.policies.config import PolicyConfig, load_policy, preset
 from tagloop.tools.errors import InvalidInput
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+
 from tagloop.policies import PolicyConfig, calibrated_rerank, calibration_kl, choose_slate, mmr_rerank
 from tagloop.policies.diversity import MMRState, tag_similarity
 

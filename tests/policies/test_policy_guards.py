@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, available_timezones
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tagloop.policies import (
     check_caps,
     check_holdout,

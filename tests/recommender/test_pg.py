@@ -25,9 +25,18 @@ PARAMS = RecParams(ease_lambda=5.0, cf_dim=6, tag_dim=4)
 
 
 def _items(ids: list[str], created: datetime) -> list[Any]:
-    return [parse_item({"id": i, "title": i.upper(), "provider": f"{i.split('-')[0]}-artist",
-                        "tags": {i.split("-")[0]: 1.0, "music": 0.3}, "created_at": created.isoformat()})
-            for i in ids]
+    return [
+        parse_item(
+            {
+                "id": i,
+                "title": i.upper(),
+                "provider": f"{i.split('-')[0]}-artist",
+                "tags": {i.split("-")[0]: 1.0, "music": 0.3},
+                "created_at": created.isoformat(),
+            }
+        )
+        for i in ids
+    ]
 
 
 def load_world(db: psycopg.Connection[Any], seed: int = 3) -> None:
@@ -42,9 +51,19 @@ def load_world(db: psycopg.Connection[Any], seed: int = 3) -> None:
     for u in range(60):
         genre = GENRES[u % 3]
         for n, i in enumerate(rng.choice(10, size=5, replace=False)):
-            events.append(parse_event({"id": f"e{u}-{n}", "user_id": f"u{u}", "type": "play",
-                                       "item_id": f"{genre}-{i}", "value": float(rng.integers(1, 30)),
-                                       "ts": (NOW - timedelta(days=14, hours=n)).isoformat()}, now=NOW))
+            events.append(
+                parse_event(
+                    {
+                        "id": f"e{u}-{n}",
+                        "user_id": f"u{u}",
+                        "type": "play",
+                        "item_id": f"{genre}-{i}",
+                        "value": float(rng.integers(1, 30)),
+                        "ts": (NOW - timedelta(days=14, hours=n)).isoformat(),
+                    },
+                    now=NOW,
+                )
+            )
     loader.store_events(db, events)
     db.commit()
 
@@ -62,11 +81,14 @@ def trained(db: psycopg.Connection[Any]) -> serving.Served:
 def test_train_stores_every_item_vector_with_an_index_and_user_embeddings(
     db: psycopg.Connection[Any], trained: serving.Served
 ) -> None:
-    n = db.execute("select count(*) as n from item_vectors where model_id = %(m)s",
-                   {"m": trained.row.id}).fetchone()
+    n = db.execute(
+        "select count(*) as n from item_vectors where model_id = %(m)s", {"m": trained.row.id}
+    ).fetchone()
     assert n is not None and n["n"] == 30
-    idx = db.execute("select indexdef from pg_indexes where indexname = %(n)s",
-                     {"n": f"item_vectors_hnsw_m{trained.row.id}"}).fetchone()
+    idx = db.execute(
+        "select indexdef from pg_indexes where indexname = %(n)s",
+        {"n": f"item_vectors_hnsw_m{trained.row.id}"},
+    ).fetchone()
     assert idx is not None and "hnsw" in idx["indexdef"]
     emb = db.execute("select count(*) as n from user_profiles where embedding is not null").fetchone()
     assert emb is not None and emb["n"] == 60
@@ -121,8 +143,10 @@ def test_cold_users_get_their_declared_interests_or_popularity(
     assert all("jazz" in r.reason for r in fresh)
     nobody = serving.recommend(db, "nobody", 3, now=NOW, served=trained)
     assert nobody is not None and len(nobody) == 3
-    counts = {r["item_id"]: r["n"] for r in db.execute(
-        "select item_id, count(distinct user_id) as n from events group by item_id")}
+    counts = {
+        r["item_id"]: r["n"]
+        for r in db.execute("select item_id, count(distinct user_id) as n from events group by item_id")
+    }
     assert counts[nobody[0].item_id] == max(counts.values())
     assert all(r.reason == POPULAR for r in nobody)
 

@@ -6,6 +6,7 @@ from typing import TypeVar
 
 import numpy as np
 from pydantic import BaseModel
+
 from tagloop.tools.llm import LLMUnavailable
 from tagloop.tools.tagging.autotag import CONFIRM_AT, autotag
 from tagloop.tools.tagging.sources import ItemText, LLMTagReply, keyword_tags

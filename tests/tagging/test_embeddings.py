@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.tagging.embeddings import auc, heldout_cooccurrence_auc, ppmi, related_tags, tag_embeddings
 from tagloop.tools.tagging.matrices import cooccurrence, item_tag_matrix

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from tagloop.tools.tagging.taxonomy import build_taxonomy, rule_family
 from tagloop.tools.tagging.vocabulary import build_vocabulary
 

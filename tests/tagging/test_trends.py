@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.tagging.trends import CollectionEvent, emerging_clusters
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.tagging.vocabulary import build_vocabulary, normalize_tag, tag_key
 

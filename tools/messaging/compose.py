@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
+
 from tagloop.tools.errors import TagloopError
 from tagloop.tools.llm import LLM
 

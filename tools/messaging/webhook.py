@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import httpx
 from standardwebhooks.webhooks import Webhook
+
 from tagloop.tools.messaging.channels import DeliveryError, OutboundMessage
 from tagloop.tools.messaging.ssrf import UnsafeURL, check_url
 

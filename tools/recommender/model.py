@@ -181,8 +181,11 @@ class RecModel:
 
 
 def _score_operators(
-    solution: ease_solver.EaseSolution, warm: np.ndarray, n_items: int,
-    profiles: sp.csr_matrix, tag_vectors: sp.csr_matrix,
+    solution: ease_solver.EaseSolution,
+    warm: np.ndarray,
+    n_items: int,
+    profiles: sp.csr_matrix,
+    tag_vectors: sp.csr_matrix,
 ) -> tuple[Operator, Operator]:
     """The users × items CF scores (X B on the warm columns, zero elsewhere) and tag cosines P Tᵀ."""
     n_in = solution.inv_lam.size
@@ -202,8 +205,11 @@ def _score_operators(
     dense_profiles, used_tags = profiles[:, used].toarray(), sp.csr_matrix(tag_vectors[:, used])
     return (
         Operator(shape, cf_times, cf_t_times),
-        Operator(shape, lambda v: dense_profiles @ np.asarray(used_tags.T @ v),
-                 lambda u: np.asarray(used_tags @ (dense_profiles.T @ u))),
+        Operator(
+            shape,
+            lambda v: dense_profiles @ np.asarray(used_tags.T @ v),
+            lambda u: np.asarray(used_tags @ (dense_profiles.T @ u)),
+        ),
     )
 
 

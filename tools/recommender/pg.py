@@ -88,8 +88,12 @@ def load_files(conn: psycopg.Connection[Any], model_id: int) -> tuple[bytes, byt
 
 
 def copy_item_vectors(
-    conn: psycopg.Connection[Any], model_id: int, item_ids: Sequence[str], vecs: np.ndarray,
-    *, cold: bool = False,
+    conn: psycopg.Connection[Any],
+    model_id: int,
+    item_ids: Sequence[str],
+    vecs: np.ndarray,
+    *,
+    cold: bool = False,
 ) -> int:
     """Bulk-load vectors (binary COPY); rows already present for (model, item) are replaced."""
     if not len(item_ids):
@@ -98,9 +102,10 @@ def copy_item_vectors(
         "delete from item_vectors where model_id = %(m)s and item_id = any(%(ids)s)",
         {"m": model_id, "ids": list(item_ids)},
     )
-    with conn.cursor() as cur, cur.copy(
-        "copy item_vectors (model_id, item_id, vec, cold) from stdin with (format binary)"
-    ) as copy:
+    with (
+        conn.cursor() as cur,
+        cur.copy("copy item_vectors (model_id, item_id, vec, cold) from stdin with (format binary)") as copy,
+    ):
         copy.set_types(["int8", "text", "vector", "bool"])
         for item_id, vec in zip(item_ids, np.asarray(vecs, dtype=np.float32), strict=True):
             copy.write_row((model_id, str(item_id), vec, cold))
@@ -124,14 +129,19 @@ def build_index(conn: psycopg.Connection[Any], model_id: int, dim: int) -> None:
 
 def activate(conn: psycopg.Connection[Any], model_id: int) -> list[int]:
     """Make `model_id` the served model; retire the previous one and drop older ones (returned)."""
-    conn.execute("update rec_models set status = 'retired' where status = 'active' and id <> %(id)s",
-                 {"id": model_id})
-    conn.execute("update rec_models set status = 'active', activated_at = now() where id = %(id)s",
-                 {"id": model_id})
-    old = [int(r["id"]) for r in conn.execute(
-        "select id from rec_models where id <> %(id)s order by id desc offset %(keep)s",
-        {"id": model_id, "keep": KEEP_MODELS - 1},
-    )]
+    conn.execute(
+        "update rec_models set status = 'retired' where status = 'active' and id <> %(id)s", {"id": model_id}
+    )
+    conn.execute(
+        "update rec_models set status = 'active', activated_at = now() where id = %(id)s", {"id": model_id}
+    )
+    old = [
+        int(r["id"])
+        for r in conn.execute(
+            "select id from rec_models where id <> %(id)s order by id desc offset %(keep)s",
+            {"id": model_id, "keep": KEEP_MODELS - 1},
+        )
+    ]
     for m in old:
         conn.execute(sql.SQL("drop index if exists {}").format(_index_name(m)))
         conn.execute("delete from rec_models where id = %(id)s", {"id": m})
@@ -199,13 +209,21 @@ def _compose(template: str, model: ModelRow) -> sql.Composed:
 
 
 def _scan_settings(conn: psycopg.Connection[Any], ef_search: int) -> None:
-    conn.execute("select set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-                 " set_config('hnsw.ef_search', %(ef)s, true)", {"ef": str(int(ef_search))})
+    conn.execute(
+        "select set_config('hnsw.iterative_scan', 'relaxed_order', true),"
+        " set_config('hnsw.ef_search', %(ef)s, true)",
+        {"ef": str(int(ef_search))},
+    )
 
 
 def top_k(
-    conn: psycopg.Connection[Any], model: ModelRow, vec: np.ndarray, seen: Sequence[str], k: int,
-    *, ef_search: int = 64,
+    conn: psycopg.Connection[Any],
+    model: ModelRow,
+    vec: np.ndarray,
+    seen: Sequence[str],
+    k: int,
+    *,
+    ef_search: int = 64,
 ) -> list[Hit]:
     """Best `k` items for one user vector, skipping `seen` item ids (HNSW, approximate).
 
@@ -223,14 +241,30 @@ def top_k(
             _scan_settings(conn, max(ef_search, k))
             cur = conn.execute(_compose(_TOP_K, model), params)
         rows = cur.fetchall()
-    hits = [Hit(r["item_id"], r["title"], r["provider_id"], r["provider"], float(r["score"]), r["cold"],
-                r["created_at"], tuple(r["tags"] or ())) for r in rows]
+    hits = [
+        Hit(
+            r["item_id"],
+            r["title"],
+            r["provider_id"],
+            r["provider"],
+            float(r["score"]),
+            r["cold"],
+            r["created_at"],
+            tuple(r["tags"] or ()),
+        )
+        for r in rows
+    ]
     return sorted(hits, key=lambda h: -h.score)  # relaxed_order may swap near-ties
 
 
 def top_k_batch(
-    conn: psycopg.Connection[Any], model: ModelRow, user_ids: Sequence[str], vecs: np.ndarray, k: int,
-    *, ef_search: int = 64,
+    conn: psycopg.Connection[Any],
+    model: ModelRow,
+    user_ids: Sequence[str],
+    vecs: np.ndarray,
+    k: int,
+    *,
+    ef_search: int = 64,
 ) -> dict[str, list[Hit]]:
     """`top_k` for a batch of users in one statement; seen items come from the events table."""
     out: dict[str, list[Hit]] = {u: [] for u in user_ids}
@@ -269,7 +303,9 @@ def write_user_embeddings(
     for start in range(0, len(user_ids), chunk):
         conn.execute(
             _UPSERT_EMBEDDINGS,
-            {"users": list(user_ids[start : start + chunk]),
-             "vecs": [vector_text(v) for v in vecs[start : start + chunk]]},
+            {
+                "users": list(user_ids[start : start + chunk]),
+                "vecs": [vector_text(v) for v in vecs[start : start + chunk]],
+            },
         )
     return len(user_ids)

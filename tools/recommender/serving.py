@@ -82,8 +82,12 @@ def active(conn: psycopg.Connection[Any]) -> Served | None:
             (Path(tmp) / "model.json").write_bytes(meta)
             (Path(tmp) / "model.npz").write_bytes(arrays)
             model = load(Path(tmp))
-        served = Served(row, model, {str(i): n for n, i in enumerate(model.item_ids)},
-                        {str(t): n for n, t in enumerate(model.tags)})
+        served = Served(
+            row,
+            model,
+            {str(i): n for n, i in enumerate(model.item_ids)},
+            {str(t): n for n, t in enumerate(model.tags)},
+        )
         _CACHE.clear()
         _CACHE[row.id] = served
     return served
@@ -146,8 +150,11 @@ def _read_histories(
         found = rows.get(u, [])
         known = [(served.index[i], w) for i, _, w in found if i in served.index]
         out[u] = History(
-            np.asarray([k for k, _ in known], dtype=np.int64), np.asarray([w for _, w in known]),
-            [i for i, _, _ in found], {p for _, p, w in found if p and w > 0}, interests.get(u, {}),
+            np.asarray([k for k, _ in known], dtype=np.int64),
+            np.asarray([w for _, w in known]),
+            [i for i, _, _ in found],
+            {p for _, p, w in found if p and w > 0},
+            interests.get(u, {}),
         )
     return out, stamp
 
@@ -165,7 +172,12 @@ def user_vector(served: Served, history: History) -> np.ndarray:
 
 
 def recommend(
-    conn: psycopg.Connection[Any], user_id: str, k: int, *, now: datetime, served: Served | None = None,
+    conn: psycopg.Connection[Any],
+    user_id: str,
+    k: int,
+    *,
+    now: datetime,
+    served: Served | None = None,
     store: bool = False,
 ) -> list[Recommendation] | None:
     """Top-`k` unseen items with reasons, or None when no model is trained. `store` also writes the
@@ -187,8 +199,10 @@ def recommend(
     if store:
         pg.write_user_embeddings(conn, [user_id], vec[None, :])
     hits = pg.top_k(conn, served.row, vec, history.seen, k)
-    return [Recommendation(h.item_id, h.title, h.provider, h.score, r, h.cold)
-            for h, r in zip(hits, reasons(served, history, hits, now), strict=True)]
+    return [
+        Recommendation(h.item_id, h.title, h.provider, h.score, r, h.cold)
+        for h, r in zip(hits, reasons(served, history, hits, now), strict=True)
+    ]
 
 
 def reasons(served: Served, history: History, hits: list[pg.Hit], now: datetime) -> list[str]:

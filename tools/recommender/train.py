@@ -66,11 +66,14 @@ class TrainReport:
         return asdict(self)
 
 
-def training_data(conn: psycopg.Connection[Any]) -> tuple[list[tuple[str, str, float]], list[str],
-                                                            list[tuple[str, str, float]]]:
+def training_data(
+    conn: psycopg.Connection[Any],
+) -> tuple[list[tuple[str, str, float]], list[str], list[tuple[str, str, float]]]:
     """(user, item, raw weight) triples, every catalogue item id, (item, tag, weight) triples."""
-    triples = [(r["user_id"], r["item_id"], float(r["w"]))
-               for r in conn.execute(RAW_WEIGHTS, {"weights": json.dumps(EVENT_WEIGHTS)})]
+    triples = [
+        (r["user_id"], r["item_id"], float(r["w"]))
+        for r in conn.execute(RAW_WEIGHTS, {"weights": json.dumps(EVENT_WEIGHTS)})
+    ]
     items = [r["id"] for r in conn.execute("select id from items order by id")]
     tags = [(r["item_id"], str(r["name"]).lower(), float(r["weight"])) for r in conn.execute(ITEM_TAGS)]
     return triples, items, tags
@@ -109,14 +112,22 @@ def train(
     inter = build_interactions(triples, item_ids)
     item_tags = build_item_tags(tag_rows, [str(i) for i in inter.item_ids])
     lap("read")
-    say(f"fitting on {inter.matrix.shape[0]:,} users × {inter.matrix.shape[1]:,} items, "
-        f"{len(item_tags.tags):,} tags")
+    say(
+        f"fitting on {inter.matrix.shape[0]:,} users × {inter.matrix.shape[1]:,} items, "
+        f"{len(item_tags.tags):,} tags"
+    )
     model = fit(inter, item_tags, params, np.random.default_rng(seed), progress=say)
     lap("fit")
     meta, arrays = model_bytes(model)
     warm = int((model.popularity >= params.min_item_users).sum())
-    stats = {"users": int(inter.matrix.shape[0]), "items": len(model.item_ids), "warm_items": warm,
-             "tags": len(model.tags), "interactions": int(inter.matrix.nnz), "seed": seed}
+    stats = {
+        "users": int(inter.matrix.shape[0]),
+        "items": len(model.item_ids),
+        "warm_items": warm,
+        "tags": len(model.tags),
+        "interactions": int(inter.matrix.nnz),
+        "seed": seed,
+    }
     model_id = pg.create_model(conn, model.dim, asdict(params), stats)
     pg.store_files(conn, model_id, meta, arrays)
     say(f"storing {len(model.item_ids):,} item vectors (dim {model.dim}) as model {model_id}")
@@ -131,10 +142,20 @@ def train(
     lap("user_vectors")
     pg.activate(conn, model_id)
     report = TrainReport(
-        model_id=model_id, dim=model.dim, users=stats["users"], items=stats["items"], warm_items=warm,
-        tags=stats["tags"], interactions=stats["interactions"], seconds=seconds,
-        bytes={"model_json": len(meta), "model_npz": len(arrays),
-               "item_vectors": int(model.item_vectors().nbytes), "user_vectors": int(user_vecs.nbytes)},
+        model_id=model_id,
+        dim=model.dim,
+        users=stats["users"],
+        items=stats["items"],
+        warm_items=warm,
+        tags=stats["tags"],
+        interactions=stats["interactions"],
+        seconds=seconds,
+        bytes={
+            "model_json": len(meta),
+            "model_npz": len(arrays),
+            "item_vectors": int(model.item_vectors().nbytes),
+            "user_vectors": int(user_vecs.nbytes),
+        },
     )
     pg.update_stats(conn, model_id, {"seconds": seconds, "bytes": report.bytes})
     if home is not None:

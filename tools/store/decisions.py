@@ -113,10 +113,26 @@ def insert_decisions(conn: psycopg.Connection[Any], rows: list[DecisionRow]) -> 
         _DECISIONS_STAGE,
         [
             (
-                UUID(r.id), r.user_id, r.trigger, r.policy_name, r.policy_version, r.seed, Jsonb(r.chosen),
-                r.propensities, r.channel, r.send_at, r.outcome, r.explanation,
-                Jsonb(r.context, dumps=_dumps_str), r.run_key, Jsonb(r.arms), c.item_ids, c.scores,
-                c.providers, c.sources, c.source_names,
+                UUID(r.id),
+                r.user_id,
+                r.trigger,
+                r.policy_name,
+                r.policy_version,
+                r.seed,
+                Jsonb(r.chosen),
+                r.propensities,
+                r.channel,
+                r.send_at,
+                r.outcome,
+                r.explanation,
+                Jsonb(r.context, dumps=_dumps_str),
+                r.run_key,
+                Jsonb(r.arms),
+                c.item_ids,
+                c.scores,
+                c.providers,
+                c.sources,
+                c.source_names,
             )
             for r, c in zip(rows, logs, strict=True)
         ],
@@ -137,8 +153,16 @@ def insert_messages(conn: psycopg.Connection[Any], rows: list[MessageRow]) -> No
         _MESSAGES_STAGE,
         [
             (
-                r.id, r.decision_id, r.user_id, r.channel, r.title, r.body, json.dumps(r.items), r.send_at,
-                r.send_at, r.send_hour,
+                r.id,
+                r.decision_id,
+                r.user_id,
+                r.channel,
+                r.title,
+                r.body,
+                json.dumps(r.items),
+                r.send_at,
+                r.send_at,
+                r.send_hour,
             )
             for r in rows
         ],
@@ -261,7 +285,10 @@ def _candidates(r: dict[str, Any]) -> list[dict[str, Any]]:
     if r["candidate_ids"] is None:
         return list(r["candidates"] or [])
     log = CandidateLog(
-        r["candidate_ids"], r["candidate_scores"], r["candidate_providers"], r["candidate_sources"],
+        r["candidate_ids"],
+        r["candidate_scores"],
+        r["candidate_providers"],
+        r["candidate_sources"],
         r["source_names"],
     )
     return log.records()

@@ -114,8 +114,19 @@ def insert_new_events(conn: psycopg.Connection[Any], events: Sequence[EventRecor
     unique = list({e.id: e for e in reversed(events)}.values())  # first occurrence of an id wins
     if not unique:
         return []
-    rows = [{"id": e.id, "user_id": e.user_id, "type": e.type, "item_id": e.item_id, "ts": e.ts,
-             "value": e.value, "message_id": e.message_id, "context": e.context or None} for e in unique]
+    rows = [
+        {
+            "id": e.id,
+            "user_id": e.user_id,
+            "type": e.type,
+            "item_id": e.item_id,
+            "ts": e.ts,
+            "value": e.value,
+            "message_id": e.message_id,
+            "context": e.context or None,
+        }
+        for e in unique
+    ]
     stored = {r["id"] for r in conn.execute(_INSERT_EVENTS, {"events": json_param(rows)}).fetchall()}
     return [e for e in unique if e.id in stored]
 

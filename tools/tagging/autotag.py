@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from tagloop.tools.llm import LLM
 from tagloop.tools.tagging.matrices import interaction_matrix, item_tag_matrix
 from tagloop.tools.tagging.model import SIGNALS, BlendWeights, ModelParams, TagModel, top_k

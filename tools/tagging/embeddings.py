@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import rankdata
 from sklearn.utils.extmath import randomized_svd
+
 from tagloop.tools.errors import InvalidInput
 
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import scipy.sparse as sp
 from sklearn.preprocessing import normalize
+
 from tagloop.tools.tagging.embeddings import tag_embeddings
 from tagloop.tools.tagging.matrices import ItemTags, cooccurrence
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
+
 from tagloop.tools.llm import LLM, LLMUnavailable
 from tagloop.tools.tagging.vocabulary import Vocabulary, normalize_tag
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
 from tagloop.tools.tagging.vocabulary import Vocabulary, normalize_tag
 
 Level = Literal["microgenre", "genre", "broad"]

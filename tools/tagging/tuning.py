@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
+
 from tagloop.tools.tagging.matrices import ItemTags
 from tagloop.tools.tagging.model import SIGNALS, BlendWeights, ModelParams, TagModel, top_k
 
