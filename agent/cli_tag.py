@@ -17,9 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tagloop.agent.settings import Settings, load_settings
+from tagloop.agent.settings import load_settings
 from tagloop.tools.errors import InvalidInput, NotFound
-from tagloop.tools.llm import LLM, OpenAICompatibleLLM
 
 tag_app = typer.Typer(
     help="Tags: vocabulary, auto-tagging, embeddings, emerging clusters.", no_args_is_help=True
@@ -43,20 +42,6 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     for row in rows:
         table.add_row(*(str(v) for v in row))
     return table
-
-
-def _llm(settings: Settings) -> LLM | None:
-    """The tagging LLM when TAGLOOP_LLM_BASE_URL and TAGLOOP_LLM_MODEL are set, else None."""
-    if not (settings.llm_base_url and settings.llm_model):
-        return None
-    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed"
-    return OpenAICompatibleLLM(
-        settings.llm_base_url,
-        settings.llm_model,
-        key,
-        timeout=settings.llm_timeout_seconds,
-        max_retries=settings.llm_max_retries,
-    )
 
 
 @tag_app.command("vocab")
@@ -110,10 +95,11 @@ def items(
 ) -> None:
     """Propose tags with confidences for items (keyword, LLM when configured, propagation) and store them."""
     from tagloop.agent.database import connect
+    from tagloop.agent.runner import llm_of
     from tagloop.tools.tagging.store_service import tag_items
 
     settings = load_settings()
-    llm = None if no_llm else _llm(settings)
+    llm = None if no_llm else llm_of(settings)
     with connect(settings) as conn:
         report = tag_items(
             conn, rng=np.random.default_rng(seed), llm=llm, only_untagged=only_untagged, kind=kind, k=k
