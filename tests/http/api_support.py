@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -112,3 +113,17 @@ def wait_folded(conn: Any, total: int, *, timeout_s: float = 60.0) -> None:
         if row["n"] >= total:
             return
         time.sleep(0.05)
+
+
+def server_env(db_url: str, home: Path) -> dict[str, str]:
+    """The environment of a `tagloop serve` subprocess on the test database (no rate limit)."""
+    env = {
+        **os.environ,
+        "TAGLOOP_DATABASE_URL": db_url,
+        "TAGLOOP_API_KEYS": API_KEY,
+        "TAGLOOP_HOME": str(home),
+        "TAGLOOP_RATE_LIMIT_PER_MINUTE": "1000000",
+    }
+    env.pop("DATABASE_URL", None)
+    env.pop("TAGLOOP_CONFIG", None)
+    return env

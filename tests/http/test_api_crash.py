@@ -5,7 +5,6 @@ the transaction that folds)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -18,7 +17,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from api_support import API_KEY, AUTH, wait_folded
+from api_support import AUTH, server_env, wait_folded
 
 CLIENTS, BATCHES, PER_BATCH = 4, 25, 20
 
@@ -59,15 +58,7 @@ def test_events_acknowledged_before_a_sigkill_are_stored_exactly_once(
 ) -> None:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "TAGLOOP_DATABASE_URL": db_url,
-        "TAGLOOP_API_KEYS": API_KEY,
-        "TAGLOOP_HOME": str(tmp_path),
-        "TAGLOOP_RATE_LIMIT_PER_MINUTE": "1000000",
-    }
-    env.pop("DATABASE_URL", None)
-    env.pop("TAGLOOP_CONFIG", None)
+    env = server_env(db_url, tmp_path)
     log = tmp_path / "server.log"
     proc = _start(port, env, log)
     try:

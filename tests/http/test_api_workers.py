@@ -3,7 +3,6 @@ only) and ingests events with their profile updates exactly as one process does.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from typing import Any
 
 import httpx
 import psycopg
-from api_support import API_KEY, AUTH
+from api_support import AUTH, server_env
 from test_api_crash import _free_port, _wait_healthy
 
 
@@ -22,15 +21,7 @@ def test_two_worker_processes_ingest_every_event_once(
 ) -> None:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "TAGLOOP_DATABASE_URL": db_url,
-        "TAGLOOP_API_KEYS": API_KEY,
-        "TAGLOOP_HOME": str(tmp_path),
-        "TAGLOOP_RATE_LIMIT_PER_MINUTE": "1000000",
-    }
-    env.pop("DATABASE_URL", None)
-    env.pop("TAGLOOP_CONFIG", None)
+    env = server_env(db_url, tmp_path)
     log = tmp_path / "server.log"
     tagloop = Path(sys.executable).parent / "tagloop"
     command = [str(tagloop), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
