@@ -170,23 +170,7 @@ def _run(
             "or --logs DECISIONS.jsonl --policy POLICY.toml"
         )
     task = load_obd(obd, campaign)
-    progress = Progress(
-        TextColumn("bootstrap"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    )
-    with progress:
-        bar = progress.add_task("bootstrap", total=n_boot)
-        result = evaluate(
-            task.feedback,
-            task.action_dist,
-            np.random.default_rng(seed),
-            n_boot=n_boot,
-            on_replicate=lambda: progress.advance(bar),
-        )
+    result = _bootstrap(task.feedback, task.action_dist, n_boot, seed, err)
     extra = {
         "campaign": campaign,
         "n_rounds": task.feedback.n_rounds,
