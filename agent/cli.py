@@ -79,7 +79,7 @@ def db_status(as_json: JsonFlag = False) -> None:
     from tagloop.tools.store import migrate
 
     settings = _settings()
-    with connect(settings, migrate_schema=False) as conn:
+    with connect(settings, migrate_schema=False, vector_types=False) as conn:
         have = migrate.applied(conn)
         pending = [f"{m.version:04d}_{m.name}" for m in migrate.pending(conn)]
         counts = {}
@@ -105,6 +105,8 @@ def db_status(as_json: JsonFlag = False) -> None:
     for key in ("database", "url", "pgvector"):
         table.add_row(key, str(data[key]))
     table.add_row("migrations", f"{len(have)} applied, {len(pending)} pending")
+    if pending:
+        table.add_row("next step", "tagloop db migrate (any other command also migrates on first use)")
     for name, n in counts.items():
         table.add_row(f"rows: {name}", f"{n:,}")
     out.print(table)

@@ -14,5 +14,7 @@ def database_url(settings: Settings) -> str:
     return db.resolve_url(settings.database_url, settings.home)
 
 
-def connect(settings: Settings, *, migrate_schema: bool = True) -> psycopg.Connection[Any]:
-    return db.connect(database_url(settings), migrate_schema=migrate_schema)
+def connect(
+    settings: Settings, *, migrate_schema: bool = True, vector_types: bool = True
+) -> psycopg.Connection[Any]:
+    return db.connect(database_url(settings), migrate_schema=migrate_schema, vector_types=vector_types)

@@ -34,6 +34,24 @@ def test_db_commands_report_the_database_in_use(tagloop_env: Path, db_url: str) 
     assert "0001_extensions" in status["applied"] and status["rows"]["events"] == 0
 
 
+def test_db_status_on_a_database_not_yet_migrated(
+    tagloop_env: Path, pg_admin_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tagloop.tools.store import db as store_db
+
+    name = f"tagloop_empty_{os.getpid()}"
+    store_db.ensure_database(pg_admin_url, name)
+    try:
+        monkeypatch.setenv("TAGLOOP_DATABASE_URL", store_db.with_dbname(pg_admin_url, name))
+        status = json.loads(tagloop("db", "status", "--json").stdout)
+        assert status["applied"] == [] and status["pgvector"] is None and status["rows"] == {}
+        assert "0001_extensions" in status["pending"]
+        table = tagloop("db", "status").stdout
+        assert "tagloop db migrate" in table
+    finally:
+        store_db.drop_database(pg_admin_url, name)
+
+
 def test_import_reports_bad_lines_without_a_traceback(
     tagloop_env: Path, tmp_path: Path, db: psycopg.Connection[Any]
 ) -> None:

@@ -66,15 +66,20 @@ def configure(conn: psycopg.Connection[Any]) -> None:
     conn.commit()
 
 
-def connect(url: str, *, migrate_schema: bool = True) -> psycopg.Connection[dict[str, Any]]:
-    """One connection with dict rows and pgvector types, the schema migrated if asked."""
+def connect(
+    url: str, *, migrate_schema: bool = True, vector_types: bool = True
+) -> psycopg.Connection[dict[str, Any]]:
+    """One connection with dict rows and pgvector types, the schema migrated if asked.
+    `vector_types=False` skips registering pgvector (for looking at a database that may not be
+    migrated yet, e.g. `tagloop db status` on a fresh home)."""
     try:
         conn = psycopg.connect(url, row_factory=dict_row)
     except psycopg.OperationalError as exc:
         raise DatabaseError(f"cannot connect to the database: {_first_line(exc)}") from exc
     if migrate_schema:
         run_migrations(conn)
-    configure(conn)
+    if vector_types:
+        configure(conn)
     return conn
 
 
