@@ -141,7 +141,9 @@ def simulate(
         )
         for i, a in enumerate(arms)
     ]
-    jobs = jobs or min(len(arms), os.cpu_count() or 1)
+    # Every policy in its own process by default (up to two per core): 3 policies on 2 cores
+    # finish in ~1.5 policy-times instead of 2 with one process per core.
+    jobs = jobs or min(len(arms), 2 * (os.cpu_count() or 1))
     if jobs == 1:
         runs = [_run_arm(t) for t in tasks]
     else:
@@ -166,7 +168,7 @@ def simulate_command(
     policy: Annotated[list[Path] | None, typer.Option(help="POLICY.toml to compare (repeatable)")] = None,
     seed: Annotated[int, typer.Option(help="seed of the world, the policies' draws and the users")] = 0,
     data: Annotated[Path | None, typer.Option(help="HetRec Last.fm-2k directory")] = None,
-    jobs: Annotated[int, typer.Option(help="policies simulated in parallel (0: one per core)")] = 0,
+    jobs: Annotated[int, typer.Option(help="parallel policies (0: one process each, ≤2 per core)")] = 0,
     report: Annotated[Path | None, typer.Option(help="write a markdown/HTML page with plots here")] = None,
     fresh_world: Annotated[bool, typer.Option(help="rebuild the cached world database")] = False,
     keep_databases: Annotated[bool, typer.Option(help="keep each policy's database for inspection")] = False,

@@ -30,6 +30,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import orjson
 import scipy.sparse as sp
 
 from tagloop.policies import long_tail_providers
@@ -98,8 +99,8 @@ def _offset_hours(zone: str, at: datetime) -> float:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, object]]:
-    with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    with path.open("rb") as fh:
+        return [orjson.loads(line) for line in fh if line.strip()]
 
 
 def fingerprint(lastfm_dir: Path) -> str:
