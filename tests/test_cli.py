@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,8 @@ def test_lastfm_import_then_run_decides_from_real_tastes(
     summary = json.loads(tagloop("import", "lastfm", str(tmp_path / "lastfm"), "--json").stdout)
     assert summary["users"]["stored"] == 40 and summary["events"]["stored"] > 40 * 5
     assert summary["profiles"] == 40
+    latest = db.execute("select max(ts) as t from events").fetchone()["t"]
+    assert latest <= datetime.now(UTC)  # no listening in the future
     # a second import stores nothing new: event ids are stable
     again = json.loads(tagloop("import", "lastfm", str(tmp_path / "lastfm"), "--json").stdout)
     assert again["events"]["stored"] == 0 and again["events"]["duplicates"] == summary["events"]["stored"]
@@ -104,6 +107,12 @@ def test_lastfm_import_then_run_decides_from_real_tastes(
             for r in db.execute("select item_id from events where user_id = %(u)s", {"u": d["user_id"]})
         }
         assert not played & {c["item_id"] for c in d["chosen"]}
+    # the patterns the candidate sources use, from the command line on the same real data
+    fans = db.execute(
+        "select item_id from events where type = 'play' group by 1 order by count(distinct user_id) desc, 1"
+    ).fetchone()["item_id"]
+    co = json.loads(tagloop("patterns", "co-likes", fans, "--json").stdout)["co_likes"]
+    assert co and all(c["support"] >= 2 and c["lift"] > 0 and c["title"] for c in co)
 
 
 def test_demo_loads_decides_and_is_quick_the_second_time(

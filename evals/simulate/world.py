@@ -37,7 +37,7 @@ from tagloop.policies import long_tail_providers
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.ingest.lastfm import convert
 
-SIM_VERSION = "1"
+SIM_VERSION = "2"  # 2: the Last.fm converter no longer writes events after `until`
 MIN_ARTISTS = 10
 START = datetime(2026, 1, 5, 6, tzinfo=UTC)  # a Monday, 06:00 UTC: the first daily run
 

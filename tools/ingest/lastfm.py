@@ -96,6 +96,8 @@ def convert(
             for j in range(n):
                 offset = timedelta(days=float(rng.uniform(0, days)), hours=float(rng.normal(0, 2.5)))
                 ts = (until - offset).replace(hour=peak[user]) if j % 2 else until - offset
+                if ts > until:  # the jitter or the peak hour went past `until`: the day before
+                    ts -= timedelta(days=math.ceil((ts - until) / timedelta(days=1)))
                 fh.write(
                     json.dumps(
                         {
