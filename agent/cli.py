@@ -364,6 +364,9 @@ def _mount_evals() -> None:
     from tagloop.agent.cli_tag import tag_app
 
     app.add_typer(tag_app, name="tag")
+    from tagloop.agent.cli_patterns import patterns_app
+
+    app.add_typer(patterns_app, name="patterns")
     from tagloop.agent.cli_train import recommend_command, train_command
 
     app.command("train")(train_command)

@@ -1,0 +1,334 @@
+"""`tagloop patterns …`: what the event stream says, as the agent's candidate sources see it.
+
+Thin commands over tools/patterns*.py (read-only): co-likes ("fans of X also like Y", with support,
+confidence and lift), sequences ("A, B, C → D"), trends with their lifetime (rise, peak, decay) and
+timing per tag (hour of week, weekday vs weekend in each user's own time zone). Each prints a table
+or, with --json, one JSON object; `trends` and `timing` draw a PNG with --plot. When the window
+ending at --now holds no positive events, the message says when the latest event was, so a data
+set recorded in the past (Last.fm) is one `--now` away.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tagloop.agent.settings import load_settings
+from tagloop.tools.errors import InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from tagloop.tools.patterns_timing import TagTiming
+    from tagloop.tools.patterns_trends import Trend
+
+patterns_app = typer.Typer(
+    help="Patterns mined from the event stream: co-likes, sequences, trends, timing per tag.",
+    no_args_is_help=True,
+)
+out = Console()
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+Now = Annotated[str | None, typer.Option("--now", help="End of the window (RFC 3339; default now).")]
+LevelOpt = Annotated[str, typer.Option("--level", help="item or tag.")]
+K = Annotated[int, typer.Option("--k", help="How many to show.")]
+PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Also draw a PNG here.")]
+
+
+def _instant(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"--now {text!r}: expected an RFC 3339 time like 2026-01-05T12:00:00Z") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _level(level: str) -> Any:
+    if level not in ("item", "tag"):
+        raise InvalidInput(f"--level must be item or tag, got {level!r}")
+    return level
+
+
+def _positive_k(k: int, name: str = "--k") -> int:
+    if k < 1:
+        raise InvalidInput(f"{name} must be at least 1, got {k}")
+    return k
+
+
+def _require_events(conn: psycopg.Connection[Any], since: datetime, now: datetime) -> None:
+    """NotFound naming the latest event when the window holds no positive events."""
+    from tagloop.tools.patterns import POSITIVE
+
+    row = conn.execute(
+        "select exists (select 1 from events where type = any(%(pos)s) and ts > %(since)s"
+        " and ts <= %(now)s) as any_, (select max(ts) from events) as latest",
+        {"pos": POSITIVE, "since": since, "now": now},
+    ).fetchone()
+    if row and not row["any_"]:
+        latest = row["latest"]
+        hint = (
+            f"; the latest event is at {latest.isoformat()} (pass --now)"
+            if latest
+            else "; import events first"
+        )
+        raise NotFound(f"no positive events between {since.isoformat()} and {now.isoformat()}{hint}")
+
+
+def _titles(conn: psycopg.Connection[Any], keys: list[str]) -> dict[str, str]:
+    rows = conn.execute("select id, title from items where id = any(%(ids)s)", {"ids": keys}).fetchall()
+    return {r["id"]: r["title"] or "" for r in rows}
+
+
+def _print(data: dict[str, Any], as_json: bool, table: Table) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(data, default=str) + "\n")
+    else:
+        out.print(table)
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    table = Table(title=title)
+    for name in columns:
+        table.add_column(name)
+    for row in rows:
+        table.add_row(*(str(v) for v in row))
+    return table
+
+
+@patterns_app.command("co-likes")
+def co_likes_command(
+    seed: Annotated[str, typer.Argument(metavar="SEED", help="An item id (or a tag with --level tag).")],
+    level: LevelOpt = "item",
+    k: K = 20,
+    min_support: Annotated[int, typer.Option(help="Fewest users liking both.")] = 2,
+    window_days: Annotated[int, typer.Option(help="Window in days.")] = 365,
+    now: Now = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Fans of SEED also like …: ranked by shrunk lift, with support, confidence and lift."""
+    from tagloop.agent.database import connect
+    from tagloop.tools.patterns import co_likes
+
+    at, lvl = _instant(now), _level(level)
+    _positive_k(k)
+    _positive_k(min_support, "--min-support")
+    window = timedelta(days=_positive_k(window_days, "--window-days"))
+    with connect(load_settings()) as conn:
+        _require_events(conn, at - window, at)
+        found = co_likes(conn, seed, now=at, level=lvl, k=k, min_support=min_support, window=window)
+        if not found:
+            raise NotFound(f"no co-likes of {seed!r} with at least {min_support} users in the window")
+        titles = _titles(conn, [c.key for c in found]) if lvl == "item" else {}
+    rows = [{**asdict(c), "title": titles.get(c.key)} for c in found]
+    table = _table(
+        f"fans of {seed} also like ({lvl}s, {window_days} days to {at:%Y-%m-%d})",
+        ["key", "title", "support", "confidence", "lift", "score"],
+        [
+            [
+                r["key"],
+                r["title"] or "",
+                r["support"],
+                f"{r['confidence']:.3f}",
+                f"{r['lift']:.2f}",
+                f"{r['score']:.3f}",
+            ]
+            for r in rows
+        ],
+    )
+    _print({"seed": seed, "level": lvl, "now": at.isoformat(), "co_likes": rows}, as_json, table)
+
+
+@patterns_app.command("next")
+def next_command(
+    history: Annotated[list[str], typer.Argument(metavar="A B C …", help="What came before, oldest first.")],
+    level: LevelOpt = "item",
+    k: K = 10,
+    window_days: Annotated[int, typer.Option(help="Window in days.")] = 90,
+    session_minutes: Annotated[int, typer.Option(help="A gap longer than this starts a new session.")] = 30,
+    now: Now = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """A, B, C → likely next items (or tags): first-order transitions within sessions, latest weighs most."""
+    from tagloop.agent.database import connect
+    from tagloop.tools.patterns import sequence_next
+
+    at, lvl = _instant(now), _level(level)
+    _positive_k(k)
+    window = timedelta(days=_positive_k(window_days, "--window-days"))
+    gap = timedelta(minutes=_positive_k(session_minutes, "--session-minutes"))
+    with connect(load_settings()) as conn:
+        _require_events(conn, at - window, at)
+        found = sequence_next(conn, history, now=at, level=lvl, k=k, window=window, session_gap=gap)
+        if not found:
+            raise NotFound(f"nothing follows {' → '.join(history)} within a session in the window")
+        titles = _titles(conn, [s.key for s in found]) if lvl == "item" else {}
+    rows = [{**asdict(s), "title": titles.get(s.key)} for s in found]
+    table = _table(
+        f"after {' → '.join(history)} ({lvl}s)",
+        ["key", "title", "probability", "transitions"],
+        [[r["key"], r["title"] or "", f"{r['score']:.3f}", r["support"]] for r in rows],
+    )
+    _print({"history": history, "level": lvl, "now": at.isoformat(), "next": rows}, as_json, table)
+
+
+def _trend_row(t: Trend) -> dict[str, Any]:
+    life = t.lifetime
+    return {
+        "key": t.key,
+        "phase": life.phase,
+        "peak_date": t.peak_date.isoformat(),
+        "rise_per_day": round(life.rise_per_day, 4),
+        "decay_per_day": round(life.decay_per_day, 4),
+        "decay_observed": life.decay_observed,
+        "half_life_days": round(life.half_life_days, 2),
+        "lifetime_days": round(life.lifetime_days, 2),
+        "days_left": round(life.days_left, 2),
+        "score": round(life.score, 4),
+        "daily": t.daily,
+    }
+
+
+@patterns_app.command("trends")
+def trends_command(
+    level: LevelOpt = "tag",
+    days: Annotated[int, typer.Option(help="Days of daily counts.")] = 28,
+    k: K = 20,
+    min_events: Annotated[int, typer.Option(help="Fewest events in the window.")] = 10,
+    include_over: Annotated[bool, typer.Option(help="Also list trends that are over.")] = False,
+    now: Now = None,
+    plot: PlotOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Trending tags (or items) with each trend's phase, peak, rise and decay rates and lifetime."""
+    from tagloop.agent.database import connect
+    from tagloop.tools.patterns_trends import trending
+
+    at, lvl = _instant(now), _level(level)
+    _positive_k(k)
+    if days < 7:
+        raise InvalidInput(f"--days must be at least 7 (a week of baseline), got {days}")
+    with connect(load_settings()) as conn:
+        _require_events(conn, at - timedelta(days=days), at)
+        found = trending(
+            conn, now=at, level=lvl, days=days, k=k, min_events=min_events, include_over=include_over
+        )
+        titles = _titles(conn, [t.key for t in found]) if lvl == "item" else {}
+    rows = [{**_trend_row(t), "title": titles.get(t.key)} for t in found]
+    data: dict[str, Any] = {"level": lvl, "now": at.isoformat(), "days": days, "trends": rows}
+    if plot is not None:
+        data["plot"] = str(_plot_trends(rows, at, days, plot))
+    table = _table(
+        f"trending {lvl}s ({days} days to {at:%Y-%m-%d})",
+        ["key", "phase", "peak", "rise/day", "decay/day", "half-life d", "days left", "lifetime d"],
+        [
+            [
+                r["title"] or r["key"],
+                r["phase"],
+                r["peak_date"],
+                r["rise_per_day"],
+                f"{r['decay_per_day']}{'' if r['decay_observed'] else ' (assumed)'}",
+                r["half_life_days"],
+                r["days_left"],
+                r["lifetime_days"],
+            ]
+            for r in rows
+        ],
+    )
+    _print(data, as_json, table)
+    if plot is not None and not as_json:
+        out.print(f"plot: {data['plot']}")
+
+
+@patterns_app.command("timing")
+def timing_command(
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="Only these tags (repeatable).")] = None,
+    k: K = 20,
+    min_events: Annotated[int, typer.Option(help="Fewest events per tag.")] = 20,
+    window_days: Annotated[int, typer.Option(help="Window in days.")] = 90,
+    now: Now = None,
+    plot: PlotOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """When each tag is played: weekend share and lift, peak hours of the week (users' own zones)."""
+    from tagloop.agent.database import connect
+    from tagloop.tools.patterns_timing import tag_timing
+
+    at = _instant(now)
+    _positive_k(k)
+    window = timedelta(days=_positive_k(window_days, "--window-days"))
+    with connect(load_settings()) as conn:
+        _require_events(conn, at - window, at)
+        found = tag_timing(conn, now=at, tags=tag or None, window=window, min_events=min_events)
+    if tag:
+        missing = [t for t in tag if t not in found]
+        if missing:
+            raise NotFound(f"no timing for {', '.join(map(repr, missing))}: fewer than {min_events} events")
+    ranked = sorted(found.values(), key=lambda t: (-t.events, t.tag))[:k]
+    data: dict[str, Any] = {"now": at.isoformat(), "tags": [asdict(t) for t in ranked]}
+    if plot is not None:
+        data["plot"] = str(_plot_timing(ranked[:6], plot))
+    table = _table(
+        f"when tags are played ({window_days} days to {at:%Y-%m-%d})",
+        ["tag", "events", "weekend share", "weekend lift", "peak hours"],
+        [[t.tag, t.events, t.weekend_share, t.weekend_lift, ", ".join(t.peak_hours)] for t in ranked],
+    )
+    _print(data, as_json, table)
+    if plot is not None and not as_json:
+        out.print(f"plot: {data['plot']}")
+
+
+def _plot_trends(rows: list[dict[str, Any]], now: datetime, days: int, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    x = np.arange(-(days - 1), 1)  # days before --now
+    for r in rows[:8]:
+        ax.plot(x, r["daily"], label=f"{r['title'] or r['key']} ({r['phase']})")
+    ax.set_xlabel(f"days before {now:%Y-%m-%d}")
+    ax.set_ylabel("positive events per day")
+    ax.set_title("Trends and their phase")
+    if rows:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_timing(tags: list[TagTiming], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from tagloop.tools.patterns_timing import DAYS
+
+    n = max(len(tags), 1)
+    fig, axes = plt.subplots(n, 1, figsize=(9, 1.8 * n + 0.6), squeeze=False)
+    for ax, t in zip(axes[:, 0], tags, strict=False):
+        grid = np.log2(np.asarray(t.lift).reshape(7, 24))
+        image = ax.imshow(grid, cmap="RdBu_r", vmin=-1.5, vmax=1.5, aspect="auto")
+        ax.set_yticks(range(7), DAYS, fontsize=7)
+        ax.set_xticks(range(0, 24, 3), [f"{h:02d}" for h in range(0, 24, 3)], fontsize=7)
+        ax.set_title(f"{t.tag}: weekend lift {t.weekend_lift:.2f}", fontsize=9)
+        fig.colorbar(image, ax=ax, label="log2 lift", fraction=0.03)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
