@@ -118,7 +118,10 @@ def choose_channel_time(state: RunState, runtime: Runtime[RunContext]) -> dict[s
     ctx = runtime.context
     bandits, guards = ctx.policy.bandits, ctx.policy.guards
     arms = timing.ThompsonArms(bandits, ctx.cache.thompson)
-    plans = {}
+    hours = list(bandits.send_hours)
+    plans: dict[str, Plan] = {}
+    # First every user's arms and evidence, so the propensities come from one batched quadrature.
+    todo: list[tuple[Plan, UserContext, list[str], tuple[np.ndarray, np.ndarray], Any]] = []
     for user_id, plan in state.plans.items():
         if plan.outcome != MESSAGE:
             plans[user_id] = plan
@@ -130,17 +133,22 @@ def choose_channel_time(state: RunState, runtime: Runtime[RunContext]) -> dict[s
                 plan, outcome="no_consent", reason="no channel with consent and an address"
             )
             continue
-        succ, fail = timing.evidence(eligible, user.arms.channel, ctx.facts.arms.channel)
-        arm, p = arms.choose(succ, fail, ctx.rng_for(plan.seed, 1))
+        by_channel = timing.evidence(eligible, user.arms.channel, ctx.facts.arms.channel)
+        by_hour = None
+        if not state.send_now:
+            succ, fail = timing.evidence(hours, user.arms.hour, ctx.facts.arms.hour)
+            by_hour = (succ + timing.activity_prior(user.profile.stats.get("hour_of_week"), hours), fail)
+        todo.append((plan, user, eligible, by_channel, by_hour))
+    arms.prepare([t[3] for t in todo] + [t[4] for t in todo if t[4] is not None])
+    for plan, user, eligible, by_channel, by_hour in todo:
+        user_id = plan.user_id
+        arm, p = arms.choose(*by_channel, ctx.rng_for(plan.seed, 1))
         channel = eligible[arm]
         channel_choice = ArmChoice(channel, p, list(eligible))
-        if state.send_now:
+        if by_hour is None:
             send_at, hour_choice = ctx.now, ArmChoice(None, 1.0, [])
         else:
-            hours = list(bandits.send_hours)
-            succ, fail = timing.evidence(hours, user.arms.hour, ctx.facts.arms.hour)
-            succ = succ + timing.activity_prior(user.profile.stats.get("hour_of_week"), hours)
-            h, p = arms.choose(succ, fail, ctx.rng_for(plan.seed, 2))
+            h, p = arms.choose(*by_hour, ctx.rng_for(plan.seed, 2))
             send_at, hour_choice = (
                 timing.next_local_hour(ctx.now, user.timezone, hours[h]),
                 ArmChoice(hours[h], p, hours),
@@ -163,7 +171,7 @@ def choose_channel_time(state: RunState, runtime: Runtime[RunContext]) -> dict[s
         plans[user_id] = replace(
             plan, channel=channel, channel_choice=channel_choice, hour_choice=hour_choice, send_at=send_at
         )
-    return {"plans": plans}
+    return {"plans": {u: plans[u] for u in state.plans}}
 
 
 def compose(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:

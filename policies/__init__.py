@@ -15,6 +15,7 @@ from tagloop.policies.bandits import (
     linear_ts_update,
     thompson_choose,
     thompson_probabilities,
+    thompson_probabilities_batch,
 )
 from tagloop.policies.config import PolicyConfig, load_policy, parse_policy, preset
 from tagloop.policies.decision import Decision
@@ -81,5 +82,6 @@ __all__ = [
     "slot_probabilities",
     "thompson_choose",
     "thompson_probabilities",
+    "thompson_probabilities_batch",
     "uniform_slate",
 ]

@@ -2,9 +2,14 @@
 
 - Beta-Bernoulli Thompson sampling: arm a has posterior Beta(α0 + successes_a, β0 + failures_a);
   draw one θ per arm, play the argmax. The propensity of arm a is P(θ_a is the largest)
-  = ∫ Π_{b≠a} F_b(x) dF_a(x). `method="exact"` evaluates that integral numerically (a
-  Riemann–Stieltjes sum on a grid built from every arm's quantiles, accurate to ~1e-6, no
-  randomness); `method="mc"` counts argmaxes over `n_mc` joint draws from the given generator.
+  = ∫ Π_{b≠a} F_b(x) dF_a(x). `method="exact"` evaluates that integral numerically, with no
+  randomness: composite Simpson on the Riemann–Stieltjes integral (each cell's F_a and Π F_b
+  interpolated quadratically) over a grid of 20 points per arm placed in logit space around the
+  arm's analytic logit mean ± up to ~8 sd (digamma/trigamma; the logit of a Beta is close to
+  normal), so only `betainc` (the CDF) is evaluated — no quantile inversion. Absolute error
+  ≲ 3e-5 per arm (tests/policies/test_policy_bandits.py checks it against adaptive quadrature).
+  `thompson_probabilities_batch` does many users' arms in one vectorised call.
+  `method="mc"` counts argmaxes over `n_mc` joint draws from the given generator.
 - Linear (contextual) Thompson sampling, disjoint models (one Bayesian ridge regression per arm over
   the user's feature vector x, as in LinUCB's disjoint variant): posterior θ_a ~ N(A_a⁻¹ b_a,
   v² A_a⁻¹), so the arm's sampled score x·θ_a ~ N(x·μ_a, v² xᵀA_a⁻¹x); the propensity is again the
@@ -48,6 +53,33 @@ def _prob_of_max(
     return probs / probs.sum()
 
 
+# Grid offsets (in logit-sd units) per arm: dense near the centre, reaching ±8.2 sd in the tails.
+_Z = np.sinh(np.linspace(-2.8, 2.8, 20))
+
+
+def _thompson_simpson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """P(arm is the largest) for Beta(a, b) arms, rows = independent problems: (n, K) → (n, K)."""
+    n = a.shape[0]
+    centre = special.digamma(a) - special.digamma(b)
+    spread = np.sqrt(special.polygamma(1, a) + special.polygamma(1, b))
+    points = special.expit(centre[:, :, None] + spread[:, :, None] * _Z).reshape(n, -1)
+    grid = np.sort(np.concatenate([np.zeros((n, 1)), points, np.ones((n, 1))], axis=1), axis=1)
+    x = np.empty((n, 2 * grid.shape[1] - 1))
+    x[:, ::2] = grid
+    x[:, 1::2] = 0.5 * (grid[:, 1:] + grid[:, :-1])
+    f = special.betainc(a[:, :, None], b[:, :, None], x[:, None, :])  # (n, K, M): every arm's CDF
+    ones = np.ones((n, 1, x.shape[1]))
+    prefix = np.cumprod(np.concatenate([ones, f[:, :-1]], axis=1), axis=1)
+    suffix = np.cumprod(np.concatenate([ones, f[:, :0:-1]], axis=1), axis=1)[:, ::-1]
+    others = prefix * suffix  # Π_{b≠a} F_b at every point
+    f0, fm, f1 = f[..., :-1:2], f[..., 1::2], f[..., 2::2]
+    o0, om, o1 = others[..., :-1:2], others[..., 1::2], others[..., 2::2]
+    # ∫ O dF over a cell with O and F quadratic through (start, middle, end): Simpson on O·F'.
+    cells = o0 * (4.0 * fm - 3.0 * f0 - f1) + 4.0 * om * (f1 - f0) + o1 * (f0 - 4.0 * fm + 3.0 * f1)
+    probs = np.clip(cells.sum(axis=2), 0.0, None)
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
 def _beta_params(successes: np.ndarray, failures: np.ndarray, a0: float, b0: float) -> tuple[np.ndarray, ...]:
     s = np.asarray(successes, dtype=np.float64)
     f = np.asarray(failures, dtype=np.float64)
@@ -65,11 +97,22 @@ def thompson_probabilities(
     a, b = _beta_params(successes, failures, *prior)
     if a.size == 1:
         return np.ones(1)
-    return _prob_of_max(
-        lambda u: special.betaincinv(a[:, None], b[:, None], u),
-        lambda x: special.betainc(a[:, None], b[:, None], x),
-        a.size,
-    )
+    return _thompson_simpson(a[None], b[None])[0]
+
+
+def thompson_probabilities_batch(
+    successes: np.ndarray, failures: np.ndarray, prior: tuple[float, float] = (1.0, 1.0)
+) -> np.ndarray:
+    """`thompson_probabilities` for n independent problems with K arms each: (n, K) → (n, K)."""
+    s = np.asarray(successes, dtype=np.float64)
+    f = np.asarray(failures, dtype=np.float64)
+    if s.ndim != 2 or s.shape != f.shape or s.shape[1] == 0:
+        raise InvalidInput("successes and failures must be (n, K) arrays of the same shape, K ≥ 1")
+    if np.any(s < 0) or np.any(f < 0) or not (np.all(np.isfinite(s)) and np.all(np.isfinite(f))):
+        raise InvalidInput("successes and failures must be finite and non-negative")
+    if s.shape[1] == 1 or s.shape[0] == 0:
+        return np.ones(s.shape)
+    return _thompson_simpson(prior[0] + s, prior[1] + f)
 
 
 def thompson_choose(

@@ -112,6 +112,22 @@ def test_memoised_thompson_arms_match_choose_arm_draw_for_draw() -> None:
     assert len(cache) == 1
 
 
+def test_prepared_thompson_arms_batch_the_quadrature_and_draw_like_choose_arm() -> None:
+    cfg = BanditConfig()
+    cache: dict[tuple[bytes, bytes], np.ndarray] = {}
+    arms = ThompsonArms(cfg, cache)
+    rng = np.random.default_rng(4)
+    evidence = [(rng.integers(0, 9, 4) / 4, rng.integers(0, 40, 4) / 4) for _ in range(25)]
+    evidence += [(np.array([1.0, 2.0, 0.0]), np.array([4.0, 1.0, 0.0]))] * 3  # repeats share an entry
+    arms.prepare(evidence)
+    assert len(cache) == len({(s.tobytes(), f.tobytes()) for s, f in evidence})
+    for seed, (succ, fail) in enumerate(evidence):
+        expected = thompson_choose(succ, fail, np.random.default_rng(seed))
+        got = arms.choose(succ, fail, np.random.default_rng(seed))
+        assert got[0] == expected[0] and abs(got[1] - expected[1]) < 1e-12
+    assert len(cache) == len({(s.tobytes(), f.tobytes()) for s, f in evidence})  # no new entries
+
+
 def test_decisions_choose_with_mmr_over_candidate_tags_and_reruns_store_nothing_twice(
     db: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
