@@ -187,6 +187,34 @@ order by (v.vec::vector({dim})) <#> %(q)s::vector({dim})
 limit %(k)s
 """
 
+# The user's stored vector (rec_user_vectors, migration 0075) is read inside the statement; it is used
+# only when it belongs to this model, the model is still active, no event of the user came after the
+# one it folded in and the declared interests are those it folded in. The model is also matched by
+# its training time: ids repeat after a restore, and a cached model of another dimension must not
+# run. Otherwise `u` is empty and so is the result (the caller folds the user in and stores the row).
+_TOP_K_STORED = """
+with u as materialized (
+    select r.vec from rec_user_vectors r
+    where r.user_id = %(user)s and r.model_id = {model}
+      and exists (select 1 from rec_models m
+                  where m.id = {model} and m.status = 'active' and m.trained_at = %(trained_at)s)
+      and r.event_seq = coalesce((select max(e.seq) from events e where e.user_id = %(user)s), 0)
+      and coalesce(r.interests, 'null') = (select coalesce(s.attributes -> 'interests', 'null') from users s
+                                            where s.id = %(user)s)
+)
+select v.item_id, i.title, i.provider_id, p.name as provider, v.cold, i.created_at,
+       -((v.vec::vector({dim})) <#> (select u.vec from u)::vector({dim})) as score,
+       case when v.cold then array(select t.name from item_tags it join tags t on t.id = it.tag_id
+             where it.item_id = v.item_id and it.confidence >= 0.5 order by it.weight desc) end as tags
+from item_vectors v
+join items i on i.id = v.item_id
+left join providers p on p.id = i.provider_id
+where v.model_id = {model} and exists (select 1 from u)
+  and not exists (select 1 from events e where e.user_id = %(user)s and e.item_id = v.item_id)
+order by (v.vec::vector({dim})) <#> (select u.vec from u)::vector({dim})
+limit %(k)s
+"""
+
 _TOP_K_BATCH = """
 select q.user_id, c.item_id, c.title, c.provider_id, c.provider, c.cold, -c.neg_ip as score
 from unnest(%(users)s::text[], %(vecs)s::text[]) as q(user_id, vec)
@@ -241,6 +269,10 @@ def top_k(
             _scan_settings(conn, max(ef_search, k))
             cur = conn.execute(_compose(_TOP_K, model), params)
         rows = cur.fetchall()
+    return _hits(rows)
+
+
+def _hits(rows: Sequence[Any]) -> list[Hit]:
     hits = [
         Hit(
             r["item_id"],
@@ -255,6 +287,82 @@ def top_k(
         for r in rows
     ]
     return sorted(hits, key=lambda h: -h.score)  # relaxed_order may swap near-ties
+
+
+def top_k_stored_query(model: ModelRow) -> sql.Composed:
+    """The one-statement top-k from the user's stored vector; see `top_k_stored` and `stored_params`."""
+    return _compose(_TOP_K_STORED, model)
+
+
+def stored_params(model: ModelRow, user_id: str, k: int) -> dict[str, Any]:
+    return {"user": user_id, "k": k, "trained_at": model.trained_at}
+
+
+def top_k_stored(
+    conn: psycopg.Connection[Any], model: ModelRow, user_id: str, k: int, *, ef_search: int = 64
+) -> list[Hit]:
+    """Best `k` unseen items for a user from their stored vector (`rec_user_vectors`), in one round
+    trip: the iterative-scan settings, the statement and the commit pipelined. Empty when the stored
+    vector is missing or stale (or nothing is left to recommend): fold the user in and use `top_k`."""
+    with conn.pipeline(), conn.transaction():
+        _scan_settings(conn, max(ef_search, k))
+        cur = conn.execute(top_k_stored_query(model), stored_params(model, user_id, k))
+    return _hits(cur.fetchall())
+
+
+_UPSERT_USER_VECTOR = """
+insert into rec_user_vectors (user_id, model_id, event_seq, interests, vec)
+select {source}
+on conflict (user_id) do update set model_id = excluded.model_id, event_seq = excluded.event_seq,
+    interests = excluded.interests, vec = excluded.vec, updated_at = now()
+"""
+
+
+def write_user_vectors(
+    conn: psycopg.Connection[Any],
+    model_id: int,
+    user_ids: Sequence[str],
+    vecs: np.ndarray,
+    event_seqs: Sequence[int],
+    interests: Sequence[Any],
+) -> int:
+    """Store users' vectors under `model_id` with what they fold in: the user's last event seq and
+    declared interests (the raw `users.attributes -> 'interests'` JSON, None when absent); replaces
+    the users' rows; unknown users are skipped. One user: one upsert; more: binary COPY into a
+    temporary table, then one upsert."""
+    vecs = np.asarray(vecs, dtype=np.float32)
+    rows = list(zip(user_ids, event_seqs, interests, vecs, strict=True))
+    if len(rows) == 1:
+        user, seq, declared, vec = rows[0]
+        source = "u.id, %(m)s, %(seq)s, %(interests)s, %(vec)s::vector from users u where u.id = %(user)s"
+        params = {"m": model_id, "seq": int(seq), "interests": _json(declared), "vec": vec, "user": str(user)}
+        conn.execute(sql.SQL(_UPSERT_USER_VECTOR).format(source=sql.SQL(source)), params)
+        return 1
+    if not rows:
+        return 0
+    with conn.transaction():
+        conn.execute(
+            "create temporary table if not exists rec_user_vectors_in"
+            " (user_id text, event_seq bigint, interests jsonb, vec vector) on commit drop"
+        )
+        conn.execute("truncate rec_user_vectors_in")
+        with (
+            conn.cursor() as cur,
+            cur.copy("copy rec_user_vectors_in from stdin with (format binary)") as copy,
+        ):
+            copy.set_types(["text", "int8", "jsonb", "vector"])
+            for user, seq, declared, vec in rows:
+                copy.write_row((str(user), int(seq), _json(declared), vec))
+        source = (
+            "s.user_id, %(m)s, s.event_seq, s.interests, s.vec from rec_user_vectors_in s"
+            " where exists (select 1 from users u where u.id = s.user_id)"
+        )
+        conn.execute(sql.SQL(_UPSERT_USER_VECTOR).format(source=sql.SQL(source)), {"m": model_id})
+    return len(rows)
+
+
+def _json(value: Any) -> Jsonb | None:
+    return None if value is None else Jsonb(value)
 
 
 def top_k_batch(

@@ -55,6 +55,8 @@ class History:
     seen: list[str]
     providers: set[str]
     interests: dict[str, float]
+    event_seq: int = 0  # the user's last event (events.seq) when read; 0 for none
+    declared: Any = None  # the raw `users.attributes -> 'interests'` JSON
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,11 @@ def place_new_items(conn: psycopg.Connection[Any], served: Served, *, force: boo
     """Vectors for items that appeared after training, from their tags alone (cold start)."""
     if not force and time.monotonic() - served.placed_at < NEW_ITEM_INTERVAL:
         return 0
-    missing = pg.items_without_vectors(conn, served.row.id)
     served.placed_at = time.monotonic()
+    row = pg.active_model(conn)
+    if row is None or (row.id, row.trained_at) != (served.row.id, served.row.trained_at):
+        return 0  # a cached model that is no longer served: the caller reloads it
+    missing = pg.items_without_vectors(conn, served.row.id)
     if not missing:
         return 0
     ids = sorted(missing)
@@ -112,7 +117,8 @@ def place_new_items(conn: psycopg.Connection[Any], served: Served, *, force: boo
 
 _HISTORY = """
 select u.id as user_id, u.attributes -> 'interests' as interests, h.item_id, h.provider_id, h.w,
-       m.id as model_id, m.trained_at
+       m.id as model_id, m.trained_at,
+       coalesce((select max(e.seq) from events e where e.user_id = u.id), 0) as event_seq
 from users u
 left join rec_models m on m.status = 'active'
 left join lateral (
@@ -137,11 +143,21 @@ def _read_histories(
     conn: psycopg.Connection[Any], served: Served, user_ids: list[str]
 ) -> tuple[dict[str, History], tuple[int, datetime] | None]:
     """`histories` and the active model's (id, trained_at) as seen by the same statement."""
+    return _histories_of(
+        served, user_ids, conn.execute(_HISTORY, {"weights": WEIGHTS_JSON, "users": user_ids})
+    )
+
+
+def _histories_of(
+    served: Served, user_ids: list[str], result: Any
+) -> tuple[dict[str, History], tuple[int, datetime] | None]:
     rows: dict[str, list[tuple[str, str | None, float]]] = defaultdict(list)
     interests: dict[str, dict[str, float]] = {}
+    raw: dict[str, tuple[int, Any]] = {}
     stamp = None
-    for r in conn.execute(_HISTORY, {"weights": WEIGHTS_JSON, "users": user_ids}):
-        interests.setdefault(r["user_id"], _interests(r["interests"]))
+    for r in result:
+        interests.setdefault(r["user_id"], parse_interests(r["interests"]))
+        raw.setdefault(r["user_id"], (int(r["event_seq"]), r["interests"]))
         stamp = (int(r["model_id"]), r["trained_at"]) if r["model_id"] is not None else None
         if r["item_id"] is not None:
             rows[r["user_id"]].append((r["item_id"], r["provider_id"], float(r["w"])))
@@ -155,11 +171,12 @@ def _read_histories(
             [i for i, _, _ in found],
             {p for _, p, w in found if p and w > 0},
             interests.get(u, {}),
+            *raw.get(u, (0, None)),
         )
     return out, stamp
 
 
-def _interests(value: Any) -> dict[str, float]:
+def parse_interests(value: Any) -> dict[str, float]:
     if isinstance(value, list):
         return {str(t).lower(): 1.0 for t in value}
     if isinstance(value, dict):
@@ -169,6 +186,53 @@ def _interests(value: Any) -> dict[str, float]:
 
 def user_vector(served: Served, history: History) -> np.ndarray:
     return served.model.user_vector(history.item_idx, history.weights, history.interests or None)
+
+
+def top_k(
+    conn: psycopg.Connection[Any], user_id: str, k: int, *, served: Served | None = None
+) -> list[pg.Hit]:
+    """Top-`k` unseen items without reasons (empty when no model is trained). One round trip when the
+    user's stored vector is fresh (`pg.top_k_stored`); otherwise the user is folded in from their
+    events, the vector stored, and the HNSW query run with it."""
+    served = served or next(iter(_CACHE.values()), None) or active(conn)
+    if served is None:
+        return []
+    place_new_items(conn, served)
+    hits = pg.top_k_stored(conn, served.row, user_id, k)
+    if hits:
+        return hits
+    found = _current_histories(conn, served, user_id)
+    if found is None:
+        return []
+    served, history = found
+    return pg.top_k(conn, served.row, refresh(conn, served, user_id, history), history.seen, k)
+
+
+def _current_histories(
+    conn: psycopg.Connection[Any], served: Served, user_id: str, read: Any = None
+) -> tuple[Served, History] | None:
+    """The user's history under the active model (reloaded when it was retrained since `served`)."""
+    found, stamp = (
+        _histories_of(served, [user_id], read)
+        if read is not None
+        else _read_histories(conn, served, [user_id])
+    )
+    if stamp != (served.row.id, served.row.trained_at):  # retrained since: load the new model
+        new = active(conn)
+        if new is None:
+            return None
+        served, found = new, histories(conn, new, [user_id])
+    return served, found[user_id]
+
+
+def refresh(conn: psycopg.Connection[Any], served: Served, user_id: str, history: History) -> np.ndarray:
+    """The user's vector folded in from `history`, also stored (with its event seq and declared
+    interests) so the next request is served from it in one statement."""
+    vec = user_vector(served, history)
+    pg.write_user_vectors(
+        conn, served.row.id, [user_id], vec[None, :], [history.event_seq], [history.declared]
+    )
+    return vec
 
 
 def recommend(
@@ -181,24 +245,34 @@ def recommend(
     store: bool = False,
 ) -> list[Recommendation] | None:
     """Top-`k` unseen items with reasons, or None when no model is trained. `store` also writes the
-    user's vector to `user_profiles.embedding`. Two round trips on the usual path: the history
-    (which also names the active model, so a cached model is checked without a query of its own)
-    and the top-k with the facts its reasons need."""
+    user's vector to `user_profiles.embedding`. One round trip on the usual path: the top-k from
+    the user's stored vector (`pg.top_k_stored`) and the history the reasons need, pipelined. When
+    the stored vector is stale or missing, the history read there (which also names the active model,
+    so a cached model is checked without a query of its own) is folded in, stored, and queried."""
     served = served or next(iter(_CACHE.values()), None) or active(conn)
     if served is None:
         return None
-    found, stamp = _read_histories(conn, served, [user_id])
-    if stamp != (served.row.id, served.row.trained_at):  # retrained since: load the new model
-        served = active(conn)
-        if served is None:
-            return None
-        found = histories(conn, served, [user_id])
-    history = found[user_id]
     place_new_items(conn, served)
-    vec = user_vector(served, history)
+    with conn.pipeline():
+        with conn.transaction():
+            pg._scan_settings(conn, max(64, k))
+            top = conn.execute(pg.top_k_stored_query(served.row), pg.stored_params(served.row, user_id, k))
+        read = conn.execute(_HISTORY, {"weights": WEIGHTS_JSON, "users": [user_id]})
+    hits = pg._hits(top.fetchall())
+    if hits:
+        history = _histories_of(served, [user_id], read)[0][user_id]
+        vec = None
+    else:
+        found = _current_histories(conn, served, user_id, read)
+        if found is None:
+            return None
+        served, history = found
+        vec = refresh(conn, served, user_id, history)
+        hits = pg.top_k(conn, served.row, vec, history.seen, k)
     if store:
-        pg.write_user_embeddings(conn, [user_id], vec[None, :])
-    hits = pg.top_k(conn, served.row, vec, history.seen, k)
+        pg.write_user_embeddings(
+            conn, [user_id], (user_vector(served, history) if vec is None else vec)[None, :]
+        )
     return [
         Recommendation(h.item_id, h.title, h.provider, h.score, r, h.cold)
         for h, r in zip(hits, reasons(served, history, hits, now), strict=True)

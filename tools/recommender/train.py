@@ -7,8 +7,10 @@
    propagated tags alike), for every item of the catalogue — items nobody played yet still get a
    tag-block vector, which is how a new release reaches its fans.
 3. `fit`, then in one transaction: the model row with its model.json/model.npz, every item vector
-   (binary COPY), the model's HNSW index, every user's vector in `user_profiles.embedding`, and
-   the switch of the active model. A copy of the model directory is kept in
+   (binary COPY), the model's HNSW index, every user's vector in `user_profiles.embedding` and
+   in `rec_user_vectors` stamped with the user's last event seq and declared interests (read
+   before the events, so serving refolds a user whose events arrived during training), and the
+   switch of the active model. A copy of the model directory is kept in
    `$TAGLOOP_HOME/models/<id>` for inspection.
 Timings and sizes are returned (and printed by the CLI); progress goes to `progress`.
 """
@@ -31,6 +33,7 @@ from tagloop.tools.recommender import pg
 from tagloop.tools.recommender.confidence import EVENT_WEIGHTS
 from tagloop.tools.recommender.data import build_interactions, build_item_tags
 from tagloop.tools.recommender.model import RecModel, RecParams, fit
+from tagloop.tools.recommender.serving import parse_interests
 from tagloop.tools.recommender.store import save
 
 Progress = Callable[[str], None]
@@ -42,6 +45,13 @@ select user_id, item_id,
 from events
 where item_id is not null
 group by user_id, item_id
+"""
+
+# each user's last event and declared interests, the stamp of the stored vector (rec_user_vectors)
+USER_STAMPS = """
+select u.id as user_id, u.attributes -> 'interests' as interests,
+       coalesce((select max(e.seq) from events e where e.user_id = u.id), 0) as seq
+from users u
 """
 
 ITEM_TAGS = """
@@ -106,6 +116,8 @@ def train(
         clock = now
 
     say("reading events and item tags")
+    # read before the events: a vector stamped older than what it folds in is only refolded once
+    stamps = {r["user_id"]: (int(r["seq"]), r["interests"]) for r in conn.execute(USER_STAMPS)}
     triples, item_ids, tag_rows = training_data(conn)
     if not triples:
         raise InvalidInput("no events with an item to train on; import events first (tagloop import events)")
@@ -138,7 +150,22 @@ def train(
     lap("index")
     say("writing user vectors")
     user_vecs = model.user_vectors(inter.matrix)
-    pg.write_user_embeddings(conn, [str(u) for u in inter.user_ids], user_vecs)
+    users = [str(u) for u in inter.user_ids]
+    pg.write_user_embeddings(conn, users, user_vecs)
+    raw = inter.matrix.tocsr()
+    for n, user in enumerate(users):  # declared interests are part of the served vector
+        declared = stamps.get(user, (0, None))[1]
+        if declared is not None and (interests := parse_interests(declared)):
+            row = raw[n]
+            user_vecs[n] = model.user_vector(row.indices, row.data, interests)
+    pg.write_user_vectors(
+        conn,
+        model_id,
+        users,
+        user_vecs,
+        [stamps.get(u, (0, None))[0] for u in users],
+        [stamps.get(u, (0, None))[1] for u in users],
+    )
     lap("user_vectors")
     pg.activate(conn, model_id)
     report = TrainReport(
