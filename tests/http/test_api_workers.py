@@ -56,3 +56,34 @@ def test_two_worker_processes_ingest_every_event_once(
     assert db.execute("select count(*) as n from events").fetchone() == {"n": 120}
     assert db.execute("select sum(n_events) as n from user_profiles").fetchone() == {"n": 120}
     assert "Traceback" not in log.read_text()
+
+
+def test_inherited_listener_gets_tcp_nodelay() -> None:
+    """uvicorn --workers binds its listener with proto 0, so asyncio leaves Nagle on for accepted
+    connections (~40 ms per keep-alive request); the app's lifespan turns it off on the listener,
+    bound or listening, and leaves connected sockets alone."""
+    import socket
+
+    from tagloop.agent.http.app import _nodelay_listeners
+
+    bound = socket.socket(family=socket.AF_INET)  # as uvicorn's Config.bind_socket: proto 0
+    bound.bind(("127.0.0.1", 0))
+    listening = socket.socket(family=socket.AF_INET)
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()
+    client = socket.socket()
+    try:
+        assert bound.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+        assert _nodelay_listeners() >= 2
+        client.connect(listening.getsockname())
+        assert bound.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert listening.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        accepted, _ = listening.accept()
+        with accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1  # inherited
+        assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0  # not a listener
+        assert _nodelay_listeners() >= 2
+        assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0  # connected: left alone
+    finally:
+        for s in (bound, listening, client):
+            s.close()
