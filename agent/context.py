@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from psycopg.rows import tuple_row
 
 from tagloop.policies import PolicyConfig
 from tagloop.policies.config import DiversityConfig
@@ -34,37 +35,50 @@ class RunFacts:
     arms: ArmCounts = field(default_factory=ArmCounts)
 
 
-_ITEM_TAGS = "select id, tag_vec from items where id = any(%(ids)s) and tag_vec is not null"
+# sparsevec_send: the type's binary form (big-endian int32 dim, nnz, 0, nnz int32 indices, nnz float4
+# values), parsed with numpy instead of a Python list per item.
+_ITEM_TAGS = (
+    "select id, sparsevec_send(tag_vec) as vec from items where id = any(%(ids)s) and tag_vec is not null"
+)
 
 
 @dataclass
 class RunCache:
-    """Filled lazily during a run and shared by its batches: items' tag vectors (MMR/calibration),
-    stored over the run's own dense tag columns, and exact Thompson propensities per distinct
+    """Filled lazily during a run and shared by its batches: items' tag vectors (MMR/calibration) as
+    one CSR store (row per item, columns = tag ids), and exact Thompson propensities per distinct
     (successes, failures) evidence."""
 
-    item_tags: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # (columns, weights)
-    tag_columns: dict[int, int] = field(default_factory=dict)  # tag id → column of the run's tag space
+    item_rows: dict[str, int] = field(default_factory=dict)  # item id → row of the CSR store
+    indptr: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
+    indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # tag ids
+    data: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     thompson: dict[tuple[bytes, bytes], np.ndarray] = field(default_factory=dict)
 
-    def column(self, tag_id: int) -> int:
-        return self.tag_columns.setdefault(tag_id, len(self.tag_columns))
-
     def load_item_tags(self, conn: psycopg.Connection[Any], item_ids: Iterable[str]) -> None:
-        """Tag vectors of the items not cached yet, one query in binary (items without tags: empty rows)."""
-        missing = [i for i in item_ids if i not in self.item_tags]
+        """Tag vectors of the items not cached yet, one query (items without tags: empty rows)."""
+        rows = self.item_rows
+        missing = list({i: None for i in item_ids if i not in rows})
         if not missing:
             return
-        with conn.cursor(binary=True) as cur:
-            found = {r["id"]: r["tag_vec"] for r in cur.execute(_ITEM_TAGS, {"ids": missing})}
-        column = self.column
-        for item_id in missing:
-            vec = found.get(item_id)
-            tags, weights = (vec.indices(), vec.values()) if vec is not None else ([], [])
-            self.item_tags[item_id] = (
-                np.array([column(t) for t in tags], dtype=np.int32),
-                np.asarray(weights, dtype=np.float64),
-            )
+        with conn.cursor(row_factory=tuple_row) as cur:
+            found = dict(cur.execute(_ITEM_TAGS, {"ids": missing}).fetchall())
+        blobs = [found.get(i) or _EMPTY for i in missing]
+        nnz = np.fromiter((int.from_bytes(b[4:8], "big") for b in blobs), np.int64, len(blobs))
+        raw = np.frombuffer(b"".join(blobs), dtype=np.uint8)
+        # every blob: 12 header bytes, then its indices (4·nnz bytes), then its values (4·nnz bytes)
+        starts = np.concatenate([[0], np.cumsum(12 + 8 * nnz)[:-1]])
+        total = int(nnz.sum())
+        within = np.arange(total) - np.repeat(np.cumsum(nnz) - nnz, nnz)
+        idx_at = np.repeat(starts + 12, nnz) + 4 * within
+        val_at = idx_at + 4 * np.repeat(nnz, nnz)
+        four = np.arange(4)
+        tags = raw[idx_at[:, None] + four].copy().view(">i4").ravel().astype(np.int32)
+        weights = raw[val_at[:, None] + four].copy().view(">f4").ravel().astype(np.float64)
+        base = len(rows)
+        rows.update(zip(missing, range(base, base + len(missing)), strict=True))
+        self.indptr = np.concatenate([self.indptr, self.indptr[-1] + np.cumsum(nnz)])
+        self.indices = np.concatenate([self.indices, tags])
+        self.data = np.concatenate([self.data, weights])
 
     def tag_matrix(
         self,
@@ -80,21 +94,26 @@ class RunCache:
         if cfg.mmr_lambda <= 0 and cfg.calibration_lambda <= 0:
             return None, None
         self.load_item_tags(conn, item_ids)
-        rows = [self.item_tags[i] for i in item_ids]
-        lens = [r[0].size for r in rows]
-        cols = np.concatenate([r[0] for r in rows]) if rows else np.zeros(0, np.int32)
-        data = np.concatenate([r[1] for r in rows]) if rows else np.zeros(0)
+        row_of = self.item_rows
+        rows = np.fromiter((row_of[i] for i in item_ids), np.int64, len(item_ids))
+        lo, hi = self.indptr[rows], self.indptr[rows + 1]
+        lens = hi - lo
+        at = np.repeat(lo - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+        cols, data = self.indices[at], self.data[at]
         with_mix = cfg.calibration_lambda > 0 and bool(profile)
         if with_mix:
-            cols = np.concatenate([cols, np.array([self.column(t) for t in profile], dtype=np.int32)])
+            cols = np.concatenate([cols, np.fromiter(profile, np.int32, len(profile))])
         used, local = np.unique(cols, return_inverse=True)
-        matrix = np.zeros((len(rows), max(used.size, 1)))
-        matrix[np.repeat(np.arange(len(rows)), lens), local[: data.size]] = data
+        matrix = np.zeros((len(item_ids), max(used.size, 1)))
+        matrix[np.repeat(np.arange(len(item_ids)), lens), local[: data.size]] = data
         mix = None
         if with_mix:
             mix = np.zeros(matrix.shape[1])
             mix[local[data.size :]] = list(profile.values())
         return matrix, mix
+
+
+_EMPTY = bytes(12)
 
 
 @dataclass(frozen=True)

@@ -214,12 +214,13 @@ class Profile:
 
 def load_profiles(conn: psycopg.Connection[Any], user_ids: list[str], top: int = 10) -> dict[str, Profile]:
     """Profiles of the given users (users without events get an empty profile)."""
-    rows = conn.execute(
-        """select u.id, u.timezone, p.tags, coalesce(p.n_events, 0) as n_events,
-                  coalesce(p.stats, '{}') as stats, p.hour_of_week
-           from users u left join user_profiles p on p.user_id = u.id where u.id = any(%(ids)s)""",
-        {"ids": user_ids},
-    ).fetchall()
+    with conn.cursor(binary=True) as cur:  # sparsevec in binary: no text parsing
+        rows = cur.execute(
+            """select u.id, u.timezone, p.tags, coalesce(p.n_events, 0)::int8 as n_events,
+                      coalesce(p.stats, '{}') as stats, p.hour_of_week
+               from users u left join user_profiles p on p.user_id = u.id where u.id = any(%(ids)s)""",
+            {"ids": user_ids},
+        ).fetchall()
     profiles = {}
     tag_ids: set[int] = set()
     for r in rows:

@@ -13,10 +13,11 @@ import numpy as np
 import psycopg
 from agent_support import load_demo
 
+from tagloop.agent.context import RunCache
 from tagloop.agent.runner import run_users
 from tagloop.agent.settings import Settings
 from tagloop.policies import thompson_choose
-from tagloop.policies.config import BanditConfig
+from tagloop.policies.config import BanditConfig, DiversityConfig
 from tagloop.tools.candidates import merge, sources_named
 from tagloop.tools.messaging.channels import FileChannel
 from tagloop.tools.messaging.timing import ThompsonArms
@@ -178,3 +179,31 @@ def test_run_users_waits_for_a_worker_holding_the_user(
     assert runs.lock_users(worker, [users[0]]) == {users[0]}  # and run_users let go of it
     worker.rollback()
     worker.close()
+
+
+def test_run_cache_reads_item_tags_in_binary_and_builds_the_candidates_matrix(
+    db: psycopg.Connection[Any],
+) -> None:
+    db.execute(
+        """insert into items (id, title, tag_vec) values
+           ('a', 'A', '{1:0.5,7:2,300:1.25}/1000000'), ('b', 'B', '{7:1}/1000000'),
+           ('c', 'C', null), ('d', 'D', '{2:3,1000000:0.75}/1000000')"""
+    )
+    cache = RunCache()
+    cache.load_item_tags(db, ["a", "c", "nope"])
+    cache.load_item_tags(db, ["b", "a", "d", "d"])  # only b and d are read
+    assert len(cache.item_rows) == 5 and cache.indptr[-1] == 6
+    cfg = DiversityConfig(mmr_lambda=0.2, calibration_lambda=0.1)
+    matrix, mix = cache.tag_matrix(db, cfg, ["d", "a", "c", "b"], {6: 2.0, 99: 1.0})
+    assert matrix is not None and mix is not None
+    # columns: the tag ids used, sorted (0, 1, 6, 99, 299, 999999); text indices are 1-based
+    expected = np.zeros((4, 6))
+    expected[0, [1, 5]] = [3.0, 0.75]
+    expected[1, [0, 2, 4]] = [0.5, 2.0, 1.25]
+    expected[3, 2] = 1.0
+    assert np.allclose(matrix, expected)
+    assert np.allclose(mix, [0, 0, 2.0, 1.0, 0, 0])
+    assert cache.tag_matrix(db, DiversityConfig(mmr_lambda=0.0, calibration_lambda=0.0), ["a"], {}) == (
+        None,
+        None,
+    )
