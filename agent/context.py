@@ -61,7 +61,7 @@ class RunCache:
         if not missing:
             return
         with conn.cursor(row_factory=tuple_row) as cur:
-            found = dict(cur.execute(_ITEM_TAGS, {"ids": missing}).fetchall())
+            found: dict[str, bytes] = dict(cur.execute(_ITEM_TAGS, {"ids": missing}).fetchall())
         blobs = [found.get(i) or _EMPTY for i in missing]
         nnz = np.fromiter((int.from_bytes(b[4:8], "big") for b in blobs), np.int64, len(blobs))
         raw = np.frombuffer(b"".join(blobs), dtype=np.uint8)
