@@ -4,7 +4,7 @@ Learns from KNOWN item tags (`item_id,tag[,weight]`) and optional interactions
 (`user_id,item_id,weight`), predicts for every item of HELD the tags it lacks in KNOWN, and
 reports precision@5 / recall@10 for tagloop's `TagModel` (blend weights tuned on a validation
 split carved from KNOWN, never on HELD) and for the most-popular-tags baseline. Tags are compared
-after `normalize_tag` (case and spacing), not merged as synonyms, so the task stays the file's.
+after `clean_surface` (case and spacing), not merged as synonyms, so the task stays the file's.
 
 `evaluate_tagging(known_rows, held_rows, interaction_rows, seed)` is the pure core the CLI and
 bench call; `tagging_command` is the typer command registered in evals/cli.py.
@@ -28,7 +28,7 @@ from tagloop.tools.errors import InvalidInput, TagloopError
 from tagloop.tools.tagging.matrices import interaction_matrix, item_tag_matrix
 from tagloop.tools.tagging.model import BlendWeights, TagModel, top_k
 from tagloop.tools.tagging.tuning import precision_recall, tune_blend
-from tagloop.tools.tagging.vocabulary import normalize_tag
+from tagloop.tools.tagging.vocabulary import clean_surface
 
 Row = tuple[str, str, float]
 TOP_OUT = 20
@@ -80,7 +80,7 @@ def read_rows(path: Path, columns: tuple[str, str], what: str) -> list[Row]:
 
 
 def _tag_rows(rows: Iterable[Row]) -> list[Row]:
-    return [(item, t, w) for item, tag, w in rows if (t := normalize_tag(tag))]
+    return [(item, t, w) for item, tag, w in rows if (t := clean_surface(tag))]
 
 
 def evaluate_tagging(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tagloop.tools.errors import InvalidInput
-from tagloop.tools.tagging.vocabulary import build_vocabulary, normalize_tag, tag_key
+from tagloop.tools.tagging.vocabulary import build_vocabulary, clean_surface, tag_key
 
 
 @pytest.mark.parametrize(
@@ -22,9 +22,9 @@ def test_spelling_variants_share_one_key(variants: list[str], key: str) -> None:
 
 
 def test_normalize_tag_cleans_case_and_spacing_only() -> None:
-    assert normalize_tag("  Post_Rock  ") == "post rock"
-    assert normalize_tag("Hip-Hop!") == "hip-hop"
-    assert normalize_tag("   ") == ""
+    assert clean_surface("  Post_Rock  ") == "post rock"
+    assert clean_surface("Hip-Hop!") == "hip-hop"
+    assert clean_surface("   ") == ""
 
 
 def test_vocabulary_picks_most_frequent_spelling_and_sums_counts() -> None:

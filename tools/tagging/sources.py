@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, Field
 
 from tagloop.tools.llm import LLM, LLMUnavailable
-from tagloop.tools.tagging.vocabulary import Vocabulary, normalize_tag
+from tagloop.tools.tagging.vocabulary import Vocabulary, clean_surface
 
 _WORD = re.compile(r"[\w'&+-]+", re.UNICODE)
 MAX_PHRASE = 4
@@ -43,7 +43,7 @@ class ItemText:
 
 
 def _phrases(text: str) -> set[str]:
-    words = _WORD.findall(normalize_tag(text))
+    words = _WORD.findall(clean_surface(text))
     out: set[str] = set()
     for n in range(1, MAX_PHRASE + 1):
         for i in range(len(words) - n + 1):

@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 
-from tagloop.tools.tagging.vocabulary import Vocabulary, normalize_tag
+from tagloop.tools.tagging.vocabulary import Vocabulary, clean_surface
 
 Level = Literal["microgenre", "genre", "broad"]
 
@@ -214,7 +214,7 @@ _ERA = re.compile(r"^(\d0s|\d0's|(19|20)\d0s|(19|20)\d\d)$")
 
 
 def _words(tag: str) -> list[str]:
-    return normalize_tag(tag).replace("-", " ").replace("/", " ").split()
+    return clean_surface(tag).replace("-", " ").replace("/", " ").split()
 
 
 _KEYWORDS: dict[str, str] = {}

@@ -1,8 +1,9 @@
 """Tag normalization and the tag vocabulary.
 
 Owns how a raw tag string becomes a canonical tag:
-- `normalize_tag(s)` cleans a surface form (Unicode NFKC, lower case, `_` → space, collapsed
-  whitespace, trimmed punctuation): "  Hip_Hop " → "hip hop".
+- `clean_surface(s)` cleans a surface form (Unicode NFKC, lower case, `_` → space, collapsed
+  whitespace, trimmed punctuation): "  Hip_Hop " → "hip hop". It is the first step of matching,
+  not the stored name of a tag: that is `tools/tagging_names.normalize_tag`.
 - `tag_key(s)` is the merge key of spelling variants: accents, spaces, hyphens, apostrophes and
   dots dropped, "&" read as "and", plus a small table of synonyms, so "hip hop", "hip-hop" and
   "hiphop" share the key "hiphop" and "80's", "1980s" and "eighties" share "80s".
@@ -49,7 +50,7 @@ SYNONYM_KEYS: dict[str, str] = {
 _DECADE = re.compile(r"^(19)(\d0)s$")
 
 
-def normalize_tag(raw: str) -> str:
+def clean_surface(raw: str) -> str:
     """Clean one surface form; the empty string means "no tag"."""
     text = unicodedata.normalize("NFKC", raw).lower().replace("_", " ")
     text = _SPACES.sub(" ", text).strip(" \t.,;:!?\"'()[]{}")
@@ -58,7 +59,7 @@ def normalize_tag(raw: str) -> str:
 
 def tag_key(raw: str) -> str:
     """The merge key of a tag's spelling variants ("" for a tag with no letters or digits)."""
-    text = normalize_tag(raw).replace("&", " and ").replace("'", "").replace("’", "")
+    text = clean_surface(raw).replace("&", " and ").replace("'", "").replace("’", "")
     text = unicodedata.normalize("NFKD", text)
     text = "".join(ch for ch in text if not unicodedata.combining(ch))
     key = _NOT_ALNUM.sub("", text)
@@ -103,7 +104,7 @@ def build_vocabulary(
     by_key: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for raw, count in pairs:
         key = tag_key(raw)
-        surface = normalize_tag(raw)
+        surface = clean_surface(raw)
         if key and surface:
             by_key[key][surface] += float(count)
     canon: dict[str, str] = {}
