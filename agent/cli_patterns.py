@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tagloop.agent.cli_common import instant, table_of
 from tagloop.agent.settings import load_settings
 from tagloop.tools.errors import InvalidInput, NotFound
 
@@ -40,16 +41,6 @@ Now = Annotated[str | None, typer.Option("--now", help="End of the window (RFC 3
 LevelOpt = Annotated[str, typer.Option("--level", help="item or tag.")]
 K = Annotated[int, typer.Option("--k", help="How many to show.")]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Also draw a PNG here.")]
-
-
-def _instant(text: str | None) -> datetime:
-    if text is None:
-        return datetime.now(UTC)
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(f"--now {text!r}: expected an RFC 3339 time like 2026-01-05T12:00:00Z") from None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def _level(level: str) -> Any:
@@ -95,15 +86,6 @@ def _print(data: dict[str, Any], as_json: bool, table: Table) -> None:
         out.print(table)
 
 
-def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
-    table = Table(title=title)
-    for name in columns:
-        table.add_column(name)
-    for row in rows:
-        table.add_row(*(str(v) for v in row))
-    return table
-
-
 @patterns_app.command("co-likes")
 def co_likes_command(
     seed: Annotated[str, typer.Argument(metavar="SEED", help="An item id (or a tag with --level tag).")],
@@ -118,7 +100,7 @@ def co_likes_command(
     from tagloop.agent.database import connect
     from tagloop.tools.patterns import co_likes
 
-    at, lvl = _instant(now), _level(level)
+    at, lvl = instant(now, "--now"), _level(level)
     _positive_k(k)
     _positive_k(min_support, "--min-support")
     window = timedelta(days=_positive_k(window_days, "--window-days"))
@@ -129,7 +111,7 @@ def co_likes_command(
             raise NotFound(f"no co-likes of {seed!r} with at least {min_support} users in the window")
         titles = _titles(conn, [c.key for c in found]) if lvl == "item" else {}
     rows = [{**asdict(c), "title": titles.get(c.key)} for c in found]
-    table = _table(
+    table = table_of(
         f"fans of {seed} also like ({lvl}s, {window_days} days to {at:%Y-%m-%d})",
         ["key", "title", "support", "confidence", "lift", "score"],
         [
@@ -161,7 +143,7 @@ def next_command(
     from tagloop.agent.database import connect
     from tagloop.tools.patterns import sequence_next
 
-    at, lvl = _instant(now), _level(level)
+    at, lvl = instant(now, "--now"), _level(level)
     _positive_k(k)
     window = timedelta(days=_positive_k(window_days, "--window-days"))
     gap = timedelta(minutes=_positive_k(session_minutes, "--session-minutes"))
@@ -172,7 +154,7 @@ def next_command(
             raise NotFound(f"nothing follows {' → '.join(history)} within a session in the window")
         titles = _titles(conn, [s.key for s in found]) if lvl == "item" else {}
     rows = [{**asdict(s), "title": titles.get(s.key)} for s in found]
-    table = _table(
+    table = table_of(
         f"after {' → '.join(history)} ({lvl}s)",
         ["key", "title", "probability", "transitions"],
         [[r["key"], r["title"] or "", f"{r['score']:.3f}", r["support"]] for r in rows],
@@ -212,7 +194,7 @@ def trends_command(
     from tagloop.agent.database import connect
     from tagloop.tools.patterns_trends import trending
 
-    at, lvl = _instant(now), _level(level)
+    at, lvl = instant(now, "--now"), _level(level)
     _positive_k(k)
     if days < 7:
         raise InvalidInput(f"--days must be at least 7 (a week of baseline), got {days}")
@@ -226,7 +208,7 @@ def trends_command(
     data: dict[str, Any] = {"level": lvl, "now": at.isoformat(), "days": days, "trends": rows}
     if plot is not None:
         data["plot"] = str(_plot_trends(rows, at, days, plot))
-    table = _table(
+    table = table_of(
         f"trending {lvl}s ({days} days to {at:%Y-%m-%d})",
         ["key", "phase", "peak", "rise/day", "decay/day", "half-life d", "days left", "lifetime d"],
         [
@@ -262,7 +244,7 @@ def timing_command(
     from tagloop.agent.database import connect
     from tagloop.tools.patterns_timing import tag_timing
 
-    at = _instant(now)
+    at = instant(now, "--now")
     _positive_k(k)
     window = timedelta(days=_positive_k(window_days, "--window-days"))
     with connect(load_settings()) as conn:
@@ -276,7 +258,7 @@ def timing_command(
     data: dict[str, Any] = {"now": at.isoformat(), "tags": [asdict(t) for t in ranked]}
     if plot is not None:
         data["plot"] = str(_plot_timing(ranked[:6], plot))
-    table = _table(
+    table = table_of(
         f"when tags are played ({window_days} days to {at:%Y-%m-%d})",
         ["tag", "events", "weekend share", "weekend lift", "peak hours"],
         [[t.tag, t.events, t.weekend_share, t.weekend_lift, ", ".join(t.peak_hours)] for t in ranked],

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from tagloop.agent.cli_common import instant
 from tagloop.agent.settings import load_settings
 from tagloop.tools.errors import InvalidInput
 
@@ -21,16 +21,6 @@ report_app = typer.Typer(help="Reports from the store: a user's Wrapped-style su
 @report_app.callback()
 def _reports() -> None:
     """Reports from the store (a group, so `report user ID` keeps its name as commands are added)."""
-
-
-def _instant(text: str | None) -> datetime:
-    if text is None:
-        return datetime.now(UTC)
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(f"--at {text!r}: expected an RFC 3339 time like 2026-01-05T12:00:00Z") from None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 @report_app.command("user")
@@ -52,7 +42,11 @@ def report_user(
     settings = load_settings()
     with connect(settings) as conn:
         wrapped = build_wrapped(
-            conn, user_id, at=_instant(at), half_life_days=settings.profile_half_life_days, window_days=days
+            conn,
+            user_id,
+            at=instant(at, "--at"),
+            half_life_days=settings.profile_half_life_days,
+            window_days=days,
         )
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in user_id)
     page = write_wrapped(wrapped, out or Path(f"wrapped-{safe}"))

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tagloop.agent.cli_common import table_of
 from tagloop.agent.settings import load_settings
 from tagloop.tools.errors import InvalidInput, NotFound
 
@@ -33,15 +34,6 @@ def _emit(data: dict[str, Any], as_json: bool, table: Table | None = None) -> No
         sys.stdout.write(json.dumps(data, default=str) + "\n")
     elif table is not None:
         out.print(table)
-
-
-def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
-    table = Table(title=title)
-    for name in columns:
-        table.add_column(name)
-    for row in rows:
-        table.add_row(*(str(v) for v in row))
-    return table
 
 
 @tag_app.command("vocab")
@@ -69,7 +61,7 @@ def vocab(
         "tags": [r.__dict__ for r in rows[:limit]],
         "problems": problems,
     }
-    table = _table(
+    table = table_of(
         f"tags by {level} ({len(rows):,}; {len(sync.vocab):,} tags)",
         ["name", "tags", "items", "family", "genre", "aliases"],
         [
@@ -123,7 +115,7 @@ def items(
     _emit(
         data,
         as_json,
-        _table(
+        table_of(
             "tag items",
             ["what", "count"],
             [[key, data[key]] for key in keys] + [[f"source: {s}", n] for s, n in data["by_source"].items()],
@@ -197,7 +189,7 @@ def related(
     _emit(
         data,
         as_json,
-        _table(f"tags related to {found[1]}", ["tag", "cosine"], [[t, f"{s:.3f}"] for t, s in result]),
+        table_of(f"tags related to {found[1]}", ["tag", "cosine"], [[t, f"{s:.3f}"] for t, s in result]),
     )
 
 
@@ -245,7 +237,7 @@ def trends(
     _emit(
         data,
         as_json,
-        _table(
+        table_of(
             f"emerging clusters ({report.collections}s, {report.events:,} events)",
             ["name", "first seen", "growth", "size"],
             [
