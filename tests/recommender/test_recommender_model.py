@@ -80,7 +80,9 @@ def test_a_new_item_gets_the_vector_of_a_cold_catalogue_item(trained: tuple[Inte
     assert np.allclose(new_item, model.item_vectors()[cold], atol=1e-5)
     busier = model.item_vector_from_tags({"techno": 30.0, "music": 10.0})
     ratio = (1 + PARAMS.cold_prior * np.log1p(40.0)) / (1 + PARAMS.cold_prior * np.log1p(4.0))
-    assert np.allclose(busier, ratio * new_item, atol=1e-5)
+    assert PARAMS.cold_prior > 0 and np.allclose(busier, ratio * new_item, atol=1e-5)
+    # every catalogue item has 4 tag applications: the prior's mean over them is 1 after cold_norm
+    assert model.cold_norm == pytest.approx(1 + PARAMS.cold_prior * np.log1p(4.0))
 
 
 def test_declared_interests_rank_a_cold_user(trained: tuple[Interactions, RecModel]) -> None:
@@ -126,6 +128,8 @@ def test_save_then_load_gives_the_same_recommendations(
     a, _ = model.recommend(model.user_vectors(inter.matrix), 5, inter.matrix)
     b, _ = again.recommend(again.user_vectors(inter.matrix), 5, inter.matrix)
     assert np.array_equal(a, b)
+    tags = {"jazz": 5.0, "music": 1.0}  # a new item is placed the same way after a reload
+    assert np.array_equal(model.item_vector_from_tags(tags), again.item_vector_from_tags(tags))
     with pytest.raises(InvalidInput, match="no trained model"):
         load(tmp_path / "missing")
 

@@ -23,12 +23,21 @@ Scores are one inner product, so Postgres can serve them with pgvector
   384) won on validation over 255 on both Last.fm splits.
 - Cold items (tags, no interactions at training, or added after it: `item_vector_from_tags`) get
   factors predicted from their tf-idf tags by a ridge map fitted on the warm items (tags.py,
-  λ = `cold_ridge`), scaled by 1 + `cold_prior` · log1p(tag applications), the only popularity a
-  new item has (scaling, not the bias dimension, so a user without evidence still gets the
-  popularity order of warm items). Held-out Last.fm items, ranked among themselves: recall@20
-  0.469 (projection of the item's tag column of S on the factors) -> 0.535 with λ 1 (picked on
-  validation carved from train). A prior of 0.3 won there (0.593 -> 0.618; test 0.559) but cold
-  catalogue items then crowd warm ones out (warm test NDCG@10 0.265 -> 0.231), so it defaults to 0.
+  λ = `cold_ridge`), scaled by (1 + `cold_prior` · log1p(tag applications)) / `cold_norm`: the tag
+  activity is the only popularity a new item has (scaling, not the bias dimension, so a user
+  without evidence still gets the popularity order of warm items), and `cold_norm`, the mean of
+  that factor over the tagged catalogue at training, keeps cold items on the level of the map as a
+  whole, so the prior reorders cold items among themselves without pushing them over warm ones.
+  Held-out Last.fm items ranked among themselves (bench/recsys.py `cold_start`): recall@20 0.469
+  (projection of the item's tag column of S on the factors) -> 0.535 with the ridge map (λ 1) ->
+  0.559 with the prior 0.3 (validation carved from train: 0.593 -> 0.618; 0.3 and 0.5 tie there,
+  0.2 0.617, 1.0 0.614). Without `cold_norm` the prior cost warm test NDCG@10 0.265 -> 0.231; with
+  it 0.2654 -> 0.2645. Tried on the same validation and not better than 0.618 (so not used): ridge
+  from tags straight to each user's confidences (0.58), two-sided bilinear user-profile × item-tag
+  ridge over the top 3,000 tags (0.58-0.59; blended with the map 0.61), tag-kNN over warm items
+  (0.53), tf-idf + PPMI-SVD tag-embedding features (0.59), least-squares item factors against the
+  served user vectors as the map's target (0.618), min_df 1-2 (≤ 0.58). About 29% of held-out items
+  have no tags at all (7.5% of the relevant pairs), so no tag model reaches them.
 - `joint=False`: the former layout, [V_cf (cf_dim) | V_tag (tag_dim) | bias] with each part
   truncated on its own.
 - The last dimension carries a tiny popularity prior: it breaks ties and makes a user with no
@@ -70,7 +79,7 @@ class RecParams:
     tag_feature_weight: float = 3.0
     joint: bool = True
     cold_ridge: float = 1.0
-    cold_prior: float = 0.0
+    cold_prior: float = 0.3
 
     def check(self) -> None:
         if self.ease_lambda <= 0:
@@ -101,6 +110,7 @@ class RecModel:
     item_tag_vectors: sp.csr_matrix  # n_items × n_tags, tf-idf, unit rows
     idf: np.ndarray
     popularity: np.ndarray  # number of training users per item
+    cold_norm: float = 1.0  # mean cold-prior scale over the tagged catalogue at training
 
     @property
     def dim(self) -> int:
@@ -151,7 +161,7 @@ class RecModel:
         out = np.zeros(self.dim, dtype=np.float32)
         if norm > 0:  # the map fills the last dimensions before the popularity one
             activity = sum(max(float(w), 0.0) for w in tags.values())
-            scale = (1.0 + self.params.cold_prior * np.log1p(activity)) / norm
+            scale = (1.0 + self.params.cold_prior * np.log1p(activity)) / (self.cold_norm * norm)
             out[self.dim - 1 - self.tag_to_item.shape[1] : self.dim - 1] = scale * vec @ self.tag_to_item
         return out
 
@@ -270,10 +280,12 @@ def fit(
     bias = params.bias_scale * log_pop / max(log_pop.max(), 1e-12)
     # cold items: factors predicted from their tags by a ridge map fitted on the warm items
     tag_to_item = tag_factor_map(tag_vectors, factors, warm, params.cold_ridge)
-    cold = np.flatnonzero((popularity == 0) & (tag_vectors.getnnz(axis=1) > 0))
-    activity = np.asarray(sp.csr_matrix(tag_matrix)[cold].maximum(0).sum(axis=1)).ravel()
-    scale = 1.0 + params.cold_prior * np.log1p(activity)
-    factors[cold] = scale[:, None] * (tag_vectors[cold] @ tag_to_item)
+    tagged = tag_vectors.getnnz(axis=1) > 0
+    cold = np.flatnonzero((popularity == 0) & tagged)
+    activity = np.asarray(sp.csr_matrix(tag_matrix).maximum(0).sum(axis=1)).ravel()
+    prior = 1.0 + params.cold_prior * np.log1p(activity)
+    cold_norm = float(prior[tagged].mean()) if tagged.any() else 1.0
+    factors[cold] = (prior[cold] / cold_norm)[:, None] * (tag_vectors[cold] @ tag_to_item)
     item_vecs = np.hstack([factors, bias[:, None]]).astype(np.float32)
     return RecModel(
         params=params,
@@ -286,4 +298,5 @@ def fit(
         item_tag_vectors=tag_vectors,
         idf=idf,
         popularity=popularity,
+        cold_norm=cold_norm,
     )

@@ -36,6 +36,7 @@ def save(model: RecModel, directory: Path) -> None:
         "params": asdict(model.params),
         "item_ids": [str(i) for i in model.item_ids],
         "tags": [str(t) for t in model.tags],
+        "cold_norm": model.cold_norm,
     }
     (directory / "model.json").write_text(json.dumps(meta), encoding="utf-8")
 
@@ -65,4 +66,5 @@ def load(directory: Path) -> RecModel:
             item_tag_vectors=tv,
             idf=arrays["idf"],
             popularity=arrays["popularity"],
+            cold_norm=float(meta.get("cold_norm", 1.0)),
         )
