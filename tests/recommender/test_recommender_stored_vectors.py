@@ -53,6 +53,12 @@ def test_train_stores_every_users_vector_equal_to_the_fold_in(
         assert [h.score for h in stored] == pytest.approx([h.score for h in folded], abs=1e-5)
         seq = db.execute("select max(seq) as s from events where user_id = %(u)s", {"u": user}).fetchone()
         assert seq is not None and _stamp(db, user)["event_seq"] == seq["s"]
+        # the history stored for the reasons is the one serving reads from the events
+        history = serving.histories(db, trained, [user])[user]
+        row = db.execute(pg.STORED_HISTORY, {"user": user, "model": trained.row.id}).fetchone()
+        assert row is not None and set(row["providers"]) == history.providers
+        stored = dict(zip(row["hist_items"], row["hist_weights"], strict=True))
+        assert stored == dict(zip(history.item_idx.tolist(), history.weights.tolist(), strict=True))
 
 
 def test_a_new_event_makes_the_stored_vector_stale_and_serving_refreshes_it(

@@ -311,54 +311,87 @@ def top_k_stored(
 
 
 _UPSERT_USER_VECTOR = """
-insert into rec_user_vectors (user_id, model_id, event_seq, interests, vec)
+insert into rec_user_vectors
+    (user_id, model_id, event_seq, interests, vec, hist_items, hist_weights, providers)
 select {source}
 on conflict (user_id) do update set model_id = excluded.model_id, event_seq = excluded.event_seq,
-    interests = excluded.interests, vec = excluded.vec, updated_at = now()
+    interests = excluded.interests, vec = excluded.vec, hist_items = excluded.hist_items,
+    hist_weights = excluded.hist_weights, providers = excluded.providers, updated_at = now()
 """
 
 
-def write_user_vectors(
-    conn: psycopg.Connection[Any],
-    model_id: int,
-    user_ids: Sequence[str],
-    vecs: np.ndarray,
-    event_seqs: Sequence[int],
-    interests: Sequence[Any],
-) -> int:
-    """Store users' vectors under `model_id` with what they fold in: the user's last event seq and
-    declared interests (the raw `users.attributes -> 'interests'` JSON, None when absent); replaces
-    the users' rows; unknown users are skipped. One user: one upsert; more: binary COPY into a
-    temporary table, then one upsert."""
-    vecs = np.asarray(vecs, dtype=np.float32)
-    rows = list(zip(user_ids, event_seqs, interests, vecs, strict=True))
-    if len(rows) == 1:
-        user, seq, declared, vec = rows[0]
-        source = "u.id, %(m)s, %(seq)s, %(interests)s, %(vec)s::vector from users u where u.id = %(user)s"
-        params = {"m": model_id, "seq": int(seq), "interests": _json(declared), "vec": vec, "user": str(user)}
+@dataclass(frozen=True)
+class StoredUser:
+    """A user's row of `rec_user_vectors`: the vector and what it folds in (see migration 0075/0076)."""
+
+    user_id: str
+    vec: np.ndarray
+    event_seq: int  # the user's last event folded in (events.seq), 0 for none
+    interests: Any  # the raw `users.attributes -> 'interests'` JSON folded in, None when absent
+    hist_items: np.ndarray  # the history in the model's item indices ...
+    hist_weights: np.ndarray  # ... with raw weights (what the reasons need)
+    providers: Sequence[str]  # providers the user plays
+
+
+def write_user_vectors(conn: psycopg.Connection[Any], model_id: int, users: Sequence[StoredUser]) -> int:
+    """Store users' vectors under `model_id` with what they fold in; replaces the users' rows; unknown
+    users are skipped. One user: one upsert; more: binary COPY into a temporary table, then one upsert."""
+    if len(users) == 1:
+        u = users[0]
+        source = (
+            "u.id, %(m)s, %(seq)s, %(interests)s, %(vec)s::vector, %(items)s::int[], %(weights)s::float8[],"
+            " %(providers)s::text[] from users u where u.id = %(user)s"
+        )
+        params = {
+            "m": model_id,
+            "seq": int(u.event_seq),
+            "interests": _json(u.interests),
+            "vec": np.asarray(u.vec, dtype=np.float32),
+            "items": [int(i) for i in u.hist_items],
+            "weights": [float(w) for w in u.hist_weights],
+            "providers": list(u.providers),
+            "user": str(u.user_id),
+        }
         conn.execute(sql.SQL(_UPSERT_USER_VECTOR).format(source=sql.SQL(source)), params)
         return 1
-    if not rows:
+    if not users:
         return 0
     with conn.transaction():
         conn.execute(
-            "create temporary table if not exists rec_user_vectors_in"
-            " (user_id text, event_seq bigint, interests jsonb, vec vector) on commit drop"
+            "create temporary table if not exists rec_user_vectors_in (user_id text, event_seq bigint,"
+            " interests jsonb, vec vector, hist_items int[], hist_weights float8[], providers text[])"
+            " on commit drop"
         )
         conn.execute("truncate rec_user_vectors_in")
         with (
             conn.cursor() as cur,
             cur.copy("copy rec_user_vectors_in from stdin with (format binary)") as copy,
         ):
-            copy.set_types(["text", "int8", "jsonb", "vector"])
-            for user, seq, declared, vec in rows:
-                copy.write_row((str(user), int(seq), _json(declared), vec))
+            copy.set_types(["text", "int8", "jsonb", "vector", "int4[]", "float8[]", "text[]"])
+            for u in users:
+                copy.write_row(
+                    (
+                        str(u.user_id),
+                        int(u.event_seq),
+                        _json(u.interests),
+                        np.asarray(u.vec, dtype=np.float32),
+                        [int(i) for i in u.hist_items],
+                        [float(w) for w in u.hist_weights],
+                        list(u.providers),
+                    )
+                )
         source = (
-            "s.user_id, %(m)s, s.event_seq, s.interests, s.vec from rec_user_vectors_in s"
-            " where exists (select 1 from users u where u.id = s.user_id)"
+            "s.user_id, %(m)s, s.event_seq, s.interests, s.vec, s.hist_items, s.hist_weights, s.providers"
+            " from rec_user_vectors_in s where exists (select 1 from users u where u.id = s.user_id)"
         )
         conn.execute(sql.SQL(_UPSERT_USER_VECTOR).format(source=sql.SQL(source)), {"m": model_id})
-    return len(rows)
+    return len(users)
+
+
+STORED_HISTORY = """
+select hist_items, hist_weights, providers, interests from rec_user_vectors
+where user_id = %(user)s and model_id = %(model)s
+"""
 
 
 def _json(value: Any) -> Jsonb | None:

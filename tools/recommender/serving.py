@@ -226,13 +226,34 @@ def _current_histories(
 
 
 def refresh(conn: psycopg.Connection[Any], served: Served, user_id: str, history: History) -> np.ndarray:
-    """The user's vector folded in from `history`, also stored (with its event seq and declared
-    interests) so the next request is served from it in one statement."""
+    """The user's vector folded in from `history`, also stored with what it folds in (event seq,
+    declared interests, the history and providers the reasons need) so the next request is served
+    from it in one round trip."""
     vec = user_vector(served, history)
-    pg.write_user_vectors(
-        conn, served.row.id, [user_id], vec[None, :], [history.event_seq], [history.declared]
-    )
+    pg.write_user_vectors(conn, served.row.id, [stored_user(user_id, vec, history)])
     return vec
+
+
+def stored_user(user_id: str, vec: np.ndarray, history: History) -> pg.StoredUser:
+    return pg.StoredUser(
+        user_id,
+        vec,
+        history.event_seq,
+        history.declared,
+        history.item_idx,
+        history.weights,
+        sorted(history.providers),
+    )
+
+
+def _stored_history(row: dict[str, Any]) -> History:
+    return History(
+        np.asarray(row["hist_items"], dtype=np.int64),
+        np.asarray(row["hist_weights"], dtype=np.float64),
+        [],
+        set(row["providers"]),
+        parse_interests(row["interests"]),
+    )
 
 
 def recommend(
@@ -246,24 +267,24 @@ def recommend(
 ) -> list[Recommendation] | None:
     """Top-`k` unseen items with reasons, or None when no model is trained. `store` also writes the
     user's vector to `user_profiles.embedding`. One round trip on the usual path: the top-k from
-    the user's stored vector (`pg.top_k_stored`) and the history the reasons need, pipelined. When
-    the stored vector is stale or missing, the history read there (which also names the active model,
-    so a cached model is checked without a query of its own) is folded in, stored, and queried."""
+    the user's stored vector (`pg.top_k_stored`) and the history stored with it for the reasons
+    (`pg.STORED_HISTORY`), pipelined. When the stored vector is stale or missing, the user's events
+    are read (the statement also names the active model, so a cached model is checked without a
+    query of its own), folded in, stored, and queried."""
     served = served or next(iter(_CACHE.values()), None) or active(conn)
     if served is None:
         return None
     place_new_items(conn, served)
-    with conn.pipeline():
-        with conn.transaction():
-            pg._scan_settings(conn, max(64, k))
-            top = conn.execute(pg.top_k_stored_query(served.row), pg.stored_params(served.row, user_id, k))
-        read = conn.execute(_HISTORY, {"weights": WEIGHTS_JSON, "users": [user_id]})
-    hits = pg._hits(top.fetchall())
-    if hits:
-        history = _histories_of(served, [user_id], read)[0][user_id]
+    with conn.pipeline(), conn.transaction():
+        pg._scan_settings(conn, max(64, k))
+        top = conn.execute(pg.top_k_stored_query(served.row), pg.stored_params(served.row, user_id, k))
+        stored = conn.execute(pg.STORED_HISTORY, {"user": user_id, "model": served.row.id})
+    hits, row = pg._hits(top.fetchall()), stored.fetchone()
+    if hits and row is not None:
+        history = _stored_history(row)
         vec = None
     else:
-        found = _current_histories(conn, served, user_id, read)
+        found = _current_histories(conn, served, user_id)
         if found is None:
             return None
         served, history = found

@@ -153,19 +153,20 @@ def train(
     users = [str(u) for u in inter.user_ids]
     pg.write_user_embeddings(conn, users, user_vecs)
     raw = inter.matrix.tocsr()
-    for n, user in enumerate(users):  # declared interests are part of the served vector
-        declared = stamps.get(user, (0, None))[1]
+    provider_of = {r["id"]: r["provider_id"] for r in conn.execute("select id, provider_id from items")}
+    providers = [provider_of.get(str(i)) for i in inter.item_ids]
+    stored = []
+    for n, user in enumerate(users):
+        seq, declared = stamps.get(user, (0, None))
+        items, weights = (
+            raw.indices[raw.indptr[n] : raw.indptr[n + 1]],
+            raw.data[raw.indptr[n] : raw.indptr[n + 1]],
+        )
         if declared is not None and (interests := parse_interests(declared)):
-            row = raw[n]
-            user_vecs[n] = model.user_vector(row.indices, row.data, interests)
-    pg.write_user_vectors(
-        conn,
-        model_id,
-        users,
-        user_vecs,
-        [stamps.get(u, (0, None))[0] for u in users],
-        [stamps.get(u, (0, None))[1] for u in users],
-    )
+            user_vecs[n] = model.user_vector(items, weights, interests)  # part of the served vector
+        played = sorted({p for i, w in zip(items, weights, strict=True) if w > 0 and (p := providers[i])})
+        stored.append(pg.StoredUser(user, user_vecs[n], seq, declared, items, weights, played))
+    pg.write_user_vectors(conn, model_id, stored)
     lap("user_vectors")
     pg.activate(conn, model_id)
     report = TrainReport(
