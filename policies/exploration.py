@@ -72,22 +72,26 @@ def argmax_slot(
     `forced` set, no draw happens and the probability of `forced` is returned.
     """
     masked = np.where(eligible, utility, -np.inf)
-    best = int(np.argmax(masked))
+    best = int(masked.argmax())
     if not eligible[best]:
         raise InvalidInput("no eligible candidate left for this slot")
-    pidx = np.flatnonzero(eligible if pool is None else eligible & pool) if epsilon > 0 else None
-    if pidx is not None and pidx.size == 0:
-        pidx = np.flatnonzero(eligible)
+    explore: np.ndarray | None = None  # mask of the exploration pool (its size is all a slot needs)
+    size = 0
+    if epsilon > 0:
+        explore = eligible if pool is None else eligible & pool
+        size = int(np.count_nonzero(explore))
+        if size == 0:
+            explore, size = eligible, int(np.count_nonzero(eligible))
     if forced is not None:
         j = forced
-    elif pidx is not None and rng is not None:
+    elif explore is not None and rng is not None:
         r = rng.random()
-        j = int(pidx[min(int(r / epsilon * pidx.size), pidx.size - 1)]) if r < epsilon else best
+        j = int(np.flatnonzero(explore)[min(int(r / epsilon * size), size - 1)]) if r < epsilon else best
     else:
         j = best
     p = (1.0 - epsilon) * (j == best)
-    if pidx is not None and bool(np.any(pidx == j)):
-        p += epsilon / pidx.size
+    if explore is not None and bool(explore[j]):
+        p += epsilon / size
     return j, float(p)
 
 

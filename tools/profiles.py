@@ -13,6 +13,7 @@ folded (`folded_seq`), so the profile folder does not count them again.
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 from dataclasses import dataclass, field
@@ -222,6 +223,7 @@ def load_profiles(conn: psycopg.Connection[Any], user_ids: list[str], top: int =
             {"ids": user_ids},
         ).fetchall()
     profiles = {}
+    bests: dict[str, list[tuple[int, float]]] = {}
     tag_ids: set[int] = set()
     for r in rows:
         tags = (
@@ -229,12 +231,16 @@ def load_profiles(conn: psycopg.Connection[Any], user_ids: list[str], top: int =
         )
         stats = r["stats"] if r["hour_of_week"] is None else {**r["stats"], "hour_of_week": r["hour_of_week"]}
         profiles[r["id"]] = Profile(r["id"], r["timezone"], tags, n_events=r["n_events"], stats=stats)
-        tag_ids.update(sorted(tags, key=tags.__getitem__, reverse=True)[:top])
+        best = bests[r["id"]] = heapq.nlargest(top, tags.items(), key=_weight)  # = sorted(…)[:top]
+        tag_ids.update(t for t, _ in best)
     names = {
         r["id"]: r["name"]
         for r in conn.execute("select id, name from tags where id = any(%(ids)s)", {"ids": list(tag_ids)})
     }
-    for p in profiles.values():
-        best = sorted(p.tags.items(), key=lambda kv: kv[1], reverse=True)[:top]
-        p.top_tags = [(names[t], round(w, 3)) for t, w in best if w > 0 and t in names]
+    for user, p in profiles.items():
+        p.top_tags = [(names[t], round(w, 3)) for t, w in bests[user] if w > 0 and t in names]
     return profiles
+
+
+def _weight(kv: tuple[int, float]) -> float:
+    return kv[1]

@@ -69,14 +69,18 @@ class CandidateLog:
         """From (item_id, score, provider, "source+source") rows (names not listed are appended)."""
         known = list(names)
         bit = {n: 1 << j for j, n in enumerate(known)}
+        mask_of: dict[str, int] = {}  # per distinct "source+source" string
         masks = []
         for *_, source in rows:
-            mask = 0
-            for name in filter(None, source.split("+")):
-                if name not in bit:
-                    bit[name] = 1 << len(known)
-                    known.append(name)
-                mask |= bit[name]
+            mask = mask_of.get(source)
+            if mask is None:
+                mask = 0
+                for name in filter(None, source.split("+")):
+                    if name not in bit:
+                        bit[name] = 1 << len(known)
+                        known.append(name)
+                    mask |= bit[name]
+                mask_of[source] = mask
             masks.append(mask)
         return cls([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], masks, known)
 
