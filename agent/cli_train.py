@@ -3,8 +3,9 @@
 - `train [--seed S] [--json]`: tools/recommender/train.py on every stored event; prints the model
   id, sizes and per-step timings (progress on stderr); the new model is served at once.
 - `recommend --user ID [--k 20] [--json]`: the user's top-k unseen items from the active model
-  (one pgvector HNSW query), each with its score and a short human reason; the user's vector is
-  also stored in `user_profiles.embedding`.
+  (one pgvector HNSW statement from the user's stored vector, `rec_user_vectors`, refolded first
+  when the user has newer events), each with its score and a short human reason; the user's
+  vector is also stored in `user_profiles.embedding`.
 Mounted by agent/cli.py (`_mount_evals`).
 """
 
