@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     llm_max_retries: int = 1
     link_base_url: str | None = None
     allowed_link_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # the background profile folder waits for this many pending events, or for the oldest pending
+    # event to be this old, before it folds (bigger folds cost far less per event; reads fold the
+    # user's own pending events first, so they never wait)
+    fold_min_events: int = 20_000
+    fold_max_wait_seconds: float = 1.0
 
     @field_validator(
         "api_keys",

@@ -5,6 +5,7 @@ a rebuild already counted are skipped."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -116,3 +117,31 @@ def test_hour_of_week_lives_in_its_own_column_and_reads_as_before(catalogue: psy
     histogram = load_profiles(catalogue, ["a"])["a"].stats["hour_of_week"]
     assert histogram == row["hour_of_week"] and len(histogram) == 168
     assert histogram[0 * 24 + 12] == 2 and histogram[6 * 24 + 11] == 1  # Monday 12:00, Sunday 11:00
+
+
+def test_folder_waits_for_a_batch_up_to_max_wait(catalogue: psycopg.Connection[Any]) -> None:
+    """With min_events the folder waits for that many pending events, but never longer than
+    max_wait after the oldest pending one arrived; with nothing pending it returns at once."""
+    batching = profile_folder.FoldOptions(min_events=3, max_wait=timedelta(seconds=1.5))
+    started = time.monotonic()
+    assert profile_folder.fold_pending(catalogue, batching, now=NOW).events == 0
+    assert time.monotonic() - started < 1.0  # nothing pending: nothing to wait for
+    ingest(catalogue, [ev("e1", "a"), ev("e2", "b")])
+    started = time.monotonic()
+    assert profile_folder.fold_pending(catalogue, batching, now=NOW).events == 2  # after max_wait
+    assert time.monotonic() - started >= 1.2  # 1.5 s after e1 and e2 arrived, less the ingest
+    ingest(catalogue, [ev("e3", "a"), ev("e4", "b"), ev("e5", "a")])
+    patient = profile_folder.FoldOptions(min_events=3, max_wait=timedelta(seconds=600))
+    assert profile_folder.fold_pending(catalogue, patient, now=NOW).events == 3  # a batch: at once
+    assert n_events(catalogue) == {"a": 3, "b": 2}
+
+
+def test_folder_reads_contexts_with_numbers_beyond_64_bits(catalogue: psycopg.Connection[Any]) -> None:
+    """A context integer beyond 64 bits is stored (jsonb numeric) and still folded."""
+    big = {"id": "big", "user_id": "a", "type": "play", "context": {"device": "tv", "n": 2**70}}
+    with catalogue.transaction():  # as a file import stores it
+        loader.store_events(catalogue, [parse_event(big, now=NOW)])
+    assert catalogue.execute("select context->>'n' as n from events").fetchone() == {"n": str(2**70)}
+    assert profile_folder.fold_pending(catalogue, OPTIONS, now=NOW).events == 1
+    stats = load_profiles(catalogue, ["a"])["a"].stats
+    assert stats["devices"] == {"tv": 1}

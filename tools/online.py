@@ -34,7 +34,8 @@ import orjson
 import psycopg
 
 from tagloop.tools.ingest.records import EventRecord
-from tagloop.tools.profiles import decay, event_weight, sparsevec_parse, sparsevec_text
+from tagloop.tools.profiles import decay, event_weight, sparsevec_parse
+from tagloop.tools.store.catalogue import TAG_DIM
 from tagloop.tools.store.users import json_param
 
 POSITIVE = frozenset({"like", "save", "add_to_playlist", "share", "complete"})
@@ -190,7 +191,7 @@ def _fold_rows(
             {
                 "user_id": user_id,
                 "version": row["version"] if check_version else None,
-                "tags": sparsevec_text(tags),
+                "tags": _sparsevec_text(tags),
                 "n_events": int(row["n_events"]) + len(user_events),
                 "stats": stats,
                 "hour_of_week": histogram,
@@ -293,13 +294,24 @@ def _count(bucket: dict[str, int], value: Any) -> None:
 
 
 def _trim(stats: dict[str, Any], now: float, config: OnlineConfig) -> None:
-    """Bound what the stats remember: recent items, fresh tags and per-source tags."""
+    """Bound what the stats remember: recent items, fresh tags and per-source tags (sorted only
+    when over their caps: jsonb keeps no key order)."""
     recent = {k: v for k, v in stats["recent"].items() if now - v <= config.replay_window_s}
-    stats["recent"] = dict(sorted(recent.items(), key=lambda kv: -kv[1])[: config.recent_cap])
+    if len(recent) > config.recent_cap:
+        recent = dict(sorted(recent.items(), key=lambda kv: -kv[1])[: config.recent_cap])
+    stats["recent"] = recent
     stats["fresh"] = {k: v for k, v in stats["fresh"].items() if now - v[1] <= config.burst_window_s}
     for source, weights in stats["source_tags"].items():
-        best = sorted(weights.items(), key=lambda kv: -abs(kv[1]))[: config.source_tag_cap]
-        stats["source_tags"][source] = dict(best)
+        if len(weights) > config.source_tag_cap:
+            best = sorted(weights.items(), key=lambda kv: -abs(kv[1]))[: config.source_tag_cap]
+            stats["source_tags"][source] = dict(best)
+
+
+def _sparsevec_text(weights: dict[str, float]) -> str:
+    """`tools.profiles.sparsevec_text` (weights decayed to nothing dropped), without an abs() call
+    per tag: it runs for every profile of every fold."""
+    kept = {k: v for k, v in weights.items() if v > 1e-6 or v < -1e-6}
+    return orjson.dumps(kept).decode().replace('"', "") + f"/{TAG_DIM}"
 
 
 def _credits(events: Sequence[EventRecord], messages: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

@@ -20,18 +20,28 @@ Writers that do not take the lock (file imports, `eval simulate`) rebuild or fol
 themselves; `rebuild_profiles` sets each user's `folded_seq` so the folder never counts an event
 twice.
 
+Batches. Most of a fold's cost is per user (read the profile, decay its tags, write it back), so
+folding every request's events on its own would cost several times what folding many requests'
+events at once does. With `min_events`, `fold_pending` first waits (outside any transaction, so
+nothing is locked meanwhile) until that many events are pending or the oldest pending event is
+`max_wait` old, whichever comes first: under load a fold covers seconds of events, when quiet an
+event is folded at most `max_wait` after it arrived. Reads never wait for it (see below).
+
 Read-your-writes: `fold_user` folds one user's pending events (under the same folder lock, up to a
 settled horizon) and marks them in `user_profiles.folded_seq`, which the folder then skips.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import orjson
 import psycopg
+from psycopg.rows import tuple_row
 
 from tagloop.tools import online, triggers
 from tagloop.tools.ingest.records import EventRecord
@@ -55,19 +65,24 @@ select count(*) as n from pg_locks
 where locktype = 'advisory' and classid = %(ns)s::oid and objid = %(key)s::oid and objsubid = 2
   and virtualtransaction = any(%(holders)s)
 """
+_OLDEST_AGE = """
+select extract(epoch from clock_timestamp() - received_at)::float8 as age from events
+where seq > %(after)s order by seq limit 1
+"""
+BATCH_POLL_S = 0.05
 _CHECKPOINT = "select last_seq from profile_fold_state where id = 1"
 _ADVANCE = """
 insert into profile_fold_state as f (id, last_seq, folded_at) values (1, %(seq)s, now())
 on conflict (id) do update set last_seq = greatest(f.last_seq, excluded.last_seq), folded_at = now()
 """
 _PENDING = """
-select e.seq, e.id, e.user_id, e.type, e.item_id, e.ts, e.value, e.message_id, e.context
+select e.seq, e.id, e.user_id, e.type, e.item_id, e.ts, e.value, e.message_id, e.context::text
 from events e left join user_profiles p on p.user_id = e.user_id
 where e.seq > %(after)s and e.seq <= %(upto)s and e.seq > coalesce(p.folded_seq, 0)
 order by e.seq
 """
 _USER_PENDING = """
-select e.seq, e.id, e.user_id, e.type, e.item_id, e.ts, e.value, e.message_id, e.context
+select e.seq, e.id, e.user_id, e.type, e.item_id, e.ts, e.value, e.message_id, e.context::text
 from events e
 where e.user_id = %(user)s and e.seq > %(after)s and e.seq <= %(upto)s
   and e.seq > coalesce((select folded_seq from user_profiles where user_id = %(user)s), 0)
@@ -78,6 +93,8 @@ order by e.seq
 class FoldSettings(Protocol):
     profile_half_life_days: float
     trigger_delay_seconds: float
+    fold_min_events: int
+    fold_max_wait_seconds: float
 
 
 @dataclass(frozen=True)
@@ -85,12 +102,16 @@ class FoldOptions:
     online: online.OnlineConfig = field(default_factory=online.OnlineConfig)
     trigger_delay: timedelta = timedelta(seconds=30)
     max_events: int = 20_000  # per fold transaction
+    min_events: int = 0  # fewer pending: wait for more, up to max_wait after the oldest arrived
+    max_wait: timedelta = timedelta(0)
 
     @classmethod
     def from_settings(cls, settings: FoldSettings) -> FoldOptions:
         return cls(
             online.OnlineConfig(half_life_days=settings.profile_half_life_days),
             timedelta(seconds=settings.trigger_delay_seconds),
+            min_events=settings.fold_min_events,
+            max_wait=timedelta(seconds=settings.fold_max_wait_seconds),
         )
 
 
@@ -129,9 +150,34 @@ def checkpoint(conn: psycopg.Connection[Any]) -> int:
     return int(row["last_seq"]) if row else 0
 
 
+def await_batch(conn: psycopg.Connection[Any], options: FoldOptions) -> None:
+    """Wait until `options.min_events` events are pending (by seq) or the oldest pending one is
+    `options.max_wait` old; return at once when nothing is pending. Only on an idle connection (its
+    polls end their own transactions); in a caller's open transaction it does not wait."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return
+    limit = options.max_wait.total_seconds()
+    try:
+        while True:
+            after = checkpoint(conn)
+            row = conn.execute(_LAST_SEQ).fetchone()
+            if (int(row["s"]) if row else 0) - after >= options.min_events:
+                return
+            oldest = conn.execute(_OLDEST_AGE, {"after": after}).fetchone()
+            if oldest is None or oldest["age"] >= limit:
+                return
+            conn.rollback()
+            time.sleep(min(BATCH_POLL_S, limit - oldest["age"]))
+    finally:
+        conn.rollback()
+
+
 def fold_pending(conn: psycopg.Connection[Any], options: FoldOptions, *, now: datetime) -> FoldReport:
-    """Fold up to `options.max_events` events after the checkpoint in one committed transaction.
-    Returns at once (last_seq None) when another session is folding."""
+    """Fold up to `options.max_events` events after the checkpoint in one committed transaction
+    (first waiting for a batch, with `options.min_events`). Returns at once (last_seq None) when
+    another session is folding."""
+    if options.min_events > 0:
+        await_batch(conn, options)
     with conn.transaction():
         locked = conn.execute("select pg_try_advisory_xact_lock(%(ns)s, %(key)s) as ok", FOLD_LOCK).fetchone()
         if not locked or not locked["ok"]:
@@ -141,7 +187,7 @@ def fold_pending(conn: psycopg.Connection[Any], options: FoldOptions, *, now: da
         if horizon is None or horizon <= after:
             return FoldReport(last_seq=after)
         upto = min(horizon, after + options.max_events)
-        rows = conn.execute(_PENDING, {"after": after, "upto": upto}).fetchall()
+        rows = _rows(conn, _PENDING, {"after": after, "upto": upto})
         report = _fold(conn, rows, options, now=now, mark_users=False)
         conn.execute(_ADVANCE, {"seq": upto})
     return FoldReport(report.events, report.users, report.enqueued, upto)
@@ -159,35 +205,44 @@ def fold_user(conn: psycopg.Connection[Any], user_id: str, options: FoldOptions,
         horizon = settled_horizon(conn)
         if horizon is None:
             return 0
-        rows = conn.execute(_USER_PENDING, {"user": user_id, "after": checkpoint(conn), "upto": horizon})
-        return _fold(conn, rows.fetchall(), options, now=now, mark_users=True, upto=horizon).events
+        rows = _rows(conn, _USER_PENDING, {"user": user_id, "after": checkpoint(conn), "upto": horizon})
+        return _fold(conn, rows, options, now=now, mark_users=True, upto=horizon).events
+
+
+def _rows(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    with conn.cursor(row_factory=tuple_row) as cur:  # tuples: tens of thousands of rows a fold
+        return cur.execute(query, params).fetchall()
+
+
+def _context(text: str | None) -> dict[str, Any]:
+    """An event's stored context (jsonb as text) by orjson (a number beyond 64 bits reads as a float;
+    the fold only reads strings from a context), the standard library for anything it refuses."""
+    if not text or text == "{}":
+        return {}
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        value = json.loads(text)
+    return value if isinstance(value, dict) else {}
 
 
 def _fold(
     conn: psycopg.Connection[Any],
-    rows: list[dict[str, Any]],
+    rows: list[tuple[Any, ...]],
     options: FoldOptions,
     *,
     now: datetime,
     mark_users: bool,
     upto: int | None = None,
 ) -> FoldReport:
+    """Fold rows of (seq, id, user_id, type, item_id, ts, value, message_id, context text)."""
     events = [
-        EventRecord(
-            r["id"],
-            r["user_id"],
-            r["type"],
-            r["item_id"],
-            r["ts"],
-            r["value"],
-            r["message_id"],
-            r["context"] or {},
-        )
-        for r in rows
+        EventRecord(id_, user_id, type_, item_id, ts, value, message_id, _context(context))
+        for _, id_, user_id, type_, item_id, ts, value, message_id, context in rows
     ]
     if not events:
         return FoldReport()
-    seqs = {r["id"]: int(r["seq"]) for r in rows}
+    seqs = {r[1]: int(r[0]) for r in rows}
     folded = online.apply_events(
         conn, events, now=now, config=options.online, seqs=seqs, folded_upto=upto if mark_users else None
     )
