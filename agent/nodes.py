@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 import numpy as np
 from langgraph.runtime import Runtime
@@ -19,6 +18,7 @@ from tagloop.agent.context import RunContext
 from tagloop.agent.prompts import COPY_SYSTEM
 from tagloop.agent.state import ArmChoice, Plan, RunState, UserContext
 from tagloop.policies import check_caps, choose_slate, in_holdout, next_allowed_time
+from tagloop.policies.guards import zone
 from tagloop.tools import candidates as sources
 from tagloop.tools.messaging import timing
 from tagloop.tools.messaging.compose import compose_discovery, compose_with_llm
@@ -256,7 +256,7 @@ def _unsubscribed(user: UserContext, channel: str, ctx: RunContext) -> bool:
 
 
 def _features(user: UserContext, ctx: RunContext, trigger: str) -> dict[str, Any]:
-    local = ctx.now.astimezone(ZoneInfo(user.timezone))
+    local = ctx.now.astimezone(zone(user.timezone))
     return {
         "trigger": trigger,
         "local_hour": local.hour,

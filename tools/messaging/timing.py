@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from tagloop.policies import choose_arm, thompson_probabilities, thompson_probabilities_batch
 from tagloop.policies.config import BanditConfig
+from tagloop.policies.guards import zone
 
 
 def evidence(
@@ -105,8 +105,7 @@ class ThompsonArms:
 
 def next_local_hour(now: datetime, tz: str, hour: int) -> datetime:
     """The first instant ≥ now at which the user's wall clock reads `hour`:00."""
-    zone = ZoneInfo(tz)
-    local = now.astimezone(zone)
+    local = now.astimezone(zone(tz))
     candidate = local.replace(hour=hour, minute=0, second=0, microsecond=0)
     if candidate < local:
         candidate = (local + timedelta(days=1)).replace(hour=hour, minute=0, second=0, microsecond=0)
