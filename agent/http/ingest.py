@@ -1,8 +1,8 @@
 """Durable, idempotent event ingest behind `POST /v1/events`.
 
 A request's events are validated with the same `parse_event` as file imports (errors name the
-array index and field: `[3].ts`), checked against stored users and items and inserted with
-ON CONFLICT DO NOTHING on the event id in one statement, committed before the 202 goes out.
+array index and field: `[3].ts`), inserted with ON CONFLICT DO NOTHING on the event id in one
+statement (the foreign keys check users and items) and committed before the 202 goes out.
 Nothing of a request is stored when any event is bad. The request takes no profile lock: the
 profile folder (`tools.profile_folder`) folds committed events into profiles and enqueues the runs
 they trigger shortly after; the transaction only holds the folder's shared ingest lock, so the
@@ -126,13 +126,22 @@ def _check_refs(conn: psycopg.Connection[Any], events: list[EventRecord], single
 def store_events(
     pool: ConnectionPool, events: list[EventRecord], *, single: bool, now: datetime, options: IngestOptions
 ) -> IngestResult:
-    """Check and insert in one committed transaction (profiles are folded after, by the folder)."""
+    """Insert in one committed transaction (profiles are folded after, by the folder): the ingest
+    lock, the insert and the commit go out pipelined, in two round trips. Unknown users and items
+    are caught by the foreign keys; the batch is then rolled back and checked for them, so the 422
+    names every unknown reference."""
     for attempt in range(RETRIES):
         try:
-            with pool.connection() as conn, conn.transaction():
-                profile_folder.hold_ingest_lock(conn)
-                _check_refs(conn, events, single)
-                new = store.insert_new_events(conn, events)
+            with pool.connection() as conn:
+                try:
+                    with conn.pipeline(), conn.transaction():
+                        profile_folder.hold_ingest_lock(conn)
+                        new = store.insert_new_events(conn, events)
+                except psycopg.errors.ForeignKeyViolation:
+                    _check_refs(conn, events, single)  # raises, naming them
+                    if attempt == RETRIES - 1:  # no unknown reference, yet a violation: let it show
+                        raise
+                    continue  # the user or item was stored meanwhile: try again
             return IngestResult(len(new), len(events) - len(new), len({e.user_id for e in new}))
         except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
             if attempt == RETRIES - 1:

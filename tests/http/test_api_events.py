@@ -145,6 +145,21 @@ def test_invalid_events_get_422_naming_index_and_field(
     assert count(db, "select count(*) as n from user_profiles") == 0
 
 
+def test_every_unknown_reference_of_a_batch_is_named(client: TestClient, db: psycopg.Connection[Any]) -> None:
+    """The foreign keys refuse the insert; the 422 still names each unknown user and item."""
+    seed(client)
+    batch = [
+        {"id": "ok", "user_id": "u1", "type": "play", "item_id": "i1"},
+        {"id": "who", "user_id": "nobody", "type": "like", "item_id": "i1"},
+        {"id": "what", "user_id": "u2", "type": "play", "item_id": "i404"},
+    ]
+    response = post_events(client, batch)
+    assert response.status_code == 422, response.text
+    assert [e["field"] for e in response.json()["errors"]] == ["[1].user_id", "[2].item_id"]
+    assert count(db) == 0
+    assert post_events(client, batch[:1]).json() == {"accepted": 1, "duplicates": 0}
+
+
 def test_invalid_json_is_422_naming_the_body(client: TestClient, db: psycopg.Connection[Any]) -> None:
     response = client.post(
         "/v1/events", content=b"{not json", headers={**AUTH, "content-type": "application/json"}

@@ -16,6 +16,8 @@ from functools import cache
 from typing import Any
 from zoneinfo import available_timezones
 
+import orjson
+
 from tagloop.tools.tagging_names import normalize_tag
 
 EVENT_TYPES = frozenset(
@@ -180,7 +182,13 @@ def _str(data: dict[str, Any], name: str, *, default: str | None, max_len: int |
 
 
 def _no_nul_json(name: str, value: Any) -> None:
-    if "\\u0000" in json.dumps(value):
+    if not value:
+        return
+    try:
+        text = orjson.dumps(value)  # escapes U+0000 as json.dumps does: \u0000
+    except TypeError:  # integers beyond 64 bits, non-string keys
+        text = json.dumps(value).encode()
+    if b"\\u0000" in text:
         raise FieldError(name, "contains a NUL character (\\u0000), which cannot be stored")
 
 
