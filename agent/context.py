@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+import scipy.sparse as sp
 from psycopg.rows import tuple_row
 
 from tagloop.policies import PolicyConfig
@@ -86,11 +87,12 @@ class RunCache:
         cfg: DiversityConfig,
         item_ids: list[str],
         profile: Mapping[int, float],
-    ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The items' dense (n × tags they use) matrix for `choose_slate` and, when calibration is
+    ) -> tuple[sp.csr_array | None, np.ndarray | None]:
+        """The items' sparse (n × tags they use) matrix for `choose_slate` and, when calibration is
         on, the user's tag mix (`profile`: tag id → weight) over the same columns (its tags added);
-        (None, None) when neither knob is on. Dense over the candidates' own tags: small (~100 × a
-        few hundred), and MMR's similarity rows are then plain matrix-vector products."""
+        (None, None) when neither knob is on. Sparse: with dozens of tags per item a dense matrix
+        over the candidates' tags is thousands of columns wide, while MMR needs only the n × n
+        cosines (one sparse product, policies/diversity.py)."""
         if cfg.mmr_lambda <= 0 and cfg.calibration_lambda <= 0:
             return None, None
         self.load_item_tags(conn, item_ids)
@@ -104,11 +106,12 @@ class RunCache:
         if with_mix:
             cols = np.concatenate([cols, np.fromiter(profile, np.int32, len(profile))])
         used, local = np.unique(cols, return_inverse=True)
-        matrix = np.zeros((len(item_ids), max(used.size, 1)))
-        matrix[np.repeat(np.arange(len(item_ids)), lens), local[: data.size]] = data
+        width = max(used.size, 1)
+        indptr = np.concatenate([[0], np.cumsum(lens)])
+        matrix = sp.csr_array((data, local[: data.size], indptr), shape=(len(item_ids), width))
         mix = None
         if with_mix:
-            mix = np.zeros(matrix.shape[1])
+            mix = np.zeros(width)
             mix[local[data.size :]] = list(profile.values())
         return matrix, mix
 

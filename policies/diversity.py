@@ -45,17 +45,18 @@ def tag_similarity(item_tags: TagMatrix) -> np.ndarray:
 class MMRState:
     """Max cosine similarity of every candidate to the items placed so far.
 
-    Up to `DENSE_LIMIT` candidates the rows are kept as a dense unit-norm matrix over the tags
-    the candidates use (a dense input is taken as it is), and a placed item's similarity row is one
-    matrix-vector product — for slates of ~10 from ~200 far cheaper than the n × n product. Above
-    it, rows are computed only for placed items from a column-sorted copy of the entries (cost ∝
-    entries sharing a tag with the placed item).
+    Up to `DENSE_LIMIT` candidates a placed item's similarity row is one matrix-vector product with
+    the unit-norm rows: dense rows for a dense input, sparse rows (over the used tags only) for a
+    sparse one — items with dozens of tags each make dense rows thousands of columns wide.
+    Above it, rows are computed only for placed items from a column-sorted copy of the entries
+    (cost ∝ entries sharing a tag with the placed item).
     """
 
     DENSE_LIMIT = 1000
 
     def __init__(self, item_tags: TagMatrix) -> None:
         self.dense: np.ndarray | None = None
+        self.unit: sp.csr_array | None = None
         if isinstance(item_tags, np.ndarray):
             m = np.asarray(item_tags, dtype=np.float64)
             n = m.shape[0]
@@ -65,17 +66,19 @@ class MMRState:
                 return
             item_tags = sp.csr_array(m)
         m = sp.csr_array(item_tags, dtype=np.float64)
+        m.sum_duplicates()
         n = m.shape[0]
         self.max_sim = np.zeros(n, dtype=np.float64)
-        if n <= self.DENSE_LIMIT:
-            used, local = np.unique(m.indices, return_inverse=True)
-            dense = np.zeros((n, max(used.size, 1)))
-            dense[np.repeat(np.arange(n), np.diff(m.indptr)), local] = m.data
-            self.dense = _unit_rows(dense)
-            return
         rows = np.repeat(np.arange(n), np.diff(m.indptr))
         sq = np.bincount(rows, weights=m.data * m.data, minlength=n)
         inv = np.divide(1.0, np.sqrt(sq), out=np.zeros(n), where=sq > 0)
+        if n <= self.DENSE_LIMIT:
+            cols, width = m.indices, m.shape[1]
+            if width > 4 * m.nnz + 64:  # a wide tag space (e.g. all tag ids): only the used columns
+                used, cols = np.unique(m.indices, return_inverse=True)
+                width = max(used.size, 1)
+            self.unit = sp.csr_array((m.data * inv[rows], cols, m.indptr), shape=(n, width))
+            return
         self.data = m.data * inv[rows]
         self.cols = m.indices
         self.indptr = m.indptr
@@ -91,6 +94,12 @@ class MMRState:
         """Cosine similarity of item j to every candidate."""
         if self.dense is not None:
             return self.dense @ self.dense[j]
+        if self.unit is not None:
+            u = self.unit
+            lo, hi = u.indptr[j], u.indptr[j + 1]
+            row = np.zeros(u.shape[1])
+            row[u.indices[lo:hi]] = u.data[lo:hi]
+            return np.asarray(u @ row)
         lo, hi = self.indptr[j], self.indptr[j + 1]
         starts = np.searchsorted(self.by_col, self.cols[lo:hi], side="left")
         lens = np.searchsorted(self.by_col, self.cols[lo:hi], side="right") - starts

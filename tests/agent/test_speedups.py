@@ -196,6 +196,7 @@ def test_run_cache_reads_item_tags_in_binary_and_builds_the_candidates_matrix(
     cfg = DiversityConfig(mmr_lambda=0.2, calibration_lambda=0.1)
     matrix, mix = cache.tag_matrix(db, cfg, ["d", "a", "c", "b"], {6: 2.0, 99: 1.0})
     assert matrix is not None and mix is not None
+    matrix = matrix.toarray()
     # columns: the tag ids used, sorted (0, 1, 6, 99, 299, 999999); text indices are 1-based
     expected = np.zeros((4, 6))
     expected[0, [1, 5]] = [3.0, 0.75]
