@@ -12,6 +12,8 @@ For each of N users (default 1,000, seeded sample) it times, per request:
                 trip). A stale or missing vector falls back to the fold-in below and stores it;
 - `pg+reasons`: serving.py `recommend`, the HTTP/CLI path: the same statement and the history the
                 reasons need pipelined in one round trip, then the reasons in Python;
+- `pg (stale)`: `pg` for a user without a fresh stored vector (row deleted first; a fifth of the
+                users, after the rest): the fold-in below plus storing the vector;
 - `pg-fold`   : the former path: read the user's events, fold the vector in (Python), then the
                 HNSW query with it (two round trips);
 - `pg-query`  : the HNSW query alone (vector already known);
@@ -61,7 +63,7 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 
 def _line(name: str, stats: dict[str, float]) -> None:
     p50, p95, p99 = stats["p50"], stats["p95"], stats["p99"]
-    print(f"  {name:<11} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms   p99 {p99:7.2f} ms")
+    print(f"  {name:<12} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms   p99 {p99:7.2f} ms")
 
 
 def main() -> None:
@@ -136,6 +138,13 @@ def main() -> None:
             server.append((plan.get("Execution Time", 0.0) + plan.get("Planning Time", 0.0)) / 1000.0)
             truth = {str(served.model.item_ids[i]) for i in exact}
             recall.append(len(truth & {h.item_id for h in hits}) / max(len(truth), 1))
+        stale: list[float] = []  # the fallback: a user whose stored vector is missing or stale
+        for user in sample[: max(len(sample) // 5, 1)]:
+            conn.execute("delete from rec_user_vectors where user_id = %(u)s", {"u": user})
+            start = time.perf_counter()
+            serving.top_k(conn, user, args.k, served=served)  # refolds and stores the vector
+            stale.append(time.perf_counter() - start)
+        times["pg (stale)"] = stale
         plan_rows = conn.execute(
             pg._compose("explain " + pg._TOP_K_STORED, served.row), pg.stored_params(served.row, user, args.k)
         ).fetchall()

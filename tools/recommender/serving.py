@@ -205,7 +205,8 @@ def top_k(
     if found is None:
         return []
     served, history = found
-    return pg.top_k(conn, served.row, refresh(conn, served, user_id, history), history.seen, k)
+    with conn.pipeline():  # the stored vector's upsert travels with the query
+        return pg.top_k(conn, served.row, refresh(conn, served, user_id, history), history.seen, k)
 
 
 def _current_histories(
@@ -288,8 +289,9 @@ def recommend(
         if found is None:
             return None
         served, history = found
-        vec = refresh(conn, served, user_id, history)
-        hits = pg.top_k(conn, served.row, vec, history.seen, k)
+        with conn.pipeline():  # the stored vector's upsert travels with the query
+            vec = refresh(conn, served, user_id, history)
+            hits = pg.top_k(conn, served.row, vec, history.seen, k)
     if store:
         pg.write_user_embeddings(
             conn, [user_id], (user_vector(served, history) if vec is None else vec)[None, :]
