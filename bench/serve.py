@@ -23,16 +23,18 @@ and reports p50/p95/p99 in milliseconds, the share of users served from a fresh 
 recall@20 of the HNSW result against the exact scan, and the server-side time of the `pg`
 statement (explain analyze).
 
-Last run (2 shared cores, load average 3.6-4.3 from other engineers' benchmarks, model of
+Last run (2 shared cores, load average 3.8-4.4 from other engineers' benchmarks, model of
 `tagloop train` on all Last.fm events, dim 384, 17,632 items, 1,000 users):
                     p50      p95      p99   (ms)
-    pg             4.79    12.76    22.71   one statement from the stored vector (100% fresh)
-    pg+reasons     8.80    20.99    44.46
-    pg-fold        9.56    22.95    43.85   the former path (was p95 20.6 at low load, 35 under load)
-    pg-query       5.32    14.03    18.22
-    numpy          6.72    17.98    35.18
-    pg statement server side p50 3.01, p95 8.35; client CPU p50 0.81; HNSW recall@20 vs exact 0.9974;
-    top-20 overlap stored vs folded 1.0000.
+    pg             4.76    13.14    18.55   one statement from the stored vector (100% fresh)
+    pg+reasons     6.43    13.70    20.75   (was 15.5 / 27.1 / 33.8 at load 3.8 before)
+    pg-fold        8.51    22.58    42.47   the former `pg` path (p95 20.6 at low load, 26.6 at 3.8)
+    pg-query       5.23    13.72    19.14
+    numpy          6.48    16.47    30.57
+    pg (stale)    10.73    24.01   103.86   refold + store, on the first request after new events
+    pg statement server side p50 3.19, p95 8.53; client CPU p50 0.75; HNSW recall@20 vs exact 0.9974;
+    top-20 overlap stored vs folded 1.0000. Other runs: load 3.2 pg p95 11.3, pg+reasons 12.5;
+    load 7.0 pg p95 18.3, pg+reasons 20.4, pg-fold 30.7.
 
 Run: OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/serve.py [--users 1000] [--k 20] [--json]
 """
