@@ -1,4 +1,4 @@
-"""Serving the active recommender from Postgres: user vectors at request time, top-k by HNSW, reasons.
+"""Serving the active recommender from Postgres: stored user vectors, top-k by HNSW, reasons.
 
 - The active model's fold-in parameters are read once per process from `rec_models` and cached by
   model id and training time (a newly trained model is picked up at the next request).
@@ -6,6 +6,13 @@
   declared interests, `users.attributes.interests` (a list of tag names or an object tag → weight):
   `RecModel.user_vector`. No history and no interests gives the zero vector with the popularity
   dimension, i.e. the popularity ranking; interests alone give a tag ranking (cold-start users).
+- The folded vector is stored in `rec_user_vectors` (migrations 0075/0076) with its stamp: model,
+  the user's last event seq, the declared interests, and the history and providers the reasons
+  need. `tagloop train` writes every user's row; `top_k` / `recommend` serve from it in one
+  statement (`pg.top_k_stored`: the freshness check, the HNSW iterative scan and the seen-item
+  filter all in SQL) and, when it is stale or missing, fold the user in, store the row and query
+  (`refresh`). Freshness is "no event with a larger seq": an event whose transaction commits after
+  a later-numbered one was folded can be missed until the user's next event or the next training.
 - Items added after training get vectors from their tags (`item_vector_from_tags`, marked `cold`)
   when `place_new_items` runs: at most every `NEW_ITEM_INTERVAL` seconds per process, before serving.
 - Reasons: "new from <provider>, an artist you play" for a recent item whose provider the user
