@@ -91,3 +91,22 @@ def test_the_agent_gets_cf_candidates(db: psycopg.Connection[Any], db_url: str, 
     assert plans["u0"].candidates and all(c.source == "cf" for c in plans["u0"].candidates)
     assert plans["u0"].candidates[0].item_id.startswith(GENRES[0])
     assert serving.active(db) is not None
+
+
+def test_http_recommendations_store_a_stale_users_vector(
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path
+) -> None:
+    load_world(db)
+    _run_train(db)
+    db.execute("delete from rec_user_vectors where user_id = 'u2'")
+    db.commit()
+    settings = Settings(database_url=db_url, home=tmp_path, api_keys=[KEY])
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with TestClient(create_app(settings, pool_size=2)) as client:
+        first = client.get("/v1/users/u2/recommendations", params={"k": 5}, headers=auth).json()
+        row = db.execute("select model_id from rec_user_vectors where user_id = 'u2'").fetchone()
+        db.commit()
+        again = client.get("/v1/users/u2/recommendations", params={"k": 5}, headers=auth).json()
+    assert row is not None  # the request folded the user in and kept the vector for the next one
+    assert first == again and len(first["items"]) == 5
+    assert all(i["explanation"] for i in first["items"])
