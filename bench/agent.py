@@ -26,6 +26,19 @@ Numbers (10,000 users, 1 thread, 2 shared noisy cores, same run for both sides):
   batch), two runs: floor 1,410 / 2,345 users/s, full 186 / 195, ratio 0.13 / 0.08, peak RSS 294 MiB.
   The goal (≥ 0.50) is not met: per user ~0.7 ms tags retrieval (top-50 unseen, HNSW iterative
   scan), ~0.7 ms record, ~0.5 ms slate, ~0.4 ms channel/time, ~0.3 ms merge, ~0.3 ms load.
+- round 3 (Thompson propensities by a batched Simpson quadrature without quantile inversion,
+  item tags and profiles read in binary and parsed with numpy, decisions/messages inserted as one
+  orjson document per batch through jsonb_to_recordset, time zones cached, sparse MMR rows), same
+  machine under load average 3.2-4.4 from other benchmarks: before (at e690393) floor 2,412,
+  full 109 users/s, ratio 0.05; after: floor 3,548 / 1,559, full 325 / 246, ratios 0.09 / 0.16
+  (the floor swings with the load; the full rate is 2.3-3x the round-2 rate of this run set).
+  Unprofiled per-user time (3,000 users, one node timer each): ~0.5 ms tags retrieval (pure
+  database: one HNSW top-50 search with the seen items excluded, about the floor's own query),
+  ~0.25 ms co-likes, ~0.2 ms merge, ~0.25 ms slate, ~0.17 ms item-tag matrix, ~0.3 ms
+  decisions insert, ~0.2 ms channel/time, ~0.1 ms load — about 3 ms. The goal needs ≤ ~1 ms per
+  user, less than twice the floor's single HNSW query while the decision makes a larger one
+  (k = 50, exclusions) plus the other sources and the write: not reachable with the
+  pgvector-HNSW tag source as it is.
 """
 
 from __future__ import annotations
