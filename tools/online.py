@@ -105,7 +105,8 @@ on conflict (decision_id) do update set opens = f.opens + excluded.opens, clicks
 """
 
 
-ItemTags = dict[str, list[tuple[int, str, float]]]  # item → (tag id, sparsevec text index, weight)
+# item → (tag id, sparsevec text index (tag id + 1), stats key (tag id), weight), as text once
+ItemTags = dict[str, list[tuple[int, str, str, float]]]
 
 
 def apply_events(
@@ -131,7 +132,8 @@ def apply_events(
     profiles = read.fetchall()
     item_tags: ItemTags = defaultdict(list)
     for r in tag_rows.fetchall():
-        item_tags[r["item_id"]].append((int(r["tag_id"]), str(int(r["tag_id"]) + 1), float(r["weight"])))
+        tag_id = int(r["tag_id"])
+        item_tags[r["item_id"]].append((tag_id, str(tag_id + 1), str(tag_id), float(r["weight"])))
     messages = {r["id"]: r for r in message_rows.fetchall()}
     by_user: dict[str, list[EventRecord]] = defaultdict(list)
     for e in sorted(events, key=lambda e: e.ts):
@@ -225,18 +227,25 @@ def _fold(
     fresh: dict[str, list[float]] = stats["fresh"]
     histogram = _histogram(row["hour_of_week"], stats.pop("hour_of_week", None))
     burst: int | None = None
+    devices, sources, regions = stats["devices"], stats["sources"], stats["regions"]
+    channels, source_tags = stats["channels"], stats["source_tags"]
+    half_life_s = config.half_life_days * 86400.0  # decay() inlined: the loop runs for every event
     for e in events:
         local = e.ts.astimezone(zone)
         histogram[local.weekday() * 24 + local.hour] += 1
         context = e.context
         if context:
-            _count(stats["devices"], context.get("device"))
-            _count(stats["sources"], context.get("source"))
-            _count(stats["regions"], next((context[k] for k in REGION_KEYS if context.get(k)), None))
-        message = messages.get(e.message_id or "")
-        if message is not None and message["channel"]:
-            channel = stats["channels"].setdefault(message["channel"], {})
-            channel[e.type] = channel.get(e.type, 0) + 1
+            _count(devices, context.get("device"))
+            _count(sources, context.get("source"))
+            for region_key in REGION_KEYS:
+                if context.get(region_key):
+                    _count(regions, context[region_key])
+                    break
+        if e.message_id:
+            message = messages.get(e.message_id)
+            if message is not None and message["channel"]:
+                channel = channels.setdefault(message["channel"], {})
+                channel[e.type] = channel.get(e.type, 0) + 1
         if not e.item_id:
             continue
         weight = event_weight(e.type, e.value, skip_rate)
@@ -248,15 +257,16 @@ def _fold(
                 weight += config.replay_bonus
                 stats["replays"] = stats.get("replays", 0) + 1
             recent[e.item_id] = max(epoch, last or 0.0)
-        age_factor = decay((now - e.ts).total_seconds(), config.half_life_days)
+        age_factor = 0.5 ** (max((now - e.ts).total_seconds(), 0.0) / half_life_s)
         source = context.get("source")
         by_source = isinstance(source, str) and source
-        for tag_id, key, tag_weight in item_tags.get(e.item_id, ()):
+        per_source: dict[str, float] | None = None
+        for tag_id, key, stat_key, tag_weight in item_tags.get(e.item_id, ()):
             delta = weight * age_factor * tag_weight
             tags[key] = tags.get(key, 0.0) + delta
-            stat_key = str(tag_id)
             if by_source and delta:
-                per_source = stats["source_tags"].setdefault(source, {})
+                if per_source is None:
+                    per_source = source_tags.setdefault(source, {})
                 per_source[stat_key] = round(per_source.get(stat_key, 0.0) + delta, 4)
             if not listen:
                 continue
