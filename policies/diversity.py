@@ -46,13 +46,15 @@ class MMRState:
     """Max cosine similarity of every candidate to the items placed so far.
 
     Up to `DENSE_LIMIT` candidates a placed item's similarity row is one matrix-vector product with
-    the unit-norm rows: dense rows for a dense input, sparse rows (over the used tags only) for a
-    sparse one — items with dozens of tags each make dense rows thousands of columns wide.
+    the unit-norm rows: dense rows for a dense input or a sparse one of at most `DENSE_CELLS`
+    cells, else sparse rows over the used tags only — items with dozens of tags each make dense
+    rows thousands of columns wide.
     Above it, rows are computed only for placed items from a column-sorted copy of the entries
     (cost ∝ entries sharing a tag with the placed item).
     """
 
     DENSE_LIMIT = 1000
+    DENSE_CELLS = 20_000
 
     def __init__(self, item_tags: TagMatrix) -> None:
         self.dense: np.ndarray | None = None
@@ -77,7 +79,11 @@ class MMRState:
             if width > 4 * m.nnz + 64:  # a wide tag space (e.g. all tag ids): only the used columns
                 used, cols = np.unique(m.indices, return_inverse=True)
                 width = max(used.size, 1)
-            self.unit = sp.csr_array((m.data * inv[rows], cols, m.indptr), shape=(n, width))
+            unit = sp.csr_array((m.data * inv[rows], cols, m.indptr), shape=(n, width))
+            if n * width <= self.DENSE_CELLS:  # narrow: dense rows beat sparse call overheads
+                self.dense = unit.toarray()
+            else:
+                self.unit = unit
             return
         self.data = m.data * inv[rows]
         self.cols = m.indices

@@ -71,21 +71,26 @@ def test_choose_slate_applies_mmr_only_when_tags_are_given() -> None:
 def test_sparse_row_path_agrees_with_dense_path(monkeypatch: pytest.MonkeyPatch) -> None:
     tags = sp.random(40, 15, density=0.25, random_state=7, format="csr")
     dense = MMRState(tags.toarray())  # dense rows, one matrix-vector product per placed item
+    monkeypatch.setattr(MMRState, "DENSE_CELLS", 0)
     rows = MMRState(tags)  # sparse input: sparse unit rows
     # the same entries in a tag space of a million columns (only the used ones are kept)
     wide = sp.csr_array((tags.data, tags.indices * 50_000 + 7, tags.indptr), shape=(40, 1_000_000))
     rows_wide = MMRState(wide)
+    monkeypatch.setattr(MMRState, "DENSE_CELLS", 20_000)
+    narrow = MMRState(tags)  # sparse input of 600 cells: densified
     monkeypatch.setattr(MMRState, "DENSE_LIMIT", 10)
     lazy = MMRState(tags)
     assert dense.dense is not None and rows.unit is not None and rows_wide.unit is not None
-    assert rows_wide.unit.shape[1] <= 15 and lazy.dense is None and lazy.unit is None
+    assert rows_wide.unit.shape[1] <= 15 and narrow.dense is not None
+    assert lazy.dense is None and lazy.unit is None
     for j in (0, 7, 39):
         expected = dense.similarity_row(j)
-        for state in (rows, rows_wide, lazy):
+        for state in (rows, rows_wide, narrow, lazy):
             assert np.allclose(state.similarity_row(j), expected, atol=1e-12)
 
 
-def test_mmr_slates_are_the_same_from_dense_and_sparse_tags() -> None:
+def test_mmr_slates_are_the_same_from_dense_and_sparse_tags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(MMRState, "DENSE_CELLS", 0)  # the sparse rows, not densified
     rng = np.random.default_rng(11)
     for _ in range(20):
         tags = sp.random(60, 40, density=0.1, random_state=int(rng.integers(1 << 30)), format="csr")
