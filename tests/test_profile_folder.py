@@ -5,6 +5,8 @@ a rebuild already counted are skipped."""
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -145,3 +147,25 @@ def test_folder_reads_contexts_with_numbers_beyond_64_bits(catalogue: psycopg.Co
     assert profile_folder.fold_pending(catalogue, OPTIONS, now=NOW).events == 1
     stats = load_profiles(catalogue, ["a"])["a"].stats
     assert stats["devices"] == {"tv": 1}
+
+
+def test_a_niced_folder_thread_nices_its_local_backend(db_url: str) -> None:
+    """The folder thread of `tagloop serve` runs at nice 10; its backend's half of a fold should
+    not compete with the requests' backends either."""
+    conn = store_db.connect(db_url, migrate_schema=False)
+    try:
+        if not conn.info.host.startswith("/"):
+            pytest.skip("the backend is not on this machine (TCP)")
+        backend = conn.info.backend_pid
+        assert os.getpriority(os.PRIO_PROCESS, backend) < 10
+
+        def folder() -> None:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+            profile_folder.fold_pending(conn, OPTIONS, now=NOW)
+
+        thread = threading.Thread(target=folder)
+        thread.start()
+        thread.join()
+        assert os.getpriority(os.PRIO_PROCESS, backend) == 10
+    finally:
+        conn.close()
