@@ -28,17 +28,24 @@ Numbers (10,000 users, 1 thread, 2 shared noisy cores, same run for both sides):
   scan), ~0.7 ms record, ~0.5 ms slate, ~0.4 ms channel/time, ~0.3 ms merge, ~0.3 ms load.
 - round 3 (Thompson propensities by a batched Simpson quadrature without quantile inversion,
   item tags and profiles read in binary and parsed with numpy, decisions/messages inserted as one
-  orjson document per batch through jsonb_to_recordset, time zones cached, sparse MMR rows), same
-  machine under load average 3.2-4.4 from other benchmarks: before (at e690393) floor 2,412,
-  full 109 users/s, ratio 0.05; after: floor 3,548 / 1,559, full 325 / 246, ratios 0.09 / 0.16
-  (the floor swings with the load; the full rate is 2.3-3x the round-2 rate of this run set).
-  Unprofiled per-user time (3,000 users, one node timer each): ~0.5 ms tags retrieval (pure
+  orjson document per batch through jsonb_to_recordset, time zones cached, sparse MMR rows, tag
+  columns compacted without a sort). Paired runs, round-2 code (e690393) then round-3 code, one
+  after the other on the same data, load average 2.2-3.3 from other benchmarks (full users/s
+  old → new, ratio old → new): 422 → 428 (0.11 → 0.20), 323 → 314 (0.12 → 0.09), 321 → 359
+  (0.11 → 0.10), 331 → 472 (0.15 → 0.14); with a timer per node, 390 → 514 users/s. The floor
+  swings 2,200-3,750 users/s between runs, so one pair means little; the node timers say ~25%
+  less per decision on this data set (most of round 3 targets costs the demo data hardly has:
+  per-user Thompson evidence, items with dozens of tags, many time zones — the simulator's
+  Last.fm users). A first run right after loading the data measured 109 users/s (cold
+  database); it is not a baseline.
+  Unprofiled per-user time after (3,000 users, a timer per node): ~0.34 ms tags retrieval (pure
   database: one HNSW top-50 search with the seen items excluded, about the floor's own query),
-  ~0.25 ms co-likes, ~0.2 ms merge, ~0.25 ms slate, ~0.17 ms item-tag matrix, ~0.3 ms
-  decisions insert, ~0.2 ms channel/time, ~0.1 ms load — about 3 ms. The goal needs ≤ ~1 ms per
-  user, less than twice the floor's single HNSW query while the decision makes a larger one
-  (k = 50, exclusions) plus the other sources and the write: not reachable with the
-  pgvector-HNSW tag source as it is.
+  ~0.17 ms co-likes, ~0.14 ms merge, ~0.2 ms slate, ~0.11 ms item-tag matrix, ~0.18 ms decisions
+  insert (server side), ~0.11 ms channel/time, ~0.08 ms load, ~0.1 ms trending/history — about
+  1.8-1.9 ms. The goal needs ≤ ~0.6 ms per user at this floor (~0.3 ms per top-20 query), about
+  twice the floor's single HNSW search, while a decision makes a larger one (k = 50, seen items
+  excluded) plus the other sources and the write: not reachable with the pgvector-HNSW tag
+  source as it is.
 """
 
 from __future__ import annotations
