@@ -36,28 +36,29 @@ Results (2 shared cores; rounds 1-3: load average 5-8 from other jobs, `--second
     Nagle on; Kludex/uvicorn#3149): every keep-alive request waited ~40 ms for the client's delayed
     ACK — even `/healthz` took 44 ms. The app's lifespan now sets TCP_NODELAY on the inherited
     listener: same code otherwise, 4 clients: 4,643 → 8,168 events/s, p50 80 → 43 ms.
-  * batches pre-signed; the folder folds batches (>= 20,000 pending events or the oldest 1 s old:
-    a fold's cost is mostly per user) with a cheaper per-event loop; the request pipelines ingest
-    lock + insert + commit (unknown refs caught by the foreign keys, then named); gc.freeze() after
-    startup (a full collection of the ~90 k startup objects took ~100 ms, in the p99).
-  * final code (every change of the round), `--clients 3` (the default): 9,510 / 11,206 / 7,824
-    events/s vs COPY 23,777 / 28,382 / 12,365 → 40.0 % / 39.5 % / 63.3 %; p50 28 / 24 / 33 ms,
-    p99 91.7 / 87.4 / 118.8 ms [load 2-3, 3-3.5, 4.6-7]; folder 4.7 / 5.0 / 3.0 k events/s during
-    the run, lag at its end 72-93 k events, caught up 5.0 / 7.2 / 8.4 s after the clients stopped.
-    `--clients 2`: 7,973 / 7,047 events/s vs COPY 31,496 / 17,321 → 25.3 % / 40.7 %, p99 77.1 /
-    95.8 ms [5.3, 3.9-4.5], folder 5.6 / 5.5 k events/s, caught up 3.8 / 3.4 s. `--clients 4`:
-    12,392 events/s vs 25,406 → 48.8 %, p99 119.5 ms [3.5-3.9], caught up 7.0 s.
-  * a few minutes earlier (before the folder's last two changes, which touch only the folder),
-    quieter [3.1-4.9]: `--clients 3` 12,799 events/s vs 30,922 → 41.4 %, p50 20.5 ms, p99 76.3 ms,
-    folder 7.5 k events/s, caught up 4.6 s; `--clients 4` 15,239 vs 31,032 → 49.1 %, p99 71.5 ms.
+  * batches pre-signed (and the client's heap frozen); the folder folds batches (>= 20,000 pending
+    events or the oldest 1 s old: a fold's cost is mostly per user) with a cheaper per-event loop,
+    its backend at the folder thread's nice 10; the request pipelines ingest lock + insert + commit
+    (unknown refs caught by the foreign keys, then named); gc.freeze() after startup (a full
+    collection of the ~90 k startup objects took ~100 ms, in the p99).
+  * final code, `--clients 3` (the default) [load average 2.5-4.1]: 14,494 / 12,001 / 11,865
+    events/s vs COPY 30,722 / 26,770 / 27,424 → 47.2 % / 44.8 % / 43.3 %; p50 19-22 ms, p99 59.7 /
+    71.5 / 111.7 ms; folder 9.4 / 6.6 / 6.2 k events/s during the run, lag at its end 76-84 k
+    events, caught up 4.3 / 5.9 / 6.7 s after the clients stopped (>= 1 s of it the batch wait).
+    `--clients 2` [4.1-5.0]: 9,139 / 8,281 events/s vs COPY 22,822 / 21,727 → 40.0 % / 38.1 %,
+    p50 19-20 ms, p99 92.6 / 91.4 ms; folder 7.4 / 6.0 k events/s, lag 26-33 k, caught up 2.7 /
+    3.3 s. Runs on intermediate versions under heavier load (4.5-7): p99 119-149 ms at 3-4 clients.
   * CPU per 100-event request (/proc, 2 clients, one run): uvicorn workers 3.1-3.4 ms, Postgres
     ~4.7 ms for the insert (about what COPY spends per 100 rows: 10 indexes, 2 foreign keys) and
-    ~1.5-2.5 ms for the fold, the folder's Python ~3.5 ms, client 0.4 ms: ~13-14 ms in all, so a
-    quiet 2-core machine has room for ~10 k events/s with the folder keeping up.
-Both goals are met at 2-3 clients while the shared machine's load average stays under ~4-5; above
-that p99 passes 100 ms (CPU contention from other jobs; p50 stays 20-33 ms). The folder (nice 10,
-in the serve parent) gets what the requests and the other jobs leave: it folds half to two thirds
-of the ingest rate during the run and drains the rest 3-8 s after the clients stop.
+    ~1.5-2.5 ms for the fold, the folder's Python ~3.5 ms, client 0.4 ms: ~13-14 ms in all.
+  * With the folder idle (batch threshold raised out of reach, one run [2.2-3.9]) the same server
+    took 20,920 events/s (all 3,000 batches in 14.3 s) at p99 54 ms, no request over 80 ms; with it
+    all in-flight requests stall together ~100-150 ms every 1-3 s (with the folds; not WAL: a fold's 4.7 MB of
+    WAL delays a concurrent commit by <= 35 ms when measured alone) — what is left in the p99.
+Both goals are met at 2-3 clients while the shared machine's load average stays under ~4; above
+that p99 passes 100 ms. The folder gets what the requests (and other jobs) leave: it folds half
+to three quarters of the ingest rate during the run and drains the rest 3-7 s after the clients
+stop.
 """
 
 from __future__ import annotations
