@@ -53,8 +53,9 @@ Results (2 shared cores; rounds 1-3: load average 5-8 from other jobs, `--second
     ~1.5-2.5 ms for the fold, the folder's Python ~3.5 ms, client 0.4 ms: ~13-14 ms in all.
   * With the folder idle (batch threshold raised out of reach, one run [2.2-3.9]) the same server
     took 20,920 events/s (all 3,000 batches in 14.3 s) at p99 54 ms, no request over 80 ms; with it
-    all in-flight requests stall together ~100-150 ms every 1-3 s (with the folds; not WAL: a fold's 4.7 MB of
-    WAL delays a concurrent commit by <= 35 ms when measured alone) — what is left in the p99.
+    all in-flight requests stall together ~100-150 ms every 1-3 s (with the folds; not WAL: a
+    fold's 4.7 MB of WAL delays a concurrent commit by <= 35 ms when measured alone) — what is left
+    in the p99.
 Both goals are met at 2-3 clients while the shared machine's load average stays under ~4; above
 that p99 passes 100 ms. The folder gets what the requests (and other jobs) leave: it folds half
 to three quarters of the ingest rate during the run and drains the rest 3-7 s after the clients
