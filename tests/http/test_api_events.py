@@ -33,6 +33,20 @@ def test_batch_is_accepted_and_stored_once_committed(client: TestClient, db: psy
     assert count(db) == 3
 
 
+def test_a_context_with_a_big_integer_is_stored_and_folded(
+    client: TestClient, db: psycopg.Connection[Any]
+) -> None:
+    seed(client)
+    event = {"id": "big-1", "user_id": "u1", "type": "play", "item_id": "i1", "ts": "2026-03-02T20:00:00Z"}
+    event["context"] = {"source": "radio", "n": 2**70}  # beyond 64 bits: orjson refuses it
+    response = post_events(client, [event])
+    assert response.status_code == 202, response.text
+    row = db.execute("select context, ts from events where id = 'big-1'").fetchone()
+    assert row["context"]["n"] == 2**70 and row["ts"].isoformat() == "2026-03-02T20:00:00+00:00"
+    fold_all(db)
+    assert count(db, "select n_events as n from user_profiles where user_id = 'u1'") == 1
+
+
 def test_duplicate_event_id_is_stored_once(client: TestClient, db: psycopg.Connection[Any]) -> None:
     seed(client)
     event = {"id": "dup-1", "user_id": "u1", "type": "like", "item_id": "i1"}

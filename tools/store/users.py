@@ -103,7 +103,14 @@ def json_param(value: Any) -> str:
     try:
         return orjson.dumps(value).decode()
     except TypeError:
-        return json.dumps(value, separators=(",", ":"))
+        return json.dumps(value, separators=(",", ":"), default=_iso)
+
+
+def _iso(value: Any) -> str:
+    """Datetimes as orjson writes them (RFC 3339 with the offset)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def insert_new_events(conn: psycopg.Connection[Any], events: Sequence[EventRecord]) -> list[EventRecord]:
