@@ -219,3 +219,22 @@ def test_compact_columns_equal_numpy_unique() -> None:
         assert np.array_equal(local, expected) and width == max(used.size, 1)
     local, width = _compact(np.array([5, 2_000_000, 5], dtype=np.int64))  # beyond the table: unique
     assert local.tolist() == [0, 1, 0] and width == 2
+
+
+def test_compact_columns_from_many_threads_at_once() -> None:
+    """The scratch table is shared by the process: concurrent callers must not see each other's ids."""
+    inputs = [(np.random.default_rng(s).zipf(1.2, 3000) % 1_000_000).astype(np.int32) for s in range(16)]
+    wrong: list[int] = []
+
+    def work(i: int) -> None:
+        for _ in range(30):
+            local, _ = _compact(inputs[i])
+            if not np.array_equal(local, np.unique(inputs[i], return_inverse=True)[1]):
+                wrong.append(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
