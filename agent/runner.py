@@ -11,11 +11,8 @@ the outbox — guards still apply, so a message in the user's quiet hours or ove
 
 from __future__ import annotations
 
-import gc
 import logging
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,6 +27,7 @@ from tagloop.agent.state import Plan, RunInput
 from tagloop.policies import PolicyConfig, load_policy, long_tail_providers, preset
 from tagloop.tools import neighbors
 from tagloop.tools.candidates import sources_named
+from tagloop.tools.gc_pause import gc_paused
 from tagloop.tools.llm import LLM, OpenAICompatibleLLM
 from tagloop.tools.messaging.channels import Channel, ConsoleChannel, FileChannel
 from tagloop.tools.messaging.delivery import DeliveryConfig, deliver_due
@@ -214,32 +212,6 @@ def decide(
         )
     plans: dict[str, Plan] = state["plans"]
     return plans
-
-
-_gc_lock = threading.Lock()
-_gc_holders = 0
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """The cyclic garbage collector off while a batch is decided (re-enabled when the last
-    concurrent batch ends, if it was on). A batch allocates a bounded, mostly acyclic set of objects,
-    while every collection would traverse the run cache's hundreds of thousands of long-lived
-    entries (neighbour lists, item tags): collections were about half of a decision's time."""
-    global _gc_holders
-    with _gc_lock:
-        managed = _gc_holders > 0 or gc.isenabled()  # left alone when someone else turned it off
-        if managed:
-            _gc_holders += 1
-            gc.disable()
-    try:
-        yield
-    finally:
-        if managed:
-            with _gc_lock:
-                _gc_holders -= 1
-                if _gc_holders == 0:
-                    gc.enable()
 
 
 def run_users(

@@ -34,12 +34,10 @@ settled horizon) and marks them in `user_profiles.folded_seq`, which the folder 
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -49,6 +47,7 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from tagloop.tools import online, triggers
+from tagloop.tools.gc_pause import gc_paused
 from tagloop.tools.ingest.records import EventRecord
 
 LOCK_NS = 0x74_61_67_66  # "tagf": the advisory-lock class of the folder
@@ -212,7 +211,7 @@ def fold_pending(conn: psycopg.Connection[Any], options: FoldOptions, *, now: da
         if horizon is None or horizon <= after:
             return FoldReport(last_seq=after)
         upto = min(horizon, after + options.max_events)
-        with _paused_gc():  # tens of thousands of acyclic records: nothing for the collector to find
+        with gc_paused():  # tens of thousands of acyclic records: nothing for the collector to find
             rows = _rows(conn, _PENDING, {"after": after, "upto": upto})
             report = _fold(conn, rows, options, now=now, mark_users=False)
         conn.execute(_ADVANCE, {"seq": upto})
@@ -233,17 +232,6 @@ def fold_user(conn: psycopg.Connection[Any], user_id: str, options: FoldOptions,
             return 0
         rows = _rows(conn, _USER_PENDING, {"user": user_id, "after": checkpoint(conn), "upto": horizon})
         return _fold(conn, rows, options, now=now, mark_users=True, upto=horizon).events
-
-
-@contextlib.contextmanager
-def _paused_gc() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _rows(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:

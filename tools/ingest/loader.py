@@ -5,10 +5,8 @@ transaction. Nothing is stored when any line is bad unless `skip_bad` is set.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 import psycopg
 
 from tagloop.tools.errors import InvalidInput
+from tagloop.tools.gc_pause import gc_paused
 from tagloop.tools.ingest import records as rec
 from tagloop.tools.ingest.readers import LineError, RawRecord, read_records
 from tagloop.tools.store import catalogue
@@ -55,7 +54,7 @@ def import_file(
     now: datetime | None = None,
     extra_types: frozenset[str] = frozenset(),
 ) -> ImportResult:
-    with _paused_gc():  # millions of acyclic records: the cyclic collector would only re-walk them
+    with gc_paused():  # millions of acyclic records: the cyclic collector would only re-walk them
         raw, errors = read_records(path)
     parsed: list[tuple[int, Any]] = []
     now = now or datetime.now(UTC)
@@ -70,7 +69,7 @@ def import_file(
             return rec.parse_event(d, now=now, extra_types=extra_types)
     else:
         raise InvalidInput(f"unknown import kind {kind!r}: expected items, users or events")
-    with _paused_gc():
+    with gc_paused():
         errors.extend(_parse_all(raw, parse, str(path), parsed))
     result = ImportResult(kind, str(path), read=len(raw) + len([e for e in errors if e.field is None]))
     with conn.transaction():
@@ -88,17 +87,6 @@ def import_file(
             result.stored = store_events(conn, good)
             result.duplicates = len(good) - result.stored
     return result
-
-
-@contextlib.contextmanager
-def _paused_gc() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _parse_all(
