@@ -33,7 +33,7 @@ from tagloop.tools import retrieval
 from tagloop.tools.errors import ConfigError
 from tagloop.tools.neighbors import CoLikeSource
 from tagloop.tools.recommender.source import CFSource
-from tagloop.tools.retrieval import POSITIVE, BatchHistory, Candidate, load_history
+from tagloop.tools.retrieval import POSITIVE, BatchHistory, Candidate, FromHistory, load_history
 from tagloop.tools.sequences import SequenceSource
 
 STRONG = ["like", "save", "add_to_playlist", "share", "complete", "convert"]  # as tools/neighbors.py
@@ -85,7 +85,7 @@ limit %(pool)s
 
 
 @dataclass(frozen=True)
-class TrendingSource:
+class TrendingSource(FromHistory):
     """The same ranking for everyone, read once per run (per `now`; a source instance lives for
     one run); each user gets its first k items they have not seen (from a pool of 2k)."""
 
@@ -94,11 +94,6 @@ class TrendingSource:
     window: timedelta = timedelta(days=7)
     max_k: int = 50
     _trend: dict[datetime, list[Candidate]] = field(default_factory=dict, compare=False, repr=False)
-
-    def fetch(
-        self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
-    ) -> dict[str, list[Candidate]]:
-        return self.fetch_for(conn, load_history(conn, user_ids, now), k, now)
 
     def fetch_for(
         self, conn: psycopg.Connection[Any], history: BatchHistory, k: int, now: datetime
@@ -132,7 +127,7 @@ order by p.provider_id, f.created_at desc, f.id
 
 
 @dataclass(frozen=True)
-class NewFromProvidersSource:
+class NewFromProvidersSource(FromHistory):
     """The newest items (within `window`) of the user's most played providers, scored
     ln(1 + plays) · 0.5^(age / 14 days); each provider's newest 2k items are read once per run."""
 
@@ -143,11 +138,6 @@ class NewFromProvidersSource:
     _newest: dict[tuple[datetime, str], list[tuple[str, str, float]]] = field(
         default_factory=dict, compare=False, repr=False
     )
-
-    def fetch(
-        self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
-    ) -> dict[str, list[Candidate]]:
-        return self.fetch_for(conn, load_history(conn, user_ids, now), k, now)
 
     def fetch_for(
         self, conn: psycopg.Connection[Any], history: BatchHistory, k: int, now: datetime

@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
-from tagloop.tools.retrieval import POSITIVE, BatchHistory, Candidate, load_history
+from tagloop.tools.retrieval import POSITIVE, BatchHistory, Candidate, FromHistory
 
 STRONG = ("like", "save", "add_to_playlist", "share", "complete", "convert")  # as candidates.STRONG
 REFRESH_LOCK = (0x74676C, 0x6E6272)  # advisory lock keys: tagloop, "nbr"
@@ -158,7 +158,7 @@ where n.item_id = any(%(ids)s)
 
 
 @dataclass(frozen=True)
-class CoLikeSource:
+class CoLikeSource(FromHistory):
     """What the people who liked this user's latest strong items also liked: the neighbours of the
     batch history's seeds, score = the sum of their neighbour scores over the seeds; unseen only.
     Neighbour lists are read once per run per seed item (one statement per batch for new seeds)."""
@@ -169,11 +169,6 @@ class CoLikeSource:
     _neighbors: dict[str, list[tuple[str, float, str, str | None]]] = field(
         default_factory=dict, compare=False, repr=False
     )
-
-    def fetch(
-        self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
-    ) -> dict[str, list[Candidate]]:
-        return self.fetch_for(conn, load_history(conn, user_ids, now), k, now)
 
     def fetch_for(
         self, conn: psycopg.Connection[Any], history: BatchHistory, k: int, now: datetime

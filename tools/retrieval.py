@@ -170,3 +170,18 @@ def load_history(
             top[user] = list(zip(provs[:providers], counts, strict=False))
             latest[user] = strong
     return BatchHistory(seen, top, latest)
+
+
+class FromHistory:
+    """Base of the sources that rank from the batch's `BatchHistory` (candidates.HistorySource):
+    the graph hands them one shared history through `fetch_for`; `fetch` loads it for them."""
+
+    def fetch_for(
+        self, conn: psycopg.Connection[Any], history: BatchHistory, k: int, now: datetime
+    ) -> dict[str, list[Candidate]]:
+        raise NotImplementedError
+
+    def fetch(
+        self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
+    ) -> dict[str, list[Candidate]]:
+        return self.fetch_for(conn, load_history(conn, user_ids, now), k, now)
