@@ -8,12 +8,13 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from tagloop.agent.cli_common import emit
 from tagloop.agent.settings import Settings, load_settings
 from tagloop.tools.errors import TagloopError
 
@@ -40,15 +41,6 @@ def _settings() -> Settings:
     return load_settings()
 
 
-def _emit(data: Any, as_json: bool, table: Table | None = None) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(data, default=str) + "\n")
-    elif table is not None:
-        out.print(table)
-    else:
-        out.print(data)
-
-
 @db_app.command("url")
 def db_url() -> None:
     """Print the libpq URI of the database in use (starting the embedded server if needed)."""
@@ -67,7 +59,7 @@ def db_migrate(as_json: JsonFlag = False) -> None:
 
         done = run_migrations(conn)
     names = [f"{m.version:04d}_{m.name}" for m in done]
-    _emit({"applied": names}, as_json) if as_json else out.print(
+    emit({"applied": names}, as_json) if as_json else out.print(
         f"applied {len(names)} migration(s)" + (": " + ", ".join(names) if names else " (already up to date)")
     )
 
@@ -97,7 +89,7 @@ def db_status(as_json: JsonFlag = False) -> None:
         "rows": counts,
     }
     if as_json:
-        _emit(data, True)
+        emit(data, True)
         return
     table = Table(title="tagloop database")
     table.add_column("what")
@@ -126,7 +118,7 @@ def _import(kind: str, path: Path, skip_bad: bool, as_json: bool) -> None:
 
     summary = import_one(_settings(), kind, path, skip_bad=skip_bad)
     if as_json:
-        _emit(summary, True)
+        emit(summary, True)
         return
     extra = f", {summary['duplicates']} duplicate(s) skipped" if kind == "events" else ""
     out.print(f"{kind}: {summary['stored']:,} stored from {summary['read']:,} line(s){extra}")
@@ -173,7 +165,7 @@ def import_lastfm(
     err.print(f"converting {directory} → {target}")
     paths = lastfm.convert(directory, target, seed=seed)
     summary = import_converted(settings, paths, progress=err.print)
-    _emit(summary, as_json) if as_json else out.print(summary)
+    emit(summary, as_json) if as_json else out.print(summary)
 
 
 @profiles_app.command("rebuild")
@@ -186,7 +178,7 @@ def profiles_rebuild(as_json: JsonFlag = False) -> None:
     with connect(settings) as conn:
         n = rebuild_profiles(conn, now=datetime.now(UTC), half_life_days=settings.profile_half_life_days)
         conn.commit()
-    _emit({"profiles": n}, as_json) if as_json else out.print(f"rebuilt {n:,} profile(s)")
+    emit({"profiles": n}, as_json) if as_json else out.print(f"rebuilt {n:,} profile(s)")
 
 
 @app.command("run")
@@ -202,7 +194,7 @@ def run(
         raise TagloopError("say which users: --user ID (repeatable) or --all")
     outcomes = run_and_summarise(_settings(), user_ids=user, progress=err.print)
     if as_json:
-        _emit({"decisions": [o.__dict__ for o in outcomes]}, True)
+        emit({"decisions": [o.__dict__ for o in outcomes]}, True)
         return
     for o in outcomes[:50]:
         out.print(f"[bold]{o.user_id}[/bold] {o.outcome} via {o.channel}: {o.title or ''}")
@@ -316,7 +308,7 @@ def worker(
         if once:
             report = w.run_once(**flags)
             summary = {"decided": len(report.decided), **report.delivery.summary()}
-            _emit(summary, as_json) if as_json else out.print(summary)
+            emit(summary, as_json) if as_json else out.print(summary)
             return
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):

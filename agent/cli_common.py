@@ -1,11 +1,14 @@
-"""Small pieces the `tagloop` sub-command modules share: reading an RFC 3339 option and building
-a rich table from rows."""
+"""Small pieces the `tagloop` command modules share: reading an RFC 3339 option, building a rich
+table from rows, and printing a result as one JSON object or as a table."""
 
 from __future__ import annotations
 
+import json
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 
 from tagloop.tools.errors import InvalidInput
@@ -31,3 +34,16 @@ def table_of(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     for row in rows:
         table.add_row(*(str(v) for v in row))
     return table
+
+
+_out = Console()
+
+
+def emit(data: Any, as_json: bool, table: Table | None = None) -> None:
+    """`data` as one JSON line with --json; else the table, or `data` itself when there is none."""
+    if as_json:
+        sys.stdout.write(json.dumps(data, default=str) + "\n")
+    elif table is not None:
+        _out.print(table)
+    else:
+        _out.print(data)

@@ -10,8 +10,6 @@ set recorded in the past (Last.fm) is one `--now` away.
 
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,9 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from tagloop.agent.cli_common import instant, table_of
+from tagloop.agent.cli_common import emit, instant, table_of
 from tagloop.agent.settings import load_settings
 from tagloop.tools.errors import InvalidInput, NotFound
 
@@ -79,13 +76,6 @@ def _titles(conn: psycopg.Connection[Any], keys: list[str]) -> dict[str, str]:
     return {r["id"]: r["title"] or "" for r in rows}
 
 
-def _print(data: dict[str, Any], as_json: bool, table: Table) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(data, default=str) + "\n")
-    else:
-        out.print(table)
-
-
 @patterns_app.command("co-likes")
 def co_likes_command(
     seed: Annotated[str, typer.Argument(metavar="SEED", help="An item id (or a tag with --level tag).")],
@@ -126,7 +116,7 @@ def co_likes_command(
             for r in rows
         ],
     )
-    _print({"seed": seed, "level": lvl, "now": at.isoformat(), "co_likes": rows}, as_json, table)
+    emit({"seed": seed, "level": lvl, "now": at.isoformat(), "co_likes": rows}, as_json, table)
 
 
 @patterns_app.command("next")
@@ -159,7 +149,7 @@ def next_command(
         ["key", "title", "probability", "transitions"],
         [[r["key"], r["title"] or "", f"{r['score']:.3f}", r["support"]] for r in rows],
     )
-    _print({"history": history, "level": lvl, "now": at.isoformat(), "next": rows}, as_json, table)
+    emit({"history": history, "level": lvl, "now": at.isoformat(), "next": rows}, as_json, table)
 
 
 def _trend_row(t: Trend) -> dict[str, Any]:
@@ -225,7 +215,7 @@ def trends_command(
             for r in rows
         ],
     )
-    _print(data, as_json, table)
+    emit(data, as_json, table)
     if plot is not None and not as_json:
         out.print(f"plot: {data['plot']}")
 
@@ -263,7 +253,7 @@ def timing_command(
         ["tag", "events", "weekend share", "weekend lift", "peak hours"],
         [[t.tag, t.events, t.weekend_share, t.weekend_lift, ", ".join(t.peak_hours)] for t in ranked],
     )
-    _print(data, as_json, table)
+    emit(data, as_json, table)
     if plot is not None and not as_json:
         out.print(f"plot: {data['plot']}")
 

@@ -7,17 +7,14 @@ dead LLM, items without text) are listed in the summary; the exit code stays 0.
 
 from __future__ import annotations
 
-import json
-import sys
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from tagloop.agent.cli_common import table_of
+from tagloop.agent.cli_common import emit, table_of
 from tagloop.agent.settings import load_settings
 from tagloop.tools.errors import InvalidInput, NotFound
 
@@ -27,13 +24,6 @@ tag_app = typer.Typer(
 out = Console()
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of every random choice.")]
-
-
-def _emit(data: dict[str, Any], as_json: bool, table: Table | None = None) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(data, default=str) + "\n")
-    elif table is not None:
-        out.print(table)
 
 
 @tag_app.command("vocab")
@@ -69,7 +59,7 @@ def vocab(
             for r in rows[:limit]
         ],
     )
-    _emit(data, as_json, table)
+    emit(data, as_json, table)
     for line in problems if not as_json else []:
         out.print(f"[yellow]{line}[/yellow]")
 
@@ -112,7 +102,7 @@ def items(
         "llm_failed_batches",
         "llm_out_of_vocabulary",
     )
-    _emit(
+    emit(
         data,
         as_json,
         table_of(
@@ -138,7 +128,7 @@ def confirm(
     with connect(load_settings()) as conn:
         n = confirm_by_behaviour(conn, min_users=min_users, min_share=min_share)
         conn.commit()
-    _emit({"confirmed": n}, as_json) if as_json else out.print(f"confirmed {n:,} provisional tag(s)")
+    emit({"confirmed": n}, as_json) if as_json else out.print(f"confirmed {n:,} provisional tag(s)")
 
 
 @tag_app.command("embed")
@@ -161,7 +151,7 @@ def embed(
         conn.commit()
     problems = [] if report.tags else ["the tag vocabulary is empty: import items with tags first"]
     data = {**report.__dict__, "families_set": sync.families_set, "problems": problems}
-    _emit(data, as_json) if as_json else out.print(
+    emit(data, as_json) if as_json else out.print(
         f"embedded {report.embedded:,} of {report.tags:,} tag(s) in {report.dim} dimensions"
         + "".join(f"; {p}" for p in problems)
     )
@@ -186,7 +176,7 @@ def related(
     if result is None:
         raise NotFound(f"tag {found[1]!r} has no embedding: run `tagloop tag embed` (rare tags get none)")
     data = {"tag": found[1], "related": [{"tag": t, "similarity": s} for t, s in result]}
-    _emit(
+    emit(
         data,
         as_json,
         table_of(f"tags related to {found[1]}", ["tag", "cosine"], [[t, f"{s:.3f}"] for t, s in result]),
@@ -234,7 +224,7 @@ def trends(
         "events": report.events,
         "trends": [t.as_dict() for t in report.trends],
     }
-    _emit(
+    emit(
         data,
         as_json,
         table_of(

@@ -11,16 +11,15 @@ Mounted by agent/cli.py (`_mount_evals`).
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from tagloop.agent.cli_common import emit
 from tagloop.agent.settings import Settings, load_settings
 from tagloop.tools.errors import InvalidInput, NotFound
 
@@ -30,10 +29,6 @@ if TYPE_CHECKING:
 out = Console()
 err = Console(stderr=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-
-
-def _emit(data: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(data, default=str) + "\n")
 
 
 def train_database(
@@ -57,7 +52,7 @@ def train_command(
     report = train_database(load_settings(), seed=seed, progress=err.print)
     data = report.summary()
     if as_json:
-        _emit(data)
+        emit(data, True)
         return
     table = Table(title=f"model {report.model_id} (dim {report.dim}) is now served")
     table.add_column("what")
@@ -88,7 +83,7 @@ def recommend_command(
     if recs is None:
         raise InvalidInput("no trained model yet: run `tagloop train` first")
     if as_json:
-        _emit(
+        emit(
             {
                 "user_id": user,
                 "items": [
@@ -102,7 +97,8 @@ def recommend_command(
                     }
                     for r in recs
                 ],
-            }
+            },
+            True,
         )
         return
     table = Table(title=f"recommendations for {user}")
