@@ -5,7 +5,7 @@ the plots are written."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +15,7 @@ from typer.testing import CliRunner
 
 from tagloop.agent.cli_patterns import patterns_app
 from tagloop.tools.errors import InvalidInput, NotFound
-from tagloop.tools.ingest import loader
-from tagloop.tools.ingest.records import parse_event, parse_item, parse_user
-
-NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)  # a Monday
+from tests.test_patterns import NOW, store  # NOW: a Monday
 
 
 def patterns(*args: str) -> Any:
@@ -55,20 +52,7 @@ def stream(tagloop_env: Path, db: psycopg.Connection[Any]) -> psycopg.Connection
         ]
     saturday = NOW - timedelta(days=2, hours=-8)  # Saturday 20:00 UTC
     events += [(others[k], f"j{k % 3}", saturday - timedelta(weeks=w)) for k in range(10) for w in range(3)]
-    loader.store_users(db, [parse_user({"id": u, "timezone": "UTC"}) for u in fans + others])
-    loader.store_items(
-        db, [parse_item({"id": i, "title": f"Title {i}", "tags": t}) for i, t in items.items()]
-    )
-    loader.store_events(
-        db,
-        [
-            parse_event(
-                {"id": f"e{n}", "user_id": u, "type": "play", "item_id": i, "ts": ts.isoformat()}, now=NOW
-            )
-            for n, (u, i, ts) in enumerate(events)
-        ],
-    )
-    db.commit()
+    store(db, fans + others, items, events)
     return db
 
 

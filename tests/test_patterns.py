@@ -30,7 +30,8 @@ def store(
     tz: str = "UTC",
 ) -> None:
     loader.store_users(db, [parse_user({"id": u, "timezone": tz}) for u in users])
-    loader.store_items(db, [parse_item({"id": i, "tags": tags}) for i, tags in items.items()])
+    titled = [parse_item({"id": i, "title": f"Title {i}", "tags": t}) for i, t in items.items()]
+    loader.store_items(db, titled)
     loader.store_events(
         db,
         [
