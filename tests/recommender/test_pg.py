@@ -68,16 +68,6 @@ def load_world(db: psycopg.Connection[Any], seed: int = 3) -> None:
     db.commit()
 
 
-@pytest.fixture
-def trained(db: psycopg.Connection[Any]) -> serving.Served:
-    load_world(db)
-    train(db, params=PARAMS, seed=0)
-    db.commit()
-    served = serving.active(db)
-    assert served is not None
-    return served
-
-
 def test_train_stores_every_item_vector_with_an_index_and_user_embeddings(
     db: psycopg.Connection[Any], trained: serving.Served
 ) -> None:

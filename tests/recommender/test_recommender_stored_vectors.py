@@ -10,22 +10,12 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
-from test_pg import NOW, PARAMS, load_world
+from test_pg import NOW, PARAMS
 
 from tagloop.tools.ingest import loader
 from tagloop.tools.ingest.records import parse_event
 from tagloop.tools.recommender import pg, serving
 from tagloop.tools.recommender.train import train
-
-
-@pytest.fixture
-def trained(db: psycopg.Connection[Any]) -> serving.Served:
-    load_world(db)
-    train(db, params=PARAMS, seed=0)
-    db.commit()
-    served = serving.active(db)
-    assert served is not None
-    return served
 
 
 def _folded(db: psycopg.Connection[Any], served: serving.Served, user: str) -> list[pg.Hit]:
