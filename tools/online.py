@@ -34,8 +34,7 @@ import orjson
 import psycopg
 
 from tagloop.tools.ingest.records import EventRecord
-from tagloop.tools.profiles import decay, event_weight, sparsevec_parse
-from tagloop.tools.store.catalogue import TAG_DIM
+from tagloop.tools.profiles import decay, event_weight, sparsevec_parse, sparsevec_text
 from tagloop.tools.store.users import json_param
 
 POSITIVE = frozenset({"like", "save", "add_to_playlist", "share", "complete"})
@@ -193,7 +192,7 @@ def _fold_rows(
             {
                 "user_id": user_id,
                 "version": row["version"] if check_version else None,
-                "tags": _sparsevec_text(tags),
+                "tags": sparsevec_text(tags),
                 "n_events": int(row["n_events"]) + len(user_events),
                 "stats": stats,
                 "hour_of_week": histogram,
@@ -315,13 +314,6 @@ def _trim(stats: dict[str, Any], now: float, config: OnlineConfig) -> None:
         if len(weights) > config.source_tag_cap:
             best = sorted(weights.items(), key=lambda kv: -abs(kv[1]))[: config.source_tag_cap]
             stats["source_tags"][source] = dict(best)
-
-
-def _sparsevec_text(weights: dict[str, float]) -> str:
-    """`tools.profiles.sparsevec_text` (weights decayed to nothing dropped), without an abs() call
-    per tag: it runs for every profile of every fold."""
-    kept = {k: v for k, v in weights.items() if v > 1e-6 or v < -1e-6}
-    return orjson.dumps(kept).decode().replace('"', "") + f"/{TAG_DIM}"
 
 
 def _credits(events: Sequence[EventRecord], messages: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

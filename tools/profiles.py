@@ -198,8 +198,9 @@ def sparsevec_parse(text: str | None) -> dict[str, float]:
 
 
 def sparsevec_text(weights: dict[str, float]) -> str:
-    """The inverse of `sparsevec_parse`, dropping weights that have decayed to nothing."""
-    kept = {k: v for k, v in weights.items() if abs(v) > 1e-6}
+    """The inverse of `sparsevec_parse`, dropping weights that have decayed to nothing (compared
+    without an abs() per tag: the profile folder runs this for every profile of every fold)."""
+    kept = {k: v for k, v in weights.items() if v > 1e-6 or v < -1e-6}
     return orjson.dumps(kept).decode().replace('"', "") + f"/{TAG_DIM}"
 
 
