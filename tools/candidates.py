@@ -4,9 +4,10 @@ A `CandidateSource` returns, for every user of a batch, up to k unseen items wit
 score. Per user, a decision runs at most one retrieval query per personal source — `tags`
 (pgvector tag-profile similarity, tools/retrieval.py) and `cf` (the trained recommender,
 tools/recommender/source.py; proposes nothing until `tagloop train`); `sequence` (what others
-played next, tools/sequences.py) walks events and is off by default. The other default sources
-are `HistorySource`s: they read per-run or precomputed tables and rank in Python from the batch's
-`BatchHistory` (one statement per batch: seen items, top providers, latest strong items):
+played next, tools/sequences.py) walks events and is off by default. `tags` and the other default
+sources are `HistorySource`s, handed the batch's `BatchHistory` (one statement per batch: seen
+items, top providers, latest strong items): `tags` drops seen items with it, the others read
+per-run or precomputed tables and rank in Python from it:
 - `trending`: most engaged items of the last week, read once per run;
 - `new_from_providers`: the newest items of the user's most played providers, each provider's
   newest items read once per run;
@@ -62,15 +63,18 @@ class HistorySource(CandidateSource, Protocol):
 
 
 @dataclass(frozen=True)
-class TagSource:
+class TagSource(FromHistory):
+    """Tag-profile similarity (retrieval.tag_candidates), the seen items dropped with the batch
+    history's seen sets."""
+
     name: str = "tags"
     weight: float = 1.0
     max_k: int = 50
 
-    def fetch(
-        self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
+    def fetch_for(
+        self, conn: psycopg.Connection[Any], history: BatchHistory, k: int, now: datetime
     ) -> dict[str, list[Candidate]]:
-        return retrieval.tag_candidates(conn, user_ids, min(k, self.max_k))
+        return retrieval.tag_candidates(conn, history.user_ids, min(k, self.max_k), history.seen)
 
 
 _TRENDING = """

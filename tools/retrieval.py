@@ -1,10 +1,16 @@
 """Candidate retrieval in SQL, and what a batch's sources share about its users.
 
 `tag_candidates`: items ranked by the inner product between the user's tag profile and each item's
-tag vector (pgvector HNSW), excluding what the user has already interacted with (the user's items
-read once as an array rather than one index probe per scanned item: about half the cost). One
-statement serves a whole batch of users (a LATERAL join), so the agent makes one round trip per
-batch, not per user — the only per-user retrieval query of a decision besides `cf`.
+tag vector (pgvector HNSW), excluding what the user has already interacted with. One statement
+serves a whole batch of users (a LATERAL join), so the agent makes one round trip per batch, not
+per user — the only per-user retrieval query of a decision besides `cf`. Two ways to exclude:
+- without the caller's seen sets: on the server (the user's items read once as an array rather
+  than one index probe per scanned item, an HNSW iterative scan past them);
+- with them (the agent has them in the batch's `BatchHistory`): the top k + k/2 with no filter,
+  the seen ones dropped in Python, and only the users left short of k (their seen items crowd
+  their top) asked again with the server filter. The filter (`<> all(seen)`, linear in the
+  user's ~100+ items per scanned item) was half the query's server time (0.22 → 0.11 ms per user
+  on the 10,000-user demo data; bench/agent.py).
 
 `CandidateLog`: the candidate set a decision logs, as parallel arrays (tools/store/decisions.py).
 
@@ -16,7 +22,8 @@ rank in Python from it instead of walking events.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -42,6 +49,18 @@ cross join lateral (
     limit %(k)s
 ) c
 order by q.user_id, c.neg_ip
+"""
+_TAG_TOP = """
+select q.user_id, c.id as item_id, c.title, c.provider_id, -c.neg_ip as score
+from unnest(%(users)s::text[]) as q(user_id)
+join user_profiles p on p.user_id = q.user_id and p.tags is not null
+cross join lateral (
+    select i.id, i.title, i.provider_id, i.tag_vec <#> p.tags as neg_ip
+    from items i
+    where i.tag_vec is not null
+    order by i.tag_vec <#> p.tags
+    limit %(k)s
+) c
 """
 
 
@@ -101,23 +120,52 @@ class CandidateLog:
         ]  # fmt: skip
 
 
-def tag_candidates(conn: psycopg.Connection[Any], user_ids: list[str], k: int) -> dict[str, list[Candidate]]:
-    """Top-`k` unseen items per user by tag-profile similarity (users without a profile get none)."""
+def tag_candidates(
+    conn: psycopg.Connection[Any],
+    user_ids: list[str],
+    k: int,
+    seen: Mapping[str, frozenset[str]] | None = None,
+) -> dict[str, list[Candidate]]:
+    """Top-`k` unseen items per user by tag-profile similarity (users without a profile get none).
+    `seen`: every user's interacted items when the caller has them (then filtered here, see the
+    module docstring); None to filter on the server."""
     out: dict[str, list[Candidate]] = {u: [] for u in user_ids}
-    with conn.transaction():
-        conn.execute(
-            "select set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-            " set_config('hnsw.ef_search', %(ef)s, true)",
-            {"ef": str(max(k, 40))},
-        )
-        with conn.cursor(row_factory=tuple_row) as cur:
-            for user, item, title, provider, score in cur.execute(
-                _TAG_CANDIDATES, {"users": user_ids, "k": k}
-            ):
-                out[user].append(Candidate(item, title, provider, score, "tags"))
+    if seen is None:
+        _fill(out, _tag_rows(conn, _TAG_CANDIDATES, user_ids, k, "relaxed_order"), k, None)
+    else:
+        wide = k + max(k // 2, 8)
+        rows = _tag_rows(conn, _TAG_TOP, user_ids, wide, "off")  # unfiltered: rows in score order
+        returned = Counter(r[0] for r in rows)
+        _fill(out, rows, k, seen)
+        short = [u for u in user_ids if len(out[u]) < k and returned[u] == wide]
+        if short:
+            for u in short:
+                out[u] = []
+            _fill(out, _tag_rows(conn, _TAG_CANDIDATES, short, k, "relaxed_order"), k, None)
     for candidates in out.values():
         candidates.sort(key=lambda c: -c.score)
     return out
+
+
+def _tag_rows(conn: psycopg.Connection[Any], query: str, user_ids: list[str], k: int, scan: str) -> list[Any]:
+    with conn.transaction():
+        conn.execute(
+            "select set_config('hnsw.iterative_scan', %(scan)s, true),"
+            " set_config('hnsw.ef_search', %(ef)s, true)",
+            {"scan": scan, "ef": str(max(k, 40))},
+        )
+        with conn.cursor(row_factory=tuple_row, binary=True) as cur:  # binary: ~15% cheaper to read
+            return cur.execute(query, {"users": user_ids, "k": k}).fetchall()
+
+
+def _fill(
+    out: dict[str, list[Candidate]], rows: list[Any], k: int, seen: Mapping[str, frozenset[str]] | None
+) -> None:
+    new = tuple.__new__
+    for user, item, title, provider, score in rows:
+        found = out[user]
+        if len(found) < k and (seen is None or item not in seen[user]):
+            found.append(new(Candidate, (item, title, provider, score, "tags")))
 
 
 # The strong types are written out as in migration 0026's partial index, which they must match.

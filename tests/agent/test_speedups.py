@@ -21,7 +21,7 @@ from tagloop.policies.config import BanditConfig, DiversityConfig
 from tagloop.tools.candidates import merge, sources_named
 from tagloop.tools.messaging.channels import FileChannel
 from tagloop.tools.messaging.timing import ThompsonArms
-from tagloop.tools.retrieval import Candidate
+from tagloop.tools.retrieval import Candidate, load_history, tag_candidates
 from tagloop.tools.sequences import SequenceSource
 from tagloop.tools.store import db as store_db
 from tagloop.tools.store import runs
@@ -238,3 +238,26 @@ def test_compact_columns_from_many_threads_at_once() -> None:
     for t in threads:
         t.join()
     assert wrong == []
+
+
+def test_tag_candidates_filtered_with_the_batch_history_match_the_server_filter(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """The agent drops seen items in Python from a wider unfiltered top; a user whose seen items
+    fill that top is asked again with the server filter, so no one is left short or sees a seen item."""
+    users = load_demo(db, tmp_path, NOW)
+    user = next(u for u in users if tag_candidates(db, [u], 5))
+    wide_top = tag_candidates(db, [user], 30, {user: frozenset()})[user]  # k 20 reads the top 30
+    assert len(wide_top) == 30
+    _events(db, [(f"seen-{i}", user, c.item_id, NOW - timedelta(hours=1)) for i, c in enumerate(wide_top)])
+    history = load_history(db, users, NOW)
+    assert {c.item_id for c in wide_top} <= history.seen[user]
+
+    python_side = tag_candidates(db, users, 20, history.seen)
+    server_side = tag_candidates(db, users, 20)
+    for u in users:
+        assert not {c.item_id for c in python_side[u]} & history.seen[u]
+        assert len(python_side[u]) == len(server_side[u])
+        assert [c.score for c in python_side[u]] == sorted((c.score for c in python_side[u]), reverse=True)
+    assert len(python_side[user]) == 20  # the fallback filled the crowded user
+    assert [c.item_id for c in python_side[user]] == [c.item_id for c in server_side[user]]
