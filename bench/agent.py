@@ -46,6 +46,23 @@ Numbers (10,000 users, 1 thread, 2 shared noisy cores, same run for both sides):
   twice the floor's single HNSW search, while a decision makes a larger one (k = 50, seen items
   excluded) plus the other sources and the write: not reachable with the pgvector-HNSW tag
   source as it is.
+- round 4 (tag candidates: unfiltered top k + k/2, the seen items dropped in Python with the batch
+  history, short users asked again with the server filter; the `<> all(seen)` filter was half of
+  the search's server time). Quiet machine (load 0-0.3) before it: floor 3,090, full 494, ratio
+  0.16; after, load ~1.8 from another engineer's experiments: floor 4,464, full 574, ratio 0.13
+  (the floor swings more than the change). Per user (4,000 users, a timer per statement and per
+  node, ~1.6 ms in all): waiting on the database ~0.52 ms (tag search 0.17, decisions insert 0.16,
+  co-likes neighbours 0.07, history 0.04, messages insert 0.03, the rest 0.05) and ~1.1 ms of
+  Python (merge 0.13, slate 0.19, item-tag matrix 0.11, channel/time 0.10, candidate rows and
+  co-likes ranking ~0.15, decision rows and their JSON ~0.1, Plan/rng/features ~0.1, LangGraph
+  ~0.07). Tried and dropped: an exact in-process scan of the item-tag matrix (0.5 ms per user on
+  the demo's 171 tags, dense profiles: slower than the 0.11 ms HNSW search), neighbour lists read
+  as arrays (no change), uncompressed decision arrays (insert -0.03 ms per user for 2.2x the
+  table's size). What the goal needs: at a 0.22-0.32 ms floor the database work alone (0.52 ms)
+  is already past the 0.45-0.64 ms budget, so the database has to work on the next batch while
+  Python works on this one (pipelining across batches on the connection), and the Python part
+  has to drop to ~0.5 ms, i.e. the candidates of a batch handled as arrays (merge, slate, log)
+  rather than as one object per candidate.
 """
 
 from __future__ import annotations
