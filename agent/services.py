@@ -112,6 +112,6 @@ def run_demo(settings: Settings, *, users: int, seed: int, sample: int, console:
         table.add_column(column)
     for o in outcomes:
         tags = ", ".join(name for name, _ in profiles[o.user_id].top_tags)
-        picks = ", ".join(f"{c['title']} (p={p:.2f})" for c, p in zip(o.chosen, o.propensities, strict=True))
+        picks = ", ".join(f"{c['title']} (p={p:.2g})" for c, p in zip(o.chosen, o.propensities, strict=True))
         table.add_row(o.user_id, tags, f"{o.outcome} via {o.channel}\n{picks}", f"{o.title}\n{o.explanation}")
     console.print(table)
