@@ -9,27 +9,27 @@ winners are refit on all of TRAIN and scored once on TEST. The same is then repe
 of user_artists.dat (seed 11 by default, same protocol as split/) to check that the result holds.
 Cold start: see `cold_start` (10% of items held out entirely, ranking among the held-out items).
 
-Result of the last run (2 shared cores, another benchmark on the other core, ~24 min in all;
-cold items placed by the tag tower, coldtower.py):
+Result of the last run (2 shared cores, load average 2.0-4.3 from other engineers' benchmarks,
+~7 min in all; cold_prior 0.3 with cold_norm, see model.py):
     split/ (seed 7), 1877 test users     ndcg@10 recall@20 hit@10 cov@10 ndcg÷ALS
-    tagloop (val picked λ=25, γ=.45, joint) 0.2665 0.2979 0.8476 0.1130 1.131
+    tagloop (val picked λ=25, γ=.3, joint) 0.2672 0.3048  0.8514 0.1074 1.135
     ALS (tuned: 32 f, reg .1, α 1, 15 it) 0.2355  0.2781   0.8034 0.0403 1.000
     EASE λ=100                            0.2362  0.2750   0.8178 0.0575 1.003
     popularity                            0.0809  0.1041   0.4070 0.0015 0.343
     re-split seed 11
-    tagloop (val picked λ=50, γ=.45, joint) 0.2646 0.2948 0.8482 0.1056 1.111
-    ALS (tuned: 32 f, reg .01, α 1, 30 it) 0.2380 0.2759 0.8173 0.0406 1.000
+    tagloop (val picked λ=50, γ=.3, joint) 0.2652 0.2993   0.8514 0.0950 1.114
+    ALS (tuned: 32 f, reg .01, α 1, 30 it) 0.2380 0.2759   0.8173 0.0406 1.000
     EASE λ=100                            0.2379  0.2719   0.8114 0.0555 1.000
     popularity                            0.0800  0.1067   0.4044 0.0015 0.336
-    (before the tower: tagloop 0.2672 / 0.2652, 1.135x / 1.114x, with γ .3 picked on both splits.)
-    tagloop training 57.0 s / 55.8 s (13.1 s / 7.9 s before the tower); numpy serving top-20 p50
-    2.7 ms, p95 3.2 ms.
-    cold start (item_vector_from_tags: tag tower): recall@20 tags 0.5876 vs popularity by tag
-    activity 0.2645 (2.22x; 2.11x with the former ridge map + tag-activity prior, 1.77x with the
-    tag-column projection) and by the hidden counts 0.3063 — short of the 3x goal (0.794). Among
-    ALL items (train items excluded): 0.1503 (0.3320 with the ridge map + prior), tag-activity
-    popularity 0.0001. What was tried on validation carved from train is listed in model.py; 29% of
-    the held-out items have no tags (7.5% of relevant pairs), so any tag model tops out near 0.93.
+    joint beat separate truncation on validation for every (λ, γ) on both splits.
+    tagloop training 13.1 s / 7.9 s; numpy serving top-20 p50 3.5 ms, p95 8.5 ms.
+    cold start (item_vector_from_tags: ridge tag→factor map, tag-activity prior 0.3 / cold_norm):
+    recall@20 tags 0.5592 vs popularity by tag activity 0.2645 (2.11x; 2.02x without the prior,
+    1.77x with the former tag-column projection) and by the hidden counts 0.3063 — short of the
+    3x goal (0.794). Among ALL items (train items excluded): 0.3320 (0.1592 without the prior),
+    tag-activity popularity 0.0001. The alternatives tried on validation carved from train (see
+    model.py) all land at 0.58-0.62 there (the map with the prior: 0.618); 29% of the held-out
+    items have no tags (7.5% of relevant pairs), so any tag model tops out near 0.93.
 """
 
 from __future__ import annotations

@@ -21,33 +21,31 @@ Scores are one inner product, so Postgres can serve them with pgvector
   splits) and gives more items a say (coverage@10 up). Every user vector is linear in (c_u, p_u),
   so new events change it without retraining. d = 383 (cf_dim 256 + tag_dim 127, served dim
   384) won on validation over 255 on both Last.fm splits.
-- Cold items (tags, no interactions at training, or added after it: `item_vector_from_tags`) are
-  placed by a tag tower (coldtower.py): one hidden layer from the item's tf-idf tags and tag activity
-  to a served vector, trained by softmax over warm items against the served user vectors, scaled to
-  `cold_level` × the least-squares level of warm scores with a shared offset (popularity dimension
-  kept <= 0). Held-out Last.fm items ranked among themselves (bench/recsys.py `cold_start`): recall@20
-  0.469 (projection of the tag column of S) -> 0.535 (ridge map tags -> factors, tags.py, λ 1) ->
-  0.559 (+ tag-activity prior 0.3 / `cold_norm`) -> 0.588 with the tower (2.22x tag-activity
-  popularity; among ALL items 0.332 -> 0.150: the tower's level is set for warm NDCG, not for this).
-  Warm test NDCG@10 0.2672 -> 0.2665 (split/), 0.2652 -> 0.2646 (seed 11); training 13 s -> 57 s.
-  `cold_epochs=0` (and models saved before the tower) keep the ridge map + prior. 29% of held-out
-  items have no tags (7.5% of relevant pairs), so no tag model reaches them (ceiling ~0.93).
-  Tried on validation carved from train and not better (first list: the earlier protocol, where the
-  map + prior scored 0.618): ridge from tags to each user's confidences 0.58; bilinear user-profile
-  × item-tag ridge over the top 3,000 tags 0.58-0.59 (blended with the map 0.61); tag-kNN over warm
-  items 0.53; tf-idf + PPMI-SVD tag features 0.59; least squares against served user vectors as the
-  map's target 0.618; min_df 1-2 <= 0.58. Second list, two nested hold-outs (10% of the items left
-  in the cold-start training set, seeds 2024 / 7; map + prior 0.604 / 0.619): ridge weighted by
-  popularity^α (α .25/.5/1) 0.603/0.601/0.596 and 0.619/0.618/0.614; BM25 tag weights (k1 1.2, 3)
-  0.607, 0.602 / 0.618, 0.620; binary tags 0.605 / 0.613; raw counts 0.572 / 0.597; linear softmax
-  tags -> vector 0.617 / 0.633 (ridge-initialised 0.595); the same with fold "dropout" (users
-  folded in without a fifth of the warm items, ranked among those) 0.614; z-scored map + a · tag
-  profile cosine + b · log activity <= 0.599 / 0.617 (cosine alone 0.52), on the softmax scores
-  0.621 / 0.639 (not kept: +0.004); ridge + softmax z-score blend <= 0.617 / 0.633. The tower
-  (hidden 256, 150 steps, lr 1e-3, L2 3e-3 on the hidden layer): 0.621 / 0.646 (hidden 512 0.623,
-  L2 1e-2 0.622, 3-seed ensemble 0.622, lr 3e-3 peaks at 0.617 then overfits). `cold_level` 1.5
-  picked on the warm validation NDCG@10 (1: 0.1909, 1.5: 0.1917, 2: 0.1921, 2.5: 0.1892; ridge map
-  0.1917); κ at the plain least-squares level cost warm test NDCG@10 0.2672 -> 0.2653.
+- Cold items (tags, no interactions at training, or added after it: `item_vector_from_tags`) get
+  factors predicted from their tf-idf tags by a ridge map fitted on the warm items (tags.py,
+  λ = `cold_ridge`), scaled by (1 + `cold_prior` · log1p(tag applications)) / `cold_norm`: the tag
+  activity is the only popularity a new item has (scaling, not the bias dimension, so a user
+  without evidence still gets the popularity order of warm items), and `cold_norm`, the mean of
+  that factor over the tagged catalogue at training, keeps cold items on the level of the map as a
+  whole, so the prior reorders cold items among themselves without pushing them over warm ones.
+  Held-out Last.fm items ranked among themselves (bench/recsys.py `cold_start`): recall@20 0.469
+  (projection of the item's tag column of S on the factors) -> 0.535 with the ridge map (λ 1) ->
+  0.559 with the prior 0.3 (validation carved from train: 0.593 -> 0.618; 0.3 and 0.5 tie there,
+  0.2 0.617, 1.0 0.614). Without `cold_norm` the prior cost warm test NDCG@10 0.265 -> 0.231; with
+  it 0.2654 -> 0.2645. Tried on the same validation and not better than 0.618 (so not used): ridge
+  from tags straight to each user's confidences (0.58), two-sided bilinear user-profile × item-tag
+  ridge over the top 3,000 tags (0.58-0.59; blended with the map 0.61), tag-kNN over warm items
+  (0.53), tf-idf + PPMI-SVD tag-embedding features (0.59), least-squares item factors against the
+  served user vectors as the map's target (0.618), min_df 1-2 (≤ 0.58). On two nested hold-outs
+  (10% of the items left in the cold-start training set, seeds 2024 / 7; map + prior 0.604 / 0.619):
+  ridge weighted by popularity^α 0.596-0.603 / 0.614-0.619, BM25 tag weights 0.602-0.607 /
+  0.618-0.620, binary tags 0.605 / 0.613, raw counts 0.572 / 0.597, a linear tags → vector model
+  softmax-trained against the served user vectors 0.617 / 0.633 (with fold-in dropout 0.614),
+  mixes with the tag-profile cosine and log activity ≤ 0.621 / 0.639; a one-hidden-layer tag tower
+  trained the same way 0.621 / 0.646, on test 0.559 -> 0.588 (2.22x), but it took training from
+  13 s to 57 s and cold items among all items from 0.332 to 0.150, so it was reverted (9df469d).
+  About 29% of held-out items
+  have no tags at all (7.5% of the relevant pairs), so no tag model reaches them.
 - `joint=False`: the former layout, [V_cf (cf_dim) | V_tag (tag_dim) | bias] with each part
   truncated on its own.
 - The last dimension carries a tiny popularity prior: it breaks ties and makes a user with no
@@ -64,7 +62,6 @@ import scipy.sparse as sp
 
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.recommender import ease as ease_solver
-from tagloop.tools.recommender.coldtower import TagTower, train_tower
 from tagloop.tools.recommender.confidence import confidence_matrix, confidence_vector
 from tagloop.tools.recommender.data import Interactions, ItemTags
 from tagloop.tools.recommender.lowrank import Operator, top_right_vectors
@@ -91,9 +88,6 @@ class RecParams:
     joint: bool = True
     cold_ridge: float = 1.0
     cold_prior: float = 0.3
-    cold_epochs: int = 150  # tag tower training steps (coldtower.py); 0: the ridge map + prior
-    cold_hidden: int = 256
-    cold_level: float = 1.5  # κ over its least-squares value: where cold items meet warm ones
 
     def check(self) -> None:
         if self.ease_lambda <= 0:
@@ -106,8 +100,6 @@ class RecParams:
             raise InvalidInput("tag weights must be >= 0, min_item_users and tag_min_df >= 1")
         if self.cold_ridge <= 0 or self.cold_prior < 0:
             raise InvalidInput("cold_ridge must be > 0 and cold_prior >= 0")
-        if self.cold_epochs < 0 or self.cold_hidden < 1 or self.cold_level <= 0:
-            raise InvalidInput("cold_epochs must be >= 0, cold_hidden >= 1 and cold_level > 0")
         if not 0.0 <= self.dropout < 1.0:
             raise InvalidInput(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -127,7 +119,6 @@ class RecModel:
     idf: np.ndarray
     popularity: np.ndarray  # number of training users per item
     cold_norm: float = 1.0  # mean cold-prior scale over the tagged catalogue at training
-    cold_tower: TagTower | None = None  # places cold items; None: the ridge map tag_to_item
 
     @property
     def dim(self) -> int:
@@ -175,12 +166,9 @@ class RecModel:
         """Vector of an item unseen at training time from its tags alone (a cold item)."""
         vec = self.declared_vector({t: np.log1p(w) for t, w in tags.items()})
         norm = np.linalg.norm(vec)
-        activity = sum(max(float(w), 0.0) for w in tags.values())
-        if self.cold_tower is not None:
-            x = sp.csr_matrix(vec / norm if norm > 0 else vec)
-            return self.cold_tower.vectors(x, np.array([activity]))[0].astype(np.float32)
         out = np.zeros(self.dim, dtype=np.float32)
         if norm > 0:  # the map fills the last dimensions before the popularity one
+            activity = sum(max(float(w), 0.0) for w in tags.values())
             scale = (1.0 + self.params.cold_prior * np.log1p(activity)) / (self.cold_norm * norm)
             out[self.dim - 1 - self.tag_to_item.shape[1] : self.dim - 1] = scale * vec @ self.tag_to_item
         return out
@@ -307,7 +295,7 @@ def fit(
     cold_norm = float(prior[tagged].mean()) if tagged.any() else 1.0
     factors[cold] = (prior[cold] / cold_norm)[:, None] * (tag_vectors[cold] @ tag_to_item)
     item_vecs = np.hstack([factors, bias[:, None]]).astype(np.float32)
-    model = RecModel(
+    return RecModel(
         params=params,
         item_ids=np.asarray(interactions.item_ids, dtype=object),
         tags=np.asarray(tag_names, dtype=object),
@@ -320,11 +308,3 @@ def fit(
         popularity=popularity,
         cold_norm=cold_norm,
     )
-    if params.cold_epochs > 0 and tagged[warm].any():
-        say(f"training the cold-item tag tower ({params.cold_epochs} steps)")
-        user_vecs = model.user_vectors(raw)
-        model.cold_tower = tower = train_tower(
-            tag_vectors, activity, user_vecs, conf, warm, item_vecs, params, rng
-        )
-        model.item_vecs[cold] = tower.vectors(sp.csr_matrix(tag_vectors[cold]), activity[cold])
-    return model

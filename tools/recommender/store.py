@@ -10,7 +10,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from tagloop.tools.errors import InvalidInput
-from tagloop.tools.recommender.coldtower import TagTower
 from tagloop.tools.recommender.model import RecModel, RecParams
 
 FORMAT = 1
@@ -31,7 +30,6 @@ def save(model: RecModel, directory: Path) -> None:
         tv_data=tv.data,
         tv_indices=tv.indices,
         tv_indptr=tv.indptr,
-        **(model.cold_tower.arrays() if model.cold_tower is not None else {}),
     )
     meta = {
         "format": FORMAT,
@@ -69,5 +67,4 @@ def load(directory: Path) -> RecModel:
             idf=arrays["idf"],
             popularity=arrays["popularity"],
             cold_norm=float(meta.get("cold_norm", 1.0)),
-            cold_tower=TagTower.from_arrays(dict(arrays)),
         )
