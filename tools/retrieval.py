@@ -6,7 +6,7 @@ serves a whole batch of users (a LATERAL join), so the agent makes one round tri
 per user — the only per-user retrieval query of a decision besides `cf`. Two ways to exclude:
 - without the caller's seen sets: on the server (the user's items read once as an array rather
   than one index probe per scanned item, an HNSW iterative scan past them);
-- with them (the agent has them in the batch's `BatchHistory`): the top k + k/2 with no filter,
+- with them (the agent has them in the batch's `BatchHistory`): the top k + max(k/2, 8), no filter,
   the seen ones dropped in Python, and only the users left short of k (their seen items crowd
   their top) asked again with the server filter. The filter (`<> all(seen)`, linear in the
   user's ~100+ items per scanned item) was half the query's server time (0.22 → 0.11 ms per user
