@@ -280,9 +280,7 @@ def _decision_row(plan: Plan, trigger: str, source_names: list[str]) -> store.De
         policy_name=plan.policy_name,
         policy_version=plan.policy_version,
         seed=plan.seed,
-        candidates=store.CandidateLog.of(
-            [(c.item_id, c.score, c.provider, c.source) for c in plan.candidates], source_names
-        ),
+        candidates=store.CandidateLog.of_candidates(plan.candidates, source_names),
         chosen=[c.item_id for c in plan.chosen],
         propensities=plan.propensities,
         channel=plan.channel,

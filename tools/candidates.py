@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any, Protocol, runtime_checkable
 
 import psycopg
@@ -160,7 +161,7 @@ class NewFromProvidersSource(FromHistory):
                 ]
                 if len(found) >= k:
                     break
-            out[user] = sorted(found[:k], key=_neg_score)
+            out[user] = sorted(found[:k], key=_score, reverse=True)
         return out
 
     def _load(self, conn: psycopg.Connection[Any], providers: set[str], now: datetime) -> None:
@@ -226,7 +227,8 @@ def merge(
             continue
         w, n = weights.get(source, 1.0), len(found)
         step = w / n
-        for rank, c in enumerate(sorted(found, key=_neg_score)):
+        # reverse=True keeps equal scores in their given order, as a key of -score would
+        for rank, c in enumerate(sorted(found, key=_score, reverse=True)):
             score = w - rank * step
             entry = best.get(c[0])
             if entry is None:
@@ -238,8 +240,7 @@ def merge(
     rows = [(-e[0], item, e[1], e[2]) for item, e in best.items()]
     rows.sort()  # item ids are unique, so candidates are never compared
     new = tuple.__new__
-    return [new(Candidate, (item, c[1], c[2], round(-neg, 6), names)) for neg, item, c, names in rows[:k]]
+    return [new(Candidate, (item, c[1], c[2], -neg, names)) for neg, item, c, names in rows[:k]]
 
 
-def _neg_score(c: Candidate) -> float:
-    return -c[3]
+_score = itemgetter(3)  # Candidate.score

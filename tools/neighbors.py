@@ -196,10 +196,9 @@ class CoLikeSource(FromHistory):
         for i in missing:
             self._neighbors[i] = []
         with conn.cursor(row_factory=tuple_row) as cur:
-            for item, neighbor, score, title, provider in cur.execute(
-                _NEIGHBORS_WITH_ITEMS, {"ids": missing}
-            ):
-                self._neighbors[item].append((neighbor, score, title, provider))
+            rows = cur.execute(_NEIGHBORS_WITH_ITEMS, {"ids": missing}).fetchall()  # not row by row
+        for item, neighbor, score, title, provider in rows:
+            self._neighbors[item].append((neighbor, score, title, provider))
 
 
 def _order(kv: tuple[str, float]) -> tuple[float, str]:

@@ -86,22 +86,40 @@ class CandidateLog:
     @classmethod
     def of(cls, rows: Sequence[tuple[str, float, str | None, str]], names: Sequence[str]) -> CandidateLog:
         """From (item_id, score, provider, "source+source") rows (names not listed are appended)."""
+        ids, scores, providers, sources = (
+            (list(col) for col in zip(*rows, strict=True)) if rows else ([], [], [], [])
+        )
+        return cls._with_masks(ids, scores, providers, sources, names)
+
+    @classmethod
+    def of_candidates(cls, candidates: Sequence[Candidate], names: Sequence[str]) -> CandidateLog:
+        """The same from the candidates themselves (columns taken with one transpose)."""
+        if not candidates:
+            return cls([], [], [], [], list(names))
+        ids, _, providers, scores, sources = zip(*candidates, strict=True)
+        return cls._with_masks(list(ids), list(scores), list(providers), sources, names)
+
+    @classmethod
+    def _with_masks(
+        cls,
+        ids: list[str],
+        scores: list[float],
+        providers: list[str | None],
+        sources: Sequence[str],
+        names: Sequence[str],
+    ) -> CandidateLog:
         known = list(names)
         bit = {n: 1 << j for j, n in enumerate(known)}
         mask_of: dict[str, int] = {}  # per distinct "source+source" string
-        masks = []
-        for *_, source in rows:
-            mask = mask_of.get(source)
-            if mask is None:
-                mask = 0
-                for name in filter(None, source.split("+")):
-                    if name not in bit:
-                        bit[name] = 1 << len(known)
-                        known.append(name)
-                    mask |= bit[name]
-                mask_of[source] = mask
-            masks.append(mask)
-        return cls([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], masks, known)
+        for source in dict.fromkeys(sources):
+            mask = 0
+            for name in filter(None, source.split("+")):
+                if name not in bit:
+                    bit[name] = 1 << len(known)
+                    known.append(name)
+                mask |= bit[name]
+            mask_of[source] = mask
+        return cls(ids, scores, providers, [mask_of[s] for s in sources], known)
 
     @classmethod
     def from_records(cls, records: list[dict[str, Any]]) -> CandidateLog:

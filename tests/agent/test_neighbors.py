@@ -17,7 +17,7 @@ from tagloop.tools import neighbors
 from tagloop.tools.candidates import load_history
 from tagloop.tools.messaging.channels import FileChannel
 from tagloop.tools.neighbors import CoLikeSource
-from tagloop.tools.retrieval import CandidateLog
+from tagloop.tools.retrieval import Candidate, CandidateLog
 from tagloop.tools.store.decisions import iter_decision_log
 
 NOW = datetime(2026, 5, 4, 9, tzinfo=UTC)
@@ -75,6 +75,12 @@ def test_candidate_log_round_trips_sources_and_providers() -> None:
         {"item_id": "a", "score": 0.9, "source": "tags+co_likes", "provider": "p"},
         {"item_id": "b", "score": 0.5, "source": "cf", "provider": None},
     ]
+    from_candidates = CandidateLog.of_candidates(
+        [Candidate("a", "A", "p", 0.9, "tags+co_likes"), Candidate("b", "B", None, 0.5, "cf")],
+        ["tags", "trending", "co_likes"],
+    )
+    assert from_candidates == log
+    assert CandidateLog.of_candidates([], ["tags"]) == CandidateLog.of([], ["tags"])
 
 
 def test_export_rebuilds_the_candidate_list_of_compact_decisions(

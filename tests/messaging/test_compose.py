@@ -7,11 +7,15 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import unicodedata
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tagloop.agent.prompts import COPY_SYSTEM
 from tagloop.tools.llm import OpenAICompatibleLLM
-from tagloop.tools.messaging.compose import compose_discovery, compose_with_llm, links_allowed
+from tagloop.tools.messaging.compose import _clean, compose_discovery, compose_with_llm, links_allowed
 from tests.fake_openai import FakeOpenAI, fake_openai
 
 GOOD = {"title": "Fresh picks: Alvvays", "body": "Try Alvvays and Slowdive tonight."}
@@ -75,3 +79,12 @@ def test_links_are_kept_only_for_allowed_hosts(server: str) -> None:
 def test_template_strips_control_characters_from_titles() -> None:
     copy = compose_discovery(["A\nB\x00C", "D"], ["rock"])
     assert "\n" not in copy.title and "\x00" not in copy.body and "A B C" in copy.title
+
+
+@given(st.text(), st.integers(0, 100))
+def test_clean_matches_the_character_by_character_rule(text: str, limit: int) -> None:
+    """The printable fast path gives what replacing every category-C character with a space does
+    (zero-width and bidi controls included), then collapsing whitespace."""
+    slow = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in text)
+    assert _clean(text, limit) == " ".join(slow.split())[:limit]
+    assert _clean("a\u200bb\u202ec", 10) == "a b c"

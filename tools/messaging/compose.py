@@ -71,7 +71,9 @@ def compose_discovery(item_titles: Sequence[str], top_tags: Sequence[str]) -> Co
 
 def _clean(text: str, limit: int) -> str:
     """Text without control characters (newlines become spaces), at most `limit` characters."""
-    flat = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in str(text))
+    flat = str(text)
+    if not flat.isprintable():  # printable: no category C character (the common case, no loop)
+        flat = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in flat)
     return " ".join(flat.split())[:limit]
 
 
