@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psycopg
@@ -20,11 +20,15 @@ from psycopg.rows import tuple_row
 
 from tagloop.policies import PolicyConfig
 from tagloop.policies.config import DiversityConfig
+from tagloop.policies.diversity import MMRState
 from tagloop.tools.candidates import CandidateSource
 from tagloop.tools.llm import LLM
 from tagloop.tools.messaging.channels import Channel
 from tagloop.tools.store.catalogue import TAG_DIM
 from tagloop.tools.store.runs import ArmCounts
+
+if TYPE_CHECKING:
+    from tagloop.agent.pipeline import ChunkPipeline
 
 DECISION_NAMESPACE = uuid.UUID("1d8f3c55-9a0e-5b43-8f0e-7461676c6f70")
 
@@ -89,12 +93,14 @@ class RunCache:
         cfg: DiversityConfig,
         item_ids: list[str],
         profile: Mapping[int, float],
-    ) -> tuple[sp.csr_array | None, np.ndarray | None]:
-        """The items' sparse (n × tags they use) matrix for `choose_slate` and, when calibration is
-        on, the user's tag mix (`profile`: tag id → weight) over the same columns (its tags added);
+    ) -> tuple[sp.csr_array | np.ndarray | None, np.ndarray | None]:
+        """The items' (n × tags they use) matrix for `choose_slate` and, when calibration is on,
+        the user's tag mix (`profile`: tag id → weight) over the same columns (its tags added);
         (None, None) when neither knob is on. Sparse: with dozens of tags per item a dense matrix
         over the candidates' tags is thousands of columns wide, while MMR needs only the n × n
-        cosines (one sparse product, policies/diversity.py)."""
+        cosines (one sparse product, policies/diversity.py). Without calibration and at most
+        `MMRState.DENSE_CELLS` cells it is a dense array, which MMR would densify anyway (no scipy
+        construction: ~0.1 ms per decision)."""
         if cfg.mmr_lambda <= 0 and cfg.calibration_lambda <= 0:
             return None, None
         self.load_item_tags(conn, item_ids)
@@ -108,6 +114,11 @@ class RunCache:
         if with_mix:
             cols = np.concatenate([cols, np.fromiter(profile, np.int32, len(profile))])
         local, width = _compact(cols)
+        n = len(item_ids)
+        if not with_mix and n * width <= MMRState.DENSE_CELLS:
+            dense = np.zeros((n, width))
+            dense[np.repeat(np.arange(n), lens), local] = data  # an item's tag ids are distinct
+            return dense, None
         indptr = np.concatenate([[0], np.cumsum(lens)])
         matrix = sp.csr_array((data, local[: data.size], indptr), shape=(len(item_ids), width))
         mix = None
@@ -157,6 +168,7 @@ class RunContext:
     quiet_exempt: frozenset[str] = frozenset({"file", "console"})
     local_channels: frozenset[str] = frozenset({"file", "console"})  # need no address
     cache: RunCache = field(default_factory=RunCache, compare=False)
+    pipeline: ChunkPipeline | None = field(default=None, compare=False)  # set by `decide` (agent/pipeline.py)
 
     def decision_id(self, user_id: str, run_key: str | None = None) -> str:
         return str(uuid.uuid5(DECISION_NAMESPACE, f"decision|{user_id}|{run_key or self.run_key}"))

@@ -61,14 +61,23 @@ def load_context(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any
 
 
 def gather_candidates(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    """Every configured source for the batch, merged per user."""
+    """Every configured source for the batch, merged per user, and the candidates' tag vectors
+    into the run cache when the policy diversifies."""
     ctx = runtime.context
     ids = list(state.users)
     if not ids:
+        if ctx.pipeline:
+            ctx.pipeline.reads_done()
         return {"candidates": {}}
     found = sources.gather(ctx.conn, ctx.sources, ids, ctx.candidate_k, ctx.now)
     weights = {s.name: s.weight for s in ctx.sources}
-    return {"candidates": {u: sources.merge(found, weights, u, ctx.candidate_k) for u in ids}}
+    merged = {u: sources.merge(found, weights, u, ctx.candidate_k) for u in ids}
+    diversity = ctx.policy.diversity
+    if diversity.mmr_lambda > 0 or diversity.calibration_lambda > 0:  # MMR/calibration read them
+        ctx.cache.load_item_tags(ctx.conn, {c.item_id for found in merged.values() for c in found})
+    if ctx.pipeline:  # this chunk's last read: the next chunk's may go out (agent/pipeline.py)
+        ctx.pipeline.reads_done()
+    return {"candidates": merged}
 
 
 def apply_policies(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
@@ -76,8 +85,6 @@ def apply_policies(state: RunState, runtime: Runtime[RunContext]) -> dict[str, A
     item × tag matrix for MMR/calibration) for everyone else."""
     ctx = runtime.context
     cfg = ctx.policy
-    if cfg.diversity.mmr_lambda > 0 or cfg.diversity.calibration_lambda > 0:
-        ctx.cache.load_item_tags(ctx.conn, {c.item_id for found in state.candidates.values() for c in found})
     plans = {}
     for user_id, user in state.users.items():
         run_key = state.run_keys.get(user_id, ctx.run_key)
@@ -219,14 +226,22 @@ def enqueue(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
 
 
 def record(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    """Every decision and its outbox message in one transaction (a savepoint inside the caller's)."""
-    conn = runtime.context.conn
-    names = [s.name for s in runtime.context.sources]
+    """Every decision and its outbox message in one transaction (a savepoint inside the caller's;
+    in a chunked batch, the caller's transaction, see agent/pipeline.py)."""
+    ctx = runtime.context
+    names = [s.name for s in ctx.sources]
     decisions = [_decision_row(plan, state.trigger, names) for plan in state.plans.values()]
-    with conn.transaction():
-        store.insert_decisions(conn, decisions)
-        store.insert_messages(conn, state.outbox)
+    if ctx.pipeline:  # sent once the next chunk has read (agent/pipeline.py)
+        ctx.pipeline.hold(_insert, ctx.conn, decisions, state.outbox)
+        return {}
+    with ctx.conn.transaction():
+        _insert(ctx.conn, decisions, state.outbox)
     return {}
+
+
+def _insert(conn: Any, decisions: list[store.DecisionRow], outbox: list[store.MessageRow]) -> None:
+    store.insert_decisions(conn, decisions)
+    store.insert_messages(conn, outbox)
 
 
 def after_policies(state: RunState) -> Literal["choose_channel_time", "record"]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +22,7 @@ import psycopg
 
 from tagloop.agent.context import RunCache, RunContext, RunFacts
 from tagloop.agent.graph import graph
+from tagloop.agent.pipeline import ChunkPipeline
 from tagloop.agent.settings import Settings
 from tagloop.agent.state import Plan, RunInput
 from tagloop.policies import PolicyConfig, load_policy, long_tail_providers, preset
@@ -34,6 +35,7 @@ from tagloop.tools.messaging.delivery import DeliveryConfig, deliver_due
 from tagloop.tools.store import runs
 
 BATCH = 200
+CHUNK = 50  # users per graph invoke within a larger batch (agent/pipeline.py)
 log = logging.getLogger("tagloop.agent")
 
 
@@ -204,12 +206,34 @@ def decide(
     send_now: bool = False,
     run_keys: dict[str, str] | None = None,
 ) -> dict[str, Plan]:
-    """One batch through the graph inside the caller's transaction (no commit, no delivery)."""
+    """One batch through the graph inside the caller's transaction (no commit, no delivery).
+
+    A batch of more than `CHUNK` users goes through in chunks in pipeline mode, each chunk's
+    inserts written while the next is decided (agent/pipeline.py); either way every decision is
+    written when this returns. Repeated ids are decided once."""
+    user_ids = list(dict.fromkeys(user_ids))
+    keys = run_keys or {}
     with gc_paused():
-        state = graph.invoke(
-            RunInput(user_ids=user_ids, trigger=trigger, send_now=send_now, run_keys=run_keys or {}),
-            context=ctx,
-        )
+        if len(user_ids) <= CHUNK or ctx.conn.autocommit:  # autocommit: no transaction to hold writes in
+            return _invoke(ctx, user_ids, trigger, send_now, keys)
+        chunks = [user_ids[i : i + CHUNK] for i in range(0, len(user_ids), CHUNK)]
+        pipeline = ChunkPipeline(ctx.conn, tuple(ctx.sources), ctx.candidate_k)
+        chunked = replace(ctx, pipeline=pipeline)
+        plans: dict[str, Plan] = {}
+        with ctx.conn.pipeline():
+            for j, chunk in enumerate(chunks):
+                pipeline.next_users = chunks[j + 1] if j + 1 < len(chunks) else []
+                plans.update(_invoke(chunked, chunk, trigger, send_now, keys))
+            pipeline.flush()
+        return plans
+
+
+def _invoke(
+    ctx: RunContext, user_ids: list[str], trigger: str, send_now: bool, run_keys: dict[str, str]
+) -> dict[str, Plan]:
+    state = graph.invoke(
+        RunInput(user_ids=user_ids, trigger=trigger, send_now=send_now, run_keys=run_keys), context=ctx
+    )
     plans: dict[str, Plan] = state["plans"]
     return plans
 

@@ -66,16 +66,22 @@ class HistorySource(CandidateSource, Protocol):
 @dataclass(frozen=True)
 class TagSource(FromHistory):
     """Tag-profile similarity (retrieval.tag_candidates), the seen items dropped with the batch
-    history's seen sets."""
+    history's seen sets. `send_ahead` sends the next batch's search early (agent/pipeline.py);
+    `fetch_for` then reads it instead of asking again."""
 
     name: str = "tags"
     weight: float = 1.0
     max_k: int = 50
+    _sent: list[retrieval.SentTagTop] = field(default_factory=list, compare=False, repr=False)
+
+    def send_ahead(self, conn: psycopg.Connection[Any], user_ids: list[str], k: int) -> None:
+        self._sent[:] = [retrieval.send_tag_top(conn, user_ids, min(k, self.max_k))]
 
     def fetch_for(
         self, conn: psycopg.Connection[Any], history: BatchHistory, k: int, now: datetime
     ) -> dict[str, list[Candidate]]:
-        return retrieval.tag_candidates(conn, history.user_ids, min(k, self.max_k), history.seen)
+        sent = self._sent.pop() if self._sent else None
+        return retrieval.tag_candidates(conn, history.user_ids, min(k, self.max_k), history.seen, sent)
 
 
 _TRENDING = """

@@ -48,7 +48,7 @@ cross join lateral (
     order by i.tag_vec <#> p.tags
     limit %(k)s
 ) c
-order by q.user_id, c.neg_ip
+order by q.user_id, c.neg_ip, c.id
 """
 _TAG_TOP = """
 select q.user_id, c.id as item_id, c.title, c.provider_id, -c.neg_ip as score
@@ -138,21 +138,50 @@ class CandidateLog:
         ]  # fmt: skip
 
 
+@dataclass(frozen=True)
+class SentTagTop:
+    """The unfiltered top `wide` of `tag_candidates` for `user_ids`, sent and not yet read (in
+    pipeline mode the server works on it while the client goes on; agent/pipeline.py)."""
+
+    user_ids: frozenset[str]
+    k: int
+    cursor: psycopg.Cursor[Any]
+
+    def rows(self, user_ids: Sequence[str]) -> list[Any]:
+        wanted = set(user_ids)
+        return [r for r in self.cursor.fetchall() if r[0] in wanted]
+
+
+def send_tag_top(conn: psycopg.Connection[Any], user_ids: list[str], k: int) -> SentTagTop:
+    """Send the unfiltered top read of `tag_candidates(conn, user_ids, k, seen)` without waiting
+    for its rows. Its hnsw settings are transaction-local, as `_tag_rows` leaves them."""
+    wide = _wide(k)
+    conn.execute(_HNSW_SETTINGS, {"scan": "off", "ef": str(max(wide, 40))})
+    cur = conn.cursor(row_factory=tuple_row, binary=True)
+    cur.execute(_TAG_TOP, {"users": user_ids, "k": wide})
+    return SentTagTop(frozenset(user_ids), k, cur)
+
+
 def tag_candidates(
     conn: psycopg.Connection[Any],
     user_ids: list[str],
     k: int,
     seen: Mapping[str, frozenset[str]] | None = None,
+    sent: SentTagTop | None = None,
 ) -> dict[str, list[Candidate]]:
     """Top-`k` unseen items per user by tag-profile similarity (users without a profile get none).
     `seen`: every user's interacted items when the caller has them (then filtered here, see the
-    module docstring); None to filter on the server."""
+    module docstring); None to filter on the server. `sent`: the unfiltered read already sent for
+    these users (`send_tag_top`), used when it covers them with the same k."""
     out: dict[str, list[Candidate]] = {u: [] for u in user_ids}
     if seen is None:
         _fill(out, _tag_rows(conn, _TAG_CANDIDATES, user_ids, k, "relaxed_order"), k, None)
     else:
-        wide = k + max(k // 2, 8)
-        rows = _tag_rows(conn, _TAG_TOP, user_ids, wide, "off")  # unfiltered: rows in score order
+        wide = _wide(k)
+        if sent is not None and sent.k == k and sent.user_ids.issuperset(user_ids):
+            rows = sent.rows(user_ids)
+        else:
+            rows = _tag_rows(conn, _TAG_TOP, user_ids, wide, "off")  # unfiltered: rows in score order
         returned = Counter(r[0] for r in rows)
         _fill(out, rows, k, seen)
         short = [u for u in user_ids if len(out[u]) < k and returned[u] == wide]
@@ -165,13 +194,18 @@ def tag_candidates(
     return out
 
 
+def _wide(k: int) -> int:
+    return k + max(k // 2, 8)
+
+
+_HNSW_SETTINGS = (
+    "select set_config('hnsw.iterative_scan', %(scan)s, true), set_config('hnsw.ef_search', %(ef)s, true)"
+)
+
+
 def _tag_rows(conn: psycopg.Connection[Any], query: str, user_ids: list[str], k: int, scan: str) -> list[Any]:
     with conn.transaction():
-        conn.execute(
-            "select set_config('hnsw.iterative_scan', %(scan)s, true),"
-            " set_config('hnsw.ef_search', %(ef)s, true)",
-            {"scan": scan, "ef": str(max(k, 40))},
-        )
+        conn.execute(_HNSW_SETTINGS, {"scan": scan, "ef": str(max(k, 40))})
         with conn.cursor(row_factory=tuple_row, binary=True) as cur:  # binary: ~15% cheaper to read
             return cur.execute(query, {"users": user_ids, "k": k}).fetchall()
 

@@ -204,6 +204,9 @@ def test_run_cache_reads_item_tags_in_binary_and_builds_the_candidates_matrix(
     expected[3, 2] = 1.0
     assert np.allclose(matrix, expected)
     assert np.allclose(mix, [0, 0, 2.0, 1.0, 0, 0])
+    dense, no_mix = cache.tag_matrix(db, DiversityConfig(mmr_lambda=0.2), ["d", "a", "c", "b"], {6: 2.0})
+    assert isinstance(dense, np.ndarray) and no_mix is None  # narrow and no calibration: dense
+    assert np.array_equal(dense, expected[:, [0, 1, 2, 4, 5]])  # the profile's tag is no column now
     assert cache.tag_matrix(db, DiversityConfig(mmr_lambda=0.0, calibration_lambda=0.0), ["a"], {}) == (
         None,
         None,

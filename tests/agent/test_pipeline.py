@@ -1,0 +1,95 @@
+"""Chunked batches in pipeline mode (agent/pipeline.py) decide exactly what one graph invocation
+over the whole batch decides, write the same rows, and surface a failed write from `decide`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from agent_support import load_demo
+
+from tagloop.agent import nodes, runner
+from tagloop.agent.runner import decide, make_context
+from tagloop.agent.settings import Settings
+from tagloop.agent.state import Plan
+from tagloop.tools.messaging.channels import FileChannel
+
+NOW = datetime(2026, 5, 4, 9, tzinfo=UTC)
+
+
+def _decide_all(
+    db: psycopg.Connection[Any], tmp_path: Path, users: list[str]
+) -> tuple[dict[str, Plan], list[Any]]:
+    settings = Settings(home=tmp_path / "home")
+    ctx = make_context(
+        db, settings, now=NOW, run_key="pipe", channels={"file": FileChannel(tmp_path / "inbox.jsonl")}
+    )
+    plans = decide(ctx, users + users[:5], trigger="schedule")  # repeated ids: decided once
+    rows = db.execute(
+        """select d.id, d.user_id, d.chosen, d.propensities, d.candidate_ids, d.channel, d.send_at,
+                  d.outcome, m.id as message_id, m.title, m.send_at as message_send_at
+           from decisions d left join messages m on m.decision_id = d.id order by d.id"""
+    ).fetchall()
+    db.rollback()
+    return plans, rows
+
+
+def test_chunked_batch_decides_and_writes_what_one_invocation_does(
+    db: psycopg.Connection[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users = load_demo(db, tmp_path / "demo", NOW, users=70)
+    monkeypatch.setattr(runner, "CHUNK", 1000)
+    whole, whole_rows = _decide_all(db, tmp_path, users)
+    monkeypatch.setattr(runner, "CHUNK", 16)  # 5 chunks: tag searches sent ahead, writes held
+    sent: list[int] = []
+    send_ahead = runner.ChunkPipeline.reads_done
+
+    def counting(self: runner.ChunkPipeline) -> None:
+        sent.append(len(self.next_users))
+        send_ahead(self)
+
+    monkeypatch.setattr(runner.ChunkPipeline, "reads_done", counting)
+    chunked, chunked_rows = _decide_all(db, tmp_path, users)
+    assert sent == [16, 16, 16, 6, 0]  # the pipeline ran, once per chunk
+    assert len(whole) == len(users) == len(whole_rows)
+    assert sum(p.outcome == "message" for p in whole.values()) > 40
+    for user, plan in whole.items():
+        other = chunked[user]
+        assert [c.item_id for c in other.candidates] == [c.item_id for c in plan.candidates]
+        assert [c.item_id for c in other.chosen] == [c.item_id for c in plan.chosen]
+        assert other.propensities == plan.propensities
+        assert (other.outcome, other.channel, other.send_at, other.message_id) == (
+            plan.outcome,
+            plan.channel,
+            plan.send_at,
+            plan.message_id,
+        )
+    assert chunked_rows == whole_rows
+
+
+def test_a_failed_write_in_a_chunked_batch_raises_from_decide(
+    db: psycopg.Connection[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users = load_demo(db, tmp_path / "demo", NOW, users=40)
+    monkeypatch.setattr(runner, "CHUNK", 16)
+    insert = nodes._insert
+
+    def failing(conn: Any, decisions: Any, outbox: Any) -> None:
+        insert(conn, decisions, outbox)
+        conn.execute("select 1 / 0")  # sent, not waited for: fails on the server later
+
+    monkeypatch.setattr(nodes, "_insert", failing)
+    ctx = make_context(
+        db,
+        Settings(home=tmp_path / "home"),
+        now=NOW,
+        run_key="k",
+        channels={"file": FileChannel(tmp_path / "f")},
+    )
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        decide(ctx, users, trigger="schedule")
+    db.rollback()
+    assert db.execute("select count(*) as n from decisions").fetchone() == {"n": 0}
