@@ -64,9 +64,10 @@ class RunCache:
     def load_item_tags(self, conn: psycopg.Connection[Any], item_ids: Iterable[str]) -> None:
         """Tag vectors of the items not cached yet, one query (items without tags: empty rows)."""
         rows = self.item_rows
-        missing = list({i: None for i in item_ids if i not in rows})
-        if not missing:
+        ids = item_ids if isinstance(item_ids, list | set | frozenset) else list(item_ids)
+        if rows.keys() >= set(ids):  # the usual case once the batch's candidates are in: no loop
             return
+        missing = [i for i in dict.fromkeys(ids) if i not in rows]
         with conn.cursor(row_factory=tuple_row) as cur:
             found: dict[str, bytes] = dict(cur.execute(_ITEM_TAGS, {"ids": missing}).fetchall())
         blobs = [found.get(i) or _EMPTY for i in missing]
@@ -105,7 +106,7 @@ class RunCache:
             return None, None
         self.load_item_tags(conn, item_ids)
         row_of = self.item_rows
-        rows = np.fromiter((row_of[i] for i in item_ids), np.int64, len(item_ids))
+        rows = np.fromiter(map(row_of.__getitem__, item_ids), np.int64, len(item_ids))
         lo, hi = self.indptr[rows], self.indptr[rows + 1]
         lens = hi - lo
         at = np.repeat(lo - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
@@ -169,6 +170,12 @@ class RunContext:
     local_channels: frozenset[str] = frozenset({"file", "console"})  # need no address
     cache: RunCache = field(default_factory=RunCache, compare=False)
     pipeline: ChunkPipeline | None = field(default=None, compare=False)  # set by `decide` (agent/pipeline.py)
+
+    def pump(self) -> None:
+        """Let the database go on with the reads sent ahead (agent/pipeline.py); a no-op outside
+        a chunked batch."""
+        if self.pipeline is not None:
+            self.pipeline.pump()
 
     def decision_id(self, user_id: str, run_key: str | None = None) -> str:
         return str(uuid.uuid5(DECISION_NAMESPACE, f"decision|{user_id}|{run_key or self.run_key}"))

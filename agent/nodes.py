@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from langgraph.runtime import Runtime
 
+from tagloop.agent import reads
 from tagloop.agent.context import RunContext
 from tagloop.agent.prompts import COPY_SYSTEM
 from tagloop.agent.state import ArmChoice, Plan, RunState, UserContext
@@ -22,42 +23,20 @@ from tagloop.policies.guards import zone
 from tagloop.tools import candidates as sources
 from tagloop.tools.messaging import timing
 from tagloop.tools.messaging.compose import compose_discovery, compose_with_llm
-from tagloop.tools.profiles import load_profiles
 from tagloop.tools.store import decisions as store
-from tagloop.tools.store import runs
 
 MESSAGE = "message"
 SEND_HORIZON = timedelta(days=7)
+PUMP_EVERY = 10  # users between reads of what the database sent meanwhile (agent/pipeline.py)
 
 
 def load_context(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    """Users, profiles, recent and scheduled sends (caps), unsubscribes and per-user arm evidence."""
+    """Users, profiles, recent and scheduled sends (caps), unsubscribes and per-user arm evidence
+    (agent/reads.py; already sent by the run's pipeline in a chunked batch)."""
     ctx = runtime.context
-    conn = ctx.conn
-    rows = conn.execute(
-        "select id, timezone, locale, channels, consent from users where id = any(%(ids)s)",
-        {"ids": state.user_ids},
-    ).fetchall()
-    ids = [r["id"] for r in rows]
-    profiles = load_profiles(conn, ids)
-    sends = runs.send_times(conn, ids, since=ctx.now - timedelta(days=8), include_pending=True)
-    unsubscribed = runs.unsubscribes(conn, ids)
-    _, arms = runs.arm_counts(conn, since=ctx.now - timedelta(days=90), user_ids=ids)
-    users = {
-        r["id"]: UserContext(
-            r["id"],
-            r["timezone"],
-            r["locale"],
-            r["channels"],
-            r["consent"],
-            profiles[r["id"]],
-            sends=dict(sends.get(r["id"], {})),
-            unsubscribed=unsubscribed.get(r["id"], {}),
-            arms=arms[r["id"]],
-        )
-        for r in rows
-    }
-    return {"users": users}
+    pending = ctx.pipeline.users_for(state.user_ids) if ctx.pipeline else None
+    pending = pending or reads.request_users(ctx.conn, state.user_ids, ctx.now)
+    return {"users": pending.result()}
 
 
 def gather_candidates(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
@@ -69,7 +48,8 @@ def gather_candidates(state: RunState, runtime: Runtime[RunContext]) -> dict[str
         if ctx.pipeline:
             ctx.pipeline.reads_done()
         return {"candidates": {}}
-    found = sources.gather(ctx.conn, ctx.sources, ids, ctx.candidate_k, ctx.now)
+    history = ctx.pipeline.history_for(state.user_ids) if ctx.pipeline else None
+    found = sources.gather(ctx.conn, ctx.sources, ids, ctx.candidate_k, ctx.now, history)
     weights = {s.name: s.weight for s in ctx.sources}
     merged = {u: sources.merge(found, weights, u, ctx.candidate_k) for u in ids}
     diversity = ctx.policy.diversity
@@ -86,7 +66,9 @@ def apply_policies(state: RunState, runtime: Runtime[RunContext]) -> dict[str, A
     ctx = runtime.context
     cfg = ctx.policy
     plans = {}
-    for user_id, user in state.users.items():
+    for n, (user_id, user) in enumerate(state.users.items()):
+        if n % PUMP_EVERY == 0:
+            ctx.pump()
         run_key = state.run_keys.get(user_id, ctx.run_key)
         decision_id = ctx.decision_id(user_id, run_key)
         plan = Plan(user_id, decision_id, run_key, ctx.seed_of(decision_id), MESSAGE, cfg.name, cfg.version)
@@ -147,6 +129,7 @@ def choose_channel_time(state: RunState, runtime: Runtime[RunContext]) -> dict[s
             by_hour = (succ + timing.activity_prior(user.profile.stats.get("hour_of_week"), hours), fail)
         todo.append((plan, user, eligible, by_channel, by_hour))
     arms.prepare([t[3] for t in todo] + [t[4] for t in todo if t[4] is not None])
+    ctx.pump()
     for plan, user, eligible, by_channel, by_hour in todo:
         user_id = plan.user_id
         arm, p = arms.choose(*by_channel, ctx.rng_for(plan.seed, 1))
@@ -184,6 +167,7 @@ def choose_channel_time(state: RunState, runtime: Runtime[RunContext]) -> dict[s
 def compose(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Template copy, or LLM copy (validated, falling back to the template) when an LLM is set."""
     ctx = runtime.context
+    ctx.pump()
     plans = {}
     for user_id, plan in state.plans.items():
         if plan.outcome == MESSAGE:
@@ -203,6 +187,7 @@ def compose(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
 def enqueue(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Outbox rows for the messages (ids: uuid5 of decision and channel)."""
     ctx = runtime.context
+    ctx.pump()
     plans, outbox = {}, []
     for user_id, plan in state.plans.items():
         if plan.outcome == MESSAGE and plan.copy and plan.channel and plan.send_at:
@@ -229,6 +214,7 @@ def record(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Every decision and its outbox message in one transaction (a savepoint inside the caller's;
     in a chunked batch, the caller's transaction, see agent/pipeline.py)."""
     ctx = runtime.context
+    ctx.pump()
     names = [s.name for s in ctx.sources]
     decisions = [_decision_row(plan, state.trigger, names) for plan in state.plans.values()]
     if ctx.pipeline:  # sent once the next chunk has read (agent/pipeline.py)

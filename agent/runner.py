@@ -217,12 +217,12 @@ def decide(
         if len(user_ids) <= CHUNK or ctx.conn.autocommit:  # autocommit: no transaction to hold writes in
             return _invoke(ctx, user_ids, trigger, send_now, keys)
         chunks = [user_ids[i : i + CHUNK] for i in range(0, len(user_ids), CHUNK)]
-        pipeline = ChunkPipeline(ctx.conn, tuple(ctx.sources), ctx.candidate_k)
+        pipeline = ChunkPipeline(ctx.conn, tuple(ctx.sources), ctx.candidate_k, ctx.now)
         chunked = replace(ctx, pipeline=pipeline)
         plans: dict[str, Plan] = {}
         with ctx.conn.pipeline():
             for j, chunk in enumerate(chunks):
-                pipeline.next_users = chunks[j + 1] if j + 1 < len(chunks) else []
+                pipeline.upcoming = chunks[j + 1 : j + 3]
                 plans.update(_invoke(chunked, chunk, trigger, send_now, keys))
             pipeline.flush()
         return plans

@@ -70,6 +70,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import statistics
 import sys
 import threading
 import time
@@ -121,7 +122,7 @@ def ensure_data(url: str, users: int, work: Path) -> None:
 def _batched(
     pool: db.ConnectionPool, user_ids: list[str], threads: int, work: Callable[[Any, list[str]], None]
 ) -> float:
-    """Run `work(conn, batch)` over all batches on `threads` threads; returns users per second."""
+    """Run `work(conn, batch)` over all batches on `threads` threads; returns the seconds taken."""
     batches = [user_ids[i : i + BATCH] for i in range(0, len(user_ids), BATCH)]
 
     def one(batch: list[str]) -> None:
@@ -132,10 +133,10 @@ def _batched(
     start = time.perf_counter()
     with ThreadPoolExecutor(threads) as ex:
         list(ex.map(one, batches))
-    return len(user_ids) / (time.perf_counter() - start)
+    return time.perf_counter() - start
 
 
-def floor_rate(pool: db.ConnectionPool, user_ids: list[str], threads: int) -> float:
+def floor_seconds(pool: db.ConnectionPool, user_ids: list[str], threads: int) -> float:
     def work(conn: Any, batch: list[str]) -> None:
         profiles = conn.execute(
             "select user_id, tags from user_profiles where user_id = any(%(u)s)", {"u": batch}
@@ -146,37 +147,39 @@ def floor_rate(pool: db.ConnectionPool, user_ids: list[str], threads: int) -> fl
     return _batched(pool, user_ids, threads, work)
 
 
-def full_rate(
-    pool: db.ConnectionPool, settings: Settings, user_ids: list[str], run_key: str, threads: int
-) -> tuple[float, dict[str, int]]:
-    """Timed from before the run's facts are read; one run context (and run cache) per connection."""
-    policy = policy_of(settings)
-    outcomes: Counter[str] = Counter()
-    contexts: dict[int, RunContext] = {}
-    facts: list[RunFacts] = []
-    lock = threading.Lock()
+class FullSide:
+    """The decision side: one run over every round (timed from before the run's facts are read),
+    one run context (and run cache) per connection, as a worker keeps them across its batches."""
 
-    def work(conn: Any, batch: list[str]) -> None:
-        with lock:
-            if not facts:
-                facts.append(load_facts(conn, NOW, policy))
-        ctx = contexts.get(id(conn))
+    def __init__(self, pool: db.ConnectionPool, settings: Settings, run_key: str, threads: int) -> None:
+        self.pool, self.settings, self.run_key, self.threads = pool, settings, run_key, threads
+        self.policy = policy_of(settings)
+        self.outcomes: Counter[str] = Counter()
+        self.contexts: dict[int, RunContext] = {}
+        self.facts: list[RunFacts] = []
+        self.lock = threading.Lock()
+
+    def seconds(self, user_ids: list[str]) -> float:
+        return _batched(self.pool, user_ids, self.threads, self._work)
+
+    def _work(self, conn: Any, batch: list[str]) -> None:
+        with self.lock:
+            if not self.facts:
+                self.facts.append(load_facts(conn, NOW, self.policy))
+        ctx = self.contexts.get(id(conn))
         if ctx is None:
-            ctx = contexts[id(conn)] = make_context(
+            ctx = self.contexts[id(conn)] = make_context(
                 conn,
-                settings,
+                self.settings,
                 now=NOW,
-                run_key=run_key,
-                policy=policy,
-                facts=facts[0],
-                channels={"file": FileChannel(settings.outbox_file)},
+                run_key=self.run_key,
+                policy=self.policy,
+                facts=self.facts[0],
+                channels={"file": FileChannel(self.settings.outbox_file)},
             )
         plans = decide(ctx, batch, trigger="schedule")
-        with lock:
-            outcomes.update(p.outcome for p in plans.values())
-
-    rate = _batched(pool, user_ids, threads, work)
-    return rate, dict(outcomes)
+        with self.lock:
+            self.outcomes.update(p.outcome for p in plans.values())
 
 
 def main() -> None:
@@ -185,6 +188,7 @@ def main() -> None:
     ap.add_argument("--home", type=Path, default=Path("/tmp/tagloop-bench"))
     ap.add_argument("--sources", default=None, help="candidate sources (default: the settings' default)")
     ap.add_argument("--threads", type=int, default=1, help="threads (and pooled connections) per side")
+    ap.add_argument("--rounds", type=int, default=5, help="floor/full pairs over slices of the users")
     args = ap.parse_args()
     args.home.mkdir(parents=True, exist_ok=True)
     os.chmod(args.home, 0o755)
@@ -206,8 +210,17 @@ def main() -> None:
             r["id"] for r in conn.execute("select id from users order by id limit %(n)s", {"n": args.users})
         ]
     run_key = f"bench|{time.time_ns()}"
-    floor = floor_rate(pool, user_ids, args.threads)
-    full, outcomes = full_rate(pool, settings, user_ids, run_key, args.threads)
+    full_side = FullSide(pool, settings, run_key, args.threads)
+    size = -(-len(user_ids) // args.rounds)
+    floor_s = full_s = 0.0
+    ratios = []
+    for r in range(args.rounds):  # the floor's speed drifts by ±25% over minutes: pair the sides
+        group = user_ids[r * size : (r + 1) * size]
+        f, d = floor_seconds(pool, group, args.threads), full_side.seconds(group)
+        floor_s, full_s = floor_s + f, full_s + d
+        ratios.append(f / d)
+        print(f"round {r + 1}/{args.rounds}: {len(group):,} users, ratio {f / d:.2f}", file=sys.stderr)
+    floor, full, outcomes = len(user_ids) / floor_s, len(user_ids) / full_s, dict(full_side.outcomes)
     with pool.connection() as conn:
         conn.execute("delete from decisions where run_key = %(k)s", {"k": run_key})
     pool.close()
@@ -218,8 +231,13 @@ def main() -> None:
     print(f"floor (one pgvector top-20 query per user): {floor:,.0f} users/s")
     print(f"full decision through the graph:            {full:,.0f} users/s")
     print(f"ratio full/floor: {full / floor:.2f}  (goal >= 0.50)")
+    print(f"ratio per round (floor and full on the same users, one after the other): {sorted_ratios(ratios)}")
     print(f"peak RSS: {peak_mb:,.0f} MiB")
     print(f"item_neighbors refresh: {f'{refresh_s:.1f} s' if refreshed else 'fresh, skipped'}")
+
+
+def sorted_ratios(ratios: list[float]) -> str:
+    return " ".join(f"{x:.2f}" for x in sorted(ratios)) + f" (median {statistics.median(ratios):.2f})"
 
 
 if __name__ == "__main__":

@@ -205,9 +205,12 @@ def gather(
     user_ids: list[str],
     k: int,
     now: datetime,
+    history: BatchHistory | None = None,
 ) -> dict[str, dict[str, list[Candidate]]]:
-    """Every source for the batch (the history loaded once, for the sources that use it)."""
-    history = None
+    """Every source for the batch (the history loaded once, for the sources that use it; pass it
+    when it was read already — a history of more users is narrowed to `user_ids`)."""
+    if history is not None:
+        history = history.restricted(user_ids)
     found = {}
     for s in sources:
         if isinstance(s, HistorySource):

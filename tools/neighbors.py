@@ -20,6 +20,7 @@ positive events), which the batch history (tools/retrieval.py) reads for `new_fr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +29,7 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from tagloop.tools.retrieval import POSITIVE, BatchHistory, Candidate, FromHistory
+from tagloop.tools.store.pending import Pending, request
 
 STRONG = ("like", "save", "add_to_playlist", "share", "complete", "convert")  # as candidates.STRONG
 REFRESH_LOCK = (0x74676C, 0x6E6272)  # advisory lock keys: tagloop, "nbr"
@@ -169,11 +171,28 @@ class CoLikeSource(FromHistory):
     _neighbors: dict[str, list[tuple[str, float, str, str | None]]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    _sent: list[Pending[dict[str, list[tuple[str, float, str, str | None]]]]] = field(
+        default_factory=list, compare=False, repr=False
+    )
+
+    def send_ahead(self, conn: psycopg.Connection[Any], history: BatchHistory) -> None:
+        """Send the read of the next batch's seeds not cached yet (agent/pipeline.py); `fetch_for`
+        takes its rows."""
+        seeds = dict.fromkeys(s for user_seeds in history.seeds.values() for s in user_seeds)
+        missing = [i for i in seeds if i not in self._neighbors]
+        if missing:
+            self._sent.append(
+                request(conn, _NEIGHBORS_WITH_ITEMS, {"ids": missing}, _by_seed(missing), tuples=True)
+            )
 
     def fetch_for(
         self, conn: psycopg.Connection[Any], history: BatchHistory, k: int, now: datetime
     ) -> dict[str, list[Candidate]]:
         k = min(k, self.max_k)
+        for sent in self._sent:
+            for seed, found in sent.result().items():
+                self._neighbors.setdefault(seed, found)
+        self._sent.clear()
         self._load(conn, {i for seeds in history.seeds.values() for i in seeds})
         out = {}
         for user, seeds in history.seeds.items():
@@ -193,12 +212,21 @@ class CoLikeSource(FromHistory):
         missing = [i for i in item_ids if i not in self._neighbors]
         if not missing:
             return
-        for i in missing:
-            self._neighbors[i] = []
         with conn.cursor(row_factory=tuple_row) as cur:
             rows = cur.execute(_NEIGHBORS_WITH_ITEMS, {"ids": missing}).fetchall()  # not row by row
+        self._neighbors.update(_by_seed(missing)(rows))
+
+
+def _by_seed(seeds: list[str]) -> Callable[[list[Any]], dict[str, list[tuple[str, float, str, str | None]]]]:
+    """Rows of `_NEIGHBORS_WITH_ITEMS` as seed → neighbours (seeds without any: empty lists)."""
+
+    def parse(rows: list[Any]) -> dict[str, list[tuple[str, float, str, str | None]]]:
+        out: dict[str, list[tuple[str, float, str, str | None]]] = {i: [] for i in seeds}
         for item, neighbor, score, title, provider in rows:
-            self._neighbors[item].append((neighbor, score, title, provider))
+            out[item].append((neighbor, score, title, provider))
+        return out
+
+    return parse
 
 
 def _order(kv: tuple[str, float]) -> tuple[float, str]:

@@ -27,6 +27,7 @@ from pgvector import SparseVector
 from scipy import sparse
 
 from tagloop.tools.store.catalogue import TAG_DIM
+from tagloop.tools.store.pending import Pending, request
 
 EVENT_WEIGHTS: dict[str, float] = {
     "impression": 0.0,
@@ -216,31 +217,48 @@ class Profile:
 
 def load_profiles(conn: psycopg.Connection[Any], user_ids: list[str], top: int = 10) -> dict[str, Profile]:
     """Profiles of the given users (users without events get an empty profile)."""
-    with conn.cursor(binary=True) as cur:  # sparsevec in binary: no text parsing
-        rows = cur.execute(
-            """select u.id, u.timezone, p.tags, coalesce(p.n_events, 0)::int8 as n_events,
-                      coalesce(p.stats, '{}') as stats, p.hour_of_week
-               from users u left join user_profiles p on p.user_id = u.id where u.id = any(%(ids)s)""",
-            {"ids": user_ids},
-        ).fetchall()
-    profiles = {}
-    bests: dict[str, list[tuple[int, float]]] = {}
-    tag_ids: set[int] = set()
-    for r in rows:
-        tags = (
-            dict(zip(r["tags"].indices(), r["tags"].values(), strict=True)) if r["tags"] is not None else {}
-        )
-        stats = r["stats"] if r["hour_of_week"] is None else {**r["stats"], "hour_of_week": r["hour_of_week"]}
-        profiles[r["id"]] = Profile(r["id"], r["timezone"], tags, n_events=r["n_events"], stats=stats)
-        best = bests[r["id"]] = heapq.nlargest(top, tags.items(), key=_weight)  # = sorted(…)[:top]
-        tag_ids.update(t for t, _ in best)
-    names = {
-        r["id"]: r["name"]
-        for r in conn.execute("select id, name from tags where id = any(%(ids)s)", {"ids": list(tag_ids)})
-    }
-    for user, p in profiles.items():
-        p.top_tags = [(names[t], round(w, 3)) for t, w in bests[user] if w > 0 and t in names]
-    return profiles
+    return request_profiles(conn, user_ids, top).result()
+
+
+def request_profiles(
+    conn: psycopg.Connection[Any], user_ids: list[str], top: int = 10
+) -> Pending[dict[str, Profile]]:
+    """`load_profiles`, its main statement sent now (tools/store/pending.py); reading it looks up
+    the names of the users' top tags."""
+
+    def parse(rows: list[Any]) -> dict[str, Profile]:
+        profiles = {}
+        bests: dict[str, list[tuple[int, float]]] = {}
+        tag_ids: set[int] = set()
+        for r in rows:
+            tags = (
+                dict(zip(r["tags"].indices(), r["tags"].values(), strict=True))
+                if r["tags"] is not None
+                else {}
+            )
+            stats = (
+                r["stats"] if r["hour_of_week"] is None else {**r["stats"], "hour_of_week": r["hour_of_week"]}
+            )
+            profiles[r["id"]] = Profile(r["id"], r["timezone"], tags, n_events=r["n_events"], stats=stats)
+            best = bests[r["id"]] = heapq.nlargest(top, tags.items(), key=_weight)  # = sorted(…)[:top]
+            tag_ids.update(t for t, _ in best)
+        names = {
+            r["id"]: r["name"]
+            for r in conn.execute("select id, name from tags where id = any(%(ids)s)", {"ids": list(tag_ids)})
+        }
+        for user, p in profiles.items():
+            p.top_tags = [(names[t], round(w, 3)) for t, w in bests[user] if w > 0 and t in names]
+        return profiles
+
+    return request(  # sparsevec in binary: no text parsing
+        conn,
+        """select u.id, u.timezone, p.tags, coalesce(p.n_events, 0)::int8 as n_events,
+                  coalesce(p.stats, '{}') as stats, p.hour_of_week
+           from users u left join user_profiles p on p.user_id = u.id where u.id = any(%(ids)s)""",
+        {"ids": user_ids},
+        parse,
+        binary=True,
+    )
 
 
 def _weight(kv: tuple[int, float]) -> float:

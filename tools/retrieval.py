@@ -31,6 +31,8 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg.rows import tuple_row
 
+from tagloop.tools.store.pending import Pending, request
+
 POSITIVE = ["play", "complete", "like", "save", "add_to_playlist", "share", "click", "convert"]
 
 _TAG_CANDIDATES = """
@@ -255,21 +257,40 @@ class BatchHistory:
     def user_ids(self) -> list[str]:
         return list(self.seen)
 
+    def restricted(self, user_ids: list[str]) -> BatchHistory:
+        """The same for `user_ids` only (each of them must be in this history)."""
+        if len(user_ids) == len(self.seen):
+            return self
+        return BatchHistory(
+            {u: self.seen[u] for u in user_ids},
+            {u: self.providers[u] for u in user_ids},
+            {u: self.seeds[u] for u in user_ids},
+        )
+
 
 def load_history(
     conn: psycopg.Connection[Any], user_ids: list[str], now: datetime, *, providers: int = 5, seeds: int = 5
 ) -> BatchHistory:
     """One statement for the batch (users without events get empty entries)."""
-    seen: dict[str, frozenset[str]] = {u: frozenset() for u in user_ids}
-    top: dict[str, list[tuple[str, int]]] = {u: [] for u in user_ids}
-    latest: dict[str, list[str]] = {u: [] for u in user_ids}
-    params = {"users": user_ids, "now": now, "seeds": seeds}
-    with conn.cursor(row_factory=tuple_row) as cur:
-        for user, items, provs, counts, strong in cur.execute(_HISTORY, params):
+    return request_history(conn, user_ids, now, providers=providers, seeds=seeds).result()
+
+
+def request_history(
+    conn: psycopg.Connection[Any], user_ids: list[str], now: datetime, *, providers: int = 5, seeds: int = 5
+) -> Pending[BatchHistory]:
+    """`load_history`, sent now and read later (tools/store/pending.py)."""
+
+    def parse(rows: list[Any]) -> BatchHistory:
+        seen: dict[str, frozenset[str]] = {u: frozenset() for u in user_ids}
+        top: dict[str, list[tuple[str, int]]] = {u: [] for u in user_ids}
+        latest: dict[str, list[str]] = {u: [] for u in user_ids}
+        for user, items, provs, counts, strong in rows:
             seen[user] = frozenset(items)
             top[user] = list(zip(provs[:providers], counts, strict=False))
             latest[user] = strong
-    return BatchHistory(seen, top, latest)
+        return BatchHistory(seen, top, latest)
+
+    return request(conn, _HISTORY, {"users": user_ids, "now": now, "seeds": seeds}, parse, tuples=True)
 
 
 class FromHistory:

@@ -48,11 +48,23 @@ def test_chunked_batch_decides_and_writes_what_one_invocation_does(
     send_ahead = runner.ChunkPipeline.reads_done
 
     def counting(self: runner.ChunkPipeline) -> None:
-        sent.append(len(self.next_users))
+        sent.append(len(self.upcoming[0]) if self.upcoming else 0)
         send_ahead(self)
 
     monkeypatch.setattr(runner.ChunkPipeline, "reads_done", counting)
+    read_ahead: list[str] = []
+    for name in ("users_for", "history_for"):
+        method = getattr(runner.ChunkPipeline, name)
+
+        def taken(self: runner.ChunkPipeline, ids: list[str], _m: Any = method, _n: str = name) -> Any:
+            found = _m(self, ids)
+            if found is not None:
+                read_ahead.append(_n)
+            return found
+
+        monkeypatch.setattr(runner.ChunkPipeline, name, taken)
     chunked, chunked_rows = _decide_all(db, tmp_path, users)
+    assert sorted(read_ahead) == ["history_for"] * 4 + ["users_for"] * 4  # every chunk but the first
     assert sent == [16, 16, 16, 6, 0]  # the pipeline ran, once per chunk
     assert len(whole) == len(users) == len(whole_rows)
     assert sum(p.outcome == "message" for p in whole.values()) > 40

@@ -4,10 +4,9 @@ with fallback to the template on errors, invalid output and links to hosts that 
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterator
 from typing import Any
-
-import unicodedata
 
 import pytest
 from hypothesis import given

@@ -23,6 +23,8 @@ from typing import Any
 
 import psycopg
 
+from tagloop.tools.store.pending import Pending, request
+
 USER_LOCK_SPACE = 0x74676C  # first key of the two-key advisory lock: tagloop user runs
 
 _CLAIM_SCHEDULES = """
@@ -148,33 +150,64 @@ def send_times(
     exclude: str | None = None,
 ) -> dict[str, dict[str, list[datetime]]]:
     """user → channel → times of messages sent (and, if asked, scheduled) since `since` (caps)."""
-    rows = conn.execute(
+    return request_send_times(
+        conn, user_ids, since=since, include_pending=include_pending, exclude=exclude
+    ).result()
+
+
+def request_send_times(
+    conn: psycopg.Connection[Any],
+    user_ids: list[str],
+    *,
+    since: datetime,
+    include_pending: bool,
+    exclude: str | None = None,
+) -> Pending[dict[str, dict[str, list[datetime]]]]:
+    """`send_times`, sent now and read later (tools/store/pending.py)."""
+
+    def parse(rows: list[Any]) -> dict[str, dict[str, list[datetime]]]:
+        out: dict[str, dict[str, list[datetime]]] = defaultdict(lambda: defaultdict(list))
+        for r in rows:
+            out[r["user_id"]][r["channel"]].append(r["t"])
+        return out
+
+    return request(
+        conn,
         """select user_id, channel, coalesce(sent_at, send_at) as t from messages
            where user_id = any(%(users)s) and coalesce(sent_at, send_at) >= %(since)s
              and (status = 'sent' or (%(pending)s and status in ('pending', 'sending')))
              and (%(exclude)s::uuid is null or id <> %(exclude)s::uuid)""",
         {"users": user_ids, "since": since, "pending": include_pending, "exclude": exclude},
-    ).fetchall()
-    out: dict[str, dict[str, list[datetime]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        out[r["user_id"]][r["channel"]].append(r["t"])
-    return out
+        parse,
+    )
 
 
 def unsubscribes(conn: psycopg.Connection[Any], user_ids: list[str]) -> dict[str, dict[str, datetime]]:
     """user → {channel or '*': time of the latest unsubscribe} for unsubscribes received after the
     user record (which carries consent) was last written — a later re-import re-grants consent."""
-    rows = conn.execute(
+    return request_unsubscribes(conn, user_ids).result()
+
+
+def request_unsubscribes(
+    conn: psycopg.Connection[Any], user_ids: list[str]
+) -> Pending[dict[str, dict[str, datetime]]]:
+    """`unsubscribes`, sent now and read later."""
+
+    def parse(rows: list[Any]) -> dict[str, dict[str, datetime]]:
+        out: dict[str, dict[str, datetime]] = defaultdict(dict)
+        for r in rows:
+            out[r["user_id"]][r["channel"]] = r["ts"]
+        return out
+
+    return request(
+        conn,
         """select e.user_id, coalesce(e.context ->> 'channel', '*') as channel, max(e.ts) as ts
            from events e join users u on u.id = e.user_id
            where e.user_id = any(%(users)s) and e.type = 'unsubscribe' and e.received_at >= u.updated_at
            group by 1, 2""",
         {"users": user_ids},
-    ).fetchall()
-    out: dict[str, dict[str, datetime]] = defaultdict(dict)
-    for r in rows:
-        out[r["user_id"]][r["channel"]] = r["ts"]
-    return out
+        parse,
+    )
 
 
 _ARM_STATS = """
@@ -206,9 +239,21 @@ def arm_counts(
     conn: psycopg.Connection[Any], *, since: datetime, user_ids: list[str] | None = None
 ) -> tuple[ArmCounts, dict[str, ArmCounts]]:
     """Engagement per arm: overall, and per user (for `user_ids`, or all users)."""
-    overall = ArmCounts()
-    per_user: dict[str, ArmCounts] = defaultdict(ArmCounts)
-    for r in conn.execute(_ARM_STATS, {"since": since, "all": user_ids is None, "users": user_ids or []}):
-        overall.add(r["channel"], r["send_hour"], r["sent"], r["engaged"])
-        per_user[r["user_id"]].add(r["channel"], r["send_hour"], r["sent"], r["engaged"])
-    return overall, per_user
+    return request_arm_counts(conn, since=since, user_ids=user_ids).result()
+
+
+def request_arm_counts(
+    conn: psycopg.Connection[Any], *, since: datetime, user_ids: list[str] | None = None
+) -> Pending[tuple[ArmCounts, dict[str, ArmCounts]]]:
+    """`arm_counts`, sent now and read later."""
+
+    def parse(rows: list[Any]) -> tuple[ArmCounts, dict[str, ArmCounts]]:
+        overall = ArmCounts()
+        per_user: dict[str, ArmCounts] = defaultdict(ArmCounts)
+        for r in rows:
+            overall.add(r["channel"], r["send_hour"], r["sent"], r["engaged"])
+            per_user[r["user_id"]].add(r["channel"], r["send_hour"], r["sent"], r["engaged"])
+        return overall, per_user
+
+    params = {"since": since, "all": user_ids is None, "users": user_ids or []}
+    return request(conn, _ARM_STATS, params, parse)
