@@ -7,7 +7,6 @@ database; the routers between them are pure functions of the state.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -118,8 +117,8 @@ def choose_channel_time(state: RunState, runtime: Runtime[RunContext]) -> dict[s
         user = state.users[user_id]
         eligible = _eligible_channels(user, ctx)
         if not eligible:
-            plans[user_id] = replace(
-                plan, outcome="no_consent", reason="no channel with consent and an address"
+            plans[user_id] = plan.update(
+                outcome="no_consent", reason="no channel with consent and an address"
             )
             continue
         by_channel = timing.evidence(eligible, user.arms.channel, ctx.facts.arms.channel)
@@ -148,8 +147,7 @@ def choose_channel_time(state: RunState, runtime: Runtime[RunContext]) -> dict[s
         cap = check_caps(user.sends, channel, send_at, guards.caps)
         if not cap:
             if cap.retry_at is None or cap.retry_at - ctx.now > SEND_HORIZON:
-                plans[user_id] = replace(
-                    plan,
+                plans[user_id] = plan.update(
                     outcome="capped",
                     reason=cap.reason,
                     channel=channel,
@@ -158,8 +156,8 @@ def choose_channel_time(state: RunState, runtime: Runtime[RunContext]) -> dict[s
                 )
                 continue
             send_at = cap.retry_at
-        plans[user_id] = replace(
-            plan, channel=channel, channel_choice=channel_choice, hour_choice=hour_choice, send_at=send_at
+        plans[user_id] = plan.update(
+            channel=channel, channel_choice=channel_choice, hour_choice=hour_choice, send_at=send_at
         )
     return {"plans": {u: plans[u] for u in state.plans}}
 
@@ -178,7 +176,7 @@ def compose(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
             if ctx.llm is not None:
                 facts = {"items": titles[:5], "top_tags": top[:3], "locale": user.locale or "en"}
                 copy = compose_with_llm(ctx.llm, COPY_SYSTEM, facts, copy, ctx.allowed_link_hosts)
-            plan = replace(plan, copy=copy, explanation=template.body)
+            plan = plan.update(copy=copy, explanation=template.body)
             plan.context["copy"] = {"template": copy.template, "fallback": copy.fallback_reason}
         plans[user_id] = plan
     return {"plans": plans}
@@ -191,7 +189,7 @@ def enqueue(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     plans, outbox = {}, []
     for user_id, plan in state.plans.items():
         if plan.outcome == MESSAGE and plan.copy and plan.channel and plan.send_at:
-            plan = replace(plan, message_id=ctx.message_id(plan.decision_id, plan.channel))
+            plan = plan.update(message_id=ctx.message_id(plan.decision_id, plan.channel))
             hour = plan.hour_choice.arm if plan.hour_choice else None
             outbox.append(
                 store.MessageRow(

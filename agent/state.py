@@ -67,6 +67,13 @@ class Plan:
     delivered: bool = False
     context: dict[str, Any] = field(default_factory=dict)
 
+    def update(self, **changes: Any) -> Plan:
+        """Set fields in place and return the plan: a plan belongs to its graph run and is built up
+        node by node (a `dataclasses.replace` per node copied every field, ~10 µs a user each)."""
+        for name, value in changes.items():
+            setattr(self, name, value)
+        return self
+
 
 @dataclass
 class RunInput:

@@ -68,7 +68,7 @@ def choose_slate(
         policy=cfg.name,
         version=cfg.version,
         seed=seed,
-        candidates=tuple(str(i) for i in item_ids) if item_ids is not None else None,
+        candidates=tuple(map(str, item_ids)) if item_ids is not None else None,
         scores=tuple(np.asarray(scores, dtype=np.float64).tolist()),
         context={**(context or {}), **facts},
     )

@@ -13,11 +13,11 @@ folded (`folded_seq`), so the profile folder does not count them again.
 
 from __future__ import annotations
 
-import heapq
 import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -240,7 +240,7 @@ def request_profiles(
                 r["stats"] if r["hour_of_week"] is None else {**r["stats"], "hour_of_week": r["hour_of_week"]}
             )
             profiles[r["id"]] = Profile(r["id"], r["timezone"], tags, n_events=r["n_events"], stats=stats)
-            best = bests[r["id"]] = heapq.nlargest(top, tags.items(), key=_weight)  # = sorted(…)[:top]
+            best = bests[r["id"]] = sorted(tags.items(), key=_WEIGHT, reverse=True)[:top]  # = heapq.nlargest
             tag_ids.update(t for t, _ in best)
         names = {
             r["id"]: r["name"]
@@ -261,5 +261,4 @@ def request_profiles(
     )
 
 
-def _weight(kv: tuple[int, float]) -> float:
-    return kv[1]
+_WEIGHT = itemgetter(1)  # (tag, weight) → weight
