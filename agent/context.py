@@ -88,6 +88,28 @@ class RunCache:
         self.indices = np.concatenate([self.indices, tags])
         self.data = np.concatenate([self.data, weights])
 
+    def unit_rows(
+        self, conn: psycopg.Connection[Any], item_ids: Iterable[str], max_cols: int = 256
+    ) -> UnitRows | None:
+        """The items' tag vectors scaled to unit length, dense over the tags they use, for a whole
+        chunk's candidates at once (MMR needs only cosines); None when they use more than
+        `max_cols` tags (wide tag spaces: `tag_matrix` per user). One matrix per chunk instead of
+        a sparse one per user saves ~0.07 ms per decision."""
+        ids = list(dict.fromkeys(item_ids))
+        self.load_item_tags(conn, ids)
+        rows = np.fromiter(map(self.item_rows.__getitem__, ids), np.int64, len(ids))
+        lo = self.indptr[rows]
+        lens = self.indptr[rows + 1] - lo
+        at = np.repeat(lo - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+        local, width = _compact(self.indices[at])
+        if width > max_cols:
+            return None
+        dense = np.zeros((len(ids), width))
+        dense[np.repeat(np.arange(len(ids)), lens), local] = self.data[at]  # an item's tags are distinct
+        norms = np.sqrt(np.einsum("ij,ij->i", dense, dense))[:, None]
+        np.divide(dense, norms, out=dense, where=norms > 0)
+        return UnitRows(dict(zip(ids, range(len(ids)), strict=True)), dense)
+
     def tag_matrix(
         self,
         conn: psycopg.Connection[Any],
@@ -127,6 +149,17 @@ class RunCache:
             mix = np.zeros(width)
             mix[local[data.size :]] = list(profile.values())
         return matrix, mix
+
+
+@dataclass(frozen=True)
+class UnitRows:
+    """Unit-length tag rows of a chunk's candidates (`RunCache.unit_rows`)."""
+
+    row: dict[str, int]
+    matrix: np.ndarray
+
+    def of(self, item_ids: list[str]) -> np.ndarray:
+        return self.matrix[np.fromiter(map(self.row.__getitem__, item_ids), np.intp, len(item_ids))]
 
 
 _EMPTY = bytes(12)

@@ -65,6 +65,11 @@ def apply_policies(state: RunState, runtime: Runtime[RunContext]) -> dict[str, A
     ctx = runtime.context
     cfg = ctx.policy
     plans = {}
+    chunk_tags = None  # MMR alone needs only cosines: one dense unit-row matrix for the batch
+    if cfg.diversity.mmr_lambda > 0 and cfg.diversity.calibration_lambda <= 0:
+        chunk_tags = ctx.cache.unit_rows(
+            ctx.conn, (c.item_id for cs in state.candidates.values() for c in cs)
+        )
     for n, (user_id, user) in enumerate(state.users.items()):
         if n % PUMP_EVERY == 0:
             ctx.pump()
@@ -80,7 +85,10 @@ def apply_policies(state: RunState, runtime: Runtime[RunContext]) -> dict[str, A
         else:
             c = plan.candidates
             ids = [x.item_id for x in c]
-            item_tags, mix = ctx.cache.tag_matrix(ctx.conn, cfg.diversity, ids, user.profile.tags)
+            if chunk_tags is not None:
+                item_tags, mix = chunk_tags.of(ids), None
+            else:
+                item_tags, mix = ctx.cache.tag_matrix(ctx.conn, cfg.diversity, ids, user.profile.tags)
             decision = choose_slate(
                 cfg,
                 np.array([x.score for x in c]),

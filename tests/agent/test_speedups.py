@@ -213,6 +213,26 @@ def test_run_cache_reads_item_tags_in_binary_and_builds_the_candidates_matrix(
     )
 
 
+def test_chunk_unit_rows_give_the_cosines_of_the_per_user_tag_matrix(db: psycopg.Connection[Any]) -> None:
+    db.execute(
+        """insert into items (id, title, tag_vec) values
+           ('a', 'A', '{1:0.5,7:2,300:1.25}/1000000'), ('b', 'B', '{7:1}/1000000'),
+           ('c', 'C', null), ('d', 'D', '{2:3,1000000:0.75}/1000000'), ('e', 'E', '{1:4,2:4}/1000000')"""
+    )
+    cache = RunCache()
+    chunk = cache.unit_rows(db, ["a", "b", "c", "d", "e", "a"])
+    assert chunk is not None and chunk.matrix.shape == (5, 5)  # distinct items × tags used
+    cfg = DiversityConfig(mmr_lambda=0.3)
+    for ids in (["d", "a", "c", "b"], ["e", "b", "a"]):
+        per_user, _ = cache.tag_matrix(db, cfg, ids, {})
+        dense = np.asarray(per_user.toarray() if hasattr(per_user, "toarray") else per_user)
+        norms = np.linalg.norm(dense, axis=1, keepdims=True)
+        unit = np.divide(dense, norms, out=np.zeros_like(dense), where=norms > 0)
+        rows = chunk.of(ids)
+        assert np.allclose(rows @ rows.T, unit @ unit.T, atol=1e-12)
+    assert cache.unit_rows(db, ["a", "d"], max_cols=3) is None  # four tags: per-user matrices instead
+
+
 def test_compact_columns_equal_numpy_unique() -> None:
     rng = np.random.default_rng(9)
     for size in (0, 1, 7, 500, 4000):
