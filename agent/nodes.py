@@ -84,19 +84,20 @@ def apply_policies(state: RunState, runtime: Runtime[RunContext]) -> dict[str, A
             plan.outcome, plan.reason = "nothing_to_send", "no unseen candidates"
         else:
             c = plan.candidates
-            ids = [x.item_id for x in c]
+            columns = list(zip(*c, strict=True))  # Candidate: item_id, title, provider, score, source
+            ids, providers = list(columns[0]), [p or "" for p in columns[2]]
             if chunk_tags is not None:
                 item_tags, mix = chunk_tags.of(ids), None
             else:
                 item_tags, mix = ctx.cache.tag_matrix(ctx.conn, cfg.diversity, ids, user.profile.tags)
             decision = choose_slate(
                 cfg,
-                np.array([x.score for x in c]),
-                [x.provider or "" for x in c],
+                np.array(columns[3], dtype=np.float64),
+                providers,
                 item_tags,
                 mix,
                 ctx.facts.exposure,
-                np.array([(x.provider or "") in ctx.facts.long_tail for x in c]),
+                np.fromiter(map(ctx.facts.long_tail.__contains__, providers), bool, len(providers)),
                 ctx.rng_for(plan.seed, 0),
                 item_ids=ids,
                 seed=plan.seed,

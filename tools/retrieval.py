@@ -150,8 +150,9 @@ class SentTagTop:
     cursor: psycopg.Cursor[Any]
 
     def rows(self, user_ids: Sequence[str]) -> list[Any]:
+        rows = self.cursor.fetchall()
         wanted = set(user_ids)
-        return [r for r in self.cursor.fetchall() if r[0] in wanted]
+        return rows if wanted == self.user_ids else [r for r in rows if r[0] in wanted]
 
 
 def send_tag_top(conn: psycopg.Connection[Any], user_ids: list[str], k: int) -> SentTagTop:
