@@ -216,7 +216,9 @@ def decide(
     with gc_paused():
         if len(user_ids) <= CHUNK or ctx.conn.autocommit:  # autocommit: no transaction to hold writes in
             return _invoke(ctx, user_ids, trigger, send_now, keys)
-        chunks = [user_ids[i : i + CHUNK] for i in range(0, len(user_ids), CHUNK)]
+        # The first chunk's reads and the last chunk's writes are waited for: half a chunk first
+        head = CHUNK // 2
+        chunks = [user_ids[:head]] + [user_ids[i : i + CHUNK] for i in range(head, len(user_ids), CHUNK)]
         pipeline = ChunkPipeline(ctx.conn, tuple(ctx.sources), ctx.candidate_k, ctx.now)
         chunked = replace(ctx, pipeline=pipeline)
         plans: dict[str, Plan] = {}
