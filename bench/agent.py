@@ -75,8 +75,9 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -214,9 +215,13 @@ def main() -> None:
     size = -(-len(user_ids) // args.rounds)
     floor_s = full_s = 0.0
     ratios = []
+    cpu = {"floor": [0.0, 0.0], "full": [0.0, 0.0]}  # side → [this process, database server] seconds
     for r in range(args.rounds):  # the floor's speed drifts by ±25% over minutes: pair the sides
         group = user_ids[r * size : (r + 1) * size]
-        f, d = floor_seconds(pool, group, args.threads), full_side.seconds(group)
+        with cpu_of(cpu["floor"]):
+            f = floor_seconds(pool, group, args.threads)
+        with cpu_of(cpu["full"]):
+            d = full_side.seconds(group)
         floor_s, full_s = floor_s + f, full_s + d
         ratios.append(f / d)
         print(f"round {r + 1}/{args.rounds}: {len(group):,} users, ratio {f / d:.2f}", file=sys.stderr)
@@ -233,7 +238,47 @@ def main() -> None:
     print(f"ratio full/floor: {full / floor:.2f}  (goal >= 0.50)")
     print(f"ratio per round (floor and full on the same users, one after the other): {sorted_ratios(ratios)}")
     print(f"peak RSS: {peak_mb:,.0f} MiB")
+    ms = {side: [1000 * x / len(user_ids) for x in v] for side, v in cpu.items()}
+    server = "n/a (no local postgres processes)" if not _postgres_pids() else None
+    print(
+        f"CPU per user, this process: floor {ms['floor'][0]:.3f} ms, full {ms['full'][0]:.3f} ms; "
+        + (server or f"database server: floor {ms['floor'][1]:.3f} ms, full {ms['full'][1]:.3f} ms")
+    )
     print(f"item_neighbors refresh: {f'{refresh_s:.1f} s' if refreshed else 'fresh, skipped'}")
+
+
+@contextmanager
+def cpu_of(acc: list[float]) -> Iterator[None]:
+    """Add this process's CPU seconds and the local PostgreSQL processes' (backends, WAL writer:
+    every process whose command is postgres) to `acc` — where the time of a decision goes when
+    the database works while Python does."""
+    start = (time.process_time(), _server_cpu())
+    yield
+    acc[0] += time.process_time() - start[0]
+    acc[1] += _server_cpu() - start[1]
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _server_cpu() -> float:
+    total = 0
+    for pid in _postgres_pids():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def sorted_ratios(ratios: list[float]) -> str:
