@@ -120,7 +120,7 @@ class TrendingSource(FromHistory):
         k = min(k, self.max_k)
         out = {}
         for user, seen in history.seen.items():
-            out[user] = [c for c in trend if c.item_id not in seen][:k]
+            out[user] = [c for c in trend if c[0] not in seen][:k]  # c[0]: item_id, without the property
         return out
 
 
@@ -155,14 +155,14 @@ class NewFromProvidersSource(FromHistory):
     ) -> dict[str, list[Candidate]]:
         k = min(k, self.max_k)
         self._load(conn, {p for top in history.providers.values() for p, _ in top}, now)
-        out = {}
+        out, new, name = {}, tuple.__new__, self.name
         for user, top in history.providers.items():
             seen, found = history.seen[user], []
             for provider, n in top:  # already in (plays desc, provider) order
                 fresh = [x for x in self._newest[(now, provider)] if x[0] not in seen][:k]
                 boost = math.log1p(n)
                 found += [
-                    Candidate(i, t, provider, boost * 0.5 ** (age / 1209600.0), self.name)
+                    new(Candidate, (i, t, provider, boost * 0.5 ** (age / 1209600.0), name))
                     for i, t, age in fresh
                 ]
                 if len(found) >= k:

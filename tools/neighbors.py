@@ -195,17 +195,19 @@ class CoLikeSource(FromHistory):
         self._sent.clear()
         self._load(conn, {i for seeds in history.seeds.values() for i in seeds})
         out = {}
+        new, name, lists = tuple.__new__, self.name, self._neighbors
         for user, seeds in history.seeds.items():
             seen = history.seen[user]
             score: dict[str, float] = {}
-            meta: dict[str, tuple[str, str | None]] = {}
+            meta: dict[str, tuple[str, float, str, str | None]] = {}
             for seed in seeds:
-                for neighbor, s, title, provider in self._neighbors[seed]:
+                for entry in lists[seed]:
+                    neighbor = entry[0]
                     if neighbor not in seen:
-                        score[neighbor] = score.get(neighbor, 0.0) + s
-                        meta[neighbor] = (title, provider)
-            best = sorted(score.items(), key=_order)[:k]
-            out[user] = [Candidate(i, *meta[i], s, self.name) for i, s in best]
+                        score[neighbor] = score.get(neighbor, 0.0) + entry[1]
+                        meta[neighbor] = entry
+            best = sorted([(-s, i) for i, s in score.items()])[:k]  # score desc, then id
+            out[user] = [new(Candidate, (i, meta[i][2], meta[i][3], -neg, name)) for neg, i in best]
         return out
 
     def _load(self, conn: psycopg.Connection[Any], item_ids: set[str]) -> None:
@@ -227,7 +229,3 @@ def _by_seed(seeds: list[str]) -> Callable[[list[Any]], dict[str, list[tuple[str
         return out
 
     return parse
-
-
-def _order(kv: tuple[str, float]) -> tuple[float, str]:
-    return -kv[1], kv[0]
