@@ -9,8 +9,12 @@ server (kept between runs), then for the same users:
   propensities and MMR over the candidates' tags, channel and send-hour bandits, guards, copy,
   outbox, decisions committed per batch.
 With `--threads T` both sides run their batches on T threads, each with its own pooled connection
-(pool size T), so they are compared like with like. Prints both rates, their ratio (goal ≥ 0.5)
-and the peak RSS. The bench's decisions are deleted afterwards so reruns measure the same work.
+(pool size T), so they are compared like with like. The users are split into `--rounds` slices
+(default 5); each slice is run by the floor and then by the full side, so a drift of the machine's
+speed (the floor has swung 2,700-4,000 users/s between runs minutes apart) hits both sides alike.
+Prints both rates over all rounds, their ratio (goal ≥ 0.5), the ratio per round, the peak RSS and
+the CPU per user of this process and of the local PostgreSQL processes for each side. The bench's
+decisions are deleted afterwards so reruns measure the same work.
 
 The co-likes table (tools/neighbors.py) is refreshed before the timed part when stale (a daily
 job, as at the start of any run) and its time printed apart.
@@ -63,6 +67,29 @@ Numbers (10,000 users, 1 thread, 2 shared noisy cores, same run for both sides):
   Python works on this one (pipelining across batches on the connection), and the Python part
   has to drop to ~0.5 ms, i.e. the candidates of a batch handled as arrays (merge, slate, log)
   rather than as one object per candidate.
+- round 5 (pipelining within a batch, agent/pipeline.py: a batch of 200 goes through the graph in
+  chunks of 25, 50, 50, 50, 25 in psycopg's pipeline mode; at the point where a chunk has done its
+  last read, the previous chunk's inserts and the next chunk's reads — users' context, history,
+  tag search, co-likes neighbours — are sent without waiting, and the graph pumps arriving rows
+  into libpq between nodes so the server never blocks on a full socket; plus a dense unit-row
+  tag matrix per chunk for MMR, and smaller Python cuts in merge, candidate logs and plans). The
+  same bench (rounds) on the same machine minutes apart: round-4 code (a59c6b1) floor 3,950 / full
+  641 users/s, ratio 0.16 (per-round median 0.16); round 5: 3,654 / 785 (0.21, median 0.22),
+  4,029 / 878 (0.22, 0.23), 3,774 / 833 (0.22, 0.23), 3,935 / 824 (0.21), 3,488 / 826 (0.24),
+  peak RSS 289-297 MiB. Full throughput +25-35%; the waits on the database inside `decide` fell
+  from ~0.44 to ~0.22 ms per decision (what is left: the first chunk's reads and the last chunk's
+  writes of each batch, which nothing can overlap within one batch's transaction).
+  Where the time is now (CPU read from /proc, printed by this bench): per decision ~1.0 ms of this
+  process and ~0.46-0.6 ms of the PostgreSQL server, against ~0.13 + 0.13-0.15 ms for one floor
+  query. The goal (≤ ~0.53 ms per decision at a 3,800/s floor) therefore needs the Python side cut
+  by about half *and* the server's work cut too (tag search top 75 ~0.15 ms, decision and outbox
+  inserts ~0.19 ms per decision); overlap alone cannot reach it.
+  Tried in round 5 and dropped: (a) a background thread reading the next chunk and writing the last
+  one on the same connection: no gain — the reads' Python (rows, candidates, merge) then competes
+  for the GIL and every result waits for a GIL hand-off (0.0 to -5%); (b) co-likes ranked in SQL
+  on the server: 0.29 ms of server time per user (the per-seed neighbour lists cached per run
+  cost ~0.05), which made the server the bottleneck (the next chunk's reads not ready in time);
+  (c) batches of 500 or 1,000 instead of 200: no measurable change.
 """
 
 from __future__ import annotations
