@@ -47,11 +47,15 @@ def activity_prior(
     hour_of_week: Sequence[int] | None, hours: Sequence[int], weight: float = 2.0
 ) -> np.ndarray:
     """Pseudo-successes per hour arm from the user's 168-slot activity histogram."""
-    if not hour_of_week or len(hour_of_week) != 168 or sum(hour_of_week) == 0:
+    if not hour_of_week or len(hour_of_week) != 168:
         return np.zeros(len(hours))
     by_hour = np.asarray(hour_of_week, dtype=np.float64).reshape(7, 24).sum(axis=0)
-    near = np.array([by_hour[[(h - 1) % 24, h, (h + 1) % 24]].sum() for h in hours])
-    return np.round(4.0 * weight * near / by_hour.sum()) / 4.0
+    total = by_hour.sum()
+    if total == 0:
+        return np.zeros(len(hours))
+    h = np.asarray(hours, dtype=np.intp)
+    near = by_hour[(h - 1) % 24] + by_hour[h] + by_hour[(h + 1) % 24]  # the hour and its neighbours
+    return np.round(4.0 * weight * near / total) / 4.0
 
 
 class ThompsonArms:
