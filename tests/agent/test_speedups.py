@@ -13,7 +13,7 @@ import numpy as np
 import psycopg
 from agent_support import load_demo
 
-from tagloop.agent.context import RunCache, _compact
+from tagloop.agent.context import RunCache, RunContext, _compact
 from tagloop.agent.runner import run_users
 from tagloop.agent.settings import Settings
 from tagloop.policies import thompson_choose
@@ -231,6 +231,15 @@ def test_chunk_unit_rows_give_the_cosines_of_the_per_user_tag_matrix(db: psycopg
         rows = chunk.of(ids)
         assert np.allclose(rows @ rows.T, unit @ unit.T, atol=1e-12)
     assert cache.unit_rows(db, ["a", "d"], max_cols=3) is None  # four tags: per-user matrices instead
+
+
+def test_rng_for_gives_the_streams_of_default_rng() -> None:
+    for seed in (0, 1, 2**32 - 1, 2**32, 2**63 - 1, 123456789012345678):
+        for stream in (0, 1, 2):
+            ours = RunContext.rng_for(seed, stream)
+            theirs = np.random.default_rng([seed, stream])
+            assert np.array_equal(ours.random(8), theirs.random(8))
+            assert np.array_equal(ours.beta(1.5, 2.5, 4), theirs.beta(1.5, 2.5, 4))
 
 
 def test_compact_columns_equal_numpy_unique() -> None:
