@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import psycopg
@@ -185,7 +186,7 @@ def tag_candidates(
             rows = sent.rows(user_ids)
         else:
             rows = _tag_rows(conn, _TAG_TOP, user_ids, wide, "off")  # unfiltered: rows in score order
-        returned = Counter(r[0] for r in rows)
+        returned = Counter(map(itemgetter(0), rows))  # rows per user, counted in C
         _fill(out, rows, k, seen)
         short = [u for u in user_ids if len(out[u]) < k and returned[u] == wide]
         if short:
