@@ -112,6 +112,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from typing import Any
 
+import psycopg
+
 from tagloop.agent.context import RunContext, RunFacts
 from tagloop.agent.runner import decide, load_facts, make_context, policy_of
 from tagloop.agent.settings import Settings
@@ -238,6 +240,7 @@ def main() -> None:
             r["id"] for r in conn.execute("select id from users order by id limit %(n)s", {"n": args.users})
         ]
     run_key = f"bench|{time.time_ns()}"
+    vacuum(url)
     full_side = FullSide(pool, settings, run_key, args.threads)
     size = -(-len(user_ids) // args.rounds)
     floor_s = full_s = 0.0
@@ -256,6 +259,7 @@ def main() -> None:
     with pool.connection() as conn:
         conn.execute("delete from decisions where run_key = %(k)s", {"k": run_key})
     pool.close()
+    vacuum(url)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     sources = ",".join(settings.candidate_sources)
     print(f"users: {len(user_ids):,}  threads: {args.threads}  sources: {sources}")
@@ -272,6 +276,13 @@ def main() -> None:
         + (server or f"database server: floor {ms['floor'][1]:.3f} ms, full {ms['full'][1]:.3f} ms")
     )
     print(f"item_neighbors refresh: {f'{refresh_s:.1f} s' if refreshed else 'fresh, skipped'}")
+
+
+def vacuum(url: str) -> None:
+    """Vacuum the tables the full side writes (and a rerun deletes from), so autovacuum does not
+    start on them inside a timed part."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("vacuum (analyze) decisions, messages")
 
 
 @contextmanager
