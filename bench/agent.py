@@ -90,6 +90,14 @@ Numbers (10,000 users, 1 thread, 2 shared noisy cores, same run for both sides):
   on the server: 0.29 ms of server time per user (the per-seed neighbour lists cached per run
   cost ~0.05), which made the server the bottleneck (the next chunk's reads not ready in time);
   (c) batches of 500 or 1,000 instead of 200: no measurable change.
+  Then the server CPU this bench prints showed runs whose server work per decision had doubled
+  (0.55 -> 1.15 ms): after the bench's delete and a vacuum, `decisions` was empty by its
+  statistics, so each message's foreign-key check was planned as a sequential scan, cached for
+  the session while the table filled (tools/store/decisions.py now plans it with sequential scans
+  off; tests/messaging/test_outbox_insert.py). With that, the greedy slot loop (policies/slate.py)
+  and small cuts, three runs in a row: floor 3,590 / 3,605 / 3,759, full 828 / 818 / 848 users/s,
+  ratio 0.23 / 0.23 / 0.23 (per-round medians 0.24 / 0.23 / 0.23), peak RSS 287-288 MiB; CPU per
+  user: this process floor 0.13 ms, full 1.0 ms; server floor 0.13 ms, full 0.58-0.64 ms.
 """
 
 from __future__ import annotations
