@@ -3,7 +3,7 @@ over the whole batch decides, write the same rows, and surface a failed write fr
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +105,53 @@ def test_a_failed_write_in_a_chunked_batch_raises_from_decide(
         decide(ctx, users, trigger="schedule")
     db.rollback()
     assert db.execute("select count(*) as n from decisions").fetchone() == {"n": 0}
+
+
+def test_a_worker_batch_larger_than_a_chunk_is_decided_once_and_advanced(
+    db: psycopg.Connection[Any], tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's claim, per-user locks, pipelined chunks, schedule advance and commit share one
+    transaction: 70 due users in one batch of 100 are decided once each, and nothing is due after."""
+    from tagloop.agent.cadence import cadences_from
+    from tagloop.agent.worker import Worker, ensure_schedules
+    from tagloop.tools.store import db as store_db
+
+    users = load_demo(db, tmp_path / "demo", NOW, users=70)
+    ensure_schedules(db, cadences_from({"daily": "1d"}), NOW)
+    db.commit()
+    settings = Settings(
+        home=tmp_path / "home",
+        database_url=db_url,
+        cadences={"daily": "1d"},
+        cadence_spread=0.0,
+        run_batch_size=100,
+    )
+    chunks: list[int] = []
+    reads_done = runner.ChunkPipeline.reads_done
+
+    def counting(self: runner.ChunkPipeline) -> None:
+        chunks.append(len(self.upcoming[0]) if self.upcoming else 0)
+        reads_done(self)
+
+    monkeypatch.setattr(runner.ChunkPipeline, "reads_done", counting)
+    conn = store_db.connect(db_url, migrate_schema=False)
+    try:
+        worker = Worker(settings, conn, channels={"file": FileChannel(tmp_path / "inbox.jsonl")}, name="w")
+        worker.clock = lambda: NOW + timedelta(hours=1)
+        first = worker.run_once(deliver=False).decided
+        again = worker.run_once(deliver=False).decided
+    finally:
+        conn.close()
+    assert chunks == [45, 0]  # 70 users: 25, then 45, pipelined inside the worker's transaction
+    assert sorted(u for u, _ in first) == sorted(users) and again == []
+    rows = db.execute("select count(*) as n, count(distinct user_id) as u from decisions").fetchone()
+    assert rows == {"n": 70, "u": 70}
+    messages = db.execute(
+        "select count(*) as n from messages m join decisions d on d.id = m.decision_id"
+    ).fetchone()
+    assert (
+        messages is not None
+        and messages["n"]
+        == db.execute("select count(*) as n from decisions where outcome = 'message'").fetchone()["n"]
+        > 40
+    )
