@@ -88,6 +88,14 @@ class RunCache:
         self.indices = np.concatenate([self.indices, tags])
         self.data = np.concatenate([self.data, weights])
 
+    def _entries(self, item_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Per item (all loaded), its number of tags, and the store positions of all their
+        entries, item after item."""
+        rows = np.fromiter(map(self.item_rows.__getitem__, item_ids), np.int64, len(item_ids))
+        lo = self.indptr[rows]
+        lens = self.indptr[rows + 1] - lo
+        return lens, np.repeat(lo - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+
     def unit_rows(
         self, conn: psycopg.Connection[Any], item_ids: Iterable[str], max_cols: int = 256
     ) -> UnitRows | None:
@@ -97,15 +105,11 @@ class RunCache:
         a sparse one per user saves ~0.07 ms per decision."""
         ids = list(dict.fromkeys(item_ids))
         self.load_item_tags(conn, ids)
-        rows = np.fromiter(map(self.item_rows.__getitem__, ids), np.int64, len(ids))
-        lo = self.indptr[rows]
-        lens = self.indptr[rows + 1] - lo
-        at = np.repeat(lo - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+        lens, at = self._entries(ids)
         local, width = _compact(self.indices[at])
         if width > max_cols:
             return None
-        dense = np.zeros((len(ids), width))
-        dense[np.repeat(np.arange(len(ids)), lens), local] = self.data[at]  # an item's tags are distinct
+        dense = _dense(lens, local, self.data[at], width)
         norms = np.sqrt(np.einsum("ij,ij->i", dense, dense))[:, None]
         np.divide(dense, norms, out=dense, where=norms > 0)
         return UnitRows(dict(zip(ids, range(len(ids)), strict=True)), dense)
@@ -127,21 +131,14 @@ class RunCache:
         if cfg.mmr_lambda <= 0 and cfg.calibration_lambda <= 0:
             return None, None
         self.load_item_tags(conn, item_ids)
-        row_of = self.item_rows
-        rows = np.fromiter(map(row_of.__getitem__, item_ids), np.int64, len(item_ids))
-        lo, hi = self.indptr[rows], self.indptr[rows + 1]
-        lens = hi - lo
-        at = np.repeat(lo - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+        lens, at = self._entries(item_ids)
         cols, data = self.indices[at], self.data[at]
         with_mix = cfg.calibration_lambda > 0 and bool(profile)
         if with_mix:
             cols = np.concatenate([cols, np.fromiter(profile, np.int32, len(profile))])
         local, width = _compact(cols)
-        n = len(item_ids)
-        if not with_mix and n * width <= MMRState.DENSE_CELLS:
-            dense = np.zeros((n, width))
-            dense[np.repeat(np.arange(n), lens), local] = data  # an item's tag ids are distinct
-            return dense, None
+        if not with_mix and len(item_ids) * width <= MMRState.DENSE_CELLS:
+            return _dense(lens, local, data, width), None
         indptr = np.concatenate([[0], np.cumsum(lens)])
         matrix = sp.csr_array((data, local[: data.size], indptr), shape=(len(item_ids), width))
         mix = None
@@ -160,6 +157,14 @@ class UnitRows:
 
     def of(self, item_ids: list[str]) -> np.ndarray:
         return self.matrix[np.fromiter(map(self.row.__getitem__, item_ids), np.intp, len(item_ids))]
+
+
+def _dense(lens: np.ndarray, cols: np.ndarray, data: np.ndarray, width: int) -> np.ndarray:
+    """Rows of `lens[i]` entries each (columns `cols`, values `data`, item after item) as a dense
+    (len(lens) × width) array; an item's tag ids are distinct, so no entry adds to another."""
+    dense = np.zeros((lens.size, width))
+    dense[np.repeat(np.arange(lens.size), lens), cols] = data
+    return dense
 
 
 _EMPTY = bytes(12)

@@ -37,6 +37,19 @@ def _decide_all(
     return plans, rows
 
 
+def _next_chunk_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records, each time a chunk's reads are done, the size of the chunk read ahead (0: none)."""
+    sizes: list[int] = []
+    reads_done = runner.ChunkPipeline.reads_done
+
+    def counting(self: runner.ChunkPipeline) -> None:
+        sizes.append(len(self.upcoming[0]) if self.upcoming else 0)
+        reads_done(self)
+
+    monkeypatch.setattr(runner.ChunkPipeline, "reads_done", counting)
+    return sizes
+
+
 def test_chunked_batch_decides_and_writes_what_one_invocation_does(
     db: psycopg.Connection[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -44,14 +57,7 @@ def test_chunked_batch_decides_and_writes_what_one_invocation_does(
     monkeypatch.setattr(runner, "CHUNK", 1000)
     whole, whole_rows = _decide_all(db, tmp_path, users)
     monkeypatch.setattr(runner, "CHUNK", 16)  # 5 chunks: tag searches sent ahead, writes held
-    sent: list[int] = []
-    send_ahead = runner.ChunkPipeline.reads_done
-
-    def counting(self: runner.ChunkPipeline) -> None:
-        sent.append(len(self.upcoming[0]) if self.upcoming else 0)
-        send_ahead(self)
-
-    monkeypatch.setattr(runner.ChunkPipeline, "reads_done", counting)
+    sent = _next_chunk_sizes(monkeypatch)
     read_ahead: list[str] = []
     for name in ("users_for", "history_for"):
         method = getattr(runner.ChunkPipeline, name)
@@ -126,14 +132,7 @@ def test_a_worker_batch_larger_than_a_chunk_is_decided_once_and_advanced(
         cadence_spread=0.0,
         run_batch_size=100,
     )
-    chunks: list[int] = []
-    reads_done = runner.ChunkPipeline.reads_done
-
-    def counting(self: runner.ChunkPipeline) -> None:
-        chunks.append(len(self.upcoming[0]) if self.upcoming else 0)
-        reads_done(self)
-
-    monkeypatch.setattr(runner.ChunkPipeline, "reads_done", counting)
+    chunks = _next_chunk_sizes(monkeypatch)
     conn = store_db.connect(db_url, migrate_schema=False)
     try:
         worker = Worker(settings, conn, channels={"file": FileChannel(tmp_path / "inbox.jsonl")}, name="w")
