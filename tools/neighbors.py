@@ -152,28 +152,28 @@ def neighbors_of(conn: psycopg.Connection[Any], item_ids: list[str]) -> dict[str
     return out
 
 
-_NEIGHBORS_WITH_ITEMS = """
-select n.item_id, n.neighbor_id, n.score, i.title, i.provider_id
-from item_neighbors n join items i on i.id = n.neighbor_id
-where n.item_id = any(%(ids)s)
-"""
+_NEIGHBOR_LISTS = "select item_id, neighbor_id, score from item_neighbors where item_id = any(%(ids)s)"
+_ITEM_INFO = "select id, title, provider_id from items where id = any(%(ids)s)"
+
+Neighbors = dict[str, list[tuple[str, float]]]
 
 
 @dataclass(frozen=True)
 class CoLikeSource(FromHistory):
     """What the people who liked this user's latest strong items also liked: the neighbours of the
     batch history's seeds, score = the sum of their neighbour scores over the seeds; unseen only.
-    Neighbour lists are read once per run per seed item (one statement per batch for new seeds)."""
+    Neighbour lists are read once per run per seed item (one statement per batch for new seeds),
+    and the titles and providers of the items that make a user's top k once per run per item
+    (joining `items` to every neighbour row made the server hash the whole catalogue per batch:
+    0.16 ms of server time per decision on the 20,000-item demo data, bench/agent.py)."""
 
     name: str = "co_likes"
     weight: float = 0.8
     max_k: int = 25
-    _neighbors: dict[str, list[tuple[str, float, str, str | None]]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
-    _sent: list[Pending[dict[str, list[tuple[str, float, str, str | None]]]]] = field(
-        default_factory=list, compare=False, repr=False
-    )
+    _neighbors: Neighbors = field(default_factory=dict, compare=False, repr=False)
+    _info: dict[str, tuple[str, str | None]] = field(default_factory=dict, compare=False, repr=False)
+    _gone: set[str] = field(default_factory=set, compare=False, repr=False)  # deleted since the refresh
+    _sent: list[Pending[Neighbors]] = field(default_factory=list, compare=False, repr=False)
 
     def send_ahead(self, conn: psycopg.Connection[Any], history: BatchHistory) -> None:
         """Send the read of the next batch's seeds not cached yet (agent/pipeline.py); `fetch_for`
@@ -182,7 +182,7 @@ class CoLikeSource(FromHistory):
         missing = [i for i in seeds if i not in self._neighbors]
         if missing:
             self._sent.append(
-                request(conn, _NEIGHBORS_WITH_ITEMS, {"ids": missing}, _by_seed(missing), tuples=True)
+                request(conn, _NEIGHBOR_LISTS, {"ids": missing}, _by_seed(missing), tuples=True)
             )
 
     def fetch_for(
@@ -194,38 +194,57 @@ class CoLikeSource(FromHistory):
                 self._neighbors.setdefault(seed, found)
         self._sent.clear()
         self._load(conn, {i for seeds in history.seeds.values() for i in seeds})
+        best = {user: self._best(seeds, history.seen[user], k) for user, seeds in history.seeds.items()}
+        while self._describe(conn, {i for found in best.values() for _, i in found}):
+            # an item deleted since the neighbours were computed: rank again without it
+            best = {u: self._best(history.seeds[u], history.seen[u], k) for u in best}
+        new, name, info = tuple.__new__, self.name, self._info
         out = {}
-        new, name, lists = tuple.__new__, self.name, self._neighbors
-        for user, seeds in history.seeds.items():
-            seen = history.seen[user]
-            score: dict[str, float] = {}
-            meta: dict[str, tuple[str, float, str, str | None]] = {}
-            for seed in seeds:
-                for entry in lists[seed]:
-                    neighbor = entry[0]
-                    if neighbor not in seen:
-                        score[neighbor] = score.get(neighbor, 0.0) + entry[1]
-                        meta[neighbor] = entry
-            best = sorted([(-s, i) for i, s in score.items()])[:k]  # score desc, then id
-            out[user] = [new(Candidate, (i, meta[i][2], meta[i][3], -neg, name)) for neg, i in best]
+        for user, found in best.items():
+            out[user] = [new(Candidate, (i, *info[i], -neg, name)) for neg, i in found]
         return out
+
+    def _best(self, seeds: list[str], seen: Any, k: int) -> list[tuple[float, str]]:
+        """The user's top k unseen neighbours as (-score, item), score desc then id."""
+        score: dict[str, float] = {}
+        get, lists = score.get, self._neighbors
+        for seed in seeds:
+            for neighbor, s in lists[seed]:
+                if neighbor not in seen:
+                    score[neighbor] = get(neighbor, 0.0) + s
+        ranked = sorted([(-s, i) for i, s in score.items()])
+        if self._gone:
+            ranked = [(s, i) for s, i in ranked if i not in self._gone]
+        return ranked[:k]
+
+    def _describe(self, conn: psycopg.Connection[Any], item_ids: set[str]) -> bool:
+        """Read the title and provider of the items not described yet; True when one is gone."""
+        missing = [i for i in item_ids if i not in self._info and i not in self._gone]
+        if not missing:
+            return False
+        with conn.cursor(row_factory=tuple_row) as cur:
+            rows = cur.execute(_ITEM_INFO, {"ids": missing}).fetchall()
+        self._info.update((item, (title, provider)) for item, title, provider in rows)
+        gone = {i for i in missing if i not in self._info}
+        self._gone.update(gone)
+        return bool(gone)
 
     def _load(self, conn: psycopg.Connection[Any], item_ids: set[str]) -> None:
         missing = [i for i in item_ids if i not in self._neighbors]
         if not missing:
             return
         with conn.cursor(row_factory=tuple_row) as cur:
-            rows = cur.execute(_NEIGHBORS_WITH_ITEMS, {"ids": missing}).fetchall()  # not row by row
+            rows = cur.execute(_NEIGHBOR_LISTS, {"ids": missing}).fetchall()  # not row by row
         self._neighbors.update(_by_seed(missing)(rows))
 
 
-def _by_seed(seeds: list[str]) -> Callable[[list[Any]], dict[str, list[tuple[str, float, str, str | None]]]]:
-    """Rows of `_NEIGHBORS_WITH_ITEMS` as seed → neighbours (seeds without any: empty lists)."""
+def _by_seed(seeds: list[str]) -> Callable[[list[Any]], Neighbors]:
+    """Rows of `_NEIGHBOR_LISTS` as seed → [(neighbour, score)] (seeds without any: empty lists)."""
 
-    def parse(rows: list[Any]) -> dict[str, list[tuple[str, float, str, str | None]]]:
-        out: dict[str, list[tuple[str, float, str, str | None]]] = {i: [] for i in seeds}
-        for item, neighbor, score, title, provider in rows:
-            out[item].append((neighbor, score, title, provider))
+    def parse(rows: list[Any]) -> Neighbors:
+        out: Neighbors = {i: [] for i in seeds}
+        for item, neighbor, score in rows:
+            out[item].append((neighbor, score))
         return out
 
     return parse

@@ -66,6 +66,33 @@ def test_co_likes_come_from_the_refreshed_neighbour_table_and_skip_seen_items(
     assert history.seeds["dave"] == ["w", "y", "x"] and history.seen["dave"] == {"x", "y", "w"}
 
 
+def test_co_likes_describe_each_item_once_per_run_and_drop_items_deleted_since_the_refresh(
+    db: psycopg.Connection[Any],
+) -> None:
+    _likes(
+        db,
+        [
+            ("carol", "x", 50), ("carol", "y", 40), ("dave", "x", 50), ("dave", "y", 45), ("dave", "w", 44),
+            ("erin", "x", 30), ("erin", "w", 20), ("bob", "x", 5), ("fay", "x", 6),
+        ],
+    )  # fmt: skip
+    assert neighbors.refresh_if_stale(db, NOW)
+    db.execute("update items set title = 'Why (live)' where id = 'y'")
+    source = CoLikeSource()
+    first = source.fetch(db, ["bob"], 10, NOW)["bob"]
+    assert {(c.item_id, c.title, c.provider) for c in first} == {
+        ("y", "Why (live)", "p-y"),
+        ("w", "title w", "p-w"),
+    }
+    db.execute("delete from events where item_id = 'y'")
+    db.execute("delete from items where id = 'y'")  # after the refresh: the neighbour row stays
+    assert db.execute("select count(*) as n from item_neighbors where neighbor_id = 'y'").fetchone()["n"] > 0
+    again = source.fetch(db, ["fay"], 10, NOW)["fay"]  # same run: y was described, so still listed
+    assert [c.item_id for c in again] == [c.item_id for c in first]
+    fresh = CoLikeSource().fetch(db, ["fay"], 10, NOW)["fay"]  # a new run reads y's row: gone
+    assert [(c.item_id, c.title) for c in fresh] == [("w", "title w")]
+
+
 def test_candidate_log_round_trips_sources_and_providers() -> None:
     log = CandidateLog.of(
         [("a", 0.9, "p", "tags+co_likes"), ("b", 0.5, None, "cf")], ["tags", "trending", "co_likes"]

@@ -39,8 +39,10 @@ def request(
     *,
     tuples: bool = False,
     binary: bool = False,
+    prepare: bool | None = None,
 ) -> Pending[T]:
-    """Send `query` (dict rows, or tuples with `tuples=True`) and return its pending result."""
+    """Send `query` (dict rows, or tuples with `tuples=True`) and return its pending result;
+    `prepare` as psycopg's (False: planned afresh at every execution)."""
     cur = conn.cursor(row_factory=tuple_row if tuples else dict_row, binary=binary)
-    cur.execute(query, params)
+    cur.execute(query, params, prepare=prepare)
     return Pending(cur, parse)

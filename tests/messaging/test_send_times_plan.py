@@ -1,0 +1,50 @@
+"""The caps read (`runs.send_times`) on a `messages` table that was empty when a worker's session
+first ran it (a new install, or a vacuum after a purge): once the worker's own sends have filled the
+table, the read must use the user index, not a plan cached from the empty table that scans every
+message written so far."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from msg_support import add_users, queue_messages
+
+from tagloop.tools.store import runs
+
+NOW = datetime(2026, 5, 4, 9, tzinfo=UTC)
+
+
+def _seq_scans(conn: psycopg.Connection[Any]) -> int:
+    conn.execute("select pg_stat_force_next_flush()")
+    conn.commit()  # this backend's counters are reported at the end of the transaction
+    conn.execute("select pg_stat_clear_snapshot()")
+    row = conn.execute("select seq_scan from pg_stat_user_tables where relname = 'messages'").fetchone()
+    conn.commit()
+    assert row is not None
+    return int(row["seq_scan"])
+
+
+def test_send_times_uses_the_user_index_once_the_table_has_filled(
+    db: psycopg.Connection[Any], db_url: str
+) -> None:
+    users = add_users(db, 60)
+    db.commit()
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        admin.execute("vacuum messages")  # empty now, and its statistics say so
+    since = NOW - timedelta(days=7)
+    for _ in range(14):  # psycopg prepares at the 5th; PostgreSQL tries 5 custom plans, then generic
+        assert runs.send_times(db, users[:20], since=since, include_pending=True) == {}
+    queue_messages(db, users, send_at=NOW)
+    db.execute(  # the worker's sends fill the table: 6,000 more messages of the same decisions
+        """insert into messages (id, decision_id, user_id, channel, title, body, send_at)
+           select gen_random_uuid(), m.decision_id, m.user_id, m.channel, m.title, m.body,
+                  m.send_at - make_interval(days => g)
+           from messages m cross join generate_series(1, 100) as g"""
+    )
+    before = _seq_scans(db)
+    for _ in range(5):
+        times = runs.send_times(db, users[:20], since=since, include_pending=True)
+        assert sorted(times) == sorted(users[:20]) and all(len(t["webhook"]) == 8 for t in times.values())
+    assert _seq_scans(db) - before == 0  # five sequential scans of 6,060 messages before the fix
