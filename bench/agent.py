@@ -98,6 +98,25 @@ Numbers (10,000 users, 1 thread, 2 shared noisy cores, same run for both sides):
   and small cuts, three runs in a row: floor 3,590 / 3,605 / 3,759, full 828 / 818 / 848 users/s,
   ratio 0.23 / 0.23 / 0.23 (per-round medians 0.24 / 0.23 / 0.23), peak RSS 287-288 MiB; CPU per
   user: this process floor 0.13 ms, full 1.0 ms; server floor 0.13 ms, full 0.58-0.64 ms.
+- round 6 (server work per statement, read with pg_stat_statements loaded on the bench's server for
+  a 4,400-user run: 0.65 ms per decision, of which the tag search 0.19-0.22, the co-likes
+  neighbours 0.16, the decision insert 0.11-0.12, history 0.04-0.06, the caps read 0.05-0.06):
+  (a) the co-likes read joined `items` for every neighbour row, which the planner did as a hash
+  of the whole 20,000-item catalogue per batch; neighbour lists are now read alone and the title
+  and provider of the items in a user's top k read once per run per item (tools/neighbors.py):
+  0.16 -> 0.04 ms; (b) the caps read (`runs.send_times`) ran a sequential scan of `messages` per
+  chunk: a prepared statement keeps the generic plan made while the table was empty (the bench
+  vacuums it before the timed part; a new install or a purge does the same), so it is now planned
+  per execution: 0.06 -> 0.005 ms (tests/messaging/test_send_times_plan.py). Server CPU per
+  decision 0.55-0.65 -> 0.50-0.51 ms. Throughput did not move, because Python is the bottleneck
+  (~1.0-1.07 ms of CPU per decision). Two pairs alternating round-5 code (3714509) and round-6
+  code on the same data: full 855 / 810 (round 5) and 858 / 822 (round 6) users/s, ratio 0.23 /
+  0.22 against 0.24 / 0.25 (per-round medians 0.24 / 0.21 and 0.24 / 0.27).
+  Tried and dropped: `choose_slate` for a whole chunk at once (a padded users × candidates array
+  per slot, exact: the same picks, draws and propensities as per user on generated and on 550
+  captured bench slates) — 212-255 µs per user either way, because the cost is the MMR rows
+  (a 100 × 151 dense unit-row block per user, gathered, and one matrix-vector product per slot),
+  not the per-user call overhead; the server has no lz4 for cheaper decision-row compression.
 """
 
 from __future__ import annotations
