@@ -1,5 +1,6 @@
-"""Helpers for delivery tests: users and queued messages written straight through the store, and a
-local webhook receiver (127.0.0.1, ephemeral port) that can be told to fail."""
+"""Helpers for delivery tests: users and queued messages written straight through the store, a
+local webhook receiver (127.0.0.1, ephemeral port) that can be told to fail, and a table's
+sequential-scan count (plans that must use an index)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,19 @@ import pytest
 from tagloop.tools.store import decisions as store
 
 SECRET = "whsec_" + "dGFnbG9vcC10ZXN0LXNlY3JldC0zMmJ5dGVzISEhIQ=="
+
+
+def seq_scans(conn: psycopg.Connection[Any], table: str) -> int:
+    """Sequential scans of `table` so far, this connection's included (commits the connection)."""
+    conn.execute("select pg_stat_force_next_flush()")
+    conn.commit()  # this backend's counters are reported at the end of the transaction
+    conn.execute("select pg_stat_clear_snapshot()")
+    row = conn.execute(
+        "select seq_scan from pg_stat_user_tables where relname = %(t)s", {"t": table}
+    ).fetchone()
+    conn.commit()
+    assert row is not None
+    return int(row["seq_scan"])
 
 
 def add_users(

@@ -8,19 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from msg_support import add_users, queue_messages
+from msg_support import add_users, queue_messages, seq_scans
 
 NOW = datetime(2026, 5, 4, 9, tzinfo=UTC)
-
-
-def _seq_scans(conn: psycopg.Connection[Any]) -> int:
-    conn.execute("select pg_stat_force_next_flush()")
-    conn.commit()  # this backend's counters are reported at the end of the transaction
-    conn.execute("select pg_stat_clear_snapshot()")
-    row = conn.execute("select seq_scan from pg_stat_user_tables where relname = 'decisions'").fetchone()
-    conn.commit()
-    assert row is not None
-    return int(row["seq_scan"])
 
 
 def test_message_inserts_find_decisions_by_index_after_the_table_was_emptied(
@@ -30,9 +20,9 @@ def test_message_inserts_find_decisions_by_index_after_the_table_was_emptied(
     db.commit()
     with psycopg.connect(db_url, autocommit=True) as admin:
         admin.execute("vacuum decisions")  # empty now, and its statistics say so
-    before = _seq_scans(db)
+    before = seq_scans(db, "decisions")
     queue_messages(db, users, send_at=NOW)  # a decision, then its message, per user
     assert db.execute("show enable_seqscan").fetchone() == {"enable_seqscan": "on"}  # restored
-    after = _seq_scans(db)
+    after = seq_scans(db, "decisions")
     assert db.execute("select count(*) as n from messages").fetchone() == {"n": 40}
     assert after - before < 5  # one sequential scan of `decisions` per message before the fix

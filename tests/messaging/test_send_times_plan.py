@@ -9,21 +9,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from msg_support import add_users, queue_messages
+from msg_support import add_users, queue_messages, seq_scans
 
 from tagloop.tools.store import runs
 
 NOW = datetime(2026, 5, 4, 9, tzinfo=UTC)
-
-
-def _seq_scans(conn: psycopg.Connection[Any]) -> int:
-    conn.execute("select pg_stat_force_next_flush()")
-    conn.commit()  # this backend's counters are reported at the end of the transaction
-    conn.execute("select pg_stat_clear_snapshot()")
-    row = conn.execute("select seq_scan from pg_stat_user_tables where relname = 'messages'").fetchone()
-    conn.commit()
-    assert row is not None
-    return int(row["seq_scan"])
 
 
 def test_send_times_uses_the_user_index_once_the_table_has_filled(
@@ -43,8 +33,8 @@ def test_send_times_uses_the_user_index_once_the_table_has_filled(
                   m.send_at - make_interval(days => g)
            from messages m cross join generate_series(1, 100) as g"""
     )
-    before = _seq_scans(db)
+    before = seq_scans(db, "messages")
     for _ in range(5):
         times = runs.send_times(db, users[:20], since=since, include_pending=True)
         assert sorted(times) == sorted(users[:20]) and all(len(t["webhook"]) == 8 for t in times.values())
-    assert _seq_scans(db) - before == 0  # five sequential scans of 6,060 messages before the fix
+    assert seq_scans(db, "messages") - before == 0  # five sequential scans of 6,060 messages before the fix
