@@ -89,6 +89,14 @@ class ChunkPipeline:
         the statements sent ahead; called between the graph's nodes and every few users."""
         self.conn.pgconn.consume_input()
 
+    def abandon(self) -> None:
+        """The batch failed: drop the held writes and the reads the sources sent ahead (their
+        results went with the pipeline), so sources shared with later runs start clean."""
+        self._held.clear()
+        for source in self.sources:
+            if isinstance(source, TagSource | CoLikeSource):
+                source.drop_sent()
+
     def flush(self) -> None:
         held, self._held = self._held, []
         for write, args in held:

@@ -27,7 +27,7 @@ from tagloop.agent.settings import Settings
 from tagloop.agent.state import Plan, RunInput
 from tagloop.policies import PolicyConfig, load_policy, long_tail_providers, preset
 from tagloop.tools import neighbors
-from tagloop.tools.candidates import sources_named
+from tagloop.tools.candidates import CandidateSource, sources_named
 from tagloop.tools.gc_pause import gc_paused
 from tagloop.tools.llm import LLM, OpenAICompatibleLLM
 from tagloop.tools.messaging.channels import Channel, ConsoleChannel, FileChannel
@@ -176,9 +176,12 @@ def make_context(
     policy: PolicyConfig | None = None,
     facts: RunFacts | None = None,
     cache: RunCache | None = None,
+    sources: tuple[CandidateSource, ...] | None = None,
 ) -> RunContext:
-    """The run context; pass `cache` to share item tags and propensities across runs (the worker).
-    A run starts by refreshing the precomputed co-likes when they are stale (tools/neighbors.py)."""
+    """The run context; pass `cache` to share item tags and propensities across runs and `sources`
+    (from `sources_named`) to share the sources' per-run reads (the worker renews both with its
+    facts). A run starts by refreshing the precomputed co-likes when they are stale
+    (tools/neighbors.py)."""
     policy = policy or policy_of(settings)
     if "co_likes" in settings.candidate_sources:
         neighbors.refresh_if_stale(conn, now)
@@ -188,7 +191,7 @@ def make_context(
         now=now,
         run_key=run_key,
         policy=policy,
-        sources=sources_named(settings.candidate_sources),
+        sources=sources if sources is not None else sources_named(settings.candidate_sources),
         facts=facts if facts is not None else load_facts(conn, now, policy),
         candidate_k=settings.candidate_k,
         llm=llm_of(settings),
@@ -222,11 +225,15 @@ def decide(
         pipeline = ChunkPipeline(ctx.conn, tuple(ctx.sources), ctx.candidate_k, ctx.now)
         chunked = replace(ctx, pipeline=pipeline)
         plans: dict[str, Plan] = {}
-        with ctx.conn.pipeline():
-            for j, chunk in enumerate(chunks):
-                pipeline.upcoming = chunks[j + 1 : j + 3]
-                plans.update(_invoke(chunked, chunk, trigger, send_now, keys))
-            pipeline.flush()
+        try:
+            with ctx.conn.pipeline():
+                for j, chunk in enumerate(chunks):
+                    pipeline.upcoming = chunks[j + 1 : j + 3]
+                    plans.update(_invoke(chunked, chunk, trigger, send_now, keys))
+                pipeline.flush()
+        except BaseException:
+            pipeline.abandon()
+            raise
         return plans
 
 

@@ -33,6 +33,7 @@ from tagloop.agent.runner import (
     policy_of,
 )
 from tagloop.agent.settings import Settings
+from tagloop.tools.candidates import sources_named
 from tagloop.tools.messaging.channels import Channel
 from tagloop.tools.messaging.delivery import DeliveryReport, deliver_due
 from tagloop.tools.profile_folder import FoldOptions, fold_pending
@@ -74,12 +75,14 @@ class Worker:
         self.on_claimed = on_claimed
         self._facts: tuple[datetime, RunFacts] | None = None
         self._cache = RunCache()  # item tags and Thompson propensities, renewed with the facts
+        self._sources = sources_named(settings.candidate_sources)  # their per-run reads, likewise
         self._seed = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
 
     def facts(self, now: datetime) -> RunFacts:
         if self._facts is None or not timedelta() <= now - self._facts[0] < FACTS_TTL:
             self._facts = (now, load_facts(self.conn, now, self.policy))
             self._cache = RunCache()
+            self._sources = sources_named(self.settings.candidate_sources)
             self.conn.commit()
         return self._facts[1]
 
@@ -110,6 +113,7 @@ class Worker:
                     policy=self.policy,
                     facts=facts,
                     cache=self._cache,
+                    sources=self._sources,
                 )
                 decide(ctx, users, trigger="schedule", run_keys=keys)
                 done += [(u, keys[u]) for u in users]
@@ -139,6 +143,7 @@ class Worker:
                     policy=self.policy,
                     facts=facts,
                     cache=self._cache,
+                    sources=self._sources,
                 )
                 decide(ctx, list(keys), trigger=trigger, run_keys=keys)
                 done += list(keys.items())

@@ -185,6 +185,10 @@ class CoLikeSource(FromHistory):
                 request(conn, _NEIGHBOR_LISTS, {"ids": missing}, _by_seed(missing), tuples=True)
             )
 
+    def drop_sent(self) -> None:
+        """Forget reads sent ahead (a batch that failed: its pipeline's results are gone)."""
+        self._sent.clear()
+
     def fetch_for(
         self, conn: psycopg.Connection[Any], history: BatchHistory, k: int, now: datetime
     ) -> dict[str, list[Candidate]]:

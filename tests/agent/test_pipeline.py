@@ -1,5 +1,6 @@
 """Chunked batches in pipeline mode (agent/pipeline.py) decide exactly what one graph invocation
-over the whole batch decides, write the same rows, and surface a failed write from `decide`."""
+over the whole batch decides, write the same rows, and surface a failed write from `decide`
+(leaving nothing sent ahead in sources that later batches share)."""
 
 from __future__ import annotations
 
@@ -111,6 +112,10 @@ def test_a_failed_write_in_a_chunked_batch_raises_from_decide(
         decide(ctx, users, trigger="schedule")
     db.rollback()
     assert db.execute("select count(*) as n from decisions").fetchone() == {"n": 0}
+    # the same sources (a worker shares them across batches) hold nothing of the failed pipeline
+    monkeypatch.setattr(nodes, "_insert", insert)
+    assert len(decide(ctx, users, trigger="schedule")) == 40
+    assert db.execute("select count(*) as n from decisions").fetchone() == {"n": 40}
 
 
 def test_a_worker_batch_larger_than_a_chunk_is_decided_once_and_advanced(

@@ -1,0 +1,71 @@
+"""Sources shared across runs (a worker keeps them, with its run cache, for its facts' lifetime):
+the trending ranking is read once and reused for `max_age`, the newest items per provider are kept
+for one clock reading only, and the worker renews its sources with its facts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from agent_support import load_demo
+
+from tagloop.agent.settings import Settings
+from tagloop.agent.worker import FACTS_TTL, Worker
+from tagloop.tools import neighbors
+from tagloop.tools.candidates import NewFromProvidersSource, TrendingSource, load_history
+from tagloop.tools.messaging.channels import FileChannel
+
+NOW = datetime(2026, 5, 4, 9, tzinfo=UTC)
+
+
+def test_trending_is_reused_within_its_max_age_and_read_again_after(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    users = load_demo(db, tmp_path / "demo", NOW, users=20)
+    history = load_history(db, users, NOW)
+    source = TrendingSource()
+    first = source.fetch_for(db, history, 10, NOW)
+    assert any(first.values())
+    db.execute("delete from events")  # nothing trends any more
+    later = NOW + source.max_age - timedelta(seconds=1)
+    assert source.fetch_for(db, history, 10, later) == first  # the ranking read at NOW
+    assert source.fetch_for(db, history, 10, NOW - timedelta(minutes=1)) == {
+        u: [] for u in users
+    }  # earlier: read
+    assert source.fetch_for(db, history, 10, NOW + source.max_age) == {u: [] for u in users}
+
+
+def test_newest_items_are_kept_for_one_clock_reading(db: psycopg.Connection[Any], tmp_path: Path) -> None:
+    users = load_demo(db, tmp_path / "demo", NOW, users=20)
+    neighbors.refresh_if_stale(db, NOW)  # fills the users' top providers
+    history = load_history(db, users, NOW)
+    source = NewFromProvidersSource()
+    source.fetch_for(db, history, 10, NOW)
+    providers = {p for _, p in source._newest}
+    assert providers and {at for at, _ in source._newest} == {NOW}
+    source.fetch_for(db, history, 10, NOW + timedelta(minutes=1))
+    assert {at for at, _ in source._newest} == {NOW + timedelta(minutes=1)}  # the old reading dropped
+    assert {p for _, p in source._newest} == providers
+
+
+def test_the_worker_shares_its_sources_until_it_renews_its_facts(
+    db: psycopg.Connection[Any], tmp_path: Path, db_url: str
+) -> None:
+    from tagloop.tools.store import db as store_db
+
+    load_demo(db, tmp_path / "demo", NOW, users=5)
+    db.commit()
+    settings = Settings(home=tmp_path / "home", database_url=db_url)
+    conn = store_db.connect(db_url, migrate_schema=False)
+    try:
+        worker = Worker(settings, conn, channels={"file": FileChannel(tmp_path / "inbox.jsonl")}, name="w")
+        worker.facts(NOW)
+        shared = worker._sources
+        worker.facts(NOW + FACTS_TTL - timedelta(seconds=1))
+        assert worker._sources is shared
+        worker.facts(NOW + FACTS_TTL)
+        assert worker._sources is not shared and [s.name for s in worker._sources] == [s.name for s in shared]
+    finally:
+        conn.close()
