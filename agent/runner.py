@@ -12,6 +12,7 @@ the outbox — guards still apply, so a message in the user's quiet hours or ove
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ import psycopg
 from tagloop.agent.context import RunCache, RunContext, RunFacts
 from tagloop.agent.graph import graph
 from tagloop.agent.pipeline import ChunkPipeline
+from tagloop.agent.runshare import RunShare
 from tagloop.agent.settings import Settings
 from tagloop.agent.state import Plan, RunInput
 from tagloop.policies import PolicyConfig, load_policy, long_tail_providers, preset
@@ -177,14 +179,19 @@ def make_context(
     facts: RunFacts | None = None,
     cache: RunCache | None = None,
     sources: tuple[CandidateSource, ...] | None = None,
+    refresh_neighbors: bool = True,
 ) -> RunContext:
     """The run context; pass `cache` to share item tags and propensities across runs and `sources`
     (from `sources_named`) to share the sources' per-run reads (the worker renews both with its
     facts). A run starts by refreshing the precomputed co-likes when they are stale
-    (tools/neighbors.py)."""
+    (tools/neighbors.py); with `refresh_neighbors=False` only when they were never computed (a
+    run requested over HTTP leaves the daily refresh, ~10 s on a million events, to the workers)."""
     policy = policy or policy_of(settings)
     if "co_likes" in settings.candidate_sources:
-        neighbors.refresh_if_stale(conn, now)
+        if refresh_neighbors:
+            neighbors.refresh_if_stale(conn, now)
+        else:
+            neighbors.refresh_if_stale(conn, now, max_age=timedelta.max, growth=math.inf)
     return RunContext(
         conn=conn,
         channels=channels if channels is not None else default_channels(settings),
@@ -258,15 +265,23 @@ def run_users(
     run_key: str | None = None,
     channels: dict[str, Channel] | None = None,
     progress: Callable[[int], None] | None = None,
+    share: RunShare | None = None,
 ) -> list[RunOutcome]:
-    """Decide for `user_ids` (unknown ids are skipped), commit, and with `send_now` deliver."""
+    """Decide for `user_ids` (unknown ids are skipped), commit, and with `send_now` deliver.
+    `share`: run facts and trending shared with other runs of the process (agent/runshare.py; the
+    co-likes table is then only computed when missing, not refreshed)."""
     now = now or datetime.now(UTC)
+    policy = policy_of(settings)
     ctx = make_context(
         conn,
         settings,
         now=now,
         run_key=run_key or f"{trigger}|{now.strftime('%Y-%m-%dT%H:%M')}",
         channels=channels,
+        policy=policy,
+        facts=share.facts(conn, now, policy) if share else None,
+        sources=share.sources(settings.candidate_sources) if share else None,
+        refresh_neighbors=share is None,
     )
     cfg = delivery_config(settings, ctx.policy)
     outcomes: list[RunOutcome] = []

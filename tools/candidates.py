@@ -116,10 +116,9 @@ class TrendingSource(FromHistory):
     def fetch_for(
         self, conn: psycopg.Connection[Any], history: BatchHistory, k: int, now: datetime
     ) -> dict[str, list[Candidate]]:
-        read_at = next(iter(self._trend), None)
-        if read_at is not None and timedelta() <= now - read_at < self.max_age:
-            trend = self._trend[read_at]
-        else:
+        read_at = next(iter(self._trend), None)  # (shared by threads, agent/runshare.py: .get)
+        trend = self._trend.get(read_at) if read_at and timedelta() <= now - read_at < self.max_age else None
+        if trend is None:
             params = {"since": now - self.window, "now": now, "pos": POSITIVE, "strong": STRONG}
             with conn.cursor(row_factory=tuple_row) as cur:
                 rows = cur.execute(_TRENDING, {**params, "pool": 2 * self.max_k}).fetchall()

@@ -119,17 +119,21 @@ def is_stale(conn: psycopg.Connection[Any], now: datetime, max_age: timedelta, g
 
 
 def refresh_if_stale(
-    conn: psycopg.Connection[Any], now: datetime, max_age: timedelta = timedelta(hours=24)
+    conn: psycopg.Connection[Any],
+    now: datetime,
+    max_age: timedelta = timedelta(hours=24),
+    growth: float = 0.1,
 ) -> bool:
-    """Refresh when stale and no other session is refreshing; True when this call refreshed."""
-    if not is_stale(conn, now, max_age):
+    """Refresh when stale (`is_stale`) and no other session is refreshing; True when this call
+    refreshed. `max_age=timedelta.max, growth=math.inf`: only when never computed."""
+    if not is_stale(conn, now, max_age, growth):
         return False
     with conn.transaction():
         got = conn.execute(
             "select pg_try_advisory_xact_lock(%(a)s, %(b)s) as ok",
             {"a": REFRESH_LOCK[0], "b": REFRESH_LOCK[1]},
         ).fetchone()
-        if not (got and got["ok"]) or not is_stale(conn, now, max_age):
+        if not (got and got["ok"]) or not is_stale(conn, now, max_age, growth):
             return False
         refresh_neighbors(conn, now)
     return True

@@ -218,7 +218,9 @@ def post_run(
     """Run the agent for the user now and return the decision."""
     send_now = body.send_now if body else False
     with state.pool.connection() as conn:
-        decision = services.run_now(conn, state.settings, user_id, send_now=send_now, fold=state.fold)
+        decision = services.run_now(
+            conn, state.settings, user_id, send_now=send_now, fold=state.fold, share=state.runs
+        )
     state.metrics.runs.labels("manual", decision.outcome).inc()
     log.info("event=run user=%s outcome=%s", hashed(user_id), decision.outcome)
     return decision

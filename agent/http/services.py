@@ -13,6 +13,7 @@ import psycopg
 
 from tagloop.agent.http import schemas
 from tagloop.agent.http.problems import FieldErrors
+from tagloop.agent.runshare import RunShare
 from tagloop.agent.settings import Settings
 from tagloop.tools import profile_folder, triggers
 from tagloop.tools.errors import Conflict, NotFound
@@ -206,9 +207,11 @@ def run_now(
     *,
     send_now: bool,
     fold: profile_folder.FoldOptions | None = None,
+    share: RunShare | None = None,
 ) -> schemas.RunDecision:
     """Run the agent for one user under the user's run lock (409 while another run holds it), on
-    the profile with every committed event folded in (with `fold`)."""
+    the profile with every committed event folded in (with `fold`); `share`: the app's run facts
+    and trending ranking (agent/runshare.py)."""
     from tagloop.agent.runner import run_users  # the graph is built on first use, not at app import
 
     if not store.user_exists(conn, user_id):
@@ -219,7 +222,7 @@ def run_now(
     with triggers.run_lock(conn, user_id) as got:
         if not got:
             raise Conflict(f"a run for user {user_id!r} is already in progress; try again shortly")
-        outcomes = run_users(conn, settings, [user_id], trigger="manual", send_now=send_now)
+        outcomes = run_users(conn, settings, [user_id], trigger="manual", send_now=send_now, share=share)
         conn.commit()
     if not outcomes:
         raise NotFound(f"unknown user {user_id!r}")

@@ -1,12 +1,12 @@
 """What the routes of one app share: settings, the connection pool, auth, the rate limiter,
-metrics, ingest options and the read-your-writes fold options — built in the app's lifespan,
-never at import time."""
+metrics, ingest options, the read-your-writes fold options and what run requests share
+(agent/runshare.py) — built in the app's lifespan, never at import time."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from fastapi.concurrency import run_in_threadpool
@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool
 from tagloop.agent.http.auth import Auth, RateLimiter
 from tagloop.agent.http.ingest import IngestOptions
 from tagloop.agent.http.metrics import Metrics
+from tagloop.agent.runshare import RunShare
 from tagloop.agent.settings import Settings
 from tagloop.tools.profile_folder import FoldOptions
 
@@ -41,6 +42,7 @@ class AppState:
     metrics: Metrics
     ingest: IngestOptions
     fold: FoldOptions
+    runs: RunShare = field(default_factory=RunShare)  # run facts and trending for run requests
 
     async def in_tx(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn(conn, *args, **kwargs)` in a committed transaction on a worker thread."""

@@ -69,3 +69,20 @@ def test_the_worker_shares_its_sources_until_it_renews_its_facts(
         assert worker._sources is not shared and [s.name for s in worker._sources] == [s.name for s in shared]
     finally:
         conn.close()
+
+
+def test_a_run_share_keeps_facts_for_its_ttl_and_shares_only_trending(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    from tagloop.agent.runner import policy_of
+    from tagloop.agent.runshare import RunShare
+
+    load_demo(db, tmp_path / "demo", NOW, users=5)
+    share, policy = RunShare(), policy_of(Settings(home=tmp_path / "home"))
+    facts = share.facts(db, NOW, policy)
+    assert share.facts(db, NOW + share.ttl - timedelta(seconds=1), policy) is facts
+    assert share.facts(db, NOW + share.ttl, policy) is not facts
+    names = ["tags", "trending", "co_likes"]
+    first, second = share.sources(names), share.sources(names)
+    assert [s.name for s in first] == names
+    assert first[1] is second[1] and first[0] is not second[0] and first[2] is not second[2]

@@ -1,14 +1,17 @@
 """POST /v1/users/{id}/runs: the agent decides for one user now and the decision comes back;
-a second run of the same user while one holds the user's run lock is refused with 409."""
+a second run of the same user while one holds the user's run lock is refused with 409; run
+requests share the run facts (agent/runshare.py) and leave the co-likes refresh to the workers."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import psycopg
 from api_support import AUTH, post_events, seed
 from fastapi.testclient import TestClient
 
+from tagloop.agent import runner
 from tagloop.tools import triggers
 
 
@@ -49,3 +52,26 @@ def test_run_while_the_user_is_locked_is_409(client: TestClient, db: psycopg.Con
         response = client.post("/v1/users/u1/runs", headers=AUTH)
     assert response.status_code == 409
     assert client.post("/v1/users/u1/runs", headers=AUTH).status_code == 200
+
+
+def test_run_requests_share_the_run_facts_and_do_not_refresh_co_likes(
+    client: TestClient, db: psycopg.Connection[Any], monkeypatch: Any
+) -> None:
+    seed(client)
+    post_events(client, [{"user_id": "u1", "type": "like", "item_id": "i1"}])
+    reads: list[int] = []
+    load_facts = runner.load_facts
+    monkeypatch.setattr(runner, "load_facts", lambda *a: reads.append(1) or load_facts(*a))
+    db.rollback()
+    assert db.execute("select count(*) as n from item_neighbors_state").fetchone() == {"n": 0}
+    assert client.post("/v1/users/u1/runs", headers=AUTH).status_code == 200
+    db.rollback()
+    as_of = db.execute("select as_of from item_neighbors_state").fetchone()
+    assert as_of is not None  # computed once: it was missing
+    db.execute("update item_neighbors_state set as_of = as_of - interval '30 days'")  # stale now
+    db.commit()
+    assert client.post("/v1/users/u1/runs", headers=AUTH).status_code == 200
+    db.rollback()
+    stale = db.execute("select as_of from item_neighbors_state").fetchone()
+    assert stale is not None and as_of["as_of"] - stale["as_of"] == timedelta(days=30)  # not refreshed
+    assert reads == [1]  # the second request used the first one's facts
