@@ -33,6 +33,7 @@ from tagloop.agent.runner import (
     policy_of,
 )
 from tagloop.agent.settings import Settings
+from tagloop.tools import neighbors
 from tagloop.tools.candidates import sources_named
 from tagloop.tools.messaging.channels import Channel
 from tagloop.tools.messaging.delivery import DeliveryReport, deliver_due
@@ -79,7 +80,11 @@ class Worker:
         self._seed = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
 
     def facts(self, now: datetime) -> RunFacts:
+        """The run facts, renewed every `FACTS_TTL` together with the run cache, the candidate
+        sources and (when stale) the co-likes table, committed before the next claim."""
         if self._facts is None or not timedelta() <= now - self._facts[0] < FACTS_TTL:
+            if "co_likes" in self.settings.candidate_sources:  # before any claim: the daily
+                neighbors.refresh_if_stale(self.conn, now)  # refresh holds no claimed user
             self._facts = (now, load_facts(self.conn, now, self.policy))
             self._cache = RunCache()
             self._sources = sources_named(self.settings.candidate_sources)
@@ -114,6 +119,7 @@ class Worker:
                     facts=facts,
                     cache=self._cache,
                     sources=self._sources,
+                    refresh_neighbors=False,  # done with the facts, outside this transaction
                 )
                 decide(ctx, users, trigger="schedule", run_keys=keys)
                 done += [(u, keys[u]) for u in users]
@@ -144,6 +150,7 @@ class Worker:
                     facts=facts,
                     cache=self._cache,
                     sources=self._sources,
+                    refresh_neighbors=False,  # done with the facts, outside this transaction
                 )
                 decide(ctx, list(keys), trigger=trigger, run_keys=keys)
                 done += list(keys.items())

@@ -7,9 +7,11 @@ for pairs seen by few users (so two items liked by one common user do not outran
 many share); support = co, the number of users behind it. Each user contributes at most their
 `recent` latest strong events, which bounds the pair count at users × recent².
 
-`refresh_if_stale` is called where runs start (agent/runner.make_context): it recomputes when the
-table is older than `max_age` against the run clock, or the event log grew by more than
-`growth` since; a concurrent refresh (another worker) is skipped rather than waited for. Like every
+`refresh_if_stale` is called where runs start (agent/runner.make_context; the worker calls it when
+it renews its run facts, before it claims a batch; a run requested over HTTP only computes a
+missing table): it recomputes when the table is older than `max_age` against the run clock, or
+the event log grew by more than `growth` since; a concurrent refresh (another worker) is skipped
+rather than waited for. Like every
 store function it never commits: the refresh belongs to the caller's transaction.
 
 The same refresh fills `user_top_providers` (each user's `providers` most played providers by

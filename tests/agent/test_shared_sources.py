@@ -86,3 +86,39 @@ def test_a_run_share_keeps_facts_for_its_ttl_and_shares_only_trending(
     first, second = share.sources(names), share.sources(names)
     assert [s.name for s in first] == names
     assert first[1] is second[1] and first[0] is not second[0] and first[2] is not second[2]
+
+
+def test_the_worker_refreshes_co_likes_before_it_claims_anyone(
+    db: psycopg.Connection[Any], tmp_path: Path, db_url: str
+) -> None:
+    from tagloop.agent.cadence import cadences_from
+    from tagloop.agent.worker import ensure_schedules
+    from tagloop.tools.store import db as store_db
+
+    users = load_demo(db, tmp_path / "demo", NOW, users=8)
+    ensure_schedules(db, cadences_from({"daily": "1d"}), NOW)
+    db.commit()
+    settings = Settings(
+        home=tmp_path / "home", database_url=db_url, cadences={"daily": "1d"}, cadence_spread=0.0
+    )
+    seen_at_claim: list[Any] = []
+
+    def claimed(rows: list[Any]) -> None:  # what another session sees while the batch is claimed
+        with psycopg.connect(db_url) as other:
+            seen_at_claim.append(other.execute("select as_of from item_neighbors_state").fetchone())
+
+    conn = store_db.connect(db_url, migrate_schema=False)
+    try:
+        worker = Worker(
+            settings,
+            conn,
+            channels={"file": FileChannel(tmp_path / "inbox.jsonl")},
+            name="w",
+            on_claimed=claimed,
+        )
+        worker.clock = lambda: NOW + timedelta(hours=1)
+        decided = worker.run_once(deliver=False).decided
+    finally:
+        conn.close()
+    assert sorted(u for u, _ in decided) == sorted(users)
+    assert seen_at_claim and all(row is not None for row in seen_at_claim)  # committed before the claim
