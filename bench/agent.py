@@ -5,7 +5,8 @@ Loads the seeded demo data set with N users (default 10,000) into its own databa
 server (kept between runs), then for the same users:
 - floor: one `order by tag_vec <#> profile limit 20` query per user (the user's profile passed in);
 - full: every user through the decision graph in batches (templates, no LLM, send_now=false):
-  context, the default candidate sources (settings; `--sources` to change), policies with exact
+  context, the default candidate sources (settings; `--sources` to change; `cf` proposes nothing
+  here, as the bench trains no model: the output says so), policies with exact
   propensities and MMR over the candidates' tags, channel and send-hour bandits, guards, copy,
   outbox, decisions committed per batch.
 With `--threads T` both sides run their batches on T threads, each with its own pooled connection
@@ -154,6 +155,7 @@ from tagloop.tools.ingest import demo
 from tagloop.tools.ingest.loader import import_file
 from tagloop.tools.messaging.channels import FileChannel
 from tagloop.tools.profiles import rebuild_profiles
+from tagloop.tools.recommender import pg
 from tagloop.tools.store import db
 from tagloop.tools.store.catalogue import refresh_item_vectors, refresh_tag_counts
 
@@ -291,11 +293,14 @@ def main() -> None:
     floor, full, outcomes = len(user_ids) / floor_s, len(user_ids) / full_s, dict(full_side.outcomes)
     with pool.connection() as conn:
         conn.execute("delete from decisions where run_key = %(k)s", {"k": run_key})
+        trained = pg.active_model(conn) is not None
     pool.close()
     vacuum(url)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     sources = ",".join(settings.candidate_sources)
     print(f"users: {len(user_ids):,}  threads: {args.threads}  sources: {sources}")
+    if "cf" in settings.candidate_sources and not trained:
+        print("cf: no trained model in this database, so it proposes nothing (one read per chunk)")
     print(f"outcomes: {outcomes}")
     print(f"floor (one pgvector top-20 query per user): {floor:,.0f} users/s")
     print(f"full decision through the graph:            {full:,.0f} users/s")
