@@ -20,7 +20,7 @@ from psycopg.rows import tuple_row
 
 from tagloop.policies import PolicyConfig
 from tagloop.policies.config import DiversityConfig
-from tagloop.policies.diversity import MMRState
+from tagloop.policies.diversity import MMRState, UnitRowsArray
 from tagloop.tools.candidates import CandidateSource
 from tagloop.tools.llm import LLM
 from tagloop.tools.messaging.channels import Channel
@@ -156,7 +156,8 @@ class UnitRows:
     matrix: np.ndarray
 
     def of(self, item_ids: list[str]) -> np.ndarray:
-        return self.matrix[np.fromiter(map(self.row.__getitem__, item_ids), np.intp, len(item_ids))]
+        rows = self.matrix[np.fromiter(map(self.row.__getitem__, item_ids), np.intp, len(item_ids))]
+        return rows.view(UnitRowsArray)
 
 
 def _dense(lens: np.ndarray, cols: np.ndarray, data: np.ndarray, width: int) -> np.ndarray:

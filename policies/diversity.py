@@ -59,6 +59,10 @@ class MMRState:
     def __init__(self, item_tags: TagMatrix) -> None:
         self.dense: np.ndarray | None = None
         self.unit: sp.csr_array | None = None
+        if isinstance(item_tags, UnitRowsArray) and item_tags.shape[0] <= self.DENSE_LIMIT:
+            self.dense = item_tags.view(np.ndarray)  # unit rows already: used as they are
+            self.max_sim = np.zeros(item_tags.shape[0], dtype=np.float64)
+            return
         if isinstance(item_tags, np.ndarray):
             m = np.asarray(item_tags, dtype=np.float64)
             n = m.shape[0]
@@ -116,6 +120,11 @@ class MMRState:
 
     def add(self, j: int) -> None:
         np.maximum(self.max_sim, self.similarity_row(j), out=self.max_sim)
+
+
+class UnitRowsArray(np.ndarray):
+    """A dense tag matrix whose rows are unit length already (or zero): `MMRState` uses it as it
+    is instead of scaling it again."""
 
 
 def _unit_rows(m: np.ndarray) -> np.ndarray:

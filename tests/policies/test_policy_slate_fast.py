@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tagloop.policies import PolicyConfig, choose_slate, score_slate
-from tagloop.policies.diversity import MMRState
+from tagloop.policies.diversity import MMRState, UnitRowsArray
 from tagloop.policies.slate import _greedy_slots, _slots
 from tagloop.tools.errors import InvalidInput
 
@@ -67,3 +67,23 @@ def test_choose_slate_propensities_are_what_score_slate_gives_its_slate() -> Non
 def test_fast_loop_rejects_a_slot_with_nothing_eligible() -> None:
     with pytest.raises(InvalidInput, match="no eligible candidate"):
         _greedy_slots(np.ones(3), 0.0, None, np.zeros(3, bool), 2, 2, 0.1, np.random.default_rng(0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 40), seed=st.integers(0, 2**32 - 1), mmr=st.sampled_from([0.2, 0.7]))
+def test_unit_rows_are_used_as_they_are_and_choose_the_same_slate(n: int, seed: int, mmr: float) -> None:
+    data = np.random.default_rng(seed)
+    tags = (data.random((n, 6)) < 0.4) * data.random((n, 6))
+    norms = np.linalg.norm(tags, axis=1, keepdims=True)
+    unit = np.divide(tags, norms, out=np.zeros_like(tags), where=norms > 0)
+    marked = unit.view(UnitRowsArray)
+    state = MMRState(marked)
+    assert state.dense is not None and np.shares_memory(state.dense, unit)  # not scaled again
+    cfg = PolicyConfig.model_validate(
+        {"k": 6, "exploration": {"epsilon": 0.2}, "diversity": {"mmr_lambda": mmr}}
+    )
+    scores, tail, providers = data.random(n), data.random(n) < 0.3, [f"p{i % 4}" for i in range(n)]
+    plain = choose_slate(cfg, scores, providers, tags, None, {}, tail, seed)
+    as_is = choose_slate(cfg, scores, providers, marked, None, {}, tail, seed)
+    assert as_is.actions == plain.actions
+    np.testing.assert_allclose(as_is.propensities, plain.propensities)
