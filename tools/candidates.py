@@ -111,20 +111,21 @@ class TrendingSource(FromHistory):
     window: timedelta = timedelta(days=7)
     max_k: int = 50
     max_age: timedelta = timedelta(minutes=10)
-    _trend: dict[datetime, list[Candidate]] = field(default_factory=dict, compare=False, repr=False)
+    # [(read at, ranking)]: replaced whole (one atomic slice assignment), never emptied, so threads
+    # sharing the source (agent/runshare.py) always read a consistent pair
+    _trend: list[tuple[datetime, list[Candidate]]] = field(default_factory=list, compare=False, repr=False)
 
     def fetch_for(
         self, conn: psycopg.Connection[Any], history: BatchHistory, k: int, now: datetime
     ) -> dict[str, list[Candidate]]:
-        read_at = next(iter(self._trend), None)  # (shared by threads, agent/runshare.py: .get)
-        trend = self._trend.get(read_at) if read_at and timedelta() <= now - read_at < self.max_age else None
+        read = self._trend[0] if self._trend else None
+        trend = read[1] if read and timedelta() <= now - read[0] < self.max_age else None
         if trend is None:
             params = {"since": now - self.window, "now": now, "pos": POSITIVE, "strong": STRONG}
             with conn.cursor(row_factory=tuple_row) as cur:
                 rows = cur.execute(_TRENDING, {**params, "pool": 2 * self.max_k}).fetchall()
             trend = [Candidate(i, t, p, s, self.name) for i, t, p, s in rows]
-            self._trend.clear()
-            self._trend[now] = trend
+            self._trend[:] = [(now, trend)]
         k = min(k, self.max_k)
         out = {}
         for user, seen in history.seen.items():
