@@ -52,14 +52,15 @@ _ITEM_TAGS = (
 @dataclass
 class RunCache:
     """Filled lazily during a run and shared by its batches: items' tag vectors (MMR/calibration) as
-    one CSR store (row per item, columns = tag ids), and exact Thompson propensities per distinct
-    (successes, failures) evidence."""
+    one CSR store (row per item, columns = tag ids), exact Thompson propensities per distinct
+    (successes, failures) evidence, and the names of the tags in users' top tags."""
 
     item_rows: dict[str, int] = field(default_factory=dict)  # item id → row of the CSR store
     indptr: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
     indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # tag ids
     data: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     thompson: dict[tuple[bytes, bytes], np.ndarray] = field(default_factory=dict)
+    tag_names: dict[int, str] = field(default_factory=dict)  # of the users' top tags (profiles)
 
     def load_item_tags(self, conn: psycopg.Connection[Any], item_ids: Iterable[str]) -> None:
         """Tag vectors of the items not cached yet, one query (items without tags: empty rows)."""

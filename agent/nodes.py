@@ -34,7 +34,7 @@ def load_context(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any
     (agent/reads.py; already sent by the run's pipeline in a chunked batch)."""
     ctx = runtime.context
     pending = ctx.pipeline.users_for(state.user_ids) if ctx.pipeline else None
-    pending = pending or reads.request_users(ctx.conn, state.user_ids, ctx.now)
+    pending = pending or reads.request_users(ctx.conn, state.user_ids, ctx.now, ctx.cache.tag_names)
     return {"users": pending.result()}
 
 

@@ -43,6 +43,7 @@ class ChunkPipeline:
     sources: tuple[CandidateSource, ...]
     k: int
     now: datetime
+    tag_names: dict[int, str] = field(default_factory=dict)  # the run cache's (RunCache.tag_names)
     upcoming: list[list[str]] = field(default_factory=list)  # the next chunks (set by `decide`)
     _held: list[tuple[Callable[..., None], tuple[Any, ...]]] = field(default_factory=list)
     _users: dict[tuple[str, ...], PendingUsers] = field(default_factory=dict)
@@ -78,7 +79,7 @@ class ChunkPipeline:
             for source in self.sources:
                 if isinstance(source, TagSource):
                     source.send_ahead(self.conn, ids, self.k)
-            self._users[tuple(ids)] = request_users(self.conn, ids, self.now)
+            self._users[tuple(ids)] = request_users(self.conn, ids, self.now, self.tag_names)
         if uses_history and len(self.upcoming) > 1:
             after = self.upcoming[1]
             self._history[tuple(after)] = request_history(self.conn, after, self.now)

@@ -52,7 +52,13 @@ class PendingUsers:
         }
 
 
-def request_users(conn: psycopg.Connection[Any], user_ids: list[str], now: datetime) -> PendingUsers:
+def request_users(
+    conn: psycopg.Connection[Any],
+    user_ids: list[str],
+    now: datetime,
+    tag_names: dict[int, str] | None = None,
+) -> PendingUsers:
+    """Send the users' context reads; `tag_names`: the run's cache of tag names (profiles)."""
     ids = list(dict.fromkeys(user_ids))
     return PendingUsers(
         tuple(ids),
@@ -62,7 +68,7 @@ def request_users(conn: psycopg.Connection[Any], user_ids: list[str], now: datet
             {"ids": ids},
             list,
         ),
-        request_profiles(conn, ids),
+        request_profiles(conn, ids, names=tag_names),
         runs.request_send_times(conn, ids, since=now - SENDS_WINDOW, include_pending=True),
         runs.request_unsubscribes(conn, ids),
         runs.request_arm_counts(conn, since=now - ARMS_WINDOW, user_ids=ids),

@@ -229,7 +229,7 @@ def decide(
         # The first chunk's reads and the last chunk's writes are waited for: half a chunk first
         head = CHUNK // 2
         chunks = [user_ids[:head]] + [user_ids[i : i + CHUNK] for i in range(head, len(user_ids), CHUNK)]
-        pipeline = ChunkPipeline(ctx.conn, tuple(ctx.sources), ctx.candidate_k, ctx.now)
+        pipeline = ChunkPipeline(ctx.conn, tuple(ctx.sources), ctx.candidate_k, ctx.now, ctx.cache.tag_names)
         chunked = replace(ctx, pipeline=pipeline)
         plans: dict[str, Plan] = {}
         try:

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 
 from tagloop.tools.ingest.loader import import_file
-from tagloop.tools.profiles import decay, event_weight, load_profiles, rebuild_profiles
+from tagloop.tools.profiles import decay, event_weight, load_profiles, rebuild_profiles, request_profiles
 
 NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)  # a Monday
 
@@ -90,3 +90,19 @@ def test_hour_of_week_histogram_is_in_the_users_zone(db: psycopg.Connection[Any]
     stats = load_profiles(db, ["u"])["u"].stats
     histogram = stats["hour_of_week"]
     assert sum(histogram) == 1 and histogram[6 * 24 + 0] == 1  # isodow 7 (Sunday) → slot 144
+
+
+def test_top_tag_names_come_from_the_given_cache_and_fill_it(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    load(db, tmp_path, [ev("u", "like", "rock1", 1), ev("u", "save", "rap1", 1)])
+    names: dict[int, str] = {}
+    first = request_profiles(db, ["u"], names=names).result()["u"].top_tags
+    assert sorted(names.values()) == ["boom-bap", "shoegaze"]  # looked up once, kept
+    shoegaze = next(t for t, n in names.items() if n == "shoegaze")
+    names[shoegaze] = "shoegaze (cached)"  # what the run read earlier wins: no second lookup
+    again = dict(request_profiles(db, ["u"], names=names).result()["u"].top_tags)
+    assert (
+        set(again) == {"shoegaze (cached)", "boom-bap"}
+        and dict(first)["shoegaze"] == again["shoegaze (cached)"]
+    )

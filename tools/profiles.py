@@ -221,10 +221,11 @@ def load_profiles(conn: psycopg.Connection[Any], user_ids: list[str], top: int =
 
 
 def request_profiles(
-    conn: psycopg.Connection[Any], user_ids: list[str], top: int = 10
+    conn: psycopg.Connection[Any], user_ids: list[str], top: int = 10, names: dict[int, str] | None = None
 ) -> Pending[dict[str, Profile]]:
     """`load_profiles`, its main statement sent now (tools/store/pending.py); reading it looks up
-    the names of the users' top tags."""
+    the names of the users' top tags — only those missing from `names` when given, which it then
+    keeps (a run's cache: after its first batches no lookup is left to wait for)."""
 
     def parse(rows: list[Any]) -> dict[str, Profile]:
         profiles = {}
@@ -242,12 +243,13 @@ def request_profiles(
             profiles[r["id"]] = Profile(r["id"], r["timezone"], tags, n_events=r["n_events"], stats=stats)
             best = bests[r["id"]] = sorted(tags.items(), key=_WEIGHT, reverse=True)[:top]  # = heapq.nlargest
             tag_ids.update(t for t, _ in best)
-        names = {
-            r["id"]: r["name"]
-            for r in conn.execute("select id, name from tags where id = any(%(ids)s)", {"ids": list(tag_ids)})
-        }
+        known = names if names is not None else {}
+        missing = [t for t in tag_ids if t not in known]
+        if missing:
+            found = conn.execute("select id, name from tags where id = any(%(ids)s)", {"ids": missing})
+            known.update((r["id"], r["name"]) for r in found)
         for user, p in profiles.items():
-            p.top_tags = [(names[t], round(w, 3)) for t, w in bests[user] if w > 0 and t in names]
+            p.top_tags = [(known[t], round(w, 3)) for t, w in bests[user] if w > 0 and t in known]
         return profiles
 
     return request(  # sparsevec in binary: no text parsing
