@@ -167,3 +167,19 @@ def test_without_a_model_serving_says_so_and_the_source_is_empty(db: psycopg.Con
     load_world(db)
     assert serving.recommend(db, "u0", 5, now=NOW) is None
     assert CFSource().fetch(db, ["u0"], 5, NOW) == {"u0": []}
+
+
+def test_cf_source_looks_the_active_model_up_once_per_max_age(
+    db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_world(db)
+    lookups: list[int] = []
+    active = serving.active
+    monkeypatch.setattr(serving, "active", lambda conn: lookups.append(1) or active(conn))
+    source = CFSource()
+    for seconds in (0, 30, 59):
+        assert source.fetch(db, ["u0"], 5, NOW + timedelta(seconds=seconds)) == {"u0": []}
+    assert len(lookups) == 1
+    source.fetch(db, ["u0"], 5, NOW + source.max_age)
+    source.fetch(db, ["u0"], 5, NOW - timedelta(seconds=1))  # an earlier clock: looked up again
+    assert len(lookups) == 3

@@ -8,8 +8,8 @@ nothing, so listing it in the settings is harmless before the first `tagloop tra
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -21,13 +21,26 @@ from tagloop.tools.retrieval import Candidate
 
 @dataclass(frozen=True)
 class CFSource:
+    """The active model's top k per user. Which model is active is looked up once per `max_age`
+    of the run clock (a round trip per batch otherwise, also while no model is trained): a model
+    activated meanwhile serves from the next lookup on."""
+
     name: str = "cf"
     weight: float = 1.0
+    max_age: timedelta = timedelta(minutes=1)
+    _active: list[tuple[datetime, serving.Served | None]] = field(
+        default_factory=list, compare=False, repr=False
+    )
 
     def fetch(
         self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
     ) -> dict[str, list[Candidate]]:
-        served = serving.active(conn)
+        looked = self._active[0] if self._active else None
+        if looked is not None and timedelta() <= now - looked[0] < self.max_age:
+            served = looked[1]
+        else:
+            served = serving.active(conn)
+            self._active[:] = [(now, served)]  # replaced whole: a consistent pair for every reader
         if served is None or not user_ids:
             return {u: [] for u in user_ids}
         serving.place_new_items(conn, served)
