@@ -20,6 +20,7 @@ import psycopg
 from tagloop.agent.context import RunFacts
 from tagloop.policies import PolicyConfig
 from tagloop.tools.candidates import CandidateSource, TrendingSource, sources_named
+from tagloop.tools.timed import Timed
 
 SHARE_TTL = timedelta(minutes=10)  # as the worker's facts
 
@@ -28,7 +29,7 @@ SHARE_TTL = timedelta(minutes=10)  # as the worker's facts
 class RunShare:
     ttl: timedelta = SHARE_TTL
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _facts: tuple[datetime, RunFacts] | None = field(default=None, repr=False)
+    _facts: Timed[RunFacts] = field(default_factory=Timed, repr=False)
     _trending: TrendingSource = field(default_factory=lambda: TrendingSource(max_age=SHARE_TTL), repr=False)
 
     def facts(self, conn: psycopg.Connection[Any], now: datetime, policy: PolicyConfig) -> RunFacts:
@@ -36,9 +37,7 @@ class RunShare:
         from tagloop.agent.runner import load_facts  # the runner builds the graph module on import
 
         with self._lock:
-            if self._facts is None or not timedelta() <= now - self._facts[0] < self.ttl:
-                self._facts = (now, load_facts(conn, now, policy))
-            return self._facts[1]
+            return self._facts.get(now, self.ttl, lambda: load_facts(conn, now, policy))
 
     def sources(self, names: Sequence[str]) -> tuple[CandidateSource, ...]:
         """New sources for one run, but the shared trending one."""

@@ -39,6 +39,7 @@ from tagloop.tools.messaging.channels import Channel
 from tagloop.tools.messaging.delivery import DeliveryReport, deliver_due
 from tagloop.tools.profile_folder import FoldOptions, fold_pending
 from tagloop.tools.store import runs
+from tagloop.tools.timed import Timed
 
 log = logging.getLogger("tagloop.worker")
 Clock = Callable[[], datetime]
@@ -74,7 +75,7 @@ class Worker:
         self.cadences: dict[str, Cadence] = cadences_from(settings.cadences, settings.cadence_spread)
         self.delivery = delivery_config(settings, self.policy)
         self.on_claimed = on_claimed
-        self._facts: tuple[datetime, RunFacts] | None = None
+        self._facts: Timed[RunFacts] = Timed()
         self._cache = RunCache()  # item tags and Thompson propensities, renewed with the facts
         self._sources = sources_named(settings.candidate_sources)  # their per-run reads, likewise
         self._seed = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
@@ -82,14 +83,17 @@ class Worker:
     def facts(self, now: datetime) -> RunFacts:
         """The run facts, renewed every `FACTS_TTL` together with the run cache, the candidate
         sources and (when stale) the co-likes table, committed before the next claim."""
-        if self._facts is None or not timedelta() <= now - self._facts[0] < FACTS_TTL:
+
+        def renew() -> RunFacts:
             if "co_likes" in self.settings.candidate_sources:  # before any claim: the daily
                 neighbors.refresh_if_stale(self.conn, now)  # refresh holds no claimed user
-            self._facts = (now, load_facts(self.conn, now, self.policy))
+            facts = load_facts(self.conn, now, self.policy)
             self._cache = RunCache()
             self._sources = sources_named(self.settings.candidate_sources)
             self.conn.commit()
-        return self._facts[1]
+            return facts
+
+        return self._facts.get(now, FACTS_TTL, renew)
 
     def decide_schedules(self, now: datetime) -> list[tuple[str, str]]:
         """One claim → decide → advance → commit cycle over due cadence rows."""

@@ -37,6 +37,7 @@ from tagloop.tools.neighbors import CoLikeSource
 from tagloop.tools.recommender.source import CFSource
 from tagloop.tools.retrieval import POSITIVE, BatchHistory, Candidate, FromHistory, load_history
 from tagloop.tools.sequences import SequenceSource
+from tagloop.tools.timed import Timed
 
 STRONG = ["like", "save", "add_to_playlist", "share", "complete", "convert"]  # as tools/neighbors.py
 __all__ = ["BatchHistory", "CoLikeSource", "SequenceSource", "load_history"]
@@ -111,21 +112,19 @@ class TrendingSource(FromHistory):
     window: timedelta = timedelta(days=7)
     max_k: int = 50
     max_age: timedelta = timedelta(minutes=10)
-    # [(read at, ranking)]: replaced whole (one atomic slice assignment), never emptied, so threads
-    # sharing the source (agent/runshare.py) always read a consistent pair
-    _trend: list[tuple[datetime, list[Candidate]]] = field(default_factory=list, compare=False, repr=False)
+    _trend: Timed[list[Candidate]] = field(default_factory=Timed, compare=False, repr=False)
 
     def fetch_for(
         self, conn: psycopg.Connection[Any], history: BatchHistory, k: int, now: datetime
     ) -> dict[str, list[Candidate]]:
-        read = self._trend[0] if self._trend else None
-        trend = read[1] if read and timedelta() <= now - read[0] < self.max_age else None
-        if trend is None:
+
+        def read() -> list[Candidate]:
             params = {"since": now - self.window, "now": now, "pos": POSITIVE, "strong": STRONG}
             with conn.cursor(row_factory=tuple_row) as cur:
                 rows = cur.execute(_TRENDING, {**params, "pool": 2 * self.max_k}).fetchall()
-            trend = [Candidate(i, t, p, s, self.name) for i, t, p, s in rows]
-            self._trend[:] = [(now, trend)]
+            return [Candidate(i, t, p, s, self.name) for i, t, p, s in rows]
+
+        trend = self._trend.get(now, self.max_age, read)
         k = min(k, self.max_k)
         out = {}
         for user, seen in history.seen.items():

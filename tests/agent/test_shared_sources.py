@@ -122,3 +122,17 @@ def test_the_worker_refreshes_co_likes_before_it_claims_anyone(
         conn.close()
     assert sorted(u for u, _ in decided) == sorted(users)
     assert seen_at_claim and all(row is not None for row in seen_at_claim)  # committed before the claim
+
+
+def test_a_timed_value_is_reused_only_for_later_clocks_within_its_max_age() -> None:
+    from tagloop.tools.timed import Timed
+
+    reads: list[datetime] = []
+
+    def at(now: datetime) -> int:
+        return timed.get(now, timedelta(minutes=10), lambda: reads.append(now) or len(reads))
+
+    timed: Timed[int] = Timed()
+    assert [at(NOW), at(NOW + timedelta(minutes=9)), at(NOW - timedelta(seconds=1))] == [1, 1, 2]
+    assert at(NOW) == 2 and at(NOW + timedelta(minutes=10)) == 3  # read at NOW - 1 s: too old now
+    assert reads == [NOW, NOW - timedelta(seconds=1), NOW + timedelta(minutes=10)]

@@ -17,6 +17,7 @@ import psycopg
 
 from tagloop.tools.recommender import pg, serving
 from tagloop.tools.retrieval import Candidate
+from tagloop.tools.timed import Timed
 
 
 @dataclass(frozen=True)
@@ -28,19 +29,12 @@ class CFSource:
     name: str = "cf"
     weight: float = 1.0
     max_age: timedelta = timedelta(minutes=1)
-    _active: list[tuple[datetime, serving.Served | None]] = field(
-        default_factory=list, compare=False, repr=False
-    )
+    _active: Timed[serving.Served | None] = field(default_factory=Timed, compare=False, repr=False)
 
     def fetch(
         self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
     ) -> dict[str, list[Candidate]]:
-        looked = self._active[0] if self._active else None
-        if looked is not None and timedelta() <= now - looked[0] < self.max_age:
-            served = looked[1]
-        else:
-            served = serving.active(conn)
-            self._active[:] = [(now, served)]  # replaced whole: a consistent pair for every reader
+        served = self._active.get(now, self.max_age, lambda: serving.active(conn))
         if served is None or not user_ids:
             return {u: [] for u in user_ids}
         serving.place_new_items(conn, served)
