@@ -13,8 +13,8 @@ last read (`reads_done`, called by `gather_candidates`):
 The server then writes and reads while Python scores, diversifies and composes the current chunk,
 and the next chunk finds its rows waiting. What is still read on the spot: the newest items of
 providers not seen yet, the title and provider of co-likes items not described yet in the run,
-the candidates' tag vectors, top-tag names and the rare tag search re-asked for users whose seen
-items crowd their top.
+the candidates' tag vectors and top-tag names not cached in the run yet, and the rare tag search
+re-asked for users whose seen items crowd their top.
 
 Everything runs in the caller's transaction (and under its per-user locks); the held inserts are
 sent before `decide` returns, and leaving pipeline mode waits for every result, so an error
