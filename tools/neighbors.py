@@ -11,8 +11,8 @@ many share); support = co, the number of users behind it. Each user contributes 
 it renews its run facts, before it claims a batch; a run requested over HTTP only computes a
 missing table): it recomputes when the table is older than `max_age` against the run clock, or
 the event log grew by more than `growth` since; a concurrent refresh (another worker) is skipped
-rather than waited for. Like every
-store function it never commits: the refresh belongs to the caller's transaction.
+rather than waited for. Like every store function it never commits: the refresh belongs to the
+caller's transaction.
 
 The same refresh fills `user_top_providers` (each user's `providers` most played providers by
 positive events), which the batch history (tools/retrieval.py) reads for `new_from_providers`.
