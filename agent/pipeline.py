@@ -10,6 +10,7 @@ last read (`reads_done`, called by `gather_candidates`):
   (retrieval.py) and the neighbours of its co-likes seeds not cached yet (tools/neighbors.py),
   found from its history, which was itself sent one chunk earlier;
 - the history of the chunk after it is sent.
+Before the first chunk, `start` sends its reads the same way.
 The server then writes and reads while Python scores, diversifies and composes the current chunk,
 and the next chunk finds its rows waiting. What is still read on the spot: the newest items of
 providers not seen yet, the title and provider of co-likes items not described yet in the run,
@@ -60,16 +61,25 @@ class ChunkPipeline:
         pending = self._history.pop(tuple(user_ids), None)
         return pending.result() if pending is not None else None
 
+    def start(self, chunks: list[list[str]]) -> None:
+        """Before the first chunk: send its reads (and the second chunk's history) as
+        `reads_done` sends a next chunk's, so they go out together instead of one by one."""
+        self.upcoming = chunks[:2]
+        self._send_reads()
+
     def reads_done(self) -> None:
         """The current chunk has read what it needs: send the held writes, the next chunk's reads
         and the history of the chunk after it."""
         self.flush()
+        self._send_reads()
+
+    def _send_reads(self) -> None:
         uses_history = any(isinstance(s, HistorySource) for s in self.sources)
         if self.upcoming:
             ids = self.upcoming[0]
             if uses_history:
                 pending = self._history.get(tuple(ids))
-                if pending is None:  # the first chunk's successor: not sent yet
+                if pending is None:  # not sent yet: the first chunk (`start`)
                     pending = self._history[tuple(ids)] = request_history(self.conn, ids, self.now)
                 history = None
                 for source in self.sources:

@@ -234,6 +234,7 @@ def decide(
         plans: dict[str, Plan] = {}
         try:
             with ctx.conn.pipeline():
+                pipeline.start(chunks)
                 for j, chunk in enumerate(chunks):
                     pipeline.upcoming = chunks[j + 1 : j + 3]
                     plans.update(_invoke(chunked, chunk, trigger, send_now, keys))

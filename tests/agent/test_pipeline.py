@@ -71,7 +71,7 @@ def test_chunked_batch_decides_and_writes_what_one_invocation_does(
 
         monkeypatch.setattr(runner.ChunkPipeline, name, taken)
     chunked, chunked_rows = _decide_all(db, tmp_path, users)
-    assert sorted(read_ahead) == ["history_for"] * 4 + ["users_for"] * 4  # every chunk but the first
+    assert sorted(read_ahead) == ["history_for"] * 5 + ["users_for"] * 5  # every chunk (`start`: the first)
     assert sent == [16, 16, 16, 14, 0]  # once per chunk (8, 16, 16, 16, 14 users: half a chunk first)
     assert len(whole) == len(users) == len(whole_rows)
     assert sum(p.outcome == "message" for p in whole.values()) > 40
