@@ -141,23 +141,6 @@ def refresh_if_stale(
     return True
 
 
-_NEIGHBORS = """
-select item_id, neighbor_id, score from item_neighbors
-where item_id = any(%(ids)s)
-order by item_id, score desc, neighbor_id
-"""
-
-
-def neighbors_of(conn: psycopg.Connection[Any], item_ids: list[str]) -> dict[str, list[tuple[str, float]]]:
-    """Each item's stored neighbours, best first (items without any map to an empty list)."""
-    out: dict[str, list[tuple[str, float]]] = {i: [] for i in item_ids}
-    if item_ids:
-        with conn.cursor(row_factory=tuple_row) as cur:
-            for item, neighbor, score in cur.execute(_NEIGHBORS, {"ids": item_ids}):
-                out[item].append((neighbor, score))
-    return out
-
-
 _NEIGHBOR_LISTS = "select item_id, neighbor_id, score from item_neighbors where item_id = any(%(ids)s)"
 _ITEM_INFO = "select id, title, provider_id from items where id = any(%(ids)s)"
 
