@@ -20,7 +20,7 @@ from psycopg.rows import tuple_row
 
 from tagloop.policies import PolicyConfig
 from tagloop.policies.config import DiversityConfig
-from tagloop.policies.diversity import MMRState, UnitRowsArray
+from tagloop.policies.diversity import MMRState, UnitRowsArray, unit_length_rows
 from tagloop.tools.candidates import CandidateSource
 from tagloop.tools.llm import LLM
 from tagloop.tools.messaging.channels import Channel
@@ -110,10 +110,8 @@ class RunCache:
         local, width = _compact(self.indices[at])
         if width > max_cols:
             return None
-        dense = _dense(lens, local, self.data[at], width)
-        norms = np.sqrt(np.einsum("ij,ij->i", dense, dense))[:, None]
-        np.divide(dense, norms, out=dense, where=norms > 0)
-        return UnitRows(dict(zip(ids, range(len(ids)), strict=True)), dense)
+        unit = unit_length_rows(_dense(lens, local, self.data[at], width))
+        return UnitRows(dict(zip(ids, range(len(ids)), strict=True)), unit)
 
     def tag_matrix(
         self,

@@ -68,7 +68,7 @@ class MMRState:
             n = m.shape[0]
             self.max_sim = np.zeros(n, dtype=np.float64)
             if n <= self.DENSE_LIMIT:
-                self.dense = _unit_rows(m)
+                self.dense = unit_length_rows(m)
                 return
             item_tags = sp.csr_array(m)
         m = sp.csr_array(item_tags, dtype=np.float64)
@@ -127,7 +127,7 @@ class UnitRowsArray(np.ndarray):
     is instead of scaling it again."""
 
 
-def _unit_rows(m: np.ndarray) -> np.ndarray:
+def unit_length_rows(m: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (all-zero rows stay zero)."""
     norms = np.sqrt(np.einsum("ij,ij->i", m, m))
     inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
