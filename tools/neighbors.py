@@ -30,6 +30,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
+from tagloop.tools.iteminfo import ItemInfo
 from tagloop.tools.retrieval import POSITIVE, BatchHistory, Candidate, FromHistory
 from tagloop.tools.store.pending import Pending, request
 
@@ -142,7 +143,6 @@ def refresh_if_stale(
 
 
 _NEIGHBOR_LISTS = "select item_id, neighbor_id, score from item_neighbors where item_id = any(%(ids)s)"
-_ITEM_INFO = "select id, title, provider_id from items where id = any(%(ids)s)"
 
 Neighbors = dict[str, list[tuple[str, float]]]
 
@@ -153,15 +153,13 @@ class CoLikeSource(FromHistory):
     batch history's seeds, score = the sum of their neighbour scores over the seeds; unseen only.
     Neighbour lists are read once per run per seed item (one statement per batch for new seeds),
     and the titles and providers of the items that make a user's top k once per run per item
-    (joining `items` to every neighbour row made the server hash the whole catalogue per batch:
-    0.16 ms of server time per decision on the 20,000-item demo data, bench/agent.py)."""
+    (tools/iteminfo.py)."""
 
     name: str = "co_likes"
     weight: float = 0.8
     max_k: int = 25
     _neighbors: Neighbors = field(default_factory=dict, compare=False, repr=False)
-    _info: dict[str, tuple[str, str | None]] = field(default_factory=dict, compare=False, repr=False)
-    _gone: set[str] = field(default_factory=set, compare=False, repr=False)  # deleted since the refresh
+    _info: ItemInfo = field(default_factory=ItemInfo, compare=False, repr=False)
     _sent: list[Pending[Neighbors]] = field(default_factory=list, compare=False, repr=False)
 
     def send_ahead(self, conn: psycopg.Connection[Any], history: BatchHistory) -> None:
@@ -188,10 +186,10 @@ class CoLikeSource(FromHistory):
         self._sent.clear()
         self._load(conn, {i for seeds in history.seeds.values() for i in seeds})
         best = {user: self._best(seeds, history.seen[user], k) for user, seeds in history.seeds.items()}
-        while self._describe(conn, {i for found in best.values() for _, i in found}):
+        while self._info.describe(conn, (i for found in best.values() for _, i in found)):
             # an item deleted since the neighbours were computed: rank again without it
             best = {u: self._best(history.seeds[u], history.seen[u], k) for u in best}
-        new, name, info = tuple.__new__, self.name, self._info
+        new, name, info = tuple.__new__, self.name, self._info.known
         out = {}
         for user, found in best.items():
             out[user] = [new(Candidate, (i, *info[i], -neg, name)) for neg, i in found]
@@ -206,21 +204,10 @@ class CoLikeSource(FromHistory):
                 if neighbor not in seen:
                     score[neighbor] = get(neighbor, 0.0) + s
         ranked = sorted([(-s, i) for i, s in score.items()])
-        if self._gone:
-            ranked = [(s, i) for s, i in ranked if i not in self._gone]
+        gone = self._info.gone
+        if gone:
+            ranked = [(s, i) for s, i in ranked if i not in gone]
         return ranked[:k]
-
-    def _describe(self, conn: psycopg.Connection[Any], item_ids: set[str]) -> bool:
-        """Read the title and provider of the items not described yet; True when one is gone."""
-        missing = [i for i in item_ids if i not in self._info and i not in self._gone]
-        if not missing:
-            return False
-        with conn.cursor(row_factory=tuple_row) as cur:
-            rows = cur.execute(_ITEM_INFO, {"ids": missing}).fetchall()
-        self._info.update((item, (title, provider)) for item, title, provider in rows)
-        gone = {i for i in missing if i not in self._info}
-        self._gone.update(gone)
-        return bool(gone)
 
     def _load(self, conn: psycopg.Connection[Any], item_ids: set[str]) -> None:
         missing = [i for i in item_ids if i not in self._neighbors]

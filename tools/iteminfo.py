@@ -1,0 +1,37 @@
+"""`ItemInfo`: the title and provider of items, read once per run per item, for candidate sources
+whose ranking reads only item ids (co-likes neighbours, the trained model's HNSW search).
+
+Joining `items` in those reads costs the server once per scanned row: a hash of the whole
+catalogue per co-likes batch (0.16 ms of server time per decision on the 10,000-user demo data),
+an index probe per HNSW result for the CF search (~0.25 ms per decision). Reading the items that
+make a user's top k once per run instead costs a lookup. An item deleted since the ranking's data
+was computed is remembered as gone, and the source ranks again without it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg.rows import tuple_row
+
+_ITEM_INFO = "select id, title, provider_id from items where id = any(%(ids)s)"
+
+
+@dataclass
+class ItemInfo:
+    known: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # item → (title, provider)
+    gone: set[str] = field(default_factory=set)  # read and not found: deleted
+
+    def describe(self, conn: psycopg.Connection[Any], item_ids: Iterable[str]) -> bool:
+        """Read the items not described yet (one statement); True when one of them is gone."""
+        missing = [i for i in set(item_ids) - self.known.keys() if i not in self.gone]
+        if not missing:
+            return False
+        with conn.cursor(row_factory=tuple_row) as cur:
+            rows = cur.execute(_ITEM_INFO, {"ids": missing}).fetchall()
+        self.known.update((item, (title, provider)) for item, title, provider in rows)
+        gone = {i for i in missing if i not in self.known}
+        self.gone.update(gone)
+        return bool(gone)
