@@ -7,15 +7,18 @@ last read (`reads_done`, called by `gather_candidates`):
 - the previous chunk's decision and outbox inserts (held by `record`) are sent — reads sent after
   a write would queue behind it, so writes wait until the next chunk has read;
 - the next chunk's reads are sent: its users' context (agent/reads.py), its tag search
-  (retrieval.py) and the neighbours of its co-likes seeds not cached yet (tools/neighbors.py),
-  found from its history, which was itself sent one chunk earlier;
+  (retrieval.py), its search of the trained model from stored user vectors (once a batch has
+  found a model; tools/recommender/source.py) and the neighbours of its co-likes seeds not
+  cached yet (tools/neighbors.py), found from its history, which was itself sent one chunk
+  earlier;
 - the history of the chunk after it is sent.
 Before the first chunk, `start` sends its reads the same way.
 The server then writes and reads while Python scores, diversifies and composes the current chunk,
 and the next chunk finds its rows waiting. What is still read on the spot: the newest items of
-providers not seen yet, the title and provider of co-likes items not described yet in the run,
-the candidates' tag vectors and top-tag names not cached in the run yet, and the rare tag search
-re-asked for users whose seen items crowd their top.
+providers not seen yet, the title and provider of co-likes and CF items not described yet in the
+run, the histories of users whose stored CF vector is stale (folded in again), the candidates' tag
+vectors and top-tag names not cached in the run yet, and the rare tag or CF search re-asked for
+users whose seen items crowd their top.
 
 Everything runs in the caller's transaction (and under its per-user locks); the held inserts are
 sent before `decide` returns, and leaving pipeline mode waits for every result, so an error
@@ -33,7 +36,7 @@ from typing import Any
 import psycopg
 
 from tagloop.agent.reads import PendingUsers, request_users
-from tagloop.tools.candidates import CandidateSource, CoLikeSource, HistorySource, TagSource
+from tagloop.tools.candidates import CandidateSource, CFSource, CoLikeSource, HistorySource, TagSource
 from tagloop.tools.retrieval import BatchHistory, request_history
 from tagloop.tools.store.pending import Pending
 
@@ -87,7 +90,7 @@ class ChunkPipeline:
                         history = history or pending.result()  # sent a chunk ago: ready by now
                         source.send_ahead(self.conn, history)
             for source in self.sources:
-                if isinstance(source, TagSource):
+                if isinstance(source, TagSource | CFSource):
                     source.send_ahead(self.conn, ids, self.k)
             self._users[tuple(ids)] = request_users(self.conn, ids, self.now, self.tag_names)
         if uses_history and len(self.upcoming) > 1:
@@ -105,7 +108,7 @@ class ChunkPipeline:
         results went with the pipeline), so sources shared with later runs start clean."""
         self._held.clear()
         for source in self.sources:
-            if isinstance(source, TagSource | CoLikeSource):
+            if isinstance(source, TagSource | CFSource | CoLikeSource):
                 source.drop_sent()
 
     def flush(self) -> None:

@@ -6,7 +6,7 @@ server (kept between runs), then for the same users:
 - floor: one `order by tag_vec <#> profile limit 20` query per user (the user's profile passed in);
 - full: every user through the decision graph in batches (templates, no LLM, send_now=false):
   context, the default candidate sources (settings; `--sources` to change; `cf` proposes nothing
-  here, as the bench trains no model: the output says so), policies with exact
+  here unless `--train` trained a model: the output says so), policies with exact
   propensities and MMR over the candidates' tags, channel and send-hour bandits, guards, copy,
   outbox, decisions committed per batch.
 With `--threads T` both sides run their batches on T threads, each with its own pooled connection
@@ -20,8 +20,11 @@ decisions are deleted afterwards so reruns measure the same work.
 The co-likes table (tools/neighbors.py) is refreshed before the timed part when stale (a daily
 job, as at the start of any run) and its time printed apart.
 
+With `--train` the recommender is trained first (in a database of its own, kept between runs, so
+the default runs stay comparable), and `cf` proposes candidates as in a deployment.
+
 Run: OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/agent.py [--users 10000] [--threads 1]
-     [--home /tmp/tagloop-bench]
+     [--home /tmp/tagloop-bench] [--train]
 
 Numbers (10,000 users, 1 thread, 2 shared noisy cores, same run for both sides):
 - before round 2 (per-user walks over events, JSON candidate log): floor 2,341 users/s, full 127,
@@ -161,6 +164,7 @@ from tagloop.tools.ingest.loader import import_file
 from tagloop.tools.messaging.channels import FileChannel
 from tagloop.tools.profiles import rebuild_profiles
 from tagloop.tools.recommender import pg
+from tagloop.tools.recommender.train import train
 from tagloop.tools.store import db
 from tagloop.tools.store.catalogue import refresh_item_vectors, refresh_tag_counts
 
@@ -186,6 +190,17 @@ def ensure_data(url: str, users: int, work: Path) -> None:
         refresh_item_vectors(conn)
         rebuild_profiles(conn, now=NOW, half_life_days=30)
         conn.commit()
+
+
+def ensure_model(url: str, home: Path) -> None:
+    """Train the recommender on the bench data unless a model is active (~2 min for 10,000 users)."""
+    with db.connect(url) as conn:
+        if pg.active_model(conn) is not None:
+            return
+        print("training the recommender on the bench data …", file=sys.stderr)
+        report = train(conn, seed=0, home=home, progress=lambda line: print(line, file=sys.stderr))
+        conn.commit()
+        print(f"trained model {report.model_id} in {sum(report.seconds.values()):.0f} s", file=sys.stderr)
 
 
 def _batched(
@@ -259,13 +274,22 @@ def main() -> None:
     ap.add_argument("--sources", default=None, help="candidate sources (default: the settings' default)")
     ap.add_argument("--threads", type=int, default=1, help="threads (and pooled connections) per side")
     ap.add_argument("--rounds", type=int, default=5, help="floor/full pairs over slices of the users")
+    ap.add_argument(
+        "--train",
+        action="store_true",
+        help="train the recommender first (in its own database, kept), so cf proposes as in a deployment",
+    )
     args = ap.parse_args()
     args.home.mkdir(parents=True, exist_ok=True)
     os.chmod(args.home, 0o755)
     url = db.resolve_url(
-        os.environ.get("TAGLOOP_BENCH_DATABASE_URL"), args.home, dbname="tagloop_bench_agent"
+        os.environ.get("TAGLOOP_BENCH_DATABASE_URL"),
+        args.home,
+        dbname="tagloop_bench_agent_cf" if args.train else "tagloop_bench_agent",
     )
     ensure_data(url, args.users, args.home)
+    if args.train:
+        ensure_model(url, args.home)
     with db.connect(url) as conn:  # the daily co-likes table, refreshed where runs start; timed apart
         start = time.perf_counter()
         refreshed = neighbors.refresh_if_stale(conn, NOW)
@@ -304,8 +328,12 @@ def main() -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     sources = ",".join(settings.candidate_sources)
     print(f"users: {len(user_ids):,}  threads: {args.threads}  sources: {sources}")
-    if "cf" in settings.candidate_sources and not trained:
-        print("cf: no trained model in this database, so it proposes nothing (one read per chunk)")
+    if "cf" in settings.candidate_sources:
+        print(
+            "cf: a trained model is active and proposes candidates"
+            if trained
+            else "cf: no trained model in this database, so it proposes nothing (--train to train one)"
+        )
     print(f"outcomes: {outcomes}")
     print(f"floor (one pgvector top-20 query per user): {floor:,.0f} users/s")
     print(f"full decision through the graph:            {full:,.0f} users/s")

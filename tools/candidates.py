@@ -40,7 +40,7 @@ from tagloop.tools.sequences import SequenceSource
 from tagloop.tools.timed import Timed
 
 STRONG = ["like", "save", "add_to_playlist", "share", "complete", "convert"]  # as tools/neighbors.py
-__all__ = ["BatchHistory", "CoLikeSource", "SequenceSource", "load_history"]
+__all__ = ["BatchHistory", "CFSource", "CoLikeSource", "SequenceSource", "load_history"]
 
 
 class CandidateSource(Protocol):

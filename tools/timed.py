@@ -27,3 +27,7 @@ class Timed(Generic[T]):
         value = read()
         self._held[:] = [(now, value)]
         return value
+
+    def latest(self) -> T | None:
+        """The value last read, however old (None before the first read)."""
+        return self._held[0][1] if self._held else None

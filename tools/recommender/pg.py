@@ -112,6 +112,36 @@ def copy_item_vectors(
     return len(item_ids)
 
 
+_INSERT_ITEM_VECTORS = """
+insert into item_vectors (model_id, item_id, vec, cold)
+select %(m)s, s.item_id, s.vec, %(cold)s from unnest(%(ids)s::text[], %(vecs)s::vector[]) as s(item_id, vec)
+on conflict (model_id, item_id) do nothing
+returning item_id
+"""
+
+
+def insert_item_vectors(
+    conn: psycopg.Connection[Any],
+    model_id: int,
+    item_ids: Sequence[str],
+    vecs: np.ndarray,
+    *,
+    cold: bool = False,
+) -> int:
+    """Add vectors for a few items in one statement (works in pipeline mode, unlike COPY); items
+    that already have one for the model (placed meanwhile by another process) keep it. Returns
+    the number added."""
+    if not len(item_ids):
+        return 0
+    params = {
+        "m": model_id,
+        "ids": [str(i) for i in item_ids],
+        "vecs": list(np.asarray(vecs, dtype=np.float32)),
+        "cold": cold,
+    }
+    return len(conn.execute(_INSERT_ITEM_VECTORS, params).fetchall())
+
+
 def _index_name(model_id: int) -> sql.Identifier:
     return sql.Identifier(f"item_vectors_hnsw_m{int(model_id)}")
 

@@ -115,11 +115,8 @@ def place_new_items(conn: psycopg.Connection[Any], served: Served, *, force: boo
         return 0
     ids = sorted(missing)
     vecs = np.vstack([served.model.item_vector_from_tags(missing[i]) for i in ids])
-    try:
-        with conn.transaction():
-            return pg.copy_item_vectors(conn, served.row.id, ids, vecs, cold=True)
-    except psycopg.errors.UniqueViolation:
-        return 0  # another process placed them at the same moment
+    # an insert, not COPY: this also runs inside the agent's pipeline mode, where COPY is refused
+    return pg.insert_item_vectors(conn, served.row.id, ids, vecs, cold=True)
 
 
 _HISTORY = """

@@ -1,47 +1,214 @@
 """The collaborative-filtering candidate source: the active recommender, served from Postgres.
 
-Implements tools/candidates.py's `CandidateSource`: for a batch of users it folds each user in from
-their stored events and declared interests (serving.py), then runs one LATERAL statement over the
-model's HNSW index (pg.top_k_batch) that skips seen items. Without a trained model it proposes
-nothing, so listing it in the settings is harmless before the first `tagloop train`.
+A `HistorySource` (tools/candidates.py): the batch history's seen sets drop seen items in Python,
+so the HNSW search runs without a per-row filter, as the tag source's does (tools/retrieval.py):
+1. Users whose stored vector (`rec_user_vectors`, written by `tagloop train` and by serving) is
+   fresh — no event since it was folded, the same declared interests — are searched with it on
+   the server: one statement for the batch, the unfiltered top k + k/2 over the model's HNSW
+   index, the vector never leaving the server. `send_ahead` sends it a chunk early in the agent's
+   pipeline (agent/pipeline.py).
+2. The others (vector missing or stale) are folded in from their events (serving.histories) and
+   searched the same way with their vectors passed in (binary `vector[]`).
+3. Users whose seen items crowd their wide top (fewer than k unseen of the k + k/2 returned) are
+   asked again with the seen filter on the server (an iterative scan).
+The statements return item ids and scores only; titles and providers are read once per run per
+item (tools/iteminfo.py), and an item deleted since it was placed is left out.
+Before, every user was folded in and searched with the server-side filter: on the 10,000-user demo
+data with a trained model that was ~8 ms of server and ~3 ms of client CPU per decision
+(bench/agent.py --train). Without a trained model the source proposes nothing, so listing it in
+the settings is harmless before the first `tagloop train`.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
 import psycopg
+from psycopg import sql
+from psycopg.rows import tuple_row
 
-from tagloop.tools.recommender import pg, serving
-from tagloop.tools.retrieval import Candidate
+from tagloop.tools.iteminfo import ItemInfo
+from tagloop.tools.recommender import serving
+from tagloop.tools.retrieval import BatchHistory, Candidate, FromHistory
 from tagloop.tools.timed import Timed
+
+# {users}: the users, with their vectors as {vec}; {seen}: the server-side seen filter, or nothing.
+# No join to `items` per result (an index probe each, ~0.25 ms per user): titles come from ItemInfo.
+_TOP = """
+select q.user_id, c.item_id, -c.neg_ip as score
+from {users}
+cross join lateral (
+    select v.item_id, (v.vec::vector({dim})) <#> {vec}::vector({dim}) as neg_ip
+    from item_vectors v
+    where v.model_id = {model} {seen}
+    order by (v.vec::vector({dim})) <#> {vec}::vector({dim})
+    limit %(k)s
+) c
+order by q.n, c.neg_ip, c.item_id
+"""
+# a lookup per user (`limit 1` keeps the planner from hashing the whole table instead): the vector if
+# it is fresh, i.e. folds in the user's last event and current declared interests
+_STORED = """unnest(%(users)s::text[]) with ordinality as q(user_id, n)
+cross join lateral (
+    select r.vec from rec_user_vectors r
+    where r.user_id = q.user_id and r.model_id = {model}
+      and r.event_seq = coalesce((select max(e.seq) from events e where e.user_id = q.user_id), 0)
+      and coalesce(r.interests, 'null') = (select coalesce(s.attributes -> 'interests', 'null')
+                                           from users s where s.id = q.user_id)
+    limit 1
+) r"""
+_GIVEN = "unnest(%(users)s::text[], %(vecs)s::vector[]) with ordinality as q(user_id, vec, n)"
+_SEEN = "and not exists (select 1 from events e where e.user_id = q.user_id and e.item_id = v.item_id)"
+_SETTINGS = (
+    "select set_config('hnsw.iterative_scan', %(scan)s, true), set_config('hnsw.ef_search', %(ef)s, true)"
+)
+
+
+def _query(served: serving.Served, stored: bool, filtered: bool) -> sql.Composed:
+    model = sql.Literal(served.row.id)
+    users = sql.SQL(_STORED if stored else _GIVEN).format(model=model)
+    return sql.SQL(_TOP).format(
+        users=users,
+        vec=sql.SQL("r.vec" if stored else "q.vec"),
+        dim=sql.Literal(served.row.dim),
+        model=model,
+        seen=sql.SQL(_SEEN if filtered else ""),
+    )
+
+
+def _wide(k: int) -> int:
+    return k + max(k // 2, 8)
 
 
 @dataclass(frozen=True)
-class CFSource:
-    """The active model's top k per user. Which model is active is looked up once per `max_age`
-    of the run clock (a round trip per batch otherwise, also while no model is trained): a model
-    activated meanwhile serves from the next lookup on."""
+class _Sent:
+    """The stored-vector search for `user_ids`, sent and not yet read."""
+
+    model_id: int
+    user_ids: frozenset[str]
+    wide: int
+    cursor: psycopg.Cursor[Any]
+
+
+@dataclass(frozen=True)
+class CFSource(FromHistory):
+    """The active model's top k unseen per user. Which model is active is looked up once per
+    `max_age` of the run clock (a round trip per batch otherwise, also while no model is trained):
+    a model activated meanwhile serves from the next lookup on."""
 
     name: str = "cf"
     weight: float = 1.0
+    max_k: int = 50
     max_age: timedelta = timedelta(minutes=1)
     _active: Timed[serving.Served | None] = field(default_factory=Timed, compare=False, repr=False)
+    _sent: list[_Sent] = field(default_factory=list, compare=False, repr=False)
+    _info: ItemInfo = field(default_factory=ItemInfo, compare=False, repr=False)
 
-    def fetch(
-        self, conn: psycopg.Connection[Any], user_ids: list[str], k: int, now: datetime
-    ) -> dict[str, list[Candidate]]:
-        served = self._active.get(now, self.max_age, lambda: serving.active(conn))
+    def send_ahead(self, conn: psycopg.Connection[Any], user_ids: list[str], k: int) -> None:
+        """Send the next batch's stored-vector search (agent/pipeline.py) when a model was found by
+        an earlier batch; `fetch_for` then reads it instead of asking again."""
+        served = self._active.latest()
         if served is None or not user_ids:
-            return {u: [] for u in user_ids}
+            return
+        wide = _wide(min(k, self.max_k))
+        cursor = _send(conn, _query(served, stored=True, filtered=False), {"users": user_ids}, wide, "off")
+        self._sent[:] = [_Sent(served.row.id, frozenset(user_ids), wide, cursor)]
+
+    def drop_sent(self) -> None:
+        """Forget a read sent ahead (a batch that failed: its pipeline's results are gone)."""
+        self._sent.clear()
+
+    def fetch_for(
+        self, conn: psycopg.Connection[Any], history: BatchHistory, k: int, now: datetime
+    ) -> dict[str, list[Candidate]]:
+        users = history.user_ids
+        sent = self._sent.pop() if self._sent else None
+        served = self._active.get(now, self.max_age, lambda: serving.active(conn))
+        if served is None or not users:
+            if sent is not None:
+                sent.cursor.fetchall()
+            return {u: [] for u in users}
         serving.place_new_items(conn, served)
-        found = serving.histories(conn, served, user_ids)
-        vecs = np.vstack([serving.user_vector(served, found[u]) for u in user_ids])
-        hits = pg.top_k_batch(conn, served.row, user_ids, vecs, k)
+        k = min(k, self.max_k)
+        wide = _wide(k)
+        wanted = set(users)
+        if (
+            sent is not None
+            and (sent.model_id, sent.wide) == (served.row.id, wide)
+            and sent.user_ids >= wanted
+        ):
+            rows = [r for r in sent.cursor.fetchall() if r[0] in wanted]
+        else:
+            if sent is not None:
+                sent.cursor.fetchall()
+            rows = _read(conn, _query(served, stored=True, filtered=False), {"users": users}, wide, "off")
+        picks: dict[str, list[tuple[str, float]]] = {u: [] for u in users}  # (item, score), best first
+        returned = Counter(map(itemgetter(0), rows))
+        _pick(picks, rows, k, history.seen)
+        vecs: dict[str, np.ndarray] = {}
+        stale = [u for u in users if not returned[u]]
+        if stale:  # no fresh stored vector: fold them in
+            found = serving.histories(conn, served, stale)
+            vecs = {u: serving.user_vector(served, found[u]).astype(np.float32) for u in stale}
+            params = {"users": stale, "vecs": list(vecs.values())}
+            more = _read(conn, _query(served, stored=False, filtered=False), params, wide, "off")
+            returned.update(map(itemgetter(0), more))
+            _pick(picks, more, k, history.seen)
+        short = [u for u in users if len(picks[u]) < k and returned[u] == wide]
+        if short:  # their seen items crowd the wide top: the server filters them
+            for u in short:
+                picks[u] = []
+            by_stored = [u for u in short if u not in vecs]
+            by_vec = [u for u in short if u in vecs]
+            ef = max(wide, 64)
+            if by_stored:
+                rows = _read(conn, _query(served, True, True), {"users": by_stored}, k, "relaxed_order", ef)
+                _pick(picks, rows, k, None)
+            if by_vec:
+                params = {"users": by_vec, "vecs": [vecs[u] for u in by_vec]}
+                rows = _read(conn, _query(served, False, True), params, k, "relaxed_order", ef)
+                _pick(picks, rows, k, None)
+            for u in short:  # relaxed_order may swap near-ties
+                picks[u].sort(key=lambda p: -p[1])
+        self._info.describe(conn, (i for found in picks.values() for i, _ in found))
+        info, gone, new, name = self._info.known, self._info.gone, tuple.__new__, self.name
         return {
-            u: [Candidate(h.item_id, h.title, h.provider_id, h.score, self.name) for h in hits[u]]
-            for u in user_ids
+            u: [new(Candidate, (i, *info[i], s, name)) for i, s in found if i not in gone]
+            for u, found in picks.items()
         }
+
+
+def _send(
+    conn: psycopg.Connection[Any], query: sql.Composed, params: dict[str, Any], k: int, scan: str, ef: int = 0
+) -> psycopg.Cursor[Any]:
+    """Send `query` for the top `k` with the HNSW settings it needs (transaction-local)."""
+    conn.execute(_SETTINGS, {"scan": scan, "ef": str(max(k, ef, 40))})
+    cur = conn.cursor(row_factory=tuple_row, binary=True)
+    cur.execute(query, {**params, "k": k})
+    return cur
+
+
+def _read(
+    conn: psycopg.Connection[Any], query: sql.Composed, params: dict[str, Any], k: int, scan: str, ef: int = 0
+) -> list[Any]:
+    with conn.transaction(), _send(conn, query, params, k, scan, ef) as cur:
+        return cur.fetchall()
+
+
+def _pick(
+    picks: dict[str, list[tuple[str, float]]],
+    rows: Sequence[Any],
+    k: int,
+    seen: Mapping[str, frozenset[str]] | None,
+) -> None:
+    """Append each user's rows (in score order) while fewer than k, skipping seen items."""
+    for user, item, score in rows:
+        found = picks[user]
+        if len(found) < k and (seen is None or item not in seen[user]):
+            found.append((item, score))
