@@ -135,3 +135,20 @@ def test_a_chunked_run_sends_the_search_ahead_and_places_new_items(
         "select count(*) as n from decisions, unnest(candidate_ids) as c(item) where c.item = 'jazz-new'"
     ).fetchone()
     assert logged is not None and logged["n"] > 0  # the jazz fans were offered the new item
+
+
+def test_the_history_read_looks_up_each_users_last_event_once(
+    db: psycopg.Connection[Any], trained: serving.Served
+) -> None:
+    users = ["u0", "u1", "u2"]
+    params = {"weights": serving.WEIGHTS_JSON, "users": users}
+    row = db.execute("explain (analyze, format json) " + serving._HISTORY, params).fetchone()
+    assert row is not None
+
+    def nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+        return [node] + [n for child in node.get("Plans", []) for n in nodes(child)]
+
+    on_events = [n for n in nodes(row["QUERY PLAN"][0]["Plan"]) if n.get("Relation Name") == "events"]
+    assert on_events
+    # once per user, not once per row of the history (5 items each: the max(seq) used to run 15 times)
+    assert max(n["Actual Loops"] for n in on_events) == len(users)

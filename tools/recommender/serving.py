@@ -121,10 +121,12 @@ def place_new_items(conn: psycopg.Connection[Any], served: Served, *, force: boo
 
 _HISTORY = """
 select u.id as user_id, u.attributes -> 'interests' as interests, h.item_id, h.provider_id, h.w,
-       m.id as model_id, m.trained_at,
-       coalesce((select max(e.seq) from events e where e.user_id = u.id), 0) as event_seq
+       m.id as model_id, m.trained_at, s.event_seq
 from users u
 left join rec_models m on m.status = 'active'
+cross join lateral (  -- once per user: in the select list it ran once per history row
+    select coalesce(max(e.seq), 0) as event_seq from events e where e.user_id = u.id
+) s
 left join lateral (
     select e.item_id, i.provider_id,
            sum(coalesce((%(weights)s::jsonb ->> e.type)::float8, 1.0)
