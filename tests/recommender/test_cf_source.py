@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+from psycopg import sql
 from test_pg import NOW, PARAMS, _items, load_world
 
 from tagloop.agent.runner import run_users
@@ -111,12 +112,18 @@ def test_a_chunked_run_sends_the_search_ahead_and_places_new_items(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     loader.store_items(db, _items(["jazz-new"], NOW - timedelta(days=1)))  # after training
+    liked = "shoegaze-9"  # u55 (second chunk) plays it after training: a stale stored vector
+    event = {"id": "late", "user_id": "u55", "type": "like", "item_id": liked, "ts": NOW.isoformat()}
+    loader.store_events(db, [parse_event(event, now=NOW)])
     db.commit()
+    folded = _count_folds(monkeypatch)
     reads: list[list[str]] = []
     read = cf_source._read
 
+    given: list[list[str]] = []
+
     def counting(conn: Any, query: Any, params: dict[str, Any], *args: Any) -> Any:
-        reads.append(list(params["users"]))
+        (given if "vecs" in params else reads).append(list(params["users"]))
         return read(conn, query, params, *args)
 
     monkeypatch.setattr(cf_source, "_read", counting)
@@ -135,6 +142,10 @@ def test_a_chunked_run_sends_the_search_ahead_and_places_new_items(
         "select count(*) as n from decisions, unnest(candidate_ids) as c(item) where c.item = 'jazz-new'"
     ).fetchone()
     assert logged is not None and logged["n"] > 0  # the jazz fans were offered the new item
+    assert folded == [] and given == [["u55"]]  # u55's history came with its chunk's search, sent ahead
+    offered = db.execute("select candidate_ids from decisions where user_id = 'u55'").fetchone()
+    assert offered is not None and liked not in offered["candidate_ids"]
+    assert set(offered["candidate_ids"]) >= _expected(db, trained, "u55", 5)
 
 
 def test_the_history_read_looks_up_each_users_last_event_once(
@@ -142,7 +153,7 @@ def test_the_history_read_looks_up_each_users_last_event_once(
 ) -> None:
     users = ["u0", "u1", "u2"]
     params = {"weights": serving.WEIGHTS_JSON, "users": users}
-    row = db.execute("explain (analyze, format json) " + serving._HISTORY, params).fetchone()
+    row = db.execute(sql.SQL("explain (analyze, format json) ") + serving.HISTORY_ALL, params).fetchone()
     assert row is not None
 
     def nodes(node: dict[str, Any]) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ import json
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -33,6 +34,8 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
 
 from tagloop.tools.recommender import pg
 from tagloop.tools.recommender.confidence import EVENT_WEIGHTS, confidence_vector
@@ -135,8 +138,10 @@ left join lateral (
     where e.user_id = u.id and e.item_id is not null
     group by e.item_id, i.provider_id
 ) h on true
-where u.id = any(%(users)s)
+where u.id = any(%(users)s) {stale}
 """
+_STALE = "and not exists (select 1 from rec_user_vectors r where {fresh})"
+HISTORY_ALL = sql.SQL(_HISTORY).format(stale=sql.SQL(""))
 
 
 def histories(conn: psycopg.Connection[Any], served: Served, user_ids: list[str]) -> dict[str, History]:
@@ -150,8 +155,24 @@ def _read_histories(
 ) -> tuple[dict[str, History], tuple[int, datetime] | None]:
     """`histories` and the active model's (id, trained_at) as seen by the same statement."""
     return _histories_of(
-        served, user_ids, conn.execute(_HISTORY, {"weights": WEIGHTS_JSON, "users": user_ids})
+        served, user_ids, conn.execute(HISTORY_ALL, {"weights": WEIGHTS_JSON, "users": user_ids})
     )
+
+
+def send_stale_histories(
+    conn: psycopg.Connection[Any], served: Served, user_ids: list[str]
+) -> psycopg.Cursor[Any]:
+    """Send the `histories` statement for those of `user_ids` whose stored vector is not fresh for
+    `served`, without reading its rows (in pipeline mode the server works on it meanwhile); read
+    them with `histories_from`."""
+    stale = sql.SQL(_STALE).format(fresh=pg.fresh_vector(sql.SQL("u.id"), served.row.id))
+    cur = conn.cursor(row_factory=dict_row)
+    return cur.execute(sql.SQL(_HISTORY).format(stale=stale), {"weights": WEIGHTS_JSON, "users": user_ids})
+
+
+def histories_from(served: Served, user_ids: list[str], rows: Sequence[Any]) -> dict[str, History]:
+    """`histories` of `user_ids` from rows of its statement already read (users without: empty)."""
+    return _histories_of(served, user_ids, rows)[0]
 
 
 def _histories_of(
@@ -162,11 +183,13 @@ def _histories_of(
     raw: dict[str, tuple[int, Any]] = {}
     stamp = None
     for r in result:
-        interests.setdefault(r["user_id"], parse_interests(r["interests"]))
-        raw.setdefault(r["user_id"], (int(r["event_seq"]), r["interests"]))
-        stamp = (int(r["model_id"]), r["trained_at"]) if r["model_id"] is not None else None
+        user = r["user_id"]
+        if user not in raw:  # the user's columns repeat on each of their rows
+            interests[user] = parse_interests(r["interests"])
+            raw[user] = (int(r["event_seq"]), r["interests"])
+            stamp = (int(r["model_id"]), r["trained_at"]) if r["model_id"] is not None else None
         if r["item_id"] is not None:
-            rows[r["user_id"]].append((r["item_id"], r["provider_id"], float(r["w"])))
+            rows[user].append((r["item_id"], r["provider_id"], float(r["w"])))
     out = {}
     for u in user_ids:
         found = rows.get(u, [])

@@ -7,8 +7,9 @@ so the HNSW search runs without a per-row filter, as the tag source's does (tool
    the server: one statement for the batch, the unfiltered top k + k/2 over the model's HNSW
    index, the vector never leaving the server. `send_ahead` sends it a chunk early in the agent's
    pipeline (agent/pipeline.py).
-2. The others (vector missing or stale) are folded in from their events (serving.histories) and
-   searched the same way with their vectors passed in (binary `vector[]`).
+2. The others (vector missing or stale) are folded in from their events (serving.histories, sent
+   ahead with the search for the users the server finds stale) and searched the same way with
+   their vectors passed in (binary `vector[]`).
 3. Users whose seen items crowd their wide top (fewer than k unseen of the k + k/2 returned) are
    asked again with the seen filter on the server (an iterative scan).
 The statements return item ids and scores only; titles and providers are read once per run per
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from operator import itemgetter
@@ -34,7 +36,7 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 
 from tagloop.tools.iteminfo import ItemInfo
-from tagloop.tools.recommender import serving
+from tagloop.tools.recommender import pg, serving
 from tagloop.tools.retrieval import BatchHistory, Candidate, FromHistory
 from tagloop.tools.timed import Timed
 
@@ -52,18 +54,10 @@ cross join lateral (
 ) c
 order by q.n, c.neg_ip, c.item_id
 """
-# a lookup per user (`limit 1` keeps the planner from hashing the whole table instead): the vector if
-# it is fresh, i.e. folds in the user's last event and current declared interests
+# a lookup per user (`limit 1` keeps the planner from hashing the whole table instead): the fresh vector
 _STORED = """unnest(%(users)s::text[]) with ordinality as q(user_id, n)
-cross join lateral (
-    select r.vec from rec_user_vectors r
-    where r.user_id = q.user_id and r.model_id = {model}
-      and r.event_seq = coalesce((select max(e.seq) from events e where e.user_id = q.user_id), 0)
-      and coalesce(r.interests, 'null') = (select coalesce(s.attributes -> 'interests', 'null')
-                                           from users s where s.id = q.user_id)
-    limit 1
-) r"""
-_GIVEN = "unnest(%(users)s::text[], %(vecs)s::vector[]) with ordinality as q(user_id, vec, n)"
+cross join lateral (select r.vec from rec_user_vectors r where {fresh} limit 1) r"""
+_GIVEN = "unnest(%(users)s::text[], %(vecs)b::vector[]) with ordinality as q(user_id, vec, n)"  # binary
 _SEEN = "and not exists (select 1 from events e where e.user_id = q.user_id and e.item_id = v.item_id)"
 _SETTINGS = (
     "select set_config('hnsw.iterative_scan', %(scan)s, true), set_config('hnsw.ef_search', %(ef)s, true)"
@@ -72,7 +66,11 @@ _SETTINGS = (
 
 def _query(served: serving.Served, stored: bool, filtered: bool) -> sql.Composed:
     model = sql.Literal(served.row.id)
-    users = sql.SQL(_STORED if stored else _GIVEN).format(model=model)
+    users = (
+        sql.SQL(_STORED).format(fresh=pg.fresh_vector(sql.SQL("q.user_id"), served.row.id))
+        if stored
+        else sql.SQL(_GIVEN)
+    )
     return sql.SQL(_TOP).format(
         users=users,
         vec=sql.SQL("r.vec" if stored else "q.vec"),
@@ -94,6 +92,11 @@ class _Sent:
     user_ids: frozenset[str]
     wide: int
     cursor: psycopg.Cursor[Any]
+    histories: psycopg.Cursor[Any]  # of the users whose stored vector is stale (serving.py)
+
+    def drain(self) -> None:
+        self.cursor.fetchall()
+        self.histories.fetchall()
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,8 @@ class CFSource(FromHistory):
             return
         wide = _wide(min(k, self.max_k))
         cursor = _send(conn, _query(served, stored=True, filtered=False), {"users": user_ids}, wide, "off")
-        self._sent[:] = [_Sent(served.row.id, frozenset(user_ids), wide, cursor)]
+        histories = serving.send_stale_histories(conn, served, user_ids)
+        self._sent[:] = [_Sent(served.row.id, frozenset(user_ids), wide, cursor, histories)]
 
     def drop_sent(self) -> None:
         """Forget a read sent ahead (a batch that failed: its pipeline's results are gone)."""
@@ -132,21 +136,23 @@ class CFSource(FromHistory):
         served = self._active.get(now, self.max_age, lambda: serving.active(conn))
         if served is None or not users:
             if sent is not None:
-                sent.cursor.fetchall()
+                sent.drain()
             return {u: [] for u in users}
         serving.place_new_items(conn, served)
         k = min(k, self.max_k)
         wide = _wide(k)
         wanted = set(users)
+        prefetched: list[Any] | None = None  # history rows of the users who were stale when sent
         if (
             sent is not None
             and (sent.model_id, sent.wide) == (served.row.id, wide)
             and sent.user_ids >= wanted
         ):
             rows = [r for r in sent.cursor.fetchall() if r[0] in wanted]
+            prefetched = sent.histories.fetchall()
         else:
             if sent is not None:
-                sent.cursor.fetchall()
+                sent.drain()
             rows = _read(conn, _query(served, stored=True, filtered=False), {"users": users}, wide, "off")
         picks: dict[str, list[tuple[str, float]]] = {u: [] for u in users}  # (item, score), best first
         returned = Counter(map(itemgetter(0), rows))
@@ -154,7 +160,7 @@ class CFSource(FromHistory):
         vecs: dict[str, np.ndarray] = {}
         stale = [u for u in users if not returned[u]]
         if stale:  # no fresh stored vector: fold them in
-            found = serving.histories(conn, served, stale)
+            found = _stale_histories(conn, served, stale, prefetched)
             vecs = {u: serving.user_vector(served, found[u]).astype(np.float32) for u in stale}
             params = {"users": stale, "vecs": list(vecs.values())}
             more = _read(conn, _query(served, stored=False, filtered=False), params, wide, "off")
@@ -184,6 +190,21 @@ class CFSource(FromHistory):
         }
 
 
+def _stale_histories(
+    conn: psycopg.Connection[Any], served: serving.Served, stale: list[str], prefetched: list[Any] | None
+) -> dict[str, serving.History]:
+    """The histories of the users found stale, from the rows sent ahead with the search; a user
+    missing there (fresh when that statement ran, stale for the search) is read now."""
+    if prefetched is None:
+        return serving.histories(conn, served, stale)
+    have = {r["user_id"] for r in prefetched}
+    found = serving.histories_from(served, [u for u in stale if u in have], prefetched)
+    missing = [u for u in stale if u not in have]
+    if missing:
+        found.update(serving.histories(conn, served, missing))
+    return found
+
+
 def _send(
     conn: psycopg.Connection[Any], query: sql.Composed, params: dict[str, Any], k: int, scan: str, ef: int = 0
 ) -> psycopg.Cursor[Any]:
@@ -197,7 +218,13 @@ def _send(
 def _read(
     conn: psycopg.Connection[Any], query: sql.Composed, params: dict[str, Any], k: int, scan: str, ef: int = 0
 ) -> list[Any]:
-    with conn.transaction(), _send(conn, query, params, k, scan, ef) as cur:
+    """Run `query` now. The settings last until the end of the transaction, so in autocommit mode it
+    gets one of its own; otherwise it runs in the caller's (a savepoint would add a round trip,
+    and in pipeline mode wait for every statement sent ahead)."""
+    with (
+        conn.transaction() if conn.autocommit else nullcontext(),
+        _send(conn, query, params, k, scan, ef) as cur,
+    ):
         return cur.fetchall()
 
 
