@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-from psycopg import sql
 from test_pg import NOW, PARAMS, _items, load_world
 
 from tagloop.agent.runner import run_users
@@ -21,7 +20,7 @@ from tagloop.tools.candidates import load_history
 from tagloop.tools.ingest import loader
 from tagloop.tools.ingest.records import parse_event, parse_user
 from tagloop.tools.messaging.channels import FileChannel
-from tagloop.tools.recommender import serving
+from tagloop.tools.recommender import fold_batch, serving
 from tagloop.tools.recommender import source as cf_source
 from tagloop.tools.recommender.source import CFSource
 from tagloop.tools.recommender.train import train
@@ -36,14 +35,15 @@ def _expected(db: psycopg.Connection[Any], served: serving.Served, user: str, k:
 
 
 def _count_folds(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Users folded in with a read of their own (not sent ahead with the search)."""
     folded: list[list[str]] = []
-    histories = serving.histories
+    read = fold_batch.read
 
     def counting(conn: Any, served: Any, user_ids: list[str]) -> Any:
         folded.append(list(user_ids))
-        return histories(conn, served, user_ids)
+        return read(conn, served, user_ids)
 
-    monkeypatch.setattr(serving, "histories", counting)
+    monkeypatch.setattr(fold_batch, "read", counting)
     return folded
 
 
@@ -153,7 +153,7 @@ def test_the_history_read_looks_up_each_users_last_event_once(
 ) -> None:
     users = ["u0", "u1", "u2"]
     params = {"weights": serving.WEIGHTS_JSON, "users": users}
-    row = db.execute(sql.SQL("explain (analyze, format json) ") + serving.HISTORY_ALL, params).fetchone()
+    row = db.execute("explain (analyze, format json) " + serving.HISTORY, params).fetchone()
     assert row is not None
 
     def nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
@@ -163,3 +163,17 @@ def test_the_history_read_looks_up_each_users_last_event_once(
     assert on_events
     # once per user, not once per row of the history (5 items each: the max(seq) used to run 15 times)
     assert max(n["Actual Loops"] for n in on_events) == len(users)
+
+
+def test_the_batch_fold_in_equals_serving_s_for_every_kind_of_user(
+    db: psycopg.Connection[Any], trained: serving.Served
+) -> None:
+    users = ["u0", "u7", "fresh", "nobody", "missing"]  # played, played, interests only, nothing, unknown
+    folded = fold_batch.read(db, trained, users)
+    found = serving.histories(db, trained, users)
+    for u in users:
+        assert folded[u] == pytest.approx(serving.user_vector(trained, found[u]), abs=1e-6)
+    assert np.any(folded["fresh"] != folded["nobody"])  # the declared interests count
+    with fold_batch.send(db, trained, users, stale_only=True) as cur:
+        # train stored a fresh vector for every user with events; the two without have none
+        assert sorted(r[0] for r in cur.fetchall()) == ["fresh", "nobody"]

@@ -26,7 +26,6 @@ import json
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -34,8 +33,6 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from psycopg import sql
-from psycopg.rows import dict_row
 
 from tagloop.tools.recommender import pg
 from tagloop.tools.recommender.confidence import EVENT_WEIGHTS, confidence_vector
@@ -122,7 +119,10 @@ def place_new_items(conn: psycopg.Connection[Any], served: Served, *, force: boo
     return pg.insert_item_vectors(conn, served.row.id, ids, vecs, cold=True)
 
 
-_HISTORY = """
+# one raw weight per (user, item) as train.py computes it, over the user's events `e`
+RAW_WEIGHT = """sum(coalesce((%(weights)s::jsonb ->> e.type)::float8, 1.0)
+               * case when e.value > 0 then e.value else 1.0 end)"""
+HISTORY = f"""
 select u.id as user_id, u.attributes -> 'interests' as interests, h.item_id, h.provider_id, h.w,
        m.id as model_id, m.trained_at, s.event_seq
 from users u
@@ -131,17 +131,13 @@ cross join lateral (  -- once per user: in the select list it ran once per histo
     select coalesce(max(e.seq), 0) as event_seq from events e where e.user_id = u.id
 ) s
 left join lateral (
-    select e.item_id, i.provider_id,
-           sum(coalesce((%(weights)s::jsonb ->> e.type)::float8, 1.0)
-               * case when e.value > 0 then e.value else 1.0 end) as w
+    select e.item_id, i.provider_id, {RAW_WEIGHT} as w
     from events e left join items i on i.id = e.item_id
     where e.user_id = u.id and e.item_id is not null
     group by e.item_id, i.provider_id
 ) h on true
-where u.id = any(%(users)s) {stale}
+where u.id = any(%(users)s)
 """
-_STALE = "and not exists (select 1 from rec_user_vectors r where {fresh})"
-HISTORY_ALL = sql.SQL(_HISTORY).format(stale=sql.SQL(""))
 
 
 def histories(conn: psycopg.Connection[Any], served: Served, user_ids: list[str]) -> dict[str, History]:
@@ -155,24 +151,8 @@ def _read_histories(
 ) -> tuple[dict[str, History], tuple[int, datetime] | None]:
     """`histories` and the active model's (id, trained_at) as seen by the same statement."""
     return _histories_of(
-        served, user_ids, conn.execute(HISTORY_ALL, {"weights": WEIGHTS_JSON, "users": user_ids})
+        served, user_ids, conn.execute(HISTORY, {"weights": WEIGHTS_JSON, "users": user_ids})
     )
-
-
-def send_stale_histories(
-    conn: psycopg.Connection[Any], served: Served, user_ids: list[str]
-) -> psycopg.Cursor[Any]:
-    """Send the `histories` statement for those of `user_ids` whose stored vector is not fresh for
-    `served`, without reading its rows (in pipeline mode the server works on it meanwhile); read
-    them with `histories_from`."""
-    stale = sql.SQL(_STALE).format(fresh=pg.fresh_vector(sql.SQL("u.id"), served.row.id))
-    cur = conn.cursor(row_factory=dict_row)
-    return cur.execute(sql.SQL(_HISTORY).format(stale=stale), {"weights": WEIGHTS_JSON, "users": user_ids})
-
-
-def histories_from(served: Served, user_ids: list[str], rows: Sequence[Any]) -> dict[str, History]:
-    """`histories` of `user_ids` from rows of its statement already read (users without: empty)."""
-    return _histories_of(served, user_ids, rows)[0]
 
 
 def _histories_of(

@@ -7,7 +7,7 @@ so the HNSW search runs without a per-row filter, as the tag source's does (tool
    the server: one statement for the batch, the unfiltered top k + k/2 over the model's HNSW
    index, the vector never leaving the server. `send_ahead` sends it a chunk early in the agent's
    pipeline (agent/pipeline.py).
-2. The others (vector missing or stale) are folded in from their events (serving.histories, sent
+2. The others (vector missing or stale) are folded in from their events (fold_batch.py, sent
    ahead with the search for the users the server finds stale) and searched the same way with
    their vectors passed in (binary `vector[]`).
 3. Users whose seen items crowd their wide top (fewer than k unseen of the k + k/2 returned) are
@@ -36,7 +36,7 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 
 from tagloop.tools.iteminfo import ItemInfo
-from tagloop.tools.recommender import pg, serving
+from tagloop.tools.recommender import fold_batch, pg, serving
 from tagloop.tools.retrieval import BatchHistory, Candidate, FromHistory
 from tagloop.tools.timed import Timed
 
@@ -92,11 +92,11 @@ class _Sent:
     user_ids: frozenset[str]
     wide: int
     cursor: psycopg.Cursor[Any]
-    histories: psycopg.Cursor[Any]  # of the users whose stored vector is stale (serving.py)
+    folds: psycopg.Cursor[Any]  # the fold-in inputs of the users whose stored vector is stale
 
     def drain(self) -> None:
         self.cursor.fetchall()
-        self.histories.fetchall()
+        self.folds.fetchall()
 
 
 @dataclass(frozen=True)
@@ -121,8 +121,8 @@ class CFSource(FromHistory):
             return
         wide = _wide(min(k, self.max_k))
         cursor = _send(conn, _query(served, stored=True, filtered=False), {"users": user_ids}, wide, "off")
-        histories = serving.send_stale_histories(conn, served, user_ids)
-        self._sent[:] = [_Sent(served.row.id, frozenset(user_ids), wide, cursor, histories)]
+        folds = fold_batch.send(conn, served, user_ids, stale_only=True)
+        self._sent[:] = [_Sent(served.row.id, frozenset(user_ids), wide, cursor, folds)]
 
     def drop_sent(self) -> None:
         """Forget a read sent ahead (a batch that failed: its pipeline's results are gone)."""
@@ -142,14 +142,14 @@ class CFSource(FromHistory):
         k = min(k, self.max_k)
         wide = _wide(k)
         wanted = set(users)
-        prefetched: list[Any] | None = None  # history rows of the users who were stale when sent
+        prefetched: list[Any] | None = None  # fold-in rows of the users who were stale when sent
         if (
             sent is not None
             and (sent.model_id, sent.wide) == (served.row.id, wide)
             and sent.user_ids >= wanted
         ):
             rows = [r for r in sent.cursor.fetchall() if r[0] in wanted]
-            prefetched = sent.histories.fetchall()
+            prefetched = sent.folds.fetchall()
         else:
             if sent is not None:
                 sent.drain()
@@ -160,8 +160,7 @@ class CFSource(FromHistory):
         vecs: dict[str, np.ndarray] = {}
         stale = [u for u in users if not returned[u]]
         if stale:  # no fresh stored vector: fold them in
-            found = _stale_histories(conn, served, stale, prefetched)
-            vecs = {u: serving.user_vector(served, found[u]).astype(np.float32) for u in stale}
+            vecs = _folded(conn, served, stale, prefetched)
             params = {"users": stale, "vecs": list(vecs.values())}
             more = _read(conn, _query(served, stored=False, filtered=False), params, wide, "off")
             returned.update(map(itemgetter(0), more))
@@ -190,19 +189,19 @@ class CFSource(FromHistory):
         }
 
 
-def _stale_histories(
+def _folded(
     conn: psycopg.Connection[Any], served: serving.Served, stale: list[str], prefetched: list[Any] | None
-) -> dict[str, serving.History]:
-    """The histories of the users found stale, from the rows sent ahead with the search; a user
-    missing there (fresh when that statement ran, stale for the search) is read now."""
+) -> dict[str, np.ndarray]:
+    """The stale users' vectors, folded from the rows sent ahead with the search; a user missing
+    there (fresh when that statement ran, stale for the search) is read now."""
     if prefetched is None:
-        return serving.histories(conn, served, stale)
-    have = {r["user_id"] for r in prefetched}
-    found = serving.histories_from(served, [u for u in stale if u in have], prefetched)
+        return fold_batch.read(conn, served, stale)
+    have = {r[0] for r in prefetched}
+    found = fold_batch.vectors(served, [u for u in stale if u in have], prefetched)
     missing = [u for u in stale if u not in have]
     if missing:
-        found.update(serving.histories(conn, served, missing))
-    return found
+        found.update(fold_batch.read(conn, served, missing))
+    return {u: found[u] for u in stale}
 
 
 def _send(
