@@ -9,7 +9,6 @@ was computed is remembered as gone, and the source ranks again without it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,9 +23,9 @@ class ItemInfo:
     known: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # item → (title, provider)
     gone: set[str] = field(default_factory=set)  # read and not found: deleted
 
-    def describe(self, conn: psycopg.Connection[Any], item_ids: Iterable[str]) -> bool:
+    def describe(self, conn: psycopg.Connection[Any], item_ids: set[str]) -> bool:
         """Read the items not described yet (one statement); True when one of them is gone."""
-        missing = [i for i in set(item_ids) - self.known.keys() if i not in self.gone]
+        missing = [i for i in item_ids - self.known.keys() if i not in self.gone]
         if not missing:
             return False
         with conn.cursor(row_factory=tuple_row) as cur:

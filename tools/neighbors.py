@@ -186,7 +186,7 @@ class CoLikeSource(FromHistory):
         self._sent.clear()
         self._load(conn, {i for seeds in history.seeds.values() for i in seeds})
         best = {user: self._best(seeds, history.seen[user], k) for user, seeds in history.seeds.items()}
-        while self._info.describe(conn, (i for found in best.values() for _, i in found)):
+        while self._info.describe(conn, {i for found in best.values() for _, i in found}):
             # an item deleted since the neighbours were computed: rank again without it
             best = {u: self._best(history.seeds[u], history.seen[u], k) for u in best}
         new, name, info = tuple.__new__, self.name, self._info.known

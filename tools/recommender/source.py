@@ -181,7 +181,7 @@ class CFSource(FromHistory):
                 _pick(picks, rows, k, None)
             for u in short:  # relaxed_order may swap near-ties
                 picks[u].sort(key=lambda p: -p[1])
-        self._info.describe(conn, (i for found in picks.values() for i, _ in found))
+        self._info.describe(conn, {i for found in picks.values() for i, _ in found})
         info, gone, new, name = self._info.known, self._info.gone, tuple.__new__, self.name
         return {
             u: [new(Candidate, (i, *info[i], s, name)) for i, s in found if i not in gone]
