@@ -131,6 +131,25 @@ Numbers (10,000 users, 1 thread, 2 shared noisy cores, same run for both sides):
   3,722 / 3,791, full 863 / 898 users/s, ratio 0.23 / 0.24 (per-round medians 0.24; the first
   round, with the run's caches cold, 0.17-0.18), peak RSS 256 MiB; CPU per decision: this process
   0.98-1.02 ms, server 0.47-0.51 ms.
+- round 7 (with a trained model, `--train`: every round before measured `cf` proposing nothing).
+  With a model, the CF source folded every user in from their events (one dict row per history
+  item, the user's last event looked up once per row) and searched the model's HNSW index with the
+  seen filter on the server: 96 decisions/s, ratio 0.03, ~8 ms of server and ~3 ms of client CPU
+  per decision. Now (tools/recommender/source.py, fold_batch.py): a user whose stored vector is
+  fresh is searched with it on the server, unfiltered top 75, the seen items dropped with the
+  batch history, the statement sent a chunk ahead; the fold-in inputs of the users the server finds
+  stale are sent with it (one binary row per user) and only those users are searched with vectors
+  passed in, in binary (text cost ~0.25 ms a vector); titles come from a per-run cache
+  (tools/iteminfo.py). Fresh vectors, four runs: 318-392 decisions/s, ratio 0.10-0.11, server
+  1.8-2.2 ms and client 1.3-1.7 ms per decision; every stored vector stale (event_seq moved back
+  by one): 181 -> 331 decisions/s (0.06 -> 0.09). The HNSW search over the 384-dimensional model
+  vectors alone costs ~0.7-0.9 ms of server per user at ef_search 75 (a floor query on the 170-tag
+  sparse vectors 0.13 ms), so with a trained model the server is the bottleneck and 0.5 is out of
+  reach here; halfvec and a 128-dimension subvector index were no cheaper or lost most of the
+  recall. The default runs (no model) are unchanged: 0.23-0.24 for the old and the new code
+  alternating. Found on the way: placing items added after training used COPY, which psycopg
+  refuses in pipeline mode, so a worker with a trained model failed a batch every minute once a
+  new item arrived (now an INSERT; tests/recommender/test_cf_source.py).
 """
 
 from __future__ import annotations
