@@ -159,8 +159,8 @@ class SentTagTop:
 def send_tag_top(conn: psycopg.Connection[Any], user_ids: list[str], k: int) -> SentTagTop:
     """Send the unfiltered top read of `tag_candidates(conn, user_ids, k, seen)` without waiting
     for its rows. Its hnsw settings are transaction-local, as `_tag_rows` leaves them."""
-    wide = _wide(k)
-    conn.execute(_HNSW_SETTINGS, {"scan": "off", "ef": str(max(wide, 40))})
+    wide = wide_k(k)
+    conn.execute(HNSW_SETTINGS, {"scan": "off", "ef": str(max(wide, 40))})
     cur = conn.cursor(row_factory=tuple_row, binary=True)
     cur.execute(_TAG_TOP, {"users": user_ids, "k": wide})
     return SentTagTop(frozenset(user_ids), k, cur)
@@ -181,7 +181,7 @@ def tag_candidates(
     if seen is None:
         _fill(out, _tag_rows(conn, _TAG_CANDIDATES, user_ids, k, "relaxed_order"), k, None)
     else:
-        wide = _wide(k)
+        wide = wide_k(k)
         if sent is not None and sent.k == k and sent.user_ids.issuperset(user_ids):
             rows = sent.rows(user_ids)
         else:
@@ -198,18 +198,19 @@ def tag_candidates(
     return out
 
 
-def _wide(k: int) -> int:
+def wide_k(k: int) -> int:
+    """How many to ask an unfiltered search for when the seen items are dropped afterwards."""
     return k + max(k // 2, 8)
 
 
-_HNSW_SETTINGS = (
+HNSW_SETTINGS = (
     "select set_config('hnsw.iterative_scan', %(scan)s, true), set_config('hnsw.ef_search', %(ef)s, true)"
 )
 
 
 def _tag_rows(conn: psycopg.Connection[Any], query: str, user_ids: list[str], k: int, scan: str) -> list[Any]:
     with conn.transaction():
-        conn.execute(_HNSW_SETTINGS, {"scan": scan, "ef": str(max(k, 40))})
+        conn.execute(HNSW_SETTINGS, {"scan": scan, "ef": str(max(k, 40))})
         with conn.cursor(row_factory=tuple_row, binary=True) as cur:  # binary: ~15% cheaper to read
             return cur.execute(query, {"users": user_ids, "k": k}).fetchall()
 

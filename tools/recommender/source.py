@@ -37,7 +37,7 @@ from psycopg.rows import tuple_row
 
 from tagloop.tools.iteminfo import ItemInfo
 from tagloop.tools.recommender import fold_batch, pg, serving
-from tagloop.tools.retrieval import BatchHistory, Candidate, FromHistory
+from tagloop.tools.retrieval import HNSW_SETTINGS, BatchHistory, Candidate, FromHistory, wide_k
 from tagloop.tools.timed import Timed
 
 # {users}: the users, with their vectors as {vec}; {seen}: the server-side seen filter, or nothing.
@@ -59,9 +59,6 @@ _STORED = """unnest(%(users)s::text[]) with ordinality as q(user_id, n)
 cross join lateral (select r.vec from rec_user_vectors r where {fresh} limit 1) r"""
 _GIVEN = "unnest(%(users)s::text[], %(vecs)b::vector[]) with ordinality as q(user_id, vec, n)"  # binary
 _SEEN = "and not exists (select 1 from events e where e.user_id = q.user_id and e.item_id = v.item_id)"
-_SETTINGS = (
-    "select set_config('hnsw.iterative_scan', %(scan)s, true), set_config('hnsw.ef_search', %(ef)s, true)"
-)
 
 
 def _query(served: serving.Served, stored: bool, filtered: bool) -> sql.Composed:
@@ -78,10 +75,6 @@ def _query(served: serving.Served, stored: bool, filtered: bool) -> sql.Composed
         model=model,
         seen=sql.SQL(_SEEN if filtered else ""),
     )
-
-
-def _wide(k: int) -> int:
-    return k + max(k // 2, 8)
 
 
 @dataclass(frozen=True)
@@ -119,7 +112,7 @@ class CFSource(FromHistory):
         served = self._active.latest()
         if served is None or not user_ids:
             return
-        wide = _wide(min(k, self.max_k))
+        wide = wide_k(min(k, self.max_k))
         cursor = _send(conn, _query(served, stored=True, filtered=False), {"users": user_ids}, wide, "off")
         folds = fold_batch.send(conn, served, user_ids, stale_only=True)
         self._sent[:] = [_Sent(served.row.id, frozenset(user_ids), wide, cursor, folds)]
@@ -140,7 +133,7 @@ class CFSource(FromHistory):
             return {u: [] for u in users}
         serving.place_new_items(conn, served)
         k = min(k, self.max_k)
-        wide = _wide(k)
+        wide = wide_k(k)
         wanted = set(users)
         prefetched: list[Any] | None = None  # fold-in rows of the users who were stale when sent
         if (
@@ -208,7 +201,7 @@ def _send(
     conn: psycopg.Connection[Any], query: sql.Composed, params: dict[str, Any], k: int, scan: str, ef: int = 0
 ) -> psycopg.Cursor[Any]:
     """Send `query` for the top `k` with the HNSW settings it needs (transaction-local)."""
-    conn.execute(_SETTINGS, {"scan": scan, "ef": str(max(k, ef, 40))})
+    conn.execute(HNSW_SETTINGS, {"scan": scan, "ef": str(max(k, ef, 40))})
     cur = conn.cursor(row_factory=tuple_row, binary=True)
     cur.execute(query, {**params, "k": k})
     return cur
