@@ -217,6 +217,18 @@ order by (v.vec::vector({dim})) <#> %(q)b::vector({dim})
 limit %(k)s
 """
 
+# A stored vector is fresh when it folds in the user's last event and current declared interests.
+_FRESH = """r.user_id = {user} and r.model_id = {model}
+  and r.event_seq = coalesce((select max(e.seq) from events e where e.user_id = {user}), 0)
+  and coalesce(r.interests, 'null') = (select coalesce(s.attributes -> 'interests', 'null')
+                                       from users s where s.id = {user})"""
+
+
+def fresh_vector(user: sql.Composable, model_id: int) -> sql.Composed:
+    """The condition on `rec_user_vectors r` that the row of `user` (a column or placeholder) is fresh."""
+    return sql.SQL(_FRESH).format(user=user, model=sql.Literal(model_id))
+
+
 # The user's stored vector (rec_user_vectors, migration 0075) is read inside the statement; it is used
 # only when it belongs to this model, the model is still active, no event of the user came after the
 # one it folded in and the declared interests are those it folded in. The model is also matched by
@@ -225,12 +237,9 @@ limit %(k)s
 _TOP_K_STORED = """
 with u as materialized (
     select r.vec from rec_user_vectors r
-    where r.user_id = %(user)s and r.model_id = {model}
+    where {fresh}
       and exists (select 1 from rec_models m
                   where m.id = {model} and m.status = 'active' and m.trained_at = %(trained_at)s)
-      and r.event_seq = coalesce((select max(e.seq) from events e where e.user_id = %(user)s), 0)
-      and coalesce(r.interests, 'null') = (select coalesce(s.attributes -> 'interests', 'null') from users s
-                                            where s.id = %(user)s)
 )
 select v.item_id, i.title, i.provider_id, p.name as provider, v.cold, i.created_at,
        -((v.vec::vector({dim})) <#> (select u.vec from u)::vector({dim})) as score,
@@ -244,17 +253,6 @@ where v.model_id = {model} and exists (select 1 from u)
 order by (v.vec::vector({dim})) <#> (select u.vec from u)::vector({dim})
 limit %(k)s
 """
-
-# A stored vector is fresh when it folds in the user's last event and current declared interests.
-_FRESH = """r.user_id = {user} and r.model_id = {model}
-  and r.event_seq = coalesce((select max(e.seq) from events e where e.user_id = {user}), 0)
-  and coalesce(r.interests, 'null') = (select coalesce(s.attributes -> 'interests', 'null')
-                                       from users s where s.id = {user})"""
-
-
-def fresh_vector(user: sql.Composable, model_id: int) -> sql.Composed:
-    """The condition on `rec_user_vectors r` that the row of `user` (a column) is fresh for the model."""
-    return sql.SQL(_FRESH).format(user=user, model=sql.Literal(model_id))
 
 
 def _compose(template: str, model: ModelRow) -> sql.Composed:
@@ -316,7 +314,8 @@ def _hits(rows: Sequence[Any]) -> list[Hit]:
 
 def top_k_stored_query(model: ModelRow) -> sql.Composed:
     """The one-statement top-k from the user's stored vector; see `top_k_stored` and `stored_params`."""
-    return _compose(_TOP_K_STORED, model)
+    fresh = fresh_vector(sql.Placeholder("user"), model.id)
+    return sql.SQL(_TOP_K_STORED).format(dim=sql.Literal(model.dim), model=sql.Literal(model.id), fresh=fresh)
 
 
 def stored_params(model: ModelRow, user_id: str, k: int) -> dict[str, Any]:
