@@ -7,8 +7,9 @@ last read (`reads_done`, called by `gather_candidates`):
 - the previous chunk's decision and outbox inserts (held by `record`) are sent — reads sent after
   a write would queue behind it, so writes wait until the next chunk has read;
 - the next chunk's reads are sent: its users' context (agent/reads.py), its tag search
-  (retrieval.py), its search of the trained model from stored user vectors (once a batch has
-  found a model; tools/recommender/source.py) and the neighbours of its co-likes seeds not
+  (retrieval.py), its search of the trained model from stored user vectors with the fold-in
+  inputs of the users whose vector is stale (once a batch has found a model;
+  tools/recommender/source.py) and the neighbours of its co-likes seeds not
   cached yet (tools/neighbors.py), found from its history, which was itself sent one chunk
   earlier;
 - the history of the chunk after it is sent.
@@ -16,9 +17,9 @@ Before the first chunk, `start` sends its reads the same way.
 The server then writes and reads while Python scores, diversifies and composes the current chunk,
 and the next chunk finds its rows waiting. What is still read on the spot: the newest items of
 providers not seen yet, the title and provider of co-likes and CF items not described yet in the
-run, the histories of users whose stored CF vector is stale (folded in again), the candidates' tag
-vectors and top-tag names not cached in the run yet, and the rare tag or CF search re-asked for
-users whose seen items crowd their top.
+run, the CF search of users whose stored vector was stale (with the vector just folded in), the
+candidates' tag vectors and top-tag names not cached in the run yet, and the rare tag or CF search
+re-asked for users whose seen items crowd their top.
 
 Everything runs in the caller's transaction (and under its per-user locks); the held inserts are
 sent before `decide` returns, and leaving pipeline mode waits for every result, so an error
