@@ -116,7 +116,7 @@ def db_stop() -> None:
 def _import(kind: str, path: Path, skip_bad: bool, as_json: bool) -> None:
     from tagloop.agent.services import import_one
 
-    summary = import_one(_settings(), kind, path, skip_bad=skip_bad)
+    summary = import_one(_settings(), kind, path, skip_bad=skip_bad, progress=None if as_json else err.print)
     if as_json:
         emit(summary, True)
         return

@@ -23,14 +23,22 @@ from tagloop.tools.store.catalogue import refresh_item_vectors, refresh_tag_coun
 Log = Callable[[str], None]
 
 
-def import_one(settings: Settings, kind: str, path: Path, *, skip_bad: bool) -> dict[str, Any]:
+def import_one(
+    settings: Settings, kind: str, path: Path, *, skip_bad: bool, progress: Log | None = None
+) -> dict[str, Any]:
     """`tagloop import KIND PATH`: the file in one transaction, then — for items — merge tag
-    spelling variants the import brought in and refresh the taxonomy (tools/tagging/store.py)."""
+    spelling variants the import brought in and refresh the taxonomy (tools/tagging/store.py).
+    `progress` gets a line per tenth of an events file read."""
     from tagloop.tools.tagging.store import sync_vocabulary
 
     with connect(settings) as conn:
         result = import_file(
-            conn, kind, path, skip_bad=skip_bad, extra_types=frozenset(settings.custom_event_types)
+            conn,
+            kind,
+            path,
+            skip_bad=skip_bad,
+            extra_types=frozenset(settings.custom_event_types),
+            progress=_tenths(kind, progress) if progress else None,
         )
         summary = result.summary()
         if kind == "items" and result.stored:
@@ -38,6 +46,19 @@ def import_one(settings: Settings, kind: str, path: Path, *, skip_bad: bool) -> 
                 synced = sync_vocabulary(conn)
             summary["tag_variants_merged"] = sum(len(v) for v in synced.merged.values())
     return summary
+
+
+def _tenths(kind: str, log: Log) -> Callable[[int, int], None]:
+    """A progress callback that logs each tenth of the file read once."""
+    shown = [0]
+
+    def report(done: int, size: int) -> None:
+        tenth = 10 * done // max(size, 1)
+        if tenth > shown[0]:
+            shown[0] = tenth
+            log(f"{kind}: {10 * tenth}% of {size / 1e6:,.1f} MB read")
+
+    return report
 
 
 def import_converted(
@@ -51,7 +72,8 @@ def import_converted(
         for kind in ("users", "items", "events"):
             if progress:
                 progress(f"importing {kind} from {paths[kind]}")
-            summary[kind] = import_file(conn, kind, paths[kind]).summary()
+            tenths = _tenths(kind, progress) if progress else None
+            summary[kind] = import_file(conn, kind, paths[kind], progress=tenths).summary()
             if kind == "items":
                 with conn.transaction():
                     sync_vocabulary(conn)  # merge spelling variants, families and genres

@@ -67,6 +67,25 @@ def test_import_reports_bad_lines_without_a_traceback(
     assert skipped["stored"] == 1 and skipped["skipped"] == 1
 
 
+def test_import_events_streams_with_progress_on_stderr(
+    tagloop_env: Path, tmp_path: Path, db: psycopg.Connection[Any]
+) -> None:
+    users, events = tmp_path / "users.jsonl", tmp_path / "events.jsonl"
+    users.write_text('{"id": "a"}\n{"id": "b"}\n')
+    tagloop("import", "users", str(users))
+    lines = [
+        {"id": f"e{n}", "user_id": "ab"[n % 2], "type": "open", "ts": "2026-01-01T00:00:00Z"}
+        for n in range(50)
+    ]
+    events.write_text("".join(json.dumps(e) + "\n" for e in lines + lines[:5]))
+    done = tagloop("import", "events", str(events))
+    assert "events: 50 stored from 55 line(s), 5 duplicate(s) skipped" in done.stdout
+    assert "events: 100% of" in done.stderr  # progress goes to stderr, never into --json output
+    again = tagloop("import", "events", str(events), "--json")
+    assert json.loads(again.stdout)["duplicates"] == 55 and "%" not in again.stderr
+    assert db.execute("select count(*) as n from events").fetchone()["n"] == 50
+
+
 def _slice_of_lastfm(src: Path, dst: Path, users: int) -> None:
     """The first `users` users of the real data set with their artists and tags (a few seconds to load)."""
     dst.mkdir()

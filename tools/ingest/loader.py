@@ -1,27 +1,34 @@
 """Loading validated records into PostgreSQL with COPY: staged in temporary tables, checked
 against what is stored (unknown users/items are reported by line), then merged in one
 transaction. Nothing is stored when any line is bad unless `skip_bad` is set.
+
+Event files are streamed: read, parsed, checked and staged `CHUNK` lines at a time, so a file of
+any size imports in bounded memory (bench/import_events.py prints the peak). Items and users are
+read whole: the last line of a repeated id wins and item tags are replaced per item.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.gc_pause import gc_paused
 from tagloop.tools.ingest import records as rec
-from tagloop.tools.ingest.readers import LineError, RawRecord, read_records
+from tagloop.tools.ingest.readers import LineError, RawRecord, RecordReader, read_records
 from tagloop.tools.store import catalogue
 
 MAX_REPORTED = 20
-Progress = Callable[[int], None]
+CHUNK = 20_000  # event lines per chunk: parsed, checked and staged together
+Progress = Callable[[int, int], None]  # bytes read, file size
+T = TypeVar("T")
 
 
 @dataclass
@@ -53,40 +60,83 @@ def import_file(
     skip_bad: bool = False,
     now: datetime | None = None,
     extra_types: frozenset[str] = frozenset(),
+    progress: Progress | None = None,
 ) -> ImportResult:
-    with gc_paused():  # millions of acyclic records: the cyclic collector would only re-walk them
-        raw, errors = read_records(path)
-    parsed: list[tuple[int, Any]] = []
+    """Import one file in one transaction. Events are streamed in chunks of `CHUNK` lines (parsed,
+    checked against the stored users and items, copied into a staging table), so memory does not
+    grow with the file; items and users are read whole (the last line for an id wins, which needs
+    them all). `progress(bytes_read, file_size)` is called after each chunk of events."""
     now = now or datetime.now(UTC)
+    if kind == "events":
+        return _import_events(conn, path, skip_bad, now, extra_types, progress)
     parse: Callable[[dict[str, Any]], Any]
     if kind == "items":
         parse = rec.parse_item
     elif kind == "users":
         parse = rec.parse_user
-    elif kind == "events":
-
-        def parse(d: dict[str, Any]) -> Any:
-            return rec.parse_event(d, now=now, extra_types=extra_types)
     else:
         raise InvalidInput(f"unknown import kind {kind!r}: expected items, users or events")
-    with gc_paused():
+    with gc_paused():  # many acyclic records: the cyclic collector would only re-walk them
+        raw, errors = read_records(path)
+        parsed: list[tuple[int, Any]] = []
         errors.extend(_parse_all(raw, parse, str(path), parsed))
     result = ImportResult(kind, str(path), read=len(raw) + len([e for e in errors if e.field is None]))
     with conn.transaction():
-        if kind == "events":
-            errors.extend(_check_event_refs(conn, parsed, str(path)))
         _raise_or_skip(errors, skip_bad, path)
         bad = {e.line for e in errors}
         good = [r for line, r in parsed if line not in bad]
         result.skipped = sorted(errors, key=lambda e: e.line)
-        if kind == "items":
-            result.stored = store_items(conn, good)
-        elif kind == "users":
-            result.stored = store_users(conn, good)
-        else:
-            result.stored = store_events(conn, good)
-            result.duplicates = len(good) - result.stored
+        result.stored = store_items(conn, good) if kind == "items" else store_users(conn, good)
     return result
+
+
+def _import_events(
+    conn: psycopg.Connection[Any],
+    path: Path,
+    skip_bad: bool,
+    now: datetime,
+    extra_types: frozenset[str],
+    progress: Progress | None,
+) -> ImportResult:
+    """Events chunk by chunk into the staging table, then one insert from it; after the first bad
+    line without `skip_bad` the rest is only checked (to report every bad line), not staged."""
+
+    def parse(d: dict[str, Any]) -> Any:
+        return rec.parse_event(d, now=now, extra_types=extra_types)
+
+    reader = RecordReader(path)
+    result = ImportResult("events", str(path))
+    errors: list[LineError] = []
+    with conn.transaction(), conn.cursor() as cur:
+        _create_event_stage(cur)
+        staged = 0
+        for chunk in _chunks(reader, CHUNK):
+            records = [r for r in chunk if isinstance(r, RawRecord)]
+            bad = [e for e in chunk if isinstance(e, LineError)]
+            parsed: list[tuple[int, Any]] = []
+            with gc_paused():
+                bad.extend(_parse_all(records, parse, str(path), parsed))
+            bad.extend(_check_event_refs(conn, parsed, str(path)))
+            result.read += len(chunk)
+            if bad:
+                lines = {e.line for e in bad}
+                parsed = [(line, r) for line, r in parsed if line not in lines]
+                errors.extend(sorted(bad, key=lambda e: e.line))
+            if skip_bad or not errors:
+                staged += _stage_events(cur, [r for _, r in parsed], first=staged)
+            if progress:
+                progress(reader.position, reader.size)
+        _raise_or_skip(errors, skip_bad, path)
+        result.skipped = errors
+        result.stored = _insert_staged_events(cur)
+        result.duplicates = staged - result.stored
+    return result
+
+
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
 
 
 def _parse_all(
@@ -195,37 +245,50 @@ def store_events(conn: psycopg.Connection[Any], events: Sequence[rec.EventRecord
     """Insert events; an id already stored (or repeated in the batch) is skipped. Returns new rows."""
     if not events:
         return 0
-    first: dict[str, rec.EventRecord] = {}
-    for e in events:  # an id repeated within the file: the first line wins, the rest are duplicates
-        first.setdefault(e.id, e)
-    events = list(first.values())
     with conn.cursor() as cur:
-        cur.execute(
-            """create temp table if not exists stage_events (ord bigint, id text, user_id text, type text,
-                   item_id text, ts timestamptz, value double precision, message_id text, context jsonb)
-               on commit delete rows"""
-        )
-        with cur.copy("copy stage_events from stdin") as copy:
-            for n, e in enumerate(events):
-                copy.write_row(
-                    (
-                        n,
-                        e.id,
-                        e.user_id,
-                        e.type,
-                        e.item_id,
-                        e.ts,
-                        e.value,
-                        e.message_id,
-                        json.dumps(e.context) if e.context else "{}",
-                    )
+        _create_event_stage(cur)
+        _stage_events(cur, events, first=0)
+        return _insert_staged_events(cur)
+
+
+def _create_event_stage(cur: psycopg.Cursor[Any]) -> None:
+    cur.execute(
+        """create temp table if not exists stage_events (ord bigint, id text, user_id text, type text,
+               item_id text, ts timestamptz, value double precision, message_id text, context jsonb)
+           on commit delete rows"""
+    )
+
+
+def _stage_events(cur: psycopg.Cursor[Any], events: Sequence[rec.EventRecord], *, first: int) -> int:
+    """Copy events into the staging table, numbered from `first` in file order."""
+    with cur.copy("copy stage_events from stdin") as copy:
+        for n, e in enumerate(events, start=first):
+            copy.write_row(
+                (
+                    n,
+                    e.id,
+                    e.user_id,
+                    e.type,
+                    e.item_id,
+                    e.ts,
+                    e.value,
+                    e.message_id,
+                    json.dumps(e.context) if e.context else "{}",
                 )
-        cur.execute(
-            """insert into events (id, user_id, type, item_id, ts, value, message_id, context)
-               select id, user_id, type, item_id, ts, value, message_id, context
-               from stage_events order by ord
-               on conflict (id) do nothing"""
-        )
-        stored = cur.rowcount
-        cur.execute("truncate stage_events")
+            )
+    return len(events)
+
+
+def _insert_staged_events(cur: psycopg.Cursor[Any]) -> int:
+    """The staged events into `events` in file order; an id stored already, or staged before
+    (the first line of a repeated id wins), is skipped. Returns the rows inserted."""
+    cur.execute(
+        """insert into events (id, user_id, type, item_id, ts, value, message_id, context)
+           select id, user_id, type, item_id, ts, value, message_id, context
+           from (select distinct on (id) * from stage_events order by id, ord) s
+           order by ord
+           on conflict (id) do nothing"""
+    )
+    stored = cur.rowcount
+    cur.execute("truncate stage_events")
     return stored
