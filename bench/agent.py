@@ -13,7 +13,8 @@ With `--threads T` both sides run their batches on T threads, each with its own 
 (pool size T), so they are compared like with like. The users are split into `--rounds` slices
 (default 5); each slice is run by the floor and then by the full side, so a drift of the machine's
 speed (the floor has swung 2,700-4,000 users/s between runs minutes apart) hits both sides alike.
-Prints both rates over all rounds, their ratio (goal ≥ 0.5), the ratio per round, the peak RSS and
+Prints both rates over all rounds, their ratio (goal ≥ 0.5), the ratio per round, the peak RSS (loading
+the data and training run in a child process, so it is the timed part's) and
 the CPU per user of this process and of the local PostgreSQL processes for each side. The bench's
 decisions are deleted afterwards so reruns measure the same work.
 
@@ -155,6 +156,7 @@ Numbers (10,000 users, 1 thread, 2 shared noisy cores, same run for both sides):
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import resource
 import statistics
@@ -209,6 +211,15 @@ def ensure_data(url: str, users: int, work: Path) -> None:
         refresh_item_vectors(conn)
         rebuild_profiles(conn, now=NOW, half_life_days=30)
         conn.commit()
+
+
+def _in_child(target: Callable[..., None], *args: Any) -> None:
+    """Run a set-up step in a child process (its memory is not this process's peak RSS)."""
+    child = multiprocessing.get_context("spawn").Process(target=target, args=args)
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        sys.exit(f"{target.__name__} failed (exit code {child.exitcode})")
 
 
 def ensure_model(url: str, home: Path) -> None:
@@ -306,9 +317,9 @@ def main() -> None:
         args.home,
         dbname="tagloop_bench_agent_cf" if args.train else "tagloop_bench_agent",
     )
-    ensure_data(url, args.users, args.home)
+    _in_child(ensure_data, url, args.users, args.home)  # so the peak RSS printed is the timed part's
     if args.train:
-        ensure_model(url, args.home)
+        _in_child(ensure_model, url, args.home)
     with db.connect(url) as conn:  # the daily co-likes table, refreshed where runs start; timed apart
         start = time.perf_counter()
         refreshed = neighbors.refresh_if_stale(conn, NOW)
