@@ -92,7 +92,8 @@ class RecordReader:
                     raise self._not_utf8(number, raw[exc.start]) from exc
                 if number == 1:
                     line = line.removeprefix("\ufeff")
-                yield from _jsonl_line(number, line)
+                if line.strip():
+                    yield _jsonl_line(number, line)
 
     def _csv(self) -> Iterator[RawRecord | tuple[int, str]]:
         with self.path.open("rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
@@ -122,21 +123,18 @@ def _first_bad_utf8(path: Path) -> tuple[int, int]:
     return 0, 0  # not reached: the caller saw a decode error
 
 
-def _jsonl_line(number: int, line: str) -> Iterator[RawRecord | tuple[int, str]]:
-    if not line.strip():
-        return
+def _jsonl_line(number: int, line: str) -> RawRecord | tuple[int, str]:
+    """A non-blank line as a record, or (line, reason) when it is not a JSON object."""
     try:
         data = orjson.loads(line)
     except orjson.JSONDecodeError:
         try:  # the standard parser accepts a little more (NaN, huge ints) and says where it failed
             data = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield number, f"malformed JSON ({exc.msg} at column {exc.colno})"
-            return
+            return number, f"malformed JSON ({exc.msg} at column {exc.colno})"
     if not isinstance(data, dict):
-        yield number, f"expected a JSON object, got {type(data).__name__}"
-        return
-    yield RawRecord(number, data)
+        return number, f"expected a JSON object, got {type(data).__name__}"
+    return RawRecord(number, data)
 
 
 def _iter_csv(text: Iterable[str], tabs: bool) -> Iterator[RawRecord | tuple[int, str]]:
