@@ -100,11 +100,7 @@ class Worker:
         facts = self.facts(now)
         done: list[tuple[str, str]] = []
         with self.conn.transaction():
-            rows = runs.claim_schedules(self.conn, now=now, limit=self.settings.run_batch_size)
-            locked = runs.lock_users(self.conn, [r["user_id"] for r in rows])
-            rows = [r for r in rows if r["user_id"] in locked]
-            if self.on_claimed and rows:
-                self.on_claimed(rows)
+            rows = self._claimed(runs.claim_schedules(self.conn, now=now, limit=self.settings.run_batch_size))
             advance = []
             for name in sorted({r["cadence"] for r in rows}):
                 users = [r["user_id"] for r in rows if r["cadence"] == name]
@@ -113,19 +109,7 @@ class Worker:
                     advance += [(u, name, now + timedelta(days=1)) for u in users]
                     continue
                 keys = {u: cadence.run_key(u, now) for u in users}
-                ctx = make_context(
-                    self.conn,
-                    self.settings,
-                    now=now,
-                    run_key=name,
-                    channels=self.channels,
-                    policy=self.policy,
-                    facts=facts,
-                    cache=self._cache,
-                    sources=self._sources,
-                    refresh_neighbors=False,  # done with the facts, outside this transaction
-                )
-                decide(ctx, users, trigger="schedule", run_keys=keys)
+                self._decide(now, facts, name, users, "schedule", keys)
                 done += [(u, keys[u]) for u in users]
                 advance += [(u, name, cadence.next_run_after(u, now)) for u in users]
             runs.advance_schedules(self.conn, advance, now)
@@ -136,33 +120,49 @@ class Worker:
         facts = self.facts(now)
         done: list[tuple[str, str]] = []
         with self.conn.transaction():
-            rows = runs.claim_queue(self.conn, now=now, limit=self.settings.run_batch_size)
-            locked = runs.lock_users(self.conn, [r["user_id"] for r in rows])
-            rows = [r for r in rows if r["user_id"] in locked]
-            if self.on_claimed and rows:
-                self.on_claimed(rows)
+            rows = self._claimed(runs.claim_queue(self.conn, now=now, limit=self.settings.run_batch_size))
             for trigger in sorted({r["trigger"] for r in rows}):
                 batch = [r for r in rows if r["trigger"] == trigger]
                 keys = {r["user_id"]: f"{trigger}|{r['due_at'].isoformat()}" for r in batch}
-                ctx = make_context(
-                    self.conn,
-                    self.settings,
-                    now=now,
-                    run_key=trigger,
-                    channels=self.channels,
-                    policy=self.policy,
-                    facts=facts,
-                    cache=self._cache,
-                    sources=self._sources,
-                    refresh_neighbors=False,  # done with the facts, outside this transaction
-                )
-                decide(ctx, list(keys), trigger=trigger, run_keys=keys)
+                self._decide(now, facts, trigger, list(keys), trigger, keys)
                 done += list(keys.items())
             if rows:
                 runs.delete_queued(
                     self.conn, [r["user_id"] for r in rows], due_before=max(r["due_at"] for r in rows)
                 )
         return done
+
+    def _claimed(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The claimed rows whose users this worker could lock (another worker or an API run may be
+        deciding one of them right now; its row is claimed again later)."""
+        locked = runs.lock_users(self.conn, [r["user_id"] for r in rows])
+        rows = [r for r in rows if r["user_id"] in locked]
+        if self.on_claimed and rows:
+            self.on_claimed(rows)
+        return rows
+
+    def _decide(
+        self,
+        now: datetime,
+        facts: RunFacts,
+        run_key: str,
+        users: list[str],
+        trigger: str,
+        keys: dict[str, str],
+    ) -> None:
+        ctx = make_context(
+            self.conn,
+            self.settings,
+            now=now,
+            run_key=run_key,
+            channels=self.channels,
+            policy=self.policy,
+            facts=facts,
+            cache=self._cache,
+            sources=self._sources,
+            refresh_neighbors=False,  # done with the facts, outside this transaction
+        )
+        decide(ctx, users, trigger=trigger, run_keys=keys)
 
     def deliver(self, now: datetime, limit: int = 100) -> DeliveryReport:
         rng = np.random.default_rng([self._seed, int(now.timestamp())])
