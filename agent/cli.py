@@ -54,7 +54,7 @@ def db_migrate(as_json: JsonFlag = False) -> None:
     """Apply pending schema migrations (a second run is a no-op)."""
     from tagloop.agent.database import connect
 
-    with connect(_settings(), migrate_schema=False) as conn:
+    with connect(_settings(), migrate_schema=False, vector_types=False) as conn:  # no pgvector yet
         from tagloop.tools.store.db import run_migrations
 
         done = run_migrations(conn)
