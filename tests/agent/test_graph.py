@@ -17,7 +17,7 @@ from tagloop.agent.cli import app
 from tagloop.agent.runner import run_users
 from tagloop.agent.settings import Settings
 from tagloop.agent.state import Plan, RunState
-from tagloop.tools.messaging.channels import FileChannel
+from tagloop.tools.messaging.channels import Channel, FileChannel
 
 NOW = datetime(2026, 5, 4, 9, tzinfo=UTC)
 
@@ -105,6 +105,35 @@ def test_send_now_delivers_at_once_and_engagement_credits_the_arm(
     overall, per_user = arm_counts(db, since=NOW - timedelta(days=1))
     assert overall.channel["file"] == (len(sent), 1)
     assert per_user[opened.user_id].channel["file"] == (1, 1)
+
+
+def test_send_now_after_a_run_of_the_same_minute_delivers_its_pending_message(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """The repeated run keeps its decision (same id); send_now moves the message to now and sends it."""
+    users = load_demo(db, tmp_path / "demo", NOW, users=10)
+    outbox, settings = tmp_path / "inbox.jsonl", Settings(home=tmp_path / "home")
+    channels: dict[str, Channel] = {"file": FileChannel(outbox)}
+    later = run_users(db, settings, users, now=NOW, send_now=False, channels=channels)
+    queued = {
+        o.user_id: o for o in later if o.message_id and o.send_at and datetime.fromisoformat(o.send_at) > NOW
+    }
+    assert queued and not outbox.exists()
+    again = run_users(
+        db, settings, list(queued), now=NOW + timedelta(seconds=20), send_now=True, channels=channels
+    )
+    assert {o.user_id: o.decision_id for o in again} == {u: o.decision_id for u, o in queued.items()}
+    assert all(o.delivered for o in again)
+    rows = db.execute(
+        "select status, send_at from messages where id = any(%(ids)s::uuid[])",
+        {"ids": [o.message_id for o in again]},
+    ).fetchall()
+    assert rows and all(r["status"] == "sent" and r["send_at"] == NOW + timedelta(seconds=20) for r in rows)
+    assert len(outbox.read_text().splitlines()) == len(queued)
+    assert run_users(
+        db, settings, list(queued), now=NOW + timedelta(seconds=40), send_now=True, channels=channels
+    )
+    assert len(outbox.read_text().splitlines()) == len(queued)  # sent once: a third run sends nothing
 
 
 def test_decisions_export_writes_one_json_line_per_decision_with_reward(

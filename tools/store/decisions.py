@@ -4,7 +4,8 @@ share the outbox without sending a message twice. A claim is a lease (`claimed_u
 whose worker died mid-send is claimed again once the lease expires (receivers dedupe on its id).
 
 Decisions and messages are inserted per batch in one statement each (the batch's rows as one JSON
-document typed by `jsonb_to_recordset`, keeping the on-conflict-do-nothing rule of a retried run);
+document typed by `jsonb_to_recordset`, keeping the on-conflict-do-nothing rule of a retried run, except
+that a retry with `send_now` pulls its message forward while it is pending and untried);
 a decision's candidate set is stored as parallel arrays (migration 0029: ids, scores, providers,
 source bit masks over `source_names`), which the export turns back into the
 `[{item_id, score, source, provider}]` list. The facts a run reads about its users (sends, caps,
@@ -81,7 +82,8 @@ select x.id, x.decision_id, x.user_id, x.channel, x.title, x.body, x.items, x.se
 from jsonb_to_recordset(%(rows)s::jsonb) as x(id uuid, decision_id uuid, user_id text, channel text,
                                                title text, body text, items jsonb, send_at timestamptz,
                                                send_hour int)
-on conflict (id) do nothing
+on conflict (id) do update set send_at = excluded.send_at, next_attempt_at = excluded.send_at
+where messages.status = 'pending' and messages.attempts = 0 and excluded.send_at < messages.next_attempt_at
 """
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
