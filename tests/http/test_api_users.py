@@ -3,12 +3,14 @@ updates visible at once), recommendations with explanations, manual runs, erasur
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import psycopg
-from api_support import AUTH, ITEMS, fold_all, post_events, seed
+from api_support import AUTH, ITEMS, fold_all, make_settings, post_events, seed
 from fastapi.testclient import TestClient
 
+from tagloop.agent.http import create_app
 from tagloop.tools.store.users import tables_with_user_rows
 
 
@@ -99,8 +101,19 @@ def test_recommendations_are_unseen_and_explained(client: TestClient, db: psycop
 
 
 def test_erasure_leaves_zero_rows_of_the_user_in_every_table(
-    client: TestClient, db: psycopg.Connection[Any]
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path
 ) -> None:
+    settings = make_settings(
+        db_url,
+        tmp_path,
+        outbound_webhook_url="https://example.test/hook",
+        outbound_webhook_secret="whsec_" + "QUJDREVGR0hJSktMTU5PUA==",
+    )
+    with TestClient(create_app(settings, pool_size=2)) as client:  # a webhook channel: a message is queued
+        _erase_u1(client, db)
+
+
+def _erase_u1(client: TestClient, db: psycopg.Connection[Any]) -> None:
     seed(client)
     post_events(
         client,
@@ -112,14 +125,24 @@ def test_erasure_leaves_zero_rows_of_the_user_in_every_table(
     db.rollback()
     db.execute("insert into user_schedules (user_id, cadence, next_run_at) values ('u1', 'weekly', now())")
     db.commit()
-    response = client.delete("/v1/users/u1", headers=AUTH)
-    assert response.status_code == 200 and response.json()["deleted"]["events"] == 1
+    run = client.post("/v1/users/u1/runs", json={"send_now": False}, headers=AUTH)
+    assert run.status_code == 200 and run.json()["message_id"], run.text
+
+    def counts() -> dict[str, int]:
+        found = {}
+        for table in tables_with_user_rows(db):
+            column = "id" if table == "users" else "user_id"
+            row = db.execute(f"select count(*) as n from {table} where {column} = 'u1'").fetchone()
+            found[table] = row["n"] if row else 0
+        return found
+
     db.rollback()
-    left = {}
-    for table in tables_with_user_rows(db):
-        column = "id" if table == "users" else "user_id"
-        row = db.execute(f"select count(*) as n from {table} where {column} = 'u1'").fetchone()
-        left[table] = row["n"] if row else 0
+    before = counts()
+    assert before["events"] == 1 and before["decisions"] == 1 and before["messages"] == 1
+    response = client.delete("/v1/users/u1", headers=AUTH)
+    assert response.status_code == 200 and response.json()["deleted"] == before
+    db.rollback()
+    left = counts()
     assert set(left) >= {
         "users",
         "events",

@@ -71,15 +71,21 @@ def erase_user(conn: psycopg.Connection[Any], user_id: str) -> dict[str, int]:
     """Delete the user and every row derived from them; returns rows deleted per table.
 
     Tables keyed by `user_id` are emptied explicitly (not only through ON DELETE CASCADE) so a
-    table added later without a foreign key is still covered."""
-    deleted: dict[str, int] = {}
+    table added later without a foreign key is still covered. The rows are counted before any
+    delete: a cascade (decisions → messages) would otherwise empty a table before its turn and
+    report 0 for it. The user's row is locked first, so no row of theirs is added meanwhile."""
     conn.execute("select id from users where id = %(id)s for update", {"id": user_id})
-    for table in tables_with_user_rows(conn)[1:]:
-        cur = conn.execute(
+    tables = tables_with_user_rows(conn)[1:]
+    deleted: dict[str, int] = {}
+    for table in tables:
+        count = psycopg.sql.SQL("select count(*) as n from {} where user_id = %(id)s")
+        row = conn.execute(count.format(psycopg.sql.Identifier(table)), {"id": user_id}).fetchone()
+        deleted[table] = int(row["n"]) if row else 0
+    for table in tables:
+        conn.execute(
             psycopg.sql.SQL("delete from {} where user_id = %(id)s").format(psycopg.sql.Identifier(table)),
             {"id": user_id},
         )
-        deleted[table] = cur.rowcount
     cur = conn.execute("delete from users where id = %(id)s", {"id": user_id})
     deleted["users"] = cur.rowcount
     return deleted
