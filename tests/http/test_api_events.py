@@ -141,6 +141,14 @@ BAD_BATCHES: list[tuple[str, Any, str]] = [
     ("missing user", {"type": "play"}, "user_id"),
     ("not an object", [{"user_id": "u1", "type": "play"}, 7], "[1]"),
     ("context not an object", [{"user_id": "u1", "type": "play", "context": [1]}], "[0].context"),
+    (
+        "field also in context",
+        [
+            {"user_id": "u1", "type": "play"},
+            {"user_id": "u1", "type": "play", "context": {"app": "a"}, "app": "b"},
+        ],
+        "[1].app",
+    ),
 ]
 
 

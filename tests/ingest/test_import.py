@@ -119,6 +119,10 @@ def test_events_without_id_get_a_stable_id(catalogue: psycopg.Connection[Any], t
         ({"user_id": "u1", "type": "play", "value": "lots"}, "value: must be a number"),
         ({"type": "play"}, "user_id: is required"),
         ([1, 2], "expected a JSON object"),
+        (
+            {"user_id": "u1", "type": "play", "context": {"device": "tv"}, "device": "phone"},
+            "device: is given both as a field and inside context with different values",
+        ),
     ],
 )
 def test_a_bad_event_line_names_file_line_and_field_and_stores_nothing(
@@ -154,6 +158,10 @@ def test_skip_bad_imports_the_good_lines_and_reports_the_rest(
         ({"id": "x", "timezone": "Mars/Olympus"}, "timezone: 'Mars/Olympus' is not an IANA time zone"),
         ({"id": "x", "consent": {"email": "maybe"}}, "consent.email: must be true or false"),
         ({"id": "x" * 300}, "id: is longer than 256 characters"),
+        (
+            {"id": "x", "attributes": {"tier": "gold"}, "tier": "free"},
+            "tier: is given both as a field and inside",
+        ),
     ],
 )
 def test_bad_user_lines_are_rejected(
@@ -164,6 +172,22 @@ def test_bad_user_lines_are_rejected(
         import_file(db, "users", path)
     assert needle in str(caught.value)
     assert count(db, "users") == 0
+
+
+def test_a_field_repeated_inside_attributes_or_context_is_kept_when_equal(
+    catalogue: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    items = tmp_path / "items.csv"
+    items.write_text('id,attributes,mood\ni7,"{""mood"": ""sad"", ""era"": ""90s""}",sad\n', encoding="utf-8")
+    import_file(catalogue, "items", items)
+    row = catalogue.execute("select attributes from items where id = 'i7'").fetchone()
+    assert row is not None and row["attributes"] == {"mood": "sad", "era": "90s"}
+    clash = tmp_path / "clash.csv"
+    clash.write_text('id,attributes,mood\ni7,"{""mood"": ""sad""}",happy\n', encoding="utf-8")
+    with pytest.raises(InvalidInput, match="clash.csv:2: mood: is given both"):
+        import_file(catalogue, "items", clash)
+    row = catalogue.execute("select attributes from items where id = 'i7'").fetchone()
+    assert row is not None and row["attributes"] == {"mood": "sad", "era": "90s"}  # nothing stored is lost
 
 
 def test_bad_item_tag_weight_is_rejected(db: psycopg.Connection[Any], tmp_path: Path) -> None:

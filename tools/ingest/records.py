@@ -89,8 +89,7 @@ EVENT_FIELDS = {"id", "user_id", "type", "item_id", "ts", "value", "message_id",
 
 
 def parse_item(data: dict[str, Any]) -> ItemRecord:
-    attributes = _object(data, "attributes")
-    attributes.update({k: v for k, v in data.items() if k not in ITEM_FIELDS})
+    attributes = _with_unknown(data, ITEM_FIELDS, "attributes")
     _no_nul_json("attributes", attributes)
     _no_nul_json("tags", data.get("tags"))
     return ItemRecord(
@@ -106,8 +105,7 @@ def parse_item(data: dict[str, Any]) -> ItemRecord:
 
 
 def parse_user(data: dict[str, Any]) -> UserRecord:
-    attributes = _object(data, "attributes")
-    attributes.update({k: v for k, v in data.items() if k not in USER_FIELDS})
+    attributes = _with_unknown(data, USER_FIELDS, "attributes")
     _no_nul_json("attributes", attributes)
     channels = _object(data, "channels")
     for name, address in channels.items():
@@ -134,8 +132,7 @@ def parse_user(data: dict[str, Any]) -> UserRecord:
 def parse_event(
     data: dict[str, Any], *, now: datetime, extra_types: frozenset[str] = frozenset()
 ) -> EventRecord:
-    context = _object(data, "context")
-    context.update({k: v for k, v in data.items() if k not in EVENT_FIELDS})
+    context = _with_unknown(data, EVENT_FIELDS, "context")
     _no_nul_json("context", context)
     type_ = _str(data, "type", default=None)
     if not type_:
@@ -210,6 +207,20 @@ def _float(data: dict[str, Any], name: str) -> float | None:
     if number != number or number in (float("inf"), float("-inf")):
         raise FieldError(name, "must be a finite number")
     return number
+
+
+def _with_unknown(data: dict[str, Any], known: set[str], name: str) -> dict[str, Any]:
+    """The `name` object with the record's unknown fields added; a field that is also a key of
+    the object with another value is an error (one of the two would be lost)."""
+    bag = _object(data, name)
+    for key, value in data.items():
+        if key not in known:
+            if key in bag and bag[key] != value:
+                raise FieldError(
+                    key, f"is given both as a field and inside {name} with different values; give it once"
+                )
+            bag[key] = value
+    return bag
 
 
 def _object(data: dict[str, Any], name: str) -> dict[str, Any]:
