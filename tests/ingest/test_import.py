@@ -247,3 +247,33 @@ def test_empty_provider_means_no_provider(db: psycopg.Connection[Any], tmp_path:
     import_file(db, "items", write_jsonl(tmp_path / "items.jsonl", [{"id": "a", "provider": ""}]))
     row = db.execute("select provider_id from items where id = 'a'").fetchone()
     assert row is not None and row["provider_id"] is None
+
+
+def test_json_lines_with_a_bom_and_no_extension_are_read_as_json(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "items.txt"
+    path.write_bytes(b'\xef\xbb\xbf{"id": "bom1", "title": "B", "tags": ["x"]}\n')
+    assert import_file(db, "items", path).stored == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "needle"),
+    [
+        ("users", '{"id": "tz1", "timezone": "UTC"}\n', "no id column .*name it .jsonl"),
+        ("items", "title,tags\nOne,rock\n", r"no id column \(columns: title, tags\)"),
+        ("events", "user_id,item_id\nu1,i1\n", "no type column"),
+        ("events", "item_id\n", "no user_id, type column"),
+    ],
+)
+def test_a_csv_header_without_a_required_column_is_an_error(
+    catalogue: psycopg.Connection[Any], tmp_path: Path, kind: str, text: str, needle: str
+) -> None:
+    path = tmp_path / f"{kind}.csv"
+    path.write_text(text, encoding="utf-8")
+    for skip_bad in (False, True):
+        with pytest.raises(InvalidInput, match=f"{kind}.csv:1: the CSV header has {needle}"):
+            import_file(catalogue, kind, path, skip_bad=skip_bad)
+    header_only = tmp_path / f"{kind}-empty.csv"
+    header_only.write_text("id,user_id,type\n", encoding="utf-8")
+    assert import_file(catalogue, kind, header_only).stored == 0

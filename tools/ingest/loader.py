@@ -77,7 +77,7 @@ def import_file(
     else:
         raise InvalidInput(f"unknown import kind {kind!r}: expected items, users or events")
     with gc_paused():  # many acyclic records: the cyclic collector would only re-walk them
-        raw, errors = read_records(path)
+        raw, errors = read_records(path, required=("id",))
         parsed: list[tuple[int, Any]] = []
         errors.extend(_parse_all(raw, parse, str(path), parsed))
     result = ImportResult(kind, str(path), read=len(raw) + len([e for e in errors if e.field is None]))
@@ -104,7 +104,7 @@ def _import_events(
     def parse(d: dict[str, Any]) -> Any:
         return rec.parse_event(d, now=now, extra_types=extra_types)
 
-    reader = RecordReader(path)
+    reader = RecordReader(path, required=("user_id", "type"))
     result = ImportResult("events", str(path))
     errors: list[LineError] = []
     with conn.transaction(), conn.cursor() as cur:

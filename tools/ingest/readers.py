@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,14 +40,14 @@ def detect_format(path: Path, head: bytes) -> str:
         return "jsonl"
     if suffix in {".csv", ".tsv"}:
         return "csv"
-    return "jsonl" if head.lstrip()[:1] in (b"{", b"[") else "csv"
+    return "jsonl" if head.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] in (b"{", b"[") else "csv"
 
 
-def read_records(path: Path) -> tuple[list[RawRecord], list[LineError]]:
+def read_records(path: Path, required: Sequence[str] = ()) -> tuple[list[RawRecord], list[LineError]]:
     """Parse the whole file; return good records and per-line errors (never raises for a bad line)."""
     records: list[RawRecord] = []
     errors: list[LineError] = []
-    for item in RecordReader(path):
+    for item in RecordReader(path, required):
         if isinstance(item, RawRecord):
             records.append(item)
         else:
@@ -59,14 +59,17 @@ class RecordReader:
     """A file's records one at a time, in file order, each good line as a `RawRecord` and each bad
     one as a `LineError` (field None), so an import holds one chunk, not the file (a 255 MB events
     file read whole took 2.3 GB). `position` is how many bytes have been read (for progress) out of
-    `size`. A byte sequence that is not UTF-8 raises `InvalidInput` naming its line."""
+    `size`. A byte sequence that is not UTF-8 raises `InvalidInput` naming its line, and so does a
+    CSV header without one of the `required` columns (every line would fail; a JSON line in a
+    file named .csv is such a header)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, required: Sequence[str] = ()) -> None:
         if not path.exists():
             raise InvalidInput(f"{path}: no such file")
         if path.is_dir():
             raise InvalidInput(f"{path}: is a directory, expected a .jsonl or .csv file")
         self.path = path
+        self.required = tuple(required)
         self.size = path.stat().st_size
         self.position = 0
         with path.open("rb") as fh:
@@ -106,7 +109,19 @@ class RecordReader:
                 except UnicodeDecodeError as exc:  # decoded in blocks: find the line by a scan
                     raise self._not_utf8(*_first_bad_utf8(self.path)) from exc
                 self.position = raw.tell()
-                yield item
+                if isinstance(item, list):
+                    self._check_header(item)
+                else:
+                    yield item
+
+    def _check_header(self, header: list[str]) -> None:
+        missing = [c for c in self.required if c not in header]
+        if missing:
+            hint = "; the file looks like JSON Lines: name it .jsonl" if header[0].startswith("{") else ""
+            raise InvalidInput(
+                f"{self.path}:1: the CSV header has no {', '.join(missing)} column"
+                f" (columns: {', '.join(header)}){hint}"
+            )
 
     def _not_utf8(self, line: int, byte: int) -> InvalidInput:
         return InvalidInput(f"{self.path}:{line}: the file is not UTF-8 (byte 0x{byte:02x})")
@@ -137,13 +152,15 @@ def _jsonl_line(number: int, line: str) -> RawRecord | tuple[int, str]:
     return RawRecord(number, data)
 
 
-def _iter_csv(text: Iterable[str], tabs: bool) -> Iterator[RawRecord | tuple[int, str]]:
+def _iter_csv(text: Iterable[str], tabs: bool) -> Iterator[list[str] | RawRecord | tuple[int, str]]:
+    """The header (a list of column names) first, then each row as a record or (line, reason)."""
     reader = csv.reader(text, delimiter="\t" if tabs else ",")
     try:
         header = next(reader)
     except StopIteration:
         return
     header = [h.strip() for h in header]
+    yield header
     if len(set(header)) != len(header):
         yield 1, f"duplicate column names in header: {header}"
         return
