@@ -103,7 +103,7 @@ async def _json(request: Request, state: AppState) -> Any:
 
 
 @router.put(
-    "/v1/items/{item_id}",
+    "/v1/items/{item_id:path}",
     response_model=schemas.Stored,
     tags=["catalogue"],
     responses=_problems(401, 413, 422, 429),
@@ -127,7 +127,7 @@ async def post_items(request: Request, state: Authorized) -> schemas.Stored:
 
 
 @router.put(
-    "/v1/users/{user_id}",
+    "/v1/users/{user_id:path}",
     response_model=schemas.Stored,
     tags=["users"],
     responses=_problems(401, 413, 422, 429),
@@ -151,7 +151,7 @@ async def post_users(request: Request, state: Authorized) -> schemas.Stored:
 
 
 @router.delete(
-    "/v1/users/{user_id}",
+    "/v1/users/{user_id:path}",
     response_model=schemas.Erased,
     tags=["users"],
     responses=_problems(401, 404, 422, 429),
@@ -165,7 +165,7 @@ def delete_user(user_id: UserId, state: Authorized) -> schemas.Erased:
 
 
 @router.get(
-    "/v1/users/{user_id}/events",
+    "/v1/users/{user_id:path}/events",
     response_model=schemas.EventsPage,
     tags=["users"],
     responses=_problems(401, 404, 422, 429),
@@ -183,7 +183,7 @@ def get_events(
 
 
 @router.get(
-    "/v1/users/{user_id}/profile",
+    "/v1/users/{user_id:path}/profile",
     response_model=schemas.Profile,
     tags=["users"],
     responses=_problems(401, 404, 422, 429),
@@ -194,7 +194,7 @@ def get_profile(user_id: UserId, state: Authorized) -> schemas.Profile:
 
 
 @router.get(
-    "/v1/users/{user_id}/recommendations",
+    "/v1/users/{user_id:path}/recommendations",
     response_model=schemas.Recommendations,
     tags=["users"],
     responses=_problems(401, 404, 422, 429),
@@ -207,7 +207,7 @@ def get_recommendations(
 
 
 @router.post(
-    "/v1/users/{user_id}/runs",
+    "/v1/users/{user_id:path}/runs",
     response_model=schemas.RunDecision,
     tags=["users"],
     responses=_problems(401, 404, 409, 422, 429),

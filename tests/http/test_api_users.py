@@ -174,3 +174,27 @@ def test_metrics_count_accepted_duplicate_rejected_and_queue(
     assert 'route="/v1/events"' in text
     # the process-wide registry too: delivery metrics (tools/messaging/delivery.py) and process stats
     assert "# HELP tagloop_messages_total" in text and "process_cpu_seconds_total" in text
+
+
+def test_ids_with_a_slash_work_in_every_user_and_item_path(
+    client: TestClient, db: psycopg.Connection[Any]
+) -> None:
+    """Ids are any string up to 256 characters (SPEC §3), so `a/b` is one, sent raw or as %2F."""
+    user = {"id": "team/ann", "timezone": "UTC"}
+    assert client.put("/v1/users/team/ann", json=user, headers=AUTH).status_code == 200
+    item = {"id": "label/x/1", "title": "Slash", "provider": "p", "tags": ["rock"]}
+    assert client.put("/v1/items/label%2Fx%2F1", json=item, headers=AUTH).status_code == 200
+    assert (
+        post_events(client, [{"user_id": "team/ann", "type": "like", "item_id": "label/x/1"}]).status_code
+        == 202
+    )
+    events = client.get("/v1/users/team%2Fann/events", headers=AUTH)
+    assert events.status_code == 200 and [e["item_id"] for e in events.json()["events"]] == ["label/x/1"]
+    assert client.get("/v1/users/team/ann/profile", headers=AUTH).status_code == 200
+    assert client.get("/v1/users/team/ann/recommendations", headers=AUTH).status_code == 200
+    assert client.post("/v1/users/team/ann/runs", headers=AUTH).status_code == 200
+    assert client.get("/v1/users/team/nobody/events", headers=AUTH).status_code == 404
+    erased = client.delete("/v1/users/team%2Fann", headers=AUTH)
+    assert erased.status_code == 200 and erased.json()["user_id"] == "team/ann"
+    db.rollback()
+    assert db.execute("select count(*) as n from users where id = 'team/ann'").fetchone() == {"n": 0}
