@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1 << 20
     max_batch_events: int = 1000
     rate_limit_per_minute: int = 6000
+    public_docs: bool = False  # /openapi.json and /docs without a key (SPEC §4: only /healthz is open)
     trigger_delay_seconds: float = 30.0
     # agent runs and scheduling (agent/cadence.py, agent/worker.py)
     cadences: dict[str, str] = Field(default_factory=lambda: {"weekly_discovery": "7d"})

@@ -20,7 +20,7 @@ from tagloop.agent.database import database_url
 from tagloop.agent.http import problems, schemas
 from tagloop.agent.http.auth import Auth, RateLimiter
 from tagloop.agent.http.metrics import Metrics, TimingMiddleware
-from tagloop.agent.http.routes import router
+from tagloop.agent.http.routes import Authorized, router
 from tagloop.agent.http.state import AppState, ingest_options
 from tagloop.agent.settings import Settings, load_settings
 from tagloop.tools.profile_folder import FoldOptions
@@ -57,14 +57,24 @@ def create_app(settings: Settings | None = None, *, pool_size: int = 8) -> FastA
         finally:
             pool.close()
 
+    public = settings.public_docs  # else the schema needs a key and there is no docs page
     app = FastAPI(
         title="tagloop",
         version="0.1.0",
         lifespan=lifespan,
         description="Events in, decisions out: tagloop's HTTP API (SPEC §4).",
+        openapi_url="/openapi.json" if public else None,
+        docs_url="/docs" if public else None,
+        redoc_url=None,
     )
     problems.install(app)
     app.include_router(router)
+    if not public:
+
+        @app.get("/openapi.json", include_in_schema=False)
+        def openapi_document(state: Authorized) -> dict[str, Any]:
+            return app.openapi()
+
     app.add_middleware(TimingMiddleware, metrics=metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
