@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tagloop.evals.metrics import ranking_report
+from tagloop.evals.report import check_writable
 from tagloop.tools.errors import TagloopError
 from tagloop.tools.recommender.data import (
     Interactions,
@@ -120,7 +121,8 @@ def run_recsys(
     depth = max(RECS_DEPTH, 20, k)
     vectors = model.user_vectors(exclude)
     ranked, _ = model.recommend(vectors, depth, exclude)
-    catalogue = len(set(train_items) | {item for _, item, _ in test_triples})
+    # every item the ranking may name (tag-only ones too) or the test set holds: coverage ≤ 1
+    catalogue = len(set(train.item_ids) | {item for _, item, _ in test_triples})
     pop_ranked = popularity_rank(train, exclude, max(20, k))
     return RecsysResult(
         tagloop=ranking_report(ranked, relevant, catalogue, k),
@@ -158,6 +160,8 @@ def recsys_command(
     try:
         if k < 1:
             raise TagloopError(f"--k must be >= 1, got {k}")
+        if recs_out is not None:
+            check_writable(recs_out, "--recs-out")  # before the evaluation, not after it
         with err.status("recsys eval") as status:
             result = run_recsys(
                 train, test, item_tags, k, RecParams(), seed, lambda msg: status.update(f"recsys eval: {msg}")

@@ -113,6 +113,15 @@ class Report:
         return md_path
 
 
+def check_writable(path: Path, option: str) -> None:
+    """Refuse an output file that cannot be written (missing folder, a directory), before any
+    long computation whose result it would hold."""
+    if path.is_dir():
+        raise InvalidInput(f"{option} {path}: is a directory, expected a file path")
+    if not path.parent.is_dir():
+        raise InvalidInput(f"{option} {path}: folder {path.parent} does not exist")
+
+
 def new_figure(width: float = 7.0, height: float = 4.0) -> Figure:
     """A matplotlib figure with one axes, not registered with pyplot: no GUI backend, nothing to
     close, safe on servers and in tests (it renders through the Agg canvas when saved)."""

@@ -24,7 +24,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tagloop.evals.report import check_writable
 from tagloop.tools.errors import InvalidInput, TagloopError
+from tagloop.tools.recommender.data import csv_rows
 from tagloop.tools.tagging.matrices import interaction_matrix, item_tag_matrix
 from tagloop.tools.tagging.model import BlendWeights, TagModel, top_k
 from tagloop.tools.tagging.tuning import precision_recall, tune_blend
@@ -52,30 +54,27 @@ class TaggingReport:
 
 
 def read_rows(path: Path, columns: tuple[str, str], what: str) -> list[Row]:
-    """Rows `(a, b, weight)` of a CSV whose header has `columns` and optionally `weight`."""
-    if not path.is_file():
+    """Rows `(a, b, weight)` of a CSV whose header has `columns` and optionally `weight` (> 0,
+    default 1); a file without data rows is an error, as in `eval recsys`."""
+    if not path.exists():
         raise InvalidInput(f"{what} file not found: {path}")
     rows: list[Row] = []
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise InvalidInput(
-                f"{path}: header lacks column(s) {', '.join(missing)} (has {', '.join(header)})"
-            )
-        for line, rec in enumerate(reader, start=2):
-            a, b = (rec.get(columns[0]) or "").strip(), (rec.get(columns[1]) or "").strip()
-            if not a or not b:
-                raise InvalidInput(f"{path}:{line}: empty {columns[0] if not a else columns[1]}")
-            raw = (rec.get("weight") or "").strip()
-            try:
-                weight = float(raw) if raw else 1.0
-            except ValueError as err:
-                raise InvalidInput(f"{path}:{line}: weight {raw!r} is not a number") from err
-            if not np.isfinite(weight) or weight <= 0:
-                raise InvalidInput(f"{path}:{line}: weight must be a positive number, got {raw!r}")
-            rows.append((a, b, weight))
+    for line, rec in csv_rows(path, columns):
+        a, b = rec[columns[0]], rec[columns[1]]
+        if not a or not b:
+            raise InvalidInput(f"{path}:{line}: empty {columns[0] if not a else columns[1]}")
+        raw = rec.get("weight") or ""
+        try:
+            weight = float(raw) if raw else 1.0
+        except ValueError as err:
+            raise InvalidInput(f"{path}:{line}: weight {raw!r} is not a number") from err
+        if not np.isfinite(weight) or weight <= 0:
+            raise InvalidInput(f"{path}:{line}: weight must be a positive number, got {raw!r}")
+        rows.append((a, b, weight))
+    if not rows:
+        raise InvalidInput(
+            f"{path}: no data rows (expected {','.join(columns)}[,weight] lines after the header)"
+        )
     return rows
 
 
@@ -150,6 +149,8 @@ def tagging_command(
     """Hide-and-recover evaluation of auto-tagging against the most-popular-tags baseline."""
     err = Console(stderr=True)
     try:
+        if tags_out is not None:
+            check_writable(tags_out, "--tags-out")  # before the evaluation, not after it
         known = read_rows(item_tags, ("item_id", "tag"), "--item-tags")
         held = read_rows(holdout, ("item_id", "tag"), "--holdout")
         inter = read_rows(interactions, ("user_id", "item_id"), "--interactions") if interactions else None

@@ -87,6 +87,41 @@ def test_bad_input_exits_2_with_a_message_and_no_traceback(
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("train is a directory", "is a directory"),
+        ("train not UTF-8", "train.csv:3: the file is not UTF-8 (byte 0xff)"),
+        ("recs-out folder missing", "does not exist"),
+    ],
+)
+def test_unreadable_inputs_and_unwritable_outputs_exit_2(tmp_path: Path, case: str, message: str) -> None:
+    train, test, _ = _files(tmp_path)
+    extra: list[str] = []
+    if case == "train is a directory":
+        train = tmp_path
+    elif case == "train not UTF-8":
+        train.write_bytes(b"user_id,item_id,weight\nu1,a,1\nu2,\xff\xfe,3\n")
+    else:
+        extra = ["--recs-out", str(tmp_path / "missing" / "recs.csv")]
+    result = runner.invoke(app, ["recsys", "--train", str(train), "--test", str(test), *extra, "--json"])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()) and "Traceback" not in result.output
+
+
+def test_without_item_tags_and_with_a_bom_the_spec_json_comes_out(tmp_path: Path) -> None:
+    """--item-tags is optional (a model without a tag vocabulary); a BOM before the header is no column."""
+    train, test, tags = _files(tmp_path)
+    train.write_bytes(b"\xef\xbb\xbf" + train.read_bytes())
+    args = ["recsys", "--train", str(train), "--test", str(test), "--k", "100000", "--json"]
+    for extra in ([], ["--item-tags", str(tags)]):  # with tags, a tag-only item counts in coverage
+        result = runner.invoke(app, [*args, *extra])
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+        assert data["n_users"] == 31 and data["tagloop"]["ndcg@100000"] > 0
+        assert 0 < data["tagloop"]["coverage@100000"] <= 1 and 0 < data["popularity"]["coverage@100000"] <= 1
+
+
 @pytest.mark.realdata
 def test_beats_popularity_on_a_lastfm_subsample(lastfm_split: Path, tmp_path: Path) -> None:
     keep = {str(u) for u in range(2, 700)}  # about a third of the users keeps this quick

@@ -79,7 +79,7 @@ def test_table_output_without_json(small: dict[str, Path]) -> None:
         (["item", "tag"], [("a", "rock")], "lacks column"),
         (["item_id", "tag", "weight"], [("a", "rock", "lots")], "not a number"),
         (["item_id", "tag", "weight"], [("a", "", "1")], "empty tag"),
-        (["item_id", "tag"], [], "empty"),
+        (["item_id", "tag"], [], "no data rows"),
     ],
 )
 def test_bad_known_file_is_a_clear_error(tmp_path: Path, small: dict[str, Path], header: list[str],
@@ -89,6 +89,35 @@ def test_bad_known_file_is_a_clear_error(tmp_path: Path, small: dict[str, Path],
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
     assert result.stdout.strip() == "" or not result.stdout.lstrip().startswith("{")
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("header-only holdout", "no data rows"),
+        ("tags-out folder missing", "does not exist"),
+        ("tags-out is a directory", "is a directory"),
+        ("known too small", "no tag is on at least"),
+        ("known not UTF-8", "bad.csv:3: the file is not UTF-8"),
+    ],
+)
+def test_other_bad_inputs_exit_2_without_a_traceback(small: dict[str, Path], tmp_path: Path, case: str,
+                                                     message: str) -> None:  # fmt: skip
+    known, held, extra = small["known"], small["held"], []
+    if case == "header-only holdout":
+        held = write(tmp_path / "held.csv", ["item_id", "tag"], [])
+    elif case == "tags-out folder missing":
+        extra = ["--tags-out", str(tmp_path / "no" / "tags.csv")]
+    elif case == "tags-out is a directory":
+        extra = ["--tags-out", str(tmp_path)]
+    elif case == "known too small":
+        known = write(tmp_path / "tiny.csv", ["item_id", "tag"], [("1", "rock"), ("2", "pop")])
+    else:
+        known = tmp_path / "bad.csv"
+        known.write_bytes(b"item_id,tag\na,rock\nb,caf\xe9\n")
+    result = invoke(["--item-tags", str(known), "--holdout", str(held), *extra, "--json"])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()) and "Traceback" not in result.output
 
 
 def test_missing_file_is_a_clear_error(small: dict[str, Path], tmp_path: Path) -> None:

@@ -107,7 +107,7 @@ class RecordReader:
                 except StopIteration:
                     return
                 except UnicodeDecodeError as exc:  # decoded in blocks: find the line by a scan
-                    raise self._not_utf8(*_first_bad_utf8(self.path)) from exc
+                    raise self._not_utf8(*first_bad_utf8(self.path)) from exc
                 self.position = raw.tell()
                 if isinstance(item, list):
                     self._check_header(item)
@@ -127,7 +127,7 @@ class RecordReader:
         return InvalidInput(f"{self.path}:{line}: the file is not UTF-8 (byte 0x{byte:02x})")
 
 
-def _first_bad_utf8(path: Path) -> tuple[int, int]:
+def first_bad_utf8(path: Path) -> tuple[int, int]:
     """The line number and first offending byte of the file's first line that is not UTF-8."""
     with path.open("rb") as fh:
         for number, raw in enumerate(fh, start=1):

@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from tagloop.tools.errors import InvalidInput
+from tagloop.tools.ingest.readers import first_bad_utf8
 
 
 @dataclass(frozen=True)
@@ -48,21 +49,29 @@ class ItemTags:
     tags: np.ndarray
 
 
-def _rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
+def csv_rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield (line number, row) of a CSV with a header, checking the header names `required`."""
     if not path.exists():
         raise InvalidInput(f"{path}: file not found")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        if not header:
-            raise InvalidInput(f"{path}: file is empty (expected a header {','.join(required)})")
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise InvalidInput(f"{path}: header lacks column(s) {', '.join(missing)}; got {','.join(header)}")
-        reader.fieldnames = header
-        for row in reader:
-            yield reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None}
+    if path.is_dir():
+        raise InvalidInput(f"{path}: is a directory, expected a CSV file")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: a BOM is not a column name
+            reader = csv.DictReader(handle)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            if not header:
+                raise InvalidInput(f"{path}: file is empty (expected a header {','.join(required)})")
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise InvalidInput(
+                    f"{path}: header lacks column(s) {', '.join(missing)}; got {','.join(header)}"
+                )
+            reader.fieldnames = header
+            for row in reader:
+                yield reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None}
+    except UnicodeDecodeError:  # decoded in blocks: find the line by a scan
+        bad_line, byte = first_bad_utf8(path)
+        raise InvalidInput(f"{path}:{bad_line}: the file is not UTF-8 (byte 0x{byte:02x})") from None
 
 
 def _weight(path: Path, line: int, text: str, default: float | None) -> float:
@@ -80,7 +89,7 @@ def _weight(path: Path, line: int, text: str, default: float | None) -> float:
 def read_triples(path: Path) -> list[tuple[str, str, float]]:
     """`user_id,item_id,weight[,ts]` rows as (user, item, weight); validates every line."""
     out: list[tuple[str, str, float]] = []
-    for line, row in _rows(path, ("user_id", "item_id", "weight")):
+    for line, row in csv_rows(path, ("user_id", "item_id", "weight")):
         user, item = row["user_id"], row["item_id"]
         if not user or not item:
             field = "user_id" if not user else "item_id"
@@ -94,7 +103,7 @@ def read_triples(path: Path) -> list[tuple[str, str, float]]:
 def read_item_tags(path: Path) -> list[tuple[str, str, float]]:
     """`item_id,tag[,weight]` rows as (item, tag, weight); a missing weight counts as 1."""
     out: list[tuple[str, str, float]] = []
-    for line, row in _rows(path, ("item_id", "tag")):
+    for line, row in csv_rows(path, ("item_id", "tag")):
         item, tag = row["item_id"], row["tag"].lower()
         if not item or not tag:
             raise InvalidInput(f"{path}:{line}: {'item_id' if not item else 'tag'} is empty")

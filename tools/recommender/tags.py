@@ -32,12 +32,17 @@ def tfidf_item_tags(item_tags: ItemTags, min_df: int = 1) -> tuple[sp.csr_matrix
     idf = np.where(df >= min_df, np.maximum(idf, 0.0), 0.0)
     weighted = sp.csr_matrix(counts @ sp.diags(idf))
     weighted.eliminate_zeros()
-    return sp.csr_matrix(normalize(weighted)), idf
+    return _unit_rows(weighted), idf
 
 
 def user_profiles(confidence: sp.csr_matrix, item_tag_vectors: sp.csr_matrix) -> sp.csr_matrix:
     """Row-normalised users × tags profiles from confidences (users × items) and item tag vectors."""
-    return sp.csr_matrix(normalize(sp.csr_matrix(confidence @ item_tag_vectors)))
+    return _unit_rows(sp.csr_matrix(confidence @ item_tag_vectors))
+
+
+def _unit_rows(m: sp.csr_matrix) -> sp.csr_matrix:
+    """l2-normalised rows; a matrix without columns (no tags at all) stays as it is."""
+    return sp.csr_matrix(normalize(m)) if m.shape[1] else sp.csr_matrix(m)
 
 
 def profile_vector(

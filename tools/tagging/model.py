@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.preprocessing import normalize
 
+from tagloop.tools.errors import InvalidInput
 from tagloop.tools.tagging.embeddings import tag_embeddings
 from tagloop.tools.tagging.matrices import ItemTags, cooccurrence
 
@@ -65,6 +66,8 @@ class TagModel:
         binary_all = known.binary()
         counts = np.asarray(binary_all.sum(axis=0)).ravel()
         cols = np.flatnonzero(counts >= p.min_count)
+        if cols.size == 0:
+            raise InvalidInput(f"no tag is on at least {p.min_count} items: too few known tags to learn from")
         self.items = known.items
         self.tags = [known.tags[j] for j in cols]
         raw = sp.csr_matrix(known.matrix[:, cols])
