@@ -69,6 +69,7 @@ def db_status(as_json: JsonFlag = False) -> None:
     """Show the database, applied/pending migrations and row counts."""
     from tagloop.agent.database import connect, database_url
     from tagloop.tools.store import migrate
+    from tagloop.tools.store.db import redacted
 
     settings = _settings()
     with connect(settings, migrate_schema=False, vector_types=False) as conn:
@@ -82,7 +83,7 @@ def db_status(as_json: JsonFlag = False) -> None:
         version = conn.execute("select extversion from pg_extension where extname = 'vector'").fetchone()
     data = {
         "database": "external" if settings.database_url else "embedded",
-        "url": database_url(settings),
+        "url": redacted(database_url(settings)),
         "pgvector": version["extversion"] if version else None,
         "applied": [f"{v:04d}_{n}" for v, n in have.items()],
         "pending": pending,

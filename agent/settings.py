@@ -8,17 +8,21 @@ are never printed or logged.
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
+
+from tagloop.tools.errors import ConfigError
 
 
 def _default_home() -> Path:
@@ -26,7 +30,9 @@ def _default_home() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TAGLOOP_", extra="forbid", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="TAGLOOP_", extra="forbid", populate_by_name=True, env_ignore_empty=True
+    )
 
     home: Path = Field(default_factory=_default_home)
     database_url: str | None = Field(
@@ -45,30 +51,30 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key")
     )
     custom_event_types: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    profile_half_life_days: float = 30.0
+    profile_half_life_days: float = Field(default=30.0, gt=0)
     policy_file: Path | None = None
     file_channel_path: Path | None = None
-    max_body_bytes: int = 1 << 20
-    max_batch_events: int = 1000
-    rate_limit_per_minute: int = 6000
+    max_body_bytes: int = Field(default=1 << 20, gt=0)
+    max_batch_events: int = Field(default=1000, gt=0)
+    rate_limit_per_minute: int = Field(default=6000, gt=0)
     public_docs: bool = False  # /openapi.json and /docs without a key (SPEC §4: only /healthz is open)
-    trigger_delay_seconds: float = 30.0
+    trigger_delay_seconds: float = Field(default=30.0, ge=0)
     # agent runs and scheduling (agent/cadence.py, agent/worker.py)
     cadences: dict[str, str] = Field(default_factory=lambda: {"weekly_discovery": "7d"})
     cadence_spread: float = 1.0
-    run_batch_size: int = 200
-    sweep_interval_seconds: float = 30.0
-    candidate_k: int = 100
+    run_batch_size: int = Field(default=200, gt=0)
+    sweep_interval_seconds: float = Field(default=30.0, gt=0)
+    candidate_k: int = Field(default=100, gt=0)
     candidate_sources: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["tags", "trending", "new_from_providers", "co_likes", "cf"]
     )
     quiet_exempt_channels: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["file", "console"])
     # delivery (tools/messaging/delivery.py)
-    delivery_max_attempts: int = 6
-    delivery_backoff_seconds: float = 30.0
-    delivery_backoff_max_seconds: float = 3600.0
-    delivery_timeout_seconds: float = 10.0
-    delivery_lease_seconds: float = 300.0
+    delivery_max_attempts: int = Field(default=6, gt=0)
+    delivery_backoff_seconds: float = Field(default=30.0, ge=0)
+    delivery_backoff_max_seconds: float = Field(default=3600.0, ge=0)
+    delivery_timeout_seconds: float = Field(default=10.0, gt=0)
+    delivery_lease_seconds: float = Field(default=300.0, gt=0)
     # message copy (tools/messaging/compose.py)
     llm_timeout_seconds: float = 10.0
     llm_max_retries: int = 1
@@ -107,6 +113,8 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config = os.environ.get("TAGLOOP_CONFIG")
         if config:
+            if not Path(config).is_file():
+                raise ConfigError(f"TAGLOOP_CONFIG={config}: no such file")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
         return tuple(sources)
 
@@ -116,5 +124,17 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read settings now (environment + TAGLOOP_CONFIG); keyword overrides win."""
-    return Settings(**overrides)
+    """Read settings now (environment + TAGLOOP_CONFIG); keyword overrides win. A bad value or
+    file is a `ConfigError` naming the setting, never echoing the value (it may be a secret)."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+    except tomllib.TOMLDecodeError as exc:
+        config = os.environ.get("TAGLOOP_CONFIG")
+        raise ConfigError(f"TAGLOOP_CONFIG={config}: not valid TOML ({exc})") from None
+    except SettingsError as exc:  # a structured value (e.g. cadences) that is not JSON
+        raise ConfigError(f"invalid settings: {str(exc).split(':')[0]}") from None

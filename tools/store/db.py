@@ -6,6 +6,7 @@ embedded server and a database named `tagloop` on it, created on first use.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,31 @@ DEFAULT_DBNAME = "tagloop"
 def resolve_url(database_url: str | None, home: Path, dbname: str = DEFAULT_DBNAME) -> str:
     """The URI tagloop will use: the external one as given, or the embedded server's `dbname`."""
     if database_url:
+        check_url(database_url)
         return database_url
     admin = embedded.ensure_running(home)
     ensure_database(admin, dbname)
     return with_dbname(admin, dbname)
+
+
+def check_url(url: str) -> None:
+    """A clear error for a DATABASE_URL libpq cannot read (the value is not echoed: it may hold a
+    password)."""
+    scheme = url.split("://", 1)[0] if "://" in url else None
+    try:
+        if scheme not in (None, "postgresql", "postgres"):
+            raise ValueError(scheme)
+        conninfo_to_dict(url)
+    except (psycopg.ProgrammingError, ValueError):
+        raise DatabaseError(
+            "DATABASE_URL is not a PostgreSQL connection string "
+            "(expected postgresql://user[:password]@host[:port]/dbname or key=value pairs)"
+        ) from None
+
+
+def redacted(url: str) -> str:
+    """The URL with its password replaced by ***, for display."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", re.sub(r"(password=)\S+", r"\1***", url))
 
 
 def with_dbname(url: str, dbname: str) -> str:
@@ -74,7 +96,7 @@ def connect(
     migrated yet, e.g. `tagloop db status` on a fresh home)."""
     try:
         conn = psycopg.connect(url, row_factory=dict_row)
-    except psycopg.OperationalError as exc:
+    except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
         raise DatabaseError(f"cannot connect to the database: {_first_line(exc)}") from exc
     if migrate_schema:
         run_migrations(conn)

@@ -1,0 +1,91 @@
+"""Settings (SPEC §7) and DATABASE_URL: a bad value, file or URL is one clear line on stderr with
+exit 2, naming the setting and never echoing the value (it may be a secret)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tagloop.agent.settings import load_settings
+from tagloop.tools.errors import ConfigError
+from tagloop.tools.store.db import redacted
+
+TAGLOOP = Path(sys.executable).with_name("tagloop")
+CANARY = "sk-CANARY-4242"
+
+
+def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TAGLOOP_") and k != "DATABASE_URL"}
+    return subprocess.run(
+        [str(TAGLOOP), *args], capture_output=True, text=True, timeout=120, env={**clean, **env}
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "toml", "message"),
+    [
+        (
+            {"TAGLOOP_OUTBOUND_ALLOW_PRIVATE": "maybe"},
+            None,
+            "outbound_allow_private: Input should be a valid boolean",
+        ),
+        (
+            {"TAGLOOP_PROFILE_HALF_LIFE_DAYS": "-5"},
+            None,
+            "profile_half_life_days: Input should be greater than 0",
+        ),
+        ({"TAGLOOP_CADENCES": "weekly"}, None, 'invalid settings: error parsing value for field "cadences"'),
+        ({}, f'openai_api_key = ["{CANARY}"]\n', "OPENAI_API_KEY: Input should be a valid string"),
+        ({}, "api_keys = [\n", "not valid TOML"),
+        ({}, "bogus = 1\n", "bogus: Extra inputs are not permitted"),
+        (
+            {"TAGLOOP_CONFIG": "/nonexistent/tagloop.toml"},
+            None,
+            "TAGLOOP_CONFIG=/nonexistent/tagloop.toml: no such file",
+        ),
+        ({"DATABASE_URL": f"garbage{CANARY}"}, None, "DATABASE_URL is not a PostgreSQL connection string"),
+        (
+            {"DATABASE_URL": f"mysql://u:{CANARY}@h/d"},
+            None,
+            "DATABASE_URL is not a PostgreSQL connection string",
+        ),
+    ],
+)
+def test_bad_settings_are_one_line_without_the_value(
+    tmp_path: Path, env: dict[str, str], toml: str | None, message: str
+) -> None:
+    if toml is not None:
+        (tmp_path / "tagloop.toml").write_text(toml)
+        env = {**env, "TAGLOOP_CONFIG": str(tmp_path / "tagloop.toml")}
+    result = _run({"TAGLOOP_HOME": str(tmp_path / "home"), **env}, "db", "url")
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert CANARY not in result.stderr + result.stdout
+
+
+def test_an_empty_tagloop_database_url_falls_back_to_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAGLOOP_DATABASE_URL", "")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@db.example/app")
+    assert load_settings().database_url == "postgresql://u@db.example/app"
+    monkeypatch.setenv("TAGLOOP_PROFILE_HALF_LIFE_DAYS", "0")
+    with pytest.raises(ConfigError, match="profile_half_life_days"):
+        load_settings()
+
+
+def test_db_status_hides_the_password(tagloop_env: Path, db_url: str) -> None:
+    assert redacted("postgresql://u:pw@h:5432/d") == "postgresql://u:***@h:5432/d"
+    assert redacted("host=h password=pw dbname=d") == "host=h password=*** dbname=d"
+    status = subprocess.run(
+        [str(TAGLOOP), "db", "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ.copy(),
+    )
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["url"] == redacted(db_url)
