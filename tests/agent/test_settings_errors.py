@@ -54,6 +54,7 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
             None,
             "DATABASE_URL is not a PostgreSQL connection string",
         ),
+        ({"TAGLOOP_HOME": "/dev/null/home"}, None, "cannot use TAGLOOP_HOME=/dev/null/home for the embedded"),
     ],
 )
 def test_bad_settings_are_one_line_without_the_value(
