@@ -324,15 +324,20 @@ def decisions_export(
 ) -> None:
     """Write every decision as one JSON line, for `tagloop eval ope --logs`:
 
-    {decision_id, user_id, ts, policy, version, seed, candidates: [{item_id, score, source, provider}],
+    {decision_id, user_id, ts, policy, version, seed, candidates: [{item_id, score, source, provider,
+    long_tail, exposure, tags}] (long_tail and exposure as the policy saw them; tags {tag id: weight}
+    as stored at export time: what an offline replay of the slate policy needs),
     chosen: [item_id, ...] (slate order), propensities: [P(slot i = chosen[i] | slots before)],
     channel, send_at, context: {features..., arms: {channel: {arm, propensity, arms}, send_hour: {...}},
     outcome, trigger}, reward}  — reward is 1 when a message of the decision was opened or clicked
     (events with its message_id), else 0.
     """
     from tagloop.agent.database import connect
+    from tagloop.evals.report import check_writable
     from tagloop.tools.store.decisions import iter_decision_log
 
+    if out_file is not None:
+        check_writable(out_file, "--out")
     with connect(_settings()) as conn:
         sink = out_file.open("w", encoding="utf-8") if out_file else sys.stdout
         try:

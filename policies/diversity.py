@@ -102,8 +102,10 @@ class MMRState:
 
     def similarity_row(self, j: int) -> np.ndarray:
         """Cosine similarity of item j to every candidate."""
-        if self.dense is not None:
-            return self.dense @ self.dense[j]
+        if self.dense is not None:  # over j's tags only: the same bits however wide the rows are
+            row = self.dense[j]
+            nz = np.flatnonzero(row)
+            return self.dense[:, nz] @ row[nz]
         if self.unit is not None:
             u = self.unit
             lo, hi = u.indptr[j], u.indptr[j + 1]
@@ -128,8 +130,17 @@ class UnitRowsArray(np.ndarray):
 
 
 def unit_length_rows(m: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (all-zero rows stay zero)."""
-    norms = np.sqrt(np.einsum("ij,ij->i", m, m))
+    """Rows scaled to unit length (all-zero rows stay zero).
+
+    A row's squared length is summed over its non-zero entries only, left to right (as the sparse
+    path of `MMRState` does), so it does not depend on which other columns the matrix has: the agent
+    builds rows over a whole chunk's tags, an offline replay over one decision's
+    (evals/ope/logs.py), and both must get the same bits, or a tie between two candidates could
+    break differently and the replayed propensities would not be the logged ones."""
+    rows, cols = np.nonzero(m)
+    vals = m[rows, cols]
+    sq = np.bincount(rows, weights=vals * vals, minlength=m.shape[0])
+    norms = np.sqrt(sq)
     inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
     return m * inv[:, None]
 

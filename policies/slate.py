@@ -62,6 +62,7 @@ def choose_slate(
         seed = int(rng)
         rng = np.random.default_rng(seed)
     actions, props, facts = _run(cfg, scores, providers, item_tags, user_tag_mix, exposure, long_tail, rng)
+    facts["replay"] = replay_inputs(providers, exposure, long_tail)
     return Decision(
         actions=tuple(actions),
         propensities=tuple(props),
@@ -72,6 +73,22 @@ def choose_slate(
         scores=tuple(np.asarray(scores, dtype=np.float64).tolist()),
         context={**(context or {}), **facts},
     )
+
+
+def replay_inputs(providers: Sequence[str], exposure: Exposure, long_tail: np.ndarray) -> dict[str, Any]:
+    """The inputs of a slate that its candidate arrays (ids, scores, providers) do not carry, for an
+    offline replay (`score_slate` in evals/ope/logs.py): the long-tail candidates (indices), the
+    exposure of the candidates' providers (those with any) and, for a `ProviderExposure`, its slot
+    counts (the amortized long-tail quota). Item tags are not here: the decision export adds them."""
+    table = exposure.exposure if isinstance(exposure, ProviderExposure) else exposure
+    get = table.get
+    out: dict[str, Any] = {
+        "long_tail": np.flatnonzero(long_tail).tolist(),
+        "exposure": {p: float(e) for p in dict.fromkeys(providers) if (e := get(p, 0.0))},
+    }
+    if isinstance(exposure, ProviderExposure):
+        out["exposure_slots"] = [exposure.slots_total, exposure.long_tail_slots]
+    return out
 
 
 def score_slate(

@@ -80,6 +80,14 @@ def _run_logs(
     if unit not in UNITS:
         raise InvalidInput(f"--unit must be one of {', '.join(UNITS)}, got {unit!r}")
     task = load_logs(logs, cfg, "top" if unit == "top" else "slate")
+    check = task.replay_check
+    if check.mismatched:
+        err.print(
+            f"[yellow]warning:[/] {check.mismatched} of {check.rounds} rounds logged by {cfg.name}@"
+            f"{cfg.version} do not replay to their logged propensities (the POLICY.toml differs from "
+            "the one that logged them, or an input changed since, e.g. item tags): their weights "
+            f"are not exact (e.g. decision {check.examples[0]})"
+        )
     result = _bootstrap(task.feedback, task.action_dist, n_boot, seed, err)
     extra = {
         "source": "logs",
@@ -91,6 +99,11 @@ def _run_logs(
         "n_rounds": task.feedback.n_rounds,
         "skipped": task.skipped,
         "rounds_target_cannot_show": task.zero_target,
+        "replay_check": {
+            "rounds": task.replay_check.rounds,
+            "mismatched": task.replay_check.mismatched,
+            "examples": task.replay_check.examples,
+        },
         "n_boot": n_boot,
         "seed": seed,
     }

@@ -9,10 +9,17 @@ or clicked). The action is the whole ordered slate, so the importance weight is 
     π_e(slate) = Π_k score_slate(candidate, same inputs, forced = the logged slate)[k]
 
 `score_slate` replays the candidate policy's slot-by-slot pipeline on the decision's candidates
-(scores, providers; per-candidate `long_tail` and `exposure` when the log carries them, else not
-long-tail and unexposed). π_e is 0 when the candidate would show a slate of another length, or
-holds the user out (its `guards.holdout_share`). Channel and send time are taken as logged: this
-evaluates the slate policy only.
+with the inputs the agent gave it: scores, providers, and per candidate `long_tail` and `exposure`
+(logged with the decision, policies/slate.py `replay_inputs`) and `tags` (the item's tag vector,
+read by the export; MMR rows built as the agent builds them). A candidate policy whose knobs read
+an input the log lacks is an error, as is calibration (the user's tag mix is not logged): a
+replay on stand-ins gives propensities that are not the policy's. The candidate's long-tail head
+mass and exposure half-life are not re-applied: the logged flags and exposure are used as they
+are. When the candidate has the logging policy's name@version, every round is checked: the
+replay must give the logged propensities (`ReplayCheck`; the command warns on a mismatch).
+π_e is 0 when the candidate would show a slate of another length, or holds the user out (its
+`guards.holdout_share`). Channel and send time are taken as logged: this evaluates the slate
+policy only.
 
 `unit="top"` (`--unit top`) evaluates the top slot only — the item the message leads with — with
 π_b = propensities[0] (the marginal of slot 0) and π_e = the candidate's probability of that item
@@ -30,14 +37,16 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from tagloop.evals.ope.feedback import BanditFeedback
-from tagloop.policies import PolicyConfig, in_holdout
+from tagloop.policies import PolicyConfig, ProviderExposure, in_holdout
+from tagloop.policies.diversity import UnitRowsArray, unit_length_rows
 from tagloop.policies.slate import score_slate
 from tagloop.tools.errors import InvalidInput
 
@@ -56,6 +65,16 @@ FEATURES = (
 
 
 @dataclass(frozen=True)
+class ReplayCheck:
+    """Rounds logged by a policy of the candidate's name@version, and how many of them the replay
+    did not reproduce (logged ≠ replayed propensities; `examples`: their decision ids)."""
+
+    rounds: int = 0
+    mismatched: int = 0
+    examples: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class LogTask:
     feedback: BanditFeedback
     action_dist: np.ndarray
@@ -64,6 +83,7 @@ class LogTask:
     skipped: dict[str, int]
     logging_policies: dict[str, int]
     zero_target: int  # rounds where the candidate policy could not have shown the logged slate
+    replay_check: ReplayCheck = field(default_factory=ReplayCheck)
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
@@ -93,10 +113,37 @@ def _sent(record: dict[str, Any]) -> bool:
     return bool(record.get("chosen")) and outcome in (None, "message")
 
 
-def slate_inputs(
-    record: dict[str, Any], where: str
-) -> tuple[np.ndarray, list[str], np.ndarray, dict[str, float], list[int]]:
-    """scores, providers, long-tail flags, exposure and the logged slate as candidate indices."""
+@dataclass(frozen=True)
+class SlateInputs:
+    """What `score_slate` needs to replay one logged decision, as the logging agent saw it."""
+
+    scores: np.ndarray
+    providers: list[str]
+    long_tail: np.ndarray
+    exposure: Mapping[str, float] | ProviderExposure
+    item_tags: np.ndarray | None  # unit-length tag rows (MMR), None when the log has no tags
+    actions: list[int]  # the logged slate as candidate indices
+
+
+def _needs(cfg: PolicyConfig) -> dict[str, str]:
+    """Per-candidate log field → the knob of `cfg` that reads it."""
+    out = {}
+    if cfg.fairness.long_tail_min_share > 0:
+        out["long_tail"] = "fairness.long_tail_min_share"
+    elif cfg.exploration.pool == "long_tail":
+        out["long_tail"] = 'exploration.pool = "long_tail"'
+    if cfg.fairness.lambda_ > 0:
+        out["exposure"] = "fairness.lambda"
+    if cfg.diversity.mmr_lambda > 0:
+        out["tags"] = "diversity.mmr_lambda"
+    return out
+
+
+def slate_inputs(record: dict[str, Any], where: str, cfg: PolicyConfig | None = None) -> SlateInputs:
+    """The replay inputs of a decision record. With `cfg`, an input the candidate policy reads but
+    the record lacks (a log from before they were logged, an item gone from the catalogue) is an
+    error: replaying on a stand-in (no long tail, no exposure, no tags) gives propensities that
+    are not the policy's, so the importance weights would be silently wrong."""
     cands = record.get("candidates")
     if not isinstance(cands, list) or not cands:
         raise InvalidInput(f"{where}: field 'candidates' must be a non-empty list")
@@ -105,31 +152,79 @@ def slate_inputs(
         scores = np.array([float(c["score"]) for c in cands])
     except (KeyError, TypeError, ValueError):
         raise InvalidInput(f"{where}: every candidate needs 'item_id' and a numeric 'score'") from None
+    if cfg is not None:
+        if cfg.diversity.calibration_lambda > 0:
+            raise InvalidInput(
+                "the candidate policy calibrates (diversity.calibration_lambda > 0), which reads the "
+                "user's tag mix at decision time; the decision log does not carry it, so its slate "
+                "propensities cannot be replayed"
+            )
+        for name, knob in _needs(cfg).items():
+            if not all(name in c for c in cands):
+                raise InvalidInput(
+                    f"{where}: the candidate policy's {knob} reads each candidate's '{name}', which this "
+                    "decision does not carry (logged before tagloop recorded it, or an item no longer "
+                    "in the catalogue); its propensities cannot be replayed"
+                )
     providers = [str(c.get("provider") or "") for c in cands]
     tail = np.array([bool(c.get("long_tail", False)) for c in cands])
-    exposure = {p: float(c["exposure"]) for p, c in zip(providers, cands, strict=True) if "exposure" in c}
+    table = {p: float(c["exposure"]) for p, c in zip(providers, cands, strict=True) if "exposure" in c}
+    slots = ((record.get("context") or {}).get("slate") or {}).get("exposure_slots")
+    exposure: Mapping[str, float] | ProviderExposure = table
+    if isinstance(slots, list) and len(slots) == 2:  # a ProviderExposure: the quota is amortized
+        exposure = ProviderExposure(exposure=table, slots_total=int(slots[0]), long_tail_slots=int(slots[1]))
+    item_tags = _tag_rows(cands) if all("tags" in c for c in cands) else None
     position = {item: j for j, item in enumerate(ids)}
     chosen = [str(x["item_id"] if isinstance(x, dict) else x) for x in record["chosen"]]
     missing = [c for c in chosen if c not in position]
     if missing:
         raise InvalidInput(f"{where}: chosen item(s) {missing[:3]} are not among the candidates")
-    return scores, providers, tail, exposure, [position[c] for c in chosen]
+    return SlateInputs(scores, providers, tail, exposure, item_tags, [position[c] for c in chosen])
+
+
+def _tag_rows(cands: list[dict[str, Any]]) -> np.ndarray:
+    """The candidates' tag vectors as the agent's MMR reads them: dense over the tags they use
+    (ascending tag id), each row scaled to unit length (agent/context.py `RunCache.unit_rows`)."""
+    rows = [{int(t): float(w) for t, w in (c.get("tags") or {}).items()} for c in cands]
+    used = sorted({t for r in rows for t in r})
+    col = {t: i for i, t in enumerate(used)}
+    dense = np.zeros((len(rows), max(len(used), 1)))
+    for i, r in enumerate(rows):
+        for t, w in r.items():
+            dense[i, col[t]] = w
+    return unit_length_rows(dense).view(UnitRowsArray)
+
+
+def _replay(cfg: PolicyConfig, x: SlateInputs, forced: list[int]) -> np.ndarray:
+    tags = x.item_tags if cfg.diversity.mmr_lambda > 0 else None
+    return score_slate(cfg, x.scores, x.providers, tags, None, x.exposure, x.long_tail, forced)
+
+
+def target_propensities(
+    cfg: PolicyConfig, record: dict[str, Any], where: str, unit: Unit = "slate"
+) -> np.ndarray | None:
+    """The candidate policy's conditional propensities of the logged slate (with unit "top": of a
+    slate led by the logged top item, slot 0 being the one that counts); None when the policy
+    could not show it at all (a slate of another length, or the user held out)."""
+    x = slate_inputs(record, where, cfg)
+    k = min(cfg.k, x.scores.size)
+    if in_holdout(str(record.get("user_id", "")), cfg.guards.holdout_share, cfg.guards.holdout_salt):
+        return None
+    if unit == "top":  # slot 0 does not depend on later slots: pad or cut the slate to the policy's k
+        taken = set(x.actions)
+        forced = (x.actions + [j for j in range(x.scores.size) if j not in taken])[:k]
+        return _replay(cfg, x, forced)
+    if len(x.actions) != k:
+        return None
+    return _replay(cfg, x, x.actions)
 
 
 def target_probability(cfg: PolicyConfig, record: dict[str, Any], where: str, unit: Unit = "slate") -> float:
     """π_e(logged slate), or with unit "top" π_e(logged top item in slot 0), for the candidate policy."""
-    scores, providers, tail, exposure, actions = slate_inputs(record, where)
-    k = min(cfg.k, scores.size)
-    if in_holdout(str(record.get("user_id", "")), cfg.guards.holdout_share, cfg.guards.holdout_salt):
+    props = target_propensities(cfg, record, where, unit)
+    if props is None:
         return 0.0
-    if unit == "top":  # slot 0 does not depend on later slots: pad or cut the slate to the policy's k
-        rest = [j for j in range(scores.size) if j not in set(actions)]
-        forced = (actions + rest)[:k]
-        return float(score_slate(cfg, scores, providers, None, None, exposure, tail, forced)[0])
-    if len(actions) != k:
-        return 0.0
-    props = score_slate(cfg, scores, providers, None, None, exposure, tail, actions)
-    return float(np.prod(props))
+    return float(props[0]) if unit == "top" else float(np.prod(props))
 
 
 def _features(record: dict[str, Any]) -> list[float]:
@@ -157,6 +252,7 @@ def load_logs(path: Path, cfg: PolicyConfig, unit: Unit = "slate", min_overlap: 
     skipped = {"no_message": 0}
     rows, reward, pscore, target = [], [], [], []
     logging: dict[str, int] = {}
+    checked, mismatched = 0, []
     for r in records:
         where = f"{path}:{r['_line']}"
         if not _sent(r):
@@ -168,7 +264,20 @@ def load_logs(path: Path, cfg: PolicyConfig, unit: Unit = "slate", min_overlap: 
         p_b = float(np.prod([float(p) for p in props])) if unit == "slate" else float(props[0])
         if not 0 < p_b <= 1:
             raise InvalidInput(f"{where}: the logged slate probability {p_b:g} is not in (0, 1]")
-        target.append(target_probability(cfg, r, where, unit))
+        replayed = target_propensities(cfg, r, where, unit)
+        if unit == "top":
+            target.append(0.0 if replayed is None else float(replayed[0]))
+        else:
+            target.append(0.0 if replayed is None else float(np.prod(replayed)))
+        if r.get("policy") == cfg.name and str(r.get("version")) == cfg.version:
+            # The candidate is (by name) the logging policy: its replay must give the logged
+            # propensities; where it does not, some input was not reproduced (or the TOML differs).
+            checked += 1
+            logged = np.array([float(p) for p in props])
+            if unit == "top":
+                logged = logged[:1]
+            if replayed is None or not np.allclose(replayed[: logged.size], logged, rtol=1e-9, atol=1e-12):
+                mismatched.append(r.get("decision_id") or where)
         pscore.append(p_b)
         reward.append(float(r.get("reward") or 0.0))
         rows.append(_features(r))
@@ -197,4 +306,13 @@ def load_logs(path: Path, cfg: PolicyConfig, unit: Unit = "slate", min_overlap: 
         len_list=1,
     )
     dist = np.stack([p_e, 1.0 - p_e], axis=1)[:, :, None]
-    return LogTask(fb, dist, float(np.mean(reward)), len(records), skipped, logging, int((p_e == 0).sum()))
+    return LogTask(
+        fb,
+        dist,
+        float(np.mean(reward)),
+        len(records),
+        skipped,
+        logging,
+        int((p_e == 0).sum()),
+        ReplayCheck(checked, len(mismatched), mismatched[:5]),
+    )
