@@ -184,7 +184,7 @@ def test_a_field_repeated_inside_attributes_or_context_is_kept_when_equal(
     assert row is not None and row["attributes"] == {"mood": "sad", "era": "90s"}
     clash = tmp_path / "clash.csv"
     clash.write_text('id,attributes,mood\ni7,"{""mood"": ""sad""}",happy\n', encoding="utf-8")
-    with pytest.raises(InvalidInput, match="clash.csv:2: mood: is given both"):
+    with pytest.raises(InvalidInput, match=r"clash\.csv:2: mood: is given both"):
         import_file(catalogue, "items", clash)
     row = catalogue.execute("select attributes from items where id = 'i7'").fetchone()
     assert row is not None and row["attributes"] == {"mood": "sad", "era": "90s"}  # nothing stored is lost
