@@ -35,6 +35,7 @@ from tagloop.tools.llm import LLM, OpenAICompatibleLLM
 from tagloop.tools.messaging.channels import Channel, ConsoleChannel, FileChannel
 from tagloop.tools.messaging.delivery import DeliveryConfig, deliver_due
 from tagloop.tools.store import runs
+from tagloop.tools.store.decisions import decided_before, stored_decisions
 
 BATCH = 200
 CHUNK = 50  # users per graph invoke within a larger batch (agent/pipeline.py)
@@ -57,6 +58,41 @@ class RunOutcome:
     delivered: bool
     reason: str | None = None
     arms: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_stored(cls, row: dict[str, Any], delivered: bool) -> RunOutcome:
+        """The outcome of a decision already stored (`store.stored_decisions`)."""
+        records = {c["item_id"]: c for c in row["candidate_records"]}
+        chosen = []
+        for item in row["chosen"]:
+            c = records.get(item, {})
+            score = c.get("score")
+            chosen.append(
+                {
+                    "item_id": item,
+                    "title": row["titles"].get(item),
+                    "score": round(float(score), 4) if score is not None else None,
+                    "source": c.get("source"),
+                }
+            )
+        send_at = row["message_send_at"] or row["send_at"]
+        message = row["outcome"] == "message"
+        return cls(
+            user_id=row["user_id"],
+            decision_id=row["id"],
+            outcome=row["outcome"],
+            channel=row["channel"],
+            chosen=chosen,
+            propensities=[round(p, 6) for p in row["propensities"]],
+            send_at=send_at.isoformat() if send_at else None,
+            policy=f"{row['policy_name']}@{row['policy_version']}",
+            explanation=row["explanation"] if message else None,
+            title=row["title"],
+            message_id=row["message_id"],
+            delivered=delivered,
+            reason=None if message else row["explanation"],
+            arms=dict(row["arms"] or {}),
+        )
 
     @classmethod
     def from_plan(cls, plan: Plan) -> RunOutcome:
@@ -289,7 +325,10 @@ def run_users(
     for batch in _batches(list(user_ids), BATCH):
         runs.wait_for_users(conn, batch)  # a worker deciding one of these users finishes first
         plans = decide(ctx, batch, trigger=trigger, send_now=send_now)
+        # a run repeating one of the same run key kept the stored decision: report that one
+        repeated = decided_before(conn, [p.decision_id for p in plans.values()])
         conn.commit()
+        sent: set[str] = set()
         if send_now:
             ids = [p.message_id for p in plans.values() if p.message_id]
             if ids:
@@ -297,7 +336,12 @@ def run_users(
                 report = deliver_due(conn, ctx.channels, cfg, now=now, rng=rng, ids=ids, limit=len(ids))
                 sent = set(report.sent)
                 plans = {u: _delivered(p, sent) for u, p in plans.items()}
-        outcomes.extend(RunOutcome.from_plan(plans[u]) for u in batch if u in plans)
+        stored = {
+            r["user_id"]: RunOutcome.from_stored(r, r["message_id"] in sent)
+            for r in stored_decisions(conn, sorted(repeated))
+        }
+        conn.commit()
+        outcomes.extend(stored.get(u) or RunOutcome.from_plan(plans[u]) for u in batch if u in plans)
         if progress:
             progress(len(batch))
     return outcomes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -110,7 +111,8 @@ def test_send_now_delivers_at_once_and_engagement_credits_the_arm(
 def test_send_now_after_a_run_of_the_same_minute_delivers_its_pending_message(
     db: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
-    """The repeated run keeps its decision (same id); send_now moves the message to now and sends it."""
+    """The repeated run keeps its decision (same id) and reports it as stored, even where it would
+    decide otherwise now (fewer candidates here); send_now moves the message to now and sends it."""
     users = load_demo(db, tmp_path / "demo", NOW, users=10)
     outbox, settings = tmp_path / "inbox.jsonl", Settings(home=tmp_path / "home")
     channels: dict[str, Channel] = {"file": FileChannel(outbox)}
@@ -119,11 +121,15 @@ def test_send_now_after_a_run_of_the_same_minute_delivers_its_pending_message(
         o.user_id: o for o in later if o.message_id and o.send_at and datetime.fromisoformat(o.send_at) > NOW
     }
     assert queued and not outbox.exists()
+    fewer = Settings(home=tmp_path / "home", candidate_k=2)
     again = run_users(
-        db, settings, list(queued), now=NOW + timedelta(seconds=20), send_now=True, channels=channels
+        db, fewer, list(queued), now=NOW + timedelta(seconds=20), send_now=True, channels=channels
     )
     assert {o.user_id: o.decision_id for o in again} == {u: o.decision_id for u, o in queued.items()}
-    assert all(o.delivered for o in again)
+    assert all(o.delivered and o.send_at == (NOW + timedelta(seconds=20)).isoformat() for o in again)
+    assert all(
+        replace(o, delivered=False, send_at=queued[o.user_id].send_at) == queued[o.user_id] for o in again
+    )
     rows = db.execute(
         "select status, send_at from messages where id = any(%(ids)s::uuid[])",
         {"ids": [o.message_id for o in again]},

@@ -346,6 +346,36 @@ def _candidates(r: dict[str, Any]) -> list[dict[str, Any]]:
     return log.records()
 
 
+_EXISTING = "select id::text from decisions where id = any(%(ids)s::uuid[]) and created_at < now()"
+_STORED = """
+select d.id::text as id, d.user_id, d.outcome, d.channel, d.chosen, d.propensities, d.send_at, d.policy_name,
+       d.policy_version, d.explanation, d.arms, d.candidates, d.candidate_ids, d.candidate_scores,
+       d.candidate_providers, d.candidate_sources, d.source_names,
+       m.id::text as message_id, m.title, m.send_at as message_send_at,
+       (select coalesce(jsonb_object_agg(i.id, i.title), '{}') from items i
+        where i.id in (select jsonb_array_elements_text(d.chosen))) as titles
+from decisions d left join messages m on m.decision_id = d.id
+where d.id = any(%(ids)s::uuid[])
+"""
+
+
+def decided_before(conn: psycopg.Connection[Any], ids: list[str]) -> set[str]:
+    """Which of these decision ids were stored before the current transaction (a repeated run:
+    its insert kept the stored decision)."""
+    if not ids:
+        return set()
+    return {r["id"] for r in conn.execute(_EXISTING, {"ids": ids})}
+
+
+def stored_decisions(conn: psycopg.Connection[Any], ids: list[str]) -> list[dict[str, Any]]:
+    """Stored decisions with their message (id, title, send time), chosen items' titles and
+    candidate records (`candidate_records`: item_id, score, source, provider)."""
+    if not ids:
+        return []
+    rows = conn.execute(_STORED, {"ids": ids}).fetchall()
+    return [{**r, "candidate_records": _candidates(r)} for r in rows]
+
+
 def dead_letters(conn: psycopg.Connection[Any], limit: int = 1000) -> list[dict[str, Any]]:
     """Messages given up on, newest first: id, user, channel, attempts, last error."""
     return conn.execute(
