@@ -110,6 +110,8 @@ def simulate(
 
     if days < 1:
         raise InvalidInput(f"--days must be at least 1, got {days}")
+    if seed < 0:
+        raise InvalidInput(f"--seed must be 0 or more, got {seed}")
     arms = arms_of(files)
     lastfm = find_data(data)
     model = model or ResponseModel()

@@ -3,11 +3,17 @@
 The template holds the world as the agent first sees it: the Last.fm artists with their tags and
 tag vectors, the sampled users, their observed history and profiles rebuilt at the start. It is
 built once per world key and data set (`ensure_template`) and then copied with
-`create database … template …` for each policy, so every policy starts from byte-identical tables
-— including the pgvector HNSW index, whose build is randomised by PostgreSQL: rebuilding it could
-change approximate neighbour lists, so the template is kept and reused (same seed → same JSON).
+`create database … template …` for each policy, so every policy starts from the same tables.
 `--fresh-world` rebuilds it. Needs a server where tagloop may create databases (the embedded one,
 or a `DATABASE_URL` role with CREATEDB).
+
+Same seed → same JSON, also across rebuilt worlds and fresh homes: the world databases have no
+HNSW index (`_exact_retrieval`). pgvector draws each inserted node's HNSW level from the backend's
+unseedable PRNG (`pg_global_prng_state`), so every build gives another graph, and the agent's
+approximate tag search (`tools/retrieval.py`) returned other neighbours for the same profiles on
+each rebuilt world. Without the index that search is an exact scan: the real agent's SQL, unchanged,
+ranking every item. To keep the scan cheap the user's tag profile is stored inline (storage
+`main`): out of line, the server fetched it back from TOAST for every item it scored (≈4× slower).
 """
 
 from __future__ import annotations
@@ -37,8 +43,40 @@ def admin_url(settings: Settings) -> str:
     return settings.database_url or embedded.ensure_running(settings.home)
 
 
+# 2: no HNSW indexes, user_profiles.tags stored inline (`_exact_retrieval`)
+TEMPLATE_VERSION = "2"
+
+
 def template_name(world: World, data: str) -> str:
-    return "tagloop_sim_" + hashlib.sha1(f"{world.config.key()}|{data}".encode()).hexdigest()[:12]
+    key = f"{world.config.key()}|{data}|t{TEMPLATE_VERSION}"
+    return "tagloop_sim_" + hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+_HNSW_INDEXES = """
+select n.nspname as schema, c.relname as name
+from pg_index x
+join pg_class c on c.oid = x.indexrelid
+join pg_namespace n on n.oid = c.relnamespace
+join pg_am a on a.oid = c.relam
+where a.amname = 'hnsw' and n.nspname = current_schema()
+order by c.relname
+"""
+
+
+def _exact_retrieval(conn: psycopg.Connection[Any]) -> None:
+    """Drop the world database's HNSW indexes (a reproducible world needs exact neighbour
+    searches, see the module docstring) and keep tag profiles inline, where an exact scan reads
+    them without a TOAST fetch per scored item. Run after the migrations, which create the indexes."""
+    for row in conn.execute(_HNSW_INDEXES).fetchall():
+        conn.execute(
+            sql.SQL("drop index {}.{}").format(sql.Identifier(row["schema"]), sql.Identifier(row["name"]))
+        )
+    storage = conn.execute(
+        "select attstorage from pg_attribute where attrelid = 'user_profiles'::regclass and attname = 'tags'"
+    ).fetchone()
+    if storage is not None and storage["attstorage"] != "m":
+        conn.execute("alter table user_profiles alter column tags set storage main")
+    conn.commit()
 
 
 def _admin(url: str) -> psycopg.Connection[Any]:
@@ -88,7 +126,8 @@ def ensure_template(
         drop(url, name)
     elif exists(url, name):
         log(f"world database {name} reused")
-        db.connect(db.with_dbname(url, name)).close()  # applies migrations added since it was built
+        with db.connect(db.with_dbname(url, name)) as conn:  # applies migrations added since it was built
+            _exact_retrieval(conn)  # … and drops an HNSW index one of them may have added
         return name
     building = name + "_build"
     drop(url, building)
@@ -102,6 +141,7 @@ def ensure_template(
         ) from exc
     log(f"building world database {name} ({len(world.user_ids)} users, {len(world.item_ids)} artists)")
     with db.connect(db.with_dbname(url, building)) as conn:
+        _exact_retrieval(conn)
         for kind in ("items", "users", "events"):
             import_file(conn, kind, world.files[kind], now=world.config.start)
         refresh_item_vectors(conn)

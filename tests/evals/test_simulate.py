@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import psycopg
 import pytest
 import scipy.sparse as sp
 from typer.testing import CliRunner
@@ -22,6 +23,7 @@ from tagloop.evals.simulate.metrics import METRICS, summarise
 from tagloop.evals.simulate.report_page import write_simulation_report
 from tagloop.evals.simulate.response import Deliveries, ResponseModel, respond
 from tagloop.evals.simulate.world import World, WorldConfig, fingerprint
+from tagloop.tools.store import db
 
 T0 = datetime(2026, 1, 5, 12, tzinfo=UTC).timestamp()
 
@@ -193,3 +195,49 @@ def test_the_gini_interval_holds_the_point_although_resampling_concentrates_expo
     out = summarise(run, days=1, n_providers=1000, rng=np.random.default_rng(0), n_boot=100)
     lo, hi = out["ci95"]["exposure_gini"]
     assert lo < out["exposure_gini"] < hi and hi - lo < 0.05
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_the_same_seed_gives_the_same_json_on_worlds_built_from_scratch(
+    lastfm_dir: Path, pg_admin_url: str, tmp_path: Path
+) -> None:
+    """Regression: each rebuilt world database used to get another pgvector HNSW graph (its node
+    levels come from the server's unseedable PRNG), so the agent's tag search — and the JSON —
+    changed with every fresh home or `--fresh-world`. Two fresh homes here, each converting the data
+    and building the world database anew; the world database has no HNSW index left."""
+    outputs = []
+    for home in ("a", "b"):
+        settings = Settings(home=tmp_path / home, database_url=pg_admin_url)
+        payload, world, _ = simulate(
+            settings,
+            users=12,
+            days=2,
+            files=None,
+            seed=5,
+            data=lastfm_dir,
+            jobs=1,
+            fresh_world=True,
+            max_items=4000,
+        )
+        outputs.append(json.dumps(payload))
+    name = sdb.template_name(world, fingerprint(lastfm_dir))
+    try:
+        with psycopg.connect(db.with_dbname(pg_admin_url, name)) as conn:
+            hnsw = conn.execute(
+                "select c.relname from pg_class c join pg_am a on a.oid = c.relam where a.amname = 'hnsw'"
+            ).fetchall()
+    finally:
+        sdb.drop(pg_admin_url, name)
+    assert outputs[0] == outputs[1]
+    assert hnsw == []  # exact tag search: the JSON cannot depend on a randomly built graph
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--seed", "-1"], "--seed must be 0 or more"), (["--days", "0"], "--days must be at least 1")],
+)
+def test_bad_options_exit_2_before_any_work(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["simulate", "--users", "5", "--days", "1", *args, "--json"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
