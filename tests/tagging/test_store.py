@@ -251,3 +251,20 @@ def test_trends_from_sessions_split_on_half_hour_gaps(db: psycopg.Connection[Any
     report = find_trends(db, NOW, window=timedelta(days=7), collections="auto")
     assert report.collections == "session"
     assert [(t.name, t.trend.size) for t in report.trends] == [("glitchcore + hyperpop", 4)]
+
+
+def test_an_import_takes_over_an_auto_tag_of_the_same_pair(db: psycopg.Connection[Any]) -> None:
+    """Re-importing an item whose tag was also proposed by `tagloop tag items` (one row per pair)."""
+    db.execute("insert into items (id) values ('a1')")
+    replace_item_tags(db, {"a1": {"shoegaze": 1}}, source="import")
+    replace_item_tags(db, {"a1": {"dream pop": 0.4, "noise pop": 0.3}}, source="keyword")
+    replace_item_tags(db, {"a1": {"dream pop": 0.9, "shoegaze": 1}}, source="import")
+    rows = db.execute(
+        """select t.name, it.source, it.weight from item_tags it join tags t on t.id = it.tag_id
+           where it.item_id = 'a1' order by t.name"""
+    ).fetchall()
+    assert [(r["name"], r["source"], round(r["weight"], 3)) for r in rows] == [
+        ("dream pop", "import", 0.9),
+        ("noise pop", "keyword", 0.3),
+        ("shoegaze", "import", 1.0),
+    ]

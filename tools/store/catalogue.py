@@ -51,14 +51,23 @@ def ensure_tags(conn: psycopg.Connection[Any], names: Iterable[str]) -> dict[str
 def replace_item_tags(
     conn: psycopg.Connection[Any], tags_by_item: Mapping[str, Mapping[str, float]], *, source: str
 ) -> None:
-    """Set the `source` tags of each item (other sources are kept), then refresh tag vectors."""
+    """Set the `source` tags of each item, then refresh tag vectors. Tags of other sources are
+    kept, except on the pairs written here: an imported tag takes over the auto-tag or confirmed
+    tag it repeats (one row per item and tag)."""
     if not tags_by_item:
         return
     ids = ensure_tags(conn, {t for tags in tags_by_item.values() for t in tags})
     item_ids = list(tags_by_item)
+    pairs = [(item, ids[name]) for item, tags in tags_by_item.items() for name in tags]
     conn.execute(
-        "delete from item_tags where item_id = any(%(items)s) and source = %(source)s",
+        """delete from item_tags where item_id = any(%(items)s) and source = %(source)s""",
         {"items": item_ids, "source": source},
+    )
+    conn.execute(
+        """delete from item_tags it
+           using unnest(%(pair_items)s::text[], %(pair_tags)s::int[]) as p(item_id, tag_id)
+           where it.item_id = p.item_id and it.tag_id = p.tag_id""",
+        {"pair_items": [p[0] for p in pairs], "pair_tags": [p[1] for p in pairs]},
     )
     with (
         conn.cursor() as cur,
