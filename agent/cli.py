@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tagloop.agent.cli_common import emit
 from tagloop.agent.settings import Settings, load_settings
@@ -32,8 +33,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(import_app, name="import")
 app.add_typer(profiles_app, name="profiles")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
@@ -193,16 +194,24 @@ def run(
 
     if not user and not all_users:
         raise TagloopError("say which users: --user ID (repeatable) or --all")
+    if user and all_users:
+        raise TagloopError("give either --user ID (repeatable) or --all, not both")
     outcomes = run_and_summarise(_settings(), user_ids=user, progress=err.print)
     if as_json:
         emit({"decisions": [o.__dict__ for o in outcomes]}, True)
         return
-    for o in outcomes[:50]:
-        out.print(f"[bold]{o.user_id}[/bold] {o.outcome} via {o.channel}: {o.title or ''}")
+    shown = 50
+    for o in outcomes[:shown]:
+        what = (
+            f" message via {o.channel}: {o.title or ''}" if o.channel else f" {o.outcome}: {o.reason or ''}"
+        )
+        out.print(Text.assemble((o.user_id, "bold"), what))
+    if len(outcomes) > shown:
+        out.print(f"… and {len(outcomes) - shown:,} more (--json lists every decision)")
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.outcome] = counts.get(o.outcome, 0) + 1
-    out.print(f"{len(outcomes):,} decision(s): {counts}")
+    out.print(f"{len(outcomes):,} decision(s): " + ", ".join(f"{n:,} {k}" for k, n in sorted(counts.items())))
 
 
 @app.command("demo")

@@ -36,7 +36,7 @@ def table_of(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     return table
 
 
-_out = Console()
+_out = Console(markup=False)
 
 
 def emit(data: Any, as_json: bool, table: Table | None = None) -> None:

@@ -32,7 +32,7 @@ patterns_app = typer.Typer(
     help="Patterns mined from the event stream: co-likes, sequences, trends, timing per tag.",
     no_args_is_help=True,
 )
-out = Console()
+out = Console(markup=False)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 Now = Annotated[str | None, typer.Option("--now", help="End of the window (RFC 3339; default now).")]
 LevelOpt = Annotated[str, typer.Option("--level", help="item or tag.")]

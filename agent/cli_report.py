@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from tagloop.agent.cli_common import instant
 from tagloop.agent.settings import load_settings
@@ -53,8 +54,12 @@ def report_user(
     if as_json:
         sys.stdout.write(json.dumps({**wrapped.summary(), "page": str(page)}) + "\n")
         return
-    console = Console()
-    console.print(f"[bold]user {user_id}[/bold] — top tags: " + ", ".join(t for t, _ in wrapped.tags_now[:5]))
+    console = Console(markup=False)
+    console.print(
+        Text.assemble(
+            (f"user {user_id}", "bold"), " — top tags: " + ", ".join(t for t, _ in wrapped.tags_now[:5])
+        )
+    )
     console.print(
         f"profile similarity to {days} days ago: {wrapped.similarity}; "
         f"{len(wrapped.discoveries)} discoveries; page: {page}"

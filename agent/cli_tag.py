@@ -21,7 +21,7 @@ from tagloop.tools.errors import InvalidInput, NotFound
 tag_app = typer.Typer(
     help="Tags: vocabulary, auto-tagging, embeddings, emerging clusters.", no_args_is_help=True
 )
-out = Console()
+out = Console(markup=False)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of every random choice.")]
 
@@ -61,7 +61,7 @@ def vocab(
     )
     emit(data, as_json, table)
     for line in problems if not as_json else []:
-        out.print(f"[yellow]{line}[/yellow]")
+        out.print(line, style="yellow")
 
 
 @tag_app.command("items")
@@ -112,7 +112,7 @@ def items(
         ),
     )
     for line in data["problems"] if not as_json else []:
-        out.print(f"[yellow]{line}[/yellow]")
+        out.print(line, style="yellow")
 
 
 @tag_app.command("confirm")

@@ -26,8 +26,8 @@ from tagloop.tools.errors import InvalidInput, NotFound
 if TYPE_CHECKING:
     from tagloop.tools.recommender.train import TrainReport
 
-out = Console()
-err = Console(stderr=True)
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 

@@ -15,6 +15,7 @@ from tagloop.agent.cli_train import train_database
 from tagloop.agent.database import connect
 from tagloop.agent.runner import RunOutcome, run_users
 from tagloop.agent.settings import Settings
+from tagloop.tools.errors import InvalidInput
 from tagloop.tools.ingest.loader import import_file
 from tagloop.tools.messaging.channels import FileChannel
 from tagloop.tools.profiles import load_profiles, rebuild_profiles
@@ -95,6 +96,14 @@ def run_and_summarise(
     with connect(settings) as conn:
         if user_ids is None:
             user_ids = [r["id"] for r in conn.execute("select id from users order by id")]
+        else:
+            known = {
+                r["id"]
+                for r in conn.execute("select id from users where id = any(%(ids)s)", {"ids": list(user_ids)})
+            }
+            unknown = [u for u in dict.fromkeys(user_ids) if u not in known]
+            if unknown:
+                raise InvalidInput(f"unknown user(s): {', '.join(repr(u) for u in unknown[:10])}")
         if progress:
             progress(f"running the agent for {len(user_ids):,} user(s)")
         return run_users(conn, settings, list(user_ids))

@@ -156,7 +156,7 @@ def recsys_command(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout")] = False,
 ) -> None:
     """Train tagloop's recommender on TRAIN and score every TEST user against popularity."""
-    err = Console(stderr=True)
+    err = Console(stderr=True, markup=False)
     try:
         if k < 1:
             raise TagloopError(f"--k must be >= 1, got {k}")
@@ -180,4 +180,4 @@ def recsys_command(
         table.add_column(name, justify="right")
     for model_name, metrics in (("tagloop", result.tagloop), ("popularity", result.popularity)):
         table.add_row(model_name, *(f"{v:.4f}" for v in metrics.values()))
-    Console().print(table)
+    Console(markup=False).print(table)

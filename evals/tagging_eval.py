@@ -147,7 +147,7 @@ def tagging_command(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
     """Hide-and-recover evaluation of auto-tagging against the most-popular-tags baseline."""
-    err = Console(stderr=True)
+    err = Console(stderr=True, markup=False)
     try:
         if tags_out is not None:
             check_writable(tags_out, "--tags-out")  # before the evaluation, not after it
@@ -178,4 +178,4 @@ def tagging_command(
         table.add_column(col)
     for name, metrics in (("tagloop", result.tagloop), ("popular_tags", result.popular_tags)):
         table.add_row(name, f"{metrics['precision@5']:.4f}", f"{metrics['recall@10']:.4f}")
-    Console().print(table)
+    Console(markup=False).print(table)

@@ -90,6 +90,26 @@ def test_import_events_streams_with_progress_on_stderr(
     assert db.execute("select count(*) as n from events").fetchone()["n"] == 50
 
 
+def test_run_prints_ids_and_titles_literally_and_refuses_unknown_users(
+    tagloop_env: Path, tmp_path: Path
+) -> None:
+    """Data is never read as rich markup ("[unknown]" is a real Last.fm artist title; "[/x]" crashed)."""
+    users, items = tmp_path / "users.jsonl", tmp_path / "items.jsonl"
+    users.write_text('{"id": "[/x]", "consent": {"file": true}}\n{"id": "[bold]b"}\n')
+    items.write_text('{"id": "i1", "title": "[unknown]", "tags": ["rock"]}\n')
+    tagloop("import", "users", str(users))
+    tagloop("import", "items", str(items))
+    done = tagloop("run", "--user", "[/x]", "--user", "[bold]b")
+    assert (
+        "[/x] nothing_to_send: no unseen candidates" in done.stdout
+        and "\n[bold]b nothing_to_send" in done.stdout
+    )
+    missing = tagloop("run", "--user", "[/x]", "--user", "nobody", check=False)
+    assert missing.returncode == 2 and "unknown user(s): 'nobody'" in missing.stderr
+    both = tagloop("run", "--user", "[/x]", "--all", check=False)
+    assert both.returncode == 2 and "not both" in both.stderr
+
+
 def _slice_of_lastfm(src: Path, dst: Path, users: int) -> None:
     """The first `users` users of the real data set with their artists and tags (a few seconds to load)."""
     dst.mkdir()

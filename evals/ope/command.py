@@ -83,10 +83,11 @@ def _run_logs(
     check = task.replay_check
     if check.mismatched:
         err.print(
-            f"[yellow]warning:[/] {check.mismatched} of {check.rounds} rounds logged by {cfg.name}@"
+            f"warning: {check.mismatched} of {check.rounds} rounds logged by {cfg.name}@"
             f"{cfg.version} do not replay to their logged propensities (the POLICY.toml differs from "
             "the one that logged them, or an input changed since, e.g. item tags): their weights "
-            f"are not exact (e.g. decision {check.examples[0]})"
+            f"are not exact (e.g. decision {check.examples[0]})",
+            style="yellow",
         )
     result = _bootstrap(task.feedback, task.action_dist, n_boot, seed, err)
     extra = {
@@ -146,7 +147,7 @@ def ope_command(
 ) -> None:
     """Estimate a target policy's value from logs: OBD's Bernoulli-TS from its random logs, or a
     candidate POLICY.toml from tagloop's decision log (--logs … --policy …)."""
-    err = Console(stderr=True)
+    err = Console(stderr=True, markup=False)
     try:
         payload = _run(obd, campaign, logs, policy, n_boot, seed, report, err, unit)
     except TagloopError as exc:
@@ -155,9 +156,9 @@ def ope_command(
     if as_json:
         typer.echo(json.dumps(payload))
     else:
-        Console().print(_table(payload))
+        Console(markup=False).print(_table(payload))
         note = LOGS_NOTE if payload.get("source") == "logs" else ACTION_DIST_NOTE
-        Console().print(f"recommended: {payload['recommended']}  ({note})")
+        Console(markup=False).print(f"recommended: {payload['recommended']}  ({note})")
 
 
 def _run(

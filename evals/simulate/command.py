@@ -217,4 +217,4 @@ def simulate_command(
         table.add_row(
             name, *(f"{vals[m]:.4f} [{vals['ci95'][m][0]:.4f}, {vals['ci95'][m][1]:.4f}]" for m in METRICS)
         )
-    Console().print(table)
+    Console(markup=False).print(table)
