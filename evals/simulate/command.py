@@ -99,6 +99,7 @@ def simulate(
     data: Path | None = None,
     jobs: int = 0,
     fresh_world: bool = False,
+    exact: bool = False,
     keep_databases: bool = False,
     model: ResponseModel | None = None,
     max_items: int | None = None,
@@ -126,6 +127,7 @@ def simulate(
             fingerprint(lastfm),
             half_life_days=settings.profile_half_life_days,
             fresh=fresh_world,
+            exact=exact,
             log=_log,
         )
     tasks = [
@@ -173,6 +175,14 @@ def simulate_command(
     jobs: Annotated[int, typer.Option(help="parallel policies (0: one process each, ≤2 per core)")] = 0,
     report: Annotated[Path | None, typer.Option(help="write a markdown/HTML page with plots here")] = None,
     fresh_world: Annotated[bool, typer.Option(help="rebuild the cached world database")] = False,
+    exact: Annotated[
+        bool,
+        typer.Option(
+            help="exact tag search (no HNSW index in the world): the same seed gives the same JSON "
+            "on any machine and after --fresh-world, at ~3x the time; without it, while the cached "
+            "world is reused"
+        ),
+    ] = False,
     keep_databases: Annotated[bool, typer.Option(help="keep each policy's database for inspection")] = False,
     catalogue: Annotated[
         int | None, typer.Option(help="smaller catalogue: the users' artists plus a sample, N in all")
@@ -190,6 +200,7 @@ def simulate_command(
             data=data,
             jobs=jobs,
             fresh_world=fresh_world,
+            exact=exact,
             keep_databases=keep_databases,
             max_items=catalogue,
         )

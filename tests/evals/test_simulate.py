@@ -202,10 +202,10 @@ def test_the_gini_interval_holds_the_point_although_resampling_concentrates_expo
 def test_the_same_seed_gives_the_same_json_on_worlds_built_from_scratch(
     lastfm_dir: Path, pg_admin_url: str, tmp_path: Path
 ) -> None:
-    """Regression: each rebuilt world database used to get another pgvector HNSW graph (its node
+    """With `exact` (`--exact`): a rebuilt world database gets another pgvector HNSW graph (its node
     levels come from the server's unseedable PRNG), so the agent's tag search — and the JSON —
-    changed with every fresh home or `--fresh-world`. Two fresh homes here, each converting the data
-    and building the world database anew; the world database has no HNSW index left."""
+    changed with every fresh home or `--fresh-world`; an exact world has no HNSW index. Two fresh
+    homes here, each converting the data and building the world database anew."""
     outputs = []
     for home in ("a", "b"):
         settings = Settings(home=tmp_path / home, database_url=pg_admin_url)
@@ -218,10 +218,11 @@ def test_the_same_seed_gives_the_same_json_on_worlds_built_from_scratch(
             data=lastfm_dir,
             jobs=1,
             fresh_world=True,
+            exact=True,
             max_items=4000,
         )
         outputs.append(json.dumps(payload))
-    name = sdb.template_name(world, fingerprint(lastfm_dir))
+    name = sdb.template_name(world, fingerprint(lastfm_dir), exact=True)
     try:
         with psycopg.connect(db.with_dbname(pg_admin_url, name)) as conn:
             hnsw = conn.execute(
