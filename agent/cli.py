@@ -216,9 +216,9 @@ def run(
 
 @app.command("demo")
 def demo(
-    users: int = 400,
-    seed: int = 7,
-    sample: int = 5,
+    users: Annotated[int, typer.Option(min=1, max=1_000_000, help="Demo users to generate.")] = 400,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the generated data.")] = 7,
+    sample: Annotated[int, typer.Option(min=0, max=1000, help="Decisions to print.")] = 5,
 ) -> None:
     """Generate and load the demo data set (seeded, offline), build profiles, run the agent for a
     sample of users and print what it decided."""
@@ -230,7 +230,7 @@ def demo(
 @app.command("serve")
 def serve(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port.")] = 8000,
     workers: Annotated[
         int,
         typer.Option(
@@ -294,7 +294,7 @@ app.add_typer(decisions_app, name="decisions")
 def worker(
     once: Annotated[bool, typer.Option("--once", help="Drain what is due now, then exit.")] = False,
     interval: Annotated[
-        float | None, typer.Option(help="Seconds between sweeps (default from settings).")
+        float | None, typer.Option(min=0.1, help="Seconds between sweeps (default from settings).")
     ] = None,
     no_decide: Annotated[bool, typer.Option("--no-decide", help="Only deliver due messages.")] = False,
     no_deliver: Annotated[bool, typer.Option("--no-deliver", help="Only decide due runs.")] = False,
@@ -318,8 +318,13 @@ def worker(
         if once:
             report = w.run_once(**flags)
             summary = {"decided": len(report.decided), **report.delivery.summary()}
-            emit(summary, as_json) if as_json else out.print(summary)
+            if as_json:
+                emit(summary, True)
+            else:
+                out.print(", ".join(f"{n:,} {k}" for k, n in summary.items()))
             return
+        if as_json:
+            raise TagloopError("--json needs --once (a running worker logs to stderr until stopped)")
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())

@@ -80,7 +80,14 @@ def test_an_empty_tagloop_database_url_falls_back_to_database_url(monkeypatch: p
 
 def test_db_status_hides_the_password(tagloop_env: Path, db_url: str) -> None:
     assert redacted("postgresql://u:pw@h:5432/d") == "postgresql://u:***@h:5432/d"
-    assert redacted("host=h password=pw dbname=d") == "host=h password=*** dbname=d"
+    assert "pw" not in redacted("host=h password=pw dbname=d") and "password=***" in redacted(
+        "host=h password=pw"
+    )
+    assert "ret" not in redacted("host=h user=u password='s3c ret'")
+    assert (
+        redacted("postgresql://h/d?password=pw&sslmode=require")
+        == "postgresql://h/d?password=***&sslmode=require"
+    )
     status = subprocess.run(
         [str(TAGLOOP), "db", "status", "--json"],
         capture_output=True,

@@ -261,6 +261,8 @@ def generate(
             day = now - timedelta(days=float(rng.uniform(0, sizes.days)))
             local_hour = (peak + int(rng.normal(0, 2))) % 24
             start = day.replace(hour=local_hour)
+            if start + timedelta(hours=1) > now:  # a session later today would end in the future
+                start -= timedelta(days=1)
             for j, i in enumerate(rng.choice(sizes.items, size=int(rng.integers(3, 12)), p=prob)):
                 i = int(i)
                 ts = (start + timedelta(minutes=4 * j)).isoformat()

@@ -48,8 +48,16 @@ def check_url(url: str) -> None:
 
 
 def redacted(url: str) -> str:
-    """The URL with its password replaced by ***, for display."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", re.sub(r"(password=)\S+", r"\1***", url))
+    """The URL with its password replaced by ***, for display (URI or key=value form)."""
+    if "://" in url:
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", re.sub(r"([?&]password=)[^&]*", r"\1***", url))
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "(unreadable connection string)"
+    if "password" in params:
+        params["password"] = "***"
+    return make_conninfo("", **params)
 
 
 def with_dbname(url: str, dbname: str) -> str:
