@@ -1,11 +1,14 @@
 """Small pieces the `tagloop` command modules share: reading an RFC 3339 option, building a rich
-table from rows, and printing a result as one JSON object or as a table."""
+table from rows, printing a result as one JSON object or as a table, and checking and writing a
+--plot file."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -47,3 +50,46 @@ def emit(data: Any, as_json: bool, table: Table | None = None) -> None:
         _out.print(table)
     else:
         _out.print(data)
+
+
+PLOT_FORMATS = ("png", "svg", "svgz", "pdf", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
+
+
+def plot_path(plot: Path | None) -> Path | None:
+    """The file --plot will write (a name without an extension gets .png), checked before any work:
+    not a directory, in an existing folder, a format matplotlib writes, and writable."""
+    if plot is None:
+        return None
+    from tagloop.evals.report import check_writable
+
+    if not str(plot) or plot.is_dir():
+        raise InvalidInput(
+            f"--plot {str(plot)!r}: is a directory or empty, expected a file such as trends.png"
+        )
+    path = plot if plot.suffix else plot.with_name(plot.name + ".png")
+    check_writable(path, "--plot")
+    fmt = path.suffix[1:].lower()
+    if fmt not in PLOT_FORMATS:
+        raise InvalidInput(f"--plot {path}: cannot draw .{fmt} files; use one of .{', .'.join(PLOT_FORMATS)}")
+    try:
+        if path.exists():
+            if not os.access(path, os.W_OK):
+                raise PermissionError(13, "Permission denied")
+        else:  # create it now, so that a folder nobody may write to fails before the work
+            path.open("xb").close()
+            path.unlink()
+    except OSError as exc:
+        raise InvalidInput(f"--plot {path}: cannot write there ({exc.strerror or exc})") from None
+    return path
+
+
+def save_plot(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    try:
+        fig.savefig(path, dpi=110, format=path.suffix[1:].lower())
+    except OSError as exc:
+        raise InvalidInput(f"--plot {path}: cannot write there ({exc.strerror or exc})") from None
+    finally:
+        plt.close(fig)
+    return path

@@ -3,9 +3,13 @@
 Thin commands over tools/patterns*.py (read-only): co-likes ("fans of X also like Y", with support,
 confidence and lift), sequences ("A, B, C → D"), trends with their lifetime (rise, peak, decay) and
 timing per tag (hour of week, weekday vs weekend in each user's own time zone). Each prints a table
-or, with --json, one JSON object; `trends` and `timing` draw a PNG with --plot. When the window
+or, with --json, one JSON object; `trends` and `timing` draw a plot with --plot (a PNG, or any
+format matplotlib writes, chosen by the file's extension; a name without one gets `.png`). The
+plot path is checked before any work and the path printed is the file written. When the window
 ending at --now holds no positive events, the message says when the latest event was, so a data
-set recorded in the past (Last.fm) is one `--now` away.
+set recorded in the past (Last.fm) is one `--now` away. Numbers are bounded (windows up to 100
+years, trends over up to 2 years of days, sessions up to a week) and a seed or history entry the
+store does not know is an error, not an empty result.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from tagloop.agent.cli_common import emit, instant, table_of
+from tagloop.agent.cli_common import emit, instant, plot_path, save_plot, table_of
 from tagloop.agent.settings import load_settings
 from tagloop.tools.errors import InvalidInput, NotFound
 
@@ -33,11 +37,18 @@ patterns_app = typer.Typer(
     no_args_is_help=True,
 )
 out = Console(markup=False)
+err = Console(markup=False, stderr=True, soft_wrap=True, highlight=False)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 Now = Annotated[str | None, typer.Option("--now", help="End of the window (RFC 3339; default now).")]
 LevelOpt = Annotated[str, typer.Option("--level", help="item or tag.")]
 K = Annotated[int, typer.Option("--k", help="How many to show.")]
-PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Also draw a PNG here.")]
+PlotOpt = Annotated[
+    Path | None,
+    typer.Option("--plot", help="Also draw a plot here (.png, or .svg, .pdf, … by the extension)."),
+]
+MAX_WINDOW_DAYS = 36_500  # --window-days: 100 years
+MAX_TREND_DAYS = 730  # --days of trends: a keys × days matrix of daily counts
+MAX_SESSION_MINUTES = 7 * 24 * 60
 
 
 def _level(level: str) -> Any:
@@ -46,10 +57,38 @@ def _level(level: str) -> Any:
     return level
 
 
-def _positive_k(k: int, name: str = "--k") -> int:
+def _positive_k(k: int, name: str = "--k", most: int | None = None) -> int:
     if k < 1:
         raise InvalidInput(f"{name} must be at least 1, got {k}")
+    if most is not None and k > most:
+        raise InvalidInput(f"{name} must be at most {most:,}, got {k:,}")
     return k
+
+
+def _since(at: datetime, window: timedelta, option: str) -> datetime:
+    """`at − window`, or InvalidInput when that is before year 1."""
+    try:
+        return at - window
+    except OverflowError:
+        raise InvalidInput(f"{option} reaches before year 1 from {at.isoformat()}") from None
+
+
+def _require_known(conn: psycopg.Connection[Any], keys: list[str], level: Any) -> None:
+    """NotFound naming the items (or tags) the store does not hold."""
+    from tagloop.tools.patterns import unknown_keys
+
+    missing = unknown_keys(conn, keys, level)
+    if not missing:
+        return
+    what = ("item" if level == "item" else "tag") + ("s" if len(missing) > 1 else "")
+    hint = ""
+    if level == "item" and not unknown_keys(conn, missing, "tag"):
+        hint = (
+            " (they are tags: pass --level tag)" if len(missing) > 1 else " (it is a tag: pass --level tag)"
+        )
+    elif level == "tag":
+        hint = " (tags are stored lower-case with hyphens, e.g. hip-hop)"
+    raise NotFound(f"unknown {what} {', '.join(map(repr, missing))}{hint}")
 
 
 def _require_events(conn: psycopg.Connection[Any], since: datetime, now: datetime) -> None:
@@ -93,9 +132,15 @@ def co_likes_command(
     at, lvl = instant(now, "--now"), _level(level)
     _positive_k(k)
     _positive_k(min_support, "--min-support")
-    window = timedelta(days=_positive_k(window_days, "--window-days"))
+    window = timedelta(days=_positive_k(window_days, "--window-days", MAX_WINDOW_DAYS))
+    since = _since(at, window, "--window-days")
     with connect(load_settings()) as conn:
-        _require_events(conn, at - window, at)
+        _require_events(conn, since, at)
+        _require_known(conn, [seed], lvl)
+        if lvl == "tag":
+            err.print(
+                f"co-likes of tag {seed!r}: reading {window_days:,} days of events (slow on large stores)"
+            )
         found = co_likes(conn, seed, now=at, level=lvl, k=k, min_support=min_support, window=window)
         if not found:
             raise NotFound(f"no co-likes of {seed!r} with at least {min_support} users in the window")
@@ -135,10 +180,12 @@ def next_command(
 
     at, lvl = instant(now, "--now"), _level(level)
     _positive_k(k)
-    window = timedelta(days=_positive_k(window_days, "--window-days"))
-    gap = timedelta(minutes=_positive_k(session_minutes, "--session-minutes"))
+    window = timedelta(days=_positive_k(window_days, "--window-days", MAX_WINDOW_DAYS))
+    gap = timedelta(minutes=_positive_k(session_minutes, "--session-minutes", MAX_SESSION_MINUTES))
+    since = _since(at, window, "--window-days")
     with connect(load_settings()) as conn:
-        _require_events(conn, at - window, at)
+        _require_events(conn, since, at)
+        _require_known(conn, history, lvl)
         found = sequence_next(conn, history, now=at, level=lvl, k=k, window=window, session_gap=gap)
         if not found:
             raise NotFound(f"nothing follows {' → '.join(history)} within a session in the window")
@@ -152,21 +199,36 @@ def next_command(
     emit({"history": history, "level": lvl, "now": at.isoformat(), "next": rows}, as_json, table)
 
 
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
 def _trend_row(t: Trend) -> dict[str, Any]:
+    """One trend for JSON; a rate or duration that cannot be estimated is None (null)."""
     life = t.lifetime
     return {
         "key": t.key,
         "phase": life.phase,
         "peak_date": t.peak_date.isoformat(),
         "rise_per_day": round(life.rise_per_day, 4),
-        "decay_per_day": round(life.decay_per_day, 4),
+        "decay_per_day": _rounded(life.decay_per_day, 4),
         "decay_observed": life.decay_observed,
-        "half_life_days": round(life.half_life_days, 2),
-        "lifetime_days": round(life.lifetime_days, 2),
-        "days_left": round(life.days_left, 2),
+        "half_life_days": _rounded(life.half_life_days, 2),
+        "lifetime_days": _rounded(life.lifetime_days, 2),
+        "days_left": _rounded(life.days_left, 2),
         "score": round(life.score, 4),
         "daily": t.daily,
     }
+
+
+def _cell(value: Any) -> str:
+    return "unknown" if value is None else str(value)
+
+
+def _decay_cell(row: dict[str, Any]) -> str:
+    if row["decay_per_day"] is None:
+        return "unknown"
+    return f"{row['decay_per_day']}{'' if row['decay_observed'] else ' (assumed)'}"
 
 
 @patterns_app.command("trends")
@@ -174,7 +236,7 @@ def trends_command(
     level: LevelOpt = "tag",
     days: Annotated[int, typer.Option(help="Days of daily counts.")] = 28,
     k: K = 20,
-    min_events: Annotated[int, typer.Option(help="Fewest events in the window.")] = 10,
+    min_events: Annotated[int, typer.Option(help="Fewest events in the window (at least 1).")] = 10,
     include_over: Annotated[bool, typer.Option(help="Also list trends that are over.")] = False,
     now: Now = None,
     plot: PlotOpt = None,
@@ -186,18 +248,22 @@ def trends_command(
 
     at, lvl = instant(now, "--now"), _level(level)
     _positive_k(k)
+    _positive_k(min_events, "--min-events")
     if days < 7:
         raise InvalidInput(f"--days must be at least 7 (a week of baseline), got {days}")
+    _positive_k(days, "--days", MAX_TREND_DAYS)
+    since = _since(at, timedelta(days=days), "--days")
+    plot_file = plot_path(plot)
     with connect(load_settings()) as conn:
-        _require_events(conn, at - timedelta(days=days), at)
+        _require_events(conn, since, at)
         found = trending(
             conn, now=at, level=lvl, days=days, k=k, min_events=min_events, include_over=include_over
         )
         titles = _titles(conn, [t.key for t in found]) if lvl == "item" else {}
     rows = [{**_trend_row(t), "title": titles.get(t.key)} for t in found]
     data: dict[str, Any] = {"level": lvl, "now": at.isoformat(), "days": days, "trends": rows}
-    if plot is not None:
-        data["plot"] = str(_plot_trends(rows, at, days, plot))
+    if plot_file is not None:
+        data["plot"] = str(_plot_trends(rows, at, days, plot_file))
     table = table_of(
         f"trending {lvl}s ({days} days to {at:%Y-%m-%d})",
         ["key", "phase", "peak", "rise/day", "decay/day", "half-life d", "days left", "lifetime d"],
@@ -207,16 +273,16 @@ def trends_command(
                 r["phase"],
                 r["peak_date"],
                 r["rise_per_day"],
-                f"{r['decay_per_day']}{'' if r['decay_observed'] else ' (assumed)'}",
-                r["half_life_days"],
-                r["days_left"],
-                r["lifetime_days"],
+                _decay_cell(r),
+                _cell(r["half_life_days"]),
+                _cell(r["days_left"]),
+                _cell(r["lifetime_days"]),
             ]
             for r in rows
         ],
     )
     emit(data, as_json, table)
-    if plot is not None and not as_json:
+    if plot_file is not None and not as_json:
         out.print(f"plot: {data['plot']}")
 
 
@@ -224,7 +290,7 @@ def trends_command(
 def timing_command(
     tag: Annotated[list[str] | None, typer.Option("--tag", help="Only these tags (repeatable).")] = None,
     k: K = 20,
-    min_events: Annotated[int, typer.Option(help="Fewest events per tag.")] = 20,
+    min_events: Annotated[int, typer.Option(help="Fewest events per tag (at least 1).")] = 20,
     window_days: Annotated[int, typer.Option(help="Window in days.")] = 90,
     now: Now = None,
     plot: PlotOpt = None,
@@ -236,25 +302,30 @@ def timing_command(
 
     at = instant(now, "--now")
     _positive_k(k)
-    window = timedelta(days=_positive_k(window_days, "--window-days"))
+    _positive_k(min_events, "--min-events")
+    window = timedelta(days=_positive_k(window_days, "--window-days", MAX_WINDOW_DAYS))
+    since = _since(at, window, "--window-days")
+    plot_file = plot_path(plot)
     with connect(load_settings()) as conn:
-        _require_events(conn, at - window, at)
-        found = tag_timing(conn, now=at, tags=tag or None, window=window, min_events=min_events)
+        _require_events(conn, since, at)
+        found = tag_timing(
+            conn, now=at, tags=tag or None, window=window, min_events=min_events, progress=err.print
+        )
     if tag:
         missing = [t for t in tag if t not in found]
         if missing:
             raise NotFound(f"no timing for {', '.join(map(repr, missing))}: fewer than {min_events} events")
     ranked = sorted(found.values(), key=lambda t: (-t.events, t.tag))[:k]
     data: dict[str, Any] = {"now": at.isoformat(), "tags": [asdict(t) for t in ranked]}
-    if plot is not None:
-        data["plot"] = str(_plot_timing(ranked[:6], plot))
+    if plot_file is not None:
+        data["plot"] = str(_plot_timing(ranked[:6], plot_file))
     table = table_of(
         f"when tags are played ({window_days} days to {at:%Y-%m-%d})",
         ["tag", "events", "weekend share", "weekend lift", "peak hours"],
         [[t.tag, t.events, t.weekend_share, t.weekend_lift, ", ".join(t.peak_hours)] for t in ranked],
     )
     emit(data, as_json, table)
-    if plot is not None and not as_json:
+    if plot_file is not None and not as_json:
         out.print(f"plot: {data['plot']}")
 
 
@@ -275,10 +346,7 @@ def _plot_trends(rows: list[dict[str, Any]], now: datetime, days: int, path: Pat
     if rows:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_plot(fig, path)
 
 
 def _plot_timing(tags: list[TagTiming], path: Path) -> Path:
@@ -300,7 +368,4 @@ def _plot_timing(tags: list[TagTiming], path: Path) -> Path:
         ax.set_title(f"{t.tag}: weekend lift {t.weekend_lift:.2f}", fontsize=9)
         fig.colorbar(image, ax=ax, label="log2 lift", fraction=0.03)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_plot(fig, path)

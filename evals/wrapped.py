@@ -9,6 +9,7 @@ As of `at` (default now), over the last `window` days:
 - discoveries: providers the user first met in the window (first event ever), with the first item;
 - the listening clock: events per hour of the day in the user's own time zone (a PNG);
 - tagloop's messages in the window: sent and engaged (opened/clicked).
+The decay stops at `MAX_HALF_LIVES` half-lives so a far-away `at` cannot underflow in SQL.
 Read-only; `write_wrapped` renders it as markdown + HTML with the clock PNG (evals/report.py).
 """
 
@@ -25,20 +26,26 @@ import numpy as np
 import psycopg
 
 from tagloop.evals.report import Report, new_figure
-from tagloop.tools.errors import NotFound
+from tagloop.tools.errors import InvalidInput, NotFound
 from tagloop.tools.profiles import EVENT_WEIGHTS
 
 _TAGS_AT = """
 select t.name,
        sum(case when e.type = 'play' then ln(1 + greatest(coalesce(e.value, 1), 0))
                 else coalesce((%(weights)s::jsonb ->> e.type)::float8, 0) end
-           * power(0.5, greatest(extract(epoch from (%(at)s - e.ts)), 0) / %(hl)s) * it.weight) as w
+           * power(0.5, least(greatest(extract(epoch from (%(at)s - e.ts)), 0) / %(hl)s, %(max_hl)s))
+           * it.weight) as w
 from events e
 join item_tags it on it.item_id = e.item_id and it.confidence >= 0.5
 join tags t on t.id = it.tag_id
 where e.user_id = %(user)s and e.ts <= %(at)s
 group by t.name
 """
+
+# Decay stops at this many half-lives (0.5^600 ≈ 2e-181): PostgreSQL raises "value out of range:
+# underflow" where a float8 power or product rounds to 0 (an event ~90 years before --at with a
+# 30-day half-life); events older than that all weigh the same negligible amount.
+MAX_HALF_LIVES = 600.0
 
 _DISCOVERIES = """
 select provider_id, first_at, item_id, title from (
@@ -91,7 +98,13 @@ class Wrapped:
 
 
 def _tag_weights(conn: psycopg.Connection[Any], user: str, at: datetime, hl: float) -> dict[str, float]:
-    params = {"user": user, "at": at, "hl": hl * 86400.0, "weights": json.dumps(EVENT_WEIGHTS)}
+    params = {
+        "user": user,
+        "at": at,
+        "hl": hl * 86400.0,
+        "max_hl": MAX_HALF_LIVES,
+        "weights": json.dumps(EVENT_WEIGHTS),
+    }
     return {r["name"]: float(r["w"]) for r in conn.execute(_TAGS_AT, params) if r["w"] and r["w"] > 0}
 
 
@@ -118,10 +131,11 @@ def build_wrapped(
     tags = sorted(set(now_s) | set(before_s))
     delta = {t: now_s.get(t, 0.0) - before_s.get(t, 0.0) for t in tags}
     similarity = None
-    if now_w and before_w:
-        dot = sum(now_w.get(t, 0.0) * before_w.get(t, 0.0) for t in tags)
-        norm = math.sqrt(sum(v * v for v in now_w.values()) * sum(v * v for v in before_w.values()))
-        similarity = round(dot / norm, 4)
+    if now_s and before_s:  # cosine of the shares: the same as of the weights, but never 0/0 when
+        # the weights are tiny (a far-away `at`: their squares underflow)
+        dot = sum(now_s.get(t, 0.0) * before_s.get(t, 0.0) for t in tags)
+        norm = math.sqrt(sum(v * v for v in now_s.values()) * sum(v * v for v in before_s.values()))
+        similarity = round(dot / norm, 4) if norm > 0 else None
     params = {"user": user_id, "at": at, "since": since}
     clock = [0] * 24
     for r in conn.execute(_CLOCK, params):
@@ -156,7 +170,15 @@ def build_wrapped(
 
 
 def write_wrapped(w: Wrapped, directory: Path) -> Path:
-    """DIR/index.md (+ .html) and DIR/clock.png; returns the markdown path."""
+    """DIR/index.md (+ .html) and DIR/clock.png; returns the markdown path (InvalidInput when the
+    directory cannot be written)."""
+    try:
+        return _write(w, directory)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write the page under {directory}: {exc.strerror or exc}") from None
+
+
+def _write(w: Wrapped, directory: Path) -> Path:
     report = Report(directory, title=f"Wrapped: user {w.user_id}, {w.window_days} days to {w.at:%Y-%m-%d}")
     report.add_heading("Top tags")
     before = dict(w.tags_before)

@@ -86,8 +86,90 @@ def test_bad_options_and_empty_windows_say_what_to_do(stream: psycopg.Connection
     assert "expected an RFC 3339 time" in str(failing("trends", "--now", "yesterday"))
     empty = failing("co-likes", "x", "--now", "2020-01-01T00:00:00Z")
     assert isinstance(empty, NotFound) and "the latest event is at 2026-03-02" in str(empty)
-    unknown = failing("co-likes", "nobody-likes-this", "--now", NOW.isoformat())
-    assert isinstance(unknown, NotFound) and "no co-likes of 'nobody-likes-this'" in str(unknown)
+    lonely = failing("co-likes", "x", "--min-support", "11", "--now", NOW.isoformat())
+    assert isinstance(lonely, NotFound) and "no co-likes of 'x' with at least 11 users" in str(lonely)
     missing = failing("timing", "--tag", "polka", "--now", NOW.isoformat())
     assert isinstance(missing, NotFound) and "'polka'" in str(missing)
     assert isinstance(failing("trends", "--days", "3", "--now", NOW.isoformat()), InvalidInput)
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(patterns_app, [*args, "--now", NOW.isoformat()])
+
+
+@pytest.mark.parametrize(
+    ("plot", "message"),
+    [
+        ("/proc/x.png", "cannot write there"),
+        ("{tmp}/no-such-folder/x.png", "does not exist"),
+        ("{tmp}/out.txt", "cannot draw .txt files; use one of .png"),
+        ("{tmp}", "is a directory"),
+        ("", "is a directory or empty"),
+    ],
+)
+@pytest.mark.parametrize("command", ["trends", "timing"])
+def test_a_bad_plot_path_fails_before_the_work(
+    stream: psycopg.Connection[Any], tmp_path: Path, command: str, plot: str, message: str
+) -> None:
+    result = run(command, "--min-events", "5", "--plot", plot.format(tmp=tmp_path))
+    assert isinstance(result.exception, InvalidInput) and message in str(result.exception)
+    assert result.stdout == ""  # no table printed before the error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_plot_name_without_extension_reports_the_file_written(
+    stream: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    data = patterns("trends", "--min-events", "5", "--plot", str(tmp_path / "trends"))
+    assert data["plot"] == str(tmp_path / "trends.png") and Path(data["plot"]).stat().st_size > 5_000
+    result = run("timing", "--min-events", "5", "--plot", str(tmp_path / "t.svg"))
+    assert result.exit_code == 0 and f"plot: {tmp_path / 't.svg'}" in result.stdout
+    assert (tmp_path / "t.svg").read_text(encoding="utf-8").lstrip().startswith("<?xml")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["co-likes", "x", "--window-days", "99999999999"], "--window-days must be at most 36,500"),
+        (["co-likes", "x", "--window-days", "1000000"], "--window-days must be at most 36,500"),
+        (["next", "a", "--window-days", "1000000"], "--window-days must be at most 36,500"),
+        (["next", "a", "--session-minutes", "99999999999"], "--session-minutes must be at most"),
+        (["timing", "--window-days", "99999999999"], "--window-days must be at most 36,500"),
+        (["trends", "--days", "99999999999"], "--days must be at most 730"),
+        (["trends", "--min-events", "-1"], "--min-events must be at least 1, got -1"),
+        (["timing", "--min-events", "-5"], "--min-events must be at least 1, got -5"),
+    ],
+)
+def test_numbers_out_of_bounds_are_clear_errors(
+    stream: psycopg.Connection[Any], args: list[str], message: str
+) -> None:
+    result = run(*args)
+    assert isinstance(result.exception, InvalidInput) and message in str(result.exception)
+
+
+def test_a_window_before_year_one_is_a_clear_error(stream: psycopg.Connection[Any]) -> None:
+    early = failing("co-likes", "x", "--now", "0001-01-02T00:00:00Z")
+    assert isinstance(early, InvalidInput) and "before year 1" in str(early)
+
+
+def test_unknown_seeds_and_history_are_named(stream: psycopg.Connection[Any]) -> None:
+    unknown = failing("co-likes", "nosuchitem", "--now", NOW.isoformat())
+    assert isinstance(unknown, NotFound) and str(unknown) == "unknown item 'nosuchitem'"
+    tag = failing("co-likes", "jazz", "--now", NOW.isoformat())
+    assert isinstance(tag, NotFound) and "it is a tag: pass --level tag" in str(tag)
+    history = failing("next", "jazz", "polka", "--level", "tag", "--now", NOW.isoformat())
+    assert isinstance(history, NotFound) and "unknown tag 'polka'" in str(history)
+
+
+def test_trends_print_unknown_lifetimes_as_null(stream: psycopg.Connection[Any]) -> None:
+    rows = patterns("trends", "--min-events", "5", "--include-over")["trends"]
+    flat = [r for r in rows if r["phase"] in ("steady", "over") and r["decay_per_day"] is None]
+    assert flat and all(r["days_left"] in (None, 0.0) and r["lifetime_days"] is None for r in flat)
+    result = run("trends", "--min-events", "5", "--include-over")
+    assert result.exit_code == 0 and "unknown" in result.stdout and "(assumed)" not in result.stdout
+
+
+def test_timing_reports_progress_on_stderr_only(stream: psycopg.Connection[Any]) -> None:
+    result = run("timing", "--min-events", "5", "--json")
+    assert result.exit_code == 0 and "timing: " in result.stderr
+    assert "timing:" not in result.stdout and json.loads(result.stdout)["tags"]

@@ -150,3 +150,89 @@ def test_tag_timing_uses_each_users_time_zone(db: psycopg.Connection[Any]) -> No
     found = tag_timing(db, now=NOW)
     assert found["techno"].peak_hours[0] == "Sat 22:00" and found["techno"].weekend_lift == pytest.approx(2.0)
     assert found["study"].peak_hours[0] == "Tue 09:00" and found["study"].weekend_share == 0.0
+
+
+def test_next_tags_count_every_tag_of_an_item_not_only_its_strongest(db: psycopg.Connection[Any]) -> None:
+    # "jazz" is never an item's strongest tag: with only top tags, nothing followed it
+    items = {"a": {"bebop": 1.0, "jazz": 0.5}, "b": {"swing": 1.0, "jazz": 0.4}, "c": {"rock": 1.0}}
+    loader.store_users(db, [parse_user({"id": f"u{n}", "timezone": "UTC"}) for n in range(5)])
+    loader.store_items(db, [parse_item({"id": i, "title": i, "tags": t}) for i, t in items.items()])
+    paths = [("a", "c")] * 4 + [("a", "b")]
+    events = [
+        parse_event(
+            {
+                "id": f"e{n}{j}",
+                "user_id": f"u{n}",
+                "type": "play",
+                "item_id": item,
+                "ts": (NOW - timedelta(days=1, minutes=10 - 5 * j)).isoformat(),
+            },
+            now=NOW,
+        )
+        for n, path in enumerate(paths)
+        for j, item in enumerate(path)
+    ]
+    loader.store_events(db, events)
+    db.commit()
+    found = sequence_next(db, ["jazz"], now=NOW, level="tag")
+    # a → c: jazz → rock (4); a → b: jazz → swing (b's jazz was already there: no jazz → jazz)
+    assert [(s.key, s.support) for s in found] == [("rock", 4), ("swing", 1)]
+    assert found[0].score == pytest.approx(0.8)
+
+
+NOISE = [
+    0,
+    0,
+    1,
+    0,
+    0,
+    2,
+    2,
+    0,
+    1,
+    0,
+    0,
+    1,
+    1,
+    0,
+    1,
+    1,
+    0,
+    2,
+    0,
+    0,
+    2,
+    0,
+    0,
+    1,
+    2,
+    0,
+    3,
+    1,
+]  # demo bossa-nova
+
+
+def test_noise_has_no_lifetime_and_no_peak() -> None:
+    life = fit_lifetime(np.array(NOISE))  # was: peaking, rise 0, decay 0.001 (assumed), 2302 days left
+    assert life.phase == "steady" and life.rise_per_day == 0.0
+    assert life.decay_per_day is None and not life.decay_observed
+    assert life.half_life_days is None and life.days_left is None and life.lifetime_days is None
+
+
+def test_a_flat_level_after_a_peak_is_no_observed_decay() -> None:
+    # a rise long ago, then a level that does not fall: no made-up 0.001/day decay (916 days left)
+    series = np.array([2.0] * 8 + [4, 8, 16, 30, 30] + [24.0] * 15)
+    life = fit_lifetime(series)
+    assert not life.decay_observed and life.rise_per_day > 0.1
+    assert life.decay_per_day == pytest.approx(life.rise_per_day)  # assumed from the observed rise
+    assert life.days_left is not None and life.days_left < 10
+
+
+def test_a_jump_in_one_day_is_a_rise() -> None:
+    life = fit_lifetime(np.array([1.0] * 25 + [12, 12, 12]))
+    assert life.phase == "rising" and life.rise_per_day > 1.0 and life.days_left is not None
+
+
+def test_no_excess_at_all_is_over_without_infinite_values() -> None:
+    life = fit_lifetime(np.full(14, 5.0))
+    assert life.phase == "over" and life.half_life_days is None and life.lifetime_days is None

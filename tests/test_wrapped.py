@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from tagloop.agent.cli_report import report_app
 from tagloop.evals.wrapped import build_wrapped
-from tagloop.tools.errors import NotFound
+from tagloop.tools.errors import InvalidInput, NotFound
 from tagloop.tools.ingest.loader import import_file
 
 AT = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -123,3 +123,55 @@ def test_report_user_unknown_prints_an_error_without_traceback(tagloop_env: Path
     )
     assert done.returncode == 2
     assert "unknown user 'ghost'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_far_away_at_does_not_underflow(db: psycopg.Connection[Any], listener: str) -> None:
+    w = build_wrapped(db, listener, at=datetime(2999, 1, 1, tzinfo=UTC), half_life_days=30)
+    assert {t for t, _ in w.tags_now} == {"techno", "minimal", "jazz", "bebop"}
+    assert w.similarity == 1.0  # every event is centuries old at both instants: nothing moved
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--out", "/proc/nope"], "--out /proc/nope: cannot write there"),
+        (["--out", "{tmp}/afile"], "exists and is not a directory"),
+        (["--days", "99999999999"], "--days must be between 1 and 36,500"),
+        (["--days", "1000000"], "--days must be between 1 and 36,500"),
+        (["--days", "0"], "--days must be between 1 and 36,500"),
+        (["--at", "0001-01-05T00:00:00Z"], "reaches before year 1"),
+    ],
+)
+def test_bad_options_fail_before_the_work(
+    tagloop_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(report_app, ["user", "ghost", *(a.format(tmp=tmp_path) for a in args)])
+    assert isinstance(result.exception, InvalidInput) and message in str(result.exception)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # no wrapped-ghost/ left behind
+
+
+def test_an_unknown_user_leaves_no_folder_behind(
+    tagloop_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(report_app, ["user", "ghost", "--out", "a/b"])
+    assert isinstance(result.exception, NotFound) and list(tmp_path.iterdir()) == []
+
+
+def test_a_user_without_events_and_the_json_page_path(
+    tagloop_env: Path, db: psycopg.Connection[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users = [{"id": "newu1", "timezone": "UTC", "channels": {}, "consent": {}}]
+    import_file(db, "users", _jsonl(tmp_path / "users.jsonl", users), now=AT)
+    db.commit()
+    monkeypatch.chdir(tmp_path)
+    text = CliRunner().invoke(report_app, ["user", "newu1", "--at", AT.isoformat()])
+    assert text.exit_code == 0, text.output
+    assert "None" not in text.stdout and "top tags: \n" not in text.stdout
+    assert "no tagged listening up to 2026-03-01" in text.stdout
+    assert "no profile yet to compare with 30 days ago" in text.stdout
+    result = CliRunner().invoke(report_app, ["user", "newu1", "--at", AT.isoformat(), "--json"])
+    page = Path(json.loads(result.stdout)["page"])
+    assert page.is_absolute() and page == tmp_path / "wrapped-newu1" / "index.md" and page.exists()

@@ -15,8 +15,11 @@ weekday/weekend preferences per tag in patterns_timing.py. Every function reads 
   (Last.fm, 249k events: < 1 s per item seed, ~30 s per tag seed on a loaded 2-core machine —
   call it offline or cache it).
 - `sequence_next(history)`: a first-order Markov model over consecutive positive events of the same
-  user less than `session_gap` apart, over items or over each item's strongest tag;
-  P(y | x) = transitions x→y / transitions out of x. The last `order` history entries vote with
+  user less than `session_gap` apart, over items or over tags; P(y | x) = transitions x→y /
+  transitions out of x. At `level="tag"` a step from an item carrying confident tag x to another
+  item is a transition x → y for every confident tag y of the next item that the previous item
+  lacks (every tag of an item counts, not only its strongest one, so broad tags such as "jazz"
+  that are rarely an item's first tag still have transitions). The last `order` history entries vote with
   weights decay^j (the latest weighs most): score(y) = Σ_j w_j P(y | x_j) / Σ_j w_j — "A, B, C → D"
   (Σ over the entries with a transition to something new). Entries already in the history are not
   proposed; self-transitions are ignored.
@@ -112,16 +115,6 @@ _ITEM_KEYS = """
     where e.type = any(%(pos)s) and e.item_id is not null and e.ts > %(since)s and e.ts <= %(now)s
 """
 
-_TAG_KEYS = """
-    select e.user_id, top.name as key, e.ts, e.seq from events e
-    join lateral (
-        select t.name from item_tags it join tags t on t.id = it.tag_id
-        where it.item_id = e.item_id and it.confidence >= 0.5
-        order by it.weight desc, t.name limit 1
-    ) top on true
-    where e.type = any(%(pos)s) and e.item_id is not null and e.ts > %(since)s and e.ts <= %(now)s
-"""
-
 _TRANSITIONS = """
 with ev as ({keys}),
 steps as (
@@ -131,6 +124,27 @@ steps as (
 select prev, key, count(*) as n from steps
 where prev = any(%(prevs)s) and key <> prev and gap <= %(gap)s
 group by prev, key
+"""
+
+# Tags: a step from an item carrying tag x to the next item counts x → y for each confident tag y of
+# the next item that the previous item does not carry (what the listener moved on to).
+_TAG_TRANSITIONS = """
+with ev as ({keys}),
+steps as (
+    select key, lag(key) over w as prev, ts - lag(ts) over w as gap
+    from ev window w as (partition by user_id order by ts, seq)
+),
+tagged as materialized (
+    select it.item_id, t.name from item_tags it join tags t on t.id = it.tag_id
+    where it.confidence >= 0.5
+)
+select px.name as prev, nx.name as key, count(*) as n
+from steps s
+join tagged px on px.item_id = s.prev and px.name = any(%(prevs)s)
+join tagged nx on nx.item_id = s.key
+where s.key <> s.prev and s.gap <= %(gap)s
+  and not exists (select 1 from tagged o where o.item_id = s.prev and o.name = nx.name)
+group by 1, 2
 """
 
 
@@ -151,7 +165,9 @@ def transitions(
     session_gap: timedelta = timedelta(minutes=30),
 ) -> dict[str, dict[str, int]]:
     """Transition counts {x: {y: n}} out of each x in `prevs` (first-order, within sessions)."""
-    query = sql.SQL(_TRANSITIONS).format(keys=sql.SQL(_ITEM_KEYS if level == "item" else _TAG_KEYS))
+    if level not in ("item", "tag"):
+        raise InvalidInput(f"level must be item or tag, got {level!r}")
+    query = sql.SQL(_TRANSITIONS if level == "item" else _TAG_TRANSITIONS).format(keys=sql.SQL(_ITEM_KEYS))
     out: dict[str, dict[str, int]] = defaultdict(dict)
     params = {**_window(now, window), "prevs": list(prevs), "gap": session_gap}
     for r in conn.execute(query, params):
@@ -204,3 +220,14 @@ def next_from_counts(
             support[y] += n
     ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
     return [NextStep(y, s / total_weight, support[y]) for y, s in ranked]
+
+
+def unknown_keys(conn: psycopg.Connection[Any], keys: Sequence[str], level: Level) -> list[str]:
+    """The `keys` (item ids, or tag names at `level="tag"`) that the store does not hold, in order."""
+    query = (
+        "select id as key from items where id = any(%(keys)s)"
+        if level == "item"
+        else "select name as key from tags where name = any(%(keys)s)"
+    )
+    known = {r["key"] for r in conn.execute(query, {"keys": list(keys)})}
+    return [key for key in dict.fromkeys(keys) if key not in known]
