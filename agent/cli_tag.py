@@ -2,11 +2,15 @@
 
 Thin commands over `tools/tagging/store*.py`: open the database, call one service, commit, print a
 table (or one JSON object with --json). Problems that do not stop a batch (an empty vocabulary, a
-dead LLM, items without text) are listed in the summary; the exit code stays 0.
+dead LLM, items without text) are listed in the summary; the exit code stays 0. Options out of
+range (`--k 0`, `--limit -1`, `--min-share 5`, `--history-days 1e308`, NaN) are an `InvalidInput`
+before the database is opened: one `error:` line and exit 2 from agent/cli.py's main. The long
+commands (`items`, `trends`) report their steps on stderr, so --json stdout stays one object.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -22,8 +26,32 @@ tag_app = typer.Typer(
     help="Tags: vocabulary, auto-tagging, embeddings, emerging clusters.", no_args_is_help=True
 )
 out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of every random choice.")]
+MAX_K = 1000  # tags per item / related tags
+MAX_DAYS = 36_500.0  # a century of history; far beyond, `now - history` leaves the calendar
+
+
+def _at_least(option: str, value: int, low: int = 1, high: int | None = None) -> None:
+    if value < low:
+        raise InvalidInput(f"{option} must be at least {low}")
+    if high is not None and value > high:
+        raise InvalidInput(f"{option} must be at most {high}")
+
+
+def _within(
+    option: str, value: float, low: float, high: float, *, low_open: bool = False, why: str = ""
+) -> None:
+    """`value` in [low, high] ((low, high] with low_open), a finite number."""
+    inside = math.isfinite(value) and (value > low if low_open else value >= low) and value <= high
+    if not inside:
+        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise InvalidInput(f"{option} must be a number in {bounds}{why}, got {value:g}")
+
+
+def _progress(line: str) -> None:
+    err.print(line)
 
 
 @tag_app.command("vocab")
@@ -38,6 +66,7 @@ def vocab(
 
     if level not in ("microgenre", "genre", "broad"):
         raise InvalidInput(f"--level must be microgenre, genre or broad, got {level!r}")
+    _at_least("--limit", limit)
     with connect(load_settings()) as conn:
         sync = sync_vocabulary(conn)
         rows = vocabulary_rows(conn, level)
@@ -70,7 +99,7 @@ def items(
         bool, typer.Option("--only-untagged", help="Only items without known tags.")
     ] = False,
     kind: Annotated[str | None, typer.Option(help="Only items of this kind (e.g. message).")] = None,
-    k: Annotated[int, typer.Option(help="Most tags proposed per item.")] = 10,
+    k: Annotated[int, typer.Option(help=f"Most tags proposed per item (1 to {MAX_K}).")] = 10,
     no_llm: Annotated[bool, typer.Option("--no-llm", help="Deterministic path only.")] = False,
     seed: Seed = 7,
     as_json: JsonFlag = False,
@@ -80,11 +109,18 @@ def items(
     from tagloop.agent.runner import llm_of
     from tagloop.tools.tagging.store_service import tag_items
 
+    _at_least("--k", k, high=MAX_K)
     settings = load_settings()
     llm = None if no_llm else llm_of(settings)
     with connect(settings) as conn:
         report = tag_items(
-            conn, rng=np.random.default_rng(seed), llm=llm, only_untagged=only_untagged, kind=kind, k=k
+            conn,
+            rng=np.random.default_rng(seed),
+            llm=llm,
+            only_untagged=only_untagged,
+            kind=kind,
+            k=k,
+            progress=_progress,
         )
         conn.commit()
     data = report.as_dict()
@@ -118,13 +154,17 @@ def items(
 @tag_app.command("confirm")
 def confirm(
     min_users: Annotated[int, typer.Option(help="Users whose taste supports the tag.")] = 2,
-    min_share: Annotated[float, typer.Option(help="…as a share of the item's positive users.")] = 0.25,
+    min_share: Annotated[
+        float, typer.Option(help="…as a share of the item's positive users, in (0, 1].")
+    ] = 0.25,
     as_json: JsonFlag = False,
 ) -> None:
     """Promote provisional tags that users with the tag in their history liked or saved."""
     from tagloop.agent.database import connect
     from tagloop.tools.tagging.store_autotag import confirm_by_behaviour
 
+    _at_least("--min-users", min_users)
+    _within("--min-share", min_share, 0.0, 1.0, low_open=True)
     with connect(load_settings()) as conn:
         n = confirm_by_behaviour(conn, min_users=min_users, min_share=min_share)
         conn.commit()
@@ -134,7 +174,7 @@ def confirm(
 @tag_app.command("embed")
 def embed(
     user_weight: Annotated[
-        float, typer.Option(help="Weight of users' histories against item tag sets.")
+        float, typer.Option(help="Weight of users' histories against item tag sets, 0 to 100.")
     ] = 0.5,
     seed: Seed = 7,
     as_json: JsonFlag = False,
@@ -144,6 +184,7 @@ def embed(
     from tagloop.tools.tagging.store import sync_vocabulary
     from tagloop.tools.tagging.store_embeddings import train_and_store
 
+    _within("--user-weight", user_weight, 0.0, 100.0)
     with connect(load_settings()) as conn:
         sync_vocabulary(conn)
         report = train_and_store(conn, np.random.default_rng(seed), user_weight=user_weight)
@@ -160,7 +201,7 @@ def embed(
 @tag_app.command("related")
 def related(
     tag: str,
-    k: Annotated[int, typer.Option(help="How many related tags.")] = 10,
+    k: Annotated[int, typer.Option(help=f"How many related tags (1 to {MAX_K}).")] = 10,
     as_json: JsonFlag = False,
 ) -> None:
     """Tags nearest to TAG by embedding cosine (HNSW index); run `tagloop tag embed` first."""
@@ -168,6 +209,7 @@ def related(
     from tagloop.tools.tagging.store import find_tag
     from tagloop.tools.tagging.store_embeddings import related as nearest
 
+    _at_least("--k", k, high=MAX_K)
     with connect(load_settings()) as conn:
         found = find_tag(conn, tag)
         if found is None:
@@ -186,7 +228,9 @@ def related(
 @tag_app.command("trends")
 def trends(
     window_days: Annotated[float, typer.Option(help="Recent window, days.")] = 7.0,
-    history_days: Annotated[float, typer.Option(help="Events read to tell new from old, days.")] = 365.0,
+    history_days: Annotated[
+        float, typer.Option(help=f"Events read to tell new from old, days (at most {MAX_DAYS:,.0f}).")
+    ] = 365.0,
     by: Annotated[str, typer.Option(help="Collections: auto, playlist or session.")] = "auto",
     now: Annotated[
         datetime | None,
@@ -206,6 +250,13 @@ def trends(
 
     if by not in ("auto", "playlist", "session"):
         raise InvalidInput(f"--by must be auto, playlist or session, got {by!r}")
+    _within("--history-days", history_days, 0.0, MAX_DAYS, low_open=True)
+    _within(
+        "--window-days", window_days, 0.0, history_days / 2, low_open=True, why=" (half of --history-days)"
+    )
+    _at_least("--min-size", min_size)
+    _within("--min-growth", min_growth, 0.0, 1e9, low_open=True)
+    _at_least("--limit", limit)
     as_of = (now.replace(tzinfo=UTC) if now.tzinfo is None else now) if now else datetime.now(UTC)
     with connect(load_settings()) as conn:
         report = find_trends(
@@ -217,6 +268,7 @@ def trends(
             min_size=min_size,
             min_growth=min_growth,
             limit=limit,
+            progress=_progress,
         )
     data = {
         "now": as_of.isoformat(),

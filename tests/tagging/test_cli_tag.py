@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tagloop.agent.cli_tag import tag_app
+from tagloop.tools.errors import InvalidInput
 from tagloop.tools.ingest.loader import import_file
 from tests.fake_openai import fake_openai
 
@@ -176,6 +177,70 @@ def test_the_tagloop_entrypoint_mounts_tag_and_names_unknown_tags(catalogue: psy
     assert bad.returncode == 2 and "unknown tag 'no such tag'" in bad.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["items", "--k", "-1"], "--k must be at least 1"),
+        (["items", "--k", "0"], "--k must be at least 1"),
+        (["items", "--k", "100000"], "--k must be at most 1000"),
+        (["related", "hip-hop", "--k", "-3"], "--k must be at least 1"),
+        (["related", "hip-hop", "--k", "0"], "--k must be at least 1"),
+        (["vocab", "--limit", "-1"], "--limit must be at least 1"),
+        (["vocab", "--limit", "0"], "--limit must be at least 1"),
+        (["trends", "--limit", "-1"], "--limit must be at least 1"),
+        (["trends", "--min-size", "0"], "--min-size must be at least 1"),
+        (["trends", "--min-growth", "nan"], "--min-growth must be a number in (0, 1e+09], got nan"),
+        (["trends", "--history-days", "1e308"], "--history-days must be a number in (0, 36500], got 1e+308"),
+        (["trends", "--history-days", "-5"], "--history-days must be a number in (0, 36500], got -5"),
+        (["trends", "--window-days", "0"], "--window-days must be a number in (0, 182.5]"),
+        (["trends", "--window-days", "inf"], "--window-days must be a number in (0, 182.5]"),
+        (["confirm", "--min-share", "5"], "--min-share must be a number in (0, 1], got 5"),
+        (["confirm", "--min-share", "0"], "--min-share must be a number in (0, 1], got 0"),
+        (["confirm", "--min-users", "0"], "--min-users must be at least 1"),
+        (["embed", "--user-weight", "-1"], "--user-weight must be a number in [0, 100], got -1"),
+    ],
+)
+def test_out_of_range_options_are_clear_errors(
+    catalogue: psycopg.Connection[Any], args: list[str], message: str
+) -> None:
+    """`--k -1` wrote 61,556 proposals (Python's [:-1]), `related --k -3` was a psycopg traceback,
+    `--limit -1` showed all rows but one, `--history-days 1e308` an OverflowError."""
+    before = catalogue.execute("select count(*) as n from item_tags").fetchone()
+    result = CliRunner().invoke(tag_app, [*args, "--json"])
+    assert isinstance(result.exception, InvalidInput), (result.output, result.exception)
+    assert str(result.exception).startswith(message)
+    assert catalogue.execute("select count(*) as n from item_tags").fetchone() == before
+
+
+def test_an_out_of_range_option_is_one_error_line_and_exit_2(tagloop_env: Path) -> None:
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [str(TAGLOOP), "tag", "items", "--k", "-1"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert (run.returncode, run.stdout, run.stderr) == (2, "", "error: --k must be at least 1\n")
+
+
+def test_items_and_trends_report_progress_on_stderr_and_keep_json_on_stdout(
+    catalogue: psycopg.Connection[Any],
+) -> None:
+    for args, first, last in [
+        (["items", "--no-llm"], "tag items: syncing", "tag items: confirming provisional tags"),
+        (
+            ["trends", "--by", "session", "--now", "2025-06-01"],
+            "trends: reading sessions",
+            "trends: tag pairs",
+        ),
+    ]:
+        result = CliRunner().invoke(tag_app, [*args, "--json"])
+        assert result.exit_code == 0, (result.output, result.exception)
+        assert isinstance(json.loads(result.stdout), dict)  # stdout is the one JSON object
+        lines = result.stderr.splitlines()
+        assert lines[0].startswith(first) and any(line.startswith(last) for line in lines), lines
+    untagged = CliRunner().invoke(tag_app, ["items", "--no-llm", "--only-untagged"]).stderr
+    assert "tag items: proposing tags for 2 of 16 item(s)" in untagged
+    assert "tag items: 2 of 2 item(s) done" in untagged
+
+
 def _head(src: Path, dst: Path, keep: Any) -> Path:
     with src.open(encoding="utf-8") as fin, dst.open("w", encoding="utf-8") as fout:
         fout.writelines(line for line in fin if keep(json.loads(line)))
@@ -208,5 +273,16 @@ def test_lastfm_variants_merge_untagged_artists_get_tags_and_rap_is_near_hip_hop
     items = tag("items", "--only-untagged", "--no-llm")
     assert items["items"] == 1500 and items["tagged"] > 0.8 * (1500 - items["skipped_already_tagged"])
     assert items["stored"] > 0 and items["by_source"].get("colisten", 0) > 0
+    keyword = {
+        r["name"]: r["n"]
+        for r in db.execute(
+            """select t.name, count(*) as n from item_tags it join tags t on t.id = it.tag_id
+               where it.source = 'keyword' group by t.name"""
+        )
+    }  # the URL attribute made every untagged artist "lastfm" and "music"; titles "the", "david", …
+    assert not {"lastfm", "music", "the", "and", "david", "peter", "michael", "john"} & set(keyword)
+    assert keyword and items["by_source"]["keyword"] < items["items"] - items["skipped_already_tagged"]
+    top = [t["name"] for t in tag("vocab", "--limit", "5")["tags"]]
+    assert "lastfm" not in top and "music" not in top and "rock" in top
     assert tag("embed")["embedded"] > 200
     assert "rap" in [r["tag"] for r in tag("related", "Hip Hop", "--k", "5")["related"]]

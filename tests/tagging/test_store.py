@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from pydantic import BaseModel
 
+from tagloop.tools.errors import InvalidInput
 from tagloop.tools.ingest.loader import import_file
 from tagloop.tools.llm import LLMUnavailable
 from tagloop.tools.store.catalogue import replace_item_tags
@@ -268,3 +269,16 @@ def test_an_import_takes_over_an_auto_tag_of_the_same_pair(db: psycopg.Connectio
         ("noise pop", "keyword", 0.3),
         ("shoegaze", "import", 1.0),
     ]
+
+
+def test_services_reject_k_below_one_and_a_history_before_the_year_one(shop: psycopg.Connection[Any]) -> None:
+    """`tag items --k -1` wrote every proposal but the last ([:-1]); `trends --history-days 1e308`
+    was an OverflowError."""
+    for k in (0, -1):
+        with pytest.raises(InvalidInput, match="k must be at least 1"):
+            tag_items(shop, rng=np.random.default_rng(0), k=k)
+    assert shop.execute("select count(*) as n from item_tags where source <> 'import'").fetchone() == {"n": 0}
+    with pytest.raises(InvalidInput, match="before the year 1"):
+        find_trends(shop, NOW, history=timedelta(days=999_999_999))
+    with pytest.raises(InvalidInput, match="limit must be at least 1"):
+        find_trends(shop, NOW, limit=0)

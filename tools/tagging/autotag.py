@@ -1,7 +1,10 @@
 """Auto-tagging: tag proposals with confidences and sources for items (and message templates).
 
 `autotag(items, vocab, known_tags, interactions, llm=..., rng=...)` runs, for each `ItemText`:
-1. `keyword` — vocabulary phrases in its title, text and attributes (no network);
+1. `keyword` — vocabulary phrases in its title and text (no network), kept when the tag is
+   established and the phrase predicts it on already-tagged items (see sources.py; pass
+   `keywords=keyword_stats(...)` over the whole catalogue when `items` is one batch of it, by
+   default it is built from `items` and `known_tags`);
 2. `llm` — when an `LLM` is given, vocabulary-constrained tags (batched; failures fall back);
 3. the `TagModel` fitted on the known tags plus the tags found in 1–2: `cooccurrence`,
    `colisten` (co-consumed items' tags), `provider` (same provider's tags) and `embedding`.
@@ -20,10 +23,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tagloop.tools.errors import InvalidInput
 from tagloop.tools.llm import LLM
 from tagloop.tools.tagging.matrices import interaction_matrix, item_tag_matrix
 from tagloop.tools.tagging.model import SIGNALS, BlendWeights, ModelParams, TagModel, top_k
-from tagloop.tools.tagging.sources import ItemText, keyword_tags, llm_tags
+from tagloop.tools.tagging.sources import ItemText, KeywordStats, keyword_stats, keyword_tags, llm_tags
 from tagloop.tools.tagging.vocabulary import Vocabulary
 
 CONFIRM_AT = 0.5
@@ -107,12 +111,16 @@ def autotag(
     min_confidence: float = 0.05,
     weights: BlendWeights | None = None,
     params: ModelParams | None = None,
+    keywords: KeywordStats | None = None,
 ) -> AutotagResult:
     """Propose up to k new tags per item; see the module docstring for sources and confidences."""
+    if k < 1:
+        raise InvalidInput(f"k must be at least 1, got {k}")
     summary = AutotagSummary(items=len(items))
     if not vocab.tags:
         summary.problems.append("empty vocabulary: no tags to propose (import tagged items first)")
         return AutotagResult([], summary)
+    known_tags = list(known_tags)
     have: dict[str, dict[str, float]] = {}
     for item, raw, weight in known_tags:
         tag = vocab.canonical(raw)
@@ -130,8 +138,9 @@ def autotag(
         if tag not in have.get(item, {}):
             evidence.setdefault(item, {}).setdefault(tag, []).append((confidence, source))
 
+    stats = keywords if keywords is not None else keyword_stats(items, known_tags, vocab)
     for it in targets:
-        for tag, conf in keyword_tags(it, vocab).items():
+        for tag, conf in keyword_tags(it, vocab, stats).items():
             add(it.item_id, tag, conf, "keyword")
     if llm is not None:
         outcome = llm_tags(llm, [it for it in targets if it.has_text()], vocab)

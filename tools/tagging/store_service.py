@@ -1,28 +1,33 @@
 """`tagloop tag items` as one service call: vocabulary sync, auto-tagging, storage, confirmation.
 
-`tag_items(conn, rng=..., llm=..., only_untagged=..., kind=...)`:
+`tag_items(conn, rng=..., llm=..., only_untagged=..., kind=..., progress=...)`:
 1. `sync_vocabulary` (spelling variants merged, families written) — the vocabulary proposals use;
 2. `autotag` over the items of `kind` (all kinds by default; message templates are items of kind
    `message`, so they are tagged the same way): keyword matching, the LLM when one is given, and
    tags propagated from co-occurring tags, co-consumed items and the same provider — `batch`
-   target items at a time (the model scores dense item × tag arrays, so this bounds memory);
+   target items at a time (the model scores dense item × tag arrays, so this bounds memory), with
+   the keyword statistics (`keyword_stats`) computed once over every item read;
 3. `store_proposals` for the targets (all items, or those without known tags with
    `only_untagged`): their auto rows are replaced, import and confirmed rows never touched;
 4. `confirm_by_behaviour` promotes provisional tags that users' behaviour supports.
+`progress`, when given, gets one line per step and per batch (the CLI prints them on stderr).
 The report carries `AutotagSummary` plus what was stored; a dead LLM, an empty vocabulary or items
 without text are counted there, never raised. The caller commits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import psycopg
 
+from tagloop.tools.errors import InvalidInput
 from tagloop.tools.llm import LLM
 from tagloop.tools.tagging.autotag import AutotagResult, AutotagSummary, TagProposal, autotag
+from tagloop.tools.tagging.sources import keyword_stats
 from tagloop.tools.tagging.store import sync_vocabulary
 from tagloop.tools.tagging.store_autotag import autotag_inputs, confirm_by_behaviour, store_proposals
 
@@ -67,15 +72,32 @@ def tag_items(
     k: int = 10,
     confirm: bool = True,
     batch: int = 1000,
+    progress: Callable[[str], None] | None = None,
 ) -> TagItemsReport:
     """Propose, store and confirm tags for the catalogue's items (module docstring)."""
+    if k < 1:
+        raise InvalidInput(f"k must be at least 1, got {k}")
+    if batch < 1:
+        raise InvalidInput(f"batch must be at least 1, got {batch}")
+
+    def say(line: str) -> None:
+        if progress is not None:
+            progress(line)
+
+    say("tag items: syncing the tag vocabulary")
     sync = sync_vocabulary(conn)
+    say(f"tag items: {len(sync.vocab):,} tags; reading items, known tags and listening")
     inputs = autotag_inputs(conn, kind)
     tagged = {item for item, name, _ in inputs.known if sync.vocab.canonical(name)}
     chosen = [it for it in inputs.items if not (only_untagged and it.item_id in tagged)]
     summary = AutotagSummary(items=len(inputs.items), skipped_already_tagged=len(inputs.items) - len(chosen))
+    keywords = keyword_stats(inputs.items, inputs.known, sync.vocab)
     proposals: list[TagProposal] = []
     starts = range(0, len(chosen), batch) if chosen else range(1 if not sync.vocab.tags else 0)
+    say(
+        f"tag items: proposing tags for {len(chosen):,} of {len(inputs.items):,} item(s)"
+        f" ({len(inputs.known):,} known tag rows, {len(inputs.interactions):,} user-item pairs)"
+    )
     for start in starts:  # with an empty vocabulary, one call reports it
         part = autotag(
             chosen[start : start + batch],
@@ -86,11 +108,16 @@ def tag_items(
             llm=llm,
             providers=inputs.providers,
             k=k,
+            keywords=keywords,
         )
         proposals.extend(part.proposals)
         _add(summary, part.summary)
+        if chosen:
+            say(f"tag items: {min(start + batch, len(chosen)):,} of {len(chosen):,} item(s) done")
     result = AutotagResult(proposals, summary)
     targets = [it.item_id for it in chosen]
+    if sync.vocab.tags:
+        say(f"tag items: storing {len(proposals):,} proposal(s)")
     stored = store_proposals(conn, targets, result.proposals) if sync.vocab.tags else 0
     if not inputs.items:
         result.summary.problems.append("no items to tag" + (f" of kind {kind!r}" if kind else ""))
@@ -99,6 +126,8 @@ def tag_items(
             f"{result.summary.without_text} item(s) have no title, text or attributes: tags come from "
             "co-consumption and provider only"
         )
+    if confirm:
+        say("tag items: confirming provisional tags by behaviour")
     confirmed = confirm_by_behaviour(conn) if confirm else 0
     by_source: dict[str, int] = {}
     for p in result.proposals:

@@ -9,11 +9,13 @@ Collections group what people put together:
 Events from `now − history` to `now` are read so `first_seen` can tell a new pair from an old one;
 item tags are each item's `per_item` (5) heaviest confident ones (confidence ≥ 0.5), which keeps
 the pair count of a long session bounded. `find_trends` returns the `Trend`s with a
-readable name ("a + b") and which collection kind was used. Nothing here writes.
+readable name ("a + b") and which collection kind was used; `progress`, when given, gets a line
+per step and per tenth of the events paired. Nothing here writes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -109,17 +111,34 @@ def find_trends(
     min_growth: float = 2.0,
     limit: int = 20,
     per_item: int = 5,
+    progress: Callable[[str], None] | None = None,
 ) -> TrendReport:
     """Emerging tag pairs as of `now` (see `emerging_clusters` for new, growing and size)."""
     if now.tzinfo is None or now.utcoffset() is None:
         raise InvalidInput(f"now must be timezone-aware, got {now.isoformat()}")
     if history < 2 * window:
         raise InvalidInput(f"history ({history}) must cover at least two windows ({2 * window})")
-    kind, events = collection_events(conn, now, now - history, collections)
+    for name, value in (("limit", limit), ("per_item", per_item), ("min_size", min_size)):
+        if value < 1:
+            raise InvalidInput(f"{name} must be at least 1, got {value}")
+    try:
+        since = now - history
+    except OverflowError:
+        raise InvalidInput(f"history ({history}) reaches before the year 1") from None
+
+    def say(line: str) -> None:
+        if progress is not None:
+            progress(line)
+
+    what = "playlists or sessions" if collections == "auto" else f"{collections}s"
+    say(f"trends: reading {what} since {since.date()}")
+    kind, events = collection_events(conn, now, since, collections)
+    say(f"trends: {len(events):,} events in {kind}s; reading item tags")
     item_tags: dict[str, list[str]] = {}
     for r in conn.execute(ITEM_TAGS, {"items": list({e.item_id for e in events}), "per_item": per_item}):
         item_tags.setdefault(r["item_id"], []).append(r["name"])
     found = emerging_clusters(
-        events, item_tags, now, window, min_size=min_size, min_growth=min_growth, limit=limit
-    )
+        events, item_tags, now, window, min_size=min_size, min_growth=min_growth, limit=limit,
+        progress=progress,
+    )  # fmt: skip
     return TrendReport(kind, len(events), [NamedTrend(" + ".join(t.tags), t) for t in found])

@@ -9,12 +9,13 @@ or a session id. `emerging_clusters(events, item_tags, now, window)`:
 - keeps pairs that are new (`first_seen` within `novelty` of now, default 2 windows), growing
   (`growth` = (recent + 1)/(previous + 1) ≥ `min_growth`) and big enough (`size` = recent
   collections ≥ `min_size`), best growth first, then size.
-Every timestamp must be timezone-aware; a naive one is an `InvalidInput`.
+Every timestamp must be timezone-aware; a naive one is an `InvalidInput`. `progress`, when given,
+gets a line per tenth of the events paired (the pairing is the slow part on a year of sessions).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import combinations
@@ -46,13 +47,18 @@ def _aware(ts: datetime, what: str) -> datetime:
 
 
 def pair_completions(
-    events: Iterable[CollectionEvent], item_tags: Mapping[str, Sequence[str]]
+    events: Iterable[CollectionEvent],
+    item_tags: Mapping[str, Sequence[str]],
+    progress: Callable[[str], None] | None = None,
 ) -> dict[tuple[str, str], dict[str, datetime]]:
     """Tag pair → collection → the time the collection first held both tags."""
     ordered = sorted(events, key=lambda e: _aware(e.ts, f"event ts of {e.collection_id}/{e.item_id}"))
     held: dict[str, set[str]] = {}
     done: dict[tuple[str, str], dict[str, datetime]] = {}
-    for ev in ordered:
+    step = max(len(ordered) // 10, 1)
+    for n, ev in enumerate(ordered, 1):
+        if progress is not None and len(ordered) >= 10 and n % step == 0 and n // step <= 10:
+            progress(f"trends: tag pairs of {n / len(ordered):.0%} of {len(ordered):,} events")
         tags = set(item_tags.get(ev.item_id, ()))
         have = held.setdefault(ev.collection_id, set())
         new = tags - have
@@ -75,15 +81,18 @@ def emerging_clusters(
     min_growth: float = 2.0,
     novelty: timedelta | None = None,
     limit: int = 50,
+    progress: Callable[[str], None] | None = None,
 ) -> list[Trend]:
     """New, growing tag pairs; see the module docstring for the definitions."""
     _aware(now, "now")
     if window <= timedelta(0):
         raise InvalidInput(f"window must be positive, got {window}")
+    if limit < 1:
+        raise InvalidInput(f"limit must be at least 1, got {limit}")
     horizon = now - (novelty if novelty is not None else 2 * window)
     recent_start, previous_start = now - window, now - 2 * window
     trends: list[Trend] = []
-    for pair, by_collection in pair_completions(events, item_tags).items():
+    for pair, by_collection in pair_completions(events, item_tags, progress).items():
         times = [t for t in by_collection.values() if t < now]
         if not times:
             continue
