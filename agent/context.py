@@ -20,7 +20,7 @@ from psycopg.rows import tuple_row
 
 from tagloop.policies import PolicyConfig
 from tagloop.policies.config import DiversityConfig
-from tagloop.policies.diversity import MMRState, UnitRowsArray, unit_length_rows
+from tagloop.policies.diversity import MMRState, UnitRowsArray, unit_length_entries
 from tagloop.tools.candidates import CandidateSource
 from tagloop.tools.llm import LLM
 from tagloop.tools.messaging.channels import Channel
@@ -110,7 +110,9 @@ class RunCache:
         local, width = _compact(self.indices[at])
         if width > max_cols:
             return None
-        unit = unit_length_rows(_dense(lens, local, self.data[at], width))
+        # scaled per item from its sparse entries (tag id order, as the dense rows' columns): the
+        # bits of unit_length_rows on the dense rows, without scanning them
+        unit = _dense(lens, local, unit_length_entries(lens, self.data[at]), width)
         return UnitRows(dict(zip(ids, range(len(ids)), strict=True)), unit)
 
     def tag_matrix(

@@ -145,6 +145,17 @@ def unit_length_rows(m: np.ndarray) -> np.ndarray:
     return m * inv[:, None]
 
 
+def unit_length_entries(lens: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """`data` — rows of `lens[i]` non-zero entries each, row after row, each row's in column order —
+    scaled to unit length per row with the same bits `unit_length_rows` gives the dense rows (the
+    same squares, summed in the same order), without building or scanning a dense matrix."""
+    owner = np.repeat(np.arange(lens.size), lens)
+    sq = np.bincount(owner, weights=data * data, minlength=lens.size)
+    norms = np.sqrt(sq)
+    inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    return data * inv[owner]
+
+
 class CalibrationState:
     """KL(p ‖ q̃(S ∪ {j})) for every candidate j given the placed set S."""
 

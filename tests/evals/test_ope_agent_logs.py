@@ -19,7 +19,7 @@ from tagloop.agent.settings import Settings
 from tagloop.evals.ope.estimators import importance_weight, ips, snips
 from tagloop.evals.ope.logs import load_logs
 from tagloop.policies import preset
-from tagloop.policies.diversity import MMRState, UnitRowsArray, unit_length_rows
+from tagloop.policies.diversity import MMRState, UnitRowsArray, unit_length_entries, unit_length_rows
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.messaging.channels import FileChannel
 from tagloop.tools.store.decisions import iter_decision_log
@@ -109,3 +109,17 @@ def test_mmr_similarities_do_not_depend_on_the_other_columns_of_the_tag_matrix()
     b = MMRState(unit_length_rows(wide).view(UnitRowsArray))
     for j in rng.permutation(n)[:20]:
         assert np.array_equal(a.similarity_row(int(j)), b.similarity_row(int(j)))
+
+
+def test_unit_rows_from_sparse_entries_have_the_bits_of_the_dense_rows() -> None:
+    """The agent scales a chunk's rows from the items' sparse entries (agent/context.py), a replay
+    scales dense rows (`unit_length_rows`): the same bits either way."""
+    rng = np.random.default_rng(1)
+    lens = rng.integers(0, 15, size=80)
+    cols = np.concatenate([np.sort(rng.choice(120, size=k, replace=False)) for k in lens])
+    data = rng.random(cols.size).astype(np.float32).astype(np.float64) * 3
+    dense = np.zeros((lens.size, 120))
+    dense[np.repeat(np.arange(lens.size), lens), cols] = data
+    from_entries = np.zeros_like(dense)
+    from_entries[np.repeat(np.arange(lens.size), lens), cols] = unit_length_entries(lens, data)
+    assert np.array_equal(from_entries, unit_length_rows(dense))
