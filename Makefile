@@ -27,9 +27,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check agent tools policies evals tests bench
 	$(BIN)/mypy agent tools policies evals
 
+SERVE_HOME ?= /tmp/tagloop-bench-serve
+
 bench: $(STAMP)
-	for b in ope tagging recsys serve bench_policies import_events ingest agent simulate; do \
-		echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done
+	@test -f $(SERVE_HOME)/.trained || { TAGLOOP_HOME=$(SERVE_HOME) $(BIN)/tagloop import lastfm ../shared/data/lastfm-2k \
+		&& TAGLOOP_HOME=$(SERVE_HOME) $(BIN)/tagloop train && touch $(SERVE_HOME)/.trained; } || exit 1
+	for b in ope tagging recsys serve bench_policies import_events ingest agent worker_sources simulate; do \
+		echo "== bench/$$b.py"; TAGLOOP_HOME=$(SERVE_HOME) $(BIN)/python bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info

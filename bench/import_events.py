@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from tagloop.tools.ingest.loader import import_file
-from tagloop.tools.store import db
+from tagloop.tools.store import db, embedded
 
 
 def main() -> None:
@@ -33,6 +34,14 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(1)
     work = Path(tempfile.mkdtemp(prefix="tagloop-bench-import-"))
+    try:
+        _run(args, rng, work)
+    finally:  # its own embedded server and files (~100 MB for a million events) go with it
+        embedded.stop(work / "home")
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, rng: np.random.Generator, work: Path) -> None:
     admin = db.resolve_url(None, work / "home", dbname="postgres")
     db.ensure_database(admin, "bench_import")
     conn = db.connect(db.with_dbname(admin, "bench_import"))

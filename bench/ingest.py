@@ -69,6 +69,7 @@ import base64
 import gc
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -329,6 +330,7 @@ def main() -> None:
         db.drop_database(admin, name)
         if not os.environ.get("TAGLOOP_DATABASE_URL"):
             embedded.stop(home)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

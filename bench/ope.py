@@ -23,6 +23,7 @@ from tagloop.evals.ope import estimators as est
 from tagloop.evals.ope import reward_model
 from tagloop.evals.ope.evaluate import evaluate
 from tagloop.evals.ope.obd import load_obd
+from tagloop.tools.errors import TagloopError
 
 # Open Bandit Pipeline's example (BTS from random logs, campaign all): relative errors it reports
 OBP_PUBLISHED = {"dm": 0.218, "ips": 1.159, "dr": 0.993}
@@ -71,7 +72,10 @@ def main() -> None:
     args = parser.parse_args()
 
     start = time.perf_counter()
-    task = load_obd(Path(args.obd), args.campaign)
+    try:
+        task = load_obd(Path(args.obd), args.campaign)
+    except TagloopError as exc:
+        raise SystemExit(f"error: {exc}") from None
     load_s = time.perf_counter() - start
     fb, dist = task.feedback, task.action_dist
     start = time.perf_counter()

@@ -50,6 +50,7 @@ from datetime import UTC, datetime
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
+from psycopg import sql
 
 from tagloop.agent.database import connect
 from tagloop.agent.settings import load_settings
@@ -93,7 +94,7 @@ def main() -> None:
         recall: list[float] = []
         cpu_pg: list[float] = []
         server: list[float] = []
-        explain = pg._compose("explain (analyze, format json) " + pg._TOP_K_STORED, served.row)
+        explain = sql.SQL("explain (analyze, format json) ") + pg.top_k_stored_query(served.row)
 
         def pg_path(user: str) -> list[pg.Hit]:
             return serving.top_k(conn, user, args.k, served=served)
@@ -148,7 +149,8 @@ def main() -> None:
             stale.append(time.perf_counter() - start)
         times["pg (stale)"] = stale
         plan_rows = conn.execute(
-            pg._compose("explain " + pg._TOP_K_STORED, served.row), pg.stored_params(served.row, user, args.k)
+            sql.SQL("explain ") + pg.top_k_stored_query(served.row),
+            pg.stored_params(served.row, user, args.k),
         ).fetchall()
         conn.rollback()
     result = {
@@ -163,6 +165,11 @@ def main() -> None:
         f"overlap@{args.k}_stored_vs_folded": round(float(np.mean(agree)), 4),
         "uses_hnsw_index": any("item_vectors_hnsw" in str(r) for r in plan_rows),
         "pg_query_server_ms": percentiles(server),
+        # the baseline measured in the same run: the same top-k by an exact numpy scan in-process
+        "pg_to_numpy_ratio": {
+            q: round(percentiles(times["pg"])[q] / max(percentiles(times["numpy"])[q], 1e-9), 3)
+            for q in ("p50", "p95")
+        },
         "pg_client_cpu_ms": percentiles(cpu_pg),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
@@ -176,6 +183,8 @@ def main() -> None:
     for name, stats in result["latency_ms"].items():
         _line(name, stats)
     _line("pg statement, server side (explain analyze)", result["pg_query_server_ms"])
+    ratio = result["pg_to_numpy_ratio"]
+    print(f"  pg path ÷ numpy baseline (same run): p50 {ratio['p50']:.2f}x, p95 {ratio['p95']:.2f}x")
     _line("pg, client CPU", result["pg_client_cpu_ms"])
     print(f"  load average during the run: {result['load_average']} on {os.cpu_count()} cores")
     print(f"  recall@{args.k} of HNSW against the exact scan: {result[f'recall@{args.k}_hnsw_vs_exact']:.4f}")
