@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=6000, gt=0)
     public_docs: bool = False  # /openapi.json and /docs without a key (SPEC §4: only /healthz is open)
     trigger_delay_seconds: float = Field(default=30.0, ge=0)
+    trigger_max_age_seconds: float = Field(default=6 * 3600.0, ge=0)  # older events trigger no run
     # agent runs and scheduling (agent/cadence.py, agent/worker.py)
     cadences: dict[str, str] = Field(default_factory=lambda: {"weekly_discovery": "7d"})
     cadence_spread: float = 1.0

@@ -45,6 +45,18 @@ def ingest(conn: psycopg.Connection[Any], events: list[EventRecord]) -> None:
         store.insert_new_events(conn, events)
 
 
+def test_old_events_are_folded_but_trigger_no_run(catalogue: psycopg.Connection[Any]) -> None:
+    """A backfill of yesterday's likes is history: folded into the profile, no real-time run."""
+    ingest(catalogue, [ev("old1", "a", "like", hours=30), ev("old2", "b", "like", hours=7)])
+    report = profile_folder.fold_pending(catalogue, OPTIONS, now=NOW)
+    assert (report.events, report.enqueued) == (2, 0)
+    ingest(catalogue, [ev("new1", "b", "save", hours=1)])
+    assert profile_folder.fold_pending(catalogue, OPTIONS, now=NOW).enqueued == 1
+    assert catalogue.execute("select user_id, reason from run_queue").fetchall() == [
+        {"user_id": "b", "reason": "save"}
+    ]
+
+
 def n_events(conn: psycopg.Connection[Any]) -> dict[str, int]:
     return {r["user_id"]: r["n_events"] for r in conn.execute("select user_id, n_events from user_profiles")}
 

@@ -97,6 +97,7 @@ order by e.seq
 class FoldSettings(Protocol):
     profile_half_life_days: float
     trigger_delay_seconds: float
+    trigger_max_age_seconds: float
     fold_min_events: int
     fold_max_wait_seconds: float
 
@@ -105,6 +106,7 @@ class FoldSettings(Protocol):
 class FoldOptions:
     online: online.OnlineConfig = field(default_factory=online.OnlineConfig)
     trigger_delay: timedelta = timedelta(seconds=30)
+    trigger_max_age: timedelta = timedelta(hours=6)  # older events (imports, backfills) trigger no run
     max_events: int = 20_000  # per fold transaction
     min_events: int = 0  # fewer pending: wait for more, up to max_wait after the oldest arrived
     max_wait: timedelta = timedelta(0)
@@ -114,6 +116,7 @@ class FoldOptions:
         return cls(
             online.OnlineConfig(half_life_days=settings.profile_half_life_days),
             timedelta(seconds=settings.trigger_delay_seconds),
+            trigger_max_age=timedelta(seconds=settings.trigger_max_age_seconds),
             min_events=settings.fold_min_events,
             max_wait=timedelta(seconds=settings.fold_max_wait_seconds),
         )
@@ -271,6 +274,6 @@ def _fold(
     folded = online.apply_events(
         conn, events, now=now, config=options.online, seqs=seqs, folded_upto=upto if mark_users else None
     )
-    reasons = triggers.strong_signals(events, folded.bursts)
+    reasons = triggers.strong_signals(events, folded.bursts, since=now - options.trigger_max_age)
     enqueued = triggers.enqueue_runs(conn, reasons, now=now, delay=options.trigger_delay)
     return FoldReport(len(events), folded.users, enqueued)

@@ -2,8 +2,10 @@
 them into `run_queue` (consumed by the scheduler/worker), and the per-user run lock.
 
 Strong signals: an explicit positive (like, save, add_to_playlist, share) or a burst of plays of a
-tag new to the user (found by `tools.online`). The enqueue is an upsert keeping the earliest
-`due_at`, so a burst of signals coalesces into one run `delay` after the first.
+tag new to the user (found by `tools.online`), from events of the last `trigger_max_age` (6 hours by
+default): an import of last year's likes is history, not a reason to message anyone now. The
+enqueue is an upsert keeping the earliest `due_at`, so a burst of signals coalesces into one run
+`delay` after the first.
 
 `run_lock` is a session-level Postgres advisory lock on (namespace, hashtext(user id)): any
 process running the agent for a user takes it first, so one user never has two runs at once.
@@ -34,14 +36,23 @@ on conflict (user_id) do update
 """
 
 
-def strong_signals(events: Iterable[EventRecord], bursts: Mapping[str, int]) -> dict[str, str]:
-    """user id → why a run is due (the first strong event type, or a new-tag burst)."""
+def strong_signals(
+    events: Iterable[EventRecord], bursts: Mapping[str, int], *, since: datetime | None = None
+) -> dict[str, str]:
+    """user id → why a run is due (the first strong event type, or a new-tag burst). Only events at
+    or after `since` count (a history import or a late backfill is not a real-time signal), and a
+    burst only for a user with such an event."""
     reasons: dict[str, str] = {}
+    recent: set[str] = set()
     for e in events:
+        if since is not None and e.ts < since:
+            continue
+        recent.add(e.user_id)
         if e.type in STRONG_TYPES and e.user_id not in reasons:
             reasons[e.user_id] = e.type
     for user_id, tag_id in bursts.items():
-        reasons.setdefault(user_id, f"burst:tag:{tag_id}")
+        if user_id in recent:
+            reasons.setdefault(user_id, f"burst:tag:{tag_id}")
     return reasons
 
 
