@@ -4,6 +4,7 @@ the agent and summarise, the demo), so entrypoints stay thin."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from tagloop.agent.settings import Settings
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.ingest.loader import import_file
 from tagloop.tools.messaging.channels import FileChannel
+from tagloop.tools.profile_folder import FoldOptions, fold_pending
 from tagloop.tools.profiles import load_profiles, rebuild_profiles
 from tagloop.tools.store.catalogue import refresh_item_vectors, refresh_tag_counts
 
@@ -104,6 +106,17 @@ def run_and_summarise(
             unknown = [u for u in dict.fromkeys(user_ids) if u not in known]
             if unknown:
                 raise InvalidInput(f"unknown user(s): {', '.join(repr(u) for u in unknown[:10])}")
+        # events committed but not yet in the profiles (a worker or `serve` folds them in the
+        # background): folded first, so the run sees what was just imported
+        fold = replace(FoldOptions.from_settings(settings), min_events=0)
+        folded = 0
+        for _ in range(100):  # bounded: live ingest may keep adding events meanwhile
+            n = fold_pending(conn, fold, now=datetime.now(UTC)).events
+            folded += n
+            if n < fold.max_events:
+                break
+            if progress:
+                progress(f"folded {folded:,} pending event(s) into profiles")
         if progress:
             progress(f"running the agent for {len(user_ids):,} user(s)")
         return run_users(conn, settings, list(user_ids))

@@ -110,6 +110,23 @@ def test_run_prints_ids_and_titles_literally_and_refuses_unknown_users(
     assert both.returncode == 2 and "not both" in both.stderr
 
 
+def test_run_folds_just_imported_events_into_profiles_first(
+    tagloop_env: Path, tmp_path: Path, db: psycopg.Connection[Any]
+) -> None:
+    users, items, events = tmp_path / "users.jsonl", tmp_path / "items.jsonl", tmp_path / "events.jsonl"
+    users.write_text('{"id": "p1"}\n')
+    items.write_text('{"id": "s1", "tags": ["shoegaze"]}\n{"id": "s2", "tags": ["shoegaze"]}\n')
+    events.write_text('{"id": "x1", "user_id": "p1", "type": "like", "item_id": "s1"}\n')
+    for kind, path in (("users", users), ("items", items), ("events", events)):
+        tagloop("import", kind, str(path))
+    db.rollback()
+    assert db.execute("select count(*) as n from user_profiles where user_id = 'p1'").fetchone() == {"n": 0}
+    tagloop("run", "--user", "p1", "--json")
+    db.rollback()
+    row = db.execute("select n_events from user_profiles where user_id = 'p1'").fetchone()
+    assert row == {"n_events": 1}
+
+
 def _slice_of_lastfm(src: Path, dst: Path, users: int) -> None:
     """The first `users` users of the real data set with their artists and tags (a few seconds to load)."""
     dst.mkdir()
