@@ -366,6 +366,24 @@ def decisions_export(
         err.print(f"wrote {n:,} decision(s) to {out_file}")
 
 
+@decisions_app.command("dead-letters")
+def dead_letters(
+    limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many, newest first.")] = 100,
+    as_json: JsonFlag = False,
+) -> None:
+    """Messages delivery gave up on (dead-lettered), newest first, with their last error."""
+    from tagloop.agent.cli_common import table_of
+    from tagloop.agent.database import connect
+    from tagloop.tools.store.decisions import dead_letters as dead
+
+    with connect(_settings()) as conn:
+        rows = dead(conn, limit)
+    data = {"dead_letters": rows}
+    columns = ["id", "user_id", "channel", "attempts", "dead_at", "last_error"]
+    table = table_of(f"{len(rows):,} dead letter(s)", columns, [[r[c] for c in columns] for r in rows])
+    emit(data, as_json, table)
+
+
 def _mount_evals() -> None:
     from tagloop.evals.cli import app as eval_app
 

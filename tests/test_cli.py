@@ -127,6 +127,29 @@ def test_run_folds_just_imported_events_into_profiles_first(
     assert row == {"n_events": 1}
 
 
+def test_dead_letters_are_listed(tagloop_env: Path, tmp_path: Path, db: psycopg.Connection[Any]) -> None:
+    assert json.loads(tagloop("decisions", "dead-letters", "--json").stdout) == {"dead_letters": []}
+    db.execute("insert into users (id) values ('d1')")
+    db.execute(
+        """insert into decisions (id, user_id, policy_name, policy_version, seed, candidates, chosen,
+                                  propensities, outcome)
+           values ('00000000-0000-0000-0000-00000000000a', 'd1', 'default', '1', 1, '[]', '[]', '{}',
+                   'message')"""
+    )
+    db.execute(
+        """insert into messages (id, decision_id, user_id, channel, title, body, send_at, status, attempts,
+                                 last_error, dead_at)
+           values ('00000000-0000-0000-0000-00000000000b', '00000000-0000-0000-0000-00000000000a', 'd1',
+                   'webhook', 't', 'b', now(), 'dead', 6, 'HTTP 410 Gone', now())"""
+    )
+    db.commit()
+    listed = json.loads(tagloop("decisions", "dead-letters", "--json").stdout)["dead_letters"]
+    assert [(r["id"], r["channel"], r["attempts"], r["last_error"]) for r in listed] == [
+        ("00000000-0000-0000-0000-00000000000b", "webhook", 6, "HTTP 410 Gone")
+    ]
+    assert "HTTP 410 Gone" in tagloop("decisions", "dead-letters").stdout
+
+
 def _slice_of_lastfm(src: Path, dst: Path, users: int) -> None:
     """The first `users` users of the real data set with their artists and tags (a few seconds to load)."""
     dst.mkdir()
