@@ -1,8 +1,9 @@
 """What the graph's nodes may use, injected per run (never globals): the database connection, the
-candidate sources, the policy, the channels, the clock reading, the LLM (optional), the run-level
-facts (long-tail providers, provider exposure, overall arm engagement), a cache the run's batches
-share, and the run key that makes ids deterministic. Randomness: every user's generator is seeded
-from the decision id."""
+candidate sources, the policy, the channels, the clock reading, the LLM (optional) and the run's
+guard around it (`LLMBreaker`: after two failed calls in a row, or 60 s of calls, the rest of the
+run uses templates), the run-level facts (long-tail providers, provider exposure, overall arm
+engagement), a cache the run's batches share, and the run key that makes ids deterministic.
+Randomness: every user's generator is seeded from the decision id."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from tagloop.policies import PolicyConfig
 from tagloop.policies.config import DiversityConfig
 from tagloop.policies.diversity import MMRState, UnitRowsArray, unit_length_entries
 from tagloop.tools.candidates import CandidateSource
-from tagloop.tools.llm import LLM
+from tagloop.tools.llm import LLM, LLMBreaker
 from tagloop.tools.messaging.channels import Channel
 from tagloop.tools.store.catalogue import TAG_DIM
 from tagloop.tools.store.runs import ArmCounts
@@ -205,6 +206,9 @@ class RunContext:
     facts: RunFacts = field(default_factory=RunFacts)
     candidate_k: int = 100
     llm: LLM | None = None
+    # this run's guard around `llm` (consecutive failures, time budget): one per run, shared by its
+    # chunks (`replace` keeps it), never global
+    llm_breaker: LLMBreaker = field(default_factory=LLMBreaker, compare=False)
     allowed_link_hosts: frozenset[str] = frozenset()
     quiet_exempt: frozenset[str] = frozenset({"file", "console"})
     local_channels: frozenset[str] = frozenset({"file", "console"})  # need no address

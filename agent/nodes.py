@@ -172,7 +172,9 @@ def choose_channel_time(state: RunState, runtime: Runtime[RunContext]) -> dict[s
 
 
 def compose(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    """Template copy, or LLM copy (validated, falling back to the template) when an LLM is set."""
+    """Template copy, or LLM copy (validated, falling back to the template) when an LLM is set and
+    the run's breaker has not stopped asking it (failures in a row, time budget); the decision's
+    context records the template used and why the LLM copy was not."""
     ctx = runtime.context
     ctx.pump()
     plans = {}
@@ -184,7 +186,15 @@ def compose(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
             template = copy = compose_discovery(titles, top)
             if ctx.llm is not None:
                 facts = {"items": titles[:5], "top_tags": top[:3], "locale": user.locale or "en"}
-                copy = compose_with_llm(ctx.llm, COPY_SYSTEM, facts, copy, ctx.allowed_link_hosts)
+                copy = compose_with_llm(
+                    ctx.llm,
+                    COPY_SYSTEM,
+                    facts,
+                    copy,
+                    ctx.allowed_link_hosts,
+                    breaker=ctx.llm_breaker,
+                    ref=plan.decision_id,
+                )
             plan = plan.update(copy=copy, explanation=template.body)
             plan.context["copy"] = {"template": copy.template, "fallback": copy.fallback_reason}
         plans[user_id] = plan

@@ -2,11 +2,15 @@
 
 The first path segment picks the behaviour, so one server serves every case:
 `{url}/{mode}/v1` → `slow` sleeps `slow_seconds` first, `error500` answers 500, `html` answers a
-non-JSON body; anything else answers a completion whose content is `reply(mode, request_body)`.
-Every request body is kept in `seen` (with its path and Authorization header)."""
+non-JSON body, `huge` streams a completion of `huge_bytes` bytes without a Content-Length (until
+the client hangs up), `hugelen` announces and sends one with a Content-Length, `gzip` answers a
+gzip-compressed completion; anything else answers a completion whose content is
+`reply(mode, request_body)`. Every request body is kept in `seen` (with its path and Authorization
+header); `sent` counts the body bytes written per mode."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import time
@@ -23,6 +27,10 @@ Reply = Callable[[str, dict[str, Any]], str | None]
 class FakeOpenAI:
     url: str
     seen: list[dict[str, Any]] = field(default_factory=list)
+    sent: dict[str, int] = field(default_factory=dict)
+
+    def requests(self, mode: str) -> int:
+        return sum(1 for s in self.seen if s["path"].strip("/").split("/")[0] == mode)
 
     def base_url(self, mode: str) -> str:
         return f"{self.url}/{mode}/v1"
@@ -37,7 +45,9 @@ def _completion(model: str, content: str | None) -> bytes:
 
 
 @contextmanager
-def fake_openai(reply: Reply, *, slow_seconds: float = 1.5) -> Iterator[FakeOpenAI]:
+def fake_openai(
+    reply: Reply, *, slow_seconds: float = 1.5, huge_bytes: int = 50 << 20
+) -> Iterator[FakeOpenAI]:
     state = FakeOpenAI(url="")
 
     class Handler(BaseHTTPRequestHandler):
@@ -49,8 +59,23 @@ def fake_openai(reply: Reply, *, slow_seconds: float = 1.5) -> Iterator[FakeOpen
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            with suppress(BrokenPipeError):
+            with suppress(BrokenPipeError, ConnectionResetError):
                 self.wfile.write(data)
+
+        def _huge(self, mode: str, with_length: bool) -> None:
+            head, tail = _completion("m", "\x00").split(b"\\u0000")  # content: the x-blocks
+            block = b"x" * (64 << 10)
+            blocks = max(huge_bytes // len(block), 1)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            if with_length:
+                self.send_header("Content-Length", str(len(head) + blocks * len(block) + len(tail)))
+            self.end_headers()
+            state.sent[mode] = 0
+            with suppress(BrokenPipeError, ConnectionResetError):
+                for part in [head, *([block] * blocks), tail]:
+                    self.wfile.write(part)
+                    state.sent[mode] += len(part)
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -62,6 +87,16 @@ def fake_openai(reply: Reply, *, slow_seconds: float = 1.5) -> Iterator[FakeOpen
                 self._send(500, b"{}")
             elif mode == "html":
                 self._send(200, b"<html>gateway says hi</html>")
+            elif mode in ("huge", "hugelen"):
+                self._huge(mode, with_length=mode == "hugelen")
+            elif mode == "gzip":
+                data = gzip.compress(_completion(body["model"], reply(mode, body)))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Encoding", "gzip")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
             else:
                 self._send(200, _completion(body["model"], reply(mode, body)))
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+import tracemalloc
 from collections.abc import Iterator
 
 import pytest
 from pydantic import BaseModel
 
-from tagloop.tools.llm import LLMUnavailable, OpenAICompatibleLLM
+from tagloop.tools.llm import LLMBreaker, LLMUnavailable, OpenAICompatibleLLM
 from tests.fake_openai import FakeOpenAI, fake_openai
 
 REPLIES: dict[str, str | None] = {
@@ -18,6 +20,7 @@ REPLIES: dict[str, str | None] = {
     "wrongshape": json.dumps({"labels": "x"}),
     "empty": "",
     "slow": json.dumps({"tags": ["late"]}),
+    "gzip": json.dumps({"tags": ["zipped"]}),
 }
 
 
@@ -81,3 +84,98 @@ def test_unreachable_server_raises_llm_unavailable() -> None:
 
 def test_repr_does_not_leak_the_api_key(server: str) -> None:
     assert "sk-test" not in repr(llm(server, "good"))
+
+
+# --- bounded replies and classified failures -----------------------------------------------------
+
+
+def test_request_caps_the_completion_tokens(server: str, fake: FakeOpenAI) -> None:
+    OpenAICompatibleLLM(f"{server}/good/v1", "m", "k", max_retries=0, max_tokens=321).structured(
+        "s", "u", Tags
+    )
+    assert fake.seen[-1]["body"]["max_tokens"] == 321
+    assert fake.seen[-1]["body"]["messages"][1]["content"] == "u"
+
+
+@pytest.mark.parametrize("mode", ["huge", "hugelen"])
+def test_a_huge_reply_is_cut_off_at_the_byte_limit_without_being_read(
+    server: str, fake: FakeOpenAI, mode: str
+) -> None:
+    """50 MB answered (streamed without a length, or announced): the client stops at 256 KiB, fails
+    as `too_large` without a retry, and never holds the body in memory."""
+    client = OpenAICompatibleLLM(
+        f"{server}/{mode}/v1", "m", "k", timeout=5.0, max_retries=1, max_response_bytes=256 << 10
+    )
+    before = fake.requests(mode)
+    tracemalloc.start()
+    try:
+        with pytest.raises(LLMUnavailable, match="larger than") as caught:
+            client.structured("s", "u", Tags)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert caught.value.kind == "too_large" and caught.value.reason == "too large"
+    assert peak < 8 << 20, f"peak {peak} bytes while refusing a 50 MB reply"
+    assert fake.requests(mode) - before == 1  # not retried
+    time.sleep(0.2)
+    assert fake.sent.get(mode, 0) < 40 << 20  # the server could not write it all: the client hung up
+
+
+def test_a_reply_within_the_limit_is_read_in_full(server: str) -> None:
+    out = OpenAICompatibleLLM(f"{server}/good/v1", "m", "k", max_retries=0, max_response_bytes=4096)
+    assert out.structured("s", "u", Tags).tags == ["shoegaze", "dream pop"]
+
+
+def test_a_compressed_reply_is_refused_as_unbounded(server: str) -> None:
+    with pytest.raises(LLMUnavailable) as caught:
+        llm(server, "gzip").structured("s", "u", Tags)
+    assert caught.value.kind == "too_large"
+
+
+@pytest.mark.parametrize(
+    ("mode", "kind", "reason"),
+    [
+        ("badjson", "invalid_json", "invalid json"),
+        ("wrongshape", "schema", "schema violation (tags)"),
+        ("empty", "empty", "empty"),
+        ("error500", "http_status", "http 500"),
+        ("html", "not_completion", "not completion"),
+    ],
+)
+def test_failures_name_their_class(server: str, mode: str, kind: str, reason: str) -> None:
+    with pytest.raises(LLMUnavailable) as caught:
+        llm(server, mode).structured("system", "tag this", Tags)
+    assert (caught.value.kind, caught.value.reason) == (kind, reason)
+
+
+def test_timeout_and_connection_failures_name_their_class(server: str) -> None:
+    with pytest.raises(LLMUnavailable) as caught:
+        llm(server, "slow", timeout=0.3).structured("s", "u", Tags)
+    assert caught.value.kind == "timeout"
+    with pytest.raises(LLMUnavailable) as caught:
+        OpenAICompatibleLLM("http://127.0.0.1:9/v1", "m", "k", timeout=0.5, max_retries=0).structured(
+            "s", "u", Tags
+        )
+    assert caught.value.kind == "connection"
+
+
+def test_async_calls_are_bounded_too(server: str) -> None:
+    client = OpenAICompatibleLLM(f"{server}/huge/v1", "m", "k", max_retries=0, max_response_bytes=64 << 10)
+    with pytest.raises(LLMUnavailable) as caught:
+        asyncio.run(client.async_structured("s", "u", Tags))
+    assert caught.value.kind == "too_large"
+    good = OpenAICompatibleLLM(f"{server}/good/v1", "m", "k", max_retries=0)
+    assert asyncio.run(good.async_structured("s", "u", Tags)).tags == ["shoegaze", "dream pop"]
+
+
+def test_breaker_opens_after_failures_in_a_row_and_on_the_time_budget() -> None:
+    breaker = LLMBreaker(max_failures=2, budget_seconds=10.0)
+    breaker.record(1.0, ok=False)
+    breaker.record(1.0, ok=True)  # a success resets the streak
+    breaker.record(1.0, ok=False)
+    assert breaker.blocked() is None
+    breaker.record(1.0, ok=False)
+    assert breaker.blocked() == "circuit open"
+    spent = LLMBreaker(budget_seconds=2.0)
+    spent.record(2.5, ok=True)
+    assert spent.blocked() == "time budget spent" and spent.skipped == 1

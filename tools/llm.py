@@ -6,14 +6,29 @@
   `/v1/chat/completions` endpoint (`base_url`, `model`, `api_key` passed in, never read from
   globals here), asking for JSON that follows the schema, with a timeout and a small retry count.
   Timeouts, HTTP errors, empty replies, invalid JSON and schema violations all become
-  `LLMUnavailable`, so every caller can fall back to its deterministic path.
+  `LLMUnavailable`, so every caller can fall back to its deterministic path; its `kind` names the
+  class of failure (`timeout`, `http_status`, `connection`, `too_large`, `not_completion`, `empty`,
+  `invalid_json`, `schema`) for logs and decision records.
+- Replies are bounded: `max_tokens` on the request, and the client reads at most
+  `max_response_bytes` of a response body (a response hook reads the body itself, counting, before
+  the client parses it; an uncompressed body is asked for, since a compressed one cannot be bounded
+  before it is inflated), and at most `timeout` seconds of body after the headers: past either the
+  call fails as `too_large` / `timeout` without a retry.
 - `async_structured` is the same call for async callers (the agent graph).
+- `LLMBreaker` is a run's guard around its LLM calls (kept on `RunContext`, never global): after
+  `max_failures` failed calls in a row, or once the calls together took `budget_seconds`, it tells
+  the caller to stop asking for the rest of the run.
 Secrets: the api key is handed to the client only; it never appears in messages or reprs.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 import openai
 from pydantic import BaseModel, ValidationError
@@ -22,12 +37,36 @@ from tagloop.tools.errors import TagloopError
 
 T = TypeVar("T", bound=BaseModel)
 
+MAX_TOKENS = 4096  # a tagging batch of 20 items needs ~2,000; message copy ~400
+MAX_RESPONSE_BYTES = 1 << 20  # a 4,096-token completion is ~20 KB of JSON
+
 
 class LLMUnavailable(TagloopError):
-    """The LLM timed out, failed, or answered with something that does not fit the schema."""
+    """The LLM timed out, failed, or answered with something that does not fit the schema.
+
+    `kind` is the class of failure (no content of the request or reply): `timeout`, `http_status`
+    (with `http_status`), `connection`, `too_large`, `not_completion`, `empty`, `invalid_json`,
+    `schema` (with `field`, the first field that failed), or `unavailable`."""
 
     status = 503
     title = "LLM unavailable"
+
+    def __init__(
+        self, message: str, kind: str = "unavailable", *, http_status: int | None = None, field: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.http_status = http_status
+        self.field = field
+
+    @property
+    def reason(self) -> str:
+        """A short, data-free reason: 'timeout', 'http 500', 'schema violation (title)', …"""
+        if self.kind == "http_status":
+            return f"http {self.http_status}"
+        if self.kind == "schema":
+            return f"schema violation ({self.field})" if self.field else "schema violation"
+        return self.kind.replace("_", " ")
 
 
 class LLM(Protocol):
@@ -36,7 +75,41 @@ class LLM(Protocol):
         ...
 
 
-def _request(model: str, system: str, user: str, schema: type[BaseModel]) -> dict[str, object]:
+@dataclass
+class LLMBreaker:
+    """A run's guard around its LLM calls: `blocked()` says why the run should not call the LLM
+    any more ('circuit open' after `max_failures` failed calls in a row, 'time budget spent' once
+    the calls took `budget_seconds` together), None while it may; `record` is told how each call
+    went. A call already under way finishes (at most timeout × (1 + retries) past the budget)."""
+
+    max_failures: int = 2
+    budget_seconds: float = 60.0
+    failures_in_a_row: int = 0
+    spent_seconds: float = 0.0
+    calls: int = 0
+    skipped: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def blocked(self) -> str | None:
+        with self._lock:
+            reason = None
+            if self.failures_in_a_row >= self.max_failures:
+                reason = "circuit open"
+            elif self.spent_seconds >= self.budget_seconds:
+                reason = "time budget spent"
+            self.skipped += reason is not None
+            return reason
+
+    def record(self, seconds: float, ok: bool) -> None:
+        with self._lock:
+            self.calls += 1
+            self.spent_seconds += seconds
+            self.failures_in_a_row = 0 if ok else self.failures_in_a_row + 1
+
+
+def _request(
+    model: str, system: str, user: str, schema: type[BaseModel], max_tokens: int
+) -> dict[str, object]:
     return {
         "model": model,
         "messages": [
@@ -48,6 +121,7 @@ def _request(model: str, system: str, user: str, schema: type[BaseModel]) -> dic
             "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema()},
         },
         "temperature": 0,
+        "max_tokens": max_tokens,
     }
 
 
@@ -57,53 +131,152 @@ def _content(reply: object) -> str | None:
         choices = reply.choices  # type: ignore[attr-defined]
         return choices[0].message.content if choices else None
     except (AttributeError, IndexError, TypeError) as err:
-        raise LLMUnavailable("the LLM endpoint did not return a chat completion") from err
+        raise LLMUnavailable("the LLM endpoint did not return a chat completion", "not_completion") from err
 
 
 def _parse(content: str | None, schema: type[T]) -> T:
     if not content:
-        raise LLMUnavailable("the LLM returned an empty reply")
+        raise LLMUnavailable("the LLM returned an empty reply", "empty")
     try:
         return schema.model_validate_json(content)
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "reply"
+        if first.get("type") == "json_invalid":
+            raise LLMUnavailable(
+                f"the LLM reply does not fit {schema.__name__}: not JSON", "invalid_json"
+            ) from err
+        loc = first.get("loc", ())
+        # a field of the schema, never a name the reply made up (it may carry anything)
+        where = str(loc[0]) if loc and loc[0] in schema.model_fields else "extra field" if loc else "reply"
         raise LLMUnavailable(
-            f"the LLM reply does not fit {schema.__name__}: {where}: {first['msg']}"
+            f"the LLM reply does not fit {schema.__name__}: {where}: {first['msg']}", "schema", field=where
         ) from err
+
+
+class ResponseTooLarge(openai.OpenAIError):
+    """A response body past the client's byte limit (an `OpenAIError`: not retried)."""
+
+
+class _BodyTimeout(openai.OpenAIError):
+    """A response body still arriving after the timeout (an `OpenAIError`: not retried)."""
+
+
+def _http_module(response: Any) -> Any:
+    """httpx or httpx2, whichever the openai client uses (`ByteStream` to put a read body back)."""
+    return sys.modules[type(response).__module__.partition(".")[0]]
+
+
+def _check_headers(response: Any, max_bytes: int) -> None:
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise ResponseTooLarge(f"a {encoding}-compressed LLM response cannot be bounded before inflating")
+    length = response.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_bytes:
+        raise ResponseTooLarge(f"the LLM response is larger than {max_bytes} bytes")
+
+
+def _limit_hooks(
+    max_bytes: int, seconds: float
+) -> tuple[Callable[[Any], None], Callable[[Any], Awaitable[None]]]:
+    """Response hooks (sync, async) that read the body with a byte and time limit and put it back."""
+
+    def keep(response: Any, chunks: list[bytes], total: int, chunk: bytes, deadline: float) -> int:
+        total += len(chunk)
+        if total > max_bytes:
+            raise ResponseTooLarge(f"the LLM response is larger than {max_bytes} bytes")
+        if time.monotonic() > deadline:
+            raise _BodyTimeout(f"the LLM response body took more than {seconds} s")
+        chunks.append(chunk)
+        return total
+
+    def hook(response: Any) -> None:
+        _check_headers(response, max_bytes)
+        chunks: list[bytes] = []
+        total, deadline = 0, time.monotonic() + seconds
+        for chunk in response.stream:
+            total = keep(response, chunks, total, chunk, deadline)
+        response.stream.close()
+        response.stream = _http_module(response).ByteStream(b"".join(chunks))
+
+    async def async_hook(response: Any) -> None:
+        _check_headers(response, max_bytes)
+        chunks: list[bytes] = []
+        total, deadline = 0, time.monotonic() + seconds
+        async for chunk in response.stream:
+            total = keep(response, chunks, total, chunk, deadline)
+        await response.stream.aclose()
+        response.stream = _http_module(response).ByteStream(b"".join(chunks))
+
+    return hook, async_hook
+
+
+def _failure(err: Exception, timeout: object) -> LLMUnavailable:
+    """The `LLMUnavailable` for an error of the openai client (looking through the
+    `APIConnectionError` older clients wrap a hook's exception in)."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, ResponseTooLarge):
+            return LLMUnavailable(str(cause), "too_large")
+        if isinstance(cause, openai.APITimeoutError | _BodyTimeout):
+            return LLMUnavailable(f"the LLM did not answer within {timeout} s", "timeout")
+        cause = cause.__cause__
+    if isinstance(err, openai.APIStatusError):
+        return LLMUnavailable(
+            f"the LLM call failed: HTTP {err.status_code}", "http_status", http_status=err.status_code
+        )
+    if isinstance(err, openai.APIConnectionError):
+        return LLMUnavailable("the LLM call failed: no connection", "connection")
+    if isinstance(err, ValueError):  # a body that is not JSON
+        return LLMUnavailable(f"the LLM call failed: {type(err).__name__}", "not_completion")
+    return LLMUnavailable(f"the LLM call failed: {type(err).__name__}")
 
 
 class OpenAICompatibleLLM:
     """`LLM` over an OpenAI-compatible HTTP API."""
 
     def __init__(
-        self, base_url: str, model: str, api_key: str, timeout: float = 30.0, max_retries: int = 1
+        self,
+        base_url: str,
+        model: str,
+        api_key: str,
+        timeout: float = 30.0,
+        max_retries: int = 1,
+        *,
+        max_tokens: int = MAX_TOKENS,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self.model = model
+        self.max_tokens = max_tokens
+        hook, async_hook = _limit_hooks(max_response_bytes, timeout)
+        common: dict[str, Any] = {
+            "base_url": base_url,
+            "api_key": api_key,
+            "timeout": timeout,
+            "max_retries": max_retries,
+            "default_headers": {"Accept-Encoding": "identity"},
+        }
         self._client = openai.OpenAI(
-            base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries
+            **common, http_client=openai.DefaultHttpxClient(event_hooks={"response": [hook]})
         )
         self._async = openai.AsyncOpenAI(
-            base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries
+            **common, http_client=openai.DefaultAsyncHttpxClient(event_hooks={"response": [async_hook]})
         )
 
     def __repr__(self) -> str:
         return f"OpenAICompatibleLLM(base_url={str(self._client.base_url)!r}, model={self.model!r})"
 
     def structured(self, system: str, user: str, schema: type[T]) -> T:
+        request = _request(self.model, system, user, schema, self.max_tokens)
         try:
-            reply = self._client.chat.completions.create(**_request(self.model, system, user, schema))  # type: ignore[call-overload]
-        except openai.APITimeoutError as err:
-            raise LLMUnavailable(f"the LLM did not answer within {self._client.timeout} s") from err
+            reply = self._client.chat.completions.create(**request)  # type: ignore[call-overload]
         except (openai.OpenAIError, ValueError) as err:  # ValueError: a body that is not JSON
-            raise LLMUnavailable(f"the LLM call failed: {type(err).__name__}") from err
+            raise _failure(err, self._client.timeout) from err
         return _parse(_content(reply), schema)
 
     async def async_structured(self, system: str, user: str, schema: type[T]) -> T:
+        request = _request(self.model, system, user, schema, self.max_tokens)
         try:
-            reply = await self._async.chat.completions.create(**_request(self.model, system, user, schema))  # type: ignore[call-overload]
-        except openai.APITimeoutError as err:
-            raise LLMUnavailable(f"the LLM did not answer within {self._async.timeout} s") from err
+            reply = await self._async.chat.completions.create(**request)  # type: ignore[call-overload]
         except (openai.OpenAIError, ValueError) as err:  # ValueError: a body that is not JSON
-            raise LLMUnavailable(f"the LLM call failed: {type(err).__name__}") from err
+            raise _failure(err, self._async.timeout) from err
         return _parse(_content(reply), schema)

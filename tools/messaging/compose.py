@@ -5,26 +5,48 @@ data, inserted as text and never interpreted.
 
 LLM copy (`compose_with_llm`): the facts (item titles, top tags, the user's locale) are sent as one
 JSON document in the user turn, and the system prompt says they are data, never instructions. The
-reply must parse as `Draft` (pydantic, extra fields forbidden, bounded lengths); any URL in it must
-point at an allowed host; it must not be empty after control characters are stripped. On a timeout,
-an HTTP error, an invalid reply or a rejected link the template copy is returned — the LLM can only
-ever make the copy better, never block or break a send.
+reply must parse as `Draft` (pydantic, extra fields forbidden, bounded lengths); every link a mail
+client or browser could make of it must point at an allowed host (`links_allowed`); names it puts
+in quotes must be among the items or top tags it was given; it must not be empty after control
+characters are stripped. On a timeout, an HTTP error, an invalid reply, a rejected link or name, or
+when the run's `LLMBreaker` says the LLM is not to be asked any more, the template copy is returned
+with the reason (`Copy.fallback_reason`, 'llm: timeout', 'llm: circuit open', …) and one log line
+naming the class of failure (no user id, titles, copy or key) — the LLM can only ever make the copy
+better, never block or break a send.
+
+Links (`links_allowed`), checked on the NFKC form of the text (fullwidth letters and dots, U+FF0E,
+U+FF61, become ASCII), with backslashes read as slashes (as browsers do):
+- whatever follows `//` (or `http:`/`https:`/`ftp:`/`ws:` with any number of slashes) is an
+  authority: its host (after any `user@`, before any port) must be allowed, whatever it looks like
+  (`localhost`, an IP address, a bare word);
+- any dotted name whose last label looks like a top-level domain (two or more letters, any script,
+  or `xn--…`) is a host name, any dotted quad an IPv4 address, any `[…:…]` an IPv6 address: each
+  must be allowed; `evil。com` (ideographic full stop) counts when the last label is ASCII (Chinese
+  and Japanese sentences end with 。 too, so `…です。お楽しみに` is prose);
+- `javascript:`, `data:`, `vbscript:`, `file:`, `blob:` and `intent:` links are never allowed.
+Allowed: a host in the allowlist or a subdomain of one. Prose keeps its dots: "Mr. Smith", "feat.",
+"P.S.", "t.A.T.u.", "2.5" (a space after the dot, a one-letter or numeric last label); a missing
+space after a full stop ("great.Enjoy") reads as a host and falls back to the template.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
+import time
 import unicodedata
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tagloop.tools.errors import TagloopError
-from tagloop.tools.llm import LLM
+from tagloop.tools.llm import LLM, LLMBreaker
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,8 +67,18 @@ class Draft(BaseModel):
     link: str | None = Field(default=None, max_length=500)
 
 
-_URL = re.compile(r"https?://[^\s)>\]\"']+", re.IGNORECASE)
-_BARE_HOST = re.compile(r"\b(?:[a-z0-9-]+\.)+(?:com|net|org|io|ru|cn|xyz|info|biz|co|me|ly|app|dev)\b", re.I)
+# on the NFKC text, backslashes made slashes: see the module docstring
+_AUTHORITY = re.compile(r"(?:\b(?:https?|ftps?|wss?):/*|/{2,})([^/?#\s]*)", re.IGNORECASE)
+_DOTTED = re.compile(r"(?<![\w-])[\w-]+(?:[.\u3002][\w-]+)+")
+_IPV6 = re.compile(r"\[[0-9a-f.%]*:[0-9a-f:.%]*\]", re.IGNORECASE)
+_SCRIPT_LINK = re.compile(r"\b(?:javascript|vbscript|data|file|blob|intent):\S", re.IGNORECASE)
+_HTTP_LINK = re.compile(r"https?://", re.IGNORECASE)
+_TRAILING = ".,;:!?)]}>'\"\u3002"
+# quoted spans: "…", “…”, «…», „…“, 「…」, ‘…’ (not '…': apostrophes)
+_QUOTED = re.compile(
+    r'"([^"]{1,200})"|\u201c([^\u201d]{1,200})\u201d|\u00ab([^\u00bb]{1,200})\u00bb'
+    r"|\u201e([^\u201c\u201d]{1,200})[\u201c\u201d]|\u300c([^\u300d]{1,200})\u300d|\u2018([^\u2019]{1,200})\u2019"
+)
 
 
 def _join(names: Sequence[str]) -> str:
@@ -77,11 +109,64 @@ def _clean(text: str, limit: int) -> str:
     return " ".join(flat.split())[:limit]
 
 
+def _normalised(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).replace("\\", "/")
+
+
+def _tld_like(label: str, separator: str) -> bool:
+    if label.isascii():
+        return (len(label) >= 2 and label.isalpha()) or label.lower().startswith("xn--")
+    # an internationalised TLD (letters and combining marks of any script) after an ASCII dot
+    return separator == "." and all(unicodedata.category(ch)[0] in "LM" for ch in label)
+
+
+def _link_hosts(text: str) -> Iterator[str]:
+    """Every host a mail client or browser could link to from `text` (already NFKC, slashes made of
+    backslashes); '' for a link that has no allowable host (`javascript:`, an IPv6 address)."""
+    if _SCRIPT_LINK.search(text) or _IPV6.search(text):
+        yield ""
+    for m in _AUTHORITY.finditer(text):
+        host = m.group(1).rpartition("@")[2].partition(":")[0].rstrip(_TRAILING)
+        if host:
+            yield unquote(host)
+    for m in _DOTTED.finditer(text):
+        labels = re.split(r"[.\u3002]", m.group(0))
+        separator = m.group(0)[-len(labels[-1]) - 1]
+        if _tld_like(labels[-1], separator) or (len(labels) == 4 and all(x.isdigit() for x in labels)):
+            yield ".".join(labels)
+
+
+def _host_allowed(host: str, allowed: Collection[str]) -> bool:
+    h = host.lower().strip(".")
+    return bool(h) and any(h == a or h.endswith("." + a) for a in allowed)
+
+
 def links_allowed(text: str, allowed_hosts: Collection[str]) -> bool:
-    """Every URL (and bare domain) in `text` points at an allowed host or a subdomain of one."""
-    hosts = [urlsplit(u).hostname or "" for u in _URL.findall(text)]
-    hosts += [m.group(0) for m in _BARE_HOST.finditer(_URL.sub(" ", text))]
-    return all(any(h.lower() == a or h.lower().endswith("." + a) for a in allowed_hosts) for h in hosts)
+    """Every link a mail client or browser could make of `text` (scheme URLs, `//host`, bare host
+    names with any TLD-like suffix, IP addresses; NFKC, backslashes as slashes) points at an
+    allowed host or a subdomain of one (see the module docstring)."""
+    allowed = {_normalised(a).lower().strip(".") for a in allowed_hosts} - {""}
+    return all(_host_allowed(h, allowed) for h in _link_hosts(_normalised(text)))
+
+
+_DASHES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", "-") | {"\u2019": "'"})
+
+
+def _fold(text: str) -> str:
+    """Case, width, dashes, apostrophes and spacing aside."""
+    flat = unicodedata.normalize("NFKC", text).casefold().translate(_DASHES)
+    return " ".join(flat.split()).strip(_TRAILING + " ")
+
+
+def quoted_names_known(text: str, names: Iterable[str]) -> bool:
+    """Every span of `text` in quotes is (part of) one of `names`, or contains one (case, width
+    and spacing aside): a quoted title the model made up is not."""
+    known = [n for n in map(_fold, names) if n]
+    for m in _QUOTED.finditer(text):
+        span = _fold(next(g for g in m.groups() if g is not None))
+        if span and not any(span in n or n in span for n in known):
+            return False
+    return True
 
 
 def compose_with_llm(
@@ -90,21 +175,54 @@ def compose_with_llm(
     facts: dict[str, Any],
     fallback: Copy,
     allowed_hosts: Collection[str] = (),
+    *,
+    breaker: LLMBreaker | None = None,
+    ref: str | None = None,
 ) -> Copy:
-    """LLM copy for `facts` (sent as JSON data), or `fallback` with the reason it was used."""
-    allowed = {h.lower() for h in allowed_hosts}
+    """LLM copy for `facts` (sent as JSON data), or `fallback` with the reason it was used.
+
+    `breaker`: the run's guard (not asked when it is open; told how the call went). `ref`: an opaque
+    reference for the log line (the decision id; never the user id)."""
+    blocked = breaker.blocked() if breaker is not None else None
+    if blocked is not None:
+        return _fallback(fallback, blocked.replace(" ", "_"), blocked, ref, logging.INFO)
+    start = time.monotonic()
     try:
         draft = llm.structured(system_prompt, json.dumps({"data": facts}, ensure_ascii=False), Draft)
     except TagloopError as exc:
-        return _fallback(fallback, f"llm: {type(exc).__name__}")
+        kind = str(getattr(exc, "kind", type(exc).__name__))
+        if breaker is not None:  # an answer it could not use is no unavailable LLM
+            breaker.record(time.monotonic() - start, ok=kind in _ANSWERED)
+        return _fallback(fallback, kind, str(getattr(exc, "reason", kind)), ref)
+    if breaker is not None:
+        breaker.record(time.monotonic() - start, ok=True)
     title, body = _clean(draft.title, 120), _clean(draft.body, 600)
     if not title or not body:
-        return _fallback(fallback, "llm: empty copy")
-    link = draft.link.strip() if draft.link else None
-    if not links_allowed(" ".join([title, body, link or ""]), allowed):
-        return _fallback(fallback, "llm: link to a host that is not allowed")
+        return _fallback(fallback, "empty_copy", "empty copy", ref)
+    link = _clean(draft.link, 500) if draft.link else None
+    if (link and not _HTTP_LINK.match(_normalised(link))) or not links_allowed(
+        " ".join([title, body, link or ""]), allowed_hosts
+    ):
+        return _fallback(fallback, "disallowed_link", "disallowed link", ref)
+    names = [n for key in ("items", "top_tags") for n in facts.get(key) or () if isinstance(n, str)]
+    if names and not quoted_names_known(f"{title} {body}", names):
+        return _fallback(fallback, "unknown_item", "unknown item named", ref)
     return Copy(title=title, body=body, template="llm-v1", link=link)
 
 
-def _fallback(copy: Copy, reason: str) -> Copy:
-    return Copy(copy.title, copy.body, copy.template, copy.link, fallback_reason=reason)
+_ANSWERED = frozenset({"empty", "invalid_json", "schema"})  # the LLM answered, badly
+
+
+def _fallback(copy: Copy, kind: str, reason: str, ref: str | None, level: int = logging.WARNING) -> Copy:
+    """The template copy with its reason, and one log line: the class of failure, the template and
+    the caller's opaque reference — no user id, titles, copy or key."""
+    log.log(
+        level,
+        "llm copy fallback kind=%s reason=%r template=%s ref=%s",
+        kind,
+        reason,
+        copy.template,
+        ref or "-",
+        extra={"llm_fallback": {"kind": kind, "reason": reason, "template": copy.template, "ref": ref}},
+    )
+    return Copy(copy.title, copy.body, copy.template, copy.link, fallback_reason=f"llm: {reason}")
