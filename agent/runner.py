@@ -31,7 +31,7 @@ from tagloop.policies import PolicyConfig, load_policy, long_tail_providers, pre
 from tagloop.tools import neighbors
 from tagloop.tools.candidates import CandidateSource, sources_named
 from tagloop.tools.gc_pause import gc_paused
-from tagloop.tools.llm import LLM, OpenAICompatibleLLM
+from tagloop.tools.llm import LLM, LLMBreaker, OpenAICompatibleLLM
 from tagloop.tools.messaging.channels import Channel, ConsoleChannel, FileChannel
 from tagloop.tools.messaging.delivery import DeliveryConfig, deliver_due
 from tagloop.tools.store import runs
@@ -238,6 +238,9 @@ def make_context(
         facts=facts if facts is not None else load_facts(conn, now, policy),
         candidate_k=settings.candidate_k,
         llm=llm_of(settings),
+        llm_breaker=LLMBreaker(
+            max_failures=settings.llm_breaker_failures, budget_seconds=settings.llm_budget_seconds
+        ),
         allowed_link_hosts=frozenset(h.lower() for h in settings.allowed_link_hosts),
         quiet_exempt=frozenset(settings.quiet_exempt_channels),
         cache=cache if cache is not None else RunCache(),

@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     # message copy (tools/messaging/compose.py)
     llm_timeout_seconds: float = 10.0
     llm_max_retries: int = 1
+    llm_breaker_failures: int = Field(default=2, ge=1)  # failed LLM calls in a row → templates for the run
+    llm_budget_seconds: float = Field(default=60.0, gt=0)  # LLM time per run before templates
     link_base_url: str | None = None
     allowed_link_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # the background profile folder waits for this many pending events, or for the oldest pending
