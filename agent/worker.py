@@ -199,14 +199,24 @@ class Worker:
         return report
 
     def run_forever(self, stop: threading.Event, interval: float, **kwargs: Any) -> None:
-        """`run_once` every `interval` seconds until `stop` is set."""
+        """`run_once` every `interval` seconds until `stop` is set. A failed cycle is logged (with
+        its traceback when it is not a database outage) and rolled back; the loop goes on."""
         while not stop.is_set():
             try:
                 self.run_once(**kwargs)
             except psycopg.OperationalError as exc:
                 log.warning("worker=%s database error: %s", self.name, type(exc).__name__)
-                self.conn.rollback()
+                self._rollback()
+            except Exception:  # a bug in one cycle must not stop the worker for good
+                log.exception("worker=%s cycle failed", self.name)
+                self._rollback()
             stop.wait(interval)
+
+    def _rollback(self) -> None:
+        try:
+            self.conn.rollback()
+        except psycopg.Error as exc:
+            log.warning("worker=%s rollback failed: %s", self.name, type(exc).__name__)
 
 
 def ensure_schedules(conn: psycopg.Connection[Any], cadences: Mapping[str, Cadence], now: datetime) -> int:

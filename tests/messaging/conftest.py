@@ -1,5 +1,5 @@
 """Delivery test fixtures (defined in msg_support)."""
 
-from msg_support import receiver
+from msg_support import receiver, smtp
 
-__all__ = ["receiver"]
+__all__ = ["receiver", "smtp"]

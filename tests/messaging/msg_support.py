@@ -1,10 +1,12 @@
 """Helpers for delivery tests: users and queued messages written straight through the store, a
-local webhook receiver (127.0.0.1, ephemeral port) that can be told to fail, and a table's
-sequential-scan count (plans that must use an index)."""
+local webhook receiver (127.0.0.1, ephemeral port) that can be told to fail, a local SMTP server
+(aiosmtpd on 127.0.0.1) collecting what it receives, and a table's sequential-scan count (plans
+that must use an index)."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+from aiosmtpd.controller import Controller
 
 from tagloop.tools.store import decisions as store
 
@@ -139,3 +142,27 @@ def receiver() -> Iterator[Receiver]:
 
 def payloads(rec: Receiver) -> list[dict[str, Any]]:
     return [json.loads(r["body"]) for r in rec.seen]
+
+
+class Inbox:
+    """aiosmtpd handler keeping every envelope (`rcpt_tos`, `content`)."""
+
+    def __init__(self) -> None:
+        self.mails: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.mails.append(envelope)
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[str, Inbox]]:
+    """A local SMTP server: (`smtp://127.0.0.1:PORT`, its inbox)."""
+    inbox = Inbox()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield f"smtp://127.0.0.1:{port}", inbox
+    controller.stop()

@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import socket
-from collections.abc import Iterator
-from email import message_from_bytes
-from typing import Any
+import subprocess
+import sys
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.utils import parsedate_to_datetime
+from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
+from msg_support import Inbox
 
+from tagloop.tools.errors import ConfigError
 from tagloop.tools.messaging.channels import DeliveryError, OutboundMessage
 from tagloop.tools.messaging.email import EmailChannel
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.mails: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.mails.append(envelope)
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[str, Inbox]]:
-    inbox = Inbox()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield f"smtp://127.0.0.1:{port}", inbox
-    controller.stop()
-
 
 MESSAGE = OutboundMessage(
     message_id="7b0c2a8e-0000-5000-8000-000000000001",
@@ -71,3 +54,109 @@ def test_unreachable_smtp_server_is_retryable_and_missing_address_is_not() -> No
             OutboundMessage(**{**MESSAGE.__dict__, "address": None})
         )
     assert not err.value.retryable
+
+
+def _with(**changes: object) -> OutboundMessage:
+    return OutboundMessage(**{**MESSAGE.__dict__, **changes})
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "e2@example.test\r\nBcc: evil@attacker.test",  # header injection
+        "e3@example.test, victim@attacker.test",  # a second recipient
+        "e3@example.test,victim@attacker.test",
+        "Listener <victim@attacker.test>",  # a display name
+        "listener@example.org <victim@attacker.test>",
+        "(comment) listener@example.org",
+    ],
+)
+def test_a_to_that_is_not_exactly_one_plain_address_is_refused_before_sending(
+    smtp: tuple[str, Inbox], address: str
+) -> None:
+    """Defence in depth behind the import validation: rows stored before it, or written directly."""
+    url, inbox = smtp
+    with pytest.raises(DeliveryError) as err:
+        EmailChannel(url, "tagloop@example.org", timeout=5).send(_with(address=address))
+    assert not err.value.retryable and "email address" in str(err.value)
+    assert inbox.mails == []
+
+
+def test_mail_has_a_date_a_stable_message_id_and_an_ascii_idna_recipient(smtp: tuple[str, Inbox]) -> None:
+    url, inbox = smtp
+    before = datetime.now(UTC).replace(microsecond=0)
+    channel = EmailChannel(url, "tagloop@example.org", timeout=5)
+    channel.send(_with(address="listener@exämple.test"))
+    channel.send(_with(address="listener@exämple.test"))  # a resend: the same Message-ID
+    first, second = (message_from_bytes(m.content, policy=policy.default) for m in inbox.mails)
+    sent_at = parsedate_to_datetime(first["Date"])
+    assert sent_at.tzinfo is not None and before <= sent_at <= datetime.now(UTC)
+    assert first["Message-ID"] == second["Message-ID"] == f"<{MESSAGE.message_id}@tagloop>"
+    assert inbox.mails[0].rcpt_tos == ["listener@xn--exmple-cua.test"]
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "=?utf-8?q?encoded?= word",
+        "=?utf-8?b?SGVsbG8=?=",
+        "Grüße =?iso-8859-1?q?caf=E9?= " + "long " * 30,
+        "New for you: Ünïcode",
+    ],
+)
+def test_subject_arrives_as_the_literal_title_even_when_it_looks_encoded(
+    smtp: tuple[str, Inbox], title: str
+) -> None:
+    """The email package decodes an encoded word in a header value it is given and then sends the
+    decoded text: a client would show "encoded word" for the title "=?utf-8?q?encoded?= word"."""
+    url, inbox = smtp
+    EmailChannel(url, "tagloop@example.org", timeout=5).send(_with(title=title))
+    raw = inbox.mails[0].content
+    mail = message_from_bytes(raw, policy=policy.default)
+    assert str(mail["Subject"]) == " ".join(title.split())
+    assert all(len(line) <= 78 for line in raw.split(b"\r\n"))
+
+
+def test_control_characters_in_titles_are_flattened_in_subject_and_body(smtp: tuple[str, Inbox]) -> None:
+    url, inbox = smtp
+    items = [{"id": "i1", "title": "Song\tA\u2028Bcc: x\x85y\r\nz"}, {"id": "i2", "title": ""}]
+    EmailChannel(url, "tagloop@example.org", timeout=5).send(_with(title="New\r\nBcc: evil", items=items))
+    mail = message_from_bytes(inbox.mails[0].content, policy=policy.default)
+    assert str(mail["Subject"]) == "New Bcc: evil" and mail["Bcc"] is None
+    lines = mail.get_content().splitlines()
+    assert "- Song A Bcc: x y z" in lines and "- i2" in lines
+    assert not any(ch in mail.get_content() for ch in "\t\u2028\x85")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "smtp://user:s3cret-pw@127.0.0.1:notaport",
+        "smtp://user:s3cret-pw@127.0.0.1:99999",
+        "smtp://user:s3cret-pw@[::1:25",
+        "smtp://user:s3cret-pw@127.0.0.1:0",
+    ],
+)
+def test_a_malformed_smtp_url_is_a_config_error_that_hides_the_password(url: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        EmailChannel(url, "tagloop@example.org")
+    assert "TAGLOOP_SMTP_URL" in str(err.value) and "s3cret" not in str(err.value)
+
+
+def test_smtp_credentials_are_percent_decoded() -> None:
+    channel = EmailChannel("smtp://me%40example.org:p%40ss%3Aw@127.0.0.1:2525", "t@example.org")
+    assert (channel.user, channel.password, channel.port) == ("me@example.org", "p@ss:w", 2525)
+
+
+def test_tagloop_run_with_a_bad_smtp_port_prints_one_error_line_and_exits_2(
+    tagloop_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAGLOOP_SMTP_URL", "smtp://user:s3cret-pw@127.0.0.1:notaport")
+    tagloop = Path(sys.executable).with_name("tagloop")
+    done = subprocess.run(
+        [str(tagloop), "run", "--all"], capture_output=True, text=True, timeout=300, env=os.environ.copy()
+    )
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: TAGLOOP_SMTP_URL")
+    assert "Traceback" not in done.stderr and "s3cret" not in done.stderr + done.stdout

@@ -18,6 +18,7 @@ from zoneinfo import available_timezones
 
 import orjson
 
+from tagloop.tools.messaging.channels import email_address
 from tagloop.tools.tagging_names import normalize_tag
 
 EVENT_TYPES = frozenset(
@@ -108,11 +109,12 @@ def parse_user(data: dict[str, Any]) -> UserRecord:
     attributes = _with_unknown(data, USER_FIELDS, "attributes")
     _no_nul_json("attributes", attributes)
     channels = _object(data, "channels")
+    _no_nul_json("channels", channels)
     for name, address in channels.items():
         if not isinstance(address, str):
             raise FieldError(f"channels.{name}", f"must be a string address, got {type(address).__name__}")
+        _check_address(name, address)
     consent = _object(data, "consent")
-    _no_nul_json("channels", channels)
     _no_nul_json("consent", consent)
     for name, given in consent.items():
         if isinstance(given, str) and given.lower() in {"true", "false"}:
@@ -127,6 +129,24 @@ def parse_user(data: dict[str, Any]) -> UserRecord:
         consent=consent,
         attributes=attributes,
     )
+
+
+def _check_address(channel: str, address: str) -> None:
+    """An `email` address must be exactly one plain address (it becomes the mail's To). Other
+    channels' addresses are free-form (the webhook channel posts to the configured URL; a user's
+    address only marks them reachable there) but hold no control characters."""
+    if channel == "email":
+        try:
+            email_address(address)
+        except ValueError as exc:
+            raise FieldError("channels.email", f"{exc}: {_shown(address)}") from None
+    elif any(ch < " " or "\x7f" <= ch <= "\x9f" or ch in "\u2028\u2029" for ch in address):
+        raise FieldError(f"channels.{channel}", f"contains a control character: {_shown(address)}")
+
+
+def _shown(value: str, limit: int = 120) -> str:
+    """`value` for an error message: repr (so CR/LF show as escapes), cut at `limit` characters."""
+    return repr(value if len(value) <= limit else value[:limit] + "…")
 
 
 def parse_event(

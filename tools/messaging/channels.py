@@ -1,6 +1,9 @@
 """Delivery channels behind one `Channel` protocol. A channel sends one outbound message or raises
 `DeliveryError` saying whether a retry can help. Here: `console` (a text stream) and `file`
-(appends one JSON line per message — a local inbox that other tools can tail)."""
+(appends one JSON line per message — a local inbox that other tools can tail).
+
+Also the checks of the user-given channel addresses (`email_address`), shared
+by the record validation (imports, HTTP API) and the channels themselves (defence in depth)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,9 @@ import json
 import sys
 import threading
 from dataclasses import asdict, dataclass, field
+from email.errors import MessageError
+from email.headerregistry import Address
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -18,6 +24,60 @@ class DeliveryError(TagloopError):
     def __init__(self, message: str, *, retryable: bool) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+MAX_EMAIL_LENGTH = 254  # RFC 5321 path limit minus the angle brackets
+_HOST_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def _has_space_or_control(text: str) -> bool:
+    """Any whitespace (CR, LF, tab, U+2028, NEL, …) or control/format character."""
+    return not text.isprintable() or any(ch.isspace() for ch in text)
+
+
+def email_address(text: str) -> Address:
+    """`text` as exactly one plain address `local@domain`, its domain in ASCII (IDNA) form.
+
+    Raises ValueError saying why not: a control character (CR/LF header injection, tab, U+2028, …),
+    more than one address (a comma or semicolon list, `a@x <b@y>`), a display name or comment
+    (`Name <a@x>`, `(c) a@x`), a space, or what `email.headerregistry.Address` refuses as an addr-spec;
+    then a domain that is not a host name (no address literals)."""
+    if not text:
+        raise ValueError("is empty")
+    if len(text) > MAX_EMAIL_LENGTH:
+        raise ValueError(f"is longer than {MAX_EMAIL_LENGTH} characters")
+    if not text.isprintable():
+        raise ValueError("contains a line break or another control character")
+    pairs = getaddresses([text])
+    if len(pairs) != 1:
+        raise ValueError("must be exactly one address, not a list")
+    name, addr = pairs[0]
+    if name or addr != text:
+        raise ValueError("must be a plain address local@domain, without a display name or comment")
+    if " " in text:
+        raise ValueError("contains a space")
+    try:
+        parsed = Address(addr_spec=text)
+    except (ValueError, IndexError, MessageError) as exc:
+        raise ValueError(f"is not a valid address ({exc})") from None
+    local, domain = parsed.username, parsed.domain
+    if not local or not domain:
+        raise ValueError("must have the form local@domain")
+    if len(local) > 64:
+        raise ValueError("has a local part longer than 64 characters")
+    if domain.startswith("["):
+        raise ValueError("must name a domain, not an address literal")
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise ValueError(f"has an invalid domain {domain!r}") from None
+    labels = ascii_domain.split(".")
+    if any(
+        not 0 < len(label) <= 63 or label[0] == "-" or label[-1] == "-" or set(label) - _HOST_LABEL_CHARS
+        for label in labels
+    ):
+        raise ValueError(f"has an invalid domain {domain!r}")
+    return Address(username=local, domain=ascii_domain)
 
 
 @dataclass(frozen=True)

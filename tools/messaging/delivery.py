@@ -9,9 +9,15 @@ At send time a message is
 - sent; a retryable `DeliveryError` (5xx, 429, timeouts) schedules the next attempt after an
   exponential backoff with jitter (`base · 2^(attempt−1)`, capped, times U[0.5, 1)); a
   non-retryable one (other 4xx, no address, SSRF refusal) or the last allowed attempt dead-letters
-  it (`status = 'dead'`, reported by `dead_letters`).
+  it (`status = 'dead'`, reported by `dead_letters`). Any other exception a channel raises (a bug,
+  data the channel cannot encode) dead-letters that message too: it would fail the same way again.
 The claim commits before the send, so the sender never sends a message twice unless a worker dies
-mid-send; then the lease expires and the message is sent again with the same `webhook-id`.
+mid-send; then the lease expires and the message is sent again with the same `webhook-id`. A message
+claimed again after its last allowed attempt (the worker died or the lease ran out each time) is
+dead-lettered without another send, so one poison message cannot crash workers forever.
+Each claimed message is settled on its own (sent, retrying, dead, cancelled or deferred): an
+unexpected error while handling one dead-letters it and the loop goes on with the others; only a lost
+database connection stops the round (the leases then expire and the messages are claimed again).
 `deliver_due` owns its transactions: pass a connection that is not inside one.
 
 Prometheus metrics (default registry, so any exporter of the process serves them):
@@ -141,8 +147,16 @@ def deliver_due(
         history = runs.send_times(conn, users, since=now - timedelta(days=8), include_pending=False)
     for row in claimed:
         message_id = str(row["id"])
-        with conn.transaction():
-            verdict = _send_one(conn, row, channels, cfg, now, rng, unsubscribed, history)
+        try:
+            with conn.transaction():
+                verdict = _send_one(conn, row, channels, cfg, now, rng, unsubscribed, history)
+        except psycopg.OperationalError:
+            raise  # the connection is gone: nothing more can be recorded in this round
+        except Exception as exc:  # one message must not leave the batch claimed
+            log.exception("delivery of message %s failed unexpectedly", message_id)
+            if not _dead_letter(conn, message_id, f"unexpected {type(exc).__name__}: {exc}", now):
+                continue
+            verdict = "dead"
         getattr(report, verdict).append(message_id)
         metrics.messages.labels(row["channel"], verdict).inc()
         if verdict == "sent":
@@ -151,6 +165,20 @@ def deliver_due(
             metrics.latency.labels(row["channel"]).observe(max(late, 0.0))
     log.info("delivery %s", " ".join(f"{k}={v}" for k, v in report.summary().items()))
     return report
+
+
+def _dead_letter(conn: psycopg.Connection[Any], message_id: str, error: str, now: datetime) -> bool:
+    """Dead-letter `message_id` in a transaction of its own; False when even that fails (the lease
+    then expires and the message is claimed again, past its attempts, and dead-lettered then)."""
+    try:
+        with conn.transaction():
+            store.mark_failed(conn, message_id, error=error, retry_in=None, now=now)
+    except psycopg.OperationalError:
+        raise
+    except psycopg.Error:
+        log.exception("cannot dead-letter message %s", message_id)
+        return False
+    return True
 
 
 def _send_one(
@@ -168,6 +196,16 @@ def _send_one(
     if reason:
         store.cancel(conn, message_id, reason)
         return "cancelled"
+    if row["attempts"] > cfg.max_attempts:  # claimed again after the last attempt never finished
+        store.mark_failed(
+            conn,
+            message_id,
+            error=f"gave up after {cfg.max_attempts} attempts (the last did not finish: the sender "
+            "died or its lease ran out)",
+            retry_in=None,
+            now=now,
+        )
+        return "dead"
     if channel_name not in cfg.quiet_exempt:
         allowed_at = next_allowed_time(now, row["timezone"], cfg.quiet_start, cfg.quiet_end)
         if allowed_at > now:
@@ -208,6 +246,18 @@ def _send_one(
             )
             return "retrying"
         store.mark_failed(conn, message_id, error=str(exc), retry_in=None, now=now)
+        return "dead"
+    except Exception as exc:  # not a network problem: it would fail the same way again
+        log.warning(
+            "channel %s raised %s for message %s: dead-lettered", channel_name, type(exc).__name__, message_id
+        )
+        store.mark_failed(
+            conn,
+            message_id,
+            error=f"{channel_name} failed: {type(exc).__name__}: {exc}",
+            retry_in=None,
+            now=now,
+        )
         return "dead"
     finally:
         delivery_metrics().send.labels(channel_name).observe(clock.perf_counter() - started)

@@ -1,48 +1,106 @@
 """The `email` channel: one plain-text mail per message over SMTP (`TAGLOOP_SMTP_URL`,
-`smtp://host:port`, or `smtps://` for implicit TLS), `Message-ID` derived from the message id.
-Connection problems and 4xx SMTP replies are retryable; 5xx replies (bad address, refused) are not."""
+`smtp://host:port`, or `smtps://` for implicit TLS), `Message-ID` derived from the message id (so
+receivers can dedupe a resend) and `Date` the send time. Connection problems and 4xx SMTP replies
+are retryable; 5xx replies (bad address, refused) are not, nor is an address that is not exactly one
+plain address (`channels.email_address`: no CR/LF, no list, no display name) — it is refused before
+any connection is made.
+
+The Subject is the title with control characters flattened; a title that itself looks like an
+RFC 2047 encoded word (`=?utf-8?q?…?=`) is sent encoded as a whole, so mail clients show it as the
+literal text it is instead of decoding it."""
 
 from __future__ import annotations
 
 import smtplib
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.header import Header
 from email.message import EmailMessage
-from urllib.parse import urlsplit
+from email.policy import Policy
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from tagloop.tools.errors import ConfigError
-from tagloop.tools.messaging.channels import DeliveryError, OutboundMessage
+from tagloop.tools.messaging.channels import DeliveryError, OutboundMessage, email_address
+
+SMTP_URL_HINT = "TAGLOOP_SMTP_URL must look like smtp://[user:password@]host[:port] (or smtps://)"
+
+
+def flat(text: object) -> str:
+    """`text` on one line: control and format characters (newlines, tab, NEL, U+2028, …) become
+    spaces, runs of whitespace one space."""
+    value = str(text)
+    if not value.isprintable():
+        value = "".join(" " if unicodedata.category(ch)[0] in "CZ" else ch for ch in value)
+    return " ".join(value.split())
+
+
+@dataclass(frozen=True)
+class _EncodedHeader:
+    """A header value always written as RFC 2047 encoded words (`email.header.Header`). The email
+    policy stores an object with a matching `name` as is and folds it by calling its `fold`; a plain
+    string would be parsed, and an encoded word inside it decoded (then sent as raw text)."""
+
+    name: str
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+    def fold(self, *, policy: Policy) -> str:
+        linesep = policy.linesep
+        maxlen = policy.max_line_length or 78
+        encoded = Header(self.text, "utf-8", maxlen, header_name=self.name).encode(linesep=linesep)
+        return f"{self.name}: {encoded}{linesep}"
 
 
 class EmailChannel:
     name = "email"
 
     def __init__(self, smtp_url: str, sender: str, *, timeout: float = 10.0) -> None:
-        parts = urlsplit(smtp_url)
+        try:  # the URL may hold a password: no message below quotes it
+            parts = urlsplit(smtp_url)
+            port = parts.port
+        except ValueError:
+            raise ConfigError(f"{SMTP_URL_HINT}; its port (or host) is not valid") from None
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise ConfigError(
-                f"TAGLOOP_SMTP_URL must look like smtp://host:port, got scheme {parts.scheme!r}"
-            )
-        self.host, self.port = parts.hostname, parts.port or (465 if parts.scheme == "smtps" else 25)
+            raise ConfigError(f"{SMTP_URL_HINT}, got scheme {parts.scheme!r}")
+        if port == 0:
+            raise ConfigError(f"{SMTP_URL_HINT}; port 0 is not valid")
+        self.host, self.port = parts.hostname, port or (465 if parts.scheme == "smtps" else 25)
         self.tls = parts.scheme == "smtps"
-        self.user, self.password = parts.username, parts.password
+        self.user = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
         self.sender, self.timeout = sender, timeout
 
     def __repr__(self) -> str:
         return f"EmailChannel(host={self.host!r}, port={self.port})"
 
-    def build(self, message: OutboundMessage) -> EmailMessage:
+    def build(self, message: OutboundMessage, *, now: datetime | None = None) -> EmailMessage:
         if not message.address:
             raise DeliveryError("the user has no email address", retryable=False)
+        try:
+            to = email_address(message.address)
+        except ValueError as exc:
+            raise DeliveryError(f"the user's email address {exc}", retryable=False) from None
         mail = EmailMessage()
         mail["From"] = self.sender
-        mail["To"] = message.address
-        mail["Subject"] = message.title.replace("\n", " ")
+        mail["To"] = to
+        subject = flat(message.title)
+        mail["Subject"] = _EncodedHeader("Subject", subject) if "=?" in subject else subject
+        mail["Date"] = format_datetime(now or datetime.now(UTC))
         mail["Message-ID"] = f"<{message.message_id}@tagloop>"
-        lines = [message.body, ""] + [f"- {item.get('title') or item.get('id')}" for item in message.items]
+        lines = [message.body, ""] + [f"- {flat(_item_title(item))}" for item in message.items]
         mail.set_content("\n".join(lines))
         return mail
 
     def send(self, message: OutboundMessage) -> None:
-        mail = self.build(message)
+        try:
+            mail = self.build(message)
+        except (ValueError, TypeError) as exc:  # what the email package refuses in a header value
+            raise DeliveryError(f"cannot build the mail: {type(exc).__name__}", retryable=False) from None
         smtp_cls = smtplib.SMTP_SSL if self.tls else smtplib.SMTP
         try:
             with smtp_cls(self.host, self.port, timeout=self.timeout) as smtp:
@@ -53,7 +111,19 @@ class EmailChannel:
             raise DeliveryError(
                 f"SMTP answered {exc.smtp_code}", retryable=400 <= exc.smtp_code < 500
             ) from None
-        except smtplib.SMTPRecipientsRefused:
-            raise DeliveryError("SMTP refused the recipient", retryable=False) from None
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            transient = bool(codes) and all(400 <= code < 500 for code in codes)
+            raise DeliveryError(
+                f"SMTP refused the recipient ({', '.join(map(str, codes))})", retryable=transient
+            ) from None
+        except smtplib.SMTPNotSupportedError:  # e.g. an address needing SMTPUTF8 the server lacks
+            raise DeliveryError("SMTP server does not support this mail", retryable=False) from None
         except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             raise DeliveryError(f"SMTP failed: {type(exc).__name__}", retryable=True) from None
+
+
+def _item_title(item: Any) -> object:
+    if not isinstance(item, dict):
+        return item
+    return item.get("title") or item.get("id") or ""
