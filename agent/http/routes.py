@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.convertors import Convertor, register_url_convertor
 
 from tagloop.agent.http import ingest, schemas, services
 from tagloop.agent.http.auth import read_body
@@ -17,6 +18,22 @@ from tagloop.agent.http.problems import MEDIA_TYPE, FieldErrors
 from tagloop.agent.http.state import AppState, hashed
 
 log = logging.getLogger("tagloop.http")
+
+
+class IdConvertor(Convertor[str]):
+    """A user or item id in a path: any characters (SPEC §3 ids are any string up to 256), slashes
+    and line breaks included — Starlette's `path` convertor stops at a line break (its `.*`)."""
+
+    regex = r"[\s\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("id", IdConvertor())
 router = APIRouter()
 bearer_scheme = HTTPBearer(auto_error=False, description="An API key from TAGLOOP_API_KEYS.")
 UserId = Annotated[str, Path(min_length=1, max_length=256)]
@@ -103,7 +120,7 @@ async def _json(request: Request, state: AppState) -> Any:
 
 
 @router.put(
-    "/v1/items/{item_id:path}",
+    "/v1/items/{item_id:id}",
     response_model=schemas.Stored,
     tags=["catalogue"],
     responses=_problems(401, 413, 422, 429),
@@ -127,7 +144,7 @@ async def post_items(request: Request, state: Authorized) -> schemas.Stored:
 
 
 @router.put(
-    "/v1/users/{user_id:path}",
+    "/v1/users/{user_id:id}",
     response_model=schemas.Stored,
     tags=["users"],
     responses=_problems(401, 413, 422, 429),
@@ -151,7 +168,7 @@ async def post_users(request: Request, state: Authorized) -> schemas.Stored:
 
 
 @router.delete(
-    "/v1/users/{user_id:path}",
+    "/v1/users/{user_id:id}",
     response_model=schemas.Erased,
     tags=["users"],
     responses=_problems(401, 404, 422, 429),
@@ -165,7 +182,7 @@ def delete_user(user_id: UserId, state: Authorized) -> schemas.Erased:
 
 
 @router.get(
-    "/v1/users/{user_id:path}/events",
+    "/v1/users/{user_id:id}/events",
     response_model=schemas.EventsPage,
     tags=["users"],
     responses=_problems(401, 404, 422, 429),
@@ -183,7 +200,7 @@ def get_events(
 
 
 @router.get(
-    "/v1/users/{user_id:path}/profile",
+    "/v1/users/{user_id:id}/profile",
     response_model=schemas.Profile,
     tags=["users"],
     responses=_problems(401, 404, 422, 429),
@@ -194,7 +211,7 @@ def get_profile(user_id: UserId, state: Authorized) -> schemas.Profile:
 
 
 @router.get(
-    "/v1/users/{user_id:path}/recommendations",
+    "/v1/users/{user_id:id}/recommendations",
     response_model=schemas.Recommendations,
     tags=["users"],
     responses=_problems(401, 404, 422, 429),
@@ -207,7 +224,7 @@ def get_recommendations(
 
 
 @router.post(
-    "/v1/users/{user_id:path}/runs",
+    "/v1/users/{user_id:id}/runs",
     response_model=schemas.RunDecision,
     tags=["users"],
     responses=_problems(401, 404, 409, 422, 429),
