@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from tagloop.agent.cli_common import emit, instant, plot_path, save_plot, table_of
+from tagloop.agent.cli_common import emit, instant, plot_path, table_of
+from tagloop.agent.cli_patterns_plots import plot_timing, plot_trends
 from tagloop.agent.settings import load_settings
 from tagloop.tools.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
     import psycopg
 
-    from tagloop.tools.patterns_timing import TagTiming
     from tagloop.tools.patterns_trends import Trend
 
 patterns_app = typer.Typer(
@@ -263,7 +263,7 @@ def trends_command(
     rows = [{**_trend_row(t), "title": titles.get(t.key)} for t in found]
     data: dict[str, Any] = {"level": lvl, "now": at.isoformat(), "days": days, "trends": rows}
     if plot_file is not None:
-        data["plot"] = str(_plot_trends(rows, at, days, plot_file))
+        data["plot"] = str(plot_trends(rows, at, days, plot_file))
     table = table_of(
         f"trending {lvl}s ({days} days to {at:%Y-%m-%d})",
         ["key", "phase", "peak", "rise/day", "decay/day", "half-life d", "days left", "lifetime d"],
@@ -318,7 +318,7 @@ def timing_command(
     ranked = sorted(found.values(), key=lambda t: (-t.events, t.tag))[:k]
     data: dict[str, Any] = {"now": at.isoformat(), "tags": [asdict(t) for t in ranked]}
     if plot_file is not None:
-        data["plot"] = str(_plot_timing(ranked[:6], plot_file))
+        data["plot"] = str(plot_timing(ranked[:6], plot_file))
     table = table_of(
         f"when tags are played ({window_days} days to {at:%Y-%m-%d})",
         ["tag", "events", "weekend share", "weekend lift", "peak hours"],
@@ -327,45 +327,3 @@ def timing_command(
     emit(data, as_json, table)
     if plot_file is not None and not as_json:
         out.print(f"plot: {data['plot']}")
-
-
-def _plot_trends(rows: list[dict[str, Any]], now: datetime, days: int, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    x = np.arange(-(days - 1), 1)  # days before --now
-    for r in rows[:8]:
-        ax.plot(x, r["daily"], label=f"{r['title'] or r['key']} ({r['phase']})")
-    ax.set_xlabel(f"days before {now:%Y-%m-%d}")
-    ax.set_ylabel("positive events per day")
-    ax.set_title("Trends and their phase")
-    if rows:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_plot(fig, path)
-
-
-def _plot_timing(tags: list[TagTiming], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from tagloop.tools.patterns_timing import DAYS
-
-    n = max(len(tags), 1)
-    fig, axes = plt.subplots(n, 1, figsize=(9, 1.8 * n + 0.6), squeeze=False)
-    for ax, t in zip(axes[:, 0], tags, strict=False):
-        grid = np.log2(np.asarray(t.lift).reshape(7, 24))
-        image = ax.imshow(grid, cmap="RdBu_r", vmin=-1.5, vmax=1.5, aspect="auto")
-        ax.set_yticks(range(7), DAYS, fontsize=7)
-        ax.set_xticks(range(0, 24, 3), [f"{h:02d}" for h in range(0, 24, 3)], fontsize=7)
-        ax.set_title(f"{t.tag}: weekend lift {t.weekend_lift:.2f}", fontsize=9)
-        fig.colorbar(image, ax=ax, label="log2 lift", fraction=0.03)
-    fig.tight_layout()
-    return save_plot(fig, path)
