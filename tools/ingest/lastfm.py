@@ -28,6 +28,7 @@ import numpy as np
 
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.ingest.demo import ZONES
+from tagloop.tools.ingest.readers import not_utf8
 from tagloop.tools.tagging_names import normalize_tag
 
 REQUIRED = ("artists.dat", "tags.dat", "user_artists.dat", "user_taggedartists.dat")
@@ -40,8 +41,7 @@ def _rows(path: Path, columns: int, ids: int) -> list[tuple[int, list[str]]]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise InvalidInput(f"{path}:{line}: the file is not UTF-8 (byte 0x{data[exc.start]:02x})") from None
+        raise not_utf8(path, data.count(b"\n", 0, exc.start) + 1, data[exc.start]) from None
     reader = csv.reader(
         io.StringIO(text.removeprefix("\ufeff"), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE
     )

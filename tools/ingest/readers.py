@@ -92,7 +92,7 @@ class RecordReader:
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    raise self._not_utf8(number, raw[exc.start]) from exc
+                    raise not_utf8(self.path, number, raw[exc.start]) from exc
                 if number == 1:
                     line = line.removeprefix("\ufeff")
                 if line.strip():
@@ -107,7 +107,7 @@ class RecordReader:
                 except StopIteration:
                     return
                 except UnicodeDecodeError as exc:  # decoded in blocks: find the line by a scan
-                    raise self._not_utf8(*first_bad_utf8(self.path)) from exc
+                    raise not_utf8(self.path) from exc
                 self.position = raw.tell()
                 if isinstance(item, list):
                     self._check_header(item)
@@ -123,8 +123,13 @@ class RecordReader:
                 f" (columns: {', '.join(header)}){hint}"
             )
 
-    def _not_utf8(self, line: int, byte: int) -> InvalidInput:
-        return InvalidInput(f"{self.path}:{line}: the file is not UTF-8 (byte 0x{byte:02x})")
+
+def not_utf8(path: Path, line: int | None = None, byte: int | None = None) -> InvalidInput:
+    """The error for a file that is not UTF-8, naming the line and byte (found by a scan of the
+    file when the caller decoded it in blocks and does not know them)."""
+    if line is None or byte is None:
+        line, byte = first_bad_utf8(path)
+    return InvalidInput(f"{path}:{line}: the file is not UTF-8 (byte 0x{byte:02x})")
 
 
 def first_bad_utf8(path: Path) -> tuple[int, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from email.errors import MessageError
 from email.headerregistry import Address
@@ -28,6 +29,15 @@ class DeliveryError(TagloopError):
 
 MAX_EMAIL_LENGTH = 254  # RFC 5321 path limit minus the angle brackets
 _HOST_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def flat(text: object) -> str:
+    """`text` on one line: control and format characters (newlines, tab, NEL, U+2028, …) become
+    spaces, runs of whitespace one space (for mail headers and message copy)."""
+    value = str(text)
+    if not value.isprintable():  # printable: no category C or Z but the space (no loop)
+        value = "".join(" " if unicodedata.category(ch)[0] in "CZ" else ch for ch in value)
+    return " ".join(value.split())
 
 
 def _has_space_or_control(text: str) -> bool:

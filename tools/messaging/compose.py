@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tagloop.tools.errors import TagloopError
 from tagloop.tools.llm import LLM, LLMBreaker
+from tagloop.tools.messaging.channels import flat
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +104,7 @@ def compose_discovery(item_titles: Sequence[str], top_tags: Sequence[str]) -> Co
 
 def _clean(text: str, limit: int) -> str:
     """Text without control characters (newlines become spaces), at most `limit` characters."""
-    flat = str(text)
-    if not flat.isprintable():  # printable: no category C character (the common case, no loop)
-        flat = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in flat)
-    return " ".join(flat.split())[:limit]
+    return flat(text)[:limit]
 
 
 def _normalised(text: str) -> str:
@@ -154,8 +152,8 @@ _DASHES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u221
 
 def _fold(text: str) -> str:
     """Case, width, dashes, apostrophes and spacing aside."""
-    flat = unicodedata.normalize("NFKC", text).casefold().translate(_DASHES)
-    return " ".join(flat.split()).strip(_TRAILING + " ")
+    folded = unicodedata.normalize("NFKC", text).casefold().translate(_DASHES)
+    return " ".join(folded.split()).strip(_TRAILING + " ")
 
 
 def quoted_names_known(text: str, names: Iterable[str]) -> bool:

@@ -12,7 +12,6 @@ literal text it is instead of decoding it."""
 from __future__ import annotations
 
 import smtplib
-import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import Header
@@ -23,18 +22,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from tagloop.tools.errors import ConfigError
-from tagloop.tools.messaging.channels import DeliveryError, OutboundMessage, email_address
+from tagloop.tools.messaging.channels import DeliveryError, OutboundMessage, email_address, flat
 
 SMTP_URL_HINT = "TAGLOOP_SMTP_URL must look like smtp://[user:password@]host[:port] (or smtps://)"
-
-
-def flat(text: object) -> str:
-    """`text` on one line: control and format characters (newlines, tab, NEL, U+2028, …) become
-    spaces, runs of whitespace one space."""
-    value = str(text)
-    if not value.isprintable():
-        value = "".join(" " if unicodedata.category(ch)[0] in "CZ" else ch for ch in value)
-    return " ".join(value.split())
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from tagloop.tools.errors import InvalidInput
-from tagloop.tools.ingest.readers import first_bad_utf8
+from tagloop.tools.ingest.readers import not_utf8
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,8 @@ def csv_rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[st
             reader.fieldnames = header
             for row in reader:
                 yield reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None}
-    except UnicodeDecodeError:  # decoded in blocks: find the line by a scan
-        bad_line, byte = first_bad_utf8(path)
-        raise InvalidInput(f"{path}:{bad_line}: the file is not UTF-8 (byte 0x{byte:02x})") from None
+    except UnicodeDecodeError:  # decoded in blocks: the line is found by a scan
+        raise not_utf8(path) from None
 
 
 def _weight(path: Path, line: int, text: str, default: float | None) -> float:
