@@ -25,7 +25,7 @@ from tagloop.agent.context import RunCache, RunContext, RunFacts
 from tagloop.agent.graph import graph
 from tagloop.agent.pipeline import ChunkPipeline
 from tagloop.agent.runshare import RunShare
-from tagloop.agent.settings import Settings
+from tagloop.agent.settings import Settings, unsubscribe_links
 from tagloop.agent.state import Plan, RunInput
 from tagloop.policies import PolicyConfig, load_policy, long_tail_providers, preset
 from tagloop.tools import neighbors
@@ -138,7 +138,10 @@ def default_channels(settings: Settings) -> dict[str, Channel]:
         from tagloop.tools.messaging.email import EmailChannel
 
         channels["email"] = EmailChannel(
-            settings.smtp_url, settings.smtp_from, timeout=settings.delivery_timeout_seconds
+            settings.smtp_url,
+            settings.smtp_from,
+            timeout=settings.delivery_timeout_seconds,
+            unsubscribe=unsubscribe_links(settings),
         )
     return channels
 

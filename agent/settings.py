@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from tagloop.tools.errors import ConfigError
+from tagloop.tools.messaging.unsubscribe import UnsubscribeLinks
 
 
 def _default_home() -> Path:
@@ -81,7 +82,9 @@ class Settings(BaseSettings):
     llm_max_retries: int = 1
     llm_breaker_failures: int = Field(default=2, ge=1)  # failed LLM calls in a row → templates for the run
     llm_budget_seconds: float = Field(default=60.0, gt=0)  # LLM time per run before templates
-    link_base_url: str | None = None
+    # one-click unsubscribe links in mail (tools/messaging/unsubscribe.py): both or neither
+    public_url: str | None = None  # where mail readers reach this API, e.g. https://notify.example.com
+    unsubscribe_secret: SecretStr | None = None
     allowed_link_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # the background profile folder waits for this many pending events, or for the oldest pending
     # event to be this old, before it folds (bigger folds cost far less per event; reads fold the
@@ -130,7 +133,7 @@ def load_settings(**overrides: Any) -> Settings:
     """Read settings now (environment + TAGLOOP_CONFIG); keyword overrides win. A bad value or
     file is a `ConfigError` naming the setting, never echoing the value (it may be a secret)."""
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
@@ -141,3 +144,11 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(f"TAGLOOP_CONFIG={config}: not valid TOML ({exc})") from None
     except SettingsError as exc:  # a structured value (e.g. cadences) that is not JSON
         raise ConfigError(f"invalid settings: {str(exc).split(':')[0]}") from None
+    unsubscribe_links(settings)  # both or neither, and usable
+    return settings
+
+
+def unsubscribe_links(settings: Settings) -> UnsubscribeLinks | None:
+    """The mail unsubscribe links the settings ask for (None: off); a `ConfigError` when half set."""
+    secret = settings.unsubscribe_secret.get_secret_value() if settings.unsubscribe_secret else None
+    return UnsubscribeLinks.of(settings.public_url, secret)

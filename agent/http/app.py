@@ -17,12 +17,12 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from tagloop.agent.database import database_url
-from tagloop.agent.http import problems, schemas
+from tagloop.agent.http import problems, schemas, unsubscribe
 from tagloop.agent.http.auth import Auth, RateLimiter
 from tagloop.agent.http.metrics import Metrics, TimingMiddleware
 from tagloop.agent.http.routes import Authorized, router
 from tagloop.agent.http.state import AppState, ingest_options
-from tagloop.agent.settings import Settings, load_settings
+from tagloop.agent.settings import Settings, load_settings, unsubscribe_links
 from tagloop.tools.profile_folder import FoldOptions
 from tagloop.tools.store import db
 
@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None, *, pool_size: int = 8) -> FastA
     """A tagloop API app. Settings are read now when not given (e.g. `uvicorn --factory`)."""
     settings = settings or load_settings()
     metrics = Metrics()
+    links = unsubscribe_links(settings)  # a misconfiguration fails here, not at the first click
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -43,7 +44,14 @@ def create_app(settings: Settings | None = None, *, pool_size: int = 8) -> FastA
         limiter = RateLimiter(settings.rate_limit_per_minute)
         options = ingest_options(settings)
         app.state.tagloop = AppState(
-            settings, pool, Auth(settings), limiter, metrics, options, FoldOptions.from_settings(settings)
+            settings,
+            pool,
+            Auth(settings),
+            limiter,
+            metrics,
+            options,
+            FoldOptions.from_settings(settings),
+            unsubscribe=links,
         )
         if not settings.api_keys and not settings.webhook_secrets:
             log.warning("event=no_credentials_configured detail=every request but /healthz will get 401")
@@ -69,6 +77,7 @@ def create_app(settings: Settings | None = None, *, pool_size: int = 8) -> FastA
     )
     problems.install(app)
     app.include_router(router)
+    app.include_router(unsubscribe.router)
     if not public:
 
         @app.get("/openapi.json", include_in_schema=False)

@@ -164,6 +164,11 @@ class Erased(BaseModel):
     deleted: dict[str, int]
 
 
+class Unsubscribed(BaseModel):
+    channel: str  # the channel of the message whose link was followed: no more messages on it
+    already: bool  # the link had been followed before (one event is stored)
+
+
 class Health(BaseModel):
     status: str
     database: str

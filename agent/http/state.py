@@ -17,6 +17,7 @@ from tagloop.agent.http.ingest import IngestOptions
 from tagloop.agent.http.metrics import Metrics
 from tagloop.agent.runshare import RunShare
 from tagloop.agent.settings import Settings
+from tagloop.tools.messaging.unsubscribe import UnsubscribeLinks
 from tagloop.tools.profile_folder import FoldOptions
 
 T = TypeVar("T")
@@ -42,6 +43,7 @@ class AppState:
     metrics: Metrics
     ingest: IngestOptions
     fold: FoldOptions
+    unsubscribe: UnsubscribeLinks | None = None  # mail unsubscribe links (agent/http/unsubscribe.py)
     runs: RunShare = field(default_factory=RunShare)  # run facts and trending for run requests
 
     async def in_tx(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

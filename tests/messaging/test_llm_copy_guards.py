@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -128,11 +127,9 @@ def test_a_failing_llm_is_asked_twice_per_run_then_the_run_uses_templates(fake: 
     """Timeouts: the first two users wait for the LLM, the other eight get templates at once."""
     breaker = LLMBreaker(max_failures=2)
     before = fake.requests("slow")
-    start = time.perf_counter()
     reasons = [_compose(fake, "slow", timeout=0.3, breaker=breaker).fallback_reason for _ in range(10)]
     assert reasons == ["llm: timeout"] * 2 + ["llm: circuit open"] * 8
-    assert fake.requests("slow") - before == 2
-    assert time.perf_counter() - start < 1.5
+    assert fake.requests("slow") - before == 2  # the other eight never waited on the LLM
     # another run (its own breaker) asks again; a success in between resets the streak
     fresh = LLMBreaker(max_failures=2)
     assert _compose(fake, "slow", timeout=0.3, breaker=fresh).fallback_reason == "llm: timeout"

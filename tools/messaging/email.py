@@ -1,9 +1,11 @@
 """The `email` channel: one plain-text mail per message over SMTP (`TAGLOOP_SMTP_URL`,
 `smtp://host:port`, or `smtps://` for implicit TLS), `Message-ID` derived from the message id (so
-receivers can dedupe a resend) and `Date` the send time. Connection problems and 4xx SMTP replies
-are retryable; 5xx replies (bad address, refused) are not, nor is an address that is not exactly one
-plain address (`channels.email_address`: no CR/LF, no list, no display name) — it is refused before
-any connection is made.
+receivers can dedupe a resend) and `Date` the send time. With unsubscribe links configured
+(tools/messaging/unsubscribe.py) each mail has `List-Unsubscribe` (and, for an https link,
+`List-Unsubscribe-Post` one-click, RFC 8058) and the link at the end of its text. Connection
+problems and 4xx SMTP replies are retryable; 5xx replies (bad address, refused) are not, nor is
+an address that is not exactly one plain address (`channels.email_address`: no CR/LF, no list, no
+display name) — it is refused before any connection is made.
 
 The Subject is the title with control characters flattened; a title that itself looks like an
 RFC 2047 encoded word (`=?utf-8?q?…?=`) is sent encoded as a whole, so mail clients show it as the
@@ -23,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 from tagloop.tools.errors import ConfigError
 from tagloop.tools.messaging.channels import DeliveryError, OutboundMessage, email_address, flat
+from tagloop.tools.messaging.unsubscribe import UnsubscribeLinks
 
 SMTP_URL_HINT = "TAGLOOP_SMTP_URL must look like smtp://[user:password@]host[:port] (or smtps://)"
 
@@ -49,7 +52,14 @@ class _EncodedHeader:
 class EmailChannel:
     name = "email"
 
-    def __init__(self, smtp_url: str, sender: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        smtp_url: str,
+        sender: str,
+        *,
+        timeout: float = 10.0,
+        unsubscribe: UnsubscribeLinks | None = None,
+    ) -> None:
         try:  # the URL may hold a password: no message below quotes it
             parts = urlsplit(smtp_url)
             port = parts.port
@@ -63,7 +73,7 @@ class EmailChannel:
         self.tls = parts.scheme == "smtps"
         self.user = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password) if parts.password else None
-        self.sender, self.timeout = sender, timeout
+        self.sender, self.timeout, self.unsubscribe = sender, timeout, unsubscribe
 
     def __repr__(self) -> str:
         return f"EmailChannel(host={self.host!r}, port={self.port})"
@@ -83,6 +93,12 @@ class EmailChannel:
         mail["Date"] = format_datetime(now or datetime.now(UTC))
         mail["Message-ID"] = f"<{message.message_id}@tagloop>"
         lines = [message.body, ""] + [f"- {flat(_item_title(item))}" for item in message.items]
+        if self.unsubscribe is not None:
+            link = self.unsubscribe.url(message.message_id)
+            mail["List-Unsubscribe"] = f"<{link}>"
+            if self.unsubscribe.one_click:
+                mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+            lines += ["", f"Unsubscribe: {link}"]
         mail.set_content("\n".join(lines))
         return mail
 

@@ -1,10 +1,11 @@
 """User and event SQL for the HTTP API: existence checks, the idempotent event insert that reports
-which events are new, the events listing (newest first, keyset-paged on `ts`) and erasure.
-Every function takes a connection and never commits."""
+which events are new, the events listing (newest first, keyset-paged on `ts`), erasure, and the
+recipient of a message (unsubscribe links). Every function takes a connection and never commits."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -152,3 +153,15 @@ def known_refs(
         users = conn.execute("select id from users where id = any(%(ids)s)", {"ids": sorted(set(user_ids))})
         items = conn.execute("select id from items where id = any(%(ids)s)", {"ids": sorted(set(item_ids))})
     return {r["id"] for r in users.fetchall()}, {r["id"] for r in items.fetchall()}
+
+
+def message_recipient(conn: psycopg.Connection[Any], message_id: str) -> dict[str, Any] | None:
+    """`{user_id, channel}` of a stored message (None when the id is unknown or not a UUID)."""
+    try:
+        uuid.UUID(message_id)
+    except ValueError:
+        return None
+    row = conn.execute(
+        "select user_id, channel from messages where id = %(id)s::uuid", {"id": message_id}
+    ).fetchone()
+    return dict(row) if row else None

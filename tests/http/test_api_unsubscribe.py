@@ -1,0 +1,104 @@
+"""The unsubscribe link of a mail, end to end over the API: a run enqueues an email, the link of
+that message records one `unsubscribe` event for its user and channel, which runs and the
+send-time checks read; a link without a valid token is a 401 and changes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+from api_support import AUTH, ITEMS, make_settings, post_events
+from fastapi.testclient import TestClient
+
+from tagloop.agent.http import create_app
+from tagloop.tools.messaging.unsubscribe import UnsubscribeLinks
+from tagloop.tools.store import runs
+
+PUBLIC_URL = "https://notify.example.test"
+SECRET = "unsubscribe-secret-0123456789"
+READER = {
+    "id": "reader",
+    "timezone": "Europe/Berlin",
+    "channels": {"email": "reader@example.org"},
+    "consent": {"email": True},
+}
+
+
+@pytest.fixture
+def mail_client(db: psycopg.Connection[Any], db_url: str, tmp_path: Path) -> Any:
+    settings = make_settings(
+        db_url, tmp_path, smtp_url="smtp://127.0.0.1:9", public_url=PUBLIC_URL, unsubscribe_secret=SECRET
+    )
+    with TestClient(create_app(settings, pool_size=2)) as client:
+        assert client.put("/v1/users/reader", json=READER, headers=AUTH).status_code == 200
+        assert client.post("/v1/items", json=ITEMS, headers=AUTH).status_code == 200
+        post_events(client, [{"user_id": "reader", "type": "like", "item_id": "i1"}])
+        yield client
+
+
+def _path(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}"
+
+
+def test_the_link_of_a_mail_unsubscribes_its_user_from_that_channel(
+    mail_client: TestClient, db: psycopg.Connection[Any]
+) -> None:
+    decision = mail_client.post("/v1/users/reader/runs", json={}, headers=AUTH).json()
+    assert decision["outcome"] == "message" and decision["channel"] == "email", decision
+    link = UnsubscribeLinks(PUBLIC_URL, SECRET.encode()).url(decision["message_id"])
+    assert link.startswith(f"{PUBLIC_URL}/v1/unsubscribe/{decision['message_id']}?token=")
+
+    page = mail_client.get(_path(link))  # what a mail reader's link preview does: changes nothing
+    assert page.status_code == 200 and "<form method='post'" in page.text
+    assert _unsubscribes(mail_client) == []
+
+    first = mail_client.post(_path(link), content=b"List-Unsubscribe=One-Click")
+    assert first.status_code == 200, first.text
+    assert first.json() == {"channel": "email", "already": False}
+    again = mail_client.post(_path(link))
+    assert again.json() == {"channel": "email", "already": True}
+    stored = _unsubscribes(mail_client)
+    assert len(stored) == 1 and stored[0]["message_id"] == decision["message_id"]
+    assert stored[0]["context"]["channel"] == "email"
+
+    # what runs and the send-time check read: the user is unsubscribed from email, not from all
+    db.rollback()
+    assert set(runs.unsubscribes(db, ["reader"])["reader"]) == {"email"}
+
+
+def test_a_link_without_a_valid_token_is_401_and_stores_nothing(mail_client: TestClient) -> None:
+    decision = mail_client.post("/v1/users/reader/runs", json={}, headers=AUTH).json()
+    message_id = decision["message_id"]
+    other = UnsubscribeLinks(PUBLIC_URL, b"another-secret-0123456789").token(message_id)
+    for query in ("", "?token=", f"?token={other}", "?token=" + "A" * 43):
+        response = mail_client.post(f"/v1/unsubscribe/{message_id}{query}")
+        assert response.status_code == 401, query
+        assert response.headers["content-type"] == "application/problem+json"
+        assert mail_client.get(f"/v1/unsubscribe/{message_id}{query}").status_code == 401
+    # a valid token names one message: it is not valid for another id
+    token = UnsubscribeLinks(PUBLIC_URL, SECRET.encode()).token(message_id)
+    elsewhere = f"/v1/unsubscribe/00000000-0000-5000-8000-000000000000?token={token}"
+    assert mail_client.post(elsewhere).status_code == 401
+    assert _unsubscribes(mail_client) == []
+
+
+def test_a_valid_link_of_an_erased_user_is_404(mail_client: TestClient) -> None:
+    decision = mail_client.post("/v1/users/reader/runs", json={}, headers=AUTH).json()
+    link = UnsubscribeLinks(PUBLIC_URL, SECRET.encode()).url(decision["message_id"])
+    assert mail_client.delete("/v1/users/reader", headers=AUTH).status_code == 200
+    response = mail_client.post(_path(link))
+    assert response.status_code == 404 and "no longer exists" in response.json()["detail"]
+
+
+def test_without_the_settings_every_link_is_401(client: TestClient) -> None:
+    response = client.post("/v1/unsubscribe/00000000-0000-5000-8000-000000000000?token=abc")
+    assert response.status_code == 401 and "not enabled" in response.json()["detail"]
+
+
+def _unsubscribes(client: TestClient) -> list[dict[str, Any]]:
+    events = client.get("/v1/users/reader/events", headers=AUTH).json()["events"]
+    return [e for e in events if e["type"] == "unsubscribe"]
