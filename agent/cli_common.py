@@ -30,6 +30,15 @@ def instant(text: str | None, option: str) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
+def int_option(option: str, value: int, low: int = 1, high: int | None = None) -> int:
+    """`value` of an integer option, or InvalidInput naming the option and the bound it breaks."""
+    if value < low:
+        raise InvalidInput(f"{option} must be at least {low:,}, got {value:,}")
+    if high is not None and value > high:
+        raise InvalidInput(f"{option} must be at most {high:,}, got {value:,}")
+    return value
+
+
 def table_of(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     table = Table(title=title)
     for name in columns:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from tagloop.agent.cli_common import emit, instant, plot_path, table_of
+from tagloop.agent.cli_common import emit, instant, int_option, plot_path, table_of
 from tagloop.agent.cli_patterns_plots import plot_timing, plot_trends
 from tagloop.agent.settings import load_settings
 from tagloop.tools.errors import InvalidInput, NotFound
@@ -55,14 +55,6 @@ def _level(level: str) -> Any:
     if level not in ("item", "tag"):
         raise InvalidInput(f"--level must be item or tag, got {level!r}")
     return level
-
-
-def _positive_k(k: int, name: str = "--k", most: int | None = None) -> int:
-    if k < 1:
-        raise InvalidInput(f"{name} must be at least 1, got {k}")
-    if most is not None and k > most:
-        raise InvalidInput(f"{name} must be at most {most:,}, got {k:,}")
-    return k
 
 
 def _since(at: datetime, window: timedelta, option: str) -> datetime:
@@ -130,9 +122,9 @@ def co_likes_command(
     from tagloop.tools.patterns import co_likes
 
     at, lvl = instant(now, "--now"), _level(level)
-    _positive_k(k)
-    _positive_k(min_support, "--min-support")
-    window = timedelta(days=_positive_k(window_days, "--window-days", MAX_WINDOW_DAYS))
+    int_option("--k", k)
+    int_option("--min-support", min_support)
+    window = timedelta(days=int_option("--window-days", window_days, high=MAX_WINDOW_DAYS))
     since = _since(at, window, "--window-days")
     with connect(load_settings()) as conn:
         _require_events(conn, since, at)
@@ -179,9 +171,9 @@ def next_command(
     from tagloop.tools.patterns import sequence_next
 
     at, lvl = instant(now, "--now"), _level(level)
-    _positive_k(k)
-    window = timedelta(days=_positive_k(window_days, "--window-days", MAX_WINDOW_DAYS))
-    gap = timedelta(minutes=_positive_k(session_minutes, "--session-minutes", MAX_SESSION_MINUTES))
+    int_option("--k", k)
+    window = timedelta(days=int_option("--window-days", window_days, high=MAX_WINDOW_DAYS))
+    gap = timedelta(minutes=int_option("--session-minutes", session_minutes, high=MAX_SESSION_MINUTES))
     since = _since(at, window, "--window-days")
     with connect(load_settings()) as conn:
         _require_events(conn, since, at)
@@ -247,11 +239,11 @@ def trends_command(
     from tagloop.tools.patterns_trends import trending
 
     at, lvl = instant(now, "--now"), _level(level)
-    _positive_k(k)
-    _positive_k(min_events, "--min-events")
+    int_option("--k", k)
+    int_option("--min-events", min_events)
     if days < 7:
         raise InvalidInput(f"--days must be at least 7 (a week of baseline), got {days}")
-    _positive_k(days, "--days", MAX_TREND_DAYS)
+    int_option("--days", days, high=MAX_TREND_DAYS)
     since = _since(at, timedelta(days=days), "--days")
     plot_file = plot_path(plot)
     with connect(load_settings()) as conn:
@@ -301,9 +293,9 @@ def timing_command(
     from tagloop.tools.patterns_timing import tag_timing
 
     at = instant(now, "--now")
-    _positive_k(k)
-    _positive_k(min_events, "--min-events")
-    window = timedelta(days=_positive_k(window_days, "--window-days", MAX_WINDOW_DAYS))
+    int_option("--k", k)
+    int_option("--min-events", min_events)
+    window = timedelta(days=int_option("--window-days", window_days, high=MAX_WINDOW_DAYS))
     since = _since(at, window, "--window-days")
     plot_file = plot_path(plot)
     with connect(load_settings()) as conn:

@@ -18,7 +18,7 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from tagloop.agent.cli_common import emit, table_of
+from tagloop.agent.cli_common import emit, int_option, table_of
 from tagloop.agent.settings import load_settings
 from tagloop.tools.errors import InvalidInput, NotFound
 
@@ -31,13 +31,6 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on
 Seed = Annotated[int, typer.Option("--seed", help="Seed of every random choice.")]
 MAX_K = 1000  # tags per item / related tags
 MAX_DAYS = 36_500.0  # a century of history; far beyond, `now - history` leaves the calendar
-
-
-def _at_least(option: str, value: int, low: int = 1, high: int | None = None) -> None:
-    if value < low:
-        raise InvalidInput(f"{option} must be at least {low}")
-    if high is not None and value > high:
-        raise InvalidInput(f"{option} must be at most {high}")
 
 
 def _within(
@@ -66,7 +59,7 @@ def vocab(
 
     if level not in ("microgenre", "genre", "broad"):
         raise InvalidInput(f"--level must be microgenre, genre or broad, got {level!r}")
-    _at_least("--limit", limit)
+    int_option("--limit", limit)
     with connect(load_settings()) as conn:
         sync = sync_vocabulary(conn)
         rows = vocabulary_rows(conn, level)
@@ -109,7 +102,7 @@ def items(
     from tagloop.agent.runner import llm_of
     from tagloop.tools.tagging.store_service import tag_items
 
-    _at_least("--k", k, high=MAX_K)
+    int_option("--k", k, high=MAX_K)
     settings = load_settings()
     llm = None if no_llm else llm_of(settings)
     with connect(settings) as conn:
@@ -163,7 +156,7 @@ def confirm(
     from tagloop.agent.database import connect
     from tagloop.tools.tagging.store_autotag import confirm_by_behaviour
 
-    _at_least("--min-users", min_users)
+    int_option("--min-users", min_users)
     _within("--min-share", min_share, 0.0, 1.0, low_open=True)
     with connect(load_settings()) as conn:
         n = confirm_by_behaviour(conn, min_users=min_users, min_share=min_share)
@@ -209,7 +202,7 @@ def related(
     from tagloop.tools.tagging.store import find_tag
     from tagloop.tools.tagging.store_embeddings import related as nearest
 
-    _at_least("--k", k, high=MAX_K)
+    int_option("--k", k, high=MAX_K)
     with connect(load_settings()) as conn:
         found = find_tag(conn, tag)
         if found is None:
@@ -254,9 +247,9 @@ def trends(
     _within(
         "--window-days", window_days, 0.0, history_days / 2, low_open=True, why=" (half of --history-days)"
     )
-    _at_least("--min-size", min_size)
+    int_option("--min-size", min_size)
     _within("--min-growth", min_growth, 0.0, 1e9, low_open=True)
-    _at_least("--limit", limit)
+    int_option("--limit", limit)
     as_of = (now.replace(tzinfo=UTC) if now.tzinfo is None else now) if now else datetime.now(UTC)
     with connect(load_settings()) as conn:
         report = find_trends(

@@ -182,7 +182,7 @@ def test_the_tagloop_entrypoint_mounts_tag_and_names_unknown_tags(catalogue: psy
     [
         (["items", "--k", "-1"], "--k must be at least 1"),
         (["items", "--k", "0"], "--k must be at least 1"),
-        (["items", "--k", "100000"], "--k must be at most 1000"),
+        (["items", "--k", "100000"], "--k must be at most 1,000"),
         (["related", "hip-hop", "--k", "-3"], "--k must be at least 1"),
         (["related", "hip-hop", "--k", "0"], "--k must be at least 1"),
         (["vocab", "--limit", "-1"], "--limit must be at least 1"),
@@ -217,7 +217,7 @@ def test_an_out_of_range_option_is_one_error_line_and_exit_2(tagloop_env: Path) 
     run = subprocess.run(
         [str(TAGLOOP), "tag", "items", "--k", "-1"], capture_output=True, text=True, env=env, timeout=120
     )
-    assert (run.returncode, run.stdout, run.stderr) == (2, "", "error: --k must be at least 1\n")
+    assert (run.returncode, run.stdout, run.stderr) == (2, "", "error: --k must be at least 1, got -1\n")
 
 
 def test_items_and_trends_report_progress_on_stderr_and_keep_json_on_stdout(
