@@ -67,8 +67,9 @@ group by 1
 
 _MESSAGES = """
 select count(*) as sent,
-       count(*) filter (where exists (select 1 from events e where e.message_id = m.id::text
-                                      and e.type in ('open', 'click'))) as engaged
+       count(*) filter (where exists (select 1 from events e
+                                      where e.message_id = m.id::text and e.user_id = m.user_id
+                                        and e.type in ('open', 'click'))) as engaged
 from messages m
 where m.user_id = %(user)s and m.status = 'sent' and m.sent_at > %(since)s and m.sent_at <= %(at)s
 """

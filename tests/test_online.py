@@ -15,6 +15,7 @@ from tagloop.tools import online
 from tagloop.tools.ingest import loader
 from tagloop.tools.ingest.records import EventRecord, parse_event, parse_item, parse_user
 from tagloop.tools.profiles import load_profiles, rebuild_profiles
+from tagloop.tools.store import runs
 from tagloop.tools.store import users as store
 
 NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)  # a Monday
@@ -169,6 +170,33 @@ def test_message_engagement_is_credited_to_its_decision(catalogue: psycopg.Conne
     assert load_profiles(db, ["b"])["b"].stats["channels"] == {"email": {"open": 1, "click": 2}}
 
 
+def test_another_users_message_id_credits_nothing(catalogue: psycopg.Connection[Any]) -> None:
+    """A CRM sending a wrong `message_id` must not move another user's decision, arms or rewards."""
+    db = catalogue
+    decision, message = str(uuid.uuid4()), str(uuid.uuid4())
+    db.execute(
+        """insert into decisions (id, user_id, policy_name, policy_version, seed, candidates, chosen,
+                  propensities, channel, outcome) values (%(d)s, 'b', 'p', '1', 1, '[]', '[]', '{}', 'email',
+                  'message')""",
+        {"d": decision},
+    )
+    db.execute(
+        """insert into messages (id, decision_id, user_id, channel, title, body, send_at, status, sent_at)
+                  values (%(m)s, %(d)s, 'b', 'email', 't', 'b', now(), 'sent', %(at)s)""",
+        {"m": message, "d": decision, "at": NOW - timedelta(hours=1)},
+    )
+    db.commit()
+    result = fold(db, [ev("c", "click", "s1", NOW, message_id=message)])  # c clicks b's message
+    assert result.credited_decisions == 0
+    assert db.execute("select count(*) as n from decision_feedback").fetchone() == {"n": 0}
+    assert load_profiles(db, ["c"])["c"].stats["channels"] == {}
+    overall, _ = runs.arm_counts(db, since=NOW - timedelta(days=1))
+    assert overall.channel == {"email": (1, 0)}  # sent once, engaged by nobody who got it
+    fold(db, [ev("b", "click", "s1", NOW, message_id=message)])  # b's own click counts
+    assert db.execute("select clicks from decision_feedback").fetchone() == {"clicks": 1}
+    assert runs.arm_counts(db, since=NOW - timedelta(days=1))[0].channel == {"email": (1, 1)}
+
+
 def test_a_batch_committed_between_read_and_save_is_not_lost(
     catalogue: psycopg.Connection[Any], db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -243,3 +271,14 @@ def test_concurrent_batches_on_the_same_users_lose_no_update(
         assert set(online_tags[user]) == set(p.tags)
         for tag, w in p.tags.items():
             assert online_tags[user][tag] == pytest.approx(w, rel=1e-4)
+
+
+def test_an_event_time_that_leaves_the_calendar_in_the_users_zone_is_folded_without_its_hour(
+    catalogue: psycopg.Connection[Any],
+) -> None:
+    """Ingest now refuses such times (records.MAX_TS); one stored before must not stop the fold."""
+    db = catalogue
+    late = EventRecord("edge", "a", "like", "s1", datetime(9999, 12, 31, 23, tzinfo=UTC), None, None, {})
+    fold(db, [late, ev("a", "like", "s2", NOW)])  # "a" lives in Asia/Tokyo: year 10000 there
+    profile = load_profiles(db, ["a"])["a"]
+    assert profile.n_events == 2 and sum(profile.stats["hour_of_week"]) == 1

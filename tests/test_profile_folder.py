@@ -5,10 +5,12 @@ a rebuild already counted are skipped."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -90,6 +92,30 @@ def test_folder_waits_for_an_ingest_in_flight_with_a_lower_seq(
         slow.close()
     assert profile_folder.fold_pending(catalogue, OPTIONS, now=NOW).events == 2
     assert n_events(catalogue) == {"a": 1, "b": 1}
+
+
+def test_a_file_import_in_flight_is_waited_for_too(
+    catalogue: psycopg.Connection[Any], db_url: str, tmp_path: Path
+) -> None:
+    """`tagloop import events` while `serve` runs: the import's insert took seqs long before its
+    commit, and the folder moved its checkpoint past them — those events were never folded."""
+    path = tmp_path / "events.jsonl"
+    rows = [
+        {"id": f"imp{i}", "user_id": "a", "type": "play", "item_id": "s1", "ts": NOW.isoformat()}
+        for i in range(5)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    importer = store_db.connect(db_url, migrate_schema=False)
+    try:
+        with importer.transaction():
+            assert loader.import_file(importer, "events", path, now=NOW).stored == 5  # seqs 1-5, in flight
+            ingest(catalogue, [ev("late", "b")])  # seq 6, committed
+            report = profile_folder.fold_pending(catalogue, OPTIONS, now=NOW)
+            assert report.events == 0 and report.last_seq == 0
+    finally:
+        importer.close()
+    assert profile_folder.fold_pending(catalogue, OPTIONS, now=NOW).events == 6
+    assert n_events(catalogue) == {"a": 5, "b": 1}
 
 
 def test_rolled_back_and_duplicate_seqs_do_not_stall_the_folder(catalogue: psycopg.Connection[Any]) -> None:

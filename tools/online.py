@@ -9,8 +9,8 @@ On top of those weights:
 - skips are calibrated with the user's running skip rate (counts kept in `stats.counts`);
 - the local hour-of-week histogram is `user_profiles.hour_of_week` (int[]); `stats` keeps device,
   region, source counts, per-source tag preferences and engagement per channel with our messages;
-- events carrying a `message_id` of a tagloop message are credited to its decision
-  (`decision_feedback`).
+- events carrying a `message_id` of a tagloop message sent to the event's own user are credited to
+  its decision (`decision_feedback`); another user's message id credits nothing.
 With `seqs` (event id → events.seq) an event at or below its user's `folded_seq` is skipped (it is
 in the profile already), and `folded_upto` marks the users' events up to that seq as folded.
 
@@ -78,7 +78,9 @@ _LOCKED_READ = _READ + "order by p.user_id for update of p"
 _ITEM_TAGS = """
 select item_id, tag_id, weight from item_tags where item_id = any(%(items)s) and confidence >= 0.5
 """
-_MESSAGES = "select id::text as id, decision_id, channel from messages where id = any(%(ids)s::uuid[])"
+_MESSAGES = """
+select id::text as id, user_id, decision_id, channel from messages where id = any(%(ids)s::uuid[])
+"""
 _SAVE = """
 update user_profiles p set tags = s.tags::sparsevec(1000000), decayed_to = %(now)s, n_events = s.n_events,
        stats = s.stats, hour_of_week = s.hour_of_week, updated_at = now(),
@@ -104,6 +106,7 @@ on conflict (decision_id) do update set opens = f.opens + excluded.opens, clicks
 """
 
 
+Messages = dict[tuple[str, str], dict[str, Any]]  # (message id, its user) → id, decision, channel
 # item → (tag id, sparsevec text index (tag id + 1), stats key (tag id), weight), as text once
 ItemTags = dict[str, list[tuple[int, str, str, float]]]
 
@@ -133,7 +136,7 @@ def apply_events(
     for r in tag_rows.fetchall():
         tag_id = int(r["tag_id"])
         item_tags[r["item_id"]].append((tag_id, str(tag_id + 1), str(tag_id), float(r["weight"])))
-    messages = {r["id"]: r for r in message_rows.fetchall()}
+    messages = {(r["id"], r["user_id"]): r for r in message_rows.fetchall()}  # only its own user's
     by_user: dict[str, list[EventRecord]] = defaultdict(list)
     for e in sorted(events, key=lambda e: e.ts):
         by_user[e.user_id].append(e)
@@ -170,7 +173,7 @@ def _fold_rows(
     *,
     by_user: dict[str, list[EventRecord]],
     item_tags: ItemTags,
-    messages: dict[str, dict[str, Any]],
+    messages: Messages,
     now: datetime,
     config: OnlineConfig,
     bursts: dict[str, int],
@@ -205,7 +208,7 @@ def _fold(
     row: dict[str, Any],
     events: list[EventRecord],
     item_tags: ItemTags,
-    messages: dict[str, dict[str, Any]],
+    messages: Messages,
     now: datetime,
     config: OnlineConfig,
 ) -> tuple[dict[str, float], dict[str, Any], list[int], int | None]:
@@ -230,8 +233,12 @@ def _fold(
     channels, source_tags = stats["channels"], stats["source_tags"]
     half_life_s = config.half_life_days * 86400.0  # decay() inlined: the loop runs for every event
     for e in events:
-        local = e.ts.astimezone(zone)
-        histogram[local.weekday() * 24 + local.hour] += 1
+        try:
+            local = e.ts.astimezone(zone)
+        except OverflowError:  # an event stored before ingest bounded `ts` (records.MIN_TS/MAX_TS)
+            local = None
+        if local is not None:
+            histogram[local.weekday() * 24 + local.hour] += 1
         context = e.context
         if context:
             _count(devices, context.get("device"))
@@ -241,7 +248,7 @@ def _fold(
                     _count(regions, context[region_key])
                     break
         if e.message_id:
-            message = messages.get(e.message_id)
+            message = messages.get((e.message_id, e.user_id))
             if message is not None and message["channel"]:
                 channel = channels.setdefault(message["channel"], {})
                 channel[e.type] = channel.get(e.type, 0) + 1
@@ -316,11 +323,11 @@ def _trim(stats: dict[str, Any], now: float, config: OnlineConfig) -> None:
             stats["source_tags"][source] = dict(best)
 
 
-def _credits(events: Sequence[EventRecord], messages: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _credits(events: Sequence[EventRecord], messages: Messages) -> list[dict[str, Any]]:
     """Per decision: the batch's engagement with the message it sent, summed."""
     totals: dict[str, dict[str, Any]] = {}
     for e in events:
-        message = messages.get(e.message_id or "")
+        message = messages.get((e.message_id or "", e.user_id))
         if message is None:
             continue
         decision = str(message["decision_id"])

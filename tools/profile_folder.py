@@ -16,7 +16,9 @@ holding that lock, then waiting (bounded) until none of them holds it any more: 
 that owns a seq <= S took the lock before it took the seq, so it was among the holders, and once
 they are all gone every seq <= S is committed or never will be. The wait is on ingest
 transactions only (milliseconds), never on unrelated long transactions, as an xmin horizon would.
-Writers that do not take the lock (file imports, `eval simulate`) rebuild or fold profiles
+File imports take it too (for their one insert, which may run for seconds: reads that fold
+meanwhile give up waiting after `SETTLE_TIMEOUT_S` and show the profile as folded so far). Writers
+that do not take it (`eval simulate`, in a database of its own) rebuild or fold profiles
 themselves; `rebuild_profiles` sets each user's `folded_seq` so the folder never counts an event
 twice.
 

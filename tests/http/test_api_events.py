@@ -132,6 +132,18 @@ BAD_BATCHES: list[tuple[str, Any, str]] = [
     ),
     ("wrong JSON type", [{"user_id": "u1", "type": "play", "value": "lots"}], "[0].value"),
     ("timestamp without zone", [{"user_id": "u1", "type": "play", "ts": "2026-03-02T10:00:00"}], "[0].ts"),
+    # u1 lives in Europe/Berlin: 9999-12-31T23:00Z is in year 10000 there (the fold crashed on it,
+    # stopping the profile folder for everyone); u2 in New York: year 0 for 0001-01-01T00:00Z
+    (
+        "timestamp at the end of time",
+        [{"user_id": "u1", "type": "like", "ts": "9999-12-31T23:00:00Z"}],
+        "[0].ts",
+    ),
+    (
+        "timestamp at the start of time",
+        [{"user_id": "u2", "type": "like", "ts": "0001-01-01T00:00:00Z"}],
+        "[0].ts",
+    ),
     (
         "unknown user",
         [{"user_id": "u1", "type": "play"}, {"user_id": "nobody", "type": "like"}],

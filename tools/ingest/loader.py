@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from tagloop.tools import profile_folder
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.gc_pause import gc_paused
 from tagloop.tools.ingest import records as rec
@@ -281,7 +282,12 @@ def _stage_events(cur: psycopg.Cursor[Any], events: Sequence[rec.EventRecord], *
 
 def _insert_staged_events(cur: psycopg.Cursor[Any]) -> int:
     """The staged events into `events` in file order; an id stored already, or staged before
-    (the first line of a repeated id wins), is skipped. Returns the rows inserted."""
+    (the first line of a repeated id wins), is skipped. Returns the rows inserted.
+
+    The transaction first takes the profile folder's shared ingest lock, as HTTP ingest does: the
+    insert takes event seqs long before the import commits, and a folder running meanwhile (`serve`,
+    a worker) would otherwise move its checkpoint past them and never fold them (tools/profile_folder.py)."""
+    profile_folder.hold_ingest_lock(cur.connection)
     cur.execute(
         """insert into events (id, user_id, type, item_id, ts, value, message_id, context)
            select id, user_id, type, item_id, ts, value, message_id, context

@@ -257,6 +257,11 @@ def _object(data: dict[str, Any], name: str) -> dict[str, Any]:
     return dict(value)
 
 
+# a stored time must be shown in any user's zone (offsets up to ±26 h) without leaving datetime's range
+MIN_TS = datetime(2, 1, 1, tzinfo=UTC)
+MAX_TS = datetime(9998, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
 def _ts(data: dict[str, Any], name: str, *, required: bool) -> datetime | None:
     value = data.get(name)
     if value is None:
@@ -272,9 +277,12 @@ def _ts(data: dict[str, Any], name: str, *, required: bool) -> datetime | None:
     if parsed.tzinfo is None:
         raise FieldError(name, f"has no time zone offset: {value!r} (RFC 3339 needs Z or ±hh:mm)")
     try:
-        return parsed.astimezone(UTC)
+        utc: datetime | None = parsed.astimezone(UTC)
     except OverflowError:
-        raise FieldError(name, f"is out of the supported date range: {value!r}") from None
+        utc = None
+    if utc is None or not MIN_TS <= utc <= MAX_TS:
+        raise FieldError(name, f"is out of the supported date range (years 0002-9998): {value!r}")
+    return utc
 
 
 @cache

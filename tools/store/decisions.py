@@ -241,7 +241,8 @@ select d.id, d.user_id, d.created_at, d.policy_name, d.policy_version, d.seed, d
        d.candidate_scores, d.candidate_providers, d.candidate_sources, d.source_names, d.chosen,
        d.propensities, d.channel, d.send_at, d.context, d.arms, d.outcome, d.trigger,
        exists (select 1 from messages m join events e on e.message_id = m.id::text
-               where m.decision_id = d.id and e.type in ('open', 'click')) as engaged
+               where m.decision_id = d.id and e.user_id = m.user_id
+                 and e.type in ('open', 'click')) as engaged
 from decisions d
 order by d.created_at, d.id
 """

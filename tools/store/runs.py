@@ -218,8 +218,9 @@ def request_unsubscribes(
 
 _ARM_STATS = """
 select m.user_id, m.channel, m.send_hour, count(*) as sent,
-       count(*) filter (where exists (select 1 from events e where e.message_id = m.id::text
-                                      and e.type in ('open', 'click'))) as engaged
+       count(*) filter (where exists (select 1 from events e
+                                      where e.message_id = m.id::text and e.user_id = m.user_id
+                                        and e.type in ('open', 'click'))) as engaged
 from messages m
 where m.status = 'sent' and m.sent_at >= %(since)s and (%(all)s or m.user_id = any(%(users)s))
 group by 1, 2, 3
