@@ -38,9 +38,17 @@ DECISION_NAMESPACE = uuid.UUID("1d8f3c55-9a0e-5b43-8f0e-7461676c6f70")
 class RunFacts:
     """Read once per run, shared by every batch."""
 
-    long_tail: frozenset[str] = frozenset()
+    head: frozenset[str] | None = None  # the most popular providers; None: no popularity known
     exposure: Mapping[str, float] = field(default_factory=dict)
     arms: ArmCounts = field(default_factory=ArmCounts)
+
+    def long_tail(self, providers: list[str]) -> np.ndarray:
+        """Which of `providers` are long tail: any provider outside the head, those nobody has played
+        included (an item without a provider, "", is not); none while no popularity is known."""
+        head = self.head
+        if not head:
+            return np.zeros(len(providers), bool)
+        return np.fromiter((bool(p) and p not in head for p in providers), bool, len(providers))
 
 
 # sparsevec_send: the type's binary form (big-endian int32 dim, nnz, 0, nnz int32 indices, nnz float4

@@ -97,7 +97,7 @@ def apply_policies(state: RunState, runtime: Runtime[RunContext]) -> dict[str, A
                 item_tags,
                 mix,
                 ctx.facts.exposure,
-                np.fromiter(map(ctx.facts.long_tail.__contains__, providers), bool, len(providers)),
+                ctx.facts.long_tail(providers),
                 ctx.rng_for(plan.seed, 0),
                 item_ids=ids,
                 seed=plan.seed,

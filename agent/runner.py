@@ -27,7 +27,7 @@ from tagloop.agent.pipeline import ChunkPipeline
 from tagloop.agent.runshare import RunShare
 from tagloop.agent.settings import Settings, unsubscribe_links
 from tagloop.agent.state import Plan, RunInput
-from tagloop.policies import PolicyConfig, load_policy, long_tail_providers, preset
+from tagloop.policies import PolicyConfig, head_providers, load_policy, preset
 from tagloop.tools import neighbors
 from tagloop.tools.candidates import CandidateSource, sources_named
 from tagloop.tools.gc_pause import gc_paused
@@ -195,16 +195,17 @@ group by 1
 
 
 def load_facts(conn: psycopg.Connection[Any], now: datetime, policy: PolicyConfig) -> RunFacts:
-    """Long-tail providers (by 90-day interactions), decayed position-weighted provider exposure from
-    the last two weeks of messages, and overall arm engagement — one read per run."""
+    """The head of providers by 90-day interactions (every other provider is long tail, those with
+    none included), decayed position-weighted provider exposure from the last two weeks of
+    messages, and overall arm engagement — one read per run."""
     rows = conn.execute(_PROVIDER_POPULARITY, {"since": now - timedelta(days=90), "now": now})
     popularity = {r["provider_id"]: float(r["n"]) for r in rows}
     hl = policy.fairness.exposure_half_life_days * 86400.0
     rows = conn.execute(_PROVIDER_EXPOSURE, {"now": now, "since": now - timedelta(days=14), "hl": hl})
     exposure = {r["provider_id"]: float(r["e"]) for r in rows}
     overall, _ = runs.arm_counts(conn, since=now - timedelta(days=90))
-    tail = frozenset(long_tail_providers(popularity, policy.fairness.long_tail_head_mass))
-    return RunFacts(tail, exposure, overall)
+    head = frozenset(head_providers(popularity, policy.fairness.long_tail_head_mass)) if popularity else None
+    return RunFacts(head, exposure, overall)
 
 
 def make_context(

@@ -24,6 +24,7 @@ from tagloop.policies.exploration import epsilon_slots, plackett_luce, slot_prob
 from tagloop.policies.exposure import (
     ProviderExposure,
     exposure_gini,
+    head_providers,
     long_tail_providers,
     long_tail_quota,
     long_tail_share,
@@ -63,6 +64,7 @@ __all__ = [
     "exposure_need",
     "fair_rerank",
     "has_consent",
+    "head_providers",
     "in_holdout",
     "is_quiet",
     "linear_ts_choose",

@@ -61,22 +61,31 @@ def long_tail_share(exposure_by_provider: Mapping[str, float], long_tail: Iterab
     return float(sum(v for p, v in exposure_by_provider.items() if p in tail)) / total
 
 
-def long_tail_providers(popularity: Mapping[str, float], head_mass: float = 0.8) -> set[str]:
-    """Providers outside the head: the head is the fewest most-popular providers whose popularity
-    adds up to at least `head_mass` of the total (ties broken by name, so the result is stable)."""
+def head_providers(popularity: Mapping[str, float], head_mass: float = 0.8) -> set[str]:
+    """The head: the fewest most-popular providers whose popularity adds up to at least `head_mass`
+    of the total (ties broken by name, so the result is stable). Every other provider — those with
+    no popularity at all included — is long tail."""
     if not 0.0 < head_mass <= 1.0:
         raise InvalidInput(f"head_mass must be in (0, 1], got {head_mass}")
     ranked = sorted(popularity.items(), key=lambda kv: (-kv[1], kv[0]))
     total = float(sum(max(v, 0.0) for _, v in ranked))
-    if total <= 0:
-        return set()
-    tail: set[str] = set()
+    head: set[str] = set()
     running = 0.0
     for name, value in ranked:
         if running >= head_mass * total - 1e-12:
-            tail.add(name)
+            break
+        head.add(name)
         running += max(value, 0.0)
-    return tail
+    return head
+
+
+def long_tail_providers(popularity: Mapping[str, float], head_mass: float = 0.8) -> set[str]:
+    """The providers of `popularity` outside the head (`head_providers`); empty when nobody has any
+    popularity. A provider missing from `popularity` is long tail too: test `not in head`."""
+    head = head_providers(popularity, head_mass)
+    if not head:
+        return set()
+    return set(popularity) - head
 
 
 @dataclass

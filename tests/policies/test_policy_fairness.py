@@ -18,6 +18,7 @@ from tagloop.policies import (
     exposure_gini,
     exposure_need,
     fair_rerank,
+    head_providers,
     long_tail_providers,
     long_tail_quota,
     long_tail_share,
@@ -139,6 +140,7 @@ def test_long_tail_is_what_lies_beyond_the_head_mass() -> None:
     pop = {"a": 50.0, "b": 30.0, "c": 10.0, "d": 6.0, "e": 4.0}
     assert long_tail_providers(pop, 0.8) == {"c", "d", "e"}
     assert long_tail_providers(pop, 1.0) == set()
+    assert head_providers(pop, 0.8) == {"a", "b"} and head_providers({"a": 0.0}, 0.8) == set()
 
 
 def test_exposure_decays_with_half_life_and_uses_position_weights() -> None:
