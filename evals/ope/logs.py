@@ -243,6 +243,24 @@ def _features(record: dict[str, Any]) -> list[float]:
     ]
 
 
+def _replays(replayed: np.ndarray | None, logged: list[float]) -> bool:
+    """The replayed propensities are the logged ones."""
+    return replayed is not None and np.allclose(replayed[: len(logged)], logged, rtol=1e-9, atol=1e-12)
+
+
+def _probability(value: Any, where: str) -> float:
+    p = _finite(value, where, "propensities")
+    if not 0 < p <= 1:
+        raise InvalidInput(f"{where}: each of 'propensities' must be in (0, 1], got {p:g}")
+    return p
+
+
+def _finite(value: Any, where: str, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInput(f"{where}: {name!r} must hold finite numbers, got {value!r}")
+    return float(value)
+
+
 def load_logs(path: Path, cfg: PolicyConfig, unit: Unit = "slate", min_overlap: int = 10) -> LogTask:
     """Build the feedback and the candidate policy's action distribution from a decision export;
     fewer than `min_overlap` rounds the candidate could have produced is an error (no estimate)."""
@@ -255,34 +273,35 @@ def load_logs(path: Path, cfg: PolicyConfig, unit: Unit = "slate", min_overlap: 
     checked, mismatched = 0, []
     for r in records:
         where = f"{path}:{r['_line']}"
-        if not _sent(r):
-            skipped["no_message"] += 1
-            continue
-        props = r.get("propensities")
-        if not isinstance(props, list) or len(props) != len(r["chosen"]):
-            raise InvalidInput(f"{where}: 'propensities' must list one probability per chosen item")
-        p_b = float(np.prod([float(p) for p in props])) if unit == "slate" else float(props[0])
-        if not 0 < p_b <= 1:
-            raise InvalidInput(f"{where}: the logged slate probability {p_b:g} is not in (0, 1]")
-        replayed = target_propensities(cfg, r, where, unit)
-        if unit == "top":
-            target.append(0.0 if replayed is None else float(replayed[0]))
-        else:
-            target.append(0.0 if replayed is None else float(np.prod(replayed)))
-        if r.get("policy") == cfg.name and str(r.get("version")) == cfg.version:
-            # The candidate is (by name) the logging policy: its replay must give the logged
-            # propensities; where it does not, some input was not reproduced (or the TOML differs).
-            checked += 1
-            logged = np.array([float(p) for p in props])
+        try:
+            if not _sent(r):
+                skipped["no_message"] += 1
+                continue
+            props = r.get("propensities")
+            if not isinstance(props, list) or len(props) != len(r["chosen"]):
+                raise InvalidInput(f"{where}: 'propensities' must list one probability per chosen item")
+            probs = [_probability(p, where) for p in props]
+            p_b = float(np.prod(probs)) if unit == "slate" else probs[0]
+            if not 0 < p_b <= 1:
+                raise InvalidInput(f"{where}: the logged slate probability {p_b:g} is not in (0, 1]")
+            replayed = target_propensities(cfg, r, where, unit)
             if unit == "top":
-                logged = logged[:1]
-            if replayed is None or not np.allclose(replayed[: logged.size], logged, rtol=1e-9, atol=1e-12):
-                mismatched.append(r.get("decision_id") or where)
-        pscore.append(p_b)
-        reward.append(float(r.get("reward") or 0.0))
-        rows.append(_features(r))
-        name = f"{r.get('policy', '?')}@{r.get('version', '?')}"
-        logging[name] = logging.get(name, 0) + 1
+                target.append(0.0 if replayed is None else float(replayed[0]))
+            else:
+                target.append(0.0 if replayed is None else float(np.prod(replayed)))
+            if r.get("policy") == cfg.name and str(r.get("version")) == cfg.version:
+                # The candidate is (by name) the logging policy: its replay must give the logged
+                # propensities; where it does not, an input was not reproduced (or the TOML differs).
+                checked += 1
+                if not _replays(replayed, probs[:1] if unit == "top" else probs):
+                    mismatched.append(r.get("decision_id") or where)
+            pscore.append(p_b)
+            reward.append(_finite(r.get("reward") or 0.0, where, "reward"))
+            rows.append(_features(r))
+            name = f"{r.get('policy', '?')}@{r.get('version', '?')}"
+            logging[name] = logging.get(name, 0) + 1
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:  # a field of the wrong type
+            raise InvalidInput(f"{where}: malformed decision record ({type(exc).__name__}: {exc})") from None
     if not rows:
         raise InvalidInput(f"{path}: no decision that sent a message (nothing to evaluate)")
     overlap = int(np.count_nonzero(target))

@@ -19,6 +19,7 @@ one-hot (action context). The user-item affinity columns are not used (almost al
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,11 +61,21 @@ def _read_csv(path: Path, needed: tuple[str, ...]) -> dict[str, list[str]]:
     return cols
 
 
-def _numbers(path: Path, name: str, values: list[str], kind: type) -> np.ndarray:
-    try:
-        return np.array([kind(float(v)) for v in values])
-    except ValueError as exc:
-        raise InvalidInput(f"{path}: column {name} must be numeric ({exc})") from None
+def _numbers(path: Path, name: str, values: Sequence[str | None], kind: type) -> np.ndarray:
+    """A column as finite numbers (`int`: whole numbers), or InvalidInput naming the data row."""
+    out = np.empty(len(values), dtype=np.int64 if kind is int else np.float64)
+    for row, text in enumerate(values, start=1):
+        if text is None:
+            raise InvalidInput(f"{path}: data row {row} is too short (no {name})")
+        try:
+            value = float(text)
+        except ValueError:
+            raise InvalidInput(f"{path}: data row {row}: {name} must be a number, got {text!r}") from None
+        if not np.isfinite(value) or (kind is int and value != int(value)):
+            what = "a whole number" if kind is int else "a finite number"
+            raise InvalidInput(f"{path}: data row {row}: {name} must be {what}, got {text!r}")
+        out[row - 1] = value
+    return out
 
 
 def one_hot(values: list[str]) -> np.ndarray:
@@ -82,6 +93,9 @@ def _load_logs(root: Path, policy: str, campaign: str) -> dict[str, np.ndarray]:
     out["context"] = np.hstack([one_hot(cols[c]) for c in USER_COLUMNS])
     if out["position"].min() < 1:
         raise InvalidInput(f"{path}: positions are numbered from 1")
+    if not np.isin(out["click"], (0.0, 1.0)).all():
+        row = int(np.flatnonzero(~np.isin(out["click"], (0.0, 1.0)))[0]) + 1
+        raise InvalidInput(f"{path}: data row {row}: click must be 0 or 1")
     out["position"] = out["position"] - 1
     return out
 

@@ -143,3 +143,41 @@ def test_obd_all_recommended_estimator_is_accurate_and_covers_the_truth(obd_dir:
     lo, hi = payload["ci95"][rec]
     assert lo <= truth <= hi
     assert payload["relative_error"][rec] < payload["relative_error"]["ips"]
+
+
+def _spoil(path: Path, row: int, column: str, value: str | None) -> None:
+    """Set `column` of data row `row` (1-based) to `value`; None cuts the row after three fields."""
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    header = rows[0]
+    if value is None:
+        rows[row] = rows[row][:3]
+    else:
+        rows[row][header.index(column)] = value
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+
+
+@pytest.mark.parametrize(
+    ("policy", "column", "value", "message"),
+    [
+        ("random", "click", None, "data row 4 is too short (no position)"),
+        ("random", "click", "nan", "data row 4: click must be a finite number"),
+        ("bts", "click", "nan", "data row 4: click must be a finite number"),
+        ("random", "click", "7", "data row 4: click must be 0 or 1"),
+        ("random", "click", "-1", "data row 4: click must be 0 or 1"),
+        ("random", "item_id", "3.7", "data row 4: item_id must be a whole number"),
+        ("random", "position", "1.5", "data row 4: position must be a whole number"),
+        ("random", "propensity_score", "abc", "data row 4: propensity_score must be a number"),
+    ],
+)
+def test_a_bad_value_in_an_obd_log_names_its_row(
+    tmp_path: Path, policy: str, column: str, value: str | None, message: str
+) -> None:
+    """Short rows were a TypeError traceback, NaN clicks printed NaN estimates (not JSON) with exit 0,
+    and 7 / -1 / 3.7 / 1.5 were taken as they came or truncated."""
+    write_obd_layout(tmp_path, "all", np.random.default_rng(6), n=100)
+    _spoil(tmp_path / policy / "all" / "all.csv", 4, column, value)
+    code, out, err = _run("--obd", str(tmp_path), "--n-boot", "20", "--json")
+    assert (code, out) == (2, ""), err
+    assert message in err and "Traceback" not in err

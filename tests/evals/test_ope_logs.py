@@ -183,6 +183,29 @@ def test_eval_ope_logs_bad_input_is_a_clear_error(
     assert "Traceback" not in out.output
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"reward": "abc"}, "'reward' must hold finite numbers, got 'abc'"),
+        ({"reward": float("nan")}, "'reward' must hold finite numbers, got nan"),
+        ({"propensities": ["x", 0.5, 0.5]}, "'propensities' must hold finite numbers, got 'x'"),
+        ({"propensities": [2.0, 0.1, 0.1]}, "each of 'propensities' must be in (0, 1], got 2"),
+        ({"context": [1, 2]}, "malformed decision record (AttributeError"),
+        ({"context": {"local_hour": "noon"}}, "malformed decision record (ValueError"),
+    ],
+)
+def test_a_field_of_the_wrong_type_names_its_line(
+    tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    """Each of these was a Python traceback (or NaN estimates printed as non-JSON, exit 0)."""
+    records, _ = synthetic_log(40, seed=8)
+    records[1] = {**records[1], **change}
+    path = write_jsonl(tmp_path / "d.jsonl", records)
+    with pytest.raises(InvalidInput) as err:
+        load_logs(path, GREEDY)
+    assert str(err.value).startswith(f"{path}:2: ") and message in str(err.value), str(err.value)
+
+
 def test_top_slot_unit_uses_the_first_propensity_and_pads_to_the_policys_k(tmp_path: Path) -> None:
     records, _ = synthetic_log(300, seed=7)
     bigger = parse_policy({**BASE, "k": 5, "exploration": {"epsilon": 0.2}})
