@@ -22,11 +22,13 @@ log = logging.getLogger("tagloop.http")
 class FieldErrors(InvalidInput):
     """Invalid input naming each field at fault, e.g. `[3].ts` for the fourth event of a batch."""
 
-    def __init__(self, errors: Sequence[tuple[str, str]]) -> None:
+    def __init__(self, errors: Sequence[tuple[str, str]], *, read: bool = False) -> None:
+        """`read`: the request only reads (no "nothing was stored" in the detail)."""
         self.errors = list(errors)
         shown = "; ".join(f"{f}: {r}" for f, r in self.errors[:5])
         more = f" (and {len(self.errors) - 5} more)" if len(self.errors) > 5 else ""
-        super().__init__(f"{len(self.errors)} invalid field(s); nothing was stored: {shown}{more}")
+        effect = "" if read else "; nothing was stored"
+        super().__init__(f"{len(self.errors)} invalid field(s){effect}: {shown}{more}")
 
 
 class Unauthorized(TagloopError):

@@ -194,7 +194,7 @@ def get_events(
     before: datetime | None = None,
 ) -> dict[str, Any]:
     if before is not None and before.tzinfo is None:
-        raise FieldErrors([("before", "has no time zone offset (RFC 3339 needs Z or ±hh:mm)")])
+        raise FieldErrors([("before", "has no time zone offset (RFC 3339 needs Z or ±hh:mm)")], read=True)
     with state.pool.connection() as conn:
         return services.events_page(conn, user_id, limit=limit, before=before)
 

@@ -51,6 +51,9 @@ def test_events_page_is_newest_first_and_pages_without_gaps(client: TestClient) 
     first = client.get("/v1/users/u1/events", headers=AUTH).json()["events"]
     assert [e["ts"][:10] for e in first] == sorted((e["ts"][:10] for e in first), reverse=True)
     assert client.get("/v1/users/nobody/events", headers=AUTH).status_code == 404
+    naive = client.get("/v1/users/u1/events", params={"before": "2026-03-02T10:00:00"}, headers=AUTH)
+    assert naive.status_code == 422 and naive.json()["errors"][0]["field"] == "before"
+    assert "stored" not in naive.json()["detail"]  # a read stores nothing anyway
 
 
 def test_profile_shows_tags_timing_devices_sources_at_once(client: TestClient) -> None:
