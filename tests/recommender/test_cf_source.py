@@ -21,6 +21,7 @@ from tagloop.tools.ingest import loader
 from tagloop.tools.ingest.records import parse_event, parse_user
 from tagloop.tools.messaging.channels import FileChannel
 from tagloop.tools.recommender import fold_batch, serving
+from tagloop.tools.recommender import history as user_history
 from tagloop.tools.recommender import source as cf_source
 from tagloop.tools.recommender.source import CFSource
 from tagloop.tools.recommender.train import train
@@ -152,8 +153,8 @@ def test_the_history_read_looks_up_each_users_last_event_once(
     db: psycopg.Connection[Any], trained: serving.Served
 ) -> None:
     users = ["u0", "u1", "u2"]
-    params = {"weights": serving.WEIGHTS_JSON, "users": users}
-    row = db.execute("explain (analyze, format json) " + serving.HISTORY, params).fetchone()
+    params = {"weights": user_history.WEIGHTS_JSON, "users": users}
+    row = db.execute("explain (analyze, format json) " + user_history.HISTORY, params).fetchone()
     assert row is not None
 
     def nodes(node: dict[str, Any]) -> list[dict[str, Any]]:

@@ -125,6 +125,55 @@ def test_a_new_release_reaches_its_fans_with_a_reason(
     assert rock_fan is not None and "jazz-new" not in {r.item_id for r in rock_fan}
 
 
+def test_an_item_placed_before_it_had_tags_is_placed_again_when_tagged(
+    db: psycopg.Connection[Any], trained: serving.Served
+) -> None:
+    """Its zero vector used to stay until the next training, however it was tagged meanwhile."""
+    loader.store_items(db, [parse_item({"id": "late", "title": "Late", "provider": "late-artist"})])
+    db.commit()
+    assert serving.place_new_items(db, trained, force=True) == 1
+    norm = "select vector_norm(vec) as n, stale from item_vectors where item_id = 'late'"
+    assert db.execute(norm).fetchone() == {"n": 0.0, "stale": False}
+    loader.store_items(db, [parse_item({"id": "late", "provider": "late-artist", "tags": {"jazz": 1.0}})])
+    db.commit()
+    assert db.execute(norm).fetchone()["stale"] is True  # type: ignore[index]
+    assert serving.place_new_items(db, trained, force=True) == 1
+    placed = db.execute(norm).fetchone()
+    assert placed is not None and placed["n"] > 0 and placed["stale"] is False
+    assert serving.place_new_items(db, trained, force=True) == 0  # nothing changed since
+    fan = serving.recommend(db, "u2", 12, now=NOW, served=trained)  # u2 plays jazz
+    assert fan is not None and "late" in {r.item_id for r in fan}
+
+
+def test_plays_of_items_added_after_training_shape_the_users_recommendations(
+    db: psycopg.Connection[Any], trained: serving.Served
+) -> None:
+    """A fan of new releases only: their plays used to be dropped (the model does not know the
+    items), so they got the popularity list; the items' tags now speak for them."""
+    loader.store_items(db, _items(["techno-new"], NOW - timedelta(days=1)))
+    loader.store_users(db, [parse_user({"id": "newfan", "timezone": "UTC"})])
+    play = {"id": "nf", "user_id": "newfan", "type": "like", "item_id": "techno-new", "ts": NOW.isoformat()}
+    loader.store_events(db, [parse_event(play, now=NOW)])
+    db.commit()
+    serving.place_new_items(db, trained, force=True)
+    recs = serving.recommend(db, "newfan", 5, now=NOW, served=trained)
+    assert recs is not None and recs and all(r.item_id.startswith("techno-") for r in recs), recs
+    assert "techno-new" not in {r.item_id for r in recs}  # seen
+
+
+@pytest.mark.parametrize("spelling", ["Jazz", " jazz ", "JAZZ"])
+def test_declared_interests_are_matched_like_item_tags(
+    db: psycopg.Connection[Any], trained: serving.Served, spelling: str
+) -> None:
+    loader.store_users(
+        db, [parse_user({"id": "spelled", "timezone": "UTC", "attributes": {"interests": [spelling]}})]
+    )
+    db.commit()
+    recs = serving.recommend(db, "spelled", 5, now=NOW, served=trained)
+    assert recs is not None and all(r.item_id.startswith("jazz") for r in recs)
+    assert serving.parse_interests(["Hip Hop", "hip-hop", "R&B"]) == {"hip-hop": 2.0, "r-and-b": 1.0}
+
+
 def test_cold_users_get_their_declared_interests_or_popularity(
     db: psycopg.Connection[Any], trained: serving.Served
 ) -> None:
@@ -148,6 +197,17 @@ def test_every_recommendation_has_a_short_human_reason(
     assert recs is not None and len(recs) == 8
     assert all(r.reason and len(r.reason) < 120 for r in recs)
     assert any(r.reason.startswith("because you") for r in recs)
+
+
+def test_a_reason_that_names_a_played_item_uses_its_title(
+    db: psycopg.Connection[Any], trained: serving.Served
+) -> None:
+    """ "because you played 12434" named the raw id: the title was not looked up."""
+    played = [r for u in range(60) for r in serving.recommend(db, f"u{u}", 10, now=NOW, served=trained) or []]
+    named = [r.reason for r in played if r.reason.startswith("because you played ")]
+    titles = {f"{g}-{i}".upper() for g in GENRES for i in range(10)}
+    assert named, "no reason names a played item in this world"
+    assert all(reason.removeprefix("because you played ") in titles for reason in named), named[:3]
 
 
 def test_cf_source_batch_equals_single_user_serving(
@@ -183,3 +243,36 @@ def test_cf_source_looks_the_active_model_up_once_per_max_age(
     source.fetch(db, ["u0"], 5, NOW + source.max_age)
     source.fetch(db, ["u0"], 5, NOW - timedelta(seconds=1))  # an earlier clock: looked up again
     assert len(lookups) == 3
+
+
+def test_a_new_model_is_loaded_once_per_process_however_many_threads_ask(
+    db_url: str, trained: serving.Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a training every pool thread loaded its own copy at once: 8 threads took 9 s."""
+    import threading
+
+    from tagloop.tools.store import db as store_db
+
+    loads = []
+    load_files = pg.load_files
+    monkeypatch.setattr(pg, "load_files", lambda conn, model: loads.append(model) or load_files(conn, model))
+    serving._CACHE.clear()
+    conns = [store_db.connect(db_url, migrate_schema=False) for _ in range(6)]
+    start = threading.Barrier(len(conns))
+    got: list[int] = []
+
+    def ask(conn: psycopg.Connection[Any]) -> None:
+        start.wait()
+        served = serving.active(conn)
+        got.append(served.row.id if served else -1)
+
+    threads = [threading.Thread(target=ask, args=(c,)) for c in conns]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for c in conns:
+            c.close()
+    assert got == [trained.row.id] * len(conns) and loads == [trained.row.id]

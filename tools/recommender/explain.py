@@ -25,7 +25,7 @@ POPULAR = "popular with listeners right now"
 
 def _name(model: RecModel, index: int, names: Mapping[str, str] | None) -> str:
     item_id = str(model.item_ids[index])
-    return names.get(item_id, item_id) if names else item_id
+    return names.get(item_id, item_id) if names is not None else item_id
 
 
 def explain(

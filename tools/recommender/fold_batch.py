@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 
 from tagloop.tools.recommender import pg
-from tagloop.tools.recommender.serving import RAW_WEIGHT, WEIGHTS_JSON, Served, parse_interests
+from tagloop.tools.recommender.history import RAW_WEIGHT, WEIGHTS_JSON, Served, parse_interests
 
 _INPUTS = f"""
 select u.id, u.attributes -> 'interests', coalesce(h.items, array[]::text[]),

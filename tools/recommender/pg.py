@@ -115,7 +115,7 @@ def copy_item_vectors(
 _INSERT_ITEM_VECTORS = """
 insert into item_vectors (model_id, item_id, vec, cold)
 select %(m)s, s.item_id, s.vec, %(cold)s from unnest(%(ids)s::text[], %(vecs)b::vector[]) as s(item_id, vec)
-on conflict (model_id, item_id) do nothing
+on conflict (model_id, item_id) do update set vec = excluded.vec, stale = false where item_vectors.stale
 returning item_id
 """
 
@@ -129,8 +129,8 @@ def insert_item_vectors(
     cold: bool = False,
 ) -> int:
     """Add vectors for a few items in one statement (works in pipeline mode, unlike COPY); items
-    that already have one for the model (placed meanwhile by another process) keep it. Returns
-    the number added."""
+    that already have one for the model (placed meanwhile by another process) keep it, unless it
+    is stale (its tags changed since: migration 0077). Returns the number written."""
     if not len(item_ids):
         return 0
     params = {
@@ -188,12 +188,15 @@ def active_model(conn: psycopg.Connection[Any]) -> ModelRow | None:
 
 
 def items_without_vectors(conn: psycopg.Connection[Any], model_id: int) -> dict[str, dict[str, float]]:
-    """Items added after the model was trained, with their confident tags {name: weight}."""
+    """Items added after the model was trained, and cold items whose tags changed since they were
+    placed (stale), with their confident tags {name: weight}."""
     rows = conn.execute(
-        """select i.id, t.name, it.weight from items i
+        """select i.id, t.name, it.weight
+           from items i
            left join item_tags it on it.item_id = i.id and it.confidence >= 0.5
            left join tags t on t.id = it.tag_id
-           where not exists (select 1 from item_vectors v where v.model_id = %(m)s and v.item_id = i.id)""",
+           where not exists (select 1 from item_vectors v where v.model_id = %(m)s and v.item_id = i.id)
+              or i.id in (select v.item_id from item_vectors v where v.model_id = %(m)s and v.stale)""",
         {"m": model_id},
     ).fetchall()
     out: dict[str, dict[str, float]] = {}

@@ -22,10 +22,10 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
+import threading
 import time
-from collections import defaultdict
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,35 +35,21 @@ import numpy as np
 import psycopg
 
 from tagloop.tools.recommender import pg
-from tagloop.tools.recommender.confidence import EVENT_WEIGHTS, confidence_vector
+from tagloop.tools.recommender.confidence import confidence_vector
 from tagloop.tools.recommender.explain import POPULAR, explain
-from tagloop.tools.recommender.model import RecModel
+from tagloop.tools.recommender.history import (
+    History,
+    Served,
+    histories,
+    histories_of,
+    parse_interests,
+    read_histories,
+)
 from tagloop.tools.recommender.store import load
 from tagloop.tools.recommender.tags import profile_vector
 
 NEW_ITEM_INTERVAL = 60.0
 NEW_RELEASE = timedelta(days=30)
-WEIGHTS_JSON = json.dumps(EVENT_WEIGHTS)
-
-
-@dataclass
-class Served:
-    row: pg.ModelRow
-    model: RecModel
-    index: dict[str, int]
-    tag_index: dict[str, int]
-    placed_at: float = 0.0
-
-
-@dataclass
-class History:
-    item_idx: np.ndarray
-    weights: np.ndarray
-    seen: list[str]
-    providers: set[str]
-    interests: dict[str, float]
-    event_seq: int = 0  # the user's last event (events.seq) when read; 0 for none
-    declared: Any = None  # the raw `users.attributes -> 'interests'` JSON
 
 
 @dataclass(frozen=True)
@@ -77,13 +63,24 @@ class Recommendation:
 
 
 _CACHE: dict[int, Served] = {}
+_LOADING = threading.Lock()  # one load per process: a new model reached every pool thread at once
 
 
 def active(conn: psycopg.Connection[Any]) -> Served | None:
-    """The active model (cached per process by id), or None when nothing is trained."""
+    """The active model (cached per process by id), or None when nothing is trained. After a
+    training, the first request loads the new model (~1 s on Last.fm) while the process's other
+    requests wait for it instead of each loading their own copy (8 threads took 9 s)."""
     row = pg.active_model(conn)
     if row is None:
         return None
+    served = _CACHE.get(row.id)
+    if served is not None and served.row.trained_at == row.trained_at:
+        return served
+    with _LOADING:
+        return _load(conn, row)
+
+
+def _load(conn: psycopg.Connection[Any], row: pg.ModelRow) -> Served:
     served = _CACHE.get(row.id)
     if served is None or served.row.trained_at != row.trained_at:  # ids repeat after a restore
         meta, arrays = pg.load_files(conn, row.id)
@@ -119,80 +116,6 @@ def place_new_items(conn: psycopg.Connection[Any], served: Served, *, force: boo
     return pg.insert_item_vectors(conn, served.row.id, ids, vecs, cold=True)
 
 
-# one raw weight per (user, item) as train.py computes it, over the user's events `e`
-RAW_WEIGHT = """sum(coalesce((%(weights)s::jsonb ->> e.type)::float8, 1.0)
-               * case when e.value > 0 then e.value else 1.0 end)"""
-HISTORY = f"""
-select u.id as user_id, u.attributes -> 'interests' as interests, h.item_id, h.provider_id, h.w,
-       m.id as model_id, m.trained_at, s.event_seq
-from users u
-left join rec_models m on m.status = 'active'
-cross join lateral (  -- once per user: in the select list it ran once per history row
-    select coalesce(max(e.seq), 0) as event_seq from events e where e.user_id = u.id
-) s
-left join lateral (
-    select e.item_id, i.provider_id, {RAW_WEIGHT} as w
-    from events e left join items i on i.id = e.item_id
-    where e.user_id = u.id and e.item_id is not null
-    group by e.item_id, i.provider_id
-) h on true
-where u.id = any(%(users)s)
-"""
-
-
-def histories(conn: psycopg.Connection[Any], served: Served, user_ids: list[str]) -> dict[str, History]:
-    """Each user's model-indexed history, seen items, played providers and declared interests
-    (one statement); unknown users get an empty history."""
-    return _read_histories(conn, served, user_ids)[0]
-
-
-def _read_histories(
-    conn: psycopg.Connection[Any], served: Served, user_ids: list[str]
-) -> tuple[dict[str, History], tuple[int, datetime] | None]:
-    """`histories` and the active model's (id, trained_at) as seen by the same statement."""
-    return _histories_of(
-        served, user_ids, conn.execute(HISTORY, {"weights": WEIGHTS_JSON, "users": user_ids})
-    )
-
-
-def _histories_of(
-    served: Served, user_ids: list[str], result: Any
-) -> tuple[dict[str, History], tuple[int, datetime] | None]:
-    rows: dict[str, list[tuple[str, str | None, float]]] = defaultdict(list)
-    interests: dict[str, dict[str, float]] = {}
-    raw: dict[str, tuple[int, Any]] = {}
-    stamp = None
-    for r in result:
-        user = r["user_id"]
-        if user not in raw:  # the user's columns repeat on each of their rows
-            interests[user] = parse_interests(r["interests"])
-            raw[user] = (int(r["event_seq"]), r["interests"])
-            stamp = (int(r["model_id"]), r["trained_at"]) if r["model_id"] is not None else None
-        if r["item_id"] is not None:
-            rows[user].append((r["item_id"], r["provider_id"], float(r["w"])))
-    out = {}
-    for u in user_ids:
-        found = rows.get(u, [])
-        known = [(served.index[i], w) for i, _, w in found if i in served.index]
-        out[u] = History(
-            np.asarray([k for k, _ in known], dtype=np.int64),
-            np.asarray([w for _, w in known]),
-            [i for i, _, _ in found],
-            {p for _, p, w in found if p and w > 0},
-            interests.get(u, {}),
-            *raw.get(u, (0, None)),
-        )
-    return out, stamp
-
-
-def parse_interests(value: Any) -> dict[str, float]:
-    if isinstance(value, list):
-        return {str(t).lower(): 1.0 for t in value}
-    if isinstance(value, dict):
-        return {str(t).lower(): float(w) for t, w in value.items() if isinstance(w, int | float) and w > 0}
-    return {}
-
-
 def user_vector(served: Served, history: History) -> np.ndarray:
     return served.model.user_vector(history.item_idx, history.weights, history.interests or None)
 
@@ -223,9 +146,7 @@ def _current_histories(
 ) -> tuple[Served, History] | None:
     """The user's history under the active model (reloaded when it was retrained since `served`)."""
     found, stamp = (
-        _histories_of(served, [user_id], read)
-        if read is not None
-        else _read_histories(conn, served, [user_id])
+        histories_of(served, [user_id], read) if read is not None else read_histories(conn, served, [user_id])
     )
     if stamp != (served.row.id, served.row.trained_at):  # retrained since: load the new model
         new = active(conn)
@@ -307,17 +228,25 @@ def recommend(
         )
     return [
         Recommendation(h.item_id, h.title, h.provider, h.score, r, h.cold)
-        for h, r in zip(hits, reasons(served, history, hits, now), strict=True)
+        for h, r in zip(hits, reasons(served, history, hits, now, _Titles(conn)), strict=True)
     ]
 
 
-def reasons(served: Served, history: History, hits: list[pg.Hit], now: datetime) -> list[str]:
-    """One short human reason per hit (see the module docstring); the facts come with the hits."""
+def reasons(
+    served: Served,
+    history: History,
+    hits: list[pg.Hit],
+    now: datetime,
+    names: Mapping[str, str] | None = None,
+) -> list[str]:
+    """One short human reason per hit (see the module docstring); the facts come with the hits,
+    the titles of history items a reason names from `names` (by item id)."""
     if not hits:
         return []
     model = served.model
     idx = np.asarray([served.index.get(h.item_id, -1) for h in hits], dtype=np.int64)
-    base = explain(model, history.item_idx, history.weights, np.maximum(idx, 0), history.interests or None)
+    interests = history.interests or None
+    base = explain(model, history.item_idx, history.weights, np.maximum(idx, 0), interests, names)
     profile = _profile(served, history) if (idx < 0).any() or any(h.cold for h in hits) else None
     out = []
     for h, i, because in zip(hits, idx, base, strict=True):
@@ -329,6 +258,28 @@ def reasons(served: Served, history: History, hits: list[pg.Hit], now: datetime)
         else:
             out.append(because)
     return out
+
+
+class _Titles(Mapping[str, str]):
+    """Item titles read when a reason names a history item ("because you played Slowdive"), which
+    few do: one small query each, none for the reasons that name tags."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn, self.known = conn, dict[str, str]()
+
+    def __getitem__(self, item_id: str) -> str:
+        if item_id not in self.known:
+            row = self.conn.execute("select title from items where id = %(id)s", {"id": item_id}).fetchone()
+            if row is None or not row["title"]:
+                raise KeyError(item_id)
+            self.known[item_id] = row["title"]
+        return self.known[item_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.known)
+
+    def __len__(self) -> int:
+        return len(self.known)
 
 
 def _profile(served: Served, history: History) -> np.ndarray:
