@@ -5,7 +5,11 @@ serving.histories compute them) and declared interests. One row per user, the hi
 arrays read in binary, costs a fraction of `serving.histories` (a row per item read as a dict, the
 provider joined for the reasons): ~0.05 against ~0.4 ms of client time per user on the demo data.
 `send` restricts the statement to the users whose stored vector (`rec_user_vectors`) is not fresh,
-so the agent can send it ahead with the chunk's search before knowing who is stale."""
+so the agent can send it ahead with the chunk's search before knowing who is stale.
+
+Plays of items added after training are left out here (the items are not in the model); the HTTP
+path (`history.histories_of`) folds their tags in as interests, and the vector it stores is what
+this source then reads while it is fresh."""
 
 from __future__ import annotations
 
