@@ -87,6 +87,41 @@ def test_incremental_updates_match_a_full_rebuild(catalogue: psycopg.Connection[
         assert incremental[tag] == pytest.approx(w, rel=1e-4)
 
 
+def test_a_rebuild_keeps_what_the_profile_learned_from_the_context(
+    catalogue: psycopg.Connection[Any],
+) -> None:
+    """A rebuild (`tagloop profiles rebuild`, `import lastfm`, `demo`) wiped devices, sources,
+    regions and per-channel engagement, and turned a skip-only user into "8 plays" (the next skip
+    then weighed 18x what the user's own skip rate gives)."""
+    db = catalogue
+    decision, message = str(uuid.uuid4()), str(uuid.uuid4())
+    db.execute(
+        """insert into decisions (id, user_id, policy_name, policy_version, seed, candidates, chosen,
+                  propensities, channel, outcome) values (%(d)s, 'b', 'p', '1', 1, '[]', '[]', '{}', 'email',
+                  'message')""",
+        {"d": decision},
+    )
+    db.execute(
+        """insert into messages (id, decision_id, user_id, channel, title, body, send_at)
+                  values (%(m)s, %(d)s, 'b', 'email', 't', 'b', now())""",
+        {"m": message, "d": decision},
+    )
+    db.commit()
+    context = {"device": "ios", "source": "radio", "country": "DE"}
+    events = [ev("b", "skip", f"s{n % 3 + 1}", NOW - timedelta(hours=n), context=context) for n in range(6)]
+    events += [ev("b", "open", None, NOW, message_id=message, context={"device": 7})]
+    fold(db, events)
+    learned = load_profiles(db, ["b"])["b"].stats
+    with db.transaction():
+        rebuild_profiles(db, now=NOW, half_life_days=CONFIG.half_life_days, user_ids=["b"])
+    rebuilt = load_profiles(db, ["b"])["b"].stats
+    learned["counts"] = {t: n for t, n in learned["counts"].items() if n}  # a new profile starts at 0
+    for key in ("counts", "devices", "sources", "regions", "channels", "skip_rate"):
+        assert rebuilt[key] == learned[key], key
+    assert rebuilt["counts"] == {"skip": 6, "open": 1} and rebuilt["devices"] == {"ios": 6}
+    assert rebuilt["channels"] == {"email": {"open": 1}}
+
+
 def test_a_like_raises_and_a_dislike_lowers_the_items_tags_at_once(
     catalogue: psycopg.Connection[Any],
 ) -> None:

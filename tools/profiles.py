@@ -98,6 +98,43 @@ where (%(all)s or e.user_id = any(%(users)s)) and e.ts <= %(now)s
 group by e.user_id
 """
 
+# what the online update counts besides tags (tools/online.py `_fold`): events per type (skip
+# calibration), devices, sources and regions from the context, and engagement per channel with the
+# user's own messages
+_CONTEXT_STATS = """
+with ev as (
+    select user_id, type, context, message_id,
+           coalesce(nullif(context ->> 'region', ''), nullif(context ->> 'location', ''),
+                    nullif(context ->> 'country', '')) as region
+    from events
+    where (%(all)s or user_id = any(%(users)s)) and ts <= %(now)s
+), labelled as (
+    select user_id, 'counts' as stat, type as k from ev
+    union all
+    select user_id, 'devices', left(context ->> 'device', 64) from ev
+    where jsonb_typeof(context -> 'device') = 'string' and context ->> 'device' <> ''
+    union all
+    select user_id, 'sources', left(context ->> 'source', 64) from ev
+    where jsonb_typeof(context -> 'source') = 'string' and context ->> 'source' <> ''
+    union all
+    select user_id, 'regions', left(region, 64) from ev where region is not null
+), counted as (
+    select user_id, stat, jsonb_object_agg(k, n) as j
+    from (select user_id, stat, k, count(*) as n from labelled group by 1, 2, 3) c group by 1, 2
+), channels as (
+    select user_id, 'channels' as stat, jsonb_object_agg(channel, j) as j from (
+        select user_id, channel, jsonb_object_agg(type, n) as j from (
+            select ev.user_id, m.channel, ev.type, count(*) as n
+            from ev join messages m on m.id::text = ev.message_id and m.user_id = ev.user_id
+            group by 1, 2, 3
+        ) t group by 1, 2
+    ) c group by 1
+)
+select user_id, jsonb_object_agg(stat, j) as stats
+from (select * from counted union all select * from channels) s
+group by user_id
+"""
+
 _UPSERT = """
 insert into user_profiles (user_id, tags, decayed_to, n_events, stats, hour_of_week, folded_seq, updated_at)
 values (%(user_id)s, %(tags)s, %(now)s, %(n_events)s, %(stats)s, %(hour_of_week)s, %(folded_seq)s, now())
@@ -114,7 +151,10 @@ def rebuild_profiles(
 
     The database aggregates events to one decayed, signed weight per (user, item); the user × tag
     matrix is then one sparse product with the item × tag matrix, keeping each user's
-    `MAX_PROFILE_TAGS` strongest tags."""
+    `MAX_PROFILE_TAGS` strongest tags. The counts the online update keeps are recounted too
+    (events per type, devices, sources, regions, engagement per channel: `_CONTEXT_STATS`), so a
+    rebuild keeps what the profile learned from the context. Not rebuilt: the replay bonus of
+    repeated listens and per-source tag weights (the online update adds them from then on)."""
     params = {
         "all": user_ids is None,
         "users": user_ids or [],
@@ -123,12 +163,13 @@ def rebuild_profiles(
         "weights": json.dumps(EVENT_WEIGHTS),
     }
     tags_by_user = _tag_weights(conn, params)
+    counted = {r["user_id"]: r["stats"] for r in conn.execute(_CONTEXT_STATS, params)}
     rows = []
     for r in conn.execute(_STATS, params):
         histogram = [0] * 168
         for slot in r["how"]:
             histogram[slot] += 1
-        stats = {"skip_rate": round(float(r["skip_rate"]), 4)}
+        stats = {"skip_rate": round(float(r["skip_rate"]), 4), **counted.get(r["user_id"], {})}
         rows.append(
             {
                 "user_id": r["user_id"],
