@@ -163,7 +163,7 @@ def test_a_heavy_skipper_loses_less_per_skip(catalogue: psycopg.Connection[Any])
     shoegaze = catalogue.execute("select id from tags where name = 'shoegaze'").fetchone()["id"]
     assert b.tags[shoegaze] < 0 and c.tags[shoegaze] < 0
     assert abs(b.tags[shoegaze]) < abs(c.tags[shoegaze])
-    assert b.stats["skip_rate"] > 0.8 > 0.25 > c.stats["skip_rate"]
+    assert b.stats["skip_rate"] > 0.7 > 0.25 > c.stats["skip_rate"]  # 9 of 10 and 2 of 10, with the prior
 
 
 def test_hour_of_week_is_in_the_users_time_zone(catalogue: psycopg.Connection[Any]) -> None:

@@ -4,14 +4,23 @@ skips are calibrated per user, and the hour-of-week histogram is in the user's o
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from tagloop.tools.ingest.loader import import_file
-from tagloop.tools.profiles import decay, event_weight, load_profiles, rebuild_profiles, request_profiles
+from tagloop.tools.profiles import (
+    decay,
+    event_weight,
+    load_profiles,
+    rebuild_profiles,
+    request_profiles,
+    skip_rate,
+)
 
 NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)  # a Monday
 
@@ -82,6 +91,16 @@ def test_heavy_skippers_lose_less_per_skip() -> None:
     assert event_weight("skip", None, skip_rate=0.9) > event_weight("skip", None, skip_rate=0.1)
     assert event_weight("skip", None, skip_rate=0.9) < 0
     assert abs(decay(30 * 86400, 30) - 0.5) < 1e-12
+
+
+def test_a_new_users_first_skip_counts_like_a_typical_listeners() -> None:
+    """Without a prior the first skip of a new user was a skip rate of 1 and weighed 0.025, a
+    twentieth of a normal skip; a play count of 1e308 added 709 to each tag (177 likes)."""
+    first = event_weight("skip", None, skip_rate=skip_rate(1, 1))
+    typical = event_weight("skip", None, skip_rate=0.25)
+    assert first == pytest.approx(-0.3) and abs(first) > 0.5 * abs(typical)
+    assert skip_rate(900, 1000) == pytest.approx(0.9, abs=0.01)  # evidence outweighs the prior
+    assert event_weight("play", 1e308) == event_weight("play", 1e6) == pytest.approx(math.log1p(1e6))
 
 
 def test_hour_of_week_histogram_is_in_the_users_zone(db: psycopg.Connection[Any], tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ import orjson
 import psycopg
 
 from tagloop.tools.ingest.records import EventRecord
-from tagloop.tools.profiles import decay, event_weight, sparsevec_parse, sparsevec_text
+from tagloop.tools.profiles import decay, event_weight, skip_rate, sparsevec_parse, sparsevec_text
 from tagloop.tools.store.users import json_param
 
 POSITIVE = frozenset({"like", "save", "add_to_playlist", "share", "complete"})
@@ -222,8 +222,8 @@ def _fold(
     for e in events:
         counts[e.type] = counts.get(e.type, 0) + 1
     listened = sum(counts.get(t, 0) for t in ("skip", "play", "complete"))
-    skip_rate = counts.get("skip", 0) / max(listened, 1)
-    stats["skip_rate"] = round(skip_rate, 4)
+    rate = skip_rate(counts.get("skip", 0), listened)
+    stats["skip_rate"] = round(rate, 4)
     zone = ZoneInfo(row["timezone"])
     recent: dict[str, float] = stats["recent"]
     fresh: dict[str, list[float]] = stats["fresh"]
@@ -254,7 +254,7 @@ def _fold(
                 channel[e.type] = channel.get(e.type, 0) + 1
         if not e.item_id:
             continue
-        weight = event_weight(e.type, e.value, skip_rate)
+        weight = event_weight(e.type, e.value, rate)
         epoch = e.ts.timestamp()
         listen = e.type in LISTENS
         if listen:

@@ -47,11 +47,22 @@ EVENT_WEIGHTS: dict[str, float] = {
 }
 
 
+# A user's skip rate starts from a prior of one skip in four listens, so the first skip of a new user
+# weighs like a skip of a typical listener (0.5 × (1 − 2/5)) instead of almost nothing (1/1 → 0.95).
+SKIP_PRIOR_SKIPS, SKIP_PRIOR_LISTENS = 1.0, 4.0
+PLAY_VALUE_CAP = 1e6  # a play's value (a play count) beyond this adds nothing: 1e308 added 709
+
+
+def skip_rate(skips: float, listened: float) -> float:
+    """The user's skip rate among skips, plays and completes, with the prior."""
+    return (skips + SKIP_PRIOR_SKIPS) / (listened + SKIP_PRIOR_LISTENS)
+
+
 def event_weight(type_: str, value: float | None, skip_rate: float = 0.0) -> float:
     """The signed strength of one event on the item's tags (before decay and tag weight)."""
     base = EVENT_WEIGHTS.get(type_, 0.0)
     if type_ == "play":
-        return base * math.log1p(max(value if value is not None else 1.0, 0.0))
+        return base * math.log1p(min(max(value if value is not None else 1.0, 0.0), PLAY_VALUE_CAP))
     if type_ == "skip":
         return base * (1.0 - min(max(skip_rate, 0.0), 0.95))
     return base
@@ -66,12 +77,12 @@ MAX_PROFILE_TAGS = 256  # strongest tags kept per profile: enough for fine taste
 _USER_ITEM = """
 with rate as (
     select user_id,
-           count(*) filter (where type = 'skip')::float8
-             / greatest(count(*) filter (where type in ('skip', 'play', 'complete')), 1) as skip_rate
+           (count(*) filter (where type = 'skip') + %(prior_skips)s)::float8
+             / (count(*) filter (where type in ('skip', 'play', 'complete')) + %(prior_listens)s) as skip_rate
     from events where (%(all)s or user_id = any(%(users)s)) group by user_id
 )
 select e.user_id, e.item_id,
-       sum(case when e.type = 'play' then ln(1 + greatest(coalesce(e.value, 1), 0))
+       sum(case when e.type = 'play' then ln(1 + least(greatest(coalesce(e.value, 1), 0), %(play_cap)s))
                 when e.type = 'skip' then -0.5 * (1 - least(r.skip_rate, 0.95))
                 else coalesce((%(weights)s::jsonb ->> e.type)::float8, 0) end
            * power(0.5, greatest(extract(epoch from (%(now)s - e.ts)), 0) / %(half_life)s)) as w
@@ -89,8 +100,8 @@ where confidence >= 0.5 and item_id = any(%(items)s)
 _STATS = """
 select e.user_id,
        count(*) as n_events, max(e.seq) as max_seq,
-       count(*) filter (where e.type = 'skip')::float8
-         / greatest(count(*) filter (where e.type in ('skip', 'play', 'complete')), 1) as skip_rate,
+       (count(*) filter (where e.type = 'skip') + %(prior_skips)s)::float8
+         / (count(*) filter (where e.type in ('skip', 'play', 'complete')) + %(prior_listens)s) as skip_rate,
        array_agg(((extract(isodow from e.ts at time zone u.timezone)::int - 1) * 24
                   + extract(hour from e.ts at time zone u.timezone)::int)) as how
 from events e join users u on u.id = e.user_id
@@ -161,6 +172,9 @@ def rebuild_profiles(
         "now": now,
         "half_life": half_life_days * 86400.0,
         "weights": json.dumps(EVENT_WEIGHTS),
+        "prior_skips": SKIP_PRIOR_SKIPS,
+        "prior_listens": SKIP_PRIOR_LISTENS,
+        "play_cap": PLAY_VALUE_CAP,
     }
     tags_by_user = _tag_weights(conn, params)
     counted = {r["user_id"]: r["stats"] for r in conn.execute(_CONTEXT_STATS, params)}
