@@ -2,7 +2,8 @@
 
 For item i and user u the score splits into evidence we can name:
 - tags: the element-wise product of the user's tag profile and the item's tf-idf tag vector;
-  the two largest shared tags give "because you play a lot of shoegaze and dream pop";
+  the two largest shared tags give "because you play a lot of shoegaze and dream pop" (for a
+  user known only by declared interests: "because you like shoegaze and dream pop");
 - similar items: the CF block's contribution of each history item j, c_uj · (P_cf[j] · V_cf[i]);
   the largest gives "because you played Slowdive";
 - otherwise (no history, no shared tags): "popular with listeners right now".
@@ -50,6 +51,7 @@ def explain(
     contrib = np.zeros((0, rows.size))
     if item_idx.size:  # c_uj (P_cf[j] · V_cf[i]) for history item j (rows) and recommendation i
         contrib = conf[:, None] * (model.fold_cf[item_idx] @ model.item_vecs[rows, :d_cf].T)
+    lead = "because you play a lot of " if item_idx.size else "because you like "  # declared only
     reasons = []
     for n, rec in enumerate(recommended):
         if rec < 0:
@@ -67,7 +69,7 @@ def explain(
         if cf_evidence <= 0 and not top_tags:
             reasons.append(POPULAR)
         elif top_tags and tag_evidence >= cf_evidence:
-            reasons.append("because you play a lot of " + " and ".join(top_tags))
+            reasons.append(lead + " and ".join(top_tags))
         else:
             reasons.append(f"because you played {_name(model, best_item, names)}")
     return reasons

@@ -244,6 +244,11 @@ def fit(
     raw = interactions.matrix.tocsr()
     if raw.nnz == 0:
         raise InvalidInput("no interactions to train on")
+    if not (raw.data > 0).any():
+        raise InvalidInput(
+            "no interaction carries a positive weight (impressions, skips and dislikes alone say nothing "
+            "about what users like): nothing to learn from"
+        )
     n_items = raw.shape[1]
     conf = confidence_matrix(raw)
     popularity = np.asarray((raw > 0).sum(axis=0)).ravel().astype(np.float64)

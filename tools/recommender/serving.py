@@ -254,7 +254,7 @@ def reasons(
         if fresh and h.provider_id in history.providers:
             out.append(f"new from {h.provider or h.provider_id}, an artist you play")
         elif profile is not None and (i < 0 or h.cold):
-            out.append(_cold_reason(served, profile, h.tags))
+            out.append(_cold_reason(served, profile, h.tags, played=history.item_idx.size > 0))
         else:
             out.append(because)
     return out
@@ -289,7 +289,10 @@ def _profile(served: Served, history: History) -> np.ndarray:
     return profile_vector(history.item_idx, conf, model.item_tag_vectors, declared)
 
 
-def _cold_reason(served: Served, profile: np.ndarray, names: tuple[str, ...]) -> str:
+def _cold_reason(served: Served, profile: np.ndarray, names: tuple[str, ...], *, played: bool) -> str:
     scored = sorted(((profile[served.tag_index[n]], n) for n in names if n in served.tag_index), reverse=True)
     shared = [n for s, n in scored[:2] if s > 0]
-    return "new, and tagged " + " and ".join(shared) + " like what you play" if shared else POPULAR
+    if not shared:
+        return POPULAR
+    tail = " like what you play" if played else ", which you like"
+    return "new, and tagged " + " and ".join(shared) + tail

@@ -11,13 +11,14 @@
    in `rec_user_vectors` stamped with the user's last event seq and declared interests (read
    before the events, so serving refolds a user whose events arrived during training), and the
    switch of the active model. A copy of the model directory is kept in
-   `$TAGLOOP_HOME/models/<id>` for inspection.
+   `$TAGLOOP_HOME/models/<id>` for inspection (copies of models the database dropped are removed).
 Timings and sizes are returned (and printed by the CLI); progress goes to `progress`.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -191,4 +192,14 @@ def train(
         target.mkdir(parents=True, exist_ok=True)
         (target / "model.json").write_bytes(meta)
         (target / "model.npz").write_bytes(arrays)
+        _prune_model_dirs(conn, home / "models")
     return report
+
+
+def _prune_model_dirs(conn: psycopg.Connection[Any], models: Path) -> None:
+    """Remove the copies of models the database no longer keeps (it keeps the active one and one
+    before it): 40 MB each on Last.fm, and they piled up with every training."""
+    kept = {str(r["id"]) for r in conn.execute("select id from rec_models")}
+    for path in models.iterdir():
+        if path.is_dir() and path.name.isdigit() and path.name not in kept:
+            shutil.rmtree(path, ignore_errors=True)
