@@ -156,7 +156,8 @@ def test_consent_withdrawn_quiet_hours_and_caps_are_checked_at_send_time(
     report = deliver_due(db, channel, cfg, now=morning + timedelta(hours=1), rng=np.random.default_rng(0))
     assert report.deferred == again
     row = db.execute("select next_attempt_at from messages where id = %(i)s", {"i": again[0]}).fetchone()
-    assert row["next_attempt_at"] == morning + timedelta(days=1)
+    sent_at = morning + timedelta(days=1)  # plus the seconds the batch took to reach that send
+    assert timedelta(0) <= row["next_attempt_at"] - sent_at < timedelta(seconds=5)
 
 
 def test_a_claim_whose_worker_died_is_retried_after_the_lease(

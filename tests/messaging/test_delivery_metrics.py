@@ -38,7 +38,7 @@ def test_sent_dead_and_latency_are_counted_per_channel(
     assert _value("tagloop_messages_total", channel="webhook", outcome="sent") == before_sent + 2
     assert _value("tagloop_delivery_latency_seconds_count", channel="webhook") == before_late + 2
     late = _value("tagloop_delivery_latency_seconds_sum", channel="webhook") - before_sum
-    assert abs(late - 2 * 90.0) < 1e-6  # each was sent 90 s after its send time
+    assert 0 <= late - 2 * 90.0 < 5.0  # each was sent 90 s after its send time (plus the batch's own time)
     assert _value("tagloop_delivery_send_seconds_count", channel="webhook") >= 2
 
     report = deliver_due(db, {}, cfg, now=NOW, rng=np.random.default_rng(1))  # channel not configured

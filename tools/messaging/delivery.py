@@ -11,8 +11,13 @@ At send time a message is
   non-retryable one (other 4xx, no address, SSRF refusal) or the last allowed attempt dead-letters
   it (`status = 'dead'`, reported by `dead_letters`). Any other exception a channel raises (a bug,
   data the channel cannot encode) dead-letters that message too: it would fail the same way again.
-The claim commits before the send, so the sender never sends a message twice unless a worker dies
-mid-send; then the lease expires and the message is sent again with the same `webhook-id`. A message
+The claim commits before the send. Each message is then handled in a transaction of its own that
+first waits for any other sender of the same user (so caps count what they sent), then locks the
+message only if it is still this batch's claim, with a fresh lease (a batch slower than its lease
+loses the messages another worker has claimed since: `lost`, never sent twice), and reads the
+user's consent, unsubscribes and sends as of that moment (`store.take_claimed`): an unsubscribe
+stored while the batch is under way stops the sends after it. So a message is sent twice only when
+a worker dies mid-send; then the lease expires and it is sent again with the same `webhook-id`. A message
 claimed again after its last allowed attempt (the worker died or the lease ran out each time) is
 dead-lettered without another send, so one poison message cannot crash workers forever.
 Each claimed message is settled on its own (sent, retrying, dead, cancelled or deferred): an
@@ -45,7 +50,6 @@ from tagloop.policies.config import ChannelCap
 from tagloop.tools.errors import TagloopError
 from tagloop.tools.messaging.channels import Channel, DeliveryError, OutboundMessage
 from tagloop.tools.store import decisions as store
-from tagloop.tools.store import runs
 
 log = logging.getLogger("tagloop.delivery")
 
@@ -103,6 +107,7 @@ class DeliveryReport:
     dead: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     deferred: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)  # claimed, then claimed by another worker (lease ran out)
 
     def summary(self) -> dict[str, int]:
         return {
@@ -112,6 +117,7 @@ class DeliveryReport:
             "dead": len(self.dead),
             "cancelled": len(self.cancelled),
             "deferred": len(self.deferred),
+            "lost": len(self.lost),
         }
 
 
@@ -139,29 +145,28 @@ def deliver_due(
     with conn.transaction():
         claimed = store.claim_due(conn, now=now, limit=limit, ids=ids, lease=cfg.lease)
     report.claimed = len(claimed)
-    if not claimed:
-        return report
-    users = sorted({r["user_id"] for r in claimed})
-    with conn.transaction():
-        unsubscribed = runs.unsubscribes(conn, users)
-        history = runs.send_times(conn, users, since=now - timedelta(days=8), include_pending=False)
+    started = clock.monotonic()
     for row in claimed:
         message_id = str(row["id"])
+        at = now + timedelta(seconds=clock.monotonic() - started)  # the batch's sends take time
         try:
             with conn.transaction():
-                verdict = _send_one(conn, row, channels, cfg, now, rng, unsubscribed, history)
+                fresh = store.take_claimed(conn, row, now=at, lease=cfg.lease, since=at - timedelta(days=8))
+                if fresh is None:  # the lease ran out and another worker has it now
+                    report.lost.append(message_id)
+                    continue
+                verdict = _send_one(conn, {**row, **fresh}, channels, cfg, at, rng)
         except psycopg.OperationalError:
             raise  # the connection is gone: nothing more can be recorded in this round
         except Exception as exc:  # one message must not leave the batch claimed
             log.exception("delivery of message %s failed unexpectedly", message_id)
-            if not _dead_letter(conn, message_id, f"unexpected {type(exc).__name__}: {exc}", now):
+            if not _dead_letter(conn, message_id, f"unexpected {type(exc).__name__}: {exc}", at):
                 continue
             verdict = "dead"
         getattr(report, verdict).append(message_id)
         metrics.messages.labels(row["channel"], verdict).inc()
         if verdict == "sent":
-            history[row["user_id"]][row["channel"]].append(now)
-            late = (now - row["send_at"]).total_seconds()
+            late = (at - row["send_at"]).total_seconds()
             metrics.latency.labels(row["channel"]).observe(max(late, 0.0))
     log.info("delivery %s", " ".join(f"{k}={v}" for k, v in report.summary().items()))
     return report
@@ -188,11 +193,10 @@ def _send_one(
     cfg: DeliveryConfig,
     now: datetime,
     rng: np.random.Generator,
-    unsubscribed: Mapping[str, Mapping[str, datetime]],
-    history: Mapping[str, Mapping[str, list[datetime]]],
 ) -> str:
+    """Check, send and record one message, from `row`: the claim with `take_claimed`'s fresh reads."""
     message_id, channel_name, user_id = str(row["id"]), row["channel"], row["user_id"]
-    reason = _blocked(row["consent"] or {}, unsubscribed.get(user_id, {}), channel_name, now)
+    reason = _blocked(row["consent"] or {}, row["unsubscribed"], channel_name, now)
     if reason:
         store.cancel(conn, message_id, reason)
         return "cancelled"
@@ -211,8 +215,7 @@ def _send_one(
         if allowed_at > now:
             store.defer(conn, message_id, until=allowed_at, reason="quiet hours")
             return "deferred"
-    sent_before = {channel_name: list(history.get(user_id, {}).get(channel_name, []))}
-    cap = check_caps(sent_before, channel_name, now, cfg.caps)
+    cap = check_caps({channel_name: list(row["sent"])}, channel_name, now, cfg.caps)
     if not cap:
         if cap.retry_at is None:
             store.cancel(conn, message_id, cap.reason or "cap reached")

@@ -192,6 +192,55 @@ def claim_due(
     ).fetchall()
 
 
+DELIVERY_LOCK_SPACE = 0x74676D  # two-key advisory lock: one sender per user at a time (caps)
+
+_TAKE = """
+update messages m set claimed_until = %(lease_end)s
+from users u
+left join lateral (
+    select array_agg(x.channel) as unsub_channels, array_agg(x.at) as unsub_times from (
+        select coalesce(e.context ->> 'channel', '*') as channel, max(least(e.ts, %(now)s)) as at
+        from events e
+        where e.user_id = u.id and e.type = 'unsubscribe' and e.received_at >= u.updated_at
+        group by 1
+    ) x
+) us on true
+where m.id = %(id)s and m.status = 'sending' and m.claimed_until = %(mine)s and u.id = m.user_id
+returning u.channels ->> m.channel as address, u.consent, u.timezone, us.unsub_channels, us.unsub_times,
+          array(select s.sent_at from messages s
+                where s.user_id = m.user_id and s.channel = m.channel and s.status = 'sent'
+                  and s.sent_at >= %(since)s order by s.sent_at) as sent
+"""
+
+
+def take_claimed(
+    conn: psycopg.Connection[Any], row: dict[str, Any], *, now: datetime, lease: timedelta, since: datetime
+) -> dict[str, Any] | None:
+    """In the caller's transaction, just before a claimed message is checked and sent: wait for any
+    other sender of the same user (a transaction-scoped advisory lock, so caps count what they sent),
+    then lock the message if it is still this claim's (the batch's lease may have run out and another
+    worker claimed it since: None, do not send) with a fresh lease, and read what the send-time
+    checks need as of now: the user's address, consent, time zone, unsubscribes (channel → time;
+    every unsubscribe stored by now counts, one whose `ts` lies ahead of this clock too) and this
+    channel's sends since `since`."""
+    conn.execute(
+        "select pg_advisory_xact_lock(%(space)s, hashtext(%(user)s))",
+        {"space": DELIVERY_LOCK_SPACE, "user": row["user_id"]},
+    )
+    params = {
+        "id": row["id"],
+        "mine": row["claimed_until"],
+        "now": now,
+        "lease_end": now + lease,
+        "since": since,
+    }
+    found = conn.execute(_TAKE, params).fetchone()
+    if found is None:
+        return None
+    unsubscribed = dict(zip(found.pop("unsub_channels") or [], found.pop("unsub_times") or [], strict=True))
+    return {**found, "unsubscribed": unsubscribed}
+
+
 def mark_sent(conn: psycopg.Connection[Any], message_id: str, now: datetime) -> None:
     conn.execute(
         """update messages set status = 'sent', sent_at = %(now)s, last_error = null, claimed_until = null
