@@ -189,8 +189,10 @@ def request_send_times(
 
 
 def unsubscribes(conn: psycopg.Connection[Any], user_ids: list[str]) -> dict[str, dict[str, datetime]]:
-    """user → {channel or '*': time of the latest unsubscribe} for unsubscribes received after the
-    user record (which carries consent) was last written — a later re-import re-grants consent."""
+    """user → {channel or '*': time of the latest unsubscribe (its `ts`, or when it arrived if that
+    was earlier: a sender's clock running ahead does not postpone it)} for unsubscribes received
+    after the user record (which carries consent) was last written — a later re-import re-grants
+    consent."""
     return request_unsubscribes(conn, user_ids).result()
 
 
@@ -207,7 +209,8 @@ def request_unsubscribes(
 
     return request(
         conn,
-        """select e.user_id, coalesce(e.context ->> 'channel', '*') as channel, max(e.ts) as ts
+        """select e.user_id, coalesce(e.context ->> 'channel', '*') as channel,
+                  max(least(e.ts, e.received_at)) as ts
            from events e join users u on u.id = e.user_id
            where e.user_id = any(%(users)s) and e.type = 'unsubscribe' and e.received_at >= u.updated_at
            group by 1, 2""",
