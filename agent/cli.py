@@ -306,14 +306,12 @@ def worker(
     import threading
 
     from tagloop.agent.database import connect
-    from tagloop.agent.worker import Worker, ensure_schedules
+    from tagloop.agent.worker import Worker
 
     settings = _settings()
     with connect(settings) as conn:
         conn.commit()
         w = Worker(settings, conn, name=f"worker-{os.getpid()}")
-        with conn.transaction():
-            ensure_schedules(conn, w.cadences, w.clock())
         flags = {"decide_runs": not no_decide, "deliver": not no_deliver}
         if once:
             report = w.run_once(**flags)

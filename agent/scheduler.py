@@ -25,7 +25,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from tagloop.agent.database import connect
 from tagloop.agent.settings import Settings
-from tagloop.agent.worker import Worker, ensure_schedules
+from tagloop.agent.worker import Worker
 from tagloop.tools.messaging.channels import Channel
 from tagloop.tools.profile_folder import FoldOptions, FoldReport, fold_pending
 
@@ -69,9 +69,7 @@ class Scheduler:
     def sweep(self) -> None:
         assert self._worker is not None and self._conn is not None
         try:
-            with self._conn.transaction():
-                ensure_schedules(self._conn, self._worker.cadences, self._worker.clock())
-            self._worker.run_once(**self.flags)
+            self._worker.run_once(**self.flags)  # gives users added since their cadence rows first
         except Exception:  # a failed sweep must not stop the next one
             log.exception("sweep failed")
             self._conn.rollback()

@@ -109,8 +109,8 @@ class Worker:
                     advance += [(u, name, now + timedelta(days=1)) for u in users]
                     continue
                 keys = {u: cadence.run_key(u, now) for u in users}
-                self._decide(now, facts, name, users, "schedule", keys)
-                done += [(u, keys[u]) for u in users]
+                failed = self._decide(now, facts, name, users, "schedule", keys)
+                done += [(u, keys[u]) for u in users if u not in failed]
                 advance += [(u, name, cadence.next_run_after(u, now)) for u in users]
             runs.advance_schedules(self.conn, advance, now)
         return done
@@ -124,8 +124,8 @@ class Worker:
             for trigger in sorted({r["trigger"] for r in rows}):
                 batch = [r for r in rows if r["trigger"] == trigger]
                 keys = {r["user_id"]: f"{trigger}|{r['due_at'].isoformat()}" for r in batch}
-                self._decide(now, facts, trigger, list(keys), trigger, keys)
-                done += list(keys.items())
+                failed = self._decide(now, facts, trigger, list(keys), trigger, keys)
+                done += [(u, k) for u, k in keys.items() if u not in failed]
             if rows:
                 runs.delete_queued(
                     self.conn, [r["user_id"] for r in rows], due_before=max(r["due_at"] for r in rows)
@@ -142,6 +142,38 @@ class Worker:
         return rows
 
     def _decide(
+        self,
+        now: datetime,
+        facts: RunFacts,
+        run_key: str,
+        users: list[str],
+        trigger: str,
+        keys: dict[str, str],
+    ) -> set[str]:
+        """Decide `users` in a savepoint; when the batch fails, each user alone, so one user the graph
+        cannot decide (e.g. a time zone this machine's tzdata lacks) does not hold back the batch
+        for good. Returns the users that failed alone (logged; their run is skipped this period)."""
+        try:
+            with self.conn.transaction():
+                self._decide_batch(now, facts, run_key, users, trigger, keys)
+            return set()
+        except psycopg.OperationalError:
+            raise
+        except Exception:
+            log.warning("worker=%s batch of %d failed: deciding its users one by one", self.name, len(users))
+        failed = set()
+        for user in users:
+            try:
+                with self.conn.transaction():
+                    self._decide_batch(now, facts, run_key, [user], trigger, keys)
+            except psycopg.OperationalError:
+                raise
+            except Exception:
+                log.exception("worker=%s user=%s cannot be decided: skipped", self.name, _hashed(user))
+                failed.add(user)
+        return failed
+
+    def _decide_batch(
         self,
         now: datetime,
         facts: RunFacts,
@@ -177,14 +209,25 @@ class Worker:
         fold = FoldOptions.from_settings(self.settings)  # committed events → profiles, triggered runs
         while decide_runs and fold_pending(self.conn, fold, now=now).events >= fold.max_events:
             pass
-        for _ in range(max_cycles if decide_runs else 0):
-            got = self.decide_schedules(now) + self.decide_queue(now)
-            report.decided += got
-            if not got:
-                break
+        if decide_runs:
+            with self.conn.transaction():  # users added since the last cycle get their cadences
+                ensure_schedules(self.conn, self.cadences, now)
+        try:
+            for _ in range(max_cycles if decide_runs else 0):
+                got = self.decide_schedules(now) + self.decide_queue(now)
+                report.decided += got
+                if not got:
+                    break
+        except psycopg.OperationalError:
+            raise
+        except Exception:  # deciding failed: what is due in the outbox still goes out
+            if not deliver:
+                raise
+            log.exception("worker=%s deciding failed; delivering anyway", self.name)
+            self._rollback()
         for _ in range(max_cycles if deliver else 0):
             round_ = self.deliver(self.clock())
-            for name in ("sent", "retrying", "dead", "cancelled", "deferred"):
+            for name in ("sent", "retrying", "dead", "cancelled", "deferred", "lost"):
                 getattr(report.delivery, name).extend(getattr(round_, name))
             report.delivery.claimed += round_.claimed
             if round_.claimed == 0:
@@ -228,3 +271,8 @@ def ensure_schedules(conn: psycopg.Connection[Any], cadences: Mapping[str, Caden
             conn, name, [(u, cadence.period_start(u, cadence.period(u, now))) for u in users]
         )
     return added
+
+
+def _hashed(user_id: str) -> str:
+    """A user id as it may appear in logs (as agent/http/state.py `hashed`)."""
+    return hashlib.sha256(user_id.encode()).hexdigest()[:12]

@@ -98,3 +98,35 @@ def test_a_worker_killed_mid_batch_loses_nothing(
     assert rows["n"] == rows["u"] == len(users)
     nxt = {r["next_run_at"] for r in db.execute("select next_run_at from user_schedules")}
     assert nxt == {START + timedelta(days=1)}
+
+
+def test_a_running_worker_schedules_users_added_after_it_started_and_survives_a_poison_user(
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path
+) -> None:
+    """`tagloop worker` gave cadence rows only at start-up (users added later never ran), and one
+    user the graph could not decide failed the whole batch every cycle, and delivery with it."""
+    from agent_support import _worker
+
+    users = load_demo(db, tmp_path / "demo", START, users=12)
+    worker = _worker(db_url, str(tmp_path), "w")
+    worker.clock = lambda: START + timedelta(hours=1)
+    try:
+        first = worker.run_once(deliver=False).decided
+        assert sorted(u for u, _ in first) == users
+        db.execute(
+            """insert into users (id, timezone, channels, consent) values
+               ('late', 'UTC', '{}', '{"file": true}'), ('poison', 'UTC', '{}', '{"file": true}')"""
+        )
+        db.commit()
+        worker.run_once(deliver=False)  # gives both their rows (due next period, as for everyone)
+        db.execute("update users set timezone = 'Mars/Base' where id = 'poison'")  # no such zone
+        db.commit()
+        worker.clock = lambda: START + timedelta(days=1, hours=1)
+        report = worker.run_once()
+    finally:
+        worker.conn.close()
+    decided = {u for u, _ in report.decided}
+    assert "late" in decided and set(users) <= decided and "poison" not in decided
+    assert report.delivery.claimed > 0  # the day's messages still went out
+    row = db.execute("select next_run_at from user_schedules where user_id = 'poison'").fetchone()
+    assert row is not None and row["next_run_at"] > START + timedelta(days=1, hours=1)  # skipped, not stuck
