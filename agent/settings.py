@@ -143,7 +143,8 @@ def load_settings(**overrides: Any) -> Settings:
         config = os.environ.get("TAGLOOP_CONFIG")
         raise ConfigError(f"TAGLOOP_CONFIG={config}: not valid TOML ({exc})") from None
     except SettingsError as exc:  # a structured value (e.g. cadences) that is not JSON
-        raise ConfigError(f"invalid settings: {str(exc).split(':')[0]}") from None
+        hint = ' (a JSON object, e.g. {"weekly_discovery": "7d"})' if '"cadences"' in str(exc) else ""
+        raise ConfigError(f"invalid settings: {str(exc).split(':')[0]}{hint}") from None
     unsubscribe_links(settings)  # both or neither, and usable
     return settings
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from tagloop.agent.cadence import Cadence, parse_span
+from tagloop.agent.cadence import Cadence, cadences_from, parse_span
 from tagloop.tools.errors import ConfigError
 
 T = datetime(2026, 5, 4, 10, tzinfo=UTC)
@@ -39,3 +41,32 @@ def test_parse_span(text: str, seconds: int) -> None:
 def test_parse_span_rejects_bad_intervals(text: str) -> None:
     with pytest.raises(ConfigError):
         parse_span(text)
+
+
+def test_a_late_first_run_is_not_followed_by_another_within_hours() -> None:
+    """A user's first run (or the catch-up after an outage) falls anywhere in its period; the next
+    run came at the next boundary, 6 hours later for 1 in 7 users of a weekly cadence."""
+    weekly = Cadence("weekly", timedelta(days=7), spread=1.0)
+    for n in range(200):
+        user = f"u{n}"
+        for fraction in (0.0, 0.3, 0.6, 0.95):
+            at = weekly.period_start(user, 120) + weekly.every * fraction
+            gap = weekly.next_run_after(user, at) - at
+            assert weekly.every / 2 <= gap <= weekly.every * 1.5, (user, fraction, gap)
+            assert weekly.period(user, at + gap) > weekly.period(user, at)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"a": "0.0000001s"}, "between 1 minute and 3660 days"),
+        ({"a": "99999999999w"}, "between 1 minute and 3660 days"),
+        ({"a": "30s"}, "between 1 minute and 3660 days"),
+        ({"": "7d"}, "cadence name ''"),
+        ({"a|b": "7d"}, "cadence name 'a|b'"),
+        ({"a": 7}, "is not like"),
+    ],
+)
+def test_unusable_cadences_are_a_config_error(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        cadences_from(spec)
