@@ -46,6 +46,7 @@ slate size `k` plus one table per concern; every table and field is optional and
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from datetime import time
 from importlib import resources
@@ -93,6 +94,9 @@ class ChannelCap(_Strict):
     per_week: int | None = Field(default=None, ge=0)
 
 
+BUILTIN_CHANNELS = frozenset({"push", "email", "webhook", "file", "console"})
+
+
 def _default_caps() -> dict[str, ChannelCap]:
     return {
         "push": ChannelCap(per_day=2, per_week=7),
@@ -107,6 +111,16 @@ class GuardsConfig(_Strict):
     holdout_share: float = Field(default=0.05, ge=0.0, le=1.0)
     holdout_salt: str = Field(default="tagloop-holdout-v1", min_length=1)
     caps: dict[str, ChannelCap] = Field(default_factory=_default_caps)
+
+    @field_validator("caps", mode="before")
+    @classmethod
+    def _over_the_defaults(cls, value: Any) -> Any:
+        """A file's caps change the channels it names and keep the defaults of the others (a file
+        with `[guards.caps.email]` alone used to leave push and webhook uncapped); an empty table,
+        `[guards.caps.push]`, removes that channel's limits."""
+        if isinstance(value, dict):
+            return {**_default_caps(), **value}
+        return value
 
     @field_validator("quiet_start", "quiet_end", mode="before")
     @classmethod
@@ -166,6 +180,17 @@ class PolicyConfig(_Strict):
     diversity: DiversityConfig = DiversityConfig()
     guards: GuardsConfig = GuardsConfig()
     bandits: BanditConfig = BanditConfig()
+
+    @model_validator(mode="after")
+    def _caps_name_channels(self) -> PolicyConfig:
+        """A cap for a channel whose name is a near miss of a known one (`emial`) is a typo that
+        would leave the real channel with its default; other names are custom channels."""
+        known = set(self.bandits.channels) | BUILTIN_CHANNELS
+        for name in sorted(set(self.guards.caps) - known):
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+            if close:
+                raise ValueError(f"guards.caps.{name}: no such channel; did you mean {close[0]!r}?")
+        return self
 
 
 def parse_policy(data: dict[str, Any], source: str = "<policy>") -> PolicyConfig:

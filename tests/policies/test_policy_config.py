@@ -40,6 +40,18 @@ def test_a_valid_file_loads_with_lambda_and_caps(tmp_path: Path) -> None:
     assert cfg.fairness.lambda_ == 0.7
     assert cfg.guards.quiet_start.hour == 22 and cfg.guards.quiet_start.minute == 30
     assert cfg.guards.caps["sms"].per_day == 1 and cfg.guards.caps["sms"].per_week is None
+    # a file's caps change the channels it names; the others keep their defaults
+    assert cfg.guards.caps["email"] == PolicyConfig().guards.caps["email"]
+    assert cfg.guards.caps["push"].per_day == 2
+
+
+def test_an_empty_cap_table_removes_that_channels_limits(tmp_path: Path) -> None:
+    path = tmp_path / "POLICY.toml"
+    path.write_text("[guards.caps.push]\n[guards.caps.email]\nper_week = 5\n")
+    caps = load_policy(path).guards.caps
+    assert caps["push"].per_day is None and caps["push"].per_week is None
+    assert caps["email"].per_week == 5 and caps["email"].per_day is None
+    assert caps["webhook"] == PolicyConfig().guards.caps["webhook"]
 
 
 @pytest.mark.parametrize(
@@ -53,6 +65,7 @@ def test_a_valid_file_loads_with_lambda_and_caps(tmp_path: Path) -> None:
         ("[diversity]\nmmr_lambda = 0.6\ncalibration_lambda = 0.6\n", "mmr_lambda + calibration_lambda"),
         ("[bandits]\nsend_hours = [8, 24]\n", "bandits.send_hours: send hours must be 0..23"),
         ("[guards.caps.push]\nper_day = -1\n", "guards.caps.push.per_day"),
+        ("[guards.caps.emial]\nper_day = 1\n", "guards.caps.emial: no such channel; did you mean 'email'?"),
         ("k = 0\n", "k:"),
         ("colour = 'red'\n", "colour: unknown field"),
     ],
