@@ -173,6 +173,8 @@ def delivery_config(settings: Settings, policy: PolicyConfig) -> DeliveryConfig:
         quiet_end=policy.guards.quiet_end,
         quiet_exempt=frozenset(settings.quiet_exempt_channels),
         caps=policy.guards.caps,
+        holdout_share=policy.guards.holdout_share,
+        holdout_salt=policy.guards.holdout_salt,
     )
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import psycopg
 from msg_support import add_users, queue_messages
 
+from tagloop.policies import in_holdout
 from tagloop.policies.config import ChannelCap
 from tagloop.tools.messaging.channels import OutboundMessage
 from tagloop.tools.messaging.delivery import DeliveryConfig, deliver_due
@@ -130,3 +131,15 @@ def test_an_unsubscribe_stored_during_a_batch_stops_the_sends_after_it(
     finally:
         other.close()
     assert len(channel.sent) == 1 and len(report.sent) == 1 and len(report.cancelled) == 2
+
+
+def test_a_holdout_that_grew_since_enqueue_cancels_its_users_messages(db: psycopg.Connection[Any]) -> None:
+    users = add_users(db, 40)
+    queue_messages(db, users, send_at=NOW - timedelta(minutes=1))
+    db.commit()
+    cfg = DeliveryConfig(quiet_start=time(0), quiet_end=time(0), holdout_share=0.5, holdout_salt="s")
+    channel = Hooked()
+    report = deliver_due(db, {"webhook": channel}, cfg, now=NOW, rng=np.random.default_rng(0))
+    held = {u for u in users if in_holdout(u, 0.5, "s")}
+    assert 0 < len(held) < len(users)
+    assert set(channel.sent) == set(users) - held and len(report.cancelled) == len(held)

@@ -3,7 +3,9 @@ at send time, send, and record the outcome — each step in its own short transa
 
 At send time a message is
 - cancelled when the user has no consent for the channel any more, or unsubscribed (an
-  `unsubscribe` event, global or for that channel) — also one that arrived after it was enqueued;
+  `unsubscribe` event, global or for that channel) — also one that arrived after it was enqueued —
+  or is in the policy's holdout (a holdout that grew since the message was queued keeps its
+  users free of messages, so the experiment stays clean);
 - deferred, without spending an attempt, to the end of the user's quiet hours, or to when a
   frequency cap allows it again;
 - sent; a retryable `DeliveryError` (5xx, 429, timeouts) schedules the next attempt after an
@@ -45,7 +47,7 @@ import numpy as np
 import psycopg
 from prometheus_client import Counter, Histogram
 
-from tagloop.policies import check_caps, check_unsubscribed, has_consent, next_allowed_time
+from tagloop.policies import check_caps, check_unsubscribed, has_consent, in_holdout, next_allowed_time
 from tagloop.policies.config import ChannelCap
 from tagloop.tools.errors import TagloopError
 from tagloop.tools.messaging.channels import Channel, DeliveryError, OutboundMessage
@@ -97,6 +99,8 @@ class DeliveryConfig:
     quiet_end: time = time(8, 0)
     quiet_exempt: frozenset[str] = frozenset({"file", "console"})
     caps: Mapping[str, ChannelCap] = field(default_factory=dict)
+    holdout_share: float = 0.0  # the policy's holdout, checked again at send time
+    holdout_salt: str = "tagloop-holdout-v1"
 
 
 @dataclass
@@ -197,6 +201,8 @@ def _send_one(
     """Check, send and record one message, from `row`: the claim with `take_claimed`'s fresh reads."""
     message_id, channel_name, user_id = str(row["id"]), row["channel"], row["user_id"]
     reason = _blocked(row["consent"] or {}, row["unsubscribed"], channel_name, now)
+    if not reason and in_holdout(user_id, cfg.holdout_share, cfg.holdout_salt):
+        reason = "user is in the holdout (the policy's holdout grew since the message was queued)"
     if reason:
         store.cancel(conn, message_id, reason)
         return "cancelled"
