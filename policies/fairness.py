@@ -38,7 +38,10 @@ def normalized_relevance(scores: np.ndarray) -> np.ndarray:
     lo, hi = float(scores.min()), float(scores.max())
     if hi <= lo:
         return np.ones_like(scores, dtype=np.float64)
-    return (scores - lo) / (hi - lo)
+    span = hi - lo
+    if not np.isfinite(span):  # finite scores whose range overflows (1e308 and -1e308): halve first
+        return (scores / 2 - lo / 2) / (hi / 2 - lo / 2)
+    return (scores - lo) / span
 
 
 def exposure_need(providers: Sequence[str], exposure: ProviderExposure | Mapping[str, float]) -> np.ndarray:
@@ -46,6 +49,8 @@ def exposure_need(providers: Sequence[str], exposure: ProviderExposure | Mapping
     table = exposure.exposure if isinstance(exposure, ProviderExposure) else exposure
     get = table.get
     e = np.array([get(p, 0.0) for p in providers], dtype=np.float64)
+    if not np.isfinite(e).all():
+        raise InvalidInput("provider exposure must be finite numbers")
     top = float(e.max()) if e.size else 0.0
     if top <= 0.0:
         return np.ones_like(e)

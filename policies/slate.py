@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
 import numpy as np
+import scipy.sparse as sp
 
 from tagloop.policies.config import PolicyConfig
 from tagloop.policies.decision import Decision
@@ -61,6 +62,7 @@ def choose_slate(
     if isinstance(rng, int | np.integer):
         seed = int(rng)
         rng = np.random.default_rng(seed)
+    _check_inputs(item_tags, item_ids)
     actions, props, facts = _run(cfg, scores, providers, item_tags, user_tag_mix, exposure, long_tail, rng)
     facts["replay"] = replay_inputs(providers, exposure, long_tail)
     return Decision(
@@ -73,6 +75,16 @@ def choose_slate(
         scores=tuple(np.asarray(scores, dtype=np.float64).tolist()),
         context={**(context or {}), **facts},
     )
+
+
+def _check_inputs(item_tags: TagMatrix | None, item_ids: Sequence[str] | None) -> None:
+    """What `_run` does not check itself: finite tag weights (NaN made MMR pick an item twice) and
+    distinct candidate ids."""
+    data = getattr(item_tags, "data", None) if sp.issparse(item_tags) else item_tags
+    if isinstance(data, np.ndarray) and not np.isfinite(data).all():
+        raise InvalidInput("item tag weights must be finite numbers")
+    if item_ids is not None and len(set(item_ids)) != len(item_ids):
+        raise InvalidInput("item_ids must be distinct: a candidate appears twice")
 
 
 def replay_inputs(providers: Sequence[str], exposure: Exposure, long_tail: np.ndarray) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pytest
@@ -153,14 +154,39 @@ def test_impossible_slate_scores_zero_for_a_greedy_policy() -> None:
         ({"providers": ["a"]}, "1 providers for 2 candidates"),
         ({"long_tail": np.array([1, 0])}, "bool array"),
         ({"scores": np.array([])}, "non-empty"),
+        ({"item_tags": np.array([[np.nan, 1.0], [1.0, 0.0]])}, "tag weights must be finite"),
+        ({"item_tags": sp.csr_matrix(np.array([[np.inf, 1.0], [1.0, 0.0]]))}, "tag weights must be finite"),
+        ({"exposure": {"a": np.nan}}, "exposure must be finite"),
+        ({"item_ids": ["x", "x"]}, "item_ids must be distinct"),
     ],
 )
 def test_bad_slate_input_is_an_invalid_input_error(kwargs: dict, message: str) -> None:
-    args = {
+    args: dict[str, Any] = {
         "scores": np.array([0.1, 0.2]),
         "providers": ["a", "b"],
         "long_tail": np.array([False, True]),
+        "item_tags": None,
+        "exposure": {},
+        "item_ids": None,
     }
     args.update(kwargs)
     with pytest.raises(InvalidInput, match=message):
-        choose_slate(PolicyConfig(), args["scores"], args["providers"], None, None, {}, args["long_tail"], 0)
+        choose_slate(
+            PolicyConfig(),
+            args["scores"],
+            args["providers"],
+            args["item_tags"],
+            None,
+            args["exposure"],
+            args["long_tail"],
+            0,
+            item_ids=args["item_ids"],
+        )
+
+
+def test_scores_whose_range_overflows_still_rank_in_order() -> None:
+    """1e308 and -1e308: the min-max scaling overflowed to NaN and the slate came out in index order."""
+    greedy = PolicyConfig.model_validate({"k": 4, "exploration": {"epsilon": 0.0}})
+    scores = np.array([1e308, -1e308, 0.0, 5.0])
+    d = choose_slate(greedy, scores, ["a", "b", "c", "d"], None, None, {}, np.zeros(4, bool), 0)
+    assert d.actions[0] == 0 and d.actions[-1] == 1  # 0 and 5 are equal at this scale
