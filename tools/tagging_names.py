@@ -45,3 +45,9 @@ def normalize_tag(name: str) -> str:
     if _DECADE_KEY.match(key):
         return key
     return _preferred().get(key, text)
+
+
+def display_tag(name: str) -> str:
+    """A stored tag name as people write it, for explanations and message copy: "r-and-b" is
+    "r & b", "female-vocalists" is "female vocalists" (names stay as stored everywhere else)."""
+    return name.replace("-and-", " & ").replace("-", " ")

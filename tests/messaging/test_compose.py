@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from tagloop.agent.prompts import COPY_SYSTEM
 from tagloop.tools.llm import OpenAICompatibleLLM
 from tagloop.tools.messaging.compose import _clean, compose_discovery, compose_with_llm, links_allowed
+from tagloop.tools.tagging_names import display_tag
 from tests.fake_openai import FakeOpenAI, fake_openai
 
 GOOD = {"title": "Fresh picks: Alvvays", "body": "Try Alvvays and Slowdive tonight."}
@@ -87,3 +88,11 @@ def test_clean_matches_the_character_by_character_rule(text: str, limit: int) ->
     slow = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in text)
     assert _clean(text, limit) == " ".join(slow.split())[:limit]
     assert _clean("a\u200bb\u202ec", 10) == "a b c"
+
+
+def test_tags_in_copy_read_as_people_write_them() -> None:
+    """Stored slugs leaked into copy and explanations: "because you play a lot of female-vocalists
+    and r-and-b"."""
+    copy = compose_discovery(["A", "B"], ["female-vocalists", "r-and-b"])
+    assert copy.body.startswith("Because you play a lot of female vocalists and r & b")
+    assert display_tag("drum-and-bass") == "drum & bass" and display_tag("shoegaze") == "shoegaze"

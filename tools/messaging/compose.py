@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tagloop.tools.errors import TagloopError
 from tagloop.tools.llm import LLM, LLMBreaker
 from tagloop.tools.messaging.channels import flat
+from tagloop.tools.tagging_names import display_tag
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def compose_discovery(item_titles: Sequence[str], top_tags: Sequence[str]) -> Co
     shown = [_clean(t, 80) for t in item_titles[:3]]
     more = " and more" if len(item_titles) > 3 else ""
     title = f"New for you: {', '.join(shown)}{more}"
-    tags = [_clean(t, 40) for t in top_tags[:2]]
+    tags = [_clean(display_tag(t), 40) for t in top_tags[:2]]
     reason = f"Because you play a lot of {_join(tags)}" if tags else "Picked for you"
     body = f"{reason}: {_join([_clean(t, 80) for t in item_titles[:5]])}."
     return Copy(title=title[:200], body=body[:1000], template="discovery-v1")

@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from tagloop.tools.recommender.confidence import confidence_vector
 from tagloop.tools.recommender.model import RecModel
 from tagloop.tools.recommender.tags import profile_vector
+from tagloop.tools.tagging_names import display_tag
 
 POPULAR = "popular with listeners right now"
 
@@ -60,7 +61,7 @@ def explain(
         lo, hi = shared.indptr[n], shared.indptr[n + 1]
         data, cols = shared.data[lo:hi], shared.indices[lo:hi]
         order = np.lexsort((cols, -data))
-        top_tags = [str(model.tags[cols[o]]) for o in order[:2] if data[o] > 0]
+        top_tags = [display_tag(str(model.tags[cols[o]])) for o in order[:2] if data[o] > 0]
         tag_evidence = model.params.tag_weight * float(data.sum())
         cf_evidence, best_item = 0.0, -1
         if item_idx.size:

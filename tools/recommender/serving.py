@@ -47,6 +47,7 @@ from tagloop.tools.recommender.history import (
 )
 from tagloop.tools.recommender.store import load
 from tagloop.tools.recommender.tags import profile_vector
+from tagloop.tools.tagging_names import display_tag
 
 NEW_ITEM_INTERVAL = 60.0
 NEW_RELEASE = timedelta(days=30)
@@ -291,7 +292,7 @@ def _profile(served: Served, history: History) -> np.ndarray:
 
 def _cold_reason(served: Served, profile: np.ndarray, names: tuple[str, ...], *, played: bool) -> str:
     scored = sorted(((profile[served.tag_index[n]], n) for n in names if n in served.tag_index), reverse=True)
-    shared = [n for s, n in scored[:2] if s > 0]
+    shared = [display_tag(n) for s, n in scored[:2] if s > 0]
     if not shared:
         return POPULAR
     tail = " like what you play" if played else ", which you like"
