@@ -372,13 +372,16 @@ def dead_letters(
     """Messages delivery gave up on (dead-lettered), newest first, with their last error."""
     from tagloop.agent.cli_common import table_of
     from tagloop.agent.database import connect
+    from tagloop.tools.store.decisions import dead_count
     from tagloop.tools.store.decisions import dead_letters as dead
 
     with connect(_settings()) as conn:
         rows = dead(conn, limit)
-    data = {"dead_letters": rows}
+        total = dead_count(conn) if len(rows) == limit else len(rows)
+    data = {"dead_letters": rows, "total": total}
     columns = ["id", "user_id", "channel", "attempts", "dead_at", "last_error"]
-    table = table_of(f"{len(rows):,} dead letter(s)", columns, [[r[c] for c in columns] for r in rows])
+    shown = f"{len(rows):,} of {total:,}" if total > len(rows) else f"{len(rows):,}"
+    table = table_of(f"{shown} dead letter(s)", columns, [[r[c] for c in columns] for r in rows])
     emit(data, as_json, table)
 
 

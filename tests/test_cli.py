@@ -128,7 +128,8 @@ def test_run_folds_just_imported_events_into_profiles_first(
 
 
 def test_dead_letters_are_listed(tagloop_env: Path, tmp_path: Path, db: psycopg.Connection[Any]) -> None:
-    assert json.loads(tagloop("decisions", "dead-letters", "--json").stdout) == {"dead_letters": []}
+    empty = json.loads(tagloop("decisions", "dead-letters", "--json").stdout)
+    assert empty == {"dead_letters": [], "total": 0}
     db.execute("insert into users (id) values ('d1')")
     db.execute(
         """insert into decisions (id, user_id, policy_name, policy_version, seed, candidates, chosen,
@@ -148,6 +149,7 @@ def test_dead_letters_are_listed(tagloop_env: Path, tmp_path: Path, db: psycopg.
         ("00000000-0000-0000-0000-00000000000b", "webhook", 6, "HTTP 410 Gone")
     ]
     assert "HTTP 410 Gone" in tagloop("decisions", "dead-letters").stdout
+    assert json.loads(tagloop("decisions", "dead-letters", "--limit", "1", "--json").stdout)["total"] == 1
 
 
 def _slice_of_lastfm(src: Path, dst: Path, users: int) -> None:

@@ -143,3 +143,38 @@ def test_a_holdout_that_grew_since_enqueue_cancels_its_users_messages(db: psycop
     held = {u for u in users if in_holdout(u, 0.5, "s")}
     assert 0 < len(held) < len(users)
     assert set(channel.sent) == set(users) - held and len(report.cancelled) == len(held)
+
+
+def test_a_slow_batch_keeps_its_claim_and_spends_one_attempt_per_send(
+    db: psycopg.Connection[Any], db_url: str
+) -> None:
+    """Claims used to lapse under a slow receiver: another worker claimed the rest (an attempt spent
+    per claim) and messages were dead-lettered after 0-1 real sends. A batch now renews its lease."""
+    users = add_users(db, 8)
+    now = datetime.now(UTC)
+    queue_messages(db, users, send_at=now - timedelta(minutes=1))
+    db.commit()
+    cfg = DeliveryConfig(quiet_start=time(0), quiet_end=time(0), lease=timedelta(seconds=2))
+    slow = Hooked(before=lambda n, m: clock.sleep(0.5))  # 8 sends: 4 s, twice the first lease
+    result: dict[str, Any] = {}
+    first = _other(db_url)
+    worker = threading.Thread(
+        target=lambda: result.update(
+            report=deliver_due(first, {"webhook": slow}, cfg, now=now, rng=np.random.default_rng(0))
+        )
+    )
+    worker.start()
+    second = _other(db_url)
+    try:
+        clock.sleep(2.4)  # the first lease has run out by the clock
+        rival = deliver_due(
+            second, {"webhook": Hooked()}, cfg, now=datetime.now(UTC), rng=np.random.default_rng(1)
+        )
+        worker.join(timeout=30)
+    finally:
+        first.close()
+        second.close()
+    assert rival.claimed == 0
+    assert len(result["report"].sent) == 8 and result["report"].lost == []
+    attempts = db.execute("select attempts from messages").fetchall()
+    assert [r["attempts"] for r in attempts] == [1] * 8

@@ -15,11 +15,14 @@ At send time a message is
   data the channel cannot encode) dead-letters that message too: it would fail the same way again.
 The claim commits before the send. Each message is then handled in a transaction of its own that
 first waits for any other sender of the same user (so caps count what they sent), then locks the
-message only if it is still this batch's claim, with a fresh lease (a batch slower than its lease
-loses the messages another worker has claimed since: `lost`, never sent twice), and reads the
-user's consent, unsubscribes and sends as of that moment (`store.take_claimed`): an unsubscribe
-stored while the batch is under way stops the sends after it. So a message is sent twice only when
-a worker dies mid-send; then the lease expires and it is sent again with the same `webhook-id`. A message
+message only if it is still this batch's claim, with a fresh lease, and reads the user's consent,
+unsubscribes and sends as of that moment (`store.take_claimed`): an unsubscribe stored while the
+batch is under way stops the sends after it. A batch renews its lease on the
+messages it has not reached yet whenever half of it has passed, so a slow receiver does not let
+another worker claim them (which spent an attempt on every claim and dead-lettered messages that
+were never sent); a worker that stops renewing (it died, or one send outlasted half a lease) loses
+them to the next claim: `lost`, never sent twice. So a message is sent twice only when a worker
+dies mid-send; then the lease expires and it is sent again with the same `webhook-id`. A message
 claimed again after its last allowed attempt (the worker died or the lease ran out each time) is
 dead-lettered without another send, so one poison message cannot crash workers forever.
 Each claimed message is settled on its own (sent, retrying, dead, cancelled or deferred): an
@@ -29,7 +32,8 @@ database connection stops the round (the leases then expire and the messages are
 
 Prometheus metrics (default registry, so any exporter of the process serves them):
 `tagloop_messages_total{channel, outcome}` (sent, retrying = failed with a retry due, dead,
-cancelled, deferred), `tagloop_delivery_latency_seconds{channel}` (scheduled send time → sent) and
+cancelled, deferred, lost = claimed by another worker after this one's lease ran out),
+`tagloop_delivery_latency_seconds{channel}` (scheduled send time → sent) and
 `tagloop_delivery_send_seconds{channel}` (the channel call itself).
 """
 
@@ -149,15 +153,30 @@ def deliver_due(
     with conn.transaction():
         claimed = store.claim_due(conn, now=now, limit=limit, ids=ids, lease=cfg.lease)
     report.claimed = len(claimed)
+    claimed.sort(key=lambda r: (r["next_attempt_at"], str(r["id"])))  # oldest due first
+    lease_end = claimed[0]["claimed_until"] if claimed else now
+    lost: set[str] = set()
     started = clock.monotonic()
-    for row in claimed:
+    for n, row in enumerate(claimed):
         message_id = str(row["id"])
         at = now + timedelta(seconds=clock.monotonic() - started)  # the batch's sends take time
+        if at >= lease_end - cfg.lease / 2:  # half the lease gone: keep the rest of the batch ours
+            rest = [str(r["id"]) for r in claimed[n:]]
+            with conn.transaction():
+                kept = store.renew_claims(conn, rest, mine=lease_end, until=at + cfg.lease)
+            lease_end = at + cfg.lease
+            lost.update(set(rest) - kept)
+        if message_id in lost:  # too late: the lease had run out and another worker has it now
+            report.lost.append(message_id)
+            metrics.messages.labels(row["channel"], "lost").inc()
+            continue
+        row = {**row, "claimed_until": lease_end}
         try:
             with conn.transaction():
                 fresh = store.take_claimed(conn, row, now=at, lease=cfg.lease, since=at - timedelta(days=8))
                 if fresh is None:  # the lease ran out and another worker has it now
                     report.lost.append(message_id)
+                    metrics.messages.labels(row["channel"], "lost").inc()
                     continue
                 verdict = _send_one(conn, {**row, **fresh}, channels, cfg, at, rng)
         except psycopg.OperationalError:

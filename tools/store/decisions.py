@@ -241,6 +241,20 @@ def take_claimed(
     return {**found, "unsubscribed": unsubscribed}
 
 
+def renew_claims(
+    conn: psycopg.Connection[Any], ids: list[str], *, mine: datetime, until: datetime
+) -> set[str]:
+    """Extend this batch's lease (claimed until `mine`) on `ids` to `until`; returns the ids still
+    this batch's (any other was claimed by another worker after the lease ran out)."""
+    rows = conn.execute(
+        """update messages set claimed_until = %(until)s
+           where id = any(%(ids)s::uuid[]) and status = 'sending' and claimed_until = %(mine)s
+           returning id::text as id""",
+        {"ids": ids, "mine": mine, "until": until},
+    ).fetchall()
+    return {r["id"] for r in rows}
+
+
 def mark_sent(conn: psycopg.Connection[Any], message_id: str, now: datetime) -> None:
     conn.execute(
         """update messages set status = 'sent', sent_at = %(now)s, last_error = null, claimed_until = null
@@ -433,3 +447,8 @@ def dead_letters(conn: psycopg.Connection[Any], limit: int = 1000) -> list[dict[
            order by dead_at desc nulls last limit %(n)s""",
         {"n": limit},
     ).fetchall()
+
+
+def dead_count(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("select count(*) as n from messages where status = 'dead'").fetchone()
+    return int(row["n"]) if row else 0
