@@ -150,51 +150,24 @@ class Worker:
         trigger: str,
         keys: dict[str, str],
     ) -> set[str]:
-        """Decide `users` in a savepoint; when the batch fails, each user alone, so one user the graph
-        cannot decide (e.g. a time zone this machine's tzdata lacks) does not hold back the batch
-        for good. Returns the users that failed alone (logged; their run is skipped this period)."""
-        try:
-            with self.conn.transaction():
-                self._decide_batch(now, facts, run_key, users, trigger, keys)
-            return set()
-        except psycopg.OperationalError:
-            raise
-        except Exception:
-            log.warning("worker=%s batch of %d failed: deciding its users one by one", self.name, len(users))
-        failed = set()
-        for user in users:
-            try:
-                with self.conn.transaction():
-                    self._decide_batch(now, facts, run_key, [user], trigger, keys)
-            except psycopg.OperationalError:
-                raise
-            except Exception:
-                log.exception("worker=%s user=%s cannot be decided: skipped", self.name, _hashed(user))
-                failed.add(user)
-        return failed
+        """Decide `users`; returns those that could not be decided (see `_one_by_one_on_failure`)."""
 
-    def _decide_batch(
-        self,
-        now: datetime,
-        facts: RunFacts,
-        run_key: str,
-        users: list[str],
-        trigger: str,
-        keys: dict[str, str],
-    ) -> None:
-        ctx = make_context(
-            self.conn,
-            self.settings,
-            now=now,
-            run_key=run_key,
-            channels=self.channels,
-            policy=self.policy,
-            facts=facts,
-            cache=self._cache,
-            sources=self._sources,
-            refresh_neighbors=False,  # done with the facts, outside this transaction
-        )
-        decide(ctx, users, trigger=trigger, run_keys=keys)
+        def run(batch: list[str]) -> None:
+            ctx = make_context(
+                self.conn,
+                self.settings,
+                now=now,
+                run_key=run_key,
+                channels=self.channels,
+                policy=self.policy,
+                facts=facts,
+                cache=self._cache,
+                sources=self._sources,
+                refresh_neighbors=False,  # done with the facts, outside this transaction
+            )
+            decide(ctx, batch, trigger=trigger, run_keys=keys)
+
+        return _one_by_one_on_failure(self.conn, users, run, self.name)
 
     def deliver(self, now: datetime, limit: int = 100) -> DeliveryReport:
         rng = np.random.default_rng([self._seed, int(now.timestamp())])
@@ -271,6 +244,34 @@ def ensure_schedules(conn: psycopg.Connection[Any], cadences: Mapping[str, Caden
             conn, name, [(u, cadence.period_start(u, cadence.period(u, now))) for u in users]
         )
     return added
+
+
+def _one_by_one_on_failure(
+    conn: psycopg.Connection[Any], users: list[str], run: Callable[[list[str]], None], worker: str
+) -> set[str]:
+    """`run(users)` in a savepoint; when it fails, `run([user])` for each user in a savepoint of its
+    own, so one user the graph cannot decide (e.g. a time zone this machine's tzdata lacks) does not
+    hold back the batch for good. Returns the users that failed alone (logged; their run is skipped
+    this period). A lost connection is raised at once."""
+    try:
+        with conn.transaction():
+            run(users)
+        return set()
+    except psycopg.OperationalError:
+        raise
+    except Exception:
+        log.warning("worker=%s batch of %d failed: deciding its users one by one", worker, len(users))
+    failed = set()
+    for user in users:
+        try:
+            with conn.transaction():
+                run([user])
+        except psycopg.OperationalError:
+            raise
+        except Exception:
+            log.exception("worker=%s user=%s cannot be decided: skipped", worker, _hashed(user))
+            failed.add(user)
+    return failed
 
 
 def _hashed(user_id: str) -> str:

@@ -59,6 +59,24 @@ def fold(db: psycopg.Connection[Any], events: list[EventRecord], now: datetime =
         return online.apply_events(db, new, now=now, config=CONFIG)
 
 
+def email_message(db: psycopg.Connection[Any], user: str, sent_at: datetime | None = None) -> tuple[str, str]:
+    """A committed decision and its email message for `user` (sent at `sent_at`, else pending)."""
+    decision, message = str(uuid.uuid4()), str(uuid.uuid4())
+    db.execute(
+        """insert into decisions (id, user_id, policy_name, policy_version, seed, candidates, chosen,
+                  propensities, channel, outcome)
+           values (%(d)s, %(u)s, 'p', '1', 1, '[]', '[]', '{}', 'email', 'message')""",
+        {"d": decision, "u": user},
+    )
+    db.execute(
+        """insert into messages (id, decision_id, user_id, channel, title, body, send_at, status, sent_at)
+                  values (%(m)s, %(d)s, %(u)s, 'email', 't', 'b', now(), %(status)s, %(at)s)""",
+        {"m": message, "d": decision, "u": user, "status": "sent" if sent_at else "pending", "at": sent_at},
+    )
+    db.commit()
+    return decision, message
+
+
 def weights(db: psycopg.Connection[Any], user: str) -> dict[str, float]:
     return dict(load_profiles(db, [user], top=50)[user].top_tags)
 
@@ -94,19 +112,7 @@ def test_a_rebuild_keeps_what_the_profile_learned_from_the_context(
     regions and per-channel engagement, and turned a skip-only user into "8 plays" (the next skip
     then weighed 18x what the user's own skip rate gives)."""
     db = catalogue
-    decision, message = str(uuid.uuid4()), str(uuid.uuid4())
-    db.execute(
-        """insert into decisions (id, user_id, policy_name, policy_version, seed, candidates, chosen,
-                  propensities, channel, outcome) values (%(d)s, 'b', 'p', '1', 1, '[]', '[]', '{}', 'email',
-                  'message')""",
-        {"d": decision},
-    )
-    db.execute(
-        """insert into messages (id, decision_id, user_id, channel, title, body, send_at)
-                  values (%(m)s, %(d)s, 'b', 'email', 't', 'b', now())""",
-        {"m": message, "d": decision},
-    )
-    db.commit()
+    _, message = email_message(db, "b")
     context = {"device": "ios", "source": "radio", "country": "DE"}
     events = [ev("b", "skip", f"s{n % 3 + 1}", NOW - timedelta(hours=n), context=context) for n in range(6)]
     events += [ev("b", "open", None, NOW, message_id=message, context={"device": 7})]
@@ -175,19 +181,7 @@ def test_hour_of_week_is_in_the_users_time_zone(catalogue: psycopg.Connection[An
 
 def test_message_engagement_is_credited_to_its_decision(catalogue: psycopg.Connection[Any]) -> None:
     db = catalogue
-    decision, message = str(uuid.uuid4()), str(uuid.uuid4())
-    db.execute(
-        """insert into decisions (id, user_id, policy_name, policy_version, seed, candidates, chosen,
-                  propensities, channel, outcome) values (%(d)s, 'b', 'p', '1', 1, '[]', '[]', '{}', 'email',
-                  'message')""",
-        {"d": decision},
-    )
-    db.execute(
-        """insert into messages (id, decision_id, user_id, channel, title, body, send_at)
-                  values (%(m)s, %(d)s, 'b', 'email', 't', 'b', now())""",
-        {"m": message, "d": decision},
-    )
-    db.commit()
+    decision, message = email_message(db, "b")
     fold(
         db,
         [
@@ -208,19 +202,7 @@ def test_message_engagement_is_credited_to_its_decision(catalogue: psycopg.Conne
 def test_another_users_message_id_credits_nothing(catalogue: psycopg.Connection[Any]) -> None:
     """A CRM sending a wrong `message_id` must not move another user's decision, arms or rewards."""
     db = catalogue
-    decision, message = str(uuid.uuid4()), str(uuid.uuid4())
-    db.execute(
-        """insert into decisions (id, user_id, policy_name, policy_version, seed, candidates, chosen,
-                  propensities, channel, outcome) values (%(d)s, 'b', 'p', '1', 1, '[]', '[]', '{}', 'email',
-                  'message')""",
-        {"d": decision},
-    )
-    db.execute(
-        """insert into messages (id, decision_id, user_id, channel, title, body, send_at, status, sent_at)
-                  values (%(m)s, %(d)s, 'b', 'email', 't', 'b', now(), 'sent', %(at)s)""",
-        {"m": message, "d": decision, "at": NOW - timedelta(hours=1)},
-    )
-    db.commit()
+    _, message = email_message(db, "b", sent_at=NOW - timedelta(hours=1))
     result = fold(db, [ev("c", "click", "s1", NOW, message_id=message)])  # c clicks b's message
     assert result.credited_decisions == 0
     assert db.execute("select count(*) as n from decision_feedback").fetchone() == {"n": 0}

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from aiosmtpd.controller import Controller
 
+from tagloop.tools.messaging.channels import OutboundMessage
 from tagloop.tools.store import decisions as store
 
 SECRET = "whsec_" + "dGFnbG9vcC10ZXN0LXNlY3JldC0zMmJ5dGVzISEhIQ=="
@@ -166,3 +167,17 @@ def smtp() -> Iterator[tuple[str, Inbox]]:
     controller.start()
     yield f"smtp://127.0.0.1:{port}", inbox
     controller.stop()
+
+
+# one email message, as the email tests send it
+MESSAGE = OutboundMessage(
+    message_id="7b0c2a8e-0000-5000-8000-000000000001",
+    decision_id="d",
+    user_id="u1",
+    channel="email",
+    title="New for you: A",
+    body="Because you like rock.",
+    items=[{"id": "i1", "title": "Song A"}],
+    send_at="2026-05-04T12:00:00+00:00",
+    address="listener@example.org",
+)

@@ -12,23 +12,11 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
-from msg_support import Inbox
+from msg_support import MESSAGE, Inbox
 
 from tagloop.tools.errors import ConfigError
 from tagloop.tools.messaging.channels import DeliveryError, OutboundMessage
 from tagloop.tools.messaging.email import EmailChannel
-
-MESSAGE = OutboundMessage(
-    message_id="7b0c2a8e-0000-5000-8000-000000000001",
-    decision_id="d",
-    user_id="u1",
-    channel="email",
-    title="New for you: A",
-    body="Because you like rock.",
-    items=[{"id": "i1", "title": "Song A"}],
-    send_at="2026-05-04T12:00:00+00:00",
-    address="listener@example.org",
-)
 
 
 def test_email_is_delivered_with_the_message_id(smtp: tuple[str, Inbox]) -> None:

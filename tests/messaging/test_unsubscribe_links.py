@@ -4,25 +4,14 @@ clear error otherwise), tokens bound to one message, and the headers and text of
 from __future__ import annotations
 
 import pytest
+from msg_support import MESSAGE
 
 from tagloop.agent.settings import load_settings
 from tagloop.tools.errors import ConfigError
-from tagloop.tools.messaging.channels import OutboundMessage
 from tagloop.tools.messaging.email import EmailChannel
 from tagloop.tools.messaging.unsubscribe import UnsubscribeLinks
 
 SECRET = "s3cret-s3cret-s3cret"
-MESSAGE = OutboundMessage(
-    message_id="7b0c2a8e-0000-5000-8000-000000000001",
-    decision_id="d",
-    user_id="u1",
-    channel="email",
-    title="New for you: A",
-    body="Because you like rock.",
-    items=[{"id": "i1", "title": "Song A"}],
-    send_at="2026-05-04T12:00:00+00:00",
-    address="listener@example.org",
-)
 
 
 def test_links_are_off_without_settings_and_need_both() -> None:
