@@ -150,16 +150,21 @@ def confirm(
     min_share: Annotated[
         float, typer.Option(help="…as a share of the item's positive users, in (0, 1].")
     ] = 0.25,
+    min_lift: Annotated[
+        float, typer.Option(help="…that share over the share of all users with the tag in their taste.")
+    ] = 2.0,
     as_json: JsonFlag = False,
 ) -> None:
-    """Promote provisional tags that users with the tag in their history liked or saved."""
+    """Promote provisional tags that users with the tag in their history liked or saved, more often
+    than users at large do."""
     from tagloop.agent.database import connect
     from tagloop.tools.tagging.store_autotag import confirm_by_behaviour
 
     int_option("--min-users", min_users)
     _within("--min-share", min_share, 0.0, 1.0, low_open=True)
+    _within("--min-lift", min_lift, 0.0, 1e6)
     with connect(load_settings()) as conn:
-        n = confirm_by_behaviour(conn, min_users=min_users, min_share=min_share)
+        n = confirm_by_behaviour(conn, min_users=min_users, min_share=min_share, min_lift=min_lift)
         conn.commit()
     emit({"confirmed": n}, as_json) if as_json else out.print(f"confirmed {n:,} provisional tag(s)")
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.ingest.loader import import_file
 from tagloop.tools.llm import LLMUnavailable
-from tagloop.tools.store.catalogue import replace_item_tags
+from tagloop.tools.store.catalogue import ensure_tags, replace_item_tags
 from tagloop.tools.tagging.sources import LLMItemTags, LLMTag, LLMTagReply
 from tagloop.tools.tagging.store import find_tag, sync_vocabulary, vocabulary_rows
 from tagloop.tools.tagging.store_autotag import confirm_by_behaviour
@@ -140,14 +140,25 @@ def test_behaviour_confirms_a_provisional_tag_that_fans_like(shop: psycopg.Conne
     replace_item_tags(shop, {"n2": {"boom-bap": 0.3}}, source="keyword")
     shop.execute("update item_tags set confidence = 0.3 where item_id = 'n2'")
     assert confirm_by_behaviour(shop) == 0  # nobody has liked n2 yet
-    for u in ("u0", "u1"):  # boom-bap fans (they like a1) like n2
-        for item in ("a1", "n2"):
-            shop.execute(
-                """insert into events (id, user_id, type, item_id, ts)
-                   values (%(id)s, %(u)s, 'like', %(i)s, %(ts)s)""",
-                {"id": f"like-{u}-{item}", "u": u, "i": item, "ts": NOW},
-            )
+    likes = [(u, item) for u in ("u0", "u1") for item in ("a1", "n2")]  # boom-bap fans (a1) like n2
+    likes += [("u3", "a3"), ("u4", "a3")]  # synthwave fans like synthwave: boom-bap is not everyone's
+    for u, item in likes:
+        shop.execute(
+            """insert into events (id, user_id, type, item_id, ts)
+               values (%(id)s, %(u)s, 'like', %(i)s, %(ts)s)""",
+            {"id": f"like-{u}-{item}", "u": u, "i": item, "ts": NOW},
+        )
+    music = ensure_tags(shop, {"music"})["music"]  # a broad tag: every liker has it in their taste
+    shop.execute(
+        """insert into item_tags (item_id, tag_id, weight, source, confidence)
+           values ('a1', %(t)s, 1, 'import', 1), ('a3', %(t)s, 1, 'import', 1),
+                  ('n2', %(t)s, 0.3, 'keyword', 0.3)""",
+        {"t": music},
+    )
+    # all of n2's likers have boom-bap in their taste, against half of all likers: lift 2
+    assert confirm_by_behaviour(shop, min_lift=2.5) == 0
     assert confirm_by_behaviour(shop) == 1
+    assert tags_of(shop, "n2")["music"][0] == "keyword"  # lift 1: says nothing about n2
     source, confidence = tags_of(shop, "n2")["boom-bap"]
     assert source == "confirmed" and confidence == 1.0  # both of n2's likers are boom-bap fans
     tag_items(shop, rng=np.random.default_rng(0))

@@ -10,9 +10,12 @@
 - `confirm_by_behaviour(conn)`: the "confirmed by behaviour" rule. A provisional auto tag t on item
   i is confirmed when ≥ `min_users` users who engaged positively (like, save, add_to_playlist,
   share, complete) with i have also engaged positively with *another* item carrying t confidently
-  — t is in their taste — and they are ≥ `min_share` of i's positive users. The row becomes
-  source `confirmed` with confidence 0.5 + 0.5·share, so it enters vectors and profiles and later
-  runs of `tag items` keep it.
+  — t is in their taste — and they are ≥ `min_share` of i's positive users, and that share is
+  ≥ `min_lift` times the share of all engaged users who engage with items carrying t (a broad tag
+  such as rock or seen-live is in almost everyone's taste, so it says nothing about i: without the
+  lift, 78,291 of ~170k Last.fm proposals were confirmed, Michael Jackson as female-vocalists). The
+  row becomes source `confirmed` with confidence 0.5 + 0.5·share, so it enters vectors and
+  profiles and later runs of `tag items` keep it.
 Functions take a connection and never commit.
 """
 
@@ -54,22 +57,29 @@ INSERT_PROPOSALS = """
 CONFIRM = """
     with pos as (select distinct user_id, item_id from events
                  where item_id is not null and type = any(%(types)s)),
+    item_users as (select item_id, count(*) as users from pos group by item_id),
+    everyone as (select count(distinct user_id)::real as n from pos),
     fans as (select distinct p.user_id, p.item_id, it.tag_id from pos p
              join item_tags it on it.item_id = p.item_id and it.confidence >= %(confirm_at)s),
+    reach as (select tag_id, count(distinct user_id)::real as users from fans group by tag_id),
     prov as (select item_id, tag_id from item_tags
              where source = any(%(auto)s) and confidence < %(confirm_at)s),
     support as (
-        select pr.item_id, pr.tag_id, count(distinct p.user_id) as n,
-               (select count(*) from pos p2 where p2.item_id = pr.item_id) as users
+        select pr.item_id, pr.tag_id, count(distinct p.user_id) as n
         from prov pr join pos p on p.item_id = pr.item_id
         where exists (select 1 from fans f
                       where f.user_id = p.user_id and f.tag_id = pr.tag_id and f.item_id <> pr.item_id)
-        group by pr.item_id, pr.tag_id)
+        group by pr.item_id, pr.tag_id),
+    scored as (
+        select s.item_id, s.tag_id, s.n, s.n::real / iu.users as share,
+               (s.n::real / iu.users) / (r.users / e.n) as lift
+        from support s join item_users iu on iu.item_id = s.item_id
+        join reach r on r.tag_id = s.tag_id cross join everyone e)
     update item_tags it set source = 'confirmed',
-        confidence = least(1.0, %(confirm_at)s + (1 - %(confirm_at)s) * s.n::real / s.users)
-    from support s
+        confidence = least(1.0, %(confirm_at)s + (1 - %(confirm_at)s) * s.share)
+    from scored s
     where it.item_id = s.item_id and it.tag_id = s.tag_id
-      and s.n >= %(min_users)s and s.n::real / s.users >= %(min_share)s
+      and s.n >= %(min_users)s and s.share >= %(min_share)s and s.lift >= %(min_lift)s
     returning it.item_id
 """
 
@@ -138,7 +148,7 @@ def store_proposals(
 
 
 def confirm_by_behaviour(
-    conn: psycopg.Connection[Any], *, min_users: int = 2, min_share: float = 0.25
+    conn: psycopg.Connection[Any], *, min_users: int = 2, min_share: float = 0.25, min_lift: float = 2.0
 ) -> int:
     """Promote provisional auto tags that behaviour supports (module docstring); returns how many."""
     rows = conn.execute(
@@ -149,6 +159,7 @@ def confirm_by_behaviour(
             "confirm_at": CONFIRM_AT,
             "min_users": min_users,
             "min_share": min_share,
+            "min_lift": min_lift,
         },
     ).fetchall()
     items = sorted({r["item_id"] for r in rows})
