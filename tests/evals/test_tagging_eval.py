@@ -120,6 +120,19 @@ def test_other_bad_inputs_exit_2_without_a_traceback(small: dict[str, Path], tmp
     assert message in " ".join(result.output.split()) and "Traceback" not in result.output
 
 
+def test_a_small_known_file_where_only_popularity_speaks_still_evaluates(tmp_path: Path) -> None:
+    """The blend tuning divided by zero when no signal but popularity had anything to say."""
+    known = write(
+        tmp_path / "k.csv",
+        ["item_id", "tag"],
+        [("1", "rock"), ("2", "rock"), ("1", "pop"), ("2", "pop"), ("3", "pop")],
+    )
+    held = write(tmp_path / "h.csv", ["item_id", "tag"], [("1", "jazz")])
+    result = invoke(["--item-tags", str(known), "--holdout", str(held), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["n_items"] == 1
+
+
 def test_missing_file_is_a_clear_error(small: dict[str, Path], tmp_path: Path) -> None:
     result = invoke(["--item-tags", str(tmp_path / "nope.csv"), "--holdout", str(small["held"])])
     assert result.exit_code == 2 and "not found" in result.output

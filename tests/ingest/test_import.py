@@ -200,6 +200,17 @@ def test_bad_item_tag_weight_is_rejected(db: psycopg.Connection[Any], tmp_path: 
     assert count(db, "items") == 0
 
 
+def test_a_tag_too_long_to_index_is_a_bad_line(db: psycopg.Connection[Any], tmp_path: Path) -> None:
+    """A 6,000-character tag overflowed the tags' unique index: a psycopg traceback, even with
+    --skip-bad; it is now a bad line like any other."""
+    rows = [{"id": "big", "tags": ["x" * 201, "rock"]}, {"id": "fine", "tags": {"rock": 1, "y" * 300: 0.5}}]
+    path = write_jsonl(tmp_path / "items.jsonl", [*rows, {"id": "ok", "tags": ["rock"]}])
+    with pytest.raises(InvalidInput, match=r"items.jsonl:1: tags\[0\]: is longer than 200 characters"):
+        import_file(db, "items", path)
+    result = import_file(db, "items", path, skip_bad=True)
+    assert result.stored == 1 and [e.line for e in result.skipped] == [1, 2]
+
+
 def test_non_utf8_file_is_named(db: psycopg.Connection[Any], tmp_path: Path) -> None:
     path = tmp_path / "users.jsonl"
     path.write_bytes(b'{"id": "a"}\n{"id": "caf\xe9"}\n')

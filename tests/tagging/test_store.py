@@ -213,6 +213,23 @@ def test_embeddings_are_stored_and_related_tags_come_from_the_index(db: psycopg.
     assert near == sorted(near, key=lambda p: -p[1])
 
 
+def test_related_returns_as_many_tags_as_asked_beyond_the_index_default(db: psycopg.Connection[Any]) -> None:
+    """`tag related rock --k 100` gave 39: the HNSW scan stopped at its default 40 candidates."""
+    rng = np.random.default_rng(5)
+    groups = [[f"g{g}-tag{t}" for t in range(4)] for g in range(20)]
+    db.execute("insert into items (id) select 'i' || g from generate_series(0, 399) g")
+    chosen = {
+        f"i{i}": {str(t): 1.0 for t in rng.choice(groups[i % 20], 3, replace=False)} for i in range(400)
+    }
+    replace_item_tags(db, chosen, source="import")
+    report = train_and_store(db, np.random.default_rng(0))
+    assert report.embedded > 60
+    found = find_tag(db, "g0-tag0")
+    assert found is not None
+    near = related(db, found[0], k=60)
+    assert near is not None and len(near) == 60 and near == sorted(near, key=lambda p: -p[1])
+
+
 def _playlist_events(db: psycopg.Connection[Any]) -> None:
     db.execute("insert into users (id) values ('u')")
     db.execute("insert into items (id) values ('old1'), ('old2'), ('new1'), ('new2')")

@@ -305,6 +305,18 @@ def _timezone(value: Any) -> str:
     return value
 
 
+MAX_TAG = 200  # characters of a tag name (6,000 overflowed the tags' unique index: a traceback)
+
+
+def _tag_name(name: Any, field: str) -> str:
+    """The stored name of one tag, or a FieldError naming `field`."""
+    if not isinstance(name, str) or not normalize_tag(name):
+        raise FieldError(field, f"must be a non-empty string, got {name!r}")
+    if len(name) > MAX_TAG:
+        raise FieldError(field, f"is longer than {MAX_TAG} characters")
+    return normalize_tag(name)
+
+
 def _tags(value: Any) -> dict[str, float]:
     if value is None or value == "":
         return {}
@@ -320,14 +332,12 @@ def _tags(value: Any) -> dict[str, float]:
     tags: dict[str, float] = {}
     if isinstance(value, list):
         for position, name in enumerate(value):
-            if not isinstance(name, str) or not normalize_tag(name):
-                raise FieldError(f"tags[{position}]", f"must be a non-empty string, got {name!r}")
-            tags[normalize_tag(name)] = 1.0
+            tags[_tag_name(name, f"tags[{position}]")] = 1.0
     elif isinstance(value, dict):
         for name, weight in value.items():
             if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 1:
                 raise FieldError(f"tags.{name}", f"weight must be a number in (0, 1], got {weight!r}")
-            key = normalize_tag(name)
+            key = _tag_name(name, f"tags.{name[:40]}") if normalize_tag(name) else None
             if not key:
                 raise FieldError("tags", f"empty tag name {name!r}")
             tags[key] = max(tags.get(key, 0.0), float(weight))

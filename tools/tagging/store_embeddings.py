@@ -118,5 +118,11 @@ def related(conn: psycopg.Connection[Any], tag_id: int, k: int = 10) -> list[tup
     ).fetchone()
     if row is None:
         return None
-    rows = conn.execute(RELATED, {"q": row["embedding"], "id": tag_id, "k": k}).fetchall()
+    with conn.transaction():  # the HNSW scan looks past its default 40 candidates for a larger k
+        conn.execute(
+            "select set_config('hnsw.iterative_scan', 'strict_order', true),"
+            " set_config('hnsw.ef_search', %(ef)s, true)",
+            {"ef": str(min(max(k + 1, 40), 1000))},
+        )
+        rows = conn.execute(RELATED, {"q": row["embedding"], "id": tag_id, "k": k}).fetchall()
     return [(r["name"], round(float(r["similarity"]), 4)) for r in rows]

@@ -107,4 +107,6 @@ def tune_blend(
                 if s > best + 1e-9:
                     best, weights = s, trial
     total = sum(weights.values())
+    if total <= 0:  # only popularity had any signal on this validation split: nothing to tune
+        return BlendWeights()
     return BlendWeights(**{name: weights[name] / total for name in SIGNALS})
