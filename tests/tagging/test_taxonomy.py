@@ -24,6 +24,8 @@ from tagloop.tools.tagging.vocabulary import build_vocabulary
         ("british", "place-language"),
         ("melancholic", "mood"),
         ("vfsix", None),
+        ("r-and-b", "r&b-soul"),  # the stored name of "R&B" (411 Last.fm artists) was "other"
+        ("R&B", "r&b-soul"),
     ],
 )
 def test_keyword_rules_use_the_head_word_first(tag: str, family: str | None) -> None:

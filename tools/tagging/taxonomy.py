@@ -214,7 +214,7 @@ _ERA = re.compile(r"^(\d0s|\d0's|(19|20)\d0s|(19|20)\d\d)$")
 
 
 def _words(tag: str) -> list[str]:
-    return clean_surface(tag).replace("-", " ").replace("/", " ").split()
+    return clean_surface(tag).replace("&", " and ").replace("-", " ").replace("/", " ").split()
 
 
 _KEYWORDS: dict[str, str] = {}
