@@ -15,10 +15,17 @@ from tagloop.tools.tagging.vocabulary import build_vocabulary, clean_surface, ta
         (["80s", "80's", "1980s", "eighties"], "80s"),
         (["r&b", "rnb", "R & B", "rhythm and blues"], "randb"),
         (["Beyoncé", "beyonce"], "beyonce"),
+        (["русский рок", "Русский-Рок", "русский_рок"], "русскийрок"),  # was "": left out of the vocabulary
+        (["ビジュアル系", "ビジュアル 系"], "ビジュアル系"),
     ],
 )
 def test_spelling_variants_share_one_key(variants: list[str], key: str) -> None:
     assert {tag_key(v) for v in variants} == {key}
+
+
+def test_short_keys_keep_the_signs_that_tell_tags_apart() -> None:
+    assert len({tag_key("c++"), tag_key("c#"), tag_key("c")}) == 3  # all three were "c"
+    assert tag_key("ヒ") != tag_key("ビ") and tag_key("🔥") == ""
 
 
 def test_normalize_tag_cleans_case_and_spacing_only() -> None:

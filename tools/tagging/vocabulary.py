@@ -58,11 +58,17 @@ def clean_surface(raw: str) -> str:
 
 
 def tag_key(raw: str) -> str:
-    """The merge key of a tag's spelling variants ("" for a tag with no letters or digits)."""
+    """The merge key of a tag's spelling variants: its ASCII letters and digits (accents dropped,
+    so "Café" is "cafe"); a tag with two or fewer of those keeps its letters of any script, digits,
+    `+` and `#` ("русский рок" has a key, "c++" is not "c#"). "" for a tag with none of those
+    (emoji alone)."""
     text = clean_surface(raw).replace("&", " and ").replace("'", "").replace("’", "")
     text = unicodedata.normalize("NFKD", text)
     text = "".join(ch for ch in text if not unicodedata.combining(ch))
     key = _NOT_ALNUM.sub("", text)
+    if len(key) <= 2 and not key.isdigit():  # "c++" and "c#" are not both "c"; "ビジュアル系" is not ""
+        surface = clean_surface(raw).casefold()  # marks kept: ビ and ヒ are different letters
+        key = "".join(ch for ch in surface if ch.isalnum() or ch in "+#") or key
     decade = _DECADE.match(key)
     if decade and decade.group(1) == "19":
         key = decade.group(2) + "s"
