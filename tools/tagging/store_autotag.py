@@ -59,16 +59,17 @@ CONFIRM = """
                  where item_id is not null and type = any(%(types)s)),
     item_users as (select item_id, count(*) as users from pos group by item_id),
     everyone as (select count(distinct user_id)::real as n from pos),
-    fans as (select distinct p.user_id, p.item_id, it.tag_id from pos p
-             join item_tags it on it.item_id = p.item_id and it.confidence >= %(confirm_at)s),
-    reach as (select tag_id, count(distinct user_id)::real as users from fans group by tag_id),
+    taste as (select distinct p.user_id, it.tag_id from pos p
+              join item_tags it on it.item_id = p.item_id and it.confidence >= %(confirm_at)s),
+    reach as (select tag_id, count(*)::real as users from taste group by tag_id),
     prov as (select item_id, tag_id from item_tags
              where source = any(%(auto)s) and confidence < %(confirm_at)s),
+    -- a provisional tag is not confident on its own item, so a user's taste for it always comes
+    -- from another item: one hash join, no per-row subquery
     support as (
-        select pr.item_id, pr.tag_id, count(distinct p.user_id) as n
+        select pr.item_id, pr.tag_id, count(*) as n
         from prov pr join pos p on p.item_id = pr.item_id
-        where exists (select 1 from fans f
-                      where f.user_id = p.user_id and f.tag_id = pr.tag_id and f.item_id <> pr.item_id)
+        join taste ta on ta.user_id = p.user_id and ta.tag_id = pr.tag_id
         group by pr.item_id, pr.tag_id),
     scored as (
         select s.item_id, s.tag_id, s.n, s.n::real / iu.users as share,
@@ -151,6 +152,9 @@ def confirm_by_behaviour(
     conn: psycopg.Connection[Any], *, min_users: int = 2, min_share: float = 0.25, min_lift: float = 2.0
 ) -> int:
     """Promote provisional auto tags that behaviour supports (module docstring); returns how many."""
+    # fresh statistics: right after `tag items` stored ~170k proposals (Last.fm) the planner saw the
+    # old table and the query ran for minutes instead of ~3 s
+    conn.execute("analyze item_tags")
     rows = conn.execute(
         CONFIRM,
         {
