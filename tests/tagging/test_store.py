@@ -165,6 +165,25 @@ def test_behaviour_confirms_a_provisional_tag_that_fans_like(shop: psycopg.Conne
     assert tags_of(shop, "n2")["boom-bap"][0] == "confirmed"  # later runs keep it
 
 
+def test_confirmed_tags_count_against_an_items_budget_of_auto_tags(shop: psycopg.Connection[Any]) -> None:
+    """Every run proposed k more tags beyond the confirmed ones, so confirmed tags grew without bound
+    (21,981, then 27,697, then 31,925 more on Last.fm); now an item holds at most k auto tags."""
+    tag_items(shop, rng=np.random.default_rng(0), k=2, confirm=False)
+    auto = tags_of(shop, "n2")
+    assert 0 < len(auto) <= 2
+    first = next(iter(auto))
+    shop.execute(
+        "update item_tags set source = 'confirmed', confidence = 0.9 where item_id = 'n2' and tag_id = "
+        "(select id from tags where name = %(t)s)",
+        {"t": first},
+    )
+    tag_items(shop, rng=np.random.default_rng(0), k=2, confirm=False)
+    after = tags_of(shop, "n2")
+    assert after[first][0] == "confirmed" and len(after) <= 2
+    tag_items(shop, rng=np.random.default_rng(0), k=1, confirm=False)
+    assert list(tags_of(shop, "n2")) == [first]  # its budget is spent: nothing new is proposed
+
+
 class FlakyLLM:
     """Fails the first batch, then answers with one vocabulary tag and one invented tag per item."""
 
