@@ -329,3 +329,11 @@ def test_services_reject_k_below_one_and_a_history_before_the_year_one(shop: psy
         find_trends(shop, NOW, history=timedelta(days=999_999_999))
     with pytest.raises(InvalidInput, match="limit must be at least 1"):
         find_trends(shop, NOW, limit=0)
+
+
+def test_a_catalogue_too_small_to_learn_from_is_reported_not_raised(db: psycopg.Connection[Any]) -> None:
+    """Two items with one tag each: `tag items` exited with an error instead of counting it."""
+    db.execute("insert into items (id, title) values ('c1', 'One'), ('c2', 'Two'), ('c3', 'Three')")
+    replace_item_tags(db, {"c1": {"rock": 1.0}, "c2": {"jazz": 1.0}}, source="import")
+    report = tag_items(db, rng=np.random.default_rng(0))
+    assert report.stored == 0 and any("too few tags" in p for p in report.summary.problems)

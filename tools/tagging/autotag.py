@@ -18,6 +18,7 @@ bad item or a dead LLM never fails the batch.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -153,7 +154,9 @@ def autotag(
     rows = [(i, t, w) for i, tags in have.items() for t, w in tags.items()]
     rows += [(i, t, max(c for c, _ in ev)) for i, tags in evidence.items() for t, ev in tags.items()]
     provider_of = {**(providers or {}), **{it.item_id: it.provider for it in items if it.provider}}
-    if targets and len({r[1] for r in rows}) >= 2:
+    min_count = (params or ModelParams()).min_count
+    items_per_tag = Counter(t for _, t in {(i, t) for i, t, _ in rows})
+    if targets and len(items_per_tag) >= 2 and max(items_per_tag.values()) >= min_count:
         found = _model_evidence(
             [it.item_id for it in targets], rows, list(interactions), provider_of, rng, k,
             weights or BlendWeights(), params,
@@ -161,7 +164,7 @@ def autotag(
         for item, tags in found.items():
             for tag, (conf, source) in tags.items():
                 add(item, tag, conf, source)
-    else:
+    else:  # the model needs a tag on at least `min_count` items (a tiny catalogue has none)
         summary.problems.append("too few tags in use to learn from co-occurrence; keyword/LLM tags only")
     proposals: list[TagProposal] = []
     for it in targets:
