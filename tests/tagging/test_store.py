@@ -337,3 +337,24 @@ def test_a_catalogue_too_small_to_learn_from_is_reported_not_raised(db: psycopg.
     replace_item_tags(db, {"c1": {"rock": 1.0}, "c2": {"jazz": 1.0}}, source="import")
     report = tag_items(db, rng=np.random.default_rng(0))
     assert report.stored == 0 and any("too few tags" in p for p in report.summary.problems)
+
+
+def test_proposals_use_the_stored_spelling_of_a_tag(db: psycopg.Connection[Any], tmp_path: Path) -> None:
+    """ "(hed) p.e." is stored `(hed)-p.e.`; proposals wrote the vocabulary's cleaned `hed)-p.e` as a
+    second tag, and the next `tag vocab` renamed the user's own tag to that."""
+    items = [
+        {"id": "b1", "title": "B1", "tags": ["(hed) p.e.", "rap-metal"]},
+        {"id": "b2", "title": "B2", "tags": ["(hed) p.e.", "rap-metal"]},
+        {"id": "b3", "title": "B3"},
+    ]
+    import_file(db, "items", jsonl(tmp_path / "items.jsonl", items))
+    import_file(
+        db, "users", jsonl(tmp_path / "users.jsonl", [{"id": f"u{i}", "timezone": "UTC"} for i in range(3)])
+    )
+    plays = [{"user_id": f"u{i}", "type": "play", "item_id": b} for i in range(3) for b in ("b1", "b2", "b3")]
+    import_file(db, "events", jsonl(tmp_path / "events.jsonl", plays), now=NOW)
+    tag_items(db, rng=np.random.default_rng(0))
+    sync_vocabulary(db)
+    names = {r["name"] for r in db.execute("select name from tags")}
+    assert "(hed)-p.e." in names and "hed)-p.e" not in names
+    assert "(hed)-p.e." in tags_of(db, "b1") and "(hed)-p.e." in tags_of(db, "b3")

@@ -33,6 +33,7 @@ from tagloop.tools.store.catalogue import ensure_tags, refresh_item_vectors, ref
 from tagloop.tools.tagging.autotag import CONFIRM_AT, TagProposal
 from tagloop.tools.tagging.sources import ItemText
 from tagloop.tools.tagging.store import AUTO_SOURCES
+from tagloop.tools.tagging.vocabulary import tag_key
 
 POSITIVE = ("like", "save", "add_to_playlist", "share", "complete")
 CONSUMED = ("play", "complete", "like", "save", "add_to_playlist", "share")
@@ -108,6 +109,19 @@ def _attribute_text(attributes: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _tag_ids(conn: psycopg.Connection[Any], names: set[str]) -> dict[str, int]:
+    """Proposal name → tag id: the stored tag with the same merge key when there is one (the most
+    used), else a new tag. The vocabulary names tags by a cleaned spelling that can differ from the
+    stored one ("(hed) p.e." is stored `(hed)-p.e.`, cleaned `hed) p.e`): written as is, it made a
+    second tag, into which the next `tag vocab` merged the user's own."""
+    stored: dict[str, int] = {}
+    for r in conn.execute("select id, name from tags order by item_count desc, id"):
+        stored.setdefault(tag_key(r["name"]), r["id"])
+    ids = {n: stored[tag_key(n)] for n in names if tag_key(n) in stored}
+    ids.update(ensure_tags(conn, names - ids.keys()))
+    return ids
+
+
 def autotag_inputs(conn: psycopg.Connection[Any], kind: str | None = None) -> AutotagInputs:
     """Items (of `kind`, or all), known tag rows and implicit feedback, as `autotag` takes them."""
     items, providers = [], {}
@@ -135,7 +149,7 @@ def store_proposals(
     if not targets:
         return 0
     conn.execute(DELETE_AUTO, {"items": targets, "auto": list(AUTO_SOURCES)})
-    ids = ensure_tags(conn, {p.tag for p in proposals})
+    ids = _tag_ids(conn, {p.tag for p in proposals})
     written = 0
     if proposals:
         cur = conn.execute(
