@@ -43,12 +43,14 @@ class TaggingReport:
     n_items: int
     weights: BlendWeights
     ranked: dict[str, list[str]] = field(default_factory=dict)
+    without_evidence: int = 0  # held items with no known tag and no interaction: popularity only
 
     def as_json(self) -> dict[str, object]:
         return {
             "tagloop": self.tagloop,
             "popular_tags": self.popular_tags,
             "n_items": self.n_items,
+            "items_without_evidence": self.without_evidence,
             "blend_weights": self.weights.as_dict(),
         }
 
@@ -129,12 +131,14 @@ def evaluate_tagging(
         report("ranking tags for held-out items", 0.3 + 0.7 * min(1.0, (start + batch) / len(held_items)))
     p5, r10 = precision_recall([ranked[i] for i in held_items], truth)
     pp5, pr10 = precision_recall(popular_ranked, truth)
+    seen = {r[0] for r in known_rows} | {r[1] for r in interaction_rows or []}
     return TaggingReport(
         tagloop={"precision@5": p5, "recall@10": r10},
         popular_tags={"precision@5": pp5, "recall@10": pr10},
         n_items=len(held_items),
         weights=weights,
         ranked=ranked,
+        without_evidence=sum(1 for i in held_items if i not in seen),
     )
 
 
@@ -170,6 +174,11 @@ def tagging_command(
     except TagloopError as exc:
         typer.echo(f"error: {exc}", err=True)  # unwrapped: paths and fields stay on one line
         raise typer.Exit(code=2) from exc
+    if result.without_evidence:  # e.g. a HELD file of another data set: the scores mean little
+        err.print(
+            f"warning: {result.without_evidence:,} of {result.n_items:,} held-out item(s) appear in neither "
+            "--item-tags nor --interactions: they are ranked by tag popularity alone"
+        )
     if as_json:
         typer.echo(json.dumps(result.as_json()))
         return

@@ -133,6 +133,15 @@ def test_a_small_known_file_where_only_popularity_speaks_still_evaluates(tmp_pat
     assert json.loads(result.stdout)["n_items"] == 1
 
 
+def test_held_items_nobody_knows_are_counted_and_warned_about(small: dict[str, Path], tmp_path: Path) -> None:
+    """A HELD file from another data set scored recall 1.0 for both rankers without a word."""
+    held = write(tmp_path / "u.csv", ["item_id", "tag"], [("99999999", "rock"), ("zzz", "pop")])
+    result = invoke(["--item-tags", str(small["known"]), "--holdout", str(held), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["items_without_evidence"] == 2
+    assert "2 of 2 held-out item(s) appear in neither" in " ".join(result.stderr.split())
+
+
 def test_missing_file_is_a_clear_error(small: dict[str, Path], tmp_path: Path) -> None:
     result = invoke(["--item-tags", str(tmp_path / "nope.csv"), "--holdout", str(small["held"])])
     assert result.exit_code == 2 and "not found" in result.output
