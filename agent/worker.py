@@ -35,6 +35,7 @@ from tagloop.agent.runner import (
 from tagloop.agent.settings import Settings
 from tagloop.tools import neighbors
 from tagloop.tools.candidates import sources_named
+from tagloop.tools.logsafe import hashed
 from tagloop.tools.messaging.channels import Channel
 from tagloop.tools.messaging.delivery import DeliveryReport, deliver_due
 from tagloop.tools.profile_folder import FoldOptions, fold_pending
@@ -200,9 +201,7 @@ class Worker:
             self._rollback()
         for _ in range(max_cycles if deliver else 0):
             round_ = self.deliver(self.clock())
-            for name in ("sent", "retrying", "dead", "cancelled", "deferred", "lost"):
-                getattr(report.delivery, name).extend(getattr(round_, name))
-            report.delivery.claimed += round_.claimed
+            report.delivery.add(round_)
             if round_.claimed == 0:
                 break
         if report.decided or report.delivery.claimed:
@@ -269,11 +268,6 @@ def _one_by_one_on_failure(
         except psycopg.OperationalError:
             raise
         except Exception:
-            log.exception("worker=%s user=%s cannot be decided: skipped", worker, _hashed(user))
+            log.exception("worker=%s user=%s cannot be decided: skipped", worker, hashed(user))
             failed.add(user)
     return failed
-
-
-def _hashed(user_id: str) -> str:
-    """A user id as it may appear in logs (as agent/http/state.py `hashed`)."""
-    return hashlib.sha256(user_id.encode()).hexdigest()[:12]

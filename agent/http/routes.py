@@ -15,7 +15,8 @@ from starlette.convertors import Convertor, register_url_convertor
 from tagloop.agent.http import ingest, schemas, services
 from tagloop.agent.http.auth import read_body
 from tagloop.agent.http.problems import MEDIA_TYPE, FieldErrors
-from tagloop.agent.http.state import AppState, hashed
+from tagloop.agent.http.state import AppState
+from tagloop.tools.logsafe import hashed
 
 log = logging.getLogger("tagloop.http")
 

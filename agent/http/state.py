@@ -4,7 +4,6 @@ metrics, ingest options, the read-your-writes fold options and what run requests
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -21,11 +20,6 @@ from tagloop.tools.messaging.unsubscribe import UnsubscribeLinks
 from tagloop.tools.profile_folder import FoldOptions
 
 T = TypeVar("T")
-
-
-def hashed(user_id: str) -> str:
-    """A user id as it may appear in logs."""
-    return hashlib.sha256(user_id.encode()).hexdigest()[:12]
 
 
 def ingest_options(settings: Settings) -> IngestOptions:

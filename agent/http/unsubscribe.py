@@ -19,9 +19,10 @@ from fastapi.responses import HTMLResponse
 
 from tagloop.agent.http import ingest, schemas
 from tagloop.agent.http.problems import MEDIA_TYPE, Unauthorized
-from tagloop.agent.http.state import AppState, hashed
+from tagloop.agent.http.state import AppState
 from tagloop.tools.errors import NotFound
 from tagloop.tools.ingest.records import parse_event
+from tagloop.tools.logsafe import hashed
 from tagloop.tools.store import users as store
 
 router = APIRouter()

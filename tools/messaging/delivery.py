@@ -107,6 +107,9 @@ class DeliveryConfig:
     holdout_salt: str = "tagloop-holdout-v1"
 
 
+OUTCOMES = ("sent", "retrying", "dead", "cancelled", "deferred", "lost")  # of a claimed message
+
+
 @dataclass
 class DeliveryReport:
     claimed: int = 0
@@ -117,16 +120,14 @@ class DeliveryReport:
     deferred: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)  # claimed, then claimed by another worker (lease ran out)
 
+    def add(self, other: DeliveryReport) -> None:
+        """Count `other` (a later round) in this report too."""
+        self.claimed += other.claimed
+        for outcome in OUTCOMES:
+            getattr(self, outcome).extend(getattr(other, outcome))
+
     def summary(self) -> dict[str, int]:
-        return {
-            "claimed": self.claimed,
-            "sent": len(self.sent),
-            "retrying": len(self.retrying),
-            "dead": len(self.dead),
-            "cancelled": len(self.cancelled),
-            "deferred": len(self.deferred),
-            "lost": len(self.lost),
-        }
+        return {"claimed": self.claimed, **{outcome: len(getattr(self, outcome)) for outcome in OUTCOMES}}
 
 
 def backoff(attempt: int, cfg: DeliveryConfig, rng: np.random.Generator) -> timedelta:
@@ -166,19 +167,18 @@ def deliver_due(
                 kept = store.renew_claims(conn, rest, mine=lease_end, until=at + cfg.lease)
             lease_end = at + cfg.lease
             lost.update(set(rest) - kept)
-        if message_id in lost:  # too late: the lease had run out and another worker has it now
-            report.lost.append(message_id)
-            metrics.messages.labels(row["channel"], "lost").inc()
-            continue
         row = {**row, "claimed_until": lease_end}
         try:
             with conn.transaction():
-                fresh = store.take_claimed(conn, row, now=at, lease=cfg.lease, since=at - timedelta(days=8))
-                if fresh is None:  # the lease ran out and another worker has it now
-                    report.lost.append(message_id)
-                    metrics.messages.labels(row["channel"], "lost").inc()
-                    continue
-                verdict = _send_one(conn, {**row, **fresh}, channels, cfg, at, rng)
+                fresh = (
+                    None
+                    if message_id in lost
+                    else store.take_claimed(conn, row, now=at, lease=cfg.lease, since=at - timedelta(days=8))
+                )
+                # None: too late, the lease had run out and another worker has the message now
+                verdict = (
+                    "lost" if fresh is None else _send_one(conn, {**row, **fresh}, channels, cfg, at, rng)
+                )
         except psycopg.OperationalError:
             raise  # the connection is gone: nothing more can be recorded in this round
         except Exception as exc:  # one message must not leave the batch claimed
