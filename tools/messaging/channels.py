@@ -40,11 +40,6 @@ def flat(text: object) -> str:
     return " ".join(value.split())
 
 
-def _has_space_or_control(text: str) -> bool:
-    """Any whitespace (CR, LF, tab, U+2028, NEL, …) or control/format character."""
-    return not text.isprintable() or any(ch.isspace() for ch in text)
-
-
 def email_address(text: str) -> Address:
     """`text` as exactly one plain address `local@domain`, its domain in ASCII (IDNA) form.
 
