@@ -38,7 +38,7 @@ DECISION_NAMESPACE = uuid.UUID("1d8f3c55-9a0e-5b43-8f0e-7461676c6f70")
 class RunFacts:
     """Read once per run, shared by every batch."""
 
-    head: frozenset[str] | None = None  # the most popular providers; None: no popularity known
+    head: frozenset[str] = frozenset()  # the most popular providers; empty: no popularity known
     exposure: Mapping[str, float] = field(default_factory=dict)
     arms: ArmCounts = field(default_factory=ArmCounts)
 

@@ -206,7 +206,7 @@ def load_facts(conn: psycopg.Connection[Any], now: datetime, policy: PolicyConfi
     rows = conn.execute(_PROVIDER_EXPOSURE, {"now": now, "since": now - timedelta(days=14), "hl": hl})
     exposure = {r["provider_id"]: float(r["e"]) for r in rows}
     overall, _ = runs.arm_counts(conn, since=now - timedelta(days=90))
-    head = frozenset(head_providers(popularity, policy.fairness.long_tail_head_mass)) if popularity else None
+    head = frozenset(head_providers(popularity, policy.fairness.long_tail_head_mass))
     return RunFacts(head, exposure, overall)
 
 

@@ -23,7 +23,8 @@ def test_providers_nobody_played_are_long_tail(db: psycopg.Connection[Any]) -> N
     loader.store_users(db, [parse_user({"id": "u", "timezone": "UTC"})])
     items = [("hit", "star"), ("deep", "niche"), ("new", "newcomer"), ("anon", None)]
     loader.store_items(db, [parse_item({"id": i, "provider": p} if p else {"id": i}) for i, p in items])
-    assert load_facts(db, NOW, preset("default")).head is None  # no interactions yet
+    before = load_facts(db, NOW, preset("default"))  # no interactions yet: no head, no long tail
+    assert before.head == frozenset() and before.long_tail(["star", "niche"]).tolist() == [False, False]
     plays = [("hit", 90), ("deep", 10)]
     events = [
         parse_event(
