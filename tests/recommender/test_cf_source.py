@@ -178,3 +178,30 @@ def test_the_batch_fold_in_equals_serving_s_for_every_kind_of_user(
     with fold_batch.send(db, trained, users, stale_only=True) as cur:
         # train stored a fresh vector for every user with events; the two without have none
         assert sorted(r[0] for r in cur.fetchall()) == ["fresh", "nobody"]
+
+
+def test_the_agents_fold_counts_plays_of_items_added_after_training(
+    db: psycopg.Connection[Any], trained: serving.Served, db_url: str, tmp_path: Path
+) -> None:
+    """The agent's batch fold gives a user the vector serving gives them: plays of items the model
+    does not know speak through the items' tags (they were left out, so a fan of new releases only
+    got the popularity list from the agent while the HTTP API served them their genre)."""
+    loader.store_items(db, _items(["techno-new"], NOW - timedelta(days=1)))
+    loader.store_users(db, [parse_user({"id": "newfan", "timezone": "UTC"})])
+    play = {"id": "nf", "user_id": "newfan", "type": "like", "item_id": "techno-new", "ts": NOW.isoformat()}
+    loader.store_events(db, [parse_event(play, now=NOW)])
+    db.commit()
+    serving.place_new_items(db, trained, force=True)
+    expected = serving.user_vector(trained, serving.histories(db, trained, ["newfan", "u1"])["newfan"])
+    folded = fold_batch.read(db, trained, ["newfan", "u1"])
+    np.testing.assert_allclose(folded["newfan"], expected, rtol=1e-5, atol=1e-7)
+    top = _expected(db, trained, "newfan", 5)
+    assert all(i.startswith("techno-") for i in top), top
+    assert {c.item_id for c in CFSource().fetch(db, ["newfan"], 5, NOW)["newfan"]} == top
+    # the same in a chunked run (pipeline mode: the fold-in rows were sent ahead with the search)
+    settings = Settings(home=tmp_path / "home", database_url=db_url, candidate_sources=["cf"])
+    users = [f"u{n}" for n in range(60)] + ["newfan"]  # more than a chunk
+    run_users(db, settings, users, send_now=False, now=NOW, channels={"file": FileChannel(tmp_path / "out")})
+    logged = db.execute("select candidate_ids from decisions where user_id = 'newfan'").fetchone()
+    assert logged is not None
+    assert set(logged["candidate_ids"][:5]) == top

@@ -7,9 +7,9 @@ provider joined for the reasons): ~0.05 against ~0.4 ms of client time per user 
 `send` restricts the statement to the users whose stored vector (`rec_user_vectors`) is not fresh,
 so the agent can send it ahead with the chunk's search before knowing who is stale.
 
-Plays of items added after training are left out here (the items are not in the model); the HTTP
-path (`history.histories_of`) folds their tags in as interests, and the vector it stores is what
-this source then reads while it is fresh."""
+Plays of items added after training (not in the model) join the user's interests through the
+items' tags, as on the HTTP path (`history.add_new_item_interests`: one more read, only for a chunk
+where such plays exist), so the agent and serving fold a user into the same vector."""
 
 from __future__ import annotations
 
@@ -22,7 +22,13 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 
 from tagloop.tools.recommender import pg
-from tagloop.tools.recommender.history import RAW_WEIGHT, WEIGHTS_JSON, Served, parse_interests
+from tagloop.tools.recommender.history import (
+    RAW_WEIGHT,
+    WEIGHTS_JSON,
+    Served,
+    add_new_item_interests,
+    parse_interests,
+)
 
 _INPUTS = f"""
 select u.id, u.attributes -> 'interests', coalesce(h.items, array[]::text[]),
@@ -54,18 +60,29 @@ def send(
     return cur.execute(sql.SQL(_INPUTS).format(stale=stale), {"weights": WEIGHTS_JSON, "users": user_ids})
 
 
-def vectors(served: Served, user_ids: Sequence[str], rows: Sequence[Any]) -> dict[str, np.ndarray]:
+def vectors(
+    conn: psycopg.Connection[Any], served: Served, user_ids: Sequence[str], rows: Sequence[Any]
+) -> dict[str, np.ndarray]:
     """Each user's folded vector (float32) from the rows of `send`; a user without a row (unknown)
-    gets the empty fold: the popularity dimension alone."""
-    found = {r[0]: r for r in rows}
+    gets the empty fold: the popularity dimension alone. `conn` reads the tags of played items
+    the model does not know, if any."""
+    wanted = set(user_ids)
+    found = {r[0]: r for r in rows if r[0] in wanted}
     index, model = served.index, served.model
+    interests = {u: parse_interests(r[1]) for u, r in found.items()}
+    unknown = {
+        u: [(i, None, w) for i, w in zip(r[2], r[3], strict=True) if i not in index and w > 0]
+        for u, r in found.items()
+    }
+    if any(unknown.values()):
+        add_new_item_interests(conn, served, unknown, interests)
     out = {}
     for user in user_ids:
-        _, declared, items, weights = found.get(user, (user, None, [], []))
+        _, _, items, weights = found.get(user, (user, None, [], []))
         known = [(index[i], w) for i, w in zip(items, weights, strict=True) if i in index]
         item_idx = np.fromiter((i for i, _ in known), np.int64, len(known))
         raw = np.fromiter((w for _, w in known), np.float64, len(known))
-        vec = model.user_vector(item_idx, raw, parse_interests(declared) or None)
+        vec = model.user_vector(item_idx, raw, interests.get(user) or None)
         out[user] = vec.astype(np.float32)
     return out
 
@@ -73,4 +90,4 @@ def vectors(served: Served, user_ids: Sequence[str], rows: Sequence[Any]) -> dic
 def read(conn: psycopg.Connection[Any], served: Served, user_ids: list[str]) -> dict[str, np.ndarray]:
     """`vectors` of `user_ids`, read now."""
     with send(conn, served, user_ids, stale_only=False) as cur:
-        return vectors(served, user_ids, cur.fetchall())
+        return vectors(conn, served, user_ids, cur.fetchall())

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import psycopg
+from psycopg.rows import dict_row
 
 from tagloop.tools.recommender import pg
 from tagloop.tools.recommender.confidence import EVENT_WEIGHTS, confidence_vector
@@ -102,10 +104,7 @@ def histories_of(
         if r["item_id"] is not None:
             rows[user].append((r["item_id"], r["provider_id"], float(r["w"])))
     if conn is not None:
-        for user, extra in _new_item_interests(conn, served, rows).items():
-            mixed = interests.setdefault(user, {})
-            for tag, weight in extra.items():
-                mixed[tag] = mixed.get(tag, 0.0) + weight
+        add_new_item_interests(conn, served, rows, interests)
     out = {}
     for u in user_ids:
         found = rows.get(u, [])
@@ -127,18 +126,36 @@ where it.item_id = any(%(ids)s) and it.confidence >= 0.5
 """
 
 
+def add_new_item_interests(
+    conn: psycopg.Connection[Any],
+    served: Served,
+    rows: Mapping[str, Sequence[tuple[str, str | None, float]]],
+    interests: dict[str, dict[str, float]],
+) -> None:
+    """Add to each user's `interests` the tags of their (item, provider, raw weight) history rows
+    the model does not know (one read, only when there are such items)."""
+    for user, extra in _new_item_interests(conn, served, rows).items():
+        mixed = interests.setdefault(user, {})
+        for tag, weight in extra.items():
+            mixed[tag] = mixed.get(tag, 0.0) + weight
+
+
 def _new_item_interests(
-    conn: psycopg.Connection[Any], served: Served, rows: dict[str, list[tuple[str, str | None, float]]]
+    conn: psycopg.Connection[Any],
+    served: Served,
+    rows: Mapping[str, Sequence[tuple[str, str | None, float]]],
 ) -> dict[str, dict[str, float]]:
     """user → {tag: weight} from the positively weighted history items the model does not know:
     each item's tags as a unit vector of log1p weights, times the user's confidence in the item."""
     new = {u: [(i, w) for i, _, w in found if w > 0 and i not in served.index] for u, found in rows.items()}
+    new = {u: pairs for u, pairs in new.items() if pairs}
     ids = sorted({i for pairs in new.values() for i, _ in pairs})
     if not ids:
         return {}
     tags: dict[str, dict[str, float]] = defaultdict(dict)
-    for r in conn.execute(_ITEM_TAGS, {"ids": ids}):
-        tags[r["item_id"]][r["name"]] = float(np.log1p(max(float(r["weight"]), 0.0)))
+    with conn.cursor(row_factory=dict_row) as cur:
+        for r in cur.execute(_ITEM_TAGS, {"ids": ids}):
+            tags[r["item_id"]][r["name"]] = float(np.log1p(max(float(r["weight"]), 0.0)))
     out: dict[str, dict[str, float]] = {}
     for user, pairs in new.items():
         conf = confidence_vector(np.asarray([w for _, w in pairs], dtype=np.float64))

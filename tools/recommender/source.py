@@ -190,7 +190,7 @@ def _folded(
     if prefetched is None:
         return fold_batch.read(conn, served, stale)
     have = {r[0] for r in prefetched}
-    found = fold_batch.vectors(served, [u for u in stale if u in have], prefetched)
+    found = fold_batch.vectors(conn, served, [u for u in stale if u in have], prefetched)
     missing = [u for u in stale if u not in have]
     if missing:
         found.update(fold_batch.read(conn, served, missing))
