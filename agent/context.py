@@ -19,6 +19,7 @@ import psycopg
 import scipy.sparse as sp
 from psycopg.rows import tuple_row
 
+from tagloop.agent import seeding
 from tagloop.policies import PolicyConfig
 from tagloop.policies.config import DiversityConfig
 from tagloop.policies.diversity import MMRState, UnitRowsArray, unit_length_entries
@@ -240,19 +241,7 @@ class RunContext:
         return uuid.UUID(decision_id).int & ((1 << 63) - 1)
 
     @staticmethod
-    def rng_for(seed: int, stream: int) -> np.random.Generator:
-        """Independent seeded streams per user: 0 slate, 1 channel, 2 send hour — the generator of
-        `np.random.default_rng([seed, stream])`, its entropy handed over as the uint32 words numpy
-        would split the two integers into (skips the coercion, ~20% of the call)."""
-        words = _words(seed) + _words(stream)
-        return np.random.Generator(np.random.PCG64(np.random.SeedSequence(np.array(words, dtype=np.uint32))))
-
-
-def _words(value: int) -> list[int]:
-    """A non-negative int as little-endian uint32 words, as numpy's SeedSequence splits it."""
-    out = [value & 0xFFFFFFFF]
-    value >>= 32
-    while value:
-        out.append(value & 0xFFFFFFFF)
-        value >>= 32
-    return out
+    def rngs_for(seeds: Sequence[int], stream: int) -> list[np.random.Generator]:
+        """Independent seeded streams per user, for a batch of seeds: 0 slate, 1 channel, 2 send
+        hour — each the generator of `np.random.default_rng([seed, stream])` (agent/seeding.py)."""
+        return seeding.generators(seeds, stream)

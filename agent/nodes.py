@@ -70,9 +70,8 @@ def apply_policies(state: RunState, runtime: Runtime[RunContext]) -> dict[str, A
         chunk_tags = ctx.cache.unit_rows(
             ctx.conn, (c.item_id for cs in state.candidates.values() for c in cs)
         )
-    for n, (user_id, user) in enumerate(state.users.items()):
-        if n % PUMP_EVERY == 0:
-            ctx.pump()
+    todo: list[Plan] = []  # first every plan, so the slates' generators are made in one go
+    for user_id, user in state.users.items():
         run_key = state.run_keys.get(user_id, ctx.run_key)
         decision_id = ctx.decision_id(user_id, run_key)
         plan = Plan(user_id, decision_id, run_key, ctx.seed_of(decision_id), MESSAGE, cfg.name, cfg.version)
@@ -83,29 +82,35 @@ def apply_policies(state: RunState, runtime: Runtime[RunContext]) -> dict[str, A
         elif not plan.candidates:
             plan.outcome, plan.reason = "nothing_to_send", "no unseen candidates"
         else:
-            c = plan.candidates
-            columns = list(zip(*c, strict=True))  # Candidate: item_id, title, provider, score, source
-            ids, providers = list(columns[0]), [p or "" for p in columns[2]]
-            if chunk_tags is not None:
-                item_tags, mix = chunk_tags.of(ids), None
-            else:
-                item_tags, mix = ctx.cache.tag_matrix(ctx.conn, cfg.diversity, ids, user.profile.tags)
-            decision = choose_slate(
-                cfg,
-                np.array(columns[3], dtype=np.float64),
-                providers,
-                item_tags,
-                mix,
-                ctx.facts.exposure,
-                ctx.facts.long_tail(providers),
-                ctx.rng_for(plan.seed, 0),
-                item_ids=ids,
-                seed=plan.seed,
-            )
-            plan.chosen = [c[i] for i in decision.actions]
-            plan.propensities = list(decision.propensities)
-            plan.context["slate"] = {k: v for k, v in decision.context.items() if k != "chosen_providers"}
+            todo.append(plan)
         plans[user_id] = plan
+    rngs = ctx.rngs_for([plan.seed for plan in todo], 0)
+    for n, (plan, rng) in enumerate(zip(todo, rngs, strict=True)):
+        if n % PUMP_EVERY == 0:
+            ctx.pump()
+        c = plan.candidates
+        columns = list(zip(*c, strict=True))  # Candidate: item_id, title, provider, score, source
+        ids, providers = list(columns[0]), [p or "" for p in columns[2]]
+        if chunk_tags is not None:
+            item_tags, mix = chunk_tags.of(ids), None
+        else:
+            profile = state.users[plan.user_id].profile.tags
+            item_tags, mix = ctx.cache.tag_matrix(ctx.conn, cfg.diversity, ids, profile)
+        decision = choose_slate(
+            cfg,
+            np.array(columns[3], dtype=np.float64),
+            providers,
+            item_tags,
+            mix,
+            ctx.facts.exposure,
+            ctx.facts.long_tail(providers),
+            rng,
+            item_ids=ids,
+            seed=plan.seed,
+        )
+        plan.chosen = [c[i] for i in decision.actions]
+        plan.propensities = list(decision.propensities)
+        plan.context["slate"] = {k: v for k, v in decision.context.items() if k != "chosen_providers"}
     return {"plans": plans}
 
 
@@ -138,15 +143,17 @@ def choose_channel_time(state: RunState, runtime: Runtime[RunContext]) -> dict[s
         todo.append((plan, user, eligible, by_channel, by_hour))
     arms.prepare([t[3] for t in todo] + [t[4] for t in todo if t[4] is not None])
     ctx.pump()
-    for plan, user, eligible, by_channel, by_hour in todo:
+    seeds = [t[0].seed for t in todo]
+    rngs = zip(ctx.rngs_for(seeds, 1), ctx.rngs_for(seeds, 2), strict=True)
+    for (plan, user, eligible, by_channel, by_hour), (channel_rng, hour_rng) in zip(todo, rngs, strict=True):
         user_id = plan.user_id
-        arm, p = arms.choose(*by_channel, ctx.rng_for(plan.seed, 1))
+        arm, p = arms.choose(*by_channel, channel_rng)
         channel = eligible[arm]
         channel_choice = ArmChoice(channel, p, list(eligible))
         if by_hour is None:
             send_at, hour_choice = ctx.now, ArmChoice(None, 1.0, [])
         else:
-            h, p = arms.choose(*by_hour, ctx.rng_for(plan.seed, 2))
+            h, p = arms.choose(*by_hour, hour_rng)
             send_at, hour_choice = (
                 timing.next_local_hour(ctx.now, user.timezone, hours[h]),
                 ArmChoice(hours[h], p, hours),

@@ -233,13 +233,16 @@ def test_chunk_unit_rows_give_the_cosines_of_the_per_user_tag_matrix(db: psycopg
     assert cache.unit_rows(db, ["a", "d"], max_cols=3) is None  # four tags: per-user matrices instead
 
 
-def test_rng_for_gives_the_streams_of_default_rng() -> None:
-    for seed in (0, 1, 2**32 - 1, 2**32, 2**63 - 1, 123456789012345678):
-        for stream in (0, 1, 2):
-            ours = RunContext.rng_for(seed, stream)
+def test_rngs_for_gives_the_streams_of_default_rng() -> None:
+    seeds = [0, 1, 2**32 - 1, 2**32, 2**63 - 1, 2**64 - 1, 123456789012345678]
+    seeds += [int(s) for s in np.random.default_rng(5).integers(0, 2**63, 3000)]
+    for stream in (0, 1, 2, 9, 2**32 - 1):
+        for seed, ours in zip(seeds, RunContext.rngs_for(seeds, stream), strict=True):
             theirs = np.random.default_rng([seed, stream])
+            assert ours.bit_generator.state == theirs.bit_generator.state, (seed, stream)
             assert np.array_equal(ours.random(8), theirs.random(8))
             assert np.array_equal(ours.beta(1.5, 2.5, 4), theirs.beta(1.5, 2.5, 4))
+    assert RunContext.rngs_for([], 0) == []
 
 
 def test_compact_columns_equal_numpy_unique() -> None:
