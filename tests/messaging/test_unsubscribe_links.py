@@ -3,6 +3,9 @@ clear error otherwise), tokens bound to one message, and the headers and text of
 
 from __future__ import annotations
 
+from email import message_from_bytes
+from email.policy import compat32
+
 import pytest
 from msg_support import MESSAGE
 
@@ -30,6 +33,8 @@ def test_links_are_off_without_settings_and_need_both() -> None:
         ("https://notify.example.com/?a=1", SECRET, "no query"),
         ("https://notify.example.com:99999", SECRET, "not a valid URL"),
         ("https://notify.example.com", "short", "at least 16"),
+        ("https://notify.exämple.com", SECRET, "ASCII"),  # a mail header carries it as is
+        ("https://notify.example.com/ab c", SECRET, "ASCII"),
     ],
 )
 def test_unusable_settings_are_one_config_error_that_hides_the_secret(
@@ -60,6 +65,10 @@ def test_a_mail_carries_the_link_in_its_headers_and_text() -> None:
     link = links.url(MESSAGE.message_id)
     assert mail["List-Unsubscribe"] == f"<{link}>"
     assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    # on the wire the header is the link itself: RFC 2047 encoded words (=?utf-8?q?…) are not
+    # allowed in it, and a mail provider looking for <https://…> would find nothing
+    raw = message_from_bytes(mail.as_bytes(), policy=compat32)
+    assert raw["List-Unsubscribe"] == f"<{link}>", raw["List-Unsubscribe"]
     assert mail.get_content().rstrip().endswith(f"Unsubscribe: {link}")
     # RFC 8058 one-click is for https links only; without links, no header at all
     plain = UnsubscribeLinks("http://localhost:8000", SECRET.encode())

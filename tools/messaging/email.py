@@ -1,11 +1,19 @@
 """The `email` channel: one plain-text mail per message over SMTP (`TAGLOOP_SMTP_URL`,
 `smtp://host:port`, or `smtps://` for implicit TLS), `Message-ID` derived from the message id (so
-receivers can dedupe a resend) and `Date` the send time. With unsubscribe links configured
-(tools/messaging/unsubscribe.py) each mail has `List-Unsubscribe` (and, for an https link,
-`List-Unsubscribe-Post` one-click, RFC 8058) and the link at the end of its text. Connection
-problems and 4xx SMTP replies are retryable; 5xx replies (bad address, refused) are not, nor is
-an address that is not exactly one plain address (`channels.email_address`: no CR/LF, no list, no
-display name) — it is refused before any connection is made.
+receivers can dedupe a resend) and `Date` the send time.
+
+Transport security: the server's certificate and host name are verified (the system's CAs, or the
+bundle `SSL_CERT_FILE` names); `smtp://` upgrades with STARTTLS whenever the server offers it, and
+a user and password in the URL are only ever sent encrypted — over `smtp://` to a server without
+STARTTLS the mail is not sent (a retryable error saying so), never the password in clear.
+
+With unsubscribe links configured (tools/messaging/unsubscribe.py) each mail has
+`List-Unsubscribe` (and, for an https link, `List-Unsubscribe-Post` one-click, RFC 8058) and the
+link at the end of its text.
+
+Connection problems and 4xx SMTP replies are retryable; 5xx replies (bad address, refused) are not,
+nor is an address that is not exactly one plain address (`channels.email_address`: no CR/LF, no
+list, no display name) — it is refused before any connection is made.
 
 The Subject is the title with control characters flattened; a title that itself looks like an
 RFC 2047 encoded word (`=?utf-8?q?…?=`) is sent encoded as a whole, so mail clients show it as the
@@ -14,6 +22,7 @@ literal text it is instead of decoding it."""
 from __future__ import annotations
 
 import smtplib
+import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import Header
@@ -49,6 +58,23 @@ class _EncodedHeader:
         return f"{self.name}: {encoded}{linesep}"
 
 
+class _VerbatimHeader(str):
+    """A structured ASCII header written as is on one line (`List-Unsubscribe: <https://…>`):
+    the policy would fold a long link as unstructured text into RFC 2047 encoded words, which
+    RFC 2369 headers must not contain (mail providers then find no link). The policy keeps a value
+    whose `name` matches as is and folds it by calling its `fold`."""
+
+    name: str
+
+    def __new__(cls, name: str, text: str) -> _VerbatimHeader:
+        header = super().__new__(cls, text)
+        header.name = name
+        return header
+
+    def fold(self, *, policy: Policy) -> str:
+        return f"{self.name}: {self}{policy.linesep}"
+
+
 class EmailChannel:
     name = "email"
 
@@ -59,7 +85,9 @@ class EmailChannel:
         *,
         timeout: float = 10.0,
         unsubscribe: UnsubscribeLinks | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
+        """`tls_context`: how to verify the server (default: `ssl.create_default_context()`)."""
         try:  # the URL may hold a password: no message below quotes it
             parts = urlsplit(smtp_url)
             port = parts.port
@@ -74,6 +102,7 @@ class EmailChannel:
         self.user = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password) if parts.password else None
         self.sender, self.timeout, self.unsubscribe = sender, timeout, unsubscribe
+        self.tls_context = tls_context
 
     def __repr__(self) -> str:
         return f"EmailChannel(host={self.host!r}, port={self.port})"
@@ -95,7 +124,7 @@ class EmailChannel:
         lines = [message.body, ""] + [f"- {flat(_item_title(item))}" for item in message.items]
         if self.unsubscribe is not None:
             link = self.unsubscribe.url(message.message_id)
-            mail["List-Unsubscribe"] = f"<{link}>"
+            mail["List-Unsubscribe"] = _VerbatimHeader("List-Unsubscribe", f"<{link}>")
             if self.unsubscribe.one_click:
                 mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
             lines += ["", f"Unsubscribe: {link}"]
@@ -107,12 +136,18 @@ class EmailChannel:
             mail = self.build(message)
         except (ValueError, TypeError) as exc:  # what the email package refuses in a header value
             raise DeliveryError(f"cannot build the mail: {type(exc).__name__}", retryable=False) from None
-        smtp_cls = smtplib.SMTP_SSL if self.tls else smtplib.SMTP
+        context = self.tls_context or ssl.create_default_context()
         try:
-            with smtp_cls(self.host, self.port, timeout=self.timeout) as smtp:
+            with self._connect(context) as smtp:
                 if self.user and self.password:
                     smtp.login(self.user, self.password)
                 smtp.send_message(mail)
+        except ssl.SSLCertVerificationError as exc:
+            raise DeliveryError(
+                f"the SMTP server's TLS certificate is not trusted ({exc.verify_message});"
+                " SSL_CERT_FILE can name the CA bundle to trust",
+                retryable=True,
+            ) from None
         except smtplib.SMTPResponseException as exc:
             raise DeliveryError(
                 f"SMTP answered {exc.smtp_code}", retryable=400 <= exc.smtp_code < 500
@@ -123,10 +158,32 @@ class EmailChannel:
             raise DeliveryError(
                 f"SMTP refused the recipient ({', '.join(map(str, codes))})", retryable=transient
             ) from None
-        except smtplib.SMTPNotSupportedError:  # e.g. an address needing SMTPUTF8 the server lacks
-            raise DeliveryError("SMTP server does not support this mail", retryable=False) from None
+        except smtplib.SMTPNotSupportedError as exc:  # AUTH not offered, SMTPUTF8 needed, …
+            raise DeliveryError(f"the SMTP server does not support it: {exc}", retryable=False) from None
         except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             raise DeliveryError(f"SMTP failed: {type(exc).__name__}", retryable=True) from None
+
+    def _connect(self, context: ssl.SSLContext) -> smtplib.SMTP:
+        """A connection, encrypted whenever the server can: implicit TLS for smtps://, else STARTTLS
+        when offered. Credentials need encryption: without it this raises before any login."""
+        if self.tls:
+            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
+        smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        try:
+            smtp.ehlo()
+            if smtp.has_extn("starttls"):
+                smtp.starttls(context=context)
+                smtp.ehlo()
+            elif self.user:
+                raise DeliveryError(
+                    "the SMTP server offers no STARTTLS, so the password is not sent: use smtps://"
+                    " or a server with STARTTLS",
+                    retryable=True,
+                )
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
 
 
 def _item_title(item: Any) -> object:

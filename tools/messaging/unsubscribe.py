@@ -50,6 +50,11 @@ class UnsubscribeLinks:
             raise ConfigError(
                 "TAGLOOP_PUBLIC_URL must be an http(s) URL with a host and no query, e.g. https://notify.example.com"
             )
+        if not public_url.isascii() or any(ch.isspace() for ch in public_url):
+            raise ConfigError(
+                "TAGLOOP_PUBLIC_URL must be ASCII without spaces (it goes into mail headers as is):"
+                " write an international host name in its xn-- form and percent-encode the path"
+            )
         if len(secret) < MIN_SECRET_LENGTH:
             raise ConfigError(f"TAGLOOP_UNSUBSCRIBE_SECRET must be at least {MIN_SECRET_LENGTH} characters")
         return cls(public_url.rstrip("/"), secret.encode())
