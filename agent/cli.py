@@ -327,7 +327,11 @@ def worker(
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         err.print(f"worker {os.getpid()} running; Ctrl-C to stop")
-        w.run_forever(stop, interval if interval is not None else settings.sweep_interval_seconds, **flags)
+        try:
+            w.run_forever(stop, interval if interval is not None else settings.sweep_interval_seconds, **flags)
+        finally:
+            if w.conn is not conn:  # reconnected after losing the first one
+                w.conn.close()
 
 
 @decisions_app.command("export")

@@ -7,7 +7,8 @@ of `tagloop worker` processes can share the same database alongside.
 `tagloop serve` starts it next to the HTTP app: `scheduler = Scheduler(settings); scheduler.start()`
 … `scheduler.shutdown()`; and next to it a `FolderThread`, which folds committed events into
 profiles (`tools.profile_folder`) every `interval` seconds on its own connection, and on shutdown
-folds what is left (bounded).
+folds what is left (bounded). Both outlive a lost connection (a database restart): the next cycle
+reconnects (`agent.database.recovered`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from tagloop.agent.database import connect
+from tagloop.agent.database import connect, recovered
 from tagloop.agent.settings import Settings
 from tagloop.agent.worker import Worker
 from tagloop.tools.messaging.channels import Channel
@@ -67,17 +69,24 @@ class Scheduler:
         self._aps.start()
 
     def sweep(self) -> None:
-        assert self._worker is not None and self._conn is not None
+        assert self._worker is not None
         try:
             self._worker.run_once(**self.flags)  # gives users added since their cadence rows first
+        except psycopg.OperationalError as exc:  # the database went away: reconnect, go on
+            log.warning("sweep failed: database error: %s", type(exc).__name__)
+            self._worker.recover()
         except Exception:  # a failed sweep must not stop the next one
             log.exception("sweep failed")
-            self._conn.rollback()
+            self._worker.recover()
+        self._conn = self._worker.conn
         self.sweeps += 1
 
     def shutdown(self, wait: bool = True) -> None:
         if self._aps.running:
             self._aps.shutdown(wait=wait)
+        if self._worker is not None:
+            self._worker.conn.close()
+            self._worker = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -91,37 +100,50 @@ class FolderThread:
         self.options = FoldOptions.from_settings(settings)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._conn: Any = None
         self.folded = 0
 
     def start(self) -> None:
-        conn = connect(self.settings)  # fails now if the database is unreachable
-        conn.commit()
-        self._thread = threading.Thread(target=self._run, args=(conn,), name="profile-folder", daemon=True)
+        self._conn = connect(self.settings)  # fails now if the database is unreachable
+        self._conn.commit()
+        self._thread = threading.Thread(target=self._run, name="profile-folder", daemon=True)
         self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def backend_pid(self) -> int | None:
+        """The server process of the folder's connection (None while it has none)."""
+        conn = self._conn
+        return None if conn is None or conn.closed else int(conn.info.backend_pid)
 
     def _fold(self, conn: Any) -> FoldReport:
         report = fold_pending(conn, self.options, now=datetime.now(UTC))
         self.folded += report.events
         return report
 
-    def _run(self, conn: Any) -> None:
+    def _run(self) -> None:
         with contextlib.suppress(AttributeError, OSError):  # background work: requests come first
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # (Linux: this thread)
         try:
             while not self._stop.is_set():
                 try:
-                    report = self._fold(conn)
-                except Exception:  # a failed fold must not stop the next one
-                    log.exception("profile fold failed")
-                    conn.rollback()
+                    report = self._fold(self._conn)
+                except Exception as exc:  # a failed fold must not stop the next one
+                    if isinstance(exc, psycopg.OperationalError):  # the database went away
+                        log.warning("profile fold failed: database error: %s", type(exc).__name__)
+                    else:
+                        log.exception("profile fold failed")
+                    self._conn = recovered(self._conn, self.settings, "profile-folder")
                     report = FoldReport()
                 if report.events < self.options.max_events:  # caught up (or busy elsewhere): rest
                     self._stop.wait(self.interval)
             deadline = time.monotonic() + self.drain_seconds
-            while time.monotonic() < deadline and self._fold(conn).events:
-                pass
+            with contextlib.suppress(psycopg.OperationalError):  # shutting down: what is left waits
+                while time.monotonic() < deadline and self._fold(self._conn).events:
+                    pass
         finally:
-            conn.close()
+            self._conn.close()
 
     def shutdown(self) -> None:
         self._stop.set()

@@ -24,6 +24,7 @@ import psycopg
 
 from tagloop.agent.cadence import Cadence, cadences_from
 from tagloop.agent.context import RunCache, RunFacts
+from tagloop.agent.database import recovered
 from tagloop.agent.runner import (
     decide,
     default_channels,
@@ -215,17 +216,27 @@ class Worker:
 
     def run_forever(self, stop: threading.Event, interval: float, **kwargs: Any) -> None:
         """`run_once` every `interval` seconds until `stop` is set. A failed cycle is logged (with
-        its traceback when it is not a database outage) and rolled back; the loop goes on."""
+        its traceback when it is not a database outage) and rolled back, or, when the connection
+        was lost, the worker reconnects (`recover`); the loop goes on."""
         while not stop.is_set():
             try:
                 self.run_once(**kwargs)
             except psycopg.OperationalError as exc:
                 log.warning("worker=%s database error: %s", self.name, type(exc).__name__)
-                self._rollback()
+                self.recover()
             except Exception:  # a bug in one cycle must not stop the worker for good
                 log.exception("worker=%s cycle failed", self.name)
-                self._rollback()
+                self.recover()
             stop.wait(interval)
+
+    def recover(self) -> None:
+        """After a failed cycle: roll back, or reconnect when the connection is lost. A new
+        connection starts with fresh run facts, cache and candidate sources (they may hold
+        statements sent on the old one)."""
+        conn = recovered(self.conn, self.settings, f"worker={self.name}")
+        if conn is not self.conn:
+            self.conn = conn
+            self._facts = Timed()
 
     def _rollback(self) -> None:
         try:
