@@ -328,7 +328,9 @@ def worker(
             signal.signal(sig, lambda *_: stop.set())
         err.print(f"worker {os.getpid()} running; Ctrl-C to stop")
         try:
-            w.run_forever(stop, interval if interval is not None else settings.sweep_interval_seconds, **flags)
+            w.run_forever(
+                stop, interval if interval is not None else settings.sweep_interval_seconds, **flags
+            )
         finally:
             if w.conn is not conn:  # reconnected after losing the first one
                 w.conn.close()
