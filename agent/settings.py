@@ -78,8 +78,8 @@ class Settings(BaseSettings):
     delivery_timeout_seconds: float = Field(default=10.0, gt=0)
     delivery_lease_seconds: float = Field(default=300.0, gt=0)
     # message copy (tools/messaging/compose.py)
-    llm_timeout_seconds: float = 10.0
-    llm_max_retries: int = 1
+    llm_timeout_seconds: float = Field(default=10.0, gt=0)
+    llm_max_retries: int = Field(default=1, ge=0, le=10)
     llm_breaker_failures: int = Field(default=2, ge=1)  # failed LLM calls in a row → templates for the run
     llm_budget_seconds: float = Field(default=60.0, gt=0)  # LLM time per run before templates
     # one-click unsubscribe links in mail (tools/messaging/unsubscribe.py): both or neither

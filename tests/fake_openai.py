@@ -1,7 +1,8 @@
 """A local fake OpenAI-compatible chat-completions server for tests (no mocks, no network).
 
 The first path segment picks the behaviour, so one server serves every case:
-`{url}/{mode}/v1` → `slow` sleeps `slow_seconds` first, `error500` answers 500, `html` answers a
+`{url}/{mode}/v1` → `slow` sleeps `slow_seconds` first, `error500` answers 500, `ratelimit` 429 with
+`Retry-After: 40`, `trickle` sends its headers a byte every 0.2 s, `html` answers a
 non-JSON body, `huge` streams a completion of `huge_bytes` bytes without a Content-Length (until
 the client hangs up), `hugelen` announces and sends one with a Content-Length, `gzip` answers a
 gzip-compressed completion; anything else answers a completion whose content is
@@ -85,6 +86,20 @@ def fake_openai(
                 time.sleep(slow_seconds)
             if mode == "error500":
                 self._send(500, b"{}")
+            elif mode == "ratelimit":  # asks the client to come back in 40 s
+                self.send_response(429)
+                self.send_header("Retry-After", "40")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+            elif mode == "trickle":  # headers a byte at a time, each well within a read timeout
+                with suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                    for ch in b"X-Slow: " + b"a" * 40:
+                        self.wfile.write(bytes([ch]))
+                        self.wfile.flush()
+                        time.sleep(0.2)
             elif mode == "html":
                 self._send(200, b"<html>gateway says hi</html>")
             elif mode in ("huge", "hugelen"):

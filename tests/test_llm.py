@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import logging
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -179,3 +181,39 @@ def test_breaker_opens_after_failures_in_a_row_and_on_the_time_budget() -> None:
     spent = LLMBreaker(budget_seconds=2.0)
     spent.record(2.5, ok=True)
     assert spent.blocked() == "time budget spent" and spent.skipped == 1
+
+
+def test_a_call_ends_by_its_deadline_whatever_the_server_does(server: str, fake: FakeOpenAI) -> None:
+    """timeout × (1 + retries) bounds a call: a 429 asking for 40 s is not waited for, and headers
+    trickling in a byte at a time (each read within the timeout) do not hold the caller."""
+    before = fake.requests("ratelimit")
+    start = time.monotonic()
+    with pytest.raises(LLMUnavailable) as err:
+        OpenAICompatibleLLM(f"{server}/ratelimit/v1", "m", "k", timeout=1.0, max_retries=1).structured(
+            "s", "u", Tags
+        )
+    assert time.monotonic() - start < 2.5 and err.value.kind == "http_status"
+    assert fake.requests("ratelimit") - before == 1  # a Retry-After past the deadline: no retry
+    start = time.monotonic()
+    with pytest.raises(LLMUnavailable) as err:
+        OpenAICompatibleLLM(f"{server}/trickle/v1", "m", "k", timeout=1.0, max_retries=0).structured(
+            "s", "u", Tags
+        )
+    assert time.monotonic() - start < 2.0 and err.value.kind == "timeout"
+    before = fake.requests("error500")
+    with pytest.raises(LLMUnavailable):
+        OpenAICompatibleLLM(f"{server}/error500/v1", "m", "k", timeout=2.0, max_retries=1).structured(
+            "s", "u", Tags
+        )
+    assert fake.requests("error500") - before == 2  # a 5xx is still retried within the deadline
+
+
+def test_credentials_in_the_base_url_never_reach_logs_or_reprs(
+    server: str, fake: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    host = server.removeprefix("http://")
+    client = OpenAICompatibleLLM(f"http://proxyuser:proxy-pass@{host}/good/v1", "m", "k", max_retries=0)
+    with caplog.at_level(logging.DEBUG):
+        assert client.structured("s", "u", Tags).tags
+    assert "proxy-pass" not in caplog.text and "proxy-pass" not in repr(client)
+    assert fake.seen[-1]["auth"] == "Basic " + base64.b64encode(b"proxyuser:proxy-pass").decode()

@@ -14,6 +14,12 @@
   the client parses it; an uncompressed body is asked for, since a compressed one cannot be bounded
   before it is inflated), and at most `timeout` seconds of body after the headers: past either the
   call fails as `too_large` / `timeout` without a retry.
+- One deadline per call, `timeout` × (1 + `max_retries`): the retries are tagloop's (the client's
+  own are off), with a short backoff and a server's `Retry-After` honoured only when it fits before
+  the deadline; each attempt runs on a worker thread the caller stops waiting for at the deadline,
+  so neither a long `Retry-After` nor headers trickling in a byte at a time hold a decision.
+- Credentials in `base_url` (`https://user:pass@proxy/v1`) go to the server as Basic auth, as
+  before, but are taken out of the URL, so the HTTP client's request log lines never show them.
 - `async_structured` is the same call for async callers (the agent graph).
 - `LLMBreaker` is a run's guard around its LLM calls (kept on `RunContext`, never global): after
   `max_failures` failed calls in a row, or once the calls together took `budget_seconds`, it tells
@@ -23,12 +29,17 @@ Secrets: the api key is handed to the client only; it never appears in messages 
 
 from __future__ import annotations
 
+import asyncio
+import math
 import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import openai
 from pydantic import BaseModel, ValidationError
@@ -52,12 +63,21 @@ class LLMUnavailable(TagloopError):
     title = "LLM unavailable"
 
     def __init__(
-        self, message: str, kind: str = "unavailable", *, http_status: int | None = None, field: str = ""
+        self,
+        message: str,
+        kind: str = "unavailable",
+        *,
+        http_status: int | None = None,
+        field: str = "",
+        retryable: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.http_status = http_status
         self.field = field
+        self.retryable = retryable  # worth another attempt (timeouts, connections, 408/409/429/5xx)
+        self.retry_after = retry_after  # the server's Retry-After, in seconds
 
     @property
     def reason(self) -> str:
@@ -80,7 +100,8 @@ class LLMBreaker:
     """A run's guard around its LLM calls: `blocked()` says why the run should not call the LLM
     any more ('circuit open' after `max_failures` failed calls in a row, 'time budget spent' once
     the calls took `budget_seconds` together), None while it may; `record` is told how each call
-    went. A call already under way finishes (at most timeout × (1 + retries) past the budget)."""
+    went. A call already under way finishes (at most its deadline, timeout × (1 + retries), past
+    the budget)."""
 
     max_failures: int = 2
     budget_seconds: float = 60.0
@@ -217,18 +238,50 @@ def _failure(err: Exception, timeout: object) -> LLMUnavailable:
     while cause is not None:
         if isinstance(cause, ResponseTooLarge):
             return LLMUnavailable(str(cause), "too_large")
-        if isinstance(cause, openai.APITimeoutError | _BodyTimeout):
+        if isinstance(cause, _BodyTimeout):
             return LLMUnavailable(f"the LLM did not answer within {timeout} s", "timeout")
+        if isinstance(cause, openai.APITimeoutError):
+            return LLMUnavailable(f"the LLM did not answer within {timeout} s", "timeout", retryable=True)
         cause = cause.__cause__
     if isinstance(err, openai.APIStatusError):
+        code = err.status_code
         return LLMUnavailable(
-            f"the LLM call failed: HTTP {err.status_code}", "http_status", http_status=err.status_code
+            f"the LLM call failed: HTTP {code}",
+            "http_status",
+            http_status=code,
+            retryable=code in (408, 409, 429) or code >= 500,
+            retry_after=_retry_after(err.response.headers.get("retry-after")),
         )
     if isinstance(err, openai.APIConnectionError):
-        return LLMUnavailable("the LLM call failed: no connection", "connection")
+        return LLMUnavailable("the LLM call failed: no connection", "connection", retryable=True)
     if isinstance(err, ValueError):  # a body that is not JSON
         return LLMUnavailable(f"the LLM call failed: {type(err).__name__}", "not_completion")
     return LLMUnavailable(f"the LLM call failed: {type(err).__name__}")
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (the delay form; an HTTP date counts as 'later than we wait')."""
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return math.inf
+
+
+def _backoff(attempt: int, failure: LLMUnavailable) -> float:
+    """Seconds before attempt `attempt + 1`: the server's Retry-After, else 0.5 s doubling to 8 s."""
+    return failure.retry_after if failure.retry_after is not None else min(0.5 * 2**attempt, 8.0)
+
+
+def _without_userinfo(base_url: str) -> tuple[str, tuple[str, str] | None]:
+    """`base_url` without `user:password@`, and the (user, password) it held, percent-decoded."""
+    parts = urlsplit(base_url)
+    if parts.username is None and parts.password is None:
+        return base_url, None
+    host = parts.netloc.rpartition("@")[2]
+    credentials = (unquote(parts.username or ""), unquote(parts.password or ""))
+    return urlunsplit(parts._replace(netloc=host)), credentials
 
 
 class OpenAICompatibleLLM:
@@ -245,38 +298,81 @@ class OpenAICompatibleLLM:
         max_tokens: int = MAX_TOKENS,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
+        if not timeout > 0 or max_retries < 0:
+            raise ValueError("timeout must be > 0 and max_retries >= 0")
         self.model = model
         self.max_tokens = max_tokens
+        self.timeout, self.max_retries = timeout, max_retries
+        self.deadline = timeout * (1 + max_retries)
+        url, credentials = _without_userinfo(base_url)
         hook, async_hook = _limit_hooks(max_response_bytes, timeout)
         common: dict[str, Any] = {
-            "base_url": base_url,
+            "base_url": url,
             "api_key": api_key,
             "timeout": timeout,
-            "max_retries": max_retries,
+            "max_retries": 0,  # ours, within the call's deadline (`structured`)
             "default_headers": {"Accept-Encoding": "identity"},
         }
+        auth: dict[str, Any] = {"auth": credentials} if credentials else {}
         self._client = openai.OpenAI(
-            **common, http_client=openai.DefaultHttpxClient(event_hooks={"response": [hook]})
+            **common, http_client=openai.DefaultHttpxClient(event_hooks={"response": [hook]}, **auth)
         )
         self._async = openai.AsyncOpenAI(
-            **common, http_client=openai.DefaultAsyncHttpxClient(event_hooks={"response": [async_hook]})
+            **common,
+            http_client=openai.DefaultAsyncHttpxClient(event_hooks={"response": [async_hook]}, **auth),
         )
+        self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="llm-call")
 
     def __repr__(self) -> str:
         return f"OpenAICompatibleLLM(base_url={str(self._client.base_url)!r}, model={self.model!r})"
 
     def structured(self, system: str, user: str, schema: type[T]) -> T:
         request = _request(self.model, system, user, schema, self.max_tokens)
-        try:
-            reply = self._client.chat.completions.create(**request)  # type: ignore[call-overload]
-        except (openai.OpenAIError, ValueError) as err:  # ValueError: a body that is not JSON
-            raise _failure(err, self._client.timeout) from err
-        return _parse(_content(reply), schema)
+        deadline = time.monotonic() + self.deadline
+        for attempt in range(self.max_retries + 1):
+            create: Any = self._client.chat.completions.create
+            call = self._threads.submit(create, **request)
+            try:
+                reply = call.result(timeout=max(deadline - time.monotonic(), 0.0))
+            except FutureTimeout:  # the attempt goes on on its thread; nobody waits for it
+                raise LLMUnavailable(
+                    f"the LLM did not answer within {self.deadline:g} s", "timeout"
+                ) from None
+            except (openai.OpenAIError, ValueError) as err:  # ValueError: a body that is not JSON
+                failure = _failure(err, self.timeout)
+                wait = _backoff(attempt, failure)
+                if (
+                    attempt == self.max_retries
+                    or not failure.retryable
+                    or time.monotonic() + wait >= deadline
+                ):
+                    raise failure from err
+                time.sleep(wait)
+                continue
+            return _parse(_content(reply), schema)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def async_structured(self, system: str, user: str, schema: type[T]) -> T:
         request = _request(self.model, system, user, schema, self.max_tokens)
-        try:
-            reply = await self._async.chat.completions.create(**request)  # type: ignore[call-overload]
-        except (openai.OpenAIError, ValueError) as err:  # ValueError: a body that is not JSON
-            raise _failure(err, self._async.timeout) from err
-        return _parse(_content(reply), schema)
+        deadline = time.monotonic() + self.deadline
+        for attempt in range(self.max_retries + 1):
+            create = self._async.chat.completions.create(**request)  # type: ignore[call-overload]
+            try:
+                reply = await asyncio.wait_for(create, max(deadline - time.monotonic(), 0.0))
+            except TimeoutError:
+                raise LLMUnavailable(
+                    f"the LLM did not answer within {self.deadline:g} s", "timeout"
+                ) from None
+            except (openai.OpenAIError, ValueError) as err:  # ValueError: a body that is not JSON
+                failure = _failure(err, self.timeout)
+                wait = _backoff(attempt, failure)
+                if (
+                    attempt == self.max_retries
+                    or not failure.retryable
+                    or time.monotonic() + wait >= deadline
+                ):
+                    raise failure from err
+                await asyncio.sleep(wait)
+                continue
+            return _parse(_content(reply), schema)
+        raise AssertionError("unreachable: the last attempt returns or raises")

@@ -35,6 +35,12 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
             "outbound_allow_private: Input should be a valid boolean",
         ),
         (
+            {"TAGLOOP_LLM_MAX_RETRIES": "-1"},
+            None,
+            "llm_max_retries: Input should be greater than or equal to 0",
+        ),
+        ({"TAGLOOP_LLM_TIMEOUT_SECONDS": "0"}, None, "llm_timeout_seconds: Input should be greater than 0"),
+        (
             {"TAGLOOP_PROFILE_HALF_LIFE_DAYS": "-5"},
             None,
             "profile_half_life_days: Input should be greater than 0",
