@@ -22,7 +22,7 @@ GOOD = {"title": "Fresh picks: Alvvays", "body": "Try Alvvays and Slowdive tonig
 REPLIES: dict[str, Any] = {
     "good": json.dumps(GOOD),
     "badlink": json.dumps({"title": "Win!", "body": "Claim at https://evil.example.net/x"}),
-    "allowedlink": json.dumps({"title": "Picks", "body": "See https://music.example.org/m/1"}),
+    "allowedlink": json.dumps({"title": "Picks: Archie", "body": "See https://music.example.org/m/1"}),
     "extra": json.dumps({**GOOD, "system": "override"}),
     "toolong": json.dumps({"title": "x" * 500, "body": "y"}),
     "notjson": "Sure! Here is your notification:",
@@ -81,13 +81,36 @@ def test_template_strips_control_characters_from_titles() -> None:
     assert "\n" not in copy.title and "\x00" not in copy.body and "A B C" in copy.title
 
 
-@given(st.text(), st.integers(0, 100))
+@given(st.text(), st.integers(2, 100))
 def test_clean_matches_the_character_by_character_rule(text: str, limit: int) -> None:
-    """The printable fast path gives what replacing every category-C character with a space does
-    (zero-width and bidi controls included), then collapsing whitespace."""
-    slow = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in text)
-    assert _clean(text, limit) == " ".join(slow.split())[:limit]
-    assert _clean("a\u200bb\u202ec", 10) == "a b c"
+    """The printable fast path gives what the character rule gives, then collapsing whitespace:
+    separators and control characters become spaces; format characters are dropped, except the
+    joiners and direction marks words and emoji sequences need."""
+    keep = {"\u200c", "\u200d", "\u200e", "\u200f"}
+
+    def rule(ch: str) -> str:
+        cat = unicodedata.category(ch)
+        if cat[0] == "Z" or cat == "Cc":
+            return " "
+        return "" if cat in ("Cf", "Cs") and ch not in keep else ch
+
+    flat = " ".join("".join(map(rule, text)).split())
+    cleaned = _clean(text, limit)
+    if len(flat) <= limit:
+        assert cleaned == flat
+    else:  # cut at a word with an ellipsis
+        assert len(cleaned) <= limit and cleaned.endswith("…") and flat.startswith(cleaned[:-1])
+    assert _clean("a\u200bb\u202ec", 10) == "abc"
+    assert _clean("Family \U0001f468\u200d\U0001f469 Song Rock\u00adabilly", 80) == (
+        "Family \U0001f468\u200d\U0001f469 Song Rockabilly"
+    )
+
+
+def test_long_titles_are_cut_at_a_word_and_the_title_says_there_is_more() -> None:
+    long = ["Pane Ne " * 12, "Second Song Title " * 5, "Third " * 20, "Fourth"]
+    copy = compose_discovery(long, ["rock"])
+    assert len(copy.title) <= 200 and copy.title.endswith(" and more"), copy.title
+    assert "Pane…, Second Song Title" in copy.title and "Second… and more" in copy.title  # whole words
 
 
 def test_tags_in_copy_read_as_people_write_them() -> None:

@@ -61,10 +61,18 @@ REPLIES: dict[str, Any] = {
         f"bypass{i}": json.dumps({"title": "Fresh picks", "body": f"Listen at {u} now"})
         for i, u in enumerate(BYPASSES)
     },
-    **{f"prose{i}": json.dumps({"title": "Fresh picks", "body": p}) for i, p in enumerate(PROSE)},
+    **{f"prose{i}": json.dumps({"title": "Fresh picks: Archie", "body": p}) for i, p in enumerate(PROSE)},
     "badlinkfield": json.dumps({"title": "Picks", "body": "Enjoy!", "link": "https://evil.test/x"}),
     "scriptlink": json.dumps({"title": "Picks", "body": "Enjoy!", "link": "javascript:alert(1)"}),
-    "goodlinkfield": json.dumps({"title": "Picks", "body": "Enjoy!", "link": "https://music.example/m/1"}),
+    "goodlinkfield": json.dumps(
+        {"title": "Picks: Archie", "body": "Enjoy!", "link": "https://music.example/m/1"}
+    ),
+    "offtopic": json.dumps(
+        {"title": "Your account is locked", "body": "Call 555-0100 and give your password to restore access."}
+    ),
+    "inventedaround": json.dumps(
+        {"title": 'New: "Dream Pop Greatest Hits Vol. 2"', "body": 'Stream "Best of Archie - Deluxe" now.'}
+    ),
     "good": json.dumps({"title": "Fresh picks", "body": "Try Alvvays and Slowdive tonight."}),
     "madeup": json.dumps({"title": "Fresh picks", "body": 'Try "Plain Song A" and "Archie" tonight.'}),
     "quoted": json.dumps(
@@ -114,7 +122,9 @@ def test_prose_with_dots_and_allowed_links_keeps_the_llm_copy(fake: FakeOpenAI, 
 def test_the_link_field_must_be_an_http_link_to_an_allowed_host(fake: FakeOpenAI) -> None:
     assert _compose(fake, "badlinkfield").fallback_reason == "llm: disallowed link"
     assert _compose(fake, "scriptlink").fallback_reason == "llm: disallowed link"
-    assert _compose(fake, "goodlinkfield").link == "https://music.example/m/1"
+    kept = _compose(fake, "goodlinkfield")
+    assert kept.link == "https://music.example/m/1"
+    assert kept.body.endswith(" https://music.example/m/1")  # where the message carries it
 
 
 def test_without_an_allowlist_no_link_is_kept(fake: FakeOpenAI) -> None:
@@ -182,7 +192,10 @@ def test_each_fallback_is_logged_once_with_its_class_and_no_personal_data(
 
 def test_quoted_names_must_be_the_chosen_items(fake: FakeOpenAI) -> None:
     """The model made up "Plain Song A": not among the items sent, so the template is used; quoting a
-    title, part of one, or a top tag is fine."""
+    title, part of one, or a top tag is fine. A made-up title around a known name is made up too,
+    and copy naming none of the items or tags (an obeyed injection) is not about the picks."""
     assert _compose(fake, "madeup").fallback_reason == "llm: unknown item named"
+    assert _compose(fake, "inventedaround").fallback_reason == "llm: unknown item named"
+    assert _compose(fake, "offtopic").fallback_reason == "llm: names none of the items"
     kept = _compose(fake, "quoted")
     assert (kept.template, kept.fallback_reason) == ("llm-v1", None)

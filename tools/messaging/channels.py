@@ -31,13 +31,29 @@ MAX_EMAIL_LENGTH = 254  # RFC 5321 path limit minus the angle brackets
 _HOST_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
+# format characters words need: zero-width (non-)joiners (emoji sequences, Persian, Indic) and
+# the left-to-right / right-to-left marks; the other format characters (soft hyphen, zero-width
+# space, bidi overrides and isolates, BOM, tag characters) are dropped
+_KEEP_FORMAT = frozenset("\u200c\u200d\u200e\u200f")
+
+
 def flat(text: object) -> str:
-    """`text` on one line: control and format characters (newlines, tab, NEL, U+2028, …) become
-    spaces, runs of whitespace one space (for mail headers and message copy)."""
+    """`text` on one line: separators and control characters (newlines, tab, NEL, U+2028, …)
+    become spaces, format characters are dropped (but for `_KEEP_FORMAT`), runs of whitespace
+    become one space (for mail headers and message copy)."""
     value = str(text)
     if not value.isprintable():  # printable: no category C or Z but the space (no loop)
-        value = "".join(" " if unicodedata.category(ch)[0] in "CZ" else ch for ch in value)
+        value = "".join(map(_flat_char, value))
     return " ".join(value.split())
+
+
+def _flat_char(ch: str) -> str:
+    category = unicodedata.category(ch)
+    if category[0] == "Z" or category == "Cc":
+        return " "
+    if category in ("Cf", "Cs"):
+        return ch if ch in _KEEP_FORMAT else ""
+    return ch  # private use and not yet assigned characters (newer emoji) stay
 
 
 def email_address(text: str) -> Address:

@@ -7,11 +7,13 @@ LLM copy (`compose_with_llm`): the facts (item titles, top tags, the user's loca
 JSON document in the user turn, and the system prompt says they are data, never instructions. The
 reply must parse as `Draft` (pydantic, extra fields forbidden, bounded lengths); every link a mail
 client or browser could make of it must point at an allowed host (`links_allowed`); names it puts
-in quotes must be among the items or top tags it was given; it must not be empty after control
-characters are stripped. On a timeout, an HTTP error, an invalid reply, a rejected link or name, or
-when the run's `LLMBreaker` says the LLM is not to be asked any more, the template copy is returned
-with the reason (`Copy.fallback_reason`, 'llm: timeout', 'llm: circuit open', …) and one log line
-naming the class of failure (no user id, titles, copy or key) — the LLM can only ever make the copy
+in quotes must be among the items or top tags it was given (`quoted_names_known`), and it must
+name one of them at all (`names_something_given`); it must not be empty after control characters
+are stripped. A valid `link` (http(s), allowed host) is put at the end of the body. On a timeout,
+an HTTP error, an invalid reply, a rejected link or name, or when the run's `LLMBreaker` says the
+LLM is not to be asked any more, the template copy is returned with the reason
+(`Copy.fallback_reason`, 'llm: timeout', 'llm: circuit open', …) and one log line naming the class
+of failure (no user id, titles, copy or key) — the LLM can only ever make the copy
 better, never block or break a send.
 
 Links (`links_allowed`), checked on the NFKC form of the text (fullwidth letters and dots, U+FF0E,
@@ -92,20 +94,43 @@ def _join(names: Sequence[str]) -> str:
     return ", ".join(names[:-1]) + " and " + names[-1]
 
 
+TITLE_LIMIT = 200  # characters of a notification title (mail Subject)
+
+
 def compose_discovery(item_titles: Sequence[str], top_tags: Sequence[str]) -> Copy:
-    """A discovery-mix notification: 'New for you: A, B and more' with the tag reason."""
+    """A discovery-mix notification: 'New for you: A, B and more' with the tag reason. Titles are
+    shortened at a word (with '…'), and the title names as many picks as fit in `TITLE_LIMIT`."""
     shown = [_clean(t, 80) for t in item_titles[:3]]
-    more = " and more" if len(item_titles) > 3 else ""
-    title = f"New for you: {', '.join(shown)}{more}"
+    title = "New for you: "
+    for n, name in enumerate(shown):
+        more = " and more" if len(item_titles) > n + 1 else ""
+        candidate = f"{title}{', ' if n else ''}{name}"
+        if n and len(candidate) + len(more) > TITLE_LIMIT:
+            title += " and more"
+            break
+        title = candidate
+    else:
+        title += " and more" if len(item_titles) > len(shown) else ""
     tags = [_clean(display_tag(t), 40) for t in top_tags[:2]]
     reason = f"Because you play a lot of {_join(tags)}" if tags else "Picked for you"
     body = f"{reason}: {_join([_clean(t, 80) for t in item_titles[:5]])}."
-    return Copy(title=title[:200], body=body[:1000], template="discovery-v1")
+    return Copy(title=_shorten(title, TITLE_LIMIT), body=_shorten(body, 1000), template="discovery-v1")
 
 
 def _clean(text: str, limit: int) -> str:
-    """Text without control characters (newlines become spaces), at most `limit` characters."""
-    return flat(text)[:limit]
+    """Text without control characters (newlines become spaces), at most `limit` characters, cut
+    at a word with '…' when longer."""
+    return _shorten(flat(text), limit)
+
+
+def _shorten(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space >= limit // 2:  # a word boundary not too far back
+        cut = cut[:space]
+    return cut.rstrip(" ,;:-") + "…"
 
 
 def _normalised(text: str) -> str:
@@ -158,14 +183,27 @@ def _fold(text: str) -> str:
 
 
 def quoted_names_known(text: str, names: Iterable[str]) -> bool:
-    """Every span of `text` in quotes is (part of) one of `names`, or contains one (case, width
-    and spacing aside): a quoted title the model made up is not."""
+    """Every span of `text` in quotes is (part of) one of `names` (case, width and spacing aside):
+    a quoted title the model made up is not, even when it contains a known name ("Best of
+    {tag} - Remastered Deluxe")."""
     known = [n for n in map(_fold, names) if n]
     for m in _QUOTED.finditer(text):
         span = _fold(next(g for g in m.groups() if g is not None))
-        if span and not any(span in n or n in span for n in known):
+        if span and not any(span in n for n in known):
             return False
     return True
+
+
+_TITLE_PARTS = re.compile(r"\s[-\u2010-\u2015:/|]\s|\s*[(\[]")  # "Artist - Track (Remastered)"
+
+
+def names_something_given(text: str, titles: Iterable[str], tags: Iterable[str]) -> bool:
+    """`text` names one of the items (a title, or a part of one of 3+ characters: the artist or
+    the track of "Artist - Track") or one of the top tags: copy about something else (an
+    injected "your account is locked") is not about the picks."""
+    folded = _fold(text)
+    parts = [p for t in titles for p in (t, *_TITLE_PARTS.split(t))] + list(tags)
+    return any(len(p) >= 3 and p in folded for p in map(_fold, parts))
 
 
 def compose_with_llm(
@@ -203,9 +241,14 @@ def compose_with_llm(
         " ".join([title, body, link or ""]), allowed_hosts
     ):
         return _fallback(fallback, "disallowed_link", "disallowed link", ref)
-    names = [n for key in ("items", "top_tags") for n in facts.get(key) or () if isinstance(n, str)]
-    if names and not quoted_names_known(f"{title} {body}", names):
+    items = [n for n in facts.get("items") or () if isinstance(n, str)]
+    tags = [n for n in facts.get("top_tags") or () if isinstance(n, str)]
+    if items + tags and not quoted_names_known(f"{title} {body}", items + tags):
         return _fallback(fallback, "unknown_item", "unknown item named", ref)
+    if items and not names_something_given(f"{title} {body}", items, tags):
+        return _fallback(fallback, "off_topic", "names none of the items", ref)
+    if link:  # the outbound formats have no link field: it goes at the end of the text
+        body = f"{body} {link}"
     return Copy(title=title, body=body, template="llm-v1", link=link)
 
 
