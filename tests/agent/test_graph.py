@@ -153,7 +153,9 @@ def test_a_repeated_run_reports_delivered_as_its_message_stands(
     sent = {o.user_id for o in first if o.delivered}
     assert sent
     for send_now in (True, False):
-        again = run_users(db, settings, users, now=NOW + timedelta(seconds=30), send_now=send_now, channels=channels)
+        again = run_users(
+            db, settings, users, now=NOW + timedelta(seconds=30), send_now=send_now, channels=channels
+        )
         assert [o.decision_id for o in again] == [o.decision_id for o in first]
         assert {o.user_id for o in again if o.delivered} == sent, send_now
     status = db.execute(
