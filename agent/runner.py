@@ -60,8 +60,9 @@ class RunOutcome:
     arms: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_stored(cls, row: dict[str, Any], delivered: bool) -> RunOutcome:
-        """The outcome of a decision already stored (`store.stored_decisions`)."""
+    def from_stored(cls, row: dict[str, Any]) -> RunOutcome:
+        """The outcome of a decision already stored (`store.stored_decisions`): `delivered` says
+        whether its message was sent, by this run or the one that stored it."""
         records = {c["item_id"]: c for c in row["candidate_records"]}
         chosen = []
         for item in row["chosen"]:
@@ -89,7 +90,7 @@ class RunOutcome:
             explanation=row["explanation"] if message else None,
             title=row["title"],
             message_id=row["message_id"],
-            delivered=delivered,
+            delivered=row["message_status"] == "sent",
             reason=None if message else row["explanation"],
             arms=dict(row["arms"] or {}),
         )
@@ -345,10 +346,7 @@ def run_users(
                 report = deliver_due(conn, ctx.channels, cfg, now=now, rng=rng, ids=ids, limit=len(ids))
                 sent = set(report.sent)
                 plans = {u: _delivered(p, sent) for u, p in plans.items()}
-        stored = {
-            r["user_id"]: RunOutcome.from_stored(r, r["message_id"] in sent)
-            for r in stored_decisions(conn, sorted(repeated))
-        }
+        stored = {r["user_id"]: RunOutcome.from_stored(r) for r in stored_decisions(conn, sorted(repeated))}
         conn.commit()
         outcomes.extend(stored.get(u) or RunOutcome.from_plan(plans[u]) for u in batch if u in plans)
         if progress:

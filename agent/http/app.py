@@ -29,8 +29,10 @@ from tagloop.tools.store import db
 log = logging.getLogger("tagloop.http")
 
 
-def create_app(settings: Settings | None = None, *, pool_size: int = 8) -> FastAPI:
-    """A tagloop API app. Settings are read now when not given (e.g. `uvicorn --factory`)."""
+def create_app(settings: Settings | None = None, *, pool_size: int = 8, pool_timeout: float = 5.0) -> FastAPI:
+    """A tagloop API app. Settings are read now when not given (e.g. `uvicorn --factory`).
+    `pool_timeout`: how long a request waits for a database connection before its 503 (a stopped
+    database answers in that time, not the pool's default 30 s)."""
     settings = settings or load_settings()
     metrics = Metrics()
     links = unsubscribe_links(settings)  # a misconfiguration fails here, not at the first click
@@ -40,7 +42,7 @@ def create_app(settings: Settings | None = None, *, pool_size: int = 8) -> FastA
         _nodelay_listeners()
         url = database_url(settings)
         db.connect(url).close()  # applies pending migrations
-        pool = db.make_pool(url, min_size=2, max_size=pool_size)
+        pool = db.make_pool(url, min_size=2, max_size=pool_size, timeout=pool_timeout)
         limiter = RateLimiter(settings.rate_limit_per_minute)
         options = ingest_options(settings)
         app.state.tagloop = AppState(
@@ -131,7 +133,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
         components = spec.setdefault("components", {}).setdefault("schemas", {})
-        for model in (schemas.Problem, schemas.EventIn, schemas.ItemIn, schemas.UserIn):
+        for model in (schemas.Problem, schemas.EventIn, schemas.ItemIn, schemas.UserIn, schemas.RunRequest):
             found = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(found.pop("$defs", {}))
             components[model.__name__] = found

@@ -15,7 +15,6 @@ silently create a ghost user; the sender registers the user (`PUT /v1/users/{id}
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,7 +24,7 @@ from psycopg_pool import ConnectionPool
 
 from tagloop.agent.http.problems import FieldErrors, PayloadTooLarge
 from tagloop.tools import profile_folder
-from tagloop.tools.ingest.records import EventRecord, FieldError, parse_event
+from tagloop.tools.ingest.records import MAX_ID, EventRecord, FieldError, parse_event
 from tagloop.tools.store import users as store
 
 RETRIES = 3  # deadlock / serialization failures are retried; the request is idempotent
@@ -42,38 +41,6 @@ class IngestResult:
     accepted: int
     duplicates: int
     users: int
-
-
-def decode(body: bytes) -> Any:
-    """The JSON body; strings (and keys) holding NUL, which PostgreSQL text cannot store, are 422."""
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FieldErrors([("body", f"is not valid JSON: {exc}")]) from None
-    if b"\\u0000" in body or b"\x00" in body:
-        where = _nul_at(payload, "")
-        if where is not None:
-            raise FieldErrors([(where or "body", "contains a NUL character (\\u0000): cannot be stored")])
-    return payload
-
-
-def _nul_at(value: Any, path: str) -> str | None:
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            here = f"{path}.{key}" if path else str(key)
-            if "\x00" in key:
-                return here
-            found = _nul_at(inner, here)
-            if found is not None:
-                return found
-    if isinstance(value, list):
-        for index, inner in enumerate(value):
-            found = _nul_at(inner, f"{path}[{index}]")
-            if found is not None:
-                return found
-    return None
 
 
 def parse_payload(
@@ -99,7 +66,12 @@ def parse_payload(
             errors.append((where or "body", f"must be an event object, got {type(data).__name__}"))
             continue
         if webhook_id and data.get("id") in (None, ""):
-            data = {**data, "id": webhook_id if single else f"{webhook_id}#{index}"}
+            derived = webhook_id if single else f"{webhook_id}#{index}"
+            if len(derived) > MAX_ID:  # the sender gave no id: name the header it came from
+                if not any(field == "webhook-id" for field, _ in errors):
+                    errors.append(("webhook-id", _too_long(single, index, len(derived))))
+                continue
+            data = {**data, "id": derived}
         try:
             events.append(parse_event(data, now=now, extra_types=options.extra_types))
         except FieldError as exc:
@@ -107,6 +79,13 @@ def parse_payload(
     if errors:
         raise FieldErrors(errors)
     return events
+
+
+def _too_long(single: bool, index: int, length: int) -> str:
+    taken = (
+        "an event without an id takes it" if single else f"event {index} has no id and takes it + `#{index}`"
+    )
+    return f"is too long: {taken} as its id ({length} characters; at most {MAX_ID})"
 
 
 def _check_refs(conn: psycopg.Connection[Any], events: list[EventRecord], single: bool) -> None:

@@ -1,5 +1,7 @@
 """RFC 9457 problem+json: the error classes the API adds to the `TagloopError` tree and the one
-mapping from any error to a problem response (status, title, detail, and the fields at fault)."""
+mapping from any error to a problem response (status, title, detail, and the fields at fault).
+A database that cannot be reached is a 503 with Retry-After; an unexpected error is a 500 logged
+once, by a middleware that answers it itself (the keep-alive connection stays usable)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,14 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolClosed, PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tagloop.tools.errors import InvalidInput, TagloopError
+from tagloop.tools.errors import DatabaseError, InvalidInput, TagloopError
 
 MEDIA_TYPE = "application/problem+json"
+RETRY_AFTER_S = 5  # what a 503 "database unavailable" suggests
 log = logging.getLogger("tagloop.http")
 
 
@@ -78,6 +83,8 @@ def install(app: FastAPI) -> None:
     async def _tagloop(request: Request, exc: TagloopError) -> JSONResponse:
         errors = exc.errors if isinstance(exc, FieldErrors) else []
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+        if isinstance(exc, DatabaseError):
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
         if isinstance(exc, Unauthorized):
             headers = {"WWW-Authenticate": 'Bearer realm="tagloop"'}
         return problem(exc.status, exc.title, str(exc), errors, headers)
@@ -97,7 +104,53 @@ def install(app: FastAPI) -> None:
         log.warning("event=data_error error=%s", type(exc).__name__)
         return problem(422, "invalid input", "a value cannot be stored: " + str(exc).splitlines()[0][:200])
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("event=unhandled_error error=%s", type(exc).__name__, exc_info=exc)
-        return problem(500, "internal error", "the server failed to handle the request")
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(psycopg.InterfaceError)
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(PoolClosed)
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # the server is down or unreachable, the connection broke, or no connection came in time
+        # (the pool's timeout); also a cancelled statement, a deadlock retried out: all transient
+        log.warning("event=database_unavailable error=%s detail=%s", type(exc).__name__, _first_line(exc))
+        return problem(
+            503,
+            "database unavailable",
+            "the database cannot be reached or is overloaded; try again shortly",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+
+    app.add_middleware(CatchAll)
+
+
+class CatchAll:
+    """A 500 problem+json for an exception nothing else mapped, logged once with its traceback.
+    (An `exception_handler(Exception)` runs in Starlette's ServerErrorMiddleware, which re-raises:
+    the server then logs a second traceback and drops the keep-alive connection.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            log.error("event=unhandled_error error=%s", type(exc).__name__, exc_info=exc)
+            if started:  # too late for a problem response: the server closes the connection
+                return
+            response = problem(500, "internal error", "the server failed to handle the request")
+            await response(scope, receive, send)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

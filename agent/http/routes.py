@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import unquote_to_bytes
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.convertors import Convertor, register_url_convertor
 
-from tagloop.agent.http import ingest, schemas, services
+from tagloop.agent.http import bodies, ingest, schemas, services
 from tagloop.agent.http.auth import read_body
 from tagloop.agent.http.problems import MEDIA_TYPE, FieldErrors
 from tagloop.agent.http.state import AppState
@@ -34,8 +35,21 @@ class IdConvertor(Convertor[str]):
         return value
 
 
+def utf8_path(request: Request) -> None:
+    """422 for a path whose percent-escapes are not UTF-8 (`/v1/users/%FF`): the server decodes
+    them to U+FFFD, so `%FF` and `%FE` would name the same user."""
+    raw: bytes = request.scope.get("raw_path") or b""
+    if b"%" not in raw:
+        return
+    try:
+        unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        names = [n for n in request.path_params if n.endswith("_id")] or ["path"]
+        raise FieldErrors([(names[0], "path id is not valid UTF-8")], read=True) from None
+
+
 register_url_convertor("id", IdConvertor())
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(utf8_path)])
 bearer_scheme = HTTPBearer(auto_error=False, description="An API key from TAGLOOP_API_KEYS.")
 UserId = Annotated[str, Path(min_length=1, max_length=256)]
 
@@ -68,6 +82,12 @@ def authorized(
 
 Authorized = Annotated[AppState, Depends(authorized)]
 EVENT_BATCH = {"type": "array", "items": _ref("EventIn"), "maxItems": 1000}
+
+
+def _batch_of(name: str) -> dict[str, Any]:
+    return _body({"type": "array", "items": _ref(name), "maxItems": services.MAX_RECORDS})
+
+
 EVENTS_BODY = _body({"oneOf": [_ref("EventIn"), EVENT_BATCH]})
 
 
@@ -95,7 +115,7 @@ async def post_events(
         webhook_id = request.headers.get("webhook-id")
     now = datetime.now(UTC)
     try:
-        payload = ingest.decode(body)
+        payload = bodies.decode(body)
         events = ingest.parse_payload(payload, now=now, options=state.ingest, webhook_id=webhook_id)
         result = await run_in_threadpool(
             ingest.store_events,
@@ -117,7 +137,7 @@ async def post_events(
 
 
 async def _json(request: Request, state: AppState) -> Any:
-    return ingest.decode(await read_body(request, state.settings.max_body_bytes))
+    return bodies.decode(await read_body(request, state.settings.max_body_bytes))
 
 
 @router.put(
@@ -137,7 +157,7 @@ async def put_item(item_id: UserId, request: Request, state: Authorized) -> sche
     response_model=schemas.Stored,
     tags=["catalogue"],
     responses=_problems(401, 413, 422, 429),
-    openapi_extra=_body({"type": "array", "items": _ref("ItemIn"), "maxItems": 1000}),
+    openapi_extra=_batch_of("ItemIn"),
 )
 async def post_items(request: Request, state: Authorized) -> schemas.Stored:
     payload = await _json(request, state)
@@ -161,7 +181,7 @@ async def put_user(user_id: UserId, request: Request, state: Authorized) -> sche
     response_model=schemas.Stored,
     tags=["users"],
     responses=_problems(401, 413, 422, 429),
-    openapi_extra=_body({"type": "array", "items": _ref("UserIn"), "maxItems": 1000}),
+    openapi_extra=_batch_of("UserIn"),
 )
 async def post_users(request: Request, state: Authorized) -> schemas.Stored:
     payload = await _json(request, state)
@@ -228,22 +248,27 @@ def get_recommendations(
     "/v1/users/{user_id:id}/runs",
     response_model=schemas.RunDecision,
     tags=["users"],
-    responses=_problems(401, 404, 409, 422, 429),
+    responses=_problems(401, 404, 409, 413, 422, 429),
+    openapi_extra={"requestBody": {**_body(_ref("RunRequest"))["requestBody"], "required": False}},
 )
-def post_run(
-    user_id: UserId, state: Authorized, body: Annotated[schemas.RunRequest | None, Body()] = None
-) -> schemas.RunDecision:
-    """Run the agent for the user now and return the decision."""
-    send_now = body.send_now if body else False
-    with state.pool.connection() as conn:
-        decision = services.run_now(
-            conn, state.settings, user_id, send_now=send_now, fold=state.fold, share=state.runs
-        )
+async def post_run(user_id: UserId, request: Request, state: Authorized) -> schemas.RunDecision:
+    """Run the agent for the user now and return the decision. The body is optional."""
+    body = await read_body(request, state.settings.max_body_bytes)
+    send_now = services.run_options(bodies.decode(body)) if body.strip() else False
+
+    def run() -> schemas.RunDecision:
+        with state.pool.connection() as conn:
+            return services.run_now(
+                conn, state.settings, user_id, send_now=send_now, fold=state.fold, share=state.runs
+            )
+
+    decision = await run_in_threadpool(run)
     state.metrics.runs.labels("manual", decision.outcome).inc()
     log.info("event=run user=%s outcome=%s", hashed(user_id), decision.outcome)
     return decision
 
 
+@router.head("/healthz", include_in_schema=False)  # load balancers probe with HEAD
 @router.get("/healthz", response_model=schemas.Health, tags=["ops"], responses=_problems(503))
 def healthz(request: Request) -> schemas.Health:
     state = app_state(request)

@@ -133,7 +133,9 @@ class Recommendations(BaseModel):
 
 
 class RunRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """The optional body of a run request (validated by `services.run_options`: strict types)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
     send_now: bool = False
 
 

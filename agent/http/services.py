@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 
 from tagloop.agent.http import schemas
-from tagloop.agent.http.problems import FieldErrors
+from tagloop.agent.http.problems import FieldErrors, PayloadTooLarge
 from tagloop.agent.runshare import RunShare
 from tagloop.agent.settings import Settings
 from tagloop.tools import profile_folder, triggers
@@ -24,14 +24,18 @@ from tagloop.tools.retrieval import tag_candidates
 from tagloop.tools.store import users as store
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+MAX_RECORDS = 1000  # items or users in one POST (OpenAPI's maxItems), as events in one POST /v1/events
 
 
 def _parse_many(payload: Any, parse: Callable[[dict[str, Any]], Any], *, path_id: str | None) -> list[Any]:
-    """Validate an object (PUT, `path_id` set: the body's id must match or be absent) or an array."""
+    """Validate an object (PUT, `path_id` set: the body's id must match or be absent) or an array
+    of up to MAX_RECORDS (413 beyond, like a batch of events)."""
     single = path_id is not None
     batch = [payload] if single else payload
     if not isinstance(batch, list) or (single and not isinstance(payload, dict)):
         raise FieldErrors([("body", "must be an object" if single else "must be an array of objects")])
+    if len(batch) > MAX_RECORDS:
+        raise PayloadTooLarge(f"{len(batch):,} records in one request; the limit is {MAX_RECORDS:,}")
     records, errors = [], []
     for index, data in enumerate(batch):
         where = "" if single else f"[{index}]"
@@ -198,6 +202,32 @@ def recommendations(
             )
         )
     return schemas.Recommendations(user_id=user_id, items=out)
+
+
+def run_options(payload: Any) -> bool:
+    """`send_now` of a run request's body (schemas.RunRequest), its types strict: `"yes"` or `1`
+    is not a yes."""
+    if not isinstance(payload, dict):
+        raise FieldErrors([("body", f"must be an object, got {type(payload).__name__}")])
+    errors = [
+        (key, "is not a field of a run request (known: send_now)") for key in payload if key != "send_now"
+    ]
+    send_now = payload.get("send_now", False)
+    if not isinstance(send_now, bool):
+        errors.append(("send_now", f"must be true or false, got {_json_type(send_now)}"))
+    if errors:
+        raise FieldErrors(errors)
+    return bool(send_now)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 def run_now(

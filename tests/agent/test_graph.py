@@ -142,6 +142,29 @@ def test_send_now_after_a_run_of_the_same_minute_delivers_its_pending_message(
     assert len(outbox.read_text().splitlines()) == len(queued)  # sent once: a third run sends nothing
 
 
+def test_a_repeated_run_reports_delivered_as_its_message_stands(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """A run repeated with the same run key (same minute) returns the stored decision; `delivered`
+    says whether its message was sent, whichever run sent it, with or without send_now."""
+    users = load_demo(db, tmp_path / "demo", NOW, users=10)
+    settings, channels = Settings(home=tmp_path / "home"), {"file": FileChannel(tmp_path / "inbox.jsonl")}
+    first = run_users(db, settings, users, now=NOW, send_now=True, channels=channels)
+    sent = {o.user_id for o in first if o.delivered}
+    assert sent
+    for send_now in (True, False):
+        again = run_users(
+            db, settings, users, now=NOW + timedelta(seconds=30), send_now=send_now, channels=channels
+        )
+        assert [o.decision_id for o in again] == [o.decision_id for o in first]
+        assert {o.user_id for o in again if o.delivered} == sent, send_now
+    status = db.execute(
+        "select user_id from messages where status = 'sent' and decision_id = any(%(ids)s::uuid[])",
+        {"ids": [o.decision_id for o in first]},
+    ).fetchall()
+    assert {r["user_id"] for r in status} == sent
+
+
 def test_decisions_export_writes_one_json_line_per_decision_with_reward(
     db: psycopg.Connection[Any], tmp_path: Path, tagloop_env: Path
 ) -> None:

@@ -124,14 +124,16 @@ def run_migrations(conn: psycopg.Connection[Any]) -> list[migrate.Migration]:
         ) from exc
 
 
-def make_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> ConnectionPool:
-    """A pool whose connections have dict rows and pgvector registered; opened and checked."""
+def make_pool(url: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 30.0) -> ConnectionPool:
+    """A pool whose connections have dict rows and pgvector registered; opened and checked.
+    `timeout`: how long `pool.connection()` waits for a connection before PoolTimeout."""
     pool = ConnectionPool(
         url,
         min_size=min_size,
         max_size=max_size,
         kwargs={"row_factory": dict_row},
         configure=configure,
+        timeout=timeout,
         open=False,
     )
     pool.open(wait=True, timeout=30)

@@ -415,7 +415,7 @@ _STORED = """
 select d.id::text as id, d.user_id, d.outcome, d.channel, d.chosen, d.propensities, d.send_at, d.policy_name,
        d.policy_version, d.explanation, d.arms, d.candidates, d.candidate_ids, d.candidate_scores,
        d.candidate_providers, d.candidate_sources, d.source_names,
-       m.id::text as message_id, m.title, m.send_at as message_send_at,
+       m.id::text as message_id, m.title, m.send_at as message_send_at, m.status as message_status,
        (select coalesce(jsonb_object_agg(i.id, i.title), '{}') from items i
         where i.id in (select jsonb_array_elements_text(d.chosen))) as titles
 from decisions d left join messages m on m.decision_id = d.id
@@ -432,7 +432,7 @@ def decided_before(conn: psycopg.Connection[Any], ids: list[str]) -> set[str]:
 
 
 def stored_decisions(conn: psycopg.Connection[Any], ids: list[str]) -> list[dict[str, Any]]:
-    """Stored decisions with their message (id, title, send time), chosen items' titles and
+    """Stored decisions with their message (id, title, send time, status), chosen items' titles and
     candidate records (`candidate_records`: item_id, score, source, provider)."""
     if not ids:
         return []

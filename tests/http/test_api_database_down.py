@@ -1,0 +1,121 @@
+"""The database going away under a running app: every request, /healthz included, gets a prompt
+503 problem+json with Retry-After (no traceback, no 30 s wait for the pool), and the app serves
+again once the database is back. The app reaches the test database through a TCP relay that the
+test cuts: a real outage as the app sees it (refused connections, dropped sockets)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from api_support import AUTH, make_settings
+from fastapi.testclient import TestClient
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from tagloop.agent.http import create_app
+
+
+class Relay:
+    """Forwards 127.0.0.1:port to the database server until `cut()`, which closes the listener
+    and every relayed connection; `restore()` listens again on the same port."""
+
+    def __init__(self, target: tuple[str, int] | str) -> None:
+        self.target = target
+        self.port = 0
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self.restore()
+
+    def _connect_target(self) -> socket.socket:
+        s = socket.socket(socket.AF_UNIX) if isinstance(self.target, str) else socket.socket()
+        s.connect(self.target)
+        return s
+
+    def restore(self) -> None:
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", self.port))
+        self.port = self._listener.getsockname()[1]
+        self._listener.listen()
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = self._connect_target()
+            with self._lock:
+                self._socks += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                b.sendall(data)
+        for s in (a, b):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept (Linux)
+        self._listener.close()
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+
+def relayed(db_url: str) -> tuple[Relay, str]:
+    params = conninfo_to_dict(db_url)
+    host = str(params.get("host") or "localhost")
+    port = int(params.get("port") or 5432)
+    target: tuple[str, int] | str = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
+    relay = Relay(target)
+    return relay, make_conninfo("", **{**params, "host": "127.0.0.1", "port": str(relay.port)})
+
+
+def test_a_database_outage_is_a_prompt_503_and_the_app_recovers(
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path, caplog: Any
+) -> None:
+    relay, url = relayed(db_url)
+    app = create_app(make_settings(url, tmp_path), pool_size=2, pool_timeout=1.0)
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        relay.cut()
+        with caplog.at_level(logging.WARNING):
+            for method, path, body in (
+                ("GET", "/healthz", None),
+                ("GET", "/healthz", None),
+                ("PUT", "/v1/users/u1", {"timezone": "UTC"}),
+                ("GET", "/v1/users/u1/profile", None),
+                ("POST", "/v1/events", {"user_id": "u1", "type": "play"}),
+                ("GET", "/healthz", None),
+            ):
+                start = time.monotonic()
+                response = client.request(method, path, json=body, headers=AUTH)
+                assert time.monotonic() - start < 5, path
+                assert response.status_code == 503, (path, response.text)
+                assert response.headers["content-type"] == "application/problem+json"
+                assert response.json()["title"] == "database unavailable"
+                assert int(response.headers["retry-after"]) >= 1
+        assert not [r for r in caplog.records if r.exc_info]
+        relay.restore()
+        deadline = time.monotonic() + 30
+        while client.get("/healthz").status_code != 200:
+            assert time.monotonic() < deadline, "the app did not recover"
+            time.sleep(0.2)
+        assert client.put("/v1/users/u1", json={"timezone": "UTC"}, headers=AUTH).status_code == 200
+    relay.cut()
