@@ -41,6 +41,7 @@ def result_json(result: OpeResult, ground_truth: float | None, extra: dict[str, 
             else {}
         ),
         "recommended": result.recommended,
+        **({"recommendation_withheld": result.withheld} if result.withheld else {}),
         "estimated_rmse": {k: v**0.5 for k, v in result.est_mse.items()},
         "params": dict(result.params),
         "diagnostics": dict(result.diagnostics),
@@ -53,6 +54,13 @@ LOGS_NOTE = (
     "Target policy: the candidate POLICY.toml replayed on each logged decision's candidates; a round is "
     "a decision that sent a message, its action the whole slate (exact slate propensities)."
 )
+
+
+def _warn_withheld(result: OpeResult, err: Console, hint: str = "") -> None:
+    if result.withheld:
+        err.print(
+            f"warning: no estimator recommended: {result.withheld}{hint}", style="yellow", soft_wrap=True
+        )
 
 
 def _bootstrap(fb: Any, dist: np.ndarray, n_boot: int, seed: int, err: Console) -> OpeResult:
@@ -90,6 +98,8 @@ def _run_logs(
             style="yellow",
         )
     result = _bootstrap(task.feedback, task.action_dist, n_boot, seed, err)
+    top_hint = " (try --unit top: the top slot only, far more overlap between unlike policies)"
+    _warn_withheld(result, err, top_hint if unit == "slate" else "")
     extra = {
         "source": "logs",
         "unit": unit,
@@ -158,7 +168,10 @@ def ope_command(
     else:
         Console(markup=False).print(_table(payload))
         note = LOGS_NOTE if payload.get("source") == "logs" else ACTION_DIST_NOTE
-        Console(markup=False).print(f"recommended: {payload['recommended']}  ({note})")
+        if payload["recommended"] is None:
+            Console(markup=False).print(f"recommended: none — {payload['recommendation_withheld']}  ({note})")
+        else:
+            Console(markup=False).print(f"recommended: {payload['recommended']}  ({note})")
 
 
 def _run(
@@ -185,6 +198,7 @@ def _run(
         )
     task = load_obd(obd, campaign)
     result = _bootstrap(task.feedback, task.action_dist, n_boot, seed, err)
+    _warn_withheld(result, err)
     extra = {
         "campaign": campaign,
         "n_rounds": task.feedback.n_rounds,
