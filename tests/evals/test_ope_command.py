@@ -181,3 +181,27 @@ def test_a_bad_value_in_an_obd_log_names_its_row(
     code, out, err = _run("--obd", str(tmp_path), "--n-boot", "20", "--json")
     assert (code, out) == (2, ""), err
     assert message in err and "Traceback" not in err
+
+
+def test_an_obd_log_cut_before_the_user_features_names_its_row(tmp_path: Path) -> None:
+    """A row ending after propensity_score was a TypeError traceback from the one-hot encoding."""
+    write_obd_layout(tmp_path, "all", np.random.default_rng(7), n=100)
+    path = tmp_path / "random" / "all" / "all.csv"
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    rows[2] = rows[2][:6]
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    code, out, err = _run("--obd", str(tmp_path), "--n-boot", "20", "--json")
+    assert (code, out) == (2, ""), err
+    assert f"{path}: data row 2 is too short (no user_feature_0)" in err and "Traceback" not in err
+
+
+def test_an_obd_log_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    """A UTF-16 export was a UnicodeDecodeError traceback."""
+    write_obd_layout(tmp_path, "all", np.random.default_rng(8), n=100)
+    path = tmp_path / "bts" / "all" / "all.csv"
+    path.write_bytes(path.read_text(encoding="utf-8").encode("utf-16"))
+    code, out, err = _run("--obd", str(tmp_path), "--n-boot", "20", "--json")
+    assert (code, out) == (2, ""), err
+    assert f"{path}:1: the file is not UTF-8" in err and "Traceback" not in err

@@ -165,6 +165,8 @@ def test_eval_ope_logs_command_prints_spec_json(tmp_path: Path) -> None:
         (["--logs", "bad.jsonl", "--policy", "greedy.toml"], "bad.jsonl:2: not JSON"),
         (["--logs", "stranger.jsonl", "--policy", "greedy.toml"], "not among the candidates"),
         (["--obd", "x", "--logs", "d.jsonl", "--policy", "greedy.toml"], "not both"),
+        (["--logs", ".", "--policy", "greedy.toml"], ".: is a directory, expected a decision log"),
+        (["--logs", "utf16.jsonl", "--policy", "greedy.toml"], "utf16.jsonl:1: the file is not UTF-8"),
     ],
 )
 def test_eval_ope_logs_bad_input_is_a_clear_error(
@@ -175,6 +177,7 @@ def test_eval_ope_logs_bad_input_is_a_clear_error(
     write_jsonl(tmp_path / "d.jsonl", records)
     (tmp_path / "greedy.toml").write_text(GREEDY_TOML, encoding="utf-8")
     (tmp_path / "bad.jsonl").write_text(json.dumps(records[0]) + "\n{oops\n", encoding="utf-8")
+    (tmp_path / "utf16.jsonl").write_text(json.dumps(records[0]) + "\n", encoding="utf-16")
     records[0]["chosen"][0] = "someone-else"
     write_jsonl(tmp_path / "stranger.jsonl", records)
     out = CliRunner().invoke(app, ["ope", *args, "--json"])
