@@ -20,6 +20,7 @@ from rich.table import Table
 from tagloop.evals.ope.evaluate import FAMILIES, OpeResult, evaluate
 from tagloop.evals.ope.obd import CAMPAIGNS, load_obd
 from tagloop.evals.ope.report_page import write_ope_report
+from tagloop.evals.report import check_report_dir
 from tagloop.tools.errors import InvalidInput, TagloopError
 
 ACTION_DIST_NOTE = (
@@ -185,6 +186,8 @@ def _run(
     err: Console,
     unit: str = "slate",
 ) -> dict[str, Any]:
+    if report is not None:
+        check_report_dir(report)  # before the data is read and bootstrapped, not after
     if logs is not None or policy is not None:
         if obd is not None:
             raise InvalidInput("give either --obd DIR or --logs FILE --policy FILE, not both")

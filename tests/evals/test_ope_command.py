@@ -205,3 +205,12 @@ def test_an_obd_log_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     code, out, err = _run("--obd", str(tmp_path), "--n-boot", "20", "--json")
     assert (code, out) == (2, ""), err
     assert f"{path}:1: the file is not UTF-8" in err and "Traceback" not in err
+
+
+def test_a_report_path_that_is_a_file_is_refused_before_the_data_is_read(tmp_path: Path) -> None:
+    """It was refused only after the bootstrap (minutes on large logs); here the data dir does not
+    even exist, so only an up-front check names the report."""
+    (tmp_path / "afile").write_text("", encoding="utf-8")
+    code, out, err = _run("--obd", str(tmp_path / "nowhere"), "--report", str(tmp_path / "afile"), "--json")
+    assert (code, out) == (2, "")
+    assert f"report directory {tmp_path / 'afile'} exists and is not a directory" in err
