@@ -8,6 +8,7 @@ candidate policy, `evals/ope/logs.py`) — both build a `BanditFeedback` and reu
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -65,6 +66,20 @@ def _warn_withheld(result: OpeResult, err: Console, hint: str = "") -> None:
 
 
 def _bootstrap(fb: Any, dist: np.ndarray, n_boot: int, seed: int, err: Console) -> OpeResult:
+    """`evaluate` with its progress on stderr: a bar on a terminal, else a plain line per tenth."""
+    rng = np.random.default_rng(seed)
+    if not err.is_terminal:
+        say = partial(err.print, soft_wrap=True, highlight=False)
+        say(f"ope: {fb.n_rounds} rounds; fitting the reward model, then {n_boot} bootstrap replicates")
+        done, step = 0, max(1, n_boot // 10)
+
+        def tick() -> None:
+            nonlocal done
+            done += 1
+            if done % step == 0 or done == n_boot:
+                say(f"ope: bootstrap {done}/{n_boot}")
+
+        return evaluate(fb, dist, rng, n_boot=n_boot, on_replicate=tick)
     progress = Progress(
         TextColumn("bootstrap"),
         BarColumn(),
@@ -75,7 +90,6 @@ def _bootstrap(fb: Any, dist: np.ndarray, n_boot: int, seed: int, err: Console) 
     )
     with progress:
         bar = progress.add_task("bootstrap", total=n_boot)
-        rng = np.random.default_rng(seed)
         return evaluate(fb, dist, rng, n_boot=n_boot, on_replicate=lambda: progress.advance(bar))
 
 
