@@ -220,7 +220,7 @@ def test_progress_goes_to_stderr_as_plain_lines_when_it_is_not_a_terminal(tmp_pa
     """The rich bar printed only a blank line when stderr was a file or a pipe."""
     write_obd_layout(tmp_path, "all", np.random.default_rng(9), n=300)
     code, out, err = _run("--obd", str(tmp_path), "--n-boot", "20", "--json")
-    assert code == 0, err
+    assert code == 0 and json.loads(out)["n_rounds"] == 300, err
     assert "ope: 300 rounds; fitting the reward model, then 20 bootstrap replicates" in err
     assert [line for line in err.splitlines() if line.startswith("ope: bootstrap")] == [
         f"ope: bootstrap {n}/20" for n in range(2, 21, 2)
