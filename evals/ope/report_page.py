@@ -81,7 +81,10 @@ def write_ope_report(
     ax.set_xticks(x, list(FAMILIES))
     ax.set_ylabel("estimated policy value")
     ax.set_title("Estimates with 95% bootstrap intervals (red: recommended)")
-    report.add_figure(fig, "estimates", "Point estimates and 95% bootstrap intervals; dashed: ground truth.")
+    caption = "Point estimates and 95% bootstrap intervals"
+    report.add_figure(
+        fig, "estimates", caption + ("; dashed: ground truth." if ground_truth is not None else ".")
+    )
 
     report.add_heading("Why this estimator" if result.recommended else "Why no estimator")
     report.add_text(_reasoning(result))

@@ -96,6 +96,7 @@ def test_report_dir_gets_a_page_and_an_error_bar_plot(tmp_path: Path) -> None:
     assert code == 0
     page = (tmp_path / "report" / "index.md").read_text()
     assert "estimates.png" in page and "Recommended" in page
+    assert "dashed: ground truth" in page
     assert (tmp_path / "report" / "estimates.png").stat().st_size > 1000
     assert json.loads(out)["recommended"] in page
 

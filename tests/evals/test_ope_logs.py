@@ -153,7 +153,8 @@ def test_eval_ope_logs_command_prints_spec_json(tmp_path: Path) -> None:
         and payload["recommended"] in payload["estimates"]
     )
     assert payload["policy"] == "greedy@1" and payload["n_rounds"] == 600
-    assert (tmp_path / "report" / "index.md").exists() and (tmp_path / "report" / "estimates.png").exists()
+    assert (tmp_path / "report" / "estimates.png").exists()
+    assert "dashed: ground truth" not in (tmp_path / "report" / "index.md").read_text()  # none to draw
 
 
 @pytest.mark.parametrize(
