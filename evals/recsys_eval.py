@@ -7,12 +7,17 @@ Protocol and documented handling of imperfect input:
 - TEST items unknown to the catalogue stay relevant (they count in recall's denominator) but no
   model can rank them; TEST rows repeating one of the user's TRAIN items are dropped;
 - duplicate rows are summed; empty files, missing columns and bad weights are `InvalidInput`;
-- coverage@k is over every item named in TRAIN or TEST;
+- coverage@k = distinct items in anyone's top k / n_items, where n_items counts every item the
+  model may rank (TRAIN items and --item-tags items) or TEST names (so coverage ≤ 1; on the Last.fm
+  split that is 18,022 items, not the 17,632 of artists.dat that bench/recsys.py divides by);
+- n_users counts the test users who are scored: a user whose every TEST item is one of their
+  TRAIN items has nothing left to find and is skipped (n_users_skipped);
 - the popularity baseline ranks by number of TRAIN users per item, with the same exclusions.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from collections.abc import Callable
@@ -27,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tagloop.evals.metrics import ranking_report
+from tagloop.evals.progress import stages
 from tagloop.evals.report import check_writable
 from tagloop.tools.errors import TagloopError
 from tagloop.tools.recommender.data import (
@@ -45,13 +51,21 @@ RECS_DEPTH = 50
 class RecsysResult:
     tagloop: dict[str, float]
     popularity: dict[str, float]
-    n_users: int
+    n_users: int  # test users scored (with at least one TEST item not among their TRAIN items)
+    n_users_skipped: int  # test users with nothing left to score
+    n_items: int  # coverage@k's denominator
     test_user_ids: list[str]
     tagloop_ranked: np.ndarray
     item_ids: np.ndarray
 
     def as_json(self) -> dict[str, object]:
-        return {"tagloop": self.tagloop, "popularity": self.popularity, "n_users": self.n_users}
+        return {
+            "tagloop": self.tagloop,
+            "popularity": self.popularity,
+            "n_users": self.n_users,
+            "n_users_skipped": self.n_users_skipped,
+            "n_items": self.n_items,
+        }
 
 
 def test_targets(
@@ -124,10 +138,13 @@ def run_recsys(
     # every item the ranking may name (tag-only ones too) or the test set holds: coverage ≤ 1
     catalogue = len(set(train.item_ids) | {item for _, item, _ in test_triples})
     pop_ranked = popularity_rank(train, exclude, max(20, k))
+    scored = sum(1 for rel in relevant if rel.size)
     return RecsysResult(
         tagloop=ranking_report(ranked, relevant, catalogue, k),
         popularity=ranking_report(pop_ranked, relevant, catalogue, k),
-        n_users=len(users),
+        n_users=scored,
+        n_users_skipped=len(users) - scored,
+        n_items=catalogue,
         test_user_ids=users,
         tagloop_ranked=ranked,
         item_ids=model.item_ids,
@@ -137,11 +154,11 @@ def run_recsys(
 def write_recs(path: Path, result: RecsysResult) -> None:
     """`user_id,item_id,rank` (rank from 1) for the top 50 of each test user."""
     with path.open("w", encoding="utf-8", newline="") as out:
-        out.write("user_id,item_id,rank\n")
+        writer = csv.writer(out, lineterminator="\n")  # quotes an id holding a comma or a quote
+        writer.writerow(["user_id", "item_id", "rank"])
         for user, row in zip(result.test_user_ids, result.tagloop_ranked, strict=True):
-            for rank, idx in enumerate(row[:RECS_DEPTH], start=1):
-                if idx >= 0:
-                    out.write(f"{user},{result.item_ids[idx]},{rank}\n")
+            ranks = enumerate(row[:RECS_DEPTH], start=1)
+            writer.writerows([user, result.item_ids[idx], rank] for rank, idx in ranks if idx >= 0)
 
 
 def recsys_command(
@@ -162,10 +179,8 @@ def recsys_command(
             raise TagloopError(f"--k must be >= 1, got {k}")
         if recs_out is not None:
             check_writable(recs_out, "--recs-out")  # before the evaluation, not after it
-        with err.status("recsys eval") as status:
-            result = run_recsys(
-                train, test, item_tags, k, RecParams(), seed, lambda msg: status.update(f"recsys eval: {msg}")
-            )
+        with stages(err, "recsys eval") as say:
+            result = run_recsys(train, test, item_tags, k, RecParams(), seed, say)
         if recs_out is not None:
             write_recs(recs_out, result)
     except TagloopError as exc:
@@ -174,7 +189,8 @@ def recsys_command(
     if as_json:
         sys.stdout.write(json.dumps(result.as_json()) + "\n")
         return
-    table = Table(title=f"recsys: {result.n_users} test users")
+    skipped = f" ({result.n_users_skipped} skipped: nothing left to find)" if result.n_users_skipped else ""
+    table = Table(title=f"recsys: {result.n_users} test users scored{skipped}, {result.n_items} items")
     table.add_column("model")
     for name in result.tagloop:
         table.add_column(name, justify="right")

@@ -47,8 +47,7 @@ class Report:
     _html: list[str] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
-        if self.directory.exists() and not self.directory.is_dir():
-            raise InvalidInput(f"report directory {self.directory} exists and is not a directory")
+        check_report_dir(self.directory)
 
     def add_heading(self, text: str, level: int = 2) -> Report:
         if not 1 <= level <= 6:
@@ -111,6 +110,13 @@ class Report:
         )
         (self.directory / f"{stem}.html").write_text(page, encoding="utf-8")
         return md_path
+
+
+def check_report_dir(directory: Path) -> None:
+    """Refuse a `--report DIR` that is an existing file, before any long computation (`Report`
+    makes the same check when it is built, after it)."""
+    if directory.exists() and not directory.is_dir():
+        raise InvalidInput(f"report directory {directory} exists and is not a directory")
 
 
 def check_writable(path: Path, option: str) -> None:

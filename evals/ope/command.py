@@ -8,6 +8,7 @@ candidate policy, `evals/ope/logs.py`) — both build a `BanditFeedback` and reu
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +21,7 @@ from rich.table import Table
 from tagloop.evals.ope.evaluate import FAMILIES, OpeResult, evaluate
 from tagloop.evals.ope.obd import CAMPAIGNS, load_obd
 from tagloop.evals.ope.report_page import write_ope_report
+from tagloop.evals.report import check_report_dir
 from tagloop.tools.errors import InvalidInput, TagloopError
 
 ACTION_DIST_NOTE = (
@@ -41,6 +43,7 @@ def result_json(result: OpeResult, ground_truth: float | None, extra: dict[str, 
             else {}
         ),
         "recommended": result.recommended,
+        **({"recommendation_withheld": result.withheld} if result.withheld else {}),
         "estimated_rmse": {k: v**0.5 for k, v in result.est_mse.items()},
         "params": dict(result.params),
         "diagnostics": dict(result.diagnostics),
@@ -55,7 +58,28 @@ LOGS_NOTE = (
 )
 
 
+def _warn_withheld(result: OpeResult, err: Console, hint: str = "") -> None:
+    if result.withheld:
+        err.print(
+            f"warning: no estimator recommended: {result.withheld}{hint}", style="yellow", soft_wrap=True
+        )
+
+
 def _bootstrap(fb: Any, dist: np.ndarray, n_boot: int, seed: int, err: Console) -> OpeResult:
+    """`evaluate` with its progress on stderr: a bar on a terminal, else a plain line per tenth."""
+    rng = np.random.default_rng(seed)
+    if not err.is_terminal:
+        say = partial(err.print, soft_wrap=True, highlight=False)
+        say(f"ope: {fb.n_rounds} rounds; fitting the reward model, then {n_boot} bootstrap replicates")
+        done, step = 0, max(1, n_boot // 10)
+
+        def tick() -> None:
+            nonlocal done
+            done += 1
+            if done % step == 0 or done == n_boot:
+                say(f"ope: bootstrap {done}/{n_boot}")
+
+        return evaluate(fb, dist, rng, n_boot=n_boot, on_replicate=tick)
     progress = Progress(
         TextColumn("bootstrap"),
         BarColumn(),
@@ -66,7 +90,6 @@ def _bootstrap(fb: Any, dist: np.ndarray, n_boot: int, seed: int, err: Console) 
     )
     with progress:
         bar = progress.add_task("bootstrap", total=n_boot)
-        rng = np.random.default_rng(seed)
         return evaluate(fb, dist, rng, n_boot=n_boot, on_replicate=lambda: progress.advance(bar))
 
 
@@ -90,6 +113,8 @@ def _run_logs(
             style="yellow",
         )
     result = _bootstrap(task.feedback, task.action_dist, n_boot, seed, err)
+    top_hint = " (try --unit top: the top slot only, far more overlap between unlike policies)"
+    _warn_withheld(result, err, top_hint if unit == "slate" else "")
     extra = {
         "source": "logs",
         "unit": unit,
@@ -158,7 +183,10 @@ def ope_command(
     else:
         Console(markup=False).print(_table(payload))
         note = LOGS_NOTE if payload.get("source") == "logs" else ACTION_DIST_NOTE
-        Console(markup=False).print(f"recommended: {payload['recommended']}  ({note})")
+        if payload["recommended"] is None:
+            Console(markup=False).print(f"recommended: none — {payload['recommendation_withheld']}  ({note})")
+        else:
+            Console(markup=False).print(f"recommended: {payload['recommended']}  ({note})")
 
 
 def _run(
@@ -172,6 +200,8 @@ def _run(
     err: Console,
     unit: str = "slate",
 ) -> dict[str, Any]:
+    if report is not None:
+        check_report_dir(report)  # before the data is read and bootstrapped, not after
     if logs is not None or policy is not None:
         if obd is not None:
             raise InvalidInput("give either --obd DIR or --logs FILE --policy FILE, not both")
@@ -185,6 +215,7 @@ def _run(
         )
     task = load_obd(obd, campaign)
     result = _bootstrap(task.feedback, task.action_dist, n_boot, seed, err)
+    _warn_withheld(result, err)
     extra = {
         "campaign": campaign,
         "n_rounds": task.feedback.n_rounds,

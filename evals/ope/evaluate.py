@@ -10,6 +10,14 @@ The recommendation rule (ground-truth free) is the smallest estimated MSE:
     Bias²^(E) = max(0, (E − DR)² − Var_boot(E − DR)) otherwise,
 i.e. the unbiased estimate of the squared bias against DR, clipped at 0 (the same paired replicates
 give Var_boot(E − DR)). Switch-DR's τ and DR-OS's λ are tuned over a fixed grid by the same rule.
+
+The rule has a floor: no estimator is recommended when the importance weights' effective sample size
+ESS = (Σw)² / Σw² is below `min_ess(n)` = max(30, 1% of the rounds). IPS and DR are unbiased in
+expectation only; with the weight resting on a handful of rounds the bootstrap rarely resamples
+them, so IPS's variance (its whole estimated MSE) comes out ~0 even when its estimate is ~0 and
+far from the truth, and DR — the reference every bias estimate is taken against — is then DM plus
+noise. Below the floor every estimated MSE is meaningless; `recommended` is None and
+`withheld` says why (the estimates and intervals are still reported).
 """
 
 from __future__ import annotations
@@ -27,7 +35,9 @@ from tagloop.tools.errors import InvalidInput
 
 TAU_GRID: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
 LAMBDA_GRID: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
-UNBIASED = frozenset({"ips", "dr"})
+UNBIASED = frozenset({"ips", "dr"})  # bias² taken as 0: valid only above the ESS floor
+MIN_ESS = 30.0  # the bootstrap/CLT needs some thirty effective rounds
+MIN_ESS_SHARE = 0.01  # … and at least 1% of the rounds carrying the weight
 FAMILIES = ("ips", "snips", "dm", "dr", "switch-dr", "dr-os")
 
 
@@ -38,10 +48,29 @@ class OpeResult:
     std: dict[str, float]
     bias2: dict[str, float]
     est_mse: dict[str, float]
-    recommended: str
+    recommended: str | None  # None: the weights collapsed (see `withheld`)
     params: dict[str, float]
     diagnostics: dict[str, float]
     replicates: dict[str, np.ndarray] = field(repr=False)
+    withheld: str | None = None  # why no estimator is recommended
+
+
+def min_ess(n_rounds: int) -> float:
+    """The effective sample size below which no estimator is recommended (module docstring)."""
+    return max(MIN_ESS, MIN_ESS_SHARE * n_rounds)
+
+
+def withheld_because(ess: float, n_rounds: int) -> str | None:
+    """Why no estimator can be recommended at this effective sample size, or None when one can."""
+    floor = min_ess(n_rounds)
+    if ess >= floor:
+        return None
+    return (
+        f"effective sample size {ess:.1f} of {n_rounds} rounds is below {floor:g} (max(30, 1% of the "
+        "rounds)): the target policy's importance weights rest on a few rounds, so the intervals of "
+        "IPS, SNIPS and DR are not trustworthy and the model-based estimators' bias cannot be "
+        "checked; no estimate here should be used"
+    )
 
 
 def point_estimates(fb: BanditFeedback, action_dist: np.ndarray, q_hat: np.ndarray) -> dict[str, float]:
@@ -115,13 +144,15 @@ def evaluate(
     }
     name = {f: chosen.get(f, f) for f in FAMILIES}
     w = est.importance_weight(fb.action, fb.position, fb.pscore, action_dist)
+    ess = float(w.sum() ** 2 / (w**2).sum()) if np.any(w > 0) else 0.0
+    withheld = withheld_because(ess, fb.n_rounds)
     return OpeResult(
         estimates={f: point[name[f]] for f in FAMILIES},
         ci95={f: percentile_interval(reps[name[f]]) for f in FAMILIES},
         std={f: var[name[f]] ** 0.5 for f in FAMILIES},
         bias2={f: bias2[name[f]] for f in FAMILIES},
         est_mse={f: mse[name[f]] for f in FAMILIES},
-        recommended=min(FAMILIES, key=lambda f: mse[name[f]]),
+        recommended=None if withheld else min(FAMILIES, key=lambda f: mse[name[f]]),
         params={
             "switch_dr_tau": float(chosen["switch-dr"].split("@")[1]),
             "dr_os_lambda": float(chosen["dr-os"].split("@")[1]),
@@ -132,7 +163,9 @@ def evaluate(
             "n_positive_rewards": int((fb.reward > 0).sum()),
             "max_weight": float(w.max()),
             "mean_weight": float(w.mean()),
-            "effective_sample_size": float(w.sum() ** 2 / (w**2).sum()),
+            "effective_sample_size": ess,
+            "min_effective_sample_size": min_ess(fb.n_rounds),
         },
         replicates={f: reps[name[f]] for f in FAMILIES},
+        withheld=withheld,
     )

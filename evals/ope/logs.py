@@ -49,6 +49,7 @@ from tagloop.policies import PolicyConfig, ProviderExposure, in_holdout
 from tagloop.policies.diversity import UnitRowsArray, unit_length_rows
 from tagloop.policies.slate import score_slate
 from tagloop.tools.errors import InvalidInput
+from tagloop.tools.ingest.readers import not_utf8
 
 Unit = Literal["slate", "top"]
 UNITS: tuple[str, ...] = ("slate", "top")
@@ -88,12 +89,18 @@ class LogTask:
 
 def read_log(path: Path) -> list[dict[str, Any]]:
     """The JSON lines of a decision export; a bad line is an error naming its number."""
+    if path.is_dir():
+        raise InvalidInput(f"{path}: is a directory, expected a decision log (JSON Lines)")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise InvalidInput(
             f"{path}: decision log not found (write one with `tagloop decisions export --out FILE`)"
         ) from None
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read the decision log ({exc.strerror or exc})") from None
     records = []
     for n, line in enumerate(lines, start=1):
         if not line.strip():

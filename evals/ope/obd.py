@@ -27,6 +27,7 @@ import numpy as np
 
 from tagloop.evals.ope.feedback import BanditFeedback, context_free_action_dist
 from tagloop.tools.errors import InvalidInput
+from tagloop.tools.ingest.readers import not_utf8
 
 CAMPAIGNS = ("all", "men", "women")
 LOG_COLUMNS = ("item_id", "position", "click", "propensity_score")
@@ -47,15 +48,23 @@ def _read_csv(path: Path, needed: tuple[str, ...]) -> dict[str, list[str]]:
             f"{path} not found (expected the Open Bandit Dataset layout "
             "DIR/{random,bts}/{campaign}/{campaign}.csv with item_context.csv beside it)"
         )
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in needed if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InvalidInput(f"{path}: missing column(s) {', '.join(missing)}")
-        cols: dict[str, list[str]] = {c: [] for c in needed}
-        for row in reader:
-            for c in needed:
-                cols[c].append(row[c])
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in needed if c not in (reader.fieldnames or [])]
+            if missing:
+                raise InvalidInput(f"{path}: missing column(s) {', '.join(missing)}")
+            cols: dict[str, list[str]] = {c: [] for c in needed}
+            for n, row in enumerate(reader, start=1):
+                for c in needed:
+                    value = row[c]
+                    if value is None:  # DictReader's filler for a row with fewer fields than the header
+                        raise InvalidInput(f"{path}: data row {n} is too short (no {c})")
+                    cols[c].append(value)
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not cols[needed[0]]:
         raise InvalidInput(f"{path}: no data rows")
     return cols

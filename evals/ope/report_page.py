@@ -13,7 +13,7 @@ from tagloop.evals.report import Report, new_figure
 
 def _reasoning(result: OpeResult) -> str:
     d, rec = result.diagnostics, result.recommended
-    lines = [
+    lines: list[str] = [
         f"The target policy's importance weights on the {d['n_rounds']:.0f} logged rounds have mean "
         f"{d['mean_weight']:.3f} and maximum {d['max_weight']:.2f}; their effective sample size is "
         f"{d['effective_sample_size']:.0f} rounds, holding {d['n_positive_rewards']:.0f} positive rewards. "
@@ -23,10 +23,18 @@ def _reasoning(result: OpeResult) -> str:
         "squared bias of a model-based estimator E is max(0, (E − DR)² − Var_boot(E − DR)) and IPS/DR "
         "count as unbiased. Switch-DR's τ and DR-OS's λ are tuned by the same rule "
         f"(τ = {result.params['switch_dr_tau']:g}, λ = {result.params['dr_os_lambda']:g}).",
-        f"**Recommended: {rec}** — estimated RMSE {result.est_mse[rec] ** 0.5:.2e} "
-        f"(bootstrap sd {result.std[rec]:.2e}, estimated bias {result.bias2[rec] ** 0.5:.2e}), against "
-        f"DR's {result.est_mse['dr'] ** 0.5:.2e} and DM's {result.est_mse['dm'] ** 0.5:.2e}.",
     ]
+    if rec is None:
+        lines.append(
+            f"**No estimator is recommended**: the effective sample size is below "
+            f"{d['min_effective_sample_size']:g} rounds (see the top of the page)."
+        )
+    else:
+        lines.append(
+            f"**Recommended: {rec}** — estimated RMSE {result.est_mse[rec] ** 0.5:.2e} "
+            f"(bootstrap sd {result.std[rec]:.2e}, estimated bias {result.bias2[rec] ** 0.5:.2e}), against "
+            f"DR's {result.est_mse['dr'] ** 0.5:.2e} and DM's {result.est_mse['dm'] ** 0.5:.2e}."
+        )
     return "\n\n".join(lines)
 
 
@@ -35,6 +43,9 @@ def write_ope_report(
 ) -> Path:
     """Write DIR/index.md (+ .html) with the estimates table, an error-bar PNG and the reasoning."""
     report = Report(directory, title=title)
+    if result.withheld:  # first, before any number a reader could take at face value
+        why = result.withheld[0].upper() + result.withheld[1:]
+        report.add_text(f"**No estimator is recommended.** {why}.")
     if notes:
         report.add_text(notes)
     report.add_heading("Estimates")
@@ -70,8 +81,11 @@ def write_ope_report(
     ax.set_xticks(x, list(FAMILIES))
     ax.set_ylabel("estimated policy value")
     ax.set_title("Estimates with 95% bootstrap intervals (red: recommended)")
-    report.add_figure(fig, "estimates", "Point estimates and 95% bootstrap intervals; dashed: ground truth.")
+    caption = "Point estimates and 95% bootstrap intervals"
+    report.add_figure(
+        fig, "estimates", caption + ("; dashed: ground truth." if ground_truth is not None else ".")
+    )
 
-    report.add_heading("Why this estimator")
+    report.add_heading("Why this estimator" if result.recommended else "Why no estimator")
     report.add_text(_reasoning(result))
     return report.write()

@@ -25,6 +25,7 @@ import numpy as np
 import typer
 
 from tagloop.agent.settings import Settings
+from tagloop.evals.report import check_report_dir
 from tagloop.evals.simulate.response import ResponseModel
 from tagloop.policies import load_policy
 from tagloop.tools.errors import InvalidInput, TagloopError
@@ -52,8 +53,12 @@ def arms_of(files: list[Path] | None) -> list[Arm]:
         root = resources.files("tagloop.policies").joinpath("presets")
         return [Arm(n, Path(str(root.joinpath(f"{n}.toml")))) for n in BASELINES]
     arms: list[Arm] = []
+    seen: set[Path] = set()
     for f in files:
         name = load_policy(f).name
+        if f.resolve() in seen:
+            raise InvalidInput(f"{f}: policy {name!r} is given twice")
+        seen.add(f.resolve())
         if any(a.name == name for a in arms):
             name = f"{name}({f.stem})"
         if any(a.name == name for a in arms):
@@ -113,13 +118,17 @@ def simulate(
         raise InvalidInput(f"--days must be at least 1, got {days}")
     if seed < 0:
         raise InvalidInput(f"--seed must be 0 or more, got {seed}")
+    if jobs < 0:
+        raise InvalidInput(
+            f"--jobs must be 0 (one process per policy, at most 2 per core) or more, got {jobs}"
+        )
+    cfg = WorldConfig(users=users, seed=seed, max_items=max_items)  # checks --users and --catalogue
     arms = arms_of(files)
     lastfm = find_data(data)
     model = model or ResponseModel()
     url = sdb.admin_url(settings)
     with tempfile.TemporaryDirectory(prefix="tagloop-sim-") as tmp:
         _log(f"building the world: {users} Last.fm users (seed {seed})")
-        cfg = WorldConfig(users=users, seed=seed, max_items=max_items)
         world = build_world(lastfm, cfg, Path(tmp), cache_dir=settings.home / "simulate")
         template = sdb.ensure_template(
             url,
@@ -191,6 +200,8 @@ def simulate_command(
 ) -> None:
     """Simulated A/B test of policies on Last.fm users (without --policy: default vs random vs greedy)."""
     try:
+        if report is not None:
+            check_report_dir(report)  # before the simulation, not after it
         payload, world, runs = simulate(
             Settings(),
             users=users,

@@ -52,12 +52,17 @@ class WorldConfig:
     start: datetime = START
     max_items: int | None = None  # a smaller catalogue (tests): the users' artists plus a seeded sample
 
+    def __post_init__(self) -> None:
+        if self.users < 1:
+            raise InvalidInput(f"--users must be at least 1, got {self.users}")
+        if self.max_items is not None and self.max_items < 1:
+            raise InvalidInput(f"--catalogue must be at least 1 item, got {self.max_items}")
+
     def key(self) -> str:
-        """Identifies the world's database contents (the template cache key)."""
-        return (
-            f"v{SIM_VERSION}-u{self.users}-s{self.seed}-o{self.observed_share:g}-{self.channel}"
-            f"-i{self.max_items or 'all'}"
-        )
+        """Identifies the world's database contents (the template cache key); `max_items` is None
+        (the full catalogue) or a positive size, the same test `build_world` makes."""
+        items = "all" if self.max_items is None else str(self.max_items)
+        return f"v{SIM_VERSION}-u{self.users}-s{self.seed}-o{self.observed_share:g}-{self.channel}-i{items}"
 
 
 @dataclass
@@ -125,8 +130,6 @@ def _converted(lastfm_dir: Path, cfg: WorldConfig, work_dir: Path, cache_dir: Pa
 def build_world(lastfm_dir: Path, cfg: WorldConfig, work_dir: Path, cache_dir: Path | None = None) -> World:
     """Convert, sample and split (module docstring); writes the import files under `work_dir`
     (the converted data set is kept in `cache_dir`, when given, for the next run)."""
-    if cfg.users < 1:
-        raise InvalidInput(f"--users must be at least 1, got {cfg.users}")
     rng = np.random.default_rng([cfg.seed, 1])
     raw = _converted(lastfm_dir, cfg, work_dir, cache_dir)
     items = _read_jsonl(raw["items"])

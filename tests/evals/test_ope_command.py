@@ -96,6 +96,7 @@ def test_report_dir_gets_a_page_and_an_error_bar_plot(tmp_path: Path) -> None:
     assert code == 0
     page = (tmp_path / "report" / "index.md").read_text()
     assert "estimates.png" in page and "Recommended" in page
+    assert "dashed: ground truth" in page
     assert (tmp_path / "report" / "estimates.png").stat().st_size > 1000
     assert json.loads(out)["recommended"] in page
 
@@ -181,3 +182,47 @@ def test_a_bad_value_in_an_obd_log_names_its_row(
     code, out, err = _run("--obd", str(tmp_path), "--n-boot", "20", "--json")
     assert (code, out) == (2, ""), err
     assert message in err and "Traceback" not in err
+
+
+def test_an_obd_log_cut_before_the_user_features_names_its_row(tmp_path: Path) -> None:
+    """A row ending after propensity_score was a TypeError traceback from the one-hot encoding."""
+    write_obd_layout(tmp_path, "all", np.random.default_rng(7), n=100)
+    path = tmp_path / "random" / "all" / "all.csv"
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    rows[2] = rows[2][:6]
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    code, out, err = _run("--obd", str(tmp_path), "--n-boot", "20", "--json")
+    assert (code, out) == (2, ""), err
+    assert f"{path}: data row 2 is too short (no user_feature_0)" in err and "Traceback" not in err
+
+
+def test_an_obd_log_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    """A UTF-16 export was a UnicodeDecodeError traceback."""
+    write_obd_layout(tmp_path, "all", np.random.default_rng(8), n=100)
+    path = tmp_path / "bts" / "all" / "all.csv"
+    path.write_bytes(path.read_text(encoding="utf-8").encode("utf-16"))
+    code, out, err = _run("--obd", str(tmp_path), "--n-boot", "20", "--json")
+    assert (code, out) == (2, ""), err
+    assert f"{path}:1: the file is not UTF-8" in err and "Traceback" not in err
+
+
+def test_a_report_path_that_is_a_file_is_refused_before_the_data_is_read(tmp_path: Path) -> None:
+    """It was refused only after the bootstrap (minutes on large logs); here the data dir does not
+    even exist, so only an up-front check names the report."""
+    (tmp_path / "afile").write_text("", encoding="utf-8")
+    code, out, err = _run("--obd", str(tmp_path / "nowhere"), "--report", str(tmp_path / "afile"), "--json")
+    assert (code, out) == (2, "")
+    assert f"report directory {tmp_path / 'afile'} exists and is not a directory" in err
+
+
+def test_progress_goes_to_stderr_as_plain_lines_when_it_is_not_a_terminal(tmp_path: Path) -> None:
+    """The rich bar printed only a blank line when stderr was a file or a pipe."""
+    write_obd_layout(tmp_path, "all", np.random.default_rng(9), n=300)
+    code, out, err = _run("--obd", str(tmp_path), "--n-boot", "20", "--json")
+    assert code == 0 and json.loads(out)["n_rounds"] == 300, err
+    assert "ope: 300 rounds; fitting the reward model, then 20 bootstrap replicates" in err
+    assert [line for line in err.splitlines() if line.startswith("ope: bootstrap")] == [
+        f"ope: bootstrap {n}/20" for n in range(2, 21, 2)
+    ]

@@ -153,7 +153,8 @@ def test_eval_ope_logs_command_prints_spec_json(tmp_path: Path) -> None:
         and payload["recommended"] in payload["estimates"]
     )
     assert payload["policy"] == "greedy@1" and payload["n_rounds"] == 600
-    assert (tmp_path / "report" / "index.md").exists() and (tmp_path / "report" / "estimates.png").exists()
+    assert (tmp_path / "report" / "estimates.png").exists()
+    assert "dashed: ground truth" not in (tmp_path / "report" / "index.md").read_text()  # none to draw
 
 
 @pytest.mark.parametrize(
@@ -165,6 +166,8 @@ def test_eval_ope_logs_command_prints_spec_json(tmp_path: Path) -> None:
         (["--logs", "bad.jsonl", "--policy", "greedy.toml"], "bad.jsonl:2: not JSON"),
         (["--logs", "stranger.jsonl", "--policy", "greedy.toml"], "not among the candidates"),
         (["--obd", "x", "--logs", "d.jsonl", "--policy", "greedy.toml"], "not both"),
+        (["--logs", ".", "--policy", "greedy.toml"], ".: is a directory, expected a decision log"),
+        (["--logs", "utf16.jsonl", "--policy", "greedy.toml"], "utf16.jsonl:1: the file is not UTF-8"),
     ],
 )
 def test_eval_ope_logs_bad_input_is_a_clear_error(
@@ -175,6 +178,7 @@ def test_eval_ope_logs_bad_input_is_a_clear_error(
     write_jsonl(tmp_path / "d.jsonl", records)
     (tmp_path / "greedy.toml").write_text(GREEDY_TOML, encoding="utf-8")
     (tmp_path / "bad.jsonl").write_text(json.dumps(records[0]) + "\n{oops\n", encoding="utf-8")
+    (tmp_path / "utf16.jsonl").write_text(json.dumps(records[0]) + "\n", encoding="utf-16")
     records[0]["chosen"][0] = "someone-else"
     write_jsonl(tmp_path / "stranger.jsonl", records)
     out = CliRunner().invoke(app, ["ope", *args, "--json"])
@@ -214,3 +218,29 @@ def test_top_slot_unit_uses_the_first_propensity_and_pads_to_the_policys_k(tmp_p
     assert task.zero_target == 0  # ε > 0: every logged top item is possible in slot 0
     with pytest.raises(InvalidInput, match="too little overlap"):
         load_logs(write_jsonl(tmp_path / "d.jsonl", records), bigger, unit="slate")
+
+
+RANDOM_TOML = GREEDY_TOML.replace('"greedy"', '"random"').replace("epsilon = 0.0", "epsilon = 1.0")
+
+
+def test_collapsed_weights_recommend_no_estimator(tmp_path: Path) -> None:
+    """Logs of a nearly greedy policy, candidate uniform random: its probability of every logged
+    slate is small but positive, and a few exploring rounds carry almost all the weight (ESS ≈ 3 of
+    600). IPS was recommended there: ~0 with a tight interval, as its bootstrap saw weights ~0."""
+    nearly_greedy = parse_policy({**BASE, "name": "nearly-greedy", "exploration": {"epsilon": 0.05}})
+    records, _ = synthetic_log(600, seed=1, policy=nearly_greedy)
+    logs = write_jsonl(tmp_path / "decisions.jsonl", records)
+    policy = tmp_path / "random.toml"
+    policy.write_text(RANDOM_TOML, encoding="utf-8")
+    report = tmp_path / "report"
+    args = ["--logs", str(logs), "--policy", str(policy), "--n-boot", "20", "--report", str(report)]
+    out = CliRunner().invoke(app, ["ope", *args, "--json"])
+    assert out.exit_code == 0, out.output
+    payload = json.loads(out.stdout.strip().splitlines()[-1])
+    ess = payload["diagnostics"]["effective_sample_size"]
+    assert payload["diagnostics"]["max_weight"] > 0 and ess < 30
+    assert payload["recommended"] is None
+    assert "effective sample size" in payload["recommendation_withheld"]
+    assert "no estimator recommended" in out.stderr and "--unit top" in out.stderr
+    page = (report / "index.md").read_text()
+    assert "No estimator is recommended" in page and "(recommended)" not in page

@@ -48,8 +48,8 @@ def test_json_has_the_spec_shape_and_recs_out_lists_top_50(tmp_path: Path) -> No
     result = runner.invoke(app, [*args, "--json", "--recs-out", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert set(data) == {"tagloop", "popularity", "n_users"}
-    assert data["n_users"] == 31
+    assert set(data) >= {"tagloop", "popularity", "n_users"}
+    assert data["n_users"] == 31 and data["n_users_skipped"] == 0
     for block in (data["tagloop"], data["popularity"]):
         assert set(block) == {"ndcg@10", "recall@20", "hit@10", "coverage@10"}
     rows = list(csv.DictReader(out.open()))
@@ -136,3 +136,62 @@ def test_beats_popularity_on_a_lastfm_subsample(lastfm_split: Path, tmp_path: Pa
     assert result.n_users > 400
     assert result.tagloop["ndcg@10"] > 2.0 * result.popularity["ndcg@10"]
     assert result.tagloop["coverage@10"] > result.popularity["coverage@10"]
+
+
+def test_recs_out_quotes_ids_holding_commas(tmp_path: Path) -> None:
+    """Rows were written with f-strings: an id with a comma made a row of four fields or more."""
+    rng = np.random.default_rng(9)
+    tr_path, te_path = tmp_path / "train.csv", tmp_path / "test.csv"
+    with tr_path.open("w", newline="") as tr, te_path.open("w", newline="") as te:
+        train, test = csv.writer(tr), csv.writer(te)
+        train.writerow(["user_id", "item_id", "weight"])
+        test.writerow(["user_id", "item_id", "weight"])
+        for u in range(12):
+            items = rng.choice(8, size=6, replace=False)
+            train.writerows([f"user,{u}", f"Artist, The {i}", 2] for i in items[:4])
+            test.writerows([f"user,{u}", f"Artist, The {i}", 1] for i in items[4:])
+    out = tmp_path / "recs.csv"
+    result = runner.invoke(
+        app, ["recsys", "--train", str(tr_path), "--test", str(te_path), "--recs-out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    recs = list(csv.reader(out.open(newline="")))
+    assert recs[0] == ["user_id", "item_id", "rank"] and len(recs) > 12
+    assert all(len(r) == 3 for r in recs)
+    assert {r[0] for r in recs[1:]} == {f"user,{u}" for u in range(12)}
+    assert {r[1] for r in recs[1:]} <= {f"Artist, The {i}" for i in range(8)}
+
+
+def test_n_users_counts_the_scored_users_and_coverage_names_its_catalogue(tmp_path: Path) -> None:
+    """A test user whose every test item is in their train rows is not scored (nothing left to
+    find) but was counted in n_users; coverage@k divides by the catalogue the model ranks (TRAIN
+    and tag-file items) plus the TEST items, now reported as n_items."""
+    train, test, tags = _files(tmp_path)
+    with train.open("a") as fh:
+        fh.write("seen,g0-1,3\n")
+    with test.open("a") as fh:
+        fh.write("seen,g0-1,1\n")
+    out = tmp_path / "recs.csv"
+    args = ["recsys", "--train", str(train), "--test", str(test), "--item-tags", str(tags)]
+    result = runner.invoke(app, [*args, "--recs-out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["n_users"], data["n_users_skipped"]) == (31, 1)
+    ids = {
+        line.split(",")[col]
+        for path, col in ((train, 1), (test, 1), (tags, 0))
+        for line in path.read_text().splitlines()[1:]
+    }
+    assert data["n_items"] == len(ids)
+    top10 = {r["item_id"] for r in csv.DictReader(out.open()) if int(r["rank"]) <= 10}
+    assert data["tagloop"]["coverage@10"] == pytest.approx(len(top10) / len(ids))
+
+
+def test_progress_goes_to_stderr_as_plain_lines_when_it_is_not_a_terminal(tmp_path: Path) -> None:
+    """The rich spinner printed nothing at all when stderr was a file or a pipe (28 s silent)."""
+    train, test, _ = _files(tmp_path)
+    result = runner.invoke(app, ["recsys", "--train", str(train), "--test", str(test), "--json"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "recsys eval: training on" in result.stderr and "recsys eval: ranking 31 test users" in result.stderr
+    )

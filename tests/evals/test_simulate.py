@@ -23,6 +23,7 @@ from tagloop.evals.simulate.metrics import METRICS, summarise
 from tagloop.evals.simulate.report_page import write_simulation_report
 from tagloop.evals.simulate.response import Deliveries, ResponseModel, respond
 from tagloop.evals.simulate.world import World, WorldConfig, fingerprint
+from tagloop.tools.errors import InvalidInput
 from tagloop.tools.store import db
 
 T0 = datetime(2026, 1, 5, 12, tzinfo=UTC).timestamp()
@@ -236,9 +237,42 @@ def test_the_same_seed_gives_the_same_json_on_worlds_built_from_scratch(
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--seed", "-1"], "--seed must be 0 or more"), (["--days", "0"], "--days must be at least 1")],
+    [
+        (["--seed", "-1"], "--seed must be 0 or more"),
+        (["--days", "0"], "--days must be at least 1"),
+        (["--users", "0"], "--users must be at least 1"),
+        (["--jobs", "-1"], "--jobs must be 0 (one process per policy, at most 2 per core) or more"),
+        (["--catalogue", "0"], "--catalogue must be at least 1"),
+        (["--report", "afile"], "report directory afile exists and is not a directory"),
+        (["--policy", "p.toml", "--policy", "./p.toml"], "p.toml: policy 'x' is given twice"),
+    ],
 )
-def test_bad_options_exit_2_before_any_work(args: list[str], message: str) -> None:
-    result = CliRunner().invoke(app, ["simulate", "--users", "5", "--days", "1", *args, "--json"])
+def test_bad_options_exit_2_before_any_work(
+    args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--jobs -1 was a ValueError traceback from the process pool, --catalogue 0 ran on the full
+    catalogue's cached world, --users 0 and a --report file failed only after the world was built,
+    and one file given twice ran twice (as `x` and `x(p)`). Here nothing may be built: the data
+    dir holds an empty user_artists.dat and the database URL leads nowhere."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TAGLOOP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TAGLOOP_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "user_artists.dat").write_text("", encoding="utf-8")
+    (tmp_path / "afile").write_text("", encoding="utf-8")
+    (tmp_path / "p.toml").write_text('name = "x"\n', encoding="utf-8")
+    base = ["simulate", "--users", "5", "--days", "1", "--data", "data"]
+    result = CliRunner().invoke(app, [*base, *args, "--json"])
     assert result.exit_code == 2, result.output
-    assert message in result.output and "Traceback" not in result.output
+    assert message in result.stderr and "Traceback" not in result.output
+    assert "building the world" not in result.stderr
+    assert not (tmp_path / "home" / "simulate").exists()
+
+
+def test_the_world_key_and_the_catalogue_agree_on_what_a_smaller_catalogue_is() -> None:
+    """`max_items or 'all'` keyed --catalogue 0 as the full catalogue's cached world while
+    build_world cut the catalogue; now a catalogue of fewer than 1 item is refused where it is made."""
+    assert WorldConfig(users=5, seed=0).key() != WorldConfig(users=5, seed=0, max_items=1).key()
+    for bad in (0, -3):
+        with pytest.raises(InvalidInput, match="--catalogue must be at least 1"):
+            WorldConfig(users=5, seed=0, max_items=bad)
