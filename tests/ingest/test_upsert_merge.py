@@ -92,12 +92,19 @@ def _user(conn: psycopg.Connection[Any], user_id: str) -> dict[str, Any]:
     return dict(row)
 
 
-def test_an_id_tags_csv_retags_and_keeps_everything_else(stored: psycopg.Connection[Any], tmp_path: Path) -> None:
+def test_an_id_tags_csv_retags_and_keeps_everything_else(
+    stored: psycopg.Connection[Any], tmp_path: Path
+) -> None:
     result = import_file(stored, "items", _csv(tmp_path / "retag.csv", "id,tags\ni1,post-rock|ambient\n"))
     assert result.stored == 1
     item = _item(stored, "i1")
     assert item["tags"] == ["ambient", "post-rock"] and item["has_vec"]
-    assert (item["title"], item["kind"], item["provider_id"], item["text"]) == ("One", "album", "p1", "liner notes")
+    assert (item["title"], item["kind"], item["provider_id"], item["text"]) == (
+        "One",
+        "album",
+        "p1",
+        "liner notes",
+    )
     assert item["created_at"] == STORED_AT
     assert item["attributes"] == {"mood": "dark", "bpm": 120}
 
@@ -122,7 +129,9 @@ def test_a_full_line_without_created_at_keeps_the_stored_one(
     assert item["tags"] == ["shoegaze"]
     assert item["attributes"] == {"mood": "bright", "bpm": 120}  # unknown fields merge key by key
     later = datetime(2025, 1, 2, tzinfo=UTC)
-    import_file(stored, "items", _jsonl(tmp_path / "dated.jsonl", [{"id": "i1", "created_at": later.isoformat()}]))
+    import_file(
+        stored, "items", _jsonl(tmp_path / "dated.jsonl", [{"id": "i1", "created_at": later.isoformat()}])
+    )
     assert _item(stored, "i1")["created_at"] == later
 
 

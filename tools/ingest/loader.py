@@ -24,12 +24,13 @@ from tagloop.tools import profile_folder
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.gc_pause import gc_paused
 from tagloop.tools.ingest import records as rec
-from tagloop.tools.ingest.readers import LineError, RawRecord, RecordReader, read_records
+from tagloop.tools.ingest.readers import LineError, RawRecord, RecordReader
 from tagloop.tools.store import catalogue
 
 MAX_REPORTED = 20
 CHUNK = 20_000  # event lines per chunk: parsed, checked and staged together
-Progress = Callable[[int, int], None]  # bytes read, file size
+# lines read, bytes read, file size (None when unknown: a pipe, standard input, gzip data)
+Progress = Callable[[int, int, int | None], None]
 T = TypeVar("T")
 
 
@@ -41,6 +42,7 @@ class ImportResult:
     stored: int = 0
     duplicates: int = 0
     skipped: list[LineError] = field(default_factory=list)
+    warnings: list[LineError] = field(default_factory=list)  # stored, but probably not as meant
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -51,6 +53,8 @@ class ImportResult:
             "duplicates": self.duplicates,
             "skipped": len(self.skipped),
             "errors": [str(e) for e in self.skipped[:MAX_REPORTED]],
+            "warned": len(self.warnings),
+            "warnings": [str(e) for e in self.warnings[:MAX_REPORTED]],
         }
 
 
@@ -66,8 +70,8 @@ def import_file(
 ) -> ImportResult:
     """Import one file in one transaction. Events are streamed in chunks of `CHUNK` lines (parsed,
     checked against the stored users and items, copied into a staging table), so memory does not
-    grow with the file; items and users are read whole (the last line for an id wins, which needs
-    them all). `progress(bytes_read, file_size)` is called after each chunk of events."""
+    grow with the file; items and users are read whole (lines repeating an id are merged, which
+    needs them all). `progress(lines, bytes, size)` is called after each chunk of lines read."""
     now = now or datetime.now(UTC)
     if kind == "events":
         return _import_events(conn, path, skip_bad, now, extra_types, progress)
@@ -78,18 +82,62 @@ def import_file(
         parse = rec.parse_user
     else:
         raise InvalidInput(f"unknown import kind {kind!r}: expected items, users or events")
+    reader = RecordReader(path, required=("id",))
+    raw: list[RawRecord] = []
+    errors: list[LineError] = []
     with gc_paused():  # many acyclic records: the cyclic collector would only re-walk them
-        raw, errors = read_records(path, required=("id",))
+        for chunk in _chunks(reader, CHUNK):
+            raw.extend(r for r in chunk if isinstance(r, RawRecord))
+            errors.extend(e for e in chunk if isinstance(e, LineError))
+            if progress:
+                progress(reader.lines, reader.position, reader.size)
         parsed: list[tuple[int, Any]] = []
-        errors.extend(_parse_all(raw, parse, str(path), parsed))
-    result = ImportResult(kind, str(path), read=len(raw) + len([e for e in errors if e.field is None]))
+        errors.extend(_parse_all(raw, parse, reader.name, parsed))
+    result = ImportResult(kind, reader.name, read=len(raw) + len([e for e in errors if e.field is None]))
     with conn.transaction():
-        _raise_or_skip(errors, skip_bad, path)
+        _raise_or_skip(errors, skip_bad, reader.name)
         bad = {e.line for e in errors}
-        good = [r for line, r in parsed if line not in bad]
+        good = [(line, r) for line, r in parsed if line not in bad]
         result.skipped = sorted(errors, key=lambda e: e.line)
-        result.stored = store_items(conn, good) if kind == "items" else store_users(conn, good)
+        if kind == "items":
+            result.warnings = _item_warnings(conn, raw, good, reader.name)
+            result.stored = store_items(conn, [r for _, r in good])
+        else:
+            result.stored = store_users(conn, [r for _, r in good])
     return result
+
+
+def _item_warnings(
+    conn: psycopg.Connection[Any], raw: Sequence[RawRecord], good: Sequence[tuple[int, Any]], file: str
+) -> list[LineError]:
+    """Item lines that are valid but probably not what was meant: a misspelt field (`titel`, `tag`,
+    `artist`: kept in attributes, SPEC §3) and new items without a title or a provider (allowed,
+    but shown as '' and outside every provider's fairness count). An item already stored is not
+    warned about for what it keeps (a re-import of `id,tags`)."""
+    good_lines = {line for line, _ in good}
+    warnings = [
+        LineError(file, r.line, name, reason)
+        for r in raw
+        if r.line in good_lines
+        for name, reason in rec.item_warnings(r.data)
+    ]
+    last: dict[str, tuple[int, rec.ItemRecord]] = {}
+    for line, item in good:
+        prev = last.get(item.id)
+        last[item.id] = (line, rec.merged_item(prev[1], item) if prev else item)
+    stored = catalogue.existing_ids(conn, "items", last)
+    for item_id, (line, item) in last.items():
+        if item_id in stored:
+            continue
+        if not item.title:
+            warnings.append(LineError(file, line, "title", "missing: the new item is stored without a title"))
+        if not item.provider:
+            warnings.append(
+                LineError(
+                    file, line, "provider", "missing: the new item belongs to no provider (artist, brand, …)"
+                )
+            )
+    return sorted(warnings, key=lambda e: e.line)
 
 
 def _import_events(
@@ -107,7 +155,7 @@ def _import_events(
         return rec.parse_event(d, now=now, extra_types=extra_types)
 
     reader = RecordReader(path, required=("user_id", "type"))
-    result = ImportResult("events", str(path))
+    result = ImportResult("events", reader.name)
     errors: list[LineError] = []
     with conn.transaction(), conn.cursor() as cur:
         _create_event_stage(cur)
@@ -117,8 +165,8 @@ def _import_events(
             bad = [e for e in chunk if isinstance(e, LineError)]
             parsed: list[tuple[int, Any]] = []
             with gc_paused():
-                bad.extend(_parse_all(records, parse, str(path), parsed))
-            bad.extend(_check_event_refs(conn, parsed, str(path)))
+                bad.extend(_parse_all(records, parse, reader.name, parsed))
+            bad.extend(_check_event_refs(conn, parsed, reader.name))
             result.read += len(chunk)
             if bad:
                 lines = {e.line for e in bad}
@@ -127,8 +175,8 @@ def _import_events(
             if skip_bad or not errors:
                 staged += _stage_events(cur, [r for _, r in parsed], first=staged)
             if progress:
-                progress(reader.position, reader.size)
-        _raise_or_skip(errors, skip_bad, path)
+                progress(reader.lines, reader.position, reader.size)
+        _raise_or_skip(errors, skip_bad, reader.name)
         result.skipped = errors
         result.stored = _insert_staged_events(cur)
         result.duplicates = staged - result.stored
@@ -153,7 +201,7 @@ def _parse_all(
     return errors
 
 
-def _raise_or_skip(errors: list[LineError], skip_bad: bool, path: Path) -> None:
+def _raise_or_skip(errors: list[LineError], skip_bad: bool, path: str) -> None:
     if errors and not skip_bad:
         errors.sort(key=lambda e: e.line)
         shown = "\n".join(f"  {e}" for e in errors[:MAX_REPORTED])
@@ -232,7 +280,8 @@ def store_items(conn: psycopg.Connection[Any], items: Sequence[rec.ItemRecord]) 
             """update items i set
                    title = coalesce(s.title, i.title),
                    kind = coalesce(s.kind, i.kind),
-                   provider_id = case when 'provider' = any(s.given) then s.provider_id else i.provider_id end,
+                   provider_id = case when 'provider' = any(s.given) then s.provider_id
+                                      else i.provider_id end,
                    text = case when 'text' = any(s.given) then s.text else i.text end,
                    created_at = coalesce(s.created_at, i.created_at),
                    attributes = case when 'attributes' = any(s.given) then s.attributes
@@ -278,7 +327,8 @@ def store_users(conn: psycopg.Connection[Any], users: Sequence[rec.UserRecord]) 
         cur.execute(
             """with fresh as (
                    insert into users (id, timezone, locale, channels, consent, attributes)
-                   select id, coalesce(timezone, 'UTC'), locale, channels, consent, attributes from stage_users
+                   select id, coalesce(timezone, 'UTC'), locale, channels, consent, attributes
+                   from stage_users
                    on conflict (id) do nothing
                    returning id)
                delete from stage_users s using fresh where s.id = fresh.id"""

@@ -25,8 +25,6 @@ from functools import cache
 from typing import Any
 from zoneinfo import available_timezones
 
-import orjson
-
 from tagloop.policies.config import BUILTIN_CHANNELS
 from tagloop.tools.messaging.channels import email_address
 from tagloop.tools.tagging_names import normalize_tag
@@ -340,7 +338,7 @@ def _float(data: dict[str, Any], name: str) -> float | None:
     return number
 
 
-def _with_unknown(data: dict[str, Any], known: set[str], name: str) -> dict[str, Any]:
+def _with_unknown(data: dict[str, Any], known: frozenset[str], name: str) -> dict[str, Any]:
     """The `name` object with the record's unknown fields added; a field that is also a key of
     the object with another value is an error (one of the two would be lost)."""
     bag = _object(data, name)
