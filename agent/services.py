@@ -42,6 +42,7 @@ def import_one(
             skip_bad=skip_bad,
             extra_types=frozenset(settings.custom_event_types),
             progress=_tenths(kind, progress) if progress else None,
+            log=progress,
         )
         summary = result.summary()
         if kind == "items" and result.stored:
@@ -84,7 +85,7 @@ def import_converted(
             if progress:
                 progress(f"importing {kind} from {paths[kind]}")
             tenths = _tenths(kind, progress) if progress else None
-            summary[kind] = import_file(conn, kind, paths[kind], progress=tenths).summary()
+            summary[kind] = import_file(conn, kind, paths[kind], progress=tenths, log=progress).summary()
             if kind == "items":
                 with conn.transaction():
                     sync_vocabulary(conn)  # merge spelling variants, families and genres

@@ -75,3 +75,19 @@ def test_starting_the_embedded_server_says_so_on_stderr_only(
         assert again.stderr == "" and again.stdout == first.stdout  # already running: not a word
     finally:
         _tagloop("db", "stop")
+
+
+def test_item_and_user_imports_show_progress_on_stderr(
+    tagloop_env: Path, tmp_path: Path, db: psycopg.Connection[Any]
+) -> None:
+    for kind, row in (("users", {"timezone": "UTC"}), ("items", {"title": "T", "provider": "p"})):
+        path = tmp_path / f"{kind}.jsonl"
+        path.write_text(
+            "".join(json.dumps({"id": f"x{n}", **row}) + "\n" for n in range(30)), encoding="utf-8"
+        )
+        done = _tagloop("import", kind, str(path))
+        assert done.returncode == 0, done.stderr
+        assert f"{kind}: 100% of 0.0 MB read (30 lines)" in done.stderr
+        assert f"{kind}: 30 line(s) read; storing" in done.stderr
+        quiet = _tagloop("import", kind, str(path), "--json")
+        assert quiet.stderr == "" and json.loads(quiet.stdout)["stored"] == 30

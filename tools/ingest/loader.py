@@ -67,14 +67,16 @@ def import_file(
     now: datetime | None = None,
     extra_types: frozenset[str] = frozenset(),
     progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> ImportResult:
     """Import one file in one transaction. Events are streamed in chunks of `CHUNK` lines (parsed,
     checked against the stored users and items, copied into a staging table), so memory does not
     grow with the file; items and users are read whole (lines repeating an id are merged, which
-    needs them all). `progress(lines, bytes, size)` is called after each chunk of lines read."""
+    needs them all). `progress(lines, bytes, size)` is called after each chunk of lines read, and
+    `log` gets a line when reading is done and the (longer) storing starts."""
     now = now or datetime.now(UTC)
     if kind == "events":
-        return _import_events(conn, path, skip_bad, now, extra_types, progress)
+        return _import_events(conn, path, skip_bad, now, extra_types, progress, log)
     parse: Callable[[dict[str, Any]], Any]
     if kind == "items":
         parse = rec.parse_item
@@ -94,6 +96,8 @@ def import_file(
         parsed: list[tuple[int, Any]] = []
         errors.extend(_parse_all(raw, parse, reader.name, parsed))
     result = ImportResult(kind, reader.name, read=len(raw) + len([e for e in errors if e.field is None]))
+    if log and not (errors and not skip_bad):
+        log(f"{kind}: {result.read:,} line(s) read; storing")
     with conn.transaction():
         _raise_or_skip(errors, skip_bad, reader.name)
         bad = {e.line for e in errors}
@@ -147,6 +151,7 @@ def _import_events(
     now: datetime,
     extra_types: frozenset[str],
     progress: Progress | None,
+    log: Callable[[str], None] | None,
 ) -> ImportResult:
     """Events chunk by chunk into the staging table, then one insert from it; after the first bad
     line without `skip_bad` the rest is only checked (to report every bad line), not staged."""
@@ -177,6 +182,8 @@ def _import_events(
             if progress:
                 progress(reader.lines, reader.position, reader.size)
         _raise_or_skip(errors, skip_bad, reader.name)
+        if log:
+            log(f"events: {result.read:,} line(s) read; storing")
         result.skipped = errors
         result.stored = _insert_staged_events(cur)
         result.duplicates = staged - result.stored
