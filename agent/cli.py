@@ -8,7 +8,7 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -122,10 +122,29 @@ def _import(kind: str, path: Path, skip_bad: bool, as_json: bool) -> None:
     if as_json:
         emit(summary, True)
         return
-    extra = f", {summary['duplicates']} duplicate(s) skipped" if kind == "events" else ""
-    out.print(f"{kind}: {summary['stored']:,} stored from {summary['read']:,} line(s){extra}")
-    for line in summary["errors"]:
-        err.print(f"skipped {line}")
+    out.print(_import_line(kind, summary), soft_wrap=True)
+    _listed("skipped", summary["errors"], summary["skipped"])
+    _listed("warning:", summary["warnings"], summary["warned"])
+
+
+def _import_line(kind: str, summary: dict[str, Any]) -> str:
+    """One line of an import's outcome: stored, read, and every count that is not zero."""
+    parts = [f"{kind}: {summary['stored']:,} stored from {summary['read']:,} line(s)"]
+    if kind == "events":
+        parts.append(f"{summary['duplicates']:,} duplicate(s) skipped")
+    if summary["skipped"]:
+        parts.append(f"{summary['skipped']:,} bad line(s) skipped")
+    if summary["warned"]:
+        parts.append(f"{summary['warned']:,} warning(s)")
+    return ", ".join(parts)
+
+
+def _listed(label: str, shown: list[str], total: int) -> None:
+    """The first lines of a list on stderr, and how many more there are."""
+    for line in shown:
+        err.print(f"{label} {line}", soft_wrap=True)  # one line each, however long: greppable
+    if total > len(shown):
+        err.print(f"{label} … and {total - len(shown):,} more", soft_wrap=True)
 
 
 SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Import the good lines and report the bad ones.")]
@@ -167,7 +186,13 @@ def import_lastfm(
     err.print(f"converting {directory} → {target}")
     paths = lastfm.convert(directory, target, seed=seed)
     summary = import_converted(settings, paths, progress=err.print)
-    emit(summary, as_json) if as_json else out.print(summary)
+    if as_json:
+        emit(summary, True)
+        return
+    for kind in ("users", "items", "events"):
+        out.print(_import_line(kind, summary[kind]), soft_wrap=True)
+        _listed("warning:", summary[kind]["warnings"], summary[kind]["warned"])
+    out.print(f"profiles: {summary['profiles']:,} rebuilt")
 
 
 @profiles_app.command("rebuild")

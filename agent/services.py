@@ -31,7 +31,7 @@ def import_one(
 ) -> dict[str, Any]:
     """`tagloop import KIND PATH`: the file in one transaction, then — for items — merge tag
     spelling variants the import brought in and refresh the taxonomy (tools/tagging/store.py).
-    `progress` gets a line per tenth of an events file read."""
+    `progress` gets a line per tenth of the file read (or per 100,000 lines of a stream)."""
     from tagloop.tools.tagging.store import sync_vocabulary
 
     with connect(settings) as conn:
@@ -42,6 +42,7 @@ def import_one(
             skip_bad=skip_bad,
             extra_types=frozenset(settings.custom_event_types),
             progress=_tenths(kind, progress) if progress else None,
+            log=progress,
         )
         summary = result.summary()
         if kind == "items" and result.stored:
@@ -51,15 +52,23 @@ def import_one(
     return summary
 
 
-def _tenths(kind: str, log: Log) -> Callable[[int, int], None]:
-    """A progress callback that logs each tenth of the file read once."""
+LINES_SHOWN = 100_000  # without a known size, progress is shown every this many lines
+
+
+def _tenths(kind: str, log: Log) -> Callable[[int, int, int | None], None]:
+    """A progress callback that logs each tenth of the file read once, or, when the size is not
+    known (a pipe, standard input, gzip data), the lines and bytes read every `LINES_SHOWN` lines."""
     shown = [0]
 
-    def report(done: int, size: int) -> None:
-        tenth = 10 * done // max(size, 1)
-        if tenth > shown[0]:
-            shown[0] = tenth
-            log(f"{kind}: {10 * tenth}% of {size / 1e6:,.1f} MB read")
+    def report(lines: int, done: int, size: int | None) -> None:
+        if size:
+            tenth = 10 * done // size
+            if tenth > shown[0]:
+                shown[0] = tenth
+                log(f"{kind}: {10 * tenth}% of {size / 1e6:,.1f} MB read ({lines:,} lines)")
+        elif lines // LINES_SHOWN > shown[0]:
+            shown[0] = lines // LINES_SHOWN
+            log(f"{kind}: {lines:,} lines ({done / 1e6:,.1f} MB) read")
 
     return report
 
@@ -76,7 +85,7 @@ def import_converted(
             if progress:
                 progress(f"importing {kind} from {paths[kind]}")
             tenths = _tenths(kind, progress) if progress else None
-            summary[kind] = import_file(conn, kind, paths[kind], progress=tenths).summary()
+            summary[kind] = import_file(conn, kind, paths[kind], progress=tenths, log=progress).summary()
             if kind == "items":
                 with conn.transaction():
                     sync_vocabulary(conn)  # merge spelling variants, families and genres

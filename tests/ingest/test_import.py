@@ -211,11 +211,13 @@ def test_a_tag_too_long_to_index_is_a_bad_line(db: psycopg.Connection[Any], tmp_
     assert result.stored == 1 and [e.line for e in result.skipped] == [1, 2]
 
 
-def test_non_utf8_file_is_named(db: psycopg.Connection[Any], tmp_path: Path) -> None:
+def test_a_line_that_is_not_utf8_is_a_bad_line(db: psycopg.Connection[Any], tmp_path: Path) -> None:
     path = tmp_path / "users.jsonl"
-    path.write_bytes(b'{"id": "a"}\n{"id": "caf\xe9"}\n')
-    with pytest.raises(InvalidInput, match=r"users.jsonl:2: the file is not UTF-8"):
+    path.write_bytes(b'{"id": "a"}\n{"id": "caf\xe9"}\n{"id": "b"}\n')
+    with pytest.raises(InvalidInput, match=r"users.jsonl:2: the line is not UTF-8 \(byte 0xe9 at byte 12 "):
         import_file(db, "users", path)
+    result = import_file(db, "users", path, skip_bad=True)
+    assert result.stored == 2 and [e.line for e in result.skipped] == [2]
 
 
 def test_csv_with_tag_lists_and_extra_columns(db: psycopg.Connection[Any], tmp_path: Path) -> None:
@@ -244,9 +246,13 @@ def test_csv_events_with_wrong_column_count(db: psycopg.Connection[Any], tmp_pat
     ("kind", "row", "needle"),
     [
         ("items", {"id": "a\u0000b"}, "id: contains a NUL character"),
-        ("items", {"id": "a", "colour": "bl\u0000ue"}, "attributes: contains a NUL character"),
-        ("items", {"id": "a", "tags": ["ro\u0000ck"]}, "tags: contains a NUL character"),
-        ("users", {"id": "u", "channels": {"email": "a\u0000@x"}}, "channels: contains a NUL character"),
+        ("items", {"id": "a", "colour": "bl\u0000ue"}, "colour: contains a NUL character"),
+        ("items", {"id": "a", "tags": ["ro\u0000ck"]}, r"tags\[0\]: contains a NUL character"),
+        (
+            "users",
+            {"id": "u", "channels": {"email": "a\u0000@x"}},
+            "channels.email: contains a NUL character",
+        ),
     ],
 )
 def test_nul_characters_are_rejected_by_field(

@@ -1,7 +1,7 @@
 """`tagloop import events` streams the file in chunks: the results must be those of one pass over the
 whole file — file order kept, the first line of a repeated id wins across chunks, a bad line in a
 late chunk still stores nothing, --skip-bad keeps the good lines of every chunk — and the readers
-name the line of a byte that is not UTF-8 in CSV too (decoded in blocks there)."""
+name the line of a byte that is not UTF-8 in CSV too, and read on after it."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.ingest import loader
 from tagloop.tools.ingest.loader import import_file
-from tagloop.tools.ingest.readers import RawRecord, RecordReader
+from tagloop.tools.ingest.readers import LineError, RawRecord, RecordReader
 
 
 def _write(path: Path, rows: list[Any]) -> Path:
@@ -52,14 +52,15 @@ def test_chunks_keep_file_order_and_the_first_of_a_repeated_id(
 ) -> None:
     rows = [_event(n, value=float(n)) for n in (5, 3, 8, 1, 9, 2, 7)]
     rows.insert(5, _event(3, value=99.0))  # e3 again, two chunks later: a duplicate
-    seen: list[tuple[int, int]] = []
+    seen: list[tuple[int, int, int | None]] = []
     result = import_file(
         known, "events", _write(tmp_path / "e.jsonl", rows), progress=lambda *p: seen.append(p)
     )
     assert (result.read, result.stored, result.duplicates) == (8, 7, 1)
     assert _stored(known) == [(f"e{n}", float(n)) for n in (5, 3, 8, 1, 9, 2, 7)]
     size = (tmp_path / "e.jsonl").stat().st_size
-    assert len(seen) == 3 and seen[-1] == (size, size) and seen[0][0] < seen[1][0] < size
+    assert len(seen) == 3 and seen[-1] == (8, size, size) and seen[0][1] < seen[1][1] < size
+    assert [lines for lines, _, _ in seen] == [3, 6, 8]
 
 
 def test_a_bad_line_in_a_late_chunk_stores_nothing_and_every_bad_line_is_named(
@@ -95,15 +96,16 @@ def test_skip_bad_keeps_the_good_lines_of_every_chunk(known: psycopg.Connection[
     assert [i for i, _ in _stored(known)] == ["e0", "e2", "e3", "e5"]
 
 
-def test_csv_reader_names_the_line_that_is_not_utf8(tmp_path: Path) -> None:
+def test_csv_reader_names_the_line_that_is_not_utf8_and_reads_on(tmp_path: Path) -> None:
     path = tmp_path / "events.csv"
     good = "".join(f"u{n},play,i1\n" for n in range(5000)).encode()  # past the decoder's first block
-    path.write_bytes(b"\xef\xbb\xbfuser_id,type,item_id\n" + good + b"u9,caf\xe9,i1\n")
-    reader = RecordReader(path)
-    with pytest.raises(InvalidInput, match=r"events.csv:5002: the file is not UTF-8 \(byte 0xe9\)"):
-        list(reader)
-    first = next(iter(RecordReader(path)))
-    assert isinstance(first, RawRecord) and first.data == {"user_id": "u0", "type": "play", "item_id": "i1"}
+    path.write_bytes(b"\xef\xbb\xbfuser_id,type,item_id\n" + good + b"u9,caf\xe9,i1\nu10,play,i1\n")
+    items = list(RecordReader(path))
+    bad = [i for i in items if isinstance(i, LineError)]
+    assert [str(e) for e in bad] == [f"{path}:5002: the line is not UTF-8 (byte 0xe9 at byte 7 of the line)"]
+    records = [i for i in items if isinstance(i, RawRecord)]
+    assert len(records) == 5001 and records[0].data == {"user_id": "u0", "type": "play", "item_id": "i1"}
+    assert (records[-1].line, records[-1].data["user_id"]) == (5003, "u10")
 
 
 def test_csv_with_quoted_newlines_and_carriage_returns(tmp_path: Path) -> None:

