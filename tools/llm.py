@@ -339,18 +339,19 @@ class OpenAICompatibleLLM:
                     f"the LLM did not answer within {self.deadline:g} s", "timeout"
                 ) from None
             except (openai.OpenAIError, ValueError) as err:  # ValueError: a body that is not JSON
-                failure = _failure(err, self.timeout)
-                wait = _backoff(attempt, failure)
-                if (
-                    attempt == self.max_retries
-                    or not failure.retryable
-                    or time.monotonic() + wait >= deadline
-                ):
-                    raise failure from err
-                time.sleep(wait)
+                time.sleep(self._wait_to_retry(attempt, err, deadline))
                 continue
             return _parse(_content(reply), schema)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _wait_to_retry(self, attempt: int, err: Exception, deadline: float) -> float:
+        """Seconds to wait before the next attempt after `err`; raises its `LLMUnavailable` when
+        there is none (the last attempt, a failure not worth retrying, or a wait past the deadline)."""
+        failure = _failure(err, self.timeout)
+        wait = _backoff(attempt, failure)
+        if attempt == self.max_retries or not failure.retryable or time.monotonic() + wait >= deadline:
+            raise failure from err
+        return wait
 
     async def async_structured(self, system: str, user: str, schema: type[T]) -> T:
         request = _request(self.model, system, user, schema, self.max_tokens)
@@ -364,15 +365,7 @@ class OpenAICompatibleLLM:
                     f"the LLM did not answer within {self.deadline:g} s", "timeout"
                 ) from None
             except (openai.OpenAIError, ValueError) as err:  # ValueError: a body that is not JSON
-                failure = _failure(err, self.timeout)
-                wait = _backoff(attempt, failure)
-                if (
-                    attempt == self.max_retries
-                    or not failure.retryable
-                    or time.monotonic() + wait >= deadline
-                ):
-                    raise failure from err
-                await asyncio.sleep(wait)
+                await asyncio.sleep(self._wait_to_retry(attempt, err, deadline))
                 continue
             return _parse(_content(reply), schema)
         raise AssertionError("unreachable: the last attempt returns or raises")
