@@ -235,7 +235,7 @@ def _fold(
     for e in events:
         try:
             local = e.ts.astimezone(zone)
-        except OverflowError:  # an event stored before ingest bounded `ts` (records.MIN_TS/MAX_TS)
+        except OverflowError:  # an event stored before ingest bounded `ts` (fields.MIN_TS/MAX_TS)
             local = None
         if local is not None:
             histogram[local.weekday() * 24 + local.hour] += 1
