@@ -293,7 +293,7 @@ def test_concurrent_batches_on_the_same_users_lose_no_update(
 def test_an_event_time_that_leaves_the_calendar_in_the_users_zone_is_folded_without_its_hour(
     catalogue: psycopg.Connection[Any],
 ) -> None:
-    """Ingest now refuses such times (tools/ingest/fields.py MAX_TS); one stored before must not stop the fold."""
+    """Ingest now refuses such times (fields.MAX_TS); one stored before must not stop the fold."""
     db = catalogue
     late = EventRecord("edge", "a", "like", "s1", datetime(9999, 12, 31, 23, tzinfo=UTC), None, None, {})
     fold(db, [late, ev("a", "like", "s2", NOW)])  # "a" lives in Asia/Tokyo: year 10000 there
