@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from standardwebhooks.webhooks import Webhook
 
 from tagloop.agent.http import bodies, services
+from tagloop.tools.ingest.fields import MAX_DEPTH as FIELD_DEPTH
 
 JSON = {"content-type": "application/json"}
 
@@ -59,9 +60,16 @@ def test_deeply_nested_bodies_are_422_naming_the_body(
     assert count(db, "events") == 0
 
 
-def test_nesting_up_to_the_limit_is_accepted(client: TestClient, db: psycopg.Connection[Any]) -> None:
+def test_nesting_up_to_the_limit_is_decoded(client: TestClient, db: psycopg.Connection[Any]) -> None:
+    """A body nested to the limit is decoded: what answers is the field check (a stored `context`
+    holds at most FIELD_DEPTH levels), naming the field; within that it is stored."""
     seed(client)
     levels = bodies.MAX_DEPTH - 3  # the batch, the event, its context
+    context = b'{"a": ' * levels + b"1" + b"}" * levels
+    body = b'[{"id": "deep", "user_id": "u1", "type": "play", "context": {"n": ' + context + b"}}]"
+    refused = client.post("/v1/events", content=body, headers={**AUTH, **JSON})
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"].startswith("[0].context.n.a")
+    levels = FIELD_DEPTH - 2  # the context object and its "n"
     context = b'{"a": ' * levels + b"1" + b"}" * levels
     body = b'[{"id": "deep", "user_id": "u1", "type": "play", "context": {"n": ' + context + b"}}]"
     assert client.post("/v1/events", content=body, headers={**AUTH, **JSON}).status_code == 202

@@ -4,8 +4,8 @@ transaction. Nothing is stored when any line is bad unless `skip_bad` is set.
 
 Event files are streamed: read, parsed, checked and staged `CHUNK` lines at a time, so a file of
 any size imports in bounded memory (bench/import_events.py prints the peak). Items and users are
-read whole and merged into what is stored (store_items): fields a line does not give keep their
-stored values; lines repeating an id are merged in file order.
+read whole and merged into what is stored (upsert.py, re-exported here): fields a line does not
+give keep their stored values; lines repeating an id are merged in file order.
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ from tagloop.tools.errors import InvalidInput
 from tagloop.tools.gc_pause import gc_paused
 from tagloop.tools.ingest import records as rec
 from tagloop.tools.ingest.readers import LineError, RawRecord, RecordReader
+from tagloop.tools.ingest.upsert import store_items, store_users
 from tagloop.tools.store import catalogue
+
+__all__ = ["ImportResult", "import_file", "store_events", "store_items", "store_users"]
 
 MAX_REPORTED = 20
 CHUNK = 20_000  # event lines per chunk: parsed, checked and staged together
@@ -238,121 +241,6 @@ def _check_event_refs(
                 LineError(file, line, "item_id", f"unknown item {r.item_id!r} (import items first)")
             )
     return errors
-
-
-def store_items(conn: psycopg.Connection[Any], items: Sequence[rec.ItemRecord]) -> int:
-    """Upsert items, merging: a new item gets the record (title '', kind 'track', created_at now
-    when absent); a stored one keeps every field the record does not give (`ItemRecord`), so a
-    file of `id,tags` retags items without touching their titles, and created_at never moves unless
-    given. Lines repeating an id are merged in file order. Returns the items written."""
-    if not items:
-        return 0
-    by_id: dict[str, rec.ItemRecord] = {}
-    for i in items:
-        by_id[i.id] = rec.merged_item(by_id[i.id], i) if i.id in by_id else i
-    items = list(by_id.values())
-    catalogue.upsert_providers(conn, {i.provider for i in items if i.provider})
-    with conn.cursor() as cur:
-        cur.execute(
-            """create temp table stage_items (id text, title text, kind text, provider_id text, text text,
-                   created_at timestamptz, attributes jsonb, given text[]) on commit drop"""
-        )
-        with cur.copy("copy stage_items from stdin") as copy:
-            for i in items:
-                copy.write_row(
-                    (
-                        i.id,
-                        i.title,
-                        i.kind,
-                        i.provider,
-                        i.text,
-                        i.created_at,
-                        json.dumps(i.attributes),
-                        sorted(i.given),
-                    )
-                )
-        # new ids inserted (and dropped from the stage) first, then the stored ones merged: a row
-        # a concurrent writer inserts meanwhile is seen by the update, a later statement
-        cur.execute(
-            """with fresh as (
-                   insert into items (id, title, kind, provider_id, text, created_at, attributes)
-                   select id, coalesce(title, ''), coalesce(kind, 'track'), provider_id, text,
-                          coalesce(created_at, now()), attributes
-                   from stage_items
-                   on conflict (id) do nothing
-                   returning id)
-               delete from stage_items s using fresh where s.id = fresh.id"""
-        )
-        cur.execute(
-            """update items i set
-                   title = coalesce(s.title, i.title),
-                   kind = coalesce(s.kind, i.kind),
-                   provider_id = case when 'provider' = any(s.given) then s.provider_id
-                                      else i.provider_id end,
-                   text = case when 'text' = any(s.given) then s.text else i.text end,
-                   created_at = coalesce(s.created_at, i.created_at),
-                   attributes = case when 'attributes' = any(s.given) then s.attributes
-                                     else i.attributes || s.attributes end,
-                   updated_at = now()
-               from stage_items s
-               where s.id = i.id"""
-        )
-    retagged = {i.id: i.tags for i in items if "tags" in i.given}
-    catalogue.replace_item_tags(conn, retagged, source="import")
-    return len(items)
-
-
-def store_users(conn: psycopg.Connection[Any], users: Sequence[rec.UserRecord]) -> int:
-    """Upsert users, merging as `store_items` does (`UserRecord`): a file of `id,consent` changes
-    consent and keeps time zones, addresses and locales. `updated_at` marks when consent was last
-    written (an unsubscribe received before it no longer counts: tools/store/runs.py), so it moves
-    only for a record that gives `consent`."""
-    if not users:
-        return 0
-    by_id: dict[str, rec.UserRecord] = {}
-    for u in users:
-        by_id[u.id] = rec.merged_user(by_id[u.id], u) if u.id in by_id else u
-    users = list(by_id.values())
-    with conn.cursor() as cur:
-        cur.execute(
-            """create temp table stage_users (id text, timezone text, locale text, channels jsonb,
-                   consent jsonb, attributes jsonb, given text[]) on commit drop"""
-        )
-        with cur.copy("copy stage_users from stdin") as copy:
-            for u in users:
-                copy.write_row(
-                    (
-                        u.id,
-                        u.timezone,
-                        u.locale,
-                        json.dumps(u.channels),
-                        json.dumps(u.consent),
-                        json.dumps(u.attributes),
-                        sorted(u.given),
-                    )
-                )
-        cur.execute(
-            """with fresh as (
-                   insert into users (id, timezone, locale, channels, consent, attributes)
-                   select id, coalesce(timezone, 'UTC'), locale, channels, consent, attributes
-                   from stage_users
-                   on conflict (id) do nothing
-                   returning id)
-               delete from stage_users s using fresh where s.id = fresh.id"""
-        )
-        cur.execute(
-            """update users u set
-                   timezone = coalesce(s.timezone, u.timezone),
-                   locale = case when 'locale' = any(s.given) then s.locale else u.locale end,
-                   channels = case when 'channels' = any(s.given) then s.channels else u.channels end,
-                   consent = case when 'consent' = any(s.given) then s.consent else u.consent end,
-                   attributes = case when 'attributes' = any(s.given) then s.attributes
-                                     else u.attributes || s.attributes end,
-                   updated_at = case when 'consent' = any(s.given) then now() else u.updated_at end
-               from stage_users s
-               where s.id = u.id"""
-        )
-    return len(users)
 
 
 def store_events(conn: psycopg.Connection[Any], events: Sequence[rec.EventRecord]) -> int:
