@@ -236,3 +236,39 @@ def test_a_jump_in_one_day_is_a_rise() -> None:
 def test_no_excess_at_all_is_over_without_infinite_values() -> None:
     life = fit_lifetime(np.full(14, 5.0))
     assert life.phase == "over" and life.half_life_days is None and life.lifetime_days is None
+
+
+def test_a_trend_does_not_read_todays_unfinished_day_as_a_fall(db: psycopg.Connection[Any]) -> None:
+    """Counts were per UTC calendar day, so an hour after midnight the day in progress held a
+    few events and every rising tag read as decaying; the windows are now the 24 hours ending at
+    `now`, each of them whole."""
+    midnight = datetime(2026, 5, 10, tzinfo=UTC)
+    events = []
+    for d in range(28):  # a tag rising steadily, its events spread over every hour of each day
+        day = midnight - timedelta(days=28 - d)
+        per_day = 2 + d
+        events += [(f"u{n % 16}", "hype", day + timedelta(hours=24 * n / per_day)) for n in range(per_day)]
+    store(db, [f"u{n}" for n in range(16)], {"hype": ["hyperpop"]}, events)
+    phases = {
+        when: trending(db, now=when, level="tag", min_events=5)[0].lifetime.phase
+        for when in (midnight - timedelta(seconds=1), midnight + timedelta(hours=1))
+    }
+    assert set(phases.values()) == {"rising"}, phases
+
+
+def test_real_trends_rank_above_noise_around_a_zero_baseline(db: psycopg.Connection[Any]) -> None:
+    """The score (recent mean / (baseline + 1)) put a tag with 0-2 events a day and no baseline
+    first, though its phase said noise ('steady'), above a tag decaying from a peak of 34 a day."""
+    noise = [0] * 18 + [0, 2, 1, 0, 0, 2, 1, 2, 1, 2]
+    decaying = [10] * 12 + [14, 20, 28, 34, 30, 26, 23, 21, 19, 18, 17, 16, 15, 15, 14, 14]
+    events = []
+    for d in range(28):
+        day = NOW - timedelta(days=27 - d, hours=3)
+        events += [(f"u{n % 16}", "wave", day + timedelta(minutes=n)) for n in range(decaying[d])]
+        events += [(f"u{n}", "drone", day + timedelta(minutes=n)) for n in range(noise[d])]
+    store(db, [f"u{n}" for n in range(16)], {"wave": ["chillwave"], "drone": ["drone-ambient"]}, events)
+    found = trending(db, now=NOW, level="tag", min_events=5)
+    phases = {t.key: t.lifetime.phase for t in found}
+    assert phases == {"chillwave": "decaying", "drone-ambient": "steady"}, phases
+    assert found[0].lifetime.score < found[1].lifetime.score  # ranked by phase first, then score
+    assert [t.key for t in found] == ["chillwave", "drone-ambient"]

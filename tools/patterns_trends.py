@@ -1,6 +1,6 @@
 """Trending tags and items with an estimate of each trend's lifetime (rise, peak, decay).
 
-`trending(conn, level=…)` counts positive events per tag (or item) and UTC day over the last
+`trending(conn, level=…)` counts positive events per tag (or item) and 24-hour window over the last
 `days` days in one SQL statement, then `fit_lifetime` describes each daily series (numpy):
 - baseline b: the median of the first `baseline_days` days; excess e_t = max(c_t − b, 0);
 - peak: the day of the largest 3-day moving average of the excess. A peak under `NOISE_SD` (3)
@@ -22,15 +22,18 @@
   lifetime: days from the onset to that point, (today − onset) + days_left (for a trend that is
   over: (peak − onset) + ln(10)/λ); half-life ln(2)/λ. With neither an observed rise nor an
   observed decay, λ is unknown and so are these (None, null in JSON; never a made-up rate).
-Trends are ranked by `score` = mean of the last 3 days / (baseline + 1), rising ones first among
-equals; keys with fewer than `min_events` events in the window are ignored.
+Trends are ranked by `score` = mean of the last 3 days / (baseline + 1), real trends (rising,
+peaking, decaying) before noise (`steady`) and ended ones (a tag with 0-3 events a day and no
+baseline outscored every tag with a measured rise or decay), rising ones first among equals;
+keys with fewer than `min_events` events in the window are ignored. The days are whole 24-hour
+windows ending at `now` (`daily_counts`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
@@ -42,6 +45,7 @@ from tagloop.tools.patterns import POSITIVE, Level
 
 Phase = Literal["rising", "peaking", "decaying", "steady", "over"]
 PHASE_ORDER = {"rising": 0, "peaking": 1, "decaying": 2, "steady": 3, "over": 4}
+TREND_PHASES = frozenset({"rising", "peaking", "decaying"})
 FADED = 0.1
 NOISE_SD = 3.0  # a peak must stand this many standard deviations above the baseline's noise
 
@@ -129,17 +133,19 @@ def fit_lifetime(counts: np.ndarray, *, baseline_days: int = 7) -> Lifetime:
     return Lifetime(phase, base, peak_day, peak, rise, decay, observed, half_life, life, left, score)
 
 
-_DAILY_ITEMS = """
-select e.item_id as key, (e.ts at time zone 'UTC')::date as day, count(*) as n from events e
-where e.type = any(%(pos)s) and e.item_id is not null and e.ts >= %(since)s and e.ts <= %(now)s
+# `ago`: whole 24-hour windows before `now` (0: the last 24 hours)
+_AGO = "floor(extract(epoch from (%(now)s - e.ts)) / 86400)::int"
+_DAILY_ITEMS = f"""
+select e.item_id as key, {_AGO} as ago, count(*) as n from events e
+where e.type = any(%(pos)s) and e.item_id is not null and e.ts > %(since)s and e.ts <= %(now)s
 group by 1, 2
 """
 
-_DAILY_TAGS = """
-select t.name as key, (e.ts at time zone 'UTC')::date as day, count(*) as n from events e
+_DAILY_TAGS = f"""
+select t.name as key, {_AGO} as ago, count(*) as n from events e
 join item_tags it on it.item_id = e.item_id and it.confidence >= 0.5
 join tags t on t.id = it.tag_id
-where e.type = any(%(pos)s) and e.ts >= %(since)s and e.ts <= %(now)s
+where e.type = any(%(pos)s) and e.ts > %(since)s and e.ts <= %(now)s
 group by 1, 2
 """
 
@@ -147,22 +153,24 @@ group by 1, 2
 def daily_counts(
     conn: psycopg.Connection[Any], *, now: datetime, level: Level = "tag", days: int = 28
 ) -> tuple[list[str], list[date], np.ndarray]:
-    """(keys, days oldest first, keys × days counts) of positive events in the last `days` days."""
+    """(keys, days oldest first, keys × days counts) of positive events in the last `days` days:
+    whole 24-hour windows ending at `now`, each labelled with the UTC date it ends on. (Calendar
+    days made the day in progress a partial one: an hour after midnight every rising tag read as
+    decaying.)"""
     if now.tzinfo is None:
         raise InvalidInput("now must be timezone-aware")
-    end = now.astimezone(UTC).date()
-    first = end - timedelta(days=days - 1)
-    since = datetime.combine(first, time.min, tzinfo=UTC)
+    since = now - timedelta(days=days)
     query = sql.SQL(_DAILY_ITEMS if level == "item" else _DAILY_TAGS)
     rows = conn.execute(query, {"pos": POSITIVE, "since": since, "now": now}).fetchall()
     keys = sorted({r["key"] for r in rows})
     index = {key: n for n, key in enumerate(keys)}
     matrix = np.zeros((len(keys), days), dtype=np.int64)
     for r in rows:
-        d = (r["day"] - first).days
+        d = days - 1 - int(r["ago"])
         if 0 <= d < days:
             matrix[index[r["key"]], d] += int(r["n"])
-    return keys, [first + timedelta(days=d) for d in range(days)], matrix
+    ends = [(now - timedelta(days=days - 1 - d)).astimezone(UTC).date() for d in range(days)]
+    return keys, ends, matrix
 
 
 def trending(
@@ -185,5 +193,12 @@ def trending(
         if life.phase == "over" and not include_over:
             continue
         found.append(Trend(key, life, day_list[life.peak_day], [int(x) for x in row]))
-    found.sort(key=lambda t: (-round(t.lifetime.score, 6), PHASE_ORDER[t.lifetime.phase], t.key))
+    found.sort(
+        key=lambda t: (
+            t.lifetime.phase not in TREND_PHASES,  # noise ('steady') and ended trends after real ones
+            -round(t.lifetime.score, 6),
+            PHASE_ORDER[t.lifetime.phase],
+            t.key,
+        )
+    )
     return found[:k]
