@@ -27,6 +27,7 @@ import psycopg
 
 from tagloop.evals.report import Report, new_figure
 from tagloop.tools.errors import InvalidInput, NotFound
+from tagloop.tools.patterns import POSITIVE
 from tagloop.tools.profiles import EVENT_WEIGHTS
 
 _TAGS_AT = """
@@ -53,6 +54,7 @@ select provider_id, first_at, item_id, title from (
            row_number() over (partition by i.provider_id order by e.ts, i.id) as r
     from events e join items i on i.id = e.item_id
     where e.user_id = %(user)s and e.ts <= %(at)s and i.provider_id is not null
+      and e.type = any(%(pos)s)  -- a provider only skipped or shown was not discovered
 ) x
 where r = 1 and first_at > %(since)s
 order by first_at, provider_id
@@ -61,7 +63,7 @@ order by first_at, provider_id
 _CLOCK = """
 select extract(hour from e.ts at time zone u.timezone)::int as hour, count(*) as n
 from events e join users u on u.id = e.user_id
-where e.user_id = %(user)s and e.ts > %(since)s and e.ts <= %(at)s
+where e.user_id = %(user)s and e.ts > %(since)s and e.ts <= %(at)s and e.type = any(%(pos)s)
 group by 1
 """
 
@@ -137,7 +139,7 @@ def build_wrapped(
         dot = sum(now_s.get(t, 0.0) * before_s.get(t, 0.0) for t in tags)
         norm = math.sqrt(sum(v * v for v in now_s.values()) * sum(v * v for v in before_s.values()))
         similarity = round(dot / norm, 4) if norm > 0 else None
-    params = {"user": user_id, "at": at, "since": since}
+    params = {"user": user_id, "at": at, "since": since, "pos": POSITIVE}
     clock = [0] * 24
     for r in conn.execute(_CLOCK, params):
         clock[int(r["hour"])] = int(r["n"])

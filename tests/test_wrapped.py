@@ -175,3 +175,19 @@ def test_a_user_without_events_and_the_json_page_path(
     result = CliRunner().invoke(report_app, ["user", "newu1", "--at", AT.isoformat(), "--json"])
     page = Path(json.loads(result.stdout)["page"])
     assert page.is_absolute() and page == tmp_path / "wrapped-newu1" / "index.md" and page.exists()
+
+
+def test_skips_are_neither_discoveries_nor_listening(
+    db: psycopg.Connection[Any], listener: str, tmp_path: Path
+) -> None:
+    """A provider the user only skipped was listed as a discovery, and skips filled the listening
+    clock; both now come from positive events only."""
+    items = [{"id": "noise0", "title": "Noise 0", "provider": "skipped-artist", "tags": {"noise": 1.0}}]
+    skip = {"id": "s0", "user_id": "ann", "type": "skip", "item_id": "noise0"}
+    skip["ts"] = (AT - timedelta(days=3)).replace(hour=2).isoformat()  # 11:00 in Tokyo
+    import_file(db, "items", _jsonl(tmp_path / "more-items.jsonl", items), now=AT)
+    import_file(db, "events", _jsonl(tmp_path / "skip.jsonl", [skip]), now=AT)
+    db.commit()
+    w = build_wrapped(db, listener, at=AT, half_life_days=30)
+    assert "skipped-artist" not in {d["provider"] for d in w.discoveries}
+    assert w.clock[11] == 0 and sum(w.clock) == 9
