@@ -168,3 +168,21 @@ def _now() -> Any:
     from datetime import UTC, datetime
 
     return datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [("File", "file"), (" EMAIL ", "email"), ("", "*"), (None, "*"), ("*", "*"), ("my-sms", "my-sms")],
+)
+def test_an_unsubscribe_names_its_channel_as_deliveries_compare_it(given: Any, stored: str) -> None:
+    """'File', '' and the like were stored as given, matched no channel, and the sends went on."""
+    for data in ({"channel": given}, {"context": {"channel": given}}):
+        event = parse_event({"user_id": "u1", "type": "unsubscribe", **data}, now=_now())
+        assert event.context["channel"] == stored
+
+
+@pytest.mark.parametrize(("given", "reason"), [("fiel", "did you mean 'file'"), (["file"], "channel name")])
+def test_an_unsubscribe_from_a_channel_that_cannot_be_matched_is_refused(given: Any, reason: str) -> None:
+    with pytest.raises(FieldError, match=reason) as err:
+        parse_event({"user_id": "u1", "type": "unsubscribe", "channel": given}, now=_now())
+    assert err.value.field == "channel"

@@ -17,6 +17,7 @@ from tagloop.tools.messaging.delivery import DeliveryConfig, backoff, deliver_du
 from tagloop.tools.messaging.ssrf import UnsafeURL, check_url
 from tagloop.tools.messaging.webhook import WebhookChannel
 from tagloop.tools.store import decisions as store
+from tagloop.tools.store import runs
 
 NOW = datetime(2026, 5, 4, 12, tzinfo=UTC)
 NO_QUIET = DeliveryConfig(quiet_start=time(0), quiet_end=time(0), max_attempts=4)
@@ -133,6 +134,30 @@ def test_unsubscribe_between_enqueue_and_send_stops_the_send(
     )
     assert report.cancelled == [ids[0]] and report.sent == [ids[1]]
     assert [json.loads(r["body"])["user_id"] for r in receiver.seen] == [users[1]]
+
+
+def test_unsubscribes_stored_with_an_odd_channel_still_stop_sends(
+    db: psycopg.Connection[Any], receiver: Receiver
+) -> None:
+    """Rows stored before ingest normalised the channel ('Webhook', ["webhook"]) matched no channel,
+    so the sends went on; they are read lower-case, and one naming no channel blocks every one."""
+    users = add_users(db, 3)
+    ids = queue_messages(db, users, send_at=NOW)
+    for n, channel in enumerate(['"Webhook"', '["webhook"]']):
+        db.execute(
+            """insert into events (id, user_id, type, ts, context)
+               values (%(id)s, %(u)s, 'unsubscribe', %(ts)s, jsonb_build_object('channel', %(c)s::jsonb))""",
+            {"id": f"odd-{n}", "u": users[n], "ts": NOW - timedelta(minutes=1), "c": channel},
+        )
+    db.commit()
+    assert runs.unsubscribes(db, users[:2]) == {
+        users[0]: {"webhook": NOW - timedelta(minutes=1)},
+        users[1]: {"*": NOW - timedelta(minutes=1)},
+    }
+    db.commit()
+    channel = {"webhook": WebhookChannel(receiver.url, SECRET, allow_private=True)}
+    report = deliver_due(db, channel, NO_QUIET, now=NOW, rng=np.random.default_rng(0))
+    assert sorted(report.cancelled) == sorted(ids[:2]) and report.sent == [ids[2]]
 
 
 def test_consent_withdrawn_quiet_hours_and_caps_are_checked_at_send_time(

@@ -220,6 +220,22 @@ def _known_channel(field: str, name: str) -> None:
         raise FieldError(f"{field}.{name}", f"no such channel; did you mean {close[0]!r}?")
 
 
+def _unsubscribe_channel(value: Any) -> str:
+    """The channel an unsubscribe names, as sends compare it: lower-case, '*' (every channel) when
+    empty; one that cannot match a channel (not a string, a near miss of a built-in one) is an
+    error — stored as given, 'File' or 'fiel' matched nothing and the sends went on."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return "*"
+    if not isinstance(value, str):
+        raise FieldError("channel", f"must be a channel name or '*', got {type(value).__name__}")
+    name = value.strip().lower()
+    if name != "*" and name not in BUILTIN_CHANNELS:
+        close = difflib.get_close_matches(name, sorted(BUILTIN_CHANNELS), n=1, cutoff=0.75)
+        if close:
+            raise FieldError("channel", f"no such channel {value!r}; did you mean {close[0]!r}?")
+    return name
+
+
 def _check_address(channel: str, address: str) -> None:
     """An `email` address must be exactly one plain address (it becomes the mail's To). Other
     channels' addresses are free-form (the webhook channel posts to the configured URL; a user's
@@ -247,6 +263,8 @@ def parse_event(
         raise FieldError("type", "is required")
     if type_ not in EVENT_TYPES and type_ not in extra_types:
         raise FieldError("type", f"unknown event type {type_!r} (known: {', '.join(sorted(EVENT_TYPES))})")
+    if type_ == "unsubscribe" and "channel" in context:
+        context["channel"] = _unsubscribe_channel(context["channel"])
     user_id = id_field(data, "user_id")
     item_id = str_field(data, "item_id", default=None, max_len=MAX_ID)
     ts = ts_field(data, "ts", required=False) or now

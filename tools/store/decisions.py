@@ -23,6 +23,7 @@ import orjson
 import psycopg
 
 from tagloop.tools.retrieval import CandidateLog
+from tagloop.tools.store.runs import UNSUBSCRIBED_CHANNEL
 
 
 @dataclass
@@ -194,12 +195,12 @@ def claim_due(
 
 DELIVERY_LOCK_SPACE = 0x74676D  # two-key advisory lock: one sender per user at a time (caps)
 
-_TAKE = """
+_TAKE = f"""
 update messages m set claimed_until = %(lease_end)s
 from users u
 left join lateral (
     select array_agg(x.channel) as unsub_channels, array_agg(x.at) as unsub_times from (
-        select coalesce(e.context ->> 'channel', '*') as channel, max(least(e.ts, %(now)s)) as at
+        select {UNSUBSCRIBED_CHANNEL} as channel, max(least(e.ts, %(now)s)) as at
         from events e
         where e.user_id = u.id and e.type = 'unsubscribe' and e.received_at >= u.updated_at
         group by 1

@@ -25,6 +25,13 @@ import psycopg
 
 from tagloop.tools.store.pending import Pending, request
 
+# the channel an unsubscribe event `e` names, as sends compare it: lower-case, and every channel
+# ('*') when it names none or holds what no channel is called (ingest normalises it since; rows
+# stored before, such as 'File' or ["file"], must not leave the user subscribed)
+UNSUBSCRIBED_CHANNEL = """(case when jsonb_typeof(e.context -> 'channel') = 'string'
+                                 and btrim(e.context ->> 'channel') <> ''
+                            then lower(btrim(e.context ->> 'channel')) else '*' end)"""
+
 USER_LOCK_SPACE = 0x74676C  # first key of the two-key advisory lock: tagloop user runs
 
 _CLAIM_SCHEDULES = """
@@ -209,7 +216,7 @@ def request_unsubscribes(
 
     return request(
         conn,
-        """select e.user_id, coalesce(e.context ->> 'channel', '*') as channel,
+        f"""select e.user_id, {UNSUBSCRIBED_CHANNEL} as channel,
                   max(least(e.ts, e.received_at)) as ts
            from events e join users u on u.id = e.user_id
            where e.user_id = any(%(users)s) and e.type = 'unsubscribe' and e.received_at >= u.updated_at
