@@ -18,6 +18,7 @@ from tagloop.agent.runshare import RunShare
 from tagloop.agent.settings import Settings
 from tagloop.tools.messaging.unsubscribe import UnsubscribeLinks
 from tagloop.tools.profile_folder import FoldOptions
+from tagloop.tools.store import db
 
 T = TypeVar("T")
 
@@ -41,10 +42,6 @@ class AppState:
     runs: RunShare = field(default_factory=RunShare)  # run facts and trending for run requests
 
     async def in_tx(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run `fn(conn, *args, **kwargs)` in a committed transaction on a worker thread."""
-
-        def call() -> T:
-            with self.pool.connection() as conn, conn.transaction():
-                return fn(conn, *args, **kwargs)
-
-        return await run_in_threadpool(call)
+        """Run `fn(conn, *args, **kwargs)` in a committed transaction on a worker thread, again
+        when it was a deadlock victim (`db.transact`: concurrent PUTs of items sharing tags)."""
+        return await run_in_threadpool(db.transact, self.pool, fn, *args, **kwargs)

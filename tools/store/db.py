@@ -7,8 +7,10 @@ embedded server and a database named `tagloop` on it, created on first use.
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from pgvector.psycopg import register_vector
@@ -18,6 +20,8 @@ from psycopg_pool import ConnectionPool
 
 from tagloop.tools.errors import DatabaseError
 from tagloop.tools.store import embedded, migrate
+
+T = TypeVar("T")
 
 DEFAULT_DBNAME = "tagloop"
 
@@ -138,6 +142,26 @@ def make_pool(url: str, *, min_size: int = 1, max_size: int = 8, timeout: float 
     )
     pool.open(wait=True, timeout=30)
     return pool
+
+
+RETRIED = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+
+
+def transact(pool: ConnectionPool, fn: Callable[..., T], *args: Any, attempts: int = 3, **kwargs: Any) -> T:
+    """`fn(conn, *args, **kwargs)` in one committed transaction on a pooled connection, run again
+    (up to `attempts` times in all) when PostgreSQL aborts it as a deadlock victim or a
+    serialization failure: two writers of overlapping rows (items sharing tags, a user written
+    twice at once) would otherwise see a transient error for a write that succeeds on retry.
+    `fn` must only touch the database: the whole transaction is rolled back before a retry."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with pool.connection() as conn, conn.transaction():
+                return fn(conn, *args, **kwargs)
+        except RETRIED:
+            if attempt == attempts:
+                raise
+            time.sleep(0.05 * attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _first_line(exc: BaseException) -> str:
