@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from tagloop.agent.pipeline import ChunkPipeline
 
 DECISION_NAMESPACE = uuid.UUID("1d8f3c55-9a0e-5b43-8f0e-7461676c6f70")
+LOCAL_CHANNELS = frozenset({"file", "console"})  # channels that need no address
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ class RunContext:
     llm_breaker: LLMBreaker = field(default_factory=LLMBreaker, compare=False)
     allowed_link_hosts: frozenset[str] = frozenset()
     quiet_exempt: frozenset[str] = frozenset({"file", "console"})
-    local_channels: frozenset[str] = frozenset({"file", "console"})  # need no address
+    local_channels: frozenset[str] = LOCAL_CHANNELS
     cache: RunCache = field(default_factory=RunCache, compare=False)
     pipeline: ChunkPipeline | None = field(default=None, compare=False)  # set by `decide` (agent/pipeline.py)
 

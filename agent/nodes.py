@@ -132,7 +132,7 @@ def choose_channel_time(state: RunState, runtime: Runtime[RunContext]) -> dict[s
         eligible = _eligible_channels(user, ctx)
         if not eligible:
             plans[user_id] = plan.update(
-                outcome="no_consent", reason="no channel with consent and an address"
+                outcome="no_consent", reason="no channel with consent, an address and no unsubscribe"
             )
             continue
         by_channel = timing.evidence(eligible, user.arms.channel, ctx.facts.arms.channel)

@@ -102,6 +102,8 @@ class ChannelPreference(BaseModel):
     consent: bool
     sent: int
     engagement: dict[str, int]
+    unsubscribed_at: datetime | None = None  # an unsubscribe (this channel's or '*') that counts
+    reachable: bool = False  # consent, an address (or a local channel) and no such unsubscribe
 
 
 class Profile(BaseModel):

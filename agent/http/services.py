@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 
+from tagloop.agent.context import LOCAL_CHANNELS
 from tagloop.agent.http import schemas
 from tagloop.agent.http.problems import FieldErrors, PayloadTooLarge
 from tagloop.agent.runshare import RunShare
@@ -21,6 +22,7 @@ from tagloop.tools.ingest import loader
 from tagloop.tools.ingest.records import FieldError, parse_item, parse_user
 from tagloop.tools.profiles import load_profiles
 from tagloop.tools.retrieval import tag_candidates
+from tagloop.tools.store import runs
 from tagloop.tools.store import users as store
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -107,7 +109,14 @@ def profile_view(
     best = sorted(range(168), key=lambda s: -hist[s])[:3]
     engaged: dict[str, dict[str, int]] = stats.get("channels") or {}
     consent: dict[str, bool] = (user or {}).get("consent") or {}
-    names = sorted(set(consent) | set(engaged) | set(sent) | set((user or {}).get("channels") or {}))
+    addresses: dict[str, Any] = (user or {}).get("channels") or {}
+    names = sorted(set(consent) | set(engaged) | set(sent) | set(addresses))
+    unsubscribed = runs.unsubscribes(conn, [user_id]).get(user_id, {})
+
+    def blocked_at(channel: str) -> datetime | None:
+        times = [t for key, t in unsubscribed.items() if key in ("*", channel)]
+        return max(times) if times else None
+
     source_tags: dict[str, dict[str, float]] = stats.get("source_tags") or {}
     tag_names = _tag_names(conn, {int(t) for weights in source_tags.values() for t in weights})
     return schemas.Profile(
@@ -126,7 +135,14 @@ def profile_view(
         ),
         channels=[
             schemas.ChannelPreference(
-                channel=c, consent=consent.get(c) is True, sent=sent.get(c, 0), engagement=engaged.get(c, {})
+                channel=c,
+                consent=consent.get(c) is True,
+                sent=sent.get(c, 0),
+                engagement=engaged.get(c, {}),
+                unsubscribed_at=blocked_at(c),
+                reachable=consent.get(c) is True
+                and (c in addresses or c in LOCAL_CHANNELS)
+                and blocked_at(c) is None,
             )
             for c in names
         ],

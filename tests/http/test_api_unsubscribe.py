@@ -68,6 +68,11 @@ def test_the_link_of_a_mail_unsubscribes_its_user_from_that_channel(
     # what runs and the send-time check read: the user is unsubscribed from email, not from all
     db.rollback()
     assert set(runs.unsubscribes(db, ["reader"])["reader"]) == {"email"}
+    # and the profile says so: consent alone read as reachable, though nothing could be sent
+    profile = mail_client.get("/v1/users/reader/profile", headers=AUTH).json()
+    channels = {c["channel"]: c for c in profile["channels"]}
+    assert channels["email"]["consent"] is True and channels["email"]["unsubscribed_at"] is not None
+    assert channels["email"]["reachable"] is False
 
 
 def test_a_link_without_a_valid_token_is_401_and_stores_nothing(mail_client: TestClient) -> None:
