@@ -300,6 +300,8 @@ def timing_command(
     plot_file = plot_path(plot)
     with connect(load_settings()) as conn:
         _require_events(conn, since, at)
+        if tag:
+            _require_known(conn, tag, "tag")
         found = tag_timing(
             conn, now=at, tags=tag or None, window=window, min_events=min_events, progress=err.print
         )

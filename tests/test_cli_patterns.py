@@ -88,8 +88,10 @@ def test_bad_options_and_empty_windows_say_what_to_do(stream: psycopg.Connection
     assert isinstance(empty, NotFound) and "the latest event is at 2026-03-02" in str(empty)
     lonely = failing("co-likes", "x", "--min-support", "11", "--now", NOW.isoformat())
     assert isinstance(lonely, NotFound) and "no co-likes of 'x' with at least 11 users" in str(lonely)
-    missing = failing("timing", "--tag", "polka", "--now", NOW.isoformat())
-    assert isinstance(missing, NotFound) and "'polka'" in str(missing)
+    missing = failing("timing", "--tag", "polka", "--now", NOW.isoformat())  # no such tag: said so
+    assert isinstance(missing, NotFound) and "unknown tag 'polka' (tags are stored lower-case" in str(missing)
+    few = failing("timing", "--tag", "jazz", "--min-events", "500", "--now", NOW.isoformat())
+    assert isinstance(few, NotFound) and "no timing for 'jazz': fewer than 500 events" in str(few)
     assert isinstance(failing("trends", "--days", "3", "--now", NOW.isoformat()), InvalidInput)
 
 
