@@ -40,15 +40,19 @@ def int_option(option: str, value: int, low: int = 1, high: int | None = None) -
 
 
 def table_of(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    """A table whose cells fold onto more lines when the terminal is narrow, never cut to '…' (on
+    80 columns the trends table showed tags as 'drone-…' and dates as '2026-1…')."""
     table = Table(title=title)
     for name in columns:
-        table.add_column(name)
+        table.add_column(name, overflow="fold")
     for row in rows:
         table.add_row(*(str(v) for v in row))
     return table
 
 
 _out = Console(markup=False)
+if not _out.is_terminal:  # a pipe or a file has no width to fit: tables are not squeezed into 80
+    _out = Console(markup=False, width=200)
 
 
 def emit(data: Any, as_json: bool, table: Table | None = None) -> None:
