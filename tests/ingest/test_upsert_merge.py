@@ -210,3 +210,28 @@ def test_put_without_created_at_keeps_it(client: TestClient, stored: psycopg.Con
     stored.rollback()
     item = _item(stored, "i1")
     assert item["created_at"] == STORED_AT and item["tags"] == ["dream-pop", "shoegaze"]
+
+
+def test_an_auto_tag_an_import_repeated_comes_back_when_the_import_drops_it(
+    stored: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """The import took over the keyword tag 'chill' it repeated (one row per item and tag) and,
+    when a later import left 'chill' out, deleted it: the auto tag was gone for good."""
+    stored.execute(
+        """insert into tags (name) values ('chill') on conflict do nothing;
+           insert into item_tags (item_id, tag_id, weight, source, confidence)
+           select 'i1', id, 0.8, 'keyword', 0.9 from tags where name = 'chill'"""
+    )
+    stored.commit()
+
+    def chill() -> dict[str, Any] | None:
+        return stored.execute(
+            """select it.source, it.weight, it.confidence from item_tags it join tags t on t.id = it.tag_id
+               where it.item_id = 'i1' and t.name = 'chill'"""
+        ).fetchone()
+
+    import_file(stored, "items", _csv(tmp_path / "a.csv", 'id,tags\ni1,"{""chill"": 1.0, ""house"": 1.0}"\n'))
+    assert chill() == {"source": "import", "weight": 1.0, "confidence": 1.0}
+    import_file(stored, "items", _csv(tmp_path / "b.csv", "id,tags\ni1,house\n"))
+    assert chill() == {"source": "keyword", "weight": pytest.approx(0.8), "confidence": pytest.approx(0.9)}
+    assert "chill" in _item(stored, "i1")["tags"]

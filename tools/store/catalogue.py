@@ -52,30 +52,45 @@ def replace_item_tags(
     conn: psycopg.Connection[Any], tags_by_item: Mapping[str, Mapping[str, float]], *, source: str
 ) -> None:
     """Set the `source` tags of each item, then refresh tag vectors. Tags of other sources are
-    kept, except on the pairs written here: an imported tag takes over the auto-tag or confirmed
-    tag it repeats (one row per item and tag)."""
+    kept: a tag written here takes over the row of another source it repeats (one row per item and
+    tag) and keeps it in `underneath`, and when a later call leaves the tag out the row goes back
+    to what it took over (migration 0078)."""
     if not tags_by_item:
         return
     ids = ensure_tags(conn, {t for tags in tags_by_item.values() for t in tags})
     item_ids = list(tags_by_item)
-    pairs = [(item, ids[name]) for item, tags in tags_by_item.items() for name in tags]
+    rows = [(item, ids[name], weight) for item, tags in tags_by_item.items() for name, weight in tags.items()]
+    params = {
+        "items": item_ids,
+        "source": source,
+        "pair_items": [r[0] for r in rows],
+        "pair_tags": [r[1] for r in rows],
+        "weights": [float(r[2]) for r in rows],
+    }
+    dropped = """it.item_id = any(%(items)s) and it.source = %(source)s and not exists (
+        select 1 from unnest(%(pair_items)s::text[], %(pair_tags)s::int[]) as p(item_id, tag_id)
+        where p.item_id = it.item_id and p.tag_id = it.tag_id)"""
     conn.execute(
-        """delete from item_tags where item_id = any(%(items)s) and source = %(source)s""",
-        {"items": item_ids, "source": source},
+        f"""update item_tags it set source = it.underneath ->> 'source',
+                   weight = (it.underneath ->> 'weight')::real,
+                   confidence = (it.underneath ->> 'confidence')::real, underneath = null
+            where it.underneath is not null and {dropped}""",
+        params,
     )
+    conn.execute(f"delete from item_tags it where {dropped}", params)
     conn.execute(
-        """delete from item_tags it
-           using unnest(%(pair_items)s::text[], %(pair_tags)s::int[]) as p(item_id, tag_id)
-           where it.item_id = p.item_id and it.tag_id = p.tag_id""",
-        {"pair_items": [p[0] for p in pairs], "pair_tags": [p[1] for p in pairs]},
+        """insert into item_tags as it (item_id, tag_id, weight, source)
+           select p.item_id, p.tag_id, p.weight, %(source)s
+           from unnest(%(pair_items)s::text[], %(pair_tags)s::int[], %(weights)s::real[])
+                as p(item_id, tag_id, weight)
+           on conflict (item_id, tag_id) do update set
+               underneath = case when it.source <> excluded.source
+                                 then jsonb_build_object('source', it.source, 'weight', it.weight,
+                                                         'confidence', it.confidence)
+                                 else it.underneath end,
+               source = excluded.source, weight = excluded.weight, confidence = excluded.confidence""",
+        params,
     )
-    with (
-        conn.cursor() as cur,
-        cur.copy("copy item_tags (item_id, tag_id, weight, source) from stdin") as copy,
-    ):
-        for item_id, tags in tags_by_item.items():
-            for name, weight in tags.items():
-                copy.write_row((item_id, ids[name], weight, source))
     refresh_tag_counts(conn)
     refresh_item_vectors(conn, item_ids)
 
