@@ -235,3 +235,10 @@ def test_an_auto_tag_an_import_repeated_comes_back_when_the_import_drops_it(
     import_file(stored, "items", _csv(tmp_path / "b.csv", "id,tags\ni1,house\n"))
     assert chill() == {"source": "keyword", "weight": pytest.approx(0.8), "confidence": pytest.approx(0.9)}
     assert "chill" in _item(stored, "i1")["tags"]
+
+
+def test_a_blank_title_keeps_the_stored_one(stored: psycopg.Connection[Any], tmp_path: Path) -> None:
+    """README: a title is only replaced, never cleared; JSON "" and a CSV cell of spaces cleared it."""
+    import_file(stored, "items", _jsonl(tmp_path / "blank.jsonl", [{"id": "i1", "title": "", "kind": ""}]))
+    import_file(stored, "items", _csv(tmp_path / "blank.csv", "id,title\ni1,   \n"))
+    assert (_item(stored, "i1")["title"], _item(stored, "i1")["kind"]) == ("One", "album")

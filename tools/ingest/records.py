@@ -116,7 +116,7 @@ def parse_item(data: dict[str, Any]) -> ItemRecord:
         check_json("tags", tags)
     return ItemRecord(
         id=id_field(data, "id"),
-        title=str_field(data, "title", default=None),
+        title=(str_field(data, "title", default=None) or "").strip() or None,  # blank: not given
         kind=str_field(data, "kind", default=None) or None,
         provider=str_field(data, "provider", default=None, max_len=MAX_ID) or None,
         tags=tags_field(tags),
