@@ -63,6 +63,8 @@ def test_co_likes_and_next_report_support_lift_and_titles(stream: psycopg.Connec
     assert found[0]["lift"] == pytest.approx(4.0)
     nxt = patterns("next", "a", "b")["next"]
     assert nxt[0]["key"] == "c" and nxt[0]["support"] == 5 and nxt[0]["score"] == pytest.approx(1.0)
+    # a history repeating an entry counts its transitions once (A A A gave three times the support)
+    assert patterns("next", "b", "b", "b")["next"] == patterns("next", "b")["next"]
 
 
 def test_trends_find_the_spike_and_draw_it(stream: psycopg.Connection[Any], tmp_path: Path) -> None:

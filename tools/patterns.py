@@ -190,7 +190,8 @@ def sequence_next(
     """Likely next items (or tags) after `history` (oldest first): see the module docstring."""
     if not history:
         return []
-    recent = list(history)[-order:][::-1]  # latest first
+    # latest first, each entry once (its latest place): "A A A" counted A's transitions three times
+    recent = list(dict.fromkeys(reversed(history)))[:order]
     counts = transitions(conn, recent, now=now, level=level, window=window, session_gap=session_gap)
     return next_from_counts(counts, recent, set(history), k=k, decay=decay)
 
