@@ -93,6 +93,8 @@ class Wrapped:
     clock: list[int] = field(default_factory=lambda: [0] * 24)
     messages_sent: int = 0
     messages_engaged: int = 0
+    # each of `tags_now`'s weight `window_days` ago (0.0: none), in or out of that day's top 10
+    before_of_now: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -161,6 +163,7 @@ def build_wrapped(
         window_days=window_days,
         tags_now=_top(now_w, 10),
         tags_before=_top(before_w, 10),
+        before_of_now={t: round(before_w.get(t, 0.0), 3) for t, _ in _top(now_w, 10)},
         similarity=similarity,
         rising=[(t, round(d, 4)) for t, d in ranked[:5] if d > 0],
         falling=[(t, round(d, 4)) for t, d in reversed(ranked[-5:]) if d < 0],
@@ -184,7 +187,7 @@ def write_wrapped(w: Wrapped, directory: Path) -> Path:
 def _write(w: Wrapped, directory: Path) -> Path:
     report = Report(directory, title=f"Wrapped: user {w.user_id}, {w.window_days} days to {w.at:%Y-%m-%d}")
     report.add_heading("Top tags")
-    before = dict(w.tags_before)
+    before = w.before_of_now  # the earlier top 10 alone left tags just outside it blank
     rows: list[dict[str, str | float | None]] = [
         {"rank": i + 1, "tag now": t, "weight": v, f"weight {w.window_days} days ago": before.get(t)}
         for i, (t, v) in enumerate(w.tags_now)

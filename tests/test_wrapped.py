@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tagloop.agent.cli_report import report_app
-from tagloop.evals.wrapped import build_wrapped
+from tagloop.evals.wrapped import build_wrapped, write_wrapped
 from tagloop.tools.errors import InvalidInput, NotFound
 from tagloop.tools.ingest.loader import import_file
 
@@ -191,3 +191,16 @@ def test_skips_are_neither_discoveries_nor_listening(
     w = build_wrapped(db, listener, at=AT, half_life_days=30)
     assert "skipped-artist" not in {d["provider"] for d in w.discoveries}
     assert w.clock[11] == 0 and sum(w.clock) == 9
+
+
+def test_the_earlier_weight_of_every_current_top_tag_is_shown(
+    db: psycopg.Connection[Any], listener: str, tmp_path: Path
+) -> None:
+    """Only the earlier top 10 was looked up, so a tag just outside it showed a blank weight,
+    which reads as new; every current top tag now has its earlier weight (0.0 when it had none)."""
+    w = build_wrapped(db, listener, at=AT, half_life_days=30)
+    assert set(w.before_of_now) == {t for t, _ in w.tags_now}
+    assert w.before_of_now["techno"] == 0.0 and w.before_of_now["jazz"] == dict(w.tags_before)["jazz"]
+    text = write_wrapped(w, tmp_path / "page").read_text()
+    techno_row = next(line for line in text.splitlines() if "| techno" in line)
+    assert techno_row.rstrip(" |").split("|")[-1].strip() in ("0", "0.0"), techno_row  # not blank
