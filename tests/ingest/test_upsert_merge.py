@@ -242,3 +242,11 @@ def test_a_blank_title_keeps_the_stored_one(stored: psycopg.Connection[Any], tmp
     import_file(stored, "items", _jsonl(tmp_path / "blank.jsonl", [{"id": "i1", "title": "", "kind": ""}]))
     import_file(stored, "items", _csv(tmp_path / "blank.csv", "id,title\ni1,   \n"))
     assert (_item(stored, "i1")["title"], _item(stored, "i1")["kind"]) == ("One", "album")
+
+
+def test_a_blank_csv_cell_is_not_given(stored: psycopg.Connection[Any], tmp_path: Path) -> None:
+    """A cell of spaces was a value: `tags` of ' ' was an error, a title of ' ' replaced the title."""
+    result = import_file(stored, "items", _csv(tmp_path / "blank-tags.csv", "id,title,tags\ni1,Uno, \n"))
+    assert result.stored == 1
+    item = _item(stored, "i1")
+    assert item["title"] == "Uno" and item["tags"] == ["dream-pop", "shoegaze"]

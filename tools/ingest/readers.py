@@ -148,7 +148,8 @@ class RecordReader:
                         continue
                     first, last = taken[0][0], taken[-1][0]
                     if len(row) == len(header):
-                        yield RawRecord(last, {k: v for k, v in zip(header, row, strict=True) if v != ""})
+                        # a blank cell is not given (merges keep the stored value)
+                        yield RawRecord(last, {k: v for k, v in zip(header, row, strict=True) if v.strip()})
                     elif first == last:
                         yield last, f"expected {len(header)} columns, got {len(row)}"
                     else:  # a stray quote joined lines: report it where it opened, read on after it
