@@ -33,15 +33,6 @@ def _events(n: int) -> str:
     )
 
 
-@pytest.fixture
-def catalogue(db: psycopg.Connection[Any], tmp_path: Path) -> psycopg.Connection[Any]:
-    (tmp_path / "u.jsonl").write_text('{"id": "u1"}\n', encoding="utf-8")
-    (tmp_path / "i.jsonl").write_text('{"id": "i1", "title": "One", "provider": "p"}\n', encoding="utf-8")
-    import_file(db, "users", tmp_path / "u.jsonl")
-    import_file(db, "items", tmp_path / "i.jsonl")
-    return db
-
-
 def _count(conn: psycopg.Connection[Any]) -> int:
     return int(conn.execute("select count(*) as n from events").fetchone()["n"])
 

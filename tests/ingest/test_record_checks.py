@@ -19,15 +19,6 @@ from tagloop.tools.ingest.loader import import_file
 from tagloop.tools.ingest.records import FieldError, parse_event, parse_item, parse_user
 
 
-@pytest.fixture
-def catalogue(db: psycopg.Connection[Any], tmp_path: Path) -> psycopg.Connection[Any]:
-    (tmp_path / "u.jsonl").write_text('{"id": "u1"}\n', encoding="utf-8")
-    (tmp_path / "i.jsonl").write_text('{"id": "i1", "title": "One", "provider": "p"}\n', encoding="utf-8")
-    import_file(db, "users", tmp_path / "u.jsonl")
-    import_file(db, "items", tmp_path / "i.jsonl")
-    return db
-
-
 def _deep(levels: int) -> dict[str, Any]:
     value: dict[str, Any] = {}
     for _ in range(levels - 1):
