@@ -56,6 +56,19 @@ def test_a_pipe_on_stdin_is_read_once_and_whole(
     assert _count(catalogue) == 200
 
 
+def test_tab_separated_lines_without_a_name_saying_so_are_read_as_tsv(
+    catalogue: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """TSV was recognised by the .tsv suffix alone: from a pipe or an unnamed file its header read
+    as one column ('the CSV header has no user_id, type column')."""
+    unnamed = tmp_path / "events-export"
+    unnamed.write_text("id\tuser_id\ttype\titem_id\ne1\tu1\tplay\ti1\ne2\tu1\tlike\ti1\n", encoding="utf-8")
+    assert import_file(catalogue, "events", unnamed).stored == 2
+    both = tmp_path / "commas-and-tabs"  # a comma in the header: CSV, as before
+    both.write_text("id,user_id,type,item_id\ne3,u1,play,i1\n", encoding="utf-8")
+    assert import_file(catalogue, "events", both).stored == 1
+
+
 def test_gzip_is_read_by_name_and_by_its_bytes(catalogue: psycopg.Connection[Any], tmp_path: Path) -> None:
     named = tmp_path / "events.jsonl.gz"
     named.write_bytes(gzip.compress(_events(300).encode()))

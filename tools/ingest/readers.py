@@ -50,6 +50,16 @@ def detect_format(path: Path, head: bytes) -> str:
     return "jsonl" if head.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] in (b"{", b"[") else "csv"
 
 
+def _tab_separated(path: Path, head: bytes) -> bool:
+    """TSV: a .tsv name, or, when the name does not say (a pipe, stdin, a file without a suffix),
+    a first line that holds tabs and no comma."""
+    suffix = path.suffix.lower()
+    if suffix in {".csv", ".tsv"}:
+        return suffix == ".tsv"
+    first = head.removeprefix(b"\xef\xbb\xbf").split(b"\n", 1)[0]
+    return b"\t" in first and b"," not in first
+
+
 MAX_FIELD = 16 * 1024 * 1024  # characters of one CSV field (csv's default, 131,072, refused long texts)
 
 
@@ -87,7 +97,7 @@ class RecordReader:
         self._stream = stream
         named = path.with_suffix("") if path.suffix.lower() == ".gz" else path
         self.format = detect_format(named, head)
-        self._tsv = named.suffix.lower() == ".tsv"
+        self._tsv = self.format == "csv" and _tab_separated(named, head)
 
     def __iter__(self) -> Iterator[RawRecord | LineError]:
         try:
