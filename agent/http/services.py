@@ -45,7 +45,8 @@ def _parse_many(payload: Any, parse: Callable[[dict[str, Any]], Any], *, path_id
             errors.append((where or "body", f"must be an object, got {type(data).__name__}"))
             continue
         if single:
-            if data.get("id") not in (None, path_id):
+            given = data.get("id")  # a number is the id as text, as in POST and imports
+            if given is not None and (isinstance(given, bool) or str(given) != path_id):
                 errors.append(("id", f"does not match the path id {path_id!r}"))
                 continue
             data = {**data, "id": path_id}

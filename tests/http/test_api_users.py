@@ -21,6 +21,9 @@ def test_put_user_and_item_validate_like_imports(client: TestClient) -> None:
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "timezone"
     mismatch = client.put("/v1/items/i9", json={"id": "other", "tags": ["a"]}, headers=AUTH)
     assert mismatch.status_code == 422 and mismatch.json()["errors"][0]["field"] == "id"
+    # a numeric id is the id as text, as in POST and imports: PUT /v1/users/5 with {"id": 5} matches
+    numeric = client.put("/v1/users/5", json={"id": 5, "timezone": "UTC"}, headers=AUTH)
+    assert numeric.status_code == 200, numeric.text
     batch = client.post("/v1/items", json=[ITEMS[0], {"id": "x", "tags": {"rock": 3}}], headers=AUTH)
     assert batch.status_code == 422 and batch.json()["errors"][0]["field"] == "[1].tags.rock"
 
