@@ -97,6 +97,16 @@ class ChannelCap(_Strict):
 BUILTIN_CHANNELS = frozenset({"push", "email", "webhook", "file", "console"})
 
 
+def near_miss_channel(name: str, known: frozenset[str] | set[str] = BUILTIN_CHANNELS) -> str | None:
+    """The known channel `name` is probably a typo of (`emial` → `email`), or None: it is known, or
+    far enough from every known name to be a custom channel. One rule for policy files, imports and
+    unsubscribe events."""
+    if name in known:
+        return None
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def _default_caps() -> dict[str, ChannelCap]:
     return {
         "push": ChannelCap(per_day=2, per_week=7),
@@ -187,9 +197,9 @@ class PolicyConfig(_Strict):
         would leave the real channel with its default; other names are custom channels."""
         known = set(self.bandits.channels) | BUILTIN_CHANNELS
         for name in sorted(set(self.guards.caps) - known):
-            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
-            if close:
-                raise ValueError(f"guards.caps.{name}: no such channel; did you mean {close[0]!r}?")
+            meant = near_miss_channel(name, known)
+            if meant:
+                raise ValueError(f"guards.caps.{name}: no such channel; did you mean {meant!r}?")
         return self
 
 

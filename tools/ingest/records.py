@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tagloop.policies.config import BUILTIN_CHANNELS
+from tagloop.policies.config import near_miss_channel
 from tagloop.tools.ingest.fields import (
     MAX_ID,
     FieldError,
@@ -213,11 +213,9 @@ def item_warnings(data: dict[str, Any]) -> list[tuple[str, str]]:
 def _known_channel(field: str, name: str) -> None:
     """A channel name that is a near miss of a built-in one (`emial`) is a typo that would leave the
     user without that channel's consent or address; other names are custom channels."""
-    if name in BUILTIN_CHANNELS:
-        return
-    close = difflib.get_close_matches(name, sorted(BUILTIN_CHANNELS), n=1, cutoff=0.75)
-    if close:
-        raise FieldError(f"{field}.{name}", f"no such channel; did you mean {close[0]!r}?")
+    meant = near_miss_channel(name)
+    if meant:
+        raise FieldError(f"{field}.{name}", f"no such channel; did you mean {meant!r}?")
 
 
 def _unsubscribe_channel(value: Any) -> str:
@@ -229,10 +227,9 @@ def _unsubscribe_channel(value: Any) -> str:
     if not isinstance(value, str):
         raise FieldError("channel", f"must be a channel name or '*', got {type(value).__name__}")
     name = value.strip().lower()
-    if name != "*" and name not in BUILTIN_CHANNELS:
-        close = difflib.get_close_matches(name, sorted(BUILTIN_CHANNELS), n=1, cutoff=0.75)
-        if close:
-            raise FieldError("channel", f"no such channel {value!r}; did you mean {close[0]!r}?")
+    meant = near_miss_channel(name) if name != "*" else None
+    if meant:
+        raise FieldError("channel", f"no such channel {value!r}; did you mean {meant!r}?")
     return name
 
 
