@@ -42,22 +42,18 @@ class LineError:
 
 
 def detect_format(path: Path, head: bytes) -> str:
+    """ "jsonl", "csv" or "tsv": by the name's suffix, else by the content (a JSON object or array
+    first; a first line holding tabs and no comma is TSV — a pipe or stdin has no suffix)."""
     suffix = path.suffix.lower()
     if suffix in {".jsonl", ".ndjson", ".json"}:
         return "jsonl"
     if suffix in {".csv", ".tsv"}:
-        return "csv"
-    return "jsonl" if head.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] in (b"{", b"[") else "csv"
-
-
-def _tab_separated(path: Path, head: bytes) -> bool:
-    """TSV: a .tsv name, or, when the name does not say (a pipe, stdin, a file without a suffix),
-    a first line that holds tabs and no comma."""
-    suffix = path.suffix.lower()
-    if suffix in {".csv", ".tsv"}:
-        return suffix == ".tsv"
-    first = head.removeprefix(b"\xef\xbb\xbf").split(b"\n", 1)[0]
-    return b"\t" in first and b"," not in first
+        return suffix[1:]
+    text = head.removeprefix(b"\xef\xbb\xbf")
+    if text.lstrip()[:1] in (b"{", b"["):
+        return "jsonl"
+    first = text.split(b"\n", 1)[0]
+    return "tsv" if b"\t" in first and b"," not in first else "csv"
 
 
 MAX_FIELD = 16 * 1024 * 1024  # characters of one CSV field (csv's default, 131,072, refused long texts)
@@ -97,7 +93,6 @@ class RecordReader:
         self._stream = stream
         named = path.with_suffix("") if path.suffix.lower() == ".gz" else path
         self.format = detect_format(named, head)
-        self._tsv = self.format == "csv" and _tab_separated(named, head)
 
     def __iter__(self) -> Iterator[RawRecord | LineError]:
         try:
@@ -143,7 +138,7 @@ class RecordReader:
         header: list[str] | None = None
         while True:
             error = None
-            rows = csv.reader(source, delimiter="\t" if self._tsv else ",", strict=True)
+            rows = csv.reader(source, delimiter="\t" if self.format == "tsv" else ",", strict=True)
             try:
                 for row in rows:
                     taken, source.taken = source.taken, []
