@@ -47,15 +47,14 @@ class Scheduler:
         self.channels = channels
         self.flags = {"decide_runs": decide_runs, "deliver": deliver}
         self._aps = BackgroundScheduler(timezone="UTC")
-        self._conn: Any = None
         self._worker: Worker | None = None
         self.sweeps = 0
 
     def start(self) -> None:
         """Open the connection (failing now if the database is unreachable) and start sweeping."""
-        self._conn = connect(self.settings)
-        self._conn.commit()
-        self._worker = Worker(self.settings, self._conn, channels=self.channels, name="scheduler")
+        conn = connect(self.settings)
+        conn.commit()
+        self._worker = Worker(self.settings, conn, channels=self.channels, name="scheduler")
         self._aps.add_job(
             self.sweep,
             "interval",
@@ -70,26 +69,15 @@ class Scheduler:
 
     def sweep(self) -> None:
         assert self._worker is not None
-        try:
-            self._worker.run_once(**self.flags)  # gives users added since their cadence rows first
-        except psycopg.OperationalError as exc:  # the database went away: reconnect, go on
-            log.warning("sweep failed: database error: %s", type(exc).__name__)
-            self._worker.recover()
-        except Exception:  # a failed sweep must not stop the next one
-            log.exception("sweep failed")
-            self._worker.recover()
-        self._conn = self._worker.conn
+        self._worker.run_cycle(**self.flags)  # gives users added since their cadence rows first
         self.sweeps += 1
 
     def shutdown(self, wait: bool = True) -> None:
         if self._aps.running:
             self._aps.shutdown(wait=wait)
         if self._worker is not None:
-            self._worker.conn.close()
+            self._worker.conn.close()  # the worker's: a new one if it had to reconnect
             self._worker = None
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
 
 class FolderThread:

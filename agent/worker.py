@@ -215,19 +215,23 @@ class Worker:
         return report
 
     def run_forever(self, stop: threading.Event, interval: float, **kwargs: Any) -> None:
-        """`run_once` every `interval` seconds until `stop` is set. A failed cycle is logged (with
-        its traceback when it is not a database outage) and rolled back, or, when the connection
-        was lost, the worker reconnects (`recover`); the loop goes on."""
+        """`run_cycle` every `interval` seconds until `stop` is set."""
         while not stop.is_set():
-            try:
-                self.run_once(**kwargs)
-            except psycopg.OperationalError as exc:
-                log.warning("worker=%s database error: %s", self.name, type(exc).__name__)
-                self.recover()
-            except Exception:  # a bug in one cycle must not stop the worker for good
-                log.exception("worker=%s cycle failed", self.name)
-                self.recover()
+            self.run_cycle(**kwargs)
             stop.wait(interval)
+
+    def run_cycle(self, **kwargs: Any) -> CycleReport | None:
+        """`run_once`, never raising: a failed cycle is logged (with its traceback when it is not a
+        database outage) and rolled back, or, when the connection was lost, the worker reconnects
+        (`recover`); None then. The loop of `tagloop worker` and the sweep of `tagloop serve`."""
+        try:
+            return self.run_once(**kwargs)
+        except psycopg.OperationalError as exc:
+            log.warning("worker=%s database error: %s", self.name, type(exc).__name__)
+        except Exception:  # a bug in one cycle must not stop the worker for good
+            log.exception("worker=%s cycle failed", self.name)
+        self.recover()
+        return None
 
     def recover(self) -> None:
         """After a failed cycle: roll back, or reconnect when the connection is lost. A new
