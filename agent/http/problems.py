@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tagloop.tools.errors import DatabaseError, InvalidInput, TagloopError
+from tagloop.tools.store.db import first_line
 
 MEDIA_TYPE = "application/problem+json"
 RETRY_AFTER_S = 5  # what a 503 "database unavailable" suggests
@@ -111,7 +112,9 @@ def install(app: FastAPI) -> None:
     async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
         # the server is down or unreachable, the connection broke, or no connection came in time
         # (the pool's timeout); also a cancelled statement, a deadlock retried out: all transient
-        log.warning("event=database_unavailable error=%s detail=%s", type(exc).__name__, _first_line(exc))
+        log.warning(
+            "event=database_unavailable error=%s detail=%s", type(exc).__name__, first_line(exc)[:200]
+        )
         return problem(
             503,
             "database unavailable",
@@ -149,8 +152,3 @@ class CatchAll:
                 return
             response = problem(500, "internal error", "the server failed to handle the request")
             await response(scope, receive, send)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -109,7 +109,7 @@ def connect(
     try:
         conn = psycopg.connect(url, row_factory=dict_row)
     except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
-        raise DatabaseError(f"cannot connect to the database: {_first_line(exc)}") from exc
+        raise DatabaseError(f"cannot connect to the database: {first_line(exc)}") from exc
     if migrate_schema:
         run_migrations(conn)
     if vector_types:
@@ -124,7 +124,7 @@ def run_migrations(conn: psycopg.Connection[Any]) -> list[migrate.Migration]:
         raise DatabaseError(
             'pgvector is not installed on this PostgreSQL server (extension "vector" is missing); '
             "install pgvector there or unset DATABASE_URL to use tagloop's embedded server "
-            f"({_first_line(exc)})"
+            f"({first_line(exc)})"
         ) from exc
 
 
@@ -164,5 +164,7 @@ def transact(pool: ConnectionPool, fn: Callable[..., T], *args: Any, attempts: i
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none), for one-line logs
+    and errors."""
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
