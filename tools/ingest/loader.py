@@ -25,7 +25,7 @@ from tagloop.tools.errors import InvalidInput
 from tagloop.tools.gc_pause import gc_paused
 from tagloop.tools.ingest import records as rec
 from tagloop.tools.ingest.readers import LineError, RawRecord, RecordReader
-from tagloop.tools.ingest.upsert import store_items, store_users
+from tagloop.tools.ingest.upsert import by_id, store_items, store_users
 from tagloop.tools.store import catalogue
 
 __all__ = ["ImportResult", "import_file", "store_events", "store_items", "store_users"]
@@ -128,12 +128,11 @@ def _item_warnings(
         if r.line in good_lines
         for name, reason in rec.item_warnings(r.data)
     ]
-    last: dict[str, tuple[int, rec.ItemRecord]] = {}
-    for line, item in good:
-        prev = last.get(item.id)
-        last[item.id] = (line, rec.merged_item(prev[1], item) if prev else item)
-    stored = catalogue.existing_ids(conn, "items", last)
-    for item_id, (line, item) in last.items():
+    merged = by_id((item for _, item in good), rec.merged_item)
+    last_line = {item.id: line for line, item in good}
+    stored = catalogue.existing_ids(conn, "items", merged)
+    for item_id, item in merged.items():
+        line = last_line[item_id]
         if item_id in stored:
             continue
         if not item.title:

@@ -5,13 +5,34 @@ repeating an id are merged in file order). Used by imports (loader.py) and the H
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import psycopg
+from psycopg import sql
 
 from tagloop.tools.ingest import records as rec
 from tagloop.tools.store import catalogue
+
+R = TypeVar("R", rec.ItemRecord, rec.UserRecord)
+
+
+def by_id(records: Iterable[R], merge: Callable[[R, R], R]) -> dict[str, R]:
+    """One record per id, in first-seen order: lines repeating an id merged in file order
+    (`merge(earlier, later)`: records.merged_item / merged_user)."""
+    out: dict[str, R] = {}
+    for r in records:
+        out[r.id] = merge(out[r.id], r) if r.id in out else r
+    return out
+
+
+def _stage(cur: psycopg.Cursor[Any], table: str, columns: str, rows: Iterable[Sequence[Any]]) -> None:
+    """A temporary table `table` (`columns`: its SQL column list) holding `rows`, dropped at commit."""
+    name = sql.Identifier(table)
+    cur.execute(sql.SQL("create temp table {} ({}) on commit drop").format(name, sql.SQL(columns)))
+    with cur.copy(sql.SQL("copy {} from stdin").format(name)) as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 def store_items(conn: psycopg.Connection[Any], items: Sequence[rec.ItemRecord]) -> int:
@@ -21,30 +42,28 @@ def store_items(conn: psycopg.Connection[Any], items: Sequence[rec.ItemRecord]) 
     given. Lines repeating an id are merged in file order. Returns the items written."""
     if not items:
         return 0
-    by_id: dict[str, rec.ItemRecord] = {}
-    for i in items:
-        by_id[i.id] = rec.merged_item(by_id[i.id], i) if i.id in by_id else i
-    items = list(by_id.values())
+    items = list(by_id(items, rec.merged_item).values())
     catalogue.upsert_providers(conn, {i.provider for i in items if i.provider})
     with conn.cursor() as cur:
-        cur.execute(
-            """create temp table stage_items (id text, title text, kind text, provider_id text, text text,
-                   created_at timestamptz, attributes jsonb, given text[]) on commit drop"""
-        )
-        with cur.copy("copy stage_items from stdin") as copy:
-            for i in items:
-                copy.write_row(
-                    (
-                        i.id,
-                        i.title,
-                        i.kind,
-                        i.provider,
-                        i.text,
-                        i.created_at,
-                        json.dumps(i.attributes),
-                        sorted(i.given),
-                    )
+        _stage(
+            cur,
+            "stage_items",
+            """id text, title text, kind text, provider_id text, text text, created_at timestamptz,
+               attributes jsonb, given text[]""",
+            (
+                (
+                    i.id,
+                    i.title,
+                    i.kind,
+                    i.provider,
+                    i.text,
+                    i.created_at,
+                    json.dumps(i.attributes),
+                    sorted(i.given),
                 )
+                for i in items
+            ),
+        )
         # new ids inserted (and dropped from the stage) first, then the stored ones merged: a row
         # a concurrent writer inserts meanwhile is seen by the update, a later statement
         cur.execute(
@@ -83,28 +102,26 @@ def store_users(conn: psycopg.Connection[Any], users: Sequence[rec.UserRecord]) 
     only for a record that gives `consent`."""
     if not users:
         return 0
-    by_id: dict[str, rec.UserRecord] = {}
-    for u in users:
-        by_id[u.id] = rec.merged_user(by_id[u.id], u) if u.id in by_id else u
-    users = list(by_id.values())
+    users = list(by_id(users, rec.merged_user).values())
     with conn.cursor() as cur:
-        cur.execute(
-            """create temp table stage_users (id text, timezone text, locale text, channels jsonb,
-                   consent jsonb, attributes jsonb, given text[]) on commit drop"""
-        )
-        with cur.copy("copy stage_users from stdin") as copy:
-            for u in users:
-                copy.write_row(
-                    (
-                        u.id,
-                        u.timezone,
-                        u.locale,
-                        json.dumps(u.channels),
-                        json.dumps(u.consent),
-                        json.dumps(u.attributes),
-                        sorted(u.given),
-                    )
+        _stage(
+            cur,
+            "stage_users",
+            """id text, timezone text, locale text, channels jsonb, consent jsonb, attributes jsonb,
+               given text[]""",
+            (
+                (
+                    u.id,
+                    u.timezone,
+                    u.locale,
+                    json.dumps(u.channels),
+                    json.dumps(u.consent),
+                    json.dumps(u.attributes),
+                    sorted(u.given),
                 )
+                for u in users
+            ),
+        )
         cur.execute(
             """with fresh as (
                    insert into users (id, timezone, locale, channels, consent, attributes)
