@@ -81,30 +81,28 @@ def test_an_out_that_cannot_hold_the_files_is_refused_before_reading(tmp_path: P
         convert(src, afile / "sub", until=UNTIL)
 
 
-def test_the_cli_prints_one_error_line(tagloop_env: Path, tmp_path: Path) -> None:
-    src = hetrec(tmp_path, user_artists=b"userID\tartistID\tweight\n2\t1\t-1\n")
+def _import_lastfm(src: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    """`tagloop import lastfm SRC --out OUT` in a process of its own."""
     tagloop = Path(sys.executable).parent / "tagloop"
-    done = subprocess.run(
-        [str(tagloop), "import", "lastfm", str(src), "--out", str(tmp_path / "out")],
+    return subprocess.run(
+        [str(tagloop), "import", "lastfm", str(src), "--out", str(out)],
         capture_output=True,
         text=True,
         env=dict(os.environ),
         timeout=120,
     )
+
+
+def test_the_cli_prints_one_error_line(tagloop_env: Path, tmp_path: Path) -> None:
+    src = hetrec(tmp_path, user_artists=b"userID\tartistID\tweight\n2\t1\t-1\n")
+    done = _import_lastfm(src, tmp_path / "out")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.splitlines()[-1].startswith("error: ") and "user_artists.dat:2:" in done.stderr
 
 
 def test_the_cli_prints_a_readable_summary(tagloop_env: Path, tmp_path: Path) -> None:
     src = hetrec(tmp_path)
-    tagloop = Path(sys.executable).parent / "tagloop"
-    done = subprocess.run(
-        [str(tagloop), "import", "lastfm", str(src), "--out", str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-        timeout=120,
-    )
+    done = _import_lastfm(src, tmp_path / "out")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "users: 2 stored from 2 line(s)"

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-from test_pg import NOW, PARAMS, _items, load_world
+from test_pg import NOW, PARAMS, _items, add_new_release_fan, load_world
 
 from tagloop.agent.runner import run_users
 from tagloop.agent.settings import Settings
@@ -186,12 +186,7 @@ def test_the_agents_fold_counts_plays_of_items_added_after_training(
     """The agent's batch fold gives a user the vector serving gives them: plays of items the model
     does not know speak through the items' tags (they were left out, so a fan of new releases only
     got the popularity list from the agent while the HTTP API served them their genre)."""
-    loader.store_items(db, _items(["techno-new"], NOW - timedelta(days=1)))
-    loader.store_users(db, [parse_user({"id": "newfan", "timezone": "UTC"})])
-    play = {"id": "nf", "user_id": "newfan", "type": "like", "item_id": "techno-new", "ts": NOW.isoformat()}
-    loader.store_events(db, [parse_event(play, now=NOW)])
-    db.commit()
-    serving.place_new_items(db, trained, force=True)
+    add_new_release_fan(db, trained)
     expected = serving.user_vector(trained, serving.histories(db, trained, ["newfan", "u1"])["newfan"])
     folded = fold_batch.read(db, trained, ["newfan", "u1"])
     np.testing.assert_allclose(folded["newfan"], expected, rtol=1e-5, atol=1e-7)

@@ -173,15 +173,20 @@ def test_plays_of_items_added_after_training_shape_the_users_recommendations(
 ) -> None:
     """A fan of new releases only: their plays used to be dropped (the model does not know the
     items), so they got the popularity list; the items' tags now speak for them."""
+    add_new_release_fan(db, trained)
+    recs = serving.recommend(db, "newfan", 5, now=NOW, served=trained)
+    assert recs is not None and recs and all(r.item_id.startswith("techno-") for r in recs), recs
+    assert "techno-new" not in {r.item_id for r in recs}  # seen
+
+
+def add_new_release_fan(db: psycopg.Connection[Any], served: serving.Served) -> None:
+    """User `newfan`, whose one play is `techno-new`, an item added after training (placed)."""
     loader.store_items(db, _items(["techno-new"], NOW - timedelta(days=1)))
     loader.store_users(db, [parse_user({"id": "newfan", "timezone": "UTC"})])
     play = {"id": "nf", "user_id": "newfan", "type": "like", "item_id": "techno-new", "ts": NOW.isoformat()}
     loader.store_events(db, [parse_event(play, now=NOW)])
     db.commit()
-    serving.place_new_items(db, trained, force=True)
-    recs = serving.recommend(db, "newfan", 5, now=NOW, served=trained)
-    assert recs is not None and recs and all(r.item_id.startswith("techno-") for r in recs), recs
-    assert "techno-new" not in {r.item_id for r in recs}  # seen
+    serving.place_new_items(db, served, force=True)
 
 
 @pytest.mark.parametrize("spelling", ["Jazz", " jazz ", "JAZZ"])
