@@ -146,7 +146,30 @@ def load_settings(**overrides: Any) -> Settings:
         hint = ' (a JSON object, e.g. {"weekly_discovery": "7d"})' if '"cadences"' in str(exc) else ""
         raise ConfigError(f"invalid settings: {str(exc).split(':')[0]}{hint}") from None
     unsubscribe_links(settings)  # both or neither, and usable
+    check_webhooks(settings)
     return settings
+
+
+def check_webhooks(settings: Settings) -> None:
+    """Inbound secrets that sign, and the outbound webhook's URL and secret both or neither, usable
+    (checked here so `serve`, `run` and `worker` refuse them before starting)."""
+    if not (settings.webhook_secrets or settings.outbound_webhook_url or settings.outbound_webhook_secret):
+        return
+    from tagloop.tools.messaging.webhook import check_endpoint, signer  # httpx: only when needed
+
+    for n, secret in enumerate(settings.webhook_secrets, start=1):
+        signer(secret.get_secret_value(), f"TAGLOOP_WEBHOOK_SECRETS (secret {n})")
+    url, secret = settings.outbound_webhook_url, settings.outbound_webhook_secret
+    if bool(url) != bool(secret):
+        given, missing = (
+            ("TAGLOOP_OUTBOUND_WEBHOOK_URL", "TAGLOOP_OUTBOUND_WEBHOOK_SECRET")
+            if url
+            else ("TAGLOOP_OUTBOUND_WEBHOOK_SECRET", "TAGLOOP_OUTBOUND_WEBHOOK_URL")
+        )
+        raise ConfigError(f"{given} is set but {missing} is not: the webhook channel needs both")
+    if url and secret:
+        check_endpoint(url, "TAGLOOP_OUTBOUND_WEBHOOK_URL")
+        signer(secret.get_secret_value(), "TAGLOOP_OUTBOUND_WEBHOOK_SECRET")
 
 
 def unsubscribe_links(settings: Settings) -> UnsubscribeLinks | None:

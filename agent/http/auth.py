@@ -13,17 +13,17 @@ import time
 from collections.abc import Mapping
 
 from fastapi import Request
-from standardwebhooks.webhooks import Webhook
 
 from tagloop.agent.http.problems import PayloadTooLarge, RateLimited, Unauthorized
 from tagloop.agent.settings import Settings
+from tagloop.tools.messaging.webhook import signer
 
 
 class Auth:
     def __init__(self, settings: Settings) -> None:
         self._keys = [k.get_secret_value().encode() for k in settings.api_keys if k.get_secret_value()]
         secrets = [s.get_secret_value() for s in settings.webhook_secrets]
-        self._webhooks = [Webhook(s) for s in secrets if s]
+        self._webhooks = [signer(s, "TAGLOOP_WEBHOOK_SECRETS") for s in secrets if s]
 
     def bearer(self, headers: Mapping[str, str]) -> str:
         """The principal (a hash of the key) of a valid `Authorization: Bearer` header, else 401."""

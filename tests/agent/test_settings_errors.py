@@ -61,6 +61,38 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
             "DATABASE_URL is not a PostgreSQL connection string",
         ),
         ({"TAGLOOP_HOME": "/dev/null/home"}, None, "cannot use TAGLOOP_HOME=/dev/null/home for the embedded"),
+        (
+            {"TAGLOOP_WEBHOOK_SECRETS": f"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw,whsec_{CANARY}x"},
+            None,
+            "TAGLOOP_WEBHOOK_SECRETS (secret 2) is not a Standard Webhooks secret",
+        ),
+        ({"TAGLOOP_WEBHOOK_SECRETS": "whsec_"}, None, "(secret 1) is not a Standard Webhooks secret"),
+        (
+            {
+                "TAGLOOP_OUTBOUND_WEBHOOK_URL": "https://hooks.example/t",
+                "TAGLOOP_OUTBOUND_WEBHOOK_SECRET": CANARY + "x",
+            },
+            None,
+            "TAGLOOP_OUTBOUND_WEBHOOK_SECRET is not a Standard Webhooks secret",
+        ),
+        (
+            {"TAGLOOP_OUTBOUND_WEBHOOK_URL": "https://hooks.example/t"},
+            None,
+            "TAGLOOP_OUTBOUND_WEBHOOK_URL is set but TAGLOOP_OUTBOUND_WEBHOOK_SECRET is not",
+        ),
+        (
+            {"TAGLOOP_OUTBOUND_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+            None,
+            "TAGLOOP_OUTBOUND_WEBHOOK_SECRET is set but TAGLOOP_OUTBOUND_WEBHOOK_URL is not",
+        ),
+        (
+            {
+                "TAGLOOP_OUTBOUND_WEBHOOK_URL": f"ftp://u:{CANARY}@hooks.example/t",
+                "TAGLOOP_OUTBOUND_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            },
+            None,
+            "TAGLOOP_OUTBOUND_WEBHOOK_URL must be an http(s)://host/… URL, got scheme 'ftp'",
+        ),
     ],
 )
 def test_bad_settings_are_one_line_without_the_value(

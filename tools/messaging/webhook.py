@@ -7,12 +7,40 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import httpx
 from standardwebhooks.webhooks import Webhook
 
+from tagloop.tools.errors import ConfigError
 from tagloop.tools.messaging.channels import DeliveryError, OutboundMessage
 from tagloop.tools.messaging.ssrf import UnsafeURL, check_url
+
+
+def signer(secret: str, setting: str) -> Webhook:
+    """The Standard Webhooks signer of `secret` (`whsec_<base64>` or bare base64); a `ConfigError`
+    naming `setting`, never quoting the secret, when it is empty or not base64."""
+    try:
+        return Webhook(secret)
+    except Exception:  # binascii.Error, EmptyWebhookSecretError, …: the library's own types
+        raise ConfigError(
+            f"{setting} is not a Standard Webhooks secret (whsec_ followed by base64)"
+        ) from None
+
+
+def check_endpoint(url: str, setting: str) -> None:
+    """A `ConfigError` naming `setting` unless `url` is http(s)://host… (what the SSRF guard
+    checks at send time, without resolving the host)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ConfigError(
+            f"{setting} must be an http(s)://host/… URL; its host or port is not valid"
+        ) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:  # the URL may hold credentials
+        got = f"scheme {parts.scheme!r}" if parts.scheme not in ("http", "https") else "no host"
+        raise ConfigError(f"{setting} must be an http(s)://host/… URL, got {got}")
 
 
 class WebhookChannel:
@@ -27,8 +55,9 @@ class WebhookChannel:
         allow_private: bool = False,
         client: httpx.Client | None = None,
     ) -> None:
+        check_endpoint(url, "the webhook URL")
         self.url = url
-        self._signer = Webhook(secret)
+        self._signer = signer(secret, "the webhook secret")
         self.allow_private = allow_private
         self._client = client or httpx.Client(timeout=timeout, follow_redirects=False)
 
