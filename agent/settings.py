@@ -157,8 +157,8 @@ def check_webhooks(settings: Settings) -> None:
         return
     from tagloop.tools.messaging.webhook import check_endpoint, signer  # httpx: only when needed
 
-    for n, secret in enumerate(settings.webhook_secrets, start=1):
-        signer(secret.get_secret_value(), f"TAGLOOP_WEBHOOK_SECRETS (secret {n})")
+    for n, inbound in enumerate(settings.webhook_secrets, start=1):
+        signer(inbound.get_secret_value(), f"TAGLOOP_WEBHOOK_SECRETS (secret {n})")
     url, secret = settings.outbound_webhook_url, settings.outbound_webhook_secret
     if bool(url) != bool(secret):
         given, missing = (
