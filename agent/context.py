@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 DECISION_NAMESPACE = uuid.UUID("1d8f3c55-9a0e-5b43-8f0e-7461676c6f70")
 LOCAL_CHANNELS = frozenset({"file", "console"})  # channels that need no address
+CHANNEL_SETTINGS = {"webhook": "TAGLOOP_OUTBOUND_WEBHOOK_URL and _SECRET", "email": "TAGLOOP_SMTP_URL"}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import numpy as np
 from langgraph.runtime import Runtime
 
 from tagloop.agent import reads
-from tagloop.agent.context import RunContext
+from tagloop.agent.context import CHANNEL_SETTINGS, RunContext
 from tagloop.agent.prompts import COPY_SYSTEM
 from tagloop.agent.state import ArmChoice, Plan, RunState, UserContext
 from tagloop.policies import check_caps, choose_slate, in_holdout, next_allowed_time
@@ -131,9 +131,8 @@ def choose_channel_time(state: RunState, runtime: Runtime[RunContext]) -> dict[s
         user = state.users[user_id]
         eligible = _eligible_channels(user, ctx)
         if not eligible:
-            plans[user_id] = plan.update(
-                outcome="no_consent", reason="no channel with consent, an address and no unsubscribe"
-            )
+            outcome, reason = _no_channel(user, ctx)
+            plans[user_id] = plan.update(outcome=outcome, reason=reason)
             continue
         by_channel = timing.evidence(eligible, user.arms.channel, ctx.facts.arms.channel)
         by_hour = None
@@ -274,6 +273,22 @@ def _eligible_channels(user: UserContext, ctx: RunContext) -> list[str]:
         and (c in user.channels or c in ctx.local_channels)
         and not _unsubscribed(user, c, ctx)
     ]
+
+
+def _no_channel(user: UserContext, ctx: RunContext) -> tuple[str, str]:
+    """The outcome and reason when no channel is eligible: `no_channel` when the user consented
+    (with an address) to channels this deployment does not deliver on, which no consent fixes
+    (a webhook without its URL and secret, email without TAGLOOP_SMTP_URL, a channel tagloop does
+    not have), else `no_consent`."""
+    missing = sorted(
+        c
+        for c, given in user.consent.items()
+        if given is True and c in user.channels and c not in ctx.channels and not _unsubscribed(user, c, ctx)
+    )
+    if missing:
+        named = [f"{c} (needs {CHANNEL_SETTINGS[c]})" if c in CHANNEL_SETTINGS else c for c in missing]
+        return "no_channel", f"the user's consented channels are not configured here: {', '.join(named)}"
+    return "no_consent", "no channel with consent, an address and no unsubscribe"
 
 
 def _unsubscribed(user: UserContext, channel: str, ctx: RunContext) -> bool:

@@ -123,6 +123,17 @@ class RunOutcome:
         )
 
 
+def configured_channels(settings: Settings) -> frozenset[str]:
+    """The names of `default_channels(settings)` without building them (what a profile reports
+    as reachable; tests/agent/test_graph.py checks that the two agree)."""
+    names = {"console", "file"}
+    if settings.outbound_webhook_url and settings.outbound_webhook_secret:
+        names.add("webhook")
+    if settings.smtp_url:
+        names.add("email")
+    return frozenset(names)
+
+
 def default_channels(settings: Settings) -> dict[str, Channel]:
     """console and file always; webhook and email when the settings configure them."""
     channels: dict[str, Channel] = {"console": ConsoleChannel(), "file": FileChannel(settings.outbox_file)}

@@ -50,7 +50,7 @@ class Plan:
     decision_id: str
     run_key: str
     seed: int
-    outcome: str  # message | nothing_to_send | holdout | no_consent | capped
+    outcome: str  # message | nothing_to_send | holdout | no_consent | no_channel | capped
     policy_name: str
     policy_version: str
     candidates: list[Candidate] = field(default_factory=list)

@@ -17,6 +17,7 @@ from tagloop.agent.http import bodies, ingest, schemas, services
 from tagloop.agent.http.auth import read_body
 from tagloop.agent.http.problems import MEDIA_TYPE, FieldErrors
 from tagloop.agent.http.state import AppState
+from tagloop.agent.runner import configured_channels
 from tagloop.tools.logsafe import hashed
 
 log = logging.getLogger("tagloop.http")
@@ -227,8 +228,9 @@ def get_events(
     responses=_problems(401, 404, 422, 429),
 )
 def get_profile(user_id: UserId, state: Authorized) -> schemas.Profile:
+    configured = configured_channels(state.settings)
     with state.pool.connection() as conn:
-        return services.profile_view(conn, user_id, fold=state.fold)
+        return services.profile_view(conn, user_id, fold=state.fold, configured=configured)
 
 
 @router.get(

@@ -103,7 +103,8 @@ class ChannelPreference(BaseModel):
     sent: int
     engagement: dict[str, int]
     unsubscribed_at: datetime | None = None  # an unsubscribe (this channel's or '*') that counts
-    reachable: bool = False  # consent, an address (or a local channel) and no such unsubscribe
+    configured: bool = False  # this deployment delivers on it (webhook and email need settings)
+    reachable: bool = False  # configured, consent, an address (or a local channel), no such unsubscribe
 
 
 class Profile(BaseModel):

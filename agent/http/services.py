@@ -82,10 +82,15 @@ def _shares(counts: dict[str, int]) -> dict[str, float]:
 
 
 def profile_view(
-    conn: psycopg.Connection[Any], user_id: str, *, fold: profile_folder.FoldOptions | None = None
+    conn: psycopg.Connection[Any],
+    user_id: str,
+    *,
+    fold: profile_folder.FoldOptions | None = None,
+    configured: frozenset[str] = LOCAL_CHANNELS,
 ) -> schemas.Profile:
     """The profile as the user's committed events make it: with `fold`, events the profile folder
-    has not reached yet are folded first (read-your-writes)."""
+    has not reached yet are folded first (read-your-writes). `configured`: the channels this
+    deployment delivers on (runner.configured_channels); a channel outside it is not reachable."""
     if fold is not None:
         profile_folder.fold_user(conn, user_id, fold, now=datetime.now(UTC))
     profiles = load_profiles(conn, [user_id], top=20)
@@ -141,7 +146,9 @@ def profile_view(
                 sent=sent.get(c, 0),
                 engagement=engaged.get(c, {}),
                 unsubscribed_at=blocked_at(c),
-                reachable=consent.get(c) is True
+                configured=c in configured,
+                reachable=c in configured
+                and consent.get(c) is True
                 and (c in addresses or c in LOCAL_CHANNELS)
                 and blocked_at(c) is None,
             )
@@ -290,7 +297,7 @@ def run_now(
         send_at=datetime.fromisoformat(o.send_at) if o.send_at else None,
         policy=name,
         policy_version=version,
-        explanation=o.explanation,
+        explanation=o.explanation or o.reason,  # why no message, when there is none
         title=o.title,
         message_id=o.message_id,
         delivered=o.delivered,

@@ -10,17 +10,19 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
+import pytest
 from agent_support import load_demo
 from typer.testing import CliRunner
 
 from tagloop.agent import nodes
 from tagloop.agent.cli import app
-from tagloop.agent.runner import run_users
+from tagloop.agent.runner import configured_channels, default_channels, run_users
 from tagloop.agent.settings import Settings
 from tagloop.agent.state import Plan, RunState
 from tagloop.tools.messaging.channels import Channel, FileChannel
 
 NOW = datetime(2026, 5, 4, 9, tzinfo=UTC)
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
 def test_scheduled_decisions_log_policy_candidates_arms_and_wait_for_their_send_time(
@@ -77,6 +79,61 @@ def test_holdout_users_are_recorded_without_a_message(db: psycopg.Connection[Any
     )
     assert {o.outcome for o in outcomes} == {"holdout"} and all(o.policy == "all-holdout@7" for o in outcomes)
     assert db.execute("select count(*) as n from messages").fetchone()["n"] == 0
+
+
+def test_a_consented_channel_this_deployment_lacks_is_named_as_the_reason(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    users = load_demo(db, tmp_path / "demo", NOW, users=10)
+    db.execute(
+        """update users set channels = '{"webhook": "acct-1", "email": "a@example.com"}',
+           consent = '{"webhook": true, "email": false, "file": false}' where id = %(u)s""",
+        {"u": users[0]},
+    )
+    db.execute("update users set consent = '{}' where id = %(u)s", {"u": users[1]})
+    settings = Settings(home=tmp_path / "home", policy_file=_no_holdout(tmp_path))
+    outcomes = {
+        o.user_id: o
+        for o in run_users(
+            db, settings, users[:2], now=NOW, channels={"file": FileChannel(tmp_path / "inbox.jsonl")}
+        )
+    }
+    assert (outcomes[users[0]].outcome, outcomes[users[0]].reason) == (
+        "no_channel",
+        "the user's consented channels are not configured here: "
+        "webhook (needs TAGLOOP_OUTBOUND_WEBHOOK_URL and _SECRET)",
+    )
+    assert (outcomes[users[1]].outcome, outcomes[users[1]].reason) == (
+        "no_consent",
+        "no channel with consent, an address and no unsubscribe",
+    )
+
+
+@pytest.mark.parametrize(
+    "configured",
+    [
+        {},
+        {"smtp_url": "smtp://mail.example:25"},
+        {"outbound_webhook_url": "https://hooks.example/t", "outbound_webhook_secret": SECRET},
+        {"outbound_webhook_url": "https://hooks.example/t"},  # half set: no webhook channel
+        {
+            "smtp_url": "smtp://mail.example:25",
+            "outbound_webhook_url": "https://h.example/",
+            "outbound_webhook_secret": SECRET,
+        },
+    ],
+)
+def test_the_profile_s_configured_channels_are_the_channels_runs_build(
+    tmp_path: Path, configured: dict[str, str]
+) -> None:
+    settings = Settings(home=tmp_path, **configured)
+    assert configured_channels(settings) == set(default_channels(settings))
+
+
+def _no_holdout(tmp_path: Path) -> Path:
+    policy = tmp_path / "POLICY.toml"
+    policy.write_text('name = "no-holdout"\nversion = "1"\n[guards]\nholdout_share = 0.0\n')
+    return policy
 
 
 def test_send_now_delivers_at_once_and_engagement_credits_the_arm(

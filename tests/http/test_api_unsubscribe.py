@@ -47,6 +47,18 @@ def _path(url: str) -> str:
 def test_the_link_of_a_mail_unsubscribes_its_user_from_that_channel(
     mail_client: TestClient, db: psycopg.Connection[Any]
 ) -> None:
+    before = mail_client.get("/v1/users/reader/profile", headers=AUTH).json()["channels"]
+    assert before == [
+        {
+            "channel": "email",
+            "consent": True,
+            "sent": 0,
+            "engagement": {},
+            "unsubscribed_at": None,
+            "configured": True,
+            "reachable": True,
+        }
+    ]
     decision = mail_client.post("/v1/users/reader/runs", json={}, headers=AUTH).json()
     assert decision["outcome"] == "message" and decision["channel"] == "email", decision
     link = UnsubscribeLinks(PUBLIC_URL, SECRET.encode()).url(decision["message_id"])
@@ -107,3 +119,19 @@ def test_without_the_settings_every_link_is_401(client: TestClient) -> None:
 def _unsubscribes(client: TestClient) -> list[dict[str, Any]]:
     events = client.get("/v1/users/reader/events", headers=AUTH).json()["events"]
     return [e for e in events if e["type"] == "unsubscribe"]
+
+
+def test_without_smtp_settings_email_is_neither_reachable_nor_blamed_on_consent(
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path
+) -> None:
+    with TestClient(create_app(make_settings(db_url, tmp_path), pool_size=2)) as client:
+        assert client.put("/v1/users/reader", json=READER, headers=AUTH).status_code == 200
+        assert client.post("/v1/items", json=ITEMS, headers=AUTH).status_code == 200
+        post_events(client, [{"user_id": "reader", "type": "like", "item_id": "i1"}])
+        (email,) = client.get("/v1/users/reader/profile", headers=AUTH).json()["channels"]
+        assert (email["consent"], email["configured"], email["reachable"]) == (True, False, False)
+        decision = client.post("/v1/users/reader/runs", json={}, headers=AUTH).json()
+    assert decision["outcome"] == "no_channel", decision
+    assert decision["explanation"] == (
+        "the user's consented channels are not configured here: email (needs TAGLOOP_SMTP_URL)"
+    )
