@@ -141,6 +141,28 @@ def test_misspelt_fields_and_new_items_without_title_or_provider_are_warned(
     }
 
 
+def test_a_csv_tags_cell_separated_by_commas_is_one_tag_with_a_warning(
+    catalogue: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "items.csv"
+    path.write_text(
+        'id,title,provider,tags\nk1,K1,pk,"rock, pop, indie"\nk2,K2,pk,rock;pop\nk3,K3,pk,rock|pop\n'
+        'k4,K4,pk,"[""a, b""]"\n',
+        encoding="utf-8",
+    )
+    result = import_file(catalogue, "items", path)
+    assert result.stored == 4
+    assert [(w.line, w.field, w.reason) for w in result.warnings] == [
+        (2, "tags", "one tag 'rock, pop, indie' holds ','; separate tags with '|'"),
+        (3, "tags", "one tag 'rock;pop' holds ';'; separate tags with '|'"),
+    ]
+    tags = catalogue.execute(
+        """select it.item_id, array_agg(t.name order by t.name) as names from item_tags it
+           join tags t on t.id = it.tag_id where it.item_id like 'k%' group by it.item_id order by 1"""
+    ).fetchall()
+    assert [r["names"] for r in tags] == [["rock,-pop,-indie"], ["rock;pop"], ["pop", "rock"], ["a,-b"]]
+
+
 @pytest.mark.parametrize("field", ["consent", "channels"])
 def test_a_near_miss_of_a_channel_name_is_refused(field: str) -> None:
     value = {"emial": True} if field == "consent" else {"emial": "a@example.test"}

@@ -207,6 +207,11 @@ def item_warnings(data: dict[str, Any]) -> list[tuple[str, str]]:
             meant = close[0] if close else None
         if meant is not None and meant not in data:
             out.append((key, f"unknown field, kept in attributes; did you mean {meant!r}?"))
+    tags = data.get("tags")
+    if isinstance(tags, str) and tags.strip()[:1] not in ("[", "{") and "|" not in tags:
+        separator = next((c for c in ",;" if c in tags), None)
+        if separator:
+            out.append(("tags", f"one tag {tags.strip()[:60]!r} holds {separator!r}; separate tags with '|'"))
     return out
 
 
