@@ -114,7 +114,8 @@ def _run_logs(
         )
     result = _bootstrap(task.feedback, task.action_dist, n_boot, seed, err)
     top_hint = " (try --unit top: the top slot only, far more overlap between unlike policies)"
-    _warn_withheld(result, err, top_hint if unit == "slate" else "")
+    weights_collapsed = unit == "slate" and "effective sample size" in (result.withheld or "")
+    _warn_withheld(result, err, top_hint if weights_collapsed else "")
     extra = {
         "source": "logs",
         "unit": unit,
@@ -165,7 +166,9 @@ def ope_command(
     logs: Annotated[Path | None, typer.Option(help="tagloop decision log (JSON Lines)")] = None,
     policy: Annotated[Path | None, typer.Option(help="candidate policy (TOML), with --logs")] = None,
     unit: Annotated[str, typer.Option(help="with --logs: the whole 'slate' or the 'top' slot")] = "slate",
-    n_boot: Annotated[int, typer.Option(help="bootstrap replicates (each refits the reward model)")] = 200,
+    n_boot: Annotated[
+        int, typer.Option(min=20, help="bootstrap replicates (each refits the reward model; ≥ 20)")
+    ] = 200,
     seed: Annotated[int, typer.Option(help="seed of folds and bootstrap")] = 0,
     report: Annotated[Path | None, typer.Option(help="write a markdown/HTML page with plots here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout")] = False,

@@ -11,6 +11,7 @@ The recommendation rule (ground-truth free) is the smallest estimated MSE:
 i.e. the unbiased estimate of the squared bias against DR, clipped at 0 (the same paired replicates
 give Var_boot(E − DR)). Switch-DR's τ and DR-OS's λ are tuned over a fixed grid by the same rule.
 
+No estimator is recommended from rewards that are all the same (no open or click logged yet).
 The rule has a floor: no estimator is recommended when the importance weights' effective sample size
 ESS = (Σw)² / Σw² is below `min_ess(n)` = max(30, 1% of the rounds). IPS and DR are unbiased in
 expectation only; with the weight resting on a handful of rounds the bootstrap rarely resamples
@@ -60,8 +61,15 @@ def min_ess(n_rounds: int) -> float:
     return max(MIN_ESS, MIN_ESS_SHARE * n_rounds)
 
 
-def withheld_because(ess: float, n_rounds: int) -> str | None:
-    """Why no estimator can be recommended at this effective sample size, or None when one can."""
+def withheld_because(ess: float, n_rounds: int, reward: np.ndarray | None = None) -> str | None:
+    """Why no estimator can be recommended at this effective sample size, or with rewards that are
+    all the same (logs without a single open or click), or None when one can."""
+    if reward is not None and reward.size and np.all(reward == reward.flat[0]):
+        return (
+            f"every one of the {n_rounds} logged rewards is {float(reward.flat[0]):g} (e.g. no open or "
+            "click in the logs yet): the estimators have nothing to learn from or to be compared on; "
+            "log rewards first"
+        )
     floor = min_ess(n_rounds)
     if ess >= floor:
         return None
@@ -145,7 +153,7 @@ def evaluate(
     name = {f: chosen.get(f, f) for f in FAMILIES}
     w = est.importance_weight(fb.action, fb.position, fb.pscore, action_dist)
     ess = float(w.sum() ** 2 / (w**2).sum()) if np.any(w > 0) else 0.0
-    withheld = withheld_because(ess, fb.n_rounds)
+    withheld = withheld_because(ess, fb.n_rounds, fb.reward)
     return OpeResult(
         estimates={f: point[name[f]] for f in FAMILIES},
         ci95={f: percentile_interval(reps[name[f]]) for f in FAMILIES},

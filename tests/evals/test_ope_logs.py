@@ -244,3 +244,20 @@ def test_collapsed_weights_recommend_no_estimator(tmp_path: Path) -> None:
     assert "no estimator recommended" in out.stderr and "--unit top" in out.stderr
     page = (report / "index.md").read_text()
     assert "No estimator is recommended" in page and "(recommended)" not in page
+
+
+def test_logs_without_any_reward_recommend_no_estimator(tmp_path: Path) -> None:
+    """Logs of a fresh deployment (no open or click yet): every estimate is 0 with a [0, 0] interval,
+    and IPS used to be recommended from them without a word."""
+    records, _ = synthetic_log(300, seed=9)
+    logs = write_jsonl(tmp_path / "decisions.jsonl", [{**r, "reward": 0} for r in records])
+    policy = tmp_path / "greedy.toml"
+    policy.write_text(GREEDY_TOML, encoding="utf-8")
+    out = CliRunner().invoke(
+        app, ["ope", "--logs", str(logs), "--policy", str(policy), "--n-boot", "20", "--json"]
+    )
+    assert out.exit_code == 0, out.output
+    payload = json.loads(out.stdout.strip().splitlines()[-1])
+    assert payload["recommended"] is None and payload["diagnostics"]["n_positive_rewards"] == 0
+    assert payload["recommendation_withheld"].startswith("every one of the 300 logged rewards is 0")
+    assert "no estimator recommended" in out.stderr and "--unit top" not in out.stderr
