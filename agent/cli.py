@@ -365,9 +365,9 @@ def worker(
 def decisions_export(
     out_file: Annotated[Path | None, typer.Option("--out", help="Write here instead of stdout.")] = None,
 ) -> None:
-    """Write every decision as one JSON line, for `tagloop eval ope --logs`:
+    """Write every decision as one JSON line, for `tagloop eval ope --logs`.
 
-    {decision_id, user_id, ts, policy, version, seed, candidates: [{item_id, score, source, provider,
+    Each line: {decision_id, user_id, ts, policy, version, seed, candidates: [{item_id, score, source, provider,
     long_tail, exposure, tags}] (long_tail and exposure as the policy saw them; tags {tag id: weight}
     as stored at export time: what an offline replay of the slate policy needs),
     chosen: \\[item_id, ...] (slate order), propensities: \\[P(slot i = chosen\\[i] | slots before)],
