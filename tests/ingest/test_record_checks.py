@@ -199,3 +199,14 @@ def test_an_unsubscribe_from_a_channel_that_cannot_be_matched_is_refused(given: 
     with pytest.raises(FieldError, match=reason) as err:
         parse_event({"user_id": "u1", "type": "unsubscribe", "channel": given}, now=_now())
     assert err.value.field == "channel"
+
+
+def test_custom_event_types_are_accepted_and_listed_when_a_type_is_unknown() -> None:
+    custom = frozenset({"rate", "vote"})
+    event = parse_event({"user_id": "u", "type": "vote", "item_id": "i"}, now=_now(), extra_types=custom)
+    assert event.type == "vote"
+    with pytest.raises(FieldError) as bad:
+        parse_event({"user_id": "u", "type": "wat"}, now=_now(), extra_types=custom)
+    assert str(bad.value).endswith("unsubscribe; custom: rate, vote)"), str(bad.value)
+    with pytest.raises(FieldError, match=r"'vote' \(known: add_to_playlist, .*, unsubscribe\)$"):
+        parse_event({"user_id": "u", "type": "vote"}, now=_now())

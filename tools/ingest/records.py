@@ -264,7 +264,10 @@ def parse_event(
     if not type_:
         raise FieldError("type", "is required")
     if type_ not in EVENT_TYPES and type_ not in extra_types:
-        raise FieldError("type", f"unknown event type {type_!r} (known: {', '.join(sorted(EVENT_TYPES))})")
+        known = ", ".join(sorted(EVENT_TYPES))
+        if extra_types:
+            known += f"; custom: {', '.join(sorted(extra_types))}"
+        raise FieldError("type", f"unknown event type {type_!r} (known: {known})")
     if type_ == "unsubscribe" and "channel" in context:
         context["channel"] = _unsubscribe_channel(context["channel"])
     user_id = id_field(data, "user_id")
