@@ -92,10 +92,13 @@ def coverage_at_k(ranked: np.ndarray, k: int, n_items: int) -> float:
 def ranking_report(
     ranked: np.ndarray, relevant: Sequence[np.ndarray], n_items: int, k: int = 10, recall_k: int = 20
 ) -> dict[str, float]:
-    """The SPEC §6 metric block: ndcg@k, recall@recall_k, hit@k, coverage@k."""
+    """The SPEC §6 metric block: ndcg@k, recall@recall_k, hit@k, coverage@k — every one over the
+    users with relevant items (the users scored; a user with none counts in no metric)."""
+    _check(ranked, relevant, k)
+    scored = np.array([np.asarray(rel).size > 0 for rel in relevant], dtype=bool)
     return {
         f"ndcg@{k}": ndcg_at_k(ranked, relevant, k),
         f"recall@{recall_k}": recall_at_k(ranked, relevant, recall_k),
         f"hit@{k}": hit_at_k(ranked, relevant, k),
-        f"coverage@{k}": coverage_at_k(ranked, k, n_items),
+        f"coverage@{k}": coverage_at_k(np.asarray(ranked)[scored], k, n_items),
     }

@@ -52,6 +52,17 @@ def test_coverage_is_distinct_items_in_top_k_over_catalogue() -> None:
     assert coverage_at_k(ranked, 2, 10) == pytest.approx(3 / 10)
 
 
+def test_a_user_without_relevant_items_counts_in_no_metric_not_even_coverage() -> None:
+    ranked = np.array([[0, 1, 2], [5, 6, 7]])
+    relevant = [np.array([1]), np.array([], dtype=np.int64)]
+    report = ranking_report(ranked, relevant, 10, k=2, recall_k=2)
+    assert report == pytest.approx(
+        {"ndcg@2": 1 / np.log2(3), "recall@2": 1.0, "hit@2": 1.0, "coverage@2": 0.2}
+    )
+    nobody = ranking_report(ranked[1:], relevant[1:], 10, k=2, recall_k=2)
+    assert nobody == {"ndcg@2": 0.0, "recall@2": 0.0, "hit@2": 0.0, "coverage@2": 0.0}
+
+
 def test_report_names_the_cutoffs_and_bad_k_is_invalid_input() -> None:
     ranked = np.tile(np.arange(20), (2, 1))
     report = ranking_report(ranked, [np.array([0]), np.array([19])], 40, k=10)
