@@ -210,3 +210,12 @@ def test_custom_event_types_are_accepted_and_listed_when_a_type_is_unknown() -> 
     assert str(bad.value).endswith("unsubscribe; custom: rate, vote)"), str(bad.value)
     with pytest.raises(FieldError, match=r"'vote' \(known: add_to_playlist, .*, unsubscribe\)$"):
         parse_event({"user_id": "u", "type": "vote"}, now=_now())
+
+
+def test_an_rfc_3339_leap_second_is_the_last_microsecond_of_its_minute() -> None:
+    event = parse_event({"user_id": "u", "type": "play", "ts": "2016-12-31T23:59:60Z"}, now=_now())
+    assert event.ts.isoformat() == "2016-12-31T23:59:59.999999+00:00"
+    shifted = parse_event({"user_id": "u", "type": "play", "ts": "2017-01-01T00:59:60.25+01:00"}, now=_now())
+    assert shifted.ts == event.ts
+    with pytest.raises(FieldError, match="not an RFC 3339 timestamp"):
+        parse_event({"user_id": "u", "type": "play", "ts": "2016-12-31T23:59:61Z"}, now=_now())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -150,6 +151,9 @@ MIN_TS = datetime(2, 1, 1, tzinfo=UTC)
 MAX_TS = datetime(9998, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 
+_LEAP_SECOND = re.compile(r"^(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:)60(?:\.\d+)?([+-]\d\d:\d\d)$")
+
+
 def ts_field(data: dict[str, Any], name: str, *, required: bool) -> datetime | None:
     value = data.get(name)
     if value is None:
@@ -158,8 +162,12 @@ def ts_field(data: dict[str, Any], name: str, *, required: bool) -> datetime | N
         return None
     if not isinstance(value, str):
         raise FieldError(name, f"must be an RFC 3339 timestamp string, got {type(value).__name__}")
+    text = value.replace("Z", "+00:00").replace("z", "+00:00")
+    leap = _LEAP_SECOND.match(text)
+    if leap:  # RFC 3339 allows second 60 (a leap second), which datetime cannot hold
+        text = f"{leap[1]}59.999999{leap[2]}"
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        parsed = datetime.fromisoformat(text)
     except ValueError:
         raise FieldError(name, f"is not an RFC 3339 timestamp: {value!r}") from None
     if parsed.tzinfo is None:
