@@ -62,6 +62,11 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         ),
         ({"TAGLOOP_HOME": "/dev/null/home"}, None, "cannot use TAGLOOP_HOME=/dev/null/home for the embedded"),
         (
+            {"TAGLOOP_HOME": "/tmp/tagloop h;ome"},
+            None,
+            "cannot use TAGLOOP_HOME='/tmp/tagloop h;ome' for the embedded database: its path holds ' ', ';'",
+        ),
+        (
             {"TAGLOOP_WEBHOOK_SECRETS": f"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw,whsec_{CANARY}x"},
             None,
             "TAGLOOP_WEBHOOK_SECRETS (secret 2) is not a Standard Webhooks secret",

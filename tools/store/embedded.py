@@ -26,8 +26,20 @@ def pgdata_dir(home: Path) -> Path:
     return home / "pgdata"
 
 
+# pg_ctl hands the socket directory (inside the home) to the server through a shell, unquoted
+_SHELL_SPECIAL = frozenset(" \t\n\r'\"\\$`;&|<>()*?[]")
+
+
 def ensure_running(home: Path) -> str:
     """Start (or find) the embedded server for `home`; return a libpq URI of its `postgres` db."""
+    odd = sorted({c for c in str(home.absolute()) if c in _SHELL_SPECIAL or not c.isprintable()})
+    if odd:
+        shown = ", ".join(repr(c) for c in odd)
+        raise DatabaseError(
+            f"cannot use TAGLOOP_HOME={str(home)!r} for the embedded database: its path holds {shown}, "
+            "which the embedded server's start-up cannot pass on; choose a path without them, or set "
+            "DATABASE_URL to another server"
+        )
     run_dir = home / "run"
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
