@@ -367,9 +367,10 @@ def decisions_export(
 ) -> None:
     """Write every decision as one JSON line, for `tagloop eval ope --logs`.
 
-    Each line: {decision_id, user_id, ts, policy, version, seed, candidates: [{item_id, score, source, provider,
-    long_tail, exposure, tags}] (long_tail and exposure as the policy saw them; tags {tag id: weight}
-    as stored at export time: what an offline replay of the slate policy needs),
+    Each line: {decision_id, user_id, ts, policy, version, seed, candidates: [{item_id, score,
+    source, provider, long_tail, exposure, tags}] (long_tail and exposure as the policy saw them;
+    tags {tag id: weight} as stored at export time: what an offline replay of the slate policy
+    needs),
     chosen: \\[item_id, ...] (slate order), propensities: \\[P(slot i = chosen\\[i] | slots before)],
     channel, send_at, context: {features..., arms: {channel: {arm, propensity, arms}, send_hour: {...}},
     outcome, trigger}, reward}  — reward is 1 when a message of the decision was opened or clicked
