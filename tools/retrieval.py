@@ -66,6 +66,36 @@ cross join lateral (
 ) c
 """
 
+# Exact: the items carrying one of the user's positively weighted tags (item_tags' tag index; the
+# same confident rows the tag vectors are built from), ranked by the inner product. sparsevec text
+# is 1-based: index - 1 is the tag id. For the users the HNSW search left on its zero plateau.
+_TAG_EXACT = r"""
+select q.user_id, c.id as item_id, c.title, c.provider_id, -c.neg_ip as score
+from unnest(%(users)s::text[]) as q(user_id)
+join user_profiles p on p.user_id = q.user_id and p.tags is not null
+cross join lateral (
+    select coalesce(array_agg(e.item_id), '{}') as items from events e
+    where e.user_id = q.user_id and e.item_id is not null
+) seen
+cross join lateral (
+    select coalesce(array_agg(m[1]::int - 1), '{}') as ids
+    from regexp_matches(p.tags::text, '(\d+):([^,}]+)', 'g') as m
+    where m[2]::float8 > 0
+) liked
+cross join lateral (
+    select i.id, i.title, i.provider_id, i.tag_vec <#> p.tags as neg_ip
+    from items i
+    where i.id in (
+            select it.item_id from item_tags it where it.tag_id = any(liked.ids) and it.confidence >= 0.5
+        )
+      and i.tag_vec is not null and i.id <> all(seen.items)
+    order by i.tag_vec <#> p.tags, i.id
+    limit %(k)s
+) c
+where c.neg_ip < 0
+order by q.user_id, c.neg_ip, c.id
+"""
+
 
 class Candidate(NamedTuple):
     item_id: str
@@ -179,7 +209,7 @@ def tag_candidates(
     these users (`send_tag_top`), used when it covers them with the same k."""
     out: dict[str, list[Candidate]] = {u: [] for u in user_ids}
     if seen is None:
-        _fill(out, _tag_rows(conn, _TAG_CANDIDATES, user_ids, k, "relaxed_order"), k, None)
+        plateau = _fill(out, _tag_rows(conn, _TAG_CANDIDATES, user_ids, k, "relaxed_order"), k, None)
     else:
         wide = wide_k(k)
         if sent is not None and sent.k == k and sent.user_ids.issuperset(user_ids):
@@ -187,12 +217,17 @@ def tag_candidates(
         else:
             rows = _tag_rows(conn, _TAG_TOP, user_ids, wide, "off")  # unfiltered: rows in score order
         returned = Counter(map(itemgetter(0), rows))  # rows per user, counted in C
-        _fill(out, rows, k, seen)
-        short = [u for u in user_ids if len(out[u]) < k and returned[u] == wide]
+        plateau = _fill(out, rows, k, seen)
+        short = [u for u in user_ids if len(out[u]) < k and returned[u] == wide and u not in plateau]
         if short:
             for u in short:
                 out[u] = []
-            _fill(out, _tag_rows(conn, _TAG_CANDIDATES, short, k, "relaxed_order"), k, None)
+            plateau |= _fill(out, _tag_rows(conn, _TAG_CANDIDATES, short, k, "relaxed_order"), k, None)
+    exact = [u for u in user_ids if u in plateau and len(out[u]) < k]
+    if exact:  # the graph search stopped among items sharing no tag: find the matches exactly
+        for u in exact:
+            out[u] = []
+        _fill(out, _tag_rows(conn, _TAG_EXACT, exact, k, "off"), k, None)
     for candidates in out.values():
         candidates.sort(key=lambda c: -c.score)
     return out
@@ -217,12 +252,20 @@ def _tag_rows(conn: psycopg.Connection[Any], query: str, user_ids: list[str], k:
 
 def _fill(
     out: dict[str, list[Candidate]], rows: list[Any], k: int, seen: Mapping[str, frozenset[str]] | None
-) -> None:
+) -> set[str]:
+    """Add each user's unseen rows with a positive score (an item sharing none of the user's liked
+    tags is no tag match) up to k; returns the users with a row scored ≤ 0: their HNSW search
+    reached the plateau of items sharing no tag, where it may have missed the few that do."""
     new = tuple.__new__
+    plateau = set()
     for user, item, title, provider, score in rows:
+        if score <= 0:
+            plateau.add(user)
+            continue
         found = out[user]
         if len(found) < k and (seen is None or item not in seen[user]):
             found.append(new(Candidate, (item, title, provider, score, "tags")))
+    return plateau
 
 
 # The strong types are written out as in migration 0026's partial index, which they must match.
