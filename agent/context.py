@@ -101,6 +101,12 @@ class RunCache:
         self.indices = np.concatenate([self.indices, tags])
         self.data = np.concatenate([self.data, weights])
 
+    def tags_of(self, conn: psycopg.Connection[Any], item_ids: list[str]) -> set[int]:
+        """The tag ids any of the items carries (loaded when not cached yet)."""
+        self.load_item_tags(conn, item_ids)
+        _, at = self._entries(item_ids)
+        return set(self.indices[at].tolist())
+
     def _entries(self, item_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Per item (all loaded), its number of tags, and the store positions of all their
         entries, item after item."""

@@ -187,7 +187,7 @@ def compose(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     for user_id, plan in state.plans.items():
         if plan.outcome == MESSAGE:
             user = state.users[user_id]
-            top = [name for name, _ in user.profile.top_tags]
+            top = _reason_tags(user, [c.item_id for c in plan.chosen], ctx)
             titles = [c.title for c in plan.chosen]
             template = copy = compose_discovery(titles, top)
             if ctx.llm is not None:
@@ -273,6 +273,17 @@ def _eligible_channels(user: UserContext, ctx: RunContext) -> list[str]:
         and (c in user.channels or c in ctx.local_channels)
         and not _unsubscribed(user, c, ctx)
     ]
+
+
+def _reason_tags(user: UserContext, item_ids: list[str], ctx: RunContext) -> list[str]:
+    """The user's top tags, strongest first, that at least one of the picks carries: the copy says
+    "because you play a lot of X" only when X is among what it sends."""
+    carried = ctx.cache.tags_of(ctx.conn, item_ids)
+    names = ctx.cache.tag_names  # the names of the users' top tags, read with the profiles
+    shared = sorted(
+        ((w, t) for t, w in user.profile.tags.items() if w > 0 and t in carried and t in names), reverse=True
+    )
+    return [names[t] for _, t in shared[:3]]
 
 
 def _no_channel(user: UserContext, ctx: RunContext) -> tuple[str, str]:

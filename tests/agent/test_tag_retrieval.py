@@ -10,9 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from agent_support import load_demo
 
+from tagloop.agent.runner import run_users
+from tagloop.agent.settings import Settings
 from tagloop.tools.ingest import demo
 from tagloop.tools.ingest.loader import import_file
+from tagloop.tools.messaging.channels import FileChannel
 from tagloop.tools.profiles import rebuild_profiles
 from tagloop.tools.retrieval import load_history, tag_candidates
 from tagloop.tools.store.catalogue import refresh_item_vectors
@@ -61,3 +65,40 @@ def test_a_user_with_one_niche_tag_gets_the_items_carrying_it(  # a tag the demo
     broad = tag_candidates(db, users[:5], 20, history.seen)
     for u in users[:5]:  # broad profiles keep their full top k, every one a tag match
         assert len(broad[u]) == 20 and all(c.score > 0 for c in broad[u])
+
+
+def test_the_message_names_only_liked_tags_its_picks_carry(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    load_demo(db, tmp_path / "demo", NOW, users=10)
+    items = [
+        {"id": f"orbit-{i}", "title": f"Orbit {i}", "provider": f"orbit-p{i}", "tags": ["orbitcore"]}
+        for i in range(4)
+    ]
+    items.append({"id": "lone-0", "title": "Lone", "provider": "lone-p", "tags": ["lonecore"]})
+    import_file(db, "items", _jsonl(tmp_path / "items.jsonl", items))
+    people = [{"id": u, "timezone": "UTC", "consent": {"file": True}} for u in ("fan", "loner")]
+    import_file(db, "users", _jsonl(tmp_path / "users.jsonl", people))
+    at = (NOW - timedelta(hours=2)).isoformat()
+    likes = [
+        {"id": "f1", "user_id": "fan", "type": "like", "item_id": "orbit-0", "ts": at},
+        {"id": "l1", "user_id": "loner", "type": "like", "item_id": "lone-0", "ts": at},
+    ]
+    import_file(db, "events", _jsonl(tmp_path / "events.jsonl", likes))
+    refresh_item_vectors(db)
+    rebuild_profiles(db, now=NOW, half_life_days=30)
+    policy = tmp_path / "POLICY.toml"
+    policy.write_text('name = "p"\nversion = "1"\n[guards]\nholdout_share = 0.0\n')
+    settings = Settings(home=tmp_path / "home", policy_file=policy)
+    outcomes = {
+        o.user_id: o
+        for o in run_users(
+            db, settings, ["fan", "loner"], now=NOW, channels={"file": FileChannel(tmp_path / "o")}
+        )
+    }
+    fan, loner = outcomes["fan"], outcomes["loner"]
+    assert fan.outcome == loner.outcome == "message"
+    assert {c["item_id"] for c in fan.chosen} & {"orbit-1", "orbit-2", "orbit-3"}
+    assert fan.explanation and fan.explanation.startswith("Because you play a lot of orbitcore: ")
+    assert not any(c["item_id"].startswith("lone") for c in loner.chosen)  # no other lonecore item
+    assert loner.explanation and loner.explanation.startswith("Picked for you: ")
