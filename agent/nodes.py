@@ -7,7 +7,7 @@ database; the routers between them are pure functions of the state.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
@@ -118,7 +118,7 @@ def choose_channel_time(state: RunState, runtime: Runtime[RunContext]) -> dict[s
     """Channel and send hour by Thompson sampling on opens/clicks of past messages, then the guards:
     quiet hours move the send time, a full cap moves it to when the cap allows (or gives up)."""
     ctx = runtime.context
-    bandits, guards = ctx.policy.bandits, ctx.policy.guards
+    bandits = ctx.policy.bandits
     arms = timing.ThompsonArms(bandits, ctx.cache.thompson)
     hours = list(bandits.send_hours)
     plans: dict[str, Plan] = {}
@@ -157,20 +157,17 @@ def choose_channel_time(state: RunState, runtime: Runtime[RunContext]) -> dict[s
                 timing.next_local_hour(ctx.now, user.timezone, hours[h]),
                 ArmChoice(hours[h], p, hours),
             )
-        if channel not in ctx.quiet_exempt:
-            send_at = next_allowed_time(send_at, user.timezone, guards.quiet_start, guards.quiet_end)
-        cap = check_caps(user.sends, channel, send_at, guards.caps)
-        if not cap:
-            if cap.retry_at is None or cap.retry_at - ctx.now > SEND_HORIZON:
-                plans[user_id] = plan.update(
-                    outcome="capped",
-                    reason=cap.reason,
-                    channel=channel,
-                    channel_choice=channel_choice,
-                    hour_choice=hour_choice,
-                )
-                continue
-            send_at = cap.retry_at
+        allowed, capped = _allowed_time(user, channel, send_at, ctx)
+        if allowed is None:
+            plans[user_id] = plan.update(
+                outcome="capped",
+                reason=capped,
+                channel=channel,
+                channel_choice=channel_choice,
+                hour_choice=hour_choice,
+            )
+            continue
+        send_at = allowed
         plans[user_id] = plan.update(
             channel=channel, channel_choice=channel_choice, hour_choice=hour_choice, send_at=send_at
         )
@@ -273,6 +270,25 @@ def _eligible_channels(user: UserContext, ctx: RunContext) -> list[str]:
         and (c in user.channels or c in ctx.local_channels)
         and not _unsubscribed(user, c, ctx)
     ]
+
+
+def _allowed_time(
+    user: UserContext, channel: str, send_at: datetime, ctx: RunContext
+) -> tuple[datetime | None, str]:
+    """The first instant from `send_at` outside quiet hours (unless the channel is exempt) at which
+    the caps allow one more message, or (None, why) when none is within the send horizon. A cap
+    moves the send later, which can land in quiet hours again: both are checked until they agree."""
+    guards = ctx.policy.guards
+    for _ in range(8):
+        if channel not in ctx.quiet_exempt:
+            send_at = next_allowed_time(send_at, user.timezone, guards.quiet_start, guards.quiet_end)
+        cap = check_caps(user.sends, channel, send_at, guards.caps)
+        if cap:
+            return send_at, ""
+        if cap.retry_at is None or cap.retry_at - ctx.now > SEND_HORIZON:
+            return None, cap.reason
+        send_at = cap.retry_at
+    return None, "no time within the send horizon is both outside quiet hours and under the caps"
 
 
 def _reason_tags(user: UserContext, item_ids: list[str], ctx: RunContext) -> list[str]:

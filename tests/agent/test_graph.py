@@ -274,3 +274,37 @@ def test_routers_skip_to_record_when_nothing_is_worth_sending() -> None:
     state.plans["v"] = _plan("message")
     assert nodes.after_policies(state) == "choose_channel_time"
     assert nodes.after_timing(RunState(user_ids=["u"], plans={"u": _plan("no_consent")})) == "record"
+
+
+def test_a_send_a_cap_moves_later_is_moved_out_of_quiet_hours_again(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """One file message a day, quiet 21:00-08:00 UTC, the last one sent yesterday at 22:00: the cap
+    allows the next at 22:00 today, inside quiet hours, so it goes at 08:00 tomorrow."""
+    users = load_demo(db, tmp_path / "demo", NOW, users=10)
+    user = users[0]
+    db.execute(
+        """update users set timezone = 'UTC', consent = '{"file": true}' where id = %(u)s""", {"u": user}
+    )
+    db.execute(
+        """insert into decisions (id, user_id, policy_name, policy_version, seed, candidates, chosen,
+                  propensities, channel, outcome)
+           values ('00000000-0000-5000-8000-000000000001', %(u)s, 'p', '1', 1, '[]', '[]', '{}', 'file',
+                   'message')""",
+        {"u": user},
+    )
+    db.execute(
+        """insert into messages (id, decision_id, user_id, channel, title, body, send_at, status, sent_at)
+           values ('00000000-0000-5000-8000-000000000002', '00000000-0000-5000-8000-000000000001',
+                   %(u)s, 'file', 't', 'b', %(at)s, 'sent', %(at)s)""",
+        {"u": user, "at": NOW.replace(hour=22) - timedelta(days=1)},
+    )
+    policy = tmp_path / "POLICY.toml"
+    policy.write_text(
+        'name = "capped"\nversion = "1"\n[guards]\nholdout_share = 0.0\nquiet_start = "21:00"\n'
+        'quiet_end = "08:00"\n[guards.caps.file]\nper_day = 1\nper_week = 7\n'
+    )
+    settings = Settings(home=tmp_path / "home", policy_file=policy, quiet_exempt_channels=[])
+    (o,) = run_users(db, settings, [user], now=NOW, channels={"file": FileChannel(tmp_path / "inbox.jsonl")})
+    assert o.outcome == "message" and o.channel == "file", o
+    assert datetime.fromisoformat(o.send_at or "") == (NOW + timedelta(days=1)).replace(hour=8)
