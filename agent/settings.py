@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
+            if value.strip().lower() == "none":  # an empty value is ignored: "none" names no entry
+                return []
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 

@@ -140,3 +140,13 @@ def test_db_status_hides_the_password(tagloop_env: Path, db_url: str) -> None:
     )
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["url"] == redacted(db_url)
+
+
+def test_none_empties_a_list_setting_that_an_empty_value_cannot(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().quiet_exempt_channels == ["file", "console"]
+    monkeypatch.setenv("TAGLOOP_QUIET_EXEMPT_CHANNELS", "")  # ignored, as every empty value
+    assert load_settings().quiet_exempt_channels == ["file", "console"]
+    monkeypatch.setenv("TAGLOOP_QUIET_EXEMPT_CHANNELS", "None")
+    assert load_settings().quiet_exempt_channels == []
+    monkeypatch.setenv("TAGLOOP_QUIET_EXEMPT_CHANNELS", "file")
+    assert load_settings().quiet_exempt_channels == ["file"]
