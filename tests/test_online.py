@@ -299,3 +299,24 @@ def test_an_event_time_that_leaves_the_calendar_in_the_users_zone_is_folded_with
     fold(db, [late, ev("a", "like", "s2", NOW)])  # "a" lives in Asia/Tokyo: year 10000 there
     profile = load_profiles(db, ["a"])["a"]
     assert profile.n_events == 2 and sum(profile.stats["hour_of_week"]) == 1
+
+
+def test_a_replay_folds_the_same_whatever_order_its_listens_arrive_in(
+    catalogue: psycopg.Connection[Any],
+) -> None:
+    first, second = (
+        ev("b", "play", "s1", NOW - timedelta(hours=2)),
+        ev("b", "play", "s1", NOW - timedelta(hours=1)),
+    )
+    fold(catalogue, [first])
+    fold(catalogue, [second])
+    late_first, late_second = (
+        ev("c", "play", "s1", NOW - timedelta(hours=2)),
+        ev("c", "play", "s1", NOW - timedelta(hours=1)),
+    )
+    fold(catalogue, [late_second])  # the newer listen arrives first
+    fold(catalogue, [late_first])
+    in_order, reversed_order = weights(catalogue, "b"), weights(catalogue, "c")
+    assert reversed_order == pytest.approx(in_order, rel=1e-9)
+    profiles = load_profiles(catalogue, ["b", "c"])
+    assert profiles["b"].stats["replays"] == profiles["c"].stats["replays"] == 1

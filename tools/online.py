@@ -5,7 +5,8 @@ For each user in the batch the stored tag vector is decayed from `decayed_to` to
 (half-life from settings) and each new event adds `event_weight × decay(now − ts) × item-tag
 weight` to the item's confident tags — the same weights as `tools.profiles.rebuild_profiles`.
 On top of those weights:
-- replays: a play/complete of an item the user played within `replay_window` earns `replay_bonus`;
+- replays: a play/complete of an item the user played within `replay_window` earns `replay_bonus`
+  (a listen arriving after a later one of the same item: the pair's later listen earns it);
 - skips are calibrated with the user's running skip rate (counts kept in `stats.counts`);
 - the local hour-of-week histogram is `user_profiles.hour_of_week` (int[]); `stats` keeps device,
   region, source counts, per-source tag preferences and engagement per channel with our messages;
@@ -257,18 +258,21 @@ def _fold(
         weight = event_weight(e.type, e.value, rate)
         epoch = e.ts.timestamp()
         listen = e.type in LISTENS
+        decayed = weight * 0.5 ** (max((now - e.ts).total_seconds(), 0.0) / half_life_s)
         if listen:
             last = recent.get(e.item_id)
-            if last is not None and 0 < epoch - last <= config.replay_window_s:
-                weight += config.replay_bonus
+            if last is not None and 0 < abs(epoch - last) <= config.replay_window_s:
+                # the later listen of the pair is the replay: an earlier one arriving late earns
+                # the bonus at the later one's age, as if they had come in order
+                later = max(epoch, last)
+                decayed += config.replay_bonus * 0.5 ** (max(now.timestamp() - later, 0.0) / half_life_s)
                 stats["replays"] = stats.get("replays", 0) + 1
             recent[e.item_id] = max(epoch, last or 0.0)
-        age_factor = 0.5 ** (max((now - e.ts).total_seconds(), 0.0) / half_life_s)
         source = context.get("source")
         by_source = isinstance(source, str) and source
         per_source: dict[str, float] | None = None
         for tag_id, key, stat_key, tag_weight in item_tags.get(e.item_id, ()):
-            delta = weight * age_factor * tag_weight
+            delta = decayed * tag_weight
             tags[key] = tags.get(key, 0.0) + delta
             if by_source and delta:
                 if per_source is None:
