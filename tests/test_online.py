@@ -13,6 +13,7 @@ import pytest
 
 from tagloop.tools import online
 from tagloop.tools.ingest import loader
+from tagloop.tools.ingest.fields import FieldError
 from tagloop.tools.ingest.records import EventRecord, parse_event, parse_item, parse_user
 from tagloop.tools.profiles import load_profiles, rebuild_profiles
 from tagloop.tools.store import runs
@@ -50,7 +51,7 @@ def catalogue(db: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
 
 def ev(user: str, type_: str, item: str | None, at: datetime, **extra: Any) -> EventRecord:
     data = {"user_id": user, "type": type_, "item_id": item, "ts": at.isoformat(), **extra}
-    return parse_event({k: v for k, v in data.items() if v is not None}, now=NOW)
+    return parse_event({k: v for k, v in data.items() if v is not None}, now=max(NOW, at))  # as it happens
 
 
 def fold(db: psycopg.Connection[Any], events: list[EventRecord], now: datetime = NOW) -> online.OnlineResult:
@@ -320,3 +321,12 @@ def test_a_replay_folds_the_same_whatever_order_its_listens_arrive_in(
     assert reversed_order == pytest.approx(in_order, rel=1e-9)
     profiles = load_profiles(catalogue, ["b", "c"])
     assert profiles["b"].stats["replays"] == profiles["c"].stats["replays"] == 1
+
+
+def test_an_event_more_than_a_day_ahead_of_the_clock_is_refused() -> None:
+    ahead = {"user_id": "b", "type": "like", "item_id": "s1", "ts": "2030-06-01T12:00:00Z"}
+    with pytest.raises(FieldError, match=r"^'2030-06-01T12:00:00Z' is more than a day ahead") as bad:
+        parse_event(ahead, now=NOW)
+    assert bad.value.field == "ts"
+    skewed = {**ahead, "ts": (NOW + timedelta(hours=23)).isoformat()}  # a sender's clock running fast
+    assert parse_event(skewed, now=NOW).ts == NOW + timedelta(hours=23)

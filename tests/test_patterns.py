@@ -35,8 +35,9 @@ def store(
     loader.store_events(
         db,
         [
-            parse_event(
-                {"id": f"e{n}", "user_id": u, "type": "play", "item_id": i, "ts": ts.isoformat()}, now=NOW
+            parse_event(  # each stored as it happens (not ahead of the clock)
+                {"id": f"e{n}", "user_id": u, "type": "play", "item_id": i, "ts": ts.isoformat()},
+                now=max(NOW, ts),
             )
             for n, (u, i, ts) in enumerate(events)
         ],

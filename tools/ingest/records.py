@@ -19,7 +19,7 @@ import difflib
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from tagloop.policies.config import near_miss_channel
@@ -56,6 +56,7 @@ EVENT_TYPES = frozenset(
         "unsubscribe",
     ]
 )
+MAX_AHEAD = timedelta(days=1)  # how far an event's ts may lie past the clock (skewed senders)
 EVENT_NAMESPACE = uuid.UUID("6f1b8a52-3c1e-5d0a-9a57-7461676c6f6f")
 
 
@@ -273,6 +274,12 @@ def parse_event(
     user_id = id_field(data, "user_id")
     item_id = str_field(data, "item_id", default=None, max_len=MAX_ID)
     ts = ts_field(data, "ts", required=False) or now
+    if ts - now > MAX_AHEAD:
+        raise FieldError(
+            "ts",
+            f"{data['ts']!r} is more than a day ahead of this server's clock ({now:%Y-%m-%dT%H:%M:%SZ}); "
+            "an event happens before it is sent (a sender's clock or time zone is off?)",
+        )
     value = float_field(data, "value")
     message_id = str_field(data, "message_id", default=None, max_len=MAX_ID)
     event_id = str_field(data, "id", default=None, max_len=MAX_ID)
