@@ -34,7 +34,7 @@ class BlendWeights:
     cooccurrence: float = 0.45
     colisten: float = 0.45
     embedding: float = 0.05
-    provider: float = 0.05
+    provider: float = 0.0  # auto-tagging scores provider evidence on its own (autotag.provider_evidence)
     popular: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
