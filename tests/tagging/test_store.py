@@ -105,7 +105,7 @@ def test_tag_items_stores_proposals_and_never_touches_import_rows(shop: psycopg.
     report = tag_items(shop, rng=np.random.default_rng(0))
     assert tags_of(shop, "a1").items() >= before.items()
     assert tags_of(shop, "n1")["synthwave"][0] == "keyword"  # named in its title
-    assert tags_of(shop, "m1")["boom-bap"] == ("keyword", 0.8)  # message templates are tagged too
+    assert tags_of(shop, "m1")["boom-bap"] == ("keyword", 0.44)  # message templates are tagged too
     assert "hip-hop" in tags_of(shop, "n2")  # from co-consumed items and the same provider
     assert report.summary.without_text == 1 and report.stored == report.summary.proposals > 0
     assert any("no title, text or attributes" in p for p in report.summary.problems)
