@@ -121,7 +121,7 @@ def evaluate_tagging(
         chunk = held_items[start : start + batch]
         rows = np.array([item_ix[i] for i in chunk], dtype=np.int64)
         scores = model.blend(rows, model.signals(rows), weights)
-        best = top_k(scores, TOP_OUT)
+        best = top_k(scores, TOP_OUT, prior=model.tag_freq)  # no evidence: popularity decides
         for b, item in enumerate(chunk):
             ranked[item] = [model.tags[j] for j in best[b] if np.isfinite(scores[b, j])]
             have = set(known.tags_of(item_ix[item]))

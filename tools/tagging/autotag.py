@@ -96,7 +96,7 @@ def _model_evidence(
     scores = model.blend(target_rows, signals, BlendWeights(**wd))
     stacked = np.stack([wd[name] * signals[name] for name in SIGNALS])
     out: dict[str, dict[str, tuple[float, str]]] = {}
-    for b, (item, best) in enumerate(zip(targets, top_k(scores, k), strict=True)):
+    for b, (item, best) in enumerate(zip(targets, top_k(scores, k, prior=model.tag_freq), strict=True)):
         for j in best:
             if np.isfinite(scores[b, j]) and scores[b, j] > 0:
                 source = SIGNALS[int(np.argmax(stacked[:, b, j]))]
