@@ -180,3 +180,20 @@ def test_items_without_evidence_are_ranked_by_tag_popularity_as_the_warning_says
     assert report.ranked["new1"][0] == "pop"
     assert [counts[t] for t in report.ranked["new1"]] == sorted(counts[t] for t in by_popularity[:20])[::-1]
     assert report.tagloop == report.popular_tags
+
+
+@pytest.mark.parametrize(("weight", "message"), [("0", None), ("-1", "must be a finite number >= 0"),
+                                                 ("nan", "must be a finite number >= 0")])  # fmt: skip
+def test_interaction_weights_are_read_as_eval_recsys_reads_them(
+    small: dict[str, Path], tmp_path: Path, weight: str, message: str | None
+) -> None:
+    """`eval recsys` keeps a 0-weight row as seen; `eval tagging` refused the same file."""
+    inter = tmp_path / "inter0.csv"
+    inter.write_text(small["inter"].read_text() + f"u1,i0,{weight}\n")
+    result = invoke(["--item-tags", str(small["known"]), "--holdout", str(small["held"]),
+                     "--interactions", str(inter), "--json"])  # fmt: skip
+    if message is None:
+        assert result.exit_code == 0, result.output
+    else:
+        assert result.exit_code == 2 and message in " ".join(result.output.split())
+        assert f"inter0.csv:{len(inter.read_text().splitlines())}" in result.output
