@@ -358,3 +358,26 @@ def test_proposals_use_the_stored_spelling_of_a_tag(db: psycopg.Connection[Any],
     names = {r["name"] for r in db.execute("select name from tags")}
     assert "(hed)-p.e." in names and "hed)-p.e" not in names
     assert "(hed)-p.e." in tags_of(db, "b1") and "(hed)-p.e." in tags_of(db, "b3")
+
+
+def test_counts_report_what_the_budget_lets_through(shop: psycopg.Connection[Any]) -> None:
+    """`tag items --k 3` after runs at --k 10 reported 9,077 proposals but stored 8,134: the summary
+    counted proposals before each item's budget (confirmed tags included) cut them."""
+    tag_items(shop, rng=np.random.default_rng(0), k=3, confirm=False)
+    shop.execute("delete from item_tags where item_id = 'n2'")
+    shop.execute(
+        "insert into item_tags (item_id, tag_id, weight, source, confidence) select 'n2', id, 0.9,"
+        " 'confirmed', 0.9 from tags where name in ('synthwave', '80s', 'boom-bap')"
+    )  # confirmed by earlier runs at a larger --k
+    report = tag_items(shop, rng=np.random.default_rng(0), k=3, confirm=False)
+    s = report.summary
+    stored = shop.execute(
+        "select count(*) as n, count(*) filter (where confidence < 0.5) as p, count(distinct item_id) as i"
+        " from item_tags where source <> all(%(keep)s)",
+        {"keep": ["import", "confirmed"]},
+    ).fetchone()
+    assert stored is not None
+    assert s.proposals == report.stored == stored["n"] == sum(report.by_source.values())
+    assert s.provisional == stored["p"] and s.tagged == stored["i"]
+    assert s.over_budget == 1  # n2: its confirmed tags fill the budget, nothing new is proposed
+    assert len(tags_of(shop, "n2")) == 3

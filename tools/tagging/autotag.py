@@ -65,6 +65,7 @@ class AutotagSummary:
     llm_batches: int = 0
     llm_failed_batches: int = 0
     llm_out_of_vocabulary: int = 0
+    over_budget: int = 0  # items whose confirmed tags already fill --k (`tag items`): no new proposals
     problems: list[str] = field(default_factory=list)
 
 
