@@ -17,6 +17,8 @@ from tagloop.tools.errors import InvalidInput
 from tagloop.tools.ingest.loader import import_file
 from tagloop.tools.llm import LLMUnavailable
 from tagloop.tools.store.catalogue import ensure_tags, replace_item_tags
+from tagloop.tools.tagging.embeddings import related_tags, tag_embeddings
+from tagloop.tools.tagging.matrices import cooccurrence, item_tag_matrix
 from tagloop.tools.tagging.sources import LLMItemTags, LLMTag, LLMTagReply
 from tagloop.tools.tagging.store import find_tag, sync_vocabulary, vocabulary_rows
 from tagloop.tools.tagging.store_autotag import confirm_by_behaviour
@@ -381,3 +383,27 @@ def test_counts_report_what_the_budget_lets_through(shop: psycopg.Connection[Any
     assert s.provisional == stored["p"] and s.tagged == stored["i"]
     assert s.over_budget == 1  # n2: its confirmed tags fill the budget, nothing new is proposed
     assert len(tags_of(shop, "n2")) == 3
+
+
+def test_embed_leaves_tags_on_a_few_items_out_as_the_readme_table_does(db: psycopg.Connection[Any]) -> None:
+    """`tag related shoegaze` on Last.fm listed sfx, unicef41, reversed-guitar (2–4 items each): the
+    command embedded tags on 2 items and mixed in users' histories, the README's table (bench/tagging.py)
+    tags on ≥ 5 items from item tag sets."""
+    rng = np.random.default_rng(3)
+    groups = [[f"g{g}-tag{t}" for t in range(5)] for g in range(3)]
+    db.execute("insert into items (id) select 'i' || g from generate_series(0, 89) g")
+    chosen = {f"i{i}": {str(t): 1.0 for t in rng.choice(groups[i % 3], 3, replace=False)} for i in range(90)}
+    for n, item in enumerate(["i1", "i4", "i7", "i10"]):  # one-off labels on a few group-1 items
+        chosen[item][f"odd{n // 2}"] = 1.0
+    replace_item_tags(db, chosen, source="import")
+    report = train_and_store(db, np.random.default_rng(0))
+    assert report.embedded == 15  # odd0 and odd1 (2 items each) have no vector
+    found = find_tag(db, "g1-tag0")
+    assert found is not None
+    near = related(db, found[0], k=6)
+    assert near is not None and not any(name.startswith("odd") for name, _ in near)
+    rows = [(item, tag, w) for item, tags in chosen.items() for tag, w in tags.items()]
+    full = item_tag_matrix(rows)  # what bench/tagging.py computes for the README
+    emb = tag_embeddings(cooccurrence(full.binary()), 64, np.random.default_rng(0), min_count=5)
+    bench = related_tags(emb, full.tags, "g1-tag0", 4)
+    assert dict(near[:4]) == pytest.approx(dict(bench), abs=1e-3)  # the group's tags, near-tied
