@@ -173,7 +173,7 @@ def confirm(
 def embed(
     user_weight: Annotated[
         float, typer.Option(help="Weight of users' histories against item tag sets, 0 to 100.")
-    ] = 0.5,
+    ] = 0.0,
     seed: Seed = 7,
     as_json: JsonFlag = False,
 ) -> None:

@@ -26,7 +26,7 @@ from rich.table import Table
 
 from tagloop.evals.report import check_writable
 from tagloop.tools.errors import InvalidInput, TagloopError
-from tagloop.tools.recommender.data import csv_rows
+from tagloop.tools.recommender.data import csv_rows, parse_weight
 from tagloop.tools.tagging.matrices import interaction_matrix, item_tag_matrix
 from tagloop.tools.tagging.model import BlendWeights, TagModel, top_k
 from tagloop.tools.tagging.tuning import precision_recall, tune_blend
@@ -56,8 +56,8 @@ class TaggingReport:
 
 
 def read_rows(path: Path, columns: tuple[str, str], what: str) -> list[Row]:
-    """Rows `(a, b, weight)` of a CSV whose header has `columns` and optionally `weight` (> 0,
-    default 1); a file without data rows is an error, as in `eval recsys`."""
+    """Rows `(a, b, weight)` of a CSV whose header has `columns` and optionally `weight` (a finite
+    number >= 0, default 1, read as `eval recsys` reads it); a file without data rows is an error."""
     if not path.exists():
         raise InvalidInput(f"{what} file not found: {path}")
     rows: list[Row] = []
@@ -65,14 +65,7 @@ def read_rows(path: Path, columns: tuple[str, str], what: str) -> list[Row]:
         a, b = rec[columns[0]], rec[columns[1]]
         if not a or not b:
             raise InvalidInput(f"{path}:{line}: empty {columns[0] if not a else columns[1]}")
-        raw = rec.get("weight") or ""
-        try:
-            weight = float(raw) if raw else 1.0
-        except ValueError as err:
-            raise InvalidInput(f"{path}:{line}: weight {raw!r} is not a number") from err
-        if not np.isfinite(weight) or weight <= 0:
-            raise InvalidInput(f"{path}:{line}: weight must be a positive number, got {raw!r}")
-        rows.append((a, b, weight))
+        rows.append((a, b, parse_weight(path, line, rec.get("weight") or "", 1.0)))
     if not rows:
         raise InvalidInput(
             f"{path}: no data rows (expected {','.join(columns)}[,weight] lines after the header)"
@@ -121,7 +114,7 @@ def evaluate_tagging(
         chunk = held_items[start : start + batch]
         rows = np.array([item_ix[i] for i in chunk], dtype=np.int64)
         scores = model.blend(rows, model.signals(rows), weights)
-        best = top_k(scores, TOP_OUT)
+        best = top_k(scores, TOP_OUT, prior=model.tag_freq)  # no evidence: popularity decides
         for b, item in enumerate(chunk):
             ranked[item] = [model.tags[j] for j in best[b] if np.isfinite(scores[b, j])]
             have = set(known.tags_of(item_ix[item]))

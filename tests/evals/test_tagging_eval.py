@@ -161,3 +161,39 @@ def test_lastfm_recall_at_10_is_at_least_2_5x_popular_tags(lastfm_split: Path) -
     assert report.n_items > 10_000
     assert report.tagloop["recall@10"] >= 2.5 * report.popular_tags["recall@10"]
     assert report.tagloop["precision@5"] > report.popular_tags["precision@5"]
+
+
+def test_items_without_evidence_are_ranked_by_tag_popularity_as_the_warning_says() -> None:
+    """All their scores are 0, so the ranking fell to file order: rare tags listed first won."""
+    known = [(f"r{k}{s}", f"rare{k:02d}", 1.0) for k in range(12) for s in "ab"]
+    rng = np.random.default_rng(3)
+    groups = [("metal", "doom", "heavy"), ("jazz", "bebop", "swing"), ("pop", "dance", "synth")]
+    known += [(f"i{i}", t, 1.0) for i in range(90) for t in groups[i % 3] if rng.random() < 0.85]
+    known += [(f"p{i}", "pop", 1.0) for i in range(20)]  # pop is the most popular tag
+    held = [("new1", "pop", 1.0), ("new1", "dance", 1.0), ("new2", "pop", 1.0)]
+    report = evaluate_tagging(known, held, None, seed=0)
+    counts: dict[str, int] = {}
+    for _, tag, _ in known:
+        counts[tag] = counts.get(tag, 0) + 1
+    by_popularity = sorted(counts, key=lambda t: -counts[t])
+    assert report.without_evidence == 2
+    assert report.ranked["new1"][0] == "pop"
+    assert [counts[t] for t in report.ranked["new1"]] == sorted(counts[t] for t in by_popularity[:20])[::-1]
+    assert report.tagloop == report.popular_tags
+
+
+@pytest.mark.parametrize(("weight", "message"), [("0", None), ("-1", "must be a finite number >= 0"),
+                                                 ("nan", "must be a finite number >= 0")])  # fmt: skip
+def test_interaction_weights_are_read_as_eval_recsys_reads_them(
+    small: dict[str, Path], tmp_path: Path, weight: str, message: str | None
+) -> None:
+    """`eval recsys` keeps a 0-weight row as seen; `eval tagging` refused the same file."""
+    inter = tmp_path / "inter0.csv"
+    inter.write_text(small["inter"].read_text() + f"u1,i0,{weight}\n")
+    result = invoke(["--item-tags", str(small["known"]), "--holdout", str(small["held"]),
+                     "--interactions", str(inter), "--json"])  # fmt: skip
+    if message is None:
+        assert result.exit_code == 0, result.output
+    else:
+        assert result.exit_code == 2 and message in " ".join(result.output.split())
+        assert f"inter0.csv:{len(inter.read_text().splitlines())}" in result.output

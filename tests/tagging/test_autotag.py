@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import TypeVar
 
 import numpy as np
+import pytest
 from pydantic import BaseModel
 
 from tagloop.tools.llm import LLMUnavailable
-from tagloop.tools.tagging.autotag import CONFIRM_AT, autotag
+from tagloop.tools.tagging.autotag import CONFIRM_AT, PROVIDER_PRIOR_ITEMS, autotag
 from tagloop.tools.tagging.sources import ItemText, LLMTagReply, keyword_tags
 from tagloop.tools.tagging.vocabulary import build_vocabulary
 
@@ -49,7 +50,7 @@ def test_keyword_matching_finds_spelling_variants_in_title_and_text() -> None:
 def test_cooccurrence_proposes_companion_tags_of_keyword_tags() -> None:
     result = autotag([ItemText("n1", title="A Hip Hop classic")], VOCAB, KNOWN, rng=rng())
     by_tag = {p.tag: p for p in result.proposals}
-    assert by_tag["hip-hop"].source == "keyword" and not by_tag["hip-hop"].provisional
+    assert by_tag["hip-hop"].source == "keyword"  # provisional: no tagged item's title tests the word
     assert by_tag["rap"].source == "cooccurrence" and by_tag["rap"].provisional
 
 
@@ -119,3 +120,28 @@ def test_confidences_are_probabilities_and_provisional_below_threshold() -> None
     result = autotag([ItemText("n1", title="hip hop")], VOCAB, KNOWN, rng=rng())
     assert all(0 < p.confidence <= 1 for p in result.proposals)
     assert all(p.provisional == (p.confidence < CONFIRM_AT) for p in result.proposals)
+
+
+def test_a_new_release_gets_its_providers_tags_with_the_share_that_carries_them() -> None:
+    """A provider's tags almost never reached its untagged items: provider evidence was worth its
+    blend weight (0.05, also the minimum confidence), so only tags on every other item survived."""
+    known = [(f"l{i}", "lofi", 1.0) for i in range(20)] + [("l20", "jazz", 1.0)]
+    known += [(f"l{i}", "chill", 1.0) for i in range(0, 21, 2)]  # 11 of 21
+    known += [("o1", "metal", 1.0), ("o2", "metal", 1.0), ("o1", "doom", 1.0)]
+    providers = {f"l{i}": "p-lofi" for i in range(21)} | {"o1": "p-metal", "o2": "p-metal"}
+    vocab = build_vocabulary([(t, w) for _, t, w in known])
+    result = autotag(
+        [ItemText("new", title="Brand New Single", provider="p-lofi")], vocab, known,
+        rng=rng(), providers=providers, only_untagged=True,
+    )  # fmt: skip
+    by_tag = {p.tag: p for p in result.proposals}
+    assert by_tag["lofi"].source == "provider" and not by_tag["lofi"].provisional
+    assert by_tag["lofi"].confidence == pytest.approx(20 / (21 + PROVIDER_PRIOR_ITEMS))
+    assert by_tag["chill"].confidence == pytest.approx(11 / (21 + PROVIDER_PRIOR_ITEMS))
+    assert "jazz" not in by_tag  # 1 of 21: under the minimum confidence
+    assert "metal" not in by_tag  # another provider's tags
+    small = autotag(
+        [ItemText("new2", provider="p-metal")], vocab, known, rng=rng(), providers=providers
+    )  # two items carry metal: a guess, not yet a fact
+    metal = {p.tag: p for p in small.proposals}["metal"]
+    assert metal.source == "provider" and metal.provisional

@@ -74,3 +74,24 @@ def test_bad_input_is_invalid_input(events: list[CollectionEvent], now: datetime
                                     message: str) -> None:  # fmt: skip
     with pytest.raises(InvalidInput, match=message):
         emerging_clusters(events, ITEM_TAGS, now, window)
+
+
+def test_one_items_own_tag_pair_is_not_a_combination() -> None:
+    """lf-1 carries lofi and chill: 5 playlists holding it listed "chill + lofi" as emerging (growth
+    6.0), though nobody combined anything. A pair needs an item with one tag and another with the other."""
+    tags = {"lf-1": ["lofi", "chill"], "lf-2": ["lofi", "chill"], "t-1": ["hip-hop"], "c-1": ["chill"]}
+    events = []
+    for p in range(5):
+        ts = NOW - timedelta(days=1, hours=p)
+        events += [CollectionEvent(f"pl-{p}", "lf-1", ts), CollectionEvent(f"pl-{p}", "t-1", ts)]
+        events.append(CollectionEvent(f"pl-{p}", "lf-2", ts + timedelta(minutes=1)))
+    found = {t.tags: t for t in emerging_clusters(events, tags, NOW, WEEK)}
+    assert set(found) == {("chill", "hip-hop"), ("hip-hop", "lofi")}
+    later = [CollectionEvent(f"pl-{p}", "c-1", NOW - timedelta(hours=2)) for p in range(5)]
+    found = {t.tags: t for t in emerging_clusters(events + later, tags, NOW, WEEK)}
+    assert ("chill", "lofi") not in found  # c-1 has chill without lofi, but no item has lofi alone
+    alone = [CollectionEvent(f"pl-{p}", "l-0", NOW - timedelta(hours=1)) for p in range(5)]
+    found = {
+        t.tags: t for t in emerging_clusters(events + later + alone, {**tags, "l-0": ["lofi"]}, NOW, WEEK)
+    }
+    assert found[("chill", "lofi")].first_seen == NOW - timedelta(hours=1)  # completed by l-0 + c-1

@@ -73,7 +73,9 @@ def csv_rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[st
         raise not_utf8(path) from None
 
 
-def _weight(path: Path, line: int, text: str, default: float | None) -> float:
+def parse_weight(path: Path, line: int, text: str, default: float | None) -> float:
+    """A CSV weight: a finite number >= 0 (0 keeps the row as seen); empty is `default` when given.
+    `eval tagging` reads its files' weights with it too."""
     if text == "" and default is not None:
         return default
     try:
@@ -93,7 +95,7 @@ def read_triples(path: Path) -> list[tuple[str, str, float]]:
         if not user or not item:
             field = "user_id" if not user else "item_id"
             raise InvalidInput(f"{path}:{line}: {field} is empty")
-        out.append((user, item, _weight(path, line, row["weight"], None)))
+        out.append((user, item, parse_weight(path, line, row["weight"], None)))
     if not out:
         raise InvalidInput(f"{path}: no data rows (expected user_id,item_id,weight lines after the header)")
     return out
@@ -106,7 +108,7 @@ def read_item_tags(path: Path) -> list[tuple[str, str, float]]:
         item, tag = row["item_id"], row["tag"].lower()
         if not item or not tag:
             raise InvalidInput(f"{path}:{line}: {'item_id' if not item else 'tag'} is empty")
-        out.append((item, tag, _weight(path, line, row.get("weight", ""), 1.0)))
+        out.append((item, tag, parse_weight(path, line, row.get("weight", ""), 1.0)))
     if not out:
         raise InvalidInput(f"{path}: no data rows (expected item_id,tag[,weight] lines after the header)")
     return out

@@ -34,7 +34,7 @@ class BlendWeights:
     cooccurrence: float = 0.45
     colisten: float = 0.45
     embedding: float = 0.05
-    provider: float = 0.05
+    provider: float = 0.0  # auto-tagging scores provider evidence on its own (autotag.provider_evidence)
     popular: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
@@ -172,9 +172,20 @@ class TagModel:
         return scores
 
 
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of the k best scores per row, best first (ties by column order)."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
+def top_k(scores: np.ndarray, k: int, prior: np.ndarray | None = None) -> np.ndarray:
+    """Column indices of the k best scores per row, best first; ties go to the higher `prior`
+    (one value per column, e.g. the tags' popularity), then to the lower column. An item without
+    evidence scores 0 everywhere: without a prior its ranking was the columns' order in the file."""
+    n = scores.shape[1]
+    k = min(k, n)
+    if k <= 0:
+        return np.zeros((scores.shape[0], 0), dtype=np.int64)
+    columns = np.arange(n) if prior is None else np.argsort(-np.asarray(prior), kind="stable")
+    ranked = scores[:, columns]  # columns in tie-break order: a stable sort keeps it among ties
+    kth = -np.partition(-ranked, k - 1, axis=1)[:, k - 1 : k]  # each row's k-th best score
+    out = np.empty((scores.shape[0], k), dtype=np.int64)
+    for b in range(scores.shape[0]):
+        cand = np.flatnonzero(ranked[b] >= kth[b])  # every column tied with the k-th, in order
+        best = cand[np.argsort(-ranked[b, cand], kind="stable")[:k]]
+        out[b] = columns[best]
+    return out

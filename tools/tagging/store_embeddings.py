@@ -3,10 +3,15 @@
 - `tag_cooccurrence(conn, tags)`: tag × tag counts from two sources, rows/columns in `tags` order:
   items (tags with confidence ≥ 0.5 on the same item) plus `user_weight` × users' histories
   (two tags co-occur for a user when each is on ≥ 2 of the items the user consumed; a user
-  contributes their `per_user` most frequent tags, which bounds the cost on large catalogues).
+  contributes their `per_user` most frequent tags, which bounds the cost on large catalogues);
+  also returns each tag's item count.
 - `train_and_store(conn, rng)`: PPMI + SVD (`tag_embeddings`, `DIM` = 64, the column's size) over
-  that co-occurrence; replaces the stored vectors (tags seen on fewer than `min_count` items or
-  users have none).
+  that co-occurrence; replaces the stored vectors; tags on fewer than `min_count` (5) items have
+  none. The defaults (item tag sets only, `user_weight` 0, `MIN_ITEMS` 5) are how
+  bench/tagging.py learns the README's neighbour table. With tags on 2 items and half-weighted
+  users' histories, Last.fm's shoegaze had newgazer, sfx and ghostrock (2 items each) for
+  neighbours and 80s had reversed-guitar; users' histories alone also pull broad tags closer
+  (80s → british, uk, classic-rock instead of 1982, new wave, techno pop).
 - `related(conn, tag_id, k)`: the k nearest stored tags by cosine, best first, via the index.
 Functions take a connection and never commit.
 """
@@ -25,6 +30,7 @@ from tagloop.tools.tagging.embeddings import tag_embeddings
 from tagloop.tools.tagging.store_autotag import CONSUMED
 
 DIM = 64
+MIN_ITEMS = 5  # a tag on fewer items gets no vector: its neighbours are one or two items' labels
 
 ITEM_TAG_ROWS = "select item_id, tag_id from item_tags where confidence >= 0.5"
 CONSUMED_PAIRS = """
@@ -53,9 +59,10 @@ def _user_tags(counts: sp.csr_matrix, per_user: int) -> sp.csr_matrix:
 
 
 def tag_cooccurrence(
-    conn: psycopg.Connection[Any], tag_ids: list[int], *, user_weight: float = 0.5, per_user: int = 50
-) -> sp.csr_matrix:
-    """Item plus weighted user-history co-occurrence of the tags `tag_ids` (module docstring)."""
+    conn: psycopg.Connection[Any], tag_ids: list[int], *, user_weight: float = 0.0, per_user: int = 50
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Item plus weighted user-history co-occurrence of the tags `tag_ids` (module docstring), and
+    each tag's item count."""
     tag_ix = {t: j for j, t in enumerate(tag_ids)}
     item_ix: dict[str, int] = {}
     r, c = [], []
@@ -67,6 +74,7 @@ def tag_cooccurrence(
     items = sp.csr_matrix((np.ones(len(r)), (r, c)), shape=(len(item_ix), len(tag_ix)))
     items.data[:] = 1.0
     cooc = sp.csr_matrix(items.T @ items)
+    item_counts = np.asarray(cooc.diagonal()).ravel()
     if user_weight > 0:
         user_ix: dict[str, int] = {}
         ur, uc = [], []
@@ -78,7 +86,7 @@ def tag_cooccurrence(
         consumed = sp.csr_matrix((np.ones(len(ur)), (ur, uc)), shape=(len(user_ix), len(item_ix)))
         users = _user_tags(sp.csr_matrix(consumed @ items), per_user)
         cooc = sp.csr_matrix(cooc + user_weight * (users.T @ users))
-    return cooc
+    return cooc, item_counts
 
 
 @dataclass(frozen=True)
@@ -92,17 +100,18 @@ def train_and_store(
     conn: psycopg.Connection[Any],
     rng: np.random.Generator,
     *,
-    user_weight: float = 0.5,
-    min_count: float = 2.0,
+    user_weight: float = 0.0,
+    min_count: int = MIN_ITEMS,
 ) -> EmbedReport:
     """Learn PPMI + SVD vectors for every stored tag and replace the `tag_embeddings` rows."""
     tag_ids = [int(r["id"]) for r in conn.execute("select id from tags order by id")]
     conn.execute("delete from tag_embeddings")
     if not tag_ids:
         return EmbedReport(0, 0, DIM)
-    emb = tag_embeddings(
-        tag_cooccurrence(conn, tag_ids, user_weight=user_weight), DIM, rng, min_count=min_count
-    )
+    cooc, item_counts = tag_cooccurrence(conn, tag_ids, user_weight=user_weight)
+    rare = item_counts < min_count  # counted on items, whatever users' histories add
+    cooc = sp.csr_matrix(sp.diags((~rare).astype(np.float64)) @ cooc @ sp.diags((~rare).astype(np.float64)))
+    emb = tag_embeddings(cooc, DIM, rng, min_count=max(1, min_count))
     keep = np.flatnonzero(np.linalg.norm(emb, axis=1) > 0)
     with conn.cursor() as cur, cur.copy("copy tag_embeddings (tag_id, embedding) from stdin") as copy:
         for j in keep:

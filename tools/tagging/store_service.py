@@ -7,9 +7,11 @@
    tags propagated from co-occurring tags, co-consumed items and the same provider — `batch`
    target items at a time (the model scores dense item × tag arrays, so this bounds memory), with
    the keyword statistics (`keyword_stats`) computed once over every item read;
-3. `store_proposals` for the targets (all items, or those without known tags with
+3. `_within_budget`: an item holds at most `k` auto tags, confirmed ones included (the summary's
+   counts are taken after this cut, `over_budget` counts items with no budget left);
+4. `store_proposals` for the targets (all items, or those without known tags with
    `only_untagged`): their auto rows are replaced, import and confirmed rows never touched;
-4. `confirm_by_behaviour` promotes provisional tags that users' behaviour supports.
+5. `confirm_by_behaviour` promotes provisional tags that users' behaviour supports.
 `progress`, when given, gets one line per step and per batch (the CLI prints them on stderr).
 The report carries `AutotagSummary` plus what was stored; a dead LLM, an empty vocabulary or items
 without text are counted there, never raised. The caller commits.
@@ -62,14 +64,19 @@ def _add(total: AutotagSummary, part: AutotagSummary) -> None:
     total.problems.extend(p for p in part.problems if p not in total.problems)
 
 
-def _within_budget(conn: psycopg.Connection[Any], proposals: list[TagProposal], k: int) -> list[TagProposal]:
+def _within_budget(
+    conn: psycopg.Connection[Any], targets: list[str], proposals: list[TagProposal], k: int
+) -> tuple[list[TagProposal], int]:
     """At most `k` auto tags per item, tags confirmed by earlier runs included: an item keeps its
     best `k − confirmed` proposals. Without the budget every run proposed ten more tags beyond the
-    confirmed ones, and confirmed some of them (21,981, then 27,697, then 31,925 on Last.fm)."""
+    confirmed ones, and confirmed some of them (21,981, then 27,697, then 31,925 on Last.fm).
+    Confirmed tags are never removed, so an item confirmed beyond a smaller `k` keeps them and gets
+    nothing new. Returns the proposals kept and how many targets have no budget left."""
     rows = conn.execute("select item_id, count(*) as n from item_tags where source = 'confirmed' group by 1")
     confirmed = {r["item_id"]: int(r["n"]) for r in rows}
     if not confirmed:
-        return proposals
+        return proposals, 0
+    over = sum(confirmed.get(item, 0) >= k for item in targets)
     by_item: dict[str, list[TagProposal]] = {}
     for p in proposals:
         by_item.setdefault(p.item_id, []).append(p)
@@ -78,7 +85,7 @@ def _within_budget(conn: psycopg.Connection[Any], proposals: list[TagProposal], 
         budget = k - confirmed.get(item, 0)
         if budget > 0:
             kept += sorted(found, key=lambda p: -p.confidence)[:budget]
-    return kept
+    return kept, over
 
 
 def tag_items(
@@ -133,9 +140,12 @@ def tag_items(
         _add(summary, part.summary)
         if chosen:
             say(f"tag items: {min(start + batch, len(chosen)):,} of {len(chosen):,} item(s) done")
-    proposals = _within_budget(conn, proposals, k)
-    result = AutotagResult(proposals, summary)
     targets = [it.item_id for it in chosen]
+    proposals, summary.over_budget = _within_budget(conn, targets, proposals, k)
+    # the counts describe what is stored, not what the budget cut
+    summary.proposals, summary.provisional = len(proposals), sum(p.provisional for p in proposals)
+    summary.tagged = len({p.item_id for p in proposals})
+    result = AutotagResult(proposals, summary)
     if sync.vocab.tags:
         say(f"tag items: storing {len(proposals):,} proposal(s)")
     stored = store_proposals(conn, targets, result.proposals) if sync.vocab.tags else 0

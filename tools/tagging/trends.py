@@ -2,8 +2,10 @@
 
 A collection is whatever groups consumption: `context.playlist_id` of `add_to_playlist` events,
 or a session id. `emerging_clusters(events, item_tags, now, window)`:
-- gives every collection the union of its items' tags, in event-time order; a tag pair is
-  *completed* in a collection at the first event after which the collection holds both tags;
+- follows every collection's items in event-time order; a tag pair is *completed* in a
+  collection at the first event after which it holds an item carrying one tag without the other
+  and an item carrying the other without the first: a pair one item carries by itself (every lofi
+  track also tagged chill) is that item's description, not a combination people made;
 - counts, per pair, collections completed in the recent window [now − window, now) and in the
   window before it; `first_seen` is the earliest completion ever;
 - keeps pairs that are new (`first_seen` within `novelty` of now, default 2 windows), growing
@@ -15,6 +17,7 @@ gets a line per tenth of the events paired (the pairing is the slow part on a ye
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -51,23 +54,36 @@ def pair_completions(
     item_tags: Mapping[str, Sequence[str]],
     progress: Callable[[str], None] | None = None,
 ) -> dict[tuple[str, str], dict[str, datetime]]:
-    """Tag pair → collection → the time the collection first held both tags."""
+    """Tag pair → collection → the time the collection first combined the two tags from different
+    items (module docstring)."""
     ordered = sorted(events, key=lambda e: _aware(e.ts, f"event ts of {e.collection_id}/{e.item_id}"))
-    held: dict[str, set[str]] = {}
+    seen: dict[str, set[str]] = {}  # collection → its items
+    carriers: dict[str, Counter[str]] = {}  # collection → tag → items carrying it
+    both: dict[str, Counter[tuple[str, str]]] = {}  # collection → pair → items carrying both
+    paired: dict[str, dict[str, set[str]]] = {}  # collection → tag → tags already completed with it
     done: dict[tuple[str, str], dict[str, datetime]] = {}
     step = max(len(ordered) // 10, 1)
     for n, ev in enumerate(ordered, 1):
         if progress is not None and len(ordered) >= 10 and n % step == 0 and n // step <= 10:
             progress(f"trends: tag pairs of {n / len(ordered):.0%} of {len(ordered):,} events")
+        items = seen.setdefault(ev.collection_id, set())
         tags = set(item_tags.get(ev.item_id, ()))
-        have = held.setdefault(ev.collection_id, set())
-        new = tags - have
-        if not new:
+        if ev.item_id in items or not tags:
             continue
-        pairs = {tuple(sorted(p)) for p in combinations(sorted(have | tags), 2) if set(p) & new}
-        for a, b in pairs:
-            done.setdefault((a, b), {}).setdefault(ev.collection_id, ev.ts)
-        have |= tags
+        items.add(ev.item_id)
+        count = carriers.setdefault(ev.collection_id, Counter())
+        pair_count = both.setdefault(ev.collection_id, Counter())
+        count.update(tags)
+        pair_count.update(combinations(sorted(tags), 2))
+        partners = paired.setdefault(ev.collection_id, {})
+        for a in tags:  # only pairs with one tag on this item (a without b) can change
+            with_a = partners.setdefault(a, set())
+            for b in count.keys() - tags - with_a:  # set arithmetic: a long session stays fast
+                pair = (a, b) if a < b else (b, a)
+                if count[b] > pair_count[pair]:  # an earlier item carries b without a
+                    done.setdefault(pair, {}).setdefault(ev.collection_id, ev.ts)
+                    with_a.add(b)
+                    partners.setdefault(b, set()).add(a)
     return done
 
 

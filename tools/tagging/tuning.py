@@ -89,7 +89,7 @@ def tune_blend(
     def score(weights: dict[str, float]) -> float:
         blended = sum((weights[n] * signals[n] for n in active), np.zeros(truth_mask.shape))
         blended[known_mask] = -np.inf
-        best = top_k(blended, 10)
+        best = top_k(blended, 10, prior=model.tag_freq)  # ties as `eval tagging` breaks them
         hits = np.take_along_axis(truth_mask, best, axis=1).sum(axis=1)
         return float(np.mean(hits / n_truth))
 
