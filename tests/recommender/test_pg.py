@@ -304,3 +304,41 @@ def test_a_new_model_is_loaded_once_per_process_however_many_threads_ask(
         for c in conns:
             c.close()
     assert got == [trained.row.id] * len(conns) and loads == [trained.row.id]
+
+
+def test_items_played_then_disliked_or_only_met_by_custom_events_are_no_evidence(
+    db: psycopg.Connection[Any], trained: serving.Served
+) -> None:
+    """A play then a dislike summed to a positive weight (dislike 0), and a custom type weighed as a
+    play: such a user got more of what they rejected, 'because you play a lot of' it."""
+    loader.store_users(db, [parse_user({"id": u, "timezone": "UTC"}) for u in ("critic", "hider", "fan")])
+
+    def event(key: str, user: str, type_: str, n: int, minutes: int = 0) -> dict[str, Any]:
+        at = NOW - timedelta(hours=5 - n) + timedelta(minutes=minutes)
+        return {
+            "id": f"{key}{n}",
+            "user_id": user,
+            "type": type_,
+            "item_id": f"jazz-{n}",
+            "ts": at.isoformat(),
+        }
+
+    rows = []
+    for n in range(3):
+        rows += [
+            event("c-p", "critic", "play", n),
+            event("c-d", "critic", "dislike", n),
+            event("h-", "hider", "hide", n),
+            event("f-d", "fan", "dislike", n),
+            event("f-l", "fan", "like", n, minutes=5),
+        ]
+    types = frozenset({"hide"})
+    loader.store_events(db, [parse_event(r, now=NOW, extra_types=types) for r in rows])
+    db.commit()
+    for user in ("critic", "hider"):
+        recs = serving.recommend(db, user, 5, now=NOW, served=trained)
+        assert recs is not None and len(recs) == 5
+        assert not [r for r in recs if "jazz" in r.reason], [(r.item_id, r.reason) for r in recs]
+        assert all(r.reason == POPULAR for r in recs)  # no evidence left: the popularity order
+    fan = serving.recommend(db, "fan", 5, now=NOW, served=trained)  # liked after the dislike
+    assert fan is not None and all(r.item_id.startswith("jazz") for r in fan)

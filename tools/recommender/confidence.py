@@ -2,8 +2,11 @@
 
 Two steps, both documented here so training and serving agree:
 1. `event_weight(type, value)` turns one event into a non-negative weight (a play counts 1, a
-   like 5, …; negative events such as skip/dislike carry 0 and are handled by filters instead).
-   Summing these per (user, item) gives the raw weight; for Last.fm that is the listen count.
+   like 5, …; negative events such as skip/dislike carry 0, and so do custom event types, as in
+   the tag profiles). Summing these per (user, item) gives the raw weight (`RAW_WEIGHT`, the same
+   SQL for training and serving); for Last.fm that is the listen count. A dislike not followed by
+   a like, save, share, add_to_playlist or convert of the item vetoes it: its raw weight is 0, so
+   "played it, then disliked it" adds nothing (the item still counts as seen).
 2. `confidence(raw)` maps raw weights of one user to (0, 1]: c = log1p(w) / max_user log1p(w).
    The log damps heavy listeners' counts, the per-user max keeps every user's history on the same
    scale (a fan with 10,000 plays and a casual user with 12 weigh alike). Zero stays zero.
@@ -32,9 +35,21 @@ EVENT_WEIGHTS: dict[str, float] = {
 }
 
 
+# one raw weight per (user, item) over the user's events `e` grouped by item (see the docstring)
+RAW_WEIGHT = """case
+    when max(e.ts) filter (where e.type = 'dislike') >= coalesce(
+        max(e.ts) filter (where e.type in ('like', 'save', 'share', 'add_to_playlist', 'convert')),
+        '-infinity'
+    )
+    then 0.0
+    else sum(coalesce((%(weights)s::jsonb ->> e.type)::float8, 0.0)
+             * case when e.value > 0 then e.value else 1.0 end)
+end"""
+
+
 def event_weight(event_type: str, value: float | None = None) -> float:
     """Weight of one event: the type's base weight times `value` when given (e.g. play count)."""
-    base = EVENT_WEIGHTS.get(event_type, 1.0)
+    base = EVENT_WEIGHTS.get(event_type, 0.0)
     return base * (value if value is not None and value > 0 else 1.0)
 
 

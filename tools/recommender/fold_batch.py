@@ -22,8 +22,8 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 
 from tagloop.tools.recommender import pg
+from tagloop.tools.recommender.confidence import RAW_WEIGHT
 from tagloop.tools.recommender.history import (
-    RAW_WEIGHT,
     WEIGHTS_JSON,
     Served,
     add_new_item_interests,

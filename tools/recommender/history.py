@@ -22,7 +22,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from tagloop.tools.recommender import pg
-from tagloop.tools.recommender.confidence import EVENT_WEIGHTS, confidence_vector
+from tagloop.tools.recommender.confidence import EVENT_WEIGHTS, RAW_WEIGHT, confidence_vector
 from tagloop.tools.recommender.model import RecModel
 from tagloop.tools.tagging_names import normalize_tag
 
@@ -49,9 +49,6 @@ class History:
     declared: Any = None  # the raw `users.attributes -> 'interests'` JSON
 
 
-# one raw weight per (user, item) as train.py computes it, over the user's events `e`
-RAW_WEIGHT = """sum(coalesce((%(weights)s::jsonb ->> e.type)::float8, 1.0)
-               * case when e.value > 0 then e.value else 1.0 end)"""
 HISTORY = f"""
 select u.id as user_id, u.attributes -> 'interests' as interests, h.item_id, h.provider_id, h.w,
        m.id as model_id, m.trained_at, s.event_seq

@@ -31,7 +31,7 @@ import psycopg
 
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.recommender import pg
-from tagloop.tools.recommender.confidence import EVENT_WEIGHTS
+from tagloop.tools.recommender.confidence import EVENT_WEIGHTS, RAW_WEIGHT
 from tagloop.tools.recommender.data import build_interactions, build_item_tags
 from tagloop.tools.recommender.model import RecModel, RecParams, fit
 from tagloop.tools.recommender.serving import parse_interests
@@ -39,13 +39,11 @@ from tagloop.tools.recommender.store import save
 
 Progress = Callable[[str], None]
 
-RAW_WEIGHTS = """
-select user_id, item_id,
-       sum(coalesce((%(weights)s::jsonb ->> type)::float8, 1.0)
-           * case when value > 0 then value else 1.0 end) as w
-from events
-where item_id is not null
-group by user_id, item_id
+RAW_WEIGHTS = f"""
+select e.user_id, e.item_id, {RAW_WEIGHT} as w
+from events e
+where e.item_id is not null
+group by e.user_id, e.item_id
 """
 
 # each user's last event and declared interests, the stamp of the stored vector (rec_user_vectors)
