@@ -177,6 +177,13 @@ def test_plays_of_items_added_after_training_shape_the_users_recommendations(
     recs = serving.recommend(db, "newfan", 5, now=NOW, served=trained)
     assert recs is not None and recs and all(r.item_id.startswith("techno-") for r in recs), recs
     assert "techno-new" not in {r.item_id for r in recs}  # seen
+    # the next request is served from the stored vector: the same items and the same reasons (the
+    # tags of the new item were lost there: "popular with listeners right now")
+    again = serving.recommend(db, "newfan", 5, now=NOW, served=trained)
+    assert again is not None and [(r.item_id, r.reason) for r in again] == [
+        (r.item_id, r.reason) for r in recs
+    ]
+    assert all("techno" in r.reason for r in recs), [r.reason for r in recs]
 
 
 def add_new_release_fan(db: psycopg.Connection[Any], served: serving.Served) -> None:
@@ -342,3 +349,30 @@ def test_items_played_then_disliked_or_only_met_by_custom_events_are_no_evidence
         assert all(r.reason == POPULAR for r in recs)  # no evidence left: the popularity order
     fan = serving.recommend(db, "fan", 5, now=NOW, served=trained)  # liked after the dislike
     assert fan is not None and all(r.item_id.startswith("jazz") for r in fan)
+
+
+def test_declared_interests_are_liked_and_played_tags_are_played_in_the_reasons(
+    db: psycopg.Connection[Any], trained: serving.Served
+) -> None:
+    """A user who declared jazz and played shoegaze read "because you play a lot of jazz"."""
+    loader.store_users(
+        db, [parse_user({"id": "mixed", "timezone": "UTC", "attributes": {"interests": ["jazz"]}})]
+    )
+    plays = [
+        {
+            "id": f"mx{n}",
+            "user_id": "mixed",
+            "type": "play",
+            "item_id": f"shoegaze-{n}",
+            "ts": NOW.isoformat(),
+        }
+        for n in range(3)
+    ]
+    loader.store_events(db, [parse_event(p, now=NOW) for p in plays])
+    db.commit()
+    recs = serving.recommend(db, "mixed", 30, now=NOW, served=trained)
+    assert recs is not None
+    reasons = {r.item_id.split("-")[0]: r.reason for r in recs if r.reason.startswith("because you ")}
+    assert reasons["jazz"].startswith("because you like jazz"), reasons
+    assert reasons["shoegaze"].startswith("because you play a lot of shoegaze"), reasons
+    assert not any("play a lot of jazz" in r.reason for r in recs)

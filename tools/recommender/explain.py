@@ -2,8 +2,8 @@
 
 For item i and user u the score splits into evidence we can name:
 - tags: the element-wise product of the user's tag profile and the item's tf-idf tag vector;
-  the two largest shared tags give "because you play a lot of shoegaze and dream pop" (for a
-  user known only by declared interests: "because you like shoegaze and dream pop");
+  the two largest shared tags give "because you play a lot of shoegaze and dream pop" (for tags
+  that come from declared interests, not plays: "because you like shoegaze and dream pop");
 - similar items: the CF block's contribution of each history item j, c_uj · (P_cf[j] · V_cf[i]);
   the largest gives "because you played Slowdive";
 - otherwise (no history, no shared tags): "popular with listeners right now".
@@ -44,6 +44,12 @@ def explain(
     conf = confidence_vector(np.asarray(weights, dtype=np.float64))
     declared = model.declared_vector(tag_profile) if tag_profile else None
     profile = profile_vector(item_idx, conf, model.item_tag_vectors, declared)
+    # which of the profile's tags the user plays (the rest come from declared interests only)
+    played = (
+        (profile if declared is None else profile_vector(item_idx, conf, model.item_tag_vectors, None))
+        if item_idx.size
+        else np.zeros_like(profile)
+    )
     recommended = np.asarray(recommended, dtype=np.int64)
     rows = np.maximum(recommended, 0)
     # tag evidence of every recommended item at once: its tf-idf tags times the user's profile
@@ -52,7 +58,6 @@ def explain(
     contrib = np.zeros((0, rows.size))
     if item_idx.size:  # c_uj (P_cf[j] · V_cf[i]) for history item j (rows) and recommendation i
         contrib = conf[:, None] * (model.fold_cf[item_idx] @ model.item_vecs[rows, :d_cf].T)
-    lead = "because you play a lot of " if item_idx.size else "because you like "  # declared only
     reasons = []
     for n, rec in enumerate(recommended):
         if rec < 0:
@@ -61,7 +66,8 @@ def explain(
         lo, hi = shared.indptr[n], shared.indptr[n + 1]
         data, cols = shared.data[lo:hi], shared.indices[lo:hi]
         order = np.lexsort((cols, -data))
-        top_tags = [display_tag(str(model.tags[cols[o]])) for o in order[:2] if data[o] > 0]
+        top_cols = [int(cols[o]) for o in order[:2] if data[o] > 0]
+        top_tags = [display_tag(str(model.tags[c])) for c in top_cols]
         tag_evidence = model.params.tag_weight * float(data.sum())
         cf_evidence, best_item = 0.0, -1
         if item_idx.size:
@@ -70,7 +76,19 @@ def explain(
         if cf_evidence <= 0 and not top_tags:
             reasons.append(POPULAR)
         elif top_tags and tag_evidence >= cf_evidence:
-            reasons.append(lead + " and ".join(top_tags))
+            reasons.append(_tag_reason(top_cols, top_tags, played))
         else:
             reasons.append(f"because you played {_name(model, best_item, names)}")
     return reasons
+
+
+def _tag_reason(cols: list[int], names: list[str], played: np.ndarray) -> str:
+    """ "because you play a lot of A and B" for tags of the user's history, "because you like A"
+    for declared interests, "because you play a lot of A and like B" for one of each."""
+    plays = [n for c, n in zip(cols, names, strict=True) if played[c] > 0]
+    likes = [n for c, n in zip(cols, names, strict=True) if played[c] <= 0]
+    if plays and likes:
+        return f"because you play a lot of {' and '.join(plays)} and like {' and '.join(likes)}"
+    if plays:
+        return f"because you play a lot of {' and '.join(plays)}"
+    return f"because you like {' and '.join(likes)}"

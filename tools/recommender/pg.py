@@ -16,7 +16,7 @@ Functions take a connection and never commit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -339,11 +339,12 @@ def top_k_stored(
 
 _UPSERT_USER_VECTOR = """
 insert into rec_user_vectors
-    (user_id, model_id, event_seq, interests, vec, hist_items, hist_weights, providers)
+    (user_id, model_id, event_seq, interests, vec, hist_items, hist_weights, providers, folded_interests)
 select {source}
 on conflict (user_id) do update set model_id = excluded.model_id, event_seq = excluded.event_seq,
     interests = excluded.interests, vec = excluded.vec, hist_items = excluded.hist_items,
-    hist_weights = excluded.hist_weights, providers = excluded.providers, updated_at = now()
+    hist_weights = excluded.hist_weights, providers = excluded.providers,
+    folded_interests = excluded.folded_interests, updated_at = now()
 """
 
 
@@ -358,6 +359,7 @@ class StoredUser:
     hist_items: np.ndarray  # the history in the model's item indices ...
     hist_weights: np.ndarray  # ... with raw weights (what the reasons need)
     providers: Sequence[str]  # providers the user plays
+    folded_interests: Mapping[str, float] | None = None  # tag → weight when more than the declared
 
 
 def write_user_vectors(conn: psycopg.Connection[Any], model_id: int, users: Sequence[StoredUser]) -> int:
@@ -367,7 +369,7 @@ def write_user_vectors(conn: psycopg.Connection[Any], model_id: int, users: Sequ
         u = users[0]
         source = (
             "u.id, %(m)s, %(seq)s, %(interests)s, %(vec)b::vector, %(items)s::int[], %(weights)s::float8[],"
-            " %(providers)s::text[] from users u where u.id = %(user)s"
+            " %(providers)s::text[], %(folded)s from users u where u.id = %(user)s"
         )
         params = {
             "m": model_id,
@@ -377,6 +379,7 @@ def write_user_vectors(conn: psycopg.Connection[Any], model_id: int, users: Sequ
             "items": [int(i) for i in u.hist_items],
             "weights": [float(w) for w in u.hist_weights],
             "providers": list(u.providers),
+            "folded": _json(u.folded_interests),
             "user": str(u.user_id),
         }
         conn.execute(sql.SQL(_UPSERT_USER_VECTOR).format(source=sql.SQL(source)), params)
@@ -386,7 +389,8 @@ def write_user_vectors(conn: psycopg.Connection[Any], model_id: int, users: Sequ
     with conn.transaction():
         conn.execute(
             "create temporary table if not exists rec_user_vectors_in (user_id text, event_seq bigint,"
-            " interests jsonb, vec vector, hist_items int[], hist_weights float8[], providers text[])"
+            " interests jsonb, vec vector, hist_items int[], hist_weights float8[], providers text[],"
+            " folded_interests jsonb)"
             " on commit drop"
         )
         conn.execute("truncate rec_user_vectors_in")
@@ -394,7 +398,7 @@ def write_user_vectors(conn: psycopg.Connection[Any], model_id: int, users: Sequ
             conn.cursor() as cur,
             cur.copy("copy rec_user_vectors_in from stdin with (format binary)") as copy,
         ):
-            copy.set_types(["text", "int8", "jsonb", "vector", "int4[]", "float8[]", "text[]"])
+            copy.set_types(["text", "int8", "jsonb", "vector", "int4[]", "float8[]", "text[]", "jsonb"])
             for u in users:
                 copy.write_row(
                     (
@@ -405,10 +409,12 @@ def write_user_vectors(conn: psycopg.Connection[Any], model_id: int, users: Sequ
                         [int(i) for i in u.hist_items],
                         [float(w) for w in u.hist_weights],
                         list(u.providers),
+                        _json(u.folded_interests),
                     )
                 )
         source = (
-            "s.user_id, %(m)s, s.event_seq, s.interests, s.vec, s.hist_items, s.hist_weights, s.providers"
+            "s.user_id, %(m)s, s.event_seq, s.interests, s.vec, s.hist_items, s.hist_weights, s.providers,"
+            " s.folded_interests"
             " from rec_user_vectors_in s where exists (select 1 from users u where u.id = s.user_id)"
         )
         conn.execute(sql.SQL(_UPSERT_USER_VECTOR).format(source=sql.SQL(source)), {"m": model_id})
@@ -416,7 +422,7 @@ def write_user_vectors(conn: psycopg.Connection[Any], model_id: int, users: Sequ
 
 
 STORED_HISTORY = """
-select hist_items, hist_weights, providers, interests from rec_user_vectors
+select hist_items, hist_weights, providers, interests, folded_interests from rec_user_vectors
 where user_id = %(user)s and model_id = %(model)s
 """
 

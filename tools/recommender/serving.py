@@ -175,6 +175,8 @@ def stored_user(user_id: str, vec: np.ndarray, history: History) -> pg.StoredUse
         history.item_idx,
         history.weights,
         sorted(history.providers),
+        # the tags of new items the user played, when they add to the declared interests
+        history.interests if history.interests != parse_interests(history.declared) else None,
     )
 
 
@@ -184,7 +186,7 @@ def _stored_history(row: dict[str, Any]) -> History:
         np.asarray(row["hist_weights"], dtype=np.float64),
         [],
         set(row["providers"]),
-        parse_interests(row["interests"]),
+        dict(row["folded_interests"]) if row["folded_interests"] else parse_interests(row["interests"]),
     )
 
 
