@@ -128,3 +128,35 @@ def test_a_spelling_and_its_merged_alias_on_one_item_are_one_row(
         "select t.name, it.weight from item_tags it join tags t on t.id = it.tag_id where it.item_id = 'n1'"
     ).fetchall()
     assert [(r["name"], round(r["weight"], 3)) for r in rows] == [("lofi", 0.8)]
+
+
+def test_tags_in_other_scripts_stay_specific_on_import(db: psycopg.Connection[Any], tmp_path: Path) -> None:
+    """ "日本 rock" was stored as the seed tag rock, "русский рок 80s" as 80s, "Straße" keyed "strae"."""
+    line = {
+        "id": "u-1",
+        "title": "Script One",
+        "tags": ["日本 rock", "한국 hip hop", "ελληνικό rock", "русский рок 80s", "Straße", "rock"],
+    }
+    import_file(db, "items", jsonl(tmp_path / "script.jsonl", [line]))
+    sync_vocabulary(db)
+    names = {
+        r["name"]
+        for r in db.execute(
+            "select t.name from item_tags it join tags t on t.id = it.tag_id where it.item_id = 'u-1'"
+        )
+    }
+    assert names == {"日本-rock", "한국-hip-hop", "ελληνικό-rock", "русский-рок-80s", "straße", "rock"}
+
+
+def test_stored_tags_are_rekeyed_by_the_next_sync(db: psycopg.Connection[Any], tmp_path: Path) -> None:
+    """A store written under the old keys: "straße" and "strasse" were two tags ("strae" and
+    "strasse"), and "日本-zeuhl" was merged into "zeuhl" as an alias (both keyed "zeuhl")."""
+    db.execute("insert into items (id) values ('a'), ('b'), ('c')")
+    replace_item_tags(db, {"a": {"straße": 1.0, "zeuhl": 1.0}, "b": {"strasse": 1.0}}, source="import")
+    replace_item_tags(db, {"c": {"strasse": 1.0}}, source="import")
+    db.execute("update tags set aliases = '{日本-zeuhl}' where name = 'zeuhl'")
+    sync = sync_vocabulary(db)
+    assert sync.merged == {"strasse": ["straße"]}
+    assert db.execute("select aliases from tags where name = 'zeuhl'").fetchone() == {"aliases": []}
+    replace_item_tags(db, {"b": {"日本-zeuhl": 1.0}}, source="import")
+    assert tag_id(db, "日本-zeuhl") is not None  # its own tag, no longer zeuhl through the old alias

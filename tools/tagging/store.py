@@ -1,6 +1,8 @@
 """The tag vocabulary and taxonomy kept in the store (tables `tags`, `item_tags`).
 
-`sync_vocabulary(conn)` makes the stored tags agree with the tagging rules:
+`sync_vocabulary(conn)` makes the stored tags agree with the tagging rules (keys are never
+stored: a change of `tag_key` takes effect at the next sync, which merges tags whose keys now meet
+and drops aliases whose key no longer is their tag's):
 1. builds a `Vocabulary` from every stored tag name and its item count (`build_vocabulary`:
    spelling variants share a `tag_key`; the most used surface form is canonical);
 2. merges every other stored tag of a key into its canonical tag: everything keyed by the variant's
@@ -131,9 +133,24 @@ def _taxonomy(vocab: Vocabulary, emb: np.ndarray | None) -> Taxonomy:
     return taxonomy
 
 
+def _drop_stale_aliases(conn: psycopg.Connection[Any], rows: list[dict[str, Any]]) -> None:
+    """Aliases whose merge key is no longer their tag's: merged under an older `tag_key` (which
+    read "日本-zeuhl" as "zeuhl"), they would send that spelling to the wrong tag (`ensure_tags`)."""
+    stale = []
+    for r in rows:
+        kept = [a for a in r["aliases"] if tag_key(a) == tag_key(r["name"])]
+        if len(kept) < len(r["aliases"]):
+            stale.append({"id": r["id"], "aliases": kept})
+            r["aliases"] = kept
+    if stale:
+        with conn.cursor() as cur:
+            cur.executemany("update tags set aliases = %(aliases)s where id = %(id)s", stale)
+
+
 def sync_vocabulary(conn: psycopg.Connection[Any], *, refresh: bool = False) -> VocabSync:
     """Merge stored spelling variants, then (re)write families and genres when stale (module docstring)."""
     rows = conn.execute(TAG_COUNTS).fetchall()
+    _drop_stale_aliases(conn, rows)
     vocab = build_vocabulary([(r["name"], float(r["n"])) for r in rows], min_count=0.0)
     merged = _merge_variants(conn, rows, vocab)
     if merged:
