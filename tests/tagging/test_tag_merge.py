@@ -18,6 +18,7 @@ from tagloop.tools.profile_folder import FoldOptions, fold_pending
 from tagloop.tools.profiles import load_profiles
 from tagloop.tools.store.catalogue import ensure_tags, replace_item_tags
 from tagloop.tools.tagging.store import sync_vocabulary
+from tagloop.tools.tagging.store_rejections import remove_item_tag
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 
@@ -160,3 +161,16 @@ def test_stored_tags_are_rekeyed_by_the_next_sync(db: psycopg.Connection[Any], t
     assert db.execute("select aliases from tags where name = 'zeuhl'").fetchone() == {"aliases": []}
     replace_item_tags(db, {"b": {"日本-zeuhl": 1.0}}, source="import")
     assert tag_id(db, "日本-zeuhl") is not None  # its own tag, no longer zeuhl through the old alias
+
+
+def test_a_tag_taken_off_an_item_stays_off_under_the_canonical_tag(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    old = [{"id": f"o{i}", "title": f"Old {i}", "tags": ["lo-fi"]} for i in range(2)]
+    import_file(db, "items", jsonl(tmp_path / "old.jsonl", old))
+    assert remove_item_tag(db, "o1", "Lo Fi").removed == "import"
+    new = [{"id": f"n{i}", "title": f"New {i}", "tags": ["lofi"]} for i in range(3)]
+    import_file(db, "items", jsonl(tmp_path / "new.jsonl", new))
+    sync_vocabulary(db)
+    rejected = db.execute("select item_id, tag_id from item_tag_rejections").fetchall()
+    assert rejected == [{"item_id": "o1", "tag_id": tag_id(db, "lofi")}]

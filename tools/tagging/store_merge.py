@@ -5,6 +5,7 @@ A tag's id is its dimension in every sparse vector, so `merge_tag_ids(conn, {var
 - `item_tags`: one row per item and tag (highest weight and confidence, an `import` row's source
   wins over auto sources, what an import row took over stays `underneath`);
 - `tag_embeddings`: a variant's learned vector becomes the canonical tag's when that has none;
+- `item_tag_rejections`: a tag the owner took off an item stays off under the canonical tag;
 - `user_profiles.tags` (sparsevec, text index = id + 1): a variant's weight is added to the
   canonical tag's; and the per-tag stats the online update keeps under the tag id in `stats`
   (`source_tags` per source: weights added; `fresh`: play counts added, the later window kept);
@@ -48,6 +49,14 @@ MOVE_ITEM_TAGS = f"""
         underneath = coalesce(item_tags.underneath, excluded.underneath)
 """
 
+MOVE_REJECTIONS = f"""
+    insert into item_tag_rejections (item_id, tag_id, rejected_at)
+    select r.item_id, m.canonical_id, max(r.rejected_at)
+    from item_tag_rejections r join {_PAIRS} on m.variant_id = r.tag_id
+    group by r.item_id, m.canonical_id
+    on conflict (item_id, tag_id) do nothing
+"""
+
 MOVE_EMBEDDINGS = f"""
     update tag_embeddings e set tag_id = pick.canonical_id
     from (select distinct on (m.canonical_id) m.canonical_id, m.variant_id
@@ -80,6 +89,7 @@ def merge_tag_ids(conn: psycopg.Connection[Any], moves: dict[int, int]) -> None:
         return
     pairs = {"variant": list(moves), "canonical": [moves[v] for v in moves]}
     conn.execute(MOVE_ITEM_TAGS, {**pairs, "auto": list(AUTO_SOURCES)})
+    conn.execute(MOVE_REJECTIONS, pairs)
     conn.execute(MOVE_EMBEDDINGS, pairs)
     _move_profiles(conn, moves)
     conn.execute("delete from tags where id = any(%(ids)s)", {"ids": list(moves)})
