@@ -1,4 +1,5 @@
-"""`tagloop tag …`: the tag vocabulary, auto-tagging, confirmation, embeddings and emerging clusters.
+"""`tagloop tag …`: the tag vocabulary, auto-tagging, confirmation, removal by hand, embeddings and
+emerging clusters.
 
 Thin commands over `tools/tagging/store*.py`: open the database, call one service, commit, print a
 table (or one JSON object with --json). Problems that do not stop a batch (an empty vocabulary, a
@@ -167,6 +168,28 @@ def confirm(
         n = confirm_by_behaviour(conn, min_users=min_users, min_share=min_share, min_lift=min_lift)
         conn.commit()
     emit({"confirmed": n}, as_json) if as_json else out.print(f"confirmed {n:,} provisional tag(s)")
+
+
+@tag_app.command("remove")
+def remove(
+    item: Annotated[str, typer.Argument(help="The item's id.")],
+    tag: Annotated[str, typer.Argument(help="The tag, in any spelling of a stored tag.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Take a tag off an item for good, whatever gave it (an import, `tag items`, behaviour): later
+    `tag items` runs never propose it for that item again."""
+    from tagloop.agent.database import connect
+    from tagloop.tools.tagging.store_rejections import remove_item_tag
+
+    with connect(load_settings()) as conn:
+        done = remove_item_tag(conn, item, tag)
+        conn.commit()
+    what = (
+        f"removed {done.tag!r} ({done.removed})" if done.removed else f"{done.item!r} had no tag {done.tag!r}"
+    )
+    emit(done.__dict__, as_json) if as_json else out.print(
+        f"{what}; `tag items` will not propose it for {done.item!r} again"
+    )
 
 
 @tag_app.command("embed")

@@ -219,3 +219,29 @@ def test_an_rfc_3339_leap_second_is_the_last_microsecond_of_its_minute() -> None
     assert shifted.ts == event.ts
     with pytest.raises(FieldError, match="not an RFC 3339 timestamp"):
         parse_event({"user_id": "u", "type": "play", "ts": "2016-12-31T23:59:61Z"}, now=_now())
+
+
+@pytest.mark.parametrize("tag", ["\u200b", "\u2060", "...", "\u00ad", "\u200b\u00ad-", "🔥"])
+def test_a_tag_without_a_letter_or_digit_is_a_bad_line(
+    catalogue: psycopg.Connection[Any], tmp_path: Path, tag: str
+) -> None:
+    """Zero-width and punctuation-only tags were stored, as blank names in `tag vocab`."""
+    path = tmp_path / "items.jsonl"
+    lines = [{"id": "z1", "title": "Zw", "tags": ["rock", tag]}, {"id": "z2", "tags": {tag: 0.5}}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    with pytest.raises(
+        InvalidInput, match=r"(?s)items.jsonl:1: tags\[1\]: has no letter or digit.*:2: tags: has no letter"
+    ):
+        import_file(catalogue, "items", path)
+
+
+def test_invisible_characters_are_not_part_of_a_tag() -> None:
+    item = parse_item({"id": "z", "tags": ["zeu\u200bhl\u00ad", "\u2060krautrock\ufeff", "Ka\u200dmasi"]})
+    assert item.tags == {"zeuhl": 1.0, "krautrock": 1.0, "ka\u200dmasi": 1.0}  # joiners shape words
+
+
+@pytest.mark.parametrize("tag", ["\ufdfa" * 200, "&" * 200, "ﬃ" * 100])
+def test_the_length_cap_is_on_the_stored_name(tag: str) -> None:
+    """200 × U+FDFA passed the check and was stored as 3,600 characters, 200 × & as 799."""
+    with pytest.raises(FieldError, match="longer than 200 characters"):
+        parse_item({"id": "long", "tags": [tag]})

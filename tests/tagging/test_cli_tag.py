@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tagloop.agent.cli_tag import tag_app
-from tagloop.tools.errors import InvalidInput
+from tagloop.tools.errors import InvalidInput, NotFound
 from tagloop.tools.ingest.loader import import_file
 from tests.fake_openai import fake_openai
 
@@ -286,3 +286,55 @@ def test_lastfm_variants_merge_untagged_artists_get_tags_and_rap_is_near_hip_hop
     assert "lastfm" not in top and "music" not in top and "rock" in top
     assert tag("embed")["embedded"] > 200
     assert "rap" in [r["tag"] for r in tag("related", "Hip Hop", "--k", "5")["related"]]
+
+
+def _tags_of(db: psycopg.Connection[Any], item: str) -> dict[str, str]:
+    rows = db.execute(
+        """select t.name, it.source from item_tags it join tags t on t.id = it.tag_id
+           where it.item_id = %(i)s and it.confidence >= 0.5""",
+        {"i": item},
+    ).fetchall()
+    db.commit()
+    return {r["name"]: r["source"] for r in rows}
+
+
+def test_remove_takes_a_wrong_auto_tag_off_an_item_for_good(
+    catalogue: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """An import's `tags` replace the catalogue's own tags, not the ones tagloop proposed or
+    confirmed (a nightly catalogue export would wipe them); there was no way to take those off."""
+    tag("items", "--no-llm")
+    assert _tags_of(catalogue, "u-syn")["synthwave"] == "keyword"  # named in its title
+    retag = tmp_path / "retag.csv"
+    retag.write_text("id,tags\nu-syn,jazz\n", encoding="utf-8")
+    import_file(catalogue, "items", retag)
+    assert _tags_of(catalogue, "u-syn") == {"jazz": "import", "synthwave": "keyword"}
+    count = "select item_count from tags where name = 'synthwave'"
+    before = catalogue.execute(count).fetchone()
+    assert tag("remove", "u-syn", "Synth Wave") == {
+        "item": "u-syn",
+        "tag": "synthwave",
+        "removed": "keyword",
+        "rejected": True,
+    }
+    assert _tags_of(catalogue, "u-syn") == {"jazz": "import"}
+    after = catalogue.execute(count).fetchone()
+    assert before is not None and after == {"item_count": before["item_count"] - 1}
+    vec = catalogue.execute("select tag_vec from items where id = 'u-syn'").fetchone()
+    jazz = catalogue.execute("select id from tags where name = 'jazz'").fetchone()
+    assert vec is not None and jazz is not None and set(vec["tag_vec"].indices()) == {jazz["id"]}
+    tag("items", "--no-llm")  # proposed again by its title, but the owner took it off: not stored
+    assert _tags_of(catalogue, "u-syn") == {"jazz": "import"}
+    removed_import = tag("remove", "u-syn", "jazz")
+    assert removed_import["removed"] == "import" and _tags_of(catalogue, "u-syn") == {}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["u-syn", "no such tag"], "unknown tag 'no such tag'"), (["nobody", "jazz"], "unknown item 'nobody'")],
+)
+def test_remove_names_an_unknown_item_or_tag(
+    catalogue: psycopg.Connection[Any], args: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(tag_app, ["remove", *args])
+    assert isinstance(result.exception, NotFound) and message in str(result.exception)

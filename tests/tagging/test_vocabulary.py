@@ -6,6 +6,7 @@ import pytest
 
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.tagging.vocabulary import build_vocabulary, clean_surface, tag_key
+from tagloop.tools.tagging_names import normalize_tag
 
 
 @pytest.mark.parametrize(
@@ -17,6 +18,8 @@ from tagloop.tools.tagging.vocabulary import build_vocabulary, clean_surface, ta
         (["Beyoncé", "beyonce"], "beyonce"),
         (["русский рок", "Русский-Рок", "русский_рок"], "русскийрок"),  # was "": left out of the vocabulary
         (["ビジュアル系", "ビジュアル 系"], "ビジュアル系"),
+        (["Straße", "STRASSE", "strasse"], "strasse"),  # ß was dropped: "strae"
+        (["Café del Mar", "cafe del mar"], "cafedelmar"),
     ],
 )
 def test_spelling_variants_share_one_key(variants: list[str], key: str) -> None:
@@ -26,6 +29,22 @@ def test_spelling_variants_share_one_key(variants: list[str], key: str) -> None:
 def test_short_keys_keep_the_signs_that_tell_tags_apart() -> None:
     assert len({tag_key("c++"), tag_key("c#"), tag_key("c")}) == 3  # all three were "c"
     assert tag_key("ヒ") != tag_key("ビ") and tag_key("🔥") == ""
+
+
+@pytest.mark.parametrize(
+    ("tag", "broad"),
+    [
+        ("日本 rock", "rock"),
+        ("한국 hip hop", "hip-hop"),
+        ("ελληνικό rock", "rock"),
+        ("русский рок 80s", "80s"),
+    ],
+)
+def test_words_of_any_script_are_part_of_a_tags_identity(tag: str, broad: str) -> None:
+    """Only ASCII letters counted once a tag had more than two: "日本 rock" was the seed tag rock."""
+    assert tag_key(tag) != tag_key(broad)
+    assert normalize_tag(tag) not in (broad, "") and normalize_tag(tag) == normalize_tag(tag.upper())
+    assert tag_key("日本 rock") == tag_key("日本-Rock") != tag_key("韓国 rock")
 
 
 def test_normalize_tag_cleans_case_and_spacing_only() -> None:

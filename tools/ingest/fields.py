@@ -201,16 +201,22 @@ def timezone_field(value: Any) -> str:
     return value
 
 
-MAX_TAG = 200  # characters of a tag name (6,000 overflowed the tags' unique index: a traceback)
+MAX_TAG = 200  # characters of a stored tag name (6,000 overflowed the tags' unique index: a traceback)
 
 
 def tag_name(name: Any, field: str) -> str:
-    """The stored name of one tag, or a FieldError naming `field`."""
-    if not isinstance(name, str) or not normalize_tag(name):
+    """The stored name of one tag, or a FieldError naming `field`. The cap is on the stored name:
+    NFKC expands some characters (U+FDFA is 18 characters, "&" is "-and-")."""
+    if not isinstance(name, str) or not name.strip():
         raise FieldError(field, f"must be a non-empty string, got {name!r}")
-    if len(name) > MAX_TAG:
+    if len(name) > 20 * MAX_TAG:  # not worth normalising
         raise FieldError(field, f"is longer than {MAX_TAG} characters")
-    return normalize_tag(name)
+    stored = normalize_tag(name)
+    if not stored:
+        raise FieldError(field, f"has no letter or digit: {name!r}")
+    if len(stored) > MAX_TAG:
+        raise FieldError(field, f"is longer than {MAX_TAG} characters once normalised ({len(stored):,})")
+    return stored
 
 
 def tags_field(value: Any) -> dict[str, float]:
@@ -234,9 +240,7 @@ def tags_field(value: Any) -> dict[str, float]:
         for name, weight in value.items():
             if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 1:
                 raise FieldError(f"tags.{name}", f"weight must be a number in (0, 1], got {weight!r}")
-            key = tag_name(name, f"tags.{name[:40]}") if normalize_tag(name) else None
-            if not key:
-                raise FieldError("tags", f"empty tag name {name!r}")
+            key = tag_name(name, f"tags.{name[:40]}" if normalize_tag(name) else "tags")
             tags[key] = max(tags.get(key, 0.0), float(weight))
     else:
         raise FieldError(

@@ -35,17 +35,30 @@ def upsert_providers(conn: psycopg.Connection[Any], names: Iterable[str]) -> Non
         )
 
 
+# a name is its own tag's, else the most used tag that merged it as an alias (tags.aliases)
+_KNOWN_TAGS = """
+    select distinct on (n) n as name, t.id from unnest(%(names)s::text[]) as n
+    join tags t on t.name = n or t.aliases @> array[n]
+    order by n, t.name = n desc, t.item_count desc, t.id
+"""
+
+
 def ensure_tags(conn: psycopg.Connection[Any], names: Iterable[str]) -> dict[str, int]:
-    """Tag name → id, creating the missing ones."""
+    """Tag name → id, creating the missing ones. A spelling merged into another tag (one of its
+    `aliases`, tools/tagging/store.py) is that tag: written as a tag of its own, it split the tag
+    until the next merge."""
     names = sorted(set(names))
     if not names:
         return {}
-    conn.execute(
-        "insert into tags (name) select n from unnest(%(names)s::text[]) as n on conflict (name) do nothing",
-        {"names": names},
-    )
-    rows = conn.execute("select id, name from tags where name = any(%(names)s)", {"names": names}).fetchall()
-    return {r["name"]: r["id"] for r in rows}
+    known = {r["name"]: r["id"] for r in conn.execute(_KNOWN_TAGS, {"names": names})}
+    missing = [n for n in names if n not in known]
+    if missing:
+        conn.execute(
+            "insert into tags (name) select n from unnest(%(names)s::text[]) as n on conflict do nothing",
+            {"names": missing},
+        )
+        known.update((r["name"], r["id"]) for r in conn.execute(_KNOWN_TAGS, {"names": missing}))
+    return known
 
 
 def replace_item_tags(
@@ -59,7 +72,11 @@ def replace_item_tags(
         return
     ids = ensure_tags(conn, {t for tags in tags_by_item.values() for t in tags})
     item_ids = list(tags_by_item)
-    rows = [(item, ids[name], weight) for item, tags in tags_by_item.items() for name, weight in tags.items()]
+    pairs: dict[tuple[str, int], float] = {}  # a name and its merged alias given together: one row
+    for item, tags in tags_by_item.items():
+        for name, weight in tags.items():
+            pairs[item, ids[name]] = max(pairs.get((item, ids[name]), 0.0), float(weight))
+    rows = [(item, tag, weight) for (item, tag), weight in pairs.items()]
     params = {
         "items": item_ids,
         "source": source,

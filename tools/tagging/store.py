@@ -1,11 +1,14 @@
 """The tag vocabulary and taxonomy kept in the store (tables `tags`, `item_tags`).
 
-`sync_vocabulary(conn)` makes the stored tags agree with the tagging rules:
+`sync_vocabulary(conn)` makes the stored tags agree with the tagging rules (keys are never
+stored: a change of `tag_key` takes effect at the next sync, which merges tags whose keys now meet
+and drops aliases whose key no longer is their tag's):
 1. builds a `Vocabulary` from every stored tag name and its item count (`build_vocabulary`:
    spelling variants share a `tag_key`; the most used surface form is canonical);
-2. merges every other stored tag of a key into its canonical tag: item rows move over (one row per
-   item: highest weight and confidence, an `import` row's source wins over auto sources), the
-   variant row is deleted and its name kept in the canonical tag's `aliases`;
+2. merges every other stored tag of a key into its canonical tag: everything keyed by the variant's
+   id moves over (item rows and vectors, profiles, embeddings: `store_merge.merge_tag_ids`), the
+   variant row is deleted and its name kept in the canonical tag's `aliases`, which imports and
+   PUTs of that spelling then resolve to the canonical tag (`catalogue.ensure_tags`);
 3. writes each tag's broad `family` and `genre` from `build_taxonomy`, using the stored tag
    embeddings when there are any (rule-less tags then take their neighbours' family), when the
    stored taxonomy is stale: a tag never classified, a merge, embeddings trained since, or `refresh`.
@@ -24,35 +27,18 @@ import numpy as np
 import psycopg
 from pgvector import Vector
 
+from tagloop.tools.tagging.store_merge import AUTO_SOURCES as AUTO_SOURCES  # re-exported
+from tagloop.tools.tagging.store_merge import merge_tag_ids
 from tagloop.tools.tagging.taxonomy import Level, Taxonomy, build_taxonomy
 from tagloop.tools.tagging.vocabulary import Vocabulary, build_vocabulary, tag_key
 from tagloop.tools.tagging_names import normalize_tag as stored_name
 
 EMBEDDED_TAXONOMY = 2000
-AUTO_SOURCES = ("keyword", "llm", "cooccurrence", "colisten", "provider", "embedding", "popular")
 
 TAG_COUNTS = """
     select t.id, t.name, t.aliases, t.family, t.genre, count(it.item_id) as n
     from tags t left join item_tags it on it.tag_id = t.id
     group by t.id order by t.id
-"""
-
-MOVE_ITEM_TAGS = """
-    with m as (select * from unnest(%(variant)s::int[], %(canonical)s::int[]) as m(variant_id, canonical_id)),
-    moved as (
-        select it.item_id, m.canonical_id as tag_id,
-               max(it.weight) as weight, max(it.confidence) as confidence,
-               (array_agg(it.source order by it.source <> all(%(auto)s) desc, it.confidence desc))[1]
-                   as source
-        from item_tags it join m on m.variant_id = it.tag_id
-        group by it.item_id, m.canonical_id
-    )
-    insert into item_tags (item_id, tag_id, weight, source, confidence)
-    select item_id, tag_id, weight, source, confidence from moved
-    on conflict (item_id, tag_id) do update set
-        weight = greatest(item_tags.weight, excluded.weight),
-        confidence = greatest(item_tags.confidence, excluded.confidence),
-        source = case when item_tags.source <> all(%(auto)s) then item_tags.source else excluded.source end
 """
 
 ADD_ALIASES = """
@@ -98,22 +84,17 @@ def _merge_variants(
     conn: psycopg.Connection[Any], rows: list[dict[str, Any]], vocab: Vocabulary
 ) -> dict[str, list[str]]:
     by_name = {r["name"]: int(r["id"]) for r in rows}
-    variant_ids: list[int] = []
-    canonical_ids: list[int] = []
+    moves: dict[int, int] = {}  # variant id → canonical id
     merged: dict[str, list[str]] = defaultdict(list)
     for r in rows:
         canonical = vocab.aliases.get(tag_key(r["name"]))
         if canonical is None or canonical == r["name"] or canonical not in by_name:
             continue
-        variant_ids.append(int(r["id"]))
-        canonical_ids.append(by_name[canonical])
+        moves[int(r["id"])] = by_name[canonical]
         merged[canonical].extend([r["name"], *r["aliases"]])
-    if not variant_ids:
+    if not moves:
         return {}
-    conn.execute(
-        MOVE_ITEM_TAGS, {"variant": variant_ids, "canonical": canonical_ids, "auto": list(AUTO_SOURCES)}
-    )
-    conn.execute("delete from tags where id = any(%(ids)s)", {"ids": variant_ids})
+    merge_tag_ids(conn, moves)  # item rows and vectors, profiles, embeddings, counts
     with conn.cursor() as cur:
         cur.executemany(ADD_ALIASES, [{"id": by_name[c], "names": names} for c, names in merged.items()])
     return dict(merged)
@@ -152,9 +133,24 @@ def _taxonomy(vocab: Vocabulary, emb: np.ndarray | None) -> Taxonomy:
     return taxonomy
 
 
+def _drop_stale_aliases(conn: psycopg.Connection[Any], rows: list[dict[str, Any]]) -> None:
+    """Aliases whose merge key is no longer their tag's: merged under an older `tag_key` (which
+    read "日本-zeuhl" as "zeuhl"), they would send that spelling to the wrong tag (`ensure_tags`)."""
+    stale = []
+    for r in rows:
+        kept = [a for a in r["aliases"] if tag_key(a) == tag_key(r["name"])]
+        if len(kept) < len(r["aliases"]):
+            stale.append({"id": r["id"], "aliases": kept})
+            r["aliases"] = kept
+    if stale:
+        with conn.cursor() as cur:
+            cur.executemany("update tags set aliases = %(aliases)s where id = %(id)s", stale)
+
+
 def sync_vocabulary(conn: psycopg.Connection[Any], *, refresh: bool = False) -> VocabSync:
     """Merge stored spelling variants, then (re)write families and genres when stale (module docstring)."""
     rows = conn.execute(TAG_COUNTS).fetchall()
+    _drop_stale_aliases(conn, rows)
     vocab = build_vocabulary([(r["name"], float(r["n"])) for r in rows], min_count=0.0)
     merged = _merge_variants(conn, rows, vocab)
     if merged:

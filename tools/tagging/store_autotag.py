@@ -5,6 +5,7 @@
   implicit feedback (user, item, log(1 + positive events)) for co-consumption.
 - `store_proposals(conn, targets, proposals)`: deletes the auto-sourced rows of the target items
   (never an `import` or `confirmed` row) and writes the proposals with their source, confidence
+  (none the owner took off the item: `store_rejections`)
   and weight = confidence; then refreshes tag counts and the target items' tag vectors, which
   take tags with confidence ≥ 0.5 only, so provisional proposals stay out of vectors and profiles.
 - `confirm_by_behaviour(conn)`: the "confirmed by behaviour" rule. A provisional auto tag t on item
@@ -33,6 +34,7 @@ from tagloop.tools.store.catalogue import ensure_tags, refresh_item_vectors, ref
 from tagloop.tools.tagging.autotag import CONFIRM_AT, TagProposal
 from tagloop.tools.tagging.sources import ItemText
 from tagloop.tools.tagging.store import AUTO_SOURCES
+from tagloop.tools.tagging.store_rejections import NOT_REJECTED
 from tagloop.tools.tagging.vocabulary import tag_key
 
 POSITIVE = ("like", "save", "add_to_playlist", "share", "complete")
@@ -51,10 +53,11 @@ INTERACTIONS = """
     where item_id is not null and type = any(%(types)s) group by user_id, item_id
 """
 DELETE_AUTO = "delete from item_tags where item_id = any(%(items)s) and source = any(%(auto)s)"
-INSERT_PROPOSALS = """
+INSERT_PROPOSALS = f"""
     insert into item_tags (item_id, tag_id, weight, source, confidence)
     select * from unnest(%(items)s::text[], %(tags)s::int[], %(confidence)s::real[], %(sources)s::text[],
-                         %(confidence)s::real[])
+                         %(confidence)s::real[]) as p(item_id, tag_id, weight, source, confidence)
+    where {NOT_REJECTED}
     on conflict (item_id, tag_id) do nothing
 """
 CONFIRM = """

@@ -4,8 +4,9 @@ Owns how a raw tag string becomes a canonical tag:
 - `clean_surface(s)` cleans a surface form (Unicode NFKC, lower case, `_` → space, collapsed
   whitespace, trimmed punctuation): "  Hip_Hop " → "hip hop". It is the first step of matching,
   not the stored name of a tag: that is `tools/tagging_names.normalize_tag`.
-- `tag_key(s)` is the merge key of spelling variants: accents, spaces, hyphens, apostrophes and
-  dots dropped, "&" read as "and", plus a small table of synonyms, so "hip hop", "hip-hop" and
+- `tag_key(s)` is the merge key of spelling variants: letters and digits of any script, casefolded,
+  accents of Latin letters, spaces, hyphens, apostrophes and dots dropped, "&" read as "and", plus
+  a small table of synonyms, so "hip hop", "hip-hop" and
   "hiphop" share the key "hiphop" and "80's", "1980s" and "eighties" share "80s".
 - `Vocabulary` is the set of canonical tags with counts and aliases; each key's canonical name is
   its most frequent surface form (ties: shorter, then alphabetical), so the result is
@@ -23,7 +24,6 @@ from dataclasses import dataclass, field
 from tagloop.tools.errors import InvalidInput
 
 _SPACES = re.compile(r"\s+")
-_NOT_ALNUM = re.compile(r"[^0-9a-z]+")
 
 # merge keys that mean the same tag (key → key)
 SYNONYM_KEYS: dict[str, str] = {
@@ -58,21 +58,36 @@ def clean_surface(raw: str) -> str:
 
 
 def tag_key(raw: str) -> str:
-    """The merge key of a tag's spelling variants: its ASCII letters and digits (accents dropped,
-    so "Café" is "cafe"); a tag with two or fewer of those keeps its letters of any script, digits,
-    `+` and `#` ("русский рок" has a key, "c++" is not "c#"). "" for a tag with none of those
-    (emoji alone)."""
-    text = clean_surface(raw).replace("&", " and ").replace("'", "").replace("’", "")
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
-    key = _NOT_ALNUM.sub("", text)
-    if len(key) <= 2 and not key.isdigit():  # "c++" and "c#" are not both "c"; "ビジュアル系" is not ""
-        surface = clean_surface(raw).casefold()  # marks kept: ビ and ヒ are different letters
-        key = "".join(ch for ch in surface if ch.isalnum() or ch in "+#") or key
+    """The merge key of a tag's spelling variants: its letters and digits of any script, casefolded
+    ("Straße" is "strasse"), with the accents of Latin letters dropped ("Café" is "cafe"; the marks
+    of other scripts are kept: ビ and ヒ are different letters). A key of two or fewer of those keeps
+    `+` and `#` too ("c++" is not "c#"). "" for a tag with none of those (emoji alone). Every word
+    is part of the key: "日本 rock" is not "rock"."""
+    text = clean_surface(raw).casefold().replace("&", " and ").replace("'", "").replace("’", "")
+    kept: list[str] = []
+    latin = False  # the last base character was a Latin letter: its combining marks are accents
+    for ch in text:
+        if unicodedata.combining(ch):
+            if not latin:
+                kept.append(ch)
+            continue
+        latin = unicodedata.name(ch, "").startswith("LATIN")
+        if latin:
+            kept.extend(c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c))
+        else:
+            kept.append(ch)
+    key = "".join(ch for ch in kept if _in_key(ch))
+    if len(key) <= 2 and not key.isdigit():  # "c++" and "c#" are not both "c"
+        key = "".join(ch for ch in kept if _in_key(ch) or ch in "+#")
     decade = _DECADE.match(key)
     if decade and decade.group(1) == "19":
         key = decade.group(2) + "s"
     return SYNONYM_KEYS.get(key, key)
+
+
+def _in_key(ch: str) -> bool:
+    """Letters, digits and the marks that belong to them (Devanagari vowel signs are marks)."""
+    return ch.isalnum() or unicodedata.category(ch).startswith("M")
 
 
 @dataclass
