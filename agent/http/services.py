@@ -20,10 +20,11 @@ from tagloop.tools import profile_folder, triggers
 from tagloop.tools.errors import Conflict, NotFound
 from tagloop.tools.ingest import loader
 from tagloop.tools.ingest.records import FieldError, parse_item, parse_user
-from tagloop.tools.profiles import load_profiles
-from tagloop.tools.retrieval import tag_candidates
+from tagloop.tools.profiles import Profile, load_profiles
+from tagloop.tools.retrieval import POSITIVE, tag_candidates
 from tagloop.tools.store import runs
 from tagloop.tools.store import users as store
+from tagloop.tools.tagging_names import display_tag
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 MAX_RECORDS = 1000  # items or users in one POST (OpenAPI's maxItems), as events in one POST /v1/events
@@ -199,7 +200,30 @@ def recommendations(
                 for r in cf
             ],
         )
-    liked = dict(profiles[user_id].top_tags)
+    return schemas.Recommendations(user_id=user_id, items=_untrained(conn, user_id, k, profiles[user_id]))
+
+
+# the most popular items the user has not met, by users with a positive event (no model yet)
+_POPULAR_UNSEEN = """
+select i.id, i.title, i.provider_id, count(distinct e.user_id) as fans
+from events e join items i on i.id = e.item_id
+where e.type = any(%(positive)s)
+  and not exists (select 1 from events s where s.user_id = %(user)s and s.item_id = e.item_id)
+  and i.id <> all(%(taken)s)
+group by i.id, i.title, i.provider_id
+order by fans desc, i.id
+limit %(k)s
+"""
+
+
+def _untrained(
+    conn: psycopg.Connection[Any], user_id: str, k: int, profile: Profile
+) -> list[schemas.Recommendation]:
+    """Before any `tagloop train`: the items sharing the user's liked tags (tag search), each
+    explained by the user's strongest tags it carries, then the most popular unseen items."""
+    from tagloop.tools.recommender.explain import POPULAR  # the trained path's words (numpy: lazily)
+
+    liked = dict(profile.top_tags)
     candidates = tag_candidates(conn, [user_id], k)[user_id]
     item_tags: dict[str, list[str]] = defaultdict(list)
     for r in conn.execute(
@@ -211,11 +235,10 @@ def recommendations(
     out = []
     for c in candidates:
         shared = sorted((t for t in item_tags[c.item_id] if liked.get(t, 0) > 0), key=lambda t: -liked[t])[:2]
-        because = (
-            f"because you play a lot of {' and '.join(shared)}"
-            if shared
-            else "because it is close to the tags you listen to"
-        )
+        if not shared:  # a tag outside the user's top ones: still a match, named generally
+            because = "because it shares tags you listen to"
+        else:
+            because = f"because you play a lot of {' and '.join(display_tag(t) for t in shared)}"
         out.append(
             schemas.Recommendation(
                 item_id=c.item_id,
@@ -225,7 +248,24 @@ def recommendations(
                 explanation=because,
             )
         )
-    return schemas.Recommendations(user_id=user_id, items=out)
+    if len(out) < k:
+        params = {
+            "positive": POSITIVE,
+            "user": user_id,
+            "taken": [c.item_id for c in candidates],
+            "k": k - len(out),
+        }
+        for r in conn.execute(_POPULAR_UNSEEN, params):
+            out.append(
+                schemas.Recommendation(
+                    item_id=r["id"],
+                    title=r["title"],
+                    provider=r["provider_id"],
+                    score=0.0,
+                    explanation=POPULAR,
+                )
+            )
+    return out
 
 
 def run_options(payload: Any) -> bool:

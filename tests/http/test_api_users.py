@@ -106,6 +106,38 @@ def test_recommendations_are_unseen_and_explained(client: TestClient, db: psycop
     assert client.get("/v1/users/nobody/recommendations", headers=AUTH).status_code == 404
 
 
+def test_without_a_model_items_sharing_no_tag_are_popular_not_tag_matches(client: TestClient) -> None:
+    """Before any training the tag search padded the list with items sharing no tag, at score 0,
+    "because it is close to the tags you listen to"; a user without events got nothing."""
+    seed(client)
+    post_events(
+        client,
+        [
+            {"user_id": "u1", "type": "like", "item_id": "i2"},  # jazz, piano
+            {"user_id": "u2", "type": "play", "item_id": "i1"},
+            {"user_id": "u2", "type": "play", "item_id": "i5"},
+        ],
+    )
+    recs = client.get("/v1/users/u1/recommendations", params={"k": 4}, headers=AUTH).json()["items"]
+    assert recs[0] == {
+        "item_id": "i4",
+        "title": "Late Set",
+        "provider": "a3",
+        "score": recs[0]["score"],
+        "explanation": "because you play a lot of jazz",
+    }
+    assert recs[0]["score"] > 0
+    rest = recs[1:]  # no other item shares a tag with u1's: the popular ones, said so
+    assert [r["item_id"] for r in rest] == ["i1", "i5"]
+    assert all(r["explanation"] == "popular with listeners" and r["score"] == 0.0 for r in rest)
+    assert client.put("/v1/users/u9", json={"timezone": "UTC"}, headers=AUTH).status_code == 200
+    newcomer = client.get("/v1/users/u9/recommendations", params={"k": 2}, headers=AUTH).json()["items"]
+    assert [(r["item_id"], r["explanation"]) for r in newcomer] == [
+        ("i1", "popular with listeners"),
+        ("i2", "popular with listeners"),
+    ]
+
+
 def test_erasure_leaves_zero_rows_of_the_user_in_every_table(
     db: psycopg.Connection[Any], db_url: str, tmp_path: Path
 ) -> None:

@@ -178,7 +178,7 @@ def test_plays_of_items_added_after_training_shape_the_users_recommendations(
     assert recs is not None and recs and all(r.item_id.startswith("techno-") for r in recs), recs
     assert "techno-new" not in {r.item_id for r in recs}  # seen
     # the next request is served from the stored vector: the same items and the same reasons (the
-    # tags of the new item were lost there: "popular with listeners right now")
+    # tags of the new item were lost there: "popular with listeners")
     again = serving.recommend(db, "newfan", 5, now=NOW, served=trained)
     assert again is not None and [(r.item_id, r.reason) for r in again] == [
         (r.item_id, r.reason) for r in recs

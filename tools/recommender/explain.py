@@ -6,7 +6,7 @@ For item i and user u the score splits into evidence we can name:
   that come from declared interests, not plays: "because you like shoegaze and dream pop");
 - similar items: the CF block's contribution of each history item j, c_uj · (P_cf[j] · V_cf[i]);
   the largest gives "because you played Slowdive";
-- otherwise (no history, no shared tags): "popular with listeners right now".
+- otherwise (no history, no shared tags): "popular with listeners".
 The larger of the two evidence scores picks the reason. Deterministic: ties break by index.
 """
 
@@ -22,7 +22,7 @@ from tagloop.tools.recommender.model import RecModel
 from tagloop.tools.recommender.tags import profile_vector
 from tagloop.tools.tagging_names import display_tag
 
-POPULAR = "popular with listeners right now"
+POPULAR = "popular with listeners"  # by users at training (the untrained API: all events)
 
 
 def _name(model: RecModel, index: int, names: Mapping[str, str] | None) -> str:
