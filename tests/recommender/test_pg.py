@@ -376,3 +376,22 @@ def test_declared_interests_are_liked_and_played_tags_are_played_in_the_reasons(
     assert reasons["jazz"].startswith("because you like jazz"), reasons
     assert reasons["shoegaze"].startswith("because you play a lot of shoegaze"), reasons
     assert not any("play a lot of jazz" in r.reason for r in recs)
+
+
+def test_an_item_placed_from_its_tags_is_called_new_only_when_it_was_released_lately(
+    db: psycopg.Connection[Any], trained: serving.Served
+) -> None:
+    """Every item added after training was "new, and tagged …", a 1991 album too."""
+    released = {"jazz-fresh": NOW, "jazz-1991": datetime(1991, 11, 4, tzinfo=UTC)}
+    items = [
+        {"id": i, "title": i, "provider": f"p-{i}", "tags": {"jazz": 1.0}, "created_at": at.isoformat()}
+        for i, at in released.items()
+    ]
+    loader.store_items(db, [parse_item(i) for i in items])
+    db.commit()
+    assert serving.place_new_items(db, trained, force=True) == 2
+    recs = serving.recommend(db, "fresh", 12, now=NOW, served=trained)  # declared jazz, no plays
+    assert recs is not None
+    reasons = {r.item_id: r.reason for r in recs}
+    assert reasons["jazz-fresh"] == "new, and tagged jazz, which you like"
+    assert reasons["jazz-1991"] == "tagged jazz, which you like"

@@ -257,7 +257,7 @@ def reasons(
         if fresh and h.provider_id in history.providers:
             out.append(f"new from {h.provider or h.provider_id}, an artist you play")
         elif profile is not None and (i < 0 or h.cold):
-            out.append(_cold_reason(served, profile, h.tags, played=history.item_idx.size > 0))
+            out.append(_cold_reason(served, profile, h.tags, played=history.item_idx.size > 0, new=fresh))
         else:
             out.append(because)
     return out
@@ -292,10 +292,14 @@ def _profile(served: Served, history: History) -> np.ndarray:
     return profile_vector(history.item_idx, conf, model.item_tag_vectors, declared)
 
 
-def _cold_reason(served: Served, profile: np.ndarray, names: tuple[str, ...], *, played: bool) -> str:
+def _cold_reason(
+    served: Served, profile: np.ndarray, names: tuple[str, ...], *, played: bool, new: bool
+) -> str:
+    """The reason of an item placed from its tags: "new, and tagged …" only when it was released
+    within `NEW_RELEASE` (an old album added to the catalogue after training is not new)."""
     scored = sorted(((profile[served.tag_index[n]], n) for n in names if n in served.tag_index), reverse=True)
     shared = [display_tag(n) for s, n in scored[:2] if s > 0]
     if not shared:
         return POPULAR
     tail = " like what you play" if played else ", which you like"
-    return "new, and tagged " + " and ".join(shared) + tail
+    return ("new, and tagged " if new else "tagged ") + " and ".join(shared) + tail
