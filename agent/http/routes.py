@@ -18,6 +18,7 @@ from tagloop.agent.http.auth import read_body
 from tagloop.agent.http.problems import MEDIA_TYPE, FieldErrors
 from tagloop.agent.http.state import AppState
 from tagloop.agent.runner import configured_channels
+from tagloop.tools.ingest.fields import FieldError, ts_field
 from tagloop.tools.logsafe import hashed
 
 log = logging.getLogger("tagloop.http")
@@ -213,12 +214,16 @@ def get_events(
     user_id: UserId,
     state: Authorized,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
-    before: datetime | None = None,
+    before: Annotated[
+        str | None, Query(description="RFC 3339 timestamp, read as an event's `ts` (e.g. `next_before`)")
+    ] = None,
 ) -> dict[str, Any]:
-    if before is not None and before.tzinfo is None:
-        raise FieldErrors([("before", "has no time zone offset (RFC 3339 needs Z or ±hh:mm)")], read=True)
+    try:  # the same reading as an event's ts, so a value POST /v1/events takes is taken here too
+        until = ts_field({"before": before}, "before", required=False)
+    except FieldError as exc:
+        raise FieldErrors([(exc.field, exc.reason)], read=True) from None
     with state.pool.connection() as conn:
-        return services.events_page(conn, user_id, limit=limit, before=before)
+        return services.events_page(conn, user_id, limit=limit, before=until)
 
 
 @router.get(

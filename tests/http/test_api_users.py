@@ -57,6 +57,12 @@ def test_events_page_is_newest_first_and_pages_without_gaps(client: TestClient) 
     naive = client.get("/v1/users/u1/events", params={"before": "2026-03-02T10:00:00"}, headers=AUTH)
     assert naive.status_code == 422 and naive.json()["errors"][0]["field"] == "before"
     assert "stored" not in naive.json()["detail"]  # a read stores nothing anyway
+    # `before` is read as an event's ts is: what POST /v1/events takes, GET takes (a unix number
+    # was taken here and this refused)
+    compact = client.get("/v1/users/u1/events", params={"before": "2026-03-02 10:00:00+00"}, headers=AUTH)
+    assert compact.status_code == 200 and {e["ts"][:10] for e in compact.json()["events"]} == {"2026-03-01"}
+    unix = client.get("/v1/users/u1/events", params={"before": "1772445600"}, headers=AUTH)
+    assert unix.status_code == 422 and unix.json()["errors"][0]["field"] == "before"
 
 
 def test_profile_shows_tags_timing_devices_sources_at_once(client: TestClient) -> None:
