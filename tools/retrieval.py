@@ -36,7 +36,9 @@ from tagloop.tools.store.pending import Pending, request
 
 POSITIVE = ["play", "complete", "like", "save", "add_to_playlist", "share", "click", "convert"]
 
-_TAG_CANDIDATES = """
+# the rows of a candidate lateral `c` (which follows) for each user of the batch with a profile,
+# with the items the user interacted with (`seen`, read once per user)
+_SELECT_WITH_SEEN = """
 select q.user_id, c.id as item_id, c.title, c.provider_id, -c.neg_ip as score
 from unnest(%(users)s::text[]) as q(user_id)
 join user_profiles p on p.user_id = q.user_id and p.tags is not null
@@ -44,7 +46,10 @@ cross join lateral (
     select coalesce(array_agg(e.item_id), '{}') as items from events e
     where e.user_id = q.user_id and e.item_id is not null
 ) seen
-cross join lateral (
+"""
+_TAG_CANDIDATES = (
+    _SELECT_WITH_SEEN
+    + """cross join lateral (
     select i.id, i.title, i.provider_id, i.tag_vec <#> p.tags as neg_ip
     from items i
     where i.tag_vec is not null and i.id <> all(seen.items)
@@ -53,6 +58,7 @@ cross join lateral (
 ) c
 order by q.user_id, c.neg_ip, c.id
 """
+)
 _TAG_TOP = """
 select q.user_id, c.id as item_id, c.title, c.provider_id, -c.neg_ip as score
 from unnest(%(users)s::text[]) as q(user_id)
@@ -69,15 +75,9 @@ cross join lateral (
 # Exact: the items carrying one of the user's positively weighted tags (item_tags' tag index; the
 # same confident rows the tag vectors are built from), ranked by the inner product. sparsevec text
 # is 1-based: index - 1 is the tag id. For the users the HNSW search left on its zero plateau.
-_TAG_EXACT = r"""
-select q.user_id, c.id as item_id, c.title, c.provider_id, -c.neg_ip as score
-from unnest(%(users)s::text[]) as q(user_id)
-join user_profiles p on p.user_id = q.user_id and p.tags is not null
-cross join lateral (
-    select coalesce(array_agg(e.item_id), '{}') as items from events e
-    where e.user_id = q.user_id and e.item_id is not null
-) seen
-cross join lateral (
+_TAG_EXACT = (
+    _SELECT_WITH_SEEN
+    + r"""cross join lateral (
     select coalesce(array_agg(m[1]::int - 1), '{}') as ids
     from regexp_matches(p.tags::text, '(\d+):([^,}]+)', 'g') as m
     where m[2]::float8 > 0
@@ -95,6 +95,7 @@ cross join lateral (
 where c.neg_ip < 0
 order by q.user_id, c.neg_ip, c.id
 """
+)
 
 
 class Candidate(NamedTuple):
