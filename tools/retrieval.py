@@ -83,13 +83,16 @@ _TAG_EXACT = (
     where m[2]::float8 > 0
 ) liked
 cross join lateral (
-    select i.id, i.title, i.provider_id, i.tag_vec <#> p.tags as neg_ip
-    from items i
-    where i.id in (
-            select it.item_id from item_tags it where it.tag_id = any(liked.ids) and it.confidence >= 0.5
-        )
-      and i.tag_vec is not null and i.id <> all(seen.items)
-    order by i.tag_vec <#> p.tags, i.id
+    select x.id, x.title, x.provider_id, x.neg_ip from (
+        select i.id, i.title, i.provider_id, i.tag_vec <#> p.tags as neg_ip
+        from items i
+        where i.id in (
+                select it.item_id from item_tags it where it.tag_id = any(liked.ids) and it.confidence >= 0.5
+            )
+          and i.tag_vec is not null and i.id <> all(seen.items)
+        offset 0  -- a fence: ordered outside it, the HNSW index cannot serve (and cut) the order
+    ) x
+    order by x.neg_ip, x.id
     limit %(k)s
 ) c
 where c.neg_ip < 0

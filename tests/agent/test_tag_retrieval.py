@@ -62,6 +62,14 @@ def test_a_user_with_one_niche_tag_gets_the_items_carrying_it(  # a tag the demo
         ids = [c.item_id for c in found["narrow"]]
         assert ids == ["orbit-1", "orbit-2", "orbit-3", "orbit-4", "orbit-5"]
         assert all(c.score > 0 for c in found["narrow"])
+    # the exact search must not be served by the HNSW index (which stops on the plateau): with
+    # sorting discouraged the planner took the index's order, and the matches were lost
+    db.execute("set enable_sort = off")
+    for k in (5, 10, 40):
+        assert [c.item_id for c in tag_candidates(db, ["narrow"], k)["narrow"]] == [
+            f"orbit-{i}" for i in range(1, 6)
+        ]
+    db.execute("reset enable_sort")
     broad = tag_candidates(db, users[:5], 20, history.seen)
     for u in users[:5]:  # broad profiles keep their full top k, every one a tag match
         assert len(broad[u]) == 20 and all(c.score > 0 for c in broad[u])
