@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
     candidate_k: int = Field(default=100, gt=0)
     candidate_sources: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["tags", "trending", "new_from_providers", "co_likes", "cf"]
+        default_factory=lambda: ["tags", "trending", "new_from_providers", "co_likes", "cf"], min_length=1
     )
     quiet_exempt_channels: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["file", "console"])
     # delivery (tools/messaging/delivery.py)

@@ -150,3 +150,6 @@ def test_none_empties_a_list_setting_that_an_empty_value_cannot(monkeypatch: pyt
     assert load_settings().quiet_exempt_channels == []
     monkeypatch.setenv("TAGLOOP_QUIET_EXEMPT_CHANNELS", "file")
     assert load_settings().quiet_exempt_channels == ["file"]
+    monkeypatch.setenv("TAGLOOP_CANDIDATE_SOURCES", "none")  # no source: every run would send nothing
+    with pytest.raises(ConfigError, match="candidate_sources: List should have at least 1 item"):
+        load_settings()
