@@ -219,6 +219,8 @@ def test_an_rfc_3339_leap_second_is_the_last_microsecond_of_its_minute() -> None
     assert shifted.ts == event.ts
     with pytest.raises(FieldError, match="not an RFC 3339 timestamp"):
         parse_event({"user_id": "u", "type": "play", "ts": "2016-12-31T23:59:61Z"}, now=_now())
+    with pytest.raises(FieldError, match="second 60 outside a leap second"):
+        parse_event({"user_id": "u", "type": "play", "ts": "2016-12-31T23:58:60Z"}, now=_now())
 
 
 @pytest.mark.parametrize("tag", ["\u200b", "\u2060", "...", "\u00ad", "\u200b\u00ad-", "🔥"])

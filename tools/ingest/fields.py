@@ -172,6 +172,8 @@ def ts_field(data: dict[str, Any], name: str, *, required: bool) -> datetime | N
         raise FieldError(name, f"is not an RFC 3339 timestamp: {value!r}") from None
     if parsed.tzinfo is None:
         raise FieldError(name, f"has no time zone offset: {value!r} (RFC 3339 needs Z or ±hh:mm)")
+    if leap and parsed.astimezone(UTC).strftime("%H:%M") != "23:59":
+        raise FieldError(name, f"has second 60 outside a leap second (23:59:60 UTC): {value!r}")
     try:
         utc: datetime | None = parsed.astimezone(UTC)
     except OverflowError:
