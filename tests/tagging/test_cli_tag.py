@@ -120,7 +120,7 @@ def test_embed_then_related_answers_from_pgvector(catalogue: psycopg.Connection[
 
 def test_trends_lists_the_new_playlist_pair(catalogue: psycopg.Connection[Any]) -> None:
     data = tag("trends", "--now", "2025-06-01T00:00:00")
-    assert data["collections"] == "playlist"
+    assert data["collections"] == "playlist+session"
     assert [(t["name"], t["size"], t["growth"]) for t in data["trends"]] == [
         ("glitchcore + hyperpop", 6, 7.0)
     ]

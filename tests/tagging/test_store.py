@@ -301,6 +301,20 @@ def test_trends_from_sessions_split_on_half_hour_gaps(db: psycopg.Connection[Any
     report = find_trends(db, NOW, window=timedelta(days=7), collections="auto")
     assert report.collections == "session"
     assert [(t.name, t.trend.size) for t in report.trends] == [("glitchcore + hyperpop", 4)]
+    # a few playlist adds join the sessions under `auto`; they used to replace them all
+    db.execute("insert into items (id) values ('odd')")
+    replace_item_tags(db, {"odd": {"polka": 1}}, source="import")
+    for n, item in enumerate(["odd", "new1"]):
+        db.execute(
+            """insert into events (id, user_id, type, item_id, ts, context)
+               values (%(id)s, 'u0', 'add_to_playlist', %(i)s, %(ts)s, '{"playlist_id": "u0:1"}')""",
+            {"id": f"pl{n}", "i": item, "ts": NOW - timedelta(hours=2, minutes=n)},
+        )
+    both = find_trends(db, NOW, window=timedelta(days=7), collections="auto")
+    assert both.collections == "playlist+session"
+    assert [t.name for t in both.trends] == ["glitchcore + hyperpop"]
+    alone = find_trends(db, NOW, window=timedelta(days=7), collections="playlist")
+    assert alone.collections == "playlist" and alone.trends == []
 
 
 def test_an_import_takes_over_an_auto_tag_of_the_same_pair(db: psycopg.Connection[Any]) -> None:
