@@ -252,7 +252,9 @@ def trends(
     history_days: Annotated[
         float, typer.Option(help=f"Events read to tell new from old, days (at most {MAX_DAYS:,.0f}).")
     ] = 365.0,
-    by: Annotated[str, typer.Option(help="Collections: auto (playlists and sessions), playlist or session.")] = "auto",
+    by: Annotated[
+        str, typer.Option(help="Collections: auto (playlists and sessions), playlist or session.")
+    ] = "auto",
     now: Annotated[
         datetime | None,
         typer.Option(
