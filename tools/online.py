@@ -265,7 +265,7 @@ def _fold(
                 # the later listen of the pair is the replay: an earlier one arriving late earns
                 # the bonus at the later one's age, as if they had come in order
                 later = max(epoch, last)
-                decayed += config.replay_bonus * 0.5 ** (max(now.timestamp() - later, 0.0) / half_life_s)
+                decayed += config.replay_bonus * decay(now.timestamp() - later, config.half_life_days)
                 stats["replays"] = stats.get("replays", 0) + 1
             recent[e.item_id] = max(epoch, last or 0.0)
         source = context.get("source")
