@@ -264,11 +264,7 @@ def _eligible_channels(user: UserContext, ctx: RunContext) -> list[str]:
     preferred = [c for c in ctx.policy.bandits.channels if c in ctx.channels]
     preferred += [c for c in ctx.channels if c not in preferred]
     return [
-        c
-        for c in preferred
-        if user.consent.get(c) is True
-        and (c in user.channels or c in ctx.local_channels)
-        and not _unsubscribed(user, c, ctx)
+        c for c in preferred if _consented(user, c, ctx) and (c in user.channels or c in ctx.local_channels)
     ]
 
 
@@ -308,14 +304,17 @@ def _no_channel(user: UserContext, ctx: RunContext) -> tuple[str, str]:
     (a webhook without its URL and secret, email without TAGLOOP_SMTP_URL, a channel tagloop does
     not have), else `no_consent`."""
     missing = sorted(
-        c
-        for c, given in user.consent.items()
-        if given is True and c in user.channels and c not in ctx.channels and not _unsubscribed(user, c, ctx)
+        c for c in user.consent if _consented(user, c, ctx) and c in user.channels and c not in ctx.channels
     )
     if missing:
         named = [f"{c} (needs {CHANNEL_SETTINGS[c]})" if c in CHANNEL_SETTINGS else c for c in missing]
         return "no_channel", f"the user's consented channels are not configured here: {', '.join(named)}"
     return "no_consent", "no channel with consent, an address and no unsubscribe"
+
+
+def _consented(user: UserContext, channel: str, ctx: RunContext) -> bool:
+    """The user consented to `channel` and has not unsubscribed from it (or from all) since."""
+    return user.consent.get(channel) is True and not _unsubscribed(user, channel, ctx)
 
 
 def _unsubscribed(user: UserContext, channel: str, ctx: RunContext) -> bool:
