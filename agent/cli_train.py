@@ -22,6 +22,7 @@ from rich.table import Table
 from tagloop.agent.cli_common import emit
 from tagloop.agent.settings import Settings, load_settings
 from tagloop.tools.errors import InvalidInput, NotFound
+from tagloop.tools.recommender import MAX_K
 
 if TYPE_CHECKING:
     from tagloop.tools.recommender.train import TrainReport
@@ -68,7 +69,7 @@ def train_command(
 
 def recommend_command(
     user: Annotated[str, typer.Option("--user", help="The user id.")],
-    k: Annotated[int, typer.Option("--k", min=1, max=1000, help="How many items.")] = 20,
+    k: Annotated[int, typer.Option("--k", min=1, max=MAX_K, help="How many items.")] = 20,
     as_json: JsonFlag = False,
 ) -> None:
     """Top-k unseen items for one user from the trained model, with a reason each."""

@@ -20,6 +20,7 @@ from tagloop.agent.http.state import AppState
 from tagloop.agent.runner import configured_channels
 from tagloop.tools.ingest.fields import FieldError, ts_field
 from tagloop.tools.logsafe import hashed
+from tagloop.tools.recommender import MAX_K
 
 log = logging.getLogger("tagloop.http")
 
@@ -245,7 +246,7 @@ def get_profile(user_id: UserId, state: Authorized) -> schemas.Profile:
     responses=_problems(401, 404, 422, 429),
 )
 def get_recommendations(
-    user_id: UserId, state: Authorized, k: Annotated[int, Query(ge=1, le=200)] = 20
+    user_id: UserId, state: Authorized, k: Annotated[int, Query(ge=1, le=MAX_K)] = 20
 ) -> schemas.Recommendations:
     with state.pool.connection() as conn:
         return services.recommendations(conn, user_id, k, fold=state.fold)

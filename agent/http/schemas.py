@@ -128,6 +128,7 @@ class Recommendation(BaseModel):
     provider: str | None
     score: float
     explanation: str
+    cold: bool  # scored from its tags alone: added after the model was trained (as `tagloop recommend`)
 
 
 class Recommendations(BaseModel):

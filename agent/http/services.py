@@ -196,6 +196,7 @@ def recommendations(
                     provider=r.provider,
                     score=round(r.score, 6),
                     explanation=r.reason,
+                    cold=r.cold,
                 )
                 for r in cf
             ],
@@ -246,6 +247,7 @@ def _untrained(
                 provider=c.provider,
                 score=round(c.score, 6),
                 explanation=because,
+                cold=False,
             )
         )
     if len(out) < k:
@@ -263,6 +265,7 @@ def _untrained(
                     provider=r["provider_id"],
                     score=0.0,
                     explanation=POPULAR,
+                    cold=False,
                 )
             )
     return out

@@ -131,6 +131,7 @@ def test_without_a_model_items_sharing_no_tag_are_popular_not_tag_matches(client
         "provider": "a3",
         "score": recs[0]["score"],
         "explanation": "because you play a lot of jazz",
+        "cold": False,
     }
     assert recs[0]["score"] > 0
     rest = recs[1:]  # no other item shares a tag with u1's: the popular ones, said so

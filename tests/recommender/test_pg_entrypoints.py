@@ -18,7 +18,7 @@ from tagloop.agent.http import create_app
 from tagloop.agent.runner import decide, make_context
 from tagloop.agent.settings import Settings
 from tagloop.tools.candidates import sources_named
-from tagloop.tools.recommender import serving
+from tagloop.tools.recommender import MAX_K, serving
 
 KEY = "test-key-6"
 
@@ -64,7 +64,7 @@ def test_http_recommendations_switch_to_the_model_once_trained(
         _run_train(db)
         after = client.get("/v1/users/u1/recommendations", params={"k": 5}, headers=auth).json()
     assert set(before) == set(after) == {"user_id", "items"}
-    fields = {"item_id", "title", "provider", "score", "explanation"}
+    fields = {"item_id", "title", "provider", "score", "explanation", "cold"}  # as `tagloop recommend`
     # before training: tag retrieval over the profile that reading folds in (read-your-writes);
     # after: the trained model, whose inner-product scores differ from tag-profile scores
     assert all(set(i) == fields for i in before["items"]) and len(after["items"]) == 5
@@ -72,6 +72,24 @@ def test_http_recommendations_switch_to_the_model_once_trained(
     assert all(set(i) == fields for i in after["items"])
     assert all(i["item_id"].startswith(GENRES[1]) for i in after["items"][:3])
     assert all(i["explanation"] for i in after["items"])
+    assert not any(i["cold"] for i in before["items"] + after["items"])  # every item was trained on
+
+
+def test_http_and_cli_recommendations_share_one_k_limit(
+    db: psycopg.Connection[Any], db_url: str, tagloop_env: Path
+) -> None:
+    load_world(db)
+    _run_train(db)
+    settings = Settings(database_url=db_url, home=tagloop_env, api_keys=[KEY])
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with TestClient(create_app(settings, pool_size=2)) as client:
+        top = client.get("/v1/users/u1/recommendations", params={"k": MAX_K}, headers=auth)
+        over = client.get("/v1/users/u1/recommendations", params={"k": MAX_K + 1}, headers=auth)
+    assert top.status_code == 200 and len(top.json()["items"]) == 30 - 5  # the catalogue, u1's unseen
+    assert over.status_code == 422 and str(MAX_K) in over.text
+    assert _run("recommend", "--user", "u1", "--k", str(MAX_K), "--json")["items"]
+    too_many = CliRunner().invoke(cli.app, ["recommend", "--user", "u1", "--k", str(MAX_K + 1)])
+    assert too_many.exit_code != 0
 
 
 def _run_train(db: psycopg.Connection[Any]) -> None:
