@@ -18,7 +18,7 @@ from tagloop.agent.context import CHANNEL_SETTINGS, RunContext
 from tagloop.agent.prompts import COPY_SYSTEM
 from tagloop.agent.state import ArmChoice, Plan, RunState, UserContext
 from tagloop.policies import check_caps, choose_slate, in_holdout, next_allowed_time
-from tagloop.policies.guards import zone
+from tagloop.policies.guards import consented, zone
 from tagloop.tools import candidates as sources
 from tagloop.tools.messaging import timing
 from tagloop.tools.messaging.compose import compose_discovery, compose_with_llm
@@ -313,12 +313,7 @@ def _no_channel(user: UserContext, ctx: RunContext) -> tuple[str, str]:
 
 
 def _consented(user: UserContext, channel: str, ctx: RunContext) -> bool:
-    """The user consented to `channel` and has not unsubscribed from it (or from all) since."""
-    return user.consent.get(channel) is True and not _unsubscribed(user, channel, ctx)
-
-
-def _unsubscribed(user: UserContext, channel: str, ctx: RunContext) -> bool:
-    return any(t <= ctx.now for key, t in user.unsubscribed.items() if key in ("*", channel))
+    return consented(user.consent, user.unsubscribed, channel, ctx.now)
 
 
 def _features(user: UserContext, ctx: RunContext, trigger: str) -> dict[str, Any]:

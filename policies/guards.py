@@ -187,6 +187,17 @@ def check_unsubscribed(
     return ALLOWED
 
 
+def consented(
+    consent: Mapping[str, bool], unsubscribed: Mapping[str, datetime], channel: str, now: datetime
+) -> bool:
+    """`has_consent` and `check_unsubscribed` in one cheap test, as a decision and the profile's
+    `reachable` both ask it: explicit consent to `channel` and no unsubscribe from it (or from
+    all, key "*") at or before `now`."""
+    return consent.get(channel) is True and not any(
+        t <= now for key, t in unsubscribed.items() if key in ("*", channel)
+    )
+
+
 def holdout_bucket(user_id: str, salt: str) -> float:
     """The user's stable position in [0, 1): first 8 bytes of sha256(salt:user_id) / 2**64."""
     digest = hashlib.sha256(f"{salt}:{user_id}".encode()).digest()

@@ -16,6 +16,7 @@ from tagloop.agent.http import schemas
 from tagloop.agent.http.problems import FieldErrors, PayloadTooLarge
 from tagloop.agent.runshare import RunShare
 from tagloop.agent.settings import Settings
+from tagloop.policies.guards import consented
 from tagloop.tools import profile_folder, triggers
 from tagloop.tools.errors import Conflict, NotFound
 from tagloop.tools.ingest import loader
@@ -92,8 +93,9 @@ def profile_view(
     """The profile as the user's committed events make it: with `fold`, events the profile folder
     has not reached yet are folded first (read-your-writes). `configured`: the channels this
     deployment delivers on (runner.configured_channels); a channel outside it is not reachable."""
+    now = datetime.now(UTC)
     if fold is not None:
-        profile_folder.fold_user(conn, user_id, fold, now=datetime.now(UTC))
+        profile_folder.fold_user(conn, user_id, fold, now=now)
     profiles = load_profiles(conn, [user_id], top=20)
     if user_id not in profiles:
         raise NotFound(f"unknown user {user_id!r}")
@@ -149,9 +151,8 @@ def profile_view(
                 unsubscribed_at=blocked_at(c),
                 configured=c in configured,
                 reachable=c in configured
-                and consent.get(c) is True
-                and (c in addresses or c in LOCAL_CHANNELS)
-                and blocked_at(c) is None,
+                and consented(consent, unsubscribed, c, now)
+                and (c in addresses or c in LOCAL_CHANNELS),
             )
             for c in names
         ],

@@ -4,6 +4,7 @@ send-time checks read; a link without a valid token is a 401 and changes nothing
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -135,3 +136,23 @@ def test_without_smtp_settings_email_is_neither_reachable_nor_blamed_on_consent(
     assert decision["explanation"] == (
         "the user's consented channels are not configured here: email (needs TAGLOOP_SMTP_URL)"
     )
+
+
+def test_the_profile_reads_reachable_as_a_run_decides_it(
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path
+) -> None:
+    """An unsubscribe stamped ahead of the sender's clock (accepted up to a day ahead) blocks at
+    once, from when it arrived: a run sends nothing there, and the profile says the same."""
+    settings = make_settings(db_url, tmp_path, smtp_url="smtp://127.0.0.1:9")
+    ahead = datetime.now(UTC) + timedelta(hours=2)
+    with TestClient(create_app(settings, pool_size=2)) as client:
+        assert client.put("/v1/users/reader", json=READER, headers=AUTH).status_code == 200
+        assert client.post("/v1/items", json=ITEMS, headers=AUTH).status_code == 200
+        like = {"user_id": "reader", "type": "like", "item_id": "i1"}
+        unsubscribe = {"user_id": "reader", "type": "unsubscribe", "context": {"channel": "email"}}
+        post_events(client, [like, {**unsubscribe, "ts": ahead.isoformat()}])
+        (email,) = client.get("/v1/users/reader/profile", headers=AUTH).json()["channels"]
+        decision = client.post("/v1/users/reader/runs", json={}, headers=AUTH).json()
+    assert datetime.fromisoformat(email["unsubscribed_at"]) < ahead
+    assert (email["consent"], email["configured"], email["reachable"]) == (True, True, False)
+    assert decision["outcome"] == "no_consent", decision

@@ -22,7 +22,7 @@ from tagloop.policies import (
     next_allowed_time,
 )
 from tagloop.policies.config import ChannelCap
-from tagloop.policies.guards import holdout_bucket
+from tagloop.policies.guards import consented, holdout_bucket
 from tagloop.tools.errors import InvalidInput
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -185,6 +185,28 @@ def test_unsubscribe_is_honoured_immediately() -> None:
     assert not check_unsubscribed({"push": T0 - timedelta(days=1)}, "push", T0)
     assert check_unsubscribed({"email": T0}, "push", T0)
     assert check_unsubscribed(None, "push", T0)
+
+
+_CHANNELS = st.sampled_from(["push", "email", "webhook"])
+
+
+@given(
+    consent=st.dictionaries(_CHANNELS, st.booleans()),
+    unsubscribed=st.dictionaries(
+        st.sampled_from(["*", "push", "email"]), st.integers(-3, 3).map(lambda h: T0 + timedelta(hours=h))
+    ),
+    channel=_CHANNELS,
+)
+def test_consented_is_the_send_time_checks_in_one(
+    consent: dict[str, bool], unsubscribed: dict[str, datetime], channel: str
+) -> None:
+    """What a decision and the profile ask (`consented`) is what delivery checks at send time."""
+    at_send = (
+        has_consent(consent, channel).allowed
+        and check_unsubscribed(unsubscribed.get("*"), channel, T0).allowed
+        and check_unsubscribed(unsubscribed, channel, T0).allowed
+    )
+    assert consented(consent, unsubscribed, channel, T0) is at_send
 
 
 @pytest.mark.parametrize(
