@@ -5,6 +5,7 @@ again; later writes of the variant's spelling reach the canonical tag through it
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,15 @@ from typing import Any
 import psycopg
 import pytest
 from pgvector import Vector
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from tagloop.tools.ingest.loader import import_file
-from tagloop.tools.profile_folder import FoldOptions, fold_pending
+from tagloop.tools.profile_folder import FOLD_LOCK, FoldOptions, fold_pending
 from tagloop.tools.profiles import load_profiles
 from tagloop.tools.store.catalogue import ensure_tags, replace_item_tags
 from tagloop.tools.tagging.store import sync_vocabulary
+from tagloop.tools.tagging.store_merge import SAVE_PROFILE
 from tagloop.tools.tagging.store_rejections import remove_item_tag
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
@@ -174,3 +178,29 @@ def test_a_tag_taken_off_an_item_stays_off_under_the_canonical_tag(
     sync_vocabulary(db)
     rejected = db.execute("select item_id, tag_id from item_tag_rejections").fetchall()
     assert rejected == [{"item_id": "o1", "tag_id": tag_id(db, "lofi")}]
+
+
+def test_a_merge_waits_for_a_fold_in_flight_so_the_fold_cannot_write_the_variant_back(
+    lofi: tuple[psycopg.Connection[Any], int], db_url: str
+) -> None:
+    """A fold read u0's profile (with the variant's id) and is about to write it back when a merge
+    starts: the merge waits for the fold (the folder's lock) and then moves the id it wrote."""
+    db, variant = lofi
+    db.commit()
+    fold = psycopg.connect(db_url, row_factory=dict_row)
+    try:
+        fold.execute("select pg_advisory_xact_lock(%(ns)s, %(key)s)", FOLD_LOCK)
+        row = fold.execute("select tags::text as tags, stats from user_profiles where user_id = 'u0'").fetchone()
+        assert row is not None and f"{variant + 1}:" in row["tags"]
+        merging = threading.Thread(target=lambda: (sync_vocabulary(db), db.commit()))
+        merging.start()
+        merging.join(timeout=1.0)  # without the wait the merge is done long before this
+        fold.execute(SAVE_PROFILE, {"tags": row["tags"], "stats": Jsonb(row["stats"]), "user_id": "u0"})
+        fold.commit()
+        merging.join(timeout=30)
+        assert not merging.is_alive()
+    finally:
+        fold.close()
+    canonical = tag_id(db, "lofi")
+    profile = load_profiles(db, ["u0"])["u0"]
+    assert canonical in profile.tags and variant not in profile.tags

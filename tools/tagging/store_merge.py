@@ -10,7 +10,8 @@ A tag's id is its dimension in every sparse vector, so `merge_tag_ids(conn, {var
   canonical tag's; and the per-tag stats the online update keeps under the tag id in `stats`
   (`source_tags` per source: weights added; `fresh`: play counts added, the later window kept);
 then deletes the variant tags, recounts `tags.item_count` and recomputes the tag vectors of every
-item carrying a canonical tag (its count, and so its idf, changed). Before, the variant's id stayed
+item carrying a canonical tag (its count, and so its idf, changed). It holds the profile folder's
+lock meanwhile, so no fold can write a variant id back into a profile. Before, the variant's id stayed
 in item vectors and profiles after its row was deleted: search split the tag in two, and profiles
 lost it from their top tags. Never commits.
 """
@@ -22,6 +23,7 @@ from typing import Any
 import orjson
 import psycopg
 
+from tagloop.tools.profile_folder import FOLD_LOCK
 from tagloop.tools.profiles import sparsevec_parse, sparsevec_text
 from tagloop.tools.store.catalogue import refresh_item_vectors, refresh_tag_counts
 
@@ -87,6 +89,9 @@ def merge_tag_ids(conn: psycopg.Connection[Any], moves: dict[int, int]) -> None:
     """Move everything keyed by each variant id to its canonical id and delete the variants."""
     if not moves:
         return
+    # A fold in flight may hold a profile read with a variant id, to write it back: wait for it to
+    # commit (its write is then moved here), and keep new folds out until this transaction ends.
+    conn.execute("select pg_advisory_xact_lock(%(ns)s, %(key)s)", FOLD_LOCK)
     pairs = {"variant": list(moves), "canonical": [moves[v] for v in moves]}
     conn.execute(MOVE_ITEM_TAGS, {**pairs, "auto": list(AUTO_SOURCES)})
     conn.execute(MOVE_REJECTIONS, pairs)
