@@ -190,7 +190,8 @@ def test_a_merge_waits_for_a_fold_in_flight_so_the_fold_cannot_write_the_variant
     fold = psycopg.connect(db_url, row_factory=dict_row)
     try:
         fold.execute("select pg_advisory_xact_lock(%(ns)s, %(key)s)", FOLD_LOCK)
-        row = fold.execute("select tags::text as tags, stats from user_profiles where user_id = 'u0'").fetchone()
+        read = "select tags::text as tags, stats from user_profiles where user_id = 'u0'"
+        row = fold.execute(read).fetchone()
         assert row is not None and f"{variant + 1}:" in row["tags"]
         merging = threading.Thread(target=lambda: (sync_vocabulary(db), db.commit()))
         merging.start()
