@@ -193,7 +193,12 @@ def test_a_merge_waits_for_a_fold_in_flight_so_the_fold_cannot_write_the_variant
         read = "select tags::text as tags, stats from user_profiles where user_id = 'u0'"
         row = fold.execute(read).fetchone()
         assert row is not None and f"{variant + 1}:" in row["tags"]
-        merging = threading.Thread(target=lambda: (sync_vocabulary(db), db.commit()))
+
+        def merge() -> None:
+            sync_vocabulary(db)
+            db.commit()
+
+        merging = threading.Thread(target=merge)
         merging.start()
         merging.join(timeout=1.0)  # without the wait the merge is done long before this
         fold.execute(SAVE_PROFILE, {"tags": row["tags"], "stats": Jsonb(row["stats"]), "user_id": "u0"})
