@@ -1,5 +1,6 @@
 """The `tagloop` command line. Commands are thin: parse options, open the database, call one
-service, print a table (or JSON with --json). A `TagloopError` prints its message, no traceback."""
+service, print a table (or JSON with --json). A `TagloopError` prints its message, no traceback; so
+do a database error (disk full, too many clients, a read-only server) and a system one (OSError)."""
 
 from __future__ import annotations
 
@@ -443,4 +444,16 @@ def main() -> None:
         app()
     except TagloopError as exc:
         sys.stderr.write(f"error: {exc}\n")  # unwrapped: file:line: field messages stay greppable
+        sys.exit(2)
+    except Exception as exc:  # a database or the system refusing: one line too, no traceback
+        psycopg = sys.modules.get("psycopg")  # loaded by whatever talked to the database
+        if psycopg is not None and isinstance(exc, psycopg.Error):
+            from tagloop.tools.store.db import first_line
+
+            sys.stderr.write(f"error: the database refused the command: {first_line(exc)}\n")
+        elif isinstance(exc, OSError) and exc.strerror:
+            where = f": {exc.filename}" if exc.filename else ""
+            sys.stderr.write(f"error: {exc.strerror}{where}\n")
+        else:
+            raise
         sys.exit(2)

@@ -71,6 +71,31 @@ def test_import_reports_bad_lines_without_a_traceback(
     assert skipped["stored"] == 1 and skipped["skipped"] == 1
 
 
+def test_a_database_refusing_the_command_is_one_line_not_a_traceback(
+    tagloop_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """E.g. DATABASE_URL pointed at a read-only replica (here: every transaction read-only)."""
+    users = tmp_path / "users.jsonl"
+    users.write_text('{"id": "a", "timezone": "Europe/Paris"}\n')
+    monkeypatch.setenv("PGOPTIONS", "-c default_transaction_read_only=on")
+    failed = tagloop("import", "users", str(users), check=False)
+    assert failed.returncode == 2, failed.stderr
+    assert "Traceback" not in failed.stderr
+    (line,) = failed.stderr.strip().splitlines()
+    assert line.startswith("error: the database refused") and "read-only transaction" in line
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full to fill a disk")
+def test_a_full_disk_is_one_line_not_a_traceback(tagloop_env: Path) -> None:
+    demo = tagloop_env / "demo"
+    demo.mkdir(parents=True)
+    (demo / "items.jsonl").symlink_to("/dev/full")  # where `tagloop demo` writes its catalogue
+    failed = tagloop("demo", "--users", "20", check=False)
+    assert failed.returncode == 2, failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert failed.stderr.strip().splitlines()[-1].startswith("error: No space left on device")
+
+
 def test_import_events_streams_with_progress_on_stderr(
     tagloop_env: Path, tmp_path: Path, db: psycopg.Connection[Any]
 ) -> None:
