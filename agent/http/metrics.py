@@ -48,8 +48,13 @@ class Metrics:
         return generate_latest(self.registry) + generate_latest(REGISTRY)
 
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class TimingMiddleware:
-    """Observe each HTTP request's latency under its route template (not the raw path)."""
+    """Observe each HTTP request's latency under its route template (not the raw path) and its
+    method, any method outside `METHODS` as "other": a client, even without credentials, must
+    not be able to add label values (each one a new series held in memory for ever)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -72,6 +77,7 @@ class TimingMiddleware:
         finally:
             route: Any = scope.get("route")
             name = getattr(route, "path", "unmatched")
-            self.metrics.latency.labels(scope["method"], name, str(status["code"])).observe(
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            self.metrics.latency.labels(method, name, str(status["code"])).observe(
                 time.perf_counter() - start
             )

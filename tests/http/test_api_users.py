@@ -221,6 +221,16 @@ def test_metrics_count_accepted_duplicate_rejected_and_queue(
     assert "# HELP tagloop_messages_total" in text and "process_cpu_seconds_total" in text
 
 
+def test_metrics_labels_stay_bounded_whatever_method_a_client_sends(client: TestClient) -> None:
+    """Anyone can send a request (no credentials needed for a 401): label values must not be theirs."""
+    for n in range(5):
+        assert client.request(f"ALICE{n}ATEXAMPLE", "/healthz").status_code in (401, 405)
+    assert client.request("GET", "/nowhere/ann").status_code in (401, 404)
+    text = client.get("/metrics", headers=AUTH).text
+    assert "ALICE" not in text and "/nowhere" not in text
+    assert 'method="other",route="/healthz"' in text
+
+
 def test_ids_with_a_slash_work_in_every_user_and_item_path(
     client: TestClient, db: psycopg.Connection[Any]
 ) -> None:
