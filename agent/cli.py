@@ -18,7 +18,7 @@ from rich.text import Text
 
 from tagloop.agent.cli_common import emit
 from tagloop.agent.settings import Settings, load_settings
-from tagloop.tools.errors import TagloopError
+from tagloop.tools.errors import InvalidInput, TagloopError
 
 app = typer.Typer(
     help="tagloop: per-user content and notification decisions on PostgreSQL.",
@@ -278,6 +278,7 @@ def serve(
     from tagloop.agent.scheduler import FolderThread, Scheduler
     from tagloop.tools.store import db
 
+    _check_listen(host, port)  # before the scheduler: a failed start must not have decided anything
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = _settings()
     if workers > 1:
@@ -310,6 +311,32 @@ def serve(
         folder.shutdown()
         if scheduler is not None:
             scheduler.shutdown()
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Fail now, with one line, when `host:port` cannot be listened on (uvicorn binds later, after
+    the scheduler has started). Port 0 (any free port) always can."""
+    import errno
+    import socket
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAIT is no conflict
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            why = (
+                "address already in use (another server running?)"
+                if exc.errno == errno.EADDRINUSE
+                else (exc.strerror or str(exc)).lower()
+            )
+            raise InvalidInput(f"cannot listen on {host}:{port}: {why}") from exc
 
 
 decisions_app = typer.Typer(help="Logged decisions.", no_args_is_help=True)

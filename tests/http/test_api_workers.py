@@ -87,3 +87,30 @@ def test_inherited_listener_gets_tcp_nodelay() -> None:
     finally:
         for s in (bound, listening, client):
             s.close()
+
+
+def test_serve_on_a_port_in_use_fails_before_deciding_anything(
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path
+) -> None:
+    """The scheduler would sweep (and decide and enqueue) before uvicorn found the port taken."""
+    import socket
+
+    env = server_env(db_url, tmp_path)
+    tagloop = Path(sys.executable).parent / "tagloop"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [str(tagloop), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port}: address already in use (another server running?)"
+    ]
+    db.rollback()
+    assert db.execute("select count(*) as n from decisions").fetchone() == {"n": 0}
