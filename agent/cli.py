@@ -43,6 +43,16 @@ def _settings() -> Settings:
     return load_settings()
 
 
+def _service_settings() -> Settings:
+    """Settings for the long-running services (serve, worker), whose logs name users by pseudonym:
+    the log key chosen too (tools/logsafe.py)."""
+    from tagloop.tools.logsafe import use_key_of
+
+    settings = load_settings()
+    use_key_of(settings.log_key.get_secret_value() if settings.log_key else None, settings.home)
+    return settings
+
+
 @db_app.command("url")
 def db_url() -> None:
     """Print the libpq URI of the database in use (starting the embedded server if needed)."""
@@ -280,7 +290,7 @@ def serve(
 
     _check_listen(host, port)  # before the scheduler: a failed start must not have decided anything
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = _settings()
+    settings = _service_settings()
     if workers > 1:
         # resolve (and start, if embedded) the database and migrate it once, here; the worker
         # processes build their app from the environment and connect to this very URL
@@ -361,7 +371,7 @@ def worker(
     from tagloop.agent.database import connect
     from tagloop.agent.worker import Worker
 
-    settings = _settings()
+    settings = _service_settings()
     with connect(settings) as conn:
         conn.commit()
         w = Worker(settings, conn, name=f"worker-{os.getpid()}")

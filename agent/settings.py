@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     # one-click unsubscribe links in mail (tools/messaging/unsubscribe.py): both or neither
     public_url: str | None = None  # where mail readers reach this API, e.g. https://notify.example.com
     unsubscribe_secret: SecretStr | None = None
+    log_key: SecretStr | None = None  # keys the user pseudonyms in logs (tools/logsafe.py)
     allowed_link_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # the background profile folder waits for this many pending events, or for the oldest pending
     # event to be this old, before it folds (bigger folds cost far less per event; reads fold the

@@ -23,6 +23,7 @@ from tagloop.agent.http.metrics import Metrics, TimingMiddleware
 from tagloop.agent.http.routes import Authorized, router
 from tagloop.agent.http.state import AppState, ingest_options
 from tagloop.agent.settings import Settings, load_settings, unsubscribe_links
+from tagloop.tools.logsafe import use_key_of
 from tagloop.tools.profile_folder import FoldOptions
 from tagloop.tools.store import db
 
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, *, pool_size: int = 8, pool_tim
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _nodelay_listeners()
+        use_key_of(settings.log_key.get_secret_value() if settings.log_key else None, settings.home)
         url = database_url(settings)
         db.connect(url).close()  # applies pending migrations
         pool = db.make_pool(url, min_size=2, max_size=pool_size, timeout=pool_timeout)
