@@ -327,8 +327,16 @@ def run_users(
 ) -> list[RunOutcome]:
     """Decide for `user_ids` (unknown ids are skipped), commit, and with `send_now` deliver.
     `share`: run facts and trending shared with other runs of the process (agent/runshare.py; the
-    co-likes table is then only computed when missing, not refreshed)."""
+    co-likes table is then only computed when missing, not refreshed). Without `now` the run
+    follows the wall clock: each batch is decided, guarded and delivered at its own time (a run over
+    many users takes minutes); the run key stays the start's. A given `now` is the run's one time
+    (reproducible runs, simulations)."""
+    live = now is None
     now = now or datetime.now(UTC)
+
+    def clock() -> datetime:
+        return datetime.now(UTC) if live else now
+
     policy = policy_of(settings)
     ctx = make_context(
         conn,
@@ -345,6 +353,7 @@ def run_users(
     outcomes: list[RunOutcome] = []
     for batch in _batches(list(user_ids), BATCH):
         runs.wait_for_users(conn, batch)  # a worker deciding one of these users finishes first
+        ctx = replace(ctx, now=clock())
         plans = decide(ctx, batch, trigger=trigger, send_now=send_now)
         # a run repeating one of the same run key kept the stored decision: report that one
         repeated = decided_before(conn, [p.decision_id for p in plans.values()])
@@ -354,7 +363,7 @@ def run_users(
             ids = [p.message_id for p in plans.values() if p.message_id]
             if ids:
                 rng = np.random.default_rng([ctx.seed_of(next(iter(plans.values())).decision_id), 9])
-                report = deliver_due(conn, ctx.channels, cfg, now=now, rng=rng, ids=ids, limit=len(ids))
+                report = deliver_due(conn, ctx.channels, cfg, now=clock(), rng=rng, ids=ids, limit=len(ids))
                 sent = set(report.sent)
                 plans = {u: _delivered(p, sent) for u, p in plans.items()}
         stored = {r["user_id"]: RunOutcome.from_stored(r) for r in stored_decisions(conn, sorted(repeated))}
