@@ -13,6 +13,7 @@ from functools import cache
 from typing import Any
 from zoneinfo import available_timezones
 
+from tagloop.tools.ingest import jsontext
 from tagloop.tools.tagging_names import normalize_tag
 
 MAX_ID = 256
@@ -100,6 +101,8 @@ def float_field(data: dict[str, Any], name: str) -> float | None:
         raise FieldError(name, "must be a number, got a boolean")
     try:
         number = float(value)
+    except OverflowError:  # an integer past 1.8e308: JSON allows it, a double cannot hold it
+        raise FieldError(name, "must be a finite number") from None
     except (TypeError, ValueError):
         raise FieldError(name, f"must be a number, got {value!r}") from None
     if number != number or number in (float("inf"), float("-inf")):
@@ -139,11 +142,13 @@ def object_field(data: dict[str, Any], name: str) -> dict[str, Any]:
 
 def json_cell(name: str, text: str) -> Any:
     try:
-        return json.loads(text)
+        return jsontext.loads(text)
     except json.JSONDecodeError as exc:
         raise FieldError(name, f"must be a JSON object ({exc.msg} at column {exc.colno})") from None
     except RecursionError:
         raise FieldError(name, f"is nested more than {MAX_DEPTH} levels deep") from None
+    except jsontext.JsonFieldError as exc:  # a key given twice, an integer too long to read
+        raise FieldError(jsontext.under(name, exc.path), exc.reason) from None
 
 
 # a stored time must be shown in any user's zone (offsets up to ±26 h) without leaving datetime's range
@@ -228,9 +233,11 @@ def tags_field(value: Any) -> dict[str, float]:
         stripped = value.strip()
         if stripped[:1] in "[{":
             try:
-                value = json.loads(stripped)
+                value = jsontext.loads(stripped)
             except (json.JSONDecodeError, RecursionError):
                 raise FieldError("tags", "is neither valid JSON nor a |-separated list") from None
+            except jsontext.JsonFieldError as exc:
+                raise FieldError(jsontext.under("tags", exc.path), exc.reason) from None
             check_json("tags", value)
         else:
             value = [part for part in stripped.split("|") if part.strip()]

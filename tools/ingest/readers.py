@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import orjson
-
 from tagloop.tools.errors import InvalidInput
+from tagloop.tools.ingest import jsontext
 
 
 @dataclass(frozen=True)
@@ -339,19 +338,18 @@ def first_bad_utf8(path: Path) -> tuple[int, int]:
 
 
 def _jsonl_line(number: int, line: str) -> RawRecord | tuple[int, str]:
-    """A non-blank line as a record, or (line, reason) when it is not a JSON object. Values JSON
-    allows but storage does not (NaN, lone surrogates, deep nesting) are left to records.py, which
-    names their field."""
+    """A non-blank line as a record, or (line, reason) when it is not a JSON object or gives a key
+    twice in one object (HTTP bodies refuse that too: jsontext.py). Values JSON allows but storage
+    does not (NaN, lone surrogates, deep nesting) are left to records.py, which names their field."""
     line = line.rstrip("\r\n")
-    try:
-        data = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        try:  # the standard parser accepts a little more (NaN, lone surrogates) and says where it failed
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            return number, f"malformed JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})"
-        except RecursionError:
-            return number, "malformed JSON (nested too deeply)"
+    try:  # the standard parser, where orjson refuses, accepts a little more (NaN, lone surrogates)
+        data = jsontext.loads_fast(line)
+    except json.JSONDecodeError as exc:
+        return number, f"malformed JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})"
+    except RecursionError:
+        return number, "malformed JSON (nested too deeply)"
+    except jsontext.JsonFieldError as exc:
+        return number, str(exc)
     if not isinstance(data, dict):
         return number, f"expected a JSON object, got {type(data).__name__}"
     return RawRecord(number, data)
