@@ -226,6 +226,9 @@ def tag_name(name: Any, field: str) -> str:
     return stored
 
 
+MAX_TAGS = 1_000  # distinct tags of one item (pgvector's sparsevec holds at most 16,000 non-zeros)
+
+
 def tags_field(value: Any) -> dict[str, float]:
     if value is None or value == "":
         return {}
@@ -241,6 +244,8 @@ def tags_field(value: Any) -> dict[str, float]:
             check_json("tags", value)
         else:
             value = [part for part in stripped.split("|") if part.strip()]
+    if isinstance(value, list | dict) and len(value) > 20 * MAX_TAGS:  # not worth normalising
+        raise FieldError("tags", f"has more than {MAX_TAGS:,} tags ({len(value):,})")
     tags: dict[str, float] = {}
     if isinstance(value, list):
         for position, name in enumerate(value):
@@ -255,4 +260,6 @@ def tags_field(value: Any) -> dict[str, float]:
         raise FieldError(
             "tags", f"must be a list of strings or an object tag → weight, got {type(value).__name__}"
         )
+    if len(tags) > MAX_TAGS:
+        raise FieldError("tags", f"has more than {MAX_TAGS:,} tags ({len(tags):,} once normalised)")
     return tags
