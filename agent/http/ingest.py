@@ -73,7 +73,7 @@ def parse_payload(
                 continue
             data = {**data, "id": derived}
         try:
-            events.append(parse_event(data, now=now, extra_types=options.extra_types))
+            events.append(parse_event(data, now=now, extra_types=options.extra_types, position=index))
         except FieldError as exc:
             errors.append((f"{where}.{exc.field}" if where else exc.field, exc.reason))
     if errors:

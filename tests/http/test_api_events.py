@@ -57,6 +57,19 @@ def test_duplicate_event_id_is_stored_once(client: TestClient, db: psycopg.Conne
     assert count(db, "select n_events as n from user_profiles where user_id = 'u1'") == 1
 
 
+def test_identical_events_without_ts_in_one_batch_are_each_stored(
+    client: TestClient, db: psycopg.Connection[Any]
+) -> None:
+    """Three real plays of one item, sent without ts: three events (their ts is the request's
+    time, the same for all); with one ts they are one event sent three times."""
+    seed(client)
+    play = {"user_id": "u1", "type": "play", "item_id": "i1"}
+    assert post_events(client, [play, play, play]).json() == {"accepted": 3, "duplicates": 0}
+    timed = {**play, "ts": "2026-03-02T20:00:00Z"}
+    assert post_events(client, [timed, timed, timed]).json() == {"accepted": 1, "duplicates": 2}
+    assert count(db) == 4
+
+
 def test_concurrent_identical_requests_store_each_event_once(
     client: TestClient, db: psycopg.Connection[Any]
 ) -> None:

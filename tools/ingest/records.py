@@ -281,8 +281,16 @@ def _shown(value: str, limit: int = 120) -> str:
 
 
 def parse_event(
-    data: dict[str, Any], *, now: datetime, extra_types: frozenset[str] = frozenset()
+    data: dict[str, Any],
+    *,
+    now: datetime,
+    extra_types: frozenset[str] = frozenset(),
+    position: int | None = None,
 ) -> EventRecord:
+    """An event record. Without `id`, its id is derived from user, type, item, ts, value and
+    message_id; without `ts` as well, also from `position` (its line in the file, its index in a
+    request), since `ts` is then `now`: identical events without ts in one file or batch are
+    distinct plays, not one (the key cannot match across imports anyway, `now` differs)."""
     context = with_unknown(data, EVENT_FIELDS, "context")
     type_ = str_field(data, "type", default=None)
     if not type_:
@@ -296,7 +304,8 @@ def parse_event(
         context["channel"] = _unsubscribe_channel(context["channel"])
     user_id = id_field(data, "user_id")
     item_id = str_field(data, "item_id", default=None, max_len=MAX_ID)
-    ts = ts_field(data, "ts", required=False) or now
+    given_ts = ts_field(data, "ts", required=False)
+    ts = given_ts or now
     if ts - now > MAX_AHEAD:
         raise FieldError(
             "ts",
@@ -307,6 +316,9 @@ def parse_event(
     message_id = str_field(data, "message_id", default=None, max_len=MAX_ID)
     event_id = str_field(data, "id", default=None, max_len=MAX_ID)
     if not event_id:
-        key = json.dumps([user_id, type_, item_id, ts.isoformat(), value, message_id], separators=(",", ":"))
+        parts: list[Any] = [user_id, type_, item_id, ts.isoformat(), value, message_id]
+        if given_ts is None and position is not None:
+            parts.append(position)
+        key = json.dumps(parts, separators=(",", ":"))
         event_id = str(uuid.uuid5(EVENT_NAMESPACE, key))
     return EventRecord(event_id, user_id, type_, item_id, ts, value, message_id, context)
