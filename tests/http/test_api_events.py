@@ -207,6 +207,24 @@ def test_every_unknown_reference_of_a_batch_is_named(client: TestClient, db: psy
     assert post_events(client, batch[:1]).json() == {"accepted": 1, "duplicates": 0}
 
 
+def test_a_422_names_bad_fields_and_unknown_references_together(
+    client: TestClient, db: psycopg.Connection[Any]
+) -> None:
+    """Unknown users and items were not named when another event of the batch did not parse."""
+    seed(client)
+    batch = [
+        {"id": "ok", "user_id": "u1", "type": "play", "item_id": "i1"},
+        {"id": "who", "user_id": "nobody", "type": "like", "item_id": "i1"},
+        {"id": "when", "user_id": "u1", "type": "play", "ts": "yesterday"},
+        {"id": "what", "user_id": "u2", "type": "play", "item_id": "i404"},
+        "not an event",
+    ]
+    response = post_events(client, batch)
+    assert response.status_code == 422, response.text
+    assert [e["field"] for e in response.json()["errors"]] == ["[1].user_id", "[2].ts", "[3].item_id", "[4]"]
+    assert count(db) == 0
+
+
 def test_invalid_json_is_422_naming_the_body(client: TestClient, db: psycopg.Connection[Any]) -> None:
     response = client.post(
         "/v1/events", content=b"{not json", headers={**AUTH, "content-type": "application/json"}
