@@ -225,6 +225,17 @@ def test_a_422_names_bad_fields_and_unknown_references_together(
     assert count(db) == 0
 
 
+def test_a_context_string_is_refused_as_not_an_object(
+    client: TestClient, db: psycopg.Connection[Any]
+) -> None:
+    """The reason was a CSV cell's ("must be a JSON object (Expecting value at column 1)")."""
+    seed(client)
+    response = post_events(client, {"user_id": "u1", "type": "play", "context": "phone"})
+    assert response.status_code == 422, response.text
+    error = response.json()["errors"][0]
+    assert (error["field"], error["reason"]) == ("context", "must be an object, got a string ('phone')")
+
+
 def test_invalid_json_is_422_naming_the_body(client: TestClient, db: psycopg.Connection[Any]) -> None:
     response = client.post(
         "/v1/events", content=b"{not json", headers={**AUTH, "content-type": "application/json"}

@@ -133,7 +133,9 @@ def object_field(data: dict[str, Any], name: str) -> dict[str, Any]:
     value = data.get(name)
     if value is None:
         return {}
-    if isinstance(value, str):  # CSV cell holding JSON
+    if isinstance(value, str):  # CSV cell holding JSON (a JSON string that is none: not an object)
+        if value.strip()[:1] != "{":
+            raise FieldError(name, f"must be an object, got a string ({value[:40]!r})")
         value = json_cell(name, value)
     if not isinstance(value, dict):
         raise FieldError(name, f"must be an object, got {type(value).__name__}")
