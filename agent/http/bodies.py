@@ -1,8 +1,9 @@
 """JSON request bodies: every route that takes a body decodes it here, so they all refuse the same
 things with the same 422 naming the place: bytes that are not UTF-8 or not JSON, nesting deeper than
 `MAX_DEPTH` (checked level by level, without recursion: a deep body is a 422, not a RecursionError),
-a key given twice in one object (the sender meant one of the values; which one is not ours to guess)
-and strings holding NUL, which PostgreSQL text cannot store.
+a key given twice in one object (the sender meant one of the values; which one is not ours to guess),
+an integer too long to read (over 4,300 digits) and strings holding NUL, which PostgreSQL text cannot
+store. The parsing is tools/ingest/jsontext.py's, shared with file imports.
 
 The stdlib parser keeps integers exact (orjson turns those beyond 64 bits into floats); its
 object_pairs_hook sees every pair, so a repeated key costs no second pass unless there is one."""
@@ -13,27 +14,17 @@ import json
 from typing import Any
 
 from tagloop.agent.http.problems import FieldErrors
+from tagloop.tools.ingest import jsontext
 
 MAX_DEPTH = 100  # levels of arrays/objects; `{}` is one
 _CONTAINERS = (dict, list)
 _DEEP = f"is nested deeper than {MAX_DEPTH} levels"
 
 
-class _Repeated(Exception):
-    """A key given twice in one object (raised from the parser's object_pairs_hook)."""
-
-
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    value = dict(pairs)
-    if len(value) != len(pairs):
-        raise _Repeated
-    return value
-
-
 def decode(body: bytes) -> Any:
     """The JSON value of `body`, else FieldErrors naming `body` (or the key at fault)."""
     try:
-        payload = json.loads(body.decode("utf-8"), object_pairs_hook=_object)
+        payload = jsontext.loads(body.decode("utf-8"), max_depth=MAX_DEPTH)
     except UnicodeDecodeError as bad:
         reason = f"is not valid UTF-8 (byte 0x{body[bad.start]:02x} at offset {bad.start})"
         raise FieldErrors([("body", reason)]) from None
@@ -41,9 +32,8 @@ def decode(body: bytes) -> Any:
         raise FieldErrors([("body", f"is not valid JSON: {exc}")]) from None
     except RecursionError:  # some hundreds of levels: past MAX_DEPTH anyway
         raise FieldErrors([("body", _DEEP)]) from None
-    except _Repeated:
-        where = _repeated_key(body)
-        raise FieldErrors([(where, "is given more than once in one object; give it once")]) from None
+    except jsontext.JsonFieldError as exc:  # a key given twice, an integer too long to read
+        raise FieldErrors([(exc.path or "body", exc.reason)]) from None
     if body.count(b"[") + body.count(b"{") > MAX_DEPTH:  # else it cannot nest that deep
         _within_depth(payload)
     if b"\\u0000" in body:  # a raw NUL byte is not valid JSON: the parser refused it
@@ -68,31 +58,6 @@ def _within_depth(payload: Any) -> None:
             else:
                 below += [v for v in value if type(v) in _CONTAINERS]
         level = below
-
-
-class _Pairs(list[tuple[str, Any]]):
-    """An object as parsed, every pair kept (json's object_pairs_hook)."""
-
-
-def _repeated_key(body: bytes) -> str:
-    """The path of a key given twice in one object of `body` (valid JSON, parsed before); a body
-    nested deeper than MAX_DEPTH is refused for that first."""
-    stack: list[tuple[Any, str, int]] = [(json.loads(body, object_pairs_hook=_Pairs), "", 0)]
-    while stack:
-        value, path, depth = stack.pop()
-        if isinstance(value, list) and depth == MAX_DEPTH:
-            raise FieldErrors([("body", _DEEP)])
-        if isinstance(value, _Pairs):
-            seen: set[str] = set()
-            for key, inner in value:
-                here = f"{path}.{key}" if path else key
-                if key in seen:
-                    return here
-                seen.add(key)
-                stack.append((inner, here, depth + 1))
-        elif isinstance(value, list):
-            stack.extend((inner, f"{path}[{index}]", depth + 1) for index, inner in enumerate(value))
-    return "body"
 
 
 def _nul_at(payload: Any) -> str | None:

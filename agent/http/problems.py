@@ -1,7 +1,10 @@
 """RFC 9457 problem+json: the error classes the API adds to the `TagloopError` tree and the one
 mapping from any error to a problem response (status, title, detail, and the fields at fault).
-A database that cannot be reached is a 503 with Retry-After; an unexpected error is a 500 logged
-once, by a middleware that answers it itself (the keep-alive connection stays usable)."""
+A database that cannot be reached, is shutting down, has no connection to spare or gave up a
+statement that may succeed later is a 503 with Retry-After (`unavailable`); any other database error
+(a value past a limit, an internal error) and an unexpected error are a 500 logged once with the
+reason, by a middleware that answers it itself (the keep-alive connection stays usable): a client
+would retry a 503 for ever."""
 
 from __future__ import annotations
 
@@ -110,8 +113,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(PoolClosed)
     async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
-        # the server is down or unreachable, the connection broke, or no connection came in time
-        # (the pool's timeout); also a cancelled statement, a deadlock retried out: all transient
+        if not unavailable(exc):  # e.g. ProgramLimitExceeded: retrying cannot help
+            log.error(
+                "event=database_error error=%s sqlstate=%s detail=%s",
+                type(exc).__name__,
+                getattr(exc, "sqlstate", None),
+                first_line(exc)[:200],
+            )
+            return problem(500, "internal error", "the server failed to handle the request")
         log.warning(
             "event=database_unavailable error=%s detail=%s", type(exc).__name__, first_line(exc)[:200]
         )
@@ -123,6 +132,25 @@ def install(app: FastAPI) -> None:
         )
 
     app.add_middleware(CatchAll)
+
+
+# SQLSTATE classes of a database that is unavailable for now: 08 connection exception, 40 transaction
+# rollback (deadlock, serialization: retried out), 53 insufficient resources (too many connections,
+# out of memory, disk full), 57 operator intervention (admin or crash shutdown, cannot connect now, a
+# cancelled statement); and 55P03, a lock not available in time
+_UNAVAILABLE_CLASSES = frozenset({"08", "40", "53", "57"})
+_UNAVAILABLE_STATES = frozenset({"55P03"})
+
+
+def unavailable(exc: Exception) -> bool:
+    """Whether `exc` means "the database is unavailable, try again shortly": the server is down or
+    unreachable, the connection broke (no SQLSTATE: the server never answered), no pooled
+    connection came in time, or one of the SQLSTATEs above. Other errors (a program limit exceeded,
+    an internal error) would fail again on retry."""
+    if isinstance(exc, psycopg.InterfaceError | PoolTimeout | PoolClosed):
+        return True
+    state = getattr(exc, "sqlstate", None)
+    return state is None or state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_STATES
 
 
 class CatchAll:

@@ -72,6 +72,19 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
             "TAGLOOP_WEBHOOK_SECRETS (secret 2) is not a Standard Webhooks secret",
         ),
         ({"TAGLOOP_WEBHOOK_SECRETS": "whsec_"}, None, "(secret 1) is not a Standard Webhooks secret"),
+        (  # a 3-byte key was accepted silently
+            {"TAGLOOP_WEBHOOK_SECRETS": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw,whsec_QUFB"},
+            None,
+            "TAGLOOP_WEBHOOK_SECRETS (secret 2) is too short: its key has 3 bytes, at least 16",
+        ),
+        (
+            {
+                "TAGLOOP_OUTBOUND_WEBHOOK_URL": "https://hooks.example/t",
+                "TAGLOOP_OUTBOUND_WEBHOOK_SECRET": "QUFBQUFBQUFBQUFBQUFB",
+            },
+            None,
+            "TAGLOOP_OUTBOUND_WEBHOOK_SECRET is too short: its key has 15 bytes",
+        ),
         (
             {
                 "TAGLOOP_OUTBOUND_WEBHOOK_URL": "https://hooks.example/t",

@@ -106,6 +106,41 @@ def test_a_key_given_twice_is_422_naming_it(
     assert count(db, "events") == 0 and count(db, "decisions") == 0
 
 
+HUGE = b"1" + b"0" * 5000  # more digits than Python converts (4,300)
+PAST = b"1" + b"0" * 400  # an exact integer past what a double holds
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", "/v1/users/u1/runs", b'{"send_now": ' + HUGE + b"}", "send_now"),
+        ("POST", "/v1/events", b'{"user_id": "u1", "type": "play", "value": ' + HUGE + b"}", "value"),
+        ("POST", "/v1/events", b'[{"user_id": "u1", "type": "play", "value": ' + PAST + b"}]", "[0].value"),
+        ("PUT", "/v1/users/u9", b'{"attributes": {"n": [' + HUGE + b"]}}", "attributes.n[0]"),
+        ("POST", "/v1/events", b"[" + HUGE + b"]", "[0]"),
+    ],
+)
+def test_huge_integers_are_422_naming_the_field(
+    client: TestClient, db: psycopg.Connection[Any], method: str, path: str, body: bytes, field: str
+) -> None:
+    """An integer too long to read (the stdlib parser's ValueError) or past a double (`value` is a
+    double: OverflowError) was a 500."""
+    seed(client)
+    response = client.request(method, path, content=body, headers={**AUTH, **JSON})
+    assert response.status_code == 422, response.text
+    assert fields(response) == [field]
+    assert count(db, "events") == 0 and count(db, "decisions") == 0
+
+
+def test_a_signed_webhook_with_a_huge_integer_is_422(client: TestClient, db: psycopg.Connection[Any]) -> None:
+    seed(client)
+    body = b'{"user_id": "u1", "type": "play", "context": {"n": ' + HUGE + b"}}"
+    response = client.post("/v1/events", content=body, headers=signed_headers(body, msg_id="msg-huge"))
+    assert response.status_code == 422, response.text
+    assert fields(response) == ["context.n"]
+    assert count(db, "events") == 0
+
+
 def test_repeated_text_inside_strings_is_not_a_repeated_key(client: TestClient) -> None:
     seed(client)
     body = json.dumps({"user_id": "u1", "type": "play", "context": {"note": 'a "b": c, "b": d'}}).encode()

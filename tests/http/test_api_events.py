@@ -57,6 +57,19 @@ def test_duplicate_event_id_is_stored_once(client: TestClient, db: psycopg.Conne
     assert count(db, "select n_events as n from user_profiles where user_id = 'u1'") == 1
 
 
+def test_identical_events_without_ts_in_one_batch_are_each_stored(
+    client: TestClient, db: psycopg.Connection[Any]
+) -> None:
+    """Three real plays of one item, sent without ts: three events (their ts is the request's
+    time, the same for all); with one ts they are one event sent three times."""
+    seed(client)
+    play = {"user_id": "u1", "type": "play", "item_id": "i1"}
+    assert post_events(client, [play, play, play]).json() == {"accepted": 3, "duplicates": 0}
+    timed = {**play, "ts": "2026-03-02T20:00:00Z"}
+    assert post_events(client, [timed, timed, timed]).json() == {"accepted": 1, "duplicates": 2}
+    assert count(db) == 4
+
+
 def test_concurrent_identical_requests_store_each_event_once(
     client: TestClient, db: psycopg.Connection[Any]
 ) -> None:
@@ -192,6 +205,35 @@ def test_every_unknown_reference_of_a_batch_is_named(client: TestClient, db: psy
     assert [e["field"] for e in response.json()["errors"]] == ["[1].user_id", "[2].item_id"]
     assert count(db) == 0
     assert post_events(client, batch[:1]).json() == {"accepted": 1, "duplicates": 0}
+
+
+def test_a_422_names_bad_fields_and_unknown_references_together(
+    client: TestClient, db: psycopg.Connection[Any]
+) -> None:
+    """Unknown users and items were not named when another event of the batch did not parse."""
+    seed(client)
+    batch = [
+        {"id": "ok", "user_id": "u1", "type": "play", "item_id": "i1"},
+        {"id": "who", "user_id": "nobody", "type": "like", "item_id": "i1"},
+        {"id": "when", "user_id": "u1", "type": "play", "ts": "yesterday"},
+        {"id": "what", "user_id": "u2", "type": "play", "item_id": "i404"},
+        "not an event",
+    ]
+    response = post_events(client, batch)
+    assert response.status_code == 422, response.text
+    assert [e["field"] for e in response.json()["errors"]] == ["[1].user_id", "[2].ts", "[3].item_id", "[4]"]
+    assert count(db) == 0
+
+
+def test_a_context_string_is_refused_as_not_an_object(
+    client: TestClient, db: psycopg.Connection[Any]
+) -> None:
+    """The reason was a CSV cell's ("must be a JSON object (Expecting value at column 1)")."""
+    seed(client)
+    response = post_events(client, {"user_id": "u1", "type": "play", "context": "phone"})
+    assert response.status_code == 422, response.text
+    error = response.json()["errors"][0]
+    assert (error["field"], error["reason"]) == ("context", "must be an object, got a string ('phone')")
 
 
 def test_invalid_json_is_422_naming_the_body(client: TestClient, db: psycopg.Connection[Any]) -> None:

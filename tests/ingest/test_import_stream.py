@@ -113,6 +113,6 @@ def test_csv_with_quoted_newlines_and_carriage_returns(tmp_path: Path) -> None:
     path.write_bytes(b'id,title\r\na,"two\nlines"\r\nb,plain\r\n')
     records = [r for r in RecordReader(path) if isinstance(r, RawRecord)]
     assert [(r.line, r.data) for r in records] == [
-        (3, {"id": "a", "title": "two\nlines"}),
+        (2, {"id": "a", "title": "two\nlines"}),  # numbered by its first line
         (4, {"id": "b", "title": "plain"}),
     ]

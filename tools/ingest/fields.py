@@ -13,6 +13,7 @@ from functools import cache
 from typing import Any
 from zoneinfo import available_timezones
 
+from tagloop.tools.ingest import jsontext
 from tagloop.tools.tagging_names import normalize_tag
 
 MAX_ID = 256
@@ -100,6 +101,8 @@ def float_field(data: dict[str, Any], name: str) -> float | None:
         raise FieldError(name, "must be a number, got a boolean")
     try:
         number = float(value)
+    except OverflowError:  # an integer past 1.8e308: JSON allows it, a double cannot hold it
+        raise FieldError(name, "must be a finite number") from None
     except (TypeError, ValueError):
         raise FieldError(name, f"must be a number, got {value!r}") from None
     if number != number or number in (float("inf"), float("-inf")):
@@ -130,7 +133,9 @@ def object_field(data: dict[str, Any], name: str) -> dict[str, Any]:
     value = data.get(name)
     if value is None:
         return {}
-    if isinstance(value, str):  # CSV cell holding JSON
+    if isinstance(value, str):  # CSV cell holding JSON (a JSON string that is none: not an object)
+        if value.strip()[:1] != "{":
+            raise FieldError(name, f"must be an object, got a string ({value[:40]!r})")
         value = json_cell(name, value)
     if not isinstance(value, dict):
         raise FieldError(name, f"must be an object, got {type(value).__name__}")
@@ -139,11 +144,13 @@ def object_field(data: dict[str, Any], name: str) -> dict[str, Any]:
 
 def json_cell(name: str, text: str) -> Any:
     try:
-        return json.loads(text)
+        return jsontext.loads(text)
     except json.JSONDecodeError as exc:
         raise FieldError(name, f"must be a JSON object ({exc.msg} at column {exc.colno})") from None
     except RecursionError:
         raise FieldError(name, f"is nested more than {MAX_DEPTH} levels deep") from None
+    except jsontext.JsonFieldError as exc:  # a key given twice, an integer too long to read
+        raise FieldError(jsontext.under(name, exc.path), exc.reason) from None
 
 
 # a stored time must be shown in any user's zone (offsets up to ±26 h) without leaving datetime's range
@@ -221,6 +228,9 @@ def tag_name(name: Any, field: str) -> str:
     return stored
 
 
+MAX_TAGS = 1_000  # distinct tags of one item (pgvector's sparsevec holds at most 16,000 non-zeros)
+
+
 def tags_field(value: Any) -> dict[str, float]:
     if value is None or value == "":
         return {}
@@ -228,12 +238,16 @@ def tags_field(value: Any) -> dict[str, float]:
         stripped = value.strip()
         if stripped[:1] in "[{":
             try:
-                value = json.loads(stripped)
+                value = jsontext.loads(stripped)
             except (json.JSONDecodeError, RecursionError):
                 raise FieldError("tags", "is neither valid JSON nor a |-separated list") from None
+            except jsontext.JsonFieldError as exc:
+                raise FieldError(jsontext.under("tags", exc.path), exc.reason) from None
             check_json("tags", value)
         else:
             value = [part for part in stripped.split("|") if part.strip()]
+    if isinstance(value, list | dict) and len(value) > 20 * MAX_TAGS:  # not worth normalising
+        raise FieldError("tags", f"has more than {MAX_TAGS:,} tags ({len(value):,})")
     tags: dict[str, float] = {}
     if isinstance(value, list):
         for position, name in enumerate(value):
@@ -248,4 +262,6 @@ def tags_field(value: Any) -> dict[str, float]:
         raise FieldError(
             "tags", f"must be a list of strings or an object tag → weight, got {type(value).__name__}"
         )
+    if len(tags) > MAX_TAGS:
+        raise FieldError("tags", f"has more than {MAX_TAGS:,} tags ({len(tags):,} once normalised)")
     return tags

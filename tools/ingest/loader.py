@@ -80,13 +80,17 @@ def import_file(
     now = now or datetime.now(UTC)
     if kind == "events":
         return _import_events(conn, path, skip_bad, now, extra_types, progress, log)
-    parse: Callable[[dict[str, Any]], Any]
+    parse_data: Callable[[dict[str, Any]], Any]
     if kind == "items":
-        parse = rec.parse_item
+        parse_data = rec.parse_item
     elif kind == "users":
-        parse = rec.parse_user
+        parse_data = rec.parse_user
     else:
         raise InvalidInput(f"unknown import kind {kind!r}: expected items, users or events")
+
+    def parse(r: RawRecord) -> Any:
+        return parse_data(r.data)
+
     reader = RecordReader(path, required=("id",))
     raw: list[RawRecord] = []
     errors: list[LineError] = []
@@ -158,8 +162,8 @@ def _import_events(
     """Events chunk by chunk into the staging table, then one insert from it; after the first bad
     line without `skip_bad` the rest is only checked (to report every bad line), not staged."""
 
-    def parse(d: dict[str, Any]) -> Any:
-        return rec.parse_event(d, now=now, extra_types=extra_types)
+    def parse(r: RawRecord) -> Any:  # the line keeps identical events without ts apart
+        return rec.parse_event(r.data, now=now, extra_types=extra_types, position=r.line)
 
     reader = RecordReader(path, required=("user_id", "type"))
     result = ImportResult("events", reader.name)
@@ -199,12 +203,12 @@ def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 def _parse_all(
-    raw: Sequence[RawRecord], parse: Callable[[dict[str, Any]], Any], file: str, out: list[tuple[int, Any]]
+    raw: Sequence[RawRecord], parse: Callable[[RawRecord], Any], file: str, out: list[tuple[int, Any]]
 ) -> list[LineError]:
     errors = []
     for record in raw:
         try:
-            out.append((record.line, parse(record.data)))
+            out.append((record.line, parse(record)))
         except rec.FieldError as exc:
             errors.append(LineError(file, record.line, exc.field, exc.reason))
     return errors

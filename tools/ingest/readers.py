@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import orjson
-
 from tagloop.tools.errors import InvalidInput
+from tagloop.tools.ingest import jsontext
 
 
 @dataclass(frozen=True)
@@ -70,9 +69,10 @@ class RecordReader:
     file's size when that measures the same (a plain regular file), else None. A line that is not
     UTF-8 is a bad line like any other; a CSV quote that is never closed, or that swallows lines up
     to `MAX_FIELD` characters, is reported at the line where its record starts and the lines after
-    it are read again. A CSV header without one of the `required` columns raises `InvalidInput`
-    (every line would fail; a JSON line in a file named .csv is such a header), and so does a
-    stream that cannot be opened or decompressed."""
+    it are read again; a record is numbered by its first line. CSV cells are trimmed, as header
+    names are. A CSV header without one of the `required` columns, or naming a column twice or not
+    at all, raises `InvalidInput` (every line would fail or be read wrong; a JSON line in a file
+    named .csv is such a header), and so does a stream that cannot be opened or decompressed."""
 
     def __init__(self, path: Path, required: Sequence[str] = ()) -> None:
         self.path = path
@@ -145,16 +145,15 @@ class RecordReader:
                     if header is None:
                         header = [h.strip() for h in row]
                         self._check_header(header)
-                        if len(set(header)) != len(header):
-                            yield 1, f"duplicate column names in header: {header}"
-                            return
                         continue
                     if not row or all(not cell.strip() for cell in row):
                         continue
                     first, last = taken[0][0], taken[-1][0]
                     if len(row) == len(header):
-                        # a blank cell is not given (merges keep the stored value)
-                        yield RawRecord(last, {k: v for k, v in zip(header, row, strict=True) if v.strip()})
+                        # cells trimmed as the header is (" track" was a kind of its own); a blank
+                        # cell is not given (merges keep the stored value)
+                        cells = ((k, v.strip()) for k, v in zip(header, row, strict=True))
+                        yield RawRecord(first, {k: v for k, v in cells if v})
                     elif first == last:
                         yield last, f"expected {len(header)} columns, got {len(row)}"
                     else:  # a stray quote joined lines: report it where it opened, read on after it
@@ -185,12 +184,26 @@ class RecordReader:
                 return
 
     def _check_header(self, header: list[str]) -> None:
+        """InvalidInput for a header no line could be read by: a required column missing, a column
+        named twice (which of its cells counts?) or a column without a name (its cells would be
+        stored under an empty attribute name)."""
+        columns = f"(columns: {', '.join(header)})"
         missing = [c for c in self.required if c not in header]
         if missing:
             hint = "; the file looks like JSON Lines: name it .jsonl" if header[0].startswith("{") else ""
             raise InvalidInput(
-                f"{self.name}:1: the CSV header has no {', '.join(missing)} column"
-                f" (columns: {', '.join(header)}){hint}"
+                f"{self.name}:1: the CSV header has no {', '.join(missing)} column {columns}{hint}"
+            )
+        twice = sorted({c for c in header if header.count(c) > 1 and c})
+        if twice:
+            raise InvalidInput(
+                f"{self.name}:1: the CSV header names {', '.join(twice)} more than once {columns}"
+            )
+        unnamed = [str(n) for n, c in enumerate(header, start=1) if not c]
+        if unnamed:
+            raise InvalidInput(
+                f"{self.name}:1: the CSV header has no name for column {', '.join(unnamed)} {columns};"
+                " name it or remove it (a trailing comma?)"
             )
 
 
@@ -339,19 +352,18 @@ def first_bad_utf8(path: Path) -> tuple[int, int]:
 
 
 def _jsonl_line(number: int, line: str) -> RawRecord | tuple[int, str]:
-    """A non-blank line as a record, or (line, reason) when it is not a JSON object. Values JSON
-    allows but storage does not (NaN, lone surrogates, deep nesting) are left to records.py, which
-    names their field."""
+    """A non-blank line as a record, or (line, reason) when it is not a JSON object or gives a key
+    twice in one object (HTTP bodies refuse that too: jsontext.py). Values JSON allows but storage
+    does not (NaN, lone surrogates, deep nesting) are left to records.py, which names their field."""
     line = line.rstrip("\r\n")
-    try:
-        data = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        try:  # the standard parser accepts a little more (NaN, lone surrogates) and says where it failed
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            return number, f"malformed JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})"
-        except RecursionError:
-            return number, "malformed JSON (nested too deeply)"
+    try:  # the standard parser, where orjson refuses, accepts a little more (NaN, lone surrogates)
+        data = jsontext.loads_fast(line)
+    except json.JSONDecodeError as exc:
+        return number, f"malformed JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})"
+    except RecursionError:
+        return number, "malformed JSON (nested too deeply)"
+    except jsontext.JsonFieldError as exc:
+        return number, str(exc)
     if not isinstance(data, dict):
         return number, f"expected a JSON object, got {type(data).__name__}"
     return RawRecord(number, data)

@@ -110,14 +110,22 @@ class EventRecord:
     context: dict[str, Any] = field(default_factory=dict)
 
 
+MAX_TITLE = 1_000  # characters of an item's title
+# UTF-8 bytes of an item's title and id together: both are in the btree entry of
+# items_provider_created_idx (with created_at and a provider id of up to 1 KB), which PostgreSQL
+# caps at 2,704 bytes; more was a ProgramLimitExceeded traceback (HTTP: a 503 retried for ever)
+MAX_TITLE_ID_BYTES = 1_500
+
+
 def parse_item(data: dict[str, Any]) -> ItemRecord:
     attributes = with_unknown(data, ITEM_FIELDS, "attributes")
     tags = data.get("tags")
     if isinstance(tags, list | dict):
         check_json("tags", tags)
+    item_id = id_field(data, "id")
     return ItemRecord(
-        id=id_field(data, "id"),
-        title=(str_field(data, "title", default=None) or "").strip() or None,  # blank: not given
+        id=item_id,
+        title=_title(data, item_id),
         kind=str_field(data, "kind", default=None) or None,
         provider=str_field(data, "provider", default=None, max_len=MAX_ID) or None,
         tags=tags_field(tags),
@@ -126,6 +134,21 @@ def parse_item(data: dict[str, Any]) -> ItemRecord:
         attributes=attributes,
         given=_given(data, ITEM_FIELDS),
     )
+
+
+def _title(data: dict[str, Any], item_id: str) -> str | None:
+    """The item's title, stripped; None when blank (not given)."""
+    title = (str_field(data, "title", default=None) or "").strip()
+    if len(title) > MAX_TITLE:
+        raise FieldError("title", f"is longer than {MAX_TITLE:,} characters ({len(title):,})")
+    size = len(title.encode()) + len(item_id.encode())
+    if size > MAX_TITLE_ID_BYTES:
+        raise FieldError(
+            "title",
+            f"is longer than {MAX_TITLE_ID_BYTES:,} bytes of UTF-8 together with the item id ({size:,});"
+            " the catalogue's index holds no more",
+        )
+    return title or None
 
 
 def parse_user(data: dict[str, Any]) -> UserRecord:
@@ -258,8 +281,16 @@ def _shown(value: str, limit: int = 120) -> str:
 
 
 def parse_event(
-    data: dict[str, Any], *, now: datetime, extra_types: frozenset[str] = frozenset()
+    data: dict[str, Any],
+    *,
+    now: datetime,
+    extra_types: frozenset[str] = frozenset(),
+    position: int | None = None,
 ) -> EventRecord:
+    """An event record. Without `id`, its id is derived from user, type, item, ts, value and
+    message_id; without `ts` as well, also from `position` (its line in the file, its index in a
+    request), since `ts` is then `now`: identical events without ts in one file or batch are
+    distinct plays, not one (the key cannot match across imports anyway, `now` differs)."""
     context = with_unknown(data, EVENT_FIELDS, "context")
     type_ = str_field(data, "type", default=None)
     if not type_:
@@ -273,7 +304,8 @@ def parse_event(
         context["channel"] = _unsubscribe_channel(context["channel"])
     user_id = id_field(data, "user_id")
     item_id = str_field(data, "item_id", default=None, max_len=MAX_ID)
-    ts = ts_field(data, "ts", required=False) or now
+    given_ts = ts_field(data, "ts", required=False)
+    ts = given_ts or now
     if ts - now > MAX_AHEAD:
         raise FieldError(
             "ts",
@@ -284,6 +316,9 @@ def parse_event(
     message_id = str_field(data, "message_id", default=None, max_len=MAX_ID)
     event_id = str_field(data, "id", default=None, max_len=MAX_ID)
     if not event_id:
-        key = json.dumps([user_id, type_, item_id, ts.isoformat(), value, message_id], separators=(",", ":"))
+        parts: list[Any] = [user_id, type_, item_id, ts.isoformat(), value, message_id]
+        if given_ts is None and position is not None:
+            parts.append(position)
+        key = json.dumps(parts, separators=(",", ":"))
         event_id = str(uuid.uuid5(EVENT_NAMESPACE, key))
     return EventRecord(event_id, user_id, type_, item_id, ts, value, message_id, context)

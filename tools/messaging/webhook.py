@@ -5,6 +5,7 @@ SSRF guard runs before every request."""
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -16,16 +17,26 @@ from tagloop.tools.errors import ConfigError
 from tagloop.tools.messaging.channels import DeliveryError, OutboundMessage
 from tagloop.tools.messaging.ssrf import UnsafeURL, check_url
 
+MIN_SECRET_BYTES = 16  # Standard Webhooks recommends 24 to 64 random bytes; 3 were accepted
+
 
 def signer(secret: str, setting: str) -> Webhook:
     """The Standard Webhooks signer of `secret` (`whsec_<base64>` or bare base64); a `ConfigError`
-    naming `setting`, never quoting the secret, when it is empty or not base64."""
+    naming `setting`, never quoting the secret, when it is empty, not base64 or shorter than
+    `MIN_SECRET_BYTES` (a guessable key)."""
     try:
-        return Webhook(secret)
+        webhook = Webhook(secret)
     except Exception:  # binascii.Error, EmptyWebhookSecretError, …: the library's own types
         raise ConfigError(
             f"{setting} is not a Standard Webhooks secret (whsec_ followed by base64)"
         ) from None
+    key = base64.b64decode(secret.removeprefix("whsec_") + "==")  # as Webhook decoded it
+    if len(key) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"{setting} is too short: its key has {len(key)} bytes, at least"
+            f" {MIN_SECRET_BYTES} are needed (Standard Webhooks recommends 24 to 64 random bytes)"
+        )
+    return webhook
 
 
 def check_endpoint(url: str, setting: str) -> None:
