@@ -279,7 +279,6 @@ def serve(
     """Serve the HTTP API (SPEC §4): events in, profiles, recommendations and runs out. With
     several --workers the scheduler, delivery and the profile folder still run once, in this
     (parent) process."""
-    import logging
 
     import uvicorn
 
@@ -289,7 +288,7 @@ def serve(
     from tagloop.tools.store import db
 
     _check_listen(host, port)  # before the scheduler: a failed start must not have decided anything
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _log_to_stderr()
     settings = _service_settings()
     if workers > 1:
         # resolve (and start, if embedded) the database and migrate it once, here; the worker
@@ -321,6 +320,13 @@ def serve(
         folder.shutdown()
         if scheduler is not None:
             scheduler.shutdown()
+
+
+def _log_to_stderr() -> None:
+    """The services' log lines (timestamped, INFO and up) on stderr."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
 def _check_listen(host: str, port: int) -> None:
@@ -389,6 +395,7 @@ def worker(
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
+        _log_to_stderr()  # each cycle's decisions and deliveries, as `serve` logs them
         err.print(f"worker {os.getpid()} running; Ctrl-C to stop")
         try:
             w.run_forever(

@@ -114,3 +114,26 @@ def test_serve_on_a_port_in_use_fails_before_deciding_anything(
     ]
     db.rollback()
     assert db.execute("select count(*) as n from decisions").fetchone() == {"n": 0}
+
+
+def test_a_running_worker_logs_its_cycles_and_stops_on_sigterm(
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path
+) -> None:
+    tagloop = Path(sys.executable).parent / "tagloop"
+    proc = subprocess.Popen(
+        [str(tagloop), "worker", "--interval", "0.2"],
+        env=server_env(db_url, tmp_path),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        import time
+
+        time.sleep(4)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    cycles = [line for line in stderr.splitlines() if "delivery claimed=" in line]
+    assert cycles and all(line[:4].isdigit() for line in cycles)  # timestamped, like `serve`
