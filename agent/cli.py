@@ -241,13 +241,33 @@ def run(
         what = (
             f" message via {o.channel}: {o.title or ''}" if o.channel else f" {o.outcome}: {o.reason or ''}"
         )
-        out.print(Text.assemble((o.user_id, "bold"), what))
+        delivery = _delivery_word(o.delivery, o.delivery_error)
+        if delivery == "queued for" and o.send_at:
+            delivery += f" {o.send_at}"
+        if o.delivery_error:
+            delivery += f": {o.delivery_error}"
+        out.print(Text.assemble((o.user_id, "bold"), what, (f"  [{delivery}]" if delivery else "", "dim")))
     if len(outcomes) > shown:
         out.print(f"… and {len(outcomes) - shown:,} more (--json lists every decision)")
     counts: dict[str, int] = {}
+    deliveries: dict[str, int] = {}
     for o in outcomes:
         counts[o.outcome] = counts.get(o.outcome, 0) + 1
-    out.print(f"{len(outcomes):,} decision(s): " + ", ".join(f"{n:,} {k}" for k, n in sorted(counts.items())))
+        if o.delivery:
+            key = _delivery_word(o.delivery, o.delivery_error).split(" ")[0]
+            deliveries[key] = deliveries.get(key, 0) + 1
+    line = f"{len(outcomes):,} decision(s): " + ", ".join(f"{n:,} {k}" for k, n in sorted(counts.items()))
+    if deliveries:
+        line += " (" + ", ".join(f"{n:,} {k}" for k, n in sorted(deliveries.items())) + ")"
+    out.print(line)
+
+
+def _delivery_word(status: str | None, error: str | None) -> str:
+    """What became of a run's message, in words, from its outbox status (a pending message with
+    an error is waiting for its next attempt)."""
+    if status == "pending":
+        return "retrying" if error else "queued for"
+    return {"dead": "undelivered"}.get(status or "", status or "")
 
 
 @app.command("demo")

@@ -58,6 +58,10 @@ class RunOutcome:
     delivered: bool
     reason: str | None = None
     arms: dict[str, Any] = field(default_factory=dict)
+    # the message's outbox status after the run (pending, sent, dead, cancelled, …) and, unless
+    # sent, its last delivery error
+    delivery: str | None = None
+    delivery_error: str | None = None
 
     @classmethod
     def from_stored(cls, row: dict[str, Any]) -> RunOutcome:
@@ -367,11 +371,19 @@ def run_users(
                 sent = set(report.sent)
                 plans = {u: _delivered(p, sent) for u, p in plans.items()}
         stored = {r["user_id"]: RunOutcome.from_stored(r) for r in stored_decisions(conn, sorted(repeated))}
+        done = [stored.get(u) or RunOutcome.from_plan(plans[u]) for u in batch if u in plans]
+        outbox = runs.message_statuses(conn, [o.message_id for o in done if o.message_id])
         conn.commit()
-        outcomes.extend(stored.get(u) or RunOutcome.from_plan(plans[u]) for u in batch if u in plans)
+        outcomes.extend(_with_delivery(o, outbox.get(o.message_id or "")) for o in done)
         if progress:
             progress(len(batch))
     return outcomes
+
+
+def _with_delivery(outcome: RunOutcome, status: tuple[str, str | None] | None) -> RunOutcome:
+    if status is None:
+        return outcome
+    return replace(outcome, delivery=status[0], delivery_error=None if status[0] == "sent" else status[1])
 
 
 def _delivered(plan: Plan, sent: set[str]) -> Plan:

@@ -96,6 +96,32 @@ def test_a_full_disk_is_one_line_not_a_traceback(tagloop_env: Path) -> None:
     assert failed.stderr.strip().splitlines()[-1].startswith("error: No space left on device")
 
 
+def test_run_says_when_a_message_was_not_delivered(
+    tagloop_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A webhook URL on this host is refused by the SSRF guard: the message is dead at once, and
+    the run must say so rather than count '1 message' as if it went out."""
+    offset = (14 - datetime.now(UTC).hour + 12) % 24 - 12  # a zone where it is early afternoon now
+    zone = f"Etc/GMT{-offset:+d}" if offset else "UTC"  # (Etc/GMT-5 is UTC+5)
+    user = {"id": "w1", "timezone": zone, "channels": {"webhook": "hooks"}, "consent": {"webhook": True}}
+    files = {
+        "users": [user],
+        "items": [{"id": f"i{n}", "title": f"Song {n}", "provider": "p", "tags": ["jazz"]} for n in range(4)],
+        "events": [{"user_id": "w1", "type": "like", "item_id": "i0"}],
+    }
+    for kind, rows in files.items():
+        path = tmp_path / f"{kind}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tagloop("import", kind, str(path))
+    monkeypatch.setenv("TAGLOOP_OUTBOUND_WEBHOOK_URL", "http://127.0.0.1:9/hook")
+    monkeypatch.setenv("TAGLOOP_OUTBOUND_WEBHOOK_SECRET", "whsec_" + "QUJD" * 8)
+    text = " ".join(tagloop("run", "--user", "w1").stdout.split())
+    assert "[undelivered: " in text and "private or loopback" in text
+    assert "1 decision(s): 1 message (1 undelivered)" in text
+    (decision,) = json.loads(tagloop("run", "--user", "w1", "--json").stdout)["decisions"]
+    assert decision["delivery"] == "dead" and "private or loopback" in decision["delivery_error"]
+
+
 def test_import_events_streams_with_progress_on_stderr(
     tagloop_env: Path, tmp_path: Path, db: psycopg.Connection[Any]
 ) -> None:

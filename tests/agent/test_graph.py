@@ -184,8 +184,11 @@ def test_send_now_after_a_run_of_the_same_minute_delivers_its_pending_message(
     )
     assert {o.user_id: o.decision_id for o in again} == {u: o.decision_id for u, o in queued.items()}
     assert all(o.delivered and o.send_at == (NOW + timedelta(seconds=20)).isoformat() for o in again)
+    assert all(o.delivery == "sent" and queued[o.user_id].delivery == "pending" for o in again)
     assert all(
-        replace(o, delivered=False, send_at=queued[o.user_id].send_at) == queued[o.user_id] for o in again
+        replace(o, delivered=False, send_at=queued[o.user_id].send_at, delivery="pending")
+        == queued[o.user_id]
+        for o in again
     )
     rows = db.execute(
         "select status, send_at from messages where id = any(%(ids)s::uuid[])",

@@ -15,7 +15,7 @@ from agent_support import load_demo
 
 from tagloop.agent import runner
 from tagloop.agent.settings import Settings
-from tagloop.tools.messaging.channels import FileChannel, OutboundMessage
+from tagloop.tools.messaging.channels import DeliveryError, FileChannel, OutboundMessage
 
 SEND_SECONDS = 0.7
 
@@ -45,3 +45,25 @@ def test_later_batches_are_stamped_when_they_happen(
         assert r["sent_at"] >= r["created_at"] - slack, r  # never sent before it existed
         assert r["send_at"] >= r["created_at"] - slack, r  # decided (and guarded) at the time too
     db.rollback()
+
+
+class Refusing(FileChannel):
+    def send(self, message: OutboundMessage) -> None:
+        raise DeliveryError("receiver answered HTTP 400", retryable=False)
+
+
+def test_a_run_reports_what_became_of_each_message(db: psycopg.Connection[Any], tmp_path: Path) -> None:
+    """`delivered: false` alone hid a message the channel refused (dead at once) behind '1 message'."""
+    users = load_demo(db, tmp_path / "demo", datetime.now(UTC) - timedelta(hours=1), users=3)
+    settings = Settings(home=tmp_path / "home")
+    refused = runner.run_users(
+        db, settings, users[:2], send_now=True, channels={"file": Refusing(tmp_path / "o")}
+    )
+    assert [(o.outcome, o.delivered, o.delivery) for o in refused] == [("message", False, "dead")] * 2
+    assert all(o.delivery_error == "receiver answered HTTP 400" for o in refused)
+    sent = runner.run_users(
+        db, settings, users[2:], send_now=True, channels={"file": FileChannel(tmp_path / "o")}
+    )
+    assert [(o.delivered, o.delivery, o.delivery_error) for o in sent] == [(True, "sent", None)]
+    queued = runner.run_users(db, settings, users[2:], send_now=False, run_key="later")
+    assert queued[0].delivery in ("pending", None) and not queued[0].delivered

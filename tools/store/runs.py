@@ -195,6 +195,17 @@ def request_send_times(
     )
 
 
+def message_statuses(
+    conn: psycopg.Connection[Any], message_ids: list[str]
+) -> dict[str, tuple[str, str | None]]:
+    """message id → (outbox status, last delivery error)."""
+    rows = conn.execute(
+        "select id::text as id, status, last_error from messages where id = any(%(ids)s::uuid[])",
+        {"ids": message_ids},
+    ).fetchall()
+    return {r["id"]: (r["status"], r["last_error"]) for r in rows}
+
+
 def unsubscribes(conn: psycopg.Connection[Any], user_ids: list[str]) -> dict[str, dict[str, datetime]]:
     """user → {channel or '*': time of the latest unsubscribe (its `ts`, or when it arrived if that
     was earlier: a sender's clock running ahead does not postpone it)} for unsubscribes received
