@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +58,18 @@ if not _out.is_terminal:  # a pipe or a file has no width to fit: tables are not
 def emit(data: Any, as_json: bool, table: Table | None = None) -> None:
     """`data` as one JSON line with --json; else the table, or `data` itself when there is none."""
     if as_json:
-        sys.stdout.write(json.dumps(data, default=str) + "\n")
+        sys.stdout.write(json.dumps(data, default=_json_value) + "\n")
     elif table is not None:
         _out.print(table)
     else:
         _out.print(data)
+
+
+def _json_value(value: Any) -> Any:
+    """Times as RFC 3339 (`2026-12-07T06:11:05+00:00`, as everywhere else), the rest as text."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
 
 
 PLOT_FORMATS = ("png", "svg", "svgz", "pdf", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
