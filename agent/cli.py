@@ -121,18 +121,26 @@ def db_status(as_json: JsonFlag = False) -> None:
         table.add_row("superseded", ", ".join(data["superseded"]))
     if state.unknown:
         table.add_row("unknown", ", ".join(data["unknown"]))
-        table.add_row("next step", str(state.unknown_error()))
-    elif not version and not installable:
-        table.add_row(
-            "next step",
-            'install pgvector on this PostgreSQL server (extension "vector" is not available), '
-            "then run tagloop db migrate; or unset DATABASE_URL to use tagloop's embedded server",
-        )
-    elif pending:
-        table.add_row("next step", "tagloop db migrate (any other command also migrates on first use)")
+    step = _next_step(state, pgvector=bool(version), installable=bool(installable))
+    if step:
+        table.add_row("next step", step)
     for name, n in counts.items():
         table.add_row(f"rows: {name}", f"{n:,}")
     emit(table, False, table)
+
+
+def _next_step(state: Any, *, pgvector: bool, installable: bool) -> str | None:
+    """What `db status` tells the user to do next: nothing, upgrade, install pgvector, or migrate."""
+    if state.unknown:
+        return str(state.unknown_error())
+    if not state.pending:
+        return None
+    if not pgvector and not installable:
+        return (
+            'install pgvector on this PostgreSQL server (extension "vector" is not available), then run '
+            "tagloop db migrate; or unset DATABASE_URL to use tagloop's embedded server"
+        )
+    return "tagloop db migrate (any other command also migrates on first use)"
 
 
 @db_app.command("stop")
