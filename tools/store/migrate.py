@@ -140,7 +140,7 @@ def migrate(conn: psycopg.Connection) -> list[Migration]:
         conn.rollback()  # end the reads' transaction: the migrations below commit on their own
     if now.unknown:
         raise now.unknown_error()
-    if now.table_ready and not now.pending:
+    if not now.pending:
         return []  # nothing to do: no lock, no DDL (a role with DML grants only gets here)
     done: list[Migration] = []
     with conn.transaction():
@@ -148,10 +148,10 @@ def migrate(conn: psycopg.Connection) -> list[Migration]:
         now = state(conn)  # another process may have migrated while this one waited
         if now.unknown:
             raise now.unknown_error()
-        if now.table_ready and not now.pending:
+        if not now.pending:
             return []
         _check_may_create(conn)
-        if not now.table_ready:
+        if not now.table_ready:  # re-keyed only when something is to be recorded
             _bootstrap(conn)
         superseded = {v: n for v, n in now.superseded}
         for migration in now.pending:
