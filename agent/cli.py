@@ -65,14 +65,28 @@ def db_url() -> None:
 def db_migrate(as_json: JsonFlag = False) -> None:
     """Apply pending schema migrations (a second run is a no-op)."""
     from tagloop.agent.database import connect
+    from tagloop.tools.store import migrate
 
     with connect(_settings(), migrate_schema=False, vector_types=False) as conn:  # no pgvector yet
         from tagloop.tools.store.db import run_migrations
 
         done = run_migrations(conn)
-    names = [f"{m.version:04d}_{m.name}" for m in done]
-    emit({"applied": names}, as_json) if as_json else out.print(
-        f"applied {len(names)} migration(s)" + (": " + ", ".join(names) if names else " (already up to date)")
+        superseded = [migrate.label(v, n) for v, n in migrate.state(conn).superseded]
+    names = [m.label for m in done]
+    if as_json:
+        emit({"applied": names, **({"superseded": superseded} if superseded else {})}, True)
+        return
+    listed = ": " + ", ".join(names) if names else " (already up to date)"
+    out.print(f"applied {len(names)} migration(s){listed}", soft_wrap=True)
+    if superseded:
+        out.print(_superseded_line(superseded), soft_wrap=True)
+
+
+def _superseded_line(superseded: list[str]) -> str:
+    return (
+        "recorded by an older tagloop under a number since given to another migration: "
+        f"{', '.join(superseded)} "
+        "(this tagloop ships them renumbered and applied them under their new numbers)"
     )
 
 
@@ -85,20 +99,24 @@ def db_status(as_json: JsonFlag = False) -> None:
 
     settings = _settings()
     with connect(settings, migrate_schema=False, vector_types=False) as conn:
-        have = migrate.applied(conn)
-        pending = [f"{m.version:04d}_{m.name}" for m in migrate.pending(conn)]
+        state = migrate.state(conn)
         counts = {}
-        if have:
+        if state.applied:
             for name in ("items", "tags", "users", "events", "user_profiles", "decisions", "messages"):
-                row = conn.execute(f"select count(*) as n from {name}").fetchone()  # fixed table names
-                counts[name] = row["n"] if row else 0
+                if conn.execute("select to_regclass(%(n)s) is not null as e", {"n": name}).fetchone()["e"]:
+                    row = conn.execute(f"select count(*) as n from {name}").fetchone()  # fixed table names
+                    counts[name] = row["n"] if row else 0
         version = conn.execute("select extversion from pg_extension where extname = 'vector'").fetchone()
+        installable = conn.execute("select 1 from pg_available_extensions where name = 'vector'").fetchone()
+    pending = [m.label for m in state.pending]
     data = {
         "database": "external" if settings.database_url else "embedded",
         "url": redacted(database_url(settings)),
         "pgvector": version["extversion"] if version else None,
-        "applied": [f"{v:04d}_{n}" for v, n in have.items()],
+        "applied": [migrate.label(v, n) for v, n in state.applied],
         "pending": pending,
+        "superseded": [migrate.label(v, n) for v, n in state.superseded],
+        "unknown": [migrate.label(v, n) for v, n in state.unknown],
         "rows": counts,
     }
     if as_json:
@@ -106,15 +124,34 @@ def db_status(as_json: JsonFlag = False) -> None:
         return
     table = Table(title="tagloop database")
     table.add_column("what")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")
     for key in ("database", "url", "pgvector"):
         table.add_row(key, str(data[key]))
-    table.add_row("migrations", f"{len(have)} applied, {len(pending)} pending")
-    if pending:
-        table.add_row("next step", "tagloop db migrate (any other command also migrates on first use)")
+    table.add_row("migrations", f"{len(state.applied)} applied, {len(pending)} pending")
+    if state.superseded:
+        table.add_row("superseded", ", ".join(data["superseded"]))
+    if state.unknown:
+        table.add_row("unknown", ", ".join(data["unknown"]))
+    step = _next_step(state, pgvector=bool(version), installable=bool(installable))
+    if step:
+        table.add_row("next step", step)
     for name, n in counts.items():
         table.add_row(f"rows: {name}", f"{n:,}")
-    out.print(table)
+    emit(table, False, table)
+
+
+def _next_step(state: Any, *, pgvector: bool, installable: bool) -> str | None:
+    """What `db status` tells the user to do next: nothing, upgrade, install pgvector, or migrate."""
+    if state.unknown:
+        return str(state.unknown_error())
+    if not state.pending:
+        return None
+    if not pgvector and not installable:
+        return (
+            'install pgvector on this PostgreSQL server (extension "vector" is not available), then run '
+            "tagloop db migrate; or unset DATABASE_URL to use tagloop's embedded server"
+        )
+    return "tagloop db migrate (any other command also migrates on first use)"
 
 
 @db_app.command("stop")

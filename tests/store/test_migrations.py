@@ -20,12 +20,12 @@ def test_migrating_twice_is_a_noop(pg_admin_url: str) -> None:
         with psycopg.connect(url) as conn:
             first = migrate.migrate(conn)
             second = migrate.migrate(conn)
-            recorded = migrate.applied(conn)
+            recorded = migrate.recorded(conn)
             ext = conn.execute("select extname from pg_extension where extname = 'vector'").fetchone()
         assert [m.version for m in first] == [m.version for m in migrate.available()]
         assert first[0].version == 1 and "vector" in first[0].sql
         assert second == []
-        assert sorted(recorded) == [m.version for m in migrate.available()]
+        assert recorded == [(m.version, m.name) for m in migrate.available()]
         assert ext is not None
     finally:
         db.drop_database(pg_admin_url, name)

