@@ -256,6 +256,21 @@ def renew_claims(
     return {r["id"] for r in rows}
 
 
+def release_claims(conn: psycopg.Connection[Any], ids: list[str], *, mine: datetime) -> list[str]:
+    """Hand this batch's claim (claimed until `mine`) on `ids` back unsent: pending again, due when
+    it was, without the attempt the claim counted. Returns the ids released (any other was claimed
+    by another worker after the lease ran out)."""
+    if not ids:
+        return []
+    rows = conn.execute(
+        """update messages set status = 'pending', attempts = greatest(attempts - 1, 0), claimed_until = null
+           where id = any(%(ids)s::uuid[]) and status = 'sending' and claimed_until = %(mine)s
+           returning id::text as id""",
+        {"ids": ids, "mine": mine},
+    ).fetchall()
+    return sorted(r["id"] for r in rows)
+
+
 def mark_sent(conn: psycopg.Connection[Any], message_id: str, now: datetime) -> None:
     conn.execute(
         """update messages set status = 'sent', sent_at = %(now)s, last_error = null, claimed_until = null
