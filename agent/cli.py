@@ -414,6 +414,9 @@ def _check_listen(host: str, port: int) -> None:
 
 decisions_app = typer.Typer(help="Logged decisions.", no_args_is_help=True)
 app.add_typer(decisions_app, name="decisions")
+from tagloop.agent.cli_outbox import outbox_app  # noqa: E402 - `tagloop outbox status|retry`
+
+app.add_typer(outbox_app, name="outbox")
 
 
 @app.command("worker")

@@ -171,24 +171,44 @@ class Worker:
 
         return _one_by_one_on_failure(self.conn, users, run, self.name)
 
-    def deliver(self, now: datetime, limit: int = 100) -> DeliveryReport:
+    def deliver(self, now: datetime, limit: int = 100, stop: threading.Event | None = None) -> DeliveryReport:
         rng = np.random.default_rng([self._seed, int(now.timestamp())])
-        return deliver_due(self.conn, self.channels, self.delivery, now=now, rng=rng, limit=limit)
+        return deliver_due(
+            self.conn,
+            self.channels,
+            self.delivery,
+            now=now,
+            rng=rng,
+            limit=limit,
+            stop=stop.is_set if stop is not None else None,
+        )
 
     def run_once(
-        self, *, decide_runs: bool = True, deliver: bool = True, max_cycles: int = 1000
+        self,
+        *,
+        decide_runs: bool = True,
+        deliver: bool = True,
+        max_cycles: int = 1000,
+        stop: threading.Event | None = None,
     ) -> CycleReport:
-        """Drain what is due now: decision cycles until none is claimed, then delivery rounds."""
+        """Drain what is due now: decision cycles until none is claimed, then delivery rounds. Each
+        cycle reads the clock afresh. Once `stop` is set, no further cycle or round starts, and a
+        delivery round finishes the send under way and releases the rest of its claim."""
         report = CycleReport()
+        stopping = stop.is_set if stop is not None else (lambda: False)
         now = self.clock()
         fold = FoldOptions.from_settings(self.settings)  # committed events → profiles, triggered runs
-        while decide_runs and fold_pending(self.conn, fold, now=now).events >= fold.max_events:
-            pass
-        if decide_runs:
+        while decide_runs and not stopping():
+            if fold_pending(self.conn, fold, now=now).events < fold.max_events:
+                break
+        if decide_runs and not stopping():
             with self.conn.transaction():  # users added since the last cycle get their cadences
                 ensure_schedules(self.conn, self.cadences, now)
         try:
             for _ in range(max_cycles if decide_runs else 0):
+                if stopping():
+                    break
+                now = self.clock()  # a long drain must not decide (guards, run keys) at a stale time
                 got = self.decide_schedules(now) + self.decide_queue(now)
                 report.decided += got
                 if not got:
@@ -201,7 +221,9 @@ class Worker:
             log.exception("worker=%s deciding failed; delivering anyway", self.name)
             self._rollback()
         for _ in range(max_cycles if deliver else 0):
-            round_ = self.deliver(self.clock())
+            if stopping():
+                break
+            round_ = self.deliver(self.clock(), stop=stop)
             report.delivery.add(round_)
             if round_.claimed == 0:
                 break
@@ -215,9 +237,10 @@ class Worker:
         return report
 
     def run_forever(self, stop: threading.Event, interval: float, **kwargs: Any) -> None:
-        """`run_cycle` every `interval` seconds until `stop` is set."""
+        """`run_cycle` every `interval` seconds until `stop` is set; a cycle under way when it is set
+        stops early (see `run_once`)."""
         while not stop.is_set():
-            self.run_cycle(**kwargs)
+            self.run_cycle(stop=stop, **kwargs)
             stop.wait(interval)
 
     def run_cycle(self, **kwargs: Any) -> CycleReport | None:

@@ -1,6 +1,7 @@
 """Prometheus metrics of one app (its own registry, so several apps in one process never clash):
-events accepted/duplicate/rejected, request latency per route, agent runs, run-queue depth; and a
-pure ASGI middleware that times every request."""
+events accepted/duplicate/rejected, request latency per route, agent runs, run-queue depth, outbox
+backlog (pending, sending and dead messages, counted at scrape time); and a pure ASGI middleware that
+times every request."""
 
 from __future__ import annotations
 
@@ -38,6 +39,19 @@ class Metrics:
         self.queue_depth = Gauge(
             "tagloop_run_queue_depth", "Rows waiting in run_queue.", registry=self.registry
         )
+        self.outbox = Gauge(
+            "tagloop_outbox_messages",
+            "Outbox messages by status (pending, sending, dead), counted when /metrics is scraped.",
+            ["status"],
+            registry=self.registry,
+        )
+
+    def observe_outbox(self, conn: Any) -> None:
+        """Set the outbox gauges from the database now (called by the /metrics route)."""
+        from tagloop.tools.store.decisions import outbox_backlog
+
+        for status, n in outbox_backlog(conn).items():
+            self.outbox.labels(status).set(n)
 
     def render(self) -> bytes:
         """This app's metrics, then the process-wide default registry (delivery metrics from

@@ -295,4 +295,5 @@ def metrics(state: Authorized) -> Response:
     """Prometheus text format."""
     with state.pool.connection() as conn:
         state.metrics.queue_depth.set(services.triggers.queue_depth(conn))
+        state.metrics.observe_outbox(conn)
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

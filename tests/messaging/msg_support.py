@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -106,6 +107,7 @@ class Receiver:
     url: str
     fail_rate: float = 0.0
     status_on_fail: int = 500
+    delay: float = 0.0  # seconds each request takes (a slow receiver)
     seen: list[dict[str, Any]] = field(default_factory=list)  # every request: headers + body
     accepted: dict[str, int] = field(default_factory=dict)  # webhook-id → times accepted
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(11))
@@ -126,6 +128,7 @@ def receiver() -> Iterator[Receiver]:
                 if not fail:
                     wid = headers["webhook-id"]
                     state.accepted[wid] = state.accepted.get(wid, 0) + 1
+            time.sleep(state.delay)
             self.send_response(state.status_on_fail if fail else 204)
             self.end_headers()
 

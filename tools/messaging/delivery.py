@@ -25,6 +25,9 @@ them to the next claim: `lost`, never sent twice. So a message is sent twice onl
 dies mid-send; then the lease expires and it is sent again with the same `webhook-id`. A message
 claimed again after its last allowed attempt (the worker died or the lease ran out each time) is
 dead-lettered without another send, so one poison message cannot crash workers forever.
+A worker asked to stop (`stop`, checked before each message) finishes the send under way and
+releases the rest of its claim at once (`released`: pending again, due as before, the attempt the
+claim counted given back), so another worker can take them without waiting for the lease.
 Each claimed message is settled on its own (sent, retrying, dead, cancelled or deferred): an
 unexpected error while handling one dead-letters it and the loop goes on with the others; only a lost
 database connection stops the round (the leases then expire and the messages are claimed again).
@@ -32,7 +35,8 @@ database connection stops the round (the leases then expire and the messages are
 
 Prometheus metrics (default registry, so any exporter of the process serves them):
 `tagloop_messages_total{channel, outcome}` (sent, retrying = failed with a retry due, dead,
-cancelled, deferred, lost = claimed by another worker after this one's lease ran out),
+cancelled, deferred, lost = claimed by another worker after this one's lease ran out, released =
+handed back unsent by a stopping worker),
 `tagloop_delivery_latency_seconds{channel}` (scheduled send time → sent) and
 `tagloop_delivery_send_seconds{channel}` (the channel call itself).
 """
@@ -41,7 +45,7 @@ from __future__ import annotations
 
 import logging
 import time as clock
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from functools import cache
@@ -107,7 +111,7 @@ class DeliveryConfig:
     holdout_salt: str = "tagloop-holdout-v1"
 
 
-OUTCOMES = ("sent", "retrying", "dead", "cancelled", "deferred", "lost")  # of a claimed message
+OUTCOMES = ("sent", "retrying", "dead", "cancelled", "deferred", "lost", "released")  # of a claimed message
 
 
 @dataclass
@@ -119,6 +123,7 @@ class DeliveryReport:
     cancelled: list[str] = field(default_factory=list)
     deferred: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)  # claimed, then claimed by another worker (lease ran out)
+    released: list[str] = field(default_factory=list)  # claimed, handed back unsent (the worker stops)
 
     def add(self, other: DeliveryReport) -> None:
         """Count `other` (a later round) in this report too."""
@@ -145,8 +150,10 @@ def deliver_due(
     rng: np.random.Generator,
     ids: list[str] | None = None,
     limit: int = 100,
+    stop: Callable[[], bool] | None = None,
 ) -> DeliveryReport:
-    """Claim up to `limit` due messages (only `ids` when given), check guards, send, record."""
+    """Claim up to `limit` due messages (only `ids` when given), check guards, send, record; once
+    `stop()` is true, release the messages not reached yet instead (see the module docstring)."""
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise TagloopError("deliver_due needs a connection outside a transaction (commit first)")
     report = DeliveryReport()
@@ -159,6 +166,14 @@ def deliver_due(
     lost: set[str] = set()
     started = clock.monotonic()
     for n, row in enumerate(claimed):
+        if stop is not None and stop():
+            rest = [str(r["id"]) for r in claimed[n:] if str(r["id"]) not in lost]
+            with conn.transaction():
+                report.released = store.release_claims(conn, rest, mine=lease_end)
+            for r in claimed[n:]:
+                if str(r["id"]) in report.released:
+                    metrics.messages.labels(r["channel"], "released").inc()
+            break
         message_id = str(row["id"])
         at = now + timedelta(seconds=clock.monotonic() - started)  # the batch's sends take time
         if at >= lease_end - cfg.lease / 2:  # half the lease gone: keep the rest of the batch ours

@@ -1,7 +1,9 @@
 """The `webhook` channel (SPEC §5): POST the message JSON to the configured URL, signed with
 Standard Webhooks headers (`webhook-id` = message id, so receivers dedupe on it). 2xx is success;
 5xx, 429, timeouts and connection errors are retryable `DeliveryError`s; other 4xx are not. The
-SSRF guard runs before every request."""
+SSRF guard runs before every request, and (unless private targets are allowed) again on the
+addresses each connection goes to (`ssrf.pinned_transport`: no DNS rebinding between check and
+connect)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from standardwebhooks.webhooks import Webhook
 
 from tagloop.tools.errors import ConfigError
 from tagloop.tools.messaging.channels import DeliveryError, OutboundMessage
-from tagloop.tools.messaging.ssrf import UnsafeURL, check_url
+from tagloop.tools.messaging.ssrf import UnsafeURL, check_url, pinned_transport
 
 MIN_SECRET_BYTES = 16  # Standard Webhooks recommends 24 to 64 random bytes; 3 were accepted
 
@@ -70,7 +72,11 @@ class WebhookChannel:
         self.url = url
         self._signer = signer(secret, "the webhook secret")
         self.allow_private = allow_private
-        self._client = client or httpx.Client(timeout=timeout, follow_redirects=False)
+        self._client = client or httpx.Client(
+            timeout=timeout,
+            follow_redirects=False,
+            transport=None if allow_private else pinned_transport(),
+        )
 
     def __repr__(self) -> str:
         return f"WebhookChannel(url={self.url!r})"
@@ -96,6 +102,8 @@ class WebhookChannel:
                 content=body.encode(),
                 headers=self.headers(message.message_id, body, datetime.now(UTC)),
             )
+        except UnsafeURL as exc:  # the address the connection was about to use (rebinding)
+            raise DeliveryError(str(exc), retryable=False) from None
         except httpx.TimeoutException:
             raise DeliveryError("webhook timed out", retryable=True) from None
         except httpx.HTTPError as exc:

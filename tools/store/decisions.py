@@ -13,6 +13,7 @@ unsubscribes, arm engagement) are in tools/store/runs.py."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,6 +23,7 @@ import numpy as np
 import orjson
 import psycopg
 
+from tagloop.tools.errors import InvalidInput
 from tagloop.tools.retrieval import CandidateLog
 from tagloop.tools.store.runs import UNSUBSCRIBED_CHANNEL
 
@@ -256,6 +258,21 @@ def renew_claims(
     return {r["id"] for r in rows}
 
 
+def release_claims(conn: psycopg.Connection[Any], ids: list[str], *, mine: datetime) -> list[str]:
+    """Hand this batch's claim (claimed until `mine`) on `ids` back unsent: pending again, due when
+    it was, without the attempt the claim counted. Returns the ids released (any other was claimed
+    by another worker after the lease ran out)."""
+    if not ids:
+        return []
+    rows = conn.execute(
+        """update messages set status = 'pending', attempts = greatest(attempts - 1, 0), claimed_until = null
+           where id = any(%(ids)s::uuid[]) and status = 'sending' and claimed_until = %(mine)s
+           returning id::text as id""",
+        {"ids": ids, "mine": mine},
+    ).fetchall()
+    return sorted(r["id"] for r in rows)
+
+
 def mark_sent(conn: psycopg.Connection[Any], message_id: str, now: datetime) -> None:
     conn.execute(
         """update messages set status = 'sent', sent_at = %(now)s, last_error = null, claimed_until = null
@@ -442,10 +459,10 @@ def stored_decisions(conn: psycopg.Connection[Any], ids: list[str]) -> list[dict
 
 
 def dead_letters(conn: psycopg.Connection[Any], limit: int = 1000) -> list[dict[str, Any]]:
-    """Messages given up on, newest first: id, user, channel, attempts, last error."""
+    """Messages given up on, newest first: id, user, channel, attempts, last error, decision id, title."""
     return conn.execute(
-        """select id, user_id, channel, attempts, last_error, dead_at from messages where status = 'dead'
-           order by dead_at desc nulls last limit %(n)s""",
+        """select id, user_id, channel, attempts, last_error, dead_at, decision_id, title from messages
+           where status = 'dead' order by dead_at desc nulls last limit %(n)s""",
         {"n": limit},
     ).fetchall()
 
@@ -453,3 +470,100 @@ def dead_letters(conn: psycopg.Connection[Any], limit: int = 1000) -> list[dict[
 def dead_count(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("select count(*) as n from messages where status = 'dead'").fetchone()
     return int(row["n"]) if row else 0
+
+
+# --- the outbox at a glance (`tagloop outbox`, /metrics) and dead letters sent back ------------------
+
+OUTBOX_STATUSES = ("pending", "sending", "sent", "dead", "cancelled")
+
+
+def outbox_counts(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    """Messages by channel and status: [{channel, status, n}] (reads the whole outbox)."""
+    return conn.execute(
+        "select channel, status, count(*) as n from messages group by 1, 2 order by 1, 2"
+    ).fetchall()
+
+
+def oldest_pending(conn: psycopg.Connection[Any], now: datetime) -> dict[str, Any] | None:
+    """The pending message whose send time passed longest ago (id, channel, send_at, next_attempt_at,
+    attempts), or None when no pending message is past its send time."""
+    return conn.execute(
+        """select id::text as id, channel, send_at, next_attempt_at, attempts from messages
+           where status = 'pending' and send_at <= %(now)s order by send_at, id limit 1""",
+        {"now": now},
+    ).fetchone()
+
+
+def due_count(conn: psycopg.Connection[Any], now: datetime) -> int:
+    """Pending messages due now (their next attempt time has come), from the due index."""
+    row = conn.execute(
+        "select count(*) as n from messages where status = 'pending' and next_attempt_at <= %(now)s",
+        {"now": now},
+    ).fetchone()
+    return int(row["n"]) if row else 0
+
+
+_BACKLOG = """
+select (select count(*) from messages where status = 'pending') as pending,
+       (select count(*) from messages where status = 'sending') as sending,
+       (select count(*) from messages where status = 'dead') as dead
+"""
+
+
+def outbox_backlog(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """Pending, sending and dead messages (for /metrics at scrape time): pending and sending are
+    counted from their partial indexes; `dead` has none, so it reads the table."""
+    row = conn.execute(_BACKLOG).fetchone()
+    return {k: int(row[k]) for k in ("pending", "sending", "dead")} if row else {}
+
+
+_STATUS_OF = """
+select id::text as id, status, channel from messages where id = any(%(ids)s::uuid[]) for update
+"""
+_REQUEUE = """
+update messages set status = 'pending', attempts = 0, send_at = %(now)s, next_attempt_at = %(now)s,
+       claimed_until = null, dead_at = null
+where status = 'dead' and (%(all)s or id = any(%(ids)s::uuid[]))
+  and (%(channel)s::text is null or channel = %(channel)s::text)
+returning id::text as id
+"""
+
+
+def retry_dead_letters(
+    conn: psycopg.Connection[Any], *, ids: list[str] | None, channel: str | None, now: datetime
+) -> list[str]:
+    """Send dead letters again: `ids` (all of them dead, on `channel` when given) or, with None, every
+    dead letter (on `channel`). Each goes back to 'pending' with its attempts reset, due at `now`
+    (its `send_at` too, so the payload and the latency metric count from the retry); consent,
+    unsubscribes, quiet hours and caps are checked again when it is sent. An id that is not a dead
+    letter refuses the whole request (`InvalidInput` naming each), nothing requeued. Returns the
+    requeued ids, in the caller's transaction."""
+    if ids is not None:
+        bad_form = [i for i in ids if not _is_uuid(i)]
+        if bad_form:
+            raise InvalidInput(f"--id {', '.join(map(repr, bad_form))}: not a message id (a UUID)")
+        ids = list(dict.fromkeys(str(uuid.UUID(i.strip())) for i in ids))
+        found = {r["id"]: r for r in conn.execute(_STATUS_OF, {"ids": ids})}
+        problems = []
+        for i in ids:
+            row = found.get(i)
+            if row is None:
+                problems.append(f"{i}: no such message")
+            elif row["status"] != "dead":
+                problems.append(f"{i}: is {row['status']}, not dead (only dead letters are retried)")
+            elif channel is not None and row["channel"] != channel:
+                problems.append(f"{i}: is on channel {row['channel']!r}, not {channel!r}")
+        if problems:
+            raise InvalidInput("cannot retry: " + "; ".join(problems) + " — nothing was requeued")
+    rows = conn.execute(
+        _REQUEUE, {"now": now, "all": ids is None, "ids": ids or [], "channel": channel}
+    ).fetchall()
+    return sorted(r["id"] for r in rows)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text.strip())
+    except ValueError:
+        return False
+    return True
