@@ -48,6 +48,7 @@ class Scheduler:
         self.flags = {"decide_runs": decide_runs, "deliver": deliver}
         self._aps = BackgroundScheduler(timezone="UTC")
         self._worker: Worker | None = None
+        self._stop = threading.Event()  # set by `shutdown`: a sweep under way stops early (Worker.run_once)
         self.sweeps = 0
 
     def start(self) -> None:
@@ -69,10 +70,11 @@ class Scheduler:
 
     def sweep(self) -> None:
         assert self._worker is not None
-        self._worker.run_cycle(**self.flags)  # gives users added since their cadence rows first
+        self._worker.run_cycle(stop=self._stop, **self.flags)  # users added since their cadence rows first
         self.sweeps += 1
 
     def shutdown(self, wait: bool = True) -> None:
+        self._stop.set()
         if self._aps.running:
             self._aps.shutdown(wait=wait)
         if self._worker is not None:
