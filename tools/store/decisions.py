@@ -511,8 +511,8 @@ select (select count(*) from messages where status = 'pending') as pending,
 
 
 def outbox_backlog(conn: psycopg.Connection[Any]) -> dict[str, int]:
-    """Pending, sending and dead messages (for /metrics at scrape time): pending and sending are
-    counted from their partial indexes; `dead` has none, so it reads the table."""
+    """Pending, sending and dead messages (for /metrics at scrape time), each counted from its
+    partial index (tests/messaging/test_outbox_backlog_plan.py)."""
     row = conn.execute(_BACKLOG).fetchone()
     return {k: int(row[k]) for k in ("pending", "sending", "dead")} if row else {}
 
