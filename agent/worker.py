@@ -41,6 +41,7 @@ from tagloop.tools.messaging.channels import Channel
 from tagloop.tools.messaging.delivery import DeliveryReport, deliver_due
 from tagloop.tools.profile_folder import FoldOptions, fold_pending
 from tagloop.tools.store import runs
+from tagloop.tools.store.db import first_line
 from tagloop.tools.timed import Timed
 
 log = logging.getLogger("tagloop.worker")
@@ -249,8 +250,14 @@ class Worker:
         (`recover`); None then. The loop of `tagloop worker` and the sweep of `tagloop serve`."""
         try:
             return self.run_once(**kwargs)
-        except psycopg.OperationalError as exc:
-            log.warning("worker=%s database error: %s", self.name, type(exc).__name__)
+        except psycopg.OperationalError as exc:  # an outage, a full disk, a limit: what, not values
+            log.warning(
+                "worker=%s database error: %s (%s): %s",
+                self.name,
+                type(exc).__name__,
+                exc.sqlstate or "no SQLSTATE",
+                first_line(exc),
+            )
         except Exception:  # a bug in one cycle must not stop the worker for good
             log.exception("worker=%s cycle failed", self.name)
         self.recover()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from agent_support import _worker, load_demo
 
 from tagloop.agent.scheduler import FolderThread
@@ -37,7 +38,7 @@ def _until(check: Callable[[], bool], seconds: float = 30.0) -> bool:
 
 
 def test_the_worker_loop_reconnects_after_its_connection_is_lost(
-    db: psycopg.Connection[Any], db_url: str, tmp_path: Path
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     users = load_demo(db, tmp_path / "demo", START, users=6)
     worker = _worker(db_url, str(tmp_path), "w")
@@ -71,6 +72,9 @@ def test_the_worker_loop_reconnects_after_its_connection_is_lost(
         worker.conn.close()
     assert failures and worker.conn is not first and first.closed
     assert sorted(u for u, _ in decided) == users
+    # the log says why, not just the error's class
+    (warning,) = [r.getMessage() for r in caplog.records if "database error" in r.getMessage()][:1]
+    assert warning.split("database error: ")[1] not in failures, warning
 
 
 def test_the_profile_folder_reconnects_after_its_connection_is_lost(
