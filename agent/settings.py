@@ -22,6 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from tagloop.policies.config import near_miss_channel
 from tagloop.tools.errors import ConfigError
 from tagloop.tools.messaging.unsubscribe import UnsubscribeLinks
 
@@ -109,6 +110,17 @@ class Settings(BaseSettings):
                 return []
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("quiet_exempt_channels")
+    @classmethod
+    def _known_channels(cls, value: list[str]) -> list[str]:
+        """Channel names as sends compare them (lower case); a near miss of a built-in one (`emial`)
+        is a typo that would leave that channel under quiet hours, so it is refused."""
+        names = [name.lower() for name in value]
+        for name in names:
+            if meant := near_miss_channel(name):
+                raise ValueError(f"no such channel {name!r}; did you mean {meant!r}?")
+        return names
 
     @classmethod
     def settings_customise_sources(

@@ -41,6 +41,11 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         ),
         ({"TAGLOOP_LLM_TIMEOUT_SECONDS": "0"}, None, "llm_timeout_seconds: Input should be greater than 0"),
         (
+            {"TAGLOOP_QUIET_EXEMPT_CHANNELS": "file,emial"},
+            None,
+            "quiet_exempt_channels: Value error, no such channel 'emial'; did you mean 'email'?",
+        ),
+        (
             {"TAGLOOP_PROFILE_HALF_LIFE_DAYS": "-5"},
             None,
             "profile_half_life_days: Input should be greater than 0",
