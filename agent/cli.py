@@ -159,8 +159,15 @@ def db_stop() -> None:
     """Stop the embedded server (it is started again by the next command that needs it)."""
     from tagloop.tools.store import embedded
 
-    stopped = embedded.stop(_settings().home)
+    home = _settings().home
+    others = embedded.other_clients(home)
+    stopped = embedded.stop(home)
     out.print("stopped" if stopped else "the embedded server was not running")
+    if stopped and others:
+        err.print(
+            f"warning: {others} other connection(s) were open (a running `tagloop serve` or `worker`?): "
+            "they start the server again when they reconnect; stop them first to keep it stopped"
+        )
 
 
 def _import(kind: str, path: Path, skip_bad: bool, as_json: bool) -> None:

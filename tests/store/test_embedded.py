@@ -87,3 +87,23 @@ def test_a_tuning_change_never_restarts_a_server_in_use(home: Path) -> None:
     assert code == 0 and "next start" not in stderr, stderr
     with psycopg.connect(uri) as conn:
         assert conn.execute("show shared_buffers").fetchone() == ("256MB",)
+
+
+def test_db_stop_warns_when_other_clients_will_start_the_server_again(home: Path) -> None:
+    """A running `serve` or `worker` reconnects and starts the server again within a second: `db
+    stop` must say so instead of a bare 'stopped' (someone stopping it to copy pgdata relies on it)."""
+    uri = embedded.ensure_running(home)
+    tagloop = Path(sys.executable).with_name("tagloop")
+    env = {"PATH": "/usr/bin:/bin", "TAGLOOP_HOME": str(home), "HOME": str(home)}
+    other = psycopg.connect(uri, autocommit=True)  # a service's connection
+    try:
+        held = subprocess.run(
+            [str(tagloop), "db", "stop"], capture_output=True, text=True, env=env, timeout=120
+        )
+    finally:
+        other.close()
+    assert held.returncode == 0 and "stopped" in held.stdout
+    assert "1 other connection" in held.stderr and "stop them first" in held.stderr
+    embedded.ensure_running(home)
+    quiet = subprocess.run([str(tagloop), "db", "stop"], capture_output=True, text=True, env=env, timeout=120)
+    assert quiet.returncode == 0 and "stopped" in quiet.stdout and "connection" not in quiet.stderr

@@ -203,6 +203,21 @@ def stop(home: Path) -> bool:
     return True
 
 
+def other_clients(home: Path) -> int:
+    """Connections to the running embedded server of `home` besides the one asking (0 when it is
+    not running): a `serve` or `worker` among them reconnects and starts it again after a stop."""
+    if not (pgdata_dir(home) / "postmaster.pid").exists():
+        return 0
+    import psycopg
+
+    with psycopg.connect(ensure_running(home), autocommit=True) as conn:
+        row = conn.execute(
+            """select count(*) from pg_stat_activity
+               where backend_type = 'client backend' and pid <> pg_backend_pid()"""
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def _pg_ctl(pgdata: Path, args: list[str]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
