@@ -107,3 +107,16 @@ def test_db_stop_warns_when_other_clients_will_start_the_server_again(home: Path
     embedded.ensure_running(home)
     quiet = subprocess.run([str(tagloop), "db", "stop"], capture_output=True, text=True, env=env, timeout=120)
     assert quiet.returncode == 0 and "stopped" in quiet.stdout and "connection" not in quiet.stderr
+
+
+def test_db_stop_on_a_crashed_server_does_not_start_it(home: Path) -> None:
+    import os
+    import signal
+
+    embedded.ensure_running(home)
+    os.kill(_postmaster(home), signal.SIGKILL)
+    tagloop = Path(sys.executable).with_name("tagloop")
+    env = {"PATH": "/usr/bin:/bin", "TAGLOOP_HOME": str(home), "HOME": str(home)}
+    done = subprocess.run([str(tagloop), "db", "stop"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "not running" in done.stdout and "starting" not in done.stderr

@@ -190,10 +190,21 @@ def _alive(pid: int) -> bool:
     return b"postgres" in cmdline
 
 
+def running(home: Path) -> bool:
+    """Is the embedded server of `home` up (a postmaster.pid whose process is alive)?"""
+    try:
+        pid = int((pgdata_dir(home) / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return pid > 0 and _alive(pid)
+
+
 def stop(home: Path) -> bool:
-    """Stop the embedded server of `home` if it runs; return whether it was running."""
+    """Stop the embedded server of `home` if it runs; return whether it was running (a crashed
+    server's stale postmaster.pid is removed, not started to be stopped)."""
     pgdata = pgdata_dir(home)
-    if not (pgdata / "postmaster.pid").exists():
+    if not running(home):
+        _clear_stale_pid(pgdata)
         return False
     lock = _start_lock(home) if (home / "run").is_dir() else contextlib.nullcontext()
     with lock:
@@ -206,7 +217,7 @@ def stop(home: Path) -> bool:
 def other_clients(home: Path) -> int:
     """Connections to the running embedded server of `home` besides the one asking (0 when it is
     not running): a `serve` or `worker` among them reconnects and starts it again after a stop."""
-    if not (pgdata_dir(home) / "postmaster.pid").exists():
+    if not running(home):
         return 0
     import psycopg
 
