@@ -63,6 +63,19 @@ def test_a_repeated_consent_key_is_refused_not_last_wins(
     assert catalogue.execute("select count(*) as n from users where id = 'u7'").fetchone()["n"] == 0
 
 
+def test_integers_past_64_bits_are_kept_exact_as_in_csv_and_http(
+    catalogue: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """orjson reads an integer past 2^64 as a float: 123456789012345678901234567890 became
+    123456789012345680000000000000 in a JSON Lines import (CSV cells and HTTP bodies kept it)."""
+    big = 123456789012345678901234567890
+    path = tmp_path / "users.jsonl"
+    path.write_text(json.dumps({"id": "big1", "timezone": "UTC", "attributes": {"account": big}}) + "\n")
+    import_file(catalogue, "users", path)
+    row = catalogue.execute("select attributes from users where id = 'big1'").fetchone()
+    assert row["attributes"]["account"] == big
+
+
 def test_key_like_text_inside_strings_is_no_repeated_key(
     catalogue: psycopg.Connection[Any], tmp_path: Path
 ) -> None:

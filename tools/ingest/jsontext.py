@@ -86,7 +86,10 @@ _KEY_END = re.compile(r'"\s*:')
 
 
 def loads_fast(text: str) -> Any:
-    """`loads`, by orjson when it can tell no key is repeated (10× faster for a file of events)."""
+    """`loads`, by orjson when it can tell no key is repeated and no integer is past 64 bits (which
+    orjson reads as a float, rounded): about 2× faster for a file of events."""
+    if _LONG_DIGITS.search(text):  # 20+ digits in a row: an integer past 2^64, or text in a string
+        return loads(text)
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:  # NaN, an integer past a double, lone surrogates: the stdlib
@@ -94,6 +97,9 @@ def loads_fast(text: str) -> Any:
     if type(value) in (dict, list) and _keys(value) != _key_ends(text):
         return loads(text)  # a key may be repeated (or a string holds `":`): the strict parser tells
     return value
+
+
+_LONG_DIGITS = re.compile(r"\d{20}")
 
 
 def _key_ends(text: str) -> int:
