@@ -101,3 +101,30 @@ def test_the_pinned_connection_goes_to_the_checked_address_with_the_host_name_ke
     (request,) = receiver.seen
     assert request["headers"]["host"] == f"hook.test:{port}"
     assert request["headers"]["webhook-id"] == MESSAGE.message_id
+
+
+def test_a_deployments_egress_proxy_is_still_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the only way out is a proxy (HTTP(S)_PROXY), webhooks go through it, as before the
+    connections were pinned; the URL is still checked before each send."""
+    import socketserver
+    import threading
+
+    seen: list[bytes] = []
+
+    class Proxy(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            seen.append(self.request.recv(65536).split(b"\r\n")[0])
+            self.request.sendall(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+
+    with socketserver.TCPServer(("127.0.0.1", 0), Proxy) as proxy:
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        given = _fake_dns(monkeypatch, "hooks.example.org", ["93.184.216.34"])
+        channel = WebhookChannel("http://hooks.example.org/hook", SECRET, allow_private=False, timeout=3)
+        channel.send(MESSAGE)
+        channel.close()
+        proxy.shutdown()
+    assert seen == [b"POST http://hooks.example.org/hook HTTP/1.1"]
+    assert given  # checked

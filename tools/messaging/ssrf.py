@@ -174,10 +174,15 @@ class _PinnedBackend(httpcore.NetworkBackend):
 
 def pinned_transport() -> httpx.HTTPTransport:
     """An httpx transport whose connections go only to the public addresses checked for them (see
-    the module docstring). Environment proxies are not used: a proxy would resolve the name itself."""
+    the module docstring). Not for a URL that goes through a proxy (which resolves the name itself):
+    the webhook channel then uses httpx's own transport with the environment's proxy."""
     transport = httpx.HTTPTransport()
     # httpx builds its pool without a way to pass a network backend: same pool, our backend
     transport._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(), network_backend=_PinnedBackend()
+        ssl_context=httpx.create_ssl_context(),
+        network_backend=_PinnedBackend(),
+        max_connections=100,  # httpx's own limits (httpcore's defaults keep idle connections for ever)
+        max_keepalive_connections=20,
+        keepalive_expiry=5.0,
     )
     return transport

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.request
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -56,6 +57,16 @@ def check_endpoint(url: str, setting: str) -> None:
         raise ConfigError(f"{setting} must be an http(s)://host/… URL, got {got}")
 
 
+def _proxied(url: str) -> bool:
+    """Does the environment send `url` through a proxy (HTTP_PROXY/HTTPS_PROXY/ALL_PROXY, minus
+    NO_PROXY), as httpx would?"""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")
+
+
 class WebhookChannel:
     name = "webhook"
 
@@ -72,10 +83,12 @@ class WebhookChannel:
         self.url = url
         self._signer = signer(secret, "the webhook secret")
         self.allow_private = allow_private
+        # Connections pinned to the checked addresses, unless private targets are allowed or the
+        # URL goes through the environment's proxy (HTTP(S)_PROXY, the deployment's only way out,
+        # which resolves the name itself: the check before each send still applies)
+        pinned = not allow_private and not _proxied(url)
         self._client = client or httpx.Client(
-            timeout=timeout,
-            follow_redirects=False,
-            transport=None if allow_private else pinned_transport(),
+            timeout=timeout, follow_redirects=False, transport=pinned_transport() if pinned else None
         )
 
     def __repr__(self) -> str:
