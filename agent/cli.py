@@ -561,7 +561,10 @@ def main() -> None:
         if psycopg is not None and isinstance(exc, psycopg.Error):
             from tagloop.tools.store.db import first_line
 
-            sys.stderr.write(f"error: the database refused the command: {first_line(exc)}\n")
+            hint = ""
+            if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+                hint = " (the role lacks a right this command needs: run it as the database owner)"
+            sys.stderr.write(f"error: the database refused the command: {first_line(exc)}{hint}\n")
         elif isinstance(exc, OSError) and exc.strerror:
             where = f": {exc.filename}" if exc.filename else ""
             sys.stderr.write(f"error: {exc.strerror}{where}\n")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -143,3 +144,42 @@ def test_a_role_with_dml_grants_only_runs_against_a_migrated_database(
     message = str(caught.value)
     assert message.startswith("role tagloop_app_") and "may not create tables in schema public" in message
     assert "run `tagloop db migrate` as the database owner" in message
+
+
+def test_a_command_needing_the_owner_says_so_in_one_line(
+    dml_role: str, scratch_url: str, tmp_path: Path
+) -> None:
+    """`tagloop train` rebuilds the model's vector index, which only the owner may do: a DML-only
+    role gets one line saying to run it as the owner, not a bare 'must be owner of table'."""
+    rows = {
+        "users": [{"id": f"u{u}", "timezone": "UTC"} for u in range(6)],
+        "items": [{"id": f"i{i}", "title": f"I{i}", "provider": "p", "tags": ["jazz"]} for i in range(6)],
+        "events": [
+            {
+                "id": f"e{u}{i}",
+                "user_id": f"u{u}",
+                "type": "play",
+                "item_id": f"i{i}",
+                "ts": "2026-01-01T00:00:00Z",
+            }
+            for u in range(6)
+            for i in range(6)
+            if (u + i) % 2
+        ],
+    }
+    tagloop = Path(sys.executable).with_name("tagloop")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TAGLOOP_") and k != "DATABASE_URL"}
+    base["TAGLOOP_HOME"] = str(tmp_path / "home")
+
+    def run(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**base, "TAGLOOP_DATABASE_URL": url}
+        return subprocess.run([str(tagloop), *args], capture_output=True, text=True, env=env, timeout=300)
+
+    for kind, records in rows.items():
+        path = tmp_path / f"{kind}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        assert run(scratch_url, "import", kind, str(path)).returncode == 0
+    done = run(dml_role, "train")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "must be owner" in last and "run it as the database owner" in last, last

@@ -12,7 +12,8 @@ all is *unknown*: the database was migrated by a newer (or another branch's) tag
 `migrate` refuses to run against it (`tagloop db status` shows it).
 
 Nothing is created or altered when nothing is pending, so a role with only DML grants can run
-every command against a database that its owner migrated.
+every command against a database that its owner migrated, except training (`tagloop train`,
+`demo`), which rebuilds the model's vector index.
 """
 
 from __future__ import annotations
