@@ -120,8 +120,10 @@ def test_run_says_when_a_message_was_not_delivered(
     assert "1 decision(s): 1 message (1 undelivered)" in text
     (decision,) = json.loads(tagloop("run", "--user", "w1", "--json").stdout)["decisions"]
     assert decision["delivery"] == "dead" and "private or loopback" in decision["delivery_error"]
-    (dead,) = json.loads(tagloop("decisions", "dead-letters", "--json").stdout)["dead_letters"]
-    assert dead["id"] == decision["message_id"]
+    # two runs in one minute share a decision; across a minute boundary they make two
+    letters = json.loads(tagloop("decisions", "dead-letters", "--json").stdout)["dead_letters"]
+    assert 1 <= len(letters) <= 2
+    (dead,) = [letter for letter in letters if letter["id"] == decision["message_id"]]
     assert datetime.fromisoformat(dead["dead_at"]).tzinfo is not None and "T" in dead["dead_at"]
 
 
