@@ -163,6 +163,10 @@ class RunDecision(BaseModel):
     title: str | None
     message_id: str | None
     delivered: bool
+    # the message's outbox status after the run (pending, sent, dead, cancelled, …) and, unless
+    # it was sent, its last delivery error (a refused or failing endpoint says why here)
+    delivery: str | None = None
+    delivery_error: str | None = None
 
 
 class Erased(BaseModel):

@@ -345,6 +345,8 @@ def run_now(
         title=o.title,
         message_id=o.message_id,
         delivered=o.delivered,
+        delivery=o.delivery,
+        delivery_error=o.delivery_error,
     )
 
 

@@ -4,14 +4,16 @@ requests share the run facts (agent/runshare.py) and leave the co-likes refresh 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
-from api_support import AUTH, post_events, seed
+from api_support import AUTH, make_settings, post_events, seed
 from fastapi.testclient import TestClient
 
 from tagloop.agent import runner
+from tagloop.agent.http import create_app
 from tagloop.tools import triggers
 
 
@@ -75,3 +77,35 @@ def test_run_requests_share_the_run_facts_and_do_not_refresh_co_likes(
     stale = db.execute("select as_of from item_neighbors_state").fetchone()
     assert stale is not None and as_of["as_of"] - stale["as_of"] == timedelta(days=30)  # not refreshed
     assert reads == [1]  # the second request used the first one's facts
+
+
+def test_send_now_says_what_became_of_the_message(
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path
+) -> None:
+    """A webhook URL on this host is refused by the SSRF guard: the response says the message is
+    dead and why, rather than only `delivered: false`; a run without send_now says it is queued."""
+    offset = (14 - datetime.now(UTC).hour + 12) % 24 - 12  # a zone where it is early afternoon now
+    zone = f"Etc/GMT{-offset:+d}" if offset else "UTC"
+    settings = make_settings(
+        db_url,
+        tmp_path,
+        outbound_webhook_url="http://127.0.0.1:9/hook",
+        outbound_webhook_secret="whsec_" + "QUJD" * 8,
+    )
+    with TestClient(create_app(settings, pool_size=2)) as client:
+        seed(client)
+        user = {"timezone": zone, "channels": {"webhook": "hooks"}, "consent": {"webhook": True}}
+        assert client.put("/v1/users/w1", json=user, headers=AUTH).status_code == 200
+        assert client.put("/v1/users/w2", json=user, headers=AUTH).status_code == 200
+        post_events(client, [{"user_id": u, "type": "like", "item_id": "i1"} for u in ("w1", "w2")])
+        sent = client.post("/v1/users/w1/runs", json={"send_now": True}, headers=AUTH).json()
+        queued = client.post("/v1/users/w2/runs", json={"send_now": False}, headers=AUTH).json()
+    assert sent["channel"] == "webhook" and sent["delivered"] is False
+    assert sent["delivery"] == "dead" and "private or loopback" in sent["delivery_error"]
+    assert queued["channel"] == "webhook" and queued["delivery"] == "pending"
+    assert queued["delivery_error"] is None
+    db.rollback()
+    stored = db.execute(
+        "select status from messages where id = %(id)s", {"id": sent["message_id"]}
+    ).fetchone()
+    assert stored == {"status": "dead"}
