@@ -82,6 +82,16 @@ def db_migrate(as_json: JsonFlag = False) -> None:
         out.print(_superseded_line(superseded), soft_wrap=True)
 
 
+def _bytes(n: int) -> str:
+    """A size in bytes as people read it (1.2 GiB)."""
+    if n < 1024:
+        return f"{n:,} bytes"
+    value, units = n / 1024, ["KiB", "MiB", "GiB", "TiB"]
+    while value >= 1024 and len(units) > 1:
+        value, units = value / 1024, units[1:]
+    return f"{value:,.1f} {units[0]}"
+
+
 def _superseded_line(superseded: list[str]) -> str:
     return (
         "recorded by an older tagloop under a number since given to another migration: "
@@ -106,6 +116,7 @@ def db_status(as_json: JsonFlag = False) -> None:
                 if conn.execute("select to_regclass(%(n)s) is not null as e", {"n": name}).fetchone()["e"]:
                     row = conn.execute(f"select count(*) as n from {name}").fetchone()  # fixed table names
                     counts[name] = row["n"] if row else 0
+        size = conn.execute("select pg_database_size(current_database()) as n").fetchone()["n"]
         version = conn.execute("select extversion from pg_extension where extname = 'vector'").fetchone()
         installable = conn.execute("select 1 from pg_available_extensions where name = 'vector'").fetchone()
     pending = [m.label for m in state.pending]
@@ -118,6 +129,7 @@ def db_status(as_json: JsonFlag = False) -> None:
         "superseded": [migrate.label(v, n) for v, n in state.superseded],
         "unknown": [migrate.label(v, n) for v, n in state.unknown],
         "rows": counts,
+        "size_bytes": size,
     }
     if as_json:
         emit(data, True)
@@ -127,6 +139,7 @@ def db_status(as_json: JsonFlag = False) -> None:
     table.add_column("value", overflow="fold")
     for key in ("database", "url", "pgvector"):
         table.add_row(key, str(data[key]))
+    table.add_row("size", _bytes(size))
     table.add_row("migrations", f"{len(state.applied)} applied, {len(pending)} pending")
     if state.superseded:
         table.add_row("superseded", ", ".join(data["superseded"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -33,6 +34,8 @@ def test_db_commands_report_the_database_in_use(tagloop_env: Path, db_url: str) 
     status = json.loads(tagloop("db", "status", "--json").stdout)
     assert status["database"] == "external" and status["pending"] == [] and status["pgvector"]
     assert "0001_extensions" in status["applied"] and status["rows"]["events"] == 0
+    assert status["size_bytes"] > 1_000_000  # an empty migrated database still holds its catalogue
+    assert re.search(r"size\s+│?\s*[\d.,]+ MiB", tagloop("db", "status").stdout)
 
 
 def test_db_status_on_a_database_not_yet_migrated(
