@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from tagloop.tools.errors import InvalidInput
+from tagloop.tools.ingest import jsontext
 from tagloop.tools.ingest.loader import import_file
 
 HUGE = "1" + "0" * 5000  # past the 4,300 digits Python converts
@@ -118,3 +119,16 @@ def test_csv_tags_cells_are_read_as_strictly(
     path.write_text(f"id,title,tags\ni9,Nine,{cell}\n", encoding="utf-8")
     with pytest.raises(InvalidInput, match=f"items.csv:2: {needle}"):
         import_file(catalogue, "items", path)
+
+
+@pytest.mark.parametrize(
+    "number",
+    [2**64 - 1, 2**64, -(2**63), -(2**63) - 1, -(10**19) + 1, 10**19 + 7, -(10**30), 1733558400123456789],
+)
+def test_the_fast_reader_keeps_integers_at_the_64_bit_edges_exact(number: int) -> None:
+    """orjson holds integers from -2^63 to 2^64 - 1; past either end it answers a float. The fast
+    reader must notice both ends (-9999999999999999999 has only 19 digits) and give the exact int."""
+    text = json.dumps({"id": "u", "attributes": {"account": number, "list": [number]}})
+    value = jsontext.loads_fast(text)
+    assert value == json.loads(text)
+    assert type(value["attributes"]["account"]) is int and type(value["attributes"]["list"][0]) is int
