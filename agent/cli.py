@@ -400,10 +400,14 @@ def serve(
 
 
 def _log_to_stderr() -> None:
-    """The services' log lines (timestamped, INFO and up) on stderr."""
+    """The services' log lines (timestamped, INFO and up) on stderr. httpx logs every request's
+    full URL at INFO, and a webhook or LLM endpoint URL may carry a token in its path, query or
+    userinfo: its loggers stay at WARNING (SPEC: secrets are never logged)."""
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _check_listen(host: str, port: int) -> None:

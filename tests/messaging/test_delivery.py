@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -240,3 +241,34 @@ def test_ssrf_guard_allows_private_targets_only_when_configured(
     )
     assert report.dead == ids and not receiver.seen
     assert "private or loopback" in (store.dead_letters(db)[0]["last_error"] or "")
+
+
+def test_service_logs_do_not_show_webhook_urls_with_their_tokens(
+    db: psycopg.Connection[Any], receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """serve and worker log at INFO; httpx logs each request's full URL at INFO, and a webhook URL
+    often carries its token (path, query, userinfo). None of it may reach the logs."""
+    from tagloop.agent.cli import _log_to_stderr
+
+    caplog.set_level(logging.DEBUG)
+    _log_to_stderr()
+    url = receiver.url.replace("http://", "http://bot:hunter2@") + "/T0/XXXXSECRETTOKEN?token=abc123"
+    users = add_users(db, 1)
+    queue_messages(db, users, send_at=NOW)
+    report = deliver_due(
+        db,
+        {"webhook": WebhookChannel(url, SECRET, allow_private=True)},
+        NO_QUIET,
+        now=NOW,
+        rng=np.random.default_rng(1),
+        limit=5,
+    )
+    db.commit()
+    assert len(report.sent) == 1 and receiver.accepted  # the request was made
+    text = caplog.text + "".join(r.getMessage() for r in caplog.records)
+    assert not any(secret in text for secret in ("hunter2", "XXXXSECRETTOKEN", "abc123"))
+
+
+def test_a_webhook_channel_shown_keeps_its_url_token_out() -> None:
+    channel = WebhookChannel("https://bot:hunter2@hooks.example.com/T0/SECRET?token=abc", SECRET)
+    assert repr(channel) == "WebhookChannel(url='https://hooks.example.com…')"

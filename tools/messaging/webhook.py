@@ -92,7 +92,8 @@ class WebhookChannel:
         )
 
     def __repr__(self) -> str:
-        return f"WebhookChannel(url={self.url!r})"
+        parts = urlsplit(self.url)  # scheme and host only: the path, query or userinfo may hold a token
+        return f"WebhookChannel(url='{parts.scheme}://{parts.hostname}…')"
 
     def headers(self, message_id: str, body: str, now: datetime) -> dict[str, str]:
         now = now.astimezone(UTC)
