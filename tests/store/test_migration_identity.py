@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -143,6 +144,27 @@ def test_a_role_with_dml_grants_only_runs_against_a_migrated_database(
         db.connect(dml_role)
     message = str(caught.value)
     assert message.startswith("role tagloop_app_") and "may not create tables in schema public" in message
+    assert "run `tagloop db migrate` as the database owner" in message
+
+
+def test_a_role_that_may_create_but_does_not_own_the_tables_is_told_to_use_the_owner(
+    dml_role: str, scratch_url: str
+) -> None:
+    """CREATE on the schema (the default for `public` before PostgreSQL 15) passes the first check;
+    the pending migration then fails on a table the role does not own. The message must name the
+    migration and the owner, not 'current transaction is aborted'."""
+    newest = migrate.available()[-1]
+    assert "create index" in newest.sql.lower()  # a statement only the table's owner may run
+    role = conninfo_to_dict(dml_role)["user"]
+    with psycopg.connect(scratch_url, autocommit=True) as conn:
+        conn.execute(f"grant create on schema public to {role}")
+        conn.execute("delete from schema_migrations where version = %s", (newest.version,))
+        for name in re.findall(r"create index if not exists (\w+)", newest.sql, flags=re.IGNORECASE):
+            conn.execute(f"drop index if exists {name}")
+    with pytest.raises(DatabaseError) as caught:
+        db.connect(dml_role)
+    message = str(caught.value)
+    assert message.startswith(f"role {role} may not apply migration {newest.label}"), message
     assert "run `tagloop db migrate` as the database owner" in message
 
 

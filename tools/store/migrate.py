@@ -155,6 +155,7 @@ def migrate(conn: psycopg.Connection) -> list[Migration]:
         if not now.table_ready:  # re-keyed only when something is to be recorded
             _bootstrap(conn)
         superseded = {v: n for v, n in now.superseded}
+        role = _role(conn)  # read now: after a failed statement the transaction answers nothing
         for migration in now.pending:
             if migration.version in superseded:
                 log.warning(
@@ -171,7 +172,7 @@ def migrate(conn: psycopg.Connection) -> list[Migration]:
                 raise  # a missing extension (pgvector): the caller names it
             except psycopg.errors.InsufficientPrivilege as exc:
                 raise DatabaseError(
-                    f"role {_role(conn)} may not apply migration {migration.label} "
+                    f"role {role} may not apply migration {migration.label} "
                     f"({str(exc).strip().splitlines()[0]}); run `tagloop db migrate` as the database owner"
                 ) from None
             except psycopg.Error as exc:
