@@ -177,8 +177,13 @@ def db_stop() -> None:
     stopped = embedded.stop(home)
     out.print("stopped" if stopped else "the embedded server was not running")
     if stopped and others:
+        counted = (
+            f"{others} other connection(s) were open"
+            if isinstance(others, int)
+            else (f"other connections could not be counted ({others})")
+        )
         err.print(
-            f"warning: {others} other connection(s) were open (a running `tagloop serve` or `worker`?): "
+            f"warning: {counted} (a running `tagloop serve` or `worker`?): "
             "they start the server again when they reconnect; stop them first to keep it stopped"
         )
 

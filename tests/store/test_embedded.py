@@ -109,6 +109,28 @@ def test_db_stop_warns_when_other_clients_will_start_the_server_again(home: Path
     assert quiet.returncode == 0 and "stopped" in quiet.stdout and "connection" not in quiet.stderr
 
 
+def test_db_stop_stops_a_server_with_no_connection_slot_free(home: Path) -> None:
+    """Counting the other clients needs a connection; when the server has none left (or is busy
+    shutting down) the stop must still happen, with the reason on stderr, not exit 2."""
+    uri = embedded.ensure_running(home)
+    held: list[psycopg.Connection[tuple[object, ...]]] = []
+    try:
+        with pytest.raises(psycopg.OperationalError, match="too many clients"):
+            for _ in range(1000):
+                held.append(psycopg.connect(uri, autocommit=True))
+        tagloop = Path(sys.executable).with_name("tagloop")
+        env = {"PATH": "/usr/bin:/bin", "TAGLOOP_HOME": str(home), "HOME": str(home)}
+        done = subprocess.run(
+            [str(tagloop), "db", "stop"], capture_output=True, text=True, env=env, timeout=120
+        )
+    finally:
+        for conn in held:
+            conn.close()
+    assert done.returncode == 0 and "stopped" in done.stdout, done.stderr
+    assert "could not be counted" in done.stderr and "too many clients" in done.stderr
+    assert not embedded.running(home)
+
+
 def test_db_stop_on_a_crashed_server_does_not_start_it(home: Path) -> None:
     import os
     import signal

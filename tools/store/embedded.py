@@ -214,18 +214,28 @@ def stop(home: Path) -> bool:
     return True
 
 
-def other_clients(home: Path) -> int:
+def other_clients(home: Path) -> int | str:
     """Connections to the running embedded server of `home` besides the one asking (0 when it is
-    not running): a `serve` or `worker` among them reconnects and starts it again after a stop."""
+    not running): a `serve` or `worker` among them reconnects and starts it again after a stop.
+    When the server cannot be asked (no connection slot free, shutting down) the reason, so a
+    stop goes ahead anyway. Connects through the socket its postmaster.pid names: asking must
+    not take the start lock or tune."""
     if not running(home):
         return 0
     import psycopg
 
-    with psycopg.connect(ensure_running(home), autocommit=True) as conn:
-        row = conn.execute(
-            """select count(*) from pg_stat_activity
-               where backend_type = 'client backend' and pid <> pg_backend_pid()"""
-        ).fetchone()
+    try:
+        lines = (pgdata_dir(home) / "postmaster.pid").read_text().splitlines()
+        port, socket_dir = int(lines[3]), lines[4]
+        with psycopg.connect(
+            host=socket_dir, port=port, user="postgres", dbname="postgres", connect_timeout=5, autocommit=True
+        ) as conn:
+            row = conn.execute(
+                """select count(*) from pg_stat_activity
+                   where backend_type = 'client backend' and pid <> pg_backend_pid()"""
+            ).fetchone()
+    except (OSError, ValueError, IndexError, psycopg.Error) as exc:
+        return str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
     return int(row[0]) if row else 0
 
 
