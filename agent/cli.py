@@ -417,7 +417,9 @@ def _log_to_stderr() -> None:
 
 def _check_listen(host: str, port: int) -> None:
     """Fail now, with one line, when `host:port` cannot be listened on (uvicorn binds later, after
-    the scheduler has started). Port 0 (any free port) always can."""
+    the scheduler has started). Every address the host resolves to is tried, as asyncio's server
+    binds them all (`localhost` may be ::1 and 127.0.0.1); an address family this machine has no
+    sockets for is skipped, as asyncio skips it. Port 0 (any free port) always can."""
     import errno
     import socket
 
@@ -427,18 +429,26 @@ def _check_listen(host: str, port: int) -> None:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAIT is no conflict
+    for family, kind, proto, _, address in dict.fromkeys(infos):
         try:
-            probe.bind(address)
-        except OSError as exc:
-            why = (
-                "address already in use (another server running?)"
-                if exc.errno == errno.EADDRINUSE
-                else (exc.strerror or str(exc)).lower()
-            )
-            raise InvalidInput(f"cannot listen on {host}:{port}: {why}") from exc
+            probe = socket.socket(family, kind, proto)
+        except OSError:
+            continue
+        with probe:
+            probe.setsockopt(
+                socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+            )  # as uvicorn: TIME_WAIT is no conflict
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                why = (
+                    "address already in use (another server running?)"
+                    if exc.errno == errno.EADDRINUSE
+                    else (exc.strerror or str(exc)).lower()
+                )
+                raise InvalidInput(f"cannot listen on {host}:{port}: {why}") from exc
 
 
 decisions_app = typer.Typer(help="Logged decisions.", no_args_is_help=True)

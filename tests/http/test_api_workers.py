@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 from api_support import AUTH, server_env
 from test_api_crash import _free_port, _wait_healthy
 
@@ -114,6 +115,29 @@ def test_serve_on_a_port_in_use_fails_before_deciding_anything(
     ]
     db.rollback()
     assert db.execute("select count(*) as n from decisions").fetchone() == {"n": 0}
+
+
+def test_the_listen_check_tries_every_address_the_host_resolves_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    """asyncio's server binds every address of the host (`localhost` may be ::1 and 127.0.0.1):
+    the port taken on the second one only must be found before the scheduler starts."""
+    import socket
+
+    from tagloop.agent import cli
+    from tagloop.tools.errors import InvalidInput
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        both = [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", port)),  # free
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),  # taken
+        ]
+        monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: both)
+        with pytest.raises(InvalidInput, match="address already in use"):
+            cli._check_listen("twohomes.test", port)
+        monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: both[:1])
+        cli._check_listen("twohomes.test", port)  # the free one alone is fine
 
 
 def test_a_running_worker_logs_its_cycles_and_stops_on_sigterm(
