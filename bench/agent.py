@@ -157,6 +157,9 @@ Numbers (10,000 users, 1 thread, 2 shared noisy cores, same run for both sides):
   by scanning the dense chunk matrix): 760 -> 699 users/s; with the sparse scaling, pairs of runs
   minutes apart: pre-change code 760 / 834 users/s (ratio 0.23 / 0.22), new code 775 / 788 (0.23 /
   0.21); CPU per decision 1.06-1.17 ms here, 0.47-0.54 ms on the server for both.
+- 2026-12-07 re-measure (`--users 10000`, no model; machine shared with two other jobs): floor
+  3,058 users/s, full 620, ratio 0.20 (per round 0.14 0.22 0.22 0.24 0.24, median 0.22), peak RSS
+  270 MiB; CPU per decision: this process 1.29 ms, server 0.77 ms (floor 0.14 / 0.17 ms).
 """
 
 from __future__ import annotations

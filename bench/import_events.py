@@ -7,7 +7,11 @@ Prints seconds and events/s for both and their ratio, and the peak RSS before an
 import (the import streams the file in chunks: before, it read the file whole, +2.3 GiB for the
 255 MB events file of bench/agent.py's 10,000-user demo data). The import validates every line, checks
 users/items exist, dedupes on event id and maintains the events table's indexes; raw COPY does none
-of that, so it is the floor."""
+of that, so it is the floor.
+
+Numbers (one million events, 2 shared cores):
+- 2026-12-07 (`--events 1000000`, the machine busy with two other jobs): import 58.3 s (17,160
+  events/s) against raw COPY 3.5 s; peak RSS 129 -> 153 MiB."""
 
 from __future__ import annotations
 
