@@ -41,9 +41,9 @@ def seq_scans(conn: psycopg.Connection[Any], table: str) -> int:
 
 
 def add_users(
-    conn: psycopg.Connection[Any], n: int, *, channel: str = "webhook", tz: str = "UTC"
+    conn: psycopg.Connection[Any], n: int, *, channel: str = "webhook", tz: str = "UTC", prefix: str = "u"
 ) -> list[str]:
-    ids = [f"u{i:04d}" for i in range(n)]
+    ids = [f"{prefix}{i:04d}" for i in range(n)]
     conn.execute(
         """insert into users (id, timezone, channels, consent)
            select u, %(tz)s, jsonb_build_object(%(ch)s::text, u || '@example.org'),
