@@ -492,8 +492,16 @@ def worker(
         if as_json:
             raise TagloopError("--json needs --once (a running worker logs to stderr until stopped)")
         stop = threading.Event()
+
+        def request_stop(*_: object) -> None:
+            # Event.set takes a lock; a handler running while the main thread holds it (in set or
+            # wait, or in a handler interrupted by the next signal of a Ctrl-C burst) would wait on
+            # itself forever: the handler only reads the flag and leaves the setting to a thread
+            if not stop.is_set():
+                threading.Thread(target=stop.set, daemon=True).start()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
+            signal.signal(sig, request_stop)
         _log_to_stderr()  # each cycle's decisions and deliveries, as `serve` logs them
         err.print(f"worker {os.getpid()} running; Ctrl-C to stop")
         try:

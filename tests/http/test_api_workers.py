@@ -161,3 +161,38 @@ def test_a_running_worker_logs_its_cycles_and_stops_on_sigterm(
     assert "Traceback" not in stderr
     cycles = [line for line in stderr.splitlines() if "delivery claimed=" in line]
     assert cycles and all(line[:4].isdigit() for line in cycles)  # timestamped, like `serve`
+
+
+def test_a_burst_of_interrupts_stops_the_worker(
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path
+) -> None:
+    """Ctrl-C pressed twice, or a supervisor signalling the process group: a handler that set the
+    stop event itself deadlocked when the next signal arrived while it held the event's lock (every try of
+    this burst hung); each try here must end within seconds."""
+    import time
+
+    tagloop = Path(sys.executable).parent / "tagloop"
+    for _ in range(2):
+        proc = subprocess.Popen(
+            [str(tagloop), "worker"],  # between sweeps, waiting on the stop event (every try hung)
+            env=server_env(db_url, tmp_path),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stderr is not None
+        while "running" not in proc.stderr.readline():
+            assert proc.poll() is None, "the worker exited before it ran"
+        time.sleep(2)
+        start = time.perf_counter()
+        while time.perf_counter() - start < 0.05:
+            proc.send_signal(signal.SIGINT)
+            time.sleep(2e-5)
+        try:
+            _, stderr = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("the worker hung after a burst of SIGINTs") from None
+        # 0, or killed by a SIGINT of the burst that came after the interpreter, exiting, had
+        # given the default handler back
+        assert proc.returncode in (0, -signal.SIGINT), stderr
+        assert "Traceback" not in stderr
