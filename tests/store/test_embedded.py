@@ -4,6 +4,7 @@ others use (a tuning change waits for the next start)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -129,6 +130,21 @@ def test_db_stop_stops_a_server_with_no_connection_slot_free(home: Path) -> None
     assert done.returncode == 0 and "stopped" in done.stdout, done.stderr
     assert "could not be counted" in done.stderr and "too many clients" in done.stderr
     assert not embedded.running(home)
+
+
+@pytest.mark.parametrize("content", ["", "[12, 3", "{}"])
+def test_a_broken_handle_list_left_by_a_killed_process_is_reset(home: Path, content: str) -> None:
+    """The wheel rewrites pgdata/.handle_pids.json in place at every exit; a process killed
+    mid-write left it empty, and every later command failed ('Expecting value')."""
+    embedded.ensure_running(home)
+    handles = embedded.pgdata_dir(home) / ".handle_pids.json"
+    handles.write_text(content)
+    tagloop = Path(sys.executable).with_name("tagloop")
+    env = {"PATH": "/usr/bin:/bin", "TAGLOOP_HOME": str(home), "HOME": str(home)}
+    done = subprocess.run([str(tagloop), "db", "url"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("postgresql://") and "Traceback" not in done.stderr
+    assert isinstance(json.loads(handles.read_text()), list)
 
 
 def test_db_stop_on_a_crashed_server_does_not_start_it(home: Path) -> None:

