@@ -100,7 +100,8 @@ class Timing(BaseModel):
 class ChannelPreference(BaseModel):
     channel: str
     consent: bool
-    sent: int
+    sent: int  # messages delivered on it
+    queued: int = 0  # messages waiting in the outbox (pending, or being sent now)
     engagement: dict[str, int]
     unsubscribed_at: datetime | None = None  # an unsubscribe (this channel's or '*') that counts
     configured: bool = False  # this deployment delivers on it (webhook and email need settings)

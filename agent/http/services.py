@@ -106,13 +106,14 @@ def profile_view(
            left join user_profiles pr on pr.user_id = u.id where u.id = %(id)s""",
         {"id": user_id},
     ).fetchone()
-    sent = {
-        r["channel"]: r["n"]
-        for r in conn.execute(
-            "select channel, count(*) as n from messages where user_id = %(id)s group by channel",
-            {"id": user_id},
-        )
-    }
+    outbox = conn.execute(
+        """select channel, count(*) filter (where status = 'sent') as sent,
+                  count(*) filter (where status in ('pending', 'sending')) as queued
+           from messages where user_id = %(id)s group by channel""",
+        {"id": user_id},
+    ).fetchall()
+    sent = {r["channel"]: r["sent"] for r in outbox}
+    queued = {r["channel"]: r["queued"] for r in outbox}
     hist = list(stats.get("hour_of_week") or [0] * 168)
     total = sum(hist) or 1
     best = sorted(range(168), key=lambda s: -hist[s])[:3]
@@ -147,6 +148,7 @@ def profile_view(
                 channel=c,
                 consent=consent.get(c) is True,
                 sent=sent.get(c, 0),
+                queued=queued.get(c, 0),
                 engagement=engaged.get(c, {}),
                 unsubscribed_at=blocked_at(c),
                 configured=c in configured,

@@ -100,6 +100,11 @@ def test_send_now_says_what_became_of_the_message(
         post_events(client, [{"user_id": u, "type": "like", "item_id": "i1"} for u in ("w1", "w2")])
         sent = client.post("/v1/users/w1/runs", json={"send_now": True}, headers=AUTH).json()
         queued = client.post("/v1/users/w2/runs", json={"send_now": False}, headers=AUTH).json()
+        # the profile counts what was sent, not every message row: the dead one and the queued one
+        profiles = {u: client.get(f"/v1/users/{u}/profile", headers=AUTH).json() for u in ("w1", "w2")}
+    webhook = {u: next(c for c in p["channels"] if c["channel"] == "webhook") for u, p in profiles.items()}
+    assert (webhook["w1"]["sent"], webhook["w1"]["queued"]) == (0, 0)
+    assert (webhook["w2"]["sent"], webhook["w2"]["queued"]) == (0, 1)
     assert sent["channel"] == "webhook" and sent["delivered"] is False
     assert sent["delivery"] == "dead" and "private or loopback" in sent["delivery_error"]
     assert queued["channel"] == "webhook" and queued["delivery"] == "pending"

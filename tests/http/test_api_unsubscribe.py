@@ -54,6 +54,7 @@ def test_the_link_of_a_mail_unsubscribes_its_user_from_that_channel(
             "channel": "email",
             "consent": True,
             "sent": 0,
+            "queued": 0,
             "engagement": {},
             "unsubscribed_at": None,
             "configured": True,
