@@ -3,6 +3,7 @@ the agent and summarise, the demo), so entrypoints stay thin."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -128,7 +129,24 @@ def run_and_summarise(
                 progress(f"folded {folded:,} pending event(s) into profiles")
         if progress:
             progress(f"running the agent for {len(user_ids):,} user(s)")
-        return run_users(conn, settings, list(user_ids))
+        decided = _decided_tenths(len(user_ids), progress) if progress else None
+        return run_users(conn, settings, list(user_ids), progress=decided)
+
+
+def _decided_tenths(total: int, log: Log) -> Callable[[int], None]:
+    """A `run_users` progress callback that logs each tenth of the users decided once, with the
+    rate (a run over 100,000 users takes minutes)."""
+    start, done, shown = time.perf_counter(), [0], [0]
+
+    def report(batch: int) -> None:
+        done[0] += batch
+        tenth = 10 * done[0] // total if total else 10
+        if tenth > shown[0] and done[0] < total:
+            shown[0] = tenth
+            rate = done[0] / max(time.perf_counter() - start, 1e-9)
+            log(f"decided {done[0]:,} of {total:,} user(s) ({rate:,.0f}/s)")
+
+    return report
 
 
 def run_demo(settings: Settings, *, users: int, seed: int, sample: int, console: Console, log: Log) -> None:

@@ -130,6 +130,26 @@ def test_run_says_when_a_message_was_not_delivered(
     assert datetime.fromisoformat(dead["dead_at"]).tzinfo is not None and "T" in dead["dead_at"]
 
 
+def test_run_all_shows_progress_on_stderr(tagloop_env: Path, tmp_path: Path) -> None:
+    """A run over many users takes minutes: each tenth of the users decided is a line on stderr."""
+    files = {
+        "users": [{"id": f"p{n:03d}", "timezone": "UTC"} for n in range(450)],
+        "items": [
+            {"id": f"i{n}", "title": f"Song {n}", "provider": f"a{n % 3}", "tags": ["jazz"]} for n in range(6)
+        ],
+        "events": [{"user_id": f"p{n:03d}", "type": "like", "item_id": f"i{n % 6}"} for n in range(450)],
+    }
+    for kind, rows in files.items():
+        path = tmp_path / f"{kind}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tagloop("import", kind, str(path))
+    done = tagloop("run", "--all")
+    steps = [line for line in done.stderr.splitlines() if line.startswith("decided ")]
+    assert [s.split(" user(s)")[0] for s in steps] == ["decided 200 of 450", "decided 400 of 450"]
+    assert all(re.search(r"\(\d[\d,]*/s\)$", s) for s in steps)
+    assert "450 decision(s)" in done.stdout
+
+
 def test_import_events_streams_with_progress_on_stderr(
     tagloop_env: Path, tmp_path: Path, db: psycopg.Connection[Any]
 ) -> None:
