@@ -513,6 +513,9 @@ def worker(
                 w.conn.close()
 
 
+EXPORT_PROGRESS_MIN = 1_000  # an export of fewer decisions is quick: no progress lines
+
+
 @decisions_app.command("export")
 def decisions_export(
     out_file: Annotated[Path | None, typer.Option("--out", help="Write here instead of stdout.")] = None,
@@ -535,12 +538,16 @@ def decisions_export(
     if out_file is not None:
         check_writable(out_file, "--out")
     with connect(_settings()) as conn:
+        total = conn.execute("select count(*) as n from decisions").fetchone()["n"]
         sink = out_file.open("w", encoding="utf-8") if out_file else sys.stdout
         try:
-            n = 0
+            n, shown = 0, 0
             for record in iter_decision_log(conn):
                 sink.write(json.dumps(record, default=str) + "\n")
                 n += 1
+                if total >= EXPORT_PROGRESS_MIN and 10 * n // total > shown and n < total:
+                    shown = 10 * n // total  # a tenth more written: a line on stderr (stdout is the data)
+                    err.print(f"exported {n:,} of {total:,} decision(s)")
         finally:
             if out_file:
                 sink.close()

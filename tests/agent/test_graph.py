@@ -265,6 +265,25 @@ def test_decisions_export_writes_one_json_line_per_decision_with_reward(
     assert all(keys <= set(r) for r in lines)
     assert {r["decision_id"]: r["reward"] for r in lines}[clicked.decision_id] == 1
     assert sum(r["reward"] for r in lines) == 1
+    assert "exported" not in result.output  # a small export shows no progress
+
+
+def test_a_large_decisions_export_shows_progress_on_stderr(
+    db: psycopg.Connection[Any], tmp_path: Path, tagloop_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tagloop.agent import cli
+
+    users = load_demo(db, tmp_path / "demo", NOW, users=20)
+    run_users(
+        db, Settings(home=tmp_path / "home"), users, now=NOW, channels={"file": FileChannel(tmp_path / "i")}
+    )
+    monkeypatch.setattr(cli, "EXPORT_PROGRESS_MIN", 10)  # 20 decisions count as large here
+    out = tmp_path / "decisions.jsonl"
+    result = CliRunner().invoke(app, ["decisions", "export", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    steps = [line for line in result.output.splitlines() if line.startswith("exported ")]
+    assert steps == [f"exported {n} of 20 decision(s)" for n in range(2, 20, 2)]
+    assert len(out.read_text().splitlines()) == 20
 
 
 def _plan(outcome: str) -> Plan:
