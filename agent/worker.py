@@ -280,14 +280,22 @@ class Worker:
 
 
 def ensure_schedules(conn: psycopg.Connection[Any], cadences: Mapping[str, Cadence], now: datetime) -> int:
-    """Give every user without a row for a cadence one, due at the start of the current period."""
+    """Give every user without a row for a cadence one, due at the start of the current period, or,
+    when a message to the user is sent (or due) in this period already (`tagloop run --all` just
+    before the first `serve`, an HTTP run), at the next period after it: not a second one at once."""
     added = 0
     for name, cadence in cadences.items():
         users = runs.users_without_schedule(conn, name)
+        last = runs.last_messaged(conn, users) if users else {}
         added += runs.ensure_schedules(
-            conn, name, [(u, cadence.period_start(u, cadence.period(u, now))) for u in users]
+            conn, name, [(u, _first_run(cadence, u, now, last.get(u))) for u in users]
         )
     return added
+
+
+def _first_run(cadence: Cadence, user: str, now: datetime, sent: datetime | None) -> datetime:
+    start = cadence.period_start(user, cadence.period(user, now))
+    return cadence.next_run_after(user, sent) if sent is not None and sent >= start else start
 
 
 def _one_by_one_on_failure(

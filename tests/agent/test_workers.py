@@ -130,3 +130,37 @@ def test_a_running_worker_schedules_users_added_after_it_started_and_survives_a_
     assert report.delivery.claimed > 0  # the day's messages still went out
     row = db.execute("select next_run_at from user_schedules where user_id = 'poison'").fetchone()
     assert row is not None and row["next_run_at"] > START + timedelta(days=1, hours=1)  # skipped, not stuck
+
+
+def test_a_new_schedule_does_not_message_again_a_user_just_messaged(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """`tagloop run --all` and then the first `serve`: the weekly schedule of a user the manual run
+    messaged starts at a later period, not at once (every user got a second message right away)."""
+    from tagloop.agent.runner import run_users
+    from tagloop.agent.settings import Settings
+    from tagloop.tools.messaging.channels import FileChannel
+
+    users = load_demo(db, tmp_path / "demo", START, users=12)
+    outcomes = run_users(
+        db, Settings(home=tmp_path), users[:6], now=START, channels={"file": FileChannel(tmp_path / "i")}
+    )
+    sends = {
+        o.user_id: datetime.fromisoformat(o.send_at) for o in outcomes if o.outcome == "message" and o.send_at
+    }
+    assert sends
+    weekly = cadences_from({"weekly": "7d"})
+    later = START + timedelta(minutes=5)
+    ensure_schedules(db, weekly, later)
+    db.commit()
+    due = {
+        r["user_id"]: r["next_run_at"]
+        for r in db.execute("select user_id, next_run_at from user_schedules where cadence = 'weekly'")
+    }
+    assert set(due) == set(users)
+    cadence = weekly["weekly"]
+    for user in users:
+        if user in sends:
+            assert due[user] == cadence.next_run_after(user, sends[user]) and due[user] > later
+        else:  # never messaged (or only decided without a message): due now, as before
+            assert due[user] == cadence.period_start(user, cadence.period(user, later)) <= later

@@ -135,6 +135,16 @@ def ensure_schedules(
     return cur.rowcount
 
 
+def last_messaged(conn: psycopg.Connection[Any], user_ids: list[str]) -> dict[str, datetime]:
+    """user → the send time of their latest decided message (users with none left out)."""
+    rows = conn.execute(
+        """select user_id, max(send_at) as at from decisions
+           where user_id = any(%(users)s) and outcome = 'message' group by user_id""",
+        {"users": user_ids},
+    ).fetchall()
+    return {r["user_id"]: r["at"] for r in rows}
+
+
 def users_without_schedule(conn: psycopg.Connection[Any], cadence: str, limit: int = 10_000) -> list[str]:
     rows = conn.execute(
         """select u.id from users u where not exists
