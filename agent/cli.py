@@ -300,8 +300,8 @@ def run(
         return
     shown = 50
     for o in outcomes[:shown]:
-        what = (
-            f" message via {o.channel}: {o.title or ''}" if o.channel else f" {o.outcome}: {o.reason or ''}"
+        what = (  # "u2: message via …": a numeric user id read as a count after it ("2 message")
+            f": message via {o.channel}: {o.title or ''}" if o.channel else f": {o.outcome}: {o.reason or ''}"
         )
         delivery = _delivery_word(o.delivery, o.delivery_error)
         if delivery == "queued for" and o.send_at:

@@ -180,8 +180,8 @@ def test_run_prints_ids_and_titles_literally_and_refuses_unknown_users(
     tagloop("import", "items", str(items))
     done = tagloop("run", "--user", "[/x]", "--user", "[bold]b")
     assert (
-        "[/x] nothing_to_send: no unseen candidates" in done.stdout
-        and "\n[bold]b nothing_to_send" in done.stdout
+        "[/x]: nothing_to_send: no unseen candidates" in done.stdout
+        and "\n[bold]b: nothing_to_send" in done.stdout
     )
     missing = tagloop("run", "--user", "[/x]", "--user", "nobody", check=False)
     assert missing.returncode == 2 and "unknown user(s): 'nobody'" in missing.stderr
