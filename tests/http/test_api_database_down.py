@@ -119,3 +119,29 @@ def test_a_database_outage_is_a_prompt_503_and_the_app_recovers(
             time.sleep(0.2)
         assert client.put("/v1/users/u1", json={"timezone": "UTC"}, headers=AUTH).status_code == 200
     relay.cut()
+
+
+def test_after_a_database_restart_no_request_gets_a_dead_pooled_connection(
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path
+) -> None:
+    """A server restart (`tagloop db stop` and the next command starting it) drops every pooled
+    connection: each was handed out once more and failed its request with a 503 after the database
+    was back. The pool checks a connection before handing it out."""
+    app = create_app(make_settings(db_url, tmp_path), pool_size=3, pool_timeout=2.0)
+    with TestClient(app) as client:
+        for _ in range(3):
+            assert client.put("/v1/users/u1", json={"timezone": "UTC"}, headers=AUTH).status_code == 200
+        db.rollback()
+        killed = db.execute(
+            """select count(pg_terminate_backend(pid)) as n from pg_stat_activity
+               where datname = current_database() and pid <> pg_backend_pid()
+                 and backend_type = 'client backend'"""
+        ).fetchone()
+        db.commit()
+        assert killed["n"] >= 2  # the app's pooled connections (min size 2)
+        time.sleep(0.2)
+        codes = [client.get("/healthz").status_code for _ in range(4)]
+        codes += [
+            client.put("/v1/users/u1", json={"timezone": "UTC"}, headers=AUTH).status_code for _ in range(4)
+        ]
+    assert codes == [200] * 8

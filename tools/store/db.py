@@ -141,6 +141,9 @@ def make_pool(url: str, *, min_size: int = 1, max_size: int = 8, timeout: float 
         max_size=max_size,
         kwargs={"row_factory": dict_row},
         configure=configure,
+        # a connection is checked as it is handed out: after a server restart every pooled one is
+        # dead, and each would fail one request before the pool noticed (an empty query, ~0.1 ms)
+        check=ConnectionPool.check_connection,
         timeout=timeout,
         open=False,
     )
