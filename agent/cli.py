@@ -137,8 +137,18 @@ def db_status(as_json: JsonFlag = False) -> None:
     table = Table(title="tagloop database")
     table.add_column("what")
     table.add_column("value", overflow="fold")
-    for key in ("database", "url", "pgvector"):
+    for key in ("database", "url"):
         table.add_row(key, str(data[key]))
+    table.add_row(
+        "pgvector",
+        str(data["pgvector"])
+        if version
+        else (
+            "not installed yet (the first migration creates it)"
+            if installable
+            else "not available on this server"
+        ),
+    )
     table.add_row("size", _bytes(size))
     table.add_row("migrations", f"{len(state.applied)} applied, {len(pending)} pending")
     if state.superseded:

@@ -52,6 +52,7 @@ def test_db_status_on_a_database_not_yet_migrated(
         assert "0001_extensions" in status["pending"]
         table = tagloop("db", "status").stdout
         assert "tagloop db migrate" in table
+        assert "not installed yet" in table and "None" not in table
         applied = json.loads(tagloop("db", "migrate", "--json").stdout)["applied"]  # creates pgvector
         assert applied[0] == "0001_extensions" and applied == status["pending"]
         assert json.loads(tagloop("db", "migrate", "--json").stdout) == {"applied": []}
