@@ -445,11 +445,10 @@ def _check_listen(host: str, port: int) -> None:
         except OSError:
             continue
         with probe:
-            probe.setsockopt(
-                socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
-            )  # as uvicorn: TIME_WAIT is no conflict
+            # as uvicorn (TIME_WAIT is no conflict) and asyncio (IPv6 sockets bind IPv6 only)
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
-                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
                 probe.bind(address)
             except OSError as exc:
@@ -542,6 +541,7 @@ def decisions_export(
     (events with its message_id), else 0.
     """
     from tagloop.agent.database import connect
+    from tagloop.agent.services import Tenths
     from tagloop.evals.report import check_writable
     from tagloop.tools.store.decisions import iter_decision_log
 
@@ -550,13 +550,13 @@ def decisions_export(
     with connect(_settings()) as conn:
         total = conn.execute("select count(*) as n from decisions").fetchone()["n"]
         sink = out_file.open("w", encoding="utf-8") if out_file else sys.stdout
+        tenths = Tenths(total)
         try:
-            n, shown = 0, 0
+            n = 0
             for record in iter_decision_log(conn):
                 sink.write(json.dumps(record, default=str) + "\n")
                 n += 1
-                if total >= EXPORT_PROGRESS_MIN and 10 * n // total > shown and n < total:
-                    shown = 10 * n // total  # a tenth more written: a line on stderr (stdout is the data)
+                if tenths.crossed(n) and total >= EXPORT_PROGRESS_MIN:  # on stderr: stdout is the data
                     err.print(f"exported {n:,} of {total:,} decision(s)")
         finally:
             if out_file:

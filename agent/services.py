@@ -133,16 +133,29 @@ def run_and_summarise(
         return run_users(conn, settings, list(user_ids), progress=decided)
 
 
+class Tenths:
+    """Progress by tenths of a known total: `crossed(done)` is true once for each tenth passed,
+    not at the end (the command's summary says that)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.shown = total, 0
+
+    def crossed(self, done: int) -> bool:
+        tenth = 10 * done // self.total if self.total else 10
+        if tenth > self.shown and done < self.total:
+            self.shown = tenth
+            return True
+        return False
+
+
 def _decided_tenths(total: int, log: Log) -> Callable[[int], None]:
-    """A `run_users` progress callback that logs each tenth of the users decided once, with the
-    rate (a run over 100,000 users takes minutes)."""
-    start, done, shown = time.perf_counter(), [0], [0]
+    """A `run_users` progress callback that logs each tenth of the users decided, with the rate (a
+    run over 100,000 users takes minutes)."""
+    start, done, tenths = time.perf_counter(), [0], Tenths(total)
 
     def report(batch: int) -> None:
         done[0] += batch
-        tenth = 10 * done[0] // total if total else 10
-        if tenth > shown[0] and done[0] < total:
-            shown[0] = tenth
+        if tenths.crossed(done[0]):
             rate = done[0] / max(time.perf_counter() - start, 1e-9)
             log(f"decided {done[0]:,} of {total:,} user(s) ({rate:,.0f}/s)")
 
