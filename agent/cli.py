@@ -315,7 +315,7 @@ def run(
         )
         delivery = _delivery_word(o.delivery, o.delivery_error)
         if delivery == "queued for" and o.send_at:
-            delivery += f" {o.send_at}"
+            delivery += f" {o.send_at}" + (f", held back by {o.held_back}" if o.held_back else "")
         if o.delivery_error:
             delivery += f": {o.delivery_error}"
         out.print(Text.assemble((o.user_id, "bold"), what, (f"  [{delivery}]" if delivery else "", "dim")))

@@ -157,16 +157,18 @@ def choose_channel_time(state: RunState, runtime: Runtime[RunContext]) -> dict[s
                 timing.next_local_hour(ctx.now, user.timezone, hours[h]),
                 ArmChoice(hours[h], p, hours),
             )
-        allowed, capped = _allowed_time(user, channel, send_at, ctx)
+        allowed, why = _allowed_time(user, channel, send_at, ctx)
         if allowed is None:
             plans[user_id] = plan.update(
                 outcome="capped",
-                reason=capped,
+                reason=why,
                 channel=channel,
                 channel_choice=channel_choice,
                 hour_choice=hour_choice,
             )
             continue
+        if why:  # the time chosen (now, for send_now) moved later: the run's caller is told why
+            plan.context["held_back"] = why
         send_at = allowed
         plans[user_id] = plan.update(
             channel=channel, channel_choice=channel_choice, hour_choice=hour_choice, send_at=send_at
@@ -272,17 +274,24 @@ def _allowed_time(
     user: UserContext, channel: str, send_at: datetime, ctx: RunContext
 ) -> tuple[datetime | None, str]:
     """The first instant from `send_at` outside quiet hours (unless the channel is exempt) at which
-    the caps allow one more message, or (None, why) when none is within the send horizon. A cap
-    moves the send later, which can land in quiet hours again: both are checked until they agree."""
+    the caps allow one more message, with what moved it there ("" when nothing did), or (None, why)
+    when none is within the send horizon. A cap moves the send later, which can land in quiet hours
+    again: both are checked until they agree."""
     guards = ctx.policy.guards
+    moved: list[str] = []
     for _ in range(8):
         if channel not in ctx.quiet_exempt:
-            send_at = next_allowed_time(send_at, user.timezone, guards.quiet_start, guards.quiet_end)
+            later = next_allowed_time(send_at, user.timezone, guards.quiet_start, guards.quiet_end)
+            if later != send_at and "quiet hours" not in moved:
+                moved.append("quiet hours")
+            send_at = later
         cap = check_caps(user.sends, channel, send_at, guards.caps)
         if cap:
-            return send_at, ""
+            return send_at, " and ".join(moved)
         if cap.retry_at is None or cap.retry_at - ctx.now > SEND_HORIZON:
             return None, cap.reason
+        if cap.reason not in moved:
+            moved.append(cap.reason)
         send_at = cap.retry_at
     return None, "no time within the send horizon is both outside quiet hours and under the caps"
 

@@ -62,6 +62,8 @@ class RunOutcome:
     # sent, its last delivery error
     delivery: str | None = None
     delivery_error: str | None = None
+    # what moved the message's send time later than chosen (quiet hours, a channel's cap), if any
+    held_back: str | None = None
 
     @classmethod
     def from_stored(cls, row: dict[str, Any]) -> RunOutcome:
@@ -97,6 +99,7 @@ class RunOutcome:
             delivered=row["message_status"] == "sent",
             reason=None if message else row["explanation"],
             arms=dict(row["arms"] or {}),
+            held_back=row["held_back"],
         )
 
     @classmethod
@@ -124,6 +127,7 @@ class RunOutcome:
             delivered=plan.delivered,
             reason=plan.reason,
             arms=arms,
+            held_back=plan.context.get("held_back"),
         )
 
 

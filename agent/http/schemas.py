@@ -168,6 +168,7 @@ class RunDecision(BaseModel):
     # it was sent, its last delivery error (a refused or failing endpoint says why here)
     delivery: str | None = None
     delivery_error: str | None = None
+    held_back: str | None = None  # what moved send_at later than chosen (quiet hours, a cap)
 
 
 class Erased(BaseModel):

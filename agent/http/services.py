@@ -349,6 +349,7 @@ def run_now(
         delivered=o.delivered,
         delivery=o.delivery,
         delivery_error=o.delivery_error,
+        held_back=o.held_back,
     )
 
 

@@ -114,3 +114,38 @@ def test_send_now_says_what_became_of_the_message(
         "select status from messages where id = %(id)s", {"id": sent["message_id"]}
     ).fetchone()
     assert stored == {"status": "dead"}
+
+
+def test_a_run_held_back_by_a_cap_says_so(db: psycopg.Connection[Any], db_url: str, tmp_path: Path) -> None:
+    """send_now asks for now; the webhook cap (3 a day by default) moves the message to when it
+    allows: the response says what held it back, and so does a repeat of the run (stored decision)."""
+    from tests.messaging.msg_support import queue_messages
+
+    offset = (14 - datetime.now(UTC).hour + 12) % 24 - 12  # early afternoon: no quiet hours now
+    zone = f"Etc/GMT{-offset:+d}" if offset else "UTC"
+    settings = make_settings(
+        db_url,
+        tmp_path,
+        outbound_webhook_url="http://127.0.0.1:9/hook",
+        outbound_webhook_secret="whsec_" + "QUJD" * 8,
+    )
+    with TestClient(create_app(settings, pool_size=2)) as client:
+        seed(client)
+        user = {"timezone": zone, "channels": {"webhook": "hooks"}, "consent": {"webhook": True}}
+        assert client.put("/v1/users/w3", json=user, headers=AUTH).status_code == 200
+        post_events(client, [{"user_id": "w3", "type": "like", "item_id": "i1"}])
+        db.rollback()
+        now = datetime.now(UTC)
+        for hours in (1, 2, 3):  # three webhook messages sent in the last day
+            (mid,) = queue_messages(db, ["w3"], send_at=now - timedelta(hours=hours))
+            db.execute(
+                "update messages set status = 'sent', sent_at = send_at where id = %(id)s", {"id": mid}
+            )
+        db.commit()
+        held = client.post("/v1/users/w3/runs", json={"send_now": True}, headers=AUTH).json()
+        again = client.post("/v1/users/w3/runs", json={"send_now": True}, headers=AUTH).json()
+    assert held["channel"] == "webhook" and held["delivery"] == "pending" and held["delivered"] is False
+    assert held["held_back"] == "webhook cap of 3 per day reached"
+    assert datetime.fromisoformat(held["send_at"]) > now + timedelta(hours=20)
+    # the same minute: the stored decision, read back with its words (else a new one, held alike)
+    assert again["held_back"] == held["held_back"]

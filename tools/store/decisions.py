@@ -431,7 +431,8 @@ def _candidates(r: dict[str, Any]) -> list[dict[str, Any]]:
 _EXISTING = "select id::text from decisions where id = any(%(ids)s::uuid[]) and created_at < now()"
 _STORED = """
 select d.id::text as id, d.user_id, d.outcome, d.channel, d.chosen, d.propensities, d.send_at, d.policy_name,
-       d.policy_version, d.explanation, d.arms, d.candidates, d.candidate_ids, d.candidate_scores,
+       d.policy_version, d.explanation, d.arms, d.context ->> 'held_back' as held_back,
+       d.candidates, d.candidate_ids, d.candidate_scores,
        d.candidate_providers, d.candidate_sources, d.source_names,
        m.id::text as message_id, m.title, m.send_at as message_send_at, m.status as message_status,
        (select coalesce(jsonb_object_agg(i.id, i.title), '{}') from items i
