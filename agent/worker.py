@@ -286,15 +286,16 @@ def ensure_schedules(conn: psycopg.Connection[Any], cadences: Mapping[str, Caden
     added = 0
     for name, cadence in cadences.items():
         users = runs.users_without_schedule(conn, name)
-        last = runs.last_messaged(conn, users) if users else {}
+        starts = {u: cadence.period_start(u, cadence.period(u, now)) for u in users}
+        last = runs.last_messaged(conn, users, since=min(starts.values())) if users else {}
         added += runs.ensure_schedules(
-            conn, name, [(u, _first_run(cadence, u, now, last.get(u))) for u in users]
+            conn, name, [(u, _first_run(cadence, u, starts[u], last.get(u))) for u in users]
         )
     return added
 
 
-def _first_run(cadence: Cadence, user: str, now: datetime, sent: datetime | None) -> datetime:
-    start = cadence.period_start(user, cadence.period(user, now))
+def _first_run(cadence: Cadence, user: str, start: datetime, sent: datetime | None) -> datetime:
+    """The current period's `start`, or the next period after a message `sent` in it."""
     return cadence.next_run_after(user, sent) if sent is not None and sent >= start else start
 
 

@@ -135,12 +135,17 @@ def ensure_schedules(
     return cur.rowcount
 
 
-def last_messaged(conn: psycopg.Connection[Any], user_ids: list[str]) -> dict[str, datetime]:
-    """user → the send time of their latest decided message (users with none left out)."""
+def last_messaged(conn: psycopg.Connection[Any], user_ids: list[str], since: datetime) -> dict[str, datetime]:
+    """user → the send time of their latest decided message due at `since` or later (users with none
+    left out). A message is due at most a week or so after its decision was made, so only the
+    decisions made since a little over a week before `since` are read (the user index's range), not
+    each user's whole history."""
     rows = conn.execute(
         """select user_id, max(send_at) as at from decisions
-           where user_id = any(%(users)s) and outcome = 'message' group by user_id""",
-        {"users": user_ids},
+           where user_id = any(%(users)s) and created_at >= %(since)s - interval '8 days'
+             and outcome = 'message' and send_at >= %(since)s
+           group by user_id""",
+        {"users": user_ids, "since": since},
     ).fetchall()
     return {r["user_id"]: r["at"] for r in rows}
 
