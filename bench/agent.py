@@ -159,7 +159,9 @@ Numbers (10,000 users, 1 thread, 2 shared noisy cores, same run for both sides):
   0.21); CPU per decision 1.06-1.17 ms here, 0.47-0.54 ms on the server for both.
 - 2026-12-07 re-measure (`--users 10000`, no model; machine shared with two other jobs): floor
   3,058 users/s, full 620, ratio 0.20 (per round 0.14 0.22 0.22 0.24 0.24, median 0.22), peak RSS
-  270 MiB; CPU per decision: this process 1.29 ms, server 0.77 ms (floor 0.14 / 0.17 ms).
+  270 MiB; CPU per decision: this process 1.29 ms, server 0.77 ms (floor 0.14 / 0.17 ms). On a quiet
+  machine (load 0.6) later that day: floor 3,379, full 705, ratio 0.21 (per round 0.18-0.23, median
+  0.22), peak RSS 262 MiB; CPU per decision 1.26 ms here, 0.58 ms on the server.
 """
 
 from __future__ import annotations
