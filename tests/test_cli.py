@@ -15,6 +15,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.http.api_support import afternoon_zone
+
 TAGLOOP = Path(sys.executable).with_name("tagloop")
 
 
@@ -105,9 +107,12 @@ def test_run_says_when_a_message_was_not_delivered(
 ) -> None:
     """A webhook URL on this host is refused by the SSRF guard: the message is dead at once, and
     the run must say so rather than count '1 message' as if it went out."""
-    offset = (14 - datetime.now(UTC).hour + 12) % 24 - 12  # a zone where it is early afternoon now
-    zone = f"Etc/GMT{-offset:+d}" if offset else "UTC"  # (Etc/GMT-5 is UTC+5)
-    user = {"id": "w1", "timezone": zone, "channels": {"webhook": "hooks"}, "consent": {"webhook": True}}
+    user = {
+        "id": "w1",
+        "timezone": afternoon_zone(),
+        "channels": {"webhook": "hooks"},
+        "consent": {"webhook": True},
+    }
     files = {
         "users": [user],
         "items": [{"id": f"i{n}", "title": f"Song {n}", "provider": "p", "tags": ["jazz"]} for n in range(4)],

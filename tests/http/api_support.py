@@ -50,6 +50,14 @@ def make_settings(db_url: str, home: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+def afternoon_zone() -> str:
+    """An IANA zone where it is early afternoon now: outside any quiet hours, whenever a test runs."""
+    from datetime import UTC, datetime
+
+    offset = (14 - datetime.now(UTC).hour + 12) % 24 - 12
+    return f"Etc/GMT{-offset:+d}" if offset else "UTC"  # (Etc/GMT-5 is UTC+5)
+
+
 USERS = [
     {
         "id": "u1",

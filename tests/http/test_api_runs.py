@@ -4,12 +4,14 @@ requests share the run facts (agent/runshare.py) and leave the co-likes refresh 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from api_support import AUTH, make_settings, post_events, seed
+from api_support import AUTH, afternoon_zone, make_settings, post_events, seed
 from fastapi.testclient import TestClient
 
 from tagloop.agent import runner
@@ -79,24 +81,30 @@ def test_run_requests_share_the_run_facts_and_do_not_refresh_co_likes(
     assert reads == [1]  # the second request used the first one's facts
 
 
-def test_send_now_says_what_became_of_the_message(
-    db: psycopg.Connection[Any], db_url: str, tmp_path: Path
-) -> None:
-    """A webhook URL on this host is refused by the SSRF guard: the response says the message is
-    dead and why, rather than only `delivered: false`; a run without send_now says it is queued."""
-    offset = (14 - datetime.now(UTC).hour + 12) % 24 - 12  # a zone where it is early afternoon now
-    zone = f"Etc/GMT{-offset:+d}" if offset else "UTC"
+@contextmanager
+def webhook_client(db_url: str, home: Path, users: list[str]) -> Iterator[TestClient]:
+    """An app whose webhook channel points at this host (refused by the SSRF guard at send time),
+    seeded, with `users` consenting to webhooks in a zone where it is early afternoon now."""
     settings = make_settings(
         db_url,
-        tmp_path,
+        home,
         outbound_webhook_url="http://127.0.0.1:9/hook",
         outbound_webhook_secret="whsec_" + "QUJD" * 8,
     )
     with TestClient(create_app(settings, pool_size=2)) as client:
         seed(client)
-        user = {"timezone": zone, "channels": {"webhook": "hooks"}, "consent": {"webhook": True}}
-        assert client.put("/v1/users/w1", json=user, headers=AUTH).status_code == 200
-        assert client.put("/v1/users/w2", json=user, headers=AUTH).status_code == 200
+        user = {"timezone": afternoon_zone(), "channels": {"webhook": "hooks"}, "consent": {"webhook": True}}
+        for user_id in users:
+            assert client.put(f"/v1/users/{user_id}", json=user, headers=AUTH).status_code == 200
+        yield client
+
+
+def test_send_now_says_what_became_of_the_message(
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path
+) -> None:
+    """A webhook URL on this host is refused by the SSRF guard: the response says the message is
+    dead and why, rather than only `delivered: false`; a run without send_now says it is queued."""
+    with webhook_client(db_url, tmp_path, ["w1", "w2"]) as client:
         post_events(client, [{"user_id": u, "type": "like", "item_id": "i1"} for u in ("w1", "w2")])
         sent = client.post("/v1/users/w1/runs", json={"send_now": True}, headers=AUTH).json()
         queued = client.post("/v1/users/w2/runs", json={"send_now": False}, headers=AUTH).json()
@@ -121,18 +129,7 @@ def test_a_run_held_back_by_a_cap_says_so(db: psycopg.Connection[Any], db_url: s
     allows: the response says what held it back, and so does a repeat of the run (stored decision)."""
     from tests.messaging.msg_support import queue_messages
 
-    offset = (14 - datetime.now(UTC).hour + 12) % 24 - 12  # early afternoon: no quiet hours now
-    zone = f"Etc/GMT{-offset:+d}" if offset else "UTC"
-    settings = make_settings(
-        db_url,
-        tmp_path,
-        outbound_webhook_url="http://127.0.0.1:9/hook",
-        outbound_webhook_secret="whsec_" + "QUJD" * 8,
-    )
-    with TestClient(create_app(settings, pool_size=2)) as client:
-        seed(client)
-        user = {"timezone": zone, "channels": {"webhook": "hooks"}, "consent": {"webhook": True}}
-        assert client.put("/v1/users/w3", json=user, headers=AUTH).status_code == 200
+    with webhook_client(db_url, tmp_path, ["w3"]) as client:
         post_events(client, [{"user_id": "w3", "type": "like", "item_id": "i1"}])
         db.rollback()
         now = datetime.now(UTC)
