@@ -1,7 +1,8 @@
-"""The CF candidate source as the agent uses it: fresh stored user vectors are searched on the server
-without folding anyone in, a user with new events is folded in again, users whose seen items crowd
-their top still get k unseen items, and a chunked run (pipeline mode) sends the search ahead and
-places items added after training."""
+"""The CF candidate source as the agent uses it, on both of its paths (`path` fixture): the exact
+scan in this process (exact.py, the default for small catalogues) and the HNSW search on the server.
+Fresh stored user vectors are used without folding anyone in, a user with new events is folded in
+again, users whose seen items crowd their top still get k unseen items, and a chunked run (pipeline
+mode) sends the users' statement ahead and places items added after training."""
 
 from __future__ import annotations
 
@@ -20,11 +21,19 @@ from tagloop.tools.candidates import load_history
 from tagloop.tools.ingest import loader
 from tagloop.tools.ingest.records import parse_event, parse_user
 from tagloop.tools.messaging.channels import FileChannel
-from tagloop.tools.recommender import fold_batch, serving
+from tagloop.tools.recommender import exact, fold_batch, serving
 from tagloop.tools.recommender import history as user_history
 from tagloop.tools.recommender import source as cf_source
 from tagloop.tools.recommender.source import CFSource
 from tagloop.tools.recommender.train import train
+
+
+@pytest.fixture(params=["exact", "hnsw"], autouse=True)
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which path the CF source takes: `hnsw` makes every catalogue too large to scan here."""
+    if request.param == "hnsw":
+        monkeypatch.setattr(cf_source, "fits", lambda served, cells: exact.fits(served, 0))
+    return str(request.param)
 
 
 def _expected(db: psycopg.Connection[Any], served: serving.Served, user: str, k: int) -> set[str]:
@@ -105,12 +114,13 @@ def test_users_whose_seen_items_crowd_their_top_still_get_k_unseen(db: psycopg.C
     assert all(c.item_id.startswith("shoegaze") for c in found)  # the only unseen genre
 
 
-def test_a_chunked_run_sends_the_search_ahead_and_places_new_items(
+def test_a_chunked_run_sends_the_users_statement_ahead_and_places_new_items(
     db: psycopg.Connection[Any],
     trained: serving.Served,
     db_url: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    path: str,
 ) -> None:
     loader.store_items(db, _items(["jazz-new"], NOW - timedelta(days=1)))  # after training
     liked = "shoegaze-9"  # u55 (second chunk) plays it after training: a stale stored vector
@@ -118,16 +128,30 @@ def test_a_chunked_run_sends_the_search_ahead_and_places_new_items(
     loader.store_events(db, [parse_event(event, now=NOW)])
     db.commit()
     folded = _count_folds(monkeypatch)
-    reads: list[list[str]] = []
-    read = cf_source._read
+    ahead: list[list[str]] = []  # the users' statements sent a chunk ahead (send_ahead)
+    spot: list[list[str]] = []  # ... sent and read on the spot
+    given: list[list[str]] = []  # searches with vectors folded here (the HNSW path)
+    sending = [False]
+    send_ahead = CFSource.send_ahead
 
-    given: list[list[str]] = []
+    def marking(self: CFSource, *args: Any) -> None:
+        sending[0] = True
+        try:
+            send_ahead(self, *args)
+        finally:
+            sending[0] = False
 
-    def counting(conn: Any, query: Any, params: dict[str, Any], *args: Any) -> Any:
-        (given if "vecs" in params else reads).append(list(params["users"]))
-        return read(conn, query, params, *args)
+    def counting(send: Any) -> Any:
+        def wrapped(conn: Any, query: Any, params: dict[str, Any], *args: Any) -> Any:
+            users = list(params["users"])
+            (given if "vecs" in params else ahead if sending[0] else spot).append(users)
+            return send(conn, query, params, *args)
 
-    monkeypatch.setattr(cf_source, "_read", counting)
+        return wrapped
+
+    monkeypatch.setattr(CFSource, "send_ahead", marking)
+    monkeypatch.setattr(cf_source, "_send", counting(cf_source._send))
+    monkeypatch.setattr(cf_source, "_plain", counting(cf_source._plain))
     settings = Settings(home=tmp_path / "home", database_url=db_url, candidate_sources=["cf"])
     users = [f"u{n}" for n in range(60)]
     outcomes = run_users(
@@ -138,12 +162,14 @@ def test_a_chunked_run_sends_the_search_ahead_and_places_new_items(
         "select cold from item_vectors where model_id = %(m)s and item_id = 'jazz-new'", {"m": trained.row.id}
     ).fetchone()
     assert placed is not None and placed["cold"]  # inserted in pipeline mode (COPY is not allowed there)
-    assert len(reads) == 1 and len(reads[0]) < 60  # only the first chunk was read on the spot
+    assert len(spot) == 1 and len(spot[0]) < 60  # only the first chunk was read on the spot
+    assert sorted(u for chunk in spot + ahead for u in chunk) == sorted(users)  # each user once
     logged = db.execute(
         "select count(*) as n from decisions, unnest(candidate_ids) as c(item) where c.item = 'jazz-new'"
     ).fetchone()
     assert logged is not None and logged["n"] > 0  # the jazz fans were offered the new item
-    assert folded == [] and given == [["u55"]]  # u55's history came with its chunk's search, sent ahead
+    assert folded == []  # u55's history came with its chunk's statement, sent ahead
+    assert given == ([["u55"]] if path == "hnsw" else [])
     offered = db.execute("select candidate_ids from decisions where user_id = 'u55'").fetchone()
     assert offered is not None and liked not in offered["candidate_ids"]
     assert set(offered["candidate_ids"]) >= _expected(db, trained, "u55", 5)
@@ -200,3 +226,17 @@ def test_the_agents_fold_counts_plays_of_items_added_after_training(
     logged = db.execute("select candidate_ids from decisions where user_id = 'newfan'").fetchone()
     assert logged is not None
     assert set(logged["candidate_ids"][:5]) == top
+
+
+def test_an_item_deleted_since_training_is_not_proposed_and_the_user_still_gets_k(
+    db: psycopg.Connection[Any], trained: serving.Served
+) -> None:
+    """The exact scan's rows are the trained model's, deleted items included: they are dropped by
+    their info, from a top wider than k."""
+    before = CFSource().fetch(db, ["u0"], 5, NOW)["u0"]
+    gone = before[0].item_id
+    db.execute("delete from items where id = %(i)s", {"i": gone})
+    db.commit()
+    after = CFSource().fetch(db, ["u0"], 5, NOW)["u0"]
+    assert len(after) == 5 and gone not in {c.item_id for c in after}
+    assert [c.item_id for c in after[:4]] == [c.item_id for c in before[1:]]
