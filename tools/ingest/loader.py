@@ -6,6 +6,11 @@ Event files are streamed: read, parsed, checked and staged `CHUNK` lines at a ti
 any size imports in bounded memory (bench/import_events.py prints the peak). Items and users are
 read whole and merged into what is stored (upsert.py, re-exported here): fields a line does not
 give keep their stored values; lines repeating an id are merged in file order.
+
+An import that stores at least `ANALYZE_AFTER` rows analyzes the tables it wrote, in its
+transaction: until autovacuum gets to them (a minute or more later) the planner would otherwise
+plan the next command — typically `tagloop train` right after the import — from the statistics of
+the table before the load, or none.
 """
 
 from __future__ import annotations
@@ -79,7 +84,9 @@ def import_file(
     `log` gets a line when reading is done and the (longer) storing starts."""
     now = now or datetime.now(UTC)
     if kind == "events":
-        return _import_events(conn, path, skip_bad, now, extra_types, progress, log)
+        result = _import_events(conn, path, skip_bad, now, extra_types, progress, log)
+        _analyze_if_large(conn, result.stored, ["events"])
+        return result
     parse_data: Callable[[dict[str, Any]], Any]
     if kind == "items":
         parse_data = rec.parse_item
@@ -115,7 +122,18 @@ def import_file(
             result.stored = store_items(conn, [r for _, r in good])
         else:
             result.stored = store_users(conn, [r for _, r in good])
+    _analyze_if_large(conn, result.stored, ["items", "item_tags", "tags"] if kind == "items" else ["users"])
     return result
+
+
+ANALYZE_AFTER = 10_000
+
+
+def _analyze_if_large(conn: psycopg.Connection[Any], stored: int, tables: list[str]) -> None:
+    """Fresh planner statistics after a bulk load (a role that does not own a table gets a warning
+    from PostgreSQL and no statistics, not an error)."""
+    if stored >= ANALYZE_AFTER:
+        conn.execute("analyze " + ", ".join(tables))
 
 
 def _item_warnings(

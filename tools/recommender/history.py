@@ -55,7 +55,7 @@ select u.id as user_id, u.attributes -> 'interests' as interests, h.item_id, h.p
 from users u
 left join rec_models m on m.status = 'active'
 cross join lateral (  -- once per user: in the select list it ran once per history row
-    select coalesce(max(e.seq), 0) as event_seq from events e where e.user_id = u.id
+    select coalesce(max(e.seq + 0), 0) as event_seq from events e where e.user_id = u.id  -- + 0: pg._FRESH
 ) s
 left join lateral (
     select e.item_id, i.provider_id, {RAW_WEIGHT} as w

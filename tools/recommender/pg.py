@@ -221,8 +221,12 @@ limit %(k)s
 """
 
 # A stored vector is fresh when it folds in the user's last event and current declared interests.
+# `max(e.seq + 0)`, here and wherever a user's last event is read: a plain max(seq) may be answered by
+# walking the primary key backwards, filtered on the user, which PostgreSQL picks when `events` has
+# no statistics yet (right after a bulk import) and which reads most of the table per user when a
+# user's events are stored together (tests/recommender/test_plans_without_stats.py).
 _FRESH = """r.user_id = {user} and r.model_id = {model}
-  and r.event_seq = coalesce((select max(e.seq) from events e where e.user_id = {user}), 0)
+  and r.event_seq = coalesce((select max(e.seq + 0) from events e where e.user_id = {user}), 0)
   and coalesce(r.interests, 'null') = (select coalesce(s.attributes -> 'interests', 'null')
                                        from users s where s.id = {user})"""
 

@@ -49,7 +49,7 @@ group by e.user_id, e.item_id
 # each user's last event and declared interests, the stamp of the stored vector (rec_user_vectors)
 USER_STAMPS = """
 select u.id as user_id, u.attributes -> 'interests' as interests,
-       coalesce((select max(e.seq) from events e where e.user_id = u.id), 0) as seq
+       coalesce((select max(e.seq + 0) from events e where e.user_id = u.id), 0) as seq  -- + 0: pg._FRESH
 from users u
 """
 
