@@ -25,7 +25,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-db_app = typer.Typer(help="The database: URL, migrations, status.", no_args_is_help=True)
+db_app = typer.Typer(help="The database: URL, migrations, status, purge.", no_args_is_help=True)
 import_app = typer.Typer(
     help="Import items, users and events (SPEC §3), or a known data set.", no_args_is_help=True
 )
@@ -463,6 +463,9 @@ def _check_listen(host: str, port: int) -> None:
 decisions_app = typer.Typer(help="Logged decisions.", no_args_is_help=True)
 app.add_typer(decisions_app, name="decisions")
 from tagloop.agent.cli_outbox import outbox_app  # noqa: E402 - `tagloop outbox status|retry`
+from tagloop.agent.cli_purge import purge as db_purge  # noqa: E402 - `tagloop db purge`
+
+db_app.command("purge")(db_purge)
 
 app.add_typer(outbox_app, name="outbox")
 

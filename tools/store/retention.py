@@ -1,0 +1,149 @@
+"""Retention: deleting what is older than a cutoff (`tagloop db purge`), so the tables a scheduled
+agent writes for every user every period do not grow forever.
+
+What goes, for rows older than the cutoff:
+- messages that are done with: sent, dead or cancelled (a pending or sending message stays, whatever
+  its age: it has not been delivered or given up yet);
+- decisions left without a message (with theirs, through the cascade, their feedback rows);
+- with `events=True`, events — except unsubscribes, which are the consent record (an unsubscribe
+  counts until the user record is written again), and events not yet folded into their user's
+  profile (the folder's checkpoint or the user's `folded_seq`), which would otherwise never count.
+
+The cutoff may not be later than `MIN_AGE` before now: the agent reads 90 days of sent messages and
+their opens/clicks (the channel and send-hour bandits' evidence, agent/reads.py ARMS_WINDOW) and of
+plays (providers' popularity), so a shorter retention would change its decisions without saying so.
+Events older than the cutoff no longer count for `tagloop train`, profile rebuilds and the pattern
+commands; the online profiles keep what they folded from them.
+
+Users are taken `USERS_PER_BATCH` at a time in id order, each batch in its own transaction through
+the (user, time) indexes, so a purge of a large store holds no lock for long, can be stopped and run
+again, and reports progress. A dry run counts the same rows and deletes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from tagloop.tools.errors import InvalidInput
+
+MIN_AGE = timedelta(days=90)
+USERS_PER_BATCH = 1_000
+DONE = ["sent", "dead", "cancelled", "failed"]  # message statuses nothing will change any more
+
+_MESSAGES = """
+from messages m
+where m.user_id = any(%(users)s) and m.created_at < %(cutoff)s and m.status = any(%(done)s)
+"""
+# a decision goes when no message of its stays: in a dry run its old finished ones still exist
+_DECISIONS = """
+from decisions d
+where d.user_id = any(%(users)s) and d.created_at < %(cutoff)s
+  and not exists (select 1 from messages m
+                  where m.decision_id = d.id
+                    and not (m.created_at < %(cutoff)s and m.status = any(%(done)s)))
+"""
+_EVENTS = """
+from events e
+where e.user_id = any(%(users)s) and e.ts < %(cutoff)s and e.type <> 'unsubscribe'
+  and (e.seq <= %(checkpoint)s
+       or e.seq <= (select p.folded_seq from user_profiles p where p.user_id = e.user_id))
+"""
+
+
+@dataclass
+class Purged:
+    messages: int = 0
+    decisions: int = 0
+    events: int = 0
+    users: int = 0  # users looked at
+
+    def add(self, other: Purged) -> None:
+        self.messages += other.messages
+        self.decisions += other.decisions
+        self.events += other.events
+        self.users += other.users
+
+
+def check_cutoff(cutoff: datetime, now: datetime) -> None:
+    if cutoff > now - MIN_AGE:
+        raise InvalidInput(
+            f"the cutoff {cutoff:%Y-%m-%d} is less than {MIN_AGE.days} days ago; the agent reads "
+            f"{MIN_AGE.days} days of messages and events (its bandits' evidence), so keep at least that"
+        )
+
+
+def user_batches(conn: psycopg.Connection[Any], size: int | None = None) -> Iterator[list[str]]:
+    """Every user id, `size` (`USERS_PER_BATCH`) at a time in id order (keyset pagination)."""
+    size = size or USERS_PER_BATCH
+    after = ""  # ids are never empty
+    while True:
+        with conn.cursor(row_factory=tuple_row) as cur:
+            rows = cur.execute(
+                "select id from users where id > %(after)s order by id limit %(n)s",
+                {"after": after, "n": size},
+            ).fetchall()
+        if not rows:
+            return
+        yield [r[0] for r in rows]
+        after = rows[-1][0]
+
+
+def purge_users(
+    conn: psycopg.Connection[Any], users: list[str], cutoff: datetime, *, events: bool, dry_run: bool
+) -> Purged:
+    """One batch of users, in the caller's transaction."""
+    params: dict[str, Any] = {"users": users, "cutoff": cutoff, "done": DONE}
+    if events:
+        row = conn.execute("select last_seq from profile_fold_state where id = 1").fetchone()
+        params["checkpoint"] = _first(row) or 0
+    rows = _count if dry_run else _delete
+    return Purged(
+        messages=rows(conn, _MESSAGES, params),
+        decisions=rows(conn, _DECISIONS, params),
+        events=rows(conn, _EVENTS, params) if events else 0,
+        users=len(users),
+    )
+
+
+def purge(
+    conn: psycopg.Connection[Any],
+    cutoff: datetime,
+    now: datetime,
+    *,
+    events: bool = False,
+    dry_run: bool = False,
+    progress: Callable[[Purged], None] | None = None,
+) -> Purged:
+    """Every user's old rows, a batch of users per transaction (committed as it goes)."""
+    check_cutoff(cutoff, now)
+    total = Purged()
+    for users in user_batches(conn):
+        with conn.transaction():
+            total.add(purge_users(conn, users, cutoff, events=events, dry_run=dry_run))
+        if progress:
+            progress(total)
+    return total
+
+
+def _first(row: Any) -> Any:
+    if row is None:
+        return None
+    return next(iter(row.values())) if isinstance(row, dict) else row[0]
+
+
+def _count(conn: psycopg.Connection[Any], rows: str, params: dict[str, Any]) -> int:
+    """How many rows `rows` (a `from … where …` clause) names."""
+    return int(_first(conn.execute("select count(*) " + rows, params).fetchone()) or 0)
+
+
+def _delete(conn: psycopg.Connection[Any], rows: str, params: dict[str, Any]) -> int:
+    """Delete the rows `rows` names (`delete from T a where …`); how many went."""
+    with conn.cursor() as cur:
+        cur.execute("delete " + rows.strip(), params)
+        return max(cur.rowcount, 0)
