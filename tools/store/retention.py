@@ -18,6 +18,11 @@ commands; the online profiles keep what they folded from them.
 Users are taken `USERS_PER_BATCH` at a time in id order, each batch in its own transaction through
 the (user, time) indexes, so a purge of a large store holds no lock for long, can be stopped and run
 again, and reports progress. A dry run counts the same rows and deletes nothing.
+
+Measured with `tagloop db purge` on a copy of bench/agent.py's database (10,000 users): 500,000
+decisions with their sent messages in 6.0 s, 1,258,846 events in 4.3 s. Without migration 0083's
+index on messages(decision_id), 50,000 decisions took 146 s: each one's foreign-key cascade scanned
+the messages table.
 """
 
 from __future__ import annotations
