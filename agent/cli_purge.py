@@ -1,7 +1,7 @@
 """`tagloop db purge --older-than AGE`: delete decisions, finished messages and (with `--events`)
 events older than AGE (`90d`, `13w`; at least 90 days), as tools/store/retention.py says: pending
-messages, their decisions, unsubscribes and events not folded into profiles yet stay. `--dry-run`
-counts without deleting. Progress on stderr by tenths of the users; with --json, one JSON object.
+messages, their decisions, unsubscribes and events not folded into profiles yet stay, and a sent
+message's recipient is kept for its unsubscribe link. `--dry-run` counts without deleting. Progress on stderr by tenths of the users; with --json, one JSON object.
 Registered on `tagloop db` by agent/cli.py."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from tagloop.tools.errors import InvalidInput
 
 out = Console(markup=False)
 _AGE = re.compile(r"(\d{1,6})([dw]?)")
+MAX_AGE = timedelta(days=36_500)
 
 
 def parse_age(text: str) -> timedelta:
@@ -29,7 +30,10 @@ def parse_age(text: str) -> timedelta:
     if found is None:
         raise InvalidInput(f"--older-than: expected days like 90d or weeks like 13w, got {text!r}")
     n, unit = int(found.group(1)), found.group(2)
-    return timedelta(weeks=n) if unit == "w" else timedelta(days=n)
+    age = timedelta(weeks=n) if unit == "w" else timedelta(days=n)
+    if age > MAX_AGE:
+        raise InvalidInput(f"--older-than: at most {MAX_AGE.days:,} days (100 years), got {text!r}")
+    return age
 
 
 def purge(

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from tagloop.tools.errors import InvalidInput
-from tagloop.tools.store import retention, runs
+from tagloop.tools.store import retention, runs, users
 
 TAGLOOP = Path(sys.executable).with_name("tagloop")
 NOW = datetime.now(UTC)
@@ -24,8 +24,11 @@ OLD = NOW - timedelta(days=200)
 CUTOFF = NOW - timedelta(days=120)
 
 
-def _decision(db: psycopg.Connection[Any], user: str, at: datetime, message: str | None) -> str:
-    """A decision made at `at`, with a message in status `message` (None: no message)."""
+def _decision(
+    db: psycopg.Connection[Any], user: str, at: datetime, message: str | None, sent: datetime | None = None
+) -> str:
+    """A decision made at `at`, with a message in status `message` (None: no message), sent at `sent`
+    (a sent one: `at` unless given)."""
     did = str(uuid.uuid4())
     db.execute(
         """insert into decisions (id, user_id, created_at, policy_name, policy_version, seed, chosen,
@@ -36,9 +39,16 @@ def _decision(db: psycopg.Connection[Any], user: str, at: datetime, message: str
     if message:
         db.execute(
             """insert into messages (id, decision_id, user_id, channel, title, body, send_at, status,
-                                     created_at)
-               values (%(id)s, %(d)s, %(u)s, 'file', 't', 'b', %(at)s, %(status)s, %(at)s)""",
-            {"id": str(uuid.uuid4()), "d": did, "u": user, "at": at, "status": message},
+                                     created_at, sent_at)
+               values (%(id)s, %(d)s, %(u)s, 'email', 't', 'b', %(at)s, %(status)s, %(at)s, %(sent)s)""",
+            {
+                "id": str(uuid.uuid5(uuid.NAMESPACE_URL, did)),
+                "d": did,
+                "u": user,
+                "at": at,
+                "status": message,
+                "sent": (sent or at) if message == "sent" else None,
+            },
         )
     return did
 
@@ -69,6 +79,8 @@ def store(db: psycopg.Connection[Any]) -> dict[str, Any]:
         "old_pending": _decision(db, "u2", OLD, "pending"),
         "old_holdout": _decision(db, "u3", OLD, None),
         "new_sent": _decision(db, "u4", NOW - timedelta(days=3), "sent"),
+        # queued 200 days ago, sent 100 days ago (deferred, retried): still in the bandits' window
+        "late_sent": _decision(db, "u4", OLD, "sent", sent=NOW - timedelta(days=100)),
     }
     seqs = {
         "old_play": _event(db, "e-old", "u0", "play", OLD),
@@ -94,24 +106,36 @@ def _left(db: psycopg.Connection[Any]) -> tuple[set[str], set[str], set[str]]:
 
 
 def test_old_finished_rows_go_and_what_is_still_needed_stays(
-    db: psycopg.Connection[Any], store: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    db: psycopg.Connection[Any], store: dict[str, Any], monkeypatch: pytest.MonkeyPatch, db_url: str
 ) -> None:
     monkeypatch.setattr(retention, "USERS_PER_BATCH", 2)  # three batches of users
     before = runs.unsubscribes(db, ["u1"])
     seen: list[int] = []
     dry = retention.purge(db, CUTOFF, NOW, events=True, dry_run=True, progress=lambda p: seen.append(p.users))
     assert _left(db)[0] == set(store["decisions"].values())  # a dry run deletes nothing
-    done = retention.purge(db, CUTOFF, NOW, events=True)
-    assert (
-        (dry.messages, dry.decisions, dry.events) == (done.messages, done.decisions, done.events) == (2, 3, 1)
-    )
+    committed: list[int] = []  # decisions another connection sees after each batch
+    with psycopg.connect(db_url, autocommit=True) as other:
+
+        def watch(p: retention.Purged) -> None:
+            row = other.execute("select count(*) from decisions").fetchone()
+            committed.append(row[0] if row else -1)
+
+        done = retention.purge(db, CUTOFF, NOW, events=True, progress=watch)
+    counts = (done.messages, done.decisions, done.events)
+    assert (dry.messages, dry.decisions, dry.events) == counts == (2, 3, 1)
     assert seen == [2, 4, 5]
+    assert committed == [4, 3, 3]  # u0's and u1's went with the first batch, u3's with the second
     decisions, messages, events = _left(db)
     d = store["decisions"]
-    assert decisions == {d["old_pending"], d["new_sent"]}  # pending: not delivered or given up yet
-    assert messages == {d["old_pending"], d["new_sent"]}
+    # pending: not delivered or given up yet; late_sent: sent inside the bandits' window
+    assert decisions == {d["old_pending"], d["new_sent"], d["late_sent"]}
+    assert messages == {d["old_pending"], d["new_sent"], d["late_sent"]}
     assert events == {"e-unsub", "e-new", "e-late"}  # consent record, recent, not folded yet
     assert runs.unsubscribes(db, ["u1"]) == before != {}
+    # the unsubscribe link of the purged mail still names its recipient; the dead letter got no mail
+    sent_id = str(uuid.uuid5(uuid.NAMESPACE_URL, d["old_sent"]))
+    assert users.message_recipient(db, sent_id) == {"user_id": "u0", "channel": "email"}
+    assert users.message_recipient(db, str(uuid.uuid5(uuid.NAMESPACE_URL, d["old_dead"]))) is None
 
 
 def test_events_stay_unless_asked_for(db: psycopg.Connection[Any], store: dict[str, Any]) -> None:

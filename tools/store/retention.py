@@ -3,7 +3,9 @@ agent writes for every user every period do not grow forever.
 
 What goes, for rows older than the cutoff:
 - messages that are done with: sent, dead or cancelled (a pending or sending message stays, whatever
-  its age: it has not been delivered or given up yet);
+  its age: it has not been delivered or given up yet), by when they were sent; a sent message's
+  recipient (id, user, channel) is kept in `unsubscribe_recipients`, so the unsubscribe link of an
+  old mail still works;
 - decisions left without a message (with theirs, through the cascade, their feedback rows);
 - with `events=True`, events — except unsubscribes, which are the consent record (an unsubscribe
   counts until the user record is written again), and events not yet folded into their user's
@@ -13,7 +15,9 @@ The cutoff may not be later than `MIN_AGE` before now: the agent reads 90 days o
 their opens/clicks (the channel and send-hour bandits' evidence, agent/reads.py ARMS_WINDOW) and of
 plays (providers' popularity), so a shorter retention would change its decisions without saying so.
 Events older than the cutoff no longer count for `tagloop train`, profile rebuilds and the pattern
-commands; the online profiles keep what they folded from them.
+commands; the online profiles keep what they folded from them. A purged event's id is free again:
+an event sent or imported again with it is stored (and folded) anew, so import only newer events
+after a purge.
 
 Users are taken `USERS_PER_BATCH` at a time in id order, each batch in its own transaction through
 the (user, time) indexes, so a purge of a large store holds no lock for long, can be stopped and run
@@ -41,17 +45,27 @@ MIN_AGE = timedelta(days=90)
 USERS_PER_BATCH = 1_000
 DONE = ["sent", "dead", "cancelled", "failed"]  # message statuses nothing will change any more
 
-_MESSAGES = """
+# by when a message was sent (the bandits' window, runs._ARM_STATS), else made; sent_at is never
+# before created_at, so the created_at bound holds too and keeps the (user, created_at) index usable
+_OLD_MESSAGE = "m.created_at < %(cutoff)s and coalesce(m.sent_at, m.created_at) < %(cutoff)s"
+_MESSAGES = f"""
 from messages m
-where m.user_id = any(%(users)s) and m.created_at < %(cutoff)s and m.status = any(%(done)s)
+where m.user_id = any(%(users)s) and {_OLD_MESSAGE} and m.status = any(%(done)s)
+"""
+# the recipient of a sent message kept for its unsubscribe link (mail links never expire)
+_KEEP_RECIPIENTS = f"""
+insert into unsubscribe_recipients (message_id, user_id, channel)
+select m.id, m.user_id, m.channel
+from messages m
+where m.user_id = any(%(users)s) and {_OLD_MESSAGE} and m.status = 'sent'
+on conflict (message_id) do nothing
 """
 # a decision goes when no message of its stays: in a dry run its old finished ones still exist
-_DECISIONS = """
+_DECISIONS = f"""
 from decisions d
 where d.user_id = any(%(users)s) and d.created_at < %(cutoff)s
   and not exists (select 1 from messages m
-                  where m.decision_id = d.id
-                    and not (m.created_at < %(cutoff)s and m.status = any(%(done)s)))
+                  where m.decision_id = d.id and not ({_OLD_MESSAGE} and m.status = any(%(done)s)))
 """
 _EVENTS = """
 from events e
@@ -108,6 +122,8 @@ def purge_users(
         row = conn.execute("select last_seq from profile_fold_state where id = 1").fetchone()
         params["checkpoint"] = _first(row) or 0
     rows = _count if dry_run else _delete
+    if not dry_run:
+        conn.execute(_KEEP_RECIPIENTS, params)
     return Purged(
         messages=rows(conn, _MESSAGES, params),
         decisions=rows(conn, _DECISIONS, params),
@@ -125,12 +141,14 @@ def purge(
     dry_run: bool = False,
     progress: Callable[[Purged], None] | None = None,
 ) -> Purged:
-    """Every user's old rows, a batch of users per transaction (committed as it goes)."""
+    """Every user's old rows, a batch of users per transaction: each batch is committed before the
+    next is read (a transaction open on `conn` when this is called is committed first)."""
     check_cutoff(cutoff, now)
+    conn.commit()
     total = Purged()
     for users in user_batches(conn):
-        with conn.transaction():
-            total.add(purge_users(conn, users, cutoff, events=events, dry_run=dry_run))
+        total.add(purge_users(conn, users, cutoff, events=events, dry_run=dry_run))
+        conn.commit()
         if progress:
             progress(total)
     return total

@@ -156,12 +156,17 @@ def known_refs(
 
 
 def message_recipient(conn: psycopg.Connection[Any], message_id: str) -> dict[str, Any] | None:
-    """`{user_id, channel}` of a stored message (None when the id is unknown or not a UUID)."""
+    """`{user_id, channel}` of a stored message, or of a sent one purged since (None when the id is
+    unknown or not a UUID)."""
     try:
         uuid.UUID(message_id)
     except ValueError:
         return None
     row = conn.execute(
-        "select user_id, channel from messages where id = %(id)s::uuid", {"id": message_id}
+        """select user_id, channel from messages where id = %(id)s::uuid
+           union all  -- a message purged since (tools/store/retention.py)
+           select user_id, channel from unsubscribe_recipients where message_id = %(id)s::uuid
+           limit 1""",
+        {"id": message_id},
     ).fetchone()
     return dict(row) if row else None
