@@ -1,8 +1,9 @@
 """`tagloop db purge --older-than AGE`: delete decisions, finished messages and (with `--events`)
 events older than AGE (`90d`, `13w`; at least 90 days), as tools/store/retention.py says: pending
 messages, their decisions, unsubscribes and events not folded into profiles yet stay, and a sent
-message's recipient is kept for its unsubscribe link. `--dry-run` counts without deleting. Progress on stderr by tenths of the users; with --json, one JSON object.
-Registered on `tagloop db` by agent/cli.py."""
+message's recipient is kept for its unsubscribe link. `--dry-run` counts without deleting.
+Progress on stderr by tenths of the users; with --json, one JSON object. Registered on `tagloop db`
+by agent/cli.py."""
 
 from __future__ import annotations
 
