@@ -32,7 +32,7 @@ from tagloop.tools.recommender.train import train
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Which path the CF source takes: `hnsw` makes every catalogue too large to scan here."""
     if request.param == "hnsw":
-        monkeypatch.setattr(cf_source, "fits", lambda served, cells: exact.fits(served, 0))
+        monkeypatch.setattr(cf_source, "fits", lambda served, cells, cold=None: False)
     return str(request.param)
 
 
@@ -231,12 +231,34 @@ def test_the_agents_fold_counts_plays_of_items_added_after_training(
 def test_an_item_deleted_since_training_is_not_proposed_and_the_user_still_gets_k(
     db: psycopg.Connection[Any], trained: serving.Served
 ) -> None:
-    """The exact scan's rows are the trained model's, deleted items included: they are dropped by
-    their info, from a top wider than k."""
-    before = CFSource().fetch(db, ["u0"], 5, NOW)["u0"]
+    """Deleted after the source proposed it (the same source, as a worker or `run --all` keeps it):
+    the HNSW path loses it with its vector row at once, the exact scan at its next read of the
+    catalogue (`max_age` later); either way the user still gets k, from a top wider than k."""
+    source = CFSource()
+    before = source.fetch(db, ["u0"], 5, NOW)["u0"]
     gone = before[0].item_id
     db.execute("delete from items where id = %(i)s", {"i": gone})
     db.commit()
-    after = CFSource().fetch(db, ["u0"], 5, NOW)["u0"]
+    after = source.fetch(db, ["u0"], 5, NOW + source.max_age)["u0"]
     assert len(after) == 5 and gone not in {c.item_id for c in after}
     assert [c.item_id for c in after[:4]] == [c.item_id for c in before[1:]]
+
+
+def test_the_catalogue_is_read_once_per_process_for_every_source(
+    db: psycopg.Connection[Any], trained: serving.Served, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """The HTTP API builds new sources for each run request: they share the process's catalogue."""
+    reads: list[int] = []
+    read = exact.Catalogue.read
+    monkeypatch.setattr(exact.Catalogue, "read", lambda conn, served: reads.append(1) or read(conn, served))
+    exact._SHARED.clear()
+    for _ in range(3):
+        assert CFSource().fetch(db, ["u0"], 5, NOW)["u0"]
+    assert len(reads) == (1 if path == "exact" else 0)
+
+
+def test_a_catalogue_too_large_to_scan_here_goes_to_the_server(trained: serving.Served) -> None:
+    trained_items = len(trained.model.item_ids)
+    assert exact.fits(trained, cold=0)
+    assert not exact.fits(trained, cold=exact.EXACT_MAX_ITEMS - trained_items + 1)  # items, at any width
+    assert not exact.fits(trained, max_cells=trained_items * trained.model.dim - 1, cold=0)

@@ -12,14 +12,20 @@ dimensions on one BLAS thread), the seen items masked, and the top taken exactly
 no second statement, no server time.
 
 `Catalogue` is the model's item vectors plus the items placed after training (`item_vectors.cold`,
-written by any process: re-read once per `max_age` of the run clock and after this process placed
-some). Items deleted since training are still rows here; the caller drops them by their info.
+written by any process), one per process for the served model (`catalogue`: every run and HTTP
+request shares it), read again once per `max_age` of the run clock and after this process placed
+items. An item deleted since is masked from the next read on (its `item_vectors` row went with it),
+so for up to `max_age` it can still be proposed, as a co-likes neighbour can until the next run.
+The cap counts the cold items too, and bounds the items alone: a chunk's score matrix is 50 users ×
+items floats (20 MB at `EXACT_MAX_ITEMS`).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -28,14 +34,42 @@ from pgvector import Vector
 from psycopg.rows import tuple_row
 
 from tagloop.tools.recommender.history import Served
+from tagloop.tools.timed import Timed
 
 EXACT_MAX_CELLS = 16_000_000  # items × dimensions; ~0.5 ms of CPU per user at this size
-_COLD = "select item_id, vec from item_vectors where model_id = %(m)s and cold order by item_id"
+EXACT_MAX_ITEMS = 100_000
+# every stored row of the model: the ids say which trained items still exist, cold rows bring vectors
+_ROWS = """select item_id, case when cold then vec end as vec from item_vectors
+where model_id = %(m)s order by item_id"""
+_SHARED: dict[tuple[int, Any], Timed[Catalogue]] = {}
+_LOCK = threading.Lock()
 
 
-def fits(served: Served, max_cells: int = EXACT_MAX_CELLS) -> bool:
-    model = served.model
-    return int(model.item_vecs.shape[0]) * model.dim <= max_cells
+def fits(served: Served, max_cells: int = EXACT_MAX_CELLS, cold: int | None = None) -> bool:
+    """Whether the model's items (with `cold` placed items; by default as many as the last read
+    found) are few enough to scan here."""
+    if cold is None:
+        held = _timed(served).latest()
+        cold = len(held.cold) if held is not None else 0
+    items = int(served.model.item_vecs.shape[0]) + cold
+    return items <= EXACT_MAX_ITEMS and items * served.model.dim <= max_cells
+
+
+def catalogue(
+    conn: psycopg.Connection[Any], served: Served, now: datetime, max_age: timedelta, *, renew: bool = False
+) -> Catalogue:
+    """The process's catalogue of `served`: read at most `max_age` before `now`, or now (`renew`)."""
+    return _timed(served).get(now, timedelta() if renew else max_age, lambda: Catalogue.read(conn, served))
+
+
+def _timed(served: Served) -> Timed[Catalogue]:
+    key = (served.row.id, served.row.trained_at)
+    with _LOCK:
+        held = _SHARED.get(key)
+        if held is None:
+            _SHARED.clear()  # one model is served at a time: drop the last one's
+            held = _SHARED[key] = Timed()
+        return held
 
 
 @dataclass(frozen=True)
@@ -49,15 +83,18 @@ class Catalogue:
     cold: np.ndarray  # cold items × d, float32
     index: Mapping[str, int]  # item id → row
     order: np.ndarray  # row → rank of its id among all ids (ties broken by item id, as in SQL)
+    gone: np.ndarray  # rows of trained items deleted since training (no item_vectors row any more)
 
     @classmethod
     def read(cls, conn: psycopg.Connection[Any], served: Served) -> Catalogue:
-        """The served model's rows and the cold rows stored now (one statement)."""
+        """The served model's rows, what is left of them and the cold rows stored now (one statement)."""
         with conn.cursor(row_factory=tuple_row, binary=True) as cur:
-            rows = cur.execute(_COLD, {"m": served.row.id}).fetchall()
+            rows = cur.execute(_ROWS, {"m": served.row.id}).fetchall()
         model = served.model
         known = served.index
-        rows = [r for r in rows if r[0] not in known]
+        stored = {r[0] for r in rows}
+        gone = np.fromiter((n for i, n in known.items() if i not in stored), dtype=np.int64)
+        rows = [r for r in rows if r[0] not in known and r[1] is not None]
         d = model.dim
         cold = np.asarray([as_array(r[1]) for r in rows], dtype=np.float32).reshape(len(rows), d)
         ids = np.concatenate(
@@ -67,7 +104,7 @@ class Catalogue:
         index.update((r[0], len(known) + n) for n, r in enumerate(rows))
         order = np.empty(len(ids), dtype=np.int64)
         order[np.argsort(ids.astype(str), kind="stable")] = np.arange(len(ids))
-        return cls(served.row.id, served.row.trained_at, ids, model.item_vecs, cold, index, order)
+        return cls(served.row.id, served.row.trained_at, ids, model.item_vecs, cold, index, order, gone)
 
     def matches(self, served: Served) -> bool:
         return (self.model_id, self.trained_at) == (served.row.id, served.row.trained_at)
@@ -83,17 +120,21 @@ class Catalogue:
         scores = u @ self.trained.T
         if len(self.cold):
             scores = np.hstack([scores, u @ self.cold.T])
+        if len(self.gone):
+            scores[:, self.gone] = -np.inf
         out: dict[str, list[tuple[str, float]]] = {}
-        index, ids, order, n = self.index, self.ids, self.order, scores.shape[1]
+        index, ids, order, total = self.index, self.ids, self.order, scores.shape[1]
         for row, user in zip(scores, users, strict=True):
             masked = _seen_rows(index, seen.get(user, frozenset()))
+            if len(self.gone) and len(masked):
+                masked = np.setdiff1d(masked, self.gone)
             if len(masked):
                 row[masked] = -np.inf
-            want = min(k, n - len(masked))
+            want = min(k, total - len(self.gone) - len(masked))  # the rows left are at -inf
             if want <= 0:
                 out[user] = []
                 continue
-            top = np.argpartition(-row, want - 1)[:want] if want < n else np.arange(n)
+            top = np.argpartition(-row, want - 1)[:want] if want < total else np.arange(total)
             top = top[np.lexsort((order[top], -row[top]))]
             out[user] = [(ids[i], float(row[i])) for i in top.tolist()]
         return out

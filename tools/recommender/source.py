@@ -1,11 +1,11 @@
 """The collaborative-filtering candidate source: the active recommender, served from Postgres.
 
 A `HistorySource` (tools/candidates.py): the batch history's seen sets drop seen items in Python.
-When the model's items × dimensions fit `exact.EXACT_MAX_CELLS` (Last.fm and the demo data do), the
-search runs in this process, exactly (exact.py): the users' fresh stored vectors are read (one
-statement per chunk, sent a chunk ahead in the agent's pipeline, agent/pipeline.py), the others
-folded in (fold_batch.py, their inputs sent with it), and the chunk scored against every item with
-the seen items masked. On the Last.fm import with a trained model this took `tagloop run --all`
+When the model's items fit `exact.fits` (at most 100,000, and 16M items × dimensions: Last.fm and
+the demo data do), the search runs in this process, exactly (exact.py): the users' fresh stored
+vectors are read (one statement per chunk, sent a chunk ahead in the agent's pipeline,
+agent/pipeline.py), the others folded in (fold_batch.py, their inputs sent with it), and the chunk
+scored against every item with the seen items masked. On the Last.fm import with a trained model this took `tagloop run --all`
 from 126-136 to 182-194 users/s (runs paired a minute apart): the server-side search below needed
 its second, filtered statement for 1,745 of the 1,892 users.
 A larger catalogue is searched on the server, over the model's HNSW index, without a per-row filter,
@@ -45,8 +45,8 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 
 from tagloop.tools.iteminfo import ItemInfo
-from tagloop.tools.recommender import fold_batch, pg, serving
-from tagloop.tools.recommender.exact import EXACT_MAX_CELLS, Catalogue, fits
+from tagloop.tools.recommender import exact, fold_batch, pg, serving
+from tagloop.tools.recommender.exact import EXACT_MAX_CELLS, fits
 from tagloop.tools.retrieval import HNSW_SETTINGS, BatchHistory, Candidate, FromHistory, wide_k
 from tagloop.tools.timed import Timed
 
@@ -120,7 +120,6 @@ class CFSource(FromHistory):
     max_age: timedelta = timedelta(minutes=1)
     exact_max_cells: int = EXACT_MAX_CELLS  # items × dimensions searched exactly in this process
     _active: Timed[serving.Served | None] = field(default_factory=Timed, compare=False, repr=False)
-    _catalogue: Timed[Catalogue] = field(default_factory=Timed, compare=False, repr=False)
     _sent: list[_Sent] = field(default_factory=list, compare=False, repr=False)
     _info: ItemInfo = field(default_factory=ItemInfo, compare=False, repr=False)
 
@@ -157,7 +156,9 @@ class CFSource(FromHistory):
         placed = serving.place_new_items(conn, served)
         k = min(k, self.max_k)
         if fits(served, self.exact_max_cells):
-            return self._exact(conn, served, history, k, now, sent, renew=placed > 0)
+            catalogue = exact.catalogue(conn, served, now, self.max_age, renew=placed > 0)
+            if fits(served, self.exact_max_cells, len(catalogue.cold)):
+                return self._exact(conn, served, history, k, sent, catalogue)
         wide = wide_k(k)
         wanted = set(users)
         prefetched: list[Any] | None = None  # fold-in rows of the users who were stale when sent
@@ -207,10 +208,8 @@ class CFSource(FromHistory):
         served: serving.Served,
         history: BatchHistory,
         k: int,
-        now: datetime,
         sent: _Sent | None,
-        *,
-        renew: bool,
+        catalogue: exact.Catalogue,
     ) -> dict[str, list[Candidate]]:
         """The exact path (exact.py): the users' vectors (stored and fresh, read a chunk ahead when
         sent; else folded in) scored against the whole catalogue here."""
@@ -231,12 +230,7 @@ class CFSource(FromHistory):
         stale = [u for u in users if u not in vecs]
         if stale:
             vecs.update(_folded(conn, served, stale, prefetched))
-        held = self._catalogue.latest()
-        current = not renew and held is not None and held.matches(served)  # else read again now
-        catalogue = self._catalogue.get(
-            now, self.max_age if current else timedelta(), lambda: Catalogue.read(conn, served)
-        )
-        # a few more than k: an item deleted since training is still a row of the model
+        # a few more than k: an item deleted since the catalogue was read is still a row of it
         return self._candidates(conn, catalogue.top(vecs, history.seen, wide_k(k)), k)
 
     def _candidates(
