@@ -5,9 +5,9 @@ When the model's items fit `exact.fits` (at most 100,000, and 16M items × dimen
 the demo data do), the search runs in this process, exactly (exact.py): the users' fresh stored
 vectors are read (one statement per chunk, sent a chunk ahead in the agent's pipeline,
 agent/pipeline.py), the others folded in (fold_batch.py, their inputs sent with it), and the chunk
-scored against every item with the seen items masked. On the Last.fm import with a trained model this took `tagloop run --all`
-from 126-136 to 182-194 users/s (runs paired a minute apart): the server-side search below needed
-its second, filtered statement for 1,745 of the 1,892 users.
+scored against every item with the seen items masked. On the Last.fm import with a trained model
+this took `tagloop run --all` from 126-136 to 182-194 users/s (runs paired a minute apart): the
+server-side search below needed its second, filtered statement for 1,745 of the 1,892 users.
 A larger catalogue is searched on the server, over the model's HNSW index, without a per-row filter,
 as the tag source's is (tools/retrieval.py):
 1. Users whose stored vector (`rec_user_vectors`, written by `tagloop train` and by serving) is
