@@ -1,7 +1,7 @@
-"""`tagloop db purge --older-than AGE`: delete decisions, finished messages and (with `--events`)
-events older than AGE (`90d`, `13w`; at least 90 days), as tools/store/retention.py says: pending
-messages, their decisions, unsubscribes and events not folded into profiles yet stay, and a sent
-message's recipient is kept for its unsubscribe link. `--dry-run` counts without deleting.
+"""`tagloop db purge --older-than AGE`: delete decisions and finished messages older than AGE (`90d`,
+`13w`; at least 90 days), as tools/store/retention.py says: pending messages and their decisions
+stay, a sent message's recipient is kept for its unsubscribe link, events are not touched.
+`--dry-run` counts without deleting.
 Progress on stderr by tenths of the users; with --json, one JSON object. Registered on `tagloop db`
 by agent/cli.py."""
 
@@ -21,7 +21,7 @@ from tagloop.agent.settings import load_settings
 from tagloop.tools.errors import InvalidInput
 
 out = Console(markup=False)
-_AGE = re.compile(r"(\d{1,6})([dw]?)")
+_AGE = re.compile(r"(\d{1,12})([dw]?)")
 MAX_AGE = timedelta(days=36_500)
 
 
@@ -30,24 +30,20 @@ def parse_age(text: str) -> timedelta:
     found = _AGE.fullmatch(text.strip().lower())
     if found is None:
         raise InvalidInput(f"--older-than: expected days like 90d or weeks like 13w, got {text!r}")
-    n, unit = int(found.group(1)), found.group(2)
-    age = timedelta(weeks=n) if unit == "w" else timedelta(days=n)
-    if age > MAX_AGE:
+    days = int(found.group(1)) * (7 if found.group(2) == "w" else 1)
+    if days > MAX_AGE.days:
         raise InvalidInput(f"--older-than: at most {MAX_AGE.days:,} days (100 years), got {text!r}")
-    return age
+    return timedelta(days=days)
 
 
 def purge(
     older_than: Annotated[
         str, typer.Option("--older-than", help="Age of what goes: 90d, 13w (at least 90 days).")
     ],
-    events: Annotated[
-        bool, typer.Option("--events", help="Also events (not unsubscribes, not unfolded ones).")
-    ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; delete nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
-    """Delete decisions, finished messages and, with --events, events older than --older-than."""
+    """Delete decisions and finished messages older than --older-than (events are kept)."""
     from tagloop.agent.database import connect
     from tagloop.tools.store import retention
 
@@ -66,32 +62,23 @@ def purge(
                 verb = "counted" if dry_run else "purged"
                 print(
                     f"{verb} {done.users:,} of {total:,} user(s): {done.messages:,} message(s), "
-                    f"{done.decisions:,} decision(s), {done.events:,} event(s)",
+                    f"{done.decisions:,} decision(s)",
                     file=sys.stderr,
                 )
 
-        found = retention.purge(conn, cutoff, now, events=events, dry_run=dry_run, progress=progress)
+        found = retention.purge(conn, cutoff, now, dry_run=dry_run, progress=progress)
     data = {
         "cutoff": cutoff.isoformat(),
         "older_than_days": age.days,
         "dry_run": dry_run,
-        "events_included": events,
         "users": found.users,
         "messages": found.messages,
         "decisions": found.decisions,
-        "events": found.events,
     }
     if as_json:
         emit(data, True)
         return
-    what = (
-        f"{found.messages:,} message(s), {found.decisions:,} decision(s) and {found.events:,} event(s)"
-        if events
-        else f"{found.messages:,} message(s) and {found.decisions:,} decision(s)"
-    )
+    what = f"{found.messages:,} message(s) and {found.decisions:,} decision(s)"
     head = "would purge" if dry_run else "purged"
     tail = "; nothing deleted (--dry-run)" if dry_run else ""
-    kept = "" if events else "; events kept (--events to purge them too)"
-    out.print(
-        f"{head} {what} older than {cutoff:%Y-%m-%d %H:%M} UTC ({age.days} days){tail}{kept}", soft_wrap=True
-    )
+    out.print(f"{head} {what} older than {cutoff:%Y-%m-%d %H:%M} UTC ({age.days} days){tail}", soft_wrap=True)

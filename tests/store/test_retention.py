@@ -1,6 +1,7 @@
 """`tagloop db purge`: what is older than the cutoff goes, a batch of users at a time; what the
-agent or delivery still needs stays (pending messages and their decisions, unsubscribes, events not
-folded into profiles yet), a dry run deletes nothing, and an age under 90 days is refused."""
+agent or delivery still needs stays (pending messages and their decisions, messages sent inside
+the bandits' window, every event: the users' seen sets), a sent mail's recipient is kept for its
+unsubscribe link, a dry run deletes nothing, and an age under 90 days is refused."""
 
 from __future__ import annotations
 
@@ -82,20 +83,10 @@ def store(db: psycopg.Connection[Any]) -> dict[str, Any]:
         # queued 200 days ago, sent 100 days ago (deferred, retried): still in the bandits' window
         "late_sent": _decision(db, "u4", OLD, "sent", sent=NOW - timedelta(days=100)),
     }
-    seqs = {
-        "old_play": _event(db, "e-old", "u0", "play", OLD),
-        "old_unsub": _event(db, "e-unsub", "u1", "unsubscribe", OLD),
-        "new_play": _event(db, "e-new", "u2", "play", NOW - timedelta(days=1)),
-    }
-    folded = max(seqs.values())
-    db.execute(
-        "insert into profile_fold_state (id, last_seq) values (1, %(s)s)"
-        " on conflict (id) do update set last_seq = excluded.last_seq",
-        {"s": folded},
-    )
-    seqs["old_unfolded"] = _event(db, "e-late", "u3", "play", OLD)  # imported late: not folded yet
+    _event(db, "e-old", "u0", "play", OLD)
+    _event(db, "e-unsub", "u1", "unsubscribe", OLD)
     db.commit()
-    return {"decisions": ids, "events": seqs}
+    return {"decisions": ids}
 
 
 def _left(db: psycopg.Connection[Any]) -> tuple[set[str], set[str], set[str]]:
@@ -111,7 +102,7 @@ def test_old_finished_rows_go_and_what_is_still_needed_stays(
     monkeypatch.setattr(retention, "USERS_PER_BATCH", 2)  # three batches of users
     before = runs.unsubscribes(db, ["u1"])
     seen: list[int] = []
-    dry = retention.purge(db, CUTOFF, NOW, events=True, dry_run=True, progress=lambda p: seen.append(p.users))
+    dry = retention.purge(db, CUTOFF, NOW, dry_run=True, progress=lambda p: seen.append(p.users))
     assert _left(db)[0] == set(store["decisions"].values())  # a dry run deletes nothing
     committed: list[int] = []  # decisions another connection sees after each batch
     with psycopg.connect(db_url, autocommit=True) as other:
@@ -120,9 +111,8 @@ def test_old_finished_rows_go_and_what_is_still_needed_stays(
             row = other.execute("select count(*) from decisions").fetchone()
             committed.append(row[0] if row else -1)
 
-        done = retention.purge(db, CUTOFF, NOW, events=True, progress=watch)
-    counts = (done.messages, done.decisions, done.events)
-    assert (dry.messages, dry.decisions, dry.events) == counts == (2, 3, 1)
+        done = retention.purge(db, CUTOFF, NOW, progress=watch)
+    assert (dry.messages, dry.decisions) == (done.messages, done.decisions) == (2, 3)
     assert seen == [2, 4, 5]
     assert committed == [4, 3, 3]  # u0's and u1's went with the first batch, u3's with the second
     decisions, messages, events = _left(db)
@@ -130,7 +120,7 @@ def test_old_finished_rows_go_and_what_is_still_needed_stays(
     # pending: not delivered or given up yet; late_sent: sent inside the bandits' window
     assert decisions == {d["old_pending"], d["new_sent"], d["late_sent"]}
     assert messages == {d["old_pending"], d["new_sent"], d["late_sent"]}
-    assert events == {"e-unsub", "e-new", "e-late"}  # consent record, recent, not folded yet
+    assert events == {"e-old", "e-unsub"}  # the seen sets and the consent record
     assert runs.unsubscribes(db, ["u1"]) == before != {}
     # the unsubscribe link of the purged mail still names its recipient; the dead letter got no mail
     sent_id = str(uuid.uuid5(uuid.NAMESPACE_URL, d["old_sent"]))
@@ -138,17 +128,11 @@ def test_old_finished_rows_go_and_what_is_still_needed_stays(
     assert users.message_recipient(db, str(uuid.uuid5(uuid.NAMESPACE_URL, d["old_dead"]))) is None
 
 
-def test_events_stay_unless_asked_for(db: psycopg.Connection[Any], store: dict[str, Any]) -> None:
-    done = retention.purge(db, CUTOFF, NOW)
-    assert done.events == 0 and done.decisions == 3
-    assert _left(db)[2] == {"e-old", "e-unsub", "e-new", "e-late"}
-
-
 def test_an_age_under_ninety_days_is_refused_and_nothing_goes(
     db: psycopg.Connection[Any], store: dict[str, Any]
 ) -> None:
     with pytest.raises(InvalidInput, match="less than 90 days ago"):
-        retention.purge(db, NOW - timedelta(days=89), NOW, events=True)
+        retention.purge(db, NOW - timedelta(days=89), NOW)
     assert _left(db)[0] == set(store["decisions"].values())
 
 
@@ -169,13 +153,13 @@ def test_the_command_purges_and_says_what_went(
     assert dry.returncode == 0, dry.stderr
     assert "would purge 2 message(s) and 3 decision(s)" in dry.stdout and "nothing deleted" in dry.stdout
     done = subprocess.run(
-        [str(TAGLOOP), "db", "purge", "--older-than", "120d", "--events", "--json"],
+        [str(TAGLOOP), "db", "purge", "--older-than", "120d", "--json"],
         capture_output=True,
         text=True,
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert (report["messages"], report["decisions"], report["events"], report["users"]) == (2, 3, 1, 5)
+    assert (report["messages"], report["decisions"], report["users"]) == (2, 3, 5)
     assert report["older_than_days"] == 120 and report["dry_run"] is False
     db.rollback()
-    assert _left(db)[2] == {"e-unsub", "e-new", "e-late"}
+    assert _left(db)[2] == {"e-old", "e-unsub"}

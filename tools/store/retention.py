@@ -1,32 +1,30 @@
-"""Retention: deleting what is older than a cutoff (`tagloop db purge`), so the tables a scheduled
-agent writes for every user every period do not grow forever.
+"""Retention: deleting what the agent wrote longer ago than a cutoff (`tagloop db purge`), so the
+decisions and messages a scheduled agent writes for every user every period do not grow forever.
 
 What goes, for rows older than the cutoff:
 - messages that are done with: sent, dead or cancelled (a pending or sending message stays, whatever
-  its age: it has not been delivered or given up yet), by when they were sent; a sent message's
+  its age: it has not been delivered or given up yet), aged by when they were sent; a sent message's
   recipient (id, user, channel) is kept in `unsubscribe_recipients`, so the unsubscribe link of an
   old mail still works;
-- decisions left without a message (with theirs, through the cascade, their feedback rows);
-- with `events=True`, events — except unsubscribes, which are the consent record (an unsubscribe
-  counts until the user record is written again), and events not yet folded into their user's
-  profile (the folder's checkpoint or the user's `folded_seq`), which would otherwise never count.
+- decisions left without a message (with theirs, through the cascade, their feedback rows).
+
+Events are not purged: they are each user's seen set (what is never recommended again: the batch
+history, the CF and tag searches' filters), the training data and the profiles' source, and the
+consent record (unsubscribes). Deleting old ones would make the agent propose what users already
+played or saved; that needs a compact seen set kept apart first.
 
 The cutoff may not be later than `MIN_AGE` before now: the agent reads 90 days of sent messages and
-their opens/clicks (the channel and send-hour bandits' evidence, agent/reads.py ARMS_WINDOW) and of
-plays (providers' popularity), so a shorter retention would change its decisions without saying so.
-Events older than the cutoff no longer count for `tagloop train`, profile rebuilds and the pattern
-commands; the online profiles keep what they folded from them. A purged event's id is free again:
-an event sent or imported again with it is stored (and folded) anew, so import only newer events
-after a purge.
+their opens/clicks (the channel and send-hour bandits' evidence, agent/reads.py ARMS_WINDOW), so a
+shorter retention would change its decisions without saying so.
 
-Users are taken `USERS_PER_BATCH` at a time in id order, each batch in its own transaction through
-the (user, time) indexes, so a purge of a large store holds no lock for long, can be stopped and run
-again, and reports progress. A dry run counts the same rows and deletes nothing.
+Users are taken `USERS_PER_BATCH` at a time in id order, each batch committed before the next is
+read, through the (user, time) indexes, so a purge of a large store holds no lock for long, can be
+stopped and run again, and reports progress. A dry run counts the same rows and deletes nothing.
 
 Measured with `tagloop db purge` on a copy of bench/agent.py's database (10,000 users): 500,000
-decisions with their sent messages in 6.0 s, 1,258,846 events in 4.3 s. Without migration 0083's
-index on messages(decision_id), 50,000 decisions took 146 s: each one's foreign-key cascade scanned
-the messages table.
+decisions with their sent messages in 6.0 s. Without migration 0083's index on
+messages(decision_id), 50,000 decisions took 146 s: each one's foreign-key cascade scanned the
+messages table.
 """
 
 from __future__ import annotations
@@ -67,25 +65,17 @@ where d.user_id = any(%(users)s) and d.created_at < %(cutoff)s
   and not exists (select 1 from messages m
                   where m.decision_id = d.id and not ({_OLD_MESSAGE} and m.status = any(%(done)s)))
 """
-_EVENTS = """
-from events e
-where e.user_id = any(%(users)s) and e.ts < %(cutoff)s and e.type <> 'unsubscribe'
-  and (e.seq <= %(checkpoint)s
-       or e.seq <= (select p.folded_seq from user_profiles p where p.user_id = e.user_id))
-"""
 
 
 @dataclass
 class Purged:
     messages: int = 0
     decisions: int = 0
-    events: int = 0
     users: int = 0  # users looked at
 
     def add(self, other: Purged) -> None:
         self.messages += other.messages
         self.decisions += other.decisions
-        self.events += other.events
         self.users += other.users
 
 
@@ -93,7 +83,7 @@ def check_cutoff(cutoff: datetime, now: datetime) -> None:
     if cutoff > now - MIN_AGE:
         raise InvalidInput(
             f"the cutoff {cutoff:%Y-%m-%d} is less than {MIN_AGE.days} days ago; the agent reads "
-            f"{MIN_AGE.days} days of messages and events (its bandits' evidence), so keep at least that"
+            f"{MIN_AGE.days} days of sent messages (its bandits' evidence), so keep at least that"
         )
 
 
@@ -114,20 +104,16 @@ def user_batches(conn: psycopg.Connection[Any], size: int | None = None) -> Iter
 
 
 def purge_users(
-    conn: psycopg.Connection[Any], users: list[str], cutoff: datetime, *, events: bool, dry_run: bool
+    conn: psycopg.Connection[Any], users: list[str], cutoff: datetime, *, dry_run: bool
 ) -> Purged:
     """One batch of users, in the caller's transaction."""
     params: dict[str, Any] = {"users": users, "cutoff": cutoff, "done": DONE}
-    if events:
-        row = conn.execute("select last_seq from profile_fold_state where id = 1").fetchone()
-        params["checkpoint"] = _first(row) or 0
     rows = _count if dry_run else _delete
     if not dry_run:
         conn.execute(_KEEP_RECIPIENTS, params)
     return Purged(
         messages=rows(conn, _MESSAGES, params),
         decisions=rows(conn, _DECISIONS, params),
-        events=rows(conn, _EVENTS, params) if events else 0,
         users=len(users),
     )
 
@@ -137,7 +123,6 @@ def purge(
     cutoff: datetime,
     now: datetime,
     *,
-    events: bool = False,
     dry_run: bool = False,
     progress: Callable[[Purged], None] | None = None,
 ) -> Purged:
@@ -147,7 +132,7 @@ def purge(
     conn.commit()
     total = Purged()
     for users in user_batches(conn):
-        total.add(purge_users(conn, users, cutoff, events=events, dry_run=dry_run))
+        total.add(purge_users(conn, users, cutoff, dry_run=dry_run))
         conn.commit()
         if progress:
             progress(total)
