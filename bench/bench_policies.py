@@ -5,6 +5,10 @@ Times each policy preset per call (best of several rounds, to be robust to a sha
 prints it with its ratio to a baseline measured in the same run: plain `np.argsort(-scores)[:k]`.
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/bench_policies.py [--n 200] [--calls 300]
+
+Numbers (k = 10, exact propensities; the README's figures): greedy 62 µs, random 128 µs, the default
+policy (ε 0.1, fairness λ 0.2, MMR 0.2, long-tail quota 0.2) 458 µs for 200 candidates and 342 µs
+for 50; Plackett-Luce with calibration 1.2 ms.
 """
 
 from __future__ import annotations

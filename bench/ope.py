@@ -6,6 +6,12 @@ relative errors, and estimator speed vs obp's own implementation (when obp is im
 obp 0.4.1 is optional and must not be installed in the project venv; to compare speed, run this
 script from a separate venv that has obp and tagloop (`pip install --no-deps -e .`). obp's
 estimators module imports torch only for its tensor path; if torch is absent a stub is inserted.
+
+Numbers (campaign `all`, 10,000 rounds; the README's table): relative error of the BTS policy's
+click rate (truth 0.0042) IPS 0.199, SNIPS 0.251, DM 0.084, DR 0.234, switch-DR 0.093, DR-OS 0.016
+(the recommended one, 95% CI [0.0030, 0.0053]); Open Bandit Pipeline's example: IPS 1.159, DM
+0.218, DR 0.993. The six estimators take 7-39 ms on 10,000 rounds, 9-11× faster than obp 0.4.1 on
+the same inputs (identical values).
 """
 
 from __future__ import annotations

@@ -6,6 +6,11 @@ reported as a ratio to it, and the whole run as a ratio to the 5-minute target.
     .venv/bin/python bench/simulate.py --users 1000 --days 30 [--jobs 2] [--seed 0]
 
 The world database is built once and cached (its build time is printed apart and not counted).
+
+Numbers (1,000 Last.fm users × 30 days; the README's table): 184 s wall for the three policies on a
+quiet machine (goal 300 s, ratio 0.61), 90,000 decisions at 489 decisions/s, the simulator's own
+work 0.20-0.27 of the graph's time; 293 s at load ~2 with other jobs running (session 18). Reward
+per user-day: default 0.216, random 0.077, greedy 0.357.
 """
 
 from __future__ import annotations

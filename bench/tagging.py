@@ -8,6 +8,10 @@
    (hidden co-occurring pairs vs random pairs; random = 0.5) and a nearest-neighbour table.
 
 Run: OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/tagging.py [--seed 7] [--data DIR]
+
+Numbers (seed 7, 10,701 artists; the README's table): precision@5 0.181 against 0.062 for the
+popular tags (2.94×), recall@10 0.481 against 0.163 (2.96×, goal ≥ 2.5×); tag embeddings: held-out
+co-occurrence AUC 0.793 over 32,541 hidden tag pairs.
 """
 
 from __future__ import annotations
