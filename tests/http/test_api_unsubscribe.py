@@ -157,3 +157,31 @@ def test_the_profile_reads_reachable_as_a_run_decides_it(
     assert datetime.fromisoformat(email["unsubscribed_at"]) < ahead
     assert (email["consent"], email["configured"], email["reachable"]) == (True, True, False)
     assert decision["outcome"] == "no_consent", decision
+
+
+def test_the_link_of_a_mail_purged_since_still_unsubscribes(
+    mail_client: TestClient, db: psycopg.Connection[Any]
+) -> None:
+    """`tagloop db purge` deletes old sent messages; their links never expire, so the recipient is kept."""
+    from tagloop.tools.store import retention
+
+    decision = mail_client.post("/v1/users/reader/runs", json={}, headers=AUTH).json()
+    assert decision["channel"] == "email", decision
+    old = datetime.now(UTC) - timedelta(days=200)
+    db.execute(
+        "update messages set status = 'sent', created_at = %(t)s, sent_at = %(t)s where id = %(m)s",
+        {"t": old, "m": decision["message_id"]},
+    )
+    db.execute(
+        "update decisions set created_at = %(t)s where id = %(d)s", {"t": old, "d": decision["decision_id"]}
+    )
+    db.commit()
+    now = datetime.now(UTC)
+    purged = retention.purge(db, now - timedelta(days=120), now)
+    assert (purged.messages, purged.decisions) == (1, 1)
+    link = UnsubscribeLinks(PUBLIC_URL, SECRET.encode()).url(decision["message_id"])
+    assert mail_client.get(_path(link)).status_code == 200
+    done = mail_client.post(_path(link))
+    assert done.status_code == 200, done.text
+    assert done.json() == {"channel": "email", "already": False}
+    assert [e["message_id"] for e in _unsubscribes(mail_client)] == [decision["message_id"]]
