@@ -232,9 +232,15 @@ def tag_candidates(
         for u in exact:
             out[u] = []
         _fill(out, _tag_rows(conn, _TAG_EXACT, exact, k, "off"), k, None)
+    # equal scores by item id, as the SQL orders them: the HNSW search returns ties in the order of
+    # its graph, which differs from one index build to the next (pgvector's levels are random)
     for candidates in out.values():
-        candidates.sort(key=lambda c: -c.score)
+        candidates.sort(key=_best_first)
     return out
+
+
+def _best_first(c: Candidate) -> tuple[float, str]:
+    return (-c.score, c.item_id)
 
 
 def wide_k(k: int) -> int:

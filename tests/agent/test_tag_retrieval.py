@@ -18,7 +18,7 @@ from tagloop.tools.ingest import demo
 from tagloop.tools.ingest.loader import import_file
 from tagloop.tools.messaging.channels import FileChannel
 from tagloop.tools.profiles import rebuild_profiles
-from tagloop.tools.retrieval import load_history, tag_candidates
+from tagloop.tools.retrieval import SentTagTop, load_history, tag_candidates
 from tagloop.tools.store.catalogue import refresh_item_vectors
 
 NOW = datetime(2026, 5, 4, 9, tzinfo=UTC)
@@ -110,3 +110,28 @@ def test_the_message_names_only_liked_tags_its_picks_carry(
     assert fan.explanation and fan.explanation.startswith("Because you play a lot of orbitcore: ")
     assert not any(c["item_id"].startswith("lone") for c in loner.chosen)  # no other lonecore item
     assert loner.explanation and loner.explanation.startswith("Picked for you: ")
+
+
+class _Rows:
+    """Rows as a cursor hands them back: the HNSW search's order, ties in its graph's order."""
+
+    def __init__(self, rows: list[tuple[str, str, str, str | None, float]]) -> None:
+        self.rows = rows
+
+    def fetchall(self) -> list[tuple[str, str, str, str | None, float]]:
+        return self.rows
+
+
+def test_equal_scores_come_in_item_id_order_whatever_order_the_search_returned_them() -> None:
+    """A rebuilt HNSW index returns tied items in another order (a clone's test run saw the niche
+    test's five equal items reversed); the candidates it returned are ordered as the SQL orders
+    them. (Which of several tied items make a cut at k still depends on the approximate search.)"""
+    rows = [
+        ("u", "c", "C", None, 0.9),
+        ("u", "orbit-5", "O5", None, 0.5),
+        ("u", "orbit-2", "O2", None, 0.5),
+        ("u", "orbit-4", "O4", None, 0.5),
+    ]
+    sent = SentTagTop(frozenset({"u"}), 10, _Rows(rows))  # type: ignore[arg-type]
+    found = tag_candidates(None, ["u"], 10, {"u": frozenset()}, sent=sent)  # type: ignore[arg-type]
+    assert [c.item_id for c in found["u"]] == ["c", "orbit-2", "orbit-4", "orbit-5"]
