@@ -150,8 +150,7 @@ def test_a_chunked_run_sends_the_users_statement_ahead_and_places_new_items(
         return wrapped
 
     monkeypatch.setattr(CFSource, "send_ahead", marking)
-    monkeypatch.setattr(cf_source, "_send", counting(cf_source._send))
-    monkeypatch.setattr(cf_source, "_plain", counting(cf_source._plain))
+    monkeypatch.setattr(cf_source, "_plain", counting(cf_source._plain))  # every users statement
     settings = Settings(home=tmp_path / "home", database_url=db_url, candidate_sources=["cf"])
     users = [f"u{n}" for n in range(60)]
     outcomes = run_users(

@@ -76,8 +76,6 @@ def _timed(served: Served) -> Timed[Catalogue]:
 class Catalogue:
     """Every item the model can propose, as rows: the trained items, then the cold-placed ones."""
 
-    model_id: int
-    trained_at: Any
     ids: np.ndarray  # row → item id (object array)
     trained: np.ndarray  # trained items × d, float32 (the model's own array, not a copy)
     cold: np.ndarray  # cold items × d, float32
@@ -104,10 +102,7 @@ class Catalogue:
         index.update((r[0], len(known) + n) for n, r in enumerate(rows))
         order = np.empty(len(ids), dtype=np.int64)
         order[np.argsort(ids.astype(str), kind="stable")] = np.arange(len(ids))
-        return cls(served.row.id, served.row.trained_at, ids, model.item_vecs, cold, index, order, gone)
-
-    def matches(self, served: Served) -> bool:
-        return (self.model_id, self.trained_at) == (served.row.id, served.row.trained_at)
+        return cls(ids, model.item_vecs, cold, index, order, gone)
 
     def top(
         self, vectors: Mapping[str, np.ndarray], seen: Mapping[str, frozenset[str]], k: int

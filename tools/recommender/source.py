@@ -265,9 +265,7 @@ def _send(
 ) -> psycopg.Cursor[Any]:
     """Send `query` for the top `k` with the HNSW settings it needs (transaction-local)."""
     conn.execute(HNSW_SETTINGS, {"scan": scan, "ef": str(max(k, ef, 40))})
-    cur = conn.cursor(row_factory=tuple_row, binary=True)
-    cur.execute(query, {**params, "k": k})
-    return cur
+    return _plain(conn, query, {**params, "k": k})
 
 
 def _plain(conn: psycopg.Connection[Any], query: sql.Composed, params: dict[str, Any]) -> psycopg.Cursor[Any]:

@@ -53,9 +53,7 @@ where m.user_id = any(%(users)s) and {_OLD_MESSAGE} and m.status = any(%(done)s)
 # the recipient of a sent message kept for its unsubscribe link (mail links never expire)
 _KEEP_RECIPIENTS = f"""
 insert into unsubscribe_recipients (message_id, user_id, channel)
-select m.id, m.user_id, m.channel
-from messages m
-where m.user_id = any(%(users)s) and {_OLD_MESSAGE} and m.status = 'sent'
+select m.id, m.user_id, m.channel {_MESSAGES} and m.status = 'sent'
 on conflict (message_id) do nothing
 """
 # a decision goes when no message of its stays: in a dry run its old finished ones still exist
@@ -139,15 +137,11 @@ def purge(
     return total
 
 
-def _first(row: Any) -> Any:
-    if row is None:
-        return None
-    return next(iter(row.values())) if isinstance(row, dict) else row[0]
-
-
 def _count(conn: psycopg.Connection[Any], rows: str, params: dict[str, Any]) -> int:
     """How many rows `rows` (a `from … where …` clause) names."""
-    return int(_first(conn.execute("select count(*) " + rows, params).fetchone()) or 0)
+    with conn.cursor(row_factory=tuple_row) as cur:
+        row = cur.execute("select count(*) " + rows, params).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _delete(conn: psycopg.Connection[Any], rows: str, params: dict[str, Any]) -> int:
