@@ -4,7 +4,6 @@ do a database error (disk full, too many clients, a read-only server) and a syst
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from datetime import UTC, datetime
@@ -13,10 +12,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
-from tagloop.agent.cli_common import emit
+from tagloop.agent.cli_common import JsonFlag, emit
+from tagloop.agent.cli_db import db_app  # `tagloop db url|migrate|status|stop|purge`
 from tagloop.agent.settings import Settings, load_settings
 from tagloop.tools.errors import InvalidInput, TagloopError
 
@@ -25,7 +24,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-db_app = typer.Typer(help="The database: URL, migrations, status, purge.", no_args_is_help=True)
 import_app = typer.Typer(
     help="Import items, users and events (SPEC §3), or a known data set.", no_args_is_help=True
 )
@@ -36,7 +34,6 @@ app.add_typer(profiles_app, name="profiles")
 
 out = Console(markup=False)
 err = Console(stderr=True, markup=False)
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
 def _settings() -> Settings:
@@ -51,151 +48,6 @@ def _service_settings() -> Settings:
     settings = load_settings()
     use_key_of(settings.log_key.get_secret_value() if settings.log_key else None, settings.home)
     return settings
-
-
-@db_app.command("url")
-def db_url() -> None:
-    """Print the libpq URI of the database in use (starting the embedded server if needed)."""
-    from tagloop.agent.database import database_url
-
-    sys.stdout.write(database_url(_settings()) + "\n")
-
-
-@db_app.command("migrate")
-def db_migrate(as_json: JsonFlag = False) -> None:
-    """Apply pending schema migrations (a second run is a no-op)."""
-    from tagloop.agent.database import connect
-    from tagloop.tools.store import migrate
-
-    with connect(_settings(), migrate_schema=False, vector_types=False) as conn:  # no pgvector yet
-        from tagloop.tools.store.db import run_migrations
-
-        done = run_migrations(conn)
-        superseded = [migrate.label(v, n) for v, n in migrate.state(conn).superseded]
-    names = [m.label for m in done]
-    if as_json:
-        emit({"applied": names, **({"superseded": superseded} if superseded else {})}, True)
-        return
-    listed = ": " + ", ".join(names) if names else " (already up to date)"
-    out.print(f"applied {len(names)} migration(s){listed}", soft_wrap=True)
-    if superseded:
-        out.print(_superseded_line(superseded), soft_wrap=True)
-
-
-def _bytes(n: int) -> str:
-    """A size in bytes as people read it (1.2 GiB)."""
-    if n < 1024:
-        return f"{n:,} bytes"
-    value, units = n / 1024, ["KiB", "MiB", "GiB", "TiB"]
-    while value >= 1024 and len(units) > 1:
-        value, units = value / 1024, units[1:]
-    return f"{value:,.1f} {units[0]}"
-
-
-def _superseded_line(superseded: list[str]) -> str:
-    return (
-        "recorded by an older tagloop under a number since given to another migration: "
-        f"{', '.join(superseded)} "
-        "(this tagloop ships them renumbered and applied them under their new numbers)"
-    )
-
-
-@db_app.command("status")
-def db_status(as_json: JsonFlag = False) -> None:
-    """Show the database, applied/pending migrations and row counts."""
-    from tagloop.agent.database import connect, database_url
-    from tagloop.tools.store import migrate
-    from tagloop.tools.store.db import redacted
-
-    settings = _settings()
-    with connect(settings, migrate_schema=False, vector_types=False) as conn:
-        state = migrate.state(conn)
-        counts = {}
-        if state.applied:
-            for name in ("items", "tags", "users", "events", "user_profiles", "decisions", "messages"):
-                if conn.execute("select to_regclass(%(n)s) is not null as e", {"n": name}).fetchone()["e"]:
-                    row = conn.execute(f"select count(*) as n from {name}").fetchone()  # fixed table names
-                    counts[name] = row["n"] if row else 0
-        size = conn.execute("select pg_database_size(current_database()) as n").fetchone()["n"]
-        version = conn.execute("select extversion from pg_extension where extname = 'vector'").fetchone()
-        installable = conn.execute("select 1 from pg_available_extensions where name = 'vector'").fetchone()
-    pending = [m.label for m in state.pending]
-    data = {
-        "database": "external" if settings.database_url else "embedded",
-        "url": redacted(database_url(settings)),
-        "pgvector": version["extversion"] if version else None,
-        "applied": [migrate.label(v, n) for v, n in state.applied],
-        "pending": pending,
-        "superseded": [migrate.label(v, n) for v, n in state.superseded],
-        "unknown": [migrate.label(v, n) for v, n in state.unknown],
-        "rows": counts,
-        "size_bytes": size,
-    }
-    if as_json:
-        emit(data, True)
-        return
-    table = Table(title="tagloop database")
-    table.add_column("what")
-    table.add_column("value", overflow="fold")
-    for key in ("database", "url"):
-        table.add_row(key, str(data[key]))
-    table.add_row(
-        "pgvector",
-        str(data["pgvector"])
-        if version
-        else (
-            "not installed yet (the first migration creates it)"
-            if installable
-            else "not available on this server"
-        ),
-    )
-    table.add_row("size", _bytes(size))
-    table.add_row("migrations", f"{len(state.applied)} applied, {len(pending)} pending")
-    if state.superseded:
-        table.add_row("superseded", ", ".join(data["superseded"]))
-    if state.unknown:
-        table.add_row("unknown", ", ".join(data["unknown"]))
-    step = _next_step(state, pgvector=bool(version), installable=bool(installable))
-    if step:
-        table.add_row("next step", step)
-    for name, n in counts.items():
-        table.add_row(f"rows: {name}", f"{n:,}")
-    emit(table, False, table)
-
-
-def _next_step(state: Any, *, pgvector: bool, installable: bool) -> str | None:
-    """What `db status` tells the user to do next: nothing, upgrade, install pgvector, or migrate."""
-    if state.unknown:
-        return str(state.unknown_error())
-    if not state.pending:
-        return None
-    if not pgvector and not installable:
-        return (
-            'install pgvector on this PostgreSQL server (extension "vector" is not available), then run '
-            "tagloop db migrate; or unset DATABASE_URL to use tagloop's embedded server"
-        )
-    return "tagloop db migrate (any other command also migrates on first use)"
-
-
-@db_app.command("stop")
-def db_stop() -> None:
-    """Stop the embedded server (it is started again by the next command that needs it)."""
-    from tagloop.tools.store import embedded
-
-    home = _settings().home
-    others = embedded.other_clients(home)
-    stopped = embedded.stop(home)
-    out.print("stopped" if stopped else "the embedded server was not running")
-    if stopped and others:
-        counted = (
-            f"{others} other connection(s) were open"
-            if isinstance(others, int)
-            else (f"other connections could not be counted ({others})")
-        )
-        err.print(
-            f"warning: {counted} (a running `tagloop serve` or `worker`?): "
-            "they start the server again when they reconnect; stop them first to keep it stopped"
-        )
 
 
 def _import(kind: str, path: Path, skip_bad: bool, as_json: bool) -> None:
@@ -460,13 +312,10 @@ def _check_listen(host: str, port: int) -> None:
                 raise InvalidInput(f"cannot listen on {host}:{port}: {why}") from exc
 
 
-decisions_app = typer.Typer(help="Logged decisions.", no_args_is_help=True)
-app.add_typer(decisions_app, name="decisions")
+from tagloop.agent.cli_decisions import decisions_app  # noqa: E402 - `tagloop decisions export|dead-letters`
 from tagloop.agent.cli_outbox import outbox_app  # noqa: E402 - `tagloop outbox status|retry`
-from tagloop.agent.cli_purge import purge as db_purge  # noqa: E402 - `tagloop db purge`
 
-db_app.command("purge")(db_purge)
-
+app.add_typer(decisions_app, name="decisions")
 app.add_typer(outbox_app, name="outbox")
 
 
@@ -523,70 +372,6 @@ def worker(
         finally:
             if w.conn is not conn:  # reconnected after losing the first one
                 w.conn.close()
-
-
-EXPORT_PROGRESS_MIN = 1_000  # an export of fewer decisions is quick: no progress lines
-
-
-@decisions_app.command("export")
-def decisions_export(
-    out_file: Annotated[Path | None, typer.Option("--out", help="Write here instead of stdout.")] = None,
-) -> None:
-    """Write every decision as one JSON line, for `tagloop eval ope --logs`.
-
-    Each line: {decision_id, user_id, ts, policy, version, seed, candidates: [{item_id, score,
-    source, provider, long_tail, exposure, tags}] (long_tail and exposure as the policy saw them;
-    tags {tag id: weight} as stored at export time: what an offline replay of the slate policy
-    needs),
-    chosen: \\[item_id, ...] (slate order), propensities: \\[P(slot i = chosen\\[i] | slots before)],
-    channel, send_at, context: {features..., arms: {channel: {arm, propensity, arms}, send_hour: {...}},
-    outcome, trigger}, reward}  — reward is 1 when a message of the decision was opened or clicked
-    (events with its message_id), else 0.
-    """
-    from tagloop.agent.database import connect
-    from tagloop.agent.services import Tenths
-    from tagloop.evals.report import check_writable
-    from tagloop.tools.store.decisions import iter_decision_log
-
-    if out_file is not None:
-        check_writable(out_file, "--out")
-    with connect(_settings()) as conn:
-        total = conn.execute("select count(*) as n from decisions").fetchone()["n"]
-        sink = out_file.open("w", encoding="utf-8") if out_file else sys.stdout
-        tenths = Tenths(total)
-        try:
-            n = 0
-            for record in iter_decision_log(conn):
-                sink.write(json.dumps(record, default=str) + "\n")
-                n += 1
-                if tenths.crossed(n) and total >= EXPORT_PROGRESS_MIN:  # on stderr: stdout is the data
-                    err.print(f"exported {n:,} of {total:,} decision(s)")
-        finally:
-            if out_file:
-                sink.close()
-    if out_file:
-        err.print(f"wrote {n:,} decision(s) to {out_file}")
-
-
-@decisions_app.command("dead-letters")
-def dead_letters(
-    limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many, newest first.")] = 100,
-    as_json: JsonFlag = False,
-) -> None:
-    """Messages delivery gave up on (dead-lettered), newest first, with their last error."""
-    from tagloop.agent.cli_common import table_of
-    from tagloop.agent.database import connect
-    from tagloop.tools.store.decisions import dead_count
-    from tagloop.tools.store.decisions import dead_letters as dead
-
-    with connect(_settings()) as conn:
-        rows = dead(conn, limit)
-        total = dead_count(conn) if len(rows) == limit else len(rows)
-    data = {"dead_letters": rows, "total": total}
-    columns = ["id", "user_id", "channel", "attempts", "dead_at", "last_error"]
-    shown = f"{len(rows):,} of {total:,}" if total > len(rows) else f"{len(rows):,}"
-    table = table_of(f"{shown} dead letter(s)", columns, [[r[c] for c in columns] for r in rows])
-    emit(data, as_json, table)
 
 
 def _mount_evals() -> None:

@@ -1,6 +1,6 @@
 """Small pieces the `tagloop` command modules share: reading an RFC 3339 option, building a rich
-table from rows, printing a result as one JSON object or as a table, and checking and writing a
---plot file."""
+table from rows, printing a result as one JSON object or as a table (`--json`: `JsonFlag`), and
+checking and writing a --plot file."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import os
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
 from tagloop.tools.errors import InvalidInput
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
 def instant(text: str | None, option: str) -> datetime:

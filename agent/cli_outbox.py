@@ -5,7 +5,7 @@ pending ones are due now, and how late the oldest pending message is. `retry` pu
 (`--all`, or `--id ID` repeated, optionally only those on `--channel`) back to pending with their
 attempts reset, due now; consent, unsubscribes, quiet hours and caps are checked again when each is
 sent. An `--id` that is not a dead letter refuses the whole request, naming it; nothing is requeued.
-Thin commands over tools/store/decisions.py; with --json, one JSON object (times in ISO 8601).
+Thin commands over tools/store/outbox.py; with --json, one JSON object (times in ISO 8601).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from tagloop.agent.cli_common import emit, table_of
+from tagloop.agent.cli_common import JsonFlag, emit, table_of
 from tagloop.agent.settings import load_settings
 from tagloop.tools.errors import InvalidInput
 
@@ -24,7 +24,6 @@ outbox_app = typer.Typer(
     help="The message outbox: counts by status, dead letters sent again.", no_args_is_help=True
 )
 out = Console(markup=False)
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
 def _iso(at: datetime | None) -> str | None:
@@ -33,7 +32,7 @@ def _iso(at: datetime | None) -> str | None:
 
 def outbox_status(conn: Any, now: datetime) -> dict[str, Any]:
     """The `outbox status` report as of `now` (see the module docstring)."""
-    from tagloop.tools.store import decisions as store
+    from tagloop.tools.store import outbox as store
 
     totals = dict.fromkeys(store.OUTBOX_STATUSES, 0)
     channels: dict[str, dict[str, int]] = {}
@@ -109,7 +108,7 @@ def retry(
     """Send dead letters again: back to pending, attempts reset, due now (the send-time checks of
     consent, unsubscribes, quiet hours and caps still apply). See `tagloop decisions dead-letters`."""
     from tagloop.agent.database import connect
-    from tagloop.tools.store.decisions import retry_dead_letters
+    from tagloop.tools.store.outbox import retry_dead_letters
 
     if all_dead == bool(ids):
         raise InvalidInput("outbox retry needs either --all or one or more --id ID (not both)")

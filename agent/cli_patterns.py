@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from tagloop.agent.cli_common import emit, instant, int_option, plot_path, table_of
+from tagloop.agent.cli_common import JsonFlag, emit, instant, int_option, plot_path, table_of
 from tagloop.agent.cli_patterns_plots import plot_timing, plot_trends
 from tagloop.agent.settings import load_settings
 from tagloop.tools.errors import InvalidInput, NotFound
@@ -38,7 +38,6 @@ patterns_app = typer.Typer(
 )
 out = Console(markup=False)
 err = Console(markup=False, stderr=True, soft_wrap=True, highlight=False)
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 Now = Annotated[str | None, typer.Option("--now", help="End of the window (RFC 3339; default now).")]
 LevelOpt = Annotated[str, typer.Option("--level", help="item or tag.")]
 K = Annotated[int, typer.Option("--k", help="How many to show.")]

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from tagloop.agent.cli_common import emit
+from tagloop.agent.cli_common import JsonFlag, emit
 from tagloop.agent.services import Tenths
 from tagloop.agent.settings import load_settings
 from tagloop.tools.errors import InvalidInput
@@ -41,7 +41,7 @@ def purge(
         str, typer.Option("--older-than", help="Age of what goes: 90d, 13w (at least 90 days).")
     ],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; delete nothing.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Delete decisions and finished messages older than --older-than (events are kept)."""
     from tagloop.agent.database import connect

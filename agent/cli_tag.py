@@ -19,7 +19,7 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from tagloop.agent.cli_common import emit, int_option, table_of
+from tagloop.agent.cli_common import JsonFlag, emit, int_option, table_of
 from tagloop.agent.settings import load_settings
 from tagloop.tools.errors import InvalidInput, NotFound
 
@@ -28,7 +28,6 @@ tag_app = typer.Typer(
 )
 out = Console(markup=False)
 err = Console(stderr=True, markup=False)
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of every random choice.")]
 MAX_K = 1000  # tags per item / related tags
 MAX_DAYS = 36_500.0  # a century of history; far beyond, `now - history` leaves the calendar

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tagloop.agent.cli_common import emit
+from tagloop.agent.cli_common import JsonFlag, emit
 from tagloop.agent.settings import Settings, load_settings
 from tagloop.tools.errors import InvalidInput, NotFound
 from tagloop.tools.recommender import MAX_K
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 out = Console(markup=False)
 err = Console(stderr=True, markup=False)
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
 def train_database(

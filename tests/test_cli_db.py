@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 
-from tagloop.agent.cli import _next_step
+from tagloop.agent.cli_db import _next_step
 from tagloop.tools.store import db as store_db
 from tagloop.tools.store import migrate
 

@@ -48,7 +48,7 @@ class Metrics:
 
     def observe_outbox(self, conn: Any) -> None:
         """Set the outbox gauges from the database now (called by the /metrics route)."""
-        from tagloop.tools.store.decisions import outbox_backlog
+        from tagloop.tools.store.outbox import outbox_backlog
 
         for status, n in outbox_backlog(conn).items():
             self.outbox.labels(status).set(n)

@@ -271,13 +271,13 @@ def test_decisions_export_writes_one_json_line_per_decision_with_reward(
 def test_a_large_decisions_export_shows_progress_on_stderr(
     db: psycopg.Connection[Any], tmp_path: Path, tagloop_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tagloop.agent import cli
+    from tagloop.agent import cli_decisions
 
     users = load_demo(db, tmp_path / "demo", NOW, users=20)
     run_users(
         db, Settings(home=tmp_path / "home"), users, now=NOW, channels={"file": FileChannel(tmp_path / "i")}
     )
-    monkeypatch.setattr(cli, "EXPORT_PROGRESS_MIN", 10)  # 20 decisions count as large here
+    monkeypatch.setattr(cli_decisions, "EXPORT_PROGRESS_MIN", 10)  # 20 decisions count as large here
     out = tmp_path / "decisions.jsonl"
     result = CliRunner().invoke(app, ["decisions", "export", "--out", str(out)])
     assert result.exit_code == 0, result.output

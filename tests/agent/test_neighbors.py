@@ -18,7 +18,7 @@ from tagloop.tools.candidates import load_history
 from tagloop.tools.messaging.channels import FileChannel
 from tagloop.tools.neighbors import CoLikeSource
 from tagloop.tools.retrieval import Candidate, CandidateLog
-from tagloop.tools.store.decisions import iter_decision_log
+from tagloop.tools.store.decision_log import iter_decision_log
 
 NOW = datetime(2026, 5, 4, 9, tzinfo=UTC)
 

@@ -22,7 +22,7 @@ from tagloop.policies import preset
 from tagloop.policies.diversity import MMRState, UnitRowsArray, unit_length_entries, unit_length_rows
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.messaging.channels import FileChannel
-from tagloop.tools.store.decisions import iter_decision_log
+from tagloop.tools.store.decision_log import iter_decision_log
 from tests.agent.agent_support import load_demo
 
 NOW = datetime(2026, 5, 4, 9, tzinfo=UTC)

@@ -17,7 +17,7 @@ from tagloop.policies.config import ChannelCap
 from tagloop.tools.messaging.delivery import DeliveryConfig, backoff, deliver_due
 from tagloop.tools.messaging.ssrf import UnsafeURL, check_url
 from tagloop.tools.messaging.webhook import WebhookChannel
-from tagloop.tools.store import decisions as store
+from tagloop.tools.store import outbox as store
 from tagloop.tools.store import runs
 
 NOW = datetime(2026, 5, 4, 12, tzinfo=UTC)

@@ -16,7 +16,7 @@ from msg_support import SECRET, Receiver, add_users, queue_messages
 from tagloop.agent.settings import Settings
 from tagloop.agent.worker import Worker
 from tagloop.tools.messaging.webhook import WebhookChannel
-from tagloop.tools.store import decisions as store
+from tagloop.tools.store import outbox as store
 
 NOW = datetime(2026, 5, 4, 12, tzinfo=UTC)
 

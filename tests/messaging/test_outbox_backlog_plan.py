@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from msg_support import add_users, queue_messages, seq_scans
 
-from tagloop.tools.store.decisions import dead_letters, outbox_backlog
+from tagloop.tools.store.outbox import dead_letters, outbox_backlog
 
 NOW = datetime(2026, 5, 4, 9, tzinfo=UTC)
 

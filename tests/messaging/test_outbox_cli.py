@@ -22,7 +22,7 @@ from tagloop.agent.http import create_app
 from tagloop.agent.settings import Settings
 from tagloop.tools.messaging.delivery import DeliveryConfig, deliver_due
 from tagloop.tools.messaging.webhook import WebhookChannel
-from tagloop.tools.store import decisions as store
+from tagloop.tools.store import outbox as store
 
 TAGLOOP = Path(sys.executable).with_name("tagloop")
 NO_QUIET = DeliveryConfig(quiet_start=time(0), quiet_end=time(0))

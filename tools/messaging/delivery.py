@@ -59,7 +59,7 @@ from tagloop.policies import check_caps, check_unsubscribed, has_consent, in_hol
 from tagloop.policies.config import ChannelCap
 from tagloop.tools.errors import TagloopError
 from tagloop.tools.messaging.channels import Channel, DeliveryError, OutboundMessage
-from tagloop.tools.store import decisions as store
+from tagloop.tools.store import outbox as store
 
 log = logging.getLogger("tagloop.delivery")
 
