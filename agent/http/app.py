@@ -128,8 +128,16 @@ def _connected(sock: socket.socket) -> bool:
     return True
 
 
+WEBHOOK_HEADERS = {
+    "webhookId": "webhook-id",
+    "webhookTimestamp": "webhook-timestamp",
+    "webhookSignature": "webhook-signature",
+}
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema plus the models that only raw-body routes and problem responses name."""
+    """FastAPI's schema plus the models that only raw-body routes and problem responses name, and
+    the Standard Webhooks signature as the other way to authenticate `POST /v1/events`."""
     if app.openapi_schema is None:
         spec = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
@@ -139,5 +147,24 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             found = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(found.pop("$defs", {}))
             components[model.__name__] = found
+        _webhook_security(spec)
         app.openapi_schema = spec
     return app.openapi_schema
+
+
+def _webhook_security(spec: dict[str, Any]) -> None:
+    """`POST /v1/events` takes a bearer key OR all three Standard Webhooks headers (SPEC §4): the
+    headers as apiKey schemes, required together (one security requirement naming all three)."""
+    schemes = spec["components"].setdefault("securitySchemes", {})
+    for name, header in WEBHOOK_HEADERS.items():
+        schemes[name] = {
+            "type": "apiKey",
+            "in": "header",
+            "name": header,
+            "description": "Standard Webhooks: v1,<base64 HMAC-SHA256 of '{id}.{timestamp}.{body}'> "
+            "with a secret from TAGLOOP_WEBHOOK_SECRETS; the timestamp within 5 minutes."
+            if name == "webhookSignature"
+            else f"Standard Webhooks `{header}` header (with the other two).",
+        }
+    post = spec["paths"]["/v1/events"]["post"]
+    post["security"] = [*post.get("security", []), {name: [] for name in WEBHOOK_HEADERS}]

@@ -18,6 +18,8 @@ from tagloop.agent.http.problems import PayloadTooLarge, RateLimited, Unauthoriz
 from tagloop.agent.settings import Settings
 from tagloop.tools.messaging.webhook import signer
 
+TOLERANCE_SECONDS = 5 * 60  # as the standardwebhooks library checks it
+
 
 class Auth:
     def __init__(self, settings: Settings) -> None:
@@ -38,11 +40,27 @@ class Auth:
             raise Unauthorized("invalid API key")
         return "key:" + hashlib.sha256(given).hexdigest()[:12]
 
+    def webhook_headers(self, headers: Mapping[str, str], now: float | None = None) -> dict[str, str]:
+        """The three Standard Webhooks headers, checked as far as they can be without the body (all
+        present, a secret configured, the timestamp within the 5-minute tolerance), else 401: a
+        request without credentials is refused before its body is read, so it gets 401 however
+        large the body is, not 413."""
+        wanted = {k: headers.get(k, "") for k in ("webhook-id", "webhook-timestamp", "webhook-signature")}
+        if not all(wanted.values()) or not self._webhooks:
+            raise Unauthorized("missing credentials: send a bearer API key or Standard Webhooks headers")
+        try:  # seconds, read as the library reads them (float)
+            sent = float(wanted["webhook-timestamp"])
+        except ValueError:
+            sent = math.nan
+        if not math.isfinite(sent):
+            raise Unauthorized("invalid webhook signature")
+        if abs((time.time() if now is None else now) - sent) > TOLERANCE_SECONDS:
+            raise Unauthorized("webhook timestamp outside the 5-minute tolerance")
+        return wanted
+
     def webhook(self, body: bytes, headers: Mapping[str, str]) -> str:
         """The principal of a valid Standard Webhooks signature over `body`, else 401."""
-        wanted = {k: headers.get(k, "") for k in ("webhook-id", "webhook-timestamp", "webhook-signature")}
-        if not all(wanted.values()):
-            raise Unauthorized("missing credentials: send a bearer API key or Standard Webhooks headers")
+        wanted = self.webhook_headers(headers)
         for number, hook in enumerate(self._webhooks):
             try:  # over the bytes as sent: a body that is not UTF-8 is then a 422 naming the body
                 hook.verify(body, wanted, json_parse=False)

@@ -113,6 +113,7 @@ async def post_events(
         body = await read_body(request, state.settings.max_body_bytes)
         webhook_id = None
     else:
+        state.auth.webhook_headers(request.headers)  # no credentials: 401 before reading any body
         body = await read_body(request, state.settings.max_body_bytes)
         state.limiter.check(state.auth.webhook(body, request.headers))
         webhook_id = request.headers.get("webhook-id")

@@ -278,3 +278,40 @@ def test_only_healthz_is_open(client: TestClient) -> None:
         assert client.get(path).status_code == 401, path
     assert client.delete("/v1/users/u1").status_code == 401
     assert client.post("/v1/users/u1/runs").status_code == 401
+
+
+def test_without_credentials_a_huge_body_is_401_not_413(
+    client: TestClient, db: psycopg.Connection[Any]
+) -> None:
+    """No bearer key and no (or stale) webhook headers: refused before the body is read, so the size
+    of the body does not turn a missing credential into a 413."""
+    seed(client)
+    big = b"[" + b",".join([b'{"user_id": "u1", "type": "play"}'] * 40_000) + b"]"  # ~1.4 MB
+    stale = signed_headers(b"[]", msg_id="m-stale", at=time.time() - 3600)
+    for headers in ({"content-type": "application/json"}, stale):
+        response = client.post("/v1/events", content=big, headers=headers)
+        assert response.status_code == 401, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+    assert "tolerance" in response.json()["detail"]
+    signed = signed_headers(big, msg_id="m-big")  # credentials present: the size is what is wrong
+    assert client.post("/v1/events", content=big, headers=signed).status_code == 413
+    assert count(db) == 0
+
+
+def test_the_openapi_document_offers_a_webhook_signature_or_a_bearer_key_for_events(
+    client: TestClient,
+) -> None:
+    """A client generated from /openapi.json learns both ways in: a bearer key, or the three
+    Standard Webhooks headers together; the other endpoints take the bearer key only."""
+    spec = client.get("/openapi.json", headers=AUTH).json()
+    schemes = spec["components"]["securitySchemes"]
+    events = spec["paths"]["/v1/events"]["post"]["security"]
+    assert {"HTTPBearer": []} in events
+    (webhook,) = [s for s in events if "HTTPBearer" not in s]
+    assert sorted(schemes[n]["name"] for n in webhook) == [
+        "webhook-id",
+        "webhook-signature",
+        "webhook-timestamp",
+    ]
+    assert all(schemes[n]["in"] == "header" and schemes[n]["type"] == "apiKey" for n in webhook)
+    assert spec["paths"]["/v1/items"]["post"]["security"] == [{"HTTPBearer": []}]
