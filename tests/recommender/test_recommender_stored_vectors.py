@@ -14,7 +14,7 @@ from test_pg import NOW, PARAMS
 
 from tagloop.tools.ingest import loader
 from tagloop.tools.ingest.records import parse_event
-from tagloop.tools.recommender import pg, serving
+from tagloop.tools.recommender import pg, serving, user_vectors
 from tagloop.tools.recommender.train import train
 
 
@@ -45,7 +45,7 @@ def test_train_stores_every_users_vector_equal_to_the_fold_in(
         assert seq is not None and _stamp(db, user)["event_seq"] == seq["s"]
         # the history stored for the reasons is the one serving reads from the events
         history = serving.histories(db, trained, [user])[user]
-        row = db.execute(pg.STORED_HISTORY, {"user": user, "model": trained.row.id}).fetchone()
+        row = db.execute(user_vectors.STORED_HISTORY, {"user": user, "model": trained.row.id}).fetchone()
         assert row is not None and set(row["providers"]) == history.providers
         stored = dict(zip(row["hist_items"], row["hist_weights"], strict=True))
         assert stored == dict(zip(history.item_idx.tolist(), history.weights.tolist(), strict=True))

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from tagloop.tools.recommender import pg
+from tagloop.tools.recommender import pg, user_vectors
 from tagloop.tools.recommender.confidence import confidence_vector
 from tagloop.tools.recommender.explain import POPULAR, explain
 from tagloop.tools.recommender.history import (
@@ -162,12 +162,12 @@ def refresh(conn: psycopg.Connection[Any], served: Served, user_id: str, history
     declared interests, the history and providers the reasons need) so the next request is served
     from it in one round trip."""
     vec = user_vector(served, history)
-    pg.write_user_vectors(conn, served.row.id, [stored_user(user_id, vec, history)])
+    user_vectors.write_user_vectors(conn, served.row.id, [stored_user(user_id, vec, history)])
     return vec
 
 
-def stored_user(user_id: str, vec: np.ndarray, history: History) -> pg.StoredUser:
-    return pg.StoredUser(
+def stored_user(user_id: str, vec: np.ndarray, history: History) -> user_vectors.StoredUser:
+    return user_vectors.StoredUser(
         user_id,
         vec,
         history.event_seq,
@@ -202,7 +202,7 @@ def recommend(
     """Top-`k` unseen items with reasons, or None when no model is trained. `store` also writes the
     user's vector to `user_profiles.embedding`. One round trip on the usual path: the top-k from
     the user's stored vector (`pg.top_k_stored`) and the history stored with it for the reasons
-    (`pg.STORED_HISTORY`), pipelined. When the stored vector is stale or missing, the user's events
+    (`user_vectors.STORED_HISTORY`), pipelined. When the stored vector is stale or missing, the user's events
     are read (the statement also names the active model, so a cached model is checked without a
     query of its own), folded in, stored, and queried."""
     served = served or next(iter(_CACHE.values()), None) or active(conn)
@@ -212,7 +212,7 @@ def recommend(
     with conn.pipeline(), conn.transaction():
         pg._scan_settings(conn, max(64, k))
         top = conn.execute(pg.top_k_stored_query(served.row), pg.stored_params(served.row, user_id, k))
-        stored = conn.execute(pg.STORED_HISTORY, {"user": user_id, "model": served.row.id})
+        stored = conn.execute(user_vectors.STORED_HISTORY, {"user": user_id, "model": served.row.id})
     hits, row = pg._hits(top.fetchall()), stored.fetchone()
     if hits and row is not None:
         history = _stored_history(row)
@@ -226,7 +226,7 @@ def recommend(
             vec = refresh(conn, served, user_id, history)
             hits = pg.top_k(conn, served.row, vec, history.seen, k)
     if store:
-        pg.write_user_embeddings(
+        user_vectors.write_user_embeddings(
             conn, [user_id], (user_vector(served, history) if vec is None else vec)[None, :]
         )
     return [

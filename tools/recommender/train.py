@@ -30,7 +30,7 @@ import numpy as np
 import psycopg
 
 from tagloop.tools.errors import InvalidInput
-from tagloop.tools.recommender import pg
+from tagloop.tools.recommender import pg, user_vectors
 from tagloop.tools.recommender.confidence import EVENT_WEIGHTS, RAW_WEIGHT
 from tagloop.tools.recommender.data import build_interactions, build_item_tags
 from tagloop.tools.recommender.model import RecModel, RecParams, fit
@@ -150,7 +150,7 @@ def train(
     say("writing user vectors")
     user_vecs = model.user_vectors(inter.matrix)
     users = [str(u) for u in inter.user_ids]
-    pg.write_user_embeddings(conn, users, user_vecs)
+    user_vectors.write_user_embeddings(conn, users, user_vecs)
     raw = inter.matrix.tocsr()
     provider_of = {r["id"]: r["provider_id"] for r in conn.execute("select id, provider_id from items")}
     providers = [provider_of.get(str(i)) for i in inter.item_ids]
@@ -164,8 +164,8 @@ def train(
         if declared is not None and (interests := parse_interests(declared)):
             user_vecs[n] = model.user_vector(items, weights, interests)  # part of the served vector
         played = sorted({p for i, w in zip(items, weights, strict=True) if w > 0 and (p := providers[i])})
-        stored.append(pg.StoredUser(user, user_vecs[n], seq, declared, items, weights, played))
-    pg.write_user_vectors(conn, model_id, stored)
+        stored.append(user_vectors.StoredUser(user, user_vecs[n], seq, declared, items, weights, played))
+    user_vectors.write_user_vectors(conn, model_id, stored)
     lap("user_vectors")
     pg.activate(conn, model_id)
     report = TrainReport(
