@@ -68,11 +68,25 @@ class RunCache:
     (successes, failures) evidence, and the names of the tags in users' top tags."""
 
     item_rows: dict[str, int] = field(default_factory=dict)  # item id → row of the CSR store
-    indptr: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
-    indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # tag ids
-    data: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     thompson: dict[tuple[bytes, bytes], np.ndarray] = field(default_factory=dict)
     tag_names: dict[int, str] = field(default_factory=dict)  # of the users' top tags (profiles)
+    # the CSR store's arrays with room to grow (doubled when full: appending a chunk's new items
+    # copies nothing most of the time, where concatenating copied the whole store every chunk)
+    _indptr: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
+    _indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    _data: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+
+    @property
+    def indptr(self) -> np.ndarray:
+        return self._indptr[: len(self.item_rows) + 1]
+
+    @property
+    def indices(self) -> np.ndarray:  # tag ids
+        return self._indices[: self._indptr[len(self.item_rows)]]
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._data[: self._indptr[len(self.item_rows)]]
 
     def load_item_tags(self, conn: psycopg.Connection[Any], item_ids: Iterable[str]) -> None:
         """Tag vectors of the items not cached yet, one query (items without tags: empty rows)."""
@@ -96,10 +110,11 @@ class RunCache:
         tags = raw[idx_at[:, None] + four].copy().view(">i4").ravel().astype(np.int32)
         weights = raw[val_at[:, None] + four].copy().view(">f4").ravel().astype(np.float64)
         base = len(rows)
+        end = int(self._indptr[base])
+        self._indptr = _appended(self._indptr, base + 1, end + np.cumsum(nnz))
+        self._indices = _appended(self._indices, end, tags)
+        self._data = _appended(self._data, end, weights)
         rows.update(zip(missing, range(base, base + len(missing)), strict=True))
-        self.indptr = np.concatenate([self.indptr, self.indptr[-1] + np.cumsum(nnz)])
-        self.indices = np.concatenate([self.indices, tags])
-        self.data = np.concatenate([self.data, weights])
 
     def tags_of(self, conn: psycopg.Connection[Any], item_ids: list[str]) -> set[int]:
         """The tag ids any of the items carries (loaded when not cached yet)."""
@@ -177,6 +192,17 @@ class UnitRows:
     def of(self, item_ids: list[str]) -> np.ndarray:
         rows = self.matrix[np.fromiter(map(self.row.__getitem__, item_ids), np.intp, len(item_ids))]
         return rows.view(UnitRowsArray)
+
+
+def _appended(buf: np.ndarray, used: int, extra: np.ndarray) -> np.ndarray:
+    """`buf[:used]` followed by `extra`, in `buf` when it has room, else in one twice as large."""
+    need = used + len(extra)
+    if need > len(buf):
+        grown = np.empty(max(need, 2 * len(buf)), dtype=buf.dtype)
+        grown[:used] = buf[:used]
+        buf = grown
+    buf[used:need] = extra
+    return buf
 
 
 def _dense(lens: np.ndarray, cols: np.ndarray, data: np.ndarray, width: int) -> np.ndarray:

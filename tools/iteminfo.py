@@ -25,7 +25,8 @@ class ItemInfo:
 
     def describe(self, conn: psycopg.Connection[Any], item_ids: set[str]) -> bool:
         """Read the items not described yet (one statement); True when one of them is gone."""
-        missing = [i for i in item_ids - self.known.keys() if i not in self.gone]
+        known, gone = self.known, self.gone  # not `item_ids - known.keys()`: that walks every known item
+        missing = [i for i in item_ids if i not in known and i not in gone]
         if not missing:
             return False
         with conn.cursor(row_factory=tuple_row) as cur:

@@ -213,6 +213,33 @@ def test_run_cache_reads_item_tags_in_binary_and_builds_the_candidates_matrix(
     )
 
 
+def test_run_cache_grows_its_tag_store_in_place_with_the_same_rows_as_one_read(
+    db: psycopg.Connection[Any],
+) -> None:
+    """Chunk after chunk, the store's arrays grow into spare room (doubled when full, so appending a
+    chunk's items does not copy the whole store each time) and hold exactly what one read of every
+    item gives."""
+    rng = np.random.default_rng(3)
+    vecs = []
+    for n in range(300):
+        tags = sorted(rng.choice(np.arange(1, 200), int(rng.integers(0, 6)), replace=False).tolist())
+        vecs.append((f"i{n:03d}", "{" + ",".join(f"{t}:{0.25 * (1 + t % 7)}" for t in tags) + "}/1000000"))
+    with db.cursor() as cur:
+        cur.executemany("insert into items (id, title, tag_vec) values (%s, 'x', %s)", vecs)
+    ids = [i for i, _ in vecs]
+    chunked, whole = RunCache(), RunCache()
+    buffers = set()
+    for start in range(0, len(ids), 7):
+        chunked.load_item_tags(db, ids[start : start + 7])
+        buffers.add(id(chunked._indices))
+    whole.load_item_tags(db, ids)
+    assert len(buffers) < 15  # ~43 chunks: the buffer was replaced only when it doubled
+    assert np.array_equal(chunked.indptr, whole.indptr) and chunked.indptr.size == len(ids) + 1
+    assert np.array_equal(chunked.indices, whole.indices) and np.array_equal(chunked.data, whole.data)
+    assert chunked.indices.size == chunked.indptr[-1] == sum(v.count(":") for _, v in vecs)
+    assert chunked.tags_of(db, ["i005", "i250"]) == whole.tags_of(db, ["i005", "i250"])
+
+
 def test_chunk_unit_rows_give_the_cosines_of_the_per_user_tag_matrix(db: psycopg.Connection[Any]) -> None:
     db.execute(
         """insert into items (id, title, tag_vec) values
