@@ -43,7 +43,8 @@ def result_json(result: OpeResult, ground_truth: float | None, extra: dict[str, 
             else {}
         ),
         "recommended": result.recommended,
-        **({"recommendation_withheld": result.withheld} if result.withheld else {}),
+        "recommendation_reliable": result.withheld is None,
+        **({"recommendation_caveat": result.withheld} if result.withheld else {}),
         "estimated_rmse": {k: v**0.5 for k, v in result.est_mse.items()},
         "params": dict(result.params),
         "diagnostics": dict(result.diagnostics),
@@ -61,7 +62,10 @@ LOGS_NOTE = (
 def _warn_withheld(result: OpeResult, err: Console, hint: str = "") -> None:
     if result.withheld:
         err.print(
-            f"warning: no estimator recommended: {result.withheld}{hint}", style="yellow", soft_wrap=True
+            f"warning: the recommended estimator ({result.recommended}) is only a fallback: "
+            f"{result.withheld}{hint}",
+            style="yellow",
+            soft_wrap=True,
         )
 
 
@@ -186,8 +190,11 @@ def ope_command(
     else:
         Console(markup=False).print(_table(payload))
         note = LOGS_NOTE if payload.get("source") == "logs" else ACTION_DIST_NOTE
-        if payload["recommended"] is None:
-            Console(markup=False).print(f"recommended: none — {payload['recommendation_withheld']}  ({note})")
+        if not payload["recommendation_reliable"]:
+            caveat = payload["recommendation_caveat"]
+            Console(markup=False).print(
+                f"recommended: {payload['recommended']} (fallback — {caveat})  ({note})"
+            )
         else:
             Console(markup=False).print(f"recommended: {payload['recommended']}  ({note})")
 

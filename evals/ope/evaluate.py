@@ -11,14 +11,16 @@ The recommendation rule (ground-truth free) is the smallest estimated MSE:
 i.e. the unbiased estimate of the squared bias against DR, clipped at 0 (the same paired replicates
 give Var_boot(E − DR)). Switch-DR's τ and DR-OS's λ are tuned over a fixed grid by the same rule.
 
-No estimator is recommended from rewards that are all the same (no open or click logged yet).
-The rule has a floor: no estimator is recommended when the importance weights' effective sample size
+The rule does not apply to rewards that are all the same (no open or click logged yet).
+It has a floor too: it does not apply when the importance weights' effective sample size
 ESS = (Σw)² / Σw² is below `min_ess(n)` = max(30, 1% of the rounds). IPS and DR are unbiased in
 expectation only; with the weight resting on a handful of rounds the bootstrap rarely resamples
 them, so IPS's variance (its whole estimated MSE) comes out ~0 even when its estimate is ~0 and
 far from the truth, and DR — the reference every bias estimate is taken against — is then DM plus
-noise. Below the floor every estimated MSE is meaningless; `recommended` is None and
-`withheld` says why (the estimates and intervals are still reported).
+noise. Below the floor every estimated MSE is meaningless. In both cases `recommended` is DM, the one
+estimator that does not rest on the importance weights (a fallback, not a finding: SPEC §6 always
+names one), and `withheld` says why the rule was not applied (the estimates and intervals are still
+reported; the command warns and reports `recommendation_reliable: false`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ UNBIASED = frozenset({"ips", "dr"})  # bias² taken as 0: valid only above the E
 MIN_ESS = 30.0  # the bootstrap/CLT needs some thirty effective rounds
 MIN_ESS_SHARE = 0.01  # … and at least 1% of the rounds carrying the weight
 FAMILIES = ("ips", "snips", "dm", "dr", "switch-dr", "dr-os")
+FALLBACK = "dm"  # named when the MSE rule cannot be applied: the one estimator without weights
 
 
 @dataclass(frozen=True)
@@ -49,21 +52,21 @@ class OpeResult:
     std: dict[str, float]
     bias2: dict[str, float]
     est_mse: dict[str, float]
-    recommended: str | None  # None: the weights collapsed (see `withheld`)
+    recommended: str  # FALLBACK when the rule could not be applied (see `withheld`)
     params: dict[str, float]
     diagnostics: dict[str, float]
     replicates: dict[str, np.ndarray] = field(repr=False)
-    withheld: str | None = None  # why no estimator is recommended
+    withheld: str | None = None  # why the rule was not applied (the recommendation is the fallback)
 
 
 def min_ess(n_rounds: int) -> float:
-    """The effective sample size below which no estimator is recommended (module docstring)."""
+    """The effective sample size below which the MSE rule is not applied (module docstring)."""
     return max(MIN_ESS, MIN_ESS_SHARE * n_rounds)
 
 
 def withheld_because(ess: float, n_rounds: int, reward: np.ndarray | None = None) -> str | None:
-    """Why no estimator can be recommended at this effective sample size, or with rewards that are
-    all the same (logs without a single open or click), or None when one can."""
+    """Why the MSE rule cannot pick an estimator at this effective sample size, or with rewards that
+    are all the same (logs without a single open or click), or None when it can."""
     if reward is not None and reward.size and np.all(reward == reward.flat[0]):
         return (
             f"every one of the {n_rounds} logged rewards is {float(reward.flat[0]):g} (e.g. no open or "
@@ -160,7 +163,7 @@ def evaluate(
         std={f: var[name[f]] ** 0.5 for f in FAMILIES},
         bias2={f: bias2[name[f]] for f in FAMILIES},
         est_mse={f: mse[name[f]] for f in FAMILIES},
-        recommended=None if withheld else min(FAMILIES, key=lambda f: mse[name[f]]),
+        recommended=FALLBACK if withheld else min(FAMILIES, key=lambda f: mse[name[f]]),
         params={
             "switch_dr_tau": float(chosen["switch-dr"].split("@")[1]),
             "dr_os_lambda": float(chosen["dr-os"].split("@")[1]),

@@ -24,10 +24,11 @@ def _reasoning(result: OpeResult) -> str:
         "count as unbiased. Switch-DR's τ and DR-OS's λ are tuned by the same rule "
         f"(τ = {result.params['switch_dr_tau']:g}, λ = {result.params['dr_os_lambda']:g}).",
     ]
-    if rec is None:
+    if result.withheld:
         lines.append(
-            f"**No estimator is recommended**: the effective sample size is below "
-            f"{d['min_effective_sample_size']:g} rounds (see the top of the page)."
+            f"**Recommended: {rec}, as a fallback only**: the rule above was not applied "
+            "(see the top of the page); DM is the one estimator that does not rest on the importance "
+            "weights."
         )
     else:
         lines.append(
@@ -45,7 +46,7 @@ def write_ope_report(
     report = Report(directory, title=title)
     if result.withheld:  # first, before any number a reader could take at face value
         why = result.withheld[0].upper() + result.withheld[1:]
-        report.add_text(f"**No estimator is recommended.** {why}.")
+        report.add_text(f"**The recommended estimator ({result.recommended}) is only a fallback.** {why}.")
     if notes:
         report.add_text(notes)
     report.add_heading("Estimates")
@@ -86,6 +87,6 @@ def write_ope_report(
         fig, "estimates", caption + ("; dashed: ground truth." if ground_truth is not None else ".")
     )
 
-    report.add_heading("Why this estimator" if result.recommended else "Why no estimator")
+    report.add_heading("Why this estimator")
     report.add_text(_reasoning(result))
     return report.write()

@@ -152,6 +152,7 @@ def test_eval_ope_logs_command_prints_spec_json(tmp_path: Path) -> None:
         set(payload["estimates"]) >= {"ips", "snips", "dm", "dr"}
         and payload["recommended"] in payload["estimates"]
     )
+    assert payload["recommendation_reliable"] is True and "recommendation_caveat" not in payload
     assert payload["policy"] == "greedy@1" and payload["n_rounds"] == 600
     assert (tmp_path / "report" / "estimates.png").exists()
     assert "dashed: ground truth" not in (tmp_path / "report" / "index.md").read_text()  # none to draw
@@ -223,7 +224,7 @@ def test_top_slot_unit_uses_the_first_propensity_and_pads_to_the_policys_k(tmp_p
 RANDOM_TOML = GREEDY_TOML.replace('"greedy"', '"random"').replace("epsilon = 0.0", "epsilon = 1.0")
 
 
-def test_collapsed_weights_recommend_no_estimator(tmp_path: Path) -> None:
+def test_collapsed_weights_name_dm_as_a_fallback_with_a_caveat(tmp_path: Path) -> None:
     """Logs of a nearly greedy policy, candidate uniform random: its probability of every logged
     slate is small but positive, and a few exploring rounds carry almost all the weight (ESS ≈ 3 of
     600). IPS was recommended there: ~0 with a tight interval, as its bootstrap saw weights ~0."""
@@ -239,14 +240,14 @@ def test_collapsed_weights_recommend_no_estimator(tmp_path: Path) -> None:
     payload = json.loads(out.stdout.strip().splitlines()[-1])
     ess = payload["diagnostics"]["effective_sample_size"]
     assert payload["diagnostics"]["max_weight"] > 0 and ess < 30
-    assert payload["recommended"] is None
-    assert "effective sample size" in payload["recommendation_withheld"]
-    assert "no estimator recommended" in out.stderr and "--unit top" in out.stderr
+    assert payload["recommended"] == "dm" and not payload["recommendation_reliable"]  # SPEC §6: a NAME
+    assert "effective sample size" in payload["recommendation_caveat"]
+    assert "only a fallback" in out.stderr and "--unit top" in out.stderr
     page = (report / "index.md").read_text()
-    assert "No estimator is recommended" in page and "(recommended)" not in page
+    assert "(dm) is only a fallback" in page and "dm (recommended)" in page
 
 
-def test_logs_without_any_reward_recommend_no_estimator(tmp_path: Path) -> None:
+def test_logs_without_any_reward_name_dm_as_a_fallback(tmp_path: Path) -> None:
     """Logs of a fresh deployment (no open or click yet): every estimate is 0 with a [0, 0] interval,
     and IPS used to be recommended from them without a word."""
     records, _ = synthetic_log(300, seed=9)
@@ -258,6 +259,7 @@ def test_logs_without_any_reward_recommend_no_estimator(tmp_path: Path) -> None:
     )
     assert out.exit_code == 0, out.output
     payload = json.loads(out.stdout.strip().splitlines()[-1])
-    assert payload["recommended"] is None and payload["diagnostics"]["n_positive_rewards"] == 0
-    assert payload["recommendation_withheld"].startswith("every one of the 300 logged rewards is 0")
-    assert "no estimator recommended" in out.stderr and "--unit top" not in out.stderr
+    assert payload["recommended"] == "dm" and payload["diagnostics"]["n_positive_rewards"] == 0
+    assert payload["recommendation_caveat"].startswith("every one of the 300 logged rewards is 0")
+    assert payload["recommendation_reliable"] is False
+    assert "only a fallback" in out.stderr and "--unit top" not in out.stderr
