@@ -26,10 +26,12 @@ def _settings() -> Settings:
 
 @db_app.command("url")
 def db_url() -> None:
-    """Print the libpq URI of the database in use (starting the embedded server if needed)."""
+    """Print the libpq URI of the database in use (starting the embedded server if needed); a
+    DATABASE_URL given as key=value pairs is printed as the same connection in URI form."""
     from tagloop.agent.database import database_url
+    from tagloop.tools.store.db import as_uri
 
-    sys.stdout.write(database_url(_settings()) + "\n")
+    sys.stdout.write(as_uri(database_url(_settings())) + "\n")
 
 
 @db_app.command("migrate")

@@ -41,3 +41,38 @@ def test_db_status_next_step_names_a_missing_pgvector(pg_admin_url: str) -> None
         assert "tagloop db migrate" in (_next_step(fresh, pgvector=False, installable=True) or "")
     finally:
         store_db.drop_database(pg_admin_url, name)
+
+
+def test_as_uri_keeps_every_parameter_of_a_key_value_string() -> None:
+    cases = [
+        "host=db.example.com port=5433 dbname='tag loop' user=bob password='p@ss w:rd/%' sslmode=require",
+        "host='/tmp/sock dir' dbname=x user=postgres",
+        "host=::1 port=5432 dbname=x",
+        "host=h1,h2 port=5432,5433 dbname=x target_session_attrs=read-write",
+        "dbname=only",
+    ]
+    for conninfo in cases:
+        uri = store_db.as_uri(conninfo)
+        assert uri.startswith("postgresql://"), uri
+        assert psycopg.conninfo.conninfo_to_dict(uri) == psycopg.conninfo.conninfo_to_dict(conninfo), uri
+    assert store_db.as_uri("postgresql://a@b/c") == "postgresql://a@b/c"
+
+
+def test_db_url_prints_a_key_value_database_url_as_a_uri_that_connects(
+    tagloop_env: Path, db_url: str
+) -> None:
+    """SPEC §2: `tagloop db url` prints a libpq URI, also when DATABASE_URL is key=value pairs."""
+    pairs = psycopg.conninfo.make_conninfo("", **psycopg.conninfo.conninfo_to_dict(db_url))
+    assert "://" not in pairs
+    run = subprocess.run(
+        [str(TAGLOOP), "db", "url"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TAGLOOP_DATABASE_URL": pairs},
+    )
+    assert run.returncode == 0, run.stderr
+    printed = run.stdout.strip()
+    assert printed.startswith("postgresql://") and "\n" not in printed
+    with psycopg.connect(printed) as a, psycopg.connect(db_url) as b:
+        query = "select current_database(), inet_server_port()"
+        assert a.execute(query).fetchone() == b.execute(query).fetchone()

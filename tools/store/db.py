@@ -7,8 +7,10 @@ embedded server and a database named `tagloop` on it, created on first use.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,6 +65,32 @@ def redacted(url: str) -> str:
     if "password" in params:
         params["password"] = "***"
     return make_conninfo("", **params)
+
+
+def as_uri(url: str) -> str:
+    """The connection string as a libpq URI (`tagloop db url`, SPEC §2): a URI as it is; key=value
+    pairs as postgresql://user:password@host:port/dbname?other=…, percent-encoded, with a socket
+    directory or several hosts (and their ports) as query parameters, where libpq reads them."""
+    if "://" in url:
+        return url
+    params = {k: str(v) for k, v in conninfo_to_dict(url).items()}
+    quote = functools.partial(urllib.parse.quote, safe="")
+    auth = ""
+    if "user" in params:
+        auth = quote(params.pop("user"))
+        if "password" in params:
+            auth += ":" + quote(params.pop("password"))
+        auth += "@"
+    host = params.get("host", "")
+    netloc = ""
+    if host and "/" not in host and "," not in host and "," not in params.get("port", ""):
+        params.pop("host")
+        netloc = f"[{host}]" if ":" in host else quote(host)
+        if "port" in params:
+            netloc += ":" + params.pop("port")
+    path = "/" + quote(params.pop("dbname")) if "dbname" in params else ""
+    query = urllib.parse.urlencode(params, quote_via=urllib.parse.quote, safe="/,")
+    return f"postgresql://{auth}{netloc}{path}" + (f"?{query}" if query else "")
 
 
 def with_dbname(url: str, dbname: str) -> str:
