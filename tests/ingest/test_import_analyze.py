@@ -24,7 +24,8 @@ def _stats(db: psycopg.Connection[Any], table: str) -> int:
         (
             "events",
             "events",
-            '{{"id": "e{n}", "user_id": "u1", "type": "play", "item_id": "i1", "ts": "2026-05-01T10:00Z"}}',
+            '{{"id": "e{n}", "user_id": "u1", "type": "play", "item_id": "i1",'
+            ' "ts": "2026-05-01T10:00:00Z"}}',
         ),
         ("users", "users", '{{"id": "v{n}", "timezone": "UTC"}}'),
         ("items", "items", '{{"id": "j{n}", "title": "J", "provider": "p", "tags": ["jazz"]}}'),

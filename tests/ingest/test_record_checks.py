@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -247,3 +248,32 @@ def test_the_length_cap_is_on_the_stored_name(tag: str) -> None:
     """200 × U+FDFA passed the check and was stored as 3,600 characters, 200 × & as 799."""
     with pytest.raises(FieldError, match="longer than 200 characters"):
         parse_item({"id": "long", "tags": [tag]})
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        "20240501T100000Z",  # ISO 8601 basic format
+        "2024-W18-3T10:00:00Z",  # week date
+        "2024-05-01T10Z",  # hour only
+        "2024-05-01T10:00Z",  # no seconds
+        "2024-05-01",  # a date alone
+        "2024-05-01T10:00:00,5Z",  # decimal comma
+    ],
+)
+def test_times_that_are_iso_8601_but_not_rfc_3339_are_refused(ts: str) -> None:
+    with pytest.raises(FieldError, match="not an RFC 3339 timestamp"):
+        parse_event({"user_id": "u", "type": "play", "ts": ts}, now=_now())
+
+
+def test_rfc_3339_forms_and_postgresql_offsets_are_read() -> None:
+    want = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
+    for ts in (
+        "2024-05-01T10:00:00+02:00",
+        "2024-05-01t08:00:00z",
+        "2024-05-01 08:00:00Z",
+        "2024-05-01T08:00:00.000Z",
+    ):
+        assert parse_event({"user_id": "u", "type": "play", "ts": ts}, now=_now()).ts == want, ts
+    with pytest.raises(FieldError, match="has no time zone offset"):
+        parse_event({"user_id": "u", "type": "play", "ts": "2024-05-01T10:00:00.5"}, now=_now())

@@ -159,6 +159,12 @@ MAX_TS = datetime(9998, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 
 _LEAP_SECOND = re.compile(r"^(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:)60(?:\.\d+)?([+-]\d\d:\d\d)$")
+# RFC 3339 date-time (the T may be a space, as its section 5.6 allows), and offsets written ±hh or
+# ±hhmm as PostgreSQL prints them (`2026-03-02 10:00:00+00`, copied from psql); Python's ISO 8601
+# reader alone also takes week dates, basic format and times without seconds
+_RFC3339_LOCAL = r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(?:\.\d+)?"
+_RFC3339 = re.compile(_RFC3339_LOCAL + r"(?:[Zz]|[+-]\d\d(?::?\d\d)?)")
+_NO_OFFSET = re.compile(_RFC3339_LOCAL)
 
 
 def ts_field(data: dict[str, Any], name: str, *, required: bool) -> datetime | None:
@@ -169,6 +175,12 @@ def ts_field(data: dict[str, Any], name: str, *, required: bool) -> datetime | N
         return None
     if not isinstance(value, str):
         raise FieldError(name, f"must be an RFC 3339 timestamp string, got {type(value).__name__}")
+    if not _RFC3339.fullmatch(value):
+        if _NO_OFFSET.fullmatch(value):
+            raise FieldError(name, f"has no time zone offset: {value!r} (RFC 3339 needs Z or ±hh:mm)")
+        raise FieldError(
+            name, f"is not an RFC 3339 timestamp: {value!r} (expected e.g. 2024-05-01T10:00:00Z or …+02:00)"
+        )
     text = value.replace("Z", "+00:00").replace("z", "+00:00")
     leap = _LEAP_SECOND.match(text)
     if leap:  # RFC 3339 allows second 60 (a leap second), which datetime cannot hold
