@@ -2,7 +2,8 @@
 
 Layout (SPEC §6): DIR/{random,bts}/{campaign}/{campaign}.csv with columns
 `,timestamp,item_id,position,click,propensity_score,user_feature_0..3,user-item_affinity_*`, and
-item_context.csv (`,item_id,item_feature_0..3`) beside each log. Positions 1..L become 0..L-1.
+item_context.csv (`,item_id,item_feature_0..3`) beside each log, as the dataset ships it (without
+it, which the SPEC's layout allows, each item is its own feature). Positions 1..L become 0..L-1.
 
 Target policy: the BTS logs' empirical action frequencies per position, π(a | k) = #(a shown at k)
 / #(rounds at k). BTS is context-free, so over the logging week its action distribution is the
@@ -131,8 +132,11 @@ def load_obd(root: Path, campaign: str = "all") -> OBDTask:
         raise InvalidInput(f"unknown campaign {campaign!r}; choose one of {', '.join(CAMPAIGNS)}")
     if not root.is_dir():
         raise InvalidInput(f"--obd {root} is not a directory")
-    items = _item_context(root, campaign)
     rnd, bts = _load_logs(root, "random", campaign), _load_logs(root, "bts", campaign)
+    if (root / "random" / campaign / "item_context.csv").exists():
+        items = _item_context(root, campaign)
+    else:  # SPEC §6 names only the logs: each item its own feature (the reward model learns per item)
+        items = np.eye(int(max(rnd["item_id"].max(), bts["item_id"].max())) + 1)
     n_actions = items.shape[0]
     len_list = int(max(rnd["position"].max(), bts["position"].max())) + 1
     for name, logs in (("random", rnd), ("bts", bts)):

@@ -88,6 +88,20 @@ def test_other_campaign_layouts_work_unchanged(tmp_path: Path, campaign: str) ->
         assert lo <= payload["estimates"][name] <= hi
 
 
+def test_the_logs_alone_are_enough_without_item_context(tmp_path: Path) -> None:
+    """SPEC §6 names only DIR/{random,bts}/{campaign}/{campaign}.csv: without item_context.csv each
+    item is its own feature for the reward model."""
+    expected = write_obd_layout(tmp_path, "all", np.random.default_rng(5))
+    for policy in ("random", "bts"):
+        (tmp_path / policy / "all" / "item_context.csv").unlink()
+    code, out, err = _run("--obd", str(tmp_path), "--n-boot", "20", "--json")
+    assert code == 0, err
+    payload = json.loads(out)
+    assert payload.keys() >= SPEC_KEYS and payload["ground_truth"] == pytest.approx(expected, abs=0.03)
+    assert payload["recommended"] in payload["estimates"]
+    assert abs(payload["estimates"]["dr"] - payload["ground_truth"]) < 0.05
+
+
 def test_report_dir_gets_a_page_and_an_error_bar_plot(tmp_path: Path) -> None:
     write_obd_layout(tmp_path / "obd", "all", np.random.default_rng(3), n=900)
     code, out, _ = _run(
