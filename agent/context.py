@@ -26,6 +26,7 @@ from tagloop.policies.diversity import MMRState, UnitRowsArray, unit_length_entr
 from tagloop.tools.candidates import CandidateSource
 from tagloop.tools.llm import LLM, LLMBreaker
 from tagloop.tools.messaging.channels import Channel
+from tagloop.tools.sparsevec import parse_sparsevecs
 from tagloop.tools.store.catalogue import TAG_DIM
 from tagloop.tools.store.runs import ArmCounts
 
@@ -97,18 +98,7 @@ class RunCache:
         missing = [i for i in dict.fromkeys(ids) if i not in rows]
         with conn.cursor(row_factory=tuple_row) as cur:
             found: dict[str, bytes] = dict(cur.execute(_ITEM_TAGS, {"ids": missing}).fetchall())
-        blobs = [found.get(i) or _EMPTY for i in missing]
-        nnz = np.fromiter((int.from_bytes(b[4:8], "big") for b in blobs), np.int64, len(blobs))
-        raw = np.frombuffer(b"".join(blobs), dtype=np.uint8)
-        # every blob: 12 header bytes, then its indices (4·nnz bytes), then its values (4·nnz bytes)
-        starts = np.concatenate([[0], np.cumsum(12 + 8 * nnz)[:-1]])
-        total = int(nnz.sum())
-        within = np.arange(total) - np.repeat(np.cumsum(nnz) - nnz, nnz)
-        idx_at = np.repeat(starts + 12, nnz) + 4 * within
-        val_at = idx_at + 4 * np.repeat(nnz, nnz)
-        four = np.arange(4)
-        tags = raw[idx_at[:, None] + four].copy().view(">i4").ravel().astype(np.int32)
-        weights = raw[val_at[:, None] + four].copy().view(">f4").ravel().astype(np.float64)
+        nnz, tags, weights = parse_sparsevecs([found.get(i) or _EMPTY for i in missing])
         base = len(rows)
         end = int(self._indptr[base])
         self._indptr = _appended(self._indptr, base + 1, end + np.cumsum(nnz))

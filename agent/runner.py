@@ -260,7 +260,9 @@ def make_context(
         now=now,
         run_key=run_key,
         policy=policy,
-        sources=sources if sources is not None else sources_named(settings.candidate_sources),
+        sources=sources
+        if sources is not None
+        else sources_named(settings.candidate_sources, tag_search=settings.tag_search),
         facts=facts if facts is not None else load_facts(conn, now, policy),
         candidate_k=settings.candidate_k,
         llm=llm_of(settings),
@@ -354,7 +356,7 @@ def run_users(
         channels=channels,
         policy=policy,
         facts=share.facts(conn, now, policy) if share else None,
-        sources=share.sources(settings.candidate_sources) if share else None,
+        sources=share.sources(settings.candidate_sources, tag_search=settings.tag_search) if share else None,
         refresh_neighbors=share is None,
     )
     cfg = delivery_config(settings, ctx.policy)

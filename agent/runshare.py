@@ -39,6 +39,7 @@ class RunShare:
         with self._lock:
             return self._facts.get(now, self.ttl, lambda: load_facts(conn, now, policy))
 
-    def sources(self, names: Sequence[str]) -> tuple[CandidateSource, ...]:
+    def sources(self, names: Sequence[str], *, tag_search: str = "hnsw") -> tuple[CandidateSource, ...]:
         """New sources for one run, but the shared trending one."""
-        return tuple(self._trending if isinstance(s, TrendingSource) else s for s in sources_named(names))
+        made = sources_named(names, tag_search=tag_search)
+        return tuple(self._trending if isinstance(s, TrendingSource) else s for s in made)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     candidate_sources: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["tags", "trending", "new_from_providers", "co_likes", "cf"], min_length=1
     )
+    # "exact": the tags source scans every item in the process (tools/tag_exact.py) instead of
+    # pgvector's HNSW index: exact and the same on any index build
+    tag_search: Literal["hnsw", "exact"] = "hnsw"
     quiet_exempt_channels: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["file", "console"])
     # delivery (tools/messaging/delivery.py)
     delivery_max_attempts: int = Field(default=6, gt=0)

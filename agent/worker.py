@@ -80,7 +80,9 @@ class Worker:
         self.on_claimed = on_claimed
         self._facts: Timed[RunFacts] = Timed()
         self._cache = RunCache()  # item tags and Thompson propensities, renewed with the facts
-        self._sources = sources_named(settings.candidate_sources)  # their per-run reads, likewise
+        self._sources = sources_named(
+            settings.candidate_sources, tag_search=settings.tag_search
+        )  # theirs too
         self._seed = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
 
     def facts(self, now: datetime) -> RunFacts:
@@ -92,7 +94,9 @@ class Worker:
                 neighbors.refresh_if_stale(self.conn, now)  # refresh holds no claimed user
             facts = load_facts(self.conn, now, self.policy)
             self._cache = RunCache()
-            self._sources = sources_named(self.settings.candidate_sources)
+            self._sources = sources_named(
+                self.settings.candidate_sources, tag_search=self.settings.tag_search
+            )
             self.conn.commit()
             return facts
 

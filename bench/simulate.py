@@ -34,15 +34,17 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--jobs", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fast", action="store_true", help="pgvector HNSW tag search instead of exact")
     args = ap.parse_args()
+    exact = not args.fast
     settings = Settings()
     # build (or reuse) the world first so its one-off build is not part of the timing
     t0 = time.perf_counter()
-    simulate(settings, users=args.users, days=1, files=None, seed=args.seed, jobs=args.jobs)
+    simulate(settings, users=args.users, days=1, files=None, seed=args.seed, jobs=args.jobs, exact=exact)
     warm = time.perf_counter() - t0
     t0 = time.perf_counter()
     payload, _, runs = simulate(
-        settings, users=args.users, days=args.days, files=None, seed=args.seed, jobs=args.jobs
+        settings, users=args.users, days=args.days, files=None, seed=args.seed, jobs=args.jobs, exact=exact
     )
     total = time.perf_counter() - t0
     decisions = sum(sum(r.outcomes.values()) for r in runs.values())

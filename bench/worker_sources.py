@@ -40,7 +40,7 @@ def run(url: str, settings: Settings, user_ids: list[str], shared: bool) -> floa
     with db.connect(url) as conn:
         policy = policy_of(settings)
         facts, cache = load_facts(conn, NOW, policy), RunCache()
-        sources = sources_named(settings.candidate_sources)
+        sources = sources_named(settings.candidate_sources, tag_search=settings.tag_search)
         key = f"bench-sources|{time.time_ns()}"
         start = time.perf_counter()
         for n, at in enumerate(range(0, len(user_ids), BATCH)):

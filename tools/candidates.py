@@ -2,7 +2,8 @@
 
 A `CandidateSource` returns, for every user of a batch, up to k unseen items with a source-local
 score. Per user, a decision runs at most one retrieval query per personal source — `tags`
-(pgvector tag-profile similarity, tools/retrieval.py) and `cf` (the trained recommender,
+(pgvector tag-profile similarity, tools/retrieval.py; or exact in the process, tools/tag_exact.py)
+and `cf` (the trained recommender,
 tools/recommender/source.py; proposes nothing until `tagloop train`); `sequence` (what others
 played next, tools/sequences.py) walks events and is off by default. `tags` and the other default
 sources are `HistorySource`s, handed the batch's `BatchHistory` (one statement per batch: seen
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import Any, Protocol, runtime_checkable
@@ -31,12 +32,13 @@ from typing import Any, Protocol, runtime_checkable
 import psycopg
 from psycopg.rows import tuple_row
 
-from tagloop.tools import retrieval
+from tagloop.tools import retrieval, tag_exact
 from tagloop.tools.errors import ConfigError
 from tagloop.tools.neighbors import CoLikeSource
 from tagloop.tools.recommender.source import CFSource
 from tagloop.tools.retrieval import POSITIVE, BatchHistory, Candidate, FromHistory, load_history
 from tagloop.tools.sequences import SequenceSource
+from tagloop.tools.store.pending import Pending
 from tagloop.tools.timed import Timed
 
 STRONG = ["like", "save", "add_to_playlist", "share", "complete", "convert"]  # as tools/neighbors.py
@@ -66,17 +68,24 @@ class HistorySource(CandidateSource, Protocol):
 
 @dataclass(frozen=True)
 class TagSource(FromHistory):
-    """Tag-profile similarity (retrieval.tag_candidates), the seen items dropped with the batch
-    history's seen sets. `send_ahead` sends the next batch's search early (agent/pipeline.py);
-    `fetch_for` then reads it instead of asking again."""
+    """Tag-profile similarity (retrieval.tag_candidates: pgvector HNSW; with `exact`, the exact scan
+    in this process of tools/tag_exact.py), the seen items dropped with the batch history's seen
+    sets. `send_ahead` sends the next batch's search (exact: its profiles read) early
+    (agent/pipeline.py); `fetch_for` then reads it instead of asking again."""
 
     name: str = "tags"
     weight: float = 1.0
     max_k: int = 50
-    _sent: list[retrieval.SentTagTop] = field(default_factory=list, compare=False, repr=False)
+    exact: bool = False
+    _sent: list[retrieval.SentTagTop | tuple[frozenset[str], Pending[tag_exact.Profiles]]] = field(
+        default_factory=list, compare=False, repr=False
+    )
 
     def send_ahead(self, conn: psycopg.Connection[Any], user_ids: list[str], k: int) -> None:
-        self._sent[:] = [retrieval.send_tag_top(conn, user_ids, min(k, self.max_k))]
+        if self.exact:
+            self._sent[:] = [(frozenset(user_ids), tag_exact.request_profiles(conn, user_ids))]
+        else:
+            self._sent[:] = [retrieval.send_tag_top(conn, user_ids, min(k, self.max_k))]
 
     def drop_sent(self) -> None:
         """Forget a read sent ahead (a batch that failed: its pipeline's results are gone)."""
@@ -86,7 +95,19 @@ class TagSource(FromHistory):
         self, conn: psycopg.Connection[Any], history: BatchHistory, k: int, now: datetime
     ) -> dict[str, list[Candidate]]:
         sent = self._sent.pop() if self._sent else None
-        return retrieval.tag_candidates(conn, history.user_ids, min(k, self.max_k), history.seen, sent)
+        k = min(k, self.max_k)
+        if not self.exact:
+            return retrieval.tag_candidates(conn, history.user_ids, k, history.seen, sent)
+        users = history.user_ids
+        if isinstance(sent, tuple) and sent[0].issuperset(users):
+            profiles = sent[1].result()
+        else:
+            profiles = tag_exact.request_profiles(conn, users).result()
+        found = tag_exact.catalogue(conn, now).top(
+            {u: profiles[u] for u in users if u in profiles}, history.seen, k
+        )
+        new = tuple.__new__
+        return {u: [new(Candidate, (*c, self.name)) for c in found.get(u, ())] for u in users}
 
 
 _TRENDING = """
@@ -202,11 +223,15 @@ SOURCES: dict[str, Callable[[], CandidateSource]] = {
 }
 
 
-def sources_named(names: Sequence[str]) -> tuple[CandidateSource, ...]:
+def sources_named(names: Sequence[str], *, tag_search: str = "hnsw") -> tuple[CandidateSource, ...]:
+    """New sources by name; `tag_search` "exact" makes `tags` scan in this process (settings)."""
     unknown = [n for n in names if n not in SOURCES]
     if unknown:
         raise ConfigError(f"unknown candidate source(s) {unknown}; known: {', '.join(SOURCES)}")
-    return tuple(SOURCES[n]() for n in names)
+    made = [SOURCES[n]() for n in names]
+    return tuple(
+        replace(s, exact=True) if isinstance(s, TagSource) and tag_search == "exact" else s for s in made
+    )
 
 
 def gather(

@@ -1,7 +1,8 @@
 """Candidate retrieval in SQL, and what a batch's sources share about its users.
 
 `tag_candidates`: items ranked by the inner product between the user's tag profile and each item's
-tag vector (pgvector HNSW), excluding what the user has already interacted with. One statement
+tag vector (pgvector HNSW; `TAGLOOP_TAG_SEARCH=exact` scans in the process instead,
+tools/tag_exact.py), excluding what the user has already interacted with. One statement
 serves a whole batch of users (a LATERAL join), so the agent makes one round trip per batch, not
 per user — the only per-user retrieval query of a decision besides `cf`. Two ways to exclude:
 - without the caller's seen sets: on the server (the user's items read once as an array rather

@@ -104,7 +104,7 @@ def simulate(
     data: Path | None = None,
     jobs: int = 0,
     fresh_world: bool = False,
-    exact: bool = False,
+    exact: bool = True,
     keep_databases: bool = False,
     model: ResponseModel | None = None,
     max_items: int | None = None,
@@ -124,6 +124,8 @@ def simulate(
         )
     cfg = WorldConfig(users=users, seed=seed, max_items=max_items)  # checks --users and --catalogue
     arms = arms_of(files)
+    if exact:  # every policy's agent searches tags exactly, in its process (tools/tag_exact.py)
+        settings = settings.model_copy(update={"tag_search": "exact"})
     lastfm = find_data(data)
     model = model or ResponseModel()
     url = sdb.admin_url(settings)
@@ -187,11 +189,12 @@ def simulate_command(
     exact: Annotated[
         bool,
         typer.Option(
-            help="exact tag search (no HNSW index in the world): the same seed gives the same JSON "
-            "on any machine and after --fresh-world, at ~3x the time; without it, while the cached "
-            "world is reused"
+            "--exact/--fast",
+            help="--exact (default): exact tag search in the process and no HNSW index in the world, "
+            "so the same seed gives the same JSON on any machine and after --fresh-world; --fast: "
+            "pgvector's HNSW index, the same JSON only while the cached world is reused",
         ),
-    ] = False,
+    ] = True,
     keep_databases: Annotated[bool, typer.Option(help="keep each policy's database for inspection")] = False,
     catalogue: Annotated[
         int | None, typer.Option(help="smaller catalogue: the users' artists plus a sample, N in all")

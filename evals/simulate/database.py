@@ -12,11 +12,12 @@ server): every policy clones the same tables and the same pgvector HNSW graph. A
 (`--fresh-world`, another home or machine) gets another graph — pgvector draws each inserted
 node's HNSW level from the backend's unseedable PRNG (`pg_global_prng_state`) — and the agent's
 approximate tag search (`tools/retrieval.py`) may return other neighbours, so the JSON can differ.
-`exact=True` (`--exact`) builds a world without HNSW indexes (`_exact_retrieval`): the agent's SQL,
-unchanged, then ranks every item exactly and the JSON is the same on any build, at about three
-times the decision time (1,000 users × 30 days: 535 s against 184 s). Its tag profiles are stored
-inline (storage `main`): out of line, the exact scan fetched each one back from TOAST for every item
-it scored (≈4× slower).
+`exact=True` (`--exact`, the default) builds a world without HNSW indexes (`_exact_retrieval`) and
+the policies' agents search tags exactly in their process (`TAGLOOP_TAG_SEARCH=exact`,
+tools/tag_exact.py), so the JSON is the same on any build. (Before the in-process search, the
+agent's SQL scanned every item on the server instead: about three times the decision time, 1,000
+users × 30 days in 535 s against 184 s.) Its tag profiles are stored inline (storage `main`): out of
+line, an exact scan on the server fetched each one back from TOAST for every item it scored.
 """
 
 from __future__ import annotations

@@ -201,12 +201,18 @@ def test_the_gini_interval_holds_the_point_although_resampling_concentrates_expo
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_the_same_seed_gives_the_same_json_on_worlds_built_from_scratch(
-    lastfm_dir: Path, pg_admin_url: str, tmp_path: Path
+    lastfm_dir: Path, pg_admin_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With `exact` (`--exact`): a rebuilt world database gets another pgvector HNSW graph (its node
+    """By default (`--exact`): a rebuilt world database gets another pgvector HNSW graph (its node
     levels come from the server's unseedable PRNG), so the agent's tag search — and the JSON —
-    changed with every fresh home or `--fresh-world`; an exact world has no HNSW index. Two fresh
-    homes here, each converting the data and building the world database anew."""
+    changed with every fresh home or `--fresh-world`; an exact world has no HNSW index and its
+    agents search tags in their process. Two fresh homes here, each converting the data and building
+    the world database anew."""
+    from tagloop.tools import tag_exact
+
+    searched = []
+    top = tag_exact.TagCatalogue.top
+    monkeypatch.setattr(tag_exact.TagCatalogue, "top", lambda *a: searched.append(1) or top(*a))
     outputs = []
     for home in ("a", "b"):
         settings = Settings(home=tmp_path / home, database_url=pg_admin_url)
@@ -219,7 +225,6 @@ def test_the_same_seed_gives_the_same_json_on_worlds_built_from_scratch(
             data=lastfm_dir,
             jobs=1,
             fresh_world=True,
-            exact=True,
             max_items=4000,
         )
         outputs.append(json.dumps(payload))
@@ -233,6 +238,7 @@ def test_the_same_seed_gives_the_same_json_on_worlds_built_from_scratch(
         sdb.drop(pg_admin_url, name)
     assert outputs[0] == outputs[1]
     assert hnsw == []  # exact tag search: the JSON cannot depend on a randomly built graph
+    assert searched  # … in the agents' processes (jobs=1: this one)
 
 
 @pytest.mark.parametrize(

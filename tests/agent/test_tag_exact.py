@@ -1,0 +1,101 @@
+"""The exact tag search in the process (`TAGLOOP_TAG_SEARCH=exact`, tools/tag_exact.py): the same
+candidates as an exact scan on the server, by the same rules (unseen, score above 0, equal scores in
+item id order, nothing for a user without a profile), through the agent's tags source."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tagloop.tools import tag_exact
+from tagloop.tools.candidates import TagSource, sources_named
+from tagloop.tools.ingest import demo
+from tagloop.tools.ingest.loader import import_file
+from tagloop.tools.profiles import rebuild_profiles
+from tagloop.tools.retrieval import load_history, tag_candidates
+from tagloop.tools.store.catalogue import refresh_item_vectors
+
+NOW = datetime(2026, 5, 4, 9, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_catalogue() -> None:
+    tag_exact._SHARED._held.clear()  # one per process: another test's items must not be reused
+
+
+def test_exact_in_process_matches_an_exact_scan_on_the_server(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    paths = demo.generate(
+        tmp_path / "demo", seed=4, sizes=demo.DemoSizes(users=30, providers=80, items=1500, days=10), now=NOW
+    )
+    for kind in ("users", "items", "events"):
+        import_file(db, kind, paths[kind])
+    refresh_item_vectors(db)
+    rebuild_profiles(db, now=NOW, half_life_days=30)
+    users = [r["id"] for r in db.execute("select id from users order by id")]
+    history = load_history(db, users, NOW)
+    k = 40
+    with db.transaction():
+        db.execute("set local enable_indexscan = off")  # no HNSW: the server scans every item
+        on_server = tag_candidates(db, users, k)
+    in_process = TagSource(exact=True).fetch_for(db, history, k, NOW)
+    compared = 0
+    for user in users:
+        server, here = on_server[user], in_process[user]
+        assert len(here) == len(server), user
+        assert all(c.item_id not in history.seen[user] and c.score > 0 for c in here)
+        for a, b in zip(server, here, strict=True):
+            assert b.score == pytest.approx(a.score, rel=1e-5)  # pgvector sums in float32
+            # (at the k-th place the server keeps any of the items tied there: its scan orders by
+            # score alone; here the smallest ids)
+            near = {c.item_id for c in server + here if abs(c.score - a.score) <= 1e-5 * a.score}
+            if len(near) == 1:  # no near tie: the very same item at this place
+                assert (b.item_id, b.title, b.provider) == (a.item_id, a.title, a.provider)
+                compared += 1
+        if server:  # every item clearly above the last place is in both (ties there aside)
+            last = server[-1].score * (1 + 1e-5)
+            assert {c.item_id for c in server if c.score > last} == {
+                c.item_id for c in here if c.score > last
+            }
+    assert compared > 100  # the demo data has many items with the same tags: tied places aside
+
+
+def test_ties_seen_items_scores_and_users_without_a_profile(db: psycopg.Connection[Any]) -> None:
+    db.execute("insert into users (id, timezone) values ('u', 'UTC'), ('v', 'UTC'), ('w', 'UTC')")
+    db.execute("insert into providers (id, name) select p, p from unnest(array['p1', 'p2', 'p3', 'p4']) p")
+    db.execute(
+        """insert into items (id, title, provider_id, tag_vec) values
+           ('b', 'B', 'p1', '{1:0.5}/1000000'), ('a', 'A', 'p2', '{1:0.5}/1000000'),
+           ('c', 'C', null, '{1:0.9,2:0.5}/1000000'), ('d', 'D', 'p3', '{2:1}/1000000'),
+           ('e', 'E', 'p3', '{3:1}/1000000'), ('f', 'F', 'p4', null)"""
+    )
+    # u: tag 1 liked, tag 2 disliked (d scores below 0), tag 7 carried by no item; v: no profile row;
+    # w: a profile of a tag nobody carries
+    db.execute(
+        """insert into user_profiles (user_id, tags) values
+           ('u', '{1:1,2:-2,7:3}/1000000'), ('w', '{9:1}/1000000')"""
+    )
+    catalogue = tag_exact.catalogue(db, NOW)
+    profiles = tag_exact.request_profiles(db, ["u", "v", "w"]).result()
+    assert set(profiles) == {"u", "w"}
+    top = catalogue.top(profiles, {"u": frozenset({"c"})}, 10)
+    assert top["u"] == [("a", "A", "p2", 0.5), ("b", "B", "p1", 0.5)]  # c seen; d negative; ties by id
+    assert top["w"] == []
+    assert [c[0] for c in catalogue.top(profiles, {}, 10)["u"]] == ["a", "b"]  # c: 0.9 - 1.0 < 0
+
+    source = sources_named(["tags"], tag_search="exact")[0]
+    assert isinstance(source, TagSource) and source.exact
+    history = load_history(db, ["u", "v", "w"], NOW)
+    found = source.fetch_for(db, history, 1, NOW)
+    assert [c.item_id for c in found["u"]] == ["a"] and found["v"] == [] and found["w"] == []
+    assert found["u"][0].source == "tags"
+
+    db.execute("update items set tag_vec = '{1:0.75}/1000000' where id = 'e'")  # retagged
+    assert [c[0] for c in tag_exact.catalogue(db, NOW).top(profiles, {}, 10)["u"]] == ["a", "b"]  # held
+    later = tag_exact.catalogue(db, NOW + timedelta(minutes=2))
+    assert [c[0] for c in later.top(profiles, {}, 10)["u"]] == ["e", "a", "b"]  # read again

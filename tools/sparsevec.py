@@ -1,0 +1,25 @@
+"""pgvector `sparsevec` values read in binary (`sparsevec_send`) and parsed with numpy, many at once:
+the item tag vectors of a run cache (agent/context.py) and of the exact tag search
+(tools/tag_exact.py), users' tag profiles."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def parse_sparsevecs(blobs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """pgvector `sparsevec_send` blobs (big-endian int32 dim, nnz, 0, then nnz int32 indices and nnz
+    float4 values) as (nnz per blob, every index, every value as float64), blob after blob."""
+    nnz = np.fromiter((int.from_bytes(b[4:8], "big") for b in blobs), np.int64, len(blobs))
+    raw = np.frombuffer(b"".join(blobs), dtype=np.uint8)
+    starts = np.concatenate([[0], np.cumsum(12 + 8 * nnz)[:-1]]).astype(np.int64)
+    total = int(nnz.sum())
+    within = np.arange(total) - np.repeat(np.cumsum(nnz) - nnz, nnz)
+    idx_at = np.repeat(starts + 12, nnz) + 4 * within
+    val_at = idx_at + 4 * np.repeat(nnz, nnz)
+    four = np.arange(4)
+    indices = raw[idx_at[:, None] + four].copy().view(">i4").ravel().astype(np.int32)
+    values = raw[val_at[:, None] + four].copy().view(">f4").ravel().astype(np.float64)
+    return nnz, indices, values
