@@ -3,7 +3,7 @@
 stay, a sent message's recipient is kept for its unsubscribe link, events are not touched.
 `--dry-run` counts without deleting.
 Progress on stderr by tenths of the users; with --json, one JSON object. Registered on `tagloop db`
-by agent/cli.py."""
+by agent/cli_db.py."""
 
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ last read (`reads_done`, called by `gather_candidates`):
 - the previous chunk's decision and outbox inserts (held by `record`) are sent — reads sent after
   a write would queue behind it, so writes wait until the next chunk has read;
 - the next chunk's reads are sent: its users' context (agent/reads.py), its tag search
-  (retrieval.py), its search of the trained model from stored user vectors with the fold-in
+  (retrieval.py; with `TAGLOOP_TAG_SEARCH=exact` its users' tag profiles, tools/tag_exact.py), its
+  search of the trained model from stored user vectors with the fold-in
   inputs of the users whose vector is stale (once a batch has found a model;
   tools/recommender/source.py) and the neighbours of its co-likes seeds not
   cached yet (tools/neighbors.py), found from its history, which was itself sent one chunk
@@ -18,8 +19,9 @@ The server then writes and reads while Python scores, diversifies and composes t
 and the next chunk finds its rows waiting. What is still read on the spot: the newest items of
 providers not seen yet, the title and provider of co-likes and CF items not described yet in the
 run, the CF search of users whose stored vector was stale (with the vector just folded in), the
-candidates' tag vectors and top-tag names not cached in the run yet, and the rare tag or CF search
-re-asked for users whose seen items crowd their top.
+candidates' tag vectors and top-tag names not cached in the run yet, the catalogue of the exact tag
+search when the process's copy is a minute old, and the rare tag or CF search re-asked for users
+whose seen items crowd their top.
 
 Everything runs in the caller's transaction (and under its per-user locks); the held inserts are
 sent before `decide` returns, and leaving pipeline mode waits for every result, so an error

@@ -76,3 +76,10 @@ def test_db_url_prints_a_key_value_database_url_as_a_uri_that_connects(
     with psycopg.connect(printed) as a, psycopg.connect(db_url) as b:
         query = "select current_database(), inet_server_port()"
         assert a.execute(query).fetchone() == b.execute(query).fetchone()
+
+
+def test_as_uri_reads_a_scheme_only_at_the_start_and_keeps_an_ipv6_zone() -> None:
+    for conninfo in ("host=h dbname=x password='a://b'", "host=fe80::1%eth0 dbname=x"):
+        uri = store_db.as_uri(conninfo)
+        assert uri.startswith("postgresql://"), uri
+        assert psycopg.conninfo.conninfo_to_dict(uri) == psycopg.conninfo.conninfo_to_dict(conninfo), uri

@@ -14,7 +14,8 @@ def parse_sparsevecs(blobs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np
     float4 values) as (nnz per blob, every index, every value as float64), blob after blob."""
     nnz = np.fromiter((int.from_bytes(b[4:8], "big") for b in blobs), np.int64, len(blobs))
     raw = np.frombuffer(b"".join(blobs), dtype=np.uint8)
-    starts = np.concatenate([[0], np.cumsum(12 + 8 * nnz)[:-1]]).astype(np.int64)
+    sizes = 12 + 8 * nnz
+    starts = np.cumsum(sizes) - sizes  # where each blob begins (none for no blobs)
     total = int(nnz.sum())
     within = np.arange(total) - np.repeat(np.cumsum(nnz) - nnz, nnz)
     idx_at = np.repeat(starts + 12, nnz) + 4 * within

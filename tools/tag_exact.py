@@ -36,11 +36,14 @@ from tagloop.tools.store.pending import Pending, request
 from tagloop.tools.timed import Timed
 
 MAX_AGE = timedelta(minutes=1)
+# in byte order (collate "C"), which is Python's string order: ties go by item id as with HNSW
+# (retrieval._best_first), whatever the database's collation
 _ITEMS = """select id, title, provider_id, sparsevec_send(tag_vec) from items
-where tag_vec is not null order by id"""
+where tag_vec is not null order by id collate "C"
+"""
 _PROFILES = """select user_id, sparsevec_send(tags) from user_profiles
 where user_id = any(%(users)s) and tags is not null"""
-_SHARED: Timed[TagCatalogue] = Timed()
+_SHARED: dict[tuple[str, str, str], Timed[TagCatalogue]] = {}  # per database: (host, port, dbname)
 _LOCK = threading.Lock()
 
 
@@ -112,9 +115,12 @@ class TagCatalogue:
 
 
 def catalogue(conn: psycopg.Connection[Any], now: datetime, max_age: timedelta = MAX_AGE) -> TagCatalogue:
-    """The process's catalogue, read again when it is `max_age` older than the run clock `now`."""
+    """The process's catalogue of the connection's database, read again when it is `max_age` older
+    than the run clock `now` (or newer: a run clock set in the past reads its own)."""
+    info = conn.info
+    key = (info.host, str(info.port), info.dbname)
     with _LOCK:
-        return _SHARED.get(now, max_age, lambda: TagCatalogue.read(conn))
+        return _SHARED.setdefault(key, Timed()).get(now, max_age, lambda: TagCatalogue.read(conn))
 
 
 Profiles = dict[str, tuple[np.ndarray, np.ndarray]]  # user → (tag ids, weights)

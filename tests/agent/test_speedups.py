@@ -3,6 +3,7 @@ propensities, the run lock of `run_users`, COPY-inserted decisions, candidate me
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -228,12 +229,16 @@ def test_run_cache_grows_its_tag_store_in_place_with_the_same_rows_as_one_read(
         cur.executemany("insert into items (id, title, tag_vec) values (%s, 'x', %s)", vecs)
     ids = [i for i, _ in vecs]
     chunked, whole = RunCache(), RunCache()
-    buffers = set()
+    capacities, grown = [], 0
     for start in range(0, len(ids), 7):
+        before = chunked._indices
         chunked.load_item_tags(db, ids[start : start + 7])
-        buffers.add(id(chunked._indices))
+        grown += chunked._indices is not before  # a new buffer (the old one is still referenced here)
+        capacities.append(len(chunked._indices))
     whole.load_item_tags(db, ids)
-    assert len(buffers) < 15  # ~43 chunks: the buffer was replaced only when it doubled
+    assert grown < 15  # ~43 chunks: a new buffer only when the old one was full, twice as large
+    assert all(b == a or b >= 2 * a for a, b in itertools.pairwise(capacities))  # kept, or at least doubled
+    assert capacities[-1] >= chunked.indptr[-1]
     assert np.array_equal(chunked.indptr, whole.indptr) and chunked.indptr.size == len(ids) + 1
     assert np.array_equal(chunked.indices, whole.indices) and np.array_equal(chunked.data, whole.data)
     assert chunked.indices.size == chunked.indptr[-1] == sum(v.count(":") for _, v in vecs)

@@ -8,13 +8,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 
+from tagloop.agent.runner import run_users
+from tagloop.agent.settings import Settings
 from tagloop.tools import tag_exact
 from tagloop.tools.candidates import TagSource, sources_named
 from tagloop.tools.ingest import demo
 from tagloop.tools.ingest.loader import import_file
+from tagloop.tools.messaging.channels import FileChannel
 from tagloop.tools.profiles import rebuild_profiles
 from tagloop.tools.retrieval import load_history, tag_candidates
 from tagloop.tools.store.catalogue import refresh_item_vectors
@@ -24,7 +28,7 @@ NOW = datetime(2026, 5, 4, 9, tzinfo=UTC)
 
 @pytest.fixture(autouse=True)
 def _fresh_catalogue() -> None:
-    tag_exact._SHARED._held.clear()  # one per process: another test's items must not be reused
+    tag_exact._SHARED.clear()  # per database, and the tests' database is emptied between tests
 
 
 def test_exact_in_process_matches_an_exact_scan_on_the_server(
@@ -99,3 +103,26 @@ def test_ties_seen_items_scores_and_users_without_a_profile(db: psycopg.Connecti
     assert [c[0] for c in tag_exact.catalogue(db, NOW).top(profiles, {}, 10)["u"]] == ["a", "b"]  # held
     later = tag_exact.catalogue(db, NOW + timedelta(minutes=2))
     assert [c[0] for c in later.top(profiles, {}, 10)["u"]] == ["e", "a", "b"]  # read again
+
+
+def test_no_tagged_items_and_users_without_profiles_get_nothing_not_an_error(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """A fresh install (items imported without tags) and a batch of only new users: the reads come
+    back empty, and the exact search proposes nothing instead of failing every decision."""
+    db.execute("insert into users (id, timezone) values ('new1', 'UTC'), ('new2', 'UTC')")
+    db.execute("insert into providers (id, name) values ('p', 'P')")
+    db.execute("insert into items (id, title, provider_id) values ('x', 'X', 'p'), ('y', 'Y', 'p')")
+    assert tag_exact.request_profiles(db, ["new1", "new2"]).result() == {}
+    empty = tag_exact.catalogue(db, NOW)
+    assert empty.ids == [] and empty.top({"u": (np.array([1], np.int32), np.array([1.0]))}, {}, 5) == {
+        "u": []
+    }
+    history = load_history(db, ["new1", "new2"], NOW)
+    assert TagSource(exact=True).fetch_for(db, history, 10, NOW) == {"new1": [], "new2": []}
+    settings = Settings(home=tmp_path / "home", tag_search="exact")
+    outcomes = run_users(
+        db, settings, ["new1", "new2"], now=NOW, channels={"file": FileChannel(tmp_path / "o")}
+    )
+    assert {o.user_id for o in outcomes} == {"new1", "new2"}  # decided (nothing to send), no traceback
+    assert all(o.outcome in ("nothing_to_send", "holdout", "message") for o in outcomes)

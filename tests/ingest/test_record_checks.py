@@ -277,3 +277,8 @@ def test_rfc_3339_forms_and_postgresql_offsets_are_read() -> None:
         assert parse_event({"user_id": "u", "type": "play", "ts": ts}, now=_now()).ts == want, ts
     with pytest.raises(FieldError, match="has no time zone offset"):
         parse_event({"user_id": "u", "type": "play", "ts": "2024-05-01T10:00:00.5"}, now=_now())
+
+
+def test_a_leap_second_with_a_postgresql_offset_is_read() -> None:
+    event = parse_event({"user_id": "u", "type": "play", "ts": "2016-12-31 23:59:60+00"}, now=_now())
+    assert event.ts.isoformat() == "2016-12-31T23:59:59.999999+00:00"

@@ -158,7 +158,7 @@ MIN_TS = datetime(2, 1, 1, tzinfo=UTC)
 MAX_TS = datetime(9998, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 
-_LEAP_SECOND = re.compile(r"^(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:)60(?:\.\d+)?([+-]\d\d:\d\d)$")
+_LEAP_SECOND = re.compile(r"^(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:)60(?:\.\d+)?([+-]\d\d(?::?\d\d)?)$")
 # RFC 3339 date-time (the T may be a space, as its section 5.6 allows), and offsets written ±hh or
 # ±hhmm as PostgreSQL prints them (`2026-03-02 10:00:00+00`, copied from psql); Python's ISO 8601
 # reader alone also takes week dates, basic format and times without seconds

@@ -71,7 +71,7 @@ def as_uri(url: str) -> str:
     """The connection string as a libpq URI (`tagloop db url`, SPEC §2): a URI as it is; key=value
     pairs as postgresql://user:password@host:port/dbname?other=…, percent-encoded, with a socket
     directory or several hosts (and their ports) as query parameters, where libpq reads them."""
-    if "://" in url:
+    if re.match(r"postgres(?:ql)?://", url):
         return url
     params = {k: str(v) for k, v in conninfo_to_dict(url).items()}
     quote = functools.partial(urllib.parse.quote, safe="")
@@ -85,7 +85,7 @@ def as_uri(url: str) -> str:
     netloc = ""
     if host and "/" not in host and "," not in host and "," not in params.get("port", ""):
         params.pop("host")
-        netloc = f"[{host}]" if ":" in host else quote(host)
+        netloc = f"[{urllib.parse.quote(host, safe=':')}]" if ":" in host else quote(host)  # IPv6, %zone
         if "port" in params:
             netloc += ":" + params.pop("port")
     path = "/" + quote(params.pop("dbname")) if "dbname" in params else ""
