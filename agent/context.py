@@ -45,6 +45,7 @@ class RunFacts:
     head: frozenset[str] = frozenset()  # the most popular providers; empty: no popularity known
     exposure: Mapping[str, float] = field(default_factory=dict)
     arms: ArmCounts = field(default_factory=ArmCounts)
+    templates: frozenset[str] = frozenset()  # items of kind `message`: copy, never a candidate
 
     def long_tail(self, providers: list[str]) -> np.ndarray:
         """Which of `providers` are long tail: any provider outside the head, those nobody has played

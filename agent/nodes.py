@@ -51,6 +51,8 @@ def gather_candidates(state: RunState, runtime: Runtime[RunContext]) -> dict[str
     found = sources.gather(ctx.conn, ctx.sources, ids, ctx.candidate_k, ctx.now, history)
     weights = {s.name: s.weight for s in ctx.sources}
     merged = {u: sources.merge(found, weights, u, ctx.candidate_k) for u in ids}
+    if templates := ctx.facts.templates:  # message templates are copy, not content (README)
+        merged = {u: [c for c in cs if c[0] not in templates] for u, cs in merged.items()}
     diversity = ctx.policy.diversity
     if diversity.mmr_lambda > 0 or diversity.calibration_lambda > 0:  # MMR/calibration read them
         ctx.cache.load_item_tags(ctx.conn, {c.item_id for found in merged.values() for c in found})

@@ -219,7 +219,8 @@ group by 1
 def load_facts(conn: psycopg.Connection[Any], now: datetime, policy: PolicyConfig) -> RunFacts:
     """The head of providers by 90-day interactions (every other provider is long tail, those with
     none included), decayed position-weighted provider exposure from the last two weeks of
-    messages, and overall arm engagement — one read per run."""
+    messages, overall arm engagement and the message templates (items of kind `message`, which no
+    source may propose) — one read per run."""
     rows = conn.execute(_PROVIDER_POPULARITY, {"since": now - timedelta(days=90), "now": now})
     popularity = {r["provider_id"]: float(r["n"]) for r in rows}
     hl = policy.fairness.exposure_half_life_days * 86400.0
@@ -227,7 +228,8 @@ def load_facts(conn: psycopg.Connection[Any], now: datetime, policy: PolicyConfi
     exposure = {r["provider_id"]: float(r["e"]) for r in rows}
     overall, _ = runs.arm_counts(conn, since=now - timedelta(days=90))
     head = frozenset(head_providers(popularity, policy.fairness.long_tail_head_mass))
-    return RunFacts(head, exposure, overall)
+    templates = frozenset(r["id"] for r in conn.execute("select id from items where kind = 'message'"))
+    return RunFacts(head, exposure, overall, templates)
 
 
 def make_context(

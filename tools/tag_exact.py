@@ -9,6 +9,7 @@ Last.fm artists). Here the items' tag vectors are held once per process as a spa
 matrix, and a chunk of users' profiles is multiplied by it: the work is proportional to the items
 sharing a tag with each profile, not to the catalogue.
 
+Message templates (items of kind `message`) are not in the catalogue: they are copy, not content.
 Semantics are those of `retrieval.tag_candidates`: score = the inner product of the user's profile
 (`user_profiles.tags`) and the item's `tag_vec`, only items scoring above 0, the user's seen items
 excluded, best first and equal scores in item id order, users without a profile getting nothing.
@@ -39,7 +40,7 @@ MAX_AGE = timedelta(minutes=1)
 # in byte order (collate "C"), which is Python's string order: ties go by item id as with HNSW
 # (retrieval._best_first), whatever the database's collation
 _ITEMS = """select id, title, provider_id, sparsevec_send(tag_vec) from items
-where tag_vec is not null order by id collate "C"
+where tag_vec is not null and kind <> 'message' order by id collate "C"
 """
 _PROFILES = """select user_id, sparsevec_send(tags) from user_profiles
 where user_id = any(%(users)s) and tags is not null"""

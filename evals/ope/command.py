@@ -57,6 +57,14 @@ LOGS_NOTE = (
     "Target policy: the candidate POLICY.toml replayed on each logged decision's candidates; a round is "
     "a decision that sent a message, its action the whole slate (exact slate propensities)."
 )
+LOGS_TOP_NOTE = (
+    "Target policy: the candidate POLICY.toml replayed on each logged decision's candidates; a round is "
+    "a decision that sent a message, its action the top slot only (exact top-slot propensities)."
+)
+
+
+def logs_note(unit: str) -> str:
+    return LOGS_TOP_NOTE if unit == "top" else LOGS_NOTE
 
 
 def _warn_withheld(result: OpeResult, err: Console, hint: str = "") -> None:
@@ -139,8 +147,8 @@ def _run_logs(
         "seed": seed,
     }
     if report is not None:
-        title = f"Off-policy evaluation of {cfg.name}@{cfg.version} on {logs.name}"
-        extra["report"] = str(write_ope_report(report, result, None, title, LOGS_NOTE))
+        title = f"Off-policy evaluation of {cfg.name}@{cfg.version} on {logs.name} ({unit})"
+        extra["report"] = str(write_ope_report(report, result, None, title, logs_note(unit)))
     return result_json(result, None, extra)
 
 
@@ -189,7 +197,9 @@ def ope_command(
         typer.echo(json.dumps(payload))
     else:
         Console(markup=False).print(_table(payload))
-        note = LOGS_NOTE if payload.get("source") == "logs" else ACTION_DIST_NOTE
+        note = (
+            logs_note(payload.get("unit", "slate")) if payload.get("source") == "logs" else ACTION_DIST_NOTE
+        )
         if not payload["recommendation_reliable"]:
             caveat = payload["recommendation_caveat"]
             Console(markup=False).print(

@@ -259,6 +259,9 @@ def test_the_length_cap_is_on_the_stored_name(tag: str) -> None:
         "2024-05-01T10:00Z",  # no seconds
         "2024-05-01",  # a date alone
         "2024-05-01T10:00:00,5Z",  # decimal comma
+        "2024-05-01T10:00:00+00:60",  # offset minutes past 59
+        "２０２４-05-01T10:00:00Z",  # full-width digits
+        "2024-05-01T10:00:00+25:00",  # an offset datetime cannot hold
     ],
 )
 def test_times_that_are_iso_8601_but_not_rfc_3339_are_refused(ts: str) -> None:

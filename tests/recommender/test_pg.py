@@ -148,6 +148,22 @@ def test_a_new_release_reaches_its_fans_with_a_reason(
     assert rock_fan is not None and "jazz-new" not in {r.item_id for r in rock_fan}
 
 
+def test_a_message_template_is_never_recommended(
+    db: psycopg.Connection[Any], trained: serving.Served
+) -> None:
+    """Items of kind `message` are copy: placed like any item, but no recommendation offers them."""
+    template = {"id": "jazz-tpl", "title": "Template", "kind": "message", "provider": "jazz-artist"}
+    template |= {"tags": {"jazz": 1.0, "music": 0.3}, "created_at": (NOW - timedelta(days=1)).isoformat()}
+    loader.store_items(db, [*_items(["jazz-new"], NOW - timedelta(days=1)), parse_item(template)])
+    db.commit()
+    assert serving.place_new_items(db, trained, force=True) == 2
+    recs = serving.recommend(db, "u2", 50, now=NOW, served=trained)  # u2 plays jazz
+    assert recs is not None and "jazz-new" in {r.item_id for r in recs}
+    assert "jazz-tpl" not in {r.item_id for r in recs}
+    stored = serving.recommend(db, "u2", 50, now=NOW, served=trained)  # the stored-vector statement too
+    assert stored is not None and "jazz-tpl" not in {r.item_id for r in stored}
+
+
 def test_an_item_placed_before_it_had_tags_is_placed_again_when_tagged(
     db: psycopg.Connection[Any], trained: serving.Served
 ) -> None:

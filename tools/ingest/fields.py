@@ -162,8 +162,9 @@ _LEAP_SECOND = re.compile(r"^(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:)60(?:\.\d+)?([+-]\d
 # RFC 3339 date-time (the T may be a space, as its section 5.6 allows), and offsets written ±hh or
 # ±hhmm as PostgreSQL prints them (`2026-03-02 10:00:00+00`, copied from psql); Python's ISO 8601
 # reader alone also takes week dates, basic format and times without seconds
-_RFC3339_LOCAL = r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(?:\.\d+)?"
-_RFC3339 = re.compile(_RFC3339_LOCAL + r"(?:[Zz]|[+-]\d\d(?::?\d\d)?)")
+# (ASCII digits only: `\d` also matches other scripts' digits; offset minutes 00-59)
+_RFC3339_LOCAL = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+_RFC3339 = re.compile(_RFC3339_LOCAL + r"(?:[Zz]|[+-][0-9]{2}(?::?[0-5][0-9])?)")
 _NO_OFFSET = re.compile(_RFC3339_LOCAL)
 
 
@@ -188,7 +189,9 @@ def ts_field(data: dict[str, Any], name: str, *, required: bool) -> datetime | N
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise FieldError(name, f"is not an RFC 3339 timestamp: {value!r}") from None
+        raise FieldError(
+            name, f"is not an RFC 3339 timestamp: {value!r} (expected e.g. 2024-05-01T10:00:00Z or …+02:00)"
+        ) from None
     if parsed.tzinfo is None:
         raise FieldError(name, f"has no time zone offset: {value!r} (RFC 3339 needs Z or ±hh:mm)")
     if leap and parsed.astimezone(UTC).strftime("%H:%M") != "23:59":

@@ -6,7 +6,8 @@
   partial expression HNSW index `((vec::vector(D))) vector_ip_ops where model_id = ID`, built after
   the bulk COPY (faster than inserting into a live index) and before the model becomes active.
 - Retrieval is one statement: `order by vec::vector(D) <#> user_vec limit k` (pgvector's `<#>` is
-  the negative inner product, so the best score comes first), excluding the user's seen items; the
+  the negative inner product, so the best score comes first), excluding the user's seen items and
+  message templates (items of kind `message`, which are copy, not content); the
   batch form runs it per user inside a LATERAL join, like tools/retrieval.py.
 The typmod D and the model id of the partial index predicate are composed into the SQL as literals
 (`psycopg.sql.Literal`, integers from our own table) — an index on an expression is only used when
@@ -216,7 +217,7 @@ select v.item_id, i.title, i.provider_id, p.name as provider, v.cold, i.created_
 from item_vectors v
 join items i on i.id = v.item_id
 left join providers p on p.id = i.provider_id
-where v.model_id = {model} and v.item_id <> all(%(seen)s::text[])
+where v.model_id = {model} and v.item_id <> all(%(seen)s::text[]) and i.kind <> 'message'
 order by (v.vec::vector({dim})) <#> %(q)b::vector({dim})
 limit %(k)s
 """
@@ -258,6 +259,7 @@ join items i on i.id = v.item_id
 left join providers p on p.id = i.provider_id
 where v.model_id = {model} and exists (select 1 from u)
   and not exists (select 1 from events e where e.user_id = %(user)s and e.item_id = v.item_id)
+  and i.kind <> 'message'
 order by (v.vec::vector({dim})) <#> (select u.vec from u)::vector({dim})
 limit %(k)s
 """
