@@ -176,6 +176,17 @@ Numbers (10,000 users, 1 thread, 2 shared noisy cores, same run for both sides):
   Training the bench's model the first time sat for minutes in one statement (each user's last
   event, `max(seq)`, answered by walking the primary key backwards: the tables had no statistics
   yet); fixed (max(seq + 0), imports analyze), it trained in ~2 min.
+- session 24 (2026-12-07, no model): floor 3,640 users/s, full 808, ratio 0.22 (per round 0.17
+  0.23 0.24 0.24 0.24, median 0.24), peak RSS 257 MiB, CPU per decision 1.09 ms here and 0.53 ms
+  on the server: unchanged (this session's agent changes were a run cache that grew by copying
+  itself and an O(cache) set difference per chunk, ~4 µs per decision here). Where the ~0.9 ms of
+  Python CPU per decision goes (thread CPU per part, 2,600 users): gather 0.35 (co-likes 0.10,
+  tag rows 0.06, merge 0.07, item tags 0.04), policies 0.24 (`choose_slate` 0.14: ~10 numpy calls
+  per slot, ~170 µs per slate alone; unit rows 0.04), channel/time 0.07, context 0.06, compose
+  0.04, record 0.02, LangGraph ~0.03 (1.3 ms per 7-node invoke with no-op nodes). Chunks of 100
+  instead of 50: 904-936 against 992-1,031 users/s (less overlap). The in-process exact tag search
+  (`TAGLOOP_TAG_SEARCH=exact`, tools/tag_exact.py) was not measured here; on Last.fm (`tagloop run
+  --all`, trained, two pairs) it ran 195 and 234 users/s against HNSW's 196 and 259.
 """
 
 from __future__ import annotations
