@@ -14,10 +14,19 @@ from tagloop.tools.profiles import rebuild_profiles
 from tagloop.tools.store.catalogue import refresh_item_vectors
 
 
-def load_demo(conn: psycopg.Connection[Any], directory: Path, now: datetime, users: int = 30) -> list[str]:
-    paths = demo.generate(
-        directory, seed=3, sizes=demo.DemoSizes(users=users, providers=40, items=300, days=20), now=now
-    )
+def load_demo(
+    conn: psycopg.Connection[Any],
+    directory: Path,
+    now: datetime,
+    users: int = 30,
+    *,
+    seed: int = 3,
+    providers: int = 40,
+    items: int = 300,
+    days: int = 20,
+) -> list[str]:
+    sizes = demo.DemoSizes(users=users, providers=providers, items=items, days=days)
+    paths = demo.generate(directory, seed=seed, sizes=sizes, now=now)
     for kind in ("users", "items", "events"):
         import_file(conn, kind, paths[kind])
     refresh_item_vectors(conn)

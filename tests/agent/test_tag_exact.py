@@ -11,17 +11,14 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+from agent_support import load_demo
 
 from tagloop.agent.runner import run_users
 from tagloop.agent.settings import Settings
 from tagloop.tools import tag_exact
 from tagloop.tools.candidates import TagSource, sources_named
-from tagloop.tools.ingest import demo
-from tagloop.tools.ingest.loader import import_file
 from tagloop.tools.messaging.channels import FileChannel
-from tagloop.tools.profiles import rebuild_profiles
 from tagloop.tools.retrieval import load_history, tag_candidates
-from tagloop.tools.store.catalogue import refresh_item_vectors
 
 NOW = datetime(2026, 5, 4, 9, tzinfo=UTC)
 
@@ -34,14 +31,7 @@ def _fresh_catalogue() -> None:
 def test_exact_in_process_matches_an_exact_scan_on_the_server(
     db: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
-    paths = demo.generate(
-        tmp_path / "demo", seed=4, sizes=demo.DemoSizes(users=30, providers=80, items=1500, days=10), now=NOW
-    )
-    for kind in ("users", "items", "events"):
-        import_file(db, kind, paths[kind])
-    refresh_item_vectors(db)
-    rebuild_profiles(db, now=NOW, half_life_days=30)
-    users = [r["id"] for r in db.execute("select id from users order by id")]
+    users = load_demo(db, tmp_path / "demo", NOW, 30, seed=4, providers=80, items=1500, days=10)
     history = load_history(db, users, NOW)
     k = 40
     with db.transaction():
