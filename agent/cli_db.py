@@ -11,17 +11,13 @@ from rich.table import Table
 
 from tagloop.agent.cli_common import JsonFlag, emit
 from tagloop.agent.cli_purge import purge
-from tagloop.agent.settings import Settings, load_settings
+from tagloop.agent.settings import load_settings
 
 db_app = typer.Typer(help="The database: URL, migrations, status, purge.", no_args_is_help=True)
 db_app.command("purge")(purge)
 
 out = Console(markup=False)
 err = Console(stderr=True, markup=False)
-
-
-def _settings() -> Settings:
-    return load_settings()
 
 
 @db_app.command("url")
@@ -31,7 +27,7 @@ def db_url() -> None:
     from tagloop.agent.database import database_url
     from tagloop.tools.store.db import as_uri
 
-    sys.stdout.write(as_uri(database_url(_settings())) + "\n")
+    sys.stdout.write(as_uri(database_url(load_settings())) + "\n")
 
 
 @db_app.command("migrate")
@@ -40,7 +36,7 @@ def db_migrate(as_json: JsonFlag = False) -> None:
     from tagloop.agent.database import connect
     from tagloop.tools.store import migrate
 
-    with connect(_settings(), migrate_schema=False, vector_types=False) as conn:  # no pgvector yet
+    with connect(load_settings(), migrate_schema=False, vector_types=False) as conn:  # no pgvector yet
         from tagloop.tools.store.db import run_migrations
 
         done = run_migrations(conn)
@@ -80,7 +76,7 @@ def db_status(as_json: JsonFlag = False) -> None:
     from tagloop.tools.store import migrate
     from tagloop.tools.store.db import redacted
 
-    settings = _settings()
+    settings = load_settings()
     with connect(settings, migrate_schema=False, vector_types=False) as conn:
         state = migrate.state(conn)
         counts = {}
@@ -155,7 +151,7 @@ def db_stop() -> None:
     """Stop the embedded server (it is started again by the next command that needs it)."""
     from tagloop.tools.store import embedded
 
-    home = _settings().home
+    home = load_settings().home
     others = embedded.other_clients(home)
     stopped = embedded.stop(home)
     out.print("stopped" if stopped else "the embedded server was not running")

@@ -15,7 +15,6 @@ from tagloop.agent.settings import load_settings
 
 decisions_app = typer.Typer(help="Logged decisions.", no_args_is_help=True)
 err = Console(stderr=True, markup=False)
-_settings = load_settings
 
 EXPORT_PROGRESS_MIN = 1_000  # an export of fewer decisions is quick: no progress lines
 
@@ -42,7 +41,7 @@ def decisions_export(
 
     if out_file is not None:
         check_writable(out_file, "--out")
-    with connect(_settings()) as conn:
+    with connect(load_settings()) as conn:
         total = conn.execute("select count(*) as n from decisions").fetchone()["n"]
         sink = out_file.open("w", encoding="utf-8") if out_file else sys.stdout
         tenths = Tenths(total)
@@ -71,7 +70,7 @@ def dead_letters(
     from tagloop.tools.store.outbox import dead_count
     from tagloop.tools.store.outbox import dead_letters as dead
 
-    with connect(_settings()) as conn:
+    with connect(load_settings()) as conn:
         rows = dead(conn, limit)
         total = dead_count(conn) if len(rows) == limit else len(rows)
     data = {"dead_letters": rows, "total": total}

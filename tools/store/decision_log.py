@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from tagloop.tools.sparsevec import parse_sparsevecs
 from tagloop.tools.store.decisions import candidate_records
 
 _EXPORT = """
@@ -74,25 +75,23 @@ def _candidate_ids(r: dict[str, Any]) -> list[str]:
 
 
 _ITEM_TAGS = "select id, sparsevec_send(tag_vec) as vec from items where id = any(%(ids)s)"
+_EMPTY = bytes(12)  # a sparsevec without entries: an item without tags
 
 
 def _item_tags(conn: psycopg.Connection[Any], ids: set[str]) -> dict[str, dict[str, float]]:
     """Tag vectors {tag id: weight} of the items that exist (an item without tags: {}). Read in the
-    pgvector binary form, so each weight is the stored float4 exactly, as the agent reads it
-    (agent/context.py `RunCache.load_item_tags`)."""
-    found: dict[str, dict[str, float]] = {}
+    pgvector binary form and parsed as the agent parses it (tools/sparsevec.py, agent/context.py
+    `RunCache.load_item_tags`), so each weight is the stored float4 exactly."""
     if not ids:
-        return found
-    for r in conn.execute(_ITEM_TAGS, {"ids": list(ids)}):
-        if r["vec"] is None:
-            found[r["id"]] = {}
-            continue
-        blob = bytes(r["vec"])  # big-endian int32 dim, nnz, 0, nnz int32 indices, nnz float4 values
-        nnz = int.from_bytes(blob[4:8], "big")
-        idx = np.frombuffer(blob, ">i4", nnz, 12)
-        val = np.frombuffer(blob, ">f4", nnz, 12 + 4 * nnz).astype(np.float64)
-        found[r["id"]] = dict(zip(map(str, idx.tolist()), val.tolist(), strict=True))
-    return found
+        return {}
+    rows = conn.execute(_ITEM_TAGS, {"ids": list(ids)}).fetchall()
+    nnz, tags, weights = parse_sparsevecs([bytes(r["vec"]) if r["vec"] is not None else _EMPTY for r in rows])
+    ends = np.cumsum(nnz).tolist()
+    names, values = list(map(str, tags.tolist())), weights.tolist()
+    return {
+        r["id"]: dict(zip(names[end - n : end], values[end - n : end], strict=True))
+        for r, n, end in zip(rows, nnz.tolist(), ends, strict=True)
+    }
 
 
 def _with_replay_inputs(
