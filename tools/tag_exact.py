@@ -5,9 +5,12 @@ The HNSW graph is approximate, and pgvector builds it at random: two builds over
 return different neighbours, so whatever a run decides depends on the index build (the simulator's
 "same seed, same JSON" held only while its world database was reused). Scanning every item on the
 server is exact but costs a sparse inner product per item and user (~5 ms per user over the 17,632
-Last.fm artists). Here the items' tag vectors are held once per process as a sparse tags × items
-matrix, and a chunk of users' profiles is multiplied by it: the work is proportional to the items
-sharing a tag with each profile, not to the catalogue.
+Last.fm artists). Here the items' tag vectors are held once per process as a sparse items × tags
+matrix, and a chunk of users' profiles (dense tag columns) is multiplied by it in one sparse × dense
+product; each user's k best are then picked from the chunk's dense score rows by array operations
+(a sparse × sparse product with one sparse score row per user cost twice as much: users' profiles
+cover hundreds of tags, so nearly every item scores). Users go through in slices of at most
+`MAX_CELLS` users × items scores, so memory stays bounded on a large catalogue.
 
 Message templates (items of kind `message`) are not in the catalogue: they are copy, not content.
 Semantics are those of `retrieval.tag_candidates`: score = the inner product of the user's profile
@@ -25,6 +28,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -37,6 +41,7 @@ from tagloop.tools.store.pending import Pending, request
 from tagloop.tools.timed import Timed
 
 MAX_AGE = timedelta(minutes=1)
+MAX_CELLS = 1 << 22  # users × items scores per slice: 32 MiB of float64
 # in byte order (collate "C"), which is Python's string order: ties go by item id as with HNSW
 # (retrieval._best_first), whatever the database's collation
 _ITEMS = """select id, title, provider_id, sparsevec_send(tag_vec) from items
@@ -50,27 +55,40 @@ _LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class TagCatalogue:
-    """Every tagged item (in id order, so a lower column is a smaller id) and their tag vectors as a
-    tags × items CSR matrix over the tags some item carries (`carried`: those tag ids, sorted)."""
+    """Every tagged item (in id order, so a lower row is a smaller id) and their tag vectors as an
+    items × tags CSR matrix over the tags some item carries (`carried`: those tag ids, sorted)."""
 
     ids: list[str]
     titles: list[str | None]
     providers: list[str | None]
     carried: np.ndarray
-    by_tag: sp.csr_array  # len(carried) × items
-    index: dict[str, int]  # item id → column
+    by_item: sp.csr_array  # items × len(carried), column indices sorted
+    index: dict[str, int]  # item id → row
 
     @classmethod
     def read(cls, conn: psycopg.Connection[Any]) -> TagCatalogue:
         with conn.cursor(row_factory=tuple_row, binary=True) as cur:
             rows = cur.execute(_ITEMS).fetchall()
-        ids = [r[0] for r in rows]
         nnz, tags, weights = parse_sparsevecs([bytes(r[3]) for r in rows])
-        carried, rows_of = np.unique(tags, return_inverse=True)
-        items = np.repeat(np.arange(len(ids)), nnz)
-        matrix = sp.csr_array((weights, (rows_of, items)), shape=(carried.size, len(ids)))
+        return cls.build([(r[0], r[1], r[2]) for r in rows], nnz, tags, weights)
+
+    @classmethod
+    def build(
+        cls,
+        items: list[tuple[str, str | None, str | None]],
+        nnz: np.ndarray,
+        tags: np.ndarray,
+        weights: np.ndarray,
+    ) -> TagCatalogue:
+        """From (id, title, provider) in id order and their tag vectors, item after item: `nnz[i]`
+        entries each in `tags` / `weights`, each item's in tag order."""
+        ids = [i[0] for i in items]
+        carried, cols = np.unique(tags, return_inverse=True)
+        rows = np.repeat(np.arange(len(ids)), nnz)
+        matrix = sp.csr_array((weights, (rows, cols)), shape=(len(ids), carried.size))
+        matrix.sum_duplicates()  # sorted column indices: each score sums its terms in tag order
         index = dict(zip(ids, range(len(ids)), strict=True))
-        return cls(ids, [r[1] for r in rows], [r[2] for r in rows], carried, matrix, index)
+        return cls(ids, [i[1] for i in items], [i[2] for i in items], carried, matrix, index)
 
     def top(
         self, profiles: Mapping[str, tuple[np.ndarray, np.ndarray]], seen: Mapping[str, Any], k: int
@@ -78,41 +96,54 @@ class TagCatalogue:
         """Per user with a profile ((tag ids, weights)): the k best unseen items scoring above 0, as
         (item, title, provider, score), best first, equal scores in item id order."""
         users = list(profiles)
-        if not users or not self.ids or not self.carried.size:
+        if not users or not self.ids or not self.carried.size or k <= 0:
             return {u: [] for u in users}
-        lens = np.fromiter((profiles[u][0].size for u in users), np.int64, len(users))
+        step = max(1, MAX_CELLS // len(self.ids))
+        out: dict[str, list[tuple[str, str | None, str | None, float]]] = {}
+        for lo in range(0, len(users), step):
+            out.update(self._top(users[lo : lo + step], profiles, seen, k))
+        return out
+
+    def _top(
+        self,
+        users: list[str],
+        profiles: Mapping[str, tuple[np.ndarray, np.ndarray]],
+        seen: Mapping[str, Any],
+        k: int,
+    ) -> dict[str, list[tuple[str, str | None, str | None, float]]]:
+        n_users, n_items = len(users), len(self.ids)
+        lens = np.fromiter((profiles[u][0].size for u in users), np.int64, n_users)
         tags = np.concatenate([profiles[u][0] for u in users])
         weights = np.concatenate([profiles[u][1] for u in users])
-        owner = np.repeat(np.arange(len(users)), lens)
+        owner = np.repeat(np.arange(n_users), lens)
         at = np.minimum(np.searchsorted(self.carried, tags), self.carried.size - 1)
         known = self.carried[at] == tags  # tags no item carries add nothing
-        wanted = sp.csr_array(
-            (weights[known], (owner[known], at[known])), shape=(len(users), self.carried.size)
-        )
-        scores = (wanted @ self.by_tag).tocsr()
-        return {n_user: self._best(scores, n, seen.get(n_user, ()), k) for n, n_user in enumerate(users)}
-
-    def _best(
-        self, scores: sp.csr_array, n: int, seen: Any, k: int
-    ) -> list[tuple[str, str | None, str | None, float]]:
-        lo, hi = scores.indptr[n], scores.indptr[n + 1]
-        items, s = scores.indices[lo:hi], scores.data[lo:hi]
-        keep = s > 0
-        if seen:
-            index = self.index
-            gone = np.fromiter((index.get(i, -1) for i in seen), np.int64, len(seen))
-            keep &= ~np.isin(items, gone)
-        items, s = items[keep], s[keep]
-        if s.size > k:  # the k best and whatever ties the k-th, then exactly ordered
-            kth = -np.partition(-s, k - 1)[k - 1]
-            tied = s >= kth
-            items, s = items[tied], s[tied]
-        order = np.lexsort((items, -s))[:k]  # score desc, then item id (column order is id order)
+        wanted = np.zeros((self.carried.size, n_users))
+        wanted[at[known], owner[known]] = weights[known]
+        scores = np.ascontiguousarray((self.by_item @ wanted).T)  # users × items
+        # seen items score 0, which is not above 0 (a user's seen set may name unknown items)
+        per_user = [seen.get(u, ()) for u in users]
+        rows = np.fromiter(map(self.index.get, chain.from_iterable(per_user), repeat(-1)), np.int64)
+        flat = rows + np.repeat(np.arange(n_users) * n_items, [len(s) for s in per_user])
+        scores.reshape(-1)[flat[rows >= 0]] = 0.0
+        # everything at least each user's k-th best score and above 0: the k best and whatever ties
+        # the k-th, then ordered exactly (rows are in id order, so ties go by item id)
+        kth = np.partition(scores, n_items - k, axis=1)[:, n_items - k] if n_items > k else 0.0
+        floor = np.maximum(kth, np.nextafter(0.0, 1.0))
+        user, item = np.nonzero(scores >= np.reshape(floor, (-1, 1)))
+        value = scores[user, item]
+        order = np.lexsort((item, -value, user))
+        user, item, value = user[order], item[order], value[order]
+        bounds = np.searchsorted(user, np.arange(n_users + 1)).tolist()
         ids, titles, providers = self.ids, self.titles, self.providers
-        return [
-            (ids[j], titles[j], providers[j], float(v))
-            for j, v in zip(items[order].tolist(), s[order].tolist(), strict=True)
-        ]
+        items, values = item.tolist(), value.tolist()
+        out = {}
+        for n, u in enumerate(users):
+            lo, hi = bounds[n], min(bounds[n + 1], bounds[n] + k)
+            out[u] = [
+                (ids[j], titles[j], providers[j], v) for j, v in zip(items[lo:hi], values[lo:hi], strict=True)
+            ]
+        return out
 
 
 def catalogue(conn: psycopg.Connection[Any], now: datetime, max_age: timedelta = MAX_AGE) -> TagCatalogue:

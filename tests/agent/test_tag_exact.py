@@ -12,6 +12,8 @@ import numpy as np
 import psycopg
 import pytest
 from agent_support import load_demo
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tagloop.agent.runner import run_users
 from tagloop.agent.settings import Settings
@@ -116,3 +118,58 @@ def test_no_tagged_items_and_users_without_profiles_get_nothing_not_an_error(
     )
     assert {o.user_id for o in outcomes} == {"new1", "new2"}  # decided (nothing to send), no traceback
     assert all(o.outcome in ("nothing_to_send", "holdout", "message") for o in outcomes)
+
+
+def _reference_top(
+    items: dict[str, dict[int, float]], profile: dict[int, float], seen: set[str], k: int
+) -> list[tuple[str, float]]:
+    """The rules written out item by item: score = Σ over shared tags, unseen, above 0, best first,
+    ties by id."""
+    scored = [(i, sum(w * profile.get(t, 0.0) for t, w in sorted(tags.items()))) for i, tags in items.items()]
+    return sorted(((i, s) for i, s in scored if s > 0 and i not in seen), key=lambda p: (-p[1], p[0]))[:k]
+
+
+@st.composite
+def _worlds(
+    draw: st.DrawFn,
+) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, float]], dict[str, set[str]]]:
+    # weights in eighths between -2 and 2, so every sum is exact in any order and ties are real
+    weight = st.integers(-16, 16).filter(bool).map(lambda n: n / 8)
+    tag_vec = st.dictionaries(st.integers(1, 12), weight, max_size=5)
+    items = draw(st.dictionaries(st.text("abcdef", min_size=1, max_size=3), tag_vec, max_size=25))
+    users = draw(st.dictionaries(st.sampled_from(["u1", "u2", "u3", "u4", "u5"]), tag_vec, min_size=1))
+    ids = [*sorted(items), "unknown"]
+    seen = {u: set(draw(st.lists(st.sampled_from(ids), max_size=6))) for u in users}
+    return items, users, seen
+
+
+@settings(max_examples=150, deadline=None)
+@given(world=_worlds(), k=st.integers(1, 8), cells=st.sampled_from([1, 7, 1 << 22]))
+def test_top_follows_the_rules_item_by_item_in_slices_of_any_size(
+    world: tuple[dict[str, dict[int, float]], dict[str, dict[int, float]], dict[str, set[str]]],
+    k: int,
+    cells: int,
+) -> None:
+    """`top` (one sparse × dense product per slice of users, dense selection) against the rules
+    computed item by item, with slices from one user each (`MAX_CELLS` 1) to all users at once."""
+    items, users, seen = world
+    ids = sorted(items)
+    vecs = [sorted(items[i].items()) for i in ids]
+    catalogue = tag_exact.TagCatalogue.build(
+        [(i, i.upper(), f"p-{i}") for i in ids],
+        np.array([len(v) for v in vecs], dtype=np.int64),
+        np.array([t for v in vecs for t, _ in v], dtype=np.int32),
+        np.array([w for v in vecs for _, w in v], dtype=np.float64),
+    )
+    profiles = {
+        u: (np.array(sorted(p), dtype=np.int32), np.array([p[t] for t in sorted(p)], dtype=np.float64))
+        for u, p in users.items()
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tag_exact, "MAX_CELLS", cells)
+        found = catalogue.top(profiles, seen, k)
+    assert set(found) == set(users)
+    for u, p in users.items():
+        expected = _reference_top(items, p, seen[u], k)
+        assert [(c[0], c[3]) for c in found[u]] == expected, u
+        assert all(c[1] == c[0].upper() and c[2] == f"p-{c[0]}" for c in found[u])
