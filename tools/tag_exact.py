@@ -10,7 +10,8 @@ matrix, and a chunk of users' profiles (dense tag columns) is multiplied by it i
 product; each user's k best are then picked from the chunk's dense score rows by array operations
 (a sparse × sparse product with one sparse score row per user cost twice as much: users' profiles
 cover hundreds of tags, so nearly every item scores). Users go through in slices of at most
-`MAX_CELLS` users × items scores, so memory stays bounded on a large catalogue.
+`MAX_CELLS` users × items scores (or users × tags profile columns), so memory stays bounded on a large
+catalogue or tag space.
 
 Message templates (items of kind `message`) are not in the catalogue: they are copy, not content.
 Semantics are those of `retrieval.tag_candidates`: score = the inner product of the user's profile
@@ -41,7 +42,7 @@ from tagloop.tools.store.pending import Pending, request
 from tagloop.tools.timed import Timed
 
 MAX_AGE = timedelta(minutes=1)
-MAX_CELLS = 1 << 22  # users × items scores per slice: 32 MiB of float64
+MAX_CELLS = 1 << 22  # users × items scores (and users × tags profile columns) per slice: 32 MiB of float64
 # in byte order (collate "C"), which is Python's string order: ties go by item id as with HNSW
 # (retrieval._best_first), whatever the database's collation
 _ITEMS = """select id, title, provider_id, sparsevec_send(tag_vec) from items
@@ -98,7 +99,7 @@ class TagCatalogue:
         users = list(profiles)
         if not users or not self.ids or not self.carried.size or k <= 0:
             return {u: [] for u in users}
-        step = max(1, MAX_CELLS // len(self.ids))
+        step = max(1, MAX_CELLS // max(len(self.ids), self.carried.size))
         out: dict[str, list[tuple[str, str | None, str | None, float]]] = {}
         for lo in range(0, len(users), step):
             out.update(self._top(users[lo : lo + step], profiles, seen, k))
