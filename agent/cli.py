@@ -67,6 +67,8 @@ def _import_line(kind: str, summary: dict[str, Any]) -> str:
     parts = [f"{kind}: {summary['stored']:,} stored from {summary['read']:,} line(s)"]
     if kind == "events":
         parts.append(f"{summary['duplicates']:,} duplicate(s) skipped")
+    elif kind == "users" and summary["duplicates"]:  # a known data set's: stored users are kept
+        parts.append(f"{summary['duplicates']:,} already stored, left as they are")
     if summary["skipped"]:
         parts.append(f"{summary['skipped']:,} bad line(s) skipped")
     if summary["warned"]:

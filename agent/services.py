@@ -77,7 +77,9 @@ def _tenths(kind: str, log: Log) -> Callable[[int, int, int | None], None]:
 def import_converted(
     settings: Settings, paths: dict[str, Path], progress: Log | None = None
 ) -> dict[str, Any]:
-    """Import users, items, events (in that order), refresh tag vectors and rebuild profiles."""
+    """Import users, items, events (in that order), refresh tag vectors and rebuild profiles.
+    Users already stored are left as they are: a converted data set's consent is made up, and
+    importing it again must not undo an unsubscribe or an operator's change."""
     from tagloop.tools.tagging.store import sync_vocabulary
 
     summary: dict[str, Any] = {}
@@ -86,7 +88,9 @@ def import_converted(
             if progress:
                 progress(f"importing {kind} from {paths[kind]}")
             tenths = _tenths(kind, progress) if progress else None
-            summary[kind] = import_file(conn, kind, paths[kind], progress=tenths, log=progress).summary()
+            summary[kind] = import_file(
+                conn, kind, paths[kind], progress=tenths, log=progress, keep_stored_users=True
+            ).summary()
             if kind == "items":
                 with conn.transaction():
                     sync_vocabulary(conn)  # merge spelling variants, families and genres

@@ -10,11 +10,14 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.ingest.lastfm import convert
+from tagloop.tools.store.runs import request_unsubscribes
 
 UNTIL = datetime(2026, 3, 1, tzinfo=UTC)
 FILES = {
@@ -109,3 +112,51 @@ def test_the_cli_prints_a_readable_summary(tagloop_env: Path, tmp_path: Path) ->
     assert lines[1] == "items: 2 stored from 2 line(s)"
     assert lines[2].startswith("events: ") and ", 0 duplicate(s) skipped" in lines[2]
     assert lines[3] == "profiles: 2 rebuilt" and "{" not in done.stdout
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-8"])
+def test_tags_dat_as_the_official_download_ships_it_in_latin1_or_re_encoded(
+    tmp_path: Path, encoding: str
+) -> None:
+    """The official zip has tags.dat in ISO-8859-1 (accented tags such as 'música'); a copy re-encoded
+    to UTF-8 (as ../shared/data has it) gives the same tags."""
+    tags = FILES["tags.dat"].replace("metal", "m\xfasica electr\xf3nica").encode(encoding)
+    paths = convert(hetrec(tmp_path, tags=tags), tmp_path / "out", until=UNTIL)
+    items = [json.loads(x) for x in paths["items"].read_text(encoding="utf-8").splitlines()]
+    assert {i["id"]: sorted(i["tags"]) for i in items}["1"] == ["música electrónica"]
+
+
+def test_importing_again_keeps_stored_users_and_their_unsubscribes(
+    tagloop_env: Path, tmp_path: Path, db: psycopg.Connection[Any]
+) -> None:
+    """The converter makes up every user's consent (`file`: true); a second import of the same data
+    set must not count as the users opting in again: an unsubscribe received in between stays, and
+    an operator's change to a user is kept."""
+    src = hetrec(tmp_path)
+    assert _import_lastfm(src, tmp_path / "out").returncode == 0
+    tagloop = Path(sys.executable).parent / "tagloop"
+
+    def run_user_3() -> str:
+        done = subprocess.run(
+            [str(tagloop), "run", "--user", "3", "--json"], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        [decision] = json.loads(done.stdout)["decisions"]
+        return str(decision["outcome"])
+
+    unsubscribe = tmp_path / "unsub.jsonl"
+    event = {"id": "u-3", "user_id": "3", "type": "unsubscribe", "context": {"channel": "file"}}
+    unsubscribe.write_text(json.dumps({**event, "ts": "2026-03-01T12:00:00Z"}) + "\n", encoding="utf-8")
+    subprocess.run([str(tagloop), "import", "events", str(unsubscribe)], check=True, capture_output=True)
+    assert run_user_3() == "no_consent"  # user 3 has an unseen artist: only consent stops the send
+    db.execute("update users set timezone = 'Europe/Oslo' where id = '2'")
+    db.commit()
+    before = db.execute("select id, timezone, consent, updated_at from users order by id").fetchall()
+
+    again = _import_lastfm(src, tmp_path / "out")
+    assert again.returncode == 0, again.stderr
+    assert (
+        again.stdout.splitlines()[0] == "users: 0 stored from 2 line(s), 2 already stored, left as they are"
+    )
+    assert db.execute("select id, timezone, consent, updated_at from users order by id").fetchall() == before
+    assert set(request_unsubscribes(db, ["3"]).result()["3"]) == {"file"}  # what the next run reads

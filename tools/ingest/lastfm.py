@@ -7,10 +7,12 @@ time zone (the data set has none) and the `file` channel. Listen counts have no 
 `until`, in a daily rhythm in the user's zone. A user tagging an artist becomes a `save` event at
 the tagging date, shifted so the newest tagging date falls on `until`.
 
-Malformed input stops the conversion with `InvalidInput` naming the file and line: bytes that are
-not UTF-8, a row with too few columns, an id that is not a number, a listen count that is not a
-finite number ≥ 0. Rows that are well formed but name an artist or tag missing from artists.dat
-or tags.dat are skipped (the published user_taggedartists.dat holds 1,538 such rows).
+The official download ships tags.dat in ISO-8859-1: it is read as such when it is not UTF-8 (a
+re-encoded copy works too). Malformed input stops the conversion with `InvalidInput` naming the
+file and line: bytes that are not UTF-8 in the other files, a row with too few columns, an id that
+is not a number, a listen count that is not a finite number ≥ 0. Rows that are well formed but name
+an artist or tag missing from artists.dat or tags.dat are skipped (the published
+user_taggedartists.dat holds 1,538 such rows).
 """
 
 from __future__ import annotations
@@ -34,14 +36,18 @@ from tagloop.tools.tagging_names import normalize_tag
 REQUIRED = ("artists.dat", "tags.dat", "user_artists.dat", "user_taggedartists.dat")
 
 
-def _rows(path: Path, columns: int, ids: int) -> list[tuple[int, list[str]]]:
+def _rows(path: Path, columns: int, ids: int, *, latin1: bool = False) -> list[tuple[int, list[str]]]:
     """(line number, row) for each data row of a tab-separated file with a header; every row has
-    at least `columns` fields and its first `ids` fields are whole numbers (InvalidInput if not)."""
+    at least `columns` fields and its first `ids` fields are whole numbers (InvalidInput if not).
+    `latin1`: a file that is not UTF-8 is read as ISO-8859-1, the encoding the official download
+    ships it in (tags.dat)."""
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise not_utf8(path, data.count(b"\n", 0, exc.start) + 1, data[exc.start]) from None
+        if not latin1:
+            raise not_utf8(path, data.count(b"\n", 0, exc.start) + 1, data[exc.start]) from None
+        text = data.decode("iso-8859-1")  # every byte is a character: never fails
     reader = csv.reader(
         io.StringIO(text.removeprefix("\ufeff"), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE
     )
@@ -98,7 +104,7 @@ def convert(
     until = (until or datetime.now(UTC)).replace(hour=0, minute=0, second=0, microsecond=0)
     _output_dir(out_dir)
     artists = {r[0]: r for _, r in _rows(src / "artists.dat", 2, 1)}
-    tag_names = {r[0]: r[1] for _, r in _rows(src / "tags.dat", 2, 1)}
+    tag_names = {r[0]: r[1] for _, r in _rows(src / "tags.dat", 2, 1, latin1=True)}
     applied: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     tagged: dict[tuple[str, str], datetime] = {}
     for _, (user, artist, tag, day, month, year, *_) in _rows(src / "user_taggedartists.dat", 6, 3):

@@ -76,12 +76,14 @@ def import_file(
     extra_types: frozenset[str] = frozenset(),
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
+    keep_stored_users: bool = False,
 ) -> ImportResult:
     """Import one file in one transaction. Events are streamed in chunks of `CHUNK` lines (parsed,
     checked against the stored users and items, copied into a staging table), so memory does not
     grow with the file; items and users are read whole (lines repeating an id are merged, which
     needs them all). `progress(lines, bytes, size)` is called after each chunk of lines read, and
-    `log` gets a line when reading is done and the (longer) storing starts."""
+    `log` gets a line when reading is done and the (longer) storing starts. `keep_stored_users`:
+    users already stored are left as they are and counted as duplicates (`upsert.store_users`)."""
     now = now or datetime.now(UTC)
     if kind == "events":
         result = _import_events(conn, path, skip_bad, now, extra_types, progress, log)
@@ -121,7 +123,9 @@ def import_file(
             result.warnings = _item_warnings(conn, raw, good, reader.name)
             result.stored = store_items(conn, [r for _, r in good])
         else:
-            result.stored = store_users(conn, [r for _, r in good])
+            result.stored = store_users(conn, [r for _, r in good], keep_stored=keep_stored_users)
+            if keep_stored_users:
+                result.duplicates = len({r.id for _, r in good}) - result.stored
     _analyze_if_large(conn, result.stored, ["items", "item_tags", "tags"] if kind == "items" else ["users"])
     return result
 

@@ -95,11 +95,17 @@ def store_items(conn: psycopg.Connection[Any], items: Sequence[rec.ItemRecord]) 
     return len(items)
 
 
-def store_users(conn: psycopg.Connection[Any], users: Sequence[rec.UserRecord]) -> int:
+def store_users(
+    conn: psycopg.Connection[Any], users: Sequence[rec.UserRecord], *, keep_stored: bool = False
+) -> int:
     """Upsert users, merging as `store_items` does (`UserRecord`): a file of `id,consent` changes
     consent and keeps time zones, addresses and locales. `updated_at` marks when consent was last
     written (an unsubscribe received before it no longer counts: tools/store/runs.py), so it moves
-    only for a record that gives `consent`."""
+    only for a record that gives `consent`. Returns the users written.
+
+    `keep_stored`: only new users are inserted, the stored ones are left as they are (a known data
+    set's converted users, whose consent is made up: re-importing it must not undo an unsubscribe);
+    returns the users inserted."""
     if not users:
         return 0
     users = list(by_id(users, rec.merged_user).values())
@@ -131,6 +137,8 @@ def store_users(conn: psycopg.Connection[Any], users: Sequence[rec.UserRecord]) 
                    returning id)
                delete from stage_users s using fresh where s.id = fresh.id"""
         )
+        if keep_stored:
+            return max(cur.rowcount, 0)
         cur.execute(
             """update users u set
                    timezone = coalesce(s.timezone, u.timezone),
