@@ -255,12 +255,14 @@ def trends_command(
     data: dict[str, Any] = {"level": lvl, "now": at.isoformat(), "days": days, "trends": rows}
     if plot_file is not None:
         data["plot"] = str(plot_trends(rows, at, days, plot_file))
+    # an item's id (what `co-likes ID` takes) and its title apart; a tag is its own name
+    named = ["key", "title"] if lvl == "item" else ["key"]
     table = table_of(
         f"trending {lvl}s ({days} days to {at:%Y-%m-%d})",
-        ["key", "phase", "peak", "rise/day", "decay/day", "half-life d", "days left", "lifetime d"],
+        [*named, "phase", "peak", "rise/day", "decay/day", "half-life d", "days left", "lifetime d"],
         [
             [
-                r["title"] or r["key"],
+                *(r[c] or "" for c in named),
                 r["phase"],
                 r["peak_date"],
                 r["rise_per_day"],

@@ -179,3 +179,15 @@ def test_timing_reports_progress_on_stderr_only(stream: psycopg.Connection[Any])
     result = run("timing", "--min-events", "5", "--json")
     assert result.exit_code == 0 and "timing: " in result.stderr
     assert "timing:" not in result.stdout and json.loads(result.stdout)["tags"]
+
+
+def test_item_trends_show_the_id_a_follow_up_needs_beside_the_title(stream: psycopg.Connection[Any]) -> None:
+    result = run("trends", "--level", "item", "--min-events", "5")
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.stdout.splitlines() if " key " in line)
+    assert [c.strip() for c in header.split("┃")[1:3]] == ["key", "title"]
+    rows = [line.split("│") for line in result.stdout.splitlines() if "Title s" in line]
+    cells = sorted((row[1].strip(), row[2].strip()) for row in rows)
+    assert cells and all(title == f"Title {key}" for key, title in cells)  # the id, then its title
+    tags = run("trends", "--min-events", "5").stdout.splitlines()  # a tag is its own name: no title
+    assert not any(" title " in line for line in tags) and any("│ shoegaze " in line for line in tags)
