@@ -9,7 +9,8 @@ plot path is checked before any work and the path printed is the file written. W
 ending at --now holds no positive events, the message says when the latest event was, so a data
 set recorded in the past (Last.fm) is one `--now` away. Numbers are bounded (windows up to 100
 years, trends over up to 2 years of days, sessions up to a week) and a seed or history entry the
-store does not know is an error, not an empty result.
+store does not know is an error, not an empty result; a known one with no co-likes or nothing
+following it gives an empty list with --json (exit 0) and a note on stderr saying so.
 """
 
 from __future__ import annotations
@@ -133,8 +134,6 @@ def co_likes_command(
                 f"co-likes of tag {seed!r}: reading {window_days:,} days of events (slow on large stores)"
             )
         found = co_likes(conn, seed, now=at, level=lvl, k=k, min_support=min_support, window=window)
-        if not found:
-            raise NotFound(f"no co-likes of {seed!r} with at least {min_support} users in the window")
         titles = _titles(conn, [c.key for c in found]) if lvl == "item" else {}
     rows = [{**asdict(c), "title": titles.get(c.key)} for c in found]
     table = table_of(
@@ -152,7 +151,13 @@ def co_likes_command(
             for r in rows
         ],
     )
-    emit({"seed": seed, "level": lvl, "now": at.isoformat(), "co_likes": rows}, as_json, table)
+    if not found:
+        err.print(
+            f"no co-likes of {seed!r}: no {lvl} is liked by {min_support} or more of its fans in the"
+            f" {window_days} days to {at:%Y-%m-%d} (try a lower --min-support or more --window-days)"
+        )
+    if found or as_json:  # nothing to show is an empty list, not an error
+        emit({"seed": seed, "level": lvl, "now": at.isoformat(), "co_likes": rows}, as_json, table)
 
 
 @patterns_app.command("next")
@@ -178,8 +183,6 @@ def next_command(
         _require_events(conn, since, at)
         _require_known(conn, history, lvl)
         found = sequence_next(conn, history, now=at, level=lvl, k=k, window=window, session_gap=gap)
-        if not found:
-            raise NotFound(f"nothing follows {' → '.join(history)} within a session in the window")
         titles = _titles(conn, [s.key for s in found]) if lvl == "item" else {}
     rows = [{**asdict(s), "title": titles.get(s.key)} for s in found]
     table = table_of(
@@ -187,7 +190,14 @@ def next_command(
         ["key", "title", "probability", "transitions"],
         [[r["key"], r["title"] or "", f"{r['score']:.3f}", r["support"]] for r in rows],
     )
-    emit({"history": history, "level": lvl, "now": at.isoformat(), "next": rows}, as_json, table)
+    if not found:
+        err.print(
+            f"nothing follows {' → '.join(history)}: no {lvl} outside the history comes next within"
+            f" {session_minutes} minutes in the {window_days} days to {at:%Y-%m-%d}"
+            " (try more --session-minutes or --window-days)"
+        )
+    if found or as_json:  # nothing to show is an empty list, not an error
+        emit({"history": history, "level": lvl, "now": at.isoformat(), "next": rows}, as_json, table)
 
 
 def _rounded(value: float | None, digits: int) -> float | None:

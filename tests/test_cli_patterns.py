@@ -88,8 +88,6 @@ def test_bad_options_and_empty_windows_say_what_to_do(stream: psycopg.Connection
     assert "expected an RFC 3339 time" in str(failing("trends", "--now", "yesterday"))
     empty = failing("co-likes", "x", "--now", "2020-01-01T00:00:00Z")
     assert isinstance(empty, NotFound) and "the latest event is at 2026-03-02" in str(empty)
-    lonely = failing("co-likes", "x", "--min-support", "11", "--now", NOW.isoformat())
-    assert isinstance(lonely, NotFound) and "no co-likes of 'x' with at least 11 users" in str(lonely)
     missing = failing("timing", "--tag", "polka", "--now", NOW.isoformat())  # no such tag: said so
     assert isinstance(missing, NotFound) and "unknown tag 'polka' (tags are stored lower-case" in str(missing)
     few = failing("timing", "--tag", "jazz", "--min-events", "500", "--now", NOW.isoformat())
@@ -154,6 +152,25 @@ def test_numbers_out_of_bounds_are_clear_errors(
 def test_a_window_before_year_one_is_a_clear_error(stream: psycopg.Connection[Any]) -> None:
     early = failing("co-likes", "x", "--now", "0001-01-02T00:00:00Z")
     assert isinstance(early, InvalidInput) and "before year 1" in str(early)
+
+
+def test_a_known_key_with_nothing_to_show_is_an_empty_result_not_an_error(
+    stream: psycopg.Connection[Any],
+) -> None:
+    lonely = patterns("co-likes", "x", "--min-support", "11")  # x has 10 fans
+    assert lonely == {"seed": "x", "level": "item", "now": NOW.isoformat(), "co_likes": []}
+    assert patterns("next", "a", "b", "c")["next"] == []  # sessions end at c
+    for args, note in [
+        (["co-likes", "x", "--min-support", "11"], "no co-likes of 'x': no item is liked by 11 or more"),
+        (["next", "a", "b", "c"], "nothing follows a → b → c: no item outside the history comes next"),
+    ]:
+        table = run(*args)
+        assert table.exit_code == 0 and table.stdout == ""
+        assert note in table.stderr and len(table.stderr.strip().splitlines()) == 1
+        as_json = run(*args, "--json")
+        assert as_json.exit_code == 0 and note in as_json.stderr
+    # an id the store does not hold is still an error
+    assert isinstance(failing("next", "a", "zz", "--now", NOW.isoformat()), NotFound)
 
 
 def test_unknown_seeds_and_history_are_named(stream: psycopg.Connection[Any]) -> None:
