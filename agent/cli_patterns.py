@@ -65,21 +65,22 @@ def _since(at: datetime, window: timedelta, option: str) -> datetime:
         raise InvalidInput(f"{option} reaches before year 1 from {at.isoformat()}") from None
 
 
-def _require_known(conn: psycopg.Connection[Any], keys: list[str], level: Any) -> None:
-    """NotFound naming the items (or tags) the store does not hold."""
-    from tagloop.tools.patterns import unknown_keys
+def _resolve(conn: psycopg.Connection[Any], keys: list[str], level: Any) -> list[str]:
+    """`keys` as the store holds them (tags by name, alias or spelling, as `tagloop tag` reads
+    them); NotFound naming the items (or tags) it does not hold."""
+    from tagloop.tools.patterns import resolve_keys
 
-    missing = unknown_keys(conn, keys, level)
+    found = resolve_keys(conn, keys, level)
+    known = {key: name for key, name in found.items() if name is not None}
+    missing = [key for key in found if key not in known]
     if not missing:
-        return
+        return [known[key] for key in keys]
     what = ("item" if level == "item" else "tag") + ("s" if len(missing) > 1 else "")
-    hint = ""
-    if level == "item" and not unknown_keys(conn, missing, "tag"):
+    hint = ": see `tagloop tag vocab`" if level == "tag" else ""
+    if level == "item" and all(resolve_keys(conn, missing, "tag").values()):
         hint = (
             " (they are tags: pass --level tag)" if len(missing) > 1 else " (it is a tag: pass --level tag)"
         )
-    elif level == "tag":
-        hint = " (tags are stored lower-case with hyphens, e.g. hip-hop)"
     raise NotFound(f"unknown {what} {', '.join(map(repr, missing))}{hint}")
 
 
@@ -128,7 +129,7 @@ def co_likes_command(
     since = _since(at, window, "--window-days")
     with connect(load_settings()) as conn:
         _require_events(conn, since, at)
-        _require_known(conn, [seed], lvl)
+        (seed,) = _resolve(conn, [seed], lvl)
         if lvl == "tag":
             err.print(
                 f"co-likes of tag {seed!r}: reading {window_days:,} days of events (slow on large stores)"
@@ -181,7 +182,7 @@ def next_command(
     since = _since(at, window, "--window-days")
     with connect(load_settings()) as conn:
         _require_events(conn, since, at)
-        _require_known(conn, history, lvl)
+        history = _resolve(conn, history, lvl)
         found = sequence_next(conn, history, now=at, level=lvl, k=k, window=window, session_gap=gap)
         titles = _titles(conn, [s.key for s in found]) if lvl == "item" else {}
     rows = [{**asdict(s), "title": titles.get(s.key)} for s in found]
@@ -312,7 +313,7 @@ def timing_command(
     with connect(load_settings()) as conn:
         _require_events(conn, since, at)
         if tag:
-            _require_known(conn, tag, "tag")
+            tag = list(dict.fromkeys(_resolve(conn, tag, "tag")))
         found = tag_timing(
             conn, now=at, tags=tag or None, window=window, min_events=min_events, progress=err.print
         )

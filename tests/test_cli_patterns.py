@@ -89,7 +89,7 @@ def test_bad_options_and_empty_windows_say_what_to_do(stream: psycopg.Connection
     empty = failing("co-likes", "x", "--now", "2020-01-01T00:00:00Z")
     assert isinstance(empty, NotFound) and "the latest event is at 2026-03-02" in str(empty)
     missing = failing("timing", "--tag", "polka", "--now", NOW.isoformat())  # no such tag: said so
-    assert isinstance(missing, NotFound) and "unknown tag 'polka' (tags are stored lower-case" in str(missing)
+    assert isinstance(missing, NotFound) and str(missing) == "unknown tag 'polka': see `tagloop tag vocab`"
     few = failing("timing", "--tag", "jazz", "--min-events", "500", "--now", NOW.isoformat())
     assert isinstance(few, NotFound) and "no timing for 'jazz': fewer than 500 events" in str(few)
     assert isinstance(failing("trends", "--days", "3", "--now", NOW.isoformat()), InvalidInput)
@@ -180,6 +180,22 @@ def test_unknown_seeds_and_history_are_named(stream: psycopg.Connection[Any]) ->
     assert isinstance(tag, NotFound) and "it is a tag: pass --level tag" in str(tag)
     history = failing("next", "jazz", "polka", "--level", "tag", "--now", NOW.isoformat())
     assert isinstance(history, NotFound) and "unknown tag 'polka'" in str(history)
+
+
+def test_tags_resolve_by_spelling_and_alias_as_the_tag_commands_do(stream: psycopg.Connection[Any]) -> None:
+    # a stored alias (a merge keeps the names of the variants it folds into a tag there)
+    stream.execute("update tags set aliases = '{shoegazing}' where name = 'shoegaze'")
+    stream.commit()
+    for seed in ("Shoegaze", "Shoe Gaze", "shoegazing"):  # o0-o4 play both shoegaze and folk
+        data = patterns("co-likes", seed, "--level", "tag")
+        assert data["seed"] == "shoegaze" and [c["key"] for c in data["co_likes"]] == ["folk"]
+    assert patterns("next", "FOLK", "Shoe Gaze", "--level", "tag")["history"] == ["folk", "shoegaze"]
+    (jazz,) = patterns("timing", "--tag", "Jazz", "--tag", "jazz", "--min-events", "5")["tags"]
+    assert jazz["tag"] == "jazz" and jazz["events"] == 30
+    unknown = failing("next", "Folk", "polka", "--level", "tag", "--now", NOW.isoformat())
+    assert isinstance(unknown, NotFound) and str(unknown) == "unknown tag 'polka': see `tagloop tag vocab`"
+    spelled = failing("co-likes", "Jazz", "--now", NOW.isoformat())  # a tag at item level: said so
+    assert isinstance(spelled, NotFound) and "it is a tag: pass --level tag" in str(spelled)
 
 
 def test_trends_print_unknown_lifetimes_as_null(stream: psycopg.Connection[Any]) -> None:
