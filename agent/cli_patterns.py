@@ -9,7 +9,8 @@ plot path is checked before any work and the path printed is the file written. W
 ending at --now holds no positive events, the message says when the latest event was, so a data
 set recorded in the past (Last.fm) is one `--now` away. Numbers are bounded (windows up to 100
 years, trends over up to 2 years of days, sessions up to a week) and a seed or history entry the
-store does not know is an error, not an empty result.
+store does not know is an error, not an empty result; a known one with no co-likes or nothing
+following it gives an empty list with --json (exit 0) and a note on stderr saying so.
 """
 
 from __future__ import annotations
@@ -64,21 +65,22 @@ def _since(at: datetime, window: timedelta, option: str) -> datetime:
         raise InvalidInput(f"{option} reaches before year 1 from {at.isoformat()}") from None
 
 
-def _require_known(conn: psycopg.Connection[Any], keys: list[str], level: Any) -> None:
-    """NotFound naming the items (or tags) the store does not hold."""
-    from tagloop.tools.patterns import unknown_keys
+def _resolve(conn: psycopg.Connection[Any], keys: list[str], level: Any) -> list[str]:
+    """`keys` as the store holds them (tags by name, alias or spelling, as `tagloop tag` reads
+    them); NotFound naming the items (or tags) it does not hold."""
+    from tagloop.tools.patterns import resolve_keys
 
-    missing = unknown_keys(conn, keys, level)
+    found = resolve_keys(conn, keys, level)
+    known = {key: name for key, name in found.items() if name is not None}
+    missing = [key for key in found if key not in known]
     if not missing:
-        return
+        return [known[key] for key in keys]
     what = ("item" if level == "item" else "tag") + ("s" if len(missing) > 1 else "")
-    hint = ""
-    if level == "item" and not unknown_keys(conn, missing, "tag"):
+    hint = ": see `tagloop tag vocab`" if level == "tag" else ""
+    if level == "item" and all(resolve_keys(conn, missing, "tag").values()):
         hint = (
             " (they are tags: pass --level tag)" if len(missing) > 1 else " (it is a tag: pass --level tag)"
         )
-    elif level == "tag":
-        hint = " (tags are stored lower-case with hyphens, e.g. hip-hop)"
     raise NotFound(f"unknown {what} {', '.join(map(repr, missing))}{hint}")
 
 
@@ -127,14 +129,12 @@ def co_likes_command(
     since = _since(at, window, "--window-days")
     with connect(load_settings()) as conn:
         _require_events(conn, since, at)
-        _require_known(conn, [seed], lvl)
+        (seed,) = _resolve(conn, [seed], lvl)
         if lvl == "tag":
             err.print(
                 f"co-likes of tag {seed!r}: reading {window_days:,} days of events (slow on large stores)"
             )
         found = co_likes(conn, seed, now=at, level=lvl, k=k, min_support=min_support, window=window)
-        if not found:
-            raise NotFound(f"no co-likes of {seed!r} with at least {min_support} users in the window")
         titles = _titles(conn, [c.key for c in found]) if lvl == "item" else {}
     rows = [{**asdict(c), "title": titles.get(c.key)} for c in found]
     table = table_of(
@@ -152,7 +152,13 @@ def co_likes_command(
             for r in rows
         ],
     )
-    emit({"seed": seed, "level": lvl, "now": at.isoformat(), "co_likes": rows}, as_json, table)
+    if not found:
+        err.print(
+            f"no co-likes of {seed!r}: no {lvl} is liked by {min_support} or more of its fans in the"
+            f" {window_days} days to {at:%Y-%m-%d} (try a lower --min-support or more --window-days)"
+        )
+    if found or as_json:  # nothing to show is an empty list, not an error
+        emit({"seed": seed, "level": lvl, "now": at.isoformat(), "co_likes": rows}, as_json, table)
 
 
 @patterns_app.command("next")
@@ -176,10 +182,8 @@ def next_command(
     since = _since(at, window, "--window-days")
     with connect(load_settings()) as conn:
         _require_events(conn, since, at)
-        _require_known(conn, history, lvl)
+        history = _resolve(conn, history, lvl)
         found = sequence_next(conn, history, now=at, level=lvl, k=k, window=window, session_gap=gap)
-        if not found:
-            raise NotFound(f"nothing follows {' → '.join(history)} within a session in the window")
         titles = _titles(conn, [s.key for s in found]) if lvl == "item" else {}
     rows = [{**asdict(s), "title": titles.get(s.key)} for s in found]
     table = table_of(
@@ -187,7 +191,14 @@ def next_command(
         ["key", "title", "probability", "transitions"],
         [[r["key"], r["title"] or "", f"{r['score']:.3f}", r["support"]] for r in rows],
     )
-    emit({"history": history, "level": lvl, "now": at.isoformat(), "next": rows}, as_json, table)
+    if not found:
+        err.print(
+            f"nothing follows {' → '.join(history)}: no {lvl} outside the history comes next within"
+            f" {session_minutes} minutes in the {window_days} days to {at:%Y-%m-%d}"
+            " (try more --session-minutes or --window-days)"
+        )
+    if found or as_json:  # nothing to show is an empty list, not an error
+        emit({"history": history, "level": lvl, "now": at.isoformat(), "next": rows}, as_json, table)
 
 
 def _rounded(value: float | None, digits: int) -> float | None:
@@ -255,12 +266,14 @@ def trends_command(
     data: dict[str, Any] = {"level": lvl, "now": at.isoformat(), "days": days, "trends": rows}
     if plot_file is not None:
         data["plot"] = str(plot_trends(rows, at, days, plot_file))
+    # an item's id (what `co-likes ID` takes) and its title apart; a tag is its own name
+    named = ["key", "title"] if lvl == "item" else ["key"]
     table = table_of(
         f"trending {lvl}s ({days} days to {at:%Y-%m-%d})",
-        ["key", "phase", "peak", "rise/day", "decay/day", "half-life d", "days left", "lifetime d"],
+        [*named, "phase", "peak", "rise/day", "decay/day", "half-life d", "days left", "lifetime d"],
         [
             [
-                r["title"] or r["key"],
+                *(r[c] or "" for c in named),
                 r["phase"],
                 r["peak_date"],
                 r["rise_per_day"],
@@ -300,7 +313,7 @@ def timing_command(
     with connect(load_settings()) as conn:
         _require_events(conn, since, at)
         if tag:
-            _require_known(conn, tag, "tag")
+            tag = list(dict.fromkeys(_resolve(conn, tag, "tag")))
         found = tag_timing(
             conn, now=at, tags=tag or None, window=window, min_events=min_events, progress=err.print
         )

@@ -223,12 +223,17 @@ def next_from_counts(
     return [NextStep(y, s / total_weight, support[y]) for y, s in ranked]
 
 
-def unknown_keys(conn: psycopg.Connection[Any], keys: Sequence[str], level: Level) -> list[str]:
-    """The `keys` (item ids, or tag names at `level="tag"`) that the store does not hold, in order."""
-    query = (
-        "select id as key from items where id = any(%(keys)s)"
-        if level == "item"
-        else "select name as key from tags where name = any(%(keys)s)"
-    )
-    known = {r["key"] for r in conn.execute(query, {"keys": list(keys)})}
-    return [key for key in dict.fromkeys(keys) if key not in known]
+def resolve_keys(conn: psycopg.Connection[Any], keys: Sequence[str], level: Level) -> dict[str, str | None]:
+    """Each distinct key as the store holds it, or None when it holds none: item ids match exactly;
+    tags resolve as `tagloop tag` resolves them (`find_tag`: the name, a merged alias or a spelling
+    variant, so "Hip Hop" is hip-hop and "alternativerock" is alternative-rock)."""
+    unique = list(dict.fromkeys(keys))
+    if level == "item":
+        rows = conn.execute("select id from items where id = any(%(keys)s)", {"keys": unique})
+        known = {r["id"] for r in rows}
+        return {key: key if key in known else None for key in unique}
+    # here, not at the top: the tagging store's imports (scipy, via the store merge) would make
+    # importing this module four times slower for every caller that never resolves a tag
+    from tagloop.tools.tagging.store import find_tag
+
+    return {key: found[1] if (found := find_tag(conn, key)) else None for key in unique}
