@@ -176,7 +176,8 @@ def remove(
     as_json: JsonFlag = False,
 ) -> None:
     """Take a tag off an item for good, whatever gave it (an import, `tag items`, behaviour): later
-    `tag items` runs never propose it for that item again."""
+    `tag items` runs never propose it for that item again, and imports or PUTs that still give it
+    do not write it back (`tag restore` lifts this)."""
     from tagloop.agent.database import connect
     from tagloop.tools.tagging.store_rejections import remove_item_tag
 
@@ -187,8 +188,30 @@ def remove(
         f"removed {done.tag!r} ({done.removed})" if done.removed else f"{done.item!r} had no tag {done.tag!r}"
     )
     emit(done.__dict__, as_json) if as_json else out.print(
-        f"{what}; `tag items` will not propose it for {done.item!r} again"
+        f"{what}; imports and `tag items` will not give it to {done.item!r} again"
     )
+
+
+@tag_app.command("restore")
+def restore(
+    item: Annotated[str, typer.Argument(help="The item's id.")],
+    tag: Annotated[str, typer.Argument(help="The tag, in any spelling of a stored tag.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Undo `tag remove` for an item: the next import, PUT or `tag items` run that gives the tag
+    writes it again (nothing is written now)."""
+    from tagloop.agent.database import connect
+    from tagloop.tools.tagging.store_rejections import restore_item_tag
+
+    with connect(load_settings()) as conn:
+        done = restore_item_tag(conn, item, tag)
+        conn.commit()
+    what = (
+        f"{done.tag!r} may be given to {done.item!r} again by the next import or `tag items` run"
+        if done.restored
+        else f"{done.tag!r} had not been taken off {done.item!r}: nothing to restore"
+    )
+    emit(done.__dict__, as_json) if as_json else out.print(what)
 
 
 @tag_app.command("embed")

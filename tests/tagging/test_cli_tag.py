@@ -330,6 +330,31 @@ def test_remove_takes_a_wrong_auto_tag_off_an_item_for_good(
     assert before is not None and after == {"item_count": before["item_count"] - 1}
 
 
+def test_a_removed_tag_stays_off_when_an_import_gives_it_again_until_restored(
+    catalogue: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """ "For good" holds against the catalogue's own imports too: a nightly export that still carries a
+    wrong tag would otherwise undo the owner's fix; `tag restore` lets the next import give it."""
+    retag = tmp_path / "retag.csv"
+    retag.write_text("id,tags\nh0,Hip Hop|boom bap|jazz\n", encoding="utf-8")
+    import_file(catalogue, "items", retag)
+    assert _tags_of(catalogue, "h0", 0.0)["jazz"] == "import"
+    assert tag("remove", "h0", "Jazz")["removed"] == "import"
+    import_file(catalogue, "items", retag)  # the export still gives it
+    assert "jazz" not in _tags_of(catalogue, "h0", 0.0) and "boom-bap" in _tags_of(catalogue, "h0", 0.0)
+    vec = catalogue.execute("select tag_vec from items where id = 'h0'").fetchone()
+    jazz = catalogue.execute("select id from tags where name = 'jazz'").fetchone()
+    assert vec is not None and jazz is not None and jazz["id"] not in set(vec["tag_vec"].indices())
+
+    assert tag("restore", "h0", "jazz") == {"item": "h0", "tag": "jazz", "restored": True}
+    assert "jazz" not in _tags_of(catalogue, "h0", 0.0)  # restoring writes nothing by itself
+    import_file(catalogue, "items", retag)
+    assert _tags_of(catalogue, "h0", 0.0)["jazz"] == "import"
+    assert tag("restore", "h0", "jazz")["restored"] is False  # nothing left to lift
+    missing = CliRunner().invoke(tag_app, ["restore", "nobody", "jazz"])
+    assert isinstance(missing.exception, NotFound) and "unknown item 'nobody'" in str(missing.exception)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [(["u-syn", "no such tag"], "unknown tag 'no such tag'"), (["nobody", "jazz"], "unknown item 'nobody'")],

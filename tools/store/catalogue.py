@@ -67,7 +67,8 @@ def replace_item_tags(
     """Set the `source` tags of each item, then refresh tag vectors. Tags of other sources are
     kept: a tag written here takes over the row of another source it repeats (one row per item and
     tag) and keeps it in `underneath`, and when a later call leaves the tag out the row goes back
-    to what it took over (migration 0078)."""
+    to what it took over (migration 0078). A tag the owner took off the item (`tagloop tag remove`,
+    table `item_tag_rejections`) is not written: it stays off until `tagloop tag restore`."""
     if not tags_by_item:
         return
     ids = ensure_tags(conn, {t for tags in tags_by_item.values() for t in tags})
@@ -100,6 +101,8 @@ def replace_item_tags(
            select p.item_id, p.tag_id, p.weight, %(source)s
            from unnest(%(pair_items)s::text[], %(pair_tags)s::int[], %(weights)s::real[])
                 as p(item_id, tag_id, weight)
+           where not exists (select 1 from item_tag_rejections r
+                             where r.item_id = p.item_id and r.tag_id = p.tag_id)
            on conflict (item_id, tag_id) do update set
                underneath = case when it.source <> excluded.source
                                  then jsonb_build_object('source', it.source, 'weight', it.weight,
