@@ -7,6 +7,7 @@ are never printed or logged.
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from pathlib import Path
@@ -33,7 +34,11 @@ def _default_home() -> Path:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="TAGLOOP_", extra="forbid", populate_by_name=True, env_ignore_empty=True
+        env_prefix="TAGLOOP_",
+        extra="forbid",
+        populate_by_name=True,
+        env_ignore_empty=True,
+        allow_inf_nan=False,  # `nan` or `inf` is no timeout, spread or half-life
     )
 
     home: Path = Field(default_factory=_default_home)
@@ -64,7 +69,7 @@ class Settings(BaseSettings):
     trigger_max_age_seconds: float = Field(default=6 * 3600.0, ge=0)  # older events trigger no run
     # agent runs and scheduling (agent/cadence.py, agent/worker.py)
     cadences: dict[str, str] = Field(default_factory=lambda: {"weekly_discovery": "7d"})
-    cadence_spread: float = 1.0
+    cadence_spread: float = Field(default=1.0, ge=0, le=1)
     run_batch_size: int = Field(default=200, gt=0)
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
     candidate_k: int = Field(default=100, gt=0)
@@ -114,6 +119,19 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("cadences")
+    @classmethod
+    def _usable_cadences(cls, value: dict[str, str]) -> dict[str, str]:
+        """Names and intervals checked when settings load, so every command refuses a bad one
+        naming the setting (the scheduler parses them again when it starts)."""
+        from tagloop.agent.cadence import cadences_from
+
+        try:
+            cadences_from(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
     @field_validator("quiet_exempt_channels")
     @classmethod
     def _known_channels(cls, value: list[str]) -> list[str]:
@@ -149,7 +167,9 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: Any) -> Settings:
     """Read settings now (environment + TAGLOOP_CONFIG); keyword overrides win. A bad value or
-    file is a `ConfigError` naming the setting, never echoing the value (it may be a secret)."""
+    file is a `ConfigError` naming the setting, never echoing the value (it may be a secret), and so
+    is a variable that misspells a setting's (`TAGLOOP_DELIVERY_MAX_ATTEMPT`): it would be ignored."""
+    _misspelt_variables()
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
@@ -166,6 +186,18 @@ def load_settings(**overrides: Any) -> Settings:
     unsubscribe_links(settings)  # both or neither, and usable
     check_webhooks(settings)
     return settings
+
+
+def _misspelt_variables() -> None:
+    """A `TAGLOOP_` variable that is not a setting's but nearly is one: a typo the environment source
+    would silently ignore (the TOML file refuses unknown keys outright). Other `TAGLOOP_` names are
+    left alone: they may be the deployment's own."""
+    known = {f"TAGLOOP_{name.upper()}" for name in Settings.model_fields} | {"TAGLOOP_CONFIG"}
+    for name in sorted(os.environ):
+        if not name.startswith("TAGLOOP_") or name in known or not os.environ[name]:
+            continue
+        if meant := difflib.get_close_matches(name, known, n=1, cutoff=0.9):
+            raise ConfigError(f"{name} is not a setting; did you mean {meant[0]}?")
 
 
 def check_webhooks(settings: Settings) -> None:

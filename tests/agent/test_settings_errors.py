@@ -51,6 +51,27 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
             "profile_half_life_days: Input should be greater than 0",
         ),
         ({"TAGLOOP_CADENCES": "weekly"}, None, 'invalid settings: error parsing value for field "cadences"'),
+        (  # refused by the worker only, when its scheduler started; `outbox status` took it
+            {"TAGLOOP_CADENCES": '{"weekly": "5 minutes"}'},
+            None,
+            "cadences: Value error, cadence interval '5 minutes' is not like '30m'",
+        ),
+        (  # every scheduler sweep failed on it while `serve` kept running
+            {"TAGLOOP_CADENCE_SPREAD": "nan"},
+            None,
+            "cadence_spread: Input should be a finite number",
+        ),
+        ({"TAGLOOP_CADENCE_SPREAD": "1.5"}, None, "cadence_spread: Input should be less than or equal to 1"),
+        (
+            {"TAGLOOP_DELIVERY_TIMEOUT_SECONDS": "inf"},
+            None,
+            "delivery_timeout_seconds: Input should be a finite",
+        ),
+        (  # ignored silently: the TOML file refused the same typo
+            {"TAGLOOP_DELIVERY_MAX_ATTEMPT": "0"},
+            None,
+            "TAGLOOP_DELIVERY_MAX_ATTEMPT is not a setting; did you mean TAGLOOP_DELIVERY_MAX_ATTEMPTS?",
+        ),
         ({}, f'openai_api_key = ["{CANARY}"]\n', "OPENAI_API_KEY: Input should be a valid string"),
         ({}, "api_keys = [\n", "not valid TOML"),
         ({}, "bogus = 1\n", "bogus: Extra inputs are not permitted"),
