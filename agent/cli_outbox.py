@@ -1,10 +1,12 @@
 """`tagloop outbox …`: the message outbox at a glance, and dead letters sent again.
 
 `status` counts messages by status and channel (pending, sending, sent, dead, cancelled), how many
-pending ones are due now, and how late the oldest pending message is. `retry` puts dead letters
-(`--all`, or `--id ID` repeated, optionally only those on `--channel`) back to pending with their
-attempts reset, due now; consent, unsubscribes, quiet hours and caps are checked again when each is
-sent. An `--id` that is not a dead letter refuses the whole request, naming it; nothing is requeued.
+are due now (pending ones whose attempt time has come, and claims whose lease ran out: their worker
+died or hung, and the next claim takes them again), and how late the oldest pending message is.
+`retry` puts dead letters (`--all`, or `--id ID` repeated, optionally only those on `--channel`)
+back to pending with their attempts reset, due now; consent, unsubscribes, quiet hours and caps are
+checked again when each is sent. An `--id` that is not a dead letter refuses the whole request,
+naming it; nothing is requeued.
 Thin commands over tools/store/outbox.py; with --json, one JSON object (times in ISO 8601).
 """
 
@@ -40,12 +42,15 @@ def outbox_status(conn: Any, now: datetime) -> dict[str, Any]:
         totals[r["status"]] = totals.get(r["status"], 0) + r["n"]
         channels.setdefault(r["channel"], dict.fromkeys(store.OUTBOX_STATUSES, 0))[r["status"]] = r["n"]
     oldest = store.oldest_pending(conn, now)
+    expired = store.expired_claims(conn, now)
     return {
         "at": now.isoformat(),
         "total": sum(totals.values()),
         "by_status": totals,
         "by_channel": channels,
-        "due_now": store.due_count(conn, now),
+        "due_now": store.due_count(conn, now) + expired["n"],
+        "claims_expired": expired["n"],
+        "oldest_claim_expired_at": _iso(expired["oldest"]),
         "oldest_pending": None
         if oldest is None
         else {
@@ -85,6 +90,12 @@ def status(as_json: JsonFlag = False) -> None:
     out.print(
         f"pending: {data['by_status']['pending']:,}, due now {data['due_now']:,}; {late}", soft_wrap=True
     )
+    if data["claims_expired"]:
+        out.print(
+            f"sending: {data['claims_expired']:,} claim(s) expired with no worker holding them (the oldest "
+            f"since {data['oldest_claim_expired_at']}): due now, the next worker's claim sends them",
+            soft_wrap=True,
+        )
 
 
 def _age(seconds: float) -> str:

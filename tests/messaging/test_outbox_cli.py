@@ -79,6 +79,27 @@ def test_outbox_status_counts_by_status_and_channel_with_the_oldest_pending_age(
     assert mails[0] not in text
 
 
+def test_outbox_status_counts_claims_whose_worker_died_as_due(
+    tagloop_env: Path, db: psycopg.Connection[Any]
+) -> None:
+    """A worker killed mid-batch leaves its claims 'sending' until their lease runs out; then they
+    are due (the next claim takes them), and the status said 'due now 0, none past its send time'."""
+    now = datetime.now(UTC)
+    ids = queue_messages(db, add_users(db, 3), send_at=now - timedelta(minutes=10))
+    claimed = store.claim_due(db, now=now - timedelta(minutes=2), limit=2, lease=timedelta(seconds=40))
+    db.commit()  # ... and the worker dies: nobody renews or finishes the claim
+    data = json.loads(tagloop("outbox", "status", "--json").stdout)
+    assert data["by_status"]["sending"] == 2 and data["claims_expired"] == 2
+    assert data["due_now"] == 3  # the one still pending and the two orphaned claims
+    lease_end = datetime.fromisoformat(data["oldest_claim_expired_at"])
+    assert abs(lease_end - (now - timedelta(minutes=2) + timedelta(seconds=40))) < timedelta(seconds=1)
+    text = tagloop("outbox", "status").stdout
+    assert "due now 3" in text and "2 claim(s) expired with no worker holding them" in text
+    assert {str(r["id"]) for r in store.claim_due(db, now=now, limit=10)} == set(ids)  # what "due" promised
+    db.rollback()
+    assert {str(r["id"]) for r in claimed} <= set(ids)
+
+
 def test_outbox_retry_requeues_dead_letters_and_refuses_ids_that_are_not_dead(
     tagloop_env: Path, db: psycopg.Connection[Any], receiver: Receiver
 ) -> None:

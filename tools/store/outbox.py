@@ -217,6 +217,18 @@ def due_count(conn: psycopg.Connection[Any], now: datetime) -> int:
     return int(row["n"]) if row else 0
 
 
+def expired_claims(conn: psycopg.Connection[Any], now: datetime) -> dict[str, Any]:
+    """Messages claimed for sending whose lease ran out with no worker renewing it (the worker died
+    or hung): `n`, and `oldest`, the lease end longest past (None when there are none). The next
+    claim takes them again (`_CLAIM`), from the lease index."""
+    row = conn.execute(
+        """select count(*) as n, min(claimed_until) as oldest from messages
+           where status = 'sending' and claimed_until < %(now)s""",
+        {"now": now},
+    ).fetchone()
+    return {"n": int(row["n"]), "oldest": row["oldest"]} if row else {"n": 0, "oldest": None}
+
+
 _BACKLOG = """
 select (select count(*) from messages where status = 'pending') as pending,
        (select count(*) from messages where status = 'sending') as sending,
