@@ -187,6 +187,16 @@ Numbers (10,000 users, 1 thread, 2 shared noisy cores, same run for both sides):
   instead of 50: 904-936 against 992-1,031 users/s (less overlap). The in-process exact tag search
   (`TAGLOOP_TAG_SEARCH=exact`, tools/tag_exact.py) was not measured here; on Last.fm (`tagloop run
   --all`, trained, two pairs) it ran 195 and 234 users/s against HNSW's 196 and 259.
+- session 25 (2026-12-07, no model): floor 3,853 users/s, full 880, ratio 0.23 (per round 0.19
+  0.23 0.23 0.25 0.27, median 0.23), peak RSS 258 MiB, CPU per decision 0.97 ms here and 0.53 ms on
+  the server: unchanged. The exact tag search now takes one sparse × dense product per chunk and
+  picks each user's k best from dense score rows (tools/tag_exact.py: 650 -> 320 µs per user on
+  this data, identical results); with `TAGLOOP_TAG_SEARCH=exact` this bench ran 732 users/s (ratio
+  0.18, median 0.20; CPU per decision 1.24 ms here, 0.32 ms on the server): it moves ~0.2 ms of
+  server work into ~0.27 ms of Python, so HNSW stays the default. A py-spy profile of the full side
+  (8,700 samples) is flat: no function above 4% of its own time; the largest inclusive parts are
+  gathering candidates 33% (co-likes 10.5%, merge 6.6%), policies 30% (`choose_slate` 17%),
+  context 8%, channel/time 8%.
 """
 
 from __future__ import annotations
