@@ -188,13 +188,17 @@ def load_settings(**overrides: Any) -> Settings:
     return settings
 
 
+# the test suite's and the benchmarks' servers (tests/conftest.py, bench/): not settings, not typos
+_TOOLING = ("TAGLOOP_TEST_DATABASE_URL", "TAGLOOP_BENCH_DATABASE_URL")
+
+
 def _misspelt_variables() -> None:
     """A `TAGLOOP_` variable that is not a setting's but nearly is one: a typo the environment source
     would silently ignore (the TOML file refuses unknown keys outright). Other `TAGLOOP_` names are
     left alone: they may be the deployment's own."""
     known = {f"TAGLOOP_{name.upper()}" for name in Settings.model_fields} | {"TAGLOOP_CONFIG"}
     for name in sorted(os.environ):
-        if not name.startswith("TAGLOOP_") or name in known or not os.environ[name]:
+        if not name.startswith("TAGLOOP_") or name in known or name in _TOOLING or not os.environ[name]:
             continue
         if meant := difflib.get_close_matches(name, known, n=1, cutoff=0.9):
             raise ConfigError(f"{name} is not a setting; did you mean {meant[0]}?")
