@@ -1,14 +1,15 @@
 """The `webhook` channel (SPEC §5): POST the message JSON to the configured URL, signed with
 Standard Webhooks headers (`webhook-id` = message id, so receivers dedupe on it). 2xx is success;
-5xx, 429, timeouts and connection errors are retryable `DeliveryError`s; other 4xx are not. The
-SSRF guard runs before every request, and (unless private targets are allowed) again on the
-addresses each connection goes to (`ssrf.pinned_transport`: no DNS rebinding between check and
-connect)."""
+5xx, 429, timeouts, connection errors and a host name that does not resolve (a resolver outage)
+are retryable `DeliveryError`s; other 4xx and SSRF refusals are not. The SSRF guard runs before
+every request, and (unless private targets are allowed) again on the addresses each connection goes
+to (`ssrf.pinned_transport`: no DNS rebinding between check and connect)."""
 
 from __future__ import annotations
 
 import base64
 import json
+import socket
 import urllib.request
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -18,7 +19,13 @@ from standardwebhooks.webhooks import Webhook
 
 from tagloop.tools.errors import ConfigError
 from tagloop.tools.messaging.channels import DeliveryError, OutboundMessage
-from tagloop.tools.messaging.ssrf import UnsafeURL, check_url, pinned_transport
+from tagloop.tools.messaging.ssrf import (
+    UnresolvedHost,
+    UnsafeURL,
+    check_url,
+    pinned_transport,
+    unresolved,
+)
 
 MIN_SECRET_BYTES = 16  # Standard Webhooks recommends 24 to 64 random bytes; 3 were accepted
 
@@ -67,6 +74,18 @@ def _proxied(url: str) -> bool:
     return not urllib.request.proxy_bypass(parts.hostname or "")
 
 
+def _lookup_failure(exc: BaseException) -> socket.gaierror | None:
+    """The failed name lookup behind `exc` (httpx's ConnectError, raised from httpcore's), if any."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, socket.gaierror):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 class WebhookChannel:
     name = "webhook"
 
@@ -81,6 +100,7 @@ class WebhookChannel:
     ) -> None:
         check_endpoint(url, "the webhook URL")
         self.url = url
+        self._host = urlsplit(url).hostname or ""
         self._signer = signer(secret, "the webhook secret")
         self.allow_private = allow_private
         # Connections pinned to the checked addresses, unless private targets are allowed or the
@@ -109,6 +129,8 @@ class WebhookChannel:
             check_url(self.url, allow_private=self.allow_private)
         except UnsafeURL as exc:
             raise DeliveryError(str(exc), retryable=False) from None
+        except UnresolvedHost as exc:
+            raise DeliveryError(str(exc), retryable=True) from None
         body = json.dumps(message.payload(), ensure_ascii=False, separators=(",", ":"))
         try:
             reply = self._client.post(
@@ -118,9 +140,14 @@ class WebhookChannel:
             )
         except UnsafeURL as exc:  # the address the connection was about to use (rebinding)
             raise DeliveryError(str(exc), retryable=False) from None
+        except UnresolvedHost as exc:  # the connection's own resolution failed
+            raise DeliveryError(str(exc), retryable=True) from None
         except httpx.TimeoutException:
             raise DeliveryError("webhook timed out", retryable=True) from None
         except httpx.HTTPError as exc:
+            failure = _lookup_failure(exc)
+            if failure is not None:  # private targets allowed: httpx's own connection resolved the name
+                raise DeliveryError(str(unresolved(self._host, failure)), retryable=True) from None
             raise DeliveryError(f"webhook request failed: {type(exc).__name__}", retryable=True) from None
         if reply.is_success:
             return
