@@ -8,11 +8,12 @@ At send time a message is
   users free of messages, so the experiment stays clean);
 - deferred, without spending an attempt, to the end of the user's quiet hours, or to when a
   frequency cap allows it again;
-- sent; a retryable `DeliveryError` (5xx, 429, timeouts) schedules the next attempt after an
-  exponential backoff with jitter (`base · 2^(attempt−1)`, capped, times U[0.5, 1)); a
-  non-retryable one (other 4xx, no address, SSRF refusal) or the last allowed attempt dead-letters
-  it (`status = 'dead'`, reported by `dead_letters`). Any other exception a channel raises (a bug,
-  data the channel cannot encode) dead-letters that message too: it would fail the same way again.
+- sent; a retryable `DeliveryError` (5xx, 429, timeouts, connection errors, a host name that does
+  not resolve) schedules the next attempt after an exponential backoff with jitter
+  (`base · 2^(attempt−1)`, capped, times U[0.5, 1)); a non-retryable one (other 4xx, no address,
+  SSRF refusal) or the last allowed attempt dead-letters it (`status = 'dead'`, reported by
+  `dead_letters`). Any other exception a channel raises (a bug, data the channel cannot encode)
+  dead-letters that message too: it would fail the same way again.
 The claim commits before the send. Each message is then handled in a transaction of its own that
 first waits for any other sender of the same user (so caps count what they sent), then locks the
 message only if it is still this batch's claim, with a fresh lease, and reads the user's consent,

@@ -11,9 +11,10 @@ With unsubscribe links configured (tools/messaging/unsubscribe.py) each mail has
 `List-Unsubscribe` (and, for an https link, `List-Unsubscribe-Post` one-click, RFC 8058) and the
 link at the end of its text.
 
-Connection problems and 4xx SMTP replies are retryable; 5xx replies (bad address, refused) are not,
-nor is an address that is not exactly one plain address (`channels.email_address`: no CR/LF, no
-list, no display name) — it is refused before any connection is made.
+Connection problems (a host name that does not resolve among them) and 4xx SMTP replies are
+retryable; 5xx replies (bad address, refused) are not, nor is an address that is not exactly one
+plain address (`channels.email_address`: no CR/LF, no list, no display name) — it is refused before
+any connection is made.
 
 The Subject is the title with control characters flattened; a title that itself looks like an
 RFC 2047 encoded word (`=?utf-8?q?…?=`) is sent encoded as a whole, so mail clients show it as the
@@ -22,6 +23,7 @@ literal text it is instead of decoding it."""
 from __future__ import annotations
 
 import smtplib
+import socket
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -160,6 +162,10 @@ class EmailChannel:
             ) from None
         except smtplib.SMTPNotSupportedError as exc:  # AUTH not offered, SMTPUTF8 needed, …
             raise DeliveryError(f"the SMTP server does not support it: {exc}", retryable=False) from None
+        except socket.gaierror as exc:  # a resolver outage, or a name not found right now
+            raise DeliveryError(
+                f"cannot resolve SMTP host {self.host!r}: {exc.strerror or exc}", retryable=True
+            ) from None
         except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             raise DeliveryError(f"SMTP failed: {type(exc).__name__}", retryable=True) from None
 

@@ -10,7 +10,10 @@ when that IPv4 address is. The check runs at send time, right before each reques
 `pinned_transport` closes the DNS-rebinding gap: its connections resolve the host once, check those
 addresses and connect to one of them (the URL's host name still goes in the Host header and, for
 https, in SNI and the certificate check), so a name cannot resolve to a public address for the check
-and to a private one for the connection."""
+and to a private one for the connection.
+
+A host name that does not resolve (a resolver outage, `EAI_AGAIN`, or a name not found right now)
+is no refusal: it raises `UnresolvedHost`, which a delivery retries like a connection error."""
 
 from __future__ import annotations
 
@@ -30,6 +33,17 @@ class UnsafeURL(TagloopError):
 
     status = 422
     title = "outbound URL refused"
+
+
+class UnresolvedHost(TagloopError):
+    """An outbound host whose name did not resolve: nothing was refused, a later attempt may work."""
+
+    status = 502
+    title = "outbound host not resolved"
+
+
+def unresolved(host: str, exc: socket.gaierror) -> UnresolvedHost:
+    return UnresolvedHost(f"cannot resolve outbound host {host!r}: {exc.strerror or exc}")
 
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -111,12 +125,12 @@ def is_public(address: str) -> bool:
 
 
 def public_addresses(host: str, port: int) -> list[str]:
-    """The addresses `host` resolves to, in the resolver's order; `UnsafeURL` unless it resolves and
-    every one of them is public."""
+    """The addresses `host` resolves to, in the resolver's order; `UnresolvedHost` when it does not
+    resolve, `UnsafeURL` unless every one of them is public."""
     try:
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except socket.gaierror as exc:
-        raise UnsafeURL(f"cannot resolve outbound host {host!r}: {exc.strerror}") from None
+        raise unresolved(host, exc) from None
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     bad = sorted(a for a in addresses if not is_public(a))
     if bad or not addresses:
@@ -128,7 +142,8 @@ def public_addresses(host: str, port: int) -> list[str]:
 
 
 def check_url(url: str, *, allow_private: bool) -> None:
-    """Raise `UnsafeURL` unless `url` is http(s) and (all of) its host's addresses are public."""
+    """Raise `UnsafeURL` unless `url` is http(s) and (all of) its host's addresses are public
+    (`UnresolvedHost` when, private targets not allowed, its host does not resolve)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UnsafeURL(f"outbound URL must be http(s)://host/…, got scheme {parts.scheme!r}")

@@ -1,15 +1,23 @@
 """The `webhook` channel (SPEC §5): POST the message JSON to the configured URL, signed with
 Standard Webhooks headers (`webhook-id` = message id, so receivers dedupe on it). 2xx is success;
-5xx, 429, timeouts and connection errors are retryable `DeliveryError`s; other 4xx are not. The
-SSRF guard runs before every request, and (unless private targets are allowed) again on the
-addresses each connection goes to (`ssrf.pinned_transport`: no DNS rebinding between check and
-connect)."""
+5xx, 429, timeouts, connection errors and a host name that does not resolve (a resolver outage)
+are retryable `DeliveryError`s; other 4xx and SSRF refusals are not. The SSRF guard runs before
+every request, and (unless private targets are allowed) again on the addresses each connection goes
+to (`ssrf.pinned_transport`: no DNS rebinding between check and connect).
+
+The timeout bounds the whole send, check and name lookup included, up to the reply's status; the
+reply's body is never needed, so a receiver that answers and then trickles its body does not hold
+the send (httpx's timeout alone bounds each read, not their sum)."""
 
 from __future__ import annotations
 
 import base64
 import json
+import socket
+import time
 import urllib.request
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -18,8 +26,15 @@ from standardwebhooks.webhooks import Webhook
 
 from tagloop.tools.errors import ConfigError
 from tagloop.tools.messaging.channels import DeliveryError, OutboundMessage
-from tagloop.tools.messaging.ssrf import UnsafeURL, check_url, pinned_transport
+from tagloop.tools.messaging.ssrf import (
+    UnresolvedHost,
+    UnsafeURL,
+    check_url,
+    pinned_transport,
+    unresolved,
+)
 
+MAX_REPLY_BYTES = 64 * 1024  # of a reply's body read (and dropped): its status is the answer
 MIN_SECRET_BYTES = 16  # Standard Webhooks recommends 24 to 64 random bytes; 3 were accepted
 
 
@@ -67,6 +82,18 @@ def _proxied(url: str) -> bool:
     return not urllib.request.proxy_bypass(parts.hostname or "")
 
 
+def _lookup_failure(exc: BaseException) -> socket.gaierror | None:
+    """The failed name lookup behind `exc` (httpx's ConnectError, raised from httpcore's), if any."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, socket.gaierror):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 class WebhookChannel:
     name = "webhook"
 
@@ -81,8 +108,11 @@ class WebhookChannel:
     ) -> None:
         check_endpoint(url, "the webhook URL")
         self.url = url
+        self._host = urlsplit(url).hostname or ""
         self._signer = signer(secret, "the webhook secret")
         self.allow_private = allow_private
+        self.timeout = timeout
+        self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook-send")
         # Connections pinned to the checked addresses, unless private targets are allowed or the
         # URL goes through the environment's proxy (HTTP(S)_PROXY, the deployment's only way out,
         # which resolves the name itself: the check before each send still applies)
@@ -105,27 +135,66 @@ class WebhookChannel:
         }
 
     def send(self, message: OutboundMessage) -> None:
+        """POST `message`, the whole send (the SSRF check with its name lookup, connecting, the
+        request and the reply's status line and headers) within `timeout` seconds, else a retryable
+        "timed out". The send runs on a worker thread the caller stops waiting for at the deadline."""
+        deadline = time.monotonic() + self.timeout
+        answer: Future[int] = Future()
+        self._threads.submit(self._post, message, deadline, answer)
+        try:
+            status = answer.result(timeout=max(deadline - time.monotonic(), 0.0))
+        except FutureTimeout:
+            answer.cancel()  # every worker still busy: this request is not made at all
+            raise DeliveryError(
+                f"webhook timed out (no answer within {self.timeout:g} s)", retryable=True
+            ) from None
+        if 200 <= status < 300:
+            return
+        retryable = status >= 500 or status in (408, 425, 429)
+        raise DeliveryError(f"webhook answered HTTP {status}", retryable=retryable)
+
+    def _post(self, message: OutboundMessage, deadline: float, answer: Future[int]) -> None:
+        """On a worker thread: the request, its status (or error) set on `answer` as soon as the
+        headers are in; then at most `MAX_REPLY_BYTES` of the body, before the deadline, are read and
+        dropped (a reply read to its end keeps the connection for the next send; a longer or slower
+        one closes it), without changing the answer."""
+        if not answer.set_running_or_notify_cancel():
+            return
         try:
             check_url(self.url, allow_private=self.allow_private)
-        except UnsafeURL as exc:
-            raise DeliveryError(str(exc), retryable=False) from None
-        body = json.dumps(message.payload(), ensure_ascii=False, separators=(",", ":"))
-        try:
-            reply = self._client.post(
+            body = json.dumps(message.payload(), ensure_ascii=False, separators=(",", ":"))
+            with self._client.stream(
+                "POST",
                 self.url,
                 content=body.encode(),
                 headers=self.headers(message.message_id, body, datetime.now(UTC)),
-            )
-        except UnsafeURL as exc:  # the address the connection was about to use (rebinding)
-            raise DeliveryError(str(exc), retryable=False) from None
-        except httpx.TimeoutException:
-            raise DeliveryError("webhook timed out", retryable=True) from None
-        except httpx.HTTPError as exc:
-            raise DeliveryError(f"webhook request failed: {type(exc).__name__}", retryable=True) from None
-        if reply.is_success:
-            return
-        retryable = reply.status_code >= 500 or reply.status_code in (408, 425, 429)
-        raise DeliveryError(f"webhook answered HTTP {reply.status_code}", retryable=retryable)
+                timeout=max(deadline - time.monotonic(), 0.001),  # each operation; the caller waits no longer
+            ) as reply:
+                answer.set_result(reply.status_code)
+                read = 0
+                for chunk in reply.iter_raw():
+                    read += len(chunk)
+                    if read > MAX_REPLY_BYTES or time.monotonic() > deadline:
+                        break
+        except Exception as exc:
+            if not answer.done():
+                answer.set_exception(self._failure(exc))
+
+    def _failure(self, exc: Exception) -> Exception:
+        """The `DeliveryError` for a failed request; an unexpected error as it is."""
+        if isinstance(exc, UnsafeURL):  # the URL, or the address a connection was about to use (rebinding)
+            return DeliveryError(str(exc), retryable=False)
+        if isinstance(exc, UnresolvedHost):  # the check's or the connection's own name lookup
+            return DeliveryError(str(exc), retryable=True)
+        if isinstance(exc, httpx.TimeoutException):
+            return DeliveryError(f"webhook timed out ({type(exc).__name__})", retryable=True)
+        if isinstance(exc, httpx.HTTPError):
+            failure = _lookup_failure(exc)
+            if failure is not None:  # private targets allowed: httpx's own connection resolved the name
+                return DeliveryError(str(unresolved(self._host, failure)), retryable=True)
+            return DeliveryError(f"webhook request failed: {type(exc).__name__}", retryable=True)
+        return exc
 
     def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
         self._client.close()
