@@ -124,6 +124,22 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
             None,
             "TAGLOOP_OUTBOUND_WEBHOOK_URL is set but TAGLOOP_OUTBOUND_WEBHOOK_SECRET is not",
         ),
+        (  # accepted at start-up, failed at every send
+            {
+                "TAGLOOP_OUTBOUND_WEBHOOK_URL": "http://exa mple.com/h",
+                "TAGLOOP_OUTBOUND_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            },
+            None,
+            "TAGLOOP_OUTBOUND_WEBHOOK_URL must be an http(s)://host/… URL; it holds a space",
+        ),
+        (
+            {
+                "TAGLOOP_OUTBOUND_WEBHOOK_URL": "https://example.com:0/h",
+                "TAGLOOP_OUTBOUND_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            },
+            None,
+            "TAGLOOP_OUTBOUND_WEBHOOK_URL must be an http(s)://host/… URL; its host or port is not valid",
+        ),
         (
             {"TAGLOOP_OUTBOUND_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
             None,

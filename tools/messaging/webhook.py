@@ -12,7 +12,9 @@ the send (httpx's timeout alone bounds each read, not their sum)."""
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
+import re
 import socket
 import time
 import urllib.request
@@ -70,6 +72,27 @@ def check_endpoint(url: str, setting: str) -> None:
     if parts.scheme not in ("http", "https") or not parts.hostname:  # the URL may hold credentials
         got = f"scheme {parts.scheme!r}" if parts.scheme not in ("http", "https") else "no host"
         raise ConfigError(f"{setting} must be an http(s)://host/… URL, got {got}")
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ConfigError(f"{setting} must be an http(s)://host/… URL; it holds a space or control character")
+    if parts.port == 0 or not _host_name(parts.hostname):
+        raise ConfigError(f"{setting} must be an http(s)://host/… URL; its host or port is not valid")
+
+
+_LABELS = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?$")
+
+
+def _host_name(host: str) -> bool:
+    """An IP address, or a DNS name (internationalized ones in their IDNA form) of valid labels."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    return len(ascii_host) <= 253 and bool(_LABELS.match(ascii_host))
 
 
 def _proxied(url: str) -> bool:
