@@ -32,6 +32,11 @@ def _default_home() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "tagloop"
 
 
+# a duration setting's bound, about ten years: larger ones overflowed the datetimes they are added to
+# (TAGLOOP_TRIGGER_MAX_AGE_SECONDS=1e11 for "never" made every profile fold fail)
+MAX_SECONDS = 10 * 365 * 86400
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TAGLOOP_",
@@ -58,20 +63,22 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key")
     )
     custom_event_types: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    profile_half_life_days: float = Field(default=30.0, gt=0)
+    profile_half_life_days: float = Field(default=30.0, gt=0, le=MAX_SECONDS / 86400)
     policy_file: Path | None = None
     file_channel_path: Path | None = None
     max_body_bytes: int = Field(default=1 << 20, gt=0)
     max_batch_events: int = Field(default=1000, gt=0)
     rate_limit_per_minute: int = Field(default=6000, gt=0)
     public_docs: bool = False  # /openapi.json and /docs without a key (SPEC §4: only /healthz is open)
-    trigger_delay_seconds: float = Field(default=30.0, ge=0)
-    trigger_max_age_seconds: float = Field(default=6 * 3600.0, ge=0)  # older events trigger no run
+    trigger_delay_seconds: float = Field(default=30.0, ge=0, le=MAX_SECONDS)
+    trigger_max_age_seconds: float = Field(
+        default=6 * 3600.0, ge=0, le=MAX_SECONDS
+    )  # older events trigger no run
     # agent runs and scheduling (agent/cadence.py, agent/worker.py)
     cadences: dict[str, str] = Field(default_factory=lambda: {"weekly_discovery": "7d"})
     cadence_spread: float = Field(default=1.0, ge=0, le=1)
     run_batch_size: int = Field(default=200, gt=0)
-    sweep_interval_seconds: float = Field(default=30.0, gt=0)
+    sweep_interval_seconds: float = Field(default=30.0, gt=0, le=MAX_SECONDS)
     candidate_k: int = Field(default=100, gt=0)
     candidate_sources: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["tags", "trending", "new_from_providers", "co_likes", "cf"], min_length=1
@@ -82,15 +89,15 @@ class Settings(BaseSettings):
     quiet_exempt_channels: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["file", "console"])
     # delivery (tools/messaging/delivery.py)
     delivery_max_attempts: int = Field(default=6, gt=0)
-    delivery_backoff_seconds: float = Field(default=30.0, ge=0)
-    delivery_backoff_max_seconds: float = Field(default=3600.0, ge=0)
-    delivery_timeout_seconds: float = Field(default=10.0, gt=0)
-    delivery_lease_seconds: float = Field(default=300.0, gt=0)
+    delivery_backoff_seconds: float = Field(default=30.0, ge=0, le=MAX_SECONDS)
+    delivery_backoff_max_seconds: float = Field(default=3600.0, ge=0, le=MAX_SECONDS)
+    delivery_timeout_seconds: float = Field(default=10.0, gt=0, le=MAX_SECONDS)
+    delivery_lease_seconds: float = Field(default=300.0, gt=0, le=MAX_SECONDS)
     # message copy (tools/messaging/compose.py)
-    llm_timeout_seconds: float = Field(default=10.0, gt=0)
+    llm_timeout_seconds: float = Field(default=10.0, gt=0, le=MAX_SECONDS)
     llm_max_retries: int = Field(default=1, ge=0, le=10)
     llm_breaker_failures: int = Field(default=2, ge=1)  # failed LLM calls in a row → templates for the run
-    llm_budget_seconds: float = Field(default=60.0, gt=0)  # LLM time per run before templates
+    llm_budget_seconds: float = Field(default=60.0, gt=0, le=MAX_SECONDS)  # LLM time per run before templates
     # one-click unsubscribe links in mail (tools/messaging/unsubscribe.py): both or neither
     public_url: str | None = None  # where mail readers reach this API, e.g. https://notify.example.com
     unsubscribe_secret: SecretStr | None = None
@@ -100,7 +107,7 @@ class Settings(BaseSettings):
     # event to be this old, before it folds (bigger folds cost far less per event; reads fold the
     # user's own pending events first, so they never wait)
     fold_min_events: int = 20_000
-    fold_max_wait_seconds: float = 1.0
+    fold_max_wait_seconds: float = Field(default=1.0, ge=0, le=MAX_SECONDS)
 
     @field_validator(
         "api_keys",

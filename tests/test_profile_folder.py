@@ -176,6 +176,19 @@ def test_folder_waits_for_a_batch_up_to_max_wait(catalogue: psycopg.Connection[A
     assert n_events(catalogue) == {"a": 3, "b": 2}
 
 
+def test_a_run_triggered_after_a_wait_for_a_batch_is_due_a_full_delay_later(
+    catalogue: psycopg.Connection[Any],
+) -> None:
+    """The folder's clock was read before it waited for a batch, so a like that arrived during the
+    wait queued its run up to `max_wait` earlier than the trigger delay."""
+    batching = profile_folder.FoldOptions(min_events=5, max_wait=timedelta(seconds=1.0))
+    ingest(catalogue, [ev("like1", "a", "like")])
+    start = NOW  # the event's clock (its ts is NOW)
+    assert profile_folder.fold_pending(catalogue, batching, now=start).enqueued == 1
+    row = catalogue.execute("select due_at from run_queue where user_id = 'a'").fetchone()
+    assert row is not None and row["due_at"] >= start + batching.trigger_delay + timedelta(seconds=0.8)
+
+
 def test_folder_reads_contexts_with_numbers_beyond_64_bits(catalogue: psycopg.Connection[Any]) -> None:
     """A context integer beyond 64 bits is stored (jsonb numeric) and still folded."""
     big = {"id": "big", "user_id": "a", "type": "play", "context": {"device": "tv", "n": 2**70}}

@@ -68,6 +68,15 @@ def test_a_burst_of_signals_coalesces_into_the_earliest_run(catalogue: psycopg.C
     assert list(rows) == ["a"] and rows["a"]["due_at"] == NOW + DELAY
 
 
+def test_a_like_without_an_item_does_not_trigger(catalogue: psycopg.Connection[Any]) -> None:
+    """It adds nothing to the profile, so a client that forgot `item_id` would set off messages on
+    no signal at all."""
+    liked_nothing = parse_event({"user_id": "a", "type": "like", "ts": NOW.isoformat()}, now=NOW)
+    assert liked_nothing.item_id is None
+    assert ingest(catalogue, [liked_nothing]) == 0 and queue(catalogue) == {}
+    assert ingest(catalogue, [ev("a", "like", "y")]) == 1  # with its item it does
+
+
 def test_ordinary_plays_and_skips_do_not_trigger(catalogue: psycopg.Connection[Any]) -> None:
     assert (
         ingest(catalogue, [ev("b", "play", "y"), ev("b", "skip", "x0", 1), ev("b", "impression", "x1", 2)])

@@ -203,10 +203,14 @@ def await_batch(conn: psycopg.Connection[Any], options: FoldOptions) -> None:
 def fold_pending(conn: psycopg.Connection[Any], options: FoldOptions, *, now: datetime) -> FoldReport:
     """Fold up to `options.max_events` events after the checkpoint in one committed transaction
     (first waiting for a batch, with `options.min_events`). Returns at once (last_seq None) when
-    another session is folding."""
+    another session is folding. `now` is the clock when the call began; a wait for a batch moves
+    it on by as long as it waited (the runs that events received meanwhile trigger are due a full
+    `trigger_delay` after them)."""
     _share_niceness(conn)
     if options.min_events > 0:
+        started = time.monotonic()
         await_batch(conn, options)
+        now += timedelta(seconds=time.monotonic() - started)
     with conn.transaction():
         locked = conn.execute("select pg_try_advisory_xact_lock(%(ns)s, %(key)s) as ok", FOLD_LOCK).fetchone()
         if not locked or not locked["ok"]:

@@ -1,7 +1,8 @@
 """Event-triggered runs: which interactions are strong enough to re-decide for a user, enqueueing
 them into `run_queue` (consumed by the scheduler/worker), and the per-user run lock.
 
-Strong signals: an explicit positive (like, save, add_to_playlist, share) or a burst of plays of a
+Strong signals: an explicit positive of an item (like, save, add_to_playlist, share; without an
+`item_id` it teaches the profile nothing and triggers nothing) or a burst of plays of a
 tag new to the user (found by `tools.online`), from events of the last `trigger_max_age` (6 hours by
 default): an import of last year's likes is history, not a reason to message anyone now. The
 enqueue is an upsert keeping the earliest `due_at`, so a burst of signals coalesces into one run
@@ -48,7 +49,7 @@ def strong_signals(
         if since is not None and e.ts < since:
             continue
         recent.add(e.user_id)
-        if e.type in STRONG_TYPES and e.user_id not in reasons:
+        if e.type in STRONG_TYPES and e.item_id and e.user_id not in reasons:  # a like of nothing: no signal
             reasons[e.user_id] = e.type
     for user_id, tag_id in bursts.items():
         if user_id in recent:

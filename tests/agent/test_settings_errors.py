@@ -62,6 +62,11 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
             "cadence_spread: Input should be a finite number",
         ),
         ({"TAGLOOP_CADENCE_SPREAD": "1.5"}, None, "cadence_spread: Input should be less than or equal to 1"),
+        (  # "never expire": accepted, then every profile fold overflowed the date (and reads answered 500)
+            {"TAGLOOP_TRIGGER_MAX_AGE_SECONDS": "1e11"},
+            None,
+            "trigger_max_age_seconds: Input should be less than or equal to 315360000",
+        ),
         (
             {"TAGLOOP_DELIVERY_TIMEOUT_SECONDS": "inf"},
             None,

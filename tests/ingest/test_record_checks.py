@@ -200,6 +200,9 @@ def test_an_unsubscribe_from_a_channel_that_cannot_be_matched_is_refused(given: 
     with pytest.raises(FieldError, match=reason) as err:
         parse_event({"user_id": "u1", "type": "unsubscribe", "channel": given}, now=_now())
     assert err.value.field == "channel"
+    with pytest.raises(FieldError, match=reason) as err:  # the error named "channel" here too
+        parse_event({"user_id": "u1", "type": "unsubscribe", "context": {"channel": given}}, now=_now())
+    assert err.value.field == "context.channel"
 
 
 def test_custom_event_types_are_accepted_and_listed_when_a_type_is_unknown() -> None:

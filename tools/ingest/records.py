@@ -247,18 +247,18 @@ def _known_channel(field: str, name: str) -> None:
         raise FieldError(f"{field}.{name}", f"no such channel; did you mean {meant!r}?")
 
 
-def _unsubscribe_channel(value: Any) -> str:
+def _unsubscribe_channel(value: Any, field: str) -> str:
     """The channel an unsubscribe names, as sends compare it: lower-case, '*' (every channel) when
     empty; one that cannot match a channel (not a string, a near miss of a built-in one) is an
     error — stored as given, 'File' or 'fiel' matched nothing and the sends went on."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return "*"
     if not isinstance(value, str):
-        raise FieldError("channel", f"must be a channel name or '*', got {type(value).__name__}")
+        raise FieldError(field, f"must be a channel name or '*', got {type(value).__name__}")
     name = value.strip().lower()
     meant = near_miss_channel(name) if name != "*" else None
     if meant:
-        raise FieldError("channel", f"no such channel {value!r}; did you mean {meant!r}?")
+        raise FieldError(field, f"no such channel {value!r}; did you mean {meant!r}?")
     return name
 
 
@@ -301,7 +301,9 @@ def parse_event(
             known += f"; custom: {', '.join(sorted(extra_types))}"
         raise FieldError("type", f"unknown event type {type_!r} (known: {known})")
     if type_ == "unsubscribe" and "channel" in context:
-        context["channel"] = _unsubscribe_channel(context["channel"])
+        given = data.get("context")  # where the event gave it: in `context`, or at the top level
+        field = "context.channel" if isinstance(given, dict) and "channel" in given else "channel"
+        context["channel"] = _unsubscribe_channel(context["channel"], field)
     user_id = id_field(data, "user_id")
     item_id = str_field(data, "item_id", default=None, max_len=MAX_ID)
     given_ts = ts_field(data, "ts", required=False)
