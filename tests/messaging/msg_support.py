@@ -184,3 +184,16 @@ MESSAGE = OutboundMessage(
     send_at="2026-05-04T12:00:00+00:00",
     address="listener@example.org",
 )
+
+
+def webhook_message(last: str) -> OutboundMessage:
+    """One webhook message as the webhook channel tests send it (`last`: its id's last characters)."""
+    return OutboundMessage(
+        message_id=f"7b0c2a8e-0000-5000-8000-{last:0>12}",
+        decision_id="d",
+        user_id="u1",
+        channel="webhook",
+        title="t",
+        body="b",
+        send_at="2026-05-04T12:00:00+00:00",
+    )

@@ -17,23 +17,15 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-from msg_support import SECRET, add_users, queue_messages
+from msg_support import SECRET, add_users, queue_messages, webhook_message
 
-from tagloop.tools.messaging.channels import DeliveryError, OutboundMessage
+from tagloop.tools.messaging.channels import DeliveryError
 from tagloop.tools.messaging.delivery import DeliveryConfig, deliver_due
 from tagloop.tools.messaging.webhook import WebhookChannel
 
 NOW = datetime(2026, 5, 4, 12, tzinfo=UTC)
 NO_QUIET = DeliveryConfig(quiet_start=clock_time(0), quiet_end=clock_time(0), max_attempts=3)
-MESSAGE = OutboundMessage(
-    message_id="7b0c2a8e-0000-5000-8000-00000000000b",
-    decision_id="d",
-    user_id="u1",
-    channel="webhook",
-    title="t",
-    body="b",
-    send_at="2026-05-04T12:00:00+00:00",
-)
+MESSAGE = webhook_message("b")
 TIMEOUT = 2.0
 TRICKLE = 0.5  # seconds between two bytes: each read is well within the timeout
 
