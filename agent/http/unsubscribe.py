@@ -66,9 +66,13 @@ async def unsubscribe(request: Request, message_id: MessageId, token: Token = ""
     state = _checked(request, message_id, token)
     found = await run_in_threadpool(_recipient, state, message_id)
     now = datetime.now(UTC)
+    # one event per link and consent: a click after the user opted in again (consent written since
+    # the first click) is a new unsubscribe, not a duplicate of the one that no longer counts
+    consent_at = found["consent_at"]
+    generation = f":{consent_at.timestamp():.6f}" if consent_at is not None else ""
     event = parse_event(
         {
-            "id": f"unsubscribe:{message_id}",
+            "id": f"unsubscribe:{message_id}{generation}",
             "user_id": found["user_id"],
             "type": "unsubscribe",
             "message_id": message_id,

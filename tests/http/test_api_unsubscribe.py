@@ -89,6 +89,25 @@ def test_the_link_of_a_mail_unsubscribes_its_user_from_that_channel(
     assert channels["email"]["reachable"] is False
 
 
+def test_the_link_clicked_again_after_the_user_opted_in_again_unsubscribes_again(
+    mail_client: TestClient, db: psycopg.Connection[Any]
+) -> None:
+    """The event's id was the link's message id alone: after a PUT with consent (opting in again), a
+    second click was a duplicate of the unsubscribe that no longer counts, answered `already`, and
+    the user kept getting mail."""
+    decision = mail_client.post("/v1/users/reader/runs", json={}, headers=AUTH).json()
+    link = _path(UnsubscribeLinks(PUBLIC_URL, SECRET.encode()).url(decision["message_id"]))
+    assert mail_client.post(link).json() == {"channel": "email", "already": False}
+    assert mail_client.put("/v1/users/reader", json=READER, headers=AUTH).status_code == 200  # opts in
+    db.rollback()
+    assert "reader" not in runs.unsubscribes(db, ["reader"])  # reachable again, as the README says
+    assert mail_client.post(link).json() == {"channel": "email", "already": False}
+    assert mail_client.post(link).json() == {"channel": "email", "already": True}  # the same click twice
+    db.rollback()
+    assert set(runs.unsubscribes(db, ["reader"])["reader"]) == {"email"}
+    assert len(_unsubscribes(mail_client)) == 2
+
+
 def test_a_link_without_a_valid_token_is_401_and_stores_nothing(mail_client: TestClient) -> None:
     decision = mail_client.post("/v1/users/reader/runs", json={}, headers=AUTH).json()
     message_id = decision["message_id"]

@@ -156,17 +156,20 @@ def known_refs(
 
 
 def message_recipient(conn: psycopg.Connection[Any], message_id: str) -> dict[str, Any] | None:
-    """`{user_id, channel}` of a stored message, or of a sent one purged since (None when the id is
-    unknown or not a UUID)."""
+    """`{user_id, channel, consent_at}` of a stored message, or of a sent one purged since (None when
+    the id is unknown or not a UUID); `consent_at` is when the user's consent was last written (an
+    unsubscribe received before it no longer counts), None for a user erased since."""
     try:
         uuid.UUID(message_id)
     except ValueError:
         return None
     row = conn.execute(
-        """select user_id, channel from messages where id = %(id)s::uuid
-           union all  -- a message purged since (tools/store/retention.py)
-           select user_id, channel from unsubscribe_recipients where message_id = %(id)s::uuid
-           limit 1""",
+        """select r.user_id, r.channel, u.updated_at as consent_at
+           from (select user_id, channel from messages where id = %(id)s::uuid
+                 union all  -- a message purged since (tools/store/retention.py)
+                 select user_id, channel from unsubscribe_recipients where message_id = %(id)s::uuid
+                 limit 1) r
+           left join users u on u.id = r.user_id""",
         {"id": message_id},
     ).fetchone()
     return dict(row) if row else None
