@@ -12,6 +12,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -139,6 +140,34 @@ class Settings(BaseSettings):
             raise ValueError(str(exc)) from None
         return value
 
+    @field_validator("llm_base_url")
+    @classmethod
+    def _http_base_url(cls, value: str | None) -> str | None:
+        """An OpenAI-compatible endpoint is http(s)://host…; anything else failed every call."""
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise ValueError("must be an http(s)://host/… URL; its host or port is not valid") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s)://host/… URL (the OpenAI-compatible server's base URL)")
+        return value
+
+    @field_validator("allowed_link_hosts")
+    @classmethod
+    def _bare_hosts(cls, value: list[str]) -> list[str]:
+        """Host names as links are compared with them (lower case); a URL or a host with a port can
+        never match one, and every copy with a link then fell back to the template."""
+        hosts = [host.lower().rstrip(".") for host in value]
+        for host in hosts:
+            if not host or any(c in host for c in "/:@?#") or any(c.isspace() for c in host):
+                raise ValueError(
+                    f"{host!r} is not a host name (give e.g. music.example.com, no scheme or path)"
+                )
+        return hosts
+
     @field_validator("quiet_exempt_channels")
     @classmethod
     def _known_channels(cls, value: list[str]) -> list[str]:
@@ -192,6 +221,8 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(f"invalid settings: {str(exc).split(':')[0]}{hint}") from None
     unsubscribe_links(settings)  # both or neither, and usable
     check_webhooks(settings)
+    if settings.llm_base_url and not settings.llm_model:  # templates only, and nothing said why
+        raise ConfigError("TAGLOOP_LLM_BASE_URL is set but TAGLOOP_LLM_MODEL is not: LLM copy needs both")
     return settings
 
 

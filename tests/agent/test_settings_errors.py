@@ -62,6 +62,21 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
             "cadence_spread: Input should be a finite number",
         ),
         ({"TAGLOOP_CADENCE_SPREAD": "1.5"}, None, "cadence_spread: Input should be less than or equal to 1"),
+        (  # every call failed with "llm: connection" and the run exited 0
+            {"TAGLOOP_LLM_BASE_URL": "ftp://llm.example", "TAGLOOP_LLM_MODEL": "m"},
+            None,
+            "llm_base_url: Value error, must be an http(s)://host/… URL",
+        ),
+        (  # templates only, and nothing said the LLM was skipped
+            {"TAGLOOP_LLM_BASE_URL": "http://127.0.0.1:9/v1"},
+            None,
+            "TAGLOOP_LLM_BASE_URL is set but TAGLOOP_LLM_MODEL is not",
+        ),
+        (  # a URL never matches a link's host: every copy with a link fell back
+            {"TAGLOOP_ALLOWED_LINK_HOSTS": "music.example.com,https://music.example.com/"},
+            None,
+            "allowed_link_hosts: Value error, 'https://music.example.com/' is not a host name",
+        ),
         (  # "never expire": accepted, then every profile fold overflowed the date (and reads answered 500)
             {"TAGLOOP_TRIGGER_MAX_AGE_SECONDS": "1e11"},
             None,
