@@ -161,3 +161,27 @@ def test_a_delivery_round_is_not_held_by_a_trickling_receiver(
     rows = db.execute("select distinct last_error from messages").fetchall()
     db.commit()
     assert [r["last_error"] for r in rows] == ["webhook answered HTTP 503"]
+
+
+def test_hung_sends_are_bounded_daemon_threads_that_never_hold_up_an_exit(
+    trickler: Trickler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each run built a channel with a pool of four non-daemon threads, never shut down: sends hung
+    on a receiver that trickles its headers piled up per run and kept `tagloop run` from exiting."""
+    from tagloop.tools.messaging import webhook
+
+    monkeypatch.setattr(webhook, "_IN_FLIGHT", threading.BoundedSemaphore(2))
+    trickler.head = b"HTTP/1.1 200 OK\r\n"
+    trickler.tail = b"x-slow: " + b"y" * 200 + b"\r\ncontent-length: 0\r\n\r\n"  # 100 s of headers
+    errors = []
+    for _ in range(3):  # three runs, a channel each
+        channel = WebhookChannel(trickler.url, SECRET, allow_private=True, timeout=1.0)  # > TRICKLE
+        started = time.monotonic()
+        with pytest.raises(DeliveryError) as failed:
+            channel.send(MESSAGE)
+        assert failed.value.retryable and time.monotonic() - started < 2.0
+        errors.append(str(failed.value))
+    assert errors[:2] == ["webhook timed out (no answer within 1 s)"] * 2
+    assert "every sender busy" in errors[2] and trickler.requests == 2  # the third was not made
+    senders = [t for t in threading.enumerate() if t.name == "webhook-send"]
+    assert len(senders) == 2 and all(t.daemon for t in senders)  # an exit does not wait for them

@@ -16,9 +16,10 @@ import ipaddress
 import json
 import re
 import socket
+import threading
 import time
 import urllib.request
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -36,6 +37,8 @@ from tagloop.tools.messaging.ssrf import (
     unresolved,
 )
 
+MAX_IN_FLIGHT = 16  # webhook sends under way in the process, each on its own daemon thread
+_IN_FLIGHT = threading.BoundedSemaphore(MAX_IN_FLIGHT)
 MAX_REPLY_BYTES = 64 * 1024  # of a reply's body read (and dropped): its status is the answer
 MIN_SECRET_BYTES = 16  # Standard Webhooks recommends 24 to 64 random bytes; 3 were accepted
 
@@ -135,11 +138,11 @@ class WebhookChannel:
         self._signer = signer(secret, "the webhook secret")
         self.allow_private = allow_private
         self.timeout = timeout
-        self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook-send")
         # Connections pinned to the checked addresses, unless private targets are allowed or the
         # URL goes through the environment's proxy (HTTP(S)_PROXY, the deployment's only way out,
         # which resolves the name itself: the check before each send still applies)
-        pinned = not allow_private and not _proxied(url)
+        self._proxied = _proxied(url)
+        pinned = not allow_private and not self._proxied
         self._client = client or httpx.Client(
             timeout=timeout, follow_redirects=False, transport=pinned_transport() if pinned else None
         )
@@ -160,14 +163,30 @@ class WebhookChannel:
     def send(self, message: OutboundMessage) -> None:
         """POST `message`, the whole send (the SSRF check with its name lookup, connecting, the
         request and the reply's status line and headers) within `timeout` seconds, else a retryable
-        "timed out". The send runs on a worker thread the caller stops waiting for at the deadline."""
+        "timed out". The send runs on a daemon thread the caller stops waiting for at the deadline;
+        at most `MAX_IN_FLIGHT` such threads run in the process (a receiver that trickles its
+        headers holds one until it stops), and a send that finds none free in time is not made."""
         deadline = time.monotonic() + self.timeout
+        in_flight = _IN_FLIGHT  # released by the thread: the same one, whatever the global is then
+        if not in_flight.acquire(timeout=self.timeout):
+            raise DeliveryError(
+                f"webhook timed out (every sender busy for {self.timeout:g} s; the request was not made)",
+                retryable=True,
+            )
         answer: Future[int] = Future()
-        self._threads.submit(self._post, message, deadline, answer)
+        try:
+            threading.Thread(
+                target=self._post_then_release,
+                args=(message, deadline, answer, in_flight),
+                name="webhook-send",
+                daemon=True,
+            ).start()
+        except BaseException:
+            in_flight.release()
+            raise
         try:
             status = answer.result(timeout=max(deadline - time.monotonic(), 0.0))
         except FutureTimeout:
-            answer.cancel()  # every worker still busy: this request is not made at all
             raise DeliveryError(
                 f"webhook timed out (no answer within {self.timeout:g} s)", retryable=True
             ) from None
@@ -175,6 +194,14 @@ class WebhookChannel:
             return
         retryable = status >= 500 or status in (408, 425, 429)
         raise DeliveryError(f"webhook answered HTTP {status}", retryable=retryable)
+
+    def _post_then_release(
+        self, message: OutboundMessage, deadline: float, answer: Future[int], in_flight: threading.Semaphore
+    ) -> None:
+        try:
+            self._post(message, deadline, answer)
+        finally:
+            in_flight.release()
 
     def _post(self, message: OutboundMessage, deadline: float, answer: Future[int]) -> None:
         """On a worker thread: the request, its status (or error) set on `answer` as soon as the
@@ -213,11 +240,14 @@ class WebhookChannel:
             return DeliveryError(f"webhook timed out ({type(exc).__name__})", retryable=True)
         if isinstance(exc, httpx.HTTPError):
             failure = _lookup_failure(exc)
+            if failure is not None and self._proxied:  # the name httpx looked up was the proxy's
+                return DeliveryError(
+                    f"cannot resolve the outbound proxy's host: {failure.strerror or failure}", retryable=True
+                )
             if failure is not None:  # private targets allowed: httpx's own connection resolved the name
                 return DeliveryError(str(unresolved(self._host, failure)), retryable=True)
             return DeliveryError(f"webhook request failed: {type(exc).__name__}", retryable=True)
         return exc
 
     def close(self) -> None:
-        self._threads.shutdown(wait=False, cancel_futures=True)
         self._client.close()
