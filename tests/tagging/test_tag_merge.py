@@ -180,6 +180,25 @@ def test_a_tag_taken_off_an_item_stays_off_under_the_canonical_tag(
     assert rejected == [{"item_id": "o1", "tag_id": tag_id(db, "lofi")}]
 
 
+def test_a_removed_tag_given_again_in_another_spelling_stays_off_after_the_merge(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """The import filter blocks the removed (item, tag) pair, but a spelling never stored before is a
+    new tag id: its row was written, and the merge then moved it onto the removed tag."""
+    old = [{"id": f"o{i}", "title": f"Old {i}", "tags": ["lo-fi", "chill"]} for i in range(2)]
+    import_file(db, "items", jsonl(tmp_path / "old.jsonl", old))
+    assert remove_item_tag(db, "o1", "lo-fi").removed == "import"
+    again = [{"id": "o1", "tags": ["lofi", "chill"]}]  # the export, in a new spelling
+    again += [{"id": f"n{i}", "title": f"New {i}", "tags": ["lofi"]} for i in range(3)]
+    import_file(db, "items", jsonl(tmp_path / "again.jsonl", again))
+    sync_vocabulary(db)  # lofi is now the most used spelling: the canonical tag
+    lofi, chill = tag_id(db, "lofi"), tag_id(db, "chill")
+    assert lofi is not None and chill is not None and tag_id(db, "lo-fi") is None
+    carried = db.execute("select tag_id from item_tags where item_id = 'o1'").fetchall()
+    assert [r["tag_id"] for r in carried] == [chill]
+    assert vector_ids(db)["o1"] == {chill} and lofi in vector_ids(db)["o0"]
+
+
 def test_a_merge_waits_for_a_fold_in_flight_so_the_fold_cannot_write_the_variant_back(
     lofi: tuple[psycopg.Connection[Any], int], db_url: str
 ) -> None:

@@ -5,7 +5,8 @@ A tag's id is its dimension in every sparse vector, so `merge_tag_ids(conn, {var
 - `item_tags`: one row per item and tag (highest weight and confidence, an `import` row's source
   wins over auto sources, what an import row took over stays `underneath`);
 - `tag_embeddings`: a variant's learned vector becomes the canonical tag's when that has none;
-- `item_tag_rejections`: a tag the owner took off an item stays off under the canonical tag;
+- `item_tag_rejections`: a tag the owner took off an item stays off under the canonical tag (a
+  variant's row that would bring it back, e.g. an import's new spelling, is dropped);
 - `user_profiles.tags` (sparsevec, text index = id + 1): a variant's weight is added to the
   canonical tag's; and the per-tag stats the online update keeps under the tag id in `stats`
   (`source_tags` per source: weights added; `fresh`: play counts added, the later window kept);
@@ -59,6 +60,14 @@ MOVE_REJECTIONS = f"""
     on conflict (item_id, tag_id) do nothing
 """
 
+# a row the merge gave an item (a variant's, moved) or left on it (the variant became canonical)
+# for a tag the owner took off it: removed, as `tag remove` promises
+DROP_REJECTED = """
+    delete from item_tags it using item_tag_rejections r
+    where r.item_id = it.item_id and r.tag_id = it.tag_id and it.tag_id = any(%(canonical)s::int[])
+    returning it.item_id
+"""
+
 MOVE_EMBEDDINGS = f"""
     update tag_embeddings e set tag_id = pick.canonical_id
     from (select distinct on (m.canonical_id) m.canonical_id, m.variant_id
@@ -95,6 +104,7 @@ def merge_tag_ids(conn: psycopg.Connection[Any], moves: dict[int, int]) -> None:
     pairs = {"variant": list(moves), "canonical": [moves[v] for v in moves]}
     conn.execute(MOVE_ITEM_TAGS, {**pairs, "auto": list(AUTO_SOURCES)})
     conn.execute(MOVE_REJECTIONS, pairs)
+    dropped = {r["item_id"] for r in conn.execute(DROP_REJECTED, pairs).fetchall()}
     conn.execute(MOVE_EMBEDDINGS, pairs)
     _move_profiles(conn, moves)
     conn.execute("delete from tags where id = any(%(ids)s)", {"ids": list(moves)})
@@ -103,8 +113,8 @@ def merge_tag_ids(conn: psycopg.Connection[Any], moves: dict[int, int]) -> None:
         "select distinct item_id from item_tags where tag_id = any(%(ids)s)",
         {"ids": sorted(set(moves.values()))},
     ).fetchall()
-    if items:
-        refresh_item_vectors(conn, [r["item_id"] for r in items])
+    if items or dropped:
+        refresh_item_vectors(conn, sorted({r["item_id"] for r in items} | dropped))
 
 
 def _move_profiles(conn: psycopg.Connection[Any], moves: dict[int, int]) -> None:
