@@ -68,8 +68,10 @@ async def unsubscribe(request: Request, message_id: MessageId, token: Token = ""
     now = datetime.now(UTC)
     # one event per link and consent: a click after the user opted in again (consent written since
     # the first click) is a new unsubscribe, not a duplicate of the one that no longer counts
-    consent_at = found["consent_at"]
-    generation = f":{consent_at.timestamp():.6f}" if consent_at is not None else ""
+    consent_at, first = found["consent_at"], found["first_click_at"]
+    still_counts = first is not None and (consent_at is None or first >= consent_at)
+    # (a click stored under the first id form, `unsubscribe:{message_id}`, that still counts: the same)
+    generation = f":{consent_at.timestamp():.6f}" if consent_at is not None and not still_counts else ""
     event = parse_event(
         {
             "id": f"unsubscribe:{message_id}{generation}",

@@ -108,6 +108,27 @@ def test_the_link_clicked_again_after_the_user_opted_in_again_unsubscribes_again
     assert len(_unsubscribes(mail_client)) == 2
 
 
+def test_a_click_stored_by_an_earlier_version_is_still_the_same_click(
+    mail_client: TestClient, db: psycopg.Connection[Any]
+) -> None:
+    """Earlier versions stored the link's event as `unsubscribe:{message_id}`: clicking it again is
+    `already`, not a second event, until the user opts in again."""
+    decision = mail_client.post("/v1/users/reader/runs", json={}, headers=AUTH).json()
+    message_id = decision["message_id"]
+    db.execute(
+        """insert into events (id, user_id, type, ts, message_id, context)
+           values (%(id)s, 'reader', 'unsubscribe', now(), %(m)s, '{"channel": "email"}')""",
+        {"id": f"unsubscribe:{message_id}", "m": message_id},
+    )
+    db.commit()
+    link = _path(UnsubscribeLinks(PUBLIC_URL, SECRET.encode()).url(message_id))
+    assert mail_client.post(link).json() == {"channel": "email", "already": True}
+    assert len(_unsubscribes(mail_client)) == 1
+    assert mail_client.put("/v1/users/reader", json=READER, headers=AUTH).status_code == 200  # opts in
+    assert mail_client.post(link).json() == {"channel": "email", "already": False}
+    assert len(_unsubscribes(mail_client)) == 2
+
+
 def test_a_link_without_a_valid_token_is_401_and_stores_nothing(mail_client: TestClient) -> None:
     decision = mail_client.post("/v1/users/reader/runs", json={}, headers=AUTH).json()
     message_id = decision["message_id"]

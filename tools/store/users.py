@@ -156,15 +156,19 @@ def known_refs(
 
 
 def message_recipient(conn: psycopg.Connection[Any], message_id: str) -> dict[str, Any] | None:
-    """`{user_id, channel, consent_at}` of a stored message, or of a sent one purged since (None when
-    the id is unknown or not a UUID); `consent_at` is when the user's consent was last written (an
-    unsubscribe received before it no longer counts), None for a user erased since."""
+    """`{user_id, channel, consent_at, first_click_at}` of a stored message, or of a sent one purged
+    since (None when the id is unknown or not a UUID); `consent_at` is when the user's consent was
+    last written (an unsubscribe received before it no longer counts), None for a user erased since;
+    `first_click_at`, when the link's unsubscribe was stored under its first id form,
+    `unsubscribe:{message_id}` (None when it was not)."""
     try:
         uuid.UUID(message_id)
     except ValueError:
         return None
     row = conn.execute(
-        """select r.user_id, r.channel, u.updated_at as consent_at
+        """select r.user_id, r.channel, u.updated_at as consent_at,
+                  (select e.received_at from events e where e.id = 'unsubscribe:' || %(id)s)
+                      as first_click_at
            from (select user_id, channel from messages where id = %(id)s::uuid
                  union all  -- a message purged since (tools/store/retention.py)
                  select user_id, channel from unsubscribe_recipients where message_id = %(id)s::uuid
