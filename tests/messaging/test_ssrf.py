@@ -9,24 +9,14 @@ import socket
 from typing import Any
 
 import pytest
-from msg_support import SECRET, Receiver
+from msg_support import SECRET, Receiver, webhook_message
 
 from tagloop.tools.messaging import ssrf
-from tagloop.tools.messaging.channels import DeliveryError, OutboundMessage
+from tagloop.tools.messaging.channels import DeliveryError
 from tagloop.tools.messaging.ssrf import UnsafeURL, check_url, is_public
 from tagloop.tools.messaging.webhook import WebhookChannel
 
-MESSAGE = OutboundMessage(
-    message_id="7b0c2a8e-0000-5000-8000-000000000009",
-    decision_id="d",
-    user_id="u1",
-    channel="webhook",
-    title="t",
-    body="b",
-    items=[],
-    send_at="2026-05-04T12:00:00+00:00",
-    address=None,
-)
+MESSAGE = webhook_message("9")
 
 
 @pytest.mark.parametrize(
