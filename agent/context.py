@@ -99,7 +99,7 @@ class RunCache:
         missing = [i for i in dict.fromkeys(ids) if i not in rows]
         with conn.cursor(row_factory=tuple_row) as cur:
             found: dict[str, bytes] = dict(cur.execute(_ITEM_TAGS, {"ids": missing}).fetchall())
-        nnz, tags, weights = parse_sparsevecs([found.get(i) or _EMPTY for i in missing])
+        nnz, tags, weights = parse_sparsevecs([found.get(i) for i in missing])
         base = len(rows)
         end = int(self._indptr[base])
         self._indptr = _appended(self._indptr, base + 1, end + np.cumsum(nnz))
@@ -204,7 +204,6 @@ def _dense(lens: np.ndarray, cols: np.ndarray, data: np.ndarray, width: int) -> 
     return dense
 
 
-_EMPTY = bytes(12)
 _table: list[np.ndarray] = []  # the process's tag id → column scratch table (4 MB, made on first use)
 _table_lock = threading.Lock()
 

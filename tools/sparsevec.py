@@ -8,12 +8,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
+_EMPTY = bytes(12)  # a sparsevec without entries
 
-def parse_sparsevecs(blobs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+
+def parse_sparsevecs(
+    blobs: Sequence[bytes | memoryview | None],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """pgvector `sparsevec_send` blobs (big-endian int32 dim, nnz, 0, then nnz int32 indices and nnz
-    float4 values) as (nnz per blob, every index, every value as float64), blob after blob."""
-    nnz = np.fromiter((int.from_bytes(b[4:8], "big") for b in blobs), np.int64, len(blobs))
-    raw = np.frombuffer(b"".join(blobs), dtype=np.uint8)
+    float4 values) as (nnz per blob, every index, every value as float64), blob after blob; None (a
+    NULL vector, e.g. an item without tags) counts as a vector without entries."""
+    given = [_EMPTY if b is None else bytes(b) for b in blobs]
+    nnz = np.fromiter((int.from_bytes(b[4:8], "big") for b in given), np.int64, len(given))
+    raw = np.frombuffer(b"".join(given), dtype=np.uint8)
     sizes = 12 + 8 * nnz
     starts = np.cumsum(sizes) - sizes  # where each blob begins (none for no blobs)
     total = int(nnz.sum())

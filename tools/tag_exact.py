@@ -70,7 +70,7 @@ class TagCatalogue:
     def read(cls, conn: psycopg.Connection[Any]) -> TagCatalogue:
         with conn.cursor(row_factory=tuple_row, binary=True) as cur:
             rows = cur.execute(_ITEMS).fetchall()
-        nnz, tags, weights = parse_sparsevecs([bytes(r[3]) for r in rows])
+        nnz, tags, weights = parse_sparsevecs([r[3] for r in rows])
         return cls.build([(r[0], r[1], r[2]) for r in rows], nnz, tags, weights)
 
     @classmethod
@@ -165,7 +165,7 @@ def request_profiles(conn: psycopg.Connection[Any], user_ids: list[str]) -> Pend
 
 
 def _profiles(rows: list[Any]) -> Profiles:
-    nnz, tags, weights = parse_sparsevecs([bytes(r[1]) for r in rows])
+    nnz, tags, weights = parse_sparsevecs([r[1] for r in rows])
     ends = np.cumsum(nnz)
     return {
         r[0]: (tags[end - n : end], weights[end - n : end])

@@ -75,7 +75,6 @@ def _candidate_ids(r: dict[str, Any]) -> list[str]:
 
 
 _ITEM_TAGS = "select id, sparsevec_send(tag_vec) as vec from items where id = any(%(ids)s)"
-_EMPTY = bytes(12)  # a sparsevec without entries: an item without tags
 
 
 def _item_tags(conn: psycopg.Connection[Any], ids: set[str]) -> dict[str, dict[str, float]]:
@@ -85,7 +84,7 @@ def _item_tags(conn: psycopg.Connection[Any], ids: set[str]) -> dict[str, dict[s
     if not ids:
         return {}
     rows = conn.execute(_ITEM_TAGS, {"ids": list(ids)}).fetchall()
-    nnz, tags, weights = parse_sparsevecs([bytes(r["vec"]) if r["vec"] is not None else _EMPTY for r in rows])
+    nnz, tags, weights = parse_sparsevecs([r["vec"] for r in rows])
     ends = np.cumsum(nnz).tolist()
     names, values = list(map(str, tags.tolist())), weights.tolist()
     return {
