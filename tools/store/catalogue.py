@@ -61,6 +61,12 @@ def ensure_tags(conn: psycopg.Connection[Any], names: Iterable[str]) -> dict[str
     return known
 
 
+# the condition on a pair `p(item_id, tag_id)` that the owner has not taken that tag off that item
+# (`tagloop tag remove`, tools/tagging/store_rejections.py): imports and proposals leave it out
+NOT_REJECTED = """not exists (
+    select 1 from item_tag_rejections r where r.item_id = p.item_id and r.tag_id = p.tag_id)"""
+
+
 def replace_item_tags(
     conn: psycopg.Connection[Any], tags_by_item: Mapping[str, Mapping[str, float]], *, source: str
 ) -> None:
@@ -97,12 +103,11 @@ def replace_item_tags(
     )
     conn.execute(f"delete from item_tags it where {dropped}", params)
     conn.execute(
-        """insert into item_tags as it (item_id, tag_id, weight, source)
+        f"""insert into item_tags as it (item_id, tag_id, weight, source)
            select p.item_id, p.tag_id, p.weight, %(source)s
            from unnest(%(pair_items)s::text[], %(pair_tags)s::int[], %(weights)s::real[])
                 as p(item_id, tag_id, weight)
-           where not exists (select 1 from item_tag_rejections r
-                             where r.item_id = p.item_id and r.tag_id = p.tag_id)
+           where {NOT_REJECTED}
            on conflict (item_id, tag_id) do update set
                underneath = case when it.source <> excluded.source
                                  then jsonb_build_object('source', it.source, 'weight', it.weight,

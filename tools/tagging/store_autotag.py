@@ -30,11 +30,10 @@ from typing import Any
 
 import psycopg
 
-from tagloop.tools.store.catalogue import ensure_tags, refresh_item_vectors, refresh_tag_counts
+from tagloop.tools.store.catalogue import NOT_REJECTED, ensure_tags, refresh_item_vectors, refresh_tag_counts
 from tagloop.tools.tagging.autotag import CONFIRM_AT, TagProposal
 from tagloop.tools.tagging.sources import ItemText
 from tagloop.tools.tagging.store import AUTO_SOURCES
-from tagloop.tools.tagging.store_rejections import NOT_REJECTED
 from tagloop.tools.tagging.vocabulary import tag_key
 
 POSITIVE = ("like", "save", "add_to_playlist", "share", "complete")

@@ -4,7 +4,7 @@ An import's `tags` replace the catalogue's own tags of an item (source `import`)
 proposed (`tagloop tag items`) or behaviour confirmed stay, so a nightly catalogue export does not
 wipe what tagloop learned. `remove_item_tag(conn, item, tag)` is how the owner takes one of either
 kind off for good: the item's row of the tag is deleted whatever its source, the pair is recorded so
-that `store_autotag.store_proposals` never proposes it for that item again (`NOT_REJECTED`) and
+that `store_autotag.store_proposals` never proposes it for that item again (`catalogue.NOT_REJECTED`) and
 imports and PUTs that still give it do not write it back (`catalogue.replace_item_tags`), and tag
 counts and the item's tag vector are refreshed. `restore_item_tag` lifts the rejection: the next
 import, PUT or `tag items` run may give the tag again. Profiles keep what past events taught them.
@@ -21,10 +21,6 @@ import psycopg
 from tagloop.tools.errors import NotFound
 from tagloop.tools.store.catalogue import refresh_item_vectors, refresh_tag_counts
 from tagloop.tools.tagging.store import find_tag
-
-# the condition on a proposal `p(item_id, tag_id)` that the owner has not taken it off its item
-NOT_REJECTED = """not exists (
-    select 1 from item_tag_rejections r where r.item_id = p.item_id and r.tag_id = p.tag_id)"""
 
 _DELETE = "delete from item_tags where item_id = %(item)s and tag_id = %(tag)s returning source"
 _REJECT = """
