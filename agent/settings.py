@@ -12,7 +12,6 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -26,6 +25,7 @@ from pydantic_settings import (
 
 from tagloop.policies.config import near_miss_channel
 from tagloop.tools.errors import ConfigError
+from tagloop.tools.messaging.endpoints import check_endpoint, http_url_problem
 from tagloop.tools.messaging.unsubscribe import UnsubscribeLinks
 
 
@@ -144,15 +144,9 @@ class Settings(BaseSettings):
     @classmethod
     def _http_base_url(cls, value: str | None) -> str | None:
         """An OpenAI-compatible endpoint is http(s)://host…; anything else failed every call."""
-        if value is None:
-            return None
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError:
-            raise ValueError("must be an http(s)://host/… URL; its host or port is not valid") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s)://host/… URL (the OpenAI-compatible server's base URL)")
+        problem = http_url_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("allowed_link_hosts")
@@ -247,7 +241,7 @@ def check_webhooks(settings: Settings) -> None:
     (checked here so `serve`, `run` and `worker` refuse them before starting)."""
     if not (settings.webhook_secrets or settings.outbound_webhook_url or settings.outbound_webhook_secret):
         return
-    from tagloop.tools.messaging.webhook import check_endpoint, signer  # httpx: only when needed
+    from tagloop.tools.messaging.webhook import signer  # httpx: only when needed
 
     for n, inbound in enumerate(settings.webhook_secrets, start=1):
         signer(inbound.get_secret_value(), f"TAGLOOP_WEBHOOK_SECRETS (secret {n})")

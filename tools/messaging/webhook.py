@@ -12,9 +12,7 @@ the send (httpx's timeout alone bounds each read, not their sum)."""
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
-import re
 import socket
 import threading
 import time
@@ -29,6 +27,7 @@ from standardwebhooks.webhooks import Webhook
 
 from tagloop.tools.errors import ConfigError
 from tagloop.tools.messaging.channels import DeliveryError, OutboundMessage
+from tagloop.tools.messaging.endpoints import check_endpoint
 from tagloop.tools.messaging.ssrf import (
     UnresolvedHost,
     UnsafeURL,
@@ -60,42 +59,6 @@ def signer(secret: str, setting: str) -> Webhook:
             f" {MIN_SECRET_BYTES} are needed (Standard Webhooks recommends 24 to 64 random bytes)"
         )
     return webhook
-
-
-def check_endpoint(url: str, setting: str) -> None:
-    """A `ConfigError` naming `setting` unless `url` is http(s)://host… (what the SSRF guard
-    checks at send time, without resolving the host)."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise ConfigError(
-            f"{setting} must be an http(s)://host/… URL; its host or port is not valid"
-        ) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:  # the URL may hold credentials
-        got = f"scheme {parts.scheme!r}" if parts.scheme not in ("http", "https") else "no host"
-        raise ConfigError(f"{setting} must be an http(s)://host/… URL, got {got}")
-    if any(c.isspace() or not c.isprintable() for c in url):
-        raise ConfigError(f"{setting} must be an http(s)://host/… URL; it holds a space or control character")
-    if parts.port == 0 or not _host_name(parts.hostname):
-        raise ConfigError(f"{setting} must be an http(s)://host/… URL; its host or port is not valid")
-
-
-_LABELS = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?$")
-
-
-def _host_name(host: str) -> bool:
-    """An IP address, or a DNS name (internationalized ones in their IDNA form) of valid labels."""
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        pass
-    try:
-        ascii_host = host.encode("idna").decode("ascii")
-    except UnicodeError:
-        return False
-    return len(ascii_host) <= 253 and bool(_LABELS.match(ascii_host))
 
 
 def _proxied(url: str) -> bool:
