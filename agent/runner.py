@@ -166,6 +166,11 @@ def default_channels(settings: Settings) -> dict[str, Channel]:
     return channels
 
 
+def sources_of(settings: Settings) -> tuple[CandidateSource, ...]:
+    """New candidate sources as the settings name them, searching tags as they say."""
+    return sources_named(settings.candidate_sources, tag_search=settings.tag_search)
+
+
 def policy_of(settings: Settings) -> PolicyConfig:
     return load_policy(settings.policy_file) if settings.policy_file else preset("default")
 
@@ -262,9 +267,7 @@ def make_context(
         now=now,
         run_key=run_key,
         policy=policy,
-        sources=sources
-        if sources is not None
-        else sources_named(settings.candidate_sources, tag_search=settings.tag_search),
+        sources=sources if sources is not None else sources_of(settings),
         facts=facts if facts is not None else load_facts(conn, now, policy),
         candidate_k=settings.candidate_k,
         llm=llm_of(settings),

@@ -32,10 +32,10 @@ from tagloop.agent.runner import (
     load_facts,
     make_context,
     policy_of,
+    sources_of,
 )
 from tagloop.agent.settings import Settings
 from tagloop.tools import neighbors
-from tagloop.tools.candidates import sources_named
 from tagloop.tools.logsafe import hashed
 from tagloop.tools.messaging.channels import Channel
 from tagloop.tools.messaging.delivery import DeliveryReport, deliver_due
@@ -80,9 +80,7 @@ class Worker:
         self.on_claimed = on_claimed
         self._facts: Timed[RunFacts] = Timed()
         self._cache = RunCache()  # item tags and Thompson propensities, renewed with the facts
-        self._sources = sources_named(
-            settings.candidate_sources, tag_search=settings.tag_search
-        )  # theirs too
+        self._sources = sources_of(settings)  # their per-run reads, likewise
         self._seed = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
 
     def facts(self, now: datetime) -> RunFacts:
@@ -94,9 +92,7 @@ class Worker:
                 neighbors.refresh_if_stale(self.conn, now)  # refresh holds no claimed user
             facts = load_facts(self.conn, now, self.policy)
             self._cache = RunCache()
-            self._sources = sources_named(
-                self.settings.candidate_sources, tag_search=self.settings.tag_search
-            )
+            self._sources = sources_of(self.settings)
             self.conn.commit()
             return facts
 
