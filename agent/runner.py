@@ -274,7 +274,7 @@ def make_context(
         llm_breaker=LLMBreaker(
             max_failures=settings.llm_breaker_failures, budget_seconds=settings.llm_budget_seconds
         ),
-        allowed_link_hosts=frozenset(h.lower() for h in settings.allowed_link_hosts),
+        allowed_link_hosts=frozenset(settings.allowed_link_hosts),  # lower case already (settings)
         quiet_exempt=frozenset(settings.quiet_exempt_channels),
         cache=cache if cache is not None else RunCache(),
     )
