@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 from agent_support import load_demo
+from psycopg.types.json import Jsonb
 from typer.testing import CliRunner
 
 from tagloop.agent import nodes
@@ -223,6 +224,32 @@ def test_a_repeated_run_reports_delivered_as_its_message_stands(
         {"ids": [o.decision_id for o in first]},
     ).fetchall()
     assert {r["user_id"] for r in status} == sent
+
+
+def test_a_repeated_run_whose_plan_changed_adds_no_message_to_the_stored_decision(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """Consent given between two runs of the same minute: the second run keeps the stored
+    `no_consent` decision, so it must neither store nor send a message for it."""
+    users = load_demo(db, tmp_path / "demo", NOW, users=10)
+    consent = {r["id"]: r["consent"] for r in db.execute("select id, consent from users")}
+    db.execute("update users set consent = '{}'")
+    db.commit()
+    inbox = tmp_path / "inbox.jsonl"
+    settings, channels = Settings(home=tmp_path / "home"), {"file": FileChannel(inbox)}
+    first = run_users(db, settings, users, now=NOW, send_now=True, channels=channels)
+    assert {o.outcome for o in first} <= {"no_consent", "holdout"} and "no_consent" in {
+        o.outcome for o in first
+    }
+    for user_id, given in consent.items():
+        db.execute("update users set consent = %(c)s where id = %(u)s", {"c": Jsonb(given), "u": user_id})
+    db.commit()
+    again = run_users(db, settings, users, now=NOW + timedelta(seconds=30), send_now=True, channels=channels)
+    assert [(o.decision_id, o.outcome) for o in again] == [(o.decision_id, o.outcome) for o in first]
+    assert not any(o.message_id or o.delivered for o in again)
+    assert not inbox.exists()
+    stored = db.execute("select count(*) as n from messages").fetchone()
+    assert stored is not None and stored["n"] == 0
 
 
 def test_decisions_export_writes_one_json_line_per_decision_with_reward(

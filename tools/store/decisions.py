@@ -79,6 +79,7 @@ select x.id, x.decision_id, x.user_id, x.channel, x.title, x.body, x.items, x.se
 from jsonb_to_recordset(%(rows)s::jsonb) as x(id uuid, decision_id uuid, user_id text, channel text,
                                                title text, body text, items jsonb, send_at timestamptz,
                                                send_hour int)
+join decisions d on d.id = x.decision_id and d.outcome = 'message' and d.channel = x.channel
 on conflict (id) do update set send_at = excluded.send_at, next_attempt_at = excluded.send_at
 where messages.status = 'pending' and messages.attempts = 0 and excluded.send_at < messages.next_attempt_at
 """
@@ -123,7 +124,10 @@ def insert_decisions(conn: psycopg.Connection[Any], rows: list[DecisionRow]) -> 
 
 
 def insert_messages(conn: psycopg.Connection[Any], rows: list[MessageRow]) -> None:
-    """Insert outbox messages, first due at their send time (a message id already stored is kept)."""
+    """Insert outbox messages, first due at their send time (a message id already stored is kept).
+    A message is only stored for a stored decision that sends on its channel: a run repeating a
+    stored decision's run key (its insert kept the stored one) whose plan changed meanwhile (another
+    channel reachable, consent given since) adds no second message to it."""
     if not rows:
         return
     doc = [
