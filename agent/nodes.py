@@ -216,7 +216,9 @@ def enqueue(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     for user_id, plan in state.plans.items():
         if plan.outcome == MESSAGE and plan.copy and plan.channel and plan.send_at:
             plan = plan.update(message_id=ctx.message_id(plan.decision_id, plan.channel))
-            hour = plan.hour_choice.arm if plan.hour_choice else None
+            # a guard moved the chosen hour (caps, quiet hours): the message's engagement is not
+            # that hour arm's (the decision still logs the hour chosen and its propensity)
+            hour = plan.hour_choice.arm if plan.hour_choice and "held_back" not in plan.context else None
             outbox.append(
                 store.MessageRow(
                     id=plan.message_id or "",

@@ -317,6 +317,56 @@ def _plan(outcome: str) -> Plan:
     return Plan("u", "d", "k", 1, outcome, "p", "1")
 
 
+def test_a_send_hour_a_guard_moved_is_not_credited_to_that_hour(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """A scheduled run chooses a send hour; when a cap moves the send, the message does not go out
+    at that hour, so the outbox row carries no `send_hour` (its opens would teach the hour bandit
+    about an hour it was not sent at); the decision still logs the hour chosen and its propensity."""
+    users = load_demo(db, tmp_path / "demo", NOW, users=10)
+    capped, free = users[:2]
+    db.execute(
+        """update users set timezone = 'UTC', consent = '{"file": true}' where id = any(%(u)s)""",
+        {"u": [capped, free]},
+    )
+    db.execute(
+        """insert into decisions (id, user_id, policy_name, policy_version, seed, candidates, chosen,
+                  propensities, channel, outcome)
+           values ('00000000-0000-5000-8000-000000000001', %(u)s, 'p', '1', 1, '[]', '[]', '{}', 'file',
+                   'message')""",
+        {"u": capped},
+    )
+    db.execute(
+        """insert into messages (id, decision_id, user_id, channel, title, body, send_at, status, sent_at)
+           values ('00000000-0000-5000-8000-000000000002', '00000000-0000-5000-8000-000000000001',
+                   %(u)s, 'file', 't', 'b', %(at)s, 'sent', %(at)s)""",
+        {"u": capped, "at": NOW - timedelta(hours=1)},
+    )
+    policy = tmp_path / "POLICY.toml"
+    policy.write_text(
+        'name = "capped"\nversion = "1"\n[guards]\nholdout_share = 0.0\n[guards.caps.file]\nper_week = 1\n'
+    )
+    settings = Settings(home=tmp_path / "home", policy_file=policy)
+    outcomes = run_users(
+        db,
+        settings,
+        [capped, free],
+        now=NOW,
+        send_now=False,
+        channels={"file": FileChannel(tmp_path / "inbox.jsonl")},
+    )
+    by_user = {o.user_id: o for o in outcomes}
+    assert by_user[capped].held_back == "file cap of 1 per week reached" and by_user[free].held_back is None
+    for o in outcomes:
+        assert o.outcome == "message" and o.arms["send_hour"]["arm"] in (8, 12, 18, 20)
+    rows = db.execute(
+        "select user_id, send_hour from messages where id = any(%(ids)s::uuid[])",
+        {"ids": [o.message_id for o in outcomes]},
+    ).fetchall()
+    hours = {r["user_id"]: r["send_hour"] for r in rows}
+    assert hours == {capped: None, free: by_user[free].arms["send_hour"]["arm"]}
+
+
 def test_routers_skip_to_record_when_nothing_is_worth_sending() -> None:
     state = RunState(user_ids=["u"], plans={"u": _plan("holdout")})
     assert nodes.after_policies(state) == "record"

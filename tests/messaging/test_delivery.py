@@ -167,6 +167,7 @@ def test_consent_withdrawn_quiet_hours_and_caps_are_checked_at_send_time(
     users = add_users(db, 3, tz="Europe/Berlin")
     ids = queue_messages(db, users, send_at=NOW - timedelta(hours=1))
     db.execute("update users set consent = '{\"webhook\": false}' where id = %(u)s", {"u": users[0]})
+    db.execute("update messages set send_hour = 20 where id = any(%(ids)s::uuid[])", {"ids": ids})
     db.commit()
     cfg = DeliveryConfig(quiet_start=time(22), quiet_end=time(7), caps={"webhook": ChannelCap(per_day=1)})
     channel = {"webhook": WebhookChannel(receiver.url, SECRET, allow_private=True)}
@@ -174,6 +175,10 @@ def test_consent_withdrawn_quiet_hours_and_caps_are_checked_at_send_time(
     report = deliver_due(db, channel, cfg, now=night, rng=np.random.default_rng(0))
     assert report.cancelled == [ids[0]] and sorted(report.deferred) == sorted(ids[1:])
     assert not receiver.seen
+    # deferred past the hour the bandit chose: their engagement is no longer that hour arm's
+    hours = db.execute("select send_hour from messages where id = any(%(ids)s::uuid[])", {"ids": ids[1:]})
+    assert [r["send_hour"] for r in hours] == [None, None]
+    db.rollback()
     morning = datetime(2026, 5, 5, 5, 0, tzinfo=UTC)  # 07:00 in Berlin
     assert sorted(deliver_due(db, channel, cfg, now=morning, rng=np.random.default_rng(0)).sent) == sorted(
         ids[1:]

@@ -154,10 +154,12 @@ def mark_failed(
 
 
 def defer(conn: psycopg.Connection[Any], message_id: str, *, until: datetime, reason: str) -> None:
-    """Back to 'pending' until `until` without spending an attempt (quiet hours, caps)."""
+    """Back to 'pending' until `until` without spending an attempt (quiet hours, caps). The message
+    no longer goes out at the send hour the bandit chose, so its `send_hour` is cleared: its opens
+    and clicks still count for its channel, not for that hour's arm."""
     conn.execute(
         """update messages set status = 'pending', next_attempt_at = %(until)s, attempts = attempts - 1,
-               last_error = %(r)s, claimed_until = null where id = %(id)s""",
+               last_error = %(r)s, claimed_until = null, send_hour = null where id = %(id)s""",
         {"id": message_id, "until": until, "r": reason[:500]},
     )
 
