@@ -39,7 +39,9 @@ class ArmChoice:
     arms: list[Any] = field(default_factory=list)
 
     def log(self) -> dict[str, Any]:
-        return {"arm": self.arm, "propensity": round(self.propensity, 6), "arms": self.arms}
+        # unrounded: a small propensity is a large importance weight (rounded to 6 decimals, one
+        # of 1.5e-7 was logged as 0 and unusable for offline evaluation)
+        return {"arm": self.arm, "propensity": self.propensity, "arms": self.arms}
 
 
 @dataclass

@@ -9,7 +9,8 @@
   normal), so only `betainc` (the CDF) is evaluated — no quantile inversion. Absolute error
   ≲ 3e-5 per arm (tests/policies/test_policy_bandits.py checks it against adaptive quadrature).
   `thompson_probabilities_batch` does many users' arms in one vectorised call.
-  `method="mc"` counts argmaxes over `n_mc` joint draws from the given generator.
+  `method="mc"` counts argmaxes over `n_mc` joint draws from the given generator, plus the played
+  draw (so an arm played is never logged with propensity 0).
 - Linear (contextual) Thompson sampling, disjoint models (one Bayesian ridge regression per arm over
   the user's feature vector x, as in LinUCB's disjoint variant): posterior θ_a ~ N(A_a⁻¹ b_a,
   v² A_a⁻¹), so the arm's sampled score x·θ_a ~ N(x·μ_a, v² xᵀA_a⁻¹x); the propensity is again the
@@ -131,7 +132,9 @@ def thompson_choose(
     if method == "mc":
         draws = rng.beta(a, b, size=(n_mc, a.size))
         counts = np.bincount(np.argmax(draws, axis=1), minlength=a.size)
-        return arm, float(counts[arm] / n_mc)
+        # the played draw counts too: an arm played but never the argmax of the n_mc draws would
+        # otherwise log propensity 0 (an infinite importance weight)
+        return arm, float((counts[arm] + 1) / (n_mc + 1))
     raise InvalidInput(f"unknown propensity method {method!r}; use 'exact' or 'mc'")
 
 

@@ -154,8 +154,10 @@ class BanditConfig(_Strict):
     strategy: Literal["thompson", "uniform", "greedy"] = "thompson"
     channels: list[str] = Field(default_factory=lambda: ["push", "email", "webhook"], min_length=1)
     send_hours: list[int] = Field(default_factory=lambda: [8, 12, 18, 20], min_length=1)
-    prior_alpha: float = Field(default=1.0, gt=0.0)
-    prior_beta: float = Field(default=1.0, gt=0.0)
+    # below ~0.1 Beta draws are often exactly 0.0 or 1.0, so arms tie and argmax takes the first:
+    # the exact Thompson propensities (which assume no ties) would no longer be the play's
+    prior_alpha: float = Field(default=1.0, ge=0.1)
+    prior_beta: float = Field(default=1.0, ge=0.1)
     propensity: Literal["exact", "mc"] = "exact"
     n_mc: int = Field(default=2000, ge=10, le=1_000_000)
     linear_noise: float = Field(default=0.5, gt=0.0)

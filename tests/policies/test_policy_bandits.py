@@ -103,6 +103,28 @@ def test_thompson_choose_is_seeded_and_reports_its_arm_probability() -> None:
     assert arm == a[0] and p_mc == pytest.approx(a[1], abs=0.02)
 
 
+def test_a_monte_carlo_propensity_is_never_zero_for_the_arm_played() -> None:
+    """Arm 0's true probability here is ~2e-4: of 40,000 plays, the ones that picked it counted it
+    in none of their n_mc draws and logged 0 before the played draw was counted too."""
+    s, f = np.array([0.0, 6.0]), np.array([12.0, 2.0])
+    played = [
+        thompson_choose(s, f, np.random.default_rng(seed), n_mc=200, method="mc") for seed in range(40_000)
+    ]
+    rare = [p for arm, p in played if arm == 0]
+    assert rare and all(p >= 1 / 201 for p in rare)
+    assert np.mean([p for arm, p in played if arm == 1]) == pytest.approx(
+        thompson_probabilities(s, f)[1], abs=0.01
+    )
+
+
+def test_an_arm_choice_logs_its_propensity_unrounded() -> None:
+    from tagloop.agent.state import ArmChoice
+
+    p = thompson_probabilities(np.array([0.0, 5, 0, 4]), np.array([20.0, 1, 20, 1]))
+    assert 0 < p[0] < 1e-6
+    assert [ArmChoice(i, float(x), []).log()["propensity"] for i, x in enumerate(p)] == [float(x) for x in p]
+
+
 def test_linear_ts_probabilities_match_sampling_and_learn_from_rewards() -> None:
     rng = np.random.default_rng(0)
     model = LinearTSModel.new(n_arms=3, dim=2, noise=0.5)

@@ -64,6 +64,10 @@ def test_an_empty_cap_table_removes_that_channels_limits(tmp_path: Path) -> None
         ("[guards]\nquiet_end = '08:00+02:00'\n", "guards.quiet_end: quiet hours are local wall times"),
         ("[diversity]\nmmr_lambda = 0.6\ncalibration_lambda = 0.6\n", "mmr_lambda + calibration_lambda"),
         ("[bandits]\nsend_hours = [8, 24]\n", "bandits.send_hours: send hours must be 0..23"),
+        (
+            "[bandits]\nprior_alpha = 0.05\n",
+            "bandits.prior_alpha: Input should be greater than or equal to 0.1",
+        ),
         ("[guards.caps.push]\nper_day = -1\n", "guards.caps.push.per_day"),
         ("[guards.caps.emial]\nper_day = 1\n", "guards.caps.emial: no such channel; did you mean 'email'?"),
         ("k = 0\n", "k:"),

@@ -15,7 +15,7 @@ quadrature (`policies.thompson_probabilities_batch`), so `choose` only draws."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 
 import numpy as np
 
@@ -108,9 +108,15 @@ class ThompsonArms:
 
 
 def next_local_hour(now: datetime, tz: str, hour: int) -> datetime:
-    """The first instant ≥ now at which the user's wall clock reads `hour`:00."""
-    local = now.astimezone(zone(tz))
-    candidate = local.replace(hour=hour, minute=0, second=0, microsecond=0)
-    if candidate < local:
-        candidate = (local + timedelta(days=1)).replace(hour=hour, minute=0, second=0, microsecond=0)
-    return candidate.astimezone(now.tzinfo)
+    """The first instant ≥ now at which the user's wall clock reads `hour`:00. Compared as instants,
+    both folds of a repeated hour (01:00 EDT and 01:00 EST on a fall-back day are both the user's
+    01:00; wall-clock comparison skipped the second); an hour a spring-forward skips maps to the
+    instant an hour later (02:00 → 03:00 EDT)."""
+    z = zone(tz)
+    today = now.astimezone(z).date()
+    instants = (
+        datetime.combine(today + timedelta(days=d), time(hour, fold=fold), tzinfo=z)
+        for d in (0, 1, 2)
+        for fold in (0, 1)
+    )
+    return min(i for i in instants if i >= now).astimezone(now.tzinfo)
