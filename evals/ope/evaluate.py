@@ -11,13 +11,18 @@ The recommendation rule (ground-truth free) is the smallest estimated MSE:
 i.e. the unbiased estimate of the squared bias against DR, clipped at 0 (the same paired replicates
 give Var_boot(E − DR)). Switch-DR's τ and DR-OS's λ are tuned over a fixed grid by the same rule.
 
-The rule does not apply to rewards that are all the same (no open or click logged yet).
+The rule does not apply to rewards that are all the same (no open or click logged yet), nor when
+the mean importance weight is at least 0.1 and more than 4 standard errors away from 1. Its
+expectation is 1 when the logging policy gives every choice of the target's a chance, so a mean
+far below it says the logs hardly ever made choices the target often makes, and the rare rounds
+that would carry that weight were not observed (IPS then misses part of the value, with a narrow
+interval and a high ESS).
 It has a floor too: it does not apply when the importance weights' effective sample size
 ESS = (Σw)² / Σw² is below `min_ess(n)` = max(30, 1% of the rounds). IPS and DR are unbiased in
 expectation only; with the weight resting on a handful of rounds the bootstrap rarely resamples
 them, so IPS's variance (its whole estimated MSE) comes out ~0 even when its estimate is ~0 and
 far from the truth, and DR — the reference every bias estimate is taken against — is then DM plus
-noise. Below the floor every estimated MSE is meaningless. In both cases `recommended` is DM, the one
+noise. Below the floor every estimated MSE is meaningless. In all these cases `recommended` is DM, the one
 estimator that does not rest on the importance weights (a fallback, not a finding: SPEC §6 always
 names one), and `withheld` says why the rule was not applied (the estimates and intervals are still
 reported; the command warns and reports `recommendation_reliable: false`).
@@ -43,6 +48,8 @@ MIN_ESS = 30.0  # the bootstrap/CLT needs some thirty effective rounds
 MIN_ESS_SHARE = 0.01  # … and at least 1% of the rounds carrying the weight
 FAMILIES = ("ips", "snips", "dm", "dr", "switch-dr", "dr-os")
 FALLBACK = "dm"  # named when the MSE rule cannot be applied: the one estimator without weights
+MAX_WEIGHT_SHORTFALL = 4.0  # |mean weight − 1| in standard errors beyond which the logs lack support
+MIN_WEIGHT_GAP = 0.1  # … when that is at least a tenth of the weight (a smaller gap biases IPS less)
 
 
 @dataclass(frozen=True)
@@ -64,9 +71,24 @@ def min_ess(n_rounds: int) -> float:
     return max(MIN_ESS, MIN_ESS_SHARE * n_rounds)
 
 
-def withheld_because(ess: float, n_rounds: int, reward: np.ndarray | None = None) -> str | None:
-    """Why the MSE rule cannot pick an estimator at this effective sample size, or with rewards that
-    are all the same (logs without a single open or click), or None when it can."""
+def weight_shortfall(weights: np.ndarray) -> float:
+    """How many standard errors the mean importance weight lies from 1, its expectation whenever the
+    logging policy gives every choice of the target's a chance (0 with fewer than two rounds)."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.size < 2:
+        return 0.0
+    se = float(np.std(w, ddof=1)) / np.sqrt(w.size)
+    gap = abs(float(w.mean()) - 1.0)
+    return gap / se if se > 0 else (np.inf if gap > 1e-9 else 0.0)
+
+
+def withheld_because(
+    ess: float, n_rounds: int, reward: np.ndarray | None = None, weights: np.ndarray | None = None
+) -> str | None:
+    """Why the MSE rule cannot pick an estimator at this effective sample size, with rewards that
+    are all the same (logs without a single open or click), or with importance weights whose mean is
+    far from 1 (the weight of the target's choices the logs rarely made was never observed), or
+    None when it can."""
     if reward is not None and reward.size and np.all(reward == reward.flat[0]):
         return (
             f"every one of the {n_rounds} logged rewards is {float(reward.flat[0]):g} (e.g. no open or "
@@ -74,14 +96,23 @@ def withheld_because(ess: float, n_rounds: int, reward: np.ndarray | None = None
             "log rewards first"
         )
     floor = min_ess(n_rounds)
-    if ess >= floor:
-        return None
-    return (
-        f"effective sample size {ess:.1f} of {n_rounds} rounds is below {floor:g} (max(30, 1% of the "
-        "rounds)): the target policy's importance weights rest on a few rounds, so the intervals of "
-        "IPS, SNIPS and DR are not trustworthy and the model-based estimators' bias cannot be "
-        "checked; no estimate here should be used"
-    )
+    if ess < floor:
+        return (
+            f"effective sample size {ess:.1f} of {n_rounds} rounds is below {floor:g} (max(30, 1% of "
+            "the rounds)): the target policy's importance weights rest on a few rounds, so the "
+            "intervals of IPS, SNIPS and DR are not trustworthy and the model-based estimators' bias "
+            "cannot be checked; no estimate here should be used"
+        )
+    gap = abs(float(np.mean(weights)) - 1.0) if weights is not None and weights.size else 0.0
+    if weights is not None and gap >= MIN_WEIGHT_GAP and weight_shortfall(weights) > MAX_WEIGHT_SHORTFALL:
+        return (
+            f"the mean importance weight is {float(np.mean(weights)):.3f}, more than "
+            f"{MAX_WEIGHT_SHORTFALL:g} standard errors from 1, its value when the logs cover the target "
+            "policy: the target often makes choices the logging policy (almost) never made, so IPS and "
+            "DR miss that part of the value and their intervals are too narrow; log with more "
+            "exploration, or evaluate a policy closer to the logging one"
+        )
+    return None
 
 
 def point_estimates(fb: BanditFeedback, action_dist: np.ndarray, q_hat: np.ndarray) -> dict[str, float]:
@@ -156,7 +187,7 @@ def evaluate(
     name = {f: chosen.get(f, f) for f in FAMILIES}
     w = est.importance_weight(fb.action, fb.position, fb.pscore, action_dist)
     ess = float(w.sum() ** 2 / (w**2).sum()) if np.any(w > 0) else 0.0
-    withheld = withheld_because(ess, fb.n_rounds, fb.reward)
+    withheld = withheld_because(ess, fb.n_rounds, fb.reward, w)
     return OpeResult(
         estimates={f: point[name[f]] for f in FAMILIES},
         ci95={f: percentile_interval(reps[name[f]]) for f in FAMILIES},

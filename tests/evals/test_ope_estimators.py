@@ -178,6 +178,34 @@ def test_evaluate_covers_the_true_value_and_recommends_the_smallest_estimated_ms
     assert abs(result.estimates[result.recommended] - s.true_value) / s.true_value < 0.2
 
 
+def test_evaluate_withholds_the_rule_when_the_logs_never_made_the_targets_other_choice() -> None:
+    """The logging policy plays action 1 one time in a thousand, the target half the time: in 500
+    rounds action 1 never came up, so every weight is 0.5/0.999 (ESS = n, far above the floor) and
+    IPS misses half the value with a tiny interval. The mean weight (~0.5, expected 1) says so."""
+    n, rng = 500, np.random.default_rng(3)
+    action = np.zeros(n, dtype=int)
+    reward = (rng.random(n) < 0.3).astype(float)
+    feedback = BanditFeedback(
+        action=action,
+        position=np.zeros(n, dtype=int),
+        reward=reward,
+        pscore=np.full(n, 0.999),
+        context=np.ones((n, 1)),
+        action_context=np.eye(2),
+        len_list=1,
+    )
+    target = np.full((n, 2, 1), 0.5)
+    result = evaluate(feedback, target, np.random.default_rng(0), n_boot=20)
+    assert result.diagnostics["effective_sample_size"] == pytest.approx(n)
+    assert result.withheld is not None and "mean importance weight is 0.501" in result.withheld
+    assert result.recommended == "dm"
+    # logs that cover the target keep the rule (tests above), and so does this one's own policy
+    own = evaluate(
+        feedback, np.stack([np.ones(n), np.zeros(n)], axis=1)[:, :, None], np.random.default_rng(0), n_boot=20
+    )
+    assert own.withheld is None
+
+
 def test_evaluate_refuses_a_mismatched_action_dist() -> None:
     s = make_logs(np.random.default_rng(11), n=100)
     with pytest.raises(InvalidInput, match="action_dist"):
