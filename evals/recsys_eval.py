@@ -34,7 +34,7 @@ from rich.table import Table
 from tagloop.evals.metrics import ranking_report
 from tagloop.evals.progress import stages
 from tagloop.evals.report import check_writable
-from tagloop.tools.errors import TagloopError
+from tagloop.tools.errors import InvalidInput, TagloopError
 from tagloop.tools.recommender.data import (
     Interactions,
     build_interactions,
@@ -128,9 +128,14 @@ def run_recsys(
     tag_only = [i for i in dict.fromkeys(item for item, _, _ in tag_triples) if i not in set(train_items)]
     train = build_interactions(train_triples, train_items + tag_only)
     item_tags = build_item_tags(tag_triples, list(train.item_ids)) if tag_triples else None
+    users, exclude, relevant = test_targets(train, test_triples)
+    if not any(rel.size for rel in relevant):
+        raise InvalidInput(
+            f"no user of TEST has an item outside their TRAIN items ({len(users)} users): there is "
+            "nothing to score (is TEST the same file as TRAIN?)"
+        )
     say(f"training on {train.matrix.shape[0]} users × {train.matrix.shape[1]} items")
     model: RecModel = fit(train, item_tags, params, np.random.default_rng(seed), say)
-    users, exclude, relevant = test_targets(train, test_triples)
     say(f"ranking {len(users)} test users")
     depth = max(RECS_DEPTH, 20, k)
     vectors = model.user_vectors(exclude)

@@ -97,13 +97,18 @@ def evaluate_tagging(
     )
     known = item_tag_matrix(known_rows, items=items)
     interactions = interaction_matrix(interaction_rows, items) if interaction_rows else None
+    item_ix = known.item_index()
+    held_items = [i for i in held if held[i] - set(known.tags_of(item_ix[i]))]
+    if not held_items:
+        raise InvalidInput(
+            f"no item of the held-out file has a tag that KNOWN lacks ({len(held)} items, every tag "
+            "already in KNOWN): there is nothing to recover (is HELD the same file as KNOWN?)"
+        )
     rng = np.random.default_rng(seed)
     report("tuning blend weights on a validation split of KNOWN", 0.0)
     weights = tune_blend(known, interactions, None, rng, progress=lambda m: report(m, 0.05))
     report("fitting the model on KNOWN", 0.3)
     model = TagModel(known, interactions, None, rng)
-    item_ix = known.item_index()
-    held_items = [i for i in held if held[i] - set(known.tags_of(item_ix[i]))]
     truth = [held[i] - set(known.tags_of(item_ix[i])) for i in held_items]
     counts = np.asarray(known.binary().sum(axis=0)).ravel()
     popular_order = [known.tags[j] for j in np.argsort(-counts, kind="stable")]
@@ -135,6 +140,19 @@ def evaluate_tagging(
     )
 
 
+def _plain_progress(err: Console) -> Callable[[str, float], None]:
+    """Stage lines on stderr, `tagging eval: MESSAGE (NN%)`, one per change of message or tenth."""
+    last: list[tuple[str, int]] = []
+
+    def say(message: str, fraction: float) -> None:
+        key = (message, int(fraction * 10))
+        if not last or last[-1] != key:
+            last[:] = [key]
+            err.print(f"tagging eval: {message} ({fraction:.0%})", soft_wrap=True, highlight=False)
+
+    return say
+
+
 def tagging_command(
     item_tags: Path = typer.Option(..., "--item-tags", help="KNOWN item tags: item_id,tag[,weight]"),
     holdout: Path = typer.Option(..., "--holdout", help="HELD item tags to recover: item_id,tag[,weight]"),
@@ -151,13 +169,24 @@ def tagging_command(
         known = read_rows(item_tags, ("item_id", "tag"), "--item-tags")
         held = read_rows(holdout, ("item_id", "tag"), "--holdout")
         inter = read_rows(interactions, ("user_id", "item_id"), "--interactions") if interactions else None
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err, transient=True
-        ) as bar:
-            task = bar.add_task("tagging eval", total=1.0)
-            result = evaluate_tagging(
-                known, held, inter, seed, lambda msg, frac: bar.update(task, description=msg, completed=frac)
-            )
+        if err.is_terminal:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+            ) as bar:
+                task = bar.add_task("tagging eval", total=1.0)
+                result = evaluate_tagging(
+                    known,
+                    held,
+                    inter,
+                    seed,
+                    lambda msg, frac: bar.update(task, description=msg, completed=frac),
+                )
+        else:  # a log file or a pipe: the transient bar would print nothing for the whole run
+            result = evaluate_tagging(known, held, inter, seed, _plain_progress(err))
         if tags_out is not None:
             with tags_out.open("w", newline="", encoding="utf-8") as fh:
                 writer = csv.writer(fh)

@@ -106,6 +106,11 @@ def _load_logs(root: Path, policy: str, campaign: str) -> dict[str, np.ndarray]:
     if not np.isin(out["click"], (0.0, 1.0)).all():
         row = int(np.flatnonzero(~np.isin(out["click"], (0.0, 1.0)))[0]) + 1
         raise InvalidInput(f"{path}: data row {row}: click must be 0 or 1")
+    bad = ~((out["propensity_score"] > 0) & (out["propensity_score"] <= 1))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0]) + 1
+        value = float(out["propensity_score"][row - 1])
+        raise InvalidInput(f"{path}: data row {row}: propensity_score must lie in (0, 1], got {value:g}")
     out["position"] = out["position"] - 1
     return out
 

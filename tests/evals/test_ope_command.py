@@ -184,6 +184,9 @@ def _spoil(path: Path, row: int, column: str, value: str | None) -> None:
         ("random", "item_id", "3.7", "data row 4: item_id must be a whole number"),
         ("random", "position", "1.5", "data row 4: position must be a whole number"),
         ("random", "propensity_score", "abc", "data row 4: propensity_score must be a number"),
+        ("random", "propensity_score", "0", "data row 4: propensity_score must lie in (0, 1], got 0"),
+        ("random", "propensity_score", "-0.1", "data row 4: propensity_score must lie in (0, 1], got -0.1"),
+        ("bts", "propensity_score", "1.5", "data row 4: propensity_score must lie in (0, 1], got 1.5"),
     ],
 )
 def test_a_bad_value_in_an_obd_log_names_its_row(

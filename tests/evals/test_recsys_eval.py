@@ -67,6 +67,13 @@ def test_model_beats_popularity_on_genre_data(tmp_path: Path) -> None:
     assert result.tagloop["ndcg@10"] > result.popularity["ndcg@10"]
 
 
+def test_a_test_file_with_nothing_outside_train_exits_2_rather_than_scoring_zero(tmp_path: Path) -> None:
+    train, _, _ = _files(tmp_path)
+    result = runner.invoke(app, ["recsys", "--train", str(train), "--test", str(train), "--json"])
+    assert result.exit_code == 2 and not result.stdout.strip()
+    assert "no user of TEST has an item outside their TRAIN items" in " ".join(result.output.split())
+
+
 @pytest.mark.parametrize(
     ("which", "content", "message"),
     [

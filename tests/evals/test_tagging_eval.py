@@ -61,6 +61,9 @@ def test_json_output_follows_the_spec_and_beats_popular_tags(small: dict[str, Pa
     assert set(data["tagloop"]) == {"precision@5", "recall@10"} == set(data["popular_tags"])
     assert data["n_items"] == 90
     assert data["tagloop"]["recall@10"] > data["popular_tags"]["recall@10"]
+    # stderr is not a terminal here: progress as plain stage lines (a transient bar printed nothing)
+    assert "tagging eval: fitting the model on KNOWN (30%)" in result.stderr
+    assert "tagging eval: ranking tags for held-out items (100%)" in result.stderr
     rows = list(csv.DictReader(out.open()))
     assert set(rows[0]) == {"item_id", "tag", "rank"}
     ranks = [int(r["rank"]) for r in rows if r["item_id"] == "i0"]
@@ -99,6 +102,7 @@ def test_bad_known_file_is_a_clear_error(tmp_path: Path, small: dict[str, Path],
         ("tags-out is a directory", "is a directory"),
         ("known too small", "no tag is on at least"),
         ("known not UTF-8", "bad.csv:3: the file is not UTF-8"),
+        ("holdout is known", "no item of the held-out file has a tag that KNOWN lacks"),
     ],
 )
 def test_other_bad_inputs_exit_2_without_a_traceback(small: dict[str, Path], tmp_path: Path, case: str,
@@ -112,6 +116,8 @@ def test_other_bad_inputs_exit_2_without_a_traceback(small: dict[str, Path], tmp
         extra = ["--tags-out", str(tmp_path)]
     elif case == "known too small":
         known = write(tmp_path / "tiny.csv", ["item_id", "tag"], [("1", "rock"), ("2", "pop")])
+    elif case == "holdout is known":
+        held = known
     else:
         known = tmp_path / "bad.csv"
         known.write_bytes(b"item_id,tag\na,rock\nb,caf\xe9\n")
