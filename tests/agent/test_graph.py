@@ -317,6 +317,23 @@ def _plan(outcome: str) -> Plan:
     return Plan("u", "d", "k", 1, outcome, "p", "1")
 
 
+def _sent_file_message(db: psycopg.Connection[Any], user: str, at: datetime) -> None:
+    """One file message sent to `user` at `at` (with its decision), for the caps to count."""
+    db.execute(
+        """insert into decisions (id, user_id, policy_name, policy_version, seed, candidates, chosen,
+                  propensities, channel, outcome)
+           values ('00000000-0000-5000-8000-000000000001', %(u)s, 'p', '1', 1, '[]', '[]', '{}', 'file',
+                   'message')""",
+        {"u": user},
+    )
+    db.execute(
+        """insert into messages (id, decision_id, user_id, channel, title, body, send_at, status, sent_at)
+           values ('00000000-0000-5000-8000-000000000002', '00000000-0000-5000-8000-000000000001',
+                   %(u)s, 'file', 't', 'b', %(at)s, 'sent', %(at)s)""",
+        {"u": user, "at": at},
+    )
+
+
 def test_a_send_hour_a_guard_moved_is_not_credited_to_that_hour(
     db: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
@@ -329,19 +346,7 @@ def test_a_send_hour_a_guard_moved_is_not_credited_to_that_hour(
         """update users set timezone = 'UTC', consent = '{"file": true}' where id = any(%(u)s)""",
         {"u": [capped, free]},
     )
-    db.execute(
-        """insert into decisions (id, user_id, policy_name, policy_version, seed, candidates, chosen,
-                  propensities, channel, outcome)
-           values ('00000000-0000-5000-8000-000000000001', %(u)s, 'p', '1', 1, '[]', '[]', '{}', 'file',
-                   'message')""",
-        {"u": capped},
-    )
-    db.execute(
-        """insert into messages (id, decision_id, user_id, channel, title, body, send_at, status, sent_at)
-           values ('00000000-0000-5000-8000-000000000002', '00000000-0000-5000-8000-000000000001',
-                   %(u)s, 'file', 't', 'b', %(at)s, 'sent', %(at)s)""",
-        {"u": capped, "at": NOW - timedelta(hours=1)},
-    )
+    _sent_file_message(db, capped, NOW - timedelta(hours=1))
     policy = tmp_path / "POLICY.toml"
     policy.write_text(
         'name = "capped"\nversion = "1"\n[guards]\nholdout_share = 0.0\n[guards.caps.file]\nper_week = 1\n'
@@ -385,19 +390,7 @@ def test_a_send_a_cap_moves_later_is_moved_out_of_quiet_hours_again(
     db.execute(
         """update users set timezone = 'UTC', consent = '{"file": true}' where id = %(u)s""", {"u": user}
     )
-    db.execute(
-        """insert into decisions (id, user_id, policy_name, policy_version, seed, candidates, chosen,
-                  propensities, channel, outcome)
-           values ('00000000-0000-5000-8000-000000000001', %(u)s, 'p', '1', 1, '[]', '[]', '{}', 'file',
-                   'message')""",
-        {"u": user},
-    )
-    db.execute(
-        """insert into messages (id, decision_id, user_id, channel, title, body, send_at, status, sent_at)
-           values ('00000000-0000-5000-8000-000000000002', '00000000-0000-5000-8000-000000000001',
-                   %(u)s, 'file', 't', 'b', %(at)s, 'sent', %(at)s)""",
-        {"u": user, "at": NOW.replace(hour=22) - timedelta(days=1)},
-    )
+    _sent_file_message(db, user, NOW.replace(hour=22) - timedelta(days=1))
     policy = tmp_path / "POLICY.toml"
     policy.write_text(
         'name = "capped"\nversion = "1"\n[guards]\nholdout_share = 0.0\nquiet_start = "21:00"\n'
