@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 
 from tagloop.agent.settings import Settings
+from tagloop.tools.errors import TagloopError
 from tagloop.tools.store import db
 
 log = logging.getLogger("tagloop.database")
@@ -41,7 +42,7 @@ def recovered(conn: psycopg.Connection[Any], settings: Settings, who: str) -> ps
     try:
         fresh = connect(settings, migrate_schema=False)
         fresh.commit()
-    except (psycopg.Error, OSError) as exc:
+    except (psycopg.Error, OSError, TagloopError) as exc:  # db.connect raises DatabaseError
         log.warning("%s: database unreachable (%s); retrying next cycle", who, type(exc).__name__)
         return conn
     with contextlib.suppress(psycopg.Error):

@@ -4,14 +4,18 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from tagloop.agent.cli_db import _next_step
+from tagloop.tools.errors import DatabaseError
 from tagloop.tools.store import db as store_db
 from tagloop.tools.store import migrate
 
@@ -83,3 +87,24 @@ def test_as_uri_reads_a_scheme_only_at_the_start_and_keeps_an_ipv6_zone() -> Non
         uri = store_db.as_uri(conninfo)
         assert uri.startswith("postgresql://"), uri
         assert psycopg.conninfo.conninfo_to_dict(uri) == psycopg.conninfo.conninfo_to_dict(conninfo), uri
+
+
+def test_a_server_that_accepts_and_never_answers_is_an_error_after_the_connect_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No connect_timeout: a host that took the TCP connection and never answered held `tagloop db
+    status` (any command, a worker's start) for ever."""
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    monkeypatch.setattr(store_db, "CONNECT_TIMEOUT", 1)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)  # the kernel completes the handshake; nobody ever reads or writes
+        url = f"postgresql://a:b@127.0.0.1:{listener.getsockname()[1]}/x"
+        started = time.monotonic()
+        with pytest.raises(DatabaseError, match=r"cannot connect to the database: .*timeout"):
+            store_db.connect(url)
+        assert time.monotonic() - started < 5
+    assert store_db.timeout_of(url) == {"connect_timeout": 1}
+    assert store_db.timeout_of(url + "?connect_timeout=30") == {}  # the URL's own is kept
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", "30")
+    assert store_db.timeout_of(url) == {}

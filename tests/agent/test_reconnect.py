@@ -5,6 +5,7 @@ reconnect and go on. Before, each kept its one dead connection: every later cycl
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import psycopg
 import pytest
 from agent_support import _worker, load_demo
 
+from tagloop.agent.database import recovered
 from tagloop.agent.scheduler import FolderThread
 from tagloop.agent.settings import Settings
 
@@ -105,3 +107,49 @@ def test_the_profile_folder_reconnects_after_its_connection_is_lost(
         assert folder.backend_pid() not in (None, pid) and folder.alive()
     finally:
         folder.shutdown()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_worker_outlives_a_database_that_stays_down_for_several_cycles(
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reconnecting to a database still down raised tagloop's DatabaseError ("cannot connect to the
+    database"), which `recovered` did not catch: `tagloop worker` exited and the profile folder
+    thread of `serve` died for good after any outage longer than one cycle."""
+    users = load_demo(db, tmp_path / "demo", START, users=4)
+    worker = _worker(db_url, str(tmp_path), "w")
+    worker.clock = lambda: START + timedelta(hours=1)
+    up = worker.settings
+    worker.settings = up.model_copy(update={"database_url": f"postgresql://a:b@127.0.0.1:{_closed_port()}/x"})
+    _kill(db, worker.conn)
+    try:
+        for _ in range(3):  # the outage: every cycle fails and every reconnect is refused
+            assert worker.run_cycle(deliver=False) is None
+        assert worker.conn.closed or worker.conn.broken
+        assert sum("database unreachable (DatabaseError)" in r.getMessage() for r in caplog.records) == 3
+        worker.settings = up  # the database is back
+        assert worker.run_cycle(deliver=False) is None  # this cycle still had the dead connection
+        report = worker.run_cycle(deliver=False)
+        assert report is not None and sorted(u for u, _ in report.decided) == users
+    finally:
+        worker.conn.close()
+
+
+def test_recovering_while_the_database_is_still_down_keeps_the_broken_connection(
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path
+) -> None:
+    load_demo(db, tmp_path / "demo", START, users=2)
+    down = f"postgresql://a:b@127.0.0.1:{_closed_port()}/x"
+    conn = psycopg.connect(db_url)
+    conn.close()
+    assert recovered(conn, Settings(home=tmp_path / "home", database_url=down), "test") is conn
+    fresh = recovered(conn, Settings(home=tmp_path / "home", database_url=db_url), "test")
+    try:
+        assert fresh is not conn and fresh.execute("select 1").fetchone() is not None
+    finally:
+        fresh.close()

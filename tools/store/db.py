@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import re
 import time
 import urllib.parse
@@ -27,6 +28,7 @@ from tagloop.tools.store import embedded, migrate
 T = TypeVar("T")
 
 DEFAULT_DBNAME = "tagloop"
+CONNECT_TIMEOUT = 10  # seconds, libpq's connect_timeout unless the URL or PGCONNECT_TIMEOUT gives one
 
 
 def resolve_url(database_url: str | None, home: Path, dbname: str = DEFAULT_DBNAME) -> str:
@@ -52,6 +54,17 @@ def check_url(url: str) -> None:
             "DATABASE_URL is not a PostgreSQL connection string "
             "(expected postgresql://user[:password]@host[:port]/dbname or key=value pairs)"
         ) from None
+
+
+def timeout_of(url: str) -> dict[str, Any]:
+    """`connect_timeout` for libpq when neither the URL nor PGCONNECT_TIMEOUT sets one: without it,
+    a host that accepts the TCP connection and never answers (a half-open firewall, a hung server)
+    held every command, and a worker's start, for ever."""
+    try:
+        given = "connect_timeout" in conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        given = False
+    return {} if given or os.environ.get("PGCONNECT_TIMEOUT") else {"connect_timeout": CONNECT_TIMEOUT}
 
 
 def redacted(url: str) -> str:
@@ -139,7 +152,7 @@ def connect(
     `vector_types=False` skips registering pgvector (for looking at a database that may not be
     migrated yet, e.g. `tagloop db status` on a fresh home)."""
     try:
-        conn = psycopg.connect(url, row_factory=dict_row)
+        conn = psycopg.connect(url, row_factory=dict_row, **timeout_of(url))
     except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
         raise DatabaseError(f"cannot connect to the database: {first_line(exc)}") from exc
     if migrate_schema:
@@ -167,7 +180,7 @@ def make_pool(url: str, *, min_size: int = 1, max_size: int = 8, timeout: float 
         url,
         min_size=min_size,
         max_size=max_size,
-        kwargs={"row_factory": dict_row},
+        kwargs={"row_factory": dict_row, **timeout_of(url)},
         configure=configure,
         # a connection is checked as it is handed out: after a server restart every pooled one is
         # dead, and each would fail one request before the pool noticed (an empty query, ~0.1 ms)
