@@ -50,6 +50,11 @@ def _deep(levels: int) -> dict[str, Any]:
             json.dumps({"user_id": "u1", "type": "play", "context": _deep(33)}),
             "context.a.a.a.*: is nested more than 32 levels deep",
         ),
+        (
+            '{"user_id": "u1", "type": "convert", "value": 1e308}',
+            r"value: must lie within ±1e\+12, got 1e\+308",
+        ),
+        ('{"user_id": "u1", "type": "play", "value": -2e12}', r"value: must lie within ±1e\+12, got -2e\+12"),
     ],
 )
 def test_unstorable_values_are_bad_lines_naming_the_field(

@@ -85,6 +85,23 @@ def test_a_user_with_new_events_is_folded_in_again(
     assert after["u1"] == before["u1"]
 
 
+def test_a_huge_value_stored_before_imports_refused_it_does_not_break_the_fold(
+    db: psycopg.Connection[Any], trained: serving.Served
+) -> None:
+    """An event value of 1e308 (accepted before) overflowed the float8 sum of the user's weights:
+    "value out of range: overflow" failed every fold, run and training that read the user."""
+    item = sorted(trained.model.item_ids)[0]
+    db.execute(
+        "insert into events (id, user_id, type, item_id, ts, value) values ('huge', 'u0', 'convert', %(i)s,"
+        " %(t)s, 1e308)",
+        {"i": str(item), "t": NOW},
+    )
+    db.commit()
+    found = CFSource().fetch(db, ["u0"], 5, NOW)
+    assert len(found["u0"]) == 5 and all(np.isfinite(c.score) for c in found["u0"])
+    train(db, params=PARAMS, seed=1)  # the training reads the same weights
+
+
 def test_users_whose_seen_items_crowd_their_top_still_get_k_unseen(db: psycopg.Connection[Any]) -> None:
     load_world(db)
     heavy = [

@@ -93,6 +93,9 @@ def storable(name: str, text: str) -> None:
         ) from None
 
 
+VALUE_CAP = 1e12  # an event's |value| at most: revenue, play counts… and sums of them stay finite
+
+
 def float_field(data: dict[str, Any], name: str) -> float | None:
     value = data.get(name)
     if value is None:

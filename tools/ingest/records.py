@@ -25,6 +25,7 @@ from typing import Any
 from tagloop.policies.config import near_miss_channel
 from tagloop.tools.ingest.fields import (
     MAX_ID,
+    VALUE_CAP,
     FieldError,
     check_json,
     float_field,
@@ -315,6 +316,8 @@ def parse_event(
             "an event happens before it is sent (a sender's clock or time zone is off?)",
         )
     value = float_field(data, "value")
+    if value is not None and abs(value) > VALUE_CAP:
+        raise FieldError("value", f"must lie within ±{VALUE_CAP:.0e}, got {value:g}")
     message_id = str_field(data, "message_id", default=None, max_len=MAX_ID)
     event_id = str_field(data, "id", default=None, max_len=MAX_ID)
     if not event_id:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from tagloop.tools.ingest.fields import VALUE_CAP
+
 EVENT_WEIGHTS: dict[str, float] = {
     "impression": 0.0,
     "play": 1.0,
@@ -35,22 +37,25 @@ EVENT_WEIGHTS: dict[str, float] = {
 }
 
 
+# an event's value counts up to VALUE_CAP (imports refuse larger ones; one stored before, e.g. 1e308,
+# overflowed the float8 sum and failed every fold, run and training that read its user)
+
 # one raw weight per (user, item) over the user's events `e` grouped by item (see the docstring)
-RAW_WEIGHT = """case
+RAW_WEIGHT = f"""case
     when max(e.ts) filter (where e.type = 'dislike') >= coalesce(
         max(e.ts) filter (where e.type in ('like', 'save', 'share', 'add_to_playlist', 'convert')),
         '-infinity'
     )
     then 0.0
     else sum(coalesce((%(weights)s::jsonb ->> e.type)::float8, 0.0)
-             * case when e.value > 0 then e.value else 1.0 end)
+             * case when e.value > 0 then least(e.value, {VALUE_CAP:.0f}) else 1.0 end)
 end"""
 
 
 def event_weight(event_type: str, value: float | None = None) -> float:
     """Weight of one event: the type's base weight times `value` when given (e.g. play count)."""
     base = EVENT_WEIGHTS.get(event_type, 0.0)
-    return base * (value if value is not None and value > 0 else 1.0)
+    return base * (min(value, VALUE_CAP) if value is not None and value > 0 else 1.0)
 
 
 def confidence_vector(weights: np.ndarray) -> np.ndarray:
