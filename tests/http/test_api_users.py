@@ -3,6 +3,7 @@ updates visible at once), recommendations with explanations, manual runs, erasur
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from api_support import AUTH, ITEMS, fold_all, make_settings, post_events, seed
 from fastapi.testclient import TestClient
 
 from tagloop.agent.http import create_app
+from tagloop.tools import neighbors
 from tagloop.tools.store.users import tables_with_user_rows
 
 
@@ -201,6 +203,32 @@ def _erase_u1(client: TestClient, db: psycopg.Connection[Any]) -> None:
     assert all(n == 0 for n in left.values()), left
     assert db.execute("select count(*) as n from events where user_id = 'u2'").fetchone() == {"n": 1}
     assert client.delete("/v1/users/u1", headers=AUTH).status_code == 404
+
+
+def test_erasure_marks_the_co_likes_derived_from_the_user_stale(
+    client: TestClient, db: psycopg.Connection[Any]
+) -> None:
+    """`item_neighbors` has no user_id column: i3's neighbours, liked by u1 alone, were u1's other
+    likes, and stayed until the daily refresh after u1 was erased."""
+    seed(client)
+    post_events(client, [{"user_id": "u1", "type": "like", "item_id": i} for i in ("i1", "i3", "i5")])
+    post_events(client, [{"user_id": "u2", "type": "like", "item_id": i} for i in ("i1", "i2")])
+    db.rollback()
+    now = datetime.now(UTC)
+    neighbors.refresh_neighbors(db, now)
+    db.commit()
+
+    def neighbours_of(item: str) -> set[str]:
+        rows = db.execute("select neighbor_id from item_neighbors where item_id = %(i)s", {"i": item})
+        return {r["neighbor_id"] for r in rows}
+
+    assert neighbours_of("i3") == {"i1", "i5"} and not neighbors.is_stale(db, now, timedelta(days=1))
+    assert client.delete("/v1/users/u1", headers=AUTH).status_code == 200
+    db.rollback()
+    assert neighbors.is_stale(db, now, timedelta(days=1))  # what a run or a worker's renewal checks
+    assert neighbors.refresh_if_stale(db, now)
+    db.commit()
+    assert neighbours_of("i3") == set() and neighbours_of("i1") == {"i2"}
 
 
 def test_metrics_count_accepted_duplicate_rejected_and_queue(
