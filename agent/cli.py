@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -109,7 +110,8 @@ def import_events(path: Path, skip_bad: SkipBad = False, as_json: JsonFlag = Fal
 def import_lastfm(
     directory: Path,
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Keep the converted JSONL files here.")
+        Path | None,
+        typer.Option("--out", help="Keep the converted JSONL files here (without it they are not kept)."),
     ] = None,
     seed: int = 7,
     as_json: JsonFlag = False,
@@ -119,10 +121,13 @@ def import_lastfm(
     from tagloop.tools.ingest import lastfm
 
     settings = _settings()
-    target = out_dir or settings.home / "lastfm"
-    err.print(f"converting {directory} → {target}")
-    paths = lastfm.convert(directory, target, seed=seed)
-    summary = import_converted(settings, paths, progress=err.print)
+    # without --out the converted files (user ids, listens) are not kept: a copy outside the
+    # database would outlive an erasure and bring the user back with the next import
+    with tempfile.TemporaryDirectory(prefix="tagloop-lastfm-") as scratch:
+        target = out_dir or Path(scratch)
+        err.print(f"converting {directory}" + (f" → {target}" if out_dir else ""))
+        paths = lastfm.convert(directory, target, seed=seed)
+        summary = import_converted(settings, paths, progress=err.print)
     if as_json:
         emit(summary, True)
         return

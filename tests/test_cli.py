@@ -260,6 +260,7 @@ def test_lastfm_import_then_run_decides_from_real_tastes(
     summary = json.loads(tagloop("import", "lastfm", str(tmp_path / "lastfm"), "--json").stdout)
     assert summary["users"]["stored"] == 40 and summary["events"]["stored"] > 40 * 5
     assert summary["profiles"] == 40
+    assert not (tagloop_env / "lastfm").exists()  # no converted copy kept without --out (erasure)
     latest = db.execute("select max(ts) as t from events").fetchone()["t"]
     assert latest <= datetime.now(UTC)  # no listening in the future
     # a second import stores nothing new: event ids are stable

@@ -8,6 +8,7 @@ by the record validation (imports, HTTP API) and the channels themselves (defenc
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import unicodedata
@@ -147,9 +148,13 @@ class FileChannel:
 
     def send(self, message: OutboundMessage) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # messages are personal data: a file and folders this creates are the owner's alone
+            # (the umask gave 0644); an existing file keeps the mode its owner gave it
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             line = json.dumps(message.payload(), ensure_ascii=False) + "\n"
-            with self._lock, self.path.open("a", encoding="utf-8") as fh:
-                fh.write(line)
+            with self._lock:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                with os.fdopen(fd, "a", encoding="utf-8") as fh:
+                    fh.write(line)
         except OSError as exc:
             raise DeliveryError(f"cannot write {self.path}: {exc.strerror}", retryable=True) from exc
