@@ -158,3 +158,20 @@ def test_db_stop_on_a_crashed_server_does_not_start_it(home: Path) -> None:
     done = subprocess.run([str(tagloop), "db", "stop"], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "not running" in done.stdout and "starting" not in done.stderr
+
+
+def test_the_server_log_does_not_name_the_values_of_a_failed_statement(home: Path) -> None:
+    """An event for an unknown (or erased) user fails its foreign key; PostgreSQL logged the error's
+    DETAIL, `Key (user_id)=(…) is not present in table "users"`: user ids in the server log."""
+    uri = embedded.ensure_running(home)
+    embedded.stop(home)
+    uri = embedded.ensure_running(home)  # the log file is written from a second start on
+    with psycopg.connect(uri, autocommit=True) as conn:
+        assert conn.execute("show log_error_verbosity").fetchone() == ("terse",)
+        conn.execute("create table parent (id text primary key)")
+        conn.execute("create table child (parent_id text references parent)")
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            conn.execute("insert into child values (%(id)s)", {"id": "alice.canary@example.test"})
+    log = (embedded.pgdata_dir(home) / "log").read_text(errors="replace")
+    assert "violates foreign key constraint" in log  # the error is logged, its values are not
+    assert "alice.canary" not in log

@@ -99,7 +99,8 @@ def _start_lock(home: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-# Settings for an embedded server on a developer machine or a small host: PostgreSQL's defaults
+# Settings for an embedded server on a developer machine or a small host (and one for its log):
+# PostgreSQL's defaults
 # (128 MB buffers, 1 GB of WAL between checkpoints) make a bulk import of a million events with the
 # events table's indexes spend most of its time in checkpoints and index page reads.
 TUNING = {
@@ -109,6 +110,9 @@ TUNING = {
     "work_mem": "16MB",
     "max_wal_size": "4GB",
     "checkpoint_timeout": "15min",
+    # the server log is no place for personal data: the DETAIL of an error names the values
+    # (`Key (user_id)=(alice@…) is not present in table "users"`, a failing row's columns)
+    "log_error_verbosity": "terse",
 }
 
 
