@@ -98,7 +98,10 @@ def refresh_neighbors(
     shrink: float = 2.0,
     providers: int = 5,
 ) -> int:
-    """Recompute both tables for the run clock `now`; returns the number of neighbour rows."""
+    """Recompute both tables for the run clock `now`; returns the number of neighbour rows. The
+    state row is locked first: an erasure marking the table stale meanwhile waits for this to
+    commit (tools/store/users.erase_user), rather than have its mark overwritten by this save."""
+    conn.execute("select 1 from item_neighbors_state for update")
     seq = conn.execute(_MAX_SEQ).fetchone()
     conn.execute("delete from item_neighbors")
     cur = conn.execute(_REFRESH, {"now": now, "recent": recent, "per_item": per_item, "shrink": shrink})

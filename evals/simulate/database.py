@@ -81,7 +81,7 @@ def _exact_retrieval(conn: psycopg.Connection[Any]) -> None:
 
 def _admin(url: str) -> psycopg.Connection[Any]:
     try:
-        return psycopg.connect(url, autocommit=True)
+        return psycopg.connect(url, autocommit=True, **db.timeout_of(url))
     except psycopg.OperationalError as exc:
         raise DatabaseError(f"cannot connect to the database server: {str(exc).strip()[:200]}") from exc
 

@@ -192,10 +192,12 @@ def test_send_now_after_a_run_of_the_same_minute_delivers_its_pending_message(
         for o in again
     )
     rows = db.execute(
-        "select status, send_at from messages where id = any(%(ids)s::uuid[])",
+        "select status, send_at, send_hour from messages where id = any(%(ids)s::uuid[])",
         {"ids": [o.message_id for o in again]},
     ).fetchall()
     assert rows and all(r["status"] == "sent" and r["send_at"] == NOW + timedelta(seconds=20) for r in rows)
+    # sent now, not at the hour the first run chose: no engagement of theirs is that hour arm's
+    assert all(r["send_hour"] is None for r in rows)
     assert len(outbox.read_text().splitlines()) == len(queued)
     assert run_users(
         db, settings, list(queued), now=NOW + timedelta(seconds=40), send_now=True, channels=channels

@@ -3,6 +3,7 @@ updates visible at once), recommendations with explanations, manual runs, erasur
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from tagloop.agent.http import create_app
 from tagloop.tools import neighbors
+from tagloop.tools.store import db as store_db
 from tagloop.tools.store.users import tables_with_user_rows
 
 
@@ -290,3 +292,42 @@ def test_an_id_with_a_line_break_reaches_its_route(client: TestClient) -> None:
     assert put.status_code in (200, 422) and put.json().get("detail") != "Not Found", put.text
     events = client.get("/v1/users/a%0Ab/events", headers=AUTH)
     assert events.status_code == 404 and "unknown user" in events.json()["detail"]
+
+
+def test_an_erasure_during_a_co_likes_refresh_waits_and_its_mark_stays(
+    client: TestClient, db: psycopg.Connection[Any], db_url: str
+) -> None:
+    """The refresh wrote its state row at its end: an erasure committed while it computed had its
+    stale mark overwritten, leaving the erased user's co-likes marked fresh until the daily refresh."""
+    seed(client)
+    post_events(client, [{"user_id": "u1", "type": "like", "item_id": i} for i in ("i1", "i3", "i5")])
+    db.rollback()
+    now = datetime.now(UTC)
+    neighbors.refresh_neighbors(db, now)  # a state row to mark
+    db.commit()
+    erased: list[int] = []
+    erasure = threading.Thread(
+        target=lambda: erased.append(client.delete("/v1/users/u1", headers=AUTH).status_code)
+    )
+    refreshing = store_db.connect(db_url, migrate_schema=False)
+    execute = refreshing.execute
+
+    def erase_before_the_save(query: Any, *args: Any, **kwargs: Any) -> Any:
+        # the neighbours are computed; the users' top providers (which lock the users they name)
+        # and the state are not yet saved: erase now
+        if query == "delete from user_top_providers":
+            erasure.start()
+            erasure.join(1.0)
+        return execute(query, *args, **kwargs)
+
+    refreshing.execute = erase_before_the_save  # type: ignore[method-assign]
+    try:
+        neighbors.refresh_neighbors(refreshing, now)
+        assert erasure.is_alive()  # the erasure waits for the refresh
+        refreshing.commit()
+        erasure.join(10)
+        assert erased == [200]
+    finally:
+        refreshing.close()
+    db.rollback()
+    assert neighbors.is_stale(db, now, timedelta(days=1))

@@ -18,14 +18,14 @@ def _mode(path: Path) -> int:
 
 
 def test_the_file_and_folders_it_creates_are_private_whatever_the_umask(tmp_path: Path) -> None:
-    path = tmp_path / "outbox" / "messages.jsonl"
+    path = tmp_path / "outbox" / "2026" / "messages.jsonl"
     old = os.umask(0o022)  # the usual umask made the file 0644 and its folder 0755
     try:
         FileChannel(path).send(MESSAGE)
         FileChannel(path).send(MESSAGE)
     finally:
         os.umask(old)
-    assert _mode(path) == 0o600 and _mode(path.parent) == 0o700
+    assert _mode(path) == 0o600 and _mode(path.parent) == _mode(path.parent.parent) == 0o700
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert len(lines) == 2 and lines[0] == MESSAGE.payload()
 

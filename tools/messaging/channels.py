@@ -150,7 +150,8 @@ class FileChannel:
         try:
             # messages are personal data: a file and folders this creates are the owner's alone
             # (the umask gave 0644); an existing file keeps the mode its owner gave it
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for folder in reversed([p for p in self.path.parents if not p.exists()]):
+                folder.mkdir(mode=0o700, exist_ok=True)
             line = json.dumps(message.payload(), ensure_ascii=False) + "\n"
             with self._lock:
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

@@ -80,7 +80,8 @@ from jsonb_to_recordset(%(rows)s::jsonb) as x(id uuid, decision_id uuid, user_id
                                                title text, body text, items jsonb, send_at timestamptz,
                                                send_hour int)
 join decisions d on d.id = x.decision_id and d.outcome = 'message' and d.channel = x.channel
-on conflict (id) do update set send_at = excluded.send_at, next_attempt_at = excluded.send_at
+on conflict (id) do update set send_at = excluded.send_at, next_attempt_at = excluded.send_at,
+                               send_hour = excluded.send_hour
 where messages.status = 'pending' and messages.attempts = 0 and excluded.send_at < messages.next_attempt_at
 """
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS

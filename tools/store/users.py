@@ -75,6 +75,13 @@ def erase_user(conn: psycopg.Connection[Any], user_id: str) -> dict[str, int]:
     table added later without a foreign key is still covered. The rows are counted before any
     delete: a cascade (decisions → messages) would otherwise empty a table before its turn and
     report 0 for it. The user's row is locked first, so no row of theirs is added meanwhile."""
+    # the co-likes table (tools/neighbors.py) is derived from everyone's events and has no user_id
+    # column: an item only this user liked had their liked items as its neighbours. Marked stale,
+    # the next run that refreshes it (`tagloop run`, a worker's renewal) recomputes it without them
+    # (a run over HTTP does not: ~10 s on a million events). First, before any row lock: a refresh
+    # holds the state row from its start, so this waits for it to finish and never overlaps it
+    # (its save would overwrite the mark with a table computed with this user's events).
+    conn.execute("update item_neighbors_state set events_seq = -1")
     conn.execute("select id from users where id = %(id)s for update", {"id": user_id})
     tables = tables_with_user_rows(conn)[1:]
     deleted: dict[str, int] = {}
@@ -89,11 +96,6 @@ def erase_user(conn: psycopg.Connection[Any], user_id: str) -> dict[str, int]:
         )
     cur = conn.execute("delete from users where id = %(id)s", {"id": user_id})
     deleted["users"] = cur.rowcount
-    # the co-likes table (tools/neighbors.py) is derived from everyone's events without a user_id
-    # column: an item only this user liked had their liked items as its neighbours. Marked stale,
-    # the next run that refreshes it (`tagloop run`, a worker's renewal) recomputes it without them
-    # (a run over HTTP does not: ~10 s on a million events).
-    conn.execute("update item_neighbors_state set events_seq = -1")
     return deleted
 
 
