@@ -93,7 +93,7 @@ def test_a_server_that_accepts_and_never_answers_is_an_error_after_the_connect_t
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """No connect_timeout: a host that took the TCP connection and never answered held `tagloop db
-    status` (any command, a worker's start) for ever."""
+    status` (any command, a worker's start) for psycopg's default of 130 s."""
     monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
     monkeypatch.setattr(store_db, "CONNECT_TIMEOUT", 1)
     with socket.socket() as listener:
