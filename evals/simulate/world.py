@@ -173,13 +173,14 @@ def build_world(lastfm_dir: Path, cfg: WorldConfig, work_dir: Path, cache_dir: P
     item_tags = _tag_matrix(items)
     user_tags = _normalise_rows(sp.csr_matrix(taste @ item_tags))
 
-    popularity = {f"artist-{i}": 0.0 for i in item_ids}
+    providers = [str(r.get("provider") or f"artist-{r['id']}") for r in items]
+    provider_of = dict(zip(item_ids, providers, strict=True))
+    popularity = dict.fromkeys(providers, 0.0)
     for heard in listens.values():
         for a in heard:
-            if f"artist-{a}" in popularity:
-                popularity[f"artist-{a}"] += 1.0
+            if a in provider_of:
+                popularity[provider_of[a]] += 1.0
     tail = long_tail_providers(popularity, 0.8)
-    providers = [str(r.get("provider") or f"artist-{r['id']}") for r in items]
 
     world = World(
         config=cfg,

@@ -43,6 +43,9 @@ def test_a_well_formed_directory_converts(tmp_path: Path) -> None:
     events = [json.loads(x) for x in paths["events"].read_text(encoding="utf-8").splitlines()]
     assert {e["item_id"] for e in events if e["type"] == "play"} == {"1", "2"}
     assert [e["item_id"] for e in events if e["type"] == "save"] == ["1"]  # artist 99 is unknown: skipped
+    # each artist is its own provider, named as people know it (explanations: "new from MALICE MIZER")
+    items = [json.loads(x) for x in paths["items"].read_text(encoding="utf-8").splitlines()]
+    assert [(i["id"], i["provider"]) for i in items] == [("1", "MALICE MIZER"), ("2", "Diary of Dreams")]
 
 
 def test_latin1_bytes_name_the_file_and_line(tmp_path: Path) -> None:

@@ -129,7 +129,9 @@ def convert(
                         "id": aid,
                         "title": name,
                         "kind": "artist",
-                        "provider": f"artist-{aid}",
+                        # the artist is its own provider, named as people know it ("new from
+                        # Duran Duran", not "artist-51"); names are unique in artists.dat
+                        "provider": name if name.strip() and len(name) <= 256 else f"artist-{aid}",
                         "tags": tags,
                         "attributes": {"url": url},
                     }
