@@ -273,14 +273,18 @@ def serve(
             scheduler.shutdown()
 
 
+QUIET_LOGGERS = ("httpx", "httpcore", "httpx2", "httpcore2")  # each request's URL at INFO
+
+
 def _log_to_stderr() -> None:
     """The services' log lines (timestamped, INFO and up) on stderr. httpx logs every request's
     full URL at INFO, and a webhook or LLM endpoint URL may carry a token in its path, query or
-    userinfo: its loggers stay at WARNING (SPEC: secrets are never logged)."""
+    userinfo: its loggers stay at WARNING (SPEC: secrets are never logged); recent openai releases
+    send through httpx2, whose logger does the same."""
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for name in ("httpx", "httpcore"):
+    for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

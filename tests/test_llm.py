@@ -217,3 +217,17 @@ def test_credentials_in_the_base_url_never_reach_logs_or_reprs(
         assert client.structured("s", "u", Tags).tags
     assert "proxy-pass" not in caplog.text and "proxy-pass" not in repr(client)
     assert fake.seen[-1]["auth"] == "Basic " + base64.b64encode(b"proxyuser:proxy-pass").decode()
+
+
+def test_service_logs_do_not_show_the_llm_url_with_its_token(
+    server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """openai sends through httpx2, which logs each request's full URL at INFO: an endpoint whose
+    path carries a token (`/deployments/TOKEN/v1`) put it in serve's and the worker's logs."""
+    from tagloop.agent.cli import _log_to_stderr
+
+    caplog.set_level(logging.DEBUG)
+    _log_to_stderr()
+    client = OpenAICompatibleLLM(f"{server}/good/deployments/SECRETTOKEN42/v1", "m", "sk-test", max_retries=0)
+    assert client.structured("system", "tag this", Tags) == Tags(tags=["shoegaze", "dream pop"])
+    assert "SECRETTOKEN42" not in caplog.text + "".join(r.getMessage() for r in caplog.records)

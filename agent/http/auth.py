@@ -80,17 +80,23 @@ class Auth:
 class RateLimiter:
     """A token bucket per principal: `per_minute` requests a minute, bursts up to that many."""
 
+    SWEEP_EVERY = 1024  # checks between sweeps of the buckets that have refilled
+
     def __init__(self, per_minute: int) -> None:
         self.rate = per_minute / 60.0
         self.capacity = float(per_minute)
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
+        self._checks = 0
 
     def check(self, principal: str, now: float | None = None) -> None:
         if self.rate <= 0:
             return
         now = time.monotonic() if now is None else now
         with self._lock:
+            self._checks += 1
+            if self._checks % self.SWEEP_EVERY == 0:
+                self._sweep(now)
             tokens, last = self._buckets.get(principal, (self.capacity, now))
             tokens = min(self.capacity, tokens + (now - last) * self.rate)
             if tokens < 1.0:
@@ -98,6 +104,21 @@ class RateLimiter:
                 retry = max(1, math.ceil((1.0 - tokens) / self.rate))
                 raise RateLimited(f"rate limit of {int(self.capacity)} requests a minute exceeded", retry)
             self._buckets[principal] = (tokens - 1.0, now)
+
+    def _sweep(self, now: float) -> None:
+        """Forget every bucket that has refilled: it is the same as none. Principals are many and
+        short-lived for unsubscribe links (one per message), and the dict grew for the process's
+        whole life (~240 bytes a link a mail scanner fetched)."""
+        full = [
+            p
+            for p, (tokens, last) in self._buckets.items()
+            if tokens + (now - last) * self.rate >= self.capacity
+        ]
+        for principal in full:
+            del self._buckets[principal]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
