@@ -56,3 +56,17 @@ def test_a_slow_llm_costs_a_run_two_timeouts_not_one_per_user(
         ["llm: timeout"] * 2 + ["llm: circuit open"] * (len(copies) - 2)
     )
     assert {c["template"] for c in copies} == {"discovery-v1"}
+
+
+def test_runs_of_one_process_share_one_llm_client(db: psycopg.Connection[Any], tmp_path: Path) -> None:
+    """A client per run context (each worker batch, each run over HTTP) opened new connections, a TLS
+    handshake a batch, and kept its sockets until the cycle collector ran: fds swung 11-64."""
+    from tagloop.agent.runner import llm_of, make_context
+
+    settings = Settings(home=tmp_path / "home", llm_base_url="http://127.0.0.1:9/v1", llm_model="m")
+    first = make_context(db, settings, now=NOW, run_key="a", channels={})
+    again = make_context(db, settings.model_copy(), now=NOW, run_key="b", channels={})
+    assert first.llm is not None and first.llm is again.llm is llm_of(settings)
+    other = settings.model_copy(update={"llm_model": "other"})
+    assert llm_of(other) is not first.llm  # other settings, another client
+    assert llm_of(settings.model_copy(update={"llm_base_url": None})) is None
