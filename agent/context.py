@@ -113,6 +113,13 @@ class RunCache:
         _, at = self._entries(item_ids)
         return set(self.indices[at].tolist())
 
+    def tags_per_item(self, conn: psycopg.Connection[Any], item_ids: list[str]) -> list[set[int]]:
+        """Each item's tag ids (loaded when not cached yet), in the order given."""
+        self.load_item_tags(conn, item_ids)
+        lens, at = self._entries(item_ids)
+        ends = np.cumsum(lens)
+        return [set(part.tolist()) for part in np.split(self.indices[at], ends[:-1])] if len(item_ids) else []
+
     def _entries(self, item_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Per item (all loaded), its number of tags, and the store positions of all their
         entries, item after item."""

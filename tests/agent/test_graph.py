@@ -254,6 +254,43 @@ def test_a_repeated_run_whose_plan_changed_adds_no_message_to_the_stored_decisio
     assert stored is not None and stored["n"] == 0
 
 
+def test_a_messages_reason_lists_only_picks_that_carry_its_tags(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """The body credited the first five picks to the reason's tags, whether they carried them or not
+    ("Because you play a lot of rock metal: Lady Gaga, Nightwish, …" on Last.fm)."""
+    from tagloop.tools.tagging_names import display_tag
+
+    users = load_demo(db, tmp_path / "demo", NOW, users=40)
+    outcomes = run_users(
+        db,
+        Settings(home=tmp_path / "home"),
+        users,
+        now=NOW,
+        channels={"file": FileChannel(tmp_path / "o.jsonl")},
+    )
+    prefix, checked, others = "Because you play a lot of ", 0, 0
+    for o in outcomes:
+        if o.outcome != "message":
+            continue
+        row = db.execute("select body from messages where id = %(m)s", {"m": o.message_id}).fetchone()
+        if not row["body"].startswith(prefix):
+            continue
+        reason, rest = row["body"][len(prefix) :].split(": ", 1)
+        listed, _, also = rest.partition(" Also for you: ")
+        named = set(reason.split(" and "))
+        by_title = {c["title"]: c["item_id"] for c in o.chosen}
+        for title in listed.rstrip(".").replace(" and ", ", ").split(", "):
+            tags = db.execute(
+                "select t.name from item_tags it join tags t on t.id = it.tag_id where it.item_id = %(i)s",
+                {"i": by_title[title]},
+            ).fetchall()
+            assert named & {display_tag(t["name"]) for t in tags}, (title, reason)
+            checked += 1
+        others += bool(also)
+    assert checked > 20 and others  # picks credited to the reason, and some listed apart
+
+
 def test_decisions_export_writes_one_json_line_per_decision_with_reward(
     db: psycopg.Connection[Any], tmp_path: Path, tagloop_env: Path
 ) -> None:

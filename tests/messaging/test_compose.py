@@ -119,3 +119,18 @@ def test_tags_in_copy_read_as_people_write_them() -> None:
     copy = compose_discovery(["A", "B"], ["female-vocalists", "r-and-b"])
     assert copy.body.startswith("Because you play a lot of female vocalists and r & b")
     assert display_tag("drum-and-bass") == "drum & bass" and display_tag("shoegaze") == "shoegaze"
+
+
+def test_the_reason_lists_only_the_picks_that_carry_its_tags() -> None:
+    """The body said "Because you play a lot of rock metal: Lady Gaga, Nightwish, Katy Perry, The
+    Beatles and Joy Division." — only Nightwish is tagged rock metal."""
+    titles = ["Lady Gaga", "Nightwish", "Katy Perry", "The Beatles", "Joy Division", "Sepultura"]
+    tagged = [False, True, False, False, False, True]
+    copy = compose_discovery(titles, ["rock-metal"], tagged)
+    assert copy.body == (
+        "Because you play a lot of rock metal: Nightwish and Sepultura. "
+        "Also for you: Lady Gaga, Katy Perry and The Beatles."
+    )
+    untagged = compose_discovery(titles, ["rock-metal"], [False] * len(titles))
+    assert untagged.body == "Picked for you: Lady Gaga, Nightwish, Katy Perry, The Beatles and Joy Division."
+    assert copy.title == untagged.title == "New for you: Lady Gaga, Nightwish, Katy Perry and more"

@@ -97,9 +97,13 @@ def _join(names: Sequence[str]) -> str:
 TITLE_LIMIT = 200  # characters of a notification title (mail Subject)
 
 
-def compose_discovery(item_titles: Sequence[str], top_tags: Sequence[str]) -> Copy:
+def compose_discovery(
+    item_titles: Sequence[str], top_tags: Sequence[str], tagged: Sequence[bool] | None = None
+) -> Copy:
     """A discovery-mix notification: 'New for you: A, B and more' with the tag reason. Titles are
-    shortened at a word (with '…'), and the title names as many picks as fit in `TITLE_LIMIT`."""
+    shortened at a word (with '…'), and the title names as many picks as fit in `TITLE_LIMIT`.
+    `tagged`: per pick, whether it carries one of the (first two) tags the reason names (default:
+    all); the reason lists those picks, the others follow under "Also for you"."""
     shown = [_clean(t, 80) for t in item_titles[:3]]
     title = "New for you: "
     for n, name in enumerate(shown):
@@ -112,8 +116,15 @@ def compose_discovery(item_titles: Sequence[str], top_tags: Sequence[str]) -> Co
     else:
         title += " and more" if len(item_titles) > len(shown) else ""
     tags = [_clean(display_tag(t), 40) for t in top_tags[:2]]
-    reason = f"Because you play a lot of {_join(tags)}" if tags else "Picked for you"
-    body = f"{reason}: {_join([_clean(t, 80) for t in item_titles[:5]])}."
+    flags = list(tagged) if tagged is not None else [True] * len(item_titles)
+    because = [t for t, ok in zip(item_titles, flags, strict=True) if ok][:5] if tags else []
+    if because:
+        others = [t for t, ok in zip(item_titles, flags, strict=True) if not ok][: 5 - len(because)]
+        body = f"Because you play a lot of {_join(tags)}: {_join([_clean(t, 80) for t in because])}."
+        if others:
+            body += f" Also for you: {_join([_clean(t, 80) for t in others])}."
+    else:
+        body = f"Picked for you: {_join([_clean(t, 80) for t in item_titles[:5]])}."
     return Copy(title=_shorten(title, TITLE_LIMIT), body=_shorten(body, 1000), template="discovery-v1")
 
 
