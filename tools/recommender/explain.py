@@ -7,7 +7,10 @@ For item i and user u the score splits into evidence we can name:
 - similar items: the CF block's contribution of each history item j, c_uj · (P_cf[j] · V_cf[i]);
   the largest gives "because you played Slowdive";
 - otherwise (no history, no shared tags): "popular with listeners".
-The larger of the two evidence scores picks the reason. Deterministic: ties break by index.
+The larger of the two blocks' evidence picks the reason: all shared tags' part of the score against
+all history items' CF part (the item named is the largest of those). Comparing the tags' total with
+one history item's share named a played item for 0.1% of recommendations on Last.fm, where CF is a
+quarter to a third of a typical score. Deterministic: ties break by index.
 """
 
 from __future__ import annotations
@@ -69,13 +72,17 @@ def explain(
         top_cols = [int(cols[o]) for o in order[:2] if data[o] > 0]
         top_tags = [display_tag(str(model.tags[c])) for c in top_cols]
         tag_evidence = model.params.tag_weight * float(data.sum())
-        cf_evidence, best_item = 0.0, -1
-        if item_idx.size:
+        cf_evidence, best_item, best_share = 0.0, -1, 0.0
+        if item_idx.size:  # the CF block as a whole against the tag block as a whole
             best = int(np.argmax(contrib[:, n]))
-            cf_evidence, best_item = float(contrib[best, n]), int(item_idx[best])
-        if cf_evidence <= 0 and not top_tags:
+            cf_evidence, best_item, best_share = (
+                float(contrib[:, n].sum()),
+                int(item_idx[best]),
+                contrib[best, n],
+            )
+        if best_share <= 0 and not top_tags:
             reasons.append(POPULAR)
-        elif top_tags and tag_evidence >= cf_evidence:
+        elif top_tags and (tag_evidence >= cf_evidence or best_share <= 0):
             reasons.append(_tag_reason(top_cols, top_tags, played))
         else:
             reasons.append(f"because you played {_name(model, best_item, names)}")
