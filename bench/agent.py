@@ -197,6 +197,12 @@ Numbers (10,000 users, 1 thread, 2 shared noisy cores, same run for both sides):
   (8,700 samples) is flat: no function above 4% of its own time; the largest inclusive parts are
   gathering candidates 33% (co-likes 10.5%, merge 6.6%), policies 30% (`choose_slate` 17%),
   context 8%, channel/time 8%.
+- session 26 (2026-12-07, no model; no speed work, fixes from audits): this session's code floor
+  3,784 / full 778 users/s, ratio 0.21 (per-round median 0.21; server 0.59 ms per decision), then
+  the session-start code (c3f6184) on the same data 3,661 / 787, 0.21 (0.22; server 0.53 ms), then
+  this session's again 3,648 / 809, 0.22 (0.22; server 0.50 ms): the same within noise (the message
+  insert now joins its decision, a primary-key probe per message). CPU per decision here ~1.1 ms,
+  peak RSS 257-258 MiB.
 """
 
 from __future__ import annotations
