@@ -254,6 +254,13 @@ def test_a_repeated_run_whose_plan_changed_adds_no_message_to_the_stored_decisio
     assert stored is not None and stored["n"] == 0
 
 
+def _decided_demo(db: psycopg.Connection[Any], tmp_path: Path, users: int) -> tuple[list[str], list[Any]]:
+    """`users` demo users decided now (send_now, the file channel): their ids and outcomes."""
+    ids = load_demo(db, tmp_path / "demo", NOW, users=users)
+    channels: dict[str, Channel] = {"file": FileChannel(tmp_path / "inbox.jsonl")}
+    return ids, run_users(db, Settings(home=tmp_path / "home"), ids, now=NOW, channels=channels)
+
+
 def test_a_messages_reason_lists_only_picks_that_carry_its_tags(
     db: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
@@ -261,14 +268,7 @@ def test_a_messages_reason_lists_only_picks_that_carry_its_tags(
     ("Because you play a lot of rock metal: Lady Gaga, Nightwish, …" on Last.fm)."""
     from tagloop.tools.tagging_names import display_tag
 
-    users = load_demo(db, tmp_path / "demo", NOW, users=40)
-    outcomes = run_users(
-        db,
-        Settings(home=tmp_path / "home"),
-        users,
-        now=NOW,
-        channels={"file": FileChannel(tmp_path / "o.jsonl")},
-    )
+    _, outcomes = _decided_demo(db, tmp_path, 40)
     prefix, checked, others = "Because you play a lot of ", 0, 0
     for o in outcomes:
         if o.outcome != "message":
@@ -294,14 +294,7 @@ def test_a_messages_reason_lists_only_picks_that_carry_its_tags(
 def test_decisions_export_writes_one_json_line_per_decision_with_reward(
     db: psycopg.Connection[Any], tmp_path: Path, tagloop_env: Path
 ) -> None:
-    users = load_demo(db, tmp_path / "demo", NOW, users=8)
-    outcomes = run_users(
-        db,
-        Settings(home=tmp_path / "home"),
-        users,
-        now=NOW,
-        channels={"file": FileChannel(tmp_path / "inbox.jsonl")},
-    )
+    users, outcomes = _decided_demo(db, tmp_path, 8)
     clicked = next(o for o in outcomes if o.delivered)
     db.execute(
         "insert into events (id, user_id, type, ts, message_id) values ('c-1', %(u)s, 'click', %(t)s, %(m)s)",
