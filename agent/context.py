@@ -58,6 +58,7 @@ class RunFacts:
 
 # sparsevec_send: the type's binary form (big-endian int32 dim, nnz, 0, nnz int32 indices, nnz float4
 # values), parsed with numpy instead of a Python list per item.
+_TAG_IDS = "select id, name from tags where name = any(%(names)s)"
 _ITEM_TAGS = (
     "select id, sparsevec_send(tag_vec) as vec from items where id = any(%(ids)s) and tag_vec is not null"
 )
@@ -72,6 +73,7 @@ class RunCache:
     item_rows: dict[str, int] = field(default_factory=dict)  # item id → row of the CSR store
     thompson: dict[tuple[bytes, bytes], np.ndarray] = field(default_factory=dict)
     tag_names: dict[int, str] = field(default_factory=dict)  # of the users' top tags (profiles)
+    tag_ids: dict[str, int | None] = field(default_factory=dict)  # of declared interests (None: no such tag)
     # the CSR store's arrays with room to grow (doubled when full: appending a chunk's new items
     # copies nothing most of the time, where concatenating copied the whole store every chunk)
     _indptr: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
@@ -112,6 +114,17 @@ class RunCache:
         self.load_item_tags(conn, item_ids)
         _, at = self._entries(item_ids)
         return set(self.indices[at].tolist())
+
+    def ids_of_tags(self, conn: psycopg.Connection[Any], names: Iterable[str]) -> dict[str, int]:
+        """The ids of the tags named (stored names, as declared interests are kept), read when not
+        cached yet; a name no tag has is left out."""
+        wanted = list(dict.fromkeys(names))
+        missing = [n for n in wanted if n not in self.tag_ids]
+        if missing:
+            with conn.cursor(row_factory=tuple_row) as cur:
+                found = {name: tag for tag, name in cur.execute(_TAG_IDS, {"names": missing}).fetchall()}
+            self.tag_ids.update({n: found.get(n) for n in missing})
+        return {n: i for n in wanted if (i := self.tag_ids[n]) is not None}
 
     def tags_per_item(self, conn: psycopg.Connection[Any], item_ids: list[str]) -> list[set[int]]:
         """Each item's tag ids (loaded when not cached yet), in the order given."""

@@ -188,9 +188,9 @@ def compose(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     for user_id, plan in state.plans.items():
         if plan.outcome == MESSAGE:
             user = state.users[user_id]
-            top, tagged = _reason_tags(user, [c.item_id for c in plan.chosen], ctx)
+            top, tagged, declared = _reason_tags(user, [c.item_id for c in plan.chosen], ctx)
             titles = [c.title for c in plan.chosen]
-            template = copy = compose_discovery(titles, top, tagged)
+            template = copy = compose_discovery(titles, top, tagged, declared=declared)
             if ctx.llm is not None:
                 facts = {"items": titles[:5], "top_tags": top[:3], "locale": user.locale or "en"}
                 copy = compose_with_llm(
@@ -300,19 +300,31 @@ def _allowed_time(
     return None, "no time within the send horizon is both outside quiet hours and under the caps"
 
 
-def _reason_tags(user: UserContext, item_ids: list[str], ctx: RunContext) -> tuple[list[str], list[bool]]:
+def _reason_tags(
+    user: UserContext, item_ids: list[str], ctx: RunContext
+) -> tuple[list[str], list[bool], bool]:
     """The user's top tags, strongest first, that at least one of the picks carries (the copy says
     "because you play a lot of X" only when X is among what it sends), and for each pick whether it
     carries one of the two the template names: the reason lists those picks alone (it had credited
-    all five picks it listed to tags most of them did not carry)."""
+    all five picks it listed to tags most of them did not carry). A user whose events give no such
+    tag (a new user) is given their declared interests the picks carry, if any: the third value
+    says so ("because you like X")."""
     per_item = ctx.cache.tags_per_item(ctx.conn, item_ids)
     carried = set().union(*per_item)
     names = ctx.cache.tag_names  # the names of the users' top tags, read with the profiles
     shared = sorted(
-        ((w, t) for t, w in user.profile.tags.items() if w > 0 and t in carried and t in names), reverse=True
+        ((w, t, names[t]) for t, w in user.profile.tags.items() if w > 0 and t in carried and t in names),
+        reverse=True,
     )
-    named = {t for _, t in shared[:2]}
-    return [names[t] for _, t in shared[:3]], [bool(tags & named) for tags in per_item]
+    declared = not shared and bool(user.interests)
+    if declared:
+        ids = ctx.cache.ids_of_tags(ctx.conn, user.interests)
+        shared = sorted(
+            ((w, ids[n], n) for n, w in user.interests.items() if n in ids and ids[n] in carried),
+            reverse=True,
+        )
+    named = {t for _, t, _ in shared[:2]}
+    return [n for _, _, n in shared[:3]], [bool(tags & named) for tags in per_item], declared and bool(shared)
 
 
 def _no_channel(user: UserContext, ctx: RunContext) -> tuple[str, str]:

@@ -14,6 +14,7 @@ import psycopg
 
 from tagloop.agent.state import UserContext
 from tagloop.tools.profiles import Profile, request_profiles
+from tagloop.tools.recommender.history import parse_interests
 from tagloop.tools.store import runs
 from tagloop.tools.store.pending import Pending, request
 
@@ -46,6 +47,7 @@ class PendingUsers:
                 sends=dict(sends.get(u, {})),
                 unsubscribed=unsubscribed.get(u, {}),
                 arms=arms[u],
+                interests=parse_interests(r["interests"]) if r["interests"] is not None else {},
             )
             for u in self.user_ids
             if (r := found.get(u)) is not None
@@ -64,7 +66,8 @@ def request_users(
         tuple(ids),
         request(
             conn,
-            "select id, timezone, locale, channels, consent from users where id = any(%(ids)s)",
+            "select id, timezone, locale, channels, consent, attributes -> 'interests' as interests"
+            " from users where id = any(%(ids)s)",
             {"ids": ids},
             list,
         ),

@@ -28,6 +28,7 @@ class UserContext:
     sends: dict[str, list[datetime]] = field(default_factory=dict)  # channel → sent/scheduled times (caps)
     unsubscribed: dict[str, datetime] = field(default_factory=dict)  # channel or '*' → time
     arms: ArmCounts = field(default_factory=ArmCounts)  # this user's engagement per channel / hour
+    interests: dict[str, float] = field(default_factory=dict)  # declared: stored tag name → weight
 
 
 @dataclass

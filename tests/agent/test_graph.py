@@ -291,6 +291,41 @@ def test_a_messages_reason_lists_only_picks_that_carry_its_tags(
     assert checked > 20 and others  # picks credited to the reason, and some listed apart
 
 
+def test_a_new_users_message_gives_their_declared_interests_as_the_reason(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """A user with no events but declared interests got "Picked for you": the reason read the
+    events' tag profile only."""
+    from tagloop.tools.tagging_names import display_tag
+
+    load_demo(db, tmp_path / "demo", NOW, users=10)
+    common = [
+        r["name"]
+        for r in db.execute(
+            """select t.name from item_tags it join tags t on t.id = it.tag_id
+               group by t.name order by count(*) desc, t.name limit 4"""
+        )
+    ]
+    db.execute(
+        """insert into users (id, timezone, consent, attributes)
+           values ('newcomer', 'UTC', '{"file": true}', %(a)s)""",
+        {"a": Jsonb({"interests": [display_tag(n).title() for n in common]})},  # as people write them
+    )
+    db.commit()
+    (o,) = run_users(
+        db,
+        Settings(home=tmp_path / "home"),
+        ["newcomer"],
+        now=NOW,
+        channels={"file": FileChannel(tmp_path / "o")},
+    )
+    assert o.outcome == "message", o
+    body = db.execute("select body from messages where id = %(m)s", {"m": o.message_id}).fetchone()["body"]
+    assert body.startswith("Because you like "), body
+    reason = body.removeprefix("Because you like ").split(": ", 1)[0]
+    assert set(reason.split(" and ")) <= {display_tag(n) for n in common}
+
+
 def test_decisions_export_writes_one_json_line_per_decision_with_reward(
     db: psycopg.Connection[Any], tmp_path: Path, tagloop_env: Path
 ) -> None:

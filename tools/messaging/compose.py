@@ -98,12 +98,17 @@ TITLE_LIMIT = 200  # characters of a notification title (mail Subject)
 
 
 def compose_discovery(
-    item_titles: Sequence[str], top_tags: Sequence[str], tagged: Sequence[bool] | None = None
+    item_titles: Sequence[str],
+    top_tags: Sequence[str],
+    tagged: Sequence[bool] | None = None,
+    *,
+    declared: bool = False,
 ) -> Copy:
     """A discovery-mix notification: 'New for you: A, B and more' with the tag reason. Titles are
     shortened at a word (with '…'), and the title names as many picks as fit in `TITLE_LIMIT`.
     `tagged`: per pick, whether it carries one of the (first two) tags the reason names (default:
-    all); the reason lists those picks, the others follow under "Also for you"."""
+    all); the reason lists those picks, the others follow under "Also for you". `declared`: the
+    tags are the user's declared interests, not their plays ("Because you like X")."""
     shown = [_clean(t, 80) for t in item_titles[:3]]
     title = "New for you: "
     for n, name in enumerate(shown):
@@ -120,7 +125,8 @@ def compose_discovery(
     because = [t for t, ok in zip(item_titles, flags, strict=True) if ok][:5] if tags else []
     if because:
         others = [t for t, ok in zip(item_titles, flags, strict=True) if not ok][: 5 - len(because)]
-        body = f"Because you play a lot of {_join(tags)}: {_join([_clean(t, 80) for t in because])}."
+        verb = "like" if declared else "play a lot of"
+        body = f"Because you {verb} {_join(tags)}: {_join([_clean(t, 80) for t in because])}."
         if others:
             body += f" Also for you: {_join([_clean(t, 80) for t in others])}."
     else:
