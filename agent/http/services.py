@@ -220,11 +220,53 @@ limit %(k)s
 """
 
 
+# unseen items carrying the user's declared interests, by the interests' weights times the tags'
+_DECLARED = """
+with wanted(name, w) as (select * from unnest(%(names)s::text[], %(weights)s::float8[]))
+select i.id, i.title, i.provider_id, sum(it.weight * wanted.w) as score,
+       array_agg(t.name order by it.weight * wanted.w desc, t.name) as shared
+from wanted
+join tags t on t.name = wanted.name
+join item_tags it on it.tag_id = t.id and it.confidence >= 0.5
+join items i on i.id = it.item_id
+where not exists (select 1 from events s where s.user_id = %(user)s and s.item_id = i.id)
+  and i.kind <> 'message'
+group by i.id, i.title, i.provider_id
+order by score desc, i.id
+limit %(k)s
+"""
+
+
+def _declared(conn: psycopg.Connection[Any], user_id: str, k: int) -> list[schemas.Recommendation]:
+    """Before any training, for a user whose events give no tag yet: the unseen items carrying
+    their declared interests (`attributes.interests`), "because you like X"."""
+    from tagloop.tools.recommender.history import parse_interests
+
+    row = conn.execute("select attributes -> 'interests' as i from users where id = %(u)s", {"u": user_id})
+    found = row.fetchone()
+    interests = parse_interests(found["i"]) if found else {}
+    if not interests:
+        return []
+    params = {"names": list(interests), "weights": list(interests.values()), "user": user_id, "k": k}
+    return [
+        schemas.Recommendation(
+            item_id=r["id"],
+            title=r["title"],
+            provider=r["provider_id"],
+            score=round(float(r["score"]), 6),
+            explanation=f"because you like {' and '.join(display_tag(t) for t in r['shared'][:2])}",
+            cold=False,
+        )
+        for r in conn.execute(_DECLARED, params)
+    ]
+
+
 def _untrained(
     conn: psycopg.Connection[Any], user_id: str, k: int, profile: Profile
 ) -> list[schemas.Recommendation]:
     """Before any `tagloop train`: the items sharing the user's liked tags (tag search), each
-    explained by the user's strongest tags it carries, then the most popular unseen items."""
+    explained by the user's strongest tags it carries (a user whose events give none: the items
+    carrying their declared interests), then the most popular unseen items."""
     from tagloop.tools.recommender.explain import POPULAR  # the trained path's words (numpy: lazily)
 
     liked = dict(profile.top_tags)
@@ -253,11 +295,13 @@ def _untrained(
                 cold=False,
             )
         )
+    if not out and not profile.top_tags:
+        out = _declared(conn, user_id, k)
     if len(out) < k:
         params = {
             "positive": POSITIVE,
             "user": user_id,
-            "taken": [c.item_id for c in candidates],
+            "taken": [r.item_id for r in out],
             "k": k - len(out),
         }
         for r in conn.execute(_POPULAR_UNSEEN, params):

@@ -149,6 +149,24 @@ def test_without_a_model_items_sharing_no_tag_are_popular_not_tag_matches(client
     ]
 
 
+def test_without_a_model_a_new_user_is_served_their_declared_interests(client: TestClient) -> None:
+    """A user without events but with declared interests got the popular list before any training
+    (the trained model used them: "because you like jazz")."""
+    seed(client)
+    post_events(client, [{"user_id": "u2", "type": "play", "item_id": i} for i in ("i1", "i5")])
+    newcomer = {"timezone": "UTC", "attributes": {"interests": ["Jazz"]}}
+    assert client.put("/v1/users/u9", json=newcomer, headers=AUTH).status_code == 200
+    recs = client.get("/v1/users/u9/recommendations", params={"k": 3}, headers=AUTH).json()["items"]
+    assert [(r["item_id"], r["explanation"]) for r in recs[:2]] == [
+        ("i2", "because you like jazz"),
+        ("i4", "because you like jazz"),
+    ]
+    assert recs[0]["score"] > 0 and recs[2]["explanation"] == "popular with listeners"
+    post_events(client, [{"user_id": "u9", "type": "like", "item_id": "i2"}])  # seen: not again
+    again = client.get("/v1/users/u9/recommendations", params={"k": 3}, headers=AUTH).json()["items"]
+    assert "i2" not in {r["item_id"] for r in again}
+
+
 def test_erasure_leaves_zero_rows_of_the_user_in_every_table(
     db: psycopg.Connection[Any], db_url: str, tmp_path: Path
 ) -> None:
