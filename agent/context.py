@@ -109,12 +109,6 @@ class RunCache:
         self._data = _appended(self._data, end, weights)
         rows.update(zip(missing, range(base, base + len(missing)), strict=True))
 
-    def tags_of(self, conn: psycopg.Connection[Any], item_ids: list[str]) -> set[int]:
-        """The tag ids any of the items carries (loaded when not cached yet)."""
-        self.load_item_tags(conn, item_ids)
-        _, at = self._entries(item_ids)
-        return set(self.indices[at].tolist())
-
     def ids_of_tags(self, conn: psycopg.Connection[Any], names: Iterable[str]) -> dict[str, int]:
         """The ids of the tags named (stored names, as declared interests are kept), read when not
         cached yet; a name no tag has is left out."""

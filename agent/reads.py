@@ -47,7 +47,7 @@ class PendingUsers:
                 sends=dict(sends.get(u, {})),
                 unsubscribed=unsubscribed.get(u, {}),
                 arms=arms[u],
-                interests=parse_interests(r["interests"]) if r["interests"] is not None else {},
+                interests=parse_interests(r["interests"]),
             )
             for u in self.user_ids
             if (r := found.get(u)) is not None

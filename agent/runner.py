@@ -11,9 +11,9 @@ the outbox — guards still apply, so a message in the user's quiet hours or ove
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -176,11 +176,6 @@ def policy_of(settings: Settings) -> PolicyConfig:
     return load_policy(settings.policy_file) if settings.policy_file else preset("default")
 
 
-_LLMS: dict[tuple[Any, ...], LLM] = {}
-_LLMS_LOCK = threading.Lock()
-_LLMS_KEPT = 4  # clients of other settings kept (tests, a process that reloads its settings)
-
-
 def llm_of(settings: Settings) -> LLM | None:
     """The LLM the settings name, one client per process and settings: a client per run context
     (every worker batch, every run over HTTP) opened new connections each time, a TLS handshake a
@@ -188,26 +183,14 @@ def llm_of(settings: Settings) -> LLM | None:
     if not (settings.llm_base_url and settings.llm_model):
         return None
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unused"
-    which = (
-        settings.llm_base_url,
-        settings.llm_model,
-        key,
-        settings.llm_timeout_seconds,
-        settings.llm_max_retries,
+    return _llm(
+        settings.llm_base_url, settings.llm_model, key, settings.llm_timeout_seconds, settings.llm_max_retries
     )
-    with _LLMS_LOCK:
-        llm = _LLMS.get(which)
-        if llm is None:
-            llm = _LLMS[which] = OpenAICompatibleLLM(
-                settings.llm_base_url,
-                settings.llm_model,
-                key,
-                timeout=settings.llm_timeout_seconds,
-                max_retries=settings.llm_max_retries,
-            )
-            while len(_LLMS) > _LLMS_KEPT:
-                _LLMS.pop(next(iter(_LLMS)))
-        return llm
+
+
+@functools.lru_cache(maxsize=4)  # clients of other settings kept: tests, a process reloading them
+def _llm(base_url: str, model: str, key: str, timeout: float, max_retries: int) -> LLM:
+    return OpenAICompatibleLLM(base_url, model, key, timeout=timeout, max_retries=max_retries)
 
 
 def delivery_config(settings: Settings, policy: PolicyConfig) -> DeliveryConfig:

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tagloop.evals.progress import stages
 from tagloop.evals.report import check_writable
 from tagloop.tools.errors import InvalidInput, TagloopError
 from tagloop.tools.recommender.data import csv_rows, parse_weight
@@ -98,7 +99,8 @@ def evaluate_tagging(
     known = item_tag_matrix(known_rows, items=items)
     interactions = interaction_matrix(interaction_rows, items) if interaction_rows else None
     item_ix = known.item_index()
-    held_items = [i for i in held if held[i] - set(known.tags_of(item_ix[i]))]
+    lacking = {i: held[i] - set(known.tags_of(item_ix[i])) for i in held}  # what each item must recover
+    held_items = [i for i in held if lacking[i]]
     if not held_items:
         raise InvalidInput(
             f"no item of the held-out file has a tag that KNOWN lacks ({len(held)} items, every tag "
@@ -109,7 +111,7 @@ def evaluate_tagging(
     weights = tune_blend(known, interactions, None, rng, progress=lambda m: report(m, 0.05))
     report("fitting the model on KNOWN", 0.3)
     model = TagModel(known, interactions, None, rng)
-    truth = [held[i] - set(known.tags_of(item_ix[i])) for i in held_items]
+    truth = [lacking[i] for i in held_items]
     counts = np.asarray(known.binary().sum(axis=0)).ravel()
     popular_order = [known.tags[j] for j in np.argsort(-counts, kind="stable")]
     popular_ranked: list[list[str]] = []
@@ -140,17 +142,17 @@ def evaluate_tagging(
     )
 
 
-def _plain_progress(err: Console) -> Callable[[str, float], None]:
-    """Stage lines on stderr, `tagging eval: MESSAGE (NN%)`, one per change of message or tenth."""
+def _each_tenth(say: Callable[[str], None]) -> Callable[[str, float], None]:
+    """`say("MESSAGE (NN%)")` once per change of message or tenth of the way."""
     last: list[tuple[str, int]] = []
 
-    def say(message: str, fraction: float) -> None:
+    def report(message: str, fraction: float) -> None:
         key = (message, int(fraction * 10))
         if not last or last[-1] != key:
             last[:] = [key]
-            err.print(f"tagging eval: {message} ({fraction:.0%})", soft_wrap=True, highlight=False)
+            say(f"{message} ({fraction:.0%})")
 
-    return say
+    return report
 
 
 def tagging_command(
@@ -186,7 +188,8 @@ def tagging_command(
                     lambda msg, frac: bar.update(task, description=msg, completed=frac),
                 )
         else:  # a log file or a pipe: the transient bar would print nothing for the whole run
-            result = evaluate_tagging(known, held, inter, seed, _plain_progress(err))
+            with stages(err, "tagging eval") as say:
+                result = evaluate_tagging(known, held, inter, seed, _each_tenth(say))
         if tags_out is not None:
             with tags_out.open("w", newline="", encoding="utf-8") as fh:
                 writer = csv.writer(fh)

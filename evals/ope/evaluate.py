@@ -103,10 +103,14 @@ def withheld_because(
             "intervals of IPS, SNIPS and DR are not trustworthy and the model-based estimators' bias "
             "cannot be checked; no estimate here should be used"
         )
-    gap = abs(float(np.mean(weights)) - 1.0) if weights is not None and weights.size else 0.0
-    if weights is not None and gap >= MIN_WEIGHT_GAP and weight_shortfall(weights) > MAX_WEIGHT_SHORTFALL:
+    mean = float(np.mean(weights)) if weights is not None and weights.size else 1.0
+    if (
+        weights is not None
+        and abs(mean - 1.0) >= MIN_WEIGHT_GAP
+        and weight_shortfall(weights) > MAX_WEIGHT_SHORTFALL
+    ):
         return (
-            f"the mean importance weight is {float(np.mean(weights)):.3f}, more than "
+            f"the mean importance weight is {mean:.3f}, more than "
             f"{MAX_WEIGHT_SHORTFALL:g} standard errors from 1, its value when the logs cover the target "
             "policy: the target often makes choices the logging policy (almost) never made, so IPS and "
             "DR miss that part of the value and their intervals are too narrow; log with more "

@@ -242,7 +242,7 @@ def test_run_cache_grows_its_tag_store_in_place_with_the_same_rows_as_one_read(
     assert np.array_equal(chunked.indptr, whole.indptr) and chunked.indptr.size == len(ids) + 1
     assert np.array_equal(chunked.indices, whole.indices) and np.array_equal(chunked.data, whole.data)
     assert chunked.indices.size == chunked.indptr[-1] == sum(v.count(":") for _, v in vecs)
-    assert chunked.tags_of(db, ["i005", "i250"]) == whole.tags_of(db, ["i005", "i250"])
+    assert chunked.tags_per_item(db, ["i005", "i250"]) == whole.tags_per_item(db, ["i005", "i250"])
 
 
 def test_chunk_unit_rows_give_the_cosines_of_the_per_user_tag_matrix(db: psycopg.Connection[Any]) -> None:
