@@ -9,7 +9,8 @@ per user — the only per-user retrieval query of a decision besides `cf`. Two w
   than one index probe per scanned item, an HNSW iterative scan past them);
 - with them (the agent has them in the batch's `BatchHistory`): the top k + max(k/2, 8), no filter,
   the seen ones dropped in Python, and only the users left short of k (their seen items crowd
-  their top) asked again with the server filter. The filter (`<> all(seen)`, linear in the
+  their top, or the approximate search returned fewer rows than asked) asked again with the server
+  filter. The filter (`<> all(seen)`, linear in the
   user's ~100+ items per scanned item) was half the query's server time (0.22 → 0.11 ms per user
   on the 10,000-user demo data; bench/agent.py).
 
@@ -223,7 +224,10 @@ def tag_candidates(
             rows = _tag_rows(conn, _TAG_TOP, user_ids, wide, "off")  # unfiltered: rows in score order
         returned = Counter(map(itemgetter(0), rows))  # rows per user, counted in C
         plateau = _fill(out, rows, k, seen)
-        short = [u for u in user_ids if len(out[u]) < k and returned[u] == wide and u not in plateau]
+        # short of k once the seen items are dropped: asked again with the server filter, whether
+        # their seen items crowded the wide top or the (approximate) search returned fewer rows
+        # than asked; a user without a profile, for whom it returned none, is not
+        short = [u for u in user_ids if len(out[u]) < k and returned[u] and u not in plateau]
         if short:
             for u in short:
                 out[u] = []

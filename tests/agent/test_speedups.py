@@ -307,6 +307,29 @@ def test_compact_columns_from_many_threads_at_once() -> None:
     assert wrong == []
 
 
+def test_a_user_the_unfiltered_search_returned_short_of_is_asked_again(
+    db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """HNSW is approximate: the unfiltered search may return fewer than the `wide` rows asked. Such
+    a user was not asked again with the server filter and kept fewer than k once their seen items
+    were dropped (a broad profile with 19 of 20 candidates, in one test run of many)."""
+    from tagloop.tools.retrieval import _TAG_TOP, _tag_rows, wide_k
+
+    users = load_demo(db, tmp_path, NOW)
+    user = next(u for u in users if len(tag_candidates(db, [u], 40)[u]) == 40)
+    stopped_early = _tag_rows(db, _TAG_TOP, [user], wide_k(20), "off")[:20]  # 20 rows of the 30 asked
+
+    class Read:  # what `send_tag_top` read, as the pipeline hands it over
+        user_ids, k = frozenset([user]), 20
+
+        def rows(self, user_ids: list[str]) -> list[Any]:
+            return stopped_early
+
+    seen = {user: frozenset([stopped_early[0][1]])}
+    found = tag_candidates(db, [user], 20, seen, sent=Read())[user]  # type: ignore[arg-type]
+    assert len(found) == 20 and stopped_early[0][1] not in {c.item_id for c in found}
+
+
 def test_tag_candidates_filtered_with_the_batch_history_match_the_server_filter(
     db: psycopg.Connection[Any], tmp_path: Path
 ) -> None:

@@ -132,6 +132,7 @@ def test_equal_scores_come_in_item_id_order_whatever_order_the_search_returned_t
         ("u", "orbit-2", "O2", None, 0.5),
         ("u", "orbit-4", "O4", None, 0.5),
     ]
-    sent = SentTagTop(frozenset({"u"}), 10, _Rows(rows))  # type: ignore[arg-type]
-    found = tag_candidates(None, ["u"], 10, {"u": frozenset()}, sent=sent)  # type: ignore[arg-type]
+    # k = 4: the four rows fill it (a user short of k would be asked again on the server)
+    sent = SentTagTop(frozenset({"u"}), 4, _Rows(rows))  # type: ignore[arg-type]
+    found = tag_candidates(None, ["u"], 4, {"u": frozenset()}, sent=sent)  # type: ignore[arg-type]
     assert [c.item_id for c in found["u"]] == ["c", "orbit-2", "orbit-4", "orbit-5"]

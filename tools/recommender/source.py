@@ -18,7 +18,8 @@ as the tag source's is (tools/retrieval.py):
 2. The others (vector missing or stale) are folded in from their events (fold_batch.py, sent
    ahead with the search for the users the server finds stale) and searched the same way with
    their vectors passed in (binary `vector[]`).
-3. Users whose seen items crowd their wide top (fewer than k unseen of the k + k/2 returned) are
+3. Users whose seen items crowd their wide top (fewer than k unseen of the k + k/2 returned), or
+   whose approximate search returned fewer rows than asked while the model has more items, are
    asked again with the seen filter on the server (an iterative scan).
 The statements return item ids and scores only; titles and providers are read once per run per
 item (tools/iteminfo.py), and an item deleted since it was placed (or, on the exact path, trained)
@@ -184,8 +185,12 @@ class CFSource(FromHistory):
             more = _read(conn, _query(served, stored=False, filtered=False), params, wide, "off")
             returned.update(map(itemgetter(0), more))
             _pick(picks, more, k, history.seen)
-        short = [u for u in users if len(picks[u]) < k and returned[u] == wide]
-        if short:  # their seen items crowd the wide top: the server filters them
+        # short of k once the seen items are dropped, their seen items crowding the wide top or the
+        # approximate search returning fewer rows than asked and than the model has items (not a
+        # catalogue that ran out): the server filters them
+        whole = min(wide, len(served.index))
+        short = [u for u in users if len(picks[u]) < k and (returned[u] == wide or 0 < returned[u] < whole)]
+        if short:
             for u in short:
                 picks[u] = []
             by_stored = [u for u in short if u not in vecs]
