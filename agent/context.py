@@ -60,7 +60,8 @@ class RunFacts:
 # values), parsed with numpy instead of a Python list per item.
 _TAG_IDS = "select id, name from tags where name = any(%(names)s)"
 _ITEM_TAGS = (
-    "select id, sparsevec_send(tag_vec) as vec from items where id = any(%(ids)s) and tag_vec is not null"
+    "select id, kind, sparsevec_send(tag_vec) as vec from items"
+    " where id = any(%(ids)s) and tag_vec is not null"
 )
 
 
@@ -74,6 +75,7 @@ class RunCache:
     thompson: dict[tuple[bytes, bytes], np.ndarray] = field(default_factory=dict)
     tag_names: dict[int, str] = field(default_factory=dict)  # of the users' top tags (profiles)
     tag_ids: dict[str, int | None] = field(default_factory=dict)  # of declared interests (None: no such tag)
+    kinds: dict[str, str] = field(default_factory=dict)  # of the items with tags (the words of a reason)
     # the CSR store's arrays with room to grow (doubled when full: appending a chunk's new items
     # copies nothing most of the time, where concatenating copied the whole store every chunk)
     _indptr: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
@@ -100,7 +102,10 @@ class RunCache:
             return
         missing = [i for i in dict.fromkeys(ids) if i not in rows]
         with conn.cursor(row_factory=tuple_row) as cur:
-            found: dict[str, bytes] = dict(cur.execute(_ITEM_TAGS, {"ids": missing}).fetchall())
+            found: dict[str, bytes] = {}
+            for item, kind, vec in cur.execute(_ITEM_TAGS, {"ids": missing}).fetchall():
+                found[item] = vec
+                self.kinds[item] = kind
         nnz, tags, weights = parse_sparsevecs([found.get(i) for i in missing])
         base = len(rows)
         end = int(self._indptr[base])

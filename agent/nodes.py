@@ -23,6 +23,7 @@ from tagloop.tools import candidates as sources
 from tagloop.tools.messaging import timing
 from tagloop.tools.messaging.compose import compose_discovery, compose_with_llm
 from tagloop.tools.store import decisions as store
+from tagloop.tools.wording import habit_of
 
 MESSAGE = "message"
 SEND_HORIZON = timedelta(days=7)
@@ -188,9 +189,13 @@ def compose(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     for user_id, plan in state.plans.items():
         if plan.outcome == MESSAGE:
             user = state.users[user_id]
-            top, tagged, declared = _reason_tags(user, [c.item_id for c in plan.chosen], ctx)
+            picks = [c.item_id for c in plan.chosen]
+            top, tagged, declared = _reason_tags(user, picks, ctx)
             titles = [c.title for c in plan.chosen]
-            template = copy = compose_discovery(titles, top, tagged, declared=declared)
+            # the words of the picks the reason lists (those carrying its tags): a mixed catalogue
+            named = [i for i, ok in zip(picks, tagged, strict=True) if ok] or picks
+            words = habit_of(kind for i in named if (kind := ctx.cache.kinds.get(i)) is not None)
+            template = copy = compose_discovery(titles, top, tagged, declared=declared, words=words)
             if ctx.llm is not None:
                 facts = {"items": titles[:5], "top_tags": top[:3], "locale": user.locale or "en"}
                 copy = compose_with_llm(

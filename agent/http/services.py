@@ -4,7 +4,6 @@ agent run under the user's run lock, and erasure. Each takes a connection from t
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +25,7 @@ from tagloop.tools.retrieval import POSITIVE, tag_candidates
 from tagloop.tools.store import runs
 from tagloop.tools.store import users as store
 from tagloop.tools.tagging_names import display_tag
+from tagloop.tools.wording import habit
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 MAX_RECORDS = 1000  # items or users in one POST (OpenAPI's maxItems), as events in one POST /v1/events
@@ -209,14 +209,23 @@ def recommendations(
 
 # the most popular items the user has not met, by users with a positive event (no model yet)
 _POPULAR_UNSEEN = """
-select i.id, i.title, i.provider_id, count(distinct e.user_id) as fans
+select i.id, i.title, i.provider_id, i.kind, count(distinct e.user_id) as fans
 from events e join items i on i.id = e.item_id
 where e.type = any(%(positive)s)
   and not exists (select 1 from events s where s.user_id = %(user)s and s.item_id = e.item_id)
   and i.id <> all(%(taken)s)
-group by i.id, i.title, i.provider_id
+group by i.id, i.title, i.provider_id, i.kind
 order by fans desc, i.id
 limit %(k)s
+"""
+
+
+# the kind (the words of a reason) and the confident tags, heaviest first, of the items a reason names
+_KINDS_AND_TAGS = """
+select i.id, i.kind,
+       array(select t.name from item_tags it join tags t on t.id = it.tag_id
+             where it.item_id = i.id and it.confidence >= 0.5 order by it.weight desc, t.name) as tags
+from items i where i.id = any(%(ids)s)
 """
 
 
@@ -267,24 +276,21 @@ def _untrained(
     """Before any `tagloop train`: the items sharing the user's liked tags (tag search), each
     explained by the user's strongest tags it carries (a user whose events give none: the items
     carrying their declared interests), then the most popular unseen items."""
-    from tagloop.tools.recommender.explain import POPULAR  # the trained path's words (numpy: lazily)
-
     liked = dict(profile.top_tags)
     candidates = tag_candidates(conn, [user_id], k)[user_id]
-    item_tags: dict[str, list[str]] = defaultdict(list)
-    for r in conn.execute(
-        """select it.item_id, t.name from item_tags it join tags t on t.id = it.tag_id
-           where it.item_id = any(%(ids)s) and it.confidence >= 0.5 order by it.weight desc""",
-        {"ids": [c.item_id for c in candidates]},
-    ):
-        item_tags[r["item_id"]].append(r["name"])
+    facts = {
+        r["id"]: (r["kind"], r["tags"])
+        for r in conn.execute(_KINDS_AND_TAGS, {"ids": [c.item_id for c in candidates]})
+    }
     out = []
     for c in candidates:
-        shared = sorted((t for t in item_tags[c.item_id] if liked.get(t, 0) > 0), key=lambda t: -liked[t])[:2]
+        kind, tags = facts.get(c.item_id, (None, []))
+        words = habit(kind)
+        shared = sorted((t for t in tags if liked.get(t, 0) > 0), key=lambda t: -liked[t])[:2]
         if not shared:  # a tag outside the user's top ones: still a match, named generally
-            because = "because it shares tags you listen to"
+            because = f"because it shares tags with {words.what}"
         else:
-            because = f"because you play a lot of {' and '.join(display_tag(t) for t in shared)}"
+            because = f"because {words.often} {' and '.join(display_tag(t) for t in shared)}"
         out.append(
             schemas.Recommendation(
                 item_id=c.item_id,
@@ -311,7 +317,7 @@ def _untrained(
                     title=r["title"],
                     provider=r["provider_id"],
                     score=0.0,
-                    explanation=POPULAR,
+                    explanation=habit(r["kind"]).popular,
                     cold=False,
                 )
             )

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from agent_support import load_demo
 
 from tagloop.agent.runner import run_users
@@ -75,15 +76,22 @@ def test_a_user_with_one_niche_tag_gets_the_items_carrying_it(  # a tag the demo
         assert len(broad[u]) == 20 and all(c.score > 0 for c in broad[u])
 
 
+@pytest.mark.parametrize(
+    ("kind", "habit"),
+    [(None, "you play a lot of"), ("Article", "you read a lot of"), ("product", "you're into")],
+)
 def test_the_message_names_only_liked_tags_its_picks_carry(
-    db: psycopg.Connection[Any], tmp_path: Path
+    db: psycopg.Connection[Any], tmp_path: Path, kind: str | None, habit: str
 ) -> None:
+    """...in the words of the picks' kind: a shop's message said "Because you play a lot of"."""
     load_demo(db, tmp_path / "demo", NOW, users=10)
-    items = [
+    items: list[dict[str, Any]] = [
         {"id": f"orbit-{i}", "title": f"Orbit {i}", "provider": f"orbit-p{i}", "tags": ["orbitcore"]}
         for i in range(4)
     ]
     items.append({"id": "lone-0", "title": "Lone", "provider": "lone-p", "tags": ["lonecore"]})
+    if kind is not None:
+        items = [{**item, "kind": kind} for item in items]
     import_file(db, "items", _jsonl(tmp_path / "items.jsonl", items))
     people = [{"id": u, "timezone": "UTC", "consent": {"file": True}} for u in ("fan", "loner")]
     import_file(db, "users", _jsonl(tmp_path / "users.jsonl", people))
@@ -107,7 +115,7 @@ def test_the_message_names_only_liked_tags_its_picks_carry(
     fan, loner = outcomes["fan"], outcomes["loner"]
     assert fan.outcome == loner.outcome == "message"
     assert {c["item_id"] for c in fan.chosen} & {"orbit-1", "orbit-2", "orbit-3"}
-    assert fan.explanation and fan.explanation.startswith("Because you play a lot of orbitcore: ")
+    assert fan.explanation and fan.explanation.startswith(f"Because {habit} orbitcore: ")
     assert not any(c["item_id"].startswith("lone") for c in loner.chosen)  # no other lonecore item
     assert loner.explanation and loner.explanation.startswith("Picked for you: ")
 

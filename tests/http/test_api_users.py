@@ -349,3 +349,27 @@ def test_an_erasure_during_a_co_likes_refresh_waits_and_its_mark_stays(
         refreshing.close()
     db.rollback()
     assert neighbors.is_stale(db, now, timedelta(days=1))
+
+
+def test_without_a_model_reasons_speak_of_the_items_kind(
+    client: TestClient, db: psycopg.Connection[Any]
+) -> None:
+    """A shop's untrained recommendations said "because you play a lot of jazz" and "popular with
+    listeners" of its products."""
+    seed(client)
+    db.execute("update items set kind = case when id = 'i4' then 'article' else 'product' end")
+    db.commit()
+    post_events(
+        client,
+        [
+            {"user_id": "u1", "type": "like", "item_id": "i2"},  # jazz, piano
+            {"user_id": "u2", "type": "play", "item_id": "i1"},
+            {"user_id": "u2", "type": "play", "item_id": "i5"},
+        ],
+    )
+    recs = client.get("/v1/users/u1/recommendations", params={"k": 4}, headers=AUTH).json()["items"]
+    assert [(r["item_id"], r["explanation"]) for r in recs] == [
+        ("i4", "because you read a lot of jazz"),
+        ("i1", "popular with other users"),
+        ("i5", "popular with other users"),
+    ]

@@ -11,6 +11,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from tagloop.tools import wording
 from tagloop.tools.errors import InvalidInput
 from tagloop.tools.ingest import loader
 from tagloop.tools.ingest.records import parse_event, parse_item, parse_user
@@ -411,3 +412,30 @@ def test_an_item_placed_from_its_tags_is_called_new_only_when_it_was_released_la
     reasons = {r.item_id: r.reason for r in recs}
     assert reasons["jazz-fresh"] == "new, and tagged jazz, which you like"
     assert reasons["jazz-1991"] == "tagged jazz, which you like"
+
+
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [("product", wording.OTHER), ("article", wording.READ), ("movie", wording.WATCH)],
+)
+def test_reasons_speak_of_the_items_kind(
+    db: psycopg.Connection[Any], trained: serving.Served, kind: str, words: wording.Habit
+) -> None:
+    """A shop's recommendations said "because you play a lot of …" and "an artist you play": every
+    reason spoke of music whatever the catalogue sold. Tag, similar-item, new-release and cold-item
+    reasons all take the words of the recommended item's kind."""
+    loader.store_items(db, _items(["jazz-new"], NOW - timedelta(days=1)))
+    db.execute("update items set kind = %(kind)s", {"kind": kind})
+    db.commit()
+    assert serving.place_new_items(db, trained, force=True) == 1
+    reasons = []
+    for user in ("u0", "u1", "u2", "u5", "fresh", "nobody"):
+        recs = serving.recommend(db, user, 10, now=NOW, served=trained)
+        assert recs is not None and recs
+        reasons += [r.reason for r in recs]
+    assert not [r for r in reasons if "play" in r or "listener" in r]
+    assert f"new from jazz-artist, {words.provider}" in reasons
+    assert any(r.startswith(f"because {words.often} ") for r in reasons)
+    assert words.popular in reasons  # "nobody" has neither events nor interests
+    openings = (f"because {words.often} ", "because you like ", words.item.split("{}")[0], "tagged ", "new")
+    assert all(r == words.popular or r.startswith(openings) for r in reasons), set(reasons)

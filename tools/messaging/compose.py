@@ -49,6 +49,7 @@ from tagloop.tools.errors import TagloopError
 from tagloop.tools.llm import LLM, LLMBreaker
 from tagloop.tools.messaging.channels import flat
 from tagloop.tools.tagging_names import display_tag
+from tagloop.tools.wording import LISTEN, Habit
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +104,14 @@ def compose_discovery(
     tagged: Sequence[bool] | None = None,
     *,
     declared: bool = False,
+    words: Habit = LISTEN,
 ) -> Copy:
     """A discovery-mix notification: 'New for you: A, B and more' with the tag reason. Titles are
     shortened at a word (with '…'), and the title names as many picks as fit in `TITLE_LIMIT`.
     `tagged`: per pick, whether it carries one of the (first two) tags the reason names (default:
     all); the reason lists those picks, the others follow under "Also for you". `declared`: the
-    tags are the user's declared interests, not their plays ("Because you like X")."""
+    tags are the user's declared interests, not their plays ("Because you like X"). `words`: those
+    of the picks' kind (tools/wording.py: "Because you read a lot of X" for articles)."""
     shown = [_clean(t, 80) for t in item_titles[:3]]
     title = "New for you: "
     for n, name in enumerate(shown):
@@ -125,8 +128,8 @@ def compose_discovery(
     because = [t for t, ok in zip(item_titles, flags, strict=True) if ok][:5] if tags else []
     if because:
         others = [t for t, ok in zip(item_titles, flags, strict=True) if not ok][: 5 - len(because)]
-        verb = "like" if declared else "play a lot of"
-        body = f"Because you {verb} {_join(tags)}: {_join([_clean(t, 80) for t in because])}."
+        habit = "you like" if declared else words.often
+        body = f"Because {habit} {_join(tags)}: {_join([_clean(t, 80) for t in because])}."
         if others:
             body += f" Also for you: {_join([_clean(t, 80) for t in others])}."
     else:

@@ -7,6 +7,8 @@ For item i and user u the score splits into evidence we can name:
 - similar items: the CF block's contribution of each history item j, c_uj · (P_cf[j] · V_cf[i]);
   the largest gives "because you played Slowdive";
 - otherwise (no history, no shared tags): "popular with listeners".
+The words follow each recommended item's kind (tools/wording.py: "you read a lot of" for articles,
+"you're into" for products); without kinds, those of tracks.
 The larger of the two blocks' evidence picks the reason: all shared tags' part of the score against
 all history items' CF part (the item named is the largest of those). Comparing the tags' total with
 one history item's share named a played item for 0.1% of recommendations on Last.fm, where CF is a
@@ -15,7 +17,7 @@ quarter to a third of a typical score. Deterministic: ties break by index.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,8 +26,9 @@ from tagloop.tools.recommender.confidence import confidence_vector
 from tagloop.tools.recommender.model import RecModel
 from tagloop.tools.recommender.tags import profile_vector
 from tagloop.tools.tagging_names import display_tag
+from tagloop.tools.wording import LISTEN, Habit, habit
 
-POPULAR = "popular with listeners"  # by users at training (the untrained API: all events)
+POPULAR = LISTEN.popular  # by users at training (the untrained API: all events); per kind: Habit.popular
 
 
 def _name(model: RecModel, index: int, names: Mapping[str, str] | None) -> str:
@@ -40,9 +43,10 @@ def explain(
     recommended: np.ndarray,
     tag_profile: dict[str, float] | None = None,
     names: Mapping[str, str] | None = None,
+    kinds: Sequence[str | None] | None = None,
 ) -> list[str]:
     """One reason per recommended item index, from the user's history (indices, raw weights),
-    optional declared tags, and optional display names by item id."""
+    optional declared tags, optional display names by item id and the recommended items' kinds."""
     item_idx = np.asarray(item_idx, dtype=np.int64)
     conf = confidence_vector(np.asarray(weights, dtype=np.float64))
     declared = model.declared_vector(tag_profile) if tag_profile else None
@@ -63,8 +67,9 @@ def explain(
         contrib = conf[:, None] * (model.fold_cf[item_idx] @ model.item_vecs[rows, :d_cf].T)
     reasons = []
     for n, rec in enumerate(recommended):
+        words = habit(kinds[n]) if kinds is not None else LISTEN
         if rec < 0:
-            reasons.append(POPULAR)
+            reasons.append(words.popular)
             continue
         lo, hi = shared.indptr[n], shared.indptr[n + 1]
         data, cols = shared.data[lo:hi], shared.indices[lo:hi]
@@ -81,21 +86,22 @@ def explain(
                 contrib[best, n],
             )
         if best_share <= 0 and not top_tags:
-            reasons.append(POPULAR)
+            reasons.append(words.popular)
         elif top_tags and (tag_evidence >= cf_evidence or best_share <= 0):
-            reasons.append(_tag_reason(top_cols, top_tags, played))
+            reasons.append(_tag_reason(top_cols, top_tags, played, words))
         else:
-            reasons.append(f"because you played {_name(model, best_item, names)}")
+            reasons.append(words.item.format(_name(model, best_item, names)))
     return reasons
 
 
-def _tag_reason(cols: list[int], names: list[str], played: np.ndarray) -> str:
+def _tag_reason(cols: list[int], names: list[str], played: np.ndarray, words: Habit = LISTEN) -> str:
     """ "because you play a lot of A and B" for tags of the user's history, "because you like A"
-    for declared interests, "because you play a lot of A and like B" for one of each."""
+    for declared interests, "because you play a lot of A and like B" for one of each (the first
+    words as the item's kind has them)."""
     plays = [n for c, n in zip(cols, names, strict=True) if played[c] > 0]
     likes = [n for c, n in zip(cols, names, strict=True) if played[c] <= 0]
     if plays and likes:
-        return f"because you play a lot of {' and '.join(plays)} and like {' and '.join(likes)}"
+        return f"because {words.often} {' and '.join(plays)} and like {' and '.join(likes)}"
     if plays:
-        return f"because you play a lot of {' and '.join(plays)}"
+        return f"because {words.often} {' and '.join(plays)}"
     return f"because you like {' and '.join(likes)}"

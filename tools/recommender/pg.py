@@ -50,6 +50,7 @@ class Hit:
     cold: bool
     created_at: datetime | None = None  # `top_k` only: what the reasons need, read with the hit
     tags: tuple[str, ...] = ()  # `top_k` only, cold items only: confident tags, heaviest first
+    kind: str | None = None  # `top_k` only: the words of its reason (tools/wording.py)
 
 
 def create_model(
@@ -210,7 +211,7 @@ def items_without_vectors(conn: psycopg.Connection[Any], model_id: int) -> dict[
 
 
 _TOP_K = """
-select v.item_id, i.title, i.provider_id, p.name as provider, v.cold, i.created_at,
+select v.item_id, i.title, i.provider_id, p.name as provider, v.cold, i.created_at, i.kind,
        -((v.vec::vector({dim})) <#> %(q)b::vector({dim})) as score,
        case when v.cold then array(select t.name from item_tags it join tags t on t.id = it.tag_id
              where it.item_id = v.item_id and it.confidence >= 0.5 order by it.weight desc) end as tags
@@ -250,7 +251,7 @@ with u as materialized (
       and exists (select 1 from rec_models m
                   where m.id = {model} and m.status = 'active' and m.trained_at = %(trained_at)s)
 )
-select v.item_id, i.title, i.provider_id, p.name as provider, v.cold, i.created_at,
+select v.item_id, i.title, i.provider_id, p.name as provider, v.cold, i.created_at, i.kind,
        -((v.vec::vector({dim})) <#> (select u.vec from u)::vector({dim})) as score,
        case when v.cold then array(select t.name from item_tags it join tags t on t.id = it.tag_id
              where it.item_id = v.item_id and it.confidence >= 0.5 order by it.weight desc) end as tags
@@ -316,6 +317,7 @@ def _hits(rows: Sequence[Any]) -> list[Hit]:
             r["cold"],
             r["created_at"],
             tuple(r["tags"] or ()),
+            r["kind"],
         )
         for r in rows
     ]

@@ -17,7 +17,8 @@
   when `place_new_items` runs: at most every `NEW_ITEM_INTERVAL` seconds per process, before serving.
 - Reasons: "new from <provider>, an artist you play" for a recent item whose provider the user
   played; otherwise explain.py's tag / similar-item / popularity evidence (for cold items the shared
-  tags of the item and the user's tag profile).
+  tags of the item and the user's tag profile). The words follow the item's kind (tools/wording.py:
+  "an author you read" for articles).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import psycopg
 
 from tagloop.tools.recommender import pg, user_vectors
 from tagloop.tools.recommender.confidence import confidence_vector
-from tagloop.tools.recommender.explain import POPULAR, explain
+from tagloop.tools.recommender.explain import explain
 from tagloop.tools.recommender.history import (
     History,
     Served,
@@ -48,6 +49,7 @@ from tagloop.tools.recommender.history import (
 from tagloop.tools.recommender.store import load
 from tagloop.tools.recommender.tags import profile_vector
 from tagloop.tools.tagging_names import display_tag
+from tagloop.tools.wording import LISTEN, Habit, habit
 
 NEW_ITEM_INTERVAL = 60.0
 NEW_RELEASE = timedelta(days=30)
@@ -249,15 +251,18 @@ def reasons(
     model = served.model
     idx = np.asarray([served.index.get(h.item_id, -1) for h in hits], dtype=np.int64)
     interests = history.interests or None
-    base = explain(model, history.item_idx, history.weights, np.maximum(idx, 0), interests, names)
+    kinds = [h.kind for h in hits]
+    base = explain(model, history.item_idx, history.weights, np.maximum(idx, 0), interests, names, kinds)
     profile = _profile(served, history) if (idx < 0).any() or any(h.cold for h in hits) else None
     out = []
     for h, i, because in zip(hits, idx, base, strict=True):
         fresh = h.created_at is not None and h.created_at >= now - NEW_RELEASE
+        words = habit(h.kind)
         if fresh and h.provider_id in history.providers:
-            out.append(f"new from {h.provider or h.provider_id}, an artist you play")
+            out.append(f"new from {h.provider or h.provider_id}, {words.provider}")
         elif profile is not None and (i < 0 or h.cold):
-            out.append(_cold_reason(served, profile, h.tags, played=history.item_idx.size > 0, new=fresh))
+            played = history.item_idx.size > 0
+            out.append(_cold_reason(served, profile, h.tags, played=played, new=fresh, words=words))
         else:
             out.append(because)
     return out
@@ -293,13 +298,19 @@ def _profile(served: Served, history: History) -> np.ndarray:
 
 
 def _cold_reason(
-    served: Served, profile: np.ndarray, names: tuple[str, ...], *, played: bool, new: bool
+    served: Served,
+    profile: np.ndarray,
+    names: tuple[str, ...],
+    *,
+    played: bool,
+    new: bool,
+    words: Habit = LISTEN,
 ) -> str:
     """The reason of an item placed from its tags: "new, and tagged …" only when it was released
     within `NEW_RELEASE` (an old album added to the catalogue after training is not new)."""
     scored = sorted(((profile[served.tag_index[n]], n) for n in names if n in served.tag_index), reverse=True)
     shared = [display_tag(n) for s, n in scored[:2] if s > 0]
     if not shared:
-        return POPULAR
-    tail = " like what you play" if played else ", which you like"
+        return words.popular
+    tail = f" like {words.what}" if played else ", which you like"
     return ("new, and tagged " if new else "tagged ") + " and ".join(shared) + tail
