@@ -150,13 +150,27 @@ def test_a_running_worker_logs_its_cycles_and_stops_on_sigterm(
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        import time
+    import threading
+    import time
 
-        time.sleep(4)
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:  # a few cycles logged, however slow the start on a loaded machine (a fixed 4 s was not)
+        deadline = time.monotonic() + 90
+        while sum("delivery claimed=" in line for line in lines) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        reader.join(timeout=10)
+    stderr = "".join(lines)
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
     cycles = [line for line in stderr.splitlines() if "delivery claimed=" in line]
