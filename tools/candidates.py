@@ -114,7 +114,7 @@ _TRENDING = """
 select e.item_id, i.title, i.provider_id,
        sum(case when e.type = any(%(strong)s) then 3 else 1 end)::float8 as score
 from events e join items i on i.id = e.item_id
-where e.ts > %(since)s and e.ts <= %(now)s and e.type = any(%(pos)s)
+where e.ts > %(since)s and e.ts <= %(now)s and e.type = any(%(pos)s) and i.kind <> 'message'
 group by e.item_id, i.title, i.provider_id
 order by score desc, e.item_id
 limit %(pool)s
@@ -159,6 +159,7 @@ from unnest(%(providers)s::text[]) as p(provider_id)
 cross join lateral (
     select i.id, i.title, i.created_at from items i
     where i.provider_id = p.provider_id and i.created_at > %(since)s and i.created_at <= %(now)s
+      and i.kind <> 'message'
     order by i.created_at desc, i.id
     limit %(pool)s
 ) f

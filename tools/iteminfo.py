@@ -5,7 +5,8 @@ Joining `items` in those reads costs the server once per scanned row: a hash of 
 catalogue per co-likes batch (0.16 ms of server time per decision on the 10,000-user demo data),
 an index probe per HNSW result for the CF search (~0.25 ms per decision). Reading the items that
 make a user's top k once per run instead costs a lookup. An item deleted since the ranking's data
-was computed is remembered as gone, and the source ranks again without it."""
+was computed is remembered as gone, and the source ranks again without it; so is a message template
+(an item of kind `message`), which is copy, never a candidate."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
-_ITEM_INFO = "select id, title, provider_id from items where id = any(%(ids)s)"
+# a message template (kind `message`: copy, not content) is no candidate: read as gone
+_ITEM_INFO = "select id, title, provider_id from items where id = any(%(ids)s) and kind <> 'message'"
 
 
 @dataclass

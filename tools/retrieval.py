@@ -54,7 +54,7 @@ _TAG_CANDIDATES = (
     + """cross join lateral (
     select i.id, i.title, i.provider_id, i.tag_vec <#> p.tags as neg_ip
     from items i
-    where i.tag_vec is not null and i.id <> all(seen.items)
+    where i.tag_vec is not null and i.id <> all(seen.items) and i.kind <> 'message'
     order by i.tag_vec <#> p.tags
     limit %(k)s
 ) c
@@ -68,7 +68,7 @@ join user_profiles p on p.user_id = q.user_id and p.tags is not null
 cross join lateral (
     select i.id, i.title, i.provider_id, i.tag_vec <#> p.tags as neg_ip
     from items i
-    where i.tag_vec is not null
+    where i.tag_vec is not null and i.kind <> 'message'
     order by i.tag_vec <#> p.tags
     limit %(k)s
 ) c
@@ -91,7 +91,7 @@ cross join lateral (
         where i.id in (
                 select it.item_id from item_tags it where it.tag_id = any(liked.ids) and it.confidence >= 0.5
             )
-          and i.tag_vec is not null and i.id <> all(seen.items)
+          and i.tag_vec is not null and i.id <> all(seen.items) and i.kind <> 'message'
         offset 0  -- a fence: ordered outside it, the HNSW index cannot serve (and cut) the order
     ) x
     order by x.neg_ip, x.id

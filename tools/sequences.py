@@ -60,7 +60,7 @@ with recent as (  -- the user's latest positive events, newest first (index orde
 )
 select r.user_id, r.item_id, i.title, i.provider_id, r.score
 from ranked r join items i on i.id = r.item_id
-where r.r <= %(k)s
+where r.r <= %(k)s and i.kind <> 'message'
 """
 
 

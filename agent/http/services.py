@@ -213,7 +213,7 @@ select i.id, i.title, i.provider_id, i.kind, count(distinct e.user_id) as fans
 from events e join items i on i.id = e.item_id
 where e.type = any(%(positive)s)
   and not exists (select 1 from events s where s.user_id = %(user)s and s.item_id = e.item_id)
-  and i.id <> all(%(taken)s)
+  and i.id <> all(%(taken)s) and i.kind <> 'message'
 group by i.id, i.title, i.provider_id, i.kind
 order by fans desc, i.id
 limit %(k)s
