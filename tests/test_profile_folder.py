@@ -220,3 +220,24 @@ def test_a_niced_folder_thread_nices_its_local_backend(db_url: str) -> None:
         assert os.getpriority(os.PRIO_PROCESS, backend) == 10
     finally:
         conn.close()
+
+
+def test_a_user_in_a_zone_this_machine_lacks_stops_no_ones_profile(
+    catalogue: psycopg.Connection[Any],
+) -> None:
+    """A stored zone Python's tz database lacks (a newer tagloop's tzdata, an edit by hand) raised
+    in the fold: the batch rolled back, the checkpoint stayed, and the folder retried it forever,
+    updating no profile of anyone. That user's events now fold without their hour of week."""
+    catalogue.execute("update users set timezone = 'Mars/Olympus' where id = 'a'")
+    catalogue.commit()
+    ingest(catalogue, [ev("m1", "a", "like"), ev("m2", "b", "like")])
+    report = profile_folder.fold_pending(catalogue, OPTIONS, now=NOW)
+    assert report.events == 2 and profile_folder.checkpoint(catalogue) == report.last_seq
+    assert n_events(catalogue) == {"a": 1, "b": 1}
+    profiles = load_profiles(catalogue, ["a", "b"])
+    assert profiles["a"].tags and profiles["b"].tags  # both liked shoegaze
+    hours = {
+        r["user_id"]: r["h"]
+        for r in catalogue.execute("select user_id, hour_of_week::text as h from user_profiles")
+    }
+    assert "1" in hours["b"] and "1" not in hours["a"]  # b's like at Monday 12:00 UTC; a's unplaced

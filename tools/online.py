@@ -23,13 +23,14 @@ JSON document (`json_to_recordset`); tag weights are keyed by sparsevec text ind
 from __future__ import annotations
 
 import functools
+import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 import psycopg
@@ -42,6 +43,7 @@ POSITIVE = frozenset({"like", "save", "add_to_playlist", "share", "complete"})
 NEGATIVE = frozenset({"dislike", "unsubscribe", "dismiss"})
 LISTENS = frozenset({"play", "complete"})
 REGION_KEYS = ("region", "location", "country")
+log = logging.getLogger("tagloop.online")
 
 
 @dataclass(frozen=True)
@@ -225,7 +227,7 @@ def _fold(
     listened = sum(counts.get(t, 0) for t in ("skip", "play", "complete"))
     rate = skip_rate(counts.get("skip", 0), listened)
     stats["skip_rate"] = round(rate, 4)
-    zone = ZoneInfo(row["timezone"])
+    zone = _zone(row["timezone"])
     recent: dict[str, float] = stats["recent"]
     fresh: dict[str, list[float]] = stats["fresh"]
     histogram = _histogram(row["hour_of_week"], stats.pop("hour_of_week", None))
@@ -235,7 +237,7 @@ def _fold(
     half_life_s = config.half_life_days * 86400.0  # decay() inlined: the loop runs for every event
     for e in events:
         try:
-            local = e.ts.astimezone(zone)
+            local = e.ts.astimezone(zone) if zone is not None else None
         except OverflowError:  # an event stored before ingest bounded `ts` (fields.MIN_TS/MAX_TS)
             local = None
         if local is not None:
@@ -290,6 +292,19 @@ def _fold(
                     burst = tag_id
     _trim(stats, now.timestamp(), config)
     return tags, stats, histogram, burst
+
+
+@functools.lru_cache(maxsize=4096)
+def _zone(name: str) -> ZoneInfo | None:
+    """A user's time zone; None for a name this machine's tz database lacks (stored by another
+    tagloop's newer tzdata, or by hand): that user's events fold without their hour of week, where
+    the error rolled back the whole batch and the folder retried it forever, updating no profile
+    of anyone. Said once per process and zone."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        log.warning("event=unknown_time_zone zone=%r: events fold without their hour of week", name)
+        return None
 
 
 def _init_stats(stats: dict[str, Any], n_events: int) -> dict[str, Any]:
