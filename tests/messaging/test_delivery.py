@@ -277,3 +277,23 @@ def test_service_logs_do_not_show_webhook_urls_with_their_tokens(
 def test_a_webhook_channel_shown_keeps_its_url_token_out() -> None:
     channel = WebhookChannel("https://bot:hunter2@hooks.example.com/T0/SECRET?token=abc", SECRET)
     assert repr(channel) == "WebhookChannel(url='https://hooks.example.com…')"
+
+
+def test_a_message_sent_at_another_local_hour_than_chosen_credits_no_hour(
+    db: psycopg.Connection[Any], receiver: Receiver
+) -> None:
+    """Only a deferral cleared `send_hour`: a message sent late (an outage, retries) or after the user
+    moved to another time zone kept it, and its opens credited the hour arm chosen (20:00 Berlin
+    for a message that went out at 14:00 in New York)."""
+    users = add_users(db, 3, tz="Europe/Berlin")
+    ids = queue_messages(db, users, send_at=NOW - timedelta(hours=1))
+    at = datetime(2026, 5, 4, 18, 10, tzinfo=UTC)  # 20:10 in Berlin, 14:10 in New York
+    db.execute("update messages set send_hour = 20 where id = any(%(ids)s::uuid[])", {"ids": ids})
+    db.execute("update messages set send_hour = 19 where id = %(id)s::uuid", {"id": ids[1]})  # sent late
+    db.execute("update users set timezone = 'America/New_York' where id = %(u)s", {"u": users[2]})
+    db.commit()
+    channel = {"webhook": WebhookChannel(receiver.url, SECRET, allow_private=True)}
+    report = deliver_due(db, channel, NO_QUIET, now=at, rng=np.random.default_rng(0))
+    assert sorted(report.sent) == sorted(ids)
+    hours = {r["id"]: r["send_hour"] for r in db.execute("select id::text as id, send_hour from messages")}
+    assert [hours[i] for i in ids] == [20, None, None]

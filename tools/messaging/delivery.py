@@ -58,6 +58,7 @@ from prometheus_client import Counter, Histogram
 
 from tagloop.policies import check_caps, check_unsubscribed, has_consent, in_holdout, next_allowed_time
 from tagloop.policies.config import ChannelCap
+from tagloop.policies.guards import zone
 from tagloop.tools.errors import TagloopError
 from tagloop.tools.messaging.channels import Channel, DeliveryError, OutboundMessage
 from tagloop.tools.store import outbox as store
@@ -305,8 +306,16 @@ def _send_one(
         return "dead"
     finally:
         delivery_metrics().send.labels(channel_name).observe(clock.perf_counter() - started)
-    store.mark_sent(conn, message_id, now)
+    store.mark_sent(conn, message_id, now, _local_hour(now, row["timezone"]))
     return "sent"
+
+
+def _local_hour(now: datetime, tz: str) -> int | None:
+    """The hour of `now` in zone `tz` (None for a zone this machine lacks)."""
+    try:
+        return now.astimezone(zone(tz)).hour
+    except TagloopError:
+        return None
 
 
 def _blocked(

@@ -126,11 +126,18 @@ def release_claims(conn: psycopg.Connection[Any], ids: list[str], *, mine: datet
     return sorted(r["id"] for r in rows)
 
 
-def mark_sent(conn: psycopg.Connection[Any], message_id: str, now: datetime) -> None:
+def mark_sent(
+    conn: psycopg.Connection[Any], message_id: str, now: datetime, local_hour: int | None = None
+) -> None:
+    """Sent at `now`, in the user's local hour `local_hour` (None: unknown): a message that went out
+    at another hour than its `send_hour` (sent late after an outage or retries, or the user moved
+    to another time zone since the decision) loses its `send_hour`, as a deferred one does, so its
+    opens do not credit an hour it was not sent at."""
     conn.execute(
-        """update messages set status = 'sent', sent_at = %(now)s, last_error = null, claimed_until = null
+        """update messages set status = 'sent', sent_at = %(now)s, last_error = null, claimed_until = null,
+               send_hour = case when send_hour = %(hour)s then send_hour end
            where id = %(id)s""",
-        {"id": message_id, "now": now},
+        {"id": message_id, "now": now, "hour": local_hour},
     )
 
 
