@@ -13,8 +13,8 @@ from typing import Any
 import psycopg
 
 from tagloop.agent.state import UserContext
+from tagloop.tools.interests import parse_interests
 from tagloop.tools.profiles import Profile, request_profiles
-from tagloop.tools.recommender.history import parse_interests
 from tagloop.tools.store import runs
 from tagloop.tools.store.pending import Pending, request
 

@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg.rows import tuple_row
 
+from tagloop.tools import interests
 from tagloop.tools.store.pending import Pending, request
 
 POSITIVE = ["play", "complete", "like", "save", "add_to_playlist", "share", "click", "convert"]
@@ -208,8 +209,12 @@ def tag_candidates(
     k: int,
     seen: Mapping[str, frozenset[str]] | None = None,
     sent: SentTagTop | None = None,
+    *,
+    declared: bool = True,
 ) -> dict[str, list[Candidate]]:
-    """Top-`k` unseen items per user by tag-profile similarity (users without a profile get none).
+    """Top-`k` unseen items per user by tag-profile similarity; a user it finds none for (no profile
+    yet, or no unseen match) is given the unseen items carrying their declared interests, if any
+    (unless `declared` is false).
     `seen`: every user's interacted items when the caller has them (then filtered here, see the
     module docstring); None to filter on the server. `sent`: the unfiltered read already sent for
     these users (`send_tag_top`), used when it covers them with the same k."""
@@ -237,6 +242,10 @@ def tag_candidates(
         for u in exact:
             out[u] = []
         _fill(out, _tag_rows(conn, _TAG_EXACT, exact, k, "off"), k, None)
+    bare = [u for u in user_ids if not out[u]] if declared else []
+    if bare and (wanted := interests.interests_of(conn, bare)):  # no tag from events: their interests
+        for user, items in interests.declared_items(conn, wanted, k).items():
+            out[user] = [Candidate(i, title, who, score, "tags") for i, title, who, score, _ in items]
     # equal scores by item id, as the SQL orders them: the HNSW search returns ties in the order of
     # its graph, which differs from one index build to the next (pgvector's levels are random)
     for candidates in out.values():

@@ -16,7 +16,7 @@ from tagloop.agent.http.problems import FieldErrors, PayloadTooLarge
 from tagloop.agent.runshare import RunShare
 from tagloop.agent.settings import Settings
 from tagloop.policies.guards import consented
-from tagloop.tools import profile_folder, triggers
+from tagloop.tools import interests, profile_folder, triggers
 from tagloop.tools.errors import Conflict, NotFound
 from tagloop.tools.ingest import loader
 from tagloop.tools.ingest.records import FieldError, parse_item, parse_user
@@ -229,44 +229,20 @@ from items i where i.id = any(%(ids)s)
 """
 
 
-# unseen items carrying the user's declared interests, by the interests' weights times the tags'
-_DECLARED = """
-with wanted(name, w) as (select * from unnest(%(names)s::text[], %(weights)s::float8[]))
-select i.id, i.title, i.provider_id, sum(it.weight * wanted.w) as score,
-       array_agg(t.name order by it.weight * wanted.w desc, t.name) as shared
-from wanted
-join tags t on t.name = wanted.name
-join item_tags it on it.tag_id = t.id and it.confidence >= 0.5
-join items i on i.id = it.item_id
-where not exists (select 1 from events s where s.user_id = %(user)s and s.item_id = i.id)
-  and i.kind <> 'message'
-group by i.id, i.title, i.provider_id
-order by score desc, i.id
-limit %(k)s
-"""
-
-
 def _declared(conn: psycopg.Connection[Any], user_id: str, k: int) -> list[schemas.Recommendation]:
     """Before any training, for a user whose events give no tag yet: the unseen items carrying
     their declared interests (`attributes.interests`), "because you like X"."""
-    from tagloop.tools.recommender.history import parse_interests
-
-    row = conn.execute("select attributes -> 'interests' as i from users where id = %(u)s", {"u": user_id})
-    found = row.fetchone()
-    interests = parse_interests(found["i"]) if found else {}
-    if not interests:
-        return []
-    params = {"names": list(interests), "weights": list(interests.values()), "user": user_id, "k": k}
+    wanted = interests.interests_of(conn, [user_id])
     return [
         schemas.Recommendation(
-            item_id=r["id"],
-            title=r["title"],
-            provider=r["provider_id"],
-            score=round(float(r["score"]), 6),
-            explanation=f"because you like {' and '.join(display_tag(t) for t in r['shared'][:2])}",
+            item_id=item,
+            title=title,
+            provider=provider,
+            score=round(score, 6),
+            explanation=f"because you like {' and '.join(display_tag(t) for t in shared[:2])}",
             cold=False,
         )
-        for r in conn.execute(_DECLARED, params)
+        for item, title, provider, score, shared in interests.declared_items(conn, wanted, k).get(user_id, [])
     ]
 
 
@@ -277,7 +253,7 @@ def _untrained(
     explained by the user's strongest tags it carries (a user whose events give none: the items
     carrying their declared interests), then the most popular unseen items."""
     liked = dict(profile.top_tags)
-    candidates = tag_candidates(conn, [user_id], k)[user_id]
+    candidates = tag_candidates(conn, [user_id], k, declared=False)[user_id]  # interests: below
     facts = {
         r["id"]: (r["kind"], r["tags"])
         for r in conn.execute(_KINDS_AND_TAGS, {"ids": [c.item_id for c in candidates]})

@@ -146,3 +146,27 @@ def test_a_run_held_back_by_a_cap_says_so(db: psycopg.Connection[Any], db_url: s
     assert datetime.fromisoformat(held["send_at"]) > now + timedelta(hours=20)
     # the same minute: the stored decision, read back with its words (else a new one, held alike)
     assert again["held_back"] == held["held_back"]
+
+
+def test_before_any_training_a_new_user_is_sent_their_declared_interests(client: TestClient) -> None:
+    """A user without events but with declared interests was served them by the recommendations
+    endpoint, while a run of the same user decided "nothing to send: no unseen candidates"."""
+    seed(client)
+    newcomer = {
+        "timezone": afternoon_zone(),
+        "consent": {"file": True},
+        "attributes": {"interests": ["Jazz"]},
+    }
+    assert client.put("/v1/users/u9", json=newcomer, headers=AUTH).status_code == 200
+    decision = client.post("/v1/users/u9/runs", json={"send_now": False}, headers=AUTH).json()
+    assert decision["outcome"] == "message", decision
+    assert {c["item_id"] for c in decision["chosen"]} == {"i2", "i4"}  # the two jazz items
+    assert decision["explanation"].startswith("Because you like jazz: "), decision["explanation"]
+    bare = {
+        "timezone": "UTC",
+        "consent": {"webhook": True},
+        "channels": {"webhook": "https://example.test/h"},
+    }
+    assert client.put("/v1/users/u8", json=bare, headers=AUTH).status_code == 200
+    nothing = client.post("/v1/users/u8/runs", headers=AUTH).json()  # no events, no interests, no trend
+    assert nothing["outcome"] == "nothing_to_send"

@@ -16,7 +16,7 @@ from tagloop.tools.errors import InvalidInput
 from tagloop.tools.ingest import loader
 from tagloop.tools.ingest.records import parse_event, parse_item, parse_user
 from tagloop.tools.recommender import pg, serving
-from tagloop.tools.recommender.explain import POPULAR
+from tagloop.tools.recommender.explain import DISCOVER, POPULAR
 from tagloop.tools.recommender.model import RecParams
 from tagloop.tools.recommender.source import CFSource
 from tagloop.tools.recommender.train import train
@@ -251,10 +251,15 @@ def test_every_recommendation_has_a_short_human_reason(
     assert any(r.reason.startswith("because you") for r in recs)
 
 
-def test_a_reason_that_names_a_played_item_uses_its_title(
-    db: psycopg.Connection[Any], trained: serving.Served
-) -> None:
-    """ "because you played 12434" named the raw id: the title was not looked up."""
+def test_a_reason_that_names_a_played_item_uses_its_title(db: psycopg.Connection[Any]) -> None:
+    """ "because you played 12434" named the raw id: the title was not looked up. (Jazz untagged
+    here: in this world tags explain every item of a user's genre better than any played item.)"""
+    load_world(db)
+    db.execute("delete from item_tags where item_id like 'jazz-%'")
+    train(db, params=PARAMS, seed=0)
+    db.commit()
+    trained = serving.active(db)
+    assert trained is not None
     played = [r for u in range(60) for r in serving.recommend(db, f"u{u}", 10, now=NOW, served=trained) or []]
     named = [r.reason for r in played if r.reason.startswith("because you played ")]
     titles = {f"{g}-{i}".upper() for g in GENRES for i in range(10)}
@@ -439,3 +444,27 @@ def test_reasons_speak_of_the_items_kind(
     assert words.popular in reasons  # "nobody" has neither events nor interests
     openings = (f"because {words.often} ", "because you like ", words.item.split("{}")[0], "tagged ", "new")
     assert all(r == words.popular or r.startswith(openings) for r in reasons), set(reasons)
+
+
+def test_a_reason_names_no_played_item_for_a_rounding_error(
+    db: psycopg.Connection[Any], trained: serving.Served
+) -> None:
+    """A jazz fan's rock items, ranked by the popularity prior alone, were explained "because you
+    played <a jazz song>" from CF shares of ~1e-18; the items nobody played were "popular with
+    listeners"."""
+    extra = [
+        {"id": "jazz-x", "title": "X", "provider": "x", "tags": {"jazz": 1.0}},
+        {"id": "bare", "provider": "y"},
+    ]
+    loader.store_items(db, [parse_item(x) for x in extra])
+    db.commit()
+    serving.place_new_items(db, trained, force=True)
+    recs = serving.recommend(db, "u2", 40, now=NOW, served=trained)  # u2 plays jazz only
+    assert recs is not None
+    reasons = {r.item_id: r.reason for r in recs}
+    other = {i: r for i, r in reasons.items() if not i.startswith("jazz")}
+    assert other and not [r for r in other.values() if r.startswith("because you played")], other
+    assert all(r == POPULAR for i, r in other.items() if i != "bare"), other  # played by their fans
+    assert reasons.get("bare", DISCOVER) == DISCOVER
+    nobody = serving.recommend(db, "nobody", 40, now=NOW, served=trained)
+    assert nobody is not None and {r.reason for r in nobody} <= {POPULAR, DISCOVER, "tagged jazz"}

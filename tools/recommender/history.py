@@ -21,10 +21,10 @@ import numpy as np
 import psycopg
 from psycopg.rows import dict_row
 
+from tagloop.tools.interests import parse_interests
 from tagloop.tools.recommender import pg
 from tagloop.tools.recommender.confidence import EVENT_WEIGHTS, RAW_WEIGHT, confidence_vector
 from tagloop.tools.recommender.model import RecModel
-from tagloop.tools.tagging_names import normalize_tag
 
 WEIGHTS_JSON = json.dumps(EVENT_WEIGHTS)
 
@@ -163,21 +163,4 @@ def _new_item_interests(
                 extra[tag] = extra.get(tag, 0.0) + float(c) * value / norm
         if extra:
             out[user] = extra
-    return out
-
-
-def parse_interests(value: Any) -> dict[str, float]:
-    """Declared interests as stored tag names (`normalize_tag`: "Hip Hop" is `hip-hop`, as on items)
-    → weight; spellings of one tag add up."""
-    if isinstance(value, list):
-        pairs = [(t, 1.0) for t in value]
-    elif isinstance(value, dict):
-        pairs = [(t, float(w)) for t, w in value.items() if isinstance(w, int | float) and w > 0]
-    else:
-        return {}
-    out: dict[str, float] = {}
-    for tag, weight in pairs:
-        name = normalize_tag(str(tag))
-        if name:
-            out[name] = out.get(name, 0.0) + weight
     return out

@@ -35,15 +35,15 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from tagloop.tools.interests import parse_interests
 from tagloop.tools.recommender import pg, user_vectors
 from tagloop.tools.recommender.confidence import confidence_vector
-from tagloop.tools.recommender.explain import explain
+from tagloop.tools.recommender.explain import DISCOVER, explain
 from tagloop.tools.recommender.history import (
     History,
     Served,
     histories,
     histories_of,
-    parse_interests,
     read_histories,
 )
 from tagloop.tools.recommender.store import load
@@ -310,7 +310,7 @@ def _cold_reason(
     within `NEW_RELEASE` (an old album added to the catalogue after training is not new)."""
     scored = sorted(((profile[served.tag_index[n]], n) for n in names if n in served.tag_index), reverse=True)
     shared = [display_tag(n) for s, n in scored[:2] if s > 0]
-    if not shared:
-        return words.popular
+    if not shared:  # placed near the user's tags by the tag map: its own tags say what it is
+        return "tagged " + " and ".join(display_tag(n) for n in names[:2]) if names else DISCOVER
     tail = f" like {words.what}" if played else ", which you like"
     return ("new, and tagged " if new else "tagged ") + " and ".join(shared) + tail

@@ -30,11 +30,11 @@ import numpy as np
 import psycopg
 
 from tagloop.tools.errors import InvalidInput
+from tagloop.tools.interests import parse_interests
 from tagloop.tools.recommender import pg, user_vectors
 from tagloop.tools.recommender.confidence import EVENT_WEIGHTS, RAW_WEIGHT
 from tagloop.tools.recommender.data import build_interactions, build_item_tags
 from tagloop.tools.recommender.model import RecModel, RecParams, fit
-from tagloop.tools.recommender.serving import parse_interests
 from tagloop.tools.recommender.store import save
 
 Progress = Callable[[str], None]
