@@ -293,3 +293,29 @@ def test_rfc_3339_forms_and_postgresql_offsets_are_read() -> None:
 def test_a_leap_second_with_a_postgresql_offset_is_read() -> None:
     event = parse_event({"user_id": "u", "type": "play", "ts": "2016-12-31 23:59:60+00"}, now=_now())
     assert event.ts.isoformat() == "2016-12-31T23:59:59.999999+00:00"
+
+
+def test_tags_given_as_one_string_are_checked_like_lists(
+    catalogue: psycopg.Connection[Any], tmp_path: Path, client: TestClient
+) -> None:
+    """A NUL in a "a|b" tag failed the whole file ('PostgreSQL text fields cannot contain NUL', no
+    line) even with skip_bad; a lone surrogate was a traceback (HTTP: a 500)."""
+    path = tmp_path / "items.jsonl"
+    path.write_text(
+        '{"id": "s1", "tags": "rock"}\n{"id": "s2", "tags": "rock|zz\\u0000qq"}\n'
+        '{"id": "s3", "tags": "rock|zz\\ud800"}\n{"id": "s4", "tags": "pop"}\n',
+        encoding="utf-8",
+    )
+    bad = r"(?s)items.jsonl:2: tags\[1\]: contains a NUL.*:3: tags\[1\]: contains an unpaired"
+    with pytest.raises(InvalidInput, match=bad):
+        import_file(catalogue, "items", path)
+    result = import_file(catalogue, "items", path, skip_bad=True)
+    assert (result.stored, [e.line for e in result.skipped]) == (2, [2, 3])
+    cells = tmp_path / "items.csv"
+    cells.write_text("id,tags\nc1,rock|zz\x00qq\nc2,rock\n", encoding="utf-8")
+    result = import_file(catalogue, "items", cells, skip_bad=True)
+    assert (result.stored, [(e.line, e.field) for e in result.skipped]) == (1, [(2, "tags[1]")])
+    auth = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    refused = client.put("/v1/items/s5", content='{"tags": "rock|zz\\ud800"}', headers=auth)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["field"] == "tags[1]"

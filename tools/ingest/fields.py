@@ -236,6 +236,7 @@ def tag_name(name: Any, field: str) -> str:
     NFKC expands some characters (U+FDFA is 18 characters, "&" is "-and-")."""
     if not isinstance(name, str) or not name.strip():
         raise FieldError(field, f"must be a non-empty string, got {name!r}")
+    storable(field, name)  # "a|b" cells and strings reach here unchecked by check_json
     if len(name) > 20 * MAX_TAG:  # not worth normalising
         raise FieldError(field, f"is longer than {MAX_TAG} characters")
     stored = normalize_tag(name)
