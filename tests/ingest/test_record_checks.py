@@ -319,3 +319,28 @@ def test_tags_given_as_one_string_are_checked_like_lists(
     refused = client.put("/v1/items/s5", content='{"tags": "rock|zz\\ud800"}', headers=auth)
     assert refused.status_code == 422, refused.text
     assert refused.json()["errors"][0]["field"] == "tags[1]"
+
+
+def test_a_tag_weight_too_small_for_a_real_is_a_bad_line(
+    catalogue: psycopg.Connection[Any], tmp_path: Path, client: TestClient
+) -> None:
+    """1e-46 passed 0 < w <= 1 and aborted the import ('value out of range: underflow', no line,
+    even with skip_bad); over HTTP a 422 naming no field."""
+    path = tmp_path / "items.jsonl"
+    path.write_text(
+        '{"id": "w1", "tags": {"rock": 1e-6}}\n{"id": "w2", "tags": {"rock": 1e-46}}\n'
+        '{"id": "w3", "tags": "{\\"pop\\": 1e-7}"}\n{"id": "w4", "tags": {"pop": 0.5}}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(
+        InvalidInput, match=r"(?s)items.jsonl:2: tags.rock: weight 1e-46 is below 1e-06.*:3: tags.pop"
+    ):
+        import_file(catalogue, "items", path)
+    result = import_file(catalogue, "items", path, skip_bad=True)
+    assert (result.stored, [e.line for e in result.skipped]) == (2, [2, 3])
+    row = catalogue.execute("select weight from item_tags where item_id = 'w1'").fetchone()
+    assert row is not None and row["weight"] == pytest.approx(1e-6)
+    auth = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    refused = client.put("/v1/items/w5", content='{"tags": {"x": 1e-46}}', headers=auth)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["field"] == "tags.x"

@@ -247,6 +247,10 @@ def tag_name(name: Any, field: str) -> str:
     return stored
 
 
+# a tag weight's floor: item_tags.weight is a real (float4), which underflows below ~1e-38 (an
+# import aborted, no line) and whose products in SQL underflow sooner; 1e-6 leaves room for both
+MIN_WEIGHT = 1e-6
+
 MAX_TAGS = 1_000  # distinct tags of one item (pgvector's sparsevec holds at most 16,000 non-zeros)
 
 
@@ -275,6 +279,11 @@ def tags_field(value: Any) -> dict[str, float]:
         for name, weight in value.items():
             if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 1:
                 raise FieldError(f"tags.{name}", f"weight must be a number in (0, 1], got {weight!r}")
+            if weight < MIN_WEIGHT:
+                raise FieldError(
+                    f"tags.{name}",
+                    f"weight {weight!r} is below {MIN_WEIGHT:g}, the smallest stored (a 4-byte real)",
+                )
             key = tag_name(name, f"tags.{name[:40]}" if normalize_tag(name) else "tags")
             tags[key] = max(tags.get(key, 0.0), float(weight))
     else:
