@@ -344,3 +344,30 @@ def test_a_tag_weight_too_small_for_a_real_is_a_bad_line(
     refused = client.put("/v1/items/w5", content='{"tags": {"x": 1e-46}}', headers=auth)
     assert refused.status_code == 422, refused.text
     assert refused.json()["errors"][0]["field"] == "tags.x"
+
+
+def test_channel_names_are_folded_to_lower_case(client: TestClient) -> None:
+    """{"EMAIL": true} was stored as a custom channel EMAIL: the user had no email consent and
+    the address escaped the email check."""
+    user = parse_user(
+        {"id": "u", "consent": {"EMAIL": "true", " Push ": True}, "channels": {"Email": "a@example.test"}}
+    )
+    assert (user.consent, user.channels) == ({"email": True, "push": True}, {"email": "a@example.test"})
+    with pytest.raises(FieldError, match="must be exactly one address") as bad:
+        parse_user({"id": "u", "channels": {"EMAIL": "a@example.test, b@example.test"}})
+    assert bad.value.field == "channels.email"
+    with pytest.raises(FieldError, match="did you mean 'email'") as bad:
+        parse_user({"id": "u", "consent": {"EMIAL": True}})
+    assert bad.value.field == "consent.emial"
+    assert parse_user({"id": "u", "consent": {"email": True, "EMAIL": "true"}}).consent == {"email": True}
+    for field, value in (
+        ("consent", {"email": True, "EMAIL": False}),
+        ("channels", {"sms": "1", "SMS": "2"}),
+    ):
+        with pytest.raises(FieldError, match="given twice with different values") as bad:
+            parse_user({"id": "u", field: value})
+        assert bad.value.field == f"{field}.{next(iter(value))}"
+    auth = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    body = {"consent": {"EMAIL": True}, "channels": {"EMAIL": "x"}}
+    refused = client.put("/v1/users/u7", json=body, headers=auth)
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "channels.email"

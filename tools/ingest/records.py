@@ -156,6 +156,7 @@ def parse_user(data: dict[str, Any]) -> UserRecord:
     attributes = with_unknown(data, USER_FIELDS, "attributes")
     channels = object_field(data, "channels")
     check_json("channels", channels)
+    channels = _folded_channels("channels", channels)
     for name, address in channels.items():
         _known_channel("channels", name)
         if not isinstance(address, str):
@@ -164,11 +165,13 @@ def parse_user(data: dict[str, Any]) -> UserRecord:
     consent = object_field(data, "consent")
     check_json("consent", consent)
     for name, given in consent.items():
-        _known_channel("consent", name)
         if isinstance(given, str) and given.lower() in {"true", "false"}:
             consent[name] = given.lower() == "true"
         elif not isinstance(given, bool):
             raise FieldError(f"consent.{name}", f"must be true or false, got {given!r}")
+    consent = _folded_channels("consent", consent)
+    for name in consent:
+        _known_channel("consent", name)
     zone = data.get("timezone")
     return UserRecord(
         id=id_field(data, "id"),
@@ -237,6 +240,23 @@ def item_warnings(data: dict[str, Any]) -> list[tuple[str, str]]:
         separator = next((c for c in ",;" if c in tags), None)
         if separator:
             out.append(("tags", f"one tag {tags.strip()[:60]!r} holds {separator!r}; separate tags with '|'"))
+    return out
+
+
+def _folded_channels(field: str, given: dict[str, Any]) -> dict[str, Any]:
+    """`given` with its channel names as sends compare them (stripped, lower-case, like an
+    unsubscribe's): stored as given, `EMAIL` was a custom channel, so the user had no email consent
+    and the address escaped its check. Two names that fold alike with different values are an error."""
+    out: dict[str, Any] = {}
+    for key, value in given.items():
+        name = key.strip().lower()
+        if not name:
+            raise FieldError(field, f"has an empty channel name {key!r}")
+        if name in out and out[name] != value:
+            raise FieldError(
+                f"{field}.{name}", "is given twice with different values (channel names ignore case)"
+            )
+        out[name] = value
     return out
 
 
