@@ -371,3 +371,26 @@ def test_channel_names_are_folded_to_lower_case(client: TestClient) -> None:
     body = {"consent": {"EMAIL": True}, "channels": {"EMAIL": "x"}}
     refused = client.put("/v1/users/u7", json=body, headers=auth)
     assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "channels.email"
+
+
+def test_an_item_created_more_than_a_day_ahead_is_a_bad_line(
+    catalogue: psycopg.Connection[Any], tmp_path: Path, client: TestClient
+) -> None:
+    """A future created_at was stored silently and the item served as "new from …" before it
+    existed; event times already had this rule."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    path = tmp_path / "items.jsonl"
+    path.write_text(
+        '{"id": "f1", "created_at": "2026-01-01T23:00:00Z"}\n'
+        '{"id": "f2", "created_at": "2026-01-02T01:00:00Z"}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(
+        InvalidInput, match=r"items.jsonl:2: created_at: '2026-01-02T01:00:00Z' is more than a day ahead"
+    ):
+        import_file(catalogue, "items", path, now=now)
+    result = import_file(catalogue, "items", path, now=now, skip_bad=True)
+    assert (result.stored, [e.line for e in result.skipped]) == (1, [2])
+    auth = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    refused = client.put("/v1/items/f3", json={"created_at": "9000-01-01T00:00:00Z"}, headers=auth)
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "created_at"

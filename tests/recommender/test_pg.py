@@ -149,6 +149,19 @@ def test_a_new_release_reaches_its_fans_with_a_reason(
     assert rock_fan is not None and "jazz-new" not in {r.item_id for r in rock_fan}
 
 
+def test_an_item_released_after_now_is_not_called_new(
+    db: psycopg.Connection[Any], trained: serving.Served
+) -> None:
+    """An item whose created_at lay ahead of the clock was served as "new from …" before it existed."""
+    loader.store_items(db, _items(["jazz-new"], NOW + timedelta(days=2)))
+    db.commit()
+    assert serving.place_new_items(db, trained, force=True) == 1
+    recs = serving.recommend(db, "u2", 10, now=NOW, served=trained)  # u2 plays jazz
+    assert recs is not None
+    reasons = [r.reason for r in recs if r.item_id == "jazz-new"]
+    assert reasons and not reasons[0].startswith("new"), reasons
+
+
 def test_a_message_template_is_never_recommended(
     db: psycopg.Connection[Any], trained: serving.Served
 ) -> None:

@@ -15,6 +15,7 @@ the table before the load, or none.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -91,7 +92,7 @@ def import_file(
         return result
     parse_data: Callable[[dict[str, Any]], Any]
     if kind == "items":
-        parse_data = rec.parse_item
+        parse_data = functools.partial(rec.parse_item, now=now)
     elif kind == "users":
         parse_data = rec.parse_user
     else:

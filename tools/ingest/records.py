@@ -19,7 +19,7 @@ import difflib
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tagloop.policies.config import near_miss_channel
@@ -118,7 +118,8 @@ MAX_TITLE = 1_000  # characters of an item's title
 MAX_TITLE_ID_BYTES = 1_500
 
 
-def parse_item(data: dict[str, Any]) -> ItemRecord:
+def parse_item(data: dict[str, Any], *, now: datetime | None = None) -> ItemRecord:
+    """An item record; `created_at` may lie at most `MAX_AHEAD` past `now` (the clock when None)."""
     attributes = with_unknown(data, ITEM_FIELDS, "attributes")
     tags = data.get("tags")
     if isinstance(tags, list | dict):
@@ -131,7 +132,9 @@ def parse_item(data: dict[str, Any]) -> ItemRecord:
         provider=str_field(data, "provider", default=None, max_len=MAX_ID) or None,
         tags=tags_field(tags),
         text=str_field(data, "text", default=None),
-        created_at=ts_field(data, "created_at", required=False),
+        created_at=_not_ahead(
+            data, "created_at", now or datetime.now(UTC), "an item exists before it is sent"
+        ),
         attributes=attributes,
         given=_given(data, ITEM_FIELDS),
     )
@@ -301,6 +304,18 @@ def _shown(value: str, limit: int = 120) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "…")
 
 
+def _not_ahead(data: dict[str, Any], name: str, now: datetime, why: str) -> datetime | None:
+    """The time in field `name`, if given; more than `MAX_AHEAD` past `now` is an error."""
+    ts = ts_field(data, name, required=False)
+    if ts is not None and ts - now > MAX_AHEAD:
+        raise FieldError(
+            name,
+            f"{data[name]!r} is more than a day ahead of this server's clock ({now:%Y-%m-%dT%H:%M:%SZ}); "
+            f"{why} (a sender's clock or time zone is off?)",
+        )
+    return ts
+
+
 def parse_event(
     data: dict[str, Any],
     *,
@@ -327,14 +342,8 @@ def parse_event(
         context["channel"] = _unsubscribe_channel(context["channel"], field)
     user_id = id_field(data, "user_id")
     item_id = str_field(data, "item_id", default=None, max_len=MAX_ID)
-    given_ts = ts_field(data, "ts", required=False)
+    given_ts = _not_ahead(data, "ts", now, "an event happens before it is sent")
     ts = given_ts or now
-    if ts - now > MAX_AHEAD:
-        raise FieldError(
-            "ts",
-            f"{data['ts']!r} is more than a day ahead of this server's clock ({now:%Y-%m-%dT%H:%M:%SZ}); "
-            "an event happens before it is sent (a sender's clock or time zone is off?)",
-        )
     value = float_field(data, "value")
     if value is not None and abs(value) > VALUE_CAP:
         raise FieldError("value", f"must lie within ±{VALUE_CAP:.0e}, got {value:g}")

@@ -256,7 +256,7 @@ def reasons(
     profile = _profile(served, history) if (idx < 0).any() or any(h.cold for h in hits) else None
     out = []
     for h, i, because in zip(hits, idx, base, strict=True):
-        fresh = h.created_at is not None and h.created_at >= now - NEW_RELEASE
+        fresh = h.created_at is not None and now - NEW_RELEASE <= h.created_at <= now
         words = habit(h.kind)
         if fresh and h.provider_id in history.providers:
             out.append(f"new from {h.provider or h.provider_id}, {words.provider}")
