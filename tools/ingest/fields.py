@@ -217,6 +217,18 @@ def _zones() -> frozenset[str]:
 _NOT_A_PLACE = frozenset({"localtime", "Factory", "posixrules"})
 
 
+# zone names PostgreSQL's `at time zone` reads as its fixed abbreviations (CET: +01:00 all year)
+# while zoneinfo reads them as zones with summer time: stored as the zones they link to in IANA
+# tzdata 2024b+ (the same offsets since 1996), so SQL hour-of-week histograms agree with the live
+# fold and quiet hours (migration 0085 rewrites stored users alike)
+PG_ABBREVIATIONS = {
+    "CET": "Europe/Brussels",
+    "EET": "Europe/Athens",
+    "MET": "Europe/Brussels",
+    "WET": "Europe/Lisbon",
+}
+
+
 def timezone_field(value: Any) -> str:
     if (
         not isinstance(value, str)
@@ -225,7 +237,7 @@ def timezone_field(value: Any) -> str:
         or value.startswith(("posix/", "right/"))
     ):
         raise FieldError("timezone", f"{value!r} is not an IANA time zone name (e.g. Europe/Berlin)")
-    return value
+    return PG_ABBREVIATIONS.get(value, value)
 
 
 MAX_TAG = 200  # characters of a stored tag name (6,000 overflowed the tags' unique index: a traceback)
