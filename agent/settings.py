@@ -38,6 +38,14 @@ def _default_home() -> Path:
 MAX_SECONDS = 10 * 365 * 86400
 
 
+class _TomlUnderEnv(TomlConfigSettingsSource):
+    """The TOML file's values of the settings the environment (or an override) leaves unset: a value
+    set there replaces the file's whole, where pydantic-settings merged a dict (`cadences`) key by key."""
+
+    def __call__(self) -> dict[str, Any]:
+        return {key: value for key, value in super().__call__().items() if key not in self.current_state}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TAGLOOP_",
@@ -187,7 +195,7 @@ class Settings(BaseSettings):
         if config:
             if not Path(config).is_file():
                 raise ConfigError(f"TAGLOOP_CONFIG={config}: no such file")
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
+            sources.append(_TomlUnderEnv(settings_cls, toml_file=Path(config)))
         return tuple(sources)
 
     @property
