@@ -230,7 +230,7 @@ import psycopg
 
 from tagloop.agent.context import RunContext, RunFacts
 from tagloop.agent.runner import decide, load_facts, make_context, policy_of
-from tagloop.agent.settings import Settings
+from tagloop.agent.settings import Settings, load_settings
 from tagloop.tools import neighbors
 from tagloop.tools.ingest import demo
 from tagloop.tools.ingest.loader import import_file
@@ -377,7 +377,7 @@ def main() -> None:
         refreshed = neighbors.refresh_if_stale(conn, NOW)
         conn.commit()
         refresh_s = time.perf_counter() - start
-    settings = Settings(home=args.home, database_url=url)
+    settings = load_settings(home=args.home, database_url=url)
     if args.sources:
         settings = settings.model_copy(update={"candidate_sources": args.sources.split(",")})
     pool = db.make_pool(url, min_size=args.threads, max_size=max(args.threads, 2))

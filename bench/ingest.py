@@ -86,7 +86,7 @@ import httpx
 import numpy as np
 from standardwebhooks.webhooks import Webhook
 
-from tagloop.agent.settings import Settings
+from tagloop.agent.settings import load_settings
 from tagloop.tools.store import db, embedded
 
 SECRET = "whsec_" + base64.b64encode(b"bench-secret-bench-secret-bench!").decode()
@@ -307,7 +307,7 @@ def main() -> None:
         copy_seconds = copy_phase(url, sent)
         copy_rate = len(sent) / copy_seconds
         p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
-        fold = Settings()
+        fold = load_settings()
         print(
             f"events: {len(sent):,} in {len(latencies):,} requests of 100 from {args.clients} clients, "
             f"{args.workers} server worker(s)"

@@ -27,7 +27,7 @@ import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from tagloop.agent.settings import Settings
+from tagloop.agent.settings import load_settings
 from tagloop.evals.simulate.command import simulate
 
 TARGET_S = 300.0
@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--fast", action="store_true", help="pgvector HNSW tag search instead of exact")
     args = ap.parse_args()
     exact = not args.fast
-    settings = Settings()
+    settings = load_settings()
     # build (or reuse) the world first so its one-off build is not part of the timing
     t0 = time.perf_counter()
     simulate(settings, users=args.users, days=1, files=None, seed=args.seed, jobs=args.jobs, exact=exact)

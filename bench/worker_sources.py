@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tagloop.agent.context import RunCache
 from tagloop.agent.runner import decide, load_facts, make_context, policy_of
-from tagloop.agent.settings import Settings
+from tagloop.agent.settings import Settings, load_settings
 from tagloop.tools.candidates import sources_named
 from tagloop.tools.messaging.channels import FileChannel
 from tagloop.tools.store import db
@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     url = db.resolve_url(None, args.home, dbname="tagloop_bench_agent")
-    settings = Settings(home=args.home, database_url=url)
+    settings = load_settings(home=args.home, database_url=url)
     with db.connect(url) as conn:
         rows = conn.execute("select id from users order by id limit %(n)s", {"n": args.users}).fetchall()
     user_ids = [r["id"] for r in rows]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import numpy as np
 import typer
 
-from tagloop.agent.settings import Settings
+from tagloop.agent.settings import Settings, load_settings
 from tagloop.evals.report import check_report_dir
 from tagloop.evals.simulate.response import ResponseModel
 from tagloop.policies import load_policy
@@ -206,7 +206,7 @@ def simulate_command(
         if report is not None:
             check_report_dir(report)  # before the simulation, not after it
         payload, world, runs = simulate(
-            Settings(),
+            load_settings(),
             users=users,
             days=days,
             files=policy,

@@ -275,6 +275,18 @@ def test_bad_options_exit_2_before_any_work(
     assert not (tmp_path / "home" / "simulate").exists()
 
 
+def test_a_bad_setting_is_one_line_without_its_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command built Settings() itself: pydantic's error went out whole, the URL's token with it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TAGLOOP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TAGLOOP_LLM_BASE_URL", "ftp://user:S3CRETTOKEN@llm.example.com/v1")
+    monkeypatch.setenv("TAGLOOP_LLM_MODEL", "m")
+    result = CliRunner().invoke(app, ["simulate", "--users", "1", "--days", "1", "--json"])
+    assert result.exit_code == 2, result.output
+    assert "llm_base_url: Value error, must be an http(s)://host/… URL" in result.stderr
+    assert "S3CRETTOKEN" not in result.output
+
+
 def test_the_world_key_and_the_catalogue_agree_on_what_a_smaller_catalogue_is() -> None:
     """`max_items or 'all'` keyed --catalogue 0 as the full catalogue's cached world while
     build_world cut the catalogue; now a catalogue of fewer than 1 item is refused where it is made."""
