@@ -235,12 +235,14 @@ def serve(
 
     from tagloop.agent.database import database_url
     from tagloop.agent.http import create_app
+    from tagloop.agent.runner import check_run_settings
     from tagloop.agent.scheduler import FolderThread, Scheduler
     from tagloop.tools.store import db
 
     _check_listen(host, port)  # before the scheduler: a failed start must not have decided anything
     _log_to_stderr()
     settings = _service_settings()
+    check_run_settings(settings)  # also when no scheduler or delivery worker would build them
     if workers > 1:
         # resolve (and start, if embedded) the database and migrate it once, here; the worker
         # processes build their app from the environment and connect to this very URL

@@ -31,6 +31,7 @@ from tagloop.agent.state import Plan, RunInput
 from tagloop.policies import PolicyConfig, head_providers, load_policy, preset
 from tagloop.tools import neighbors
 from tagloop.tools.candidates import CandidateSource, sources_named
+from tagloop.tools.errors import ConfigError, InvalidInput
 from tagloop.tools.gc_pause import gc_paused
 from tagloop.tools.llm import LLM, LLMBreaker, OpenAICompatibleLLM
 from tagloop.tools.messaging.channels import Channel, ConsoleChannel, FileChannel
@@ -173,7 +174,25 @@ def sources_of(settings: Settings) -> tuple[CandidateSource, ...]:
 
 
 def policy_of(settings: Settings) -> PolicyConfig:
-    return load_policy(settings.policy_file) if settings.policy_file else preset("default")
+    """The policy the settings name; a file that cannot be read or is not valid is a configuration
+    error (a 500 over HTTP), not the client's invalid input."""
+    if not settings.policy_file:
+        return preset("default")
+    try:
+        return load_policy(settings.policy_file)
+    except InvalidInput as exc:
+        raise ConfigError(f"TAGLOOP_POLICY_FILE: {exc}") from None
+
+
+def check_run_settings(settings: Settings) -> None:
+    """Build what a run builds from the settings (channels, policy, candidate sources) once and
+    drop it: `serve` checks them at start-up whatever its flags, where a bad one failed only the
+    first run requested over HTTP when no worker or scheduler built them."""
+    for channel in default_channels(settings).values():
+        if close := getattr(channel, "close", None):  # the webhook's HTTP client
+            close()
+    policy_of(settings)
+    sources_of(settings)
 
 
 def llm_of(settings: Settings) -> LLM | None:

@@ -228,7 +228,10 @@ def sources_named(names: Sequence[str], *, tag_search: str = "hnsw") -> tuple[Ca
     """New sources by name; `tag_search` "exact" makes `tags` scan in this process (settings)."""
     unknown = [n for n in names if n not in SOURCES]
     if unknown:
-        raise ConfigError(f"unknown candidate source(s) {unknown}; known: {', '.join(SOURCES)}")
+        raise ConfigError(
+            f"TAGLOOP_CANDIDATE_SOURCES names unknown candidate source(s) {unknown}; "
+            f"known: {', '.join(SOURCES)}"
+        )
     made = [SOURCES[n]() for n in names]
     return tuple(
         replace(s, exact=True) if isinstance(s, TagSource) and tag_search == "exact" else s for s in made

@@ -22,6 +22,7 @@ from tagloop.agent.http.auth import Auth, RateLimiter
 from tagloop.agent.http.metrics import Metrics, TimingMiddleware
 from tagloop.agent.http.routes import Authorized, router
 from tagloop.agent.http.state import AppState, ingest_options
+from tagloop.agent.runner import check_run_settings
 from tagloop.agent.settings import Settings, load_settings, unsubscribe_links
 from tagloop.tools.logsafe import use_key_of
 from tagloop.tools.profile_folder import FoldOptions
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None, *, pool_size: int = 8, pool_tim
     settings = settings or load_settings()
     metrics = Metrics()
     links = unsubscribe_links(settings)  # a misconfiguration fails here, not at the first click
+    check_run_settings(settings)  # channels, policy file, candidate sources: not at the first run
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

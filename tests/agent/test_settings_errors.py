@@ -228,3 +228,30 @@ def test_none_empties_a_list_setting_that_an_empty_value_cannot(monkeypatch: pyt
     monkeypatch.setenv("TAGLOOP_CANDIDATE_SOURCES", "none")  # no source: every run would send nothing
     with pytest.raises(ConfigError, match="candidate_sources: List should have at least 1 item"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TAGLOOP_SMTP_URL": f"ftp://u:{CANARY}@mail.example"}, "TAGLOOP_SMTP_URL must look like smtp://"),
+        ({"TAGLOOP_CANDIDATE_SOURCES": "tags,trendng"}, "TAGLOOP_CANDIDATE_SOURCES names unknown"),
+        (
+            {"TAGLOOP_POLICY_FILE": "/nonexistent/POLICY.toml"},
+            "TAGLOOP_POLICY_FILE: /nonexistent/POLICY.toml",
+        ),
+    ],
+)
+def test_serve_without_scheduler_or_delivery_checks_what_runs_build(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    """Only the worker and the scheduler built channels, policy and sources: without them `serve`
+    started, and the first run requested over HTTP failed on the bad setting."""
+    env = {
+        "TAGLOOP_HOME": str(tmp_path / "home"),
+        "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+        **env,
+    }
+    result = _run(env, "serve", "--port", "0", "--no-scheduler", "--no-delivery")
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert CANARY not in result.stderr + result.stdout

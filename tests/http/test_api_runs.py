@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from api_support import AUTH, afternoon_zone, make_settings, post_events, seed
 from fastapi.testclient import TestClient
 
 from tagloop.agent import runner
 from tagloop.agent.http import create_app
 from tagloop.tools import triggers
+from tagloop.tools.errors import ConfigError
 
 
 def test_manual_run_returns_the_decision(client: TestClient, db: psycopg.Connection[Any]) -> None:
@@ -170,3 +172,34 @@ def test_before_any_training_a_new_user_is_sent_their_declared_interests(client:
     assert client.put("/v1/users/u8", json=bare, headers=AUTH).status_code == 200
     nothing = client.post("/v1/users/u8/runs", headers=AUTH).json()  # no events, no interests, no trend
     assert nothing["outcome"] == "nothing_to_send"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"smtp_url": "smtp://mail.example:0"}, "TAGLOOP_SMTP_URL must look like smtp://"),
+        ({"candidate_sources": ["tags", "trendng"]}, "TAGLOOP_CANDIDATE_SOURCES names unknown"),
+        ({"policy_file": Path("/nonexistent/POLICY.toml")}, "TAGLOOP_POLICY_FILE: /nonexistent/POLICY"),
+    ],
+)
+def test_the_app_refuses_what_a_run_could_not_build(
+    tmp_path: Path, overrides: dict[str, Any], message: str
+) -> None:
+    """Checked when the worker or scheduler was built only: `serve --no-scheduler --no-delivery`
+    started, and the first run requested failed (a 500, or a 422 blaming the client)."""
+    with pytest.raises(ConfigError, match=message):
+        create_app(make_settings("postgresql://nobody@127.0.0.1:1/none", tmp_path, **overrides))
+
+
+def test_a_policy_file_gone_after_start_up_is_a_configuration_error(
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path
+) -> None:
+    policy = tmp_path / "POLICY.toml"
+    policy.write_text('name = "p"\n', encoding="utf-8")
+    with TestClient(create_app(make_settings(db_url, tmp_path, policy_file=policy), pool_size=2)) as client:
+        seed(client)
+        policy.unlink()
+        response = client.post("/v1/users/u1/runs", headers=AUTH)
+    assert response.status_code == 500, response.text  # was 422 "invalid input"
+    assert response.json()["title"] == "configuration error"
+    assert "TAGLOOP_POLICY_FILE" in response.json()["detail"]
