@@ -129,10 +129,15 @@ class Settings(BaseSettings):
     )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
+        """A comma-separated string or a (TOML) list, either way each entry stripped and an empty
+        one dropped: `" key-two"` as given was a key no bearer header could match."""
         if isinstance(value, str):
             if value.strip().lower() == "none":  # an empty value is ignored: "none" names no entry
                 return []
-            return [part.strip() for part in value.split(",") if part.strip()]
+            value = value.split(",")
+        if isinstance(value, list):
+            items = [v.strip() if isinstance(v, str) else v for v in value]
+            return [v for v in items if v != ""]
         return value
 
     @field_validator("cadences")

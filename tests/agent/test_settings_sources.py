@@ -1,5 +1,5 @@
 """Settings from the environment and the TOML file named by TAGLOOP_CONFIG (SPEC §7): the
-environment wins, a structured value included."""
+environment wins, a structured value included; a list reads alike from either."""
 
 from __future__ import annotations
 
@@ -21,3 +21,19 @@ def test_an_environment_dict_replaces_the_files(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("TAGLOOP_CADENCES", "{}")  # was the file's two
     assert load_settings().cadences == {}
     assert load_settings(cadences={"daily": "1d"}).cadences == {"daily": "1d"}
+
+
+def test_list_entries_are_stripped_in_a_file_as_in_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the comma-separated form was stripped: `" key-two"` from the file made its bearer a 401."""
+    config = tmp_path / "tagloop.toml"
+    config.write_text('api_keys = ["key-one", " key-two", ""]\ncustom_event_types = [" rate ", " "]\n')
+    monkeypatch.setenv("TAGLOOP_CONFIG", str(config))
+    for name in ("TAGLOOP_API_KEYS", "TAGLOOP_CUSTOM_EVENT_TYPES"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings()
+    assert [key.get_secret_value() for key in settings.api_keys] == ["key-one", "key-two"]
+    assert settings.custom_event_types == ["rate"]
+    monkeypatch.setenv("TAGLOOP_API_KEYS", "key-one, key-two,,")
+    assert [key.get_secret_value() for key in load_settings().api_keys] == ["key-one", "key-two"]
