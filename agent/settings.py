@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     # the background profile folder waits for this many pending events, or for the oldest pending
     # event to be this old, before it folds (bigger folds cost far less per event; reads fold the
     # user's own pending events first, so they never wait)
-    fold_min_events: int = 20_000
+    fold_min_events: int = Field(default=20_000, ge=0)
     fold_max_wait_seconds: float = Field(default=1.0, ge=0, le=MAX_SECONDS)
 
     @field_validator(

@@ -40,6 +40,11 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
             "llm_max_retries: Input should be greater than or equal to 0",
         ),
         ({"TAGLOOP_LLM_TIMEOUT_SECONDS": "0"}, None, "llm_timeout_seconds: Input should be greater than 0"),
+        (  # accepted silently, as if 0 (its siblings refuse a negative)
+            {"TAGLOOP_FOLD_MIN_EVENTS": "-5"},
+            None,
+            "fold_min_events: Input should be greater than or equal to 0",
+        ),
         (
             {"TAGLOOP_QUIET_EXEMPT_CHANNELS": "file,emial"},
             None,
