@@ -211,6 +211,12 @@ def test_db_status_hides_the_password(tagloop_env: Path, db_url: str) -> None:
         redacted("postgresql://h/d?password=pw&sslmode=require")
         == "postgresql://h/d?password=***&sslmode=require"
     )
+    # the client key's passphrase was shown as it is
+    assert redacted("postgresql://u:PW@h/db?sslpassword=KEYPW") == "postgresql://u:***@h/db?sslpassword=***"
+    assert "KEYPW" not in redacted("postgresql://h/db?sslmode=verify-full&sslpassword=KEYPW&password=PW")
+    assert "KEYPW" not in redacted("host=h sslpassword=KEYPW") and "sslpassword=***" in redacted(
+        "host=h sslpassword=KEYPW"
+    )
     status = subprocess.run(
         [str(TAGLOOP), "db", "status", "--json"],
         capture_output=True,

@@ -67,16 +67,22 @@ def timeout_of(url: str) -> dict[str, Any]:
     return {} if given or os.environ.get("PGCONNECT_TIMEOUT") else {"connect_timeout": CONNECT_TIMEOUT}
 
 
+SECRET_PARAMS = ("password", "sslpassword")  # the client key's passphrase is a secret too
+
+
 def redacted(url: str) -> str:
-    """The URL with its password replaced by ***, for display (URI or key=value form)."""
+    """The URL with its password and `sslpassword` replaced by ***, for display (URI or key=value
+    form, a query parameter included)."""
     if "://" in url:
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", re.sub(r"([?&]password=)[^&]*", r"\1***", url))
+        url = re.sub(rf"([?&](?:{'|'.join(SECRET_PARAMS)})=)[^&]*", r"\1***", url)
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
     try:
         params = conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         return "(unreadable connection string)"
-    if "password" in params:
-        params["password"] = "***"
+    for key in SECRET_PARAMS:
+        if key in params:
+            params[key] = "***"
     return make_conninfo("", **params)
 
 
