@@ -12,6 +12,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -156,10 +157,18 @@ class Settings(BaseSettings):
     @field_validator("llm_base_url")
     @classmethod
     def _http_base_url(cls, value: str | None) -> str | None:
-        """An OpenAI-compatible endpoint is http(s)://host…; anything else failed every call."""
-        problem = http_url_problem(value) if value is not None else None
-        if problem:
+        """An OpenAI-compatible endpoint is http(s)://host…; anything else failed every call. The
+        client adds /chat/completions itself: a URL ending in it posted to …/chat/completions twice,
+        and every message fell back to its template."""
+        if value is None:
+            return None
+        if problem := http_url_problem(value):
             raise ValueError(problem)
+        if urlsplit(value).path.rstrip("/").endswith("/completions"):
+            raise ValueError(
+                "is the full endpoint; give the base URL it is under, e.g. https://api.example.com/v1 "
+                "(the client adds /chat/completions)"
+            )
         return value
 
     @field_validator("allowed_link_hosts")

@@ -72,6 +72,19 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
             None,
             "llm_base_url: Value error, must be an http(s)://host/… URL",
         ),
+        (  # the client posted to …/chat/completions/chat/completions: templates only, silently
+            {
+                "TAGLOOP_LLM_BASE_URL": f"https://{CANARY}@api.example.com/v1/chat/completions",
+                "TAGLOOP_LLM_MODEL": "m",
+            },
+            None,
+            "llm_base_url: Value error, is the full endpoint; give the base URL it is under",
+        ),
+        (
+            {"TAGLOOP_LLM_BASE_URL": "http://127.0.0.1:8080/v1/completions/", "TAGLOOP_LLM_MODEL": "m"},
+            None,
+            "e.g. https://api.example.com/v1 (the client adds /chat/completions)",
+        ),
         (  # templates only, and nothing said the LLM was skipped
             {"TAGLOOP_LLM_BASE_URL": "http://127.0.0.1:9/v1"},
             None,
