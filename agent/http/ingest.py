@@ -61,9 +61,10 @@ def parse_payload(
     payload: Any, *, now: datetime, options: IngestOptions, webhook_id: str | None = None
 ) -> ParsedBatch:
     """One event object or an array of them → records (the bad ones' errors kept in the result:
-    ParsedBatch). A single event without `id` delivered by webhook takes the `webhook-id`; the
-    i-th of a batch takes `{webhook-id}#{i}`, so a redelivery is stored once even when the events
-    carry no id or `ts`."""
+    ParsedBatch). An event without `id` gets the stable id derived from its fields (as in file
+    imports and API-key requests, so a backfill of events also streamed by webhook stores each
+    once); one without `ts` too, delivered by webhook, takes the `webhook-id` instead (the i-th of
+    a batch `{webhook-id}#{i}`), since its time is the request's: a redelivery is stored once."""
     single = isinstance(payload, dict)
     if single:
         batch = [payload]
@@ -81,7 +82,7 @@ def parse_payload(
         if not isinstance(data, dict):
             errors.append((index, where or "body", f"must be an event object, got {type(data).__name__}"))
             continue
-        if webhook_id and data.get("id") in (None, ""):
+        if webhook_id and data.get("id") in (None, "") and data.get("ts") in (None, ""):
             derived = webhook_id if single else f"{webhook_id}#{index}"
             if len(derived) > MAX_ID:  # the sender gave no id: name the header it came from
                 if not any(field == "webhook-id" for _, field, _ in errors):

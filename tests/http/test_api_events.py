@@ -88,6 +88,26 @@ def test_concurrent_identical_requests_store_each_event_once(
     assert count(db, "select sum(n_events) as n from user_profiles") == 40  # each folded in exactly once
 
 
+def test_a_webhook_event_with_a_time_gets_the_id_an_import_gives_it(
+    client: TestClient, db: psycopg.Connection[Any]
+) -> None:
+    """A webhook event without `id` took the `webhook-id` even when it had a `ts`: backfilling the
+    same history with `tagloop import events` (or an API-key request) stored every event twice."""
+    seed(client)
+    event = {"user_id": "u1", "type": "like", "item_id": "i2", "ts": "2026-03-01T09:00:00Z"}
+    body = json.dumps(event).encode()
+    first = client.post("/v1/events", content=body, headers=signed_headers(body, msg_id="msg_abc"))
+    again = client.post("/v1/events", content=body, headers=signed_headers(body, msg_id="msg_abc"))
+    backfill = post_events(client, [event])  # what an import of the same line does
+    assert (first.json(), again.json()) == (
+        {"accepted": 1, "duplicates": 0},
+        {"accepted": 0, "duplicates": 1},
+    )
+    assert backfill.json() == {"accepted": 0, "duplicates": 1}
+    db.rollback()
+    assert db.execute("select count(*) as n from events").fetchone() == {"n": 1}
+
+
 def test_signed_webhook_is_accepted_with_either_rotated_secret(
     client: TestClient, db: psycopg.Connection[Any]
 ) -> None:
