@@ -42,6 +42,7 @@ from tagloop.tools.messaging.delivery import DeliveryReport, deliver_due
 from tagloop.tools.profile_folder import FoldOptions, fold_pending
 from tagloop.tools.store import runs
 from tagloop.tools.store.db import first_line
+from tagloop.tools.tagging.store import sync_new_tags
 from tagloop.tools.timed import Timed
 
 log = logging.getLogger("tagloop.worker")
@@ -85,11 +86,13 @@ class Worker:
 
     def facts(self, now: datetime) -> RunFacts:
         """The run facts, renewed every `FACTS_TTL` together with the run cache, the candidate
-        sources and (when stale) the co-likes table, committed before the next claim."""
+        sources, (when stale) the co-likes table and (when tags were created) the tag vocabulary,
+        committed before the next claim."""
 
         def renew() -> RunFacts:
             if "co_likes" in self.settings.candidate_sources:  # before any claim: the daily
                 neighbors.refresh_if_stale(self.conn, now)  # refresh holds no claimed user
+            sync_new_tags(self.conn)  # tags PUT over HTTP since: variants merged, families set
             facts = load_facts(self.conn, now, self.policy)
             self._cache = RunCache()
             self._sources = sources_of(self.settings)

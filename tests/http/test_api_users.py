@@ -373,3 +373,40 @@ def test_without_a_model_reasons_speak_of_the_items_kind(
         ("i1", "popular with other users"),
         ("i5", "popular with other users"),
     ]
+
+
+def test_tags_put_over_http_are_merged_with_their_variants_by_the_worker(
+    client: TestClient, db: psycopg.Connection[Any], db_url: str, tmp_path: Path
+) -> None:
+    """`tagloop import items` merges spelling variants (glitchwave / glitch wave) after storing;
+    PUT and POST /v1/items did not, so the two spellings stayed two tags (and two profile
+    dimensions) until someone ran `tagloop tag vocab`. The worker now syncs the vocabulary when it
+    renews its run facts and new tags exist; with none, it does nothing."""
+    from tagloop.agent.settings import Settings
+    from tagloop.agent.worker import Worker
+    from tagloop.tools.store import db as store_db
+
+    items = [
+        {"id": "g1", "title": "G1", "provider": "p", "tags": ["glitchwave", "synth"]},
+        {"id": "g2", "title": "G2", "provider": "p", "tags": ["Glitch Wave"]},
+        {"id": "g3", "title": "G3", "provider": "p", "tags": ["glitchwave"]},
+    ]
+    assert client.post("/v1/items", json=items, headers=AUTH).status_code == 200
+    db.rollback()
+    names = "select name from tags where name like 'glitch%' order by name"
+    assert [r["name"] for r in db.execute(names)] == ["glitch-wave", "glitchwave"]
+    db.rollback()
+    conn = store_db.connect(db_url, migrate_schema=False)
+    try:
+        worker = Worker(Settings(home=tmp_path / "w", database_url=db_url), conn, name="w")
+        worker.facts(datetime.now(UTC))
+        assert [r["name"] for r in db.execute(names)] == ["glitchwave"]  # the most used spelling
+        tagged = db.execute(
+            "select count(distinct it.item_id) as n from item_tags it join tags t on t.id = it.tag_id"
+            " where t.name = 'glitchwave'"
+        ).fetchone()
+        assert tagged == {"n": 3}
+        unclassified = "select count(*) as n from tags where taxonomy_at is null"
+        assert db.execute(unclassified).fetchone() == {"n": 0}  # so the next renewal does nothing
+    finally:
+        conn.close()

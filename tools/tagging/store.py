@@ -147,8 +147,15 @@ def _drop_stale_aliases(conn: psycopg.Connection[Any], rows: list[dict[str, Any]
             cur.executemany("update tags set aliases = %(aliases)s where id = %(id)s", stale)
 
 
+VOCAB_LOCK = {"ns": 0x74676C, "key": 0x766F63}  # advisory lock keys: tagloop, "voc"
+_UNCLASSIFIED = "select exists (select 1 from tags where taxonomy_at is null) as new"
+
+
 def sync_vocabulary(conn: psycopg.Connection[Any], *, refresh: bool = False) -> VocabSync:
-    """Merge stored spelling variants, then (re)write families and genres when stale (module docstring)."""
+    """Merge stored spelling variants, then (re)write families and genres when stale (module docstring).
+    One sync at a time (a transaction-level advisory lock): an import's and a worker's would merge
+    the same variants."""
+    conn.execute("select pg_advisory_xact_lock(%(ns)s, %(key)s)", VOCAB_LOCK)
     rows = conn.execute(TAG_COUNTS).fetchall()
     _drop_stale_aliases(conn, rows)
     vocab = build_vocabulary([(r["name"], float(r["n"])) for r in rows], min_count=0.0)
@@ -230,3 +237,16 @@ def find_tag(conn: psycopg.Connection[Any], raw: str) -> tuple[int, str] | None:
         if key and tag_key(r["name"]) == key:
             return int(r["id"]), str(r["name"])
     return None
+
+
+def sync_new_tags(conn: psycopg.Connection[Any]) -> VocabSync | None:
+    """`sync_vocabulary` when tags were created since the last sync (never classified) and no other
+    session is syncing, in a transaction of its own; None when it did not run. The worker calls it
+    when it renews its run facts, so tags written by `PUT`/`POST /v1/items` (which, unlike imports,
+    do not sync) have their spelling variants merged and their family set within minutes."""
+    row = conn.execute(_UNCLASSIFIED).fetchone()
+    if not (row and row["new"]):
+        return None
+    with conn.transaction():
+        got = conn.execute("select pg_try_advisory_xact_lock(%(ns)s, %(key)s) as ok", VOCAB_LOCK).fetchone()
+        return sync_vocabulary(conn) if got and got["ok"] else None
