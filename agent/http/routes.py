@@ -198,10 +198,9 @@ async def post_users(request: Request, state: Authorized) -> schemas.Stored:
     tags=["users"],
     responses=_problems(401, 404, 422, 429),
 )
-def delete_user(user_id: UserId, state: Authorized) -> schemas.Erased:
+async def delete_user(user_id: UserId, state: Authorized) -> schemas.Erased:
     """Erase the user and every row derived from them (events, profile, decisions, messages, …)."""
-    with state.pool.connection() as conn, conn.transaction():
-        erased = services.erase(conn, user_id)
+    erased = await state.in_tx(services.erase, user_id)  # again when a deadlock victim
     log.info("event=erase user=%s rows=%d", hashed(user_id), sum(erased.deleted.values()))
     return erased
 

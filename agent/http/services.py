@@ -343,7 +343,11 @@ def run_now(
     if not store.user_exists(conn, user_id):
         raise NotFound(f"unknown user {user_id!r}")
     if fold is not None:
-        profile_folder.fold_user(conn, user_id, fold, now=datetime.now(UTC))
+        try:
+            profile_folder.fold_user(conn, user_id, fold, now=datetime.now(UTC))
+        except psycopg.errors.ForeignKeyViolation:  # erased since `user_exists`
+            conn.rollback()
+            raise NotFound(f"unknown user {user_id!r}") from None
     conn.commit()
     with triggers.run_lock(conn, user_id) as got:
         if not got:

@@ -122,13 +122,18 @@ def enqueue_run(
 def ensure_schedules(
     conn: psycopg.Connection[Any], cadence: str, first_runs: Iterable[tuple[str, datetime]]
 ) -> int:
-    """Give users without a `cadence` row one, first due at the given time. Returns rows added."""
+    """Give users without a `cadence` row one, first due at the given time. Returns rows added.
+    A user erased meanwhile is left out (their row is locked first, so an erase in flight is waited
+    for and then skipped): the insert's foreign key failed, and with it the worker's whole cycle."""
     rows = list(first_runs)
     if not rows:
         return 0
     cur = conn.execute(
         """insert into user_schedules (user_id, cadence, next_run_at)
-           select u, %(cadence)s, t from unnest(%(users)s::text[], %(times)s::timestamptz[]) as x(u, t)
+           select x.u, %(cadence)s, x.t
+           from unnest(%(users)s::text[], %(times)s::timestamptz[]) as x(u, t)
+           join users s on s.id = x.u
+           for key share of s
            on conflict (user_id, cadence) do nothing""",
         {"cadence": cadence, "users": [u for u, _ in rows], "times": [t for _, t in rows]},
     )

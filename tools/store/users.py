@@ -14,6 +14,8 @@ import orjson
 import psycopg
 
 from tagloop.tools.ingest.records import EventRecord
+from tagloop.tools.store.runs import USER_LOCK_SPACE
+from tagloop.tools.triggers import RUN_LOCK_NAMESPACE
 
 _EVENTS_PAGE = """
 select id, type, item_id, ts, value, message_id, context
@@ -82,6 +84,15 @@ def erase_user(conn: psycopg.Connection[Any], user_id: str) -> dict[str, int]:
     # holds the state row from its start, so this waits for it to finish and never overlaps it
     # (its save would overwrite the mark with a table computed with this user's events).
     conn.execute("update item_neighbors_state set events_seq = -1")
+    # A run deciding the user finishes first, and none starts until this commits: a run over HTTP
+    # holds the user's run lock (a new one gets 409 meanwhile), a worker's or `tagloop run`'s batch
+    # the user's run-batch lock. A run that had read the user failed its insert (a 500) or, the id
+    # PUT again meanwhile, stored a decision and a pending message made from the erased events.
+    conn.execute(
+        """select pg_advisory_xact_lock(%(ns)s, hashtext(%(id)s)),
+                  pg_advisory_xact_lock(%(space)s, hashtext(%(id)s))""",
+        {"ns": RUN_LOCK_NAMESPACE, "space": USER_LOCK_SPACE, "id": user_id},
+    )
     conn.execute("select id from users where id = %(id)s for update", {"id": user_id})
     tables = tables_with_user_rows(conn)[1:]
     deleted: dict[str, int] = {}
