@@ -120,6 +120,27 @@ class Settings(BaseSettings):
     fold_max_wait_seconds: float = Field(default=1.0, ge=0, le=MAX_SECONDS)
 
     @field_validator(
+        "database_url",
+        "outbound_webhook_url",
+        "outbound_webhook_secret",
+        "smtp_url",
+        "llm_base_url",
+        "llm_model",
+        "openai_api_key",
+        "policy_file",
+        "file_channel_path",
+        "public_url",
+        "unsubscribe_secret",
+        "log_key",
+        mode="before",
+    )
+    @classmethod
+    def _none_clears(cls, value: Any) -> Any:
+        """`none` unsets an optional setting: an empty variable is ignored, so the environment could
+        not turn off what the TOML file sets (email for one process, an external database)."""
+        return None if isinstance(value, str) and value.strip().lower() == "none" else value
+
+    @field_validator(
         "api_keys",
         "webhook_secrets",
         "custom_event_types",

@@ -37,3 +37,22 @@ def test_list_entries_are_stripped_in_a_file_as_in_the_environment(
     assert settings.custom_event_types == ["rate"]
     monkeypatch.setenv("TAGLOOP_API_KEYS", "key-one, key-two,,")
     assert [key.get_secret_value() for key in load_settings().api_keys] == ["key-one", "key-two"]
+
+
+def test_none_in_the_environment_unsets_what_the_file_sets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty variable is ignored, so the environment could not turn off email or go back to the
+    embedded database for one process while the shared file set them."""
+    config = tmp_path / "tagloop.toml"
+    config.write_text('smtp_url = "smtp://mail.example.com:25"\ndatabase_url = "postgresql://db.example/t"\n')
+    monkeypatch.setenv("TAGLOOP_CONFIG", str(config))
+    for name in ("TAGLOOP_SMTP_URL", "TAGLOOP_DATABASE_URL", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert load_settings().smtp_url == "smtp://mail.example.com:25"
+    monkeypatch.setenv("TAGLOOP_SMTP_URL", "")  # ignored, as documented
+    assert load_settings().smtp_url == "smtp://mail.example.com:25"
+    monkeypatch.setenv("TAGLOOP_SMTP_URL", "None")
+    monkeypatch.setenv("TAGLOOP_DATABASE_URL", "none")
+    settings = load_settings()
+    assert (settings.smtp_url, settings.database_url) == (None, None)
