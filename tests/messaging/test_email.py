@@ -148,3 +148,40 @@ def test_tagloop_run_with_a_bad_smtp_port_prints_one_error_line_and_exits_2(
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: TAGLOOP_SMTP_URL")
     assert "Traceback" not in done.stderr and "s3cret" not in done.stderr + done.stdout
+
+
+def test_a_server_answering_a_byte_at_a_time_cannot_hold_a_send_past_its_timeout() -> None:
+    """smtplib's timeout bounds each read: a greeting trickled a byte every 0.2 s held a 1 s send
+    for as long as the server liked (here ~8 s; the worker's delivery loop with it)."""
+    import threading
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    done = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            for byte in b"220 slow.example ESMTP ready, eventually, if you wait long enough\r\n":
+                if done.is_set():
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(0.2)
+
+    server = threading.Thread(target=trickle, daemon=True)
+    server.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(DeliveryError, match="longer than 1 s") as err:
+            EmailChannel(f"smtp://127.0.0.1:{port}", "t@example.org", timeout=1).send(MESSAGE)
+    finally:
+        done.set()
+        listener.close()
+    assert err.value.retryable
+    assert time.monotonic() - started < 4  # the trickle alone lasts ~13 s

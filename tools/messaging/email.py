@@ -11,6 +11,8 @@ With unsubscribe links configured (tools/messaging/unsubscribe.py) each mail has
 `List-Unsubscribe` (and, for an https link, `List-Unsubscribe-Post` one-click, RFC 8058) and the
 link at the end of its text.
 
+The timeout bounds the whole send, not each read (`_Deadline` cuts the connection when it is up).
+
 Connection problems (a host name that does not resolve among them) and 4xx SMTP replies are
 retryable; 5xx replies (bad address, refused) are not, nor is an address that is not exactly one
 plain address (`channels.email_address`: no CR/LF, no list, no display name) — it is refused before
@@ -22,9 +24,11 @@ literal text it is instead of decoding it."""
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import socket
 import ssl
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import Header
@@ -139,43 +143,66 @@ class EmailChannel:
         except (ValueError, TypeError) as exc:  # what the email package refuses in a header value
             raise DeliveryError(f"cannot build the mail: {type(exc).__name__}", retryable=False) from None
         context = self.tls_context or ssl.create_default_context()
+        deadline = _Deadline(self.timeout)
         try:
-            with self._connect(context) as smtp:
+            with deadline, self._connect(context, deadline) as smtp:
                 if self.user and self.password:
                     smtp.login(self.user, self.password)
                 smtp.send_message(mail)
-        except ssl.SSLCertVerificationError as exc:
-            raise DeliveryError(
+        except DeliveryError:
+            raise
+        except Exception as exc:
+            failure = self._failure(exc, deadline)
+            if failure is None:
+                raise
+            raise failure from None
+
+    def _failure(self, exc: Exception, deadline: _Deadline) -> DeliveryError | None:
+        """What a send's exception means for delivery (None: not a delivery problem, raised as is)."""
+        if deadline.expired:  # whatever the cut connection raised
+            return DeliveryError(
+                f"SMTP took longer than {self.timeout:g} s (the send's time limit)", retryable=True
+            )
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return DeliveryError(
                 f"the SMTP server's TLS certificate is not trusted ({exc.verify_message});"
                 " SSL_CERT_FILE can name the CA bundle to trust",
                 retryable=True,
-            ) from None
-        except smtplib.SMTPResponseException as exc:
-            raise DeliveryError(
-                f"SMTP answered {exc.smtp_code}", retryable=400 <= exc.smtp_code < 500
-            ) from None
-        except smtplib.SMTPRecipientsRefused as exc:
+            )
+        if isinstance(exc, smtplib.SMTPResponseException):
+            return DeliveryError(f"SMTP answered {exc.smtp_code}", retryable=400 <= exc.smtp_code < 500)
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
             codes = [code for code, _ in exc.recipients.values()]
             transient = bool(codes) and all(400 <= code < 500 for code in codes)
-            raise DeliveryError(
+            return DeliveryError(
                 f"SMTP refused the recipient ({', '.join(map(str, codes))})", retryable=transient
-            ) from None
-        except smtplib.SMTPNotSupportedError as exc:  # AUTH not offered, SMTPUTF8 needed, …
-            raise DeliveryError(f"the SMTP server does not support it: {exc}", retryable=False) from None
-        except socket.gaierror as exc:  # a resolver outage, or a name not found right now
-            raise DeliveryError(
+            )
+        if isinstance(exc, smtplib.SMTPNotSupportedError):  # AUTH not offered, SMTPUTF8 needed, …
+            return DeliveryError(f"the SMTP server does not support it: {exc}", retryable=False)
+        if isinstance(exc, socket.gaierror):  # a resolver outage, or a name not found right now
+            return DeliveryError(
                 f"cannot resolve SMTP host {self.host!r}: {exc.strerror or exc}", retryable=True
-            ) from None
-        except (TimeoutError, smtplib.SMTPException, OSError) as exc:
-            raise DeliveryError(f"SMTP failed: {type(exc).__name__}", retryable=True) from None
+            )
+        if isinstance(exc, TimeoutError | smtplib.SMTPException | OSError):
+            return DeliveryError(f"SMTP failed: {type(exc).__name__}", retryable=True)
+        return None
 
-    def _connect(self, context: ssl.SSLContext) -> smtplib.SMTP:
+    def _connect(self, context: ssl.SSLContext, deadline: _Deadline) -> smtplib.SMTP:
         """A connection, encrypted whenever the server can: implicit TLS for smtps://, else STARTTLS
         when offered. Credentials need encryption: without it this raises before any login."""
-        if self.tls:
-            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
-        smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        smtp = (
+            smtplib.SMTP_SSL(timeout=self.timeout, context=context)
+            if self.tls
+            else smtplib.SMTP(timeout=self.timeout)
+        )
+        smtp._host = self.host  # type: ignore[attr-defined]  # as the constructor sets it: TLS checks it
+        deadline.watch(smtp)  # from the greeting on (connecting in the constructor read it unwatched)
         try:
+            smtp.connect(self.host, self.port)
+            if deadline.expired:  # it expired while connecting (a slow name lookup): no socket was cut
+                raise TimeoutError
+            if self.tls:
+                return smtp
             smtp.ehlo()
             if smtp.has_extn("starttls"):
                 smtp.starttls(context=context)
@@ -190,6 +217,35 @@ class EmailChannel:
             smtp.close()
             raise
         return smtp
+
+
+class _Deadline:
+    """The send's time limit: when it is up, the connection's socket is shut down, so whatever
+    smtplib waits for fails at once. smtplib's timeout bounds each read, not their sum: a server
+    answering a byte at a time held a send (and the worker's delivery loop) for minutes."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._smtp: smtplib.SMTP | None = None
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def watch(self, smtp: smtplib.SMTP) -> None:
+        self._smtp = smtp
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def _expire(self) -> None:
+        self.expired = True
+        sock = self._smtp.sock if self._smtp is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 def _item_title(item: Any) -> object:
