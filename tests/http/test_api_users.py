@@ -116,18 +116,18 @@ def test_recommendations_are_unseen_and_explained(client: TestClient, db: psycop
     assert client.get("/v1/users/nobody/recommendations", headers=AUTH).status_code == 404
 
 
+JAZZ_FAN_AND_OTHERS = [
+    {"user_id": "u1", "type": "like", "item_id": "i2"},  # jazz, piano
+    {"user_id": "u2", "type": "play", "item_id": "i1"},
+    {"user_id": "u2", "type": "play", "item_id": "i5"},
+]
+
+
 def test_without_a_model_items_sharing_no_tag_are_popular_not_tag_matches(client: TestClient) -> None:
     """Before any training the tag search padded the list with items sharing no tag, at score 0,
     "because it is close to the tags you listen to"; a user without events got nothing."""
     seed(client)
-    post_events(
-        client,
-        [
-            {"user_id": "u1", "type": "like", "item_id": "i2"},  # jazz, piano
-            {"user_id": "u2", "type": "play", "item_id": "i1"},
-            {"user_id": "u2", "type": "play", "item_id": "i5"},
-        ],
-    )
+    post_events(client, JAZZ_FAN_AND_OTHERS)
     recs = client.get("/v1/users/u1/recommendations", params={"k": 4}, headers=AUTH).json()["items"]
     assert recs[0] == {
         "item_id": "i4",
@@ -359,14 +359,7 @@ def test_without_a_model_reasons_speak_of_the_items_kind(
     seed(client)
     db.execute("update items set kind = case when id = 'i4' then 'article' else 'product' end")
     db.commit()
-    post_events(
-        client,
-        [
-            {"user_id": "u1", "type": "like", "item_id": "i2"},  # jazz, piano
-            {"user_id": "u2", "type": "play", "item_id": "i1"},
-            {"user_id": "u2", "type": "play", "item_id": "i5"},
-        ],
-    )
+    post_events(client, JAZZ_FAN_AND_OTHERS)
     recs = client.get("/v1/users/u1/recommendations", params={"k": 4}, headers=AUTH).json()["items"]
     assert [(r["item_id"], r["explanation"]) for r in recs] == [
         ("i4", "because you read a lot of jazz"),
