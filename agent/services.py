@@ -99,10 +99,10 @@ def import_converted(
             refresh_item_vectors(conn)
         if progress:
             progress("building profiles")
-        with conn.transaction():
-            summary["profiles"] = rebuild_profiles(
-                conn, now=datetime.now(UTC), half_life_days=settings.profile_half_life_days
-            )
+        # a batch of users at a time, each committed: folds and profile reads wait for one batch
+        summary["profiles"] = rebuild_profiles(
+            conn, now=datetime.now(UTC), half_life_days=settings.profile_half_life_days
+        )
     return summary
 
 

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from tagloop.tools import profile_folder
+from tagloop.tools import profiles as rebuild
 from tagloop.tools.ingest import loader
 from tagloop.tools.ingest.records import EventRecord, parse_event, parse_item, parse_user
 from tagloop.tools.profiles import load_profiles, rebuild_profiles
@@ -147,6 +148,94 @@ def test_events_counted_by_a_rebuild_are_skipped(catalogue: psycopg.Connection[A
     assert profile_folder.fold_pending(catalogue, OPTIONS, now=NOW).events == 0
     assert load_profiles(catalogue, ["a"])["a"].tags == rebuilt.tags
     assert n_events(catalogue) == {"a": 2}
+
+
+def likes(prefix: str, hours: int) -> list[EventRecord]:
+    return [ev(f"{prefix}{n}", "a", "like", f"s{n % 3}", hours=hours) for n in range(5)]
+
+
+@pytest.mark.parametrize("hook", ["_tag_weights", "SparseVector"])  # after its first read, its last
+def test_events_folded_while_a_rebuild_reads_are_not_lost(
+    catalogue: psycopg.Connection[Any], db_url: str, monkeypatch: pytest.MonkeyPatch, hook: str
+) -> None:
+    """A rebuild took no folder lock and read in statements of their own: events the folder folded
+    between its reads and its write vanished from the profile for good (5 → 10 → 5 of 10 stored).
+    The folder now waits for the rebuild, which marks only what it read, then folds the rest."""
+    ingest(catalogue, likes("old", hours=2))
+    profile_folder.fold_pending(catalogue, OPTIONS, now=NOW)
+    real = getattr(rebuild, hook)
+    during: list[profile_folder.FoldReport] = []
+
+    def racing(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        if not during:  # once, in the middle of the rebuild: events arrive and the folder runs
+            with store_db.connect(db_url, migrate_schema=False) as other:
+                ingest(other, likes("new", hours=1))
+                during.append(profile_folder.fold_pending(other, OPTIONS, now=NOW))
+        return result
+
+    monkeypatch.setattr(rebuild, hook, racing)
+    rebuild_profiles(catalogue, now=NOW, half_life_days=30.0)
+    catalogue.commit()
+    monkeypatch.undo()
+    profile_folder.fold_pending(catalogue, OPTIONS, now=NOW)  # what the rebuild did not read
+    assert n_events(catalogue) == {"a": 10}
+    folded = load_profiles(catalogue, ["a"])["a"].tags
+    rebuild_profiles(catalogue, now=NOW, half_life_days=30.0)
+    catalogue.commit()
+    assert folded == pytest.approx(load_profiles(catalogue, ["a"])["a"].tags, rel=1e-6)
+    assert during[0].last_seq is None  # the folder waited for the rebuild
+
+
+def test_a_rebuild_does_not_mark_an_ingest_in_flight_as_folded(
+    catalogue: psycopg.Connection[Any], db_url: str
+) -> None:
+    """The rebuild marked the highest seq it read as folded, past a lower one still in flight,
+    which the folder then skipped for good. Now it reads up to a settled horizon (the checkpoint
+    when an ingest stays in flight) and the folder folds the rest."""
+    ingest(catalogue, [ev("e1", "a")])
+    profile_folder.fold_pending(catalogue, OPTIONS, now=NOW)  # checkpoint 1
+    slow = store_db.connect(db_url, migrate_schema=False)
+    try:
+        profile_folder.hold_ingest_lock(slow)
+        store.insert_new_events(slow, [ev("e2", "a")])  # seq 2, not committed yet
+        ingest(catalogue, [ev("e3", "a")])  # seq 3, committed
+        rebuild_profiles(catalogue, now=NOW, half_life_days=30.0)
+        slow.commit()
+    finally:
+        slow.close()
+    assert n_events(catalogue) == {"a": 1}  # up to the checkpoint only
+    assert profile_folder.fold_pending(catalogue, OPTIONS, now=NOW).events == 2
+    assert n_events(catalogue) == {"a": 3}
+
+
+def test_a_rebuild_of_everyone_commits_batch_by_batch(
+    catalogue: psycopg.Connection[Any], db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On an idle connection each batch of users is rebuilt and committed under the folder lock of
+    its own, so folds and profile reads wait for one batch, not for the whole rebuild."""
+    ingest(catalogue, [ev("e1", "a"), ev("e2", "b"), ev("e3", "a", "like")])
+    real = rebuild._profile_rows
+    seen: list[tuple[list[str], dict[str, int], int | None]] = []
+
+    def watched(conn: psycopg.Connection[Any], params: dict[str, Any]) -> list[dict[str, Any]]:
+        with store_db.connect(db_url, migrate_schema=False) as other:
+            seen.append(
+                (
+                    params["users"],
+                    n_events(other),
+                    profile_folder.fold_pending(other, OPTIONS, now=NOW).last_seq,
+                )
+            )
+        return real(conn, params)
+
+    monkeypatch.setattr(rebuild, "_profile_rows", watched)
+    assert rebuild_profiles(catalogue, now=NOW, half_life_days=30.0, batch_users=1) == 2
+    assert seen == [(["a"], {}, None), (["b"], {"a": 2}, None)]  # a committed before b's batch
+    assert profile_folder.fold_pending(catalogue, OPTIONS, now=NOW).events == 0
+    assert n_events(catalogue) == {"a": 2, "b": 1}
+    with pytest.raises(ValueError, match="batch_users must be at least 1, not 0"):
+        rebuild_profiles(catalogue, now=NOW, half_life_days=30.0, batch_users=0)
 
 
 def test_hour_of_week_lives_in_its_own_column_and_reads_as_before(catalogue: psycopg.Connection[Any]) -> None:

@@ -19,8 +19,9 @@ transactions only (milliseconds), never on unrelated long transactions, as an xm
 File imports take it too (for their one insert, which may run for seconds: reads that fold
 meanwhile give up waiting after `SETTLE_TIMEOUT_S` and show the profile as folded so far). Writers
 that do not take it (`eval simulate`, in a database of its own) rebuild or fold profiles
-themselves; `rebuild_profiles` sets each user's `folded_seq` so the folder never counts an event
-twice.
+themselves. `rebuild_profiles` holds the folder lock too (`lock_for_rebuild`), reads events up to
+a settled horizon and sets each user's `folded_seq` to it, so the folder never counts an event
+twice nor skips one the rebuild did not read.
 
 Batches. Most of a fold's cost is per user (read the profile, decay its tags, write it back), so
 folding every request's events on its own would cost several times what folding many requests'
@@ -152,6 +153,17 @@ def settled_horizon(conn: psycopg.Connection[Any], timeout_s: float = SETTLE_TIM
             return None
         time.sleep(SETTLE_POLL_S)
     return seq
+
+
+def lock_for_rebuild(conn: psycopg.Connection[Any]) -> int:
+    """Take the folder lock for the caller's transaction (no fold runs until it ends) and return the
+    seq a profile rebuild reads events up to and marks as folded: the settled horizon, or while an
+    ingest in flight keeps it from settling, the checkpoint (settled when the folder reached it).
+    Either is at or past the checkpoint, so the folder never leaves out an event the rebuild did
+    not count, nor counts one it did."""
+    conn.execute("select pg_advisory_xact_lock(%(ns)s, %(key)s)", FOLD_LOCK)
+    horizon = settled_horizon(conn)
+    return horizon if horizon is not None else checkpoint(conn)
 
 
 def checkpoint(conn: psycopg.Connection[Any]) -> int:

@@ -8,11 +8,12 @@ subtract; skips are calibrated per user — a user who skips a lot loses less pe
 The hour-of-week activity histogram in the user's own time zone is stored as `hour_of_week`
 (int[168]) and shown by `load_profiles` as `stats["hour_of_week"]`; `stats` also carries the skip
 rate (and, from online folds, device and source counts). A rebuild marks the events it read as
-folded (`folded_seq`), so the profile folder does not count them again.
+folded (`folded_seq`, under the folder's lock), so the profile folder does not count them again.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from dataclasses import dataclass, field
@@ -79,7 +80,7 @@ with rate as (
     select user_id,
            (count(*) filter (where type = 'skip') + %(prior_skips)s)::float8
              / (count(*) filter (where type in ('skip', 'play', 'complete')) + %(prior_listens)s) as skip_rate
-    from events where (%(all)s or user_id = any(%(users)s)) group by user_id
+    from events where user_id = any(%(users)s) and seq <= %(upto)s group by user_id
 )
 select e.user_id, e.item_id,
        sum(case when e.type = 'play' then ln(1 + least(greatest(coalesce(e.value, 1), 0), %(play_cap)s))
@@ -88,7 +89,7 @@ select e.user_id, e.item_id,
            * power(0.5, greatest(extract(epoch from (%(now)s - e.ts)), 0) / %(half_life)s)) as w
 from events e
 join rate r on r.user_id = e.user_id
-where (%(all)s or e.user_id = any(%(users)s)) and e.ts <= %(now)s and e.item_id is not null
+where e.user_id = any(%(users)s) and e.seq <= %(upto)s and e.item_id is not null
 group by e.user_id, e.item_id
 """
 
@@ -99,13 +100,13 @@ where confidence >= 0.5 and item_id = any(%(items)s)
 
 _STATS = """
 select e.user_id,
-       count(*) as n_events, max(e.seq) as max_seq,
+       count(*) as n_events,
        (count(*) filter (where e.type = 'skip') + %(prior_skips)s)::float8
          / (count(*) filter (where e.type in ('skip', 'play', 'complete')) + %(prior_listens)s) as skip_rate,
        array_agg(((extract(isodow from e.ts at time zone u.timezone)::int - 1) * 24
                   + extract(hour from e.ts at time zone u.timezone)::int)) as how
 from events e join users u on u.id = e.user_id
-where (%(all)s or e.user_id = any(%(users)s)) and e.ts <= %(now)s
+where e.user_id = any(%(users)s) and e.seq <= %(upto)s
 group by e.user_id
 """
 
@@ -118,7 +119,7 @@ with ev as (
            coalesce(nullif(context ->> 'region', ''), nullif(context ->> 'location', ''),
                     nullif(context ->> 'country', '')) as region
     from events
-    where (%(all)s or user_id = any(%(users)s)) and ts <= %(now)s
+    where user_id = any(%(users)s) and seq <= %(upto)s
 ), labelled as (
     select user_id, 'counts' as stat, type as k from ev
     union all
@@ -151,14 +152,31 @@ insert into user_profiles (user_id, tags, decayed_to, n_events, stats, hour_of_w
 values (%(user_id)s, %(tags)s, %(now)s, %(n_events)s, %(stats)s, %(hour_of_week)s, %(folded_seq)s, now())
 on conflict (user_id) do update set tags = excluded.tags, decayed_to = excluded.decayed_to,
     n_events = excluded.n_events, stats = excluded.stats, hour_of_week = excluded.hour_of_week,
-    folded_seq = greatest(user_profiles.folded_seq, excluded.folded_seq), updated_at = now()
+    folded_seq = excluded.folded_seq, updated_at = now()
+"""
+
+
+REBUILD_BATCH_USERS = 1000  # users rebuilt per transaction: the folder waits for one batch at most
+_NEXT_USERS = """
+select id from users where %(after)s::text is null or id > %(after)s order by id limit %(n)s
 """
 
 
 def rebuild_profiles(
-    conn: psycopg.Connection[Any], *, now: datetime, half_life_days: float, user_ids: list[str] | None = None
+    conn: psycopg.Connection[Any],
+    *,
+    now: datetime,
+    half_life_days: float,
+    user_ids: list[str] | None = None,
+    batch_users: int = REBUILD_BATCH_USERS,
 ) -> int:
     """Recompute profiles from all stored events (for `user_ids`, or everyone). Returns users written.
+
+    Users are rebuilt `batch_users` at a time, each batch in `conn.transaction()` (committed on its
+    own on an idle connection, a savepoint in a caller's transaction) under the profile folder's
+    lock (`profile_folder.lock_for_rebuild`): no fold runs between a batch's reads and its writes,
+    every read sees the same events (those up to the batch's settled horizon) and the users'
+    `folded_seq` is that horizon, so the folder folds exactly the events the batch did not read.
 
     The database aggregates events to one decayed, signed weight per (user, item); the user × tag
     matrix is then one sparse product with the item × tag matrix, keeping each user's
@@ -166,9 +184,11 @@ def rebuild_profiles(
     (events per type, devices, sources, regions, engagement per channel: `_CONTEXT_STATS`), so a
     rebuild keeps what the profile learned from the context. Not rebuilt: the replay bonus of
     repeated listens and per-source tag weights (the online update adds them from then on)."""
+    from tagloop.tools.profile_folder import lock_for_rebuild  # the folder imports this module
+
+    if batch_users < 1:
+        raise ValueError(f"batch_users must be at least 1, not {batch_users}")
     params = {
-        "all": user_ids is None,
-        "users": user_ids or [],
         "now": now,
         "half_life": half_life_days * 86400.0,
         "weights": json.dumps(EVENT_WEIGHTS),
@@ -176,6 +196,32 @@ def rebuild_profiles(
         "prior_listens": SKIP_PRIOR_LISTENS,
         "play_cap": PLAY_VALUE_CAP,
     }
+    wanted = sorted(set(user_ids)) if user_ids is not None else None
+    written, after = 0, None
+    while True:
+        with conn.transaction():
+            batch = _next_users(conn, wanted, after, batch_users)
+            if not batch:
+                return written
+            upto = lock_for_rebuild(conn)
+            rows = _profile_rows(conn, {**params, "users": batch, "upto": upto})
+            _save(conn, rows)
+        written += len(rows)
+        after = batch[-1]
+
+
+def _next_users(
+    conn: psycopg.Connection[Any], wanted: list[str] | None, after: str | None, n: int
+) -> list[str]:
+    """The next `n` users after `after` (by id): of `wanted` (sorted), else of everyone."""
+    if wanted is not None:
+        start = bisect.bisect_right(wanted, after) if after is not None else 0
+        return wanted[start : start + n]
+    return [r["id"] for r in conn.execute(_NEXT_USERS, {"after": after, "n": n})]
+
+
+def _profile_rows(conn: psycopg.Connection[Any], params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The profile rows of `params["users"]` with events up to `params["upto"]`."""
     tags_by_user = _tag_weights(conn, params)
     counted = {r["user_id"]: r["stats"] for r in conn.execute(_CONTEXT_STATS, params)}
     rows = []
@@ -188,16 +234,19 @@ def rebuild_profiles(
             {
                 "user_id": r["user_id"],
                 "tags": SparseVector(tags_by_user.get(r["user_id"], {}), TAG_DIM),
-                "now": now,
+                "now": params["now"],
                 "n_events": r["n_events"],
                 "stats": json.dumps(stats),
                 "hour_of_week": histogram,
-                "folded_seq": r["max_seq"],
+                "folded_seq": params["upto"],
             }
         )
+    return rows
+
+
+def _save(conn: psycopg.Connection[Any], rows: list[dict[str, Any]]) -> None:
     with conn.cursor() as cur:
         cur.executemany(_UPSERT, rows)
-    return len(rows)
 
 
 def _tag_weights(conn: psycopg.Connection[Any], params: dict[str, Any]) -> dict[str, dict[int, float]]:
