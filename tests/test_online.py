@@ -4,6 +4,7 @@ engagement credited to the decision that sent the message."""
 
 from __future__ import annotations
 
+import random
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -321,6 +322,29 @@ def test_a_replay_folds_the_same_whatever_order_its_listens_arrive_in(
     assert reversed_order == pytest.approx(in_order, rel=1e-9)
     profiles = load_profiles(catalogue, ["b", "c"])
     assert profiles["b"].stats["replays"] == profiles["c"].stats["replays"] == 1
+
+
+def test_a_backfill_folds_the_same_in_one_batch_or_many(catalogue: psycopg.Connection[Any]) -> None:
+    """Listens older than the replay window are forgotten between folds but paired within one, so
+    the same 400 events gave tag weights up to 8% apart folded in one batch or in many. A pair now
+    earns the bonus only while both listens are within the window of the fold's `now`."""
+    rng = random.Random(7)
+    items = ["s1", "s2", "s3", "r1", "j1"]
+    history = sorted(
+        (NOW - timedelta(hours=rng.randrange(300) + 0.5), rng.choice(["play", "complete"]), rng.choice(items))
+        for _ in range(120)
+    )
+
+    def events(user: str) -> list[EventRecord]:
+        return [ev(user, t, i, at, id=f"{user}{n}") for n, (at, t, i) in enumerate(history)]
+
+    for k in range(0, len(history), 5):  # b: as it arrives, five at a time, the clock moving on
+        fold(catalogue, events("b")[k : k + 5], now=NOW + timedelta(seconds=k))
+    fold(catalogue, events("c"), now=NOW + timedelta(seconds=len(history) - 5))  # c: all at once
+    profiles = load_profiles(catalogue, ["b", "c"], top=50)
+    assert profiles["b"].tags == pytest.approx(profiles["c"].tags, rel=1e-6)  # stored as float4
+    assert profiles["b"].stats["replays"] == profiles["c"].stats["replays"] > 0
+    assert profiles["b"].stats["recent"] == profiles["c"].stats["recent"]
 
 
 def test_an_event_more_than_a_day_ahead_of_the_clock_is_refused() -> None:

@@ -6,7 +6,9 @@ For each user in the batch the stored tag vector is decayed from `decayed_to` to
 weight` to the item's confident tags — the same weights as `tools.profiles.rebuild_profiles`.
 On top of those weights:
 - replays: a play/complete of an item the user played within `replay_window` earns `replay_bonus`
-  (a listen arriving after a later one of the same item: the pair's later listen earns it);
+  (a listen arriving after a later one of the same item: the pair's later listen earns it), while
+  both listens are within `replay_window` of `now` (older ones are forgotten between folds, so
+  older pairs earn nothing in any batch: a backfill folds the same in one batch or many);
 - skips are calibrated with the user's running skip rate (counts kept in `stats.counts`);
 - the local hour-of-week histogram is `user_profiles.hour_of_week` (int[]); `stats` keeps device,
   region, source counts, per-source tag preferences and engagement per channel with our messages;
@@ -235,6 +237,7 @@ def _fold(
     devices, sources, regions = stats["devices"], stats["sources"], stats["regions"]
     channels, source_tags = stats["channels"], stats["source_tags"]
     half_life_s = config.half_life_days * 86400.0  # decay() inlined: the loop runs for every event
+    now_s = now.timestamp()
     for e in events:
         try:
             local = e.ts.astimezone(zone) if zone is not None else None
@@ -263,7 +266,13 @@ def _fold(
         decayed = weight * 0.5 ** (max((now - e.ts).total_seconds(), 0.0) / half_life_s)
         if listen:
             last = recent.get(e.item_id)
-            if last is not None and 0 < abs(epoch - last) <= config.replay_window_s:
+            # a pair counts only while both listens are within the window of `now`, as `_trim`
+            # keeps them between folds: the same listens pair alike however they were batched
+            if (
+                last is not None
+                and 0 < abs(epoch - last) <= config.replay_window_s
+                and now_s - min(epoch, last) <= config.replay_window_s
+            ):
                 # the later listen of the pair is the replay: an earlier one arriving late earns
                 # the bonus at the later one's age, as if they had come in order
                 later = max(epoch, last)
@@ -290,7 +299,7 @@ def _fold(
                 fresh[stat_key] = seen
                 if seen[0] >= config.burst_plays:
                     burst = tag_id
-    _trim(stats, now.timestamp(), config)
+    _trim(stats, now_s, config)
     return tags, stats, histogram, burst
 
 
