@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-KEEP_MODELS = 2  # the active model and the one before it; older ones are dropped on activation
+KEEP_MODELS = 2  # the active model and the one before it; older ones are dropped after a training
 
 
 @dataclass(frozen=True)
@@ -160,25 +160,39 @@ def build_index(conn: psycopg.Connection[Any], model_id: int, dim: int) -> None:
     conn.execute("analyze item_vectors")
 
 
-def activate(conn: psycopg.Connection[Any], model_id: int) -> list[int]:
-    """Make `model_id` the served model; retire the previous one and drop older ones (returned)."""
+def activate(conn: psycopg.Connection[Any], model_id: int) -> None:
+    """Make `model_id` the served model and retire the previous one, in the caller's transaction (a
+    reader sees the old model or the new one, never neither). Nothing is dropped here: see
+    `drop_model`."""
     conn.execute(
         "update rec_models set status = 'retired' where status = 'active' and id <> %(id)s", {"id": model_id}
     )
     conn.execute(
         "update rec_models set status = 'active', activated_at = now() where id = %(id)s", {"id": model_id}
     )
-    old = [
-        int(r["id"])
-        for r in conn.execute(
-            "select id from rec_models where id <> %(id)s order by id desc offset %(keep)s",
-            {"id": model_id, "keep": KEEP_MODELS - 1},
-        )
-    ]
-    for m in old:
-        conn.execute(sql.SQL("drop index if exists {}").format(_index_name(m)))
-        conn.execute("delete from rec_models where id = %(id)s", {"id": m})
-    return old
+
+
+def obsolete_models(conn: psycopg.Connection[Any]) -> list[int]:
+    """The retired models beyond the `KEEP_MODELS - 1` newest, newest first."""
+    rows = conn.execute(
+        "select id from rec_models where status <> 'active' order by id desc offset %(keep)s",
+        {"keep": KEEP_MODELS - 1},
+    )
+    return [int(r["id"]) for r in rows]
+
+
+def drop_model(conn: psycopg.Connection[Any], model_id: int) -> bool:
+    """Delete a model that is not active (its item and user vectors go with it) and drop its HNSW
+    index; False when it is active or already gone. Dropping an index locks all of item_vectors until
+    the transaction ends: run it in a short transaction of its own, after the switch to the new model
+    committed (train.drop_retired)."""
+    row = conn.execute(
+        "delete from rec_models where id = %(id)s and status <> 'active' returning id", {"id": model_id}
+    ).fetchone()
+    if row is None:
+        return False
+    conn.execute(sql.SQL("drop index if exists {}").format(_index_name(model_id)))
+    return True
 
 
 def active_model(conn: psycopg.Connection[Any]) -> ModelRow | None:

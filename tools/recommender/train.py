@@ -6,11 +6,15 @@
 2. Item tags: the confident rows of item_tags (confidence ≥ 0.5; imported, confirmed and
    propagated tags alike), for every item of the catalogue — items nobody played yet still get a
    tag-block vector, which is how a new release reaches its fans.
-3. `fit`, then in one transaction: the model row with its model.json/model.npz, every item vector
-   (binary COPY), the model's HNSW index, every user's vector in `user_profiles.embedding` and
-   in `rec_user_vectors` stamped with the user's last event seq and declared interests (read
-   before the events, so serving refolds a user whose events arrived during training), and the
-   switch of the active model. A copy of the model directory is kept in
+3. `fit` (no transaction open), then in one transaction: the model row with its
+   model.json/model.npz, every item vector (binary COPY), the model's HNSW index, every user's
+   vector in `user_profiles.embedding` and in `rec_user_vectors` stamped with the user's last
+   event seq and declared interests (read before the events, so serving refolds a user whose
+   events arrived during training), and the switch of the active model. That transaction is run
+   again when a deadlock with a request aborts it. Models older than the one before are dropped
+   afterwards, each in a short transaction of its own: dropping an index locks item_vectors, which
+   the requests being served read, and inside the big transaction it deadlocked with a request
+   waiting for a user's row the training had written. A copy of the model directory is kept in
    `$TAGLOOP_HOME/models/<id>` for inspection (copies of models the database dropped are removed).
 Timings and sizes are returned (and printed by the CLI); progress goes to `progress`.
 """
@@ -33,7 +37,7 @@ from tagloop.tools.errors import InvalidInput
 from tagloop.tools.interests import parse_interests
 from tagloop.tools.recommender import pg, user_vectors
 from tagloop.tools.recommender.confidence import EVENT_WEIGHTS, RAW_WEIGHT
-from tagloop.tools.recommender.data import build_interactions, build_item_tags
+from tagloop.tools.recommender.data import Interactions, build_interactions, build_item_tags
 from tagloop.tools.recommender.model import RecModel, RecParams, fit
 from tagloop.tools.recommender.store import save
 
@@ -52,6 +56,10 @@ select u.id as user_id, u.attributes -> 'interests' as interests,
        coalesce((select max(e.seq + 0) from events e where e.user_id = u.id), 0) as seq  -- + 0: pg._FRESH
 from users u
 """
+
+STORE_ATTEMPTS = 3  # the store step is run again when PostgreSQL aborts it as a deadlock victim
+DROP_LOCK_TIMEOUT = "1s"  # how long dropping an old model waits for the requests reading item_vectors
+DROP_ATTEMPTS = 3
 
 ITEM_TAGS = """
 select it.item_id, t.name, it.weight from item_tags it join tags t on t.id = it.tag_id
@@ -102,7 +110,10 @@ def train(
     home: Path | None = None,
     progress: Progress | None = None,
 ) -> TrainReport:
-    """Fit on everything stored and make the result the served model (caller commits)."""
+    """Fit on everything stored and make the result the served model. Commits: the reads' transaction
+    before the fit, then the store step in a transaction of its own (model, vectors, index and the
+    switch, so a reader sees the old model or the new one), run again when a deadlock with a request
+    aborts it (the fit is not redone); older models are dropped after it (`drop_retired`)."""
     say = progress or (lambda _msg: None)
     params = params or RecParams()
     clock = time.perf_counter()
@@ -120,6 +131,8 @@ def train(
     triples, item_ids, tag_rows = training_data(conn)
     if not triples:
         raise InvalidInput("no events with an item to train on; import events first (tagloop import events)")
+    provider_of = {r["id"]: r["provider_id"] for r in conn.execute("select id, provider_id from items")}
+    conn.commit()  # no transaction stays open during the fit
     inter = build_interactions(triples, item_ids)
     item_tags = build_item_tags(tag_rows, [str(i) for i in inter.item_ids])
     lap("read")
@@ -139,20 +152,73 @@ def train(
         "interactions": int(inter.matrix.nnz),
         "seed": seed,
     }
-    model_id = pg.create_model(conn, model.dim, asdict(params), stats)
-    pg.store_files(conn, model_id, meta, arrays)
-    say(f"storing {len(model.item_ids):,} item vectors (dim {model.dim}) as model {model_id}")
-    pg.copy_item_vectors(conn, model_id, [str(i) for i in model.item_ids], model.item_vectors())
-    lap("store_items")
-    say("building the HNSW index")
-    pg.build_index(conn, model_id, model.dim)
-    lap("index")
-    say("writing user vectors")
-    user_vecs = model.user_vectors(inter.matrix)
     users = [str(u) for u in inter.user_ids]
-    user_vectors.write_user_embeddings(conn, users, user_vecs)
+    embeddings = model.user_vectors(inter.matrix)  # user_profiles.embedding: without declared interests
+    stored = _stored_users(model, inter, users, embeddings.copy(), stamps, provider_of)
+    sizes = {
+        "model_json": len(meta),
+        "model_npz": len(arrays),
+        "item_vectors": int(model.item_vectors().nbytes),
+        "user_vectors": int(embeddings.nbytes),
+    }
+
+    def store() -> int:
+        model_id = pg.create_model(conn, model.dim, asdict(params), stats)
+        pg.store_files(conn, model_id, meta, arrays)
+        say(f"storing {len(model.item_ids):,} item vectors (dim {model.dim}) as model {model_id}")
+        pg.copy_item_vectors(conn, model_id, [str(i) for i in model.item_ids], model.item_vectors())
+        lap("store_items")
+        say("building the HNSW index")
+        pg.build_index(conn, model_id, model.dim)
+        lap("index")
+        say("writing user vectors")
+        user_vectors.write_user_embeddings(conn, users, embeddings)
+        user_vectors.write_user_vectors(conn, model_id, stored)
+        lap("user_vectors")
+        pg.activate(conn, model_id)
+        pg.update_stats(conn, model_id, {"seconds": seconds, "bytes": sizes})
+        return model_id
+
+    for attempt in range(1, STORE_ATTEMPTS + 1):
+        try:
+            with conn.transaction():
+                model_id = store()
+            break
+        except psycopg.errors.DeadlockDetected:
+            if attempt == STORE_ATTEMPTS:
+                raise
+            say("storing the model deadlocked with a concurrent request; storing it again")
+    drop_retired(conn, say)
+    if home is not None:
+        target = home / "models" / str(model_id)
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "model.json").write_bytes(meta)
+        (target / "model.npz").write_bytes(arrays)
+        _prune_model_dirs(conn, home / "models")
+    return TrainReport(
+        model_id=model_id,
+        dim=model.dim,
+        users=stats["users"],
+        items=stats["items"],
+        warm_items=warm,
+        tags=stats["tags"],
+        interactions=stats["interactions"],
+        seconds=seconds,
+        bytes=sizes,
+    )
+
+
+def _stored_users(
+    model: RecModel,
+    inter: Interactions,
+    users: list[str],
+    vecs: np.ndarray,
+    stamps: dict[str, tuple[int, Any]],
+    provider_of: dict[str, str | None],
+) -> list[user_vectors.StoredUser]:
+    """Every user's row of rec_user_vectors: `vecs` with the declared interests folded in, the stamp
+    and the history and providers the reasons need."""
     raw = inter.matrix.tocsr()
-    provider_of = {r["id"]: r["provider_id"] for r in conn.execute("select id, provider_id from items")}
     providers = [provider_of.get(str(i)) for i in inter.item_ids]
     stored = []
     for n, user in enumerate(users):
@@ -162,36 +228,35 @@ def train(
             raw.data[raw.indptr[n] : raw.indptr[n + 1]],
         )
         if declared is not None and (interests := parse_interests(declared)):
-            user_vecs[n] = model.user_vector(items, weights, interests)  # part of the served vector
+            vecs[n] = model.user_vector(items, weights, interests)  # part of the served vector
         played = sorted({p for i, w in zip(items, weights, strict=True) if w > 0 and (p := providers[i])})
-        stored.append(user_vectors.StoredUser(user, user_vecs[n], seq, declared, items, weights, played))
-    user_vectors.write_user_vectors(conn, model_id, stored)
-    lap("user_vectors")
-    pg.activate(conn, model_id)
-    report = TrainReport(
-        model_id=model_id,
-        dim=model.dim,
-        users=stats["users"],
-        items=stats["items"],
-        warm_items=warm,
-        tags=stats["tags"],
-        interactions=stats["interactions"],
-        seconds=seconds,
-        bytes={
-            "model_json": len(meta),
-            "model_npz": len(arrays),
-            "item_vectors": int(model.item_vectors().nbytes),
-            "user_vectors": int(user_vecs.nbytes),
-        },
-    )
-    pg.update_stats(conn, model_id, {"seconds": seconds, "bytes": report.bytes})
-    if home is not None:
-        target = home / "models" / str(model_id)
-        target.mkdir(parents=True, exist_ok=True)
-        (target / "model.json").write_bytes(meta)
-        (target / "model.npz").write_bytes(arrays)
-        _prune_model_dirs(conn, home / "models")
-    return report
+        stored.append(user_vectors.StoredUser(user, vecs[n], seq, declared, items, weights, played))
+    return stored
+
+
+def drop_retired(conn: psycopg.Connection[Any], progress: Progress | None = None) -> list[int]:
+    """Drop the models older than the active one and the one before it (`pg.KEEP_MODELS`), each in
+    a transaction of its own that waits at most `DROP_LOCK_TIMEOUT` for its locks (dropping the
+    model's index waits for the recommendations being served, and requests arriving meanwhile wait
+    behind it), tried `DROP_ATTEMPTS` times; a model still in use is left for the next training.
+    Call it with no transaction open. Returns the ids dropped."""
+    say = progress or (lambda _msg: None)
+    with conn.transaction():
+        obsolete = pg.obsolete_models(conn)
+    dropped = []
+    for model_id in obsolete:
+        for _ in range(DROP_ATTEMPTS):
+            try:
+                with conn.transaction():
+                    conn.execute("select set_config('lock_timeout', %(t)s, true)", {"t": DROP_LOCK_TIMEOUT})
+                    if pg.drop_model(conn, model_id):
+                        dropped.append(model_id)
+                break
+            except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
+                continue
+        else:
+            say(f"old model {model_id} is still being read; the next training drops it")
+    return dropped
 
 
 def _prune_model_dirs(conn: psycopg.Connection[Any], models: Path) -> None:
