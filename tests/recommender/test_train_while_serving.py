@@ -1,7 +1,7 @@
 """`tagloop train` while recommendations are served: the old model's index is dropped after the switch
 commits, in a short transaction of its own, so a request that read item_vectors and then stores a
-user's vector no longer deadlocks with the training; a deadlock while storing stores again without
-fitting again."""
+user's vector no longer deadlocks with the training; a request does not wait for a training holding
+the user's row; a deadlock while storing stores again without fitting again."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-from test_pg import PARAMS, load_world
+from test_pg import NOW, PARAMS, load_world
 
-from tagloop.tools.recommender import pg, serving
+from tagloop.tools.recommender import pg, serving, user_vectors
 from tagloop.tools.recommender import train as train_module
 from tagloop.tools.recommender.train import train
 from tagloop.tools.store import db as store_db
@@ -110,6 +110,30 @@ def test_a_reader_of_item_vectors_does_not_hold_a_training_the_next_one_drops_th
         reader.close()
     assert train_module.drop_retired(db) == [first]
     assert _models(db) == [(second, "retired"), (third, "active")]
+
+
+def test_a_request_does_not_wait_for_a_training_holding_the_users_row(
+    db: psycopg.Connection[Any], db_url: str, trained: serving.Served
+) -> None:
+    holder = store_db.connect(db_url, migrate_schema=False)  # a training that wrote the row, uncommitted
+    try:
+        history = serving.histories(holder, trained, ["fresh"])["fresh"]
+        vec = serving.user_vector(trained, history)
+        user_vectors.write_user_vectors(holder, trained.row.id, [serving.stored_user("fresh", vec, history)])
+        db.execute("set statement_timeout = '5s'")
+        db.commit()
+        started = time.monotonic()
+        recs = serving.recommend(db, "fresh", 5, now=NOW)  # was: waits until the holder commits
+        assert recs and time.monotonic() - started < 2
+        assert db.execute("show lock_timeout").fetchone() == {"lock_timeout": "0"}
+        db.commit()
+    finally:
+        holder.close()
+    assert db.execute("select 1 from rec_user_vectors where user_id = 'fresh'").fetchone() is None
+    assert serving.recommend(db, "fresh", 5, now=NOW)  # the row is free: stored this time
+    assert db.execute("show lock_timeout").fetchone() == {"lock_timeout": "0"}  # put back after the write
+    db.commit()
+    assert db.execute("select 1 from rec_user_vectors where user_id = 'fresh'").fetchone() is not None
 
 
 def test_a_deadlock_while_storing_stores_again_without_fitting_again(

@@ -11,8 +11,9 @@
   need. `tagloop train` writes every user's row; `top_k` / `recommend` serve from it in one
   statement (`pg.top_k_stored`: the freshness check, the HNSW iterative scan and the seen-item
   filter all in SQL) and, when it is stale or missing, fold the user in, store the row and query
-  (`refresh`). Freshness is "no event with a larger seq": an event whose transaction commits after
-  a later-numbered one was folded can be missed until the user's next event or the next training.
+  (`refresh`; not stored when the row stays locked for 100 ms, e.g. by a training). Freshness is
+  "no event with a larger seq": an event whose transaction commits after a later-numbered one was
+  folded can be missed until the user's next event or the next training.
 - Items added after training get vectors from their tags (`item_vector_from_tags`, marked `cold`)
   when `place_new_items` runs: at most every `NEW_ITEM_INTERVAL` seconds per process, before serving.
 - Reasons: "new from <provider>, an artist you play" for a recent item whose provider the user
@@ -23,6 +24,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import threading
 import time
@@ -53,6 +55,15 @@ from tagloop.tools.wording import LISTEN, Habit, habit
 
 NEW_ITEM_INTERVAL = 60.0
 NEW_RELEASE = timedelta(days=30)
+STORE_LOCK_TIMEOUT = "100ms"  # how long `refresh` waits to store a user's vector
+
+# SET LOCAL in a savepoint lasts until the end of the whole transaction: the value it replaces is kept
+# in a setting of our own and put back after the write
+_LOCK_TIMEOUT_SAVED = "select set_config('tagloop.lock_timeout', current_setting('lock_timeout'), true)"
+_LOCK_TIMEOUT = "select set_config('lock_timeout', %(timeout)s, true)"
+_LOCK_TIMEOUT_RESTORED = "select set_config('lock_timeout', current_setting('tagloop.lock_timeout'), true)"
+
+log = logging.getLogger("tagloop.recommender")
 
 
 @dataclass(frozen=True)
@@ -140,7 +151,7 @@ def top_k(
     if found is None:
         return []
     served, history = found
-    with conn.pipeline():  # the stored vector's upsert travels with the query
+    with conn.pipeline():  # the release of refresh's savepoint travels with the query
         return pg.top_k(conn, served.row, refresh(conn, served, user_id, history), history.seen, k)
 
 
@@ -162,9 +173,19 @@ def _current_histories(
 def refresh(conn: psycopg.Connection[Any], served: Served, user_id: str, history: History) -> np.ndarray:
     """The user's vector folded in from `history`, also stored with what it folds in (event seq,
     declared interests, the history and providers the reasons need) so the next request is served
-    from it in one round trip."""
+    from it in one round trip. Storing is best effort: in a savepoint that waits at most
+    `STORE_LOCK_TIMEOUT` for the user's row, which a training writing every user's row holds until
+    it commits; the vector is then served without being stored (the next request folds it again)
+    rather than holding the request, and its locks on item_vectors, until the training ends."""
     vec = user_vector(served, history)
-    user_vectors.write_user_vectors(conn, served.row.id, [stored_user(user_id, vec, history)])
+    try:
+        with conn.transaction(), conn.pipeline():  # the pipeline's sync raises inside the savepoint
+            conn.execute(_LOCK_TIMEOUT_SAVED)
+            conn.execute(_LOCK_TIMEOUT, {"timeout": STORE_LOCK_TIMEOUT})
+            user_vectors.write_user_vectors(conn, served.row.id, [stored_user(user_id, vec, history)])
+            conn.execute(_LOCK_TIMEOUT_RESTORED)
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
+        log.info("event=user_vector_not_stored model=%d reason=%s", served.row.id, type(exc).__name__)
     return vec
 
 
@@ -224,7 +245,7 @@ def recommend(
         if found is None:
             return None
         served, history = found
-        with conn.pipeline():  # the stored vector's upsert travels with the query
+        with conn.pipeline():  # the release of refresh's savepoint travels with the query
             vec = refresh(conn, served, user_id, history)
             hits = pg.top_k(conn, served.row, vec, history.seen, k)
     if store:
