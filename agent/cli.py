@@ -4,7 +4,9 @@ do a database error (disk full, too many clients, a read-only server) and a syst
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -256,6 +258,10 @@ def serve(
         scheduler.start()
     folder = FolderThread(settings)  # committed events → profiles and triggered runs
     folder.start()
+    # uvicorn stops gracefully on SIGTERM, then raises the signal again with the handler it found:
+    # the default one killed the process (exit 143) before the scheduler and folder were shut
+    # down, leaving claimed messages `sending` until their lease ran out (one sent twice)
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
         if workers > 1:
             uvicorn.run(
@@ -269,10 +275,22 @@ def serve(
             )
         else:
             uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    except _Stop:
+        pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         folder.shutdown()
         if scheduler is not None:
             scheduler.shutdown()
+        logging.getLogger("tagloop.serve").info("event=stopped")
+
+
+class _Stop(Exception):
+    """SIGTERM, raised again by uvicorn once it has stopped serving."""
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Stop
 
 
 QUIET_LOGGERS = ("httpx", "httpcore", "httpx2", "httpcore2")  # each request's URL at INFO

@@ -129,3 +129,20 @@ def test_events_acknowledged_before_a_sigkill_are_stored_exactly_once(
     assert set(acked) == set(ids)
     folded = db.execute("select sum(n_events) as n from user_profiles").fetchone()
     assert folded is not None and folded["n"] == total
+
+
+def test_serve_stops_cleanly_on_sigterm(db: psycopg.Connection[Any], db_url: str, tmp_path: Path) -> None:
+    """uvicorn raised SIGTERM again once it had stopped serving, so the process died (exit 143)
+    before shutting its scheduler and profile folder down: messages claimed for delivery stayed
+    `sending` until their lease ran out, and the one in flight was sent twice."""
+    port = _free_port()
+    log = tmp_path / "server.log"
+    proc = _start(port, server_env(db_url, tmp_path), log)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", proc, log)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    text = log.read_text()
+    assert proc.returncode == 0, text[-2000:]
+    assert "event=stopped" in text and "Traceback" not in text
