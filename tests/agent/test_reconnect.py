@@ -153,3 +153,31 @@ def test_recovering_while_the_database_is_still_down_keeps_the_broken_connection
         assert fresh is not conn and fresh.execute("select 1").fetchone() is not None
     finally:
         fresh.close()
+
+
+def test_the_profile_folder_backs_off_while_the_database_is_down(
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Retried every 0.15 s with a warning each time: ~47,000 log lines an hour of outage and a
+    connection attempt every 150 ms. The wait doubles per failure and the outage is said once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"postgresql://nobody@127.0.0.1:{s.getsockname()[1]}/none?connect_timeout=1"
+    settings = Settings(home=tmp_path / "home", database_url=db_url)
+    folder = FolderThread(settings, interval=0.05)
+    folder.start()
+    try:
+        pid = folder.backend_pid()
+        folder.settings = Settings(home=tmp_path / "home", database_url=closed)  # reconnects fail
+        with caplog.at_level("INFO", logger="tagloop"):
+            _kill(db, folder._conn)
+            time.sleep(3.0)
+            failed = [r for r in caplog.records if "profile fold failed" in r.getMessage()]
+            unreachable = [r for r in caplog.records if "database unreachable" in r.getMessage()]
+            assert len(failed) == 1, [r.getMessage() for r in failed]  # once per outage
+            assert 2 <= len(unreachable) <= 6  # 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s; was one per 0.05 s
+            folder.settings = settings  # the database is back
+            assert _until(lambda: folder.backend_pid() not in (None, pid), seconds=40)
+            assert _until(lambda: any("folder_resumed" in r.getMessage() for r in caplog.records), seconds=40)
+    finally:
+        folder.shutdown()
