@@ -1,7 +1,7 @@
 """Prometheus metrics of one app (its own registry, so several apps in one process never clash):
 events accepted/duplicate/rejected, request latency per route, agent runs, run-queue depth, outbox
-backlog (pending, sending and dead messages, counted at scrape time); and a pure ASGI middleware that
-times every request."""
+backlog (pending, sending and dead messages, counted at scrape time), whether the database answered
+the scrape; and a pure ASGI middleware that times every request."""
 
 from __future__ import annotations
 
@@ -43,6 +43,13 @@ class Metrics:
             "tagloop_outbox_messages",
             "Outbox messages by status (pending, sending, dead), counted when /metrics is scraped.",
             ["status"],
+            registry=self.registry,
+        )
+
+        self.database_up = Gauge(
+            "tagloop_database_up",
+            "1 when the last scrape could read the database, else 0 (the database-backed gauges then"
+            " keep their last values).",
             registry=self.registry,
         )
 

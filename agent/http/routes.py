@@ -8,9 +8,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import unquote_to_bytes
 
+import psycopg
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg_pool import PoolClosed, PoolTimeout
 from starlette.convertors import Convertor, register_url_convertor
 
 from tagloop.agent.http import bodies, ingest, schemas, services
@@ -84,6 +86,7 @@ def authorized(
 
 
 Authorized = Annotated[AppState, Depends(authorized)]
+METRICS_DB_TIMEOUT = 2.0  # seconds a scrape waits for a database connection (then renders without)
 EVENT_BATCH = {"type": "array", "items": _ref("EventIn"), "maxItems": 1000}
 
 
@@ -292,8 +295,14 @@ def healthz(request: Request) -> schemas.Health:
     response_class=Response,
 )
 def metrics(state: Authorized) -> Response:
-    """Prometheus text format."""
-    with state.pool.connection() as conn:
-        state.metrics.queue_depth.set(services.triggers.queue_depth(conn))
-        state.metrics.observe_outbox(conn)
+    """Prometheus text format. Rendered also while the database is down (it answered 503, and the
+    in-process series — latency, events, deliveries — were lost exactly during the outage):
+    `tagloop_database_up` says so, and the database-backed gauges keep their last values."""
+    try:
+        with state.pool.connection(timeout=METRICS_DB_TIMEOUT) as conn:
+            state.metrics.queue_depth.set(services.triggers.queue_depth(conn))
+            state.metrics.observe_outbox(conn)
+        state.metrics.database_up.set(1)
+    except (psycopg.Error, PoolTimeout, PoolClosed):
+        state.metrics.database_up.set(0)
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -121,6 +121,30 @@ def test_a_database_outage_is_a_prompt_503_and_the_app_recovers(
     relay.cut()
 
 
+def test_metrics_are_served_while_the_database_is_down(
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path
+) -> None:
+    """/metrics answered 503 during an outage, so Prometheus lost every in-process series (latency,
+    events, deliveries) exactly then; it now renders them with tagloop_database_up 0."""
+    relay, url = relayed(db_url)
+    app = create_app(make_settings(url, tmp_path), pool_size=2, pool_timeout=1.0)
+    with TestClient(app) as client:
+        up = client.get("/metrics", headers=AUTH)
+        assert up.status_code == 200 and "tagloop_database_up 1.0" in up.text
+        relay.cut()
+        start = time.monotonic()
+        down = client.get("/metrics", headers=AUTH)
+        assert time.monotonic() - start < 5
+        assert down.status_code == 200, down.text
+        assert "tagloop_database_up 0.0" in down.text and "tagloop_http_request_duration_seconds" in down.text
+        relay.restore()
+        deadline = time.monotonic() + 30
+        while "tagloop_database_up 1.0" not in client.get("/metrics", headers=AUTH).text:
+            assert time.monotonic() < deadline, "the scrape did not see the database again"
+            time.sleep(0.2)
+    relay.cut()
+
+
 def test_after_a_database_restart_no_request_gets_a_dead_pooled_connection(
     db: psycopg.Connection[Any], db_url: str, tmp_path: Path
 ) -> None:
