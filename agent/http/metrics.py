@@ -19,7 +19,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.events = Counter(
             "tagloop_events",
-            "Events posted, by outcome (accepted, duplicate, rejected).",
+            "Events posted, by outcome (accepted, duplicate, rejected: every event of a refused request).",
             ["outcome"],
             registry=self.registry,
         )

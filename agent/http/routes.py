@@ -121,6 +121,7 @@ async def post_events(
         state.limiter.check(state.auth.webhook(body, request.headers))
         webhook_id = request.headers.get("webhook-id")
     now = datetime.now(UTC)
+    payload: Any = None
     try:
         payload = bodies.decode(body)
         events = ingest.parse_payload(payload, now=now, options=state.ingest, webhook_id=webhook_id)
@@ -132,8 +133,8 @@ async def post_events(
             now=now,
             options=state.ingest,
         )
-    except FieldErrors as exc:
-        state.metrics.events.labels("rejected").inc(max(len(exc.errors), 1))
+    except FieldErrors:  # nothing of the request is stored: every event of it is rejected
+        state.metrics.events.labels("rejected").inc(len(payload) if isinstance(payload, list) else 1)
         raise
     state.metrics.events.labels("accepted").inc(result.accepted)
     state.metrics.events.labels("duplicate").inc(result.duplicates)

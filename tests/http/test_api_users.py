@@ -258,11 +258,14 @@ def test_metrics_count_accepted_duplicate_rejected_and_queue(
     post_events(client, [{"id": "m1", "user_id": "u1", "type": "like", "item_id": "i1"}])
     post_events(client, [{"id": "m1", "user_id": "u1", "type": "like", "item_id": "i1"}])
     post_events(client, [{"user_id": "u1", "type": "bogus"}])
+    good = {"user_id": "u1", "type": "play", "item_id": "i2"}
+    assert post_events(client, [good, {"user_id": "u1", "type": "bogus"}, good]).status_code == 422
     fold_all(db)  # the folder enqueues the like's run
     text = client.get("/metrics", headers=AUTH).text
     assert 'tagloop_events_total{outcome="accepted"} 1.0' in text
     assert 'tagloop_events_total{outcome="duplicate"} 1.0' in text
-    assert 'tagloop_events_total{outcome="rejected"} 1.0' in text
+    # the refused batch's good events were counted nowhere (one bad event, nothing stored)
+    assert 'tagloop_events_total{outcome="rejected"} 4.0' in text
     assert "tagloop_run_queue_depth 1.0" in text
     assert 'route="/v1/events"' in text
     # the process-wide registry too: delivery metrics (tools/messaging/delivery.py) and process stats
