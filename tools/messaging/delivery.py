@@ -208,6 +208,13 @@ def deliver_due(
         if verdict == "sent":
             late = (at - row["send_at"]).total_seconds()
             metrics.latency.labels(row["channel"]).observe(max(late, 0.0))
+        elif verdict == "dead":  # each one said (its error, which may quote an address, is stored)
+            log.warning(
+                "event=dead_letter message=%s channel=%s attempts=%d: see tagloop decisions dead-letters",
+                message_id,
+                row["channel"],
+                row["attempts"],
+            )
     log.info("delivery %s", " ".join(f"{k}={v}" for k, v in report.summary().items()))
     return report
 
