@@ -229,6 +229,8 @@ def serve(
     ] = 1,
     no_scheduler: Annotated[bool, typer.Option("--no-scheduler", help="Do not run the scheduler.")] = False,
     no_delivery: Annotated[bool, typer.Option("--no-delivery", help="Do not run delivery workers.")] = False,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = "127.0.0.1",
 ) -> None:
     """Serve the HTTP API (SPEC §4): events in, profiles, recommendations and runs out. With
     several --workers the scheduler, delivery and the profile folder still run once, in this
@@ -243,6 +245,8 @@ def serve(
     from tagloop.tools.store import db
 
     _check_listen(host, port)  # before the scheduler: a failed start must not have decided anything
+    if metrics_port is not None:
+        _check_listen(metrics_host, metrics_port)
     _log_to_stderr()
     settings = _service_settings()
     check_run_settings(settings)  # also when no scheduler or delivery worker would build them
@@ -259,6 +263,7 @@ def serve(
         scheduler.start()
     folder = FolderThread(settings)  # committed events → profiles and triggered runs
     folder.start()
+    _export_metrics(metrics_host, metrics_port)  # under --workers N: this (parent) process's sends and runs
     # uvicorn stops gracefully on SIGTERM, then raises the signal again with the handler it found:
     # the default one killed the process (exit 143) before the scheduler and folder were shut
     # down, leaving claimed messages `sending` until their lease ran out (one sent twice)
@@ -284,6 +289,35 @@ def serve(
         if scheduler is not None:
             scheduler.shutdown()
         logging.getLogger("tagloop.serve").info("event=stopped")
+
+
+MetricsPort = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        min=1,
+        max=65535,
+        help="Also serve this process's Prometheus metrics (deliveries, scheduled runs, process) on"
+        " METRICS_HOST:PORT/metrics, without authentication.",
+    ),
+]
+MetricsHost = Annotated[str, typer.Option("--metrics-host", help="Address of --metrics-port.")]
+
+
+def _export_metrics(host: str, port: int | None) -> None:
+    """The default registry (delivery and scheduled-run metrics, process stats) over HTTP: a worker
+    has no API, and under `serve --workers N` deliveries and scheduled runs happen in the parent,
+    which answers no request, so no /metrics scrape saw them."""
+    if port is None:
+        return
+    from prometheus_client import start_http_server
+
+    from tagloop.agent.worker import run_metrics
+    from tagloop.tools.messaging.delivery import delivery_metrics
+
+    delivery_metrics(), run_metrics()  # shown at zero before the first send and run
+    start_http_server(port, addr=host)
+    logging.getLogger("tagloop.metrics").info("event=metrics_exported address=%s:%d", host, port)
 
 
 class _Stop(Exception):
@@ -382,6 +416,8 @@ def worker(
     no_decide: Annotated[bool, typer.Option("--no-decide", help="Only deliver due messages.")] = False,
     no_deliver: Annotated[bool, typer.Option("--no-deliver", help="Only decide due runs.")] = False,
     as_json: JsonFlag = False,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = "127.0.0.1",
 ) -> None:
     """Decide due runs (cadences and queued requests) and deliver due messages; any number of
     workers may share one database. Stops cleanly on SIGINT/SIGTERM."""
@@ -391,6 +427,8 @@ def worker(
     from tagloop.agent.database import connect
     from tagloop.agent.worker import Worker
 
+    if metrics_port is not None:
+        _check_listen(metrics_host, metrics_port)
     settings = _service_settings()
     with connect(settings) as conn:
         conn.commit()
@@ -418,6 +456,7 @@ def worker(
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, request_stop)
         _log_to_stderr()  # each cycle's decisions and deliveries, as `serve` logs them
+        _export_metrics(metrics_host, metrics_port)
         err.print(f"worker {os.getpid()} running; Ctrl-C to stop")
         try:
             w.run_forever(

@@ -17,10 +17,12 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 import numpy as np
 import psycopg
+from prometheus_client import Counter
 
 from tagloop.agent.cadence import Cadence, cadences_from
 from tagloop.agent.context import RunCache, RunFacts
@@ -46,6 +48,19 @@ from tagloop.tools.tagging.store import sync_new_tags
 from tagloop.tools.timed import Timed
 
 log = logging.getLogger("tagloop.worker")
+
+
+@cache
+def run_metrics() -> Counter:
+    """Runs this process's workers decided, in the default registry (served by `serve`'s /metrics
+    and by `--metrics-port`): the API's `tagloop_runs_total` counts only the runs asked over HTTP."""
+    return Counter(
+        "tagloop_scheduled_runs",
+        "Runs decided by workers and the scheduler (cadences, queued triggers), by trigger and outcome.",
+        ["trigger", "outcome"],
+    )
+
+
 Clock = Callable[[], datetime]
 FACTS_TTL = timedelta(minutes=10)
 
@@ -171,7 +186,10 @@ class Worker:
                 sources=self._sources,
                 refresh_neighbors=False,  # done with the facts, outside this transaction
             )
-            decide(ctx, batch, trigger=trigger, run_keys=keys)
+            plans = decide(ctx, batch, trigger=trigger, run_keys=keys)
+            counted = run_metrics()
+            for plan in plans.values():
+                counted.labels(trigger, plan.outcome).inc()
 
         return _one_by_one_on_failure(self.conn, users, run, self.name)
 

@@ -63,9 +63,11 @@ class Metrics:
     def render(self) -> bytes:
         """This app's metrics, then the process-wide default registry (delivery metrics from
         tools/messaging, process and Python collectors)."""
+        from tagloop.agent.worker import run_metrics
         from tagloop.tools.messaging.delivery import delivery_metrics
 
         delivery_metrics()  # registered on first use; show them (at zero) before the first send
+        run_metrics()  # the scheduler's runs, likewise
         return generate_latest(self.registry) + generate_latest(REGISTRY)
 
 

@@ -164,3 +164,59 @@ def test_a_new_schedule_does_not_message_again_a_user_just_messaged(
             assert due[user] == cadence.next_run_after(user, sends[user]) and due[user] > later
         else:  # never messaged (or only decided without a message): due now, as before
             assert due[user] == cadence.period_start(user, cadence.period(user, later)) <= later
+
+
+def test_scheduled_runs_are_counted_and_exported(
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path
+) -> None:
+    """A worker's runs, sends and dead letters appeared in no metric: `tagloop worker` had no
+    exporter and the API's tagloop_runs_total counts only runs asked over HTTP."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    from agent_support import _worker
+    from prometheus_client import REGISTRY
+
+    def counted() -> float:
+        return sum(
+            s.value
+            for m in REGISTRY.collect()
+            if m.name == "tagloop_scheduled_runs"
+            for s in m.samples
+            if s.name == "tagloop_scheduled_runs_total"
+        )
+
+    users = load_demo(db, tmp_path / "demo", START, users=5)
+    worker = _worker(db_url, str(tmp_path), "w")
+    worker.clock = lambda: START + timedelta(hours=1)
+    before = counted()
+    try:
+        assert len(worker.run_once(deliver=False).decided) == len(users)
+    finally:
+        worker.conn.close()
+    assert counted() - before == len(users)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "TAGLOOP_DATABASE_URL": db_url, "TAGLOOP_HOME": str(tmp_path / "home")}
+    env.pop("DATABASE_URL", None)
+    tagloop = Path(sys.executable).parent / "tagloop"
+    proc = subprocess.Popen(
+        [str(tagloop), "worker", "--metrics-port", str(port)], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline, text = time.monotonic() + 60, ""
+        while "tagloop_scheduled_runs_total" not in text and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert "# HELP tagloop_scheduled_runs_total" in text and "# HELP tagloop_messages_total" in text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
