@@ -4,6 +4,7 @@ typed result; errors are raised as `TagloopError`s and mapped to problem+json in
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import unquote_to_bytes
@@ -283,10 +284,32 @@ async def post_run(user_id: UserId, request: Request, state: Authorized) -> sche
 @router.head("/healthz", include_in_schema=False)  # load balancers probe with HEAD
 @router.get("/healthz", response_model=schemas.Health, tags=["ops"], responses=_problems(503))
 def healthz(request: Request) -> schemas.Health:
+    """200 when the database answers within `HEALTH_TIMEOUT`, else 503: a server that accepts
+    connections but never answers (stopped, swapped out, a dead link that keeps its socket) held
+    the probe — and the orchestrator's check — until it woke (47 s, then a 200)."""
     state = app_state(request)
-    with state.pool.connection() as conn:
-        conn.execute("select 1")
+    outcome: list[BaseException | None] = []
+
+    def probe() -> None:
+        try:
+            with state.pool.connection() as conn:  # the pool's own wait (a stopped database: ~1 s)
+                conn.execute("select 1")
+            outcome.append(None)
+        except BaseException as exc:  # handed to the request's thread
+            outcome.append(exc)
+
+    # a daemon thread: one stuck until the server answers never holds up the process's exit
+    prober = threading.Thread(target=probe, name="healthz", daemon=True)
+    prober.start()
+    prober.join(HEALTH_TIMEOUT)
+    if not outcome:
+        raise PoolTimeout(f"the database did not answer within {HEALTH_TIMEOUT:g} s")
+    if outcome[0] is not None:
+        raise outcome[0]
     return schemas.Health(status="ok", database="ok")
+
+
+HEALTH_TIMEOUT = 5.0  # seconds
 
 
 @router.get(

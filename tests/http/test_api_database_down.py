@@ -23,13 +23,15 @@ from tagloop.agent.http import create_app
 
 class Relay:
     """Forwards 127.0.0.1:port to the database server until `cut()`, which closes the listener
-    and every relayed connection; `restore()` listens again on the same port."""
+    and every relayed connection; `restore()` listens again on the same port. While `frozen` is
+    set nothing is forwarded, but every socket stays open (a stopped or hung server)."""
 
     def __init__(self, target: tuple[str, int] | str) -> None:
         self.target = target
         self.port = 0
         self._socks: list[socket.socket] = []
         self._lock = threading.Lock()
+        self.frozen = threading.Event()
         self.restore()
 
     def _connect_target(self) -> socket.socket:
@@ -57,10 +59,11 @@ class Relay:
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(a: socket.socket, b: socket.socket) -> None:
+    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while data := a.recv(65536):
+                while self.frozen.is_set():  # a server that keeps its sockets but never answers
+                    time.sleep(0.05)
                 b.sendall(data)
         for s in (a, b):
             with contextlib.suppress(OSError):
@@ -141,6 +144,30 @@ def test_metrics_are_served_while_the_database_is_down(
         deadline = time.monotonic() + 30
         while "tagloop_database_up 1.0" not in client.get("/metrics", headers=AUTH).text:
             assert time.monotonic() < deadline, "the scrape did not see the database again"
+            time.sleep(0.2)
+    relay.cut()
+
+
+def test_healthz_is_a_503_within_seconds_when_the_database_hangs(
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path
+) -> None:
+    """A server that keeps its connections but never answers (kill -STOP) held /healthz for as long
+    as it slept (47 s, then a 200): an orchestrator could not tell."""
+    relay, url = relayed(db_url)
+    app = create_app(make_settings(url, tmp_path), pool_size=2, pool_timeout=1.0)
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        relay.frozen.set()
+        try:
+            start = time.monotonic()
+            response = client.get("/healthz")
+            assert time.monotonic() - start < 8
+            assert response.status_code == 503 and response.json()["title"] == "database unavailable"
+        finally:
+            relay.frozen.clear()
+        deadline = time.monotonic() + 30
+        while client.get("/healthz").status_code != 200:
+            assert time.monotonic() < deadline, "/healthz did not recover"
             time.sleep(0.2)
     relay.cut()
 
