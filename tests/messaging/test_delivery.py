@@ -301,3 +301,19 @@ def test_a_message_sent_at_another_local_hour_than_chosen_credits_no_hour(
     assert sorted(report.sent) == sorted(ids)
     hours = {r["id"]: r["send_hour"] for r in db.execute("select id::text as id, send_hour from messages")}
     assert [hours[i] for i in ids] == [20, None, None]
+
+
+def test_a_process_leaves_the_messages_of_channels_it_cannot_send_to_others(
+    db: psycopg.Connection[Any], receiver: Receiver
+) -> None:
+    """Delivery claimed every due message whatever its channel, and a worker without email set up
+    (TAGLOOP_SMTP_URL=none for that process) dead-lettered the whole deployment's due mail:
+    "channel 'email' is not configured"."""
+    users = add_users(db, 4)
+    hooks = queue_messages(db, users[:2], send_at=NOW)
+    mails = queue_messages(db, users[2:], send_at=NOW, channel="email")
+    channel = {"webhook": WebhookChannel(receiver.url, SECRET, allow_private=True)}
+    report = deliver_due(db, channel, NO_QUIET, now=NOW, rng=np.random.default_rng(0))
+    assert sorted(report.sent) == sorted(hooks) and report.claimed == 2 and not report.dead
+    status = _status(db)
+    assert [status[m] for m in mails] == ["pending", "pending"]  # for a process with email

@@ -41,7 +41,8 @@ def test_sent_dead_and_latency_are_counted_per_channel(
     assert 0 <= late - 2 * 90.0 < 5.0  # each was sent 90 s after its send time (plus the batch's own time)
     assert _value("tagloop_delivery_send_seconds_count", channel="webhook") >= 2
 
-    report = deliver_due(db, {}, cfg, now=NOW, rng=np.random.default_rng(1))  # channel not configured
+    refused = WebhookChannel(receiver.url, SECRET)  # a loopback target, refused by the SSRF guard: dead
+    report = deliver_due(db, {"webhook": refused}, cfg, now=NOW, rng=np.random.default_rng(1))
     assert len(report.dead) == 1
     assert _value("tagloop_messages_total", channel="webhook", outcome="dead") == before_dead + 1
     assert b"tagloop_messages_total" in generate_latest(REGISTRY)

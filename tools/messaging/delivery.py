@@ -161,7 +161,11 @@ def deliver_due(
     report = DeliveryReport()
     metrics = delivery_metrics()
     with conn.transaction():
-        claimed = store.claim_due(conn, now=now, limit=limit, ids=ids, lease=cfg.lease)
+        # only what this process can send: a worker without email set up dead-lettered every
+        # due mail of the deployment ("channel 'email' is not configured") that it claimed
+        claimed = store.claim_due(
+            conn, now=now, limit=limit, ids=ids, lease=cfg.lease, channels=channels.keys()
+        )
     report.claimed = len(claimed)
     claimed.sort(key=lambda r: (r["next_attempt_at"], str(r["id"])))  # oldest due first
     lease_end = claimed[0]["claimed_until"] if claimed else now

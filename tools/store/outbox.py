@@ -10,6 +10,7 @@ back. Messages are written with their decisions (tools/store/decisions.py)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ where u.id = m.user_id and m.id in (
     where ((status = 'pending' and next_attempt_at <= %(now)s)
            or (status = 'sending' and claimed_until < %(now)s))
       and (%(any)s or id = any(%(ids)s::uuid[]))
+      and (%(every_channel)s or channel = any(%(channels)s::text[]))
     order by next_attempt_at
     limit %(limit)s
     for update skip locked)
@@ -40,12 +42,21 @@ def claim_due(
     limit: int = 100,
     ids: list[str] | None = None,
     lease: timedelta = timedelta(minutes=5),
+    channels: Collection[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Lease up to `limit` due messages (and expired leases) as 'sending' and return them with the
-    user's address, consent and time zone. Commit before sending."""
-    return conn.execute(
-        _CLAIM, {"now": now, "lease_end": now + lease, "limit": limit, "any": ids is None, "ids": ids or []}
-    ).fetchall()
+    user's address, consent and time zone; only those of `channels` when given (the ones this
+    process can send: another process with more channels takes the rest). Commit before sending."""
+    params = {
+        "now": now,
+        "lease_end": now + lease,
+        "limit": limit,
+        "any": ids is None,
+        "ids": ids or [],
+        "every_channel": channels is None,
+        "channels": sorted(channels or ()),
+    }
+    return conn.execute(_CLAIM, params).fetchall()
 
 
 DELIVERY_LOCK_SPACE = 0x74676D  # two-key advisory lock: one sender per user at a time (caps)
