@@ -31,7 +31,11 @@ from tagloop.tools.messaging.unsubscribe import UnsubscribeLinks
 
 
 def _default_home() -> Path:
-    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "tagloop"
+    """`$XDG_DATA_HOME/tagloop`, or `~/.local/share/tagloop` when it is unset, empty or relative (the
+    XDG spec ignores those): an empty one made the home `tagloop`, a new database per directory."""
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "tagloop"
 
 
 # a duration setting's bound, about ten years: larger ones overflowed the datetimes they are added to

@@ -56,3 +56,18 @@ def test_none_in_the_environment_unsets_what_the_file_sets(
     monkeypatch.setenv("TAGLOOP_DATABASE_URL", "none")
     settings = load_settings()
     assert (settings.smtp_url, settings.database_url) == (None, None)
+
+
+def test_an_empty_or_relative_xdg_data_home_means_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """XDG_DATA_HOME= (set, empty) made the home the relative path `tagloop`: a new embedded
+    database in every directory a command ran from."""
+    for name in ("TAGLOOP_HOME", "TAGLOOP_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for value in ("", "relative/dir"):
+        monkeypatch.setenv("XDG_DATA_HOME", value)
+        assert load_settings().home == tmp_path / ".local" / "share" / "tagloop"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert load_settings().home == tmp_path / "xdg" / "tagloop"
