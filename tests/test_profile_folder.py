@@ -330,3 +330,14 @@ def test_a_user_in_a_zone_this_machine_lacks_stops_no_ones_profile(
         for r in catalogue.execute("select user_id, hour_of_week::text as h from user_profiles")
     }
     assert "1" in hours["b"] and "1" not in hours["a"]  # b's like at Monday 12:00 UTC; a's unplaced
+
+
+def test_an_imports_statistics_leave_its_connection_idle(db: psycopg.Connection[Any]) -> None:
+    """`analyze` after a large import opened a transaction it left open: every later
+    `conn.transaction()` became a savepoint, so `import lastfm`'s profile rebuild held the folder's
+    lock batch after batch until the import ended (folds and profile reads waited for all of it)."""
+    from tagloop.tools.ingest import loader as ingest_loader
+
+    db.commit()
+    ingest_loader._analyze_if_large(db, ingest_loader.ANALYZE_AFTER, ["events"])
+    assert db.info.transaction_status == psycopg.pq.TransactionStatus.IDLE

@@ -136,9 +136,17 @@ ANALYZE_AFTER = 10_000
 
 def _analyze_if_large(conn: psycopg.Connection[Any], stored: int, tables: list[str]) -> None:
     """Fresh planner statistics after a bulk load (a role that does not own a table gets a warning
-    from PostgreSQL and no statistics, not an error)."""
-    if stored >= ANALYZE_AFTER:
-        conn.execute("analyze " + ", ".join(tables))
+    from PostgreSQL and no statistics, not an error). On an idle connection in a transaction of its
+    own: left open, it made every later `conn.transaction()` a savepoint, so an import's profile
+    rebuild held the folder's lock batch after batch until the import's connection closed."""
+    if stored < ANALYZE_AFTER:
+        return
+    statement = "analyze " + ", ".join(tables)
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        with conn.transaction():
+            conn.execute(statement)
+    else:
+        conn.execute(statement)
 
 
 def _item_warnings(
