@@ -160,3 +160,39 @@ def test_a_deadlock_while_storing_stores_again_without_fitting_again(
     assert len(fits) == 1 and not failures
     assert _models(db) == [(report.model_id, "active")]  # the aborted attempt left nothing
     assert db.execute("select count(*) as n from rec_user_vectors").fetchone() == {"n": 60}
+
+
+def test_the_model_switch_holds_no_users_profile_row(
+    db: psycopg.Connection[Any], db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The switch's transaction wrote every user's `user_profiles.embedding`, so the profile folder
+    and every read that folds its user first (GET profile, recommendations, POST runs) waited for
+    the whole store step; the embeddings are written after it, a chunk per transaction."""
+    from tagloop.tools.profiles import rebuild_profiles
+
+    load_world(db)
+    rebuild_profiles(db, now=NOW, half_life_days=30)
+    db.commit()
+    assert db.execute("select count(*) as n from user_profiles where user_id = 'u1'").fetchone() == {"n": 1}
+    other = store_db.connect(db_url, migrate_schema=False)
+    seen: list[str] = []
+    activate = pg.activate
+
+    def probing_activate(conn: psycopg.Connection[Any], model_id: int) -> None:
+        try:  # what a fold does to u1's profile row, while the switch is under way
+            with other.transaction():
+                other.execute("set local lock_timeout = '1s'")
+                other.execute("select 1 from user_profiles where user_id = 'u1' for update")
+            seen.append("free")
+        except psycopg.errors.LockNotAvailable:
+            seen.append("locked")
+        activate(conn, model_id)
+
+    monkeypatch.setattr(pg, "activate", probing_activate)
+    try:
+        train(db, params=PARAMS, seed=0)
+    finally:
+        other.close()
+    assert seen == ["free"]
+    stored = db.execute("select count(*) as n from user_profiles where embedding is not null").fetchone()
+    assert stored is not None and stored["n"] == 60  # every trained user's, written after the switch

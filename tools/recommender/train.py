@@ -172,7 +172,6 @@ def train(
         pg.build_index(conn, model_id, model.dim)
         lap("index")
         say("writing user vectors")
-        user_vectors.write_user_embeddings(conn, users, embeddings)
         user_vectors.write_user_vectors(conn, model_id, stored)
         lap("user_vectors")
         pg.activate(conn, model_id)
@@ -188,6 +187,7 @@ def train(
             if attempt == STORE_ATTEMPTS:
                 raise
             say("storing the model deadlocked with a concurrent request; storing it again")
+    _write_embeddings(conn, users, embeddings)
     drop_retired(conn, say)
     if home is not None:
         target = home / "models" / str(model_id)
@@ -206,6 +206,27 @@ def train(
         seconds=seconds,
         bytes=sizes,
     )
+
+
+EMBEDDING_CHUNK = 2000  # users' `user_profiles.embedding` rows written (and locked) per transaction
+
+
+def _write_embeddings(conn: psycopg.Connection[Any], users: list[str], embeddings: np.ndarray) -> None:
+    """`user_profiles.embedding` of every user, after the model's switch, a chunk per transaction in
+    user-id order (the profile folder's lock order), each run again as a deadlock victim. Written
+    in the switch's transaction they held every user's profile row until it committed: the profile
+    folder, and every read that folds its user's events first, waited for the whole store step."""
+    order = sorted(range(len(users)), key=users.__getitem__)
+    for start in range(0, len(order), EMBEDDING_CHUNK):
+        part = order[start : start + EMBEDDING_CHUNK]
+        for attempt in range(1, STORE_ATTEMPTS + 1):
+            try:
+                with conn.transaction():
+                    user_vectors.write_user_embeddings(conn, [users[i] for i in part], embeddings[part])
+                break
+            except psycopg.errors.DeadlockDetected:
+                if attempt == STORE_ATTEMPTS:
+                    raise
 
 
 def _stored_users(
