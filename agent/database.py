@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from logging import DEBUG, WARNING
 from typing import Any
 
 import psycopg
@@ -26,24 +27,32 @@ def connect(
     return db.connect(database_url(settings), migrate_schema=migrate_schema, vector_types=vector_types)
 
 
-def recovered(conn: psycopg.Connection[Any], settings: Settings, who: str) -> psycopg.Connection[Any]:
+def recovered(
+    conn: psycopg.Connection[Any], settings: Settings, who: str, *, quiet: bool = False
+) -> psycopg.Connection[Any]:
     """After a failed cycle of a background loop (worker, scheduler, profile folder): `conn` rolled
     back; or, when the connection is lost (a database restart, a failover, a killed backend), a new
     one and the old one closed; or, while the database is still unreachable, the broken `conn` as
-    it is, for the next cycle to try again. Never raises."""
+    it is, for the next cycle to try again. Never raises. `quiet`: its warnings at DEBUG (a loop
+    that retries often says an outage once itself)."""
     if not conn.closed and not conn.broken:
         try:
             conn.rollback()
             return conn
         except psycopg.Error as exc:
-            log.warning("%s: rollback failed: %s", who, type(exc).__name__)
+            log.log(DEBUG if quiet else WARNING, "%s: rollback failed: %s", who, type(exc).__name__)
             if not conn.broken and not conn.closed:
                 return conn
     try:
         fresh = connect(settings, migrate_schema=False)
         fresh.commit()
     except (psycopg.Error, OSError, TagloopError) as exc:  # db.connect raises DatabaseError
-        log.warning("%s: database unreachable (%s); retrying next cycle", who, type(exc).__name__)
+        log.log(
+            DEBUG if quiet else WARNING,
+            "%s: database unreachable (%s); retrying next cycle",
+            who,
+            type(exc).__name__,
+        )
         return conn
     with contextlib.suppress(psycopg.Error):
         conn.close()

@@ -124,8 +124,9 @@ class FolderThread:
                 except Exception as exc:  # a failed fold must not stop the next one
                     failures += 1
                     self._failed(exc, failures)
-                    self._conn = recovered(self._conn, self.settings, "profile-folder")
-                    self._stop.wait(min(self.interval * 2**failures, MAX_BACKOFF))
+                    quiet = failures > 1 and failures % 20 != 0
+                    self._conn = recovered(self._conn, self.settings, "profile-folder", quiet=quiet)
+                    self._stop.wait(min(self.interval * 2 ** min(failures, 16), MAX_BACKOFF))
                     continue
                 if failures:
                     log.info("event=folder_resumed failed_folds=%d", failures)
