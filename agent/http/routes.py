@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import unquote_to_bytes
@@ -288,25 +289,37 @@ def healthz(request: Request) -> schemas.Health:
     connections but never answers (stopped, swapped out, a dead link that keeps its socket) held
     the probe — and the orchestrator's check — until it woke (47 s, then a 200)."""
     state = app_state(request)
-    outcome: list[BaseException | None] = []
 
     def probe() -> None:
+        with state.pool.connection() as conn:  # the pool's own wait (a stopped database: ~1 s)
+            conn.execute("select 1")
+
+    if not _within(HEALTH_TIMEOUT, probe):
+        raise PoolTimeout(f"the database did not answer within {HEALTH_TIMEOUT:g} s")
+    return schemas.Health(status="ok", database="ok")
+
+
+def _within(seconds: float, work: Callable[[], None]) -> bool:
+    """Run `work` on a daemon thread and wait for it at most `seconds`: True when it finished
+    (raising what it raised), False when it is still running (stuck on a database that keeps its
+    connections but does not answer; a daemon thread never holds up the process's exit)."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
         try:
-            with state.pool.connection() as conn:  # the pool's own wait (a stopped database: ~1 s)
-                conn.execute("select 1")
+            work()
             outcome.append(None)
-        except BaseException as exc:  # handed to the request's thread
+        except BaseException as exc:  # handed to the caller's thread
             outcome.append(exc)
 
-    # a daemon thread: one stuck until the server answers never holds up the process's exit
-    prober = threading.Thread(target=probe, name="healthz", daemon=True)
-    prober.start()
-    prober.join(HEALTH_TIMEOUT)
+    thread = threading.Thread(target=run, name="db-probe", daemon=True)
+    thread.start()
+    thread.join(seconds)
     if not outcome:
-        raise PoolTimeout(f"the database did not answer within {HEALTH_TIMEOUT:g} s")
+        return False
     if outcome[0] is not None:
         raise outcome[0]
-    return schemas.Health(status="ok", database="ok")
+    return True
 
 
 HEALTH_TIMEOUT = 5.0  # seconds
@@ -322,11 +335,15 @@ def metrics(state: Authorized) -> Response:
     """Prometheus text format. Rendered also while the database is down (it answered 503, and the
     in-process series — latency, events, deliveries — were lost exactly during the outage):
     `tagloop_database_up` says so, and the database-backed gauges keep their last values."""
-    try:
+
+    def read() -> None:
         with state.pool.connection(timeout=METRICS_DB_TIMEOUT) as conn:
             state.metrics.queue_depth.set(services.triggers.queue_depth(conn))
             state.metrics.observe_outbox(conn)
-        state.metrics.database_up.set(1)
+
+    try:
+        up = _within(METRICS_DB_TIMEOUT, read)  # a hung server held the scrape past its timeout
     except (psycopg.Error, PoolTimeout, PoolClosed):
-        state.metrics.database_up.set(0)
+        up = False
+    state.metrics.database_up.set(1 if up else 0)
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -141,6 +141,13 @@ def test_metrics_are_served_while_the_database_is_down(
         assert down.status_code == 200, down.text
         assert "tagloop_database_up 0.0" in down.text and "tagloop_http_request_duration_seconds" in down.text
         relay.restore()
+        relay.frozen.set()  # a server that keeps its connections but never answers held the scrape
+        try:
+            start = time.monotonic()
+            hung = client.get("/metrics", headers=AUTH)
+            assert time.monotonic() - start < 6 and "tagloop_database_up 0.0" in hung.text
+        finally:
+            relay.frozen.clear()
         deadline = time.monotonic() + 30
         while "tagloop_database_up 1.0" not in client.get("/metrics", headers=AUTH).text:
             assert time.monotonic() < deadline, "the scrape did not see the database again"
