@@ -196,3 +196,21 @@ def test_the_model_switch_holds_no_users_profile_row(
     assert seen == ["free"]
     stored = db.execute("select count(*) as n from user_profiles where embedding is not null").fetchone()
     assert stored is not None and stored["n"] == 60  # every trained user's, written after the switch
+
+
+def test_a_training_whose_profile_embeddings_fail_still_succeeds(
+    db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embeddings are written after the switch: failing there failed a training whose model
+    was already serving (and skipped dropping retired models)."""
+    load_world(db)
+    db.commit()
+
+    def deadlocked(*args: Any, **kwargs: Any) -> int:
+        raise psycopg.errors.DeadlockDetected("deadlock detected")
+
+    monkeypatch.setattr(user_vectors, "write_user_embeddings", deadlocked)
+    said: list[str] = []
+    report = train(db, params=PARAMS, seed=0, progress=said.append)
+    assert serving.active(db) is not None and serving.active(db).row.id == report.model_id  # type: ignore[union-attr]
+    assert any("embeddings not all written" in line for line in said), said

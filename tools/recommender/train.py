@@ -8,14 +8,16 @@
    tag-block vector, which is how a new release reaches its fans.
 3. `fit` (no transaction open), then in one transaction: the model row with its
    model.json/model.npz, every item vector (binary COPY), the model's HNSW index, every user's
-   vector in `user_profiles.embedding` and in `rec_user_vectors` stamped with the user's last
-   event seq and declared interests (read before the events, so serving refolds a user whose
-   events arrived during training), and the switch of the active model. That transaction is run
-   again when a deadlock with a request aborts it. Models older than the one before are dropped
-   afterwards, each in a short transaction of its own: dropping an index locks item_vectors, which
-   the requests being served read, and inside the big transaction it deadlocked with a request
-   waiting for a user's row the training had written. A copy of the model directory is kept in
-   `$TAGLOOP_HOME/models/<id>` for inspection (copies of models the database dropped are removed).
+   vector in `rec_user_vectors` stamped with the user's last event seq and declared interests
+   (read before the events, so serving refolds a user whose events arrived during training), and
+   the switch of the active model. That transaction is run again when a deadlock with a request
+   aborts it. After it, `user_profiles.embedding` of every user, a chunk per transaction (a
+   failure there is a warning: the new model is already serving). Models older than the one
+   before are dropped afterwards, each in a short transaction of its own: dropping an index locks
+   item_vectors, which the requests being served read, and inside the big transaction it
+   deadlocked with a request waiting for a user's row the training had written. A copy of the
+   model directory is kept in `$TAGLOOP_HOME/models/<id>` for inspection (copies of models the
+   database dropped are removed).
 Timings and sizes are returned (and printed by the CLI); progress goes to `progress`.
 """
 
@@ -187,7 +189,13 @@ def train(
             if attempt == STORE_ATTEMPTS:
                 raise
             say("storing the model deadlocked with a concurrent request; storing it again")
-    _write_embeddings(conn, users, embeddings)
+    try:
+        _write_embeddings(conn, users, embeddings)
+    except psycopg.Error as exc:  # the model is active: its training succeeded
+        say(
+            f"warning: users' profile embeddings not all written ({type(exc).__name__});"
+            " the next train writes them"
+        )
     drop_retired(conn, say)
     if home is not None:
         target = home / "models" / str(model_id)
