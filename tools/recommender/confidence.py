@@ -1,9 +1,10 @@
 """Confidence of implicit feedback: from event types and counts to one weight per (user, item).
 
 Two steps, both documented here so training and serving agree:
-1. `event_weight(type, value)` turns one event into a non-negative weight (a play counts 1, a
-   like 5, …; negative events such as skip/dislike carry 0, and so do custom event types, as in
-   the tag profiles). Summing these per (user, item) gives the raw weight (`RAW_WEIGHT`, the same
+1. `event_weight(type, value)` turns one event into a non-negative weight (a play counts its
+   `value` plays, or 1; a like 5, …; no other type's value counts, e.g. a convert's revenue;
+   negative events such as skip/dislike carry 0, and so do custom event types, as in the tag
+   profiles). Summing these per (user, item) gives the raw weight (`RAW_WEIGHT`, the same
    SQL for training and serving); for Last.fm that is the listen count. A dislike not followed by
    a like, save, share, add_to_playlist or convert of the item vetoes it: its raw weight is 0, so
    "played it, then disliked it" adds nothing (the item still counts as seen).
@@ -48,14 +49,17 @@ RAW_WEIGHT = f"""case
     )
     then 0.0
     else sum(coalesce((%(weights)s::jsonb ->> e.type)::float8, 0.0)
-             * case when e.value > 0 then least(e.value, {VALUE_CAP:.0f}) else 1.0 end)
+             * case when e.type = 'play' and e.value > 0 then least(e.value, {VALUE_CAP:.0f}) else 1.0 end)
 end"""
 
 
 def event_weight(event_type: str, value: float | None = None) -> float:
-    """Weight of one event: the type's base weight times `value` when given (e.g. play count)."""
+    """Weight of one event: the type's base weight, times `value` for a play (its play count). Only
+    a play's value is a count: a convert's is revenue, and weighing it made a 259-unit purchase
+    1,295 and a 0.5-unit one weaker than a like — the price, not the user, decided."""
     base = EVENT_WEIGHTS.get(event_type, 0.0)
-    return base * (min(value, VALUE_CAP) if value is not None and value > 0 else 1.0)
+    counted = event_type == "play" and value is not None and value > 0
+    return base * (min(value, VALUE_CAP) if counted and value is not None else 1.0)
 
 
 def confidence_vector(weights: np.ndarray) -> np.ndarray:
