@@ -197,7 +197,9 @@ def compose(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
             words = habit_of(kind for i in named if (kind := ctx.cache.kinds.get(i)) is not None)
             template = copy = compose_discovery(titles, top, tagged, declared=declared, words=words)
             if ctx.llm is not None:
-                facts = {"items": titles[:5], "top_tags": top[:3], "locale": user.locale or "en"}
+                kind = next((k for i in named if (k := ctx.cache.kinds.get(i))), "track")
+                locale = user.locale or "en"
+                facts = {"items": titles[:5], "kind": kind, "top_tags": top[:3], "locale": locale}
                 copy = compose_with_llm(
                     ctx.llm,
                     COPY_SYSTEM,

@@ -45,6 +45,9 @@ def test_a_slow_llm_costs_a_run_two_timeouts_not_one_per_user(
         )
         took = time.perf_counter() - start
         asked = fake.requests("slow")
+        facts = [json.loads(s["body"]["messages"][-1]["content"])["data"] for s in fake.seen]
+    # the picks' kind goes with the facts (the prompt said "music or content" whatever was sold)
+    assert facts and all(f["kind"] == "track" for f in facts), facts
     messages = [o for o in outcomes if o.outcome == "message"]
     assert len(messages) >= 4
     assert asked == 2
