@@ -50,7 +50,7 @@ def test_item_warnings_are_listed_and_counted(
     items.write_text("id,titel,provider\nx1,One,p\nx2,Two,p\n", encoding="utf-8")
     done = _tagloop("import", "items", str(items))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "items: 2 stored from 2 line(s), 4 warning(s)"
+    assert done.stdout.strip() == "items: 2 stored from 2 line(s), 5 warning(s)"  # kind: once
     assert (
         f"warning: {items}:2: titel: unknown field, kept in attributes; did you mean 'title'?" in done.stderr
     )

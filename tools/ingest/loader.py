@@ -153,9 +153,10 @@ def _item_warnings(
     conn: psycopg.Connection[Any], raw: Sequence[RawRecord], good: Sequence[tuple[int, Any]], file: str
 ) -> list[LineError]:
     """Item lines that are valid but probably not what was meant: a misspelt field (`titel`, `tag`,
-    `artist`: kept in attributes, SPEC §3) and new items without a title or a provider (allowed,
-    but shown as '' and outside every provider's fairness count). An item already stored is not
-    warned about for what it keeps (a re-import of `id,tags`)."""
+    `artist`: kept in attributes, SPEC §3), new items without a title or a provider (allowed,
+    but shown as '' and outside every provider's fairness count), and, once per file, new items
+    without a kind (stored as `track`: a shop's products were explained as music without a word).
+    An item already stored is not warned about for what it keeps (a re-import of `id,tags`)."""
     good_lines = {line for line, _ in good}
     warnings = [
         LineError(file, r.line, name, reason)
@@ -166,6 +167,17 @@ def _item_warnings(
     merged = by_id((item for _, item in good), rec.merged_item)
     last_line = {item.id: line for line, item in good}
     stored = catalogue.existing_ids(conn, "items", merged)
+    kindless = [last_line[i] for i, item in merged.items() if i not in stored and not item.kind]
+    if kindless:  # one warning for the file: a music catalogue may leave every kind out on purpose
+        warnings.append(
+            LineError(
+                file,
+                min(kindless),
+                "kind",
+                f"missing on {len(kindless):,} new item(s) (the first here): stored as `track`, so reasons"
+                " and messages speak of playing them; give each item's kind (product, article, video, …)",
+            )
+        )
     for item_id, item in merged.items():
         line = last_line[item_id]
         if item_id in stored:
