@@ -23,6 +23,7 @@ Timings and sizes are returned (and printed by the CLI); progress goes to `progr
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tempfile
@@ -42,6 +43,7 @@ from tagloop.tools.recommender.confidence import EVENT_WEIGHTS, RAW_WEIGHT
 from tagloop.tools.recommender.data import Interactions, build_interactions, build_item_tags
 from tagloop.tools.recommender.model import RecModel, RecParams, fit
 from tagloop.tools.recommender.store import save
+from tagloop.tools.store import db
 
 Progress = Callable[[str], None]
 
@@ -59,7 +61,7 @@ select u.id as user_id, u.attributes -> 'interests' as interests,
 from users u
 """
 
-STORE_ATTEMPTS = 3  # the store step is run again when PostgreSQL aborts it as a deadlock victim
+STORE_ATTEMPTS = 3  # the store step is run again when PostgreSQL aborts it (db.transact_on)
 DROP_LOCK_TIMEOUT = "1s"  # how long dropping an old model waits for the requests reading item_vectors
 DROP_ATTEMPTS = 3
 
@@ -180,15 +182,12 @@ def train(
         pg.update_stats(conn, model_id, {"seconds": seconds, "bytes": sizes})
         return model_id
 
-    for attempt in range(1, STORE_ATTEMPTS + 1):
-        try:
-            with conn.transaction():
-                model_id = store()
-            break
-        except psycopg.errors.DeadlockDetected:
-            if attempt == STORE_ATTEMPTS:
-                raise
-            say("storing the model deadlocked with a concurrent request; storing it again")
+    model_id = db.transact_on(
+        conn,
+        store,
+        attempts=STORE_ATTEMPTS,
+        on_retry=lambda _: say("storing the model deadlocked with a concurrent request; storing it again"),
+    )
     try:
         _write_embeddings(conn, users, embeddings)
     except psycopg.Error as exc:  # the model is active: its training succeeded
@@ -227,14 +226,10 @@ def _write_embeddings(conn: psycopg.Connection[Any], users: list[str], embedding
     order = sorted(range(len(users)), key=users.__getitem__)
     for start in range(0, len(order), EMBEDDING_CHUNK):
         part = order[start : start + EMBEDDING_CHUNK]
-        for attempt in range(1, STORE_ATTEMPTS + 1):
-            try:
-                with conn.transaction():
-                    user_vectors.write_user_embeddings(conn, [users[i] for i in part], embeddings[part])
-                break
-            except psycopg.errors.DeadlockDetected:
-                if attempt == STORE_ATTEMPTS:
-                    raise
+        write = functools.partial(
+            user_vectors.write_user_embeddings, conn, [users[i] for i in part], embeddings[part]
+        )
+        db.transact_on(conn, write, attempts=STORE_ATTEMPTS)
 
 
 def _stored_users(

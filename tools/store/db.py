@@ -201,21 +201,53 @@ def make_pool(url: str, *, min_size: int = 1, max_size: int = 8, timeout: float 
 RETRIED = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 
-def transact(pool: ConnectionPool, fn: Callable[..., T], *args: Any, attempts: int = 3, **kwargs: Any) -> T:
-    """`fn(conn, *args, **kwargs)` in one committed transaction on a pooled connection, run again
-    (up to `attempts` times in all) when PostgreSQL aborts it as a deadlock victim or a
-    serialization failure: two writers of overlapping rows (items sharing tags, a user written
-    twice at once) would otherwise see a transient error for a write that succeeds on retry.
-    `fn` must only touch the database: the whole transaction is rolled back before a retry."""
+def retried(
+    once: Callable[[], T], *, attempts: int = 3, on_retry: Callable[[BaseException], None] | None = None
+) -> T:
+    """`once()`, run again (up to `attempts` times in all) when PostgreSQL aborts it as a deadlock
+    victim or a serialization failure; `once` runs a transaction of its own, which is rolled back
+    before a retry. `on_retry` is told of each aborted attempt that is retried."""
     for attempt in range(1, attempts + 1):
         try:
-            with pool.connection() as conn, conn.transaction():
-                return fn(conn, *args, **kwargs)
-        except RETRIED:
+            return once()
+        except RETRIED as exc:
             if attempt == attempts:
                 raise
+            if on_retry is not None:
+                on_retry(exc)
             time.sleep(0.05 * attempt)
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def transact(pool: ConnectionPool, fn: Callable[..., T], *args: Any, attempts: int = 3, **kwargs: Any) -> T:
+    """`fn(conn, *args, **kwargs)` in one committed transaction on a pooled connection, run again
+    (`retried`) when PostgreSQL aborts it as a deadlock victim or a serialization failure: two
+    writers of overlapping rows (items sharing tags, a user written twice at once) would otherwise
+    see a transient error for a write that succeeds on retry. `fn` must only touch the database:
+    the whole transaction is rolled back before a retry."""
+
+    def once() -> T:
+        with pool.connection() as conn, conn.transaction():
+            return fn(conn, *args, **kwargs)
+
+    return retried(once, attempts=attempts)
+
+
+def transact_on(
+    conn: psycopg.Connection[Any],
+    fn: Callable[[], T],
+    *,
+    attempts: int = 3,
+    on_retry: Callable[[BaseException], None] | None = None,
+) -> T:
+    """`fn()` in a transaction of its own on `conn` (which has none open: it commits), run again
+    like `transact`'s."""
+
+    def once() -> T:
+        with conn.transaction():
+            return fn()
+
+    return retried(once, attempts=attempts, on_retry=on_retry)
 
 
 def first_line(exc: BaseException) -> str:
