@@ -315,7 +315,8 @@ def _export_metrics(host: str, port: int | None) -> None:
     from tagloop.agent.worker import run_metrics
     from tagloop.tools.messaging.delivery import delivery_metrics
 
-    delivery_metrics(), run_metrics()  # shown at zero before the first send and run
+    delivery_metrics()  # registered now: shown at zero before the first send
+    run_metrics()  # and before the first run
     start_http_server(port, addr=host)
     logging.getLogger("tagloop.metrics").info("event=metrics_exported address=%s:%d", host, port)
 

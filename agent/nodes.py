@@ -23,7 +23,7 @@ from tagloop.tools import candidates as sources
 from tagloop.tools.messaging import timing
 from tagloop.tools.messaging.compose import compose_discovery, compose_with_llm
 from tagloop.tools.store import decisions as store
-from tagloop.tools.wording import habit_of
+from tagloop.tools.wording import habit, habit_of
 
 MESSAGE = "message"
 SEND_HORIZON = timedelta(days=7)
@@ -194,10 +194,11 @@ def compose(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
             titles = [c.title for c in plan.chosen]
             # the words of the picks the reason lists (those carrying its tags): a mixed catalogue
             named = [i for i, ok in zip(picks, tagged, strict=True) if ok] or picks
-            words = habit_of(kind for i in named if (kind := ctx.cache.kinds.get(i)) is not None)
+            kinds = [kind for i in named if (kind := ctx.cache.kinds.get(i)) is not None]
+            words = habit_of(kinds)
             template = copy = compose_discovery(titles, top, tagged, declared=declared, words=words)
             if ctx.llm is not None:
-                kind = next((k for i in named if (k := ctx.cache.kinds.get(i))), "track")
+                kind = next((k for k in kinds if habit(k) == words), "track")  # one the words fit
                 locale = user.locale or "en"
                 facts = {"items": titles[:5], "kind": kind, "top_tags": top[:3], "locale": locale}
                 copy = compose_with_llm(

@@ -123,8 +123,9 @@ class FolderThread:
                     report = self._fold(self._conn)
                 except Exception as exc:  # a failed fold must not stop the next one
                     failures += 1
-                    self._failed(exc, failures)
-                    quiet = failures > 1 and failures % 20 != 0
+                    quiet = failures > 1 and failures % 20 != 0  # an outage is said once (and every 20th)
+                    if not quiet:
+                        self._failed(exc, failures)
                     self._conn = recovered(self._conn, self.settings, "profile-folder", quiet=quiet)
                     self._stop.wait(min(self.interval * 2 ** min(failures, 16), MAX_BACKOFF))
                     continue
@@ -142,10 +143,8 @@ class FolderThread:
 
     @staticmethod
     def _failed(exc: Exception, failures: int) -> None:
-        """Said on the first failure of a run of them (and every 20th): a database outage retried
-        every 0.15 s wrote ~47,000 warnings an hour."""
-        if failures > 1 and failures % 20:
-            return
+        """Say a failed fold (the caller says only the first of a run of them, and every 20th: a
+        database outage retried every 0.15 s wrote ~47,000 warnings an hour)."""
         if isinstance(exc, psycopg.OperationalError):  # the database went away
             log.warning(
                 "profile fold failed: database error: %s (failure %d in a row; retrying, up to every %g s)",

@@ -32,11 +32,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import orjson
 import psycopg
 
+from tagloop.policies.guards import zone
+from tagloop.tools.errors import InvalidInput
 from tagloop.tools.ingest.records import EventRecord
 from tagloop.tools.profiles import decay, event_weight, skip_rate, sparsevec_parse, sparsevec_text
 from tagloop.tools.store.users import json_param
@@ -310,8 +312,8 @@ def _zone(name: str) -> ZoneInfo | None:
     the error rolled back the whole batch and the folder retried it forever, updating no profile
     of anyone. Said once per process and zone."""
     try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+        return zone(name)
+    except InvalidInput:
         log.warning("event=unknown_time_zone zone=%r: events fold without their hour of week", name)
         return None
 
